@@ -1,0 +1,232 @@
+//! The ICMP layer, behind the small [`Pinger`] trait.
+//!
+//! A caller hands the engine a [`ProbeSpec`] (where, how big, how long to wait) and a
+//! [`EventSink`]; the engine sends one echo request and delivers every outcome of that probe to
+//! the sink as a [`ProbeEvent`]:
+//!
+//! - exactly one *terminal* event: [`EventKind::Reply`], [`EventKind::Timeout`] or
+//!   [`EventKind::IcmpError`];
+//! - then possibly [`EventKind::Late`] (a reply after the deadline, already reported as a timeout)
+//!   or [`EventKind::Duplicate`] (a further reply to an answered probe).
+//!
+//! The engine never waits on a sink: events go out with `try_send`, and a full sink loses the
+//! event (counted by the engine). Callers size their sinks for their probe rate.
+
+pub mod fake;
+pub mod icmp;
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+/// Where to send a probe and how.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeSpec {
+    /// Destination address.
+    pub ip: IpAddr,
+    /// ICMP payload bytes (the echo data after the 8-byte ICMP header).
+    pub size: u16,
+    /// How long to wait for the reply; a reply after it is [`EventKind::Late`].
+    pub timeout: Duration,
+    /// Socket-level options; probes with equal options share a socket.
+    pub options: SocketOptions,
+}
+
+/// Options that are set on the socket (or per packet) rather than in the ICMP message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SocketOptions {
+    /// IPv4 TTL / IPv6 hop limit; `None` leaves the kernel default.
+    pub ttl: Option<u8>,
+    /// IPv4 TOS byte / IPv6 traffic class.
+    pub tos: Option<u8>,
+    /// Source address to bind.
+    pub source: Option<IpAddr>,
+    /// Interface to bind (SO_BINDTODEVICE).
+    pub interface: Option<String>,
+}
+
+/// One outcome of one probe, as delivered to the caller's sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeEvent {
+    /// The caller's tag for the probe (its own sequence number), passed to [`Pinger::send`].
+    pub tag: u64,
+    /// The ICMP sequence number on the wire.
+    pub seq: u16,
+    /// The probed address.
+    pub ip: IpAddr,
+    /// Wall-clock time of the event (the receive timestamp for replies).
+    pub at: SystemTime,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to a probe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// An echo reply within the timeout.
+    Reply(ReplyInfo),
+    /// No reply within the timeout.
+    Timeout,
+    /// A reply after the timeout (the probe was already reported as [`EventKind::Timeout`]).
+    Late(ReplyInfo),
+    /// A further reply to a probe that was already answered.
+    Duplicate(ReplyInfo),
+    /// An ICMP error (unreachable, time exceeded, ...) quoting this probe.
+    IcmpError(IcmpErrorInfo),
+}
+
+impl EventKind {
+    /// True for the one event that settles a probe (reply, timeout or ICMP error).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Reply(_) | Self::Timeout | Self::IcmpError(_))
+    }
+}
+
+/// What a reply told us.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplyInfo {
+    /// Round-trip time, from the send time to the kernel receive timestamp where available.
+    pub rtt: Duration,
+    /// TTL / hop limit of the reply, when the socket reports it.
+    pub ttl: Option<u8>,
+    /// Bytes of the ICMP message received (header and payload).
+    pub size: usize,
+}
+
+/// An ICMP error matched to a probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IcmpErrorInfo {
+    /// Coarse class, used as the `type` label of `pingscope_icmp_errors_total`.
+    pub kind: IcmpErrorKind,
+    /// The ICMP type byte (v4 or v6 numbering, per the probe's family).
+    pub icmp_type: u8,
+    /// The ICMP code byte.
+    pub icmp_code: u8,
+    /// The router or host that sent the error.
+    pub from: IpAddr,
+}
+
+/// Coarse classes of ICMP errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IcmpErrorKind {
+    /// Destination unreachable (v4 type 3, v6 type 1).
+    Unreachable,
+    /// Time exceeded (v4 type 11, v6 type 3).
+    TimeExceeded,
+    /// Packet too big (v6 type 2) or fragmentation needed.
+    PacketTooBig,
+    /// Parameter problem (v4 type 12, v6 type 4).
+    ParameterProblem,
+    /// Anything else that quoted our probe.
+    Other,
+}
+
+impl IcmpErrorKind {
+    /// Label value for metrics and the `error` field of samples.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreachable => "unreachable",
+            Self::TimeExceeded => "time_exceeded",
+            Self::PacketTooBig => "packet_too_big",
+            Self::ParameterProblem => "parameter_problem",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Where the engine delivers a probe's events.
+pub type EventSink = mpsc::Sender<ProbeEvent>;
+
+/// Why a probe could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The table of probes in flight is full; the probe was not sent.
+    #[error("too many probes in flight ({limit}); probe to {ip} not sent")]
+    InFlightFull {
+        /// The table's capacity.
+        limit: usize,
+        /// The destination.
+        ip: IpAddr,
+    },
+    /// Opening the socket for this family/options failed.
+    #[error("cannot open ICMP socket for {ip}: {source}")]
+    Socket {
+        /// The destination.
+        ip: IpAddr,
+        /// What the OS said.
+        #[source]
+        source: SocketError,
+    },
+    /// The kernel refused the send.
+    #[error("send to {ip} failed: {source}")]
+    Io {
+        /// The destination.
+        ip: IpAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine has shut down.
+    #[error("engine is shut down")]
+    Closed,
+}
+
+impl SendError {
+    /// Short label for `pingscope_send_errors_total{reason}`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InFlightFull { .. } => "in_flight_full",
+            Self::Socket { .. } => "socket",
+            Self::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::ENETUNREACH) => "network_unreachable",
+                Some(libc::EHOSTUNREACH) => "host_unreachable",
+                Some(libc::EAGAIN) | Some(libc::ENOBUFS) => "buffer_full",
+                Some(libc::EPERM) | Some(libc::EACCES) => "permission",
+                Some(libc::EADDRNOTAVAIL) => "address_not_available",
+                _ => "io",
+            },
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Why an ICMP socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Neither a datagram ICMP socket nor a raw socket is allowed for this user.
+    #[error(
+        "no permission to open an ICMP socket (datagram: {dgram}; raw: {raw}); allow unprivileged \
+         ping with `sysctl -w net.ipv4.ping_group_range=\"0 2147483647\"` or give the binary \
+         CAP_NET_RAW (`setcap cap_net_raw+ep pingscope`)"
+    )]
+    PermissionDenied {
+        /// Error of the datagram attempt.
+        dgram: std::io::Error,
+        /// Error of the raw attempt.
+        raw: std::io::Error,
+    },
+    /// Any other failure while creating or configuring the socket.
+    #[error("{op}: {source}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Sends ICMP echo probes and reports their outcomes.
+///
+/// Implementations: the real engine ([`icmp::IcmpEngine`]) and [`fake::FakePinger`] for
+/// unit tests.
+pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
+    /// Sends one echo request now. Every event of this probe goes to `sink`, tagged with `tag`.
+    ///
+    /// Returns the wire sequence number used. Never blocks.
+    fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError>;
+
+    /// Number of probes currently awaiting their reply or deadline.
+    fn in_flight(&self) -> usize;
+}
