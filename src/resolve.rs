@@ -28,3 +28,30 @@ impl Family {
         }
     }
 }
+
+// ---- stub until the engine branch lands ----
+/// Resolver stub.
+#[derive(Clone, Debug)]
+pub struct Resolver;
+/// Resolved stub.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Addresses.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Until.
+    pub valid_until: std::time::Instant,
+}
+/// Error stub.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot resolve {0}")]
+pub struct ResolveError(String);
+impl Resolver {
+    /// Stub.
+    pub fn system() -> Result<Self, ResolveError> { Ok(Self) }
+    /// Stub.
+    pub fn with_servers(_s: &[std::net::SocketAddr]) -> Result<Self, ResolveError> { Ok(Self) }
+    /// Stub.
+    pub async fn lookup(&self, host: &str, _f: Family) -> Result<Resolved, ResolveError> {
+        host.parse().map(|ip| Resolved { addrs: vec![ip], valid_until: std::time::Instant::now() }).map_err(|_| ResolveError(host.into()))
+    }
+}
