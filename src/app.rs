@@ -1,14 +1,435 @@
-//! Wiring for `serve` (in progress).
-use std::path::Path;
+//! Wiring for `pingscope serve`: build the handles, start the scheduler and the HTTP servers,
+//! then wait for reload and shutdown signals.
+//!
+//! [`App`] is the cheap-clone handle every HTTP handler gets: it hides the current config, the
+//! scheduler, the registry and the engine behind domain methods (`reload`, `scheduler`, ...).
 
-use crate::cli::ServeArgs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// Runs the daemon.
-pub fn main(_args: ServeArgs) -> u8 {
-    0
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, LogFormat, ServeArgs};
+use crate::config::{self, Config, Shard};
+use crate::engine::Pinger;
+use crate::engine::icmp::{EngineConfig, IcmpEngine};
+use crate::live::LiveHub;
+use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
+use crate::resolve::Resolver;
+use crate::scheduler::{Deps, Scheduler};
+
+/// How long shutdown may take before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// How often `--config.watch` looks at the config and target files.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What `serve` was started with, beyond the config file's content.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// The config file; `None` runs the embedded default.
+    pub config_path: Option<PathBuf>,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: String,
+    /// Shard of the target list this instance keeps.
+    pub shard: Option<Shard>,
 }
 
-/// Validates a config file.
-pub fn check_config(_file: &Path) -> u8 {
-    0
+struct Inner {
+    options: AppOptions,
+    // Swapped whole on a successful reload; readers clone the Arc and never hold the lock.
+    config: RwLock<Arc<Config>>,
+    scheduler: Scheduler,
+    metrics: Metrics,
+    live: LiveHub,
+    pinger: Arc<dyn Pinger>,
+    // Serializes reloads (a SIGHUP storm applies one diff at a time).
+    reload_lock: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+/// Cheap-clone handle to the running daemon.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds every handle and applies the config's targets. Call inside a tokio runtime.
+    pub async fn start(
+        options: AppOptions,
+        config: Config,
+        pinger: Arc<dyn Pinger>,
+    ) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(MetricsOptions {
+            buckets: config.histogram.buckets.clone(),
+            native: config.histogram.native,
+            build: BuildInfo::default(),
+        })
+        .context("building the metrics registry")?;
+        let resolver = make_resolver(&config)?;
+        let live = LiveHub::default();
+        let scheduler = Scheduler::new(
+            Deps {
+                pinger: pinger.clone(),
+                resolver,
+                metrics: metrics.clone(),
+                live: live.clone(),
+            },
+            config.dns.refresh,
+        );
+        {
+            let pinger = pinger.clone();
+            metrics.set_gauge_source(ScrapeGauge::ProbesInFlight, move || {
+                i64::try_from(pinger.in_flight()).unwrap_or(i64::MAX)
+            });
+        }
+        {
+            let live = live.clone();
+            metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
+                i64::try_from(live.readers()).unwrap_or(i64::MAX)
+            });
+        }
+        let targets: Vec<_> = config
+            .targets_for(options.shard)
+            .into_iter()
+            .cloned()
+            .collect();
+        let (added, _, _) = scheduler.apply(&targets, config.dns.refresh).await;
+        metrics.set_reload_status(true, SystemTime::now());
+        tracing::info!(
+            targets = added,
+            config = %options.config_path.as_deref().map_or("<embedded default>".into(), |p| p.display().to_string()),
+            "monitors started"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                options,
+                config: RwLock::new(Arc::new(config)),
+                scheduler,
+                metrics,
+                live,
+                pinger,
+                reload_lock: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The scheduler of the configured monitors.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
+    /// The registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The live hub of monitor samples.
+    pub fn live(&self) -> &LiveHub {
+        &self.inner.live
+    }
+
+    /// The ICMP engine.
+    pub fn pinger(&self) -> &Arc<dyn Pinger> {
+        &self.inner.pinger
+    }
+
+    /// The config now in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.read().clone()
+    }
+
+    /// Path of the metrics endpoint.
+    pub fn telemetry_path(&self) -> &str {
+        &self.inner.options.telemetry_path
+    }
+
+    /// Fires when the daemon shuts down (long-lived handlers stop on it).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Re-reads the config file and applies it as a diff. An invalid file is rejected, the
+    /// running config stays, and `pingscope_config_last_reload_successful` drops to 0.
+    pub async fn reload(&self) -> Result<String, String> {
+        let _serial = self.inner.reload_lock.lock().await;
+        let Some(path) = self.inner.options.config_path.clone() else {
+            return Ok("running the embedded default config; nothing to reload".to_owned());
+        };
+        let new = match config::load_file(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.inner.metrics.set_reload_status(false, SystemTime::now());
+                tracing::error!(file = %path.display(), errors = %e, "config reload rejected; the running config stays");
+                return Err(e.to_string());
+            }
+        };
+        let old = self.config();
+        if new.histogram != old.histogram {
+            tracing::warn!("histogram buckets changed; they take effect at the next restart");
+        }
+        if new.dns.servers != old.dns.servers {
+            match make_resolver(&new) {
+                Ok(r) => self.inner.scheduler.set_resolver(r),
+                Err(e) => {
+                    self.inner.metrics.set_reload_status(false, SystemTime::now());
+                    return Err(format!("{e:#}"));
+                }
+            }
+        }
+        let targets: Vec<_> = new
+            .targets_for(self.inner.options.shard)
+            .into_iter()
+            .cloned()
+            .collect();
+        let (added, changed, removed) = self
+            .inner
+            .scheduler
+            .apply(&targets, new.dns.refresh)
+            .await;
+        *self.inner.config.write() = Arc::new(new);
+        self.inner.metrics.set_reload_status(true, SystemTime::now());
+        let summary = format!(
+            "config reloaded: {} targets ({added} added, {changed} changed, {removed} removed)",
+            targets.len()
+        );
+        tracing::info!(added, changed, removed, targets = targets.len(), "config reloaded");
+        Ok(summary)
+    }
+
+    /// Stops scheduling and lets long-lived handlers end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.scheduler.shutdown().await;
+    }
+}
+
+fn make_resolver(config: &Config) -> anyhow::Result<Resolver> {
+    if config.dns.servers.is_empty() {
+        Resolver::system().context("setting up the system resolver")
+    } else {
+        Resolver::with_servers(&config.dns.servers).context("setting up the DNS resolver")
+    }
+}
+
+/// Sets up logging for the daemon.
+pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid --log.level \"{level}\""))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let result = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Logfmt => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// `pingscope check-config FILE`.
+pub fn check_config(file: &Path) -> u8 {
+    let (ok, report) = config::check_config_report(file);
+    if ok {
+        print_line(&report);
+        cli::EXIT_OK
+    } else {
+        eprint_line(&report);
+        cli::EXIT_USAGE
+    }
+}
+
+fn print_line(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{s}");
+}
+
+fn eprint_line(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{s}");
+}
+
+/// `pingscope serve`: returns the exit status.
+pub fn main(args: ServeArgs) -> u8 {
+    if let Err(e) = init_logging(&args.log_level, args.log_format) {
+        eprint_line(&format!("pingscope: {e:#}"));
+        return cli::EXIT_USAGE;
+    }
+    let shard = match args.shard.as_deref().map(str::parse::<Shard>).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprint_line(&format!("pingscope: invalid --shard: {e}"));
+            return cli::EXIT_USAGE;
+        }
+    };
+    if !args.telemetry_path.starts_with('/') || args.telemetry_path.len() < 2 {
+        eprint_line("pingscope: --web.telemetry-path must start with / and name a path");
+        return cli::EXIT_USAGE;
+    }
+    let config = match &args.config_file {
+        Some(path) => match config::load_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint_line(&format!("pingscope: invalid config:\n{e}"));
+                return cli::EXIT_USAGE;
+            }
+        },
+        None => Config::embedded_default(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pingscope")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprint_line(&format!("pingscope: cannot start the runtime: {e}"));
+            return cli::EXIT_FAILURE;
+        }
+    };
+    let options = AppOptions {
+        config_path: args.config_file.clone(),
+        telemetry_path: args.telemetry_path.clone(),
+        shard,
+    };
+    let code = runtime.block_on(run(options, config, args.listen.clone(), args.config_watch));
+    // Tasks still running after the grace period must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run(options: AppOptions, config: Config, listen: Vec<SocketAddr>, watch: bool) -> u8 {
+    let engine = match IcmpEngine::new(EngineConfig::default()) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open ICMP sockets");
+            eprint_line(&format!("pingscope: {e}"));
+            return match e {
+                crate::engine::SocketError::PermissionDenied { .. } => cli::EXIT_NOPERM,
+                _ => cli::EXIT_FAILURE,
+            };
+        }
+    };
+    let mut listeners = Vec::new();
+    for addr in &listen {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(address = %addr, "listening");
+                listeners.push(l);
+            }
+            Err(e) => {
+                eprint_line(&format!("pingscope: cannot listen on {addr}: {e}"));
+                return cli::EXIT_FAILURE;
+            }
+        }
+    }
+    let app = match App::start(options, config, engine).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprint_line(&format!("pingscope: {e:#}"));
+            return cli::EXIT_FAILURE;
+        }
+    };
+    let http_shutdown = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(
+        listeners,
+        crate::http::router(app.clone()),
+        http_shutdown.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    if watch {
+        tokio::spawn(watch_config(app.clone()));
+    }
+    wait_for_signals(&app).await;
+    tracing::info!("shutting down");
+    let bounded = async {
+        app.shutdown().await;
+        http_shutdown.cancel();
+        let _ = server.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, bounded).await.is_err() {
+        tracing::warn!("shutdown grace period over; exiting");
+    }
+    cli::EXIT_OK
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(app: &App) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = hup.recv() => {
+                let app = app.clone();
+                // A reload waits for the previous one; signals keep being read meanwhile.
+                tokio::spawn(async move { let _ = app.reload().await; });
+            }
+            Some(()) = term.recv() => return,
+            Some(()) = int.recv() => return,
+        }
+    }
+}
+
+/// Reloads when the config file or a target file changes (polling: works with the symlink
+/// swaps of Kubernetes ConfigMaps, where inotify on the file misses the change).
+async fn watch_config(app: App) {
+    let mut last = fingerprint(&app.config().watch_paths());
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown_token().cancelled() => return,
+        }
+        let now = fingerprint(&app.config().watch_paths());
+        if now != last {
+            last = now;
+            tracing::info!("config or target files changed; reloading");
+            let _ = app.reload().await;
+        }
+    }
+}
+
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    for p in paths {
+        let entries: Vec<PathBuf> = if p.is_dir() {
+            std::fs::read_dir(p)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        } else {
+            vec![p.clone()]
+        };
+        for e in entries {
+            let meta = std::fs::metadata(&e).ok();
+            out.push((
+                e,
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map_or(0, |m| m.len()),
+            ));
+        }
+    }
+    out.sort();
+    out
 }

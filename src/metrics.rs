@@ -31,10 +31,25 @@ impl TargetMetrics {
 #[derive(Clone, Debug, Default)]
 pub struct Metrics;
 impl Metrics {
-    pub fn target(&self, _l: &TargetLabels, _host: &str, _family: &str) -> TargetMetrics { TargetMetrics }
+    pub fn new(_o: MetricsOptions) -> Result<Self, MetricsError> { Ok(Self) }
+    pub fn target(&self, _l: &TargetLabels, _host: &str, _family: crate::resolve::Family) -> TargetMetrics { TargetMetrics }
+    pub fn encode(&self, _f: Format) -> Result<Vec<u8>, MetricsError> { Ok(Vec::new()) }
+    pub fn set_gauge_source(&self, _g: ScrapeGauge, _s: impl Fn() -> i64 + Send + Sync + 'static) {}
+    pub fn track_resolve(&self, _t: &str) {}
+    pub fn forget_resolve(&self, _t: &str) {}
     pub fn forget(&self, _l: &TargetLabels) {}
     pub fn observe_scheduler_lag(&self, _s: f64) {}
     pub fn inc_resolve_error(&self, _t: &str) {}
     pub fn set_reload_status(&self, _ok: bool, _at: SystemTime) {}
-    pub fn set_probes_in_flight(&self, _n: usize) {}
 }
+
+#[derive(Clone, Debug, Default)]
+pub struct MetricsOptions { pub buckets: Vec<f64>, pub native: bool, pub build: BuildInfo }
+#[derive(Clone, Debug, Default)]
+pub struct BuildInfo;
+#[derive(Clone, Copy, Debug)]
+pub enum ScrapeGauge { ProbesInFlight, SessionsActive, LiveClients }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format { Text, Protobuf }
+impl Format { pub fn content_type(self) -> &'static str { "text/plain; version=0.0.4" } }
+pub fn negotiate(_a: &str) -> Format { Format::Text }

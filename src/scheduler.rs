@@ -26,7 +26,7 @@ use crate::config::TargetConfig;
 use crate::engine::{EventKind, Pinger, ProbeEvent, ProbeSpec, SocketOptions};
 use crate::live::LiveHub;
 use crate::metrics::{Metrics, TargetLabels, TargetMetrics, WindowRtt};
-use crate::resolve::Resolver;
+use crate::resolve::{Family, Resolver};
 use crate::sample::Sample;
 use crate::stats::{Window, WindowStats};
 
@@ -88,6 +88,8 @@ struct TargetTask {
 
 struct Shared {
     deps: Deps,
+    // Replaced when a reload changes `dns.servers`; lookups clone it first.
+    resolver: Mutex<Resolver>,
     dns_refresh: Mutex<Duration>,
     // Held only to add/remove entries and to copy them out; never across an await.
     tasks: tokio::sync::Mutex<HashMap<String, TargetTask>>,
@@ -123,6 +125,7 @@ impl Scheduler {
     pub fn new(deps: Deps, dns_refresh: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
+                resolver: Mutex::new(deps.resolver.clone()),
                 deps,
                 dns_refresh: Mutex::new(dns_refresh),
                 tasks: tokio::sync::Mutex::new(HashMap::new()),
@@ -174,9 +177,6 @@ impl Scheduler {
             if tasks.contains_key(&cfg.name) {
                 continue;
             }
-            if !self.shared.failures.lock().contains_key(&cfg.name) {
-                // nothing: failures are per running task, cleared when it stops
-            }
             added += 1;
             if first {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
@@ -198,6 +198,11 @@ impl Scheduler {
             );
         }
         (added - changed, changed, removed)
+    }
+
+    /// Uses this resolver for every lookup from now on.
+    pub fn set_resolver(&self, resolver: Resolver) {
+        *self.shared.resolver.lock() = resolver;
     }
 
     /// True once every target of the first config has settled its first probe on every address
@@ -256,8 +261,9 @@ async fn target_task(shared: Arc<Shared>, cfg: TargetConfig, cancel: Cancellatio
     let (first_tx, mut first_rx) = mpsc::channel::<IpAddr>(64);
     let mut awaiting_first: Vec<IpAddr> = Vec::new();
     loop {
+        let resolver = shared.resolver.lock().clone();
         let lookup = tokio::select! {
-            r = shared.deps.resolver.lookup(&cfg.host, cfg.family) => r,
+            r = resolver.lookup(&cfg.host, cfg.family) => r,
             () = cancel.cancelled() => break,
         };
         let refresh = *shared.dns_refresh.lock();
@@ -359,7 +365,8 @@ fn start_address(
     let extra: Vec<(String, String)> =
         cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let labels = TargetLabels::new(cfg.name.clone(), ip, extra.clone())?;
-    let family = if ip.is_ipv4() { "ip4" } else { "ip6" };
+    // target_info tells which address family the target resolved to, not the setting.
+    let family = if ip.is_ipv4() { Family::Ip4 } else { Family::Ip6 };
     let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
     let status = Arc::new(Mutex::new(AddressStatus {
         target: cfg.name.clone(),
@@ -515,7 +522,6 @@ pub fn now() -> SystemTime {
 mod tests {
     use super::*;
     use crate::engine::fake::{FakePinger, Step};
-    use crate::resolve::Family;
     use std::collections::BTreeMap;
 
     fn target(name: &str, host: &str, interval_ms: u64) -> TargetConfig {
