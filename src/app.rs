@@ -25,6 +25,8 @@ use crate::scheduler::{Deps, Scheduler};
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// `/probe` requests running at once; past this they are refused with 429.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
 /// How often `--config.watch` looks at the config and target files.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -47,6 +49,8 @@ struct Inner {
     metrics: Metrics,
     live: LiveHub,
     pinger: Arc<dyn Pinger>,
+    // Bounds /probe requests in flight; past it a request is refused at once (429).
+    probe_slots: Arc<tokio::sync::Semaphore>,
     // Serializes reloads (a SIGHUP storm applies one diff at a time).
     reload_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -122,6 +126,7 @@ impl App {
                 metrics,
                 live,
                 pinger,
+                probe_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PROBES)),
                 reload_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
             }),
@@ -146,6 +151,16 @@ impl App {
     /// The ICMP engine.
     pub fn pinger(&self) -> &Arc<dyn Pinger> {
         &self.inner.pinger
+    }
+
+    /// The resolver now in force.
+    pub fn resolver(&self) -> Resolver {
+        self.inner.scheduler.resolver()
+    }
+
+    /// A slot for one `/probe`, or `None` when all are taken.
+    pub fn try_probe_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.probe_slots.clone().try_acquire_owned().ok()
     }
 
     /// The config now in force.

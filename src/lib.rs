@@ -10,6 +10,7 @@
 //! | [`engine`] | the ICMP layer behind [`engine::Pinger`]: one socket per family, in-flight table, kernel timestamps; a scripted fake |
 //! | [`sample`] | the one sample shape shared by CLI JSON lines, WebSocket messages and the session store |
 //! | [`stats`] | pure statistics: loss, RTT summary, percentiles, jitter (IPDV and RFC 3550) |
+//! | [`burst`] | a bounded run of probes to one address, shared by `/probe` and sessions |
 //! | [`ping`] | the one-shot `pingscope ping` command |
 //! | [`metrics`] | the Prometheus registry: record a result, forget a target, encode text or protobuf |
 //! | [`scheduler`] | one task per (target, address): staggered start, drift-free ticks, lag measured |
@@ -19,6 +20,7 @@
 //! | [`app`] | wiring for `serve`: handles, scheduler, HTTP, reload and shutdown |
 
 pub mod app;
+pub mod burst;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -200,6 +200,11 @@ impl Scheduler {
         (added - changed, changed, removed)
     }
 
+    /// The resolver now in force.
+    pub fn resolver(&self) -> Resolver {
+        self.shared.resolver.lock().clone()
+    }
+
     /// Uses this resolver for every lookup from now on.
     pub fn set_resolver(&self, resolver: Resolver) {
         *self.shared.resolver.lock() = resolver;

@@ -33,3 +33,5 @@ impl Config {
     /// Stub.
     pub fn watch_paths(&self) -> Vec<std::path::PathBuf> { Vec::new() }
 }
+/// Stub.
+pub fn format_duration(d: std::time::Duration) -> String { format!("{d:?}") }

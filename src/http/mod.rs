@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod error;
 pub mod metrics;
+pub mod probe;
 pub mod targets;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/-/ready", get(admin::ready).head(admin::ready))
         .route("/-/reload", post(admin::reload).put(admin::reload))
         .route(&telemetry, get(metrics::metrics))
+        .route("/probe", get(probe::probe))
         .route("/api/v1/targets", get(targets::list))
         .route("/servers", get(targets::list))
         .fallback(error::not_found)

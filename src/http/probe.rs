@@ -1,0 +1,417 @@
+//! `GET /probe?target=HOST`: blackbox_exporter's multi-target pattern, with several packets per
+//! probe and the loss, RTT and jitter figures blackbox does not give for ICMP.
+//!
+//! Every request builds a fresh registry, so `/probe` never leaks series between targets.
+//! `probe_success` is 1 when at least one echo reply came back within the timeout.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family as MetricFamily;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::burst::{self, BurstEvent, BurstPlan};
+use crate::config::ProbeProfile;
+use crate::engine::{EventKind, ProbeSpec, SocketOptions};
+use crate::http::error::ApiError;
+use crate::resolve::Family;
+
+/// Most packets one probe may send.
+pub const MAX_COUNT: u32 = 1000;
+/// Scrape timeout assumed when Prometheus does not send its header.
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kept free before the scrape timeout, so the answer reaches Prometheus in time.
+pub const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
+
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The probe settings after the module and the query are merged and checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeParams {
+    /// Host to probe.
+    pub target: String,
+    /// Packets.
+    pub count: u32,
+    /// Between packets.
+    pub interval: Duration,
+    /// Per packet.
+    pub timeout: Duration,
+    /// Payload bytes.
+    pub size: u16,
+    /// Address family.
+    pub family: Family,
+    /// Return the probe's log as text.
+    pub debug: bool,
+}
+
+fn query_duration(q: &HashMap<String, String>, key: &str) -> Result<Option<Duration>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            crate::config::parse_duration(v)
+                .map_err(|e| ApiError::bad_request(format!("invalid parameter \"{key}\": {e}")))
+        })
+        .transpose()
+}
+
+fn query_number<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|_| {
+                ApiError::bad_request(format!("invalid parameter \"{key}\": \"{v}\" is not {what}"))
+            })
+        })
+        .transpose()
+}
+
+/// Merges the module (profile) with the query and checks every value against the config caps.
+pub fn params(
+    q: &HashMap<String, String>,
+    profiles: &std::collections::BTreeMap<String, ProbeProfile>,
+    min_interval: Duration,
+) -> Result<ProbeParams, ApiError> {
+    let target = q.get("target").map(|t| t.trim()).unwrap_or("");
+    if target.is_empty() {
+        return Err(ApiError::bad_request("missing parameter \"target\": the host to probe"));
+    }
+    let module = q.get("module").map_or("default", String::as_str);
+    let Some(profile) = profiles.get(module) else {
+        let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+        return Err(ApiError::bad_request(format!(
+            "unknown module \"{module}\" (configured: {})",
+            known.join(", ")
+        )));
+    };
+    let count = query_number::<u32>(q, "count", "a whole number")?.unwrap_or(profile.count);
+    if count == 0 || count > MAX_COUNT {
+        return Err(ApiError::bad_request(format!(
+            "invalid parameter \"count\": {count} is outside 1..={MAX_COUNT}"
+        )));
+    }
+    let interval = query_duration(q, "interval")?.unwrap_or(profile.interval);
+    if interval < min_interval {
+        return Err(ApiError::bad_request(format!(
+            "invalid parameter \"interval\": below the minimum of {}",
+            crate::config::format_duration(min_interval)
+        )));
+    }
+    let timeout = query_duration(q, "timeout")?.unwrap_or(profile.timeout);
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        return Err(ApiError::bad_request(
+            "invalid parameter \"timeout\": must be greater than 0 and at most 1m",
+        ));
+    }
+    let size = query_number::<u32>(q, "size", "a whole number of bytes")?
+        .unwrap_or(u32::from(profile.size));
+    let family = match q.get("family").map(String::as_str) {
+        None => profile.family,
+        Some("auto") => Family::Auto,
+        Some("ip4") => Family::Ip4,
+        Some("ip6") => Family::Ip6,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid parameter \"family\": \"{other}\" (use auto, ip4 or ip6)"
+            )));
+        }
+    };
+    let max_size = if family == Family::Ip6 { crate::cli::MAX_PAYLOAD_V6 } else { crate::cli::MAX_PAYLOAD_V4 };
+    if size > max_size {
+        return Err(ApiError::bad_request(format!(
+            "invalid parameter \"size\": {size} is above the protocol maximum of {max_size} bytes"
+        )));
+    }
+    let debug = match q.get("debug").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid parameter \"debug\": \"{other}\" (use true or false)"
+            )));
+        }
+    };
+    Ok(ProbeParams {
+        target: target.to_owned(),
+        count,
+        interval,
+        timeout,
+        size: u16::try_from(size).unwrap_or(u16::MAX),
+        family: if family == Family::All { Family::Auto } else { family },
+        debug,
+    })
+}
+
+/// The deadline Prometheus gives us: its scrape timeout header minus the offset.
+pub fn budget(headers: &HeaderMap) -> Duration {
+    let scrape = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or(DEFAULT_SCRAPE_TIMEOUT);
+    if scrape > SCRAPE_TIMEOUT_OFFSET * 2 {
+        scrape - SCRAPE_TIMEOUT_OFFSET
+    } else {
+        scrape / 2
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    success: bool,
+    duration: f64,
+    dns: f64,
+    ip_protocol: u8,
+    hop_limit: Option<u8>,
+    sent: u64,
+    received: u64,
+    loss_ratio: f64,
+    rtt: Option<crate::stats::RttStats>,
+    jitter: Option<f64>,
+}
+
+fn render(f: &Figures) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    let gauge = |v: f64| {
+        let g: Gauge<f64, AtomicU64> = Gauge::default();
+        g.set(v);
+        g
+    };
+    reg.register("probe_success", "1 when at least one echo reply came back in time", gauge(f64::from(u8::from(f.success))));
+    reg.register("probe_duration_seconds", "How long the probe took, DNS included", gauge(f.duration));
+    reg.register("probe_dns_lookup_time_seconds", "How long the DNS lookup took", gauge(f.dns));
+    reg.register("probe_ip_protocol", "IP version of the probed address (4 or 6; 0 when unresolved)", gauge(f64::from(f.ip_protocol)));
+    if let Some(h) = f.hop_limit {
+        reg.register("probe_icmp_reply_hop_limit", "TTL / hop limit of the last reply", gauge(f64::from(h)));
+    }
+    reg.register("probe_packets_sent", "Echo requests sent", gauge(f.sent as f64));
+    reg.register("probe_packets_received", "Echo replies received within the timeout", gauge(f.received as f64));
+    reg.register("probe_loss_ratio", "Lost packets over sent-and-settled packets", gauge(f.loss_ratio));
+    if let Some(r) = f.rtt {
+        let fam: MetricFamily<Vec<(String, String)>, Gauge<f64, AtomicU64>> = MetricFamily::default();
+        for (stat, v) in [("min", r.min), ("mean", r.mean), ("max", r.max), ("stddev", r.stddev)] {
+            fam.get_or_create(&vec![("stat".to_owned(), stat.to_owned())]).set(v);
+        }
+        reg.register("probe_rtt_seconds", "RTT statistics of the replies", fam);
+    }
+    if let Some(j) = f.jitter {
+        reg.register("probe_jitter_seconds", "Mean |RTTi - RTTi-1| of consecutive replies (IPDV)", gauge(j));
+    }
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    // Prometheus 2.x text format: drop the OpenMetrics terminator.
+    if let Some(stripped) = out.strip_suffix("# EOF\n") {
+        out.truncate(stripped.len());
+    }
+    Ok(out)
+}
+
+/// `GET /probe`.
+pub async fn probe(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let config = app.config();
+    let p = params(&q, &config.probe_profiles, config.sessions.min_interval)?;
+    let Some(_permit) = app.try_probe_slot() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_probes",
+            "too many probes in flight; retry later",
+        ));
+    };
+    let started = Instant::now();
+    let deadline = started + budget(&headers);
+    let mut log = String::new();
+    let mut fig = Figures::default();
+    let lookup = tokio::time::timeout_at(deadline, app.resolver().lookup(&p.target, p.family)).await;
+    fig.dns = started.elapsed().as_secs_f64();
+    let ip: Option<IpAddr> = match lookup {
+        Ok(Ok(r)) => r.addrs.first().copied(),
+        Ok(Err(e)) => {
+            let _ = writeln!(log, "resolve {}: {e}", p.target);
+            None
+        }
+        Err(_) => {
+            let _ = writeln!(log, "resolve {}: timed out", p.target);
+            None
+        }
+    };
+    if let Some(ip) = ip {
+        let _ = writeln!(log, "resolved {} to {ip} in {:.3}s", p.target, fig.dns);
+        if let Err(denied) = config.access.check(ip) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("target {} ({ip}) {denied}", p.target),
+            ));
+        }
+        fig.ip_protocol = if ip.is_ipv4() { 4 } else { 6 };
+        let plan = BurstPlan {
+            spec: ProbeSpec {
+                ip,
+                size: p.size,
+                timeout: p.timeout,
+                options: SocketOptions::default(),
+            },
+            count: Some(u64::from(p.count)),
+            interval: p.interval,
+            deadline,
+        };
+        let mut hop_limit = None;
+        let acc = burst::run(app.pinger().clone(), plan, CancellationToken::new(), |ev| match ev {
+            BurstEvent::Probe(ev) => {
+                if let EventKind::Reply(r) = &ev.kind {
+                    hop_limit = r.ttl.or(hop_limit);
+                }
+                if p.debug {
+                    let s = crate::sample::Sample::from_event(&p.target, &p.target, &ev);
+                    let _ = writeln!(log, "{}", serde_json::to_string(&s).unwrap_or_default());
+                }
+            }
+            BurstEvent::SendFailed { seq, error } => {
+                let _ = writeln!(log, "probe {seq}: send failed: {error}");
+            }
+        })
+        .await;
+        let t = acc.tally();
+        fig.sent = t.sent;
+        fig.received = t.received;
+        fig.loss_ratio = t.loss_ratio();
+        fig.success = t.received > 0;
+        fig.rtt = acc.rtt();
+        fig.jitter = acc.jitter().0;
+        fig.hop_limit = hop_limit;
+        if t.sent < u64::from(p.count) {
+            let _ = writeln!(log, "sent {} of {} packets: the rest would not settle before the scrape timeout", t.sent, p.count);
+        }
+    }
+    fig.duration = started.elapsed().as_secs_f64();
+    let body = render(&fig).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding failed: {e}"))
+    })?;
+    if p.debug {
+        let _ = writeln!(log, "\nMetrics that would have been returned:\n{body}");
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn profiles() -> BTreeMap<String, ProbeProfile> {
+        let p = ProbeProfile {
+            count: 5,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(1),
+            size: 56,
+            family: Family::Auto,
+        };
+        BTreeMap::from([("default".to_owned(), p)])
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> (StatusCode, String) {
+        match params(&q(pairs), &profiles(), Duration::from_millis(10)) {
+            Ok(p) => panic!("accepted {pairs:?}: {p:?}"),
+            Err(e) => (e.status, e.message),
+        }
+    }
+
+    #[test]
+    fn rejections_name_the_parameter() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "missing parameter \"target\": the host to probe"),
+            (&[("target", "  ")], "missing parameter \"target\": the host to probe"),
+            (&[("target", "h"), ("module", "nope")], "unknown module \"nope\" (configured: default)"),
+            (&[("target", "h"), ("count", "0")], "invalid parameter \"count\": 0 is outside 1..=1000"),
+            (&[("target", "h"), ("count", "x")], "invalid parameter \"count\": \"x\" is not a whole number"),
+            (&[("target", "h"), ("interval", "1ms")], "invalid parameter \"interval\": below the minimum of 10ms"),
+            (&[("target", "h"), ("size", "70000")], "invalid parameter \"size\": 70000 is above the protocol maximum of 65507 bytes"),
+            (&[("target", "h"), ("family", "ipx")], "invalid parameter \"family\": \"ipx\" (use auto, ip4 or ip6)"),
+            (&[("target", "h"), ("debug", "maybe")], "invalid parameter \"debug\": \"maybe\" (use true or false)"),
+        ];
+        for (pairs, want) in cases {
+            let (status, msg) = err(pairs);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{pairs:?}");
+            assert_eq!(msg, *want, "{pairs:?}");
+        }
+        let (_, msg) = err(&[("target", "h"), ("timeout", "5x")]);
+        assert!(msg.starts_with("invalid parameter \"timeout\": "), "{msg}");
+    }
+
+    #[test]
+    fn module_defaults_and_query_overrides() {
+        let p = params(&q(&[("target", "h"), ("count", "10"), ("interval", "20ms")]), &profiles(), Duration::from_millis(10));
+        let Ok(p) = p else { panic!("{p:?}") };
+        assert_eq!((p.count, p.interval, p.timeout, p.size), (10, Duration::from_millis(20), Duration::from_secs(1), 56));
+    }
+
+    #[test]
+    fn budget_follows_the_scrape_timeout_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(budget(&h), Duration::from_millis(9_500));
+        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "3".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(budget(&h), Duration::from_millis(2_500));
+        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "0.6".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(budget(&h), Duration::from_millis(300));
+        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "nan".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(budget(&h), Duration::from_millis(9_500));
+    }
+
+    #[test]
+    fn render_uses_blackbox_names() {
+        let f = Figures {
+            success: true,
+            ip_protocol: 4,
+            hop_limit: Some(61),
+            sent: 10,
+            received: 8,
+            loss_ratio: 0.2,
+            rtt: crate::stats::summarize(&[0.01, 0.02]),
+            jitter: Some(0.01),
+            ..Figures::default()
+        };
+        let text = render(&f).unwrap_or_default();
+        let value = |series: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+                .and_then(|v| v.parse().ok())
+        };
+        let want = [
+            ("probe_success", 1.0),
+            ("probe_ip_protocol", 4.0),
+            ("probe_icmp_reply_hop_limit", 61.0),
+            ("probe_packets_sent", 10.0),
+            ("probe_packets_received", 8.0),
+            ("probe_loss_ratio", 0.2),
+            ("probe_rtt_seconds{stat=\"max\"}", 0.02),
+            ("probe_jitter_seconds", 0.01),
+        ];
+        for (series, v) in want {
+            assert_eq!(value(series), Some(v), "{series} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+    }
+}
