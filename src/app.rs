@@ -22,11 +22,15 @@ use crate::live::LiveHub;
 use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
 use crate::resolve::Resolver;
 use crate::scheduler::{Deps, Scheduler};
+use crate::session::manager::SessionManager;
+use crate::session::{Retention, Store, StoreOptions};
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// `/probe` requests running at once; past this they are refused with 429.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
+/// WebSocket clients connected at once; past this an upgrade is refused with 503.
+pub const MAX_WS_CLIENTS: usize = 256;
 /// How often `--config.watch` looks at the config and target files.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -51,6 +55,10 @@ struct Inner {
     pinger: Arc<dyn Pinger>,
     // Bounds /probe requests in flight; past it a request is refused at once (429).
     probe_slots: Arc<tokio::sync::Semaphore>,
+    // Opened at start; the error is kept (and served as 503) so monitors run without sessions.
+    sessions: Result<SessionManager, String>,
+    // Bounds WebSocket clients; the count is the `pingscope_live_clients` gauge.
+    ws_slots: Arc<tokio::sync::Semaphore>,
     // Serializes reloads (a SIGHUP storm applies one diff at a time).
     reload_lock: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
@@ -100,10 +108,19 @@ impl App {
                 i64::try_from(pinger.in_flight()).unwrap_or(i64::MAX)
             });
         }
+        let ws_slots = Arc::new(tokio::sync::Semaphore::new(MAX_WS_CLIENTS));
         {
-            let live = live.clone();
+            let slots = ws_slots.clone();
             metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
-                i64::try_from(live.readers()).unwrap_or(i64::MAX)
+                i64::try_from(MAX_WS_CLIENTS.saturating_sub(slots.available_permits()))
+                    .unwrap_or(i64::MAX)
+            });
+        }
+        let sessions = open_sessions(&config, pinger.clone());
+        if let Ok(m) = &sessions {
+            let m = m.clone();
+            metrics.set_gauge_source(ScrapeGauge::SessionsActive, move || {
+                i64::try_from(m.active()).unwrap_or(i64::MAX)
             });
         }
         let targets: Vec<_> = config
@@ -126,6 +143,8 @@ impl App {
                 metrics,
                 live,
                 pinger,
+                sessions,
+                ws_slots,
                 probe_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PROBES)),
                 reload_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
@@ -161,6 +180,16 @@ impl App {
     /// A slot for one `/probe`, or `None` when all are taken.
     pub fn try_probe_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.inner.probe_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The session runner, or why sessions are unavailable.
+    pub fn sessions(&self) -> Result<SessionManager, String> {
+        self.inner.sessions.clone()
+    }
+
+    /// A slot for one WebSocket client, or `None` when all are taken.
+    pub fn try_ws_slot(&self) -> Option<WsSlot> {
+        self.inner.ws_slots.clone().try_acquire_owned().ok()
     }
 
     /// The config now in force.
@@ -229,7 +258,33 @@ impl App {
     /// Stops scheduling and lets long-lived handlers end.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        self.inner.scheduler.shutdown().await;
+        let sessions = async {
+            if let Ok(m) = &self.inner.sessions {
+                m.shutdown().await;
+            }
+        };
+        tokio::join!(self.inner.scheduler.shutdown(), sessions);
+    }
+}
+
+/// A held WebSocket client slot; dropping it frees the slot.
+pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
+
+fn open_sessions(config: &Config, pinger: Arc<dyn Pinger>) -> Result<SessionManager, String> {
+    let s = &config.sessions;
+    let options = StoreOptions {
+        retention: Retention {
+            max_sessions: Some(s.retention.max_sessions as u64),
+            max_age: Some(s.retention.max_age),
+        },
+        ..StoreOptions::default()
+    };
+    match Store::open(&s.database, options) {
+        Ok(store) => Ok(SessionManager::new(store, pinger)),
+        Err(e) => {
+            tracing::error!(error = %e, "sessions are unavailable; monitors go on");
+            Err(e.to_string())
+        }
     }
 }
 

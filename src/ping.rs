@@ -157,6 +157,7 @@ fn spawn_signal_watch(cancel: CancellationToken) {
             stops += 1;
             cancel.cancel();
             if stops > 1 {
+                #[allow(clippy::disallowed_methods, reason = "a second Ctrl-C means: stop now, skip the summaries")]
                 std::process::exit(i32::from(cli::EXIT_NO_REPLY));
             }
         }

@@ -80,6 +80,8 @@ pub struct ResolveFailure {
     pub error: String,
 }
 
+type StatusSlot = Arc<Mutex<AddressStatus>>;
+
 struct TargetTask {
     config: TargetConfig,
     cancel: CancellationToken,
@@ -95,7 +97,7 @@ struct Shared {
     tasks: tokio::sync::Mutex<HashMap<String, TargetTask>>,
     // Status slots of every running address task; each slot's own lock is taken by its task
     // once per settled probe and by snapshot readers.
-    statuses: Mutex<HashMap<(String, IpAddr), Arc<Mutex<AddressStatus>>>>,
+    statuses: Mutex<HashMap<(String, IpAddr), StatusSlot>>,
     failures: Mutex<HashMap<String, ResolveFailure>>,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -550,7 +552,7 @@ mod tests {
         Deps {
             pinger: Arc::new(fake.clone()),
             resolver: Resolver::system().unwrap_or_else(|e| panic!("{e}")),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(crate::metrics::MetricsOptions::default()).unwrap_or_else(|e| panic!("{e}")),
             live: LiveHub::default(),
         }
     }

@@ -9,33 +9,74 @@ pub mod admin;
 pub mod error;
 pub mod metrics;
 pub mod probe;
+pub mod sessions;
 pub mod targets;
+pub mod ws;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
 
 /// Largest request body accepted by any route.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The OpenAPI document's fixed part; paths come from the routes registered below.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pingscope API",
+        description = "On-demand ping sessions, their history and live streams, and the configured monitors.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    tags(
+        (name = "sessions", description = "On-demand ping sessions and their stored history"),
+        (name = "live", description = "WebSocket streams of samples"),
+        (name = "monitors", description = "The configured monitors")
+    )
+)]
+struct ApiDoc;
+
+/// The `/api/v1` routes together with the OpenAPI document describing exactly them.
+pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sessions::start, sessions::list))
+        .routes(routes!(sessions::get, sessions::delete))
+        .routes(routes!(sessions::stop))
+        .routes(routes!(ws::session_live))
+        .routes(routes!(ws::monitors_live))
+        .routes(routes!(targets::list))
+        .split_for_parts()
+}
+
 /// Builds the router over the app handle.
 pub fn router(app: App) -> Router {
     let telemetry = app.telemetry_path().to_owned();
+    let (api, spec) = api();
+    let spec = Arc::new(spec);
     Router::new()
+        .merge(api)
+        .route("/api/v1/openapi.json", get(move || async move { Json(spec.as_ref().clone()) }))
+        // The seed's routes, served by the same handlers.
+        .route("/start_test", post(sessions::start))
+        .route("/results/{session_id}", get(sessions::get))
+        .route("/servers", get(targets::list))
+        .route("/live", get(ws::monitors_live))
         .route("/", get(admin::landing))
         .route("/-/healthy", get(admin::healthy).head(admin::healthy))
         .route("/-/ready", get(admin::ready).head(admin::ready))
         .route("/-/reload", post(admin::reload).put(admin::reload))
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
-        .route("/api/v1/targets", get(targets::list))
-        .route("/servers", get(targets::list))
         .fallback(error::not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(app)

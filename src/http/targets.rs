@@ -71,7 +71,11 @@ fn ms(s: f64) -> f64 {
     (s * 1e6).round() / 1e3
 }
 
-/// `GET /api/v1/targets`.
+/// `GET /api/v1/targets`: the configured monitors with their window statistics.
+#[utoipa::path(
+    get, path = "/api/v1/targets", tag = "monitors",
+    responses((status = 200, description = "Every monitored address", body = TargetsResponse))
+)]
 pub async fn list(State(app): State<App>) -> Json<TargetsResponse> {
     let targets = app
         .scheduler()

@@ -1,0 +1,222 @@
+//! The sessions API: start, list, get, stop, delete (and the seed's aliases, same handlers).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::app::App;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::session::manager::{SessionManager, StartRequest, store_error};
+use crate::session::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
+
+/// JSON body extractor whose rejections use the API's error shape and name the field.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: &JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON with Content-Type: application/json",
+        ),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(format!("invalid body: {}", e.body_text()))
+        }
+        JsonRejection::BytesRejection(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body larger than {} bytes", crate::http::MAX_BODY_BYTES),
+        ),
+        other => ApiError::bad_request(format!("invalid body: {other}")),
+    }
+}
+
+pub(crate) fn manager(app: &App) -> Result<SessionManager, ApiError> {
+    app.sessions().map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("sessions are unavailable: {e}"))
+    })
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse::<SessionId>()
+        .map_err(|_| ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID")))
+}
+
+/// Start a session.
+#[utoipa::path(
+    post, path = "/api/v1/sessions", tag = "sessions",
+    request_body = StartRequest,
+    responses(
+        (status = 201, description = "Session started; Location names it", body = SessionRecord,
+         headers(("Location" = String, description = "URL of the session"))),
+        (status = 400, description = "Invalid field", body = ErrorBody),
+        (status = 403, description = "Target denied by the access lists", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Target does not resolve", body = ErrorBody),
+        (status = 429, description = "sessions.max_active reached", body = ErrorBody),
+        (status = 503, description = "Store unavailable or shutting down", body = ErrorBody),
+    )
+)]
+pub async fn start(State(app): State<App>, ApiJson(req): ApiJson<StartRequest>) -> Result<Response, ApiError> {
+    let m = manager(&app)?;
+    let config = app.config();
+    let record = m.start(req, &config, &app.resolver()).await?;
+    let location = format!("/api/v1/sessions/{}", record.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(record)).into_response())
+}
+
+/// Query of the history list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Sessions per page (1..=1000, default 50).
+    pub limit: Option<u32>,
+    /// Cursor: the `next_cursor` of the previous page.
+    pub before: Option<String>,
+}
+
+/// List stored sessions, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/sessions", tag = "sessions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of history", body = Page),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Page>, ApiError> {
+    let m = manager(&app)?;
+    for key in q.keys() {
+        if key != "limit" && key != "before" {
+            return Err(ApiError::bad_request(format!("unknown parameter \"{key}\" (use limit, before)")));
+        }
+    }
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=1000) => n,
+            _ => return Err(ApiError::bad_request(format!("invalid parameter \"limit\": \"{v}\" is not in 1..=1000"))),
+        },
+    };
+    let before = q
+        .get("before")
+        .map(|b| b.parse::<SessionId>().map_err(|_| ApiError::bad_request(format!("invalid parameter \"before\": \"{b}\" is not a session id"))))
+        .transpose()?;
+    let page = m.store().list(limit, before).await.map_err(|e| store_error(&e))?;
+    Ok(Json(page))
+}
+
+/// Get a session with every sample.
+#[utoipa::path(
+    get, path = "/api/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionDetail),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<SessionDetail>, ApiError> {
+    let m = manager(&app)?;
+    let id = parse_id(&id)?;
+    if let Some((record, samples)) = m.running_record(id) {
+        return Ok(Json(SessionDetail {
+            record,
+            samples: samples.iter().map(|s| (**s).clone()).collect(),
+        }));
+    }
+    match m.store().get(id).await.map_err(|e| store_error(&e))? {
+        Some(d) => Ok(Json(d)),
+        None => Err(ApiError::not_found(format!("no session {id}"))),
+    }
+}
+
+/// Stop a running session.
+#[utoipa::path(
+    post, path = "/api/v1/sessions/{id}/stop", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 202, description = "Stopping; the live stream ends with the summary", body = SessionRecord),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session is not running", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let m = manager(&app)?;
+    let id = parse_id(&id)?;
+    if let Some((record, _)) = m.running_record(id) {
+        m.stop(id);
+        return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
+    }
+    match m.store().get(id).await.map_err(|e| store_error(&e))? {
+        Some(d) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("session {id} is not running (status {})", d.record.status),
+        )),
+        None => Err(ApiError::not_found(format!("no session {id}"))),
+    }
+}
+
+/// Delete a stored session.
+#[utoipa::path(
+    delete, path = "/api/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "Still running: stop it first", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let m = manager(&app)?;
+    let id = parse_id(&id)?;
+    if m.running_record(id).is_some() {
+        return Err(running_conflict(id));
+    }
+    match m.store().delete(id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found(format!("no session {id}"))),
+        Err(crate::session::StoreError::SessionRunning(_)) => Err(running_conflict(id)),
+        Err(e) => Err(store_error(&e)),
+    }
+}
+
+fn running_conflict(id: SessionId) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "session_running",
+        format!("session {id} is {}; stop it first", SessionStatus::Running),
+    )
+}
