@@ -1,0 +1,76 @@
+//! `pingscope-testnet`: the simulated network the integration tests ping through.
+//!
+//! Run inside a network namespace of its own (`ip netns exec NS pingscope-testnet ...`). It creates
+//! a TUN device, gives it 198.18.0.1/15 and 2001:db8::1/32, routes those ranges into it, and answers
+//! every echo request there per the profile file: delay, jitter, loss, duplicates, TTL, ICMP errors,
+//! blackhole. It logs each request as a JSON line and measures its own send-time error.
+//! See docs/testnet.md.
+
+mod packet;
+mod profile;
+mod responder;
+mod tun;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Answer ICMP echo in 198.18.0.0/15 and 2001:db8::/32 inside this network namespace.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Profile file (JSON, or YAML when it ends in .yml/.yaml).
+    #[arg(long)]
+    profiles: PathBuf,
+    /// JSON-lines log, one line per echo request received.
+    #[arg(long)]
+    log: PathBuf,
+    /// Timing reports (JSON lines) are appended here on SIGUSR1 and at exit.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// TUN device name.
+    #[arg(long, default_value = "tn0")]
+    device: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "pingscope-testnet failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let profiles = profile::Profiles::load(&args.profiles)?;
+    tun::check_isolated(&args.device)?;
+    // Signals are blocked before anything else so a SIGTERM during set-up is not lost.
+    let signals = responder::Responder::signals()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log)
+        .map_err(|e| anyhow::anyhow!("opening log {}: {e}", args.log.display()))?;
+    let device = tun::create(&args.device)?;
+    tun::configure(&args.device)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "READY")?;
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(device = %args.device, "answering echo");
+    let mut r = responder::Responder::new(device, profiles, log, args.stats.clone());
+    r.run(&signals)?;
+    Ok(())
+}
