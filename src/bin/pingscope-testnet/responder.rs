@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::packet::{self, EchoRequest, IcmpError};
 use crate::profile::{Decision, Profiles};
+use crate::tap::Tap;
 
 /// Answers held at once; past this a request is logged `overflow` and not answered.
 const MAX_PENDING: usize = 100_000;
@@ -64,7 +65,11 @@ struct LogLine {
     action: &'static str,
     copies: u32,
     scheduled_delay_ns: Option<u64>,
+    /// From arrival to the first copy's `write`.
     actual_delay_ns: Option<u64>,
+    /// From the kernel's stamp to this process reading the request; absent without a stamp
+    /// (then arrival is the read time).
+    read_lag_ns: Option<u64>,
 }
 
 /// Timing error summary, nanoseconds.
@@ -119,6 +124,7 @@ fn wall_ns() -> u128 {
 /// The responder's state.
 pub struct Responder {
     tun: File,
+    tap: Option<Tap>,
     profiles: Profiles,
     log: BufWriter<File>,
     stats_path: Option<std::path::PathBuf>,
@@ -139,12 +145,14 @@ impl std::fmt::Debug for Responder {
 impl Responder {
     pub fn new(
         tun: File,
+        tap: Option<Tap>,
         profiles: Profiles,
         log: File,
         stats_path: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
             tun,
+            tap,
             profiles,
             log: BufWriter::new(log),
             stats_path,
@@ -253,16 +261,28 @@ impl Responder {
                     });
                 }
             };
-            let arrived = now_ns();
-            let Some(req) = buf.get(..n).and_then(packet::parse_echo_request) else {
+            let read_ns = now_ns();
+            let Some(pkt) = buf.get(..n) else { continue };
+            let stamp = self.tap.as_mut().and_then(|tap| {
+                tap.drain();
+                tap.take(pkt, read_ns)
+            });
+            let Some(req) = packet::parse_echo_request(pkt) else {
                 continue;
             };
-            self.handle(req, arrived, lines);
+            let arrived = stamp.unwrap_or(read_ns);
+            self.handle(req, arrived, stamp.map(|s| read_ns - s), lines);
         }
         Ok(())
     }
 
-    fn handle(&mut self, req: EchoRequest, arrived: u64, lines: &mut Vec<LogLine>) {
+    fn handle(
+        &mut self,
+        req: EchoRequest,
+        arrived: u64,
+        read_lag_ns: Option<u64>,
+        lines: &mut Vec<LogLine>,
+    ) {
         let mut line = LogLine {
             time_ns: wall_ns(),
             src: req.src,
@@ -275,6 +295,7 @@ impl Responder {
             copies: 0,
             scheduled_delay_ns: None,
             actual_delay_ns: None,
+            read_lag_ns,
         };
         let (delay, copies, ttl, error) = match self.profiles.decide(&req.dst) {
             Decision::Blackholed => {
