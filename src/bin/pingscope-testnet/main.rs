@@ -71,11 +71,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
+    // First, before anything touches the network: a namespace with other interfaces is refused.
+    tun::check_isolated(&args.device)?;
     let profiles = profile::Profiles::load(&args.profiles)?;
     if !args.no_realtime {
         go_realtime();
     }
-    tun::check_isolated(&args.device)?;
     // Signals are blocked before anything else so a SIGTERM during set-up is not lost.
     let signals = responder::Responder::signals()?;
     let log = std::fs::OpenOptions::new()
