@@ -289,21 +289,37 @@ fn unprivileged_datagram_ping_works_in_the_namespace() {
     if !support::require_root() {
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     let net = TestNet::start(&json!({}));
-    let who = net.command_unprivileged("id").arg("-u").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "65534");
-    let out = net
-        .command_unprivileged("ping")
-        .args(["-c", "2", "-i", "0.2", "-W", "1", "198.18.0.80"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // A copy of ping without its file capability (cp drops xattrs), where nobody can run it:
+    // it can then only use an ICMP datagram socket.
+    let ping = net.dir().join("ping-nocaps");
+    std::fs::copy("/usr/bin/ping", &ping).unwrap();
+    std::fs::set_permissions(net.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |cmd: &mut std::process::Command, args: &[&str]| {
+        let out = cmd.args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    // Before ping_group_range allows it, the datagram socket is refused.
+    let mut before = net.command("setpriv");
+    before.args(support::UNPRIVILEGED).arg(&ping);
+    let (ok, text) = run(&mut before, &["-c", "1", "-W", "1", "198.18.0.80"]);
+    assert!(!ok && text.contains("Operation not permitted"), "{text}");
+    let who = net.command_unprivileged("id").output().unwrap();
+    let who = String::from_utf8_lossy(&who.stdout);
     assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        who.starts_with("uid=65534(") && who.contains("gid=65534("),
+        "{who}"
     );
-    assert_eq!(transmitted_received(&text), (2, 2));
+    for (flag, addr) in [("-4", "198.18.0.80"), ("-6", "2001:db8::80")] {
+        let args = ["-v", flag, "-c", "2", "-i", "0.2", "-W", "1", addr];
+        let (ok, text) = run(&mut net.command_unprivileged(&ping), &args);
+        assert!(ok, "{text}");
+        assert!(text.contains("SOCK_DGRAM"), "datagram socket: {text}");
+        assert_eq!(transmitted_received(&text), (2, 2));
+    }
 }
 
 #[test]

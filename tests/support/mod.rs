@@ -25,6 +25,19 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// `setpriv` arguments for "nobody, with nothing".
+pub const UNPRIVILEGED: [&str; 9] = [
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--bounding-set",
+    "-all",
+    "--inh-caps",
+    "-all",
+];
+
 /// One echo request as the responder logged it.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct LogEntry {
@@ -161,16 +174,17 @@ impl TestNet {
         cmd
     }
 
-    /// `program`, run inside the namespace as uid/gid 65534 with no groups, after allowing every
-    /// group to open ICMP datagram sockets there (`net.ipv4.ping_group_range` is per namespace).
+    /// `program`, run inside the namespace as uid/gid 65534 with no groups and no capabilities
+    /// (an empty bounding set, so file capabilities grant none either; a program that carries
+    /// them, like Debian's `ping`, then fails to exec), after allowing every group to open ICMP
+    /// datagram sockets there (`net.ipv4.ping_group_range` is per namespace).
     pub fn command_unprivileged(&self, program: impl AsRef<OsStr>) -> Command {
         run_checked(
             self.command("sysctl")
                 .args(["-qw", "net.ipv4.ping_group_range=0 2147483647"]),
         );
         let mut cmd = self.command("setpriv");
-        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(program);
+        cmd.args(UNPRIVILEGED).arg(program);
         cmd
     }
 

@@ -433,6 +433,40 @@ mod tests {
     }
 
     #[test]
+    fn yaml_and_json_files_load_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("p.yml");
+        std::fs::write(
+            &yml,
+            "seed: 3\ndefault: {delay: 5ms}\nhosts:\n  \"2001:db8::5\": {ttl: 9, loss: 0.5}\n",
+        )
+        .unwrap();
+        let json = dir.path().join("p.json");
+        std::fs::write(
+            &json,
+            r#"{"seed":3,"default":{"delay":"5ms"},"hosts":{"2001:db8::5":{"ttl":9,"loss":0.5}}}"#,
+        )
+        .unwrap();
+        let (mut a, mut b) = (
+            Profiles::load(&yml).unwrap(),
+            Profiles::load(&json).unwrap(),
+        );
+        assert_eq!(a.lookup(&addr("2001:db8::5")).ttl, 9);
+        assert_eq!(
+            a.lookup(&addr("198.18.0.1")).delay,
+            Duration::from_millis(5)
+        );
+        let dst = addr("2001:db8::5");
+        for _ in 0..50 {
+            assert_eq!(a.decide(&dst), b.decide(&dst));
+        }
+        let err = Profiles::load(&dir.path().join("missing.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.json"), "{err}");
+    }
+
+    #[test]
     fn normal_jitter_has_the_asked_spread() {
         let mut p = Profiles::from_json(
             r#"{"default":{"delay":"100ms","jitter":"10ms","jitter_distribution":"normal"}}"#,
