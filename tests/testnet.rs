@@ -109,11 +109,48 @@ fn delay_is_what_ping_measures_within_the_measured_error() {
         avg <= bound,
         "avg {avg} ms above 20 ms + max error + 1 ms = {bound} ms"
     );
+    let reported = net.reported_timing();
+    assert_eq!(
+        reported, err,
+        "the responder's own report agrees with its log"
+    );
     for e in net.log() {
         assert_eq!((e.action.as_str(), e.copies), ("replied", 1));
         assert_eq!(e.scheduled_delay_ns, Some(20_000_000));
         assert!(e.read_lag_ns.is_some(), "kernel timestamp missing: {e:?}");
     }
+}
+
+#[test]
+fn jitter_spreads_rtt_within_its_bounds() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"seed": 5, "hosts": {
+        "198.18.0.22": {"delay": "20ms", "jitter": "5ms"}
+    }}));
+    let (out, text) = ping(&net, &["-c", "30", "-i", "0.02", "-W", "2", "198.18.0.22"]);
+    assert!(out.status.success(), "{text}");
+    let (min, _, max) = rtt_min_avg_max(&text);
+    let err_ms = net.timing_error().max.as_secs_f64() * 1e3;
+    assert!(min >= 15.0, "min {min} below delay - jitter");
+    assert!(
+        max <= 25.0 + err_ms + 1.0,
+        "max {max} above delay + jitter + error"
+    );
+    // 30 uniform draws over 10 ms span under 4 ms with probability ~1e-10 (and the seed fixes them).
+    assert!(max - min > 4.0, "no visible jitter: {min}..{max}");
+    let scheduled: Vec<u64> = net
+        .log()
+        .iter()
+        .filter_map(|e| e.scheduled_delay_ns)
+        .collect();
+    assert_eq!(scheduled.len(), 30);
+    assert!(
+        scheduled
+            .iter()
+            .all(|d| (15_000_000..=25_000_000).contains(d))
+    );
 }
 
 #[test]

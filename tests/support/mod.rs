@@ -79,6 +79,9 @@ pub struct TimingError {
 }
 
 /// A running test network. Dropping it stops the responder and deletes the namespace.
+///
+/// Create and drop it on the same thread: the responder has a parent-death signal, which
+/// Linux sends when the *thread* that spawned it ends.
 #[derive(Debug)]
 pub struct TestNet {
     ns: String,
@@ -231,6 +234,34 @@ impl TestNet {
         }
     }
 
+    /// The responder's own timing report, asked for with SIGUSR1 (bounded wait for it).
+    pub fn reported_timing(&self) -> TimingError {
+        let path = self.dir.path().join("stats.jsonl");
+        let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+        let before = count(&path);
+        self.signal(nix::sys::signal::Signal::SIGUSR1);
+        assert!(
+            wait_until(Duration::from_secs(5), || count(&path) > before),
+            "no timing report after SIGUSR1"
+        );
+        let text = std::fs::read_to_string(&path).expect("reading the stats file");
+        let last = text.lines().last().expect("a report line");
+        let v: serde_json::Value = serde_json::from_str(last).expect("a JSON report");
+        let ns = |k: &str| Duration::from_nanos(v[k].as_u64().expect("a number"));
+        TimingError {
+            samples: v["samples"].as_u64().expect("samples") as usize,
+            p50: ns("p50_ns"),
+            p99: ns("p99_ns"),
+            max: ns("max_ns"),
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+
     /// Stop the responder (SIGTERM, so the log is complete) and return the full log.
     pub fn stop(&mut self) -> Vec<LogEntry> {
         self.stop_child();
@@ -238,15 +269,10 @@ impl TestNet {
     }
 
     fn stop_child(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
         let exited = wait_until(STOP_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
         if !exited {
             let _ = child.kill();
