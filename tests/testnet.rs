@@ -406,6 +406,28 @@ fn responder_refuses_a_namespace_with_other_interfaces() {
 }
 
 #[test]
+fn large_probes_arrive_whole_and_are_answered() {
+    if !support::require_root() {
+        return;
+    }
+    // The device's MTU is 65535, so nothing is fragmented (the responder ignores fragments).
+    let net = TestNet::start(&json!({}));
+    for (flag, addr, size) in [
+        ("-4", "198.18.0.95", "60000"),
+        ("-6", "2001:db8::95", "9000"),
+    ] {
+        let (out, text) = ping(
+            &net,
+            &[flag, "-c", "2", "-i", "0.1", "-W", "1", "-s", size, addr],
+        );
+        assert!(out.status.success(), "{text}");
+        assert_eq!(transmitted_received(&text), (2, 2), "{text}");
+    }
+    let sizes: Vec<usize> = net.log().iter().map(|e| e.size).collect();
+    assert_eq!(sizes, [60000, 60000, 9000, 9000]);
+}
+
+#[test]
 fn log_is_readable_while_running() {
     if !support::require_root() {
         return;

@@ -107,6 +107,8 @@ pub fn configure(name: &str) -> Result<(), TunError> {
     ip(&["link", "set", "lo", "up"])?;
     ip(&["addr", "replace", V4_ADDR, "dev", name])?;
     ip(&["-6", "addr", "replace", V6_ADDR, "dev", name, "nodad"])?;
+    // The largest MTU, so big probes arrive whole: the responder does not reassemble fragments.
+    ip(&["link", "set", name, "mtu", "65535"])?;
     ip(&["link", "set", name, "up"])?;
     ip(&["route", "replace", V4_NET, "dev", name])?;
     ip(&["-6", "route", "replace", V6_NET, "dev", name])?;
