@@ -1,2 +1,0 @@
-//! (in progress)
-fn main() {}

@@ -1,0 +1,358 @@
+//! Shared harness for the integration tests: the test network and small helpers.
+//!
+//! [`TestNet::start`] creates a network namespace of its own, starts the `pingscope-testnet`
+//! responder in it (a TUN device answering echo in 198.18.0.0/15 and 2001:db8::/32 per the
+//! given profiles) and hands out [`Command`]s that run inside that namespace. Those ranges are
+//! only ever used from inside it: in the root namespace they would follow the default route.
+//! See docs/testnet.md.
+//!
+//! Failures here panic with a message: in a test, that is the failure report.
+#![allow(dead_code, clippy::expect_used, clippy::print_stderr)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the responder may take to print READY.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long it may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// `setpriv` arguments for "nobody, with nothing".
+pub const UNPRIVILEGED: [&str; 9] = [
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+    "--bounding-set",
+    "-all",
+    "--inh-caps",
+    "-all",
+];
+
+/// One echo request as the responder logged it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct LogEntry {
+    /// Wall-clock arrival, ns since the Unix epoch.
+    pub time_ns: u64,
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    /// `ip4` or `ip6`.
+    pub family: String,
+    pub id: u16,
+    pub seq: u16,
+    pub size: usize,
+    /// `replied`, `unreachable`, `time_exceeded`, `dropped`, `blackholed`, `overflow`,
+    /// `send_failed`, `misconfigured`, or `abandoned` (still held at shutdown).
+    pub action: String,
+    /// Copies actually written (0 when not answered).
+    pub copies: u32,
+    pub scheduled_delay_ns: Option<u64>,
+    pub actual_delay_ns: Option<u64>,
+    /// Kernel hand-over to the responder's read; `None` without a kernel timestamp.
+    pub read_lag_ns: Option<u64>,
+}
+
+impl LogEntry {
+    /// Actual minus scheduled delay, for answered requests.
+    pub fn send_error(&self) -> Option<Duration> {
+        let (s, a) = (self.scheduled_delay_ns?, self.actual_delay_ns?);
+        Some(Duration::from_nanos(a.saturating_sub(s)))
+    }
+}
+
+/// The responder's send-time error over the answers so far (nearest-rank percentiles).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimingError {
+    pub samples: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// A running test network. Dropping it stops the responder and deletes the namespace.
+///
+/// Create and drop it on the same thread: the responder has a parent-death signal, which
+/// Linux sends when the *thread* that spawned it ends.
+#[derive(Debug)]
+pub struct TestNet {
+    ns: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl TestNet {
+    /// Start a namespace and the responder with these profiles (the profile file format of
+    /// docs/testnet.md); returns once the device is up and routed.
+    pub fn start(profiles: &serde_json::Value) -> TestNet {
+        remove_stale_namespaces();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let ns = format!("psn-{}-{n}", std::process::id());
+        run_checked(Command::new("ip").args(["netns", "add", &ns]));
+        let dir = tempfile::tempdir().expect("creating a temp dir for the test network");
+        let mut net = TestNet {
+            log_path: dir.path().join("responder.jsonl"),
+            ns,
+            child: None,
+            dir,
+        };
+        run_checked(net.command("ip").args(["link", "set", "lo", "up"]));
+        let profile_path = net.dir.path().join("profiles.json");
+        std::fs::write(&profile_path, profiles.to_string()).expect("writing the profile file");
+        let stderr_path = net.dir.path().join("responder.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("creating the stderr file");
+        let mut cmd = net.command(env!("CARGO_BIN_EXE_pingscope-testnet"));
+        cmd.arg("--profiles")
+            .arg(&profile_path)
+            .arg("--log")
+            .arg(&net.log_path)
+            .arg("--stats")
+            .arg(net.dir.path().join("stats.jsonl"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal,
+        // so a test process killed outright does not leave the responder behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawning pingscope-testnet");
+        let stdout = child.stdout.take().expect("responder stdout is piped");
+        net.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        // The reader thread ends when the responder closes stdout (at exit).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.trim() == "READY" => return net,
+                Ok(_) => continue,
+                Err(_) => {
+                    let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    drop(net);
+                    panic!(
+                        "pingscope-testnet did not become READY within {READY_TIMEOUT:?}; stderr:\n{err}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The namespace's name.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// A directory that lives as long as the test network, for the test's own files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `program`, run as root inside the namespace.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]).arg(program);
+        cmd
+    }
+
+    /// `program`, run inside the namespace as uid/gid 65534 with no groups and no capabilities
+    /// (an empty bounding set, so file capabilities grant none either; a program that carries
+    /// them, like Debian's `ping`, then fails to exec), after allowing every group to open ICMP
+    /// datagram sockets there (`net.ipv4.ping_group_range` is per namespace).
+    pub fn command_unprivileged(&self, program: impl AsRef<OsStr>) -> Command {
+        run_checked(
+            self.command("sysctl")
+                .args(["-qw", "net.ipv4.ping_group_range=0 2147483647"]),
+        );
+        let mut cmd = self.command("setpriv");
+        cmd.args(UNPRIVILEGED).arg(program);
+        cmd
+    }
+
+    /// The log so far (a line still being written is skipped).
+    pub fn log(&self) -> Vec<LogEntry> {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        complete
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Wait (bounded) until the log holds at least `n` entries; returns the log either way.
+    pub fn wait_log(&self, n: usize, timeout: Duration) -> Vec<LogEntry> {
+        let mut entries = self.log();
+        wait_until(timeout, || {
+            entries = self.log();
+            entries.len() >= n
+        });
+        entries
+    }
+
+    /// The responder's timing error (actual minus scheduled send time, counted from the kernel's
+    /// hand-over of the request when the responder has kernel timestamps) over every answer so far.
+    pub fn timing_error(&self) -> TimingError {
+        let mut errs: Vec<Duration> = self.log().iter().filter_map(LogEntry::send_error).collect();
+        errs.sort_unstable();
+        let rank = |q: f64| {
+            if errs.is_empty() {
+                return Duration::ZERO;
+            }
+            let i = ((q * errs.len() as f64).ceil() as usize).clamp(1, errs.len()) - 1;
+            errs[i]
+        };
+        TimingError {
+            samples: errs.len(),
+            p50: rank(0.5),
+            p99: rank(0.99),
+            max: errs.last().copied().unwrap_or_default(),
+        }
+    }
+
+    /// The responder's own timing report, asked for with SIGUSR1 (bounded wait for it).
+    pub fn reported_timing(&self) -> TimingError {
+        let path = self.dir.path().join("stats.jsonl");
+        let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+        let before = count(&path);
+        self.signal(nix::sys::signal::Signal::SIGUSR1);
+        assert!(
+            wait_until(Duration::from_secs(5), || count(&path) > before),
+            "no timing report after SIGUSR1"
+        );
+        let text = std::fs::read_to_string(&path).expect("reading the stats file");
+        let last = text.lines().last().expect("a report line");
+        let v: serde_json::Value = serde_json::from_str(last).expect("a JSON report");
+        let ns = |k: &str| Duration::from_nanos(v[k].as_u64().expect("a number"));
+        TimingError {
+            samples: v["samples"].as_u64().expect("samples") as usize,
+            p50: ns("p50_ns"),
+            p99: ns("p99_ns"),
+            max: ns("max_ns"),
+        }
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(pid) = self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    }
+
+    /// Stop the responder (SIGTERM, so the log is complete) and return the full log.
+    pub fn stop(&mut self) -> Vec<LogEntry> {
+        self.stop_child();
+        self.log()
+    }
+
+    fn stop_child(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let exited = wait_until(STOP_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+        if !exited {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        self.stop_child();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Namespaces `psn-PID-N` left by test processes that no longer exist (killed before `Drop`).
+fn remove_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix("psn-")
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn run_checked(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// True when the test may use namespaces and TUN devices. Not root: prints why and returns
+/// false (the test should return), unless `CI` is set, where a skipped test would hide a gap.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let reason = "needs root (network namespaces, TUN device, raw sockets)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason}, and CI is set: run the tests as root (see CONTRIBUTING.md)");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// Poll `cond` every 10 ms until it holds or `timeout` passes; true when it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
