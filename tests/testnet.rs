@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::json;
-use support::TestNet;
+use support::{TestNet, binomial_interval};
 
 fn ping(net: &TestNet, args: &[&str]) -> (Output, String) {
     let out = net
@@ -54,32 +54,6 @@ fn rtt_min_avg_max(text: &str) -> (f64, f64, f64) {
         .map(|x| x.parse().expect("rtt number"))
         .collect();
     (v[0], v[1], v[2])
-}
-
-/// Exact two-sided 99.9 % interval of Binomial(n, p): the smallest [lo, hi] with at most
-/// 0.05 % probability below lo and at most 0.05 % above hi.
-fn binomial_interval(n: u32, p: f64) -> (u32, u32) {
-    let mut pmf = vec![0.0f64; n as usize + 1];
-    // log-space to stay finite for any n.
-    let ln_fact = |k: u32| (1..=k).map(|i| f64::from(i).ln()).sum::<f64>();
-    for k in 0..=n {
-        let ln = ln_fact(n) - ln_fact(k) - ln_fact(n - k)
-            + f64::from(k) * p.ln()
-            + f64::from(n - k) * (1.0 - p).ln();
-        pmf[k as usize] = ln.exp();
-    }
-    let tail = 0.0005;
-    let (mut lo, mut acc) = (0u32, 0.0);
-    while acc + pmf[lo as usize] <= tail {
-        acc += pmf[lo as usize];
-        lo += 1;
-    }
-    let (mut hi, mut acc) = (n, 0.0);
-    while acc + pmf[hi as usize] <= tail {
-        acc += pmf[hi as usize];
-        hi -= 1;
-    }
-    (lo, hi)
 }
 
 #[test]

@@ -160,6 +160,16 @@ impl TestNet {
         }
     }
 
+    /// Moves the calling thread into the namespace. Sockets it opens, and threads and processes
+    /// it starts, from now on live there (a test process runs one test, so this is safe).
+    pub fn enter(&self) {
+        let path = format!("/run/netns/{}", self.ns);
+        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+    }
+
     /// The namespace's name.
     pub fn namespace(&self) -> &str {
         &self.ns
@@ -355,4 +365,30 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Exact two-sided 99.9 % interval of Binomial(n, p): the smallest [lo, hi] with at most
+/// 0.05 % probability below lo and at most 0.05 % above hi.
+pub fn binomial_interval(n: u32, p: f64) -> (u32, u32) {
+    let mut pmf = vec![0.0f64; n as usize + 1];
+    // log-space to stay finite for any n.
+    let ln_fact = |k: u32| (1..=k).map(|i| f64::from(i).ln()).sum::<f64>();
+    for k in 0..=n {
+        let ln = ln_fact(n) - ln_fact(k) - ln_fact(n - k)
+            + f64::from(k) * p.ln()
+            + f64::from(n - k) * (1.0 - p).ln();
+        pmf[k as usize] = ln.exp();
+    }
+    let tail = 0.0005;
+    let (mut lo, mut acc) = (0u32, 0.0);
+    while acc + pmf[lo as usize] <= tail {
+        acc += pmf[lo as usize];
+        lo += 1;
+    }
+    let (mut hi, mut acc) = (n, 0.0);
+    while acc + pmf[hi as usize] <= tail {
+        acc += pmf[hi as usize];
+        hi -= 1;
+    }
+    (lo, hi)
 }
