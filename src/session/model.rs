@@ -1,0 +1,454 @@
+//! The stored shape of a session: its id, parameters, status and the pages the history is read in.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::resolve::Family;
+use crate::sample::{Sample, Summary};
+
+/// A session id: a UUIDv7, so ids are unguessable (74 random bits) and sort by creation time.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, format = Uuid)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A fresh id; ids made later in this process sort after earlier ones.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The UUID behind the id.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hyphenated lowercase: the spelling stored in SQLite, so text order is time order.
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+/// A string that is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid session id {input:?}: {reason}")]
+pub struct ParseSessionIdError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for SessionId {
+    type Err = ParseSessionIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| ParseSessionIdError {
+            input: s.chars().take(64).collect(),
+            reason,
+        };
+        let uuid = Uuid::try_parse(s).map_err(|_| err("not a UUID"))?;
+        // Only ids this program issues are accepted: other versions are not time-ordered.
+        if uuid.get_version_num() != 7 {
+            return Err(err("not a version 7 UUID"));
+        }
+        Ok(Self(uuid))
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = ParseSessionIdError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> Self {
+        id.to_string()
+    }
+}
+
+/// What a session probes and how, with every default already applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionParams {
+    /// Host name or address to ping.
+    pub target: String,
+    /// Number of probes; absent when the session runs for `duration` (or until stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// How long the session runs, e.g. `"30s"`.
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, example = "30s")]
+    pub duration: Option<Duration>,
+    /// Time between probes, e.g. `"200ms"`.
+    #[serde(with = "duration_str")]
+    #[schema(value_type = String, example = "200ms")]
+    pub interval: Duration,
+    /// How long to wait for each reply, e.g. `"1s"`.
+    #[serde(with = "duration_str")]
+    #[schema(value_type = String, example = "1s")]
+    pub timeout: Duration,
+    /// ICMP payload size in bytes.
+    pub size: u16,
+    /// Which addresses of the target to probe.
+    pub family: Family,
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Probing now.
+    Running,
+    /// Ran to its count or duration.
+    Completed,
+    /// Stopped on request.
+    Stopped,
+    /// Could not run (e.g. the target did not resolve).
+    Failed,
+    /// Cut by a restart or crash of the daemon; keeps the samples it had.
+    Interrupted,
+}
+
+impl SessionStatus {
+    /// The stored and JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The status spelled `s`, if any.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [
+            Self::Running,
+            Self::Completed,
+            Self::Stopped,
+            Self::Failed,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for SessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A session as stored, without its samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionRecord {
+    /// The session id.
+    pub id: SessionId,
+    /// What the session probes.
+    pub params: SessionParams,
+    /// Where the session is in its life.
+    pub status: SessionStatus,
+    /// RFC 3339 time the session was accepted.
+    #[serde(with = "time_str")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: SystemTime,
+    /// RFC 3339 time the first probe was due.
+    #[serde(default, with = "time_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<SystemTime>,
+    /// RFC 3339 time the session ended; absent while running and for interrupted sessions.
+    #[serde(default, with = "time_opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<SystemTime>,
+    /// Why the session failed or was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The closing summary, once the session has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Samples stored for the session.
+    #[serde(default)]
+    pub sample_count: u64,
+}
+
+impl SessionRecord {
+    /// A new `running` session with a fresh id, created and started now.
+    pub fn start(params: SessionParams) -> Self {
+        let now = SystemTime::now();
+        Self {
+            id: SessionId::new(),
+            params,
+            status: SessionStatus::Running,
+            created_at: now,
+            started_at: Some(now),
+            ended_at: None,
+            error: None,
+            summary: None,
+            sample_count: 0,
+        }
+    }
+}
+
+/// A session with every sample, in the order they were recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SessionDetail {
+    /// The session.
+    #[serde(flatten)]
+    pub record: SessionRecord,
+    /// Every stored sample, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// One page of the history, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Page {
+    /// Sessions of this page, newest first.
+    pub items: Vec<SessionRecord>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<SessionId>,
+    /// Sessions stored in all.
+    pub total: u64,
+}
+
+// Private duration format helpers; to be replaced by `config::format_duration`/`parse_duration`
+// once the config module lands, so that bodies and config spell durations the same way.
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Formats `d` Prometheus-style at millisecond precision: `200ms`, `1m30s`, `0s`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, size) in UNITS {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+/// Parses a Prometheus-style duration (`1h30m`, `200ms`, `0`), units largest first, each once.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("invalid duration {s:?} (expected e.g. \"200ms\", \"1m30s\")");
+    let all: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut rest = s;
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..letters];
+        rest = &rest[letters..];
+        let idx = all.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+        if idx < next_unit {
+            return Err(bad());
+        }
+        next_unit = idx + 1;
+        total = n
+            .checked_mul(all[idx].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    Ok(Duration::from_millis(total))
+}
+
+mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+mod time_str {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::sample::rfc3339(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod time_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&crate::sample::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, ms) in [
+            ("0s", 0),
+            ("200ms", 200),
+            ("1s", 1000),
+            ("1m30s", 90_000),
+            ("1d1h1m1s1ms", 90_061_001),
+        ] {
+            assert_eq!(format_duration(Duration::from_millis(ms)), text);
+            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)));
+        }
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in [
+            "",
+            "ms",
+            "10",
+            "1x",
+            "1s1m",
+            "1s1s",
+            "-1s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn session_id_parses_only_v7() {
+        let id = SessionId::new();
+        assert_eq!(id.to_string().parse::<SessionId>(), Ok(id));
+        assert!("not-a-uuid".parse::<SessionId>().is_err());
+        // A version 4 UUID is well-formed but not an id this program issues.
+        let v4 = "0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b";
+        let err = v4
+            .parse::<SessionId>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("version 7"), "{err}");
+        let later = SessionId::new();
+        assert!(later > id && later.to_string() > id.to_string());
+    }
+
+    #[test]
+    fn params_serialize_durations_as_strings() {
+        let p = SessionParams {
+            target: "localhost".into(),
+            count: Some(5),
+            duration: None,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(1),
+            size: 56,
+            family: Family::Ip4,
+        };
+        let json = serde_json::to_value(&p).unwrap_or_default();
+        assert_eq!(json["interval"], "200ms");
+        assert_eq!(json["timeout"], "1s");
+        assert_eq!(json["family"], "ip4");
+        assert!(json.get("duration").is_none());
+        let back: SessionParams = serde_json::from_value(json)
+            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, p);
+    }
+}

@@ -1,0 +1,327 @@
+//! The session store handle: writes queued to the writer thread, reads on blocking threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::db::{self, Finish};
+use super::model::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
+use super::writer::{Counters, Op, Writer};
+use crate::sample::{Sample, Summary};
+
+/// The longest batch interval: a killed process loses at most this much of its samples.
+pub const MAX_BATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The most sessions one page of [`Store::list`] returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Idle read connections kept for reuse.
+const READ_POOL: usize = 4;
+
+/// Which ended sessions are deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many sessions (running ones count but are never deleted); `None`: no cap.
+    pub max_sessions: Option<u64>,
+    /// Delete ended sessions created longer ago than this; `None`: keep forever.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_sessions: Some(1000),
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+/// How the store queues and keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Writes that may wait for the writer; samples beyond it are dropped and counted.
+    pub queue_capacity: usize,
+    /// Writes received within this interval share one transaction; capped at [`MAX_BATCH_INTERVAL`].
+    pub batch_interval: Duration,
+    /// Which ended sessions are deleted.
+    pub retention: Retention,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 8192,
+            batch_interval: Duration::from_millis(100),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// Handle to the session store; clones share one writer thread and one read pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    tx: SyncSender<Op>,
+    counters: Arc<Counters>,
+    // Idle read connections. A plain mutex: held only to push or pop, never across a query.
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the file and its folder when missing, migrating the
+    /// schema, marking sessions left `running` as `interrupted`, applying retention and starting
+    /// the writer thread.
+    ///
+    /// Blocking (file system and SQLite): call it before serving, or from `spawn_blocking`.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
+        let mut conn = db::open_write(path)?;
+        let interrupted = db::mark_interrupted(&conn, path)?;
+        if interrupted > 0 {
+            tracing::info!(path = %path.display(), sessions = interrupted, "sessions cut by a restart marked interrupted");
+        }
+        let retention = Retention {
+            // Zero would delete every ended session, which no one means by a cap.
+            max_sessions: opts.retention.max_sessions.map(|n| n.max(1)),
+            ..opts.retention
+        };
+        let deleted = conn
+            .transaction()
+            .and_then(|tx| {
+                let n = db::apply_retention(&tx, &retention, SystemTime::now())?;
+                tx.commit().map(|()| n)
+            })
+            .map_err(|source| StoreError::Sqlite {
+                op: "apply retention",
+                path: path.to_owned(),
+                source,
+            })?;
+        if deleted > 0 {
+            tracing::info!(path = %path.display(), sessions = deleted, "old sessions deleted");
+        }
+        let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            conn,
+            rx,
+            path: path.to_owned(),
+            batch_interval: opts.batch_interval.min(MAX_BATCH_INTERVAL),
+            retention,
+            counters: Arc::clone(&counters),
+        };
+        let handle = std::thread::Builder::new()
+            .name("session-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|source| StoreError::Io {
+                op: "start the writer thread for",
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                tx,
+                counters,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Samples dropped because the write queue was full.
+    pub fn dropped_samples(&self) -> u64 {
+        self.shared.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Samples the writer could not store (unknown session, or a failed write).
+    pub fn failed_samples(&self) -> u64 {
+        self.shared.counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// Write transactions that failed.
+    pub fn failed_batches(&self) -> u64 {
+        self.shared.counters.failed_batches.load(Ordering::Relaxed)
+    }
+
+    fn closed(&self) -> StoreError {
+        StoreError::Closed {
+            path: self.shared.path.clone(),
+        }
+    }
+
+    /// Queues an op that must not be lost, waiting for queue space on a blocking thread when full.
+    async fn send(&self, op: Op) -> Result<(), StoreError> {
+        match self.shared.tx.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Disconnected(_)) => Err(self.closed()),
+            Err(TrySendError::Full(op)) => {
+                let tx = self.shared.tx.clone();
+                match tokio::task::spawn_blocking(move || tx.send(op)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) | Err(_) => Err(self.closed()),
+                }
+            }
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op(tx)).await?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Stores a new session; returns once it is committed (so a read right after finds it).
+    /// Fails for an id already stored.
+    pub async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        let record = Box::new(record.clone());
+        self.call(|tx| Op::Create(record, tx)).await
+    }
+
+    /// Queues a sample of session `id` without waiting; when the queue is full the sample is
+    /// dropped and counted in [`Store::dropped_samples`]. Returns whether it was queued.
+    pub fn append(&self, id: SessionId, sample: Sample) -> bool {
+        self.try_queue(Op::Append(id, Box::new(sample)), 1)
+    }
+
+    /// Queues samples of session `id` as one write; all are dropped and counted when the queue is full.
+    pub fn append_many(&self, id: SessionId, samples: Vec<Sample>) -> bool {
+        let n = samples.len();
+        if n == 0 {
+            return true;
+        }
+        self.try_queue(Op::AppendMany(id, samples), n)
+    }
+
+    fn try_queue(&self, op: Op, samples: usize) -> bool {
+        match self.shared.tx.try_send(op) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                let before = self
+                    .shared
+                    .counters
+                    .dropped
+                    .fetch_add(samples as u64, Ordering::Relaxed);
+                // Warn on the first drop and then sparsely, so a flood does not flood the log too.
+                if before == 0 || (before + samples as u64) / 10_000 > before / 10_000 {
+                    tracing::warn!(path = %self.shared.path.display(), dropped_total = before + samples as u64, "session store queue full: samples dropped");
+                }
+                false
+            }
+        }
+    }
+
+    /// Records the end of session `id`; returns once committed. `status` must not be `running`.
+    pub async fn finish(
+        &self,
+        id: SessionId,
+        status: SessionStatus,
+        summary: Option<Summary>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        if status == SessionStatus::Running {
+            return Err(StoreError::FinishRunning(id));
+        }
+        let f = Box::new(Finish {
+            id,
+            status,
+            summary,
+            error,
+            ended_at: SystemTime::now(),
+        });
+        self.call(|tx| Op::Finish(f, tx)).await
+    }
+
+    /// Deletes an ended session and its samples; `Ok(false)` when there is none, and
+    /// [`StoreError::SessionRunning`] for a running one.
+    pub async fn delete(&self, id: SessionId) -> Result<bool, StoreError> {
+        self.call(|tx| Op::Delete(id, tx)).await
+    }
+
+    /// Returns once every write queued before the call is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.call(Op::Flush).await
+    }
+
+    /// Commits what is queued and stops the writer thread; later writes fail with `Closed`.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        // A store already closed has nothing left to drain.
+        if self.send(Op::Shutdown).await.is_err() {
+            return Ok(());
+        }
+        let handle = self.shared.writer.lock().take();
+        if let Some(handle) = handle {
+            let joined = tokio::task::spawn_blocking(move || handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(StoreError::WriterPanicked {
+                    path: self.shared.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a pooled read-only connection on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        let joined = tokio::task::spawn_blocking(move || {
+            let idle = shared.readers.lock().pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => db::open_read(&shared.path)?,
+            };
+            let out = f(&mut conn, &shared.path);
+            let mut idle = shared.readers.lock();
+            if idle.len() < READ_POOL {
+                idle.push(conn);
+            }
+            out
+        })
+        .await;
+        joined.map_err(|_| StoreError::ReaderPanicked {
+            path: self.shared.path.clone(),
+        })?
+    }
+
+    /// The session `id` with every committed sample in arrival order, or `None`.
+    pub async fn get(&self, id: SessionId) -> Result<Option<SessionDetail>, StoreError> {
+        self.read(move |conn, path| db::get(conn, path, &id)).await
+    }
+
+    /// Up to `limit` (clamped to `1..=MAX_PAGE`) sessions older than `before`, newest first.
+    pub async fn list(&self, limit: u32, before: Option<SessionId>) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.read(move |conn, path| db::list(conn, path, limit, before.as_ref()))
+            .await
+    }
+}

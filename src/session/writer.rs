@@ -1,0 +1,332 @@
+//! The single writer: a dedicated thread that owns the write connection and commits everything it
+//! received within one batch interval in one transaction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::db::{self, Deleted, Finish};
+use super::model::{SessionId, SessionRecord};
+use super::store::Retention;
+use crate::sample::Sample;
+
+/// How often retention runs when nothing else triggers it.
+const RETENTION_EVERY: Duration = Duration::from_secs(300);
+
+/// At most this many queued operations go into one transaction, so a flood cannot make one huge.
+const MAX_BATCH: usize = 4096;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One queued write.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Create(Box<SessionRecord>, Reply<()>),
+    Append(SessionId, Box<Sample>),
+    AppendMany(SessionId, Vec<Sample>),
+    Finish(Box<Finish>, Reply<()>),
+    Delete(SessionId, Reply<bool>),
+    Flush(Reply<()>),
+    Shutdown,
+}
+
+impl Op {
+    /// Someone awaits this op: commit without waiting for the rest of the interval.
+    fn awaited(&self) -> bool {
+        !matches!(self, Self::Append(..) | Self::AppendMany(..))
+    }
+}
+
+/// Counters the writer shares with the store handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Samples dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Samples the writer could not store (unknown session, or a failed transaction).
+    pub failed: AtomicU64,
+    /// Transactions that failed.
+    pub failed_batches: AtomicU64,
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub rx: Receiver<Op>,
+    pub path: PathBuf,
+    pub batch_interval: Duration,
+    pub retention: Retention,
+    pub counters: Arc<Counters>,
+}
+
+/// The outcome of one op, handed back once the transaction it belongs to has committed.
+enum Done {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+    /// Samples that are lost if the transaction does not commit.
+    Samples(usize),
+}
+
+impl Done {
+    /// The outcome of an op that never ran (its transaction could not begin).
+    fn from_op(op: Op) -> Self {
+        match op {
+            Op::Create(_, r) | Op::Finish(_, r) | Op::Flush(r) => Self::Unit(r, Ok(())),
+            Op::Delete(_, r) => Self::Bool(r, Ok(false)),
+            Op::Append(..) => Self::Samples(1),
+            Op::AppendMany(_, v) => Self::Samples(v.len()),
+            Op::Shutdown => Self::Samples(0),
+        }
+    }
+
+    fn send(self) {
+        // A waiter that went away no longer needs its answer.
+        let _ = match self {
+            Self::Unit(tx, r) => tx.send(r).is_ok(),
+            Self::Bool(tx, r) => tx.send(r).is_ok(),
+            Self::Samples(_) => true,
+        };
+    }
+}
+
+/// Answers every waiter of a batch whose transaction failed, and counts its samples as failed
+/// (those that failed on their own were counted then).
+fn fail_batch(counters: &Counters, path: &std::path::Path, message: &str, done: Vec<Done>) {
+    counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+    let lost: usize = done
+        .iter()
+        .map(|d| if let Done::Samples(n) = d { *n } else { 0 })
+        .sum();
+    counters.failed.fetch_add(lost as u64, Ordering::Relaxed);
+    tracing::error!(path = %path.display(), error = message, samples = lost, "session database write failed");
+    for d in done {
+        let err = || StoreError::Write {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
+        let _ = match d {
+            Done::Unit(tx, _) => tx.send(Err(err())).is_ok(),
+            Done::Bool(tx, _) => tx.send(Err(err())).is_ok(),
+            Done::Samples(_) => true,
+        };
+    }
+}
+
+/// Stores samples of one session in a savepoint, so a failure part-way leaves neither samples
+/// nor count behind; returns how many were stored.
+fn append(
+    tx: &mut rusqlite::Transaction<'_>,
+    counters: &Counters,
+    id: &SessionId,
+    samples: &[Sample],
+) -> usize {
+    let result = tx.savepoint().and_then(|mut sp| {
+        let known = db::insert_samples(&sp, id, samples)?;
+        if known {
+            sp.commit()?;
+        } else {
+            sp.rollback()?;
+        }
+        Ok(known)
+    });
+    let lost = |n: usize| counters.failed.fetch_add(n as u64, Ordering::Relaxed);
+    match result {
+        Ok(true) => samples.len(),
+        Ok(false) => {
+            tracing::warn!(session = %id, samples = samples.len(), "samples for an unknown session not stored");
+            lost(samples.len());
+            0
+        }
+        Err(e) => {
+            tracing::warn!(session = %id, error = %e, "samples not stored");
+            lost(samples.len());
+            0
+        }
+    }
+}
+
+impl Writer {
+    /// Runs until `Shutdown` or until every sender is gone, committing what is left first.
+    pub(crate) fn run(mut self) {
+        let mut next_retention = Instant::now() + RETENTION_EVERY;
+        loop {
+            let wait = next_retention.saturating_duration_since(Instant::now());
+            let first = match self.rx.recv_timeout(wait) {
+                Ok(op) => op,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.retention_alone();
+                    next_retention = Instant::now() + RETENTION_EVERY;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let (batch, stop) = self.gather(first);
+            self.commit(batch);
+            if stop {
+                break;
+            }
+        }
+        tracing::debug!(path = %self.path.display(), "session writer stopped");
+    }
+
+    /// Collects ops until the batch interval has passed since `first`, or at once when someone
+    /// awaits one of them. Returns the batch and whether the writer must stop afterwards.
+    fn gather(&self, first: Op) -> (Vec<Op>, bool) {
+        let deadline = Instant::now() + self.batch_interval;
+        let mut urgent = first.awaited();
+        let mut batch = Vec::new();
+        if matches!(first, Op::Shutdown) {
+            return (self.drain(batch), true);
+        }
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            let next = if urgent {
+                match self.rx.try_recv() {
+                    Ok(op) => Ok(op),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                }
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.rx.recv_timeout(left)
+            };
+            match next {
+                Ok(Op::Shutdown) => return (self.drain(batch), true),
+                Ok(op) => {
+                    urgent |= op.awaited();
+                    batch.push(op);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return (batch, true),
+            }
+        }
+        (batch, false)
+    }
+
+    /// Adds whatever is still queued, for a final commit.
+    fn drain(&self, mut batch: Vec<Op>) -> Vec<Op> {
+        while let Ok(op) = self.rx.try_recv() {
+            if !matches!(op, Op::Shutdown) {
+                batch.push(op);
+            }
+        }
+        batch
+    }
+
+    fn commit(&mut self, batch: Vec<Op>) {
+        if batch.is_empty() {
+            return;
+        }
+        let path = self.path.clone();
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let message = e.to_string();
+                fail_batch(
+                    &self.counters,
+                    &path,
+                    &message,
+                    batch.into_iter().map(Done::from_op).collect(),
+                );
+                return;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        let mut finished = false;
+        for op in batch {
+            let d = match op {
+                Op::Create(rec, reply) => {
+                    let r = db::insert_session(&tx, &rec).map_err(|source| StoreError::Sqlite {
+                        op: "create a session",
+                        path: path.clone(),
+                        source,
+                    });
+                    Done::Unit(reply, r)
+                }
+                Op::Append(id, sample) => Done::Samples(append(
+                    &mut tx,
+                    &self.counters,
+                    &id,
+                    std::slice::from_ref(&*sample),
+                )),
+                Op::AppendMany(id, samples) => {
+                    Done::Samples(append(&mut tx, &self.counters, &id, &samples))
+                }
+                Op::Finish(f, reply) => {
+                    finished = true;
+                    let r = match db::finish(&tx, &f) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(StoreError::NotFound(f.id)),
+                        Err(source) => Err(StoreError::Sqlite {
+                            op: "finish a session",
+                            path: path.clone(),
+                            source,
+                        }),
+                    };
+                    Done::Unit(reply, r)
+                }
+                Op::Delete(id, reply) => {
+                    let r = match db::delete(&tx, &id) {
+                        Ok(Deleted::Yes) => Ok(true),
+                        Ok(Deleted::Missing) => Ok(false),
+                        Ok(Deleted::Running) => Err(StoreError::SessionRunning(id)),
+                        Err(source) => Err(StoreError::Sqlite {
+                            op: "delete a session",
+                            path: path.clone(),
+                            source,
+                        }),
+                    };
+                    Done::Bool(reply, r)
+                }
+                Op::Flush(reply) => Done::Unit(reply, Ok(())),
+                Op::Shutdown => Done::Samples(0),
+            };
+            done.push(d);
+        }
+        if finished {
+            // Retention after a finish keeps the table at its cap without waiting for the timer.
+            match db::apply_retention(&tx, &self.retention, SystemTime::now()) {
+                Ok(n) if n > 0 => tracing::debug!(deleted = n, "session retention"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "session retention failed")
+                }
+            }
+        }
+        match tx.commit() {
+            Ok(()) => {
+                for d in done {
+                    d.send();
+                }
+            }
+            Err(e) => fail_batch(&self.counters, &path, &e.to_string(), done),
+        }
+    }
+
+    fn retention_alone(&mut self) {
+        let r = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                let n = db::apply_retention(&tx, &self.retention, SystemTime::now())?;
+                tx.commit().map(|()| n)
+            });
+        match r {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "session retention"),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "session retention failed")
+            }
+        }
+    }
+}
