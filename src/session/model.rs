@@ -205,7 +205,13 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// A new `running` session with a fresh id, created and started now.
     pub fn start(params: SessionParams) -> Self {
-        let now = SystemTime::now();
+        // Truncated to the microsecond the store keeps, so the record equals its stored copy.
+        let now = std::time::UNIX_EPOCH
+            + SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(Duration::ZERO, |d| {
+                    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                });
         Self {
             id: SessionId::new(),
             params,
