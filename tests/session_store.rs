@@ -85,6 +85,7 @@ fn opts() -> StoreOptions {
             max_sessions: None,
             max_age: None,
         },
+        ..StoreOptions::default()
     }
 }
 
@@ -400,6 +401,72 @@ async fn a_file_that_is_not_sqlite_is_refused_and_kept() {
         "{msg}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), text);
+}
+
+#[tokio::test]
+async fn a_database_of_another_program_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE invoices (id INTEGER PRIMARY KEY); INSERT INTO invoices VALUES (1);",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path, opts()).unwrap_err();
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    assert!(err.to_string().contains("another program"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file was modified"
+    );
+}
+
+#[tokio::test]
+async fn retention_also_runs_periodically_under_steady_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.retention.max_age = Some(Duration::from_secs(1));
+    o.retention_interval = Duration::from_millis(100);
+    let store = Store::open(&db_in(&dir), o).unwrap();
+    let aging = create_finished(
+        &store,
+        SystemTime::now() - Duration::from_millis(500),
+        SessionStatus::Completed,
+    )
+    .await;
+    assert!(
+        store.get(aging).await.unwrap().is_some(),
+        "deleted while young"
+    );
+    let busy = SessionRecord::start(params("127.0.0.1"));
+    store.create(&busy).await.unwrap();
+    // Samples every 5 ms keep the writer busy; retention must still come round.
+    let started = Instant::now();
+    let mut seq = 0;
+    let gone_after = loop {
+        seq += 1;
+        store.append(busy.id, sample(seq));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if seq.is_multiple_of(20) && store.get(aging).await.unwrap().is_none() {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the old session was never deleted"
+        );
+    };
+    assert!(
+        gone_after >= Duration::from_millis(300),
+        "deleted after {gone_after:?}, before it was old"
+    );
+    assert!(
+        store.get(busy.id).await.unwrap().is_some(),
+        "a running session was deleted"
+    );
 }
 
 #[tokio::test]

@@ -111,6 +111,17 @@ pub(crate) fn open_write(path: &Path) -> Result<Connection, StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
+    if found == 0 {
+        // Version 0 with tables: another program's database, which migrating would alter.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(sqlite_err("read the schema", path))?;
+        if tables > 0 {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+            });
+        }
+    }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .map_err(sqlite_err("enable WAL", path))?;

@@ -54,6 +54,16 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// A SQLite database of another program (tables, but no pingscope schema version); left alone.
+    #[error(
+        "{} is a SQLite database of another program (it has tables but no pingscope schema version); \
+         refusing to modify it (choose another sessions.database)",
+        path.display()
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
     /// The schema was written by a newer pingscope; the file is left untouched.
     #[error(
         "session database {} has schema version {found}, newer than the {supported} this pingscope knows; \

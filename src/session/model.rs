@@ -437,6 +437,28 @@ mod tests {
     }
 
     #[test]
+    fn openapi_schemas_match_the_json() {
+        #[derive(utoipa::OpenApi)]
+        #[openapi(components(schemas(SessionDetail, Page)))]
+        struct Doc;
+        let doc = serde_json::to_value(<Doc as utoipa::OpenApi>::openapi()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        let params = &schemas["SessionParams"]["properties"];
+        assert_eq!(params["interval"]["type"], "string", "{params}");
+        assert_eq!(schemas["SessionId"]["type"], "string", "{schemas}");
+        assert_eq!(schemas["SessionId"]["format"], "uuid", "{schemas}");
+        let statuses = schemas["SessionStatus"]["enum"].to_string();
+        assert!(statuses.contains("interrupted"), "{statuses}");
+        let detail = schemas["SessionDetail"].to_string();
+        assert!(
+            detail.contains("samples") && detail.contains("SessionRecord"),
+            "{detail}"
+        );
+        let record = &schemas["SessionRecord"]["properties"];
+        assert_eq!(record["created_at"]["format"], "date-time", "{record}");
+    }
+
+    #[test]
     fn params_serialize_durations_as_strings() {
         let p = SessionParams {
             target: "localhost".into(),

@@ -53,6 +53,8 @@ pub struct StoreOptions {
     pub batch_interval: Duration,
     /// Which ended sessions are deleted.
     pub retention: Retention,
+    /// How often retention runs besides at open and after each finish (at least 10 ms).
+    pub retention_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +63,7 @@ impl Default for StoreOptions {
             queue_capacity: 8192,
             batch_interval: Duration::from_millis(100),
             retention: Retention::default(),
+            retention_interval: Duration::from_secs(300),
         }
     }
 }
@@ -127,6 +130,7 @@ impl Store {
             path: path.to_owned(),
             batch_interval: opts.batch_interval.min(MAX_BATCH_INTERVAL),
             retention,
+            retention_every: opts.retention_interval.max(Duration::from_millis(10)),
             counters: Arc::clone(&counters),
         };
         let handle = std::thread::Builder::new()

@@ -16,9 +16,6 @@ use super::model::{SessionId, SessionRecord};
 use super::store::Retention;
 use crate::sample::Sample;
 
-/// How often retention runs when nothing else triggers it.
-const RETENTION_EVERY: Duration = Duration::from_secs(300);
-
 /// At most this many queued operations go into one transaction, so a flood cannot make one huge.
 const MAX_BATCH: usize = 4096;
 
@@ -60,6 +57,7 @@ pub(crate) struct Writer {
     pub path: PathBuf,
     pub batch_interval: Duration,
     pub retention: Retention,
+    pub retention_every: Duration,
     pub counters: Arc<Counters>,
 }
 
@@ -152,22 +150,24 @@ fn append(
 impl Writer {
     /// Runs until `Shutdown` or until every sender is gone, committing what is left first.
     pub(crate) fn run(mut self) {
-        let mut next_retention = Instant::now() + RETENTION_EVERY;
+        let mut next_retention = Instant::now() + self.retention_every;
         loop {
             let wait = next_retention.saturating_duration_since(Instant::now());
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(op) => op,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.retention_alone();
-                    next_retention = Instant::now() + RETENTION_EVERY;
-                    continue;
+            match self.rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let (batch, stop) = self.gather(first);
+                    self.commit(batch);
+                    if stop {
+                        break;
+                    }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let (batch, stop) = self.gather(first);
-            self.commit(batch);
-            if stop {
-                break;
+            }
+            // Checked after every batch too, so steady traffic cannot postpone retention.
+            if Instant::now() >= next_retention {
+                self.retention_alone();
+                next_retention = Instant::now() + self.retention_every;
             }
         }
         tracing::debug!(path = %self.path.display(), "session writer stopped");
