@@ -1,6 +1,7 @@
 //! The single writer: a dedicated thread that owns the write connection and commits everything it
 //! received within one batch interval in one transaction.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +148,38 @@ fn append(
     }
 }
 
+/// Merges the appends of each session into one `AppendMany` at the place of its first append,
+/// so a batch costs one savepoint and one count update per session rather than per sample.
+/// A create, finish or delete of the session ends its group: nothing moves across those.
+fn group_appends(batch: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(batch.len());
+    let mut open: HashMap<SessionId, usize> = HashMap::new();
+    for op in batch {
+        let (id, samples) = match op {
+            Op::Append(id, s) => (id, vec![*s]),
+            Op::AppendMany(id, v) => (id, v),
+            other => {
+                match &other {
+                    Op::Create(rec, _) => open.remove(&rec.id),
+                    Op::Finish(f, _) => open.remove(&f.id),
+                    Op::Delete(id, _) => open.remove(id),
+                    _ => None,
+                };
+                out.push(other);
+                continue;
+            }
+        };
+        match open.get(&id).and_then(|&i| out.get_mut(i)) {
+            Some(Op::AppendMany(_, group)) => group.extend(samples),
+            _ => {
+                open.insert(id, out.len());
+                out.push(Op::AppendMany(id, samples));
+            }
+        }
+    }
+    out
+}
+
 impl Writer {
     /// Runs until `Shutdown` or until every sender is gone, committing what is left first.
     pub(crate) fn run(mut self) {
@@ -241,6 +274,7 @@ impl Writer {
                 return;
             }
         };
+        let batch = group_appends(batch);
         let mut done = Vec::with_capacity(batch.len());
         let mut finished = false;
         for op in batch {
@@ -328,5 +362,65 @@ impl Writer {
                 tracing::warn!(path = %self.path.display(), error = %e, "session retention failed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::model::SessionStatus;
+
+    fn sample(seq: u64) -> Sample {
+        Sample::local_error("t", "h", None, Some(seq), "x".into())
+    }
+
+    /// (session, seqs) of each op, with `None` seqs for a non-append op.
+    fn shape(ops: &[Op]) -> Vec<(SessionId, Option<Vec<u64>>)> {
+        ops.iter()
+            .map(|op| match op {
+                Op::AppendMany(id, v) => (*id, Some(v.iter().filter_map(|s| s.seq).collect())),
+                Op::Append(id, s) => (*id, Some(s.seq.into_iter().collect())),
+                Op::Finish(f, _) => (f.id, None),
+                Op::Create(r, _) => (r.id, None),
+                Op::Delete(id, _) => (*id, None),
+                _ => (SessionId::new(), None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_group_per_session_without_crossing_a_finish() {
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let finish = |id| {
+            let (tx, _rx) = oneshot::channel();
+            Op::Finish(
+                Box::new(Finish {
+                    id,
+                    status: SessionStatus::Completed,
+                    summary: None,
+                    error: None,
+                    ended_at: SystemTime::now(),
+                }),
+                tx,
+            )
+        };
+        let batch = vec![
+            Op::Append(a, Box::new(sample(1))),
+            Op::Append(b, Box::new(sample(1))),
+            Op::Append(a, Box::new(sample(2))),
+            finish(a),
+            Op::Append(a, Box::new(sample(3))),
+            Op::AppendMany(b, vec![sample(2), sample(3)]),
+        ];
+        let grouped = group_appends(batch);
+        assert_eq!(
+            shape(&grouped),
+            vec![
+                (a, Some(vec![1, 2])),
+                (b, Some(vec![1, 2, 3])),
+                (a, None),
+                (a, Some(vec![3])),
+            ]
+        );
     }
 }
