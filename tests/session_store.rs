@@ -470,6 +470,24 @@ async fn retention_also_runs_periodically_under_steady_traffic() {
 }
 
 #[tokio::test]
+async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let first = Store::open(&path, opts()).unwrap();
+    let rec = SessionRecord::start(params("127.0.0.1"));
+    first.create(&rec).await.unwrap();
+    let err = Store::open(&path, opts()).unwrap_err();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    // The refused open did not mark the first store's running session interrupted.
+    let got = first.get(rec.id).await.unwrap().unwrap();
+    assert_eq!(got.record.status, SessionStatus::Running);
+    first.close().await.unwrap();
+    let second = Store::open(&path, opts()).unwrap();
+    let got = second.get(rec.id).await.unwrap().unwrap();
+    assert_eq!(got.record.status, SessionStatus::Interrupted);
+}
+
+#[tokio::test]
 async fn missing_folders_are_created() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/c/sessions.db");

@@ -3,8 +3,11 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
@@ -85,7 +88,48 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Opens (creating it and its folder when missing) the database for writing and migrates it.
-pub(crate) fn open_write(path: &Path) -> Result<Connection, StoreError> {
+/// How long `open` waits for another store on the same file (e.g. one still closing) to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The lock that keeps a second store (in this or another process) off the same database: a
+/// second one would mark the first one's running sessions interrupted. A sibling file, since
+/// closing any descriptor of the database itself would drop SQLite's own POSIX locks.
+pub(crate) type StoreLock = Flock<fs::File>;
+
+fn lock(path: &Path) -> Result<StoreLock, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push("-lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io = |source| StoreError::Io {
+        op: "create the lock file of",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            Err((_, e)) => return Err(io(std::io::Error::from(e))),
+        }
+    }
+}
+
+pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
@@ -100,6 +144,7 @@ pub(crate) fn open_write(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_owned(),
         source,
     })?;
+    let lock = lock(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sqlite_err("set busy_timeout", path))?;
     // Read the version before anything writes: a newer schema is left exactly as it is.
@@ -137,7 +182,7 @@ pub(crate) fn open_write(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "foreign_keys", true)
         .map_err(sqlite_err("enable foreign keys", path))?;
     migrate(&mut conn, path)?;
-    Ok(conn)
+    Ok((conn, lock))
 }
 
 /// Opens a read-only connection to a database `open_write` has prepared.

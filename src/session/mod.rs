@@ -54,6 +54,12 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// Another store (in this or another process) has the database open.
+    #[error("session database {} is in use by another pingscope store", path.display())]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A SQLite database of another program (tables, but no pingscope schema version); left alone.
     #[error(
         "{} is a SQLite database of another program (it has tables but no pingscope schema version); \

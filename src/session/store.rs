@@ -98,7 +98,7 @@ impl Store {
     ///
     /// Blocking (file system and SQLite): call it before serving, or from `spawn_blocking`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
-        let mut conn = db::open_write(path)?;
+        let (mut conn, lock) = db::open_write(path)?;
         let interrupted = db::mark_interrupted(&conn, path)?;
         if interrupted > 0 {
             tracing::info!(path = %path.display(), sessions = interrupted, "sessions cut by a restart marked interrupted");
@@ -126,6 +126,7 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             conn,
+            _lock: lock,
             rx,
             path: path.to_owned(),
             batch_interval: opts.batch_interval.min(MAX_BATCH_INTERVAL),

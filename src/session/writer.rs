@@ -53,7 +53,9 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Writer {
+    // Declared before `lock`, so the connection closes before the lock is released.
     pub conn: Connection,
+    pub _lock: db::StoreLock,
     pub rx: Receiver<Op>,
     pub path: PathBuf,
     pub batch_interval: Duration,
