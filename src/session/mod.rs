@@ -3,7 +3,14 @@
 //! The store owns the database file: one writer thread fed by a bounded queue commits in batches
 //! (the probe path never waits for the disk), reads run on blocking threads over read-only
 //! connections, and schema versions are migrated on open. The session runner and the HTTP routes
-//! build on this API.
+//! build on this API:
+//!
+//! - [`Store::create`], [`Store::finish`], [`Store::delete`] and [`Store::flush`] return once
+//!   committed, so a read right after sees them; [`Store::append`] never waits: a full queue drops
+//!   the sample and counts it ([`Store::dropped_samples`]).
+//! - Appended samples become readable within one batch interval (at most 250 ms), which is also
+//!   the most a `kill -9` can lose; a commit survives a killed process (WAL, `synchronous=NORMAL`).
+//! - One store per database file: a second [`Store::open`] on the same file is refused.
 
 mod db;
 pub mod model;
