@@ -3,10 +3,15 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 
 use super::StoreError;
 use super::model::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
@@ -25,12 +30,21 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a session without an end was closed at open.
 pub const INTERRUPTED_MESSAGE: &str = "pingscope stopped while the session was running";
 
-fn sqlite_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+fn sqlite_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
     move |source| {
         if source.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
-            StoreError::NotADatabase { path: path.to_owned() }
+            StoreError::NotADatabase {
+                path: path.to_owned(),
+            }
         } else {
-            StoreError::Sqlite { op, path: path.to_owned(), source }
+            StoreError::Sqlite {
+                op,
+                path: path.to_owned(),
+                source,
+            }
         }
     }
 }
@@ -41,7 +55,13 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     let mut file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(StoreError::Io { op: "read", path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "read",
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     let mut header = [0u8; 16];
     let mut got = 0;
@@ -49,50 +69,131 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
         match file.read(&mut header[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(source) => return Err(StoreError::Io { op: "read", path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "read",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
     }
     if got == 0 || (got == header.len() && &header == b"SQLite format 3\0") {
         Ok(())
     } else {
-        Err(StoreError::NotADatabase { path: path.to_owned() })
+        Err(StoreError::NotADatabase {
+            path: path.to_owned(),
+        })
     }
 }
 
 /// Opens (creating it and its folder when missing) the database for writing and migrates it.
-pub(crate) fn open_write(path: &Path) -> Result<Connection, StoreError> {
+/// How long `open` waits for another store on the same file (e.g. one still closing) to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// The lock that keeps a second store (in this or another process) off the same database: a
+/// second one would mark the first one's running sessions interrupted. A sibling file, since
+/// closing any descriptor of the database itself would drop SQLite's own POSIX locks.
+pub(crate) type StoreLock = Flock<fs::File>;
+
+fn lock(path: &Path) -> Result<StoreLock, StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push("-lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io = |source| StoreError::Io {
+        op: "create the lock file of",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            Err((_, e)) => return Err(io(std::io::Error::from(e))),
+        }
+    }
+}
+
+pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
     }
     check_header(path)?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(path, flags)
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("set busy_timeout", path))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lock = lock(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err("set busy_timeout", path))?;
     // Read the version before anything writes: a newer schema is left exactly as it is.
     let found = user_version(&conn, path)?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == 0 {
+        // Version 0 with tables: another program's database, which migrating would alter.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(sqlite_err("read the schema", path))?;
+        if tables > 0 {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+            });
+        }
     }
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .map_err(sqlite_err("enable WAL", path))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::NoWal { path: path.to_owned(), mode });
+        return Err(StoreError::NoWal {
+            path: path.to_owned(),
+            mode,
+        });
     }
     // NORMAL in WAL mode: a commit survives a killed process; only an OS crash may lose the last ones.
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_err("set synchronous", path))?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(sqlite_err("enable foreign keys", path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sqlite_err("set synchronous", path))?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(sqlite_err("enable foreign keys", path))?;
     migrate(&mut conn, path)?;
-    Ok(conn)
+    Ok((conn, lock))
 }
 
 /// Opens a read-only connection to a database `open_write` has prepared.
 pub(crate) fn open_read(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("set busy_timeout", path))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err("set busy_timeout", path))?;
     Ok(conn)
 }
 
@@ -109,11 +210,19 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         let version = i as u32 + 1;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Migrate { path: path.to_owned(), version, source })?;
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                version,
+                source,
+            })?;
         // Re-read inside the write lock: another process may have migrated meanwhile.
         let current = user_version(&tx, path)?;
         if current > SCHEMA_VERSION {
-            return Err(StoreError::TooNew { path: path.to_owned(), found: current, supported: SCHEMA_VERSION });
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
         }
         if current >= version {
             continue;
@@ -121,7 +230,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))
             .and_then(|()| tx.commit())
-            .map_err(|source| StoreError::Migrate { path: path.to_owned(), version, source })?;
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                version,
+                source,
+            })?;
         tracing::info!(path = %path.display(), version, "session database migrated");
     }
     Ok(())
@@ -129,7 +242,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Microseconds since the Unix epoch (0 for earlier times).
 pub(crate) fn to_us(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn from_us(us: i64) -> SystemTime {
@@ -152,7 +266,11 @@ pub(crate) fn mark_interrupted(conn: &Connection, path: &Path) -> Result<usize, 
 
 /// Deletes ended sessions beyond the newest `max_sessions` or created before `now - max_age`.
 /// Running sessions are never deleted (they still count towards `max_sessions`).
-pub(crate) fn apply_retention(conn: &Connection, retention: &Retention, now: SystemTime) -> rusqlite::Result<usize> {
+pub(crate) fn apply_retention(
+    conn: &Connection,
+    retention: &Retention,
+    now: SystemTime,
+) -> rusqlite::Result<usize> {
     let mut deleted = 0;
     if let Some(age) = retention.max_age {
         let cutoff = now.checked_sub(age).map_or(i64::MIN, to_us);
@@ -191,7 +309,11 @@ pub(crate) fn insert_session(tx: &Connection, rec: &SessionRecord) -> rusqlite::
 }
 
 /// Inserts `samples` of session `id` and counts them; false (storing none) for an unknown session.
-pub(crate) fn insert_samples(tx: &Connection, id: &SessionId, samples: &[Sample]) -> rusqlite::Result<bool> {
+pub(crate) fn insert_samples(
+    tx: &Connection,
+    id: &SessionId,
+    samples: &[Sample],
+) -> rusqlite::Result<bool> {
     let id = id.to_string();
     let counted = tx
         .prepare_cached("UPDATE sessions SET sample_count = sample_count + ?2 WHERE id = ?1")?
@@ -199,11 +321,14 @@ pub(crate) fn insert_samples(tx: &Connection, id: &SessionId, samples: &[Sample]
     if counted == 0 {
         return Ok(false);
     }
-    let mut insert =
-        tx.prepare_cached("INSERT INTO samples (session_id, seq, type, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO samples (session_id, seq, type, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
     for s in samples {
         let seq = s.seq.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-        let kind = serde_json::to_value(s.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let kind = serde_json::to_value(s.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
         insert.execute(params![id, seq, kind.unwrap_or_default(), s.ts, json(s)])?;
     }
     Ok(true)
@@ -251,7 +376,8 @@ pub(crate) fn delete(tx: &Connection, id: &SessionId) -> rusqlite::Result<Delete
         None => Ok(Deleted::Missing),
         Some("running") => Ok(Deleted::Running),
         Some(_) => {
-            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?.execute(params![id])?;
+            tx.prepare_cached("DELETE FROM sessions WHERE id = ?1")?
+                .execute(params![id])?;
             Ok(Deleted::Yes)
         }
     }
@@ -261,15 +387,26 @@ const RECORD_COLUMNS: &str =
     "id, params, status, created_us, started_us, ended_us, error, summary, sample_count";
 
 fn record_from_row(row: &Row<'_>, path: &Path) -> Result<SessionRecord, StoreError> {
-    let sql = |source| StoreError::Sqlite { op: "read a session", path: path.to_owned(), source };
-    let corrupt = |what: &str, detail: String| StoreError::Corrupt { path: path.to_owned(), what: what.to_owned(), detail };
+    let sql = |source| StoreError::Sqlite {
+        op: "read a session",
+        path: path.to_owned(),
+        source,
+    };
+    let corrupt = |what: &str, detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        what: what.to_owned(),
+        detail,
+    };
     let id: String = row.get(0).map_err(sql)?;
-    let id: SessionId = id.parse().map_err(|e: super::model::ParseSessionIdError| corrupt("session id", e.to_string()))?;
+    let id: SessionId = id
+        .parse()
+        .map_err(|e: super::model::ParseSessionIdError| corrupt("session id", e.to_string()))?;
     let params: String = row.get(1).map_err(sql)?;
-    let params = serde_json::from_str(&params).map_err(|e| corrupt("params", format!("session {id}: {e}")))?;
+    let params = serde_json::from_str(&params)
+        .map_err(|e| corrupt("params", format!("session {id}: {e}")))?;
     let status: String = row.get(2).map_err(sql)?;
-    let status =
-        SessionStatus::from_name(&status).ok_or_else(|| corrupt("status", format!("session {id}: {status:?}")))?;
+    let status = SessionStatus::from_name(&status)
+        .ok_or_else(|| corrupt("status", format!("session {id}: {status:?}")))?;
     let summary: Option<String> = row.get(7).map_err(sql)?;
     let summary = summary
         .map(|s| serde_json::from_str(&s))
@@ -290,25 +427,41 @@ fn record_from_row(row: &Row<'_>, path: &Path) -> Result<SessionRecord, StoreErr
 }
 
 /// The session `id` with every sample in arrival order, read in one snapshot.
-pub(crate) fn get(conn: &mut Connection, path: &Path, id: &SessionId) -> Result<Option<SessionDetail>, StoreError> {
-    let tx = conn.transaction().map_err(sqlite_err("begin a read", path))?;
+pub(crate) fn get(
+    conn: &mut Connection,
+    path: &Path,
+    id: &SessionId,
+) -> Result<Option<SessionDetail>, StoreError> {
+    let tx = conn
+        .transaction()
+        .map_err(sqlite_err("begin a read", path))?;
     let key = id.to_string();
     let record = {
         let mut stmt = tx
-            .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM sessions WHERE id = ?1"))
+            .prepare_cached(&format!(
+                "SELECT {RECORD_COLUMNS} FROM sessions WHERE id = ?1"
+            ))
             .map_err(sqlite_err("read a session", path))?;
-        let mut rows = stmt.query(params![key]).map_err(sqlite_err("read a session", path))?;
+        let mut rows = stmt
+            .query(params![key])
+            .map_err(sqlite_err("read a session", path))?;
         match rows.next().map_err(sqlite_err("read a session", path))? {
             Some(row) => record_from_row(row, path)?,
             None => return Ok(None),
         }
     };
-    let mut samples = Vec::with_capacity(usize::try_from(record.sample_count).unwrap_or(0).min(1 << 16));
+    let mut samples = Vec::with_capacity(
+        usize::try_from(record.sample_count)
+            .unwrap_or(0)
+            .min(1 << 16),
+    );
     {
         let mut stmt = tx
             .prepare_cached("SELECT body FROM samples WHERE session_id = ?1 ORDER BY n")
             .map_err(sqlite_err("read samples", path))?;
-        let mut rows = stmt.query(params![key]).map_err(sqlite_err("read samples", path))?;
+        let mut rows = stmt
+            .query(params![key])
+            .map_err(sqlite_err("read samples", path))?;
         while let Some(row) = rows.next().map_err(sqlite_err("read samples", path))? {
             let body: String = row.get(0).map_err(sqlite_err("read samples", path))?;
             let sample = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
@@ -329,7 +482,9 @@ pub(crate) fn list(
     limit: u32,
     before: Option<&SessionId>,
 ) -> Result<Page, StoreError> {
-    let tx = conn.transaction().map_err(sqlite_err("begin a read", path))?;
+    let tx = conn
+        .transaction()
+        .map_err(sqlite_err("begin a read", path))?;
     let before = before.map(ToString::to_string);
     let mut items = Vec::new();
     {
@@ -339,16 +494,26 @@ pub(crate) fn list(
             ))
             .map_err(sqlite_err("list sessions", path))?;
         // One more than asked tells whether there is a next page.
-        let mut rows = stmt.query(params![before, i64::from(limit) + 1]).map_err(sqlite_err("list sessions", path))?;
+        let mut rows = stmt
+            .query(params![before, i64::from(limit) + 1])
+            .map_err(sqlite_err("list sessions", path))?;
         while let Some(row) = rows.next().map_err(sqlite_err("list sessions", path))? {
             items.push(record_from_row(row, path)?);
         }
     }
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_cursor = if more { items.last().map(|r| r.id) } else { None };
+    let next_cursor = if more {
+        items.last().map(|r| r.id)
+    } else {
+        None
+    };
     let total: i64 = tx
         .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
         .map_err(sqlite_err("count sessions", path))?;
-    Ok(Page { items, next_cursor, total: u64::try_from(total).unwrap_or(0) })
+    Ok(Page {
+        items,
+        next_cursor,
+        total: u64::try_from(total).unwrap_or(0),
+    })
 }

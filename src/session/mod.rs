@@ -3,7 +3,14 @@
 //! The store owns the database file: one writer thread fed by a bounded queue commits in batches
 //! (the probe path never waits for the disk), reads run on blocking threads over read-only
 //! connections, and schema versions are migrated on open. The session runner and the HTTP routes
-//! build on this API.
+//! build on this API:
+//!
+//! - [`Store::create`], [`Store::finish`], [`Store::delete`] and [`Store::flush`] return once
+//!   committed, so a read right after sees them; [`Store::append`] never waits: a full queue drops
+//!   the sample and counts it ([`Store::dropped_samples`]).
+//! - Appended samples become readable within one batch interval (at most 250 ms), which is also
+//!   the most a `kill -9` can lose; a commit survives a killed process (WAL, `synchronous=NORMAL`).
+//! - One store per database file: a second [`Store::open`] on the same file is refused.
 
 mod db;
 pub mod model;
@@ -14,7 +21,10 @@ pub mod manager;
 use std::path::PathBuf;
 
 pub use db::{INTERRUPTED_MESSAGE, SCHEMA_VERSION};
-pub use model::{Page, ParseSessionIdError, SessionDetail, SessionId, SessionParams, SessionRecord, SessionStatus};
+pub use model::{
+    Page, ParseSessionIdError, SessionDetail, SessionId, SessionParams, SessionRecord,
+    SessionStatus,
+};
 pub use store::{MAX_BATCH_INTERVAL, MAX_PAGE, Retention, Store, StoreOptions};
 
 /// What went wrong in the session store; each names the operation and the database path.
@@ -49,6 +59,22 @@ pub enum StoreError {
     /// The file exists but is not a SQLite database; it is left alone.
     #[error("{} is not a SQLite database; refusing to use or overwrite it (choose another sessions.database)", path.display())]
     NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Another store (in this or another process) has the database open.
+    #[error("session database {} is in use by another pingscope store", path.display())]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A SQLite database of another program (tables, but no pingscope schema version); left alone.
+    #[error(
+        "{} is a SQLite database of another program (it has tables but no pingscope schema version); \
+         refusing to modify it (choose another sessions.database)",
+        path.display()
+    )]
+    Foreign {
         /// The file.
         path: PathBuf,
     },

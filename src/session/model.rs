@@ -11,7 +11,19 @@ use crate::resolve::Family;
 use crate::sample::{Sample, Summary};
 
 /// A session id: a UUIDv7, so ids are unguessable (74 random bits) and sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, format = Uuid)]
 pub struct SessionId(Uuid);
@@ -53,7 +65,10 @@ impl FromStr for SessionId {
     type Err = ParseSessionIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |reason| ParseSessionIdError { input: s.chars().take(64).collect(), reason };
+        let err = |reason| ParseSessionIdError {
+            input: s.chars().take(64).collect(),
+            reason,
+        };
         let uuid = Uuid::try_parse(s).map_err(|_| err("not a UUID"))?;
         // Only ids this program issues are accepted: other versions are not time-ordered.
         if uuid.get_version_num() != 7 {
@@ -86,7 +101,11 @@ pub struct SessionParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// How long the session runs, e.g. `"30s"`.
-    #[serde(default, with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, example = "30s")]
     pub duration: Option<Duration>,
     /// Time between probes, e.g. `"200ms"`.
@@ -133,9 +152,15 @@ impl SessionStatus {
 
     /// The status spelled `s`, if any.
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Running, Self::Completed, Self::Stopped, Self::Failed, Self::Interrupted]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Running,
+            Self::Completed,
+            Self::Stopped,
+            Self::Failed,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -180,7 +205,13 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// A new `running` session with a fresh id, created and started now.
     pub fn start(params: SessionParams) -> Self {
-        let now = SystemTime::now();
+        // Truncated to the microsecond the store keeps, so the record equals its stored copy.
+        let now = std::time::UNIX_EPOCH
+            + SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(Duration::ZERO, |d| {
+                    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                });
         Self {
             id: SessionId::new(),
             params,
@@ -219,7 +250,13 @@ pub struct Page {
 
 // Private duration format helpers; to be replaced by `config::format_duration`/`parse_duration`
 // once the config module lands, so that bodies and config spell durations the same way.
-const UNITS: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
 
 /// Formats `d` Prometheus-style at millisecond precision: `200ms`, `1m30s`, `0s`.
 pub(crate) fn format_duration(d: Duration) -> String {
@@ -273,7 +310,10 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
             return Err(bad());
         }
         next_unit = idx + 1;
-        total = n.checked_mul(all[idx].1).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(all[idx].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     Ok(Duration::from_millis(total))
 }
@@ -352,13 +392,29 @@ mod tests {
 
     #[test]
     fn durations_round_trip() {
-        for (text, ms) in [("0s", 0), ("200ms", 200), ("1s", 1000), ("1m30s", 90_000), ("1d1h1m1s1ms", 90_061_001)] {
+        for (text, ms) in [
+            ("0s", 0),
+            ("200ms", 200),
+            ("1s", 1000),
+            ("1m30s", 90_000),
+            ("1d1h1m1s1ms", 90_061_001),
+        ] {
             assert_eq!(format_duration(Duration::from_millis(ms)), text);
             assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)));
         }
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
-        for bad in ["", "ms", "10", "1x", "1s1m", "1s1s", "-1s", "1.5s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "ms",
+            "10",
+            "1x",
+            "1s1m",
+            "1s1s",
+            "-1s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -370,10 +426,36 @@ mod tests {
         assert!("not-a-uuid".parse::<SessionId>().is_err());
         // A version 4 UUID is well-formed but not an id this program issues.
         let v4 = "0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b";
-        let err = v4.parse::<SessionId>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = v4
+            .parse::<SessionId>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("version 7"), "{err}");
         let later = SessionId::new();
         assert!(later > id && later.to_string() > id.to_string());
+    }
+
+    #[test]
+    fn openapi_schemas_match_the_json() {
+        #[derive(utoipa::OpenApi)]
+        #[openapi(components(schemas(SessionDetail, Page)))]
+        struct Doc;
+        let doc = serde_json::to_value(<Doc as utoipa::OpenApi>::openapi()).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        let params = &schemas["SessionParams"]["properties"];
+        assert_eq!(params["interval"]["type"], "string", "{params}");
+        assert_eq!(schemas["SessionId"]["type"], "string", "{schemas}");
+        assert_eq!(schemas["SessionId"]["format"], "uuid", "{schemas}");
+        let statuses = schemas["SessionStatus"]["enum"].to_string();
+        assert!(statuses.contains("interrupted"), "{statuses}");
+        let detail = schemas["SessionDetail"].to_string();
+        assert!(
+            detail.contains("samples") && detail.contains("SessionRecord"),
+            "{detail}"
+        );
+        let record = &schemas["SessionRecord"]["properties"];
+        assert_eq!(record["created_at"]["format"], "date-time", "{record}");
     }
 
     #[test]
@@ -392,7 +474,9 @@ mod tests {
         assert_eq!(json["timeout"], "1s");
         assert_eq!(json["family"], "ip4");
         assert!(json.get("duration").is_none());
-        let back: SessionParams = serde_json::from_value(json).map_err(|e| e.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let back: SessionParams = serde_json::from_value(json)
+            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, p);
     }
 }

@@ -37,7 +37,10 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { max_sessions: Some(1000), max_age: Some(Duration::from_secs(30 * 86_400)) }
+        Self {
+            max_sessions: Some(1000),
+            max_age: Some(Duration::from_secs(30 * 86_400)),
+        }
     }
 }
 
@@ -50,11 +53,18 @@ pub struct StoreOptions {
     pub batch_interval: Duration,
     /// Which ended sessions are deleted.
     pub retention: Retention,
+    /// How often retention runs besides at open and after each finish (at least 10 ms).
+    pub retention_interval: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { queue_capacity: 8192, batch_interval: Duration::from_millis(100), retention: Retention::default() }
+        Self {
+            queue_capacity: 8192,
+            batch_interval: Duration::from_millis(100),
+            retention: Retention::default(),
+            retention_interval: Duration::from_secs(300),
+        }
     }
 }
 
@@ -75,7 +85,9 @@ struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,7 +98,7 @@ impl Store {
     ///
     /// Blocking (file system and SQLite): call it before serving, or from `spawn_blocking`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
-        let mut conn = db::open_write(path)?;
+        let (mut conn, lock) = db::open_write(path)?;
         let interrupted = db::mark_interrupted(&conn, path)?;
         if interrupted > 0 {
             tracing::info!(path = %path.display(), sessions = interrupted, "sessions cut by a restart marked interrupted");
@@ -102,7 +114,11 @@ impl Store {
                 let n = db::apply_retention(&tx, &retention, SystemTime::now())?;
                 tx.commit().map(|()| n)
             })
-            .map_err(|source| StoreError::Sqlite { op: "apply retention", path: path.to_owned(), source })?;
+            .map_err(|source| StoreError::Sqlite {
+                op: "apply retention",
+                path: path.to_owned(),
+                source,
+            })?;
         if deleted > 0 {
             tracing::info!(path = %path.display(), sessions = deleted, "old sessions deleted");
         }
@@ -110,16 +126,22 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             conn,
+            _lock: lock,
             rx,
             path: path.to_owned(),
             batch_interval: opts.batch_interval.min(MAX_BATCH_INTERVAL),
             retention,
+            retention_every: opts.retention_interval.max(Duration::from_millis(10)),
             counters: Arc::clone(&counters),
         };
         let handle = std::thread::Builder::new()
             .name("session-writer".to_owned())
             .spawn(move || writer.run())
-            .map_err(|source| StoreError::Io { op: "start the writer thread for", path: path.to_owned(), source })?;
+            .map_err(|source| StoreError::Io {
+                op: "start the writer thread for",
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
@@ -152,7 +174,9 @@ impl Store {
     }
 
     fn closed(&self) -> StoreError {
-        StoreError::Closed { path: self.shared.path.clone() }
+        StoreError::Closed {
+            path: self.shared.path.clone(),
+        }
     }
 
     /// Queues an op that must not be lost, waiting for queue space on a blocking thread when full.
@@ -170,7 +194,10 @@ impl Store {
         }
     }
 
-    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(op(tx)).await?;
         rx.await.map_err(|_| self.closed())?
@@ -202,7 +229,11 @@ impl Store {
         match self.shared.tx.try_send(op) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                let before = self.shared.counters.dropped.fetch_add(samples as u64, Ordering::Relaxed);
+                let before = self
+                    .shared
+                    .counters
+                    .dropped
+                    .fetch_add(samples as u64, Ordering::Relaxed);
                 // Warn on the first drop and then sparsely, so a flood does not flood the log too.
                 if before == 0 || (before + samples as u64) / 10_000 > before / 10_000 {
                     tracing::warn!(path = %self.shared.path.display(), dropped_total = before + samples as u64, "session store queue full: samples dropped");
@@ -223,7 +254,13 @@ impl Store {
         if status == SessionStatus::Running {
             return Err(StoreError::FinishRunning(id));
         }
-        let f = Box::new(Finish { id, status, summary, error, ended_at: SystemTime::now() });
+        let f = Box::new(Finish {
+            id,
+            status,
+            summary,
+            error,
+            ended_at: SystemTime::now(),
+        });
         self.call(|tx| Op::Finish(f, tx)).await
     }
 
@@ -248,7 +285,9 @@ impl Store {
         if let Some(handle) = handle {
             let joined = tokio::task::spawn_blocking(move || handle.join()).await;
             if !matches!(joined, Ok(Ok(()))) {
-                return Err(StoreError::WriterPanicked { path: self.shared.path.clone() });
+                return Err(StoreError::WriterPanicked {
+                    path: self.shared.path.clone(),
+                });
             }
         }
         Ok(())
@@ -274,7 +313,9 @@ impl Store {
             out
         })
         .await;
-        joined.map_err(|_| StoreError::ReaderPanicked { path: self.shared.path.clone() })?
+        joined.map_err(|_| StoreError::ReaderPanicked {
+            path: self.shared.path.clone(),
+        })?
     }
 
     /// The session `id` with every committed sample in arrival order, or `None`.
@@ -285,6 +326,7 @@ impl Store {
     /// Up to `limit` (clamped to `1..=MAX_PAGE`) sessions older than `before`, newest first.
     pub async fn list(&self, limit: u32, before: Option<SessionId>) -> Result<Page, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        self.read(move |conn, path| db::list(conn, path, limit, before.as_ref())).await
+        self.read(move |conn, path| db::list(conn, path, limit, before.as_ref()))
+            .await
     }
 }

@@ -1,6 +1,7 @@
 //! The single writer: a dedicated thread that owns the write connection and commits everything it
 //! received within one batch interval in one transaction.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +16,6 @@ use super::db::{self, Deleted, Finish};
 use super::model::{SessionId, SessionRecord};
 use super::store::Retention;
 use crate::sample::Sample;
-
-/// How often retention runs when nothing else triggers it.
-const RETENTION_EVERY: Duration = Duration::from_secs(300);
 
 /// At most this many queued operations go into one transaction, so a flood cannot make one huge.
 const MAX_BATCH: usize = 4096;
@@ -55,11 +53,14 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Writer {
+    // Declared before `lock`, so the connection closes before the lock is released.
     pub conn: Connection,
+    pub _lock: db::StoreLock,
     pub rx: Receiver<Op>,
     pub path: PathBuf,
     pub batch_interval: Duration,
     pub retention: Retention,
+    pub retention_every: Duration,
     pub counters: Arc<Counters>,
 }
 
@@ -97,11 +98,17 @@ impl Done {
 /// (those that failed on their own were counted then).
 fn fail_batch(counters: &Counters, path: &std::path::Path, message: &str, done: Vec<Done>) {
     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-    let lost: usize = done.iter().map(|d| if let Done::Samples(n) = d { *n } else { 0 }).sum();
+    let lost: usize = done
+        .iter()
+        .map(|d| if let Done::Samples(n) = d { *n } else { 0 })
+        .sum();
     counters.failed.fetch_add(lost as u64, Ordering::Relaxed);
     tracing::error!(path = %path.display(), error = message, samples = lost, "session database write failed");
     for d in done {
-        let err = || StoreError::Write { path: path.to_owned(), message: message.to_owned() };
+        let err = || StoreError::Write {
+            path: path.to_owned(),
+            message: message.to_owned(),
+        };
         let _ = match d {
             Done::Unit(tx, _) => tx.send(Err(err())).is_ok(),
             Done::Bool(tx, _) => tx.send(Err(err())).is_ok(),
@@ -112,7 +119,12 @@ fn fail_batch(counters: &Counters, path: &std::path::Path, message: &str, done: 
 
 /// Stores samples of one session in a savepoint, so a failure part-way leaves neither samples
 /// nor count behind; returns how many were stored.
-fn append(tx: &mut rusqlite::Transaction<'_>, counters: &Counters, id: &SessionId, samples: &[Sample]) -> usize {
+fn append(
+    tx: &mut rusqlite::Transaction<'_>,
+    counters: &Counters,
+    id: &SessionId,
+    samples: &[Sample],
+) -> usize {
     let result = tx.savepoint().and_then(|mut sp| {
         let known = db::insert_samples(&sp, id, samples)?;
         if known {
@@ -138,25 +150,59 @@ fn append(tx: &mut rusqlite::Transaction<'_>, counters: &Counters, id: &SessionI
     }
 }
 
+/// Merges the appends of each session into one `AppendMany` at the place of its first append,
+/// so a batch costs one savepoint and one count update per session rather than per sample.
+/// A create, finish or delete of the session ends its group: nothing moves across those.
+fn group_appends(batch: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(batch.len());
+    let mut open: HashMap<SessionId, usize> = HashMap::new();
+    for op in batch {
+        let (id, samples) = match op {
+            Op::Append(id, s) => (id, vec![*s]),
+            Op::AppendMany(id, v) => (id, v),
+            other => {
+                match &other {
+                    Op::Create(rec, _) => open.remove(&rec.id),
+                    Op::Finish(f, _) => open.remove(&f.id),
+                    Op::Delete(id, _) => open.remove(id),
+                    _ => None,
+                };
+                out.push(other);
+                continue;
+            }
+        };
+        match open.get(&id).and_then(|&i| out.get_mut(i)) {
+            Some(Op::AppendMany(_, group)) => group.extend(samples),
+            _ => {
+                open.insert(id, out.len());
+                out.push(Op::AppendMany(id, samples));
+            }
+        }
+    }
+    out
+}
+
 impl Writer {
     /// Runs until `Shutdown` or until every sender is gone, committing what is left first.
     pub(crate) fn run(mut self) {
-        let mut next_retention = Instant::now() + RETENTION_EVERY;
+        let mut next_retention = Instant::now() + self.retention_every;
         loop {
             let wait = next_retention.saturating_duration_since(Instant::now());
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(op) => op,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.retention_alone();
-                    next_retention = Instant::now() + RETENTION_EVERY;
-                    continue;
+            match self.rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let (batch, stop) = self.gather(first);
+                    self.commit(batch);
+                    if stop {
+                        break;
+                    }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let (batch, stop) = self.gather(first);
-            self.commit(batch);
-            if stop {
-                break;
+            }
+            // Checked after every batch too, so steady traffic cannot postpone retention.
+            if Instant::now() >= next_retention {
+                self.retention_alone();
+                next_retention = Instant::now() + self.retention_every;
             }
         }
         tracing::debug!(path = %self.path.display(), "session writer stopped");
@@ -214,14 +260,23 @@ impl Writer {
             return;
         }
         let path = self.path.clone();
-        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
             Ok(tx) => tx,
             Err(e) => {
                 let message = e.to_string();
-                fail_batch(&self.counters, &path, &message, batch.into_iter().map(Done::from_op).collect());
+                fail_batch(
+                    &self.counters,
+                    &path,
+                    &message,
+                    batch.into_iter().map(Done::from_op).collect(),
+                );
                 return;
             }
         };
+        let batch = group_appends(batch);
         let mut done = Vec::with_capacity(batch.len());
         let mut finished = false;
         for op in batch {
@@ -234,9 +289,12 @@ impl Writer {
                     });
                     Done::Unit(reply, r)
                 }
-                Op::Append(id, sample) => {
-                    Done::Samples(append(&mut tx, &self.counters, &id, std::slice::from_ref(&*sample)))
-                }
+                Op::Append(id, sample) => Done::Samples(append(
+                    &mut tx,
+                    &self.counters,
+                    &id,
+                    std::slice::from_ref(&*sample),
+                )),
                 Op::AppendMany(id, samples) => {
                     Done::Samples(append(&mut tx, &self.counters, &id, &samples))
                 }
@@ -245,7 +303,11 @@ impl Writer {
                     let r = match db::finish(&tx, &f) {
                         Ok(true) => Ok(()),
                         Ok(false) => Err(StoreError::NotFound(f.id)),
-                        Err(source) => Err(StoreError::Sqlite { op: "finish a session", path: path.clone(), source }),
+                        Err(source) => Err(StoreError::Sqlite {
+                            op: "finish a session",
+                            path: path.clone(),
+                            source,
+                        }),
                     };
                     Done::Unit(reply, r)
                 }
@@ -254,7 +316,11 @@ impl Writer {
                         Ok(Deleted::Yes) => Ok(true),
                         Ok(Deleted::Missing) => Ok(false),
                         Ok(Deleted::Running) => Err(StoreError::SessionRunning(id)),
-                        Err(source) => Err(StoreError::Sqlite { op: "delete a session", path: path.clone(), source }),
+                        Err(source) => Err(StoreError::Sqlite {
+                            op: "delete a session",
+                            path: path.clone(),
+                            source,
+                        }),
                     };
                     Done::Bool(reply, r)
                 }
@@ -268,7 +334,9 @@ impl Writer {
             match db::apply_retention(&tx, &self.retention, SystemTime::now()) {
                 Ok(n) if n > 0 => tracing::debug!(deleted = n, "session retention"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "session retention failed"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "session retention failed")
+                }
             }
         }
         match tx.commit() {
@@ -292,7 +360,69 @@ impl Writer {
         match r {
             Ok(n) if n > 0 => tracing::debug!(deleted = n, "session retention"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "session retention failed"),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "session retention failed")
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::model::SessionStatus;
+
+    fn sample(seq: u64) -> Sample {
+        Sample::local_error("t", "h", None, Some(seq), "x".into())
+    }
+
+    /// (session, seqs) of each op, with `None` seqs for a non-append op.
+    fn shape(ops: &[Op]) -> Vec<(SessionId, Option<Vec<u64>>)> {
+        ops.iter()
+            .map(|op| match op {
+                Op::AppendMany(id, v) => (*id, Some(v.iter().filter_map(|s| s.seq).collect())),
+                Op::Append(id, s) => (*id, Some(s.seq.into_iter().collect())),
+                Op::Finish(f, _) => (f.id, None),
+                Op::Create(r, _) => (r.id, None),
+                Op::Delete(id, _) => (*id, None),
+                _ => (SessionId::new(), None),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_group_per_session_without_crossing_a_finish() {
+        let (a, b) = (SessionId::new(), SessionId::new());
+        let finish = |id| {
+            let (tx, _rx) = oneshot::channel();
+            Op::Finish(
+                Box::new(Finish {
+                    id,
+                    status: SessionStatus::Completed,
+                    summary: None,
+                    error: None,
+                    ended_at: SystemTime::now(),
+                }),
+                tx,
+            )
+        };
+        let batch = vec![
+            Op::Append(a, Box::new(sample(1))),
+            Op::Append(b, Box::new(sample(1))),
+            Op::Append(a, Box::new(sample(2))),
+            finish(a),
+            Op::Append(a, Box::new(sample(3))),
+            Op::AppendMany(b, vec![sample(2), sample(3)]),
+        ];
+        let grouped = group_appends(batch);
+        assert_eq!(
+            shape(&grouped),
+            vec![
+                (a, Some(vec![1, 2])),
+                (b, Some(vec![1, 2, 3])),
+                (a, None),
+                (a, Some(vec![3])),
+            ]
+        );
     }
 }
