@@ -274,7 +274,18 @@ impl Pinger for IcmpEngine {
         };
         let pkt =
             packet::build_echo_request(sock.v6, sock.ident, seq, usize::from(spec.size), stamp);
-        if let Err(source) = socket::send_to(sock.fd.get_ref(), ip, &pkt) {
+        let mut sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
+        if let Err(e) = &sent
+            && sock.kind == SocketKind::Dgram
+            && socket::is_pending_icmp_error(e)
+        {
+            // With IP_RECVERR, an ICMP error for an *earlier* probe also sets the socket's
+            // pending error, which the next send reports (and clears) instead of sending. The
+            // error itself waits on the error queue; send once more. A real local failure
+            // (no route) fails again the same way.
+            sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
+        }
+        if let Err(source) = sent {
             self.shared.table.lock().remove(&Key {
                 ip,
                 ident: sock.ident,
@@ -365,7 +376,9 @@ fn drain(
             Err(e) => {
                 // Datagram sockets with IP_RECVERR also report a pending ICMP error as the
                 // return of a plain recvmsg; the error queue read that follows carries it.
-                bump(&shared.counters.receive_errors);
+                if !(sock.kind == SocketKind::Dgram && socket::is_pending_icmp_error(&e)) {
+                    bump(&shared.counters.receive_errors);
+                }
                 tracing::trace!(error = %e, errqueue, "recvmsg failed");
                 if !errqueue {
                     return true;

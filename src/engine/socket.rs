@@ -238,6 +238,26 @@ pub fn send_to(socket: &Socket, ip: IpAddr, pkt: &[u8]) -> io::Result<()> {
     socket.send_to(pkt, &addr).map(|_| ())
 }
 
+/// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the
+/// next send or receive reports once.
+pub fn is_pending_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ECONNREFUSED
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EPROTO
+                | libc::EACCES
+                | libc::EMSGSIZE
+                | libc::ETIMEDOUT
+                | libc::ENOPROTOOPT
+        )
+    )
+}
+
 /// An extended error from the error queue (`sock_extended_err`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtendedError {
