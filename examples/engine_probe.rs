@@ -215,17 +215,17 @@ fn respond(delay_ms: u64, copies: u32, for_ms: u64) -> std::io::Result<()> {
                 .iter()
                 .map(|b| unsafe { b.assume_init() })
                 .collect();
-            if let Ok((ip, Icmp::EchoRequest(echo))) = packet::parse_ipv4_packet(&data) {
-                if ip.dst == Ipv4Addr::LOCALHOST {
-                    let mut reply = packet::build_echo_request(false, echo.ident, echo.seq, 0, 0);
-                    reply.extend_from_slice(echo.payload);
-                    reply[0] = 0;
-                    reply[2] = 0;
-                    reply[3] = 0;
-                    let sum = packet::checksum(&reply);
-                    reply[2..4].copy_from_slice(&sum.to_be_bytes());
-                    pending.push((Instant::now() + Duration::from_millis(delay_ms), reply));
-                }
+            if let Ok((ip, Icmp::EchoRequest(echo))) = packet::parse_ipv4_packet(&data)
+                && ip.dst == Ipv4Addr::LOCALHOST
+            {
+                let mut reply = packet::build_echo_request(false, echo.ident, echo.seq, 0, 0);
+                reply.extend_from_slice(echo.payload);
+                reply[0] = 0;
+                reply[2] = 0;
+                reply[3] = 0;
+                let sum = packet::checksum(&reply);
+                reply[2..4].copy_from_slice(&sum.to_be_bytes());
+                pending.push((Instant::now() + Duration::from_millis(delay_ms), reply));
             }
         }
         let now = Instant::now();

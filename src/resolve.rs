@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Which addresses of a host to probe.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// One address: IPv4 when the host has one, else IPv6.

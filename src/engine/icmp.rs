@@ -357,7 +357,7 @@ fn drain(
     sock: &IcmpSocket,
     shared: &Shared,
     buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
+    cmsg: &mut [u8],
     errqueue: bool,
 ) -> bool {
     for _ in 0..BATCH {

@@ -318,7 +318,7 @@ fn ttl_from(v: i32) -> Option<u8> {
 pub fn recv(
     socket: &Socket,
     buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
+    cmsg: &mut [u8],
     errqueue: bool,
 ) -> io::Result<Received> {
     let mut iov = [io::IoSliceMut::new(buf)];
