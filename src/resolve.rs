@@ -210,9 +210,32 @@ impl Resolver {
                 let l = self.inner.ipv6_lookup(host).await.map_err(map_err)?;
                 (l.iter().map(|a| IpAddr::V6(a.0)).collect(), l.valid_until())
             }
-            Family::Auto | Family::All => {
+            // A first; AAAA only when there is no A (hickory's default strategy).
+            Family::Auto => {
                 let l = self.inner.lookup_ip(host).await.map_err(map_err)?;
                 (l.iter().collect(), l.valid_until())
+            }
+            // Both at once; one family failing is fine while the other answers.
+            Family::All => {
+                let (v4, v6) =
+                    tokio::join!(self.inner.ipv4_lookup(host), self.inner.ipv6_lookup(host));
+                let mut ips = Vec::new();
+                let mut until: Option<Instant> = None;
+                let mut keep = |u: Instant| until = Some(until.map_or(u, |t| t.min(u)));
+                let (e4, e6) = (v4.as_ref().err().cloned(), v6.as_ref().err().cloned());
+                if let Ok(l) = &v4 {
+                    ips.extend(l.iter().map(|a| IpAddr::V4(a.0)));
+                    keep(l.valid_until());
+                }
+                if let Ok(l) = &v6 {
+                    ips.extend(l.iter().map(|a| IpAddr::V6(a.0)));
+                    keep(l.valid_until());
+                }
+                match (until, e4.or(e6)) {
+                    (Some(u), _) => (ips, u),
+                    (None, Some(e)) => return Err(map_err(e)),
+                    (None, None) => (ips, far_future()),
+                }
             }
         };
         select(host, family, ips, valid_until)
@@ -235,10 +258,6 @@ fn classify(host: &str, family: Family, e: hickory_resolver::ResolveError) -> Re
             ProtoErrorKind::Timeout => return ResolveError::Timeout { host },
             _ => {}
         }
-    }
-    let text = e.to_string();
-    if text.contains("timed out") || text.contains("timeout") {
-        return ResolveError::Timeout { host };
     }
     ResolveError::Io {
         host,

@@ -160,8 +160,8 @@ async fn raw_socket_path_forced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ttl_option_opens_a_second_socket() {
-    if !have_root("ttl_option_opens_a_second_socket") {
+async fn socket_options_open_their_own_sockets() {
+    if !have_root("socket_options_open_their_own_sockets") {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -183,6 +183,38 @@ async fn ttl_option_opens_a_second_socket() {
         2,
         "default socket plus one for ttl 5 / tos 0x10"
     );
+    // Source address and interface binding.
+    s.options = SocketOptions {
+        source: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+        interface: Some("lo".into()),
+        ..SocketOptions::default()
+    };
+    engine.send(&s, 2, &tx).expect("send bound");
+    let ev = collect(&mut rx, 1, Duration::from_secs(3)).await;
+    assert!(
+        matches!(
+            ev.first().map(|e| (&e.kind, e.tag)),
+            Some((EventKind::Reply(_), 2))
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(engine.sockets().len(), 3);
+    // A source of the wrong family cannot open a socket: a send error, not a panic.
+    s.ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    match engine.send(&s, 3, &tx) {
+        Err(e @ SendError::Socket { .. }) => assert_eq!(e.reason(), "socket"),
+        other => panic!("expected a socket error, got {other:?}"),
+    }
+    // No such interface.
+    s.ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    s.options = SocketOptions {
+        interface: Some("nosuchif0".into()),
+        ..SocketOptions::default()
+    };
+    assert!(matches!(
+        engine.send(&s, 4, &tx),
+        Err(SendError::Socket { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
