@@ -1,7 +1,41 @@
 //! The real ICMP engine: sockets shared per address family and option set, one receive task
 //! per socket, one timer task for every deadline, and the in-flight table in between.
 //!
-//! MEASUREMENT_PLACEHOLDER
+//! # Data flow
+//!
+//! [`Pinger::send`] opens (once) the socket for the probe's family and [`SocketOptions`],
+//! allocates the wire sequence in the [`InFlightTable`], stamps the
+//! payload, takes the wall-clock send time and calls `sendto`. Each socket's receive task
+//! (tokio `AsyncFd`, `recvmsg` with control messages) reads replies and ICMP errors, keyed by
+//! (destination, identifier, sequence), and asks the table what they are. One timer task sleeps
+//! until the earliest deadline. Events leave through `try_send`; a full sink loses the event
+//! and [`IcmpEngine::counters`] counts it.
+//!
+//! Datagram ("ping") sockets come first, raw sockets second. On datagram sockets the kernel
+//! sets the identifier (the socket's port) and delivers ICMP errors on the error queue
+//! (`IP_RECVERR`/`IPV6_RECVERR`); raw sockets get a random identifier per socket, see every
+//! ICMP packet of their family (so the identifier and the payload magic filter), and read
+//! errors as packets.
+//!
+//! # Why our own socket layer, not surge-ping
+//!
+//! surge-ping gives no kernel receive timestamps (its RTT is taken when the task wakes) and has
+//! a sequence collision in unprivileged mode (its issue #73). Here RTT is the kernel's
+//! `SO_TIMESTAMPNS` receive time minus the wall clock read right before `sendto`. Measured with
+//! `examples/rtt_timestamps.rs` (debug build, 300 probes to 127.0.0.1 every 3 ms, one
+//! current-thread runtime, 2-core VM with other builds running, load average about 9; "busy"
+//! = a task on the same runtime spinning in 2 ms slices):
+//!
+//! | timestamp | runtime | p50 | mean | p99 | max |
+//! |---|---|---|---|---|---|
+//! | kernel    | idle |   40 µs |   40 µs |    62 µs |    78 µs |
+//! | userspace | idle |  110 µs |  112 µs |   176 µs |   215 µs |
+//! | kernel    | busy |   50 µs |   50 µs |    86 µs |   109 µs |
+//! | userspace | busy | 2144 µs | 3697 µs | 15744 µs | 50280 µs |
+//!
+//! A busy process inflates userspace RTT by the scheduling delay (milliseconds here); kernel
+//! timestamps stay within tens of microseconds of idle. For scale, iputils `ping` on the same
+//! machine reported 21 µs average on loopback.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -274,6 +308,17 @@ impl Pinger for IcmpEngine {
         };
         let pkt =
             packet::build_echo_request(sock.v6, sock.ident, seq, usize::from(spec.size), stamp);
+        let key = Key {
+            ip,
+            ident: sock.ident,
+            seq,
+        };
+        // RTT starts here, after the table and packet work: the reply cannot arrive before the
+        // send below, so this update always lands first.
+        self.shared
+            .table
+            .lock()
+            .set_sent_at(&key, SystemTime::now());
         let mut sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
         if let Err(e) = &sent
             && sock.kind == SocketKind::Dgram

@@ -186,6 +186,14 @@ impl InFlightTable {
         Ok(key.seq)
     }
 
+    /// Records the send time taken right before the packet went out (the stamp in its payload
+    /// was taken earlier, when the sequence was allocated).
+    pub fn set_sent_at(&mut self, key: &Key, sent_at: SystemTime) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.sent_at = sent_at;
+        }
+    }
+
     /// Forgets a probe that was never sent (the send failed); no event.
     pub fn remove(&mut self, key: &Key) {
         if let Some(p) = self.pending.remove(key) {
