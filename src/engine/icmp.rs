@@ -127,7 +127,9 @@ fn bump(c: &AtomicU64) {
 #[derive(Debug)]
 struct Shared {
     // One lock for the table: every operation on it is a few map updates, never I/O, so
-    // contention between senders, receive tasks and the timer stays short.
+    // contention between senders, receive tasks and the timer stays short. Events are handed
+    // to sinks (`try_send`, never waiting) while it is held, which keeps each probe's events
+    // in order: terminal first, then late or duplicate.
     table: Mutex<InFlightTable>,
     timer: Notify,
     counters: Counters,
@@ -359,10 +361,10 @@ async fn timer_task(shared: Arc<Shared>) {
             }
             None => shared.timer.notified().await,
         }
-        let expired = shared
-            .table
-            .lock()
-            .expire(Instant::now(), SystemTime::now());
+        // Delivered under the lock, like every event, so a late reply read meanwhile by a
+        // receive task cannot overtake its probe's timeout in the sink.
+        let mut table = shared.table.lock();
+        let expired = table.expire(Instant::now(), SystemTime::now());
         shared.deliver(expired);
     }
 }
@@ -471,8 +473,8 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
                 seq: echo.seq,
             };
             let size = packet::ECHO_HEADER_LEN + echo.payload.len();
-            let outcome = shared.table.lock().reply(key, stamp, at, ttl, size);
-            match outcome {
+            let mut table = shared.table.lock();
+            match table.reply(key, stamp, at, ttl, size) {
                 ReplyOutcome::Deliver(d) => shared.deliver([d]),
                 ReplyOutcome::Stale => bump(&shared.counters.stale_replies),
                 ReplyOutcome::Unknown => bump(&shared.counters.unmatched_packets),
@@ -493,7 +495,8 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
                 ident: q.ident,
                 seq: q.seq,
             };
-            let d = shared.table.lock().error(key, info, at);
+            let mut table = shared.table.lock();
+            let d = table.error(key, info, at);
             shared.deliver(d);
         }
         // Our own requests looped back on raw sockets, neighbour discovery, and the like.
@@ -528,9 +531,8 @@ fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Receive
         ident,
         seq,
     };
-    let d = shared
-        .table
-        .lock()
-        .error(key, info, received_at(shared, rx));
+    let at = received_at(shared, rx);
+    let mut table = shared.table.lock();
+    let d = table.error(key, info, at);
     shared.deliver(d);
 }

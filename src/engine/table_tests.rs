@@ -1,5 +1,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use tokio::sync::mpsc;
@@ -285,4 +286,91 @@ fn clock_stepping_back_gives_zero_rtt() {
             ..
         })
     ));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Send { dest: u8, timeout_ms: u64 },
+    Reply { pick: usize },
+    Error { pick: usize },
+    Advance { ms: u64 },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..3, 1u64..50).prop_map(|(dest, timeout_ms)| Op::Send { dest, timeout_ms }),
+        any::<usize>().prop_map(|pick| Op::Reply { pick }),
+        any::<usize>().prop_map(|pick| Op::Error { pick }),
+        (0u64..30).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever happens, every probe gets exactly one terminal event, late and duplicate events
+    /// only follow it, and the table never holds more than its capacity.
+    #[test]
+    fn every_probe_settles_exactly_once(ops in proptest::collection::vec(op(), 1..200)) {
+        let (start, wall) = t0();
+        let cap = 8;
+        let mut t = InFlightTable::new(cap, 64);
+        let (tx, _rx) = mpsc::channel(1);
+        let mut now = start;
+        let mut sent: Vec<(Key, u64)> = Vec::new(); // (key, stamp); tag = index
+        let mut terminal: HashMap<u64, usize> = HashMap::new();
+        let check = |ev: &ProbeEvent, terminal: &mut HashMap<u64, usize>| {
+            if ev.kind.is_terminal() {
+                *terminal.entry(ev.tag).or_default() += 1;
+            } else {
+                assert_eq!(terminal.get(&ev.tag), Some(&1), "late/duplicate before terminal: {ev:?}");
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Send { dest, timeout_ms } => {
+                    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, dest + 1));
+                    let tag = sent.len() as u64;
+                    match t.insert(ip, ID, tag, tx.clone(), wall, tag, now + Duration::from_millis(timeout_ms)) {
+                        Ok(seq) => sent.push((Key { ip, ident: ID, seq }, tag)),
+                        Err(Full) => assert_eq!(t.len(), cap),
+                    }
+                }
+                Op::Reply { pick } if !sent.is_empty() => {
+                    let (key, stamp) = sent[pick % sent.len()];
+                    if let ReplyOutcome::Deliver((_, ev)) = t.reply(key, PayloadStamp::Stamp(stamp), wall, None, 8) {
+                        assert_eq!(ev.tag, stamp);
+                        check(&ev, &mut terminal);
+                    }
+                }
+                Op::Error { pick } if !sent.is_empty() => {
+                    let (key, stamp) = sent[pick % sent.len()];
+                    let info = IcmpErrorInfo {
+                        kind: IcmpErrorKind::TimeExceeded,
+                        icmp_type: 11,
+                        icmp_code: 0,
+                        from: IP,
+                    };
+                    if let Some((_, ev)) = t.error(key, info, wall) {
+                        assert_eq!(ev.tag, stamp);
+                        check(&ev, &mut terminal);
+                    }
+                }
+                Op::Reply { .. } | Op::Error { .. } => {}
+                Op::Advance { ms } => {
+                    now += Duration::from_millis(ms);
+                    for (_, ev) in t.expire(now, wall) {
+                        check(&ev, &mut terminal);
+                    }
+                }
+            }
+            assert!(t.len() <= cap);
+        }
+        for (_, ev) in t.expire(now + Duration::from_secs(1), wall) {
+            check(&ev, &mut terminal);
+        }
+        assert!(t.is_empty());
+        for (_, tag) in &sent {
+            assert_eq!(terminal.get(tag), Some(&1), "tag {tag} settled once");
+        }
+    }
 }
