@@ -1,6 +1,6 @@
 //! The resolver against a tiny DNS server that each test starts on 127.0.0.1 (never the
 //! system resolver): families, record TTL to `valid_until`, NXDOMAIN, a silent name, literals.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -315,4 +315,39 @@ async fn clones_share_and_bad_input_is_an_error() {
         Resolver::with_servers(&[]).is_err(),
         "no servers is a configuration error"
     );
+}
+
+#[tokio::test]
+async fn refused_server_is_an_error_naming_the_host() {
+    // A loopback port with nobody listening: the kernel answers ICMP port unreachable.
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr").port()
+    };
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let r = Resolver::with_servers_and_timeout(&[server], Duration::from_millis(300))
+        .expect("resolver");
+    let started = Instant::now();
+    match r.lookup("v4.pingscope.test", Family::Ip4).await {
+        Err(e @ (ResolveError::Io { .. } | ResolveError::Timeout { .. })) => {
+            assert!(e.to_string().contains("v4.pingscope.test"), "{e}");
+        }
+        other => panic!("expected Io or Timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn system_resolver_serves_literals_without_dns() {
+    // Building it reads /etc/resolv.conf but asks nothing; literals never reach DNS.
+    match Resolver::system() {
+        Ok(r) => {
+            let got = r.lookup("127.0.0.1", Family::Auto).await.expect("literal");
+            assert_eq!(got.addrs, ips(&["127.0.0.1"]));
+        }
+        Err(e @ ResolveError::Config { .. }) => {
+            eprintln!("no system resolver configuration here: {e}")
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
 }
