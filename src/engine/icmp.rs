@@ -330,14 +330,14 @@ impl Pinger for IcmpEngine {
             // pending error, which the next send reports (and clears) instead of sending. The
             // error itself waits on the error queue; send once more. A real local failure
             // (no route) fails again the same way.
+            self.shared
+                .table
+                .lock()
+                .set_sent_at(&key, SystemTime::now());
             sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
         }
         if let Err(source) = sent {
-            self.shared.table.lock().remove(&Key {
-                ip,
-                ident: sock.ident,
-                seq,
-            });
+            self.shared.table.lock().remove(&key);
             return Err(SendError::Io { ip, source });
         }
         Ok(seq)

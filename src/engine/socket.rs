@@ -194,6 +194,12 @@ fn configure(
                 .map_err(io_err("set IP_TOS"))?;
         }
     }
+    if kind == SocketKind::Raw {
+        // Not fatal: without the filter the parser drops the extra packets anyway.
+        if let Err(e) = set_raw_filter(&socket, v6) {
+            tracing::debug!(error = %e, "ICMP type filter not set on raw socket");
+        }
+    }
     if let Some(dev) = &opts.interface {
         socket
             .bind_device(Some(dev.as_bytes()))
@@ -230,6 +236,55 @@ fn configure(
         kind,
         ident,
     })
+}
+
+/// `ICMP_FILTER` (linux/icmp.h) at `SOL_RAW`, and `ICMP6_FILTER` (netinet/icmp6.h) at
+/// `IPPROTO_ICMPV6`: both option numbers are 1.
+const ICMP_FILTER: libc::c_int = 1;
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// Lets a raw socket wake only for echo replies and the errors we parse, not for every echo
+/// request (our own, looped back) or neighbour discovery message of the host.
+fn set_raw_filter(socket: &Socket, v6: bool) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let rc = if v6 {
+        // icmp6_filter: 256 bits, a set bit blocks that type.
+        let mut filter = [u32::MAX; 8];
+        for t in [1u8, 2, 3, 4, 129] {
+            filter[usize::from(t >> 5)] &= !(1u32 << (t & 31));
+        }
+        // SAFETY: `filter` is a valid, initialised icmp6_filter-sized buffer for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                filter.as_ptr().cast(),
+                std::mem::size_of_val(&filter) as libc::socklen_t,
+            )
+        }
+    } else {
+        // icmp_filter: one 32-bit mask, a set bit blocks that type (types 0..31).
+        let mut mask = u32::MAX;
+        for t in [0u32, 3, 4, 5, 11, 12] {
+            mask &= !(1 << t);
+        }
+        // SAFETY: `mask` is a valid, initialised u32 for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_RAW,
+                ICMP_FILTER,
+                (&mask as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Sends one ICMP message to `ip`.
