@@ -54,6 +54,9 @@ pub enum ParseError {
     /// An ICMP error does not quote an echo request.
     #[error("ICMP error quotes type {0}, not an echo request")]
     NotEcho(u8),
+    /// The ICMPv4 checksum does not verify.
+    #[error("bad ICMP checksum")]
+    Checksum,
 }
 
 /// The fields of an echo request or reply.
@@ -211,12 +214,26 @@ pub fn parse_icmpv4(buf: &[u8]) -> Result<Icmp<'_>, ParseError> {
 }
 
 /// Parses an IPv4 packet carrying ICMP (raw sockets): the header fields and the message.
+///
+/// Raw sockets get packets before the kernel's ICMP layer has checked them, so the ICMP
+/// checksum is verified here (datagram sockets only see checked messages).
 pub fn parse_ipv4_packet(buf: &[u8]) -> Result<(Ipv4Info, Icmp<'_>), ParseError> {
     let (info, proto, rest) = split_ipv4(buf)?;
     if proto != PROTO_ICMP {
         return Err(ParseError::NotIcmp(proto));
     }
-    Ok((info, parse_icmpv4(rest)?))
+    // Trim link-layer padding when the total length field is sane.
+    let total = usize::from(be16(buf, 2));
+    let header = buf.len() - rest.len();
+    let icmp = match total.checked_sub(header) {
+        Some(n) if n <= rest.len() && total >= header => &rest[..n],
+        _ => rest,
+    };
+    need("ICMP header", icmp, ECHO_HEADER_LEN)?;
+    if checksum(icmp) != 0 {
+        return Err(ParseError::Checksum);
+    }
+    Ok((info, parse_icmpv4(icmp)?))
 }
 
 /// Skips IPv6 extension headers after the fixed header; returns the upper-layer protocol and

@@ -62,6 +62,9 @@ fn short_payload_is_unstamped() {
 fn raw_v4_reply_gives_ttl_and_addresses() {
     let mut icmp = build_echo_request(false, 7, 9, 16, 5);
     icmp[0] = 0;
+    icmp[2..4].copy_from_slice(&[0, 0]);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     let mut pkt = ipv4_header(1, 61, [127, 0, 0, 2], [127, 0, 0, 1], icmp.len());
     pkt.extend_from_slice(&icmp);
     let (ip, msg) = parse_ipv4_packet(&pkt).expect("parses");
@@ -75,12 +78,20 @@ fn raw_v4_reply_gives_ttl_and_addresses() {
             ..
         })
     ));
+    // Padding after the IP total length is ignored.
+    let mut padded = pkt.clone();
+    padded.extend_from_slice(&[0xff; 3]);
+    assert!(parse_ipv4_packet(&padded).is_ok());
+    // A flipped payload bit fails the checksum.
+    let last = pkt.len() - 1;
+    pkt[last] ^= 1;
+    assert_eq!(parse_ipv4_packet(&pkt), Err(ParseError::Checksum));
 }
 
 #[test]
 fn v4_time_exceeded_is_matched_to_quoted_echo() {
     let orig = build_echo_request(false, 0xabcd, 300, 56, 1);
-    let mut quote = ipv4_header(1, 1, [10, 0, 0, 1], [198, 18, 0, 9], orig.len());
+    let mut quote = ipv4_header(1, 1, [198, 18, 0, 1], [198, 18, 0, 9], orig.len());
     quote.extend_from_slice(&orig[..8]); // routers quote at least 8 bytes
     let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
     err.extend_from_slice(&quote);
@@ -141,7 +152,7 @@ fn malformed_inputs_are_errors() {
     let v6 = ipv6_header(58, Ipv6Addr::LOCALHOST);
     assert_eq!(parse_ipv4_packet(&v6), Err(ParseError::IpVersion(6, 4)));
     // IHL below 5 words.
-    let mut bad = ipv4_header(1, 64, [1; 4], [2; 4], 0);
+    let mut bad = ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 0);
     bad[0] = 0x44;
     assert_eq!(parse_ipv4_packet(&bad), Err(ParseError::HeaderLength(16)));
     // IHL pointing past the end.
@@ -151,16 +162,16 @@ fn malformed_inputs_are_errors() {
         Err(ParseError::Truncated { .. })
     ));
     // UDP, not ICMP.
-    let udp = ipv4_header(17, 64, [1; 4], [2; 4], 0);
+    let udp = ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 0);
     assert_eq!(parse_ipv4_packet(&udp), Err(ParseError::NotIcmp(17)));
     // Error quoting a UDP packet.
     let mut err = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv4_header(17, 64, [1; 4], [2; 4], 8));
+    err.extend_from_slice(&ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
     err.extend_from_slice(&[0; 8]);
     assert_eq!(parse_icmpv4(&err), Err(ParseError::NotIcmp(17)));
     // Error quoting an echo reply rather than a request.
     let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv4_header(1, 64, [1; 4], [2; 4], 8));
+    err.extend_from_slice(&ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
     err.extend_from_slice(&[0; 8]);
     assert_eq!(parse_icmpv4(&err), Err(ParseError::NotEcho(0)));
     // Error with a quote cut inside the echo header.
