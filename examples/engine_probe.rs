@@ -47,6 +47,9 @@ enum Cmd {
         /// Extra time to wait for late and duplicate replies after the last deadline.
         #[arg(long, default_value_t = 0)]
         linger_ms: u64,
+        /// Also probe this many addresses 127.0.x.y (x from 1, y in 1..=250).
+        #[arg(long, default_value_t = 0)]
+        loopback_range: u32,
         addrs: Vec<IpAddr>,
     },
     /// Answer echo requests to 127.0.0.1 late and repeatedly (raw socket, root).
@@ -69,8 +72,17 @@ fn main() -> ExitCode {
             timeout_ms,
             size,
             linger_ms,
-            addrs,
+            loopback_range,
+            mut addrs,
         } => {
+            addrs.extend((0..loopback_range.min(250 * 250)).map(|i| {
+                IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    0,
+                    (i / 250) as u8 + 1,
+                    (i % 250) as u8 + 1,
+                ))
+            }));
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

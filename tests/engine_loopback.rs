@@ -457,6 +457,28 @@ fn datagram_sockets_as_unprivileged_user_in_namespace() {
 }
 
 #[test]
+fn thousand_addresses_on_datagram_socket_in_namespace() {
+    if !have_root("thousand_addresses_on_datagram_socket_in_namespace") {
+        return;
+    }
+    let script = format!(
+        "{NS_SETUP}; {AS_NOBODY} \"$P\" probe --socket dgram --loopback-range 1000 --timeout-ms 5000"
+    );
+    let (code, out, err) = in_namespace(&script);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("socket family=ip4 kind=dgram"), "{out}");
+    let evs = events(&out);
+    let replied: HashSet<&str> = evs
+        .iter()
+        .filter(|e| e["kind"] == "reply")
+        .map(|e| e["ip"].as_str())
+        .collect();
+    assert_eq!(evs.len(), 1000, "exactly one event per probe");
+    assert_eq!(replied.len(), 1000, "every address answered once");
+    assert!(replied.contains("127.0.4.250") && replied.contains("127.0.1.1"));
+}
+
+#[test]
 fn no_permission_is_reported_with_the_fix() {
     if !have_root("no_permission_is_reported_with_the_fix") {
         return;
