@@ -14,6 +14,9 @@
 
 pub mod fake;
 pub mod icmp;
+pub mod packet;
+pub mod socket;
+pub mod table;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};

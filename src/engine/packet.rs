@@ -1,0 +1,411 @@
+//! ICMP wire format: building echo requests and parsing what the sockets hand back.
+//!
+//! Everything here is a pure function over byte slices. Parsers never panic, whatever the input
+//! (they are property-tested and meant to be fuzzed): every index is checked and a short or
+//! malformed packet is a [`ParseError`].
+//!
+//! Three shapes arrive from the kernel:
+//! - raw ICMPv4 sockets deliver the IPv4 header and the ICMP message ([`parse_ipv4_packet`]);
+//! - datagram ICMPv4 and every ICMPv6 socket deliver the ICMP message alone ([`parse_icmpv4`],
+//!   [`parse_icmpv6`]);
+//! - the error queue of a datagram socket delivers the quoted echo request ([`parse_quoted_echo`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::IcmpErrorKind;
+
+/// Length of an ICMP (v4 or v6) echo header.
+pub const ECHO_HEADER_LEN: usize = 8;
+/// Marks our payloads, so foreign echo traffic on a raw socket is never taken for ours.
+pub const PAYLOAD_MAGIC: [u8; 4] = *b"PSc1";
+/// Bytes of payload needed to carry the magic and the send timestamp.
+pub const STAMP_LEN: usize = 12;
+
+const ICMPV4_ECHO_REPLY: u8 = 0;
+const ICMPV4_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const IPV6_HEADER_LEN: usize = 40;
+const NEXT_HEADER_ICMPV6: u8 = 58;
+const PROTO_ICMP: u8 = 1;
+
+/// Why bytes could not be parsed as the ICMP message we expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Fewer bytes than the structure needs.
+    #[error("truncated {what}: need {need} bytes, got {got}")]
+    Truncated {
+        /// Which structure was cut short.
+        what: &'static str,
+        /// Bytes required.
+        need: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// The IP version nibble is not the expected one.
+    #[error("IP version {0} where {1} was expected")]
+    IpVersion(u8, u8),
+    /// The IPv4 header length field is below 20 bytes.
+    #[error("bad IPv4 header length {0}")]
+    HeaderLength(usize),
+    /// The IP packet does not carry ICMP.
+    #[error("IP protocol {0} is not ICMP")]
+    NotIcmp(u8),
+    /// An ICMP error does not quote an echo request.
+    #[error("ICMP error quotes type {0}, not an echo request")]
+    NotEcho(u8),
+    /// The ICMPv4 checksum does not verify.
+    #[error("bad ICMP checksum")]
+    Checksum,
+}
+
+/// The fields of an echo request or reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo<'a> {
+    /// Identifier field.
+    pub ident: u16,
+    /// Sequence field.
+    pub seq: u16,
+    /// Echo data after the 8-byte header.
+    pub payload: &'a [u8],
+}
+
+/// An ICMP error that quotes one of our echo requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotedError {
+    /// ICMP type of the error.
+    pub icmp_type: u8,
+    /// ICMP code of the error.
+    pub icmp_code: u8,
+    /// Destination of the quoted original packet.
+    pub orig_dst: IpAddr,
+    /// Identifier of the quoted echo request.
+    pub ident: u16,
+    /// Sequence of the quoted echo request.
+    pub seq: u16,
+}
+
+/// One parsed ICMP message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Icmp<'a> {
+    /// Echo reply (v4 type 0, v6 type 129).
+    EchoReply(Echo<'a>),
+    /// Echo request (seen on raw sockets: our own requests looped back, or someone's ping).
+    EchoRequest(Echo<'a>),
+    /// An error quoting an echo request.
+    Error(QuotedError),
+    /// Any other message (neighbour discovery, router advertisements, ...).
+    Other {
+        /// ICMP type.
+        icmp_type: u8,
+        /// ICMP code.
+        icmp_code: u8,
+    },
+}
+
+/// The IPv4 header fields the engine needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Info {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Time to live.
+    pub ttl: u8,
+}
+
+fn need(what: &'static str, buf: &[u8], n: usize) -> Result<(), ParseError> {
+    if buf.len() < n {
+        Err(ParseError::Truncated {
+            what,
+            need: n,
+            got: buf.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn be16(buf: &[u8], at: usize) -> u16 {
+    // Callers check lengths first; a miss still yields 0 rather than a panic.
+    match buf.get(at..at + 2) {
+        Some(b) => u16::from_be_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+fn ipv4_at(buf: &[u8], at: usize) -> Ipv4Addr {
+    match buf.get(at..at + 4) {
+        Some(b) => Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+        None => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+fn ipv6_at(buf: &[u8], at: usize) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    if let Some(b) = buf.get(at..at + 16) {
+        octets.copy_from_slice(b);
+    }
+    Ipv6Addr::from(octets)
+}
+
+/// Splits an IPv4 header off `buf`: returns its fields, protocol, and the bytes after it.
+fn split_ipv4(buf: &[u8]) -> Result<(Ipv4Info, u8, &[u8]), ParseError> {
+    need("IPv4 header", buf, 20)?;
+    let version = buf[0] >> 4;
+    if version != 4 {
+        return Err(ParseError::IpVersion(version, 4));
+    }
+    let ihl = usize::from(buf[0] & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(ParseError::HeaderLength(ihl));
+    }
+    need("IPv4 header with options", buf, ihl)?;
+    let info = Ipv4Info {
+        src: ipv4_at(buf, 12),
+        dst: ipv4_at(buf, 16),
+        ttl: buf[8],
+    };
+    Ok((info, buf[9], &buf[ihl..]))
+}
+
+fn parse_echo(buf: &[u8]) -> Result<Echo<'_>, ParseError> {
+    need("ICMP echo header", buf, ECHO_HEADER_LEN)?;
+    Ok(Echo {
+        ident: be16(buf, 4),
+        seq: be16(buf, 6),
+        payload: &buf[ECHO_HEADER_LEN..],
+    })
+}
+
+/// Parses the quoted original of an ICMPv4 error: IPv4 header, then at least the echo header.
+fn parse_quoted_v4(icmp_type: u8, icmp_code: u8, quote: &[u8]) -> Result<Icmp<'_>, ParseError> {
+    let (inner, proto, rest) = split_ipv4(quote)?;
+    if proto != PROTO_ICMP {
+        return Err(ParseError::NotIcmp(proto));
+    }
+    need("quoted ICMP header", rest, ECHO_HEADER_LEN)?;
+    if rest[0] != ICMPV4_ECHO_REQUEST {
+        return Err(ParseError::NotEcho(rest[0]));
+    }
+    Ok(Icmp::Error(QuotedError {
+        icmp_type,
+        icmp_code,
+        orig_dst: IpAddr::V4(inner.dst),
+        ident: be16(rest, 4),
+        seq: be16(rest, 6),
+    }))
+}
+
+/// Parses an ICMPv4 message without IP header (datagram sockets).
+pub fn parse_icmpv4(buf: &[u8]) -> Result<Icmp<'_>, ParseError> {
+    need("ICMP header", buf, ECHO_HEADER_LEN)?;
+    let (icmp_type, icmp_code) = (buf[0], buf[1]);
+    match icmp_type {
+        ICMPV4_ECHO_REPLY => Ok(Icmp::EchoReply(parse_echo(buf)?)),
+        ICMPV4_ECHO_REQUEST => Ok(Icmp::EchoRequest(parse_echo(buf)?)),
+        // Unreachable, source quench, redirect, time exceeded, parameter problem.
+        3 | 4 | 5 | 11 | 12 => parse_quoted_v4(icmp_type, icmp_code, &buf[ECHO_HEADER_LEN..]),
+        _ => Ok(Icmp::Other {
+            icmp_type,
+            icmp_code,
+        }),
+    }
+}
+
+/// Parses an IPv4 packet carrying ICMP (raw sockets): the header fields and the message.
+///
+/// Raw sockets get packets before the kernel's ICMP layer has checked them, so the ICMP
+/// checksum is verified here (datagram sockets only see checked messages).
+pub fn parse_ipv4_packet(buf: &[u8]) -> Result<(Ipv4Info, Icmp<'_>), ParseError> {
+    let (info, proto, rest) = split_ipv4(buf)?;
+    if proto != PROTO_ICMP {
+        return Err(ParseError::NotIcmp(proto));
+    }
+    // Trim link-layer padding when the total length field is sane.
+    let total = usize::from(be16(buf, 2));
+    let header = buf.len() - rest.len();
+    let icmp = match total.checked_sub(header) {
+        Some(n) if n <= rest.len() && total >= header => &rest[..n],
+        _ => rest,
+    };
+    need("ICMP header", icmp, ECHO_HEADER_LEN)?;
+    if checksum(icmp) != 0 {
+        return Err(ParseError::Checksum);
+    }
+    Ok((info, parse_icmpv4(icmp)?))
+}
+
+/// Skips IPv6 extension headers after the fixed header; returns the upper-layer protocol and
+/// its bytes.
+fn skip_ipv6_extensions(mut next: u8, mut rest: &[u8]) -> Result<(u8, &[u8]), ParseError> {
+    // Bounded: each round consumes at least 8 bytes, and there are at most a handful of headers.
+    for _ in 0..8 {
+        match next {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, excluding the
+            // first 8.
+            0 | 43 | 60 => {
+                need("IPv6 extension header", rest, 8)?;
+                let len = (usize::from(rest[1]) + 1) * 8;
+                need("IPv6 extension header", rest, len)?;
+                next = rest[0];
+                rest = &rest[len..];
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                need("IPv6 fragment header", rest, 8)?;
+                next = rest[0];
+                rest = &rest[8..];
+            }
+            _ => return Ok((next, rest)),
+        }
+    }
+    Ok((next, rest))
+}
+
+fn parse_quoted_v6(icmp_type: u8, icmp_code: u8, quote: &[u8]) -> Result<Icmp<'_>, ParseError> {
+    need("quoted IPv6 header", quote, IPV6_HEADER_LEN)?;
+    let version = quote[0] >> 4;
+    if version != 6 {
+        return Err(ParseError::IpVersion(version, 6));
+    }
+    let dst = ipv6_at(quote, 24);
+    let (proto, rest) = skip_ipv6_extensions(quote[6], &quote[IPV6_HEADER_LEN..])?;
+    if proto != NEXT_HEADER_ICMPV6 {
+        return Err(ParseError::NotIcmp(proto));
+    }
+    need("quoted ICMPv6 header", rest, ECHO_HEADER_LEN)?;
+    if rest[0] != ICMPV6_ECHO_REQUEST {
+        return Err(ParseError::NotEcho(rest[0]));
+    }
+    Ok(Icmp::Error(QuotedError {
+        icmp_type,
+        icmp_code,
+        orig_dst: IpAddr::V6(dst),
+        ident: be16(rest, 4),
+        seq: be16(rest, 6),
+    }))
+}
+
+/// Parses an ICMPv6 message (every ICMPv6 socket delivers it without the IPv6 header).
+pub fn parse_icmpv6(buf: &[u8]) -> Result<Icmp<'_>, ParseError> {
+    need("ICMPv6 header", buf, ECHO_HEADER_LEN)?;
+    let (icmp_type, icmp_code) = (buf[0], buf[1]);
+    match icmp_type {
+        ICMPV6_ECHO_REPLY => Ok(Icmp::EchoReply(parse_echo(buf)?)),
+        ICMPV6_ECHO_REQUEST => Ok(Icmp::EchoRequest(parse_echo(buf)?)),
+        // Unreachable, packet too big, time exceeded, parameter problem.
+        1..=4 => parse_quoted_v6(icmp_type, icmp_code, &buf[ECHO_HEADER_LEN..]),
+        _ => Ok(Icmp::Other {
+            icmp_type,
+            icmp_code,
+        }),
+    }
+}
+
+/// Parses the data of an error-queue message of a datagram ICMP socket: the echo request we
+/// sent, as quoted by the error. Returns its identifier and sequence.
+pub fn parse_quoted_echo(buf: &[u8], v6: bool) -> Result<(u16, u16), ParseError> {
+    need("quoted echo request", buf, ECHO_HEADER_LEN)?;
+    let want = if v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMPV4_ECHO_REQUEST
+    };
+    if buf[0] != want {
+        return Err(ParseError::NotEcho(buf[0]));
+    }
+    Ok((be16(buf, 4), be16(buf, 6)))
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Builds an echo request with `payload_len` bytes of data.
+///
+/// The payload starts with [`PAYLOAD_MAGIC`] and the send time `stamp` (nanoseconds since the
+/// Unix epoch) when it has room ([`STAMP_LEN`] bytes); the rest is a fixed pattern. The ICMPv4
+/// checksum is filled in (datagram sockets overwrite it; raw sockets need it); ICMPv6 leaves it
+/// zero because the kernel computes it over the pseudo-header on every ICMPv6 socket.
+pub fn build_echo_request(
+    v6: bool,
+    ident: u16,
+    seq: u16,
+    payload_len: usize,
+    stamp: u64,
+) -> Vec<u8> {
+    let mut pkt = vec![0u8; ECHO_HEADER_LEN + payload_len];
+    pkt[0] = if v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMPV4_ECHO_REQUEST
+    };
+    pkt[4..6].copy_from_slice(&ident.to_be_bytes());
+    pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+    let payload = &mut pkt[ECHO_HEADER_LEN..];
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b = (i & 0xff) as u8;
+    }
+    if payload.len() >= STAMP_LEN {
+        payload[..4].copy_from_slice(&PAYLOAD_MAGIC);
+        payload[4..STAMP_LEN].copy_from_slice(&stamp.to_be_bytes());
+    }
+    if !v6 {
+        let sum = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    pkt
+}
+
+/// What the payload of a reply says about its origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadStamp {
+    /// Too short to carry a stamp: nothing to check.
+    Unstamped,
+    /// Our magic and this send stamp.
+    Stamp(u64),
+    /// Long enough but not ours.
+    Foreign,
+}
+
+/// Reads the magic and the send stamp that [`build_echo_request`] wrote.
+pub fn read_stamp(payload: &[u8]) -> PayloadStamp {
+    match (payload.get(..4), payload.get(4..STAMP_LEN)) {
+        (Some(magic), Some(stamp)) if magic == PAYLOAD_MAGIC => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(stamp);
+            PayloadStamp::Stamp(u64::from_be_bytes(b))
+        }
+        (Some(_), Some(_)) => PayloadStamp::Foreign,
+        _ => PayloadStamp::Unstamped,
+    }
+}
+
+/// The coarse class of an ICMP error type/code.
+pub fn classify_error(v6: bool, icmp_type: u8, icmp_code: u8) -> IcmpErrorKind {
+    match (v6, icmp_type, icmp_code) {
+        (false, 3, 4) => IcmpErrorKind::PacketTooBig,
+        (false, 3, _) | (true, 1, _) => IcmpErrorKind::Unreachable,
+        (false, 11, _) | (true, 3, _) => IcmpErrorKind::TimeExceeded,
+        (true, 2, _) => IcmpErrorKind::PacketTooBig,
+        (false, 12, _) | (true, 4, _) => IcmpErrorKind::ParameterProblem,
+        _ => IcmpErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+#[path = "packet_tests.rs"]
+mod tests;

@@ -1,0 +1,261 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use super::*;
+use proptest::prelude::*;
+
+fn ipv4_header(proto: u8, ttl: u8, src: [u8; 4], dst: [u8; 4], payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+    h[8] = ttl;
+    h[9] = proto;
+    h[12..16].copy_from_slice(&src);
+    h[16..20].copy_from_slice(&dst);
+    h
+}
+
+fn ipv6_header(next: u8, dst: Ipv6Addr) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[6] = next;
+    h[24..40].copy_from_slice(&dst.octets());
+    h
+}
+
+#[test]
+fn checksum_of_known_vector() {
+    // RFC 1071 example words: 0001 f203 f4f5 f6f7 sum to ddf2, complement 220d.
+    assert_eq!(
+        checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+        0x220d
+    );
+    // Odd length pads with a zero byte.
+    assert_eq!(checksum(&[0x01]), !0x0100);
+}
+
+#[test]
+fn built_v4_request_checksums_to_zero_and_parses() {
+    let pkt = build_echo_request(false, 0x1234, 0xfffe, 56, 42);
+    assert_eq!(pkt.len(), 64);
+    assert_eq!(checksum(&pkt), 0);
+    match parse_icmpv4(&pkt) {
+        Ok(Icmp::EchoRequest(e)) => {
+            assert_eq!((e.ident, e.seq, e.payload.len()), (0x1234, 0xfffe, 56));
+            assert_eq!(read_stamp(e.payload), PayloadStamp::Stamp(42));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn short_payload_is_unstamped() {
+    let pkt = build_echo_request(true, 1, 2, 4, 42);
+    assert_eq!(pkt[0], 128);
+    match parse_icmpv6(&pkt) {
+        Ok(Icmp::EchoRequest(e)) => assert_eq!(read_stamp(e.payload), PayloadStamp::Unstamped),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(read_stamp(b"xxxxyyyyzzzz"), PayloadStamp::Foreign);
+}
+
+#[test]
+fn raw_v4_reply_gives_ttl_and_addresses() {
+    let mut icmp = build_echo_request(false, 7, 9, 16, 5);
+    icmp[0] = 0;
+    icmp[2..4].copy_from_slice(&[0, 0]);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut pkt = ipv4_header(1, 61, [127, 0, 0, 2], [127, 0, 0, 1], icmp.len());
+    pkt.extend_from_slice(&icmp);
+    let (ip, msg) = parse_ipv4_packet(&pkt).expect("parses");
+    assert_eq!(ip.ttl, 61);
+    assert_eq!(ip.src, Ipv4Addr::new(127, 0, 0, 2));
+    assert!(matches!(
+        msg,
+        Icmp::EchoReply(Echo {
+            ident: 7,
+            seq: 9,
+            ..
+        })
+    ));
+    // Padding after the IP total length is ignored.
+    let mut padded = pkt.clone();
+    padded.extend_from_slice(&[0xff; 3]);
+    assert!(parse_ipv4_packet(&padded).is_ok());
+    // A flipped payload bit fails the checksum.
+    let last = pkt.len() - 1;
+    pkt[last] ^= 1;
+    assert_eq!(parse_ipv4_packet(&pkt), Err(ParseError::Checksum));
+}
+
+#[test]
+fn v4_time_exceeded_is_matched_to_quoted_echo() {
+    let orig = build_echo_request(false, 0xabcd, 300, 56, 1);
+    let mut quote = ipv4_header(1, 1, [198, 18, 0, 1], [198, 18, 0, 9], orig.len());
+    quote.extend_from_slice(&orig[..8]); // routers quote at least 8 bytes
+    let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&quote);
+    match parse_icmpv4(&err) {
+        Ok(Icmp::Error(q)) => {
+            assert_eq!(
+                (q.icmp_type, q.icmp_code, q.ident, q.seq),
+                (11, 0, 0xabcd, 300)
+            );
+            assert_eq!(q.orig_dst, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(classify_error(false, 11, 0), IcmpErrorKind::TimeExceeded);
+    assert_eq!(classify_error(false, 3, 4), IcmpErrorKind::PacketTooBig);
+    assert_eq!(classify_error(false, 3, 1), IcmpErrorKind::Unreachable);
+    assert_eq!(
+        classify_error(false, 12, 0),
+        IcmpErrorKind::ParameterProblem
+    );
+}
+
+#[test]
+fn v6_unreachable_through_extension_header() {
+    let dst: Ipv6Addr = "2001:db8::5".parse().expect("literal");
+    let orig = build_echo_request(true, 0x0102, 77, 8, 0);
+    let mut quote = ipv6_header(60, dst); // destination options first
+    quote.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]);
+    quote.extend_from_slice(&orig);
+    let mut err = vec![1, 3, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&quote);
+    match parse_icmpv6(&err) {
+        Ok(Icmp::Error(q)) => {
+            assert_eq!(
+                (q.icmp_type, q.icmp_code, q.ident, q.seq),
+                (1, 3, 0x0102, 77)
+            );
+            assert_eq!(q.orig_dst, IpAddr::V6(dst));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(classify_error(true, 2, 0), IcmpErrorKind::PacketTooBig);
+    assert_eq!(classify_error(true, 3, 0), IcmpErrorKind::TimeExceeded);
+    assert_eq!(classify_error(true, 4, 0), IcmpErrorKind::ParameterProblem);
+}
+
+#[test]
+fn malformed_inputs_are_errors() {
+    assert!(matches!(
+        parse_icmpv4(&[]),
+        Err(ParseError::Truncated { .. })
+    ));
+    assert!(matches!(
+        parse_icmpv6(&[129, 0, 0]),
+        Err(ParseError::Truncated { .. })
+    ));
+    // IPv6 packet given to the v4 parser.
+    let v6 = ipv6_header(58, Ipv6Addr::LOCALHOST);
+    assert_eq!(parse_ipv4_packet(&v6), Err(ParseError::IpVersion(6, 4)));
+    // IHL below 5 words.
+    let mut bad = ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 0);
+    bad[0] = 0x44;
+    assert_eq!(parse_ipv4_packet(&bad), Err(ParseError::HeaderLength(16)));
+    // IHL pointing past the end.
+    bad[0] = 0x4f;
+    assert!(matches!(
+        parse_ipv4_packet(&bad),
+        Err(ParseError::Truncated { .. })
+    ));
+    // UDP, not ICMP.
+    let udp = ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 0);
+    assert_eq!(parse_ipv4_packet(&udp), Err(ParseError::NotIcmp(17)));
+    // Error quoting a UDP packet.
+    let mut err = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
+    err.extend_from_slice(&[0; 8]);
+    assert_eq!(parse_icmpv4(&err), Err(ParseError::NotIcmp(17)));
+    // Error quoting an echo reply rather than a request.
+    let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
+    err.extend_from_slice(&[0; 8]);
+    assert_eq!(parse_icmpv4(&err), Err(ParseError::NotEcho(0)));
+    // Error with a quote cut inside the echo header.
+    let mut err = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&ipv6_header(58, Ipv6Addr::LOCALHOST));
+    err.extend_from_slice(&[128, 0, 0]);
+    assert!(matches!(
+        parse_icmpv6(&err),
+        Err(ParseError::Truncated { .. })
+    ));
+    // Extension header whose length runs past the end.
+    let mut err = vec![1, 0, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&ipv6_header(0, Ipv6Addr::LOCALHOST));
+    err.extend_from_slice(&[58, 200, 0, 0, 0, 0, 0, 0]);
+    assert!(matches!(
+        parse_icmpv6(&err),
+        Err(ParseError::Truncated { .. })
+    ));
+    assert_eq!(
+        parse_quoted_echo(&[0, 0, 0, 0, 0, 1, 0, 2], false),
+        Err(ParseError::NotEcho(0))
+    );
+    assert_eq!(
+        parse_quoted_echo(&[128, 0, 0, 0, 0, 1, 0, 2], true),
+        Ok((1, 2))
+    );
+    assert!(matches!(
+        parse_quoted_echo(&[8, 0], false),
+        Err(ParseError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn other_types_are_reported_as_other() {
+    // Router advertisement.
+    assert_eq!(
+        parse_icmpv6(&[134, 0, 0, 0, 0, 0, 0, 0]),
+        Ok(Icmp::Other {
+            icmp_type: 134,
+            icmp_code: 0
+        })
+    );
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse_icmpv4(&bytes);
+        let _ = parse_icmpv6(&bytes);
+        let _ = parse_ipv4_packet(&bytes);
+        let _ = parse_quoted_echo(&bytes, false);
+        let _ = parse_quoted_echo(&bytes, true);
+        let _ = read_stamp(&bytes);
+        let _ = checksum(&bytes);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_plausible_headers(
+        first in prop_oneof![Just(0x45u8), Just(0x46), Just(0x60), any::<u8>()],
+        icmp_type in prop_oneof![Just(0u8), Just(3), Just(11), Just(1), Just(4), Just(129)],
+        rest in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let mut bytes = vec![first];
+        bytes.extend_from_slice(&rest);
+        let _ = parse_ipv4_packet(&bytes);
+        let mut icmp = vec![icmp_type];
+        icmp.extend_from_slice(&rest);
+        let _ = parse_icmpv4(&icmp);
+        let _ = parse_icmpv6(&icmp);
+    }
+
+    #[test]
+    fn built_requests_round_trip(v6: bool, ident: u16, seq: u16, len in 0usize..1500, stamp: u64) {
+        let pkt = build_echo_request(v6, ident, seq, len, stamp);
+        let parsed = if v6 { parse_icmpv6(&pkt) } else { parse_icmpv4(&pkt) };
+        match parsed {
+            Ok(Icmp::EchoRequest(e)) => {
+                prop_assert_eq!((e.ident, e.seq, e.payload.len()), (ident, seq, len));
+                if len >= STAMP_LEN {
+                    prop_assert_eq!(read_stamp(e.payload), PayloadStamp::Stamp(stamp));
+                }
+            }
+            other => prop_assert!(false, "unexpected {:?}", other),
+        }
+        prop_assert_eq!(parse_quoted_echo(&pkt, v6), Ok((ident, seq)));
+    }
+}

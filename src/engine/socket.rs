@@ -1,0 +1,436 @@
+//! Opening and reading ICMP sockets: the choice between datagram ("ping") and raw sockets, the
+//! socket options, and `recvmsg` with its control messages (kernel receive timestamp, reply
+//! TTL / hop limit, and the extended errors of the error queue).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::{SocketError, SocketOptions};
+
+/// Which kind of ICMP socket to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SocketPreference {
+    /// Datagram ICMP socket when `net.ipv4.ping_group_range` allows it, else raw.
+    #[default]
+    Auto,
+    /// Datagram ICMP socket only.
+    Dgram,
+    /// Raw socket only (needs `CAP_NET_RAW`).
+    Raw,
+}
+
+/// The kind of an open ICMP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketKind {
+    /// Unprivileged datagram ICMP socket (`SOCK_DGRAM`, `IPPROTO_ICMP[V6]`): the kernel owns the
+    /// identifier (the socket's port) and the checksum, and queues ICMP errors on the error queue.
+    Dgram,
+    /// Raw socket: sees every ICMP packet of its family; we own identifier and checksum.
+    Raw,
+}
+
+impl SocketKind {
+    /// `dgram` or `raw`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dgram => "dgram",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// An open, configured, non-blocking ICMP socket.
+#[derive(Debug)]
+pub struct OpenSocket {
+    /// The socket.
+    pub socket: Socket,
+    /// Its kind.
+    pub kind: SocketKind,
+    /// The ICMP identifier our requests carry on the wire.
+    pub ident: u16,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SocketError {
+    move |source| SocketError::Io { op, source }
+}
+
+fn is_permission(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+fn new_socket(v6: bool, ty: Type) -> io::Result<Socket> {
+    let (domain, proto) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
+    };
+    Socket::new(domain, ty, Some(proto))
+}
+
+/// Opens the ICMP socket for one address family and option set, honouring `pref`.
+pub fn open(
+    v6: bool,
+    pref: SocketPreference,
+    opts: &SocketOptions,
+) -> Result<OpenSocket, SocketError> {
+    let not_tried = || io::Error::other("not tried: socket kind forced");
+    let (socket, kind) = match pref {
+        SocketPreference::Dgram => match new_socket(v6, Type::DGRAM) {
+            Ok(s) => (s, SocketKind::Dgram),
+            Err(e) if is_permission(&e) => {
+                return Err(SocketError::PermissionDenied {
+                    dgram: e,
+                    raw: not_tried(),
+                });
+            }
+            Err(e) => {
+                return Err(SocketError::Io {
+                    op: "open datagram ICMP socket",
+                    source: e,
+                });
+            }
+        },
+        SocketPreference::Raw => match new_socket(v6, Type::RAW) {
+            Ok(s) => (s, SocketKind::Raw),
+            Err(e) if is_permission(&e) => {
+                return Err(SocketError::PermissionDenied {
+                    dgram: not_tried(),
+                    raw: e,
+                });
+            }
+            Err(e) => {
+                return Err(SocketError::Io {
+                    op: "open raw ICMP socket",
+                    source: e,
+                });
+            }
+        },
+        SocketPreference::Auto => match new_socket(v6, Type::DGRAM) {
+            Ok(s) => (s, SocketKind::Dgram),
+            Err(dgram) => match new_socket(v6, Type::RAW) {
+                Ok(s) => (s, SocketKind::Raw),
+                Err(raw) if is_permission(&raw) => {
+                    return Err(SocketError::PermissionDenied { dgram, raw });
+                }
+                Err(raw) => {
+                    return Err(SocketError::Io {
+                        op: "open raw ICMP socket",
+                        source: raw,
+                    });
+                }
+            },
+        },
+    };
+    configure(socket, kind, v6, opts)
+}
+
+fn configure(
+    socket: Socket,
+    kind: SocketKind,
+    v6: bool,
+    opts: &SocketOptions,
+) -> Result<OpenSocket, SocketError> {
+    socket
+        .set_nonblocking(true)
+        .map_err(io_err("set O_NONBLOCK"))?;
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).map_err(|e| SocketError::Io {
+        op: "set SO_TIMESTAMPNS",
+        source: e.into(),
+    })?;
+    // Room for a burst of replies (thousands of targets answering at once). SO_RCVBUFFORCE
+    // needs CAP_NET_ADMIN; without it the kernel caps SO_RCVBUF at net.core.rmem_max.
+    const RCVBUF: usize = 4 << 20;
+    if setsockopt(&socket, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = socket.set_recv_buffer_size(RCVBUF);
+    }
+    if v6 {
+        setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true).map_err(|e| SocketError::Io {
+            op: "set IPV6_RECVHOPLIMIT",
+            source: e.into(),
+        })?;
+        if kind == SocketKind::Dgram {
+            setsockopt(&socket, sockopt::Ipv6RecvErr, &true).map_err(|e| SocketError::Io {
+                op: "set IPV6_RECVERR",
+                source: e.into(),
+            })?;
+        }
+        if let Some(hops) = opts.ttl {
+            socket
+                .set_unicast_hops_v6(u32::from(hops))
+                .map_err(io_err("set IPV6_UNICAST_HOPS"))?;
+        }
+        if let Some(tclass) = opts.tos {
+            socket
+                .set_tclass_v6(u32::from(tclass))
+                .map_err(io_err("set IPV6_TCLASS"))?;
+        }
+    } else {
+        // Raw v4 reads the TTL from the IP header; datagram sockets need the control message.
+        setsockopt(&socket, sockopt::Ipv4RecvTtl, &true).map_err(|e| SocketError::Io {
+            op: "set IP_RECVTTL",
+            source: e.into(),
+        })?;
+        if kind == SocketKind::Dgram {
+            setsockopt(&socket, sockopt::Ipv4RecvErr, &true).map_err(|e| SocketError::Io {
+                op: "set IP_RECVERR",
+                source: e.into(),
+            })?;
+        }
+        if let Some(ttl) = opts.ttl {
+            socket
+                .set_ttl_v4(u32::from(ttl))
+                .map_err(io_err("set IP_TTL"))?;
+        }
+        if let Some(tos) = opts.tos {
+            socket
+                .set_tos_v4(u32::from(tos))
+                .map_err(io_err("set IP_TOS"))?;
+        }
+    }
+    if kind == SocketKind::Raw {
+        // Not fatal: without the filter the parser drops the extra packets anyway.
+        if let Err(e) = set_raw_filter(&socket, v6) {
+            tracing::debug!(error = %e, "ICMP type filter not set on raw socket");
+        }
+    }
+    if let Some(dev) = &opts.interface {
+        socket
+            .bind_device(Some(dev.as_bytes()))
+            .map_err(io_err("bind to interface (SO_BINDTODEVICE)"))?;
+    }
+    let ident = match kind {
+        SocketKind::Dgram => {
+            // Bind now so the kernel picks the identifier (the "port") before the first send.
+            let unspecified = if v6 {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let local = SocketAddr::new(opts.source.unwrap_or(unspecified), 0);
+            socket
+                .bind(&local.into())
+                .map_err(io_err("bind datagram ICMP socket"))?;
+            let bound = socket
+                .local_addr()
+                .map_err(io_err("read datagram ICMP socket identifier"))?;
+            bound.as_socket().map(|a| a.port()).unwrap_or(0)
+        }
+        SocketKind::Raw => {
+            if let Some(src) = opts.source {
+                socket
+                    .bind(&SocketAddr::new(src, 0).into())
+                    .map_err(io_err("bind raw ICMP socket to source"))?;
+            }
+            rand::random::<u16>()
+        }
+    };
+    Ok(OpenSocket {
+        socket,
+        kind,
+        ident,
+    })
+}
+
+/// `ICMP_FILTER` (linux/icmp.h) at `SOL_RAW`, and `ICMP6_FILTER` (netinet/icmp6.h) at
+/// `IPPROTO_ICMPV6`: both option numbers are 1.
+const ICMP_FILTER: libc::c_int = 1;
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// Lets a raw socket wake only for echo replies and the errors we parse, not for every echo
+/// request (our own, looped back) or neighbour discovery message of the host.
+fn set_raw_filter(socket: &Socket, v6: bool) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let rc = if v6 {
+        // icmp6_filter: 256 bits, a set bit blocks that type.
+        let mut filter = [u32::MAX; 8];
+        for t in [1u8, 2, 3, 4, 129] {
+            filter[usize::from(t >> 5)] &= !(1u32 << (t & 31));
+        }
+        // SAFETY: `filter` is a valid, initialised icmp6_filter-sized buffer for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                filter.as_ptr().cast(),
+                std::mem::size_of_val(&filter) as libc::socklen_t,
+            )
+        }
+    } else {
+        // icmp_filter: one 32-bit mask, a set bit blocks that type (types 0..31).
+        let mut mask = u32::MAX;
+        for t in [0u32, 3, 4, 5, 11, 12] {
+            mask &= !(1 << t);
+        }
+        // SAFETY: `mask` is a valid, initialised u32 for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_RAW,
+                ICMP_FILTER,
+                (&mask as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends one ICMP message to `ip`.
+pub fn send_to(socket: &Socket, ip: IpAddr, pkt: &[u8]) -> io::Result<()> {
+    let addr = SockAddr::from(SocketAddr::new(ip, 0));
+    socket.send_to(pkt, &addr).map(|_| ())
+}
+
+/// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the
+/// next send or receive reports once.
+pub fn is_pending_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::ECONNREFUSED
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EPROTO
+                | libc::EACCES
+                | libc::EMSGSIZE
+                | libc::ETIMEDOUT
+                | libc::ENOPROTOOPT
+        )
+    )
+}
+
+/// An extended error from the error queue (`sock_extended_err`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtendedError {
+    /// Where the error came from (`SO_EE_ORIGIN_*`).
+    pub origin: u8,
+    /// ICMP type, when `origin` is ICMP.
+    pub icmp_type: u8,
+    /// ICMP code, when `origin` is ICMP.
+    pub icmp_code: u8,
+    /// The host that sent the error (`SO_EE_OFFENDER`).
+    pub offender: Option<IpAddr>,
+}
+
+/// `SO_EE_ORIGIN_ICMP`: the error queue entry is an ICMPv4 error.
+pub const SO_EE_ORIGIN_ICMP: u8 = 2;
+/// `SO_EE_ORIGIN_ICMP6`: the error queue entry is an ICMPv6 error.
+pub const SO_EE_ORIGIN_ICMP6: u8 = 3;
+
+/// One message read from a socket.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Bytes of data (may exceed the buffer when truncated).
+    pub len: usize,
+    /// Source address (normal queue) or original destination (error queue).
+    pub from: Option<IpAddr>,
+    /// Kernel receive timestamp (SO_TIMESTAMPNS).
+    pub kernel_time: Option<SystemTime>,
+    /// TTL / hop limit control message.
+    pub ttl: Option<u8>,
+    /// Extended error (error queue only).
+    pub ext_err: Option<ExtendedError>,
+}
+
+/// Control-message buffer sized for everything we ask the kernel for.
+pub fn cmsg_buffer() -> Vec<u8> {
+    nix::cmsg_space!(
+        nix::sys::time::TimeSpec,
+        libc::c_int,
+        libc::c_int,
+        libc::sock_extended_err,
+        libc::sockaddr_in6,
+        [u8; 64]
+    )
+}
+
+fn storage_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(a) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(a.ip()));
+    }
+    addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip()))
+}
+
+fn ttl_from(v: i32) -> Option<u8> {
+    u8::try_from(v).ok()
+}
+
+/// Reads one message without blocking. `errqueue` reads the error queue instead.
+pub fn recv(
+    socket: &Socket,
+    buf: &mut [u8],
+    cmsg: &mut [u8],
+    errqueue: bool,
+) -> io::Result<Received> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let flags = if errqueue {
+        MsgFlags::MSG_ERRQUEUE
+    } else {
+        MsgFlags::empty()
+    } | MsgFlags::MSG_TRUNC;
+    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), flags)
+        .map_err(io::Error::from)?;
+    let mut out = Received {
+        len: msg.bytes,
+        from: msg.address.as_ref().and_then(storage_ip),
+        ..Received::default()
+    };
+    // A truncated control buffer (MSG_CTRUNC) only loses the optional extras.
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            match c {
+                ControlMessageOwned::ScmTimestampns(ts) => {
+                    let (s, ns) = (ts.tv_sec(), ts.tv_nsec());
+                    if let (Ok(s), Ok(ns)) = (u64::try_from(s), u32::try_from(ns)) {
+                        out.kernel_time = Some(SystemTime::UNIX_EPOCH + Duration::new(s, ns));
+                    }
+                }
+                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                    out.ttl = ttl_from(t)
+                }
+                ControlMessageOwned::Ipv4RecvErr(e, off) => {
+                    let offender =
+                        off.map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                    out.ext_err = Some(ExtendedError {
+                        origin: e.ee_origin,
+                        icmp_type: e.ee_type,
+                        icmp_code: e.ee_code,
+                        offender,
+                    });
+                }
+                ControlMessageOwned::Ipv6RecvErr(e, off) => {
+                    let offender = off.map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                    out.ext_err = Some(ExtendedError {
+                        origin: e.ee_origin,
+                        icmp_type: e.ee_type,
+                        icmp_code: e.ee_code,
+                        offender,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Current wall-clock time as nanoseconds since the Unix epoch (0 before 1970).
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,328 @@
+//! The bounded table of probes in flight, and the short memory of settled ones.
+//!
+//! The table owns sequence allocation (per destination address), every probe's deadline (one
+//! ordered map for all probes, driven by a single timer task in the engine), and the decision
+//! what a received reply or error *is*: a reply, a late reply, a duplicate, or something stale
+//! to ignore. It has no sockets and no clock of its own, so it is tested directly.
+//!
+//! Memory is bounded: at most `capacity` probes in flight, at most `recent_capacity` settled
+//! probes remembered for late/duplicate detection (oldest forgotten first), and the per-address
+//! sequence counters are pruned when they outgrow the table.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::packet::PayloadStamp;
+use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
+
+/// What identifies a probe on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Destination address.
+    pub ip: IpAddr,
+    /// ICMP identifier of the socket that sent it.
+    pub ident: u16,
+    /// Wire sequence number.
+    pub seq: u16,
+}
+
+#[derive(Debug)]
+struct Pending {
+    tag: u64,
+    sink: EventSink,
+    sent_at: SystemTime,
+    stamp: u64,
+    timer: (Instant, u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settled {
+    /// Timed out or got an ICMP error: the next reply is late.
+    Lost,
+    /// Got its reply (possibly late): further replies are duplicates.
+    Answered,
+}
+
+#[derive(Debug)]
+struct Recent {
+    tag: u64,
+    sink: EventSink,
+    sent_at: SystemTime,
+    stamp: u64,
+    state: Settled,
+    generation: u64,
+}
+
+/// An event ready to be delivered, with the sink it goes to.
+pub type Delivery = (EventSink, ProbeEvent);
+
+/// What a received reply turned out to be.
+#[derive(Debug)]
+pub enum ReplyOutcome {
+    /// Deliver this event (reply, late or duplicate).
+    Deliver(Delivery),
+    /// The payload stamp does not match the probe holding this key: an answer to an older probe
+    /// whose sequence number has since been reused. Ignored.
+    Stale,
+    /// No probe, live or recent, has this key.
+    Unknown,
+}
+
+/// The table was full; nothing was inserted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// Probes in flight and recently settled. See the module docs.
+#[derive(Debug)]
+pub struct InFlightTable {
+    capacity: usize,
+    recent_capacity: usize,
+    pending: HashMap<Key, Pending>,
+    deadlines: BTreeMap<(Instant, u64), Key>,
+    next_id: u64,
+    recent: HashMap<Key, Recent>,
+    recent_order: VecDeque<(Key, u64)>,
+    next_seq: HashMap<IpAddr, u16>,
+}
+
+fn rtt(sent_at: SystemTime, received: SystemTime) -> Duration {
+    // A wall clock stepped backwards between send and receive gives 0, never a panic.
+    received.duration_since(sent_at).unwrap_or(Duration::ZERO)
+}
+
+impl InFlightTable {
+    /// A table for at most `capacity` probes in flight and `recent_capacity` settled ones.
+    pub fn new(capacity: usize, recent_capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            recent_capacity: recent_capacity.max(1),
+            pending: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            next_id: 0,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            next_seq: HashMap::new(),
+        }
+    }
+
+    /// The capacity given at construction.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Probes in flight.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Settled probes remembered for late/duplicate detection.
+    pub fn recent_len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// The earliest deadline of any probe in flight.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Registers a probe to `ip` from the socket with identifier `ident`; allocates and returns
+    /// its wire sequence number. Never reuses a sequence number still in flight for the same
+    /// destination and identifier, and forgets any settled probe that held it, so a reply to
+    /// the old probe can never be taken for a reply to the new one (the payload stamp check in
+    /// [`InFlightTable::reply`] rejects it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &mut self,
+        ip: IpAddr,
+        ident: u16,
+        tag: u64,
+        sink: EventSink,
+        sent_at: SystemTime,
+        stamp: u64,
+        deadline: Instant,
+    ) -> Result<u16, Full> {
+        if self.pending.len() >= self.capacity {
+            return Err(Full);
+        }
+        if self.next_seq.len() > self.capacity.saturating_mul(4).max(4096) {
+            let live: std::collections::HashSet<IpAddr> =
+                self.pending.keys().map(|k| k.ip).collect();
+            self.next_seq.retain(|ip, _| live.contains(ip));
+        }
+        let start = self.next_seq.get(&ip).copied().unwrap_or(0);
+        let mut seq = start;
+        // Bounded: at most 65536 candidates, and `capacity` keeps most of them free.
+        let mut found = None;
+        for _ in 0..=u16::MAX as u32 {
+            let key = Key { ip, ident, seq };
+            if !self.pending.contains_key(&key) {
+                found = Some(key);
+                break;
+            }
+            seq = seq.wrapping_add(1);
+        }
+        let key = found.ok_or(Full)?;
+        self.next_seq.insert(ip, key.seq.wrapping_add(1));
+        self.recent.remove(&key);
+        let timer = (deadline, self.next_id);
+        self.next_id += 1;
+        self.deadlines.insert(timer, key);
+        self.pending.insert(
+            key,
+            Pending {
+                tag,
+                sink,
+                sent_at,
+                stamp,
+                timer,
+            },
+        );
+        Ok(key.seq)
+    }
+
+    /// Records the send time taken right before the packet went out (the stamp in its payload
+    /// was taken earlier, when the sequence was allocated).
+    pub fn set_sent_at(&mut self, key: &Key, sent_at: SystemTime) {
+        if let Some(p) = self.pending.get_mut(key) {
+            p.sent_at = sent_at;
+        }
+    }
+
+    /// Forgets a probe that was never sent (the send failed); no event.
+    pub fn remove(&mut self, key: &Key) {
+        if let Some(p) = self.pending.remove(key) {
+            self.deadlines.remove(&p.timer);
+        }
+    }
+
+    fn remember(&mut self, key: Key, rec: Recent) {
+        let generation = rec.generation;
+        self.recent.insert(key, rec);
+        self.recent_order.push_back((key, generation));
+        while self.recent.len() > self.recent_capacity
+            || self.recent_order.len() > self.recent_capacity.saturating_mul(2)
+        {
+            let Some((old, g)) = self.recent_order.pop_front() else {
+                break;
+            };
+            if self.recent.get(&old).is_some_and(|r| r.generation == g) {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    fn settle(&mut self, key: Key, p: Pending, state: Settled) {
+        self.deadlines.remove(&p.timer);
+        let generation = self.next_id;
+        self.next_id += 1;
+        let rec = Recent {
+            tag: p.tag,
+            sink: p.sink,
+            sent_at: p.sent_at,
+            stamp: p.stamp,
+            state,
+            generation,
+        };
+        self.remember(key, rec);
+    }
+
+    /// Classifies an echo reply received at `received` (wall clock, kernel timestamp if any).
+    pub fn reply(
+        &mut self,
+        key: Key,
+        stamp: PayloadStamp,
+        received: SystemTime,
+        ttl: Option<u8>,
+        size: usize,
+    ) -> ReplyOutcome {
+        let matches = |ours: u64| match stamp {
+            PayloadStamp::Stamp(s) => s == ours,
+            PayloadStamp::Unstamped => true,
+            PayloadStamp::Foreign => false,
+        };
+        let event = |tag, sent_at, kind: fn(ReplyInfo) -> EventKind| ProbeEvent {
+            tag,
+            seq: key.seq,
+            ip: key.ip,
+            at: received,
+            kind: kind(ReplyInfo {
+                rtt: rtt(sent_at, received),
+                ttl,
+                size,
+            }),
+        };
+        if let Some(p) = self.pending.get(&key) {
+            if !matches(p.stamp) {
+                return ReplyOutcome::Stale;
+            }
+            let Some(p) = self.pending.remove(&key) else {
+                return ReplyOutcome::Unknown;
+            };
+            let ev = event(p.tag, p.sent_at, EventKind::Reply);
+            let sink = p.sink.clone();
+            self.settle(key, p, Settled::Answered);
+            return ReplyOutcome::Deliver((sink, ev));
+        }
+        let Some(r) = self.recent.get_mut(&key) else {
+            return ReplyOutcome::Unknown;
+        };
+        if !matches(r.stamp) {
+            return ReplyOutcome::Stale;
+        }
+        let kind: fn(ReplyInfo) -> EventKind = match r.state {
+            Settled::Lost => EventKind::Late,
+            Settled::Answered => EventKind::Duplicate,
+        };
+        r.state = Settled::Answered;
+        let ev = event(r.tag, r.sent_at, kind);
+        ReplyOutcome::Deliver((r.sink.clone(), ev))
+    }
+
+    /// Settles the probe an ICMP error quotes. Errors for probes already settled are ignored.
+    pub fn error(&mut self, key: Key, info: IcmpErrorInfo, at: SystemTime) -> Option<Delivery> {
+        let p = self.pending.remove(&key)?;
+        let ev = ProbeEvent {
+            tag: p.tag,
+            seq: key.seq,
+            ip: key.ip,
+            at,
+            kind: EventKind::IcmpError(info),
+        };
+        let sink = p.sink.clone();
+        self.settle(key, p, Settled::Lost);
+        Some((sink, ev))
+    }
+
+    /// Times out every probe whose deadline is at or before `now`.
+    pub fn expire(&mut self, now: Instant, wall: SystemTime) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(p) = self.pending.remove(&key) {
+                let ev = ProbeEvent {
+                    tag: p.tag,
+                    seq: key.seq,
+                    ip: key.ip,
+                    at: wall,
+                    kind: EventKind::Timeout,
+                };
+                out.push((p.sink.clone(), ev));
+                self.settle(key, p, Settled::Lost);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

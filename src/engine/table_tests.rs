@@ -1,0 +1,376 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::engine::IcmpErrorKind;
+
+const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const ID: u16 = 0x4242;
+
+fn sink() -> (EventSink, mpsc::Receiver<ProbeEvent>) {
+    mpsc::channel(16)
+}
+
+fn t0() -> (Instant, SystemTime) {
+    (
+        Instant::now(),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    )
+}
+
+fn key(seq: u16) -> Key {
+    Key {
+        ip: IP,
+        ident: ID,
+        seq,
+    }
+}
+
+fn deliver(o: ReplyOutcome) -> ProbeEvent {
+    match o {
+        ReplyOutcome::Deliver((_, ev)) => ev,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn reply_then_duplicate() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, 7, tx, wall, 1, now + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(t.len(), 1);
+    let rx_at = wall + Duration::from_micros(250);
+    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    assert_eq!((ev.tag, ev.seq, ev.ip), (7, seq, IP));
+    assert_eq!(
+        ev.kind,
+        EventKind::Reply(ReplyInfo {
+            rtt: Duration::from_micros(250),
+            ttl: Some(64),
+            size: 64
+        })
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.next_deadline(), None, "answered probe leaves no timer");
+    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
+    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
+}
+
+#[test]
+fn timeout_then_late_then_duplicate() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, 3, tx, wall, 9, now + Duration::from_millis(100))
+        .unwrap();
+    assert!(t.expire(now + Duration::from_millis(99), wall).is_empty());
+    let out = t.expire(now + Duration::from_millis(100), wall);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].1.tag, &out[0].1.kind), (3, &EventKind::Timeout));
+    assert!(t.is_empty());
+    let ev = deliver(t.reply(
+        key(seq),
+        PayloadStamp::Stamp(9),
+        wall + Duration::from_secs(2),
+        None,
+        64,
+    ));
+    assert!(
+        matches!(ev.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_secs(2))
+    );
+    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(9), wall, None, 64));
+    assert!(matches!(ev.kind, EventKind::Duplicate(_)));
+}
+
+#[test]
+fn deadlines_fire_in_order_each_on_its_own() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    for (tag, ms) in [(1u64, 300u64), (2, 100), (3, 200)] {
+        t.insert(
+            IP,
+            ID,
+            tag,
+            tx.clone(),
+            wall,
+            tag,
+            now + Duration::from_millis(ms),
+        )
+        .unwrap();
+    }
+    assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(100)));
+    let tags: Vec<u64> = t
+        .expire(now + Duration::from_millis(250), wall)
+        .iter()
+        .map(|d| d.1.tag)
+        .collect();
+    assert_eq!(tags, vec![2, 3]);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn icmp_error_settles_and_later_reply_is_late() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, 5, tx, wall, 2, now + Duration::from_secs(1))
+        .unwrap();
+    let info = IcmpErrorInfo {
+        kind: IcmpErrorKind::Unreachable,
+        icmp_type: 3,
+        icmp_code: 1,
+        from: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+    };
+    let (_, ev) = t.error(key(seq), info.clone(), wall).expect("matched");
+    assert_eq!(ev.kind, EventKind::IcmpError(info.clone()));
+    assert!(
+        t.error(key(seq), info, wall).is_none(),
+        "second error ignored"
+    );
+    assert!(
+        t.expire(now + Duration::from_secs(5), wall).is_empty(),
+        "no timeout after error"
+    );
+    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(2), wall, None, 64));
+    assert!(matches!(ev.kind, EventKind::Late(_)));
+}
+
+#[test]
+fn capacity_is_enforced_and_freed() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(3, 3);
+    let (tx, _rx) = sink();
+    for i in 0..3 {
+        t.insert(
+            IP,
+            ID,
+            i,
+            tx.clone(),
+            wall,
+            i,
+            now + Duration::from_millis(10),
+        )
+        .unwrap();
+    }
+    assert_eq!(t.insert(IP, ID, 9, tx.clone(), wall, 9, now), Err(Full));
+    assert_eq!(t.expire(now + Duration::from_millis(10), wall).len(), 3);
+    assert!(t.insert(IP, ID, 9, tx, wall, 9, now).is_ok());
+}
+
+#[test]
+fn recent_record_is_bounded() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(10, 4);
+    let (tx, _rx) = sink();
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(t.insert(IP, ID, i, tx.clone(), wall, i, now).unwrap());
+    }
+    assert_eq!(t.expire(now, wall).len(), 10);
+    assert_eq!(t.recent_len(), 4);
+    // The oldest are forgotten: their late replies are unknown, the newest are late.
+    assert!(matches!(
+        t.reply(key(seqs[0]), PayloadStamp::Stamp(0), wall, None, 8),
+        ReplyOutcome::Unknown
+    ));
+    let ev = deliver(t.reply(key(seqs[9]), PayloadStamp::Stamp(9), wall, None, 8));
+    assert!(matches!(ev.kind, EventKind::Late(_)));
+}
+
+#[test]
+fn wraparound_never_matches_stale_entry() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(4, 70_000);
+    let (tx, _rx) = sink();
+    // Probe 0 gets seq 0 and times out; 65,536 more probes later, seq 0 comes round again.
+    let first = t.insert(IP, ID, 0, tx.clone(), wall, 1000, now).unwrap();
+    assert_eq!(first, 0);
+    t.expire(now, wall);
+    let mut last = first;
+    for i in 1..=65_535u64 {
+        last = t
+            .insert(IP, ID, i, tx.clone(), wall, 1000 + i, now)
+            .unwrap();
+        let ev = deliver(t.reply(key(last), PayloadStamp::Stamp(1000 + i), wall, None, 8));
+        assert!(matches!(ev.kind, EventKind::Reply(_)));
+    }
+    assert_eq!(last, 65_535);
+    let wrapped = t
+        .insert(IP, ID, 99_999, tx, wall, 5, now + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(wrapped, 0, "sequence wraps to 0");
+    // A very late reply to the first probe (stamp 1000) must not answer the new probe ...
+    assert!(matches!(
+        t.reply(key(0), PayloadStamp::Stamp(1000), wall, None, 8),
+        ReplyOutcome::Stale
+    ));
+    assert_eq!(t.len(), 1);
+    // ... while the new probe's own reply does.
+    let ev = deliver(t.reply(key(0), PayloadStamp::Stamp(5), wall, None, 8));
+    assert_eq!(ev.tag, 99_999);
+    assert!(matches!(ev.kind, EventKind::Reply(_)));
+}
+
+#[test]
+fn sequence_in_flight_is_skipped_on_wrap() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(4, 4);
+    let (tx, _rx) = sink();
+    let long = now + Duration::from_secs(60);
+    assert_eq!(t.insert(IP, ID, 0, tx.clone(), wall, 0, long).unwrap(), 0);
+    // Drive the counter round without holding anything else.
+    for i in 1..=65_535u64 {
+        let s = t.insert(IP, ID, i, tx.clone(), wall, i, now).unwrap();
+        t.remove(&key(s));
+    }
+    // seq 0 is still in flight: the next probe must skip it.
+    assert_eq!(t.insert(IP, ID, 1, tx, wall, 1, long).unwrap(), 1);
+    assert_eq!(t.len(), 2);
+}
+
+#[test]
+fn foreign_or_unknown_replies_are_not_delivered() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(4, 4);
+    let (tx, _rx) = sink();
+    let seq = t.insert(IP, ID, 0, tx, wall, 77, now).unwrap();
+    assert!(matches!(
+        t.reply(key(seq), PayloadStamp::Foreign, wall, None, 8),
+        ReplyOutcome::Stale
+    ));
+    let other = Key {
+        ident: ID + 1,
+        ..key(seq)
+    };
+    assert!(matches!(
+        t.reply(other, PayloadStamp::Stamp(77), wall, None, 8),
+        ReplyOutcome::Unknown
+    ));
+    assert_eq!(t.len(), 1);
+    // Unstamped (tiny payload) replies cannot be cross-checked and are accepted.
+    assert!(matches!(
+        t.reply(key(seq), PayloadStamp::Unstamped, wall, None, 8),
+        ReplyOutcome::Deliver(_)
+    ));
+}
+
+#[test]
+fn clock_stepping_back_gives_zero_rtt() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(4, 4);
+    let (tx, _rx) = sink();
+    let seq = t.insert(IP, ID, 0, tx, wall, 1, now).unwrap();
+    let ev = deliver(t.reply(
+        key(seq),
+        PayloadStamp::Stamp(1),
+        wall - Duration::from_secs(1),
+        None,
+        8,
+    ));
+    assert!(matches!(
+        ev.kind,
+        EventKind::Reply(ReplyInfo {
+            rtt: Duration::ZERO,
+            ..
+        })
+    ));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Send { dest: u8, timeout_ms: u64 },
+    Reply { pick: usize },
+    Error { pick: usize },
+    Advance { ms: u64 },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u8..3, 1u64..50).prop_map(|(dest, timeout_ms)| Op::Send { dest, timeout_ms }),
+        any::<usize>().prop_map(|pick| Op::Reply { pick }),
+        any::<usize>().prop_map(|pick| Op::Error { pick }),
+        (0u64..30).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever happens, every probe gets exactly one terminal event, late and duplicate events
+    /// only follow it, and the table never holds more than its capacity.
+    #[test]
+    fn every_probe_settles_exactly_once(ops in proptest::collection::vec(op(), 1..200)) {
+        let (start, wall) = t0();
+        let cap = 8;
+        let mut t = InFlightTable::new(cap, 64);
+        let (tx, _rx) = mpsc::channel(1);
+        let mut now = start;
+        let mut sent: Vec<(Key, u64)> = Vec::new(); // (key, stamp); tag = index
+        let mut terminal: HashMap<u64, usize> = HashMap::new();
+        let check = |ev: &ProbeEvent, terminal: &mut HashMap<u64, usize>| {
+            if ev.kind.is_terminal() {
+                *terminal.entry(ev.tag).or_default() += 1;
+            } else {
+                assert_eq!(terminal.get(&ev.tag), Some(&1), "late/duplicate before terminal: {ev:?}");
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Send { dest, timeout_ms } => {
+                    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, dest + 1));
+                    let tag = sent.len() as u64;
+                    match t.insert(ip, ID, tag, tx.clone(), wall, tag, now + Duration::from_millis(timeout_ms)) {
+                        Ok(seq) => sent.push((Key { ip, ident: ID, seq }, tag)),
+                        Err(Full) => assert_eq!(t.len(), cap),
+                    }
+                }
+                Op::Reply { pick } if !sent.is_empty() => {
+                    let (key, stamp) = sent[pick % sent.len()];
+                    if let ReplyOutcome::Deliver((_, ev)) = t.reply(key, PayloadStamp::Stamp(stamp), wall, None, 8) {
+                        assert_eq!(ev.tag, stamp);
+                        check(&ev, &mut terminal);
+                    }
+                }
+                Op::Error { pick } if !sent.is_empty() => {
+                    let (key, stamp) = sent[pick % sent.len()];
+                    let info = IcmpErrorInfo {
+                        kind: IcmpErrorKind::TimeExceeded,
+                        icmp_type: 11,
+                        icmp_code: 0,
+                        from: IP,
+                    };
+                    if let Some((_, ev)) = t.error(key, info, wall) {
+                        assert_eq!(ev.tag, stamp);
+                        check(&ev, &mut terminal);
+                    }
+                }
+                Op::Reply { .. } | Op::Error { .. } => {}
+                Op::Advance { ms } => {
+                    now += Duration::from_millis(ms);
+                    for (_, ev) in t.expire(now, wall) {
+                        check(&ev, &mut terminal);
+                    }
+                }
+            }
+            assert!(t.len() <= cap);
+        }
+        for (_, ev) in t.expire(now + Duration::from_secs(1), wall) {
+            check(&ev, &mut terminal);
+        }
+        assert!(t.is_empty());
+        for (_, tag) in &sent {
+            assert_eq!(terminal.get(tag), Some(&1), "tag {tag} settled once");
+        }
+    }
+}
