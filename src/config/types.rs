@@ -1,0 +1,270 @@
+//! The validated, immutable config: every default applied, every value in its own type.
+
+use crate::resolve::Family;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Built-in defaults, named so the sample config, the docs and the validator agree.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+    pub const TIMEOUT: Duration = Duration::from_secs(2);
+    /// ICMP payload bytes, as `ping` sends.
+    pub const SIZE: u16 = 56;
+    pub const WINDOW: usize = 60;
+    /// RTT buckets in seconds, from 100µs (same host) to 10s (a very sick path).
+    pub const BUCKETS: [f64; 16] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
+    ];
+    pub const DNS_REFRESH: Duration = Duration::from_secs(5 * 60);
+    pub const DATABASE: &str = "data/pingscope.db";
+    pub const MAX_ACTIVE: usize = 16;
+    pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_SESSIONS: usize = 1000;
+    pub const MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+    pub const PROFILE_COUNT: u32 = 5;
+    pub const PROFILE_INTERVAL: Duration = Duration::from_millis(200);
+    pub const PROFILE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The probe profile that always exists.
+    pub const PROFILE: &str = "default";
+}
+
+/// Limits the validator enforces.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Shortest probe interval (also the shortest session interval): below it a target floods.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+    /// Longest probe timeout: a reply later than this is no latency measurement.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Largest ICMP payload over IPv4: 65535 - 20 (IP header) - 8 (ICMP header).
+    pub const MAX_SIZE_V4: u16 = 65507;
+    /// Largest ICMPv6 payload without jumbograms: 65535 (payload length) - 8 (ICMPv6 header).
+    pub const MAX_SIZE_V6: u16 = 65527;
+    pub const MAX_WINDOW: usize = 100_000;
+    /// Shortest DNS refresh: re-resolving faster only loads the resolver.
+    pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
+}
+
+/// The whole config of `pingscope serve`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The target defaults after validation (every target already has them applied).
+    pub defaults: TargetDefaults,
+    /// Monitors: those of `targets`, then those read from `target_files`, in file order.
+    pub targets: Vec<TargetConfig>,
+    /// How many of `targets` (the last ones) came from `target_files`.
+    pub targets_from_files: usize,
+    /// Globs of file_sd files, as written (relative to the config file's folder).
+    pub target_files: Vec<String>,
+    pub dns: DnsConfig,
+    pub sessions: SessionsConfig,
+    pub access: AccessConfig,
+    /// Named `/probe` settings; always contains `default`.
+    pub probe_profiles: BTreeMap<String, ProbeProfile>,
+    pub histogram: HistogramConfig,
+    /// The file this config was read from; `None` for the embedded default or a string.
+    pub source_path: Option<PathBuf>,
+}
+
+/// The per-target options of the `defaults` section.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetDefaults {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub size: u16,
+    pub family: Family,
+    pub ttl: Option<u8>,
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+    pub interface: Option<String>,
+    pub window: usize,
+}
+
+impl Default for TargetDefaults {
+    fn default() -> Self {
+        Self {
+            interval: defaults::INTERVAL,
+            timeout: defaults::TIMEOUT,
+            size: defaults::SIZE,
+            family: Family::Auto,
+            ttl: None,
+            tos: None,
+            source: None,
+            interface: None,
+            window: defaults::WINDOW,
+        }
+    }
+}
+
+/// One monitor, with every default applied. Compared whole on reload: any difference restarts it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetConfig {
+    /// The `target` label; unique; defaults to `host`.
+    pub name: String,
+    /// Host name or IP address to resolve and ping.
+    pub host: String,
+    /// Extra Prometheus labels.
+    pub labels: BTreeMap<String, String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// ICMP payload bytes.
+    pub size: u16,
+    pub family: Family,
+    /// IPv4 TTL / IPv6 hop limit; `None` leaves the kernel default.
+    pub ttl: Option<u8>,
+    /// TOS byte / traffic class; `None` leaves the kernel default.
+    pub tos: Option<u8>,
+    pub source: Option<IpAddr>,
+    pub interface: Option<String>,
+    /// Probes behind the `pingscope_window_*` gauges.
+    pub window: usize,
+}
+
+/// The `dns` section.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DnsConfig {
+    /// Empty: the system resolver.
+    pub servers: Vec<SocketAddr>,
+    /// Re-resolve at least this often.
+    pub refresh: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            refresh: defaults::DNS_REFRESH,
+        }
+    }
+}
+
+/// The `sessions` section: limits of on-demand sessions and their store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SessionsConfig {
+    /// SQLite file; relative paths were resolved against the config file's folder.
+    pub database: PathBuf,
+    pub max_active: usize,
+    pub max_duration: Duration,
+    pub min_interval: Duration,
+    pub retention: RetentionConfig,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            database: PathBuf::from(defaults::DATABASE),
+            max_active: defaults::MAX_ACTIVE,
+            max_duration: defaults::MAX_DURATION,
+            min_interval: defaults::MIN_INTERVAL,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+/// How many stored sessions to keep, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RetentionConfig {
+    pub max_sessions: usize,
+    pub max_age: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: defaults::MAX_SESSIONS,
+            max_age: defaults::MAX_AGE,
+        }
+    }
+}
+
+/// The `access` section: which addresses may be pinged on demand (`/probe`, sessions).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccessConfig {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            allow: vec![
+                IpNet::V4(ipnet::Ipv4Net::default()),
+                IpNet::V6(ipnet::Ipv6Net::default()),
+            ],
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// Why [`AccessConfig::check`] refused an address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// A deny rule matched (deny wins over allow).
+    #[error("denied by access.deny {0}")]
+    Deny(IpNet),
+    /// No allow rule matched.
+    #[error("not in access.allow")]
+    NotAllowed,
+}
+
+impl AccessConfig {
+    /// May `ip` be pinged on demand? Deny rules win; an IPv4-mapped IPv6 address is checked as the
+    /// IPv4 address it carries, so `::ffff:127.0.0.1` cannot slip past a rule for `127.0.0.0/8`.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
+        let ip = ip.to_canonical();
+        if let Some(rule) = self.deny.iter().find(|net| net.contains(&ip)) {
+            return Err(Denied::Deny(*rule));
+        }
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            Ok(())
+        } else {
+            Err(Denied::NotAllowed)
+        }
+    }
+}
+
+/// A named set of `/probe` settings (`module=` in the query), like a blackbox module.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeProfile {
+    pub count: u32,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub size: u16,
+    pub family: Family,
+}
+
+/// RTT histogram layout, shared by every target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramConfig {
+    /// Classic bucket upper bounds in seconds, strictly increasing.
+    pub buckets: Vec<f64>,
+    /// Also expose native histograms to protobuf scrapers.
+    pub native: bool,
+}
+
+impl Default for HistogramConfig {
+    fn default() -> Self {
+        Self {
+            buckets: defaults::BUCKETS.to_vec(),
+            native: true,
+        }
+    }
+}
+
+impl fmt::Display for TargetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name == self.host {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{} ({})", self.name, self.host)
+        }
+    }
+}
