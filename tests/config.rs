@@ -659,3 +659,76 @@ fn durations_are_shared_with_the_cli_and_api() {
         Some("invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)")
     );
 }
+
+#[test]
+fn yaml_shape_errors_name_the_key() {
+    let cases = [
+        (
+            "targets:\n  - 192.0.2.1\n",
+            "e.yml:2: targets[0]: expected a mapping (key: value)",
+        ),
+        (
+            "targets:\n  - host: a.example.org\n    labels: {site: null}\n",
+            "e.yml:3: targets[0].labels.site: expected a string, found null",
+        ),
+        (
+            "- a\n- b\n",
+            "e.yml:1: (document): expected a mapping (key: value)",
+        ),
+        (
+            "defaults: 5\n",
+            "e.yml:1: defaults: expected a mapping (key: value)",
+        ),
+        (
+            "defaults:\n  histogram:\n    buckets: [fast]\n",
+            "e.yml:3: defaults.histogram.buckets[0]: expected a number",
+        ),
+        (
+            "targets:\n  - host: [1, 2]\n",
+            "e.yml:2: targets[0].host: expected a string",
+        ),
+        (
+            "target_files: [\"[\"]\n",
+            "e.yml:1: target_files[0]: invalid glob \"[\": Pattern syntax error near position 0: invalid range pattern",
+        ),
+        (
+            "targets:\n- host: x.example.org\n  family: ip6\n  size: 65520\n- host: y.example.org\n  size: 65520\n",
+            "e.yml:6: targets[1].size: size 65520 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+        (
+            "defaults:\n  size: 65520\n  family: ip6\ntargets:\n- host: y.example.org\n  family: ip4\n",
+            "e.yml:6: targets[0].size: size 65520 (from defaults) is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+    ];
+    for (src, want) in cases {
+        let got = parse_str(src, "e.yml", Path::new(""))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(got.as_deref(), Some(want), "{src}");
+    }
+}
+
+#[test]
+fn yaml_anchors_and_merge_keys_work() {
+    let src = "targets:\n  - &base\n    host: a.example.org\n    interval: 2s\n  - <<: *base\n    host: b.example.org\n";
+    let config = parse_str(src, "m.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(&str, Duration)> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.interval))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.example.org", Duration::from_secs(2)),
+            ("b.example.org", Duration::from_secs(2))
+        ]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(src in "[a-z:\\-\\[\\]{} \n0-9.\"#&*]{0,120}") {
+        let _ = parse_str(&src, "p.yml", Path::new(""));
+    }
+}

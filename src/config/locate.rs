@@ -20,7 +20,9 @@ pub(crate) fn push_yaml_error(issues: &mut Issues, src: &str, err: &YamlError) {
         err,
         YamlError::SerdeMissingField { .. } | YamlError::Unexpected { .. }
     );
-    let path = key_path_at(src, line, column, container).or_else(|| key_on_line(src, line));
+    let path = key_path_at(src, line, column, container)
+        .or_else(|| key_on_line(src, line))
+        .filter(|p| !p.is_empty());
     let (key, message) = match err {
         YamlError::SerdeUnknownField {
             field, expected, ..
@@ -51,6 +53,7 @@ fn describe(err: &YamlError) -> String {
             ..
         } => format!("wrong type: expected {expected}, found {unexpected}"),
         YamlError::DuplicateMappingKey { .. } => "duplicate key".to_owned(),
+        YamlError::NullIntoString { .. } => "expected a string, found null".to_owned(),
         other => {
             let text = other.to_string();
             // The plain rendering ends with " at line L, column C"; the issue already says where.
@@ -65,7 +68,7 @@ fn describe(err: &YamlError) -> String {
 fn friendly_type(ty: &str) -> String {
     match ty {
         "i64" | "i32" | "u64" | "u32" | "u16" | "u8" => "an integer".to_owned(),
-        "f64" | "f32" => "a number".to_owned(),
+        "f64" | "f32" | "floating point" => "a number".to_owned(),
         "bool" => "true or false".to_owned(),
         "string scalar" | "string" => "a string".to_owned(),
         "sequence start" => "a list".to_owned(),
