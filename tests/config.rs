@@ -42,7 +42,14 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "invalid-syntax.yml",
-        &["invalid-syntax.yml:3: labels: unclosed bracket '{'"],
+        &["invalid-syntax.yml:3: targets[0].labels: unclosed bracket '{'"],
+    ),
+    (
+        "invalid-syntax-after-unknown-key.yml",
+        &[
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: interval, timeout, size, family, ttl, tos, source, interface, window, histogram)",
+            "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
+        ],
     ),
     (
         "invalid-duplicate-key.yml",
@@ -219,6 +226,21 @@ const REJECTIONS: &[(&str, &[&str])] = &[
             "invalid-three-errors.yml:6: targets[0].timeout: timeout 2m is longer than is sane (at most 1m)",
             "invalid-three-errors.yml:8: targets[1].host: host must not be empty",
             "invalid-three-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
+        ],
+    ),
+    (
+        "invalid-mixed-errors.yml",
+        &[
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: interval, timeout, size, family, ttl, tos, source, interface, window, histogram)",
+            "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
+            "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
+            "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
+            "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, interval, timeout, size, family, ttl, tos, source, interface, window)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, interval, timeout, size, family, ttl, tos, source, interface, window)",
+            "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
+            "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
+            "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
         ],
     ),
     (
@@ -728,7 +750,38 @@ fn yaml_anchors_and_merge_keys_work() {
 
 proptest::proptest! {
     #[test]
-    fn arbitrary_text_never_panics(src in "[a-z:\\-\\[\\]{} \n0-9.\"#&*]{0,120}") {
+    fn arbitrary_text_never_panics(src in "[a-z:\\-\\[\\]{} \n\t0-9.\"'#&*,éß]{0,160}") {
         let _ = parse_str(&src, "p.yml", Path::new(""));
+    }
+}
+
+const LINE_POOL: &[&str] = &[
+    "defaults:",
+    "  interval: 1s",
+    "  size: big",
+    "  bogus: 1",
+    "  timeout: 5m",
+    "targets:",
+    "  - host: 192.0.2.1",
+    "    ttl: x",
+    "    colour: 1",
+    "    name: gw",
+    "  - {host: a.example.org, size: [1]}",
+    "    labels: {a: 1, __b: 2}",
+    "  - colour: red",
+    "dns: {servers: [\"1.2.3\"], refersh: 1}",
+    "sessions: {max_active: -1}",
+    "access:",
+    "  deny: [bad, 192.0.2.0/24]",
+];
+
+proptest::proptest! {
+    #[test]
+    fn broken_configs_always_yield_issues_or_a_config(picks in proptest::collection::vec(0..LINE_POOL.len(), 0..14)) {
+        let src: String = picks.iter().map(|&i| format!("{}\n", LINE_POOL[i])).collect();
+        match parse_str(&src, "p.yml", Path::new("")) {
+            Ok(config) => proptest::prop_assert!(config.probe_profiles.contains_key("default")),
+            Err(e) => proptest::prop_assert!(!e.issues.is_empty()),
+        }
     }
 }

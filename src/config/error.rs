@@ -88,6 +88,11 @@ impl Issues {
         });
     }
 
+    /// Takes the issues of `other` that `keep` accepts.
+    pub(crate) fn absorb(&mut self, other: Issues, keep: impl Fn(&ConfigIssue) -> bool) {
+        self.list.extend(other.list.into_iter().filter(keep));
+    }
+
     pub(crate) fn extend(&mut self, other: ConfigError) {
         self.list.extend(other.issues);
     }

@@ -11,7 +11,7 @@
 
 use super::ConfigError;
 use super::error::Issues;
-use super::locate::push_yaml_error;
+use super::locate::parse_recovering;
 use super::raw::{RawSdGroup, S};
 use super::rules::{self, line};
 use super::types::{TargetConfig, TargetDefaults};
@@ -88,13 +88,24 @@ pub(crate) fn parse(
     if src.trim().is_empty() {
         return Vec::new();
     }
-    let groups: Vec<S<RawSdGroup>> = match serde_saphyr::from_str(src) {
-        Ok(groups) => groups,
-        Err(e) => {
-            push_yaml_error(issues, src, &e);
-            return Vec::new();
-        }
+    let mut rules = Issues::new(issues.file());
+    let Some(parsed) = parse_recovering::<Vec<S<RawSdGroup>>>(issues, src) else {
+        return Vec::new();
     };
+    let skipped = parsed.skipped;
+    let out = groups(&mut rules, &parsed.value, defaults, seen);
+    issues.absorb(rules, |issue| {
+        issue.key.as_deref().is_none_or(|k| !skipped.covers(k))
+    });
+    out
+}
+
+fn groups(
+    issues: &mut Issues,
+    groups: &[S<RawSdGroup>],
+    defaults: &TargetDefaults,
+    seen: &mut Seen,
+) -> Vec<TargetConfig> {
     let mut out = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let labels: BTreeMap<String, S<String>> = group

@@ -8,15 +8,17 @@
 //! | `types.rs` | the typed [`Config`], the named defaults and limits, [`AccessConfig::check`] |
 //! | `rules.rs` + `validate.rs` | defaults applied, every rule run, every problem recorded |
 //! | `file_sd.rs` | `target_files` in Prometheus' file_sd format |
-//! | `locate.rs` | names the key of a YAML syntax or type error |
+//! | `locate.rs` | names the key of a YAML syntax or type error, and parses on past type errors |
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
 //! | [`duration`] | Prometheus-style durations, also used by the CLI and the HTTP API |
 //! | [`shard`] | `--shard I/N` |
 //! | [`diff`] | which targets a reload adds, removes, changes or keeps |
 //!
-//! A YAML syntax or type error (unknown key, a list where a number belongs) stops the reading of
-//! that file, so it is reported alone; every other problem is reported together with the rest.
-//! Keys are paths such as `targets[2].interval`, list indexes counting from 0.
+//! Every problem is reported at once: unknown keys and wrong types (the parse blanks the entry at
+//! fault and goes on, see `locate.rs`) together with every rule the values break. Only a YAML
+//! syntax error (an unclosed bracket, a bad indent) stops the reading of its file, and is then
+//! reported with the problems found before it. Keys are paths such as `targets[2].interval`, list
+//! indexes counting from 0.
 
 pub mod diff;
 pub mod duration;
@@ -72,14 +74,16 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// working directory).
 pub fn parse_str(src: &str, file_name: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut issues = Issues::new(file_name);
-    let raw: raw::RawConfig = match serde_saphyr::from_str::<Option<raw::RawConfig>>(src) {
-        Ok(raw) => raw.unwrap_or_default(),
-        Err(e) => {
-            locate::push_yaml_error(&mut issues, src, &e);
-            return issues.finish(Config::empty());
-        }
+    let Some(parsed) = locate::parse_recovering::<Option<raw::RawConfig>>(&mut issues, src) else {
+        return issues.finish(Config::empty());
     };
-    let config = validate::build(raw, &mut issues, base_dir);
+    let mut rules = Issues::new(file_name);
+    let locate::Recovered { value, skipped } = parsed;
+    let config = validate::build(value.unwrap_or_default(), &mut rules, base_dir);
+    // Issues under a blanked entry describe the blank, not the file.
+    issues.absorb(rules, |issue| {
+        issue.file != file_name || issue.key.as_deref().is_none_or(|k| !skipped.covers(k))
+    });
     issues.finish(config)
 }
 
