@@ -785,3 +785,31 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn target_file_globs_follow_the_config_folder_taken_literally() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tmp.path().join("site[1]");
+    std::fs::create_dir_all(dir.join("targets")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let write = |p: PathBuf, s: &str| {
+        std::fs::write(&p, s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    write(
+        dir.join("pingscope.yml"),
+        "target_files: [targets/*.yml]\nsessions: {database: db/x.db}\n",
+    );
+    write(dir.join("targets/a.yml"), "- targets: [192.0.2.30]\n");
+    let config = load_file(&dir.join("pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["192.0.2.30"]);
+    assert_eq!(config.sessions.database, dir.join("db/x.db"));
+    // Editing a target file and loading again is how a reload picks it up.
+    write(
+        dir.join("targets/a.yml"),
+        "- targets: [192.0.2.30, 192.0.2.31]\n",
+    );
+    let again = load_file(&dir.join("pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let diff = diff_targets(&config.targets, &again.targets);
+    assert_eq!(diff.added.len(), 1);
+    assert_eq!(diff.unchanged.len(), 1);
+}

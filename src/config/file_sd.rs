@@ -29,10 +29,12 @@ pub(crate) fn load_pattern(
     defaults: &TargetDefaults,
     seen: &mut Seen,
 ) -> Vec<TargetConfig> {
-    let full = if Path::new(pattern).is_absolute() {
+    let full = if Path::new(pattern).is_absolute() || base_dir.as_os_str().is_empty() {
         pattern.to_owned()
     } else {
-        base_dir.join(pattern).to_string_lossy().into_owned()
+        // The folder is taken literally: a `[` in its name is no glob.
+        let dir = glob::Pattern::escape(&base_dir.to_string_lossy());
+        format!("{}/{pattern}", dir.trim_end_matches('/'))
     };
     let paths = match glob::glob(&full) {
         Ok(paths) => paths,
