@@ -813,3 +813,14 @@ fn target_file_globs_follow_the_config_folder_taken_literally() {
     assert_eq!(diff.added.len(), 1);
     assert_eq!(diff.unchanged.len(), 1);
 }
+
+#[test]
+fn targets_serialize_with_config_style_durations() {
+    let t =
+        one_target("targets:\n  - host: 192.0.2.1\n    interval: 1m30s\n    labels: {site: ams}\n");
+    let json = serde_json::to_value(&t).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["interval"], "1m30s");
+    assert_eq!(json["timeout"], "2s");
+    assert_eq!(json["family"], "auto");
+    assert_eq!(json["labels"]["site"], "ams");
+}
