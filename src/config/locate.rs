@@ -51,12 +51,14 @@ pub(crate) fn parse_recovering<T: DeserializeOwned>(
 ) -> Option<Recovered<T>> {
     let mut text = src.to_owned();
     let mut skipped = Skipped::default();
+    // The tree of `text` when the previous round already built it.
+    let mut known_tree = None;
     for _ in 0..MAX_RECOVERIES {
         let err = match serde_saphyr::from_str::<T>(&text) {
             Ok(value) => return Some(Recovered { value, skipped }),
             Err(err) => err,
         };
-        let tree = match Tree::parse(&text) {
+        let tree = match known_tree.take().map_or_else(|| Tree::parse(&text), Ok) {
             Ok(tree) => tree,
             Err(syntax) => {
                 // The text is not YAML at all. serde may have met an error of its own before
@@ -99,7 +101,7 @@ pub(crate) fn parse_recovering<T: DeserializeOwned>(
         let mut next = text.clone();
         next.replace_range(range, &blanked);
         // Blanking must leave valid YAML, or the next round would report an error of its own making.
-        Tree::parse(&next).ok()?;
+        known_tree = Some(Tree::parse(&next).ok()?);
         text = next;
         skipped.0.push(skip);
     }
