@@ -60,6 +60,8 @@ pub struct Config {
     pub defaults: TargetDefaults,
     /// Monitors: those of `targets`, then those read from `target_files`, in file order.
     pub targets: Vec<TargetConfig>,
+    /// How many of `targets` (the last ones) came from `target_files`.
+    pub targets_from_files: usize,
     /// Globs of file_sd files, as written (relative to the config file's folder).
     pub target_files: Vec<String>,
     pub dns: DnsConfig,
@@ -103,7 +105,8 @@ impl Default for TargetDefaults {
 }
 
 /// One monitor, with every default applied. Compared whole on reload: any difference restarts it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Serializes with durations as config strings (`"500ms"`), for the API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct TargetConfig {
     /// The `target` label; unique; defaults to `host`.
     pub name: String,
@@ -111,7 +114,9 @@ pub struct TargetConfig {
     pub host: String,
     /// Extra Prometheus labels.
     pub labels: BTreeMap<String, String>,
+    #[serde(with = "super::duration::serde_duration")]
     pub interval: Duration,
+    #[serde(with = "super::duration::serde_duration")]
     pub timeout: Duration,
     /// ICMP payload bytes.
     pub size: u16,
@@ -230,10 +235,12 @@ impl AccessConfig {
 }
 
 /// A named set of `/probe` settings (`module=` in the query), like a blackbox module.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ProbeProfile {
     pub count: u32,
+    #[serde(with = "super::duration::serde_duration")]
     pub interval: Duration,
+    #[serde(with = "super::duration::serde_duration")]
     pub timeout: Duration,
     pub size: u16,
     pub family: Family,

@@ -1,0 +1,53 @@
+//! Reload as a diff: which targets to start, stop, restart or leave alone. Keyed by name, because
+//! the name is the `target` label and so the identity of a target's series.
+
+use super::types::TargetConfig;
+use std::collections::HashMap;
+
+/// A target whose name stayed but whose settings changed: it restarts with fresh state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedTarget {
+    pub old: TargetConfig,
+    pub new: TargetConfig,
+}
+
+/// The outcome of [`diff_targets`]. `added`, `changed` and `unchanged` follow the new order,
+/// `removed` the old one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetDiff {
+    pub added: Vec<TargetConfig>,
+    pub removed: Vec<TargetConfig>,
+    pub changed: Vec<ChangedTarget>,
+    pub unchanged: Vec<TargetConfig>,
+}
+
+impl TargetDiff {
+    /// True when the reload changes no target.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Compares two target lists by name (names are unique within a validated config).
+pub fn diff_targets(old: &[TargetConfig], new: &[TargetConfig]) -> TargetDiff {
+    let old_by_name: HashMap<&str, &TargetConfig> =
+        old.iter().map(|t| (t.name.as_str(), t)).collect();
+    let new_names: HashMap<&str, ()> = new.iter().map(|t| (t.name.as_str(), ())).collect();
+    let mut diff = TargetDiff::default();
+    for t in new {
+        match old_by_name.get(t.name.as_str()) {
+            None => diff.added.push(t.clone()),
+            Some(o) if *o == t => diff.unchanged.push(t.clone()),
+            Some(o) => diff.changed.push(ChangedTarget {
+                old: (*o).clone(),
+                new: t.clone(),
+            }),
+        }
+    }
+    diff.removed = old
+        .iter()
+        .filter(|t| !new_names.contains_key(t.name.as_str()))
+        .cloned()
+        .collect();
+    diff
+}

@@ -1,0 +1,159 @@
+//! The YAML as written: serde structs that refuse unknown keys and keep each value's location.
+//!
+//! Every field is optional and every scalar that a rule checks is read loosely (durations, families
+//! and addresses as strings, numbers as `i64`), so that a bad value becomes a validation issue with
+//! its own message and the other issues in the file are still found.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+pub(crate) type S<T> = Spanned<T>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub defaults: Option<S<RawDefaults>>,
+    pub dns: Option<S<RawDns>>,
+    pub targets: Option<Vec<S<RawTarget>>>,
+    pub target_files: Option<Vec<S<String>>>,
+    pub sessions: Option<S<RawSessions>>,
+    pub access: Option<S<RawAccess>>,
+    pub probe_profiles: Option<BTreeMap<String, S<RawProfile>>>,
+}
+
+/// The per-target options, shared by `defaults` and each target.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbeOptions {
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub size: Option<S<i64>>,
+    pub family: Option<S<String>>,
+    pub ttl: Option<S<i64>>,
+    pub tos: Option<S<i64>>,
+    pub source: Option<S<String>>,
+    pub interface: Option<S<String>>,
+    pub window: Option<S<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub size: Option<S<i64>>,
+    pub family: Option<S<String>>,
+    pub ttl: Option<S<i64>>,
+    pub tos: Option<S<i64>>,
+    pub source: Option<S<String>>,
+    pub interface: Option<S<String>>,
+    pub window: Option<S<i64>>,
+    pub histogram: Option<S<RawHistogram>>,
+}
+
+impl RawDefaults {
+    /// The probe options part (serde's `flatten` would lose the locations, so this copies).
+    pub(crate) fn options(&self) -> RawProbeOptions {
+        RawProbeOptions {
+            interval: self.interval.clone(),
+            timeout: self.timeout.clone(),
+            size: self.size.clone(),
+            family: self.family.clone(),
+            ttl: self.ttl.clone(),
+            tos: self.tos.clone(),
+            source: self.source.clone(),
+            interface: self.interface.clone(),
+            window: self.window.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHistogram {
+    pub buckets: Option<S<Vec<S<f64>>>>,
+    pub native: Option<S<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub name: Option<S<String>>,
+    pub host: Option<S<String>>,
+    pub labels: Option<BTreeMap<String, S<String>>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub size: Option<S<i64>>,
+    pub family: Option<S<String>>,
+    pub ttl: Option<S<i64>>,
+    pub tos: Option<S<i64>>,
+    pub source: Option<S<String>>,
+    pub interface: Option<S<String>>,
+    pub window: Option<S<i64>>,
+}
+
+impl RawTarget {
+    pub(crate) fn options(&self) -> RawProbeOptions {
+        RawProbeOptions {
+            interval: self.interval.clone(),
+            timeout: self.timeout.clone(),
+            size: self.size.clone(),
+            family: self.family.clone(),
+            ttl: self.ttl.clone(),
+            tos: self.tos.clone(),
+            source: self.source.clone(),
+            interface: self.interface.clone(),
+            window: self.window.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub servers: Option<Vec<S<String>>>,
+    pub refresh: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSessions {
+    pub database: Option<S<String>>,
+    pub max_active: Option<S<i64>>,
+    pub max_duration: Option<S<String>>,
+    pub min_interval: Option<S<String>>,
+    pub retention: Option<S<RawRetention>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    pub max_sessions: Option<S<i64>>,
+    pub max_age: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccess {
+    pub allow: Option<Vec<S<String>>>,
+    pub deny: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProfile {
+    pub count: Option<S<i64>>,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub size: Option<S<i64>>,
+    pub family: Option<S<String>>,
+}
+
+/// One Prometheus file_sd group: `{targets: [host, ...], labels: {name: value}}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSdGroup {
+    pub targets: Option<Vec<S<String>>>,
+    pub labels: Option<BTreeMap<String, S<String>>>,
+}

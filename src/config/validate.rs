@@ -1,0 +1,436 @@
+//! Raw config → typed [`Config`]: applies the named defaults and runs every rule, recording each
+//! problem and carrying on, so that one run reports all of them.
+
+use super::error::Issues;
+use super::file_sd;
+use super::raw::{RawConfig, RawProfile, S};
+use super::rules::{self, key, line};
+use super::types::{
+    AccessConfig, Config, DnsConfig, HistogramConfig, ProbeProfile, SessionsConfig, TargetConfig,
+    TargetDefaults, defaults, limits,
+};
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Where a target name was first defined, for the duplicate message.
+pub(crate) type Seen = HashMap<String, String>;
+
+/// Builds the config; the caller turns the recorded issues into the error.
+pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Config {
+    let raw_defaults = raw.defaults.map(|d| d.value).unwrap_or_default();
+    let target_defaults = rules::probe_options(
+        issues,
+        &raw_defaults.options(),
+        "defaults",
+        &TargetDefaults::default(),
+    );
+    let histogram = histogram(issues, raw_defaults.histogram.map(|h| h.value));
+
+    let mut seen = Seen::new();
+    let mut targets = Vec::new();
+    for (i, raw_target) in raw.targets.unwrap_or_default().iter().enumerate() {
+        if let Some(t) = target(issues, raw_target, i, &target_defaults, &mut seen) {
+            targets.push(t);
+        }
+    }
+
+    let static_count = targets.len();
+    let mut target_files = Vec::new();
+    for (i, pattern) in raw.target_files.unwrap_or_default().iter().enumerate() {
+        let k = format!("target_files[{i}]");
+        if pattern.value.is_empty() {
+            issues.push(line(pattern), k, "pattern must not be empty");
+            continue;
+        }
+        if let Err(e) = glob::Pattern::new(&pattern.value) {
+            issues.push(
+                line(pattern),
+                k,
+                format!("invalid glob {:?}: {e}", pattern.value),
+            );
+            continue;
+        }
+        targets.extend(file_sd::load_pattern(
+            issues,
+            &pattern.value,
+            (line(pattern), &k),
+            base_dir,
+            &target_defaults,
+            &mut seen,
+        ));
+        target_files.push(pattern.value.clone());
+    }
+
+    let dns = raw
+        .dns
+        .map(|d| d.value)
+        .map_or_else(DnsConfig::default, |d| {
+            let mut out = DnsConfig::default();
+            for (i, server) in d.servers.unwrap_or_default().iter().enumerate() {
+                if let Some(addr) = dns_server(&server.value) {
+                    out.servers.push(addr);
+                } else {
+                    issues.push(
+                        line(server),
+                        format!("dns.servers[{i}]"),
+                        format!(
+                            "{:?} is not an IP address or IP:port (e.g. 127.0.0.1:5353)",
+                            server.value
+                        ),
+                    );
+                }
+            }
+            if let Some(v) = &d.refresh
+                && let Some(r) = rules::duration_min(
+                    issues,
+                    v,
+                    "dns.refresh",
+                    "refresh",
+                    limits::MIN_DNS_REFRESH,
+                )
+            {
+                out.refresh = r;
+            }
+            out
+        });
+
+    let sessions = sessions(issues, raw.sessions.map(|s| s.value), base_dir);
+    let access = raw
+        .access
+        .map(|a| a.value)
+        .map_or_else(AccessConfig::default, |a| {
+            let mut out = AccessConfig::default();
+            if let Some(allow) = &a.allow {
+                out.allow = networks(issues, allow, "access.allow");
+            }
+            if let Some(deny) = &a.deny {
+                out.deny = networks(issues, deny, "access.deny");
+            }
+            out
+        });
+    let probe_profiles = profiles(
+        issues,
+        raw.probe_profiles.unwrap_or_default(),
+        &target_defaults,
+    );
+
+    Config {
+        defaults: target_defaults,
+        targets_from_files: targets.len() - static_count,
+        targets,
+        target_files,
+        dns,
+        sessions,
+        access,
+        probe_profiles,
+        histogram,
+        source_path: None,
+    }
+}
+
+fn target(
+    issues: &mut Issues,
+    raw: &S<super::raw::RawTarget>,
+    index: usize,
+    base: &TargetDefaults,
+    seen: &mut Seen,
+) -> Option<TargetConfig> {
+    let prefix = format!("targets[{index}]");
+    let t = &raw.value;
+    let opts = rules::probe_options(issues, &t.options(), &prefix, base);
+    let labels = t
+        .labels
+        .as_ref()
+        .map(|l| rules::labels(issues, l, &key(&prefix, "labels")))
+        .unwrap_or_default();
+    let Some(host) = &t.host else {
+        issues.push(line(raw), key(&prefix, "host"), "required key is missing");
+        return None;
+    };
+    if let Err(message) = rules::host_ok(&host.value) {
+        issues.push(line(host), key(&prefix, "host"), message);
+        return None;
+    }
+    let (name, name_line) = match &t.name {
+        Some(n) if n.value.is_empty() => {
+            issues.push(
+                line(n),
+                key(&prefix, "name"),
+                "name must not be empty (leave it out to use the host)",
+            );
+            return None;
+        }
+        Some(n) => (n.value.clone(), line(n)),
+        None => (host.value.clone(), line(host)),
+    };
+    let name_key = if t.name.is_some() { "name" } else { "host" };
+    let here = format!("{}:{name_line}", issues.file());
+    if !claim_name(
+        issues,
+        seen,
+        &name,
+        here,
+        name_line,
+        &key(&prefix, name_key),
+    ) {
+        return None;
+    }
+    Some(make_target(name, host.value.clone(), labels, opts))
+}
+
+/// Records the first place a target name is used; a second use is an issue.
+pub(crate) fn claim_name(
+    issues: &mut Issues,
+    seen: &mut Seen,
+    name: &str,
+    here: String,
+    line: u64,
+    key: &str,
+) -> bool {
+    if let Some(first) = seen.get(name) {
+        issues.push(
+            line,
+            key,
+            format!("duplicate target name {name:?} (first at {first})"),
+        );
+        return false;
+    }
+    seen.insert(name.to_owned(), here);
+    true
+}
+
+pub(crate) fn make_target(
+    name: String,
+    host: String,
+    labels: BTreeMap<String, String>,
+    o: TargetDefaults,
+) -> TargetConfig {
+    TargetConfig {
+        name,
+        host,
+        labels,
+        interval: o.interval,
+        timeout: o.timeout,
+        size: o.size,
+        family: o.family,
+        ttl: o.ttl,
+        tos: o.tos,
+        source: o.source,
+        interface: o.interface,
+        window: o.window,
+    }
+}
+
+fn histogram(issues: &mut Issues, raw: Option<super::raw::RawHistogram>) -> HistogramConfig {
+    let mut out = HistogramConfig::default();
+    let Some(raw) = raw else { return out };
+    if let Some(native) = &raw.native {
+        out.native = native.value;
+    }
+    let Some(list) = &raw.buckets else {
+        return out;
+    };
+    let buckets = &list.value;
+    let k = "defaults.histogram.buckets";
+    if buckets.is_empty() {
+        issues.push(line(list), k, "at least one bucket is needed");
+        return out;
+    }
+    let mut ok = true;
+    for (i, b) in buckets.iter().enumerate() {
+        let bk = format!("{k}[{i}]");
+        if !b.value.is_finite() || b.value <= 0.0 {
+            issues.push(
+                line(b),
+                bk,
+                format!("bucket {} must be a positive number of seconds", b.value),
+            );
+            ok = false;
+        } else if i > 0 && b.value <= buckets[i - 1].value {
+            issues.push(
+                line(b),
+                bk,
+                format!(
+                    "buckets must be strictly increasing: {} follows {}",
+                    b.value,
+                    buckets[i - 1].value
+                ),
+            );
+            ok = false;
+        }
+    }
+    if ok {
+        out.buckets = buckets.iter().map(|b| b.value).collect();
+    }
+    out
+}
+
+/// `IP:port`, `[IPv6]:port`, or a bare IP meaning port 53.
+fn dns_server(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn sessions(
+    issues: &mut Issues,
+    raw: Option<super::raw::RawSessions>,
+    base_dir: &Path,
+) -> SessionsConfig {
+    let mut out = SessionsConfig::default();
+    let Some(raw) = raw else { return out };
+    if let Some(db) = &raw.database {
+        if db.value.is_empty() {
+            issues.push(line(db), "sessions.database", "database must not be empty");
+        } else {
+            out.database = PathBuf::from(&db.value);
+        }
+    }
+    // Relative paths follow the config file, as Prometheus does; the embedded default and strings
+    // parsed with an empty base keep them relative to the working directory.
+    if out.database.is_relative() && !base_dir.as_os_str().is_empty() {
+        out.database = base_dir.join(&out.database);
+    }
+    if let Some(v) = &raw.max_active
+        && let Some(n) = rules::int_at_least(issues, v, "sessions.max_active", "max_active", 1)
+    {
+        out.max_active = n;
+    }
+    if let Some(v) = &raw.max_duration
+        && let Some(d) =
+            rules::duration_positive(issues, v, "sessions.max_duration", "max_duration")
+    {
+        out.max_duration = d;
+    }
+    if let Some(v) = &raw.min_interval
+        && let Some(d) = rules::duration_min(
+            issues,
+            v,
+            "sessions.min_interval",
+            "min_interval",
+            limits::MIN_INTERVAL,
+        )
+    {
+        out.min_interval = d;
+    }
+    if let Some(r) = raw.retention.map(|r| r.value) {
+        if let Some(v) = &r.max_sessions
+            && let Some(n) = rules::int_at_least(
+                issues,
+                v,
+                "sessions.retention.max_sessions",
+                "max_sessions",
+                1,
+            )
+        {
+            out.retention.max_sessions = n;
+        }
+        if let Some(v) = &r.max_age
+            && let Some(d) =
+                rules::duration_positive(issues, v, "sessions.retention.max_age", "max_age")
+        {
+            out.retention.max_age = d;
+        }
+    }
+    out
+}
+
+/// CIDR networks; a bare address means that one host. Host bits are cleared (`192.0.2.1/24` is
+/// `192.0.2.0/24`).
+fn networks(issues: &mut Issues, raw: &[S<String>], prefix: &str) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for (i, v) in raw.iter().enumerate() {
+        let parsed = v
+            .value
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| v.value.parse::<IpAddr>().ok().map(IpNet::from));
+        match parsed {
+            Some(net) => out.push(net.trunc()),
+            None => issues.push(
+                line(v),
+                format!("{prefix}[{i}]"),
+                format!(
+                    "{:?} is not a CIDR network or IP address (e.g. 192.0.2.0/24)",
+                    v.value
+                ),
+            ),
+        }
+    }
+    out
+}
+
+fn profiles(
+    issues: &mut Issues,
+    raw: BTreeMap<String, S<RawProfile>>,
+    base: &TargetDefaults,
+) -> BTreeMap<String, ProbeProfile> {
+    let mut out = BTreeMap::new();
+    let builtin = ProbeProfile {
+        count: defaults::PROFILE_COUNT,
+        interval: defaults::PROFILE_INTERVAL,
+        timeout: defaults::PROFILE_TIMEOUT,
+        size: base.size,
+        family: base.family,
+    };
+    out.insert(defaults::PROFILE.to_owned(), builtin.clone());
+    for (name, p) in &raw {
+        let prefix = format!("probe_profiles.{name}");
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            issues.push(
+                line(p),
+                &prefix,
+                format!("profile name {name:?} must match [A-Za-z0-9_-]+"),
+            );
+            continue;
+        }
+        let mut profile = builtin.clone();
+        let v = &p.value;
+        if let Some(c) = &v.count
+            && let Some(n) = rules::int_at_least(issues, c, &key(&prefix, "count"), "count", 1)
+        {
+            match u32::try_from(n) {
+                Ok(n) => profile.count = n,
+                Err(_) => issues.push(
+                    line(c),
+                    key(&prefix, "count"),
+                    format!("count must be at most {}, got {n}", u32::MAX),
+                ),
+            }
+        }
+        if let Some(d) = &v.interval
+            && let Some(d) = rules::duration_min(
+                issues,
+                d,
+                &key(&prefix, "interval"),
+                "interval",
+                limits::MIN_INTERVAL,
+            )
+        {
+            profile.interval = d;
+        }
+        if let Some(d) = &v.timeout
+            && let Some(d) = rules::timeout(issues, d, &key(&prefix, "timeout"))
+        {
+            profile.timeout = d;
+        }
+        if let Some(f) = &v.family
+            && let Some(f) = rules::family(issues, f, &key(&prefix, "family"))
+        {
+            profile.family = f;
+        }
+        if let Some(s) = &v.size
+            && let Some(s) = rules::size(issues, s, &key(&prefix, "size"), profile.family)
+        {
+            profile.size = s;
+        }
+        out.insert(name.clone(), profile);
+    }
+    out
+}

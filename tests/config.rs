@@ -1,0 +1,826 @@
+//! Black-box tests of the config layer: every rejection rule with its fixture and exact message,
+//! the shipped sample and embedded default, file_sd, access rules, sharding and the reload diff.
+
+use pingscope::config::{
+    self, AccessConfig, Config, Denied, Shard, TargetConfig, check_config_report, diff_targets,
+    load_file, parse_str,
+};
+use pingscope::resolve::Family;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const FIXTURES: &str = "tests/fixtures/config";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(name)
+}
+
+/// Every `invalid-*.yml` fixture with the exact lines `load_file` must report (after the
+/// `FIXTURES/` prefix that every file name carries).
+const REJECTIONS: &[(&str, &[&str])] = &[
+    (
+        "invalid-unknown-key.yml",
+        &[
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, interval, timeout, size, family, ttl, tos, source, interface, window)",
+        ],
+    ),
+    (
+        "invalid-unknown-top-key.yml",
+        &[
+            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles)",
+        ],
+    ),
+    (
+        "invalid-wrong-type.yml",
+        &["invalid-wrong-type.yml:2: defaults.size: expected an integer"],
+    ),
+    (
+        "invalid-wrong-type-list.yml",
+        &["invalid-wrong-type-list.yml:2: targets: expected a list"],
+    ),
+    (
+        "invalid-syntax.yml",
+        &["invalid-syntax.yml:3: targets[0].labels: unclosed bracket '{'"],
+    ),
+    (
+        "invalid-syntax-after-unknown-key.yml",
+        &[
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: interval, timeout, size, family, ttl, tos, source, interface, window, histogram)",
+            "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
+        ],
+    ),
+    (
+        "invalid-duplicate-key.yml",
+        &["invalid-duplicate-key.yml:3: defaults.interval: duplicate key"],
+    ),
+    (
+        "invalid-bad-duration.yml",
+        &[
+            "invalid-bad-duration.yml:2: defaults.interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)",
+        ],
+    ),
+    (
+        "invalid-bare-number-duration.yml",
+        &[
+            "invalid-bare-number-duration.yml:3: targets[0].timeout: invalid duration \"5\": missing unit (use ms, s, m, h, d, w, y)",
+        ],
+    ),
+    (
+        "invalid-interval-too-short.yml",
+        &[
+            "invalid-interval-too-short.yml:3: targets[0].interval: interval 5ms is below the minimum of 10ms",
+        ],
+    ),
+    (
+        "invalid-timeout-zero.yml",
+        &["invalid-timeout-zero.yml:2: defaults.timeout: timeout must be greater than 0s"],
+    ),
+    (
+        "invalid-timeout-too-long.yml",
+        &[
+            "invalid-timeout-too-long.yml:3: targets[0].timeout: timeout 5m is longer than is sane (at most 1m)",
+        ],
+    ),
+    (
+        "invalid-size-v4.yml",
+        &[
+            "invalid-size-v4.yml:3: targets[0].size: size 65508 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ],
+    ),
+    (
+        "invalid-size-v6.yml",
+        &[
+            "invalid-size-v6.yml:4: targets[0].size: size 65528 is larger than the largest ICMP payload over IPv6 (65527 bytes)",
+        ],
+    ),
+    (
+        "invalid-size-negative.yml",
+        &["invalid-size-negative.yml:2: defaults.size: size must not be negative, got -1"],
+    ),
+    (
+        "invalid-ttl-zero.yml",
+        &["invalid-ttl-zero.yml:2: defaults.ttl: ttl must be between 1 and 255, got 0"],
+    ),
+    (
+        "invalid-ttl-too-big.yml",
+        &["invalid-ttl-too-big.yml:3: targets[0].ttl: ttl must be between 1 and 255, got 256"],
+    ),
+    (
+        "invalid-tos.yml",
+        &["invalid-tos.yml:2: defaults.tos: tos must be between 0 and 255, got 300"],
+    ),
+    (
+        "invalid-empty-host.yml",
+        &["invalid-empty-host.yml:3: targets[0].host: host must not be empty"],
+    ),
+    (
+        "invalid-missing-host.yml",
+        &["invalid-missing-host.yml:2: targets[0].host: required key is missing"],
+    ),
+    (
+        "invalid-bad-host.yml",
+        &[
+            "invalid-bad-host.yml:2: targets[0].host: \"http://example.org/\" is not a host name or IP address",
+        ],
+    ),
+    (
+        "invalid-duplicate-name.yml",
+        &[
+            "invalid-duplicate-name.yml:4: targets[1].name: duplicate target name \"gw\" (first at tests/fixtures/config/invalid-duplicate-name.yml:2)",
+        ],
+    ),
+    (
+        "invalid-label-name.yml",
+        &[
+            "invalid-label-name.yml:4: targets[0].labels.1site: invalid label name \"1site\" (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+        ],
+    ),
+    (
+        "invalid-label-reserved.yml",
+        &[
+            "invalid-label-reserved.yml:4: targets[0].labels.ip: label name \"ip\" is reserved (pingscope sets target, ip, host, family, le, stat, type, reason)",
+            "invalid-label-reserved.yml:5: targets[0].labels.__meta_x: label name \"__meta_x\" is reserved (names starting with __ are Prometheus' own)",
+        ],
+    ),
+    (
+        "invalid-window-zero.yml",
+        &["invalid-window-zero.yml:2: defaults.window: window must be between 1 and 100000, got 0"],
+    ),
+    (
+        "invalid-window-too-big.yml",
+        &[
+            "invalid-window-too-big.yml:3: targets[0].window: window must be between 1 and 100000, got 100001",
+        ],
+    ),
+    (
+        "invalid-buckets-order.yml",
+        &[
+            "invalid-buckets-order.yml:3: defaults.histogram.buckets[2]: buckets must be strictly increasing: 0.005 follows 0.01",
+        ],
+    ),
+    (
+        "invalid-buckets-positive.yml",
+        &[
+            "invalid-buckets-positive.yml:3: defaults.histogram.buckets[0]: bucket 0 must be a positive number of seconds",
+        ],
+    ),
+    (
+        "invalid-buckets-empty.yml",
+        &["invalid-buckets-empty.yml:3: defaults.histogram.buckets: at least one bucket is needed"],
+    ),
+    (
+        "invalid-cidr.yml",
+        &[
+            "invalid-cidr.yml:3: access.deny[0]: \"10.0.0.0/33\" is not a CIDR network or IP address (e.g. 192.0.2.0/24)",
+        ],
+    ),
+    (
+        "invalid-dns-server.yml",
+        &[
+            "invalid-dns-server.yml:2: dns.servers[1]: \"dns.example.org\" is not an IP address or IP:port (e.g. 127.0.0.1:5353)",
+        ],
+    ),
+    (
+        "invalid-dns-refresh.yml",
+        &["invalid-dns-refresh.yml:2: dns.refresh: refresh 100ms is below the minimum of 1s"],
+    ),
+    (
+        "invalid-sessions.yml",
+        &[
+            "invalid-sessions.yml:2: sessions.max_active: max_active must be at least 1, got 0",
+            "invalid-sessions.yml:3: sessions.max_duration: max_duration must be greater than 0s",
+            "invalid-sessions.yml:4: sessions.min_interval: min_interval 1ms is below the minimum of 10ms",
+            "invalid-sessions.yml:6: sessions.retention.max_sessions: max_sessions must be at least 1, got 0",
+            "invalid-sessions.yml:7: sessions.retention.max_age: max_age must be greater than 0s",
+        ],
+    ),
+    (
+        "invalid-profile-count.yml",
+        &[
+            "invalid-profile-count.yml:3: probe_profiles.fast.count: count must be at least 1, got 0",
+        ],
+    ),
+    (
+        "invalid-family.yml",
+        &[
+            "invalid-family.yml:2: defaults.family: unknown family \"ipv4\" (use auto, ip4, ip6 or all)",
+        ],
+    ),
+    (
+        "invalid-source-family.yml",
+        &[
+            "invalid-source-family.yml:4: targets[0].source: source 192.0.2.10 is IPv4 but family is ip6",
+        ],
+    ),
+    (
+        "invalid-interface.yml",
+        &[
+            "invalid-interface.yml:2: defaults.interface: \"a-very-long-interface-name\" is not an interface name (1 to 15 characters, no '/' or spaces)",
+        ],
+    ),
+    (
+        "invalid-three-errors.yml",
+        &[
+            "invalid-three-errors.yml:6: targets[0].timeout: timeout 2m is longer than is sane (at most 1m)",
+            "invalid-three-errors.yml:8: targets[1].host: host must not be empty",
+            "invalid-three-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
+        ],
+    ),
+    (
+        "invalid-mixed-errors.yml",
+        &[
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: interval, timeout, size, family, ttl, tos, source, interface, window, histogram)",
+            "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
+            "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
+            "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
+            "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, interval, timeout, size, family, ttl, tos, source, interface, window)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, interval, timeout, size, family, ttl, tos, source, interface, window)",
+            "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
+            "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
+            "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
+        ],
+    ),
+    (
+        "invalid-target-files.yml",
+        &[
+            "sd/bad.yml:1: [0].targets[0]: host must not be empty",
+            "sd/bad.yml:3: [0].labels.family: label name \"family\" is reserved (pingscope sets target, ip, host, family, le, stat, type, reason)",
+            "sd/good.yml:1: [0].targets[0]: duplicate target name \"192.0.2.50\" (first at tests/fixtures/config/invalid-target-files.yml:3)",
+        ],
+    ),
+];
+
+#[test]
+fn every_rejection_rule_has_its_fixture_and_exact_message() {
+    let mut failures = Vec::new();
+    for (name, expected) in REJECTIONS {
+        let expected: Vec<String> = expected.iter().map(|l| format!("{FIXTURES}/{l}")).collect();
+        match load_file(&fixture(name)) {
+            Ok(_) => failures.push(format!(
+                "{name}: accepted, expected:\n{}",
+                expected.join("\n")
+            )),
+            Err(e) => {
+                let got = e.to_string();
+                if got != expected.join("\n") {
+                    failures.push(format!(
+                        "{name}:\n got: {got}\nwant: {}",
+                        expected.join("\n")
+                    ));
+                }
+                // The structured form agrees with the text: one issue per line, each located.
+                assert_eq!(e.issues.len(), expected.len(), "{name}");
+                for issue in &e.issues {
+                    assert!(
+                        issue.line.is_some() && issue.key.is_some(),
+                        "{name}: {issue:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_invalid_fixture_is_in_the_table() {
+    let listed: BTreeSet<&str> = REJECTIONS.iter().map(|(name, _)| *name).collect();
+    let mut on_disk = BTreeSet::new();
+    for entry in std::fs::read_dir(FIXTURES).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("invalid-") {
+            on_disk.insert(name);
+        }
+    }
+    let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
+    assert!(on_disk.len() >= 30, "fixtures not found: {on_disk:?}");
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let err = load_file(&fixture("invalid-three-errors.yml")).err();
+    let issues = err.map(|e| e.issues).unwrap_or_default();
+    let keys: Vec<_> = issues.iter().filter_map(|i| i.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        ["targets[0].timeout", "targets[1].host", "targets[2].ttl"]
+    );
+}
+
+#[test]
+fn sample_config_parses_and_names_only_documentation_addresses() {
+    let config = load_file(Path::new("config/pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.targets.len() >= 3);
+    let doc_nets: [ipnet::IpNet; 2] = [
+        "192.0.2.0/24".parse().unwrap_or_else(|_| unreachable!()),
+        "2001:db8::/32".parse().unwrap_or_else(|_| unreachable!()),
+    ];
+    for t in &config.targets {
+        match t.host.parse::<IpAddr>() {
+            Ok(ip) => assert!(doc_nets.iter().any(|n| n.contains(&ip)), "{}", t.host),
+            Err(_) => assert!(
+                t.host == "example.org" || t.host.ends_with(".example.org"),
+                "{}",
+                t.host
+            ),
+        }
+    }
+    // The sample documents every key the parser knows.
+    let text = std::fs::read_to_string("config/pingscope.yml").unwrap_or_default();
+    let keys = [
+        "defaults",
+        "interval",
+        "timeout",
+        "size",
+        "family",
+        "ttl",
+        "tos",
+        "source",
+        "interface",
+        "window",
+        "histogram",
+        "buckets",
+        "native",
+        "dns",
+        "servers",
+        "refresh",
+        "targets",
+        "name",
+        "host",
+        "labels",
+        "target_files",
+        "sessions",
+        "database",
+        "max_active",
+        "max_duration",
+        "min_interval",
+        "retention",
+        "max_sessions",
+        "max_age",
+        "access",
+        "allow",
+        "deny",
+        "probe_profiles",
+        "count",
+    ];
+    for key in keys {
+        assert!(text.contains(&format!("{key}:")), "sample lacks {key}");
+    }
+    // Its values really are read, not defaults that happen to match.
+    assert_eq!(config.targets[0].name, "gateway");
+    assert_eq!(config.targets[0].interval, Duration::from_millis(500));
+    assert_eq!(
+        config.targets[0].labels.get("site").map(String::as_str),
+        Some("ams")
+    );
+    assert_eq!(config.targets[1].family, Family::Ip6);
+    assert_eq!(config.targets[1].tos, Some(184));
+    assert_eq!(config.targets[2].name, "example.org");
+    assert_eq!(config.access.deny.len(), 2);
+    assert_eq!(config.probe_profiles.len(), 3);
+    assert_eq!(config.probe_profiles["v6-mtu"].size, 1452);
+    assert_eq!(
+        config.sessions.database,
+        Path::new("config/data/pingscope.db")
+    );
+    assert_eq!(
+        config.source_path.as_deref(),
+        Some(Path::new("config/pingscope.yml"))
+    );
+}
+
+#[test]
+fn embedded_default_monitors_loopback_v4_and_v6() {
+    let config = Config::embedded_default();
+    let got: Vec<(&str, &str)> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.host.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("localhost-v4", "127.0.0.1"), ("localhost-v6", "::1")]
+    );
+    assert_eq!(config.source_path, None);
+    assert!(config.probe_profiles.contains_key("default"));
+    // The file on disk is the one built in.
+    let on_disk = load_file(Path::new("config/default.yml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(on_disk.targets, config.targets);
+}
+
+fn one_target(yaml: &str) -> TargetConfig {
+    let config = parse_str(yaml, "test.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.targets.len(), 1);
+    config.targets[0].clone()
+}
+
+#[test]
+fn every_default_is_applied() {
+    let t = one_target("targets:\n  - host: 192.0.2.1\n");
+    let want = TargetConfig {
+        name: "192.0.2.1".into(),
+        host: "192.0.2.1".into(),
+        labels: BTreeMap::new(),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+        size: 56,
+        family: Family::Auto,
+        ttl: None,
+        tos: None,
+        source: None,
+        interface: None,
+        window: 60,
+    };
+    assert_eq!(t, want);
+    let config = parse_str("", "empty.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.targets.is_empty());
+    let p = &config.probe_profiles["default"];
+    assert_eq!(
+        (p.count, p.interval, p.timeout),
+        (5, Duration::from_millis(200), Duration::from_secs(1))
+    );
+    assert_eq!(config.dns.refresh, Duration::from_secs(300));
+    assert_eq!(config.sessions.max_active, 16);
+    assert_eq!(config.histogram.buckets.first(), Some(&0.0001));
+    assert_eq!(config.histogram.buckets.last(), Some(&10.0));
+    assert!(config.histogram.native);
+    assert!(
+        config
+            .access
+            .check("192.0.2.1".parse().unwrap_or_else(|_| unreachable!()))
+            .is_ok()
+    );
+}
+
+#[test]
+fn target_options_override_defaults_which_override_builtins() {
+    let yaml = "defaults:\n  interval: 10s\n  ttl: 30\n  labels_are_not_here: 1\n";
+    assert!(parse_str(yaml, "t.yml", Path::new("")).is_err());
+    let yaml = "defaults:\n  interval: 10s\n  ttl: 30\n  family: ip4\n  source: 192.0.2.9\n\
+                targets:\n  - host: h.example.org\n    name: 123\n    ttl: 7\n    labels: {rack: 1, site: ams}\n    interface: eth0\n";
+    let t = one_target(yaml);
+    assert_eq!(t.interval, Duration::from_secs(10));
+    assert_eq!(t.ttl, Some(7));
+    assert_eq!(t.family, Family::Ip4);
+    assert_eq!(
+        t.source,
+        Some("192.0.2.9".parse().unwrap_or_else(|_| unreachable!()))
+    );
+    assert_eq!(t.interface.as_deref(), Some("eth0"));
+    assert_eq!(t.name, "123");
+    assert_eq!(t.labels.get("rack").map(String::as_str), Some("1"));
+    // A DNS server without a port gets 53; IPv6 with a port in brackets.
+    let config = parse_str(
+        "dns:\n  servers: [127.0.0.1, \"[::1]:5353\"]\n  refresh: 30s\n",
+        "d.yml",
+        Path::new(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let servers: Vec<String> = config.dns.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(servers, ["127.0.0.1:53", "[::1]:5353"]);
+    assert_eq!(config.dns.refresh, Duration::from_secs(30));
+}
+
+#[test]
+fn target_files_add_targets_with_labels_and_defaults() {
+    let config = load_file(&fixture("valid-target-files.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "192.0.2.1",
+            "192.0.2.10",
+            "www.example.org",
+            "2001:db8::10",
+            "192.0.2.11"
+        ]
+    );
+    assert_eq!(config.targets_from_files, 4);
+    let by_name = |n: &str| config.targets.iter().find(|t| t.name == n).cloned();
+    let a = by_name("192.0.2.10").unwrap_or_else(|| unreachable!());
+    // `__`-prefixed labels are Prometheus-internal and skipped; the rest apply.
+    assert_eq!(
+        a.labels,
+        BTreeMap::from([("site".to_owned(), "fra".to_owned())])
+    );
+    assert_eq!(a.interval, Duration::from_secs(5));
+    let b = by_name("2001:db8::10").unwrap_or_else(|| unreachable!());
+    assert_eq!(b.labels.get("rack").map(String::as_str), Some("r1"));
+    assert!(by_name("192.0.2.11").is_some_and(|t| t.labels.is_empty()));
+    let watch = config.watch_paths();
+    assert_eq!(
+        watch,
+        [fixture("valid-target-files.yml"), fixture("sd-valid")]
+    );
+}
+
+#[test]
+fn unreadable_file_is_named() {
+    let err = load_file(&fixture("no-such-file.yml"))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some(
+            "tests/fixtures/config/no-such-file.yml: cannot read: No such file or directory (os error 2)"
+        )
+    );
+}
+
+#[test]
+fn check_config_report_says_ok_or_lists_every_error() {
+    let (ok, text) = check_config_report(&fixture("valid-target-files.yml"));
+    assert!(ok);
+    assert_eq!(
+        text,
+        "tests/fixtures/config/valid-target-files.yml: OK: 5 targets (4 from target_files), 1 probe profile"
+    );
+    let (ok, text) = check_config_report(&fixture("invalid-three-errors.yml"));
+    assert!(!ok);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[3],
+        "tests/fixtures/config/invalid-three-errors.yml: 3 errors"
+    );
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|_| panic!("bad test address {s}"))
+}
+
+#[test]
+fn access_deny_wins_and_mapped_addresses_count_as_ipv4() {
+    let config = parse_str(
+        "access:\n  allow: [127.0.0.0/8, 2001:db8::/32, 192.0.2.7]\n  deny: [127.0.0.2/32, 2001:db8:1::/48]\n",
+        "a.yml",
+        Path::new(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let access: &AccessConfig = &config.access;
+    assert_eq!(access.check(ip("127.0.0.1")), Ok(()));
+    assert_eq!(access.check(ip("192.0.2.7")), Ok(()));
+    assert_eq!(access.check(ip("2001:db8::1")), Ok(()));
+    let denied = access.check(ip("127.0.0.2")).err();
+    assert_eq!(
+        denied.as_ref().map(ToString::to_string).as_deref(),
+        Some("denied by access.deny 127.0.0.2/32")
+    );
+    assert_eq!(access.check(ip("::ffff:127.0.0.2")).err(), denied);
+    assert_eq!(access.check(ip("::ffff:127.0.0.1")), Ok(()));
+    assert!(matches!(
+        access.check(ip("2001:db8:1::5")),
+        Err(Denied::Deny(_))
+    ));
+    let not_allowed = access.check(ip("192.0.2.8")).err();
+    assert_eq!(
+        not_allowed.as_ref().map(ToString::to_string).as_deref(),
+        Some("not in access.allow")
+    );
+    assert_eq!(access.check(ip("::1")), Err(Denied::NotAllowed));
+}
+
+#[test]
+fn shard_parsing_rejects_with_clear_messages() {
+    let err = |s: &str| {
+        s.parse::<Shard>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        err("3/3"),
+        "invalid shard \"3/3\": index 3 is out of range for 3 shards (shards are counted from 0: 0/3 to 2/3)"
+    );
+    assert_eq!(
+        err("0/0"),
+        "invalid shard \"0/0\": the shard count must be at least 1"
+    );
+    assert_eq!(
+        err("1"),
+        "invalid shard \"1\": expected I/N with shards counted from 0, e.g. 0/3, 1/3 or 2/3"
+    );
+    assert_eq!(
+        err("-1/3"),
+        "invalid shard \"-1/3\": expected I/N with shards counted from 0, e.g. 0/3, 1/3 or 2/3"
+    );
+    assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+    assert_eq!(Shard { index: 2, count: 3 }.to_string(), "2/3");
+}
+
+#[test]
+fn three_shards_split_a_thousand_targets_without_overlap_or_gap() {
+    let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+    let mut sizes = [0usize; 3];
+    for n in 0..1000 {
+        let name = format!("target-{n}.example.org");
+        let owners: Vec<usize> = (0..3).filter(|&i| shards[i].keeps(&name)).collect();
+        assert_eq!(owners.len(), 1, "{name} is kept by {owners:?}");
+        sizes[owners[0]] += 1;
+    }
+    assert_eq!(sizes.iter().sum::<usize>(), 1000);
+    for size in sizes {
+        assert!((250..=420).contains(&size), "uneven split {sizes:?}");
+    }
+    assert!(Shard { index: 0, count: 1 }.keeps("anything"));
+}
+
+#[test]
+fn shard_selection_applies_to_config_targets() {
+    let yaml: String = (0..30).fold("targets:\n".to_owned(), |acc, n| {
+        acc + &format!("  - host: h{n}.example.org\n")
+    });
+    let config = parse_str(&yaml, "s.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let total: usize = (0..2)
+        .map(|i| config.targets_for(Some(Shard { index: i, count: 2 })).len())
+        .sum();
+    assert_eq!(total, 30);
+    assert_eq!(config.targets_for(None).len(), 30);
+}
+
+#[test]
+fn diff_sorts_targets_into_added_removed_changed_unchanged() {
+    let old = parse_str(
+        "targets:\n  - host: 192.0.2.1\n  - host: 192.0.2.2\n  - name: c\n    host: 192.0.2.3\n",
+        "old.yml",
+        Path::new(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let new = parse_str(
+        "targets:\n  - name: c\n    host: 192.0.2.3\n    interval: 2s\n  - host: 192.0.2.1\n  - host: 192.0.2.4\n",
+        "new.yml",
+        Path::new(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let diff = diff_targets(&old.targets, &new.targets);
+    let names = |ts: &[TargetConfig]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&diff.added), ["192.0.2.4"]);
+    assert_eq!(names(&diff.removed), ["192.0.2.2"]);
+    assert_eq!(names(&diff.unchanged), ["192.0.2.1"]);
+    assert_eq!(diff.changed.len(), 1);
+    assert_eq!(diff.changed[0].old.interval, Duration::from_secs(1));
+    assert_eq!(diff.changed[0].new.interval, Duration::from_secs(2));
+    assert!(!diff.is_empty());
+    assert!(diff_targets(&new.targets, &new.targets).is_empty());
+}
+
+#[test]
+fn durations_are_shared_with_the_cli_and_api() {
+    assert_eq!(
+        config::parse_duration("1h30m"),
+        Ok(Duration::from_secs(5400))
+    );
+    assert_eq!(config::format_duration(Duration::from_millis(200)), "200ms");
+    let err = config::parse_duration("5x").err().map(|e| e.to_string());
+    assert_eq!(
+        err.as_deref(),
+        Some("invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)")
+    );
+}
+
+#[test]
+fn yaml_shape_errors_name_the_key() {
+    let cases = [
+        (
+            "targets:\n  - 192.0.2.1\n",
+            "e.yml:2: targets[0]: expected a mapping (key: value)",
+        ),
+        (
+            "targets:\n  - host: a.example.org\n    labels: {site: null}\n",
+            "e.yml:3: targets[0].labels.site: expected a string, found null",
+        ),
+        (
+            "- a\n- b\n",
+            "e.yml:1: (document): expected a mapping (key: value)",
+        ),
+        (
+            "defaults: 5\n",
+            "e.yml:1: defaults: expected a mapping (key: value)",
+        ),
+        (
+            "defaults:\n  histogram:\n    buckets: [fast]\n",
+            "e.yml:3: defaults.histogram.buckets[0]: expected a number",
+        ),
+        (
+            "targets:\n  - host: [1, 2]\n",
+            "e.yml:2: targets[0].host: expected a string",
+        ),
+        (
+            "target_files: [\"[\"]\n",
+            "e.yml:1: target_files[0]: invalid glob \"[\": Pattern syntax error near position 0: invalid range pattern",
+        ),
+        (
+            "targets:\n- host: x.example.org\n  family: ip6\n  size: 65520\n- host: y.example.org\n  size: 65520\n",
+            "e.yml:6: targets[1].size: size 65520 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+        (
+            "defaults:\n  size: 65520\n  family: ip6\ntargets:\n- host: y.example.org\n  family: ip4\n",
+            "e.yml:6: targets[0].size: size 65520 (from defaults) is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+    ];
+    for (src, want) in cases {
+        let got = parse_str(src, "e.yml", Path::new(""))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(got.as_deref(), Some(want), "{src}");
+    }
+}
+
+#[test]
+fn yaml_anchors_and_merge_keys_work() {
+    let src = "targets:\n  - &base\n    host: a.example.org\n    interval: 2s\n  - <<: *base\n    host: b.example.org\n";
+    let config = parse_str(src, "m.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<(&str, Duration)> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.interval))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a.example.org", Duration::from_secs(2)),
+            ("b.example.org", Duration::from_secs(2))
+        ]
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(src in "[a-z:\\-\\[\\]{} \n\t0-9.\"'#&*,éß]{0,160}") {
+        let _ = parse_str(&src, "p.yml", Path::new(""));
+    }
+}
+
+const LINE_POOL: &[&str] = &[
+    "defaults:",
+    "  interval: 1s",
+    "  size: big",
+    "  bogus: 1",
+    "  timeout: 5m",
+    "targets:",
+    "  - host: 192.0.2.1",
+    "    ttl: x",
+    "    colour: 1",
+    "    name: gw",
+    "  - {host: a.example.org, size: [1]}",
+    "    labels: {a: 1, __b: 2}",
+    "  - colour: red",
+    "dns: {servers: [\"1.2.3\"], refersh: 1}",
+    "sessions: {max_active: -1}",
+    "access:",
+    "  deny: [bad, 192.0.2.0/24]",
+];
+
+proptest::proptest! {
+    #[test]
+    fn broken_configs_always_yield_issues_or_a_config(picks in proptest::collection::vec(0..LINE_POOL.len(), 0..14)) {
+        let src: String = picks.iter().map(|&i| format!("{}\n", LINE_POOL[i])).collect();
+        match parse_str(&src, "p.yml", Path::new("")) {
+            Ok(config) => proptest::prop_assert!(config.probe_profiles.contains_key("default")),
+            Err(e) => proptest::prop_assert!(!e.issues.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn target_file_globs_follow_the_config_folder_taken_literally() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let dir = tmp.path().join("site[1]");
+    std::fs::create_dir_all(dir.join("targets")).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let write = |p: PathBuf, s: &str| {
+        std::fs::write(&p, s).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    write(
+        dir.join("pingscope.yml"),
+        "target_files: [targets/*.yml]\nsessions: {database: db/x.db}\n",
+    );
+    write(dir.join("targets/a.yml"), "- targets: [192.0.2.30]\n");
+    let config = load_file(&dir.join("pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["192.0.2.30"]);
+    assert_eq!(config.sessions.database, dir.join("db/x.db"));
+    // Editing a target file and loading again is how a reload picks it up.
+    write(
+        dir.join("targets/a.yml"),
+        "- targets: [192.0.2.30, 192.0.2.31]\n",
+    );
+    let again = load_file(&dir.join("pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
+    let diff = diff_targets(&config.targets, &again.targets);
+    assert_eq!(diff.added.len(), 1);
+    assert_eq!(diff.unchanged.len(), 1);
+}
+
+#[test]
+fn targets_serialize_with_config_style_durations() {
+    let t =
+        one_target("targets:\n  - host: 192.0.2.1\n    interval: 1m30s\n    labels: {site: ams}\n");
+    let json = serde_json::to_value(&t).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json["interval"], "1m30s");
+    assert_eq!(json["timeout"], "2s");
+    assert_eq!(json["family"], "auto");
+    assert_eq!(json["labels"]["site"], "ams");
+}
