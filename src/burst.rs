@@ -71,12 +71,15 @@ pub async fn run(
     let mut outstanding: u64 = 0;
     let mut sending = true;
     let mut drain_until = start + timeout + Duration::from_secs(1);
+    let mut linger_until: Option<Instant> = None;
     loop {
         if sending && (plan.count.is_some_and(|c| seq >= c) || next + timeout > plan.deadline) {
             sending = false;
         }
-        if !sending && outstanding == 0 {
-            break;
+        if !sending && outstanding == 0 && linger_until.is_none() {
+            // Duplicates and late replies of the last probes, within what the deadline allows.
+            let until = (Instant::now() + crate::ping::LINGER.min(timeout)).min(plan.deadline);
+            linger_until = Some(until);
         }
         tokio::select! {
             biased;
@@ -102,6 +105,7 @@ pub async fn run(
             () = cancel.cancelled(), if sending => sending = false,
             // Safety net: the engine owes one terminal event per probe; never wait forever.
             () = tokio::time::sleep_until(drain_until), if !sending => break,
+            () = tokio::time::sleep_until(linger_until.unwrap_or(drain_until)), if linger_until.is_some() => break,
         }
     }
     acc

@@ -21,6 +21,9 @@ use crate::resolve::{Family, Resolver};
 use crate::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag, millis};
 use crate::stats::{Accumulator, Outcome};
 
+/// How long to keep listening for duplicates and late replies after the last probe settled.
+pub const LINGER: Duration = Duration::from_millis(250);
+
 /// Where lines go: stdout in the binary, a buffer in tests.
 pub type Output = Arc<Mutex<dyn Write + Send>>;
 
@@ -263,9 +266,12 @@ impl AddressRun {
         // If the engine ever lost an event, stop waiting this long after the last send.
         let mut drain_until = Instant::now() + self.plan.timeout + Duration::from_secs(1);
         let deadline = self.deadline;
+        // Once every probe has settled, listen a little longer so duplicates and late replies
+        // of the last probes are still counted.
+        let mut linger_until: Option<Instant> = None;
         loop {
-            if !sending && outstanding == 0 {
-                break;
+            if !sending && outstanding == 0 && linger_until.is_none() {
+                linger_until = Some(Instant::now() + LINGER.min(self.plan.timeout));
             }
             tokio::select! {
                 biased;
@@ -305,6 +311,7 @@ impl AddressRun {
                 _ = self.cancel.cancelled(), if sending => sending = false,
                 _ = sleep_until_opt(deadline), if sending => sending = false,
                 _ = tokio::time::sleep_until(drain_until), if !sending => break,
+                _ = sleep_until_opt(linger_until), if linger_until.is_some() => break,
             }
         }
         let elapsed = started.elapsed();
