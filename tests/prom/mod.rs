@@ -9,7 +9,15 @@
 //! Test crates use `mod prom;`; each uses a part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
+pub mod dashboard;
+pub mod exporter;
+
+// Re-exported for every test crate; each uses a part.
+#[allow(unused_imports)]
+pub use dashboard::{
+    GRAFANA_BUILTINS, PanelQuery, all_panels, dashboard_queries, substitute, variable_refs,
+};
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,35 +33,6 @@ pub const PORT_PLACEHOLDER: &str = "{{PROMETHEUS_PORT}}";
 
 /// How long [`Prometheus::start`] waits for `/-/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Defaults for Grafana's interval variables when the caller gives none; a caller whose
-/// scrape interval is not 15 s passes its own (`("__rate_interval", "4s")`).
-const BUILTIN_DEFAULTS: &[(&str, &str)] = &[
-    ("__rate_interval", "1m"),
-    ("__interval", "15s"),
-    ("__interval_ms", "15000"),
-    ("__range", "5m"),
-    ("__range_s", "300"),
-    ("__range_ms", "300000"),
-];
-
-/// Grafana's global variables: always defined, whatever the dashboard declares.
-pub const GRAFANA_BUILTINS: &[&str] = &[
-    "__rate_interval",
-    "__interval",
-    "__interval_ms",
-    "__range",
-    "__range_s",
-    "__range_ms",
-    "__from",
-    "__to",
-    "__dashboard",
-    "__org",
-    "__user",
-    "__all",
-    "timeFilter",
-    "__timeFilter",
-];
 
 /// The Prometheus binary: `$PROMETHEUS_BIN`, else the Debian package's.
 pub fn prometheus_bin() -> PathBuf {
@@ -354,179 +333,4 @@ pub fn free_port() -> u16 {
         Ok(addr) => addr.port(),
         Err(e) => panic!("find a free port on 127.0.0.1: {e}"),
     }
-}
-
-/// One query of one dashboard panel, variables substituted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PanelQuery {
-    pub panel_id: i64,
-    pub title: String,
-    /// The target's refId (`A`, `B`, ...).
-    pub ref_id: String,
-    pub expr: String,
-    /// Grafana runs it as an instant query (tables, stats) rather than a range query.
-    pub instant: bool,
-}
-
-/// Every panel query of a dashboard, rows' nested panels included, with `$var`, `${var}`,
-/// `${var:format}` and `[[var]]` replaced from `vars`, then from the defaults for
-/// `$__rate_interval` (1m), `$__interval` (15s) and `$__range` (5m). Hidden targets and
-/// targets without `expr` are skipped. Unknown variables stay as they are.
-pub fn dashboard_queries(dashboard_json: &Value, vars: &[(&str, &str)]) -> Vec<PanelQuery> {
-    let mut out = Vec::new();
-    for panel in all_panels(dashboard_json) {
-        let Some(targets) = panel["targets"].as_array() else {
-            continue;
-        };
-        for target in targets {
-            let Some(expr) = target["expr"].as_str() else {
-                continue;
-            };
-            if target["hide"].as_bool() == Some(true) {
-                continue;
-            }
-            out.push(PanelQuery {
-                panel_id: panel["id"].as_i64().unwrap_or(-1),
-                title: panel["title"].as_str().unwrap_or_default().to_string(),
-                ref_id: target["refId"].as_str().unwrap_or_default().to_string(),
-                expr: substitute(expr, vars),
-                instant: target["instant"].as_bool() == Some(true)
-                    && target["range"].as_bool() != Some(true),
-            });
-        }
-    }
-    out
-}
-
-/// Every panel of a dashboard in document order: top-level ones, and those nested in
-/// (collapsed) rows right after their row.
-pub fn all_panels(dashboard_json: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    if let Some(panels) = dashboard_json["panels"].as_array() {
-        for panel in panels {
-            out.push(panel);
-            if let Some(nested) = panel["panels"].as_array() {
-                out.extend(nested.iter());
-            }
-        }
-    }
-    out
-}
-
-/// Replace Grafana template variables in `text`; see [`dashboard_queries`].
-/// `${var:regex}` escapes the value for a regular expression; other formats use it raw.
-pub fn substitute(text: &str, vars: &[(&str, &str)]) -> String {
-    let lookup = |name: &str| -> Option<&str> {
-        vars.iter()
-            .chain(BUILTIN_DEFAULTS.iter())
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(reference) = next_reference(rest) {
-        out.push_str(&rest[..reference.start]);
-        let original = &rest[reference.start..reference.end];
-        match lookup(reference.name) {
-            Some(value) if reference.format == Some("regex") => out.push_str(&regex_escape(value)),
-            Some(value) => out.push_str(value),
-            None => out.push_str(original),
-        }
-        rest = &rest[reference.end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The names of every template variable `text` refers to.
-pub fn variable_refs(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(reference) = next_reference(rest) {
-        names.insert(reference.name.to_string());
-        rest = &rest[reference.end..];
-    }
-    names
-}
-
-struct Reference<'a> {
-    start: usize,
-    end: usize,
-    name: &'a str,
-    format: Option<&'a str>,
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-/// The first `$name`, `${name[:format]}` or `[[name]]` in `s`, if any.
-fn next_reference(s: &str) -> Option<Reference<'_>> {
-    let mut search_from = 0;
-    while search_from < s.len() {
-        let dollar = s[search_from..].find('$').map(|i| i + search_from);
-        let brackets = s[search_from..].find("[[").map(|i| i + search_from);
-        let start = match (dollar, brackets) {
-            (Some(d), Some(b)) => d.min(b),
-            (Some(d), None) => d,
-            (None, Some(b)) => b,
-            (None, None) => return None,
-        };
-        let after = &s[start..];
-        if let Some(inner) = after.strip_prefix("${") {
-            if let Some(close) = inner.find('}') {
-                let body = &inner[..close];
-                let (name, format) = match body.split_once(':') {
-                    Some((n, f)) => (n, Some(f)),
-                    None => (body, None),
-                };
-                if !name.is_empty() && name.chars().all(is_name_char) {
-                    return Some(Reference {
-                        start,
-                        end: start + 2 + close + 1,
-                        name,
-                        format,
-                    });
-                }
-            }
-        } else if let Some(inner) = after.strip_prefix("[[") {
-            if let Some(close) = inner.find("]]") {
-                let name = &inner[..close];
-                if !name.is_empty() && name.chars().all(is_name_char) {
-                    return Some(Reference {
-                        start,
-                        end: start + 2 + close + 2,
-                        name,
-                        format: None,
-                    });
-                }
-            }
-        } else if let Some(inner) = after.strip_prefix('$') {
-            let len = inner
-                .find(|c: char| !is_name_char(c))
-                .unwrap_or(inner.len());
-            if len > 0 {
-                return Some(Reference {
-                    start,
-                    end: start + 1 + len,
-                    name: &inner[..len],
-                    format: None,
-                });
-            }
-        }
-        search_from = start + 1;
-    }
-    None
-}
-
-/// Escape the characters that are special in a (RE2) regular expression.
-pub fn regex_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
