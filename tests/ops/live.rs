@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::prom::exporter::{FakeExporter, Profile};
-use super::prom::{self, Prometheus, dashboard_queries, sample_value};
+use super::prom::{self, Prometheus, dashboard_queries, sample_value, substitute};
 use super::{dashboard, prometheus_available, rule_files, self_scrape_config, yaml};
 
 /// Every panel query parses and evaluates in a real Prometheus, and the shipped rules
@@ -137,6 +137,44 @@ fn prove_dashboard_and_rules(native: bool) {
         assert!(!classic.is_empty(), "no classic buckets");
         assert!(native_series.is_empty(), "{native_series:?}");
     }
+
+    // The variables' `label_values(selector, label)` queries find the targets.
+    let all = [("job", ".+"), ("instance", ".+")];
+    let mut checked = 0;
+    for var in dashboard()["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(query) = var["query"].as_str() else {
+            continue;
+        };
+        let Some((selector, label)) = query
+            .strip_prefix("label_values(")
+            .and_then(|q| q.strip_suffix(')'))
+            .and_then(|q| q.rsplit_once(", "))
+        else {
+            continue;
+        };
+        let values: Vec<String> = prom
+            .query_result(&format!(
+                "count by ({label}) ({})",
+                substitute(selector, &all)
+            ))
+            .iter()
+            .filter_map(|s| s["metric"][label].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            !values.is_empty(),
+            "variable {}: {query} finds nothing",
+            var["name"]
+        );
+        if label == "target" {
+            assert_eq!(values.len(), 2, "{values:?}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "job, instance and target variables");
 
     let vars = [
         ("job", "pingscope"),
