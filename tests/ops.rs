@@ -583,3 +583,41 @@ fn harness_runs_prometheus_that_scrapes_itself() {
     );
     assert!(reqwest::blocking::get(format!("{url}/-/ready")).is_err());
 }
+
+/// The Dockerfile builds in a Rust stage and runs as a non-root user from a small image,
+/// and every file naming pingscope's port names the one default.
+#[test]
+fn dockerfile_and_configs_agree_on_the_port_and_user() {
+    let dockerfile = read(&repo().join("Dockerfile"));
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "builder and runtime stages: {stages:?}");
+    assert!(stages[0].contains("RUST_IMAGE") && stages[0].contains(" AS builder"));
+    assert!(dockerfile.contains("ARG RUST_IMAGE=rust:"));
+    assert!(dockerfile.contains("ARG RUNTIME_IMAGE=debian:") || dockerfile.contains("distroless"));
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .unwrap_or_default();
+    assert!(
+        !user.is_empty() && !user.starts_with("root") && !user.starts_with('0'),
+        "runs as {user:?}"
+    );
+    assert!(dockerfile.contains("--bin pingscope"));
+
+    let port = pingscope::DEFAULT_PORT.to_string();
+    assert!(dockerfile.contains(&format!("EXPOSE {port}")));
+    let prometheus = read(&repo().join("config/prometheus.yml"));
+    assert_eq!(
+        prometheus.matches(&format!("pingscope:{port}")).count(),
+        2,
+        "the pingscope job and the /probe relabeling"
+    );
+    let env = read(&repo().join(".env"));
+    assert!(env.contains(&format!("PINGSCOPE_PORT={port}")));
+    let compose = read(&repo().join("docker-compose.yml"));
+    assert!(compose.contains(&format!("--web.listen-address=0.0.0.0:{port}")));
+}
