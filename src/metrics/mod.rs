@@ -506,9 +506,10 @@ impl Metrics {
         family.get_or_create_owned(&label)
     }
 
-    /// Records how late a probe was sent against its schedule.
+    /// Records how late a probe was sent against its schedule. A send ahead of schedule
+    /// counts as on time (0), so the histogram never grows negative buckets.
     pub fn observe_scheduler_lag(&self, seconds: f64) {
-        self.shared.scheduler_lag.observe(seconds);
+        self.shared.scheduler_lag.observe(seconds.max(0.0));
     }
 
     /// Records the outcome of a config load or reload attempt made at `at`.
