@@ -1,6 +1,7 @@
-//! The `/metrics` registry end to end, without a server: scripted probe events for a few targets,
-//! then the text body (names, types, values, `promtool check metrics`), the protobuf body
-//! (framing, native histograms), series lifecycle (created at zero, forgotten) and negotiation.
+//! The `/metrics` registry end to end: scripted probe events for a few targets, then the text
+//! body (names, types, values, `promtool check metrics`), the protobuf body (framing, native
+//! histograms), series lifecycle (created at zero, forgotten), negotiation, and a real
+//! Prometheus scraping both formats (in `metrics_format/prometheus.rs`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,6 +17,9 @@ use pingscope::metrics::{
 use pingscope::resolve::Family;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prost::Message;
+
+#[path = "metrics_format/prometheus.rs"]
+mod prometheus;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
