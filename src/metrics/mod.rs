@@ -583,3 +583,33 @@ fn check_buckets(buckets: &[f64]) -> Result<(), MetricsError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The HTTP layer encodes on a blocking thread and the scheduler records from many tasks.
+    #[test]
+    fn handles_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Metrics>();
+        send_sync::<TargetMetrics>();
+    }
+
+    #[test]
+    fn bucket_rules() {
+        assert!(check_buckets(DEFAULT_BUCKETS).is_ok());
+        assert!(check_buckets(LAG_BUCKETS).is_ok());
+        for (bad, why) in [
+            (&[][..], "at least one"),
+            (&[0.0, 1.0][..], "above 0"),
+            (&[1.0, f64::INFINITY][..], "finite"),
+            (&[0.5, 0.5][..], "strictly increasing"),
+        ] {
+            match check_buckets(bad) {
+                Err(e) => assert!(e.to_string().contains(why), "{bad:?}: {e}"),
+                Ok(()) => panic!("{bad:?} accepted"),
+            }
+        }
+    }
+}
