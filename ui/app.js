@@ -6,7 +6,7 @@ import { rttChart, sparkline } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const SPARK = 60; // samples per sparkline
-const TARGETS_REFRESH_MS = 10000;
+const TARGETS_REFRESH_MS = 5000;
 const RECONNECT_MAX_MS = 10000;
 
 // ---------- helpers ----------
@@ -602,8 +602,10 @@ const result = {
 
 const hist = {
   cursor: null,
+  gen: 0, // a refresh discards pages still loading for the previous list
 
   show() {
+    this.gen += 1;
     this.cursor = null;
     $("history-list").replaceChildren();
     this.page();
@@ -619,9 +621,12 @@ const hist = {
       state.textContent = "Loading history…";
     }
     let p;
+    const gen = this.gen;
     try {
       p = await api("/api/v1/sessions?limit=25" + (this.cursor ? "&before=" + encodeURIComponent(this.cursor) : ""));
+      if (gen !== this.gen) return;
     } catch (e) {
+      if (gen !== this.gen) return;
       state.hidden = false;
       state.className = "state error";
       state.textContent = "Could not load the history: " + e.message;

@@ -18,6 +18,11 @@ function niceStep(span, n) {
   return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
 }
 
+// Tick labels carry as many decimals as the step needs, so one axis reads 0, 5, 10 or 0.5, 1.0.
+function fmtTick(v, step) {
+  return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
+}
+
 function fmtMs(v) {
   if (v >= 100) return v.toFixed(0);
   if (v >= 10) return v.toFixed(1);
@@ -34,7 +39,7 @@ export function rttChart(svg, points) {
   svg.setAttribute("height", height);
   svg.replaceChildren();
 
-  const pad = { l: 52, r: 14, t: 16, b: 30 };
+  const pad = { l: 48, r: 18, t: 24, b: 32 };
   const w = width - pad.l - pad.r;
   const h = height - pad.t - pad.b;
   const replies = points.filter((p) => p.rtt !== null);
@@ -52,13 +57,13 @@ export function rttChart(svg, points) {
   const grid = el("g", { class: "grid" });
   for (let v = 0; v <= yMax + yStep / 2; v += yStep) {
     grid.append(el("line", { x1: pad.l, x2: pad.l + w, y1: y(v), y2: y(v) }));
-    grid.append(el("text", { x: pad.l - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, fmtMs(v)));
+    grid.append(el("text", { x: pad.l - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, fmtTick(v, yStep)));
   }
   const xStep = Math.max(1, Math.round(niceStep(xSpan, width < 500 ? 4 : 8)));
   for (let s = Math.ceil(minSeq / xStep) * xStep; s <= maxSeq; s += xStep) {
     grid.append(el("text", { x: x(s), y: pad.t + h + 18, "text-anchor": "middle", class: "tick" }, String(s)));
   }
-  grid.append(el("text", { x: 4, y: pad.t - 4, class: "tick" }, "ms"));
+  grid.append(el("text", { x: pad.l - 6, y: pad.t - 10, "text-anchor": "end", class: "tick" }, "ms"));
   grid.append(el("text", { x: pad.l + w, y: height - 2, "text-anchor": "end", class: "tick" }, "probe #"));
   svg.append(grid);
 
@@ -66,7 +71,9 @@ export function rttChart(svg, points) {
   const losses = el("g", { class: "lost" });
   const band = Math.max(2, Math.min(10, w / Math.max(1, xSpan) / 2));
   for (const p of lost) {
-    const r = el("rect", { x: x(p.seq) - band / 2, y: pad.t, width: band, height: h });
+    // Clamped to the plot so the first and last probes' marks stay inside it.
+    const left = Math.min(Math.max(x(p.seq) - band / 2, pad.l), pad.l + w - band);
+    const r = el("rect", { x: left, y: pad.t, width: band, height: h });
     r.append(el("title", {}, `probe ${p.seq}: ${p.kind}`));
     losses.append(r);
   }

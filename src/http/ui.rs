@@ -71,12 +71,17 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     let mut resp = if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag || t.trim() == "*"))
-    {
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == asset.etag || t.trim() == "*")
+        }) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            )],
             asset.body,
         )
             .into_response()
@@ -84,9 +89,18 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     let h = resp.headers_mut();
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -136,15 +150,30 @@ mod tests {
     async fn revalidation_answers_304_and_unknown_files_404() {
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(JS.etag));
-        let r = file(Path("app.js".into()), h).await.map_err(|e| e.message).unwrap();
+        let r = file(Path("app.js".into()), h)
+            .await
+            .map_err(|e| e.message)
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
-        let r = file(Path("app.js".into()), HeaderMap::new()).await.map_err(|e| e.message).unwrap();
+        let r = file(Path("app.js".into()), HeaderMap::new())
+            .await
+            .map_err(|e| e.message)
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(r.headers()[header::ETAG], JS.etag);
-        let e = file(Path("../Cargo.toml".into()), HeaderMap::new()).await.err().unwrap();
+        let e = file(Path("../Cargo.toml".into()), HeaderMap::new())
+            .await
+            .err()
+            .unwrap();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         let r = index(HeaderMap::new()).await;
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
     }
 }

@@ -80,7 +80,10 @@ impl Browser {
             if ready {
                 break;
             }
-            assert!(Instant::now() < deadline, "chromedriver not ready within 15 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver not ready within 15 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|s| (*s).to_owned()).collect();
@@ -102,10 +105,18 @@ impl Browser {
             "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url).json(body),
         };
-        let resp = req.send().unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let status = resp.status();
-        let v: Value = resp.json().unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON: {e}"));
-        assert!(status.is_success(), "WebDriver {method} {path}: {status}: {}", v["value"]);
+        let v: Value = resp
+            .json()
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON: {e}"));
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path}: {status}: {}",
+            v["value"]
+        );
         v["value"].clone()
     }
 
@@ -121,25 +132,50 @@ impl Browser {
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its value; a
     /// returned promise is awaited.
     pub fn js(&self, script: &str, args: &[Value]) -> Value {
-        self.call("POST", &self.s("/execute/sync"), &json!({"script": script, "args": args}))
+        self.call(
+            "POST",
+            &self.s("/execute/sync"),
+            &json!({"script": script, "args": args}),
+        )
     }
 
     /// The first element matching the CSS selector.
     pub fn find(&self, css: &str) -> Element {
-        let v = self.call("POST", &self.s("/element"), &json!({"using": "css selector", "value": css}));
-        Element(v[ELEMENT_KEY].as_str().unwrap_or_else(|| panic!("no element reference for {css}: {v}")).to_owned())
+        let v = self.call(
+            "POST",
+            &self.s("/element"),
+            &json!({"using": "css selector", "value": css}),
+        );
+        Element(
+            v[ELEMENT_KEY]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element reference for {css}: {v}"))
+                .to_owned(),
+        )
     }
 
     /// Clicks an element, as a user would (scrolls it into view first).
     pub fn click(&self, el: &Element) {
-        self.call("POST", &self.s(&format!("/element/{}/click", el.0)), &json!({}));
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{}/click", el.0)),
+            &json!({}),
+        );
     }
 
     /// Clears an input and types `text` into it (`\u{E007}` is Enter).
     pub fn type_into(&self, el: &Element, text: &str) {
-        self.call("POST", &self.s(&format!("/element/{}/clear", el.0)), &json!({}));
+        self.call(
+            "POST",
+            &self.s(&format!("/element/{}/clear", el.0)),
+            &json!({}),
+        );
         if !text.is_empty() {
-            self.call("POST", &self.s(&format!("/element/{}/value", el.0)), &json!({"text": text}));
+            self.call(
+                "POST",
+                &self.s(&format!("/element/{}/value", el.0)),
+                &json!({"text": text}),
+            );
         }
     }
 
@@ -160,8 +196,14 @@ impl Browser {
                 return v;
             }
             if Instant::now() >= deadline {
-                let page = self.js("return document.body ? document.body.innerText.slice(0, 2000) : ''", &[]);
-                panic!("timed out after {timeout:?} waiting for {what} ({expr}); page text:\n{}", page.as_str().unwrap_or(""));
+                let page = self.js(
+                    "return document.body ? document.body.innerText.slice(0, 2000) : ''",
+                    &[],
+                );
+                panic!(
+                    "timed out after {timeout:?} waiting for {what} ({expr}); page text:\n{}",
+                    page.as_str().unwrap_or("")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -175,9 +217,22 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 
+    /// Runs a Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(
+            "POST",
+            &self.s("/goog/cdp/execute"),
+            &json!({"cmd": cmd, "params": params}),
+        )
+    }
+
     /// Resizes the window (the screenshot size).
     pub fn resize(&self, width: u32, height: u32) {
-        self.call("POST", &self.s("/window/rect"), &json!({"width": width, "height": height}));
+        self.call(
+            "POST",
+            &self.s("/window/rect"),
+            &json!({"width": width, "height": height}),
+        );
     }
 }
 
@@ -216,7 +271,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         } as u32)
     };
     let bytes: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
@@ -239,7 +294,13 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[test]
 fn base64_round_trips_known_vectors() {
     // RFC 4648 section 10.
-    for (plain, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+    for (plain, enc) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foobar", "Zm9vYmFy"),
+    ] {
         assert_eq!(base64_decode(enc).as_deref(), Some(plain.as_bytes()));
     }
     assert_eq!(base64_decode("Zm9"), None);
