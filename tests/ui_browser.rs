@@ -28,6 +28,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
 const ENTER: &str = "\u{E007}";
 const LOSSY: &str = "198.18.0.31";
 const DENIED: &str = "198.18.0.99";
+const BLACKHOLE: &str = "198.18.0.70";
 const SLOW: Duration = Duration::from_secs(20);
 
 /// The daemon under test; killed (by its PID) on drop.
@@ -74,6 +75,7 @@ fn live_page_in_headless_chromium() {
             "198.18.0.20": {"delay": "20ms", "jitter": "2ms"},
             "198.18.0.30": {"delay": "5ms", "loss": 0.2},
             LOSSY: {"delay": "15ms", "jitter": "5ms", "loss": 0.25},
+            BLACKHOLE: {"blackhole": true},
         }
     }));
     net.enter();
@@ -383,9 +385,10 @@ fn live_page_in_headless_chromium() {
     b.screenshot(&art.join("ui-form-denied.png"));
 
     // --- The limit: one long session runs (max_active 1), the page's start is refused with 429.
+    // It probes a black hole with a 5 s timeout, so its first sample comes 5 s after the start.
     let long: Value = api
         .post(format!("{base}/api/v1/sessions"))
-        .json(&json!({"target": "198.18.0.20", "count": 600, "interval": "1s"}))
+        .json(&json!({"target": BLACKHOLE, "count": 600, "interval": "1s", "timeout": "5s"}))
         .send()
         .unwrap()
         .json()
@@ -397,12 +400,20 @@ fn live_page_in_headless_chromium() {
     b.type_into(&b.find("#f-target"), &format!("198.18.0.20{ENTER}"));
     let kind = b.wait_for("the limit alert", SLOW, "document.getElementById('form-alert').dataset.kind === 'too_many_sessions' && !document.getElementById('form-alert').hidden && document.getElementById('form-alert').textContent");
     assert!(kind.as_str().unwrap().contains("Limit reached"), "{kind}");
-    // The stop button ends the long session.
+    // Its page says there is no data yet; the stop button ends it.
     b.goto(&format!("{base}/#/session/{long_id}"));
     b.wait_for(
         "the stop button",
         SLOW,
         "!document.getElementById('stop').hidden",
+    );
+    let empty = b.js(
+        "return [!document.getElementById('chart-empty').hidden, document.getElementById('chart-empty').textContent, document.querySelectorAll('#timeline tr').length, document.getElementById('fig-sent').textContent]",
+        &[],
+    );
+    assert_eq!(
+        empty,
+        json!([true, "No data yet: waiting for the first probe.", 0, "0"])
     );
     b.click(&b.find("#stop"));
     b.wait_for("the stopped status", SLOW, "document.getElementById('result-status').dataset.status === 'stopped' && document.querySelector('.figures').dataset.final === 'true'");
