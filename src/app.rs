@@ -116,7 +116,14 @@ impl App {
                     .unwrap_or(i64::MAX)
             });
         }
-        let sessions = open_sessions(&config, pinger.clone());
+        let sessions = {
+            // Opening runs migrations and may wait for the file lock: keep it off the workers.
+            let sessions_cfg = config.sessions.clone();
+            let pinger = pinger.clone();
+            tokio::task::spawn_blocking(move || open_sessions(&sessions_cfg, pinger))
+                .await
+                .unwrap_or_else(|e| Err(format!("opening the session store panicked: {e}")))
+        };
         if let Ok(m) = &sessions {
             let m = m.clone();
             metrics.set_gauge_source(ScrapeGauge::SessionsActive, move || {
@@ -270,8 +277,10 @@ impl App {
 /// A held WebSocket client slot; dropping it frees the slot.
 pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
 
-fn open_sessions(config: &Config, pinger: Arc<dyn Pinger>) -> Result<SessionManager, String> {
-    let s = &config.sessions;
+fn open_sessions(
+    s: &crate::config::SessionsConfig,
+    pinger: Arc<dyn Pinger>,
+) -> Result<SessionManager, String> {
     let options = StoreOptions {
         retention: Retention {
             max_sessions: Some(s.retention.max_sessions as u64),
