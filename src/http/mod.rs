@@ -1,7 +1,8 @@
 //! The HTTP surface: `router(state)` builds every route; `serve(listeners, router, shutdown)`
 //! runs it until the shutdown token fires.
 //!
-//! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, landing page),
+//! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
+//! `/about`), [`ui`] (the live page at `/`),
 //! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`error`] (the JSON error
 //! shape every API route answers with).
 
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod probe;
 pub mod sessions;
 pub mod targets;
+pub mod ui;
 pub mod ws;
 
 use std::sync::Arc;
@@ -71,7 +73,9 @@ pub fn router(app: App) -> Router {
         .route("/results/{session_id}", get(sessions::get))
         .route("/servers", get(targets::list))
         .route("/live", get(ws::monitors_live))
-        .route("/", get(admin::landing))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
+        .route("/about", get(admin::landing))
         .route("/-/healthy", get(admin::healthy).head(admin::healthy))
         .route("/-/ready", get(admin::ready).head(admin::ready))
         .route("/-/reload", post(admin::reload).put(admin::reload))
