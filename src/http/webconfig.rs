@@ -347,3 +347,137 @@ impl WebConfig {
         s.current.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Loaded, WebConfigError> {
+        let dir = tempfile::tempdir().map_err(|source| WebConfigError::Read {
+            path: "tempdir".into(),
+            source,
+        })?;
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, text).map_err(|source| WebConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        load(&path)
+    }
+
+    fn error(text: &str) -> String {
+        match load_text(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let loaded = load(Path::new("config/web-config.yml"));
+        assert!(loaded.is_ok(), "{loaded:?}");
+    }
+
+    #[test]
+    fn an_empty_file_means_no_tls_and_no_auth() {
+        let l = load_text("").map_err(|e| e.to_string());
+        assert!(
+            matches!(&l, Ok(l) if !l.auth_required() && l.tls.is_none() && l.headers.is_empty()),
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn rejections_name_the_key() {
+        let cases = [
+            ("foo: 1\n", "unknown field"),
+            ("tls_server_config:\n  cert: x\n", "unknown field"),
+            (
+                "http_server_config:\n  headers:\n    X-Foo: bar\n",
+                "header \"X-Foo\" cannot be configured",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+                "invalid value \"allow\" for X-Frame-Options",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
+                "for X-Content-Type-Options",
+            ),
+            (
+                "basic_auth_users:\n  alice: notahash\n",
+                "basic_auth_users.alice: not a bcrypt hash",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a.crt\n",
+                "both cert_file and key_file are required",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS10\n",
+                "TLS10 is not supported",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS13\n  max_version: TLS12\n",
+                "min_version is above max_version",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: Sometimes\n",
+                "client_auth_type: invalid \"Sometimes\"",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_auth_type: RequireAndVerifyClientCert\n",
+                "needs client_ca_file",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: c\n",
+                "client_auth_type is NoClientCert",
+            ),
+            (
+                "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
+                "missing.crt",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = error(text);
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn headers_keep_their_values() {
+        let l = load_text("http_server_config:\n  headers:\n    x-frame-options: DENY\n    Strict-Transport-Security: max-age=60\n")
+            .map_err(|e| e.to_string());
+        let Ok(l) = l else { panic!("{l:?}") };
+        let got: Vec<(String, String)> = l
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "strict-transport-security".to_owned(),
+                    "max-age=60".to_owned()
+                ),
+                ("x-frame-options".to_owned(), "DENY".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn verify_accepts_only_the_password_never_the_hash() {
+        let Ok(hash) = bcrypt::hash("s3cret", 4) else {
+            panic!("hashing")
+        };
+        let l =
+            load_text(&format!("basic_auth_users:\n  alice: {hash}\n")).map_err(|e| e.to_string());
+        let Ok(l) = l else { panic!("{l:?}") };
+        assert!(l.verify("alice", "s3cret"));
+        assert!(!l.verify("alice", "wrong"));
+        assert!(!l.verify("alice", &hash));
+        assert!(!l.verify("bob", "s3cret"));
+        assert!(l.verify("alice", "s3cret"));
+        assert!(!l.verify("alice", &hash));
+    }
+}
