@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{self, LogFormat, ServeArgs};
 use crate::config::{self, Config, Shard};
 use crate::engine::Pinger;
-use crate::engine::icmp::{EngineConfig, IcmpEngine};
 use crate::http::serve::{Limits, ServeOptions};
-use crate::http::webconfig::WebConfig;
+use crate::http::webconfig::{WebConfig, WebConfigError};
+use crate::engine::icmp::{EngineConfig, IcmpEngine};
 use crate::live::LiveHub;
 use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
 use crate::resolve::Resolver;
@@ -131,7 +131,8 @@ impl App {
         {
             let slots = ws_slots.clone();
             metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
-                i64::try_from(max_ws.saturating_sub(slots.available_permits())).unwrap_or(i64::MAX)
+                i64::try_from(max_ws.saturating_sub(slots.available_permits()))
+                    .unwrap_or(i64::MAX)
             });
         }
         let sessions = {
@@ -243,9 +244,7 @@ impl App {
         let new = match config::load_file(&path) {
             Ok(c) => c,
             Err(e) => {
-                self.inner
-                    .metrics
-                    .set_reload_status(false, SystemTime::now());
+                self.inner.metrics.set_reload_status(false, SystemTime::now());
                 tracing::error!(file = %path.display(), errors = %e, "config reload rejected; the running config stays");
                 return Err(e.to_string());
             }
@@ -258,9 +257,7 @@ impl App {
             match make_resolver(&new) {
                 Ok(r) => self.inner.scheduler.set_resolver(r),
                 Err(e) => {
-                    self.inner
-                        .metrics
-                        .set_reload_status(false, SystemTime::now());
+                    self.inner.metrics.set_reload_status(false, SystemTime::now());
                     return Err(format!("{e:#}"));
                 }
             }
@@ -270,22 +267,18 @@ impl App {
             .into_iter()
             .cloned()
             .collect();
-        let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
+        let (added, changed, removed) = self
+            .inner
+            .scheduler
+            .apply(&targets, new.dns.refresh)
+            .await;
         *self.inner.config.write() = Arc::new(new);
-        self.inner
-            .metrics
-            .set_reload_status(true, SystemTime::now());
+        self.inner.metrics.set_reload_status(true, SystemTime::now());
         let summary = format!(
             "config reloaded: {} targets ({added} added, {changed} changed, {removed} removed)",
             targets.len()
         );
-        tracing::info!(
-            added,
-            changed,
-            removed,
-            targets = targets.len(),
-            "config reloaded"
-        );
+        tracing::info!(added, changed, removed, targets = targets.len(), "config reloaded");
         Ok(summary)
     }
 
@@ -434,7 +427,7 @@ pub fn main(args: ServeArgs) -> u8 {
 }
 
 /// The web config (validated now) and the limits from the flags.
-fn serve_options(args: &ServeArgs) -> Result<ServeOptions, crate::http::webconfig::WebConfigError> {
+fn serve_options(args: &ServeArgs) -> Result<ServeOptions, WebConfigError> {
     let web_config = args
         .web_config_file
         .as_deref()

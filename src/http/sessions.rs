@@ -49,10 +49,7 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(_) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!(
-                "request body larger than {} bytes",
-                crate::http::MAX_BODY_BYTES
-            ),
+            format!("request body larger than {} bytes", crate::http::MAX_BODY_BYTES),
         ),
         other => ApiError::bad_request(format!("invalid body: {other}")),
     }
@@ -60,18 +57,13 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
 
 pub(crate) fn manager(app: &App) -> Result<SessionManager, ApiError> {
     app.sessions().map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("sessions are unavailable: {e}"),
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("sessions are unavailable: {e}"))
     })
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse::<SessionId>().map_err(|_| {
-        ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID"))
-    })
+    raw.parse::<SessionId>()
+        .map_err(|_| ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID")))
 }
 
 /// Start a session.
@@ -90,20 +82,12 @@ pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
         (status = 503, description = "Store unavailable or shutting down", body = ErrorBody),
     )
 )]
-pub async fn start(
-    State(app): State<App>,
-    ApiJson(req): ApiJson<StartRequest>,
-) -> Result<Response, ApiError> {
+pub async fn start(State(app): State<App>, ApiJson(req): ApiJson<StartRequest>) -> Result<Response, ApiError> {
     let m = manager(&app)?;
     let config = app.config();
     let record = m.start(req, &config, &app.resolver()).await?;
     let location = format!("/api/v1/sessions/{}", record.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(record),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(record)).into_response())
 }
 
 /// Query of the history list.
@@ -126,44 +110,25 @@ pub struct ListQuery {
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn list(
-    State(app): State<App>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Page>, ApiError> {
     let m = manager(&app)?;
     for key in q.keys() {
         if key != "limit" && key != "before" {
-            return Err(ApiError::bad_request(format!(
-                "unknown parameter \"{key}\" (use limit, before)"
-            )));
+            return Err(ApiError::bad_request(format!("unknown parameter \"{key}\" (use limit, before)")));
         }
     }
     let limit = match q.get("limit") {
         None => 50,
         Some(v) => match v.parse::<u32>() {
             Ok(n @ 1..=1000) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid parameter \"limit\": \"{v}\" is not in 1..=1000"
-                )));
-            }
+            _ => return Err(ApiError::bad_request(format!("invalid parameter \"limit\": \"{v}\" is not in 1..=1000"))),
         },
     };
     let before = q
         .get("before")
-        .map(|b| {
-            b.parse::<SessionId>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid parameter \"before\": \"{b}\" is not a session id"
-                ))
-            })
-        })
+        .map(|b| b.parse::<SessionId>().map_err(|_| ApiError::bad_request(format!("invalid parameter \"before\": \"{b}\" is not a session id"))))
         .transpose()?;
-    let page = m
-        .store()
-        .list(limit, before)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let page = m.store().list(limit, before).await.map_err(|e| store_error(&e))?;
     Ok(Json(page))
 }
 
@@ -178,10 +143,7 @@ pub async fn list(
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn get(
-    State(app): State<App>,
-    Path(id): Path<String>,
-) -> Result<Json<SessionDetail>, ApiError> {
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<SessionDetail>, ApiError> {
     let m = manager(&app)?;
     let id = parse_id(&id)?;
     if let Some((record, samples)) = m.running_record(id) {
@@ -237,10 +199,7 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn delete(
-    State(app): State<App>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let m = manager(&app)?;
     let id = parse_id(&id)?;
     if m.running_record(id).is_some() {

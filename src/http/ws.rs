@@ -24,8 +24,8 @@ use crate::app::{App, WsSlot};
 use crate::http::error::ApiError;
 use crate::http::sessions::{manager, parse_id};
 use crate::sample::Sample;
-use crate::session::SessionRecord;
 use crate::session::manager::{LiveMsg, Subscription};
+use crate::session::SessionRecord;
 
 /// Largest message or frame a client may send (it has nothing to say beyond pongs).
 pub const MAX_INBOUND: usize = 4 * 1024;
@@ -107,8 +107,7 @@ pub async fn monitors_live(
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let filter: Option<HashSet<String>> = q.target.map(|t| {
         t.split(',')
             .map(|s| s.trim().to_owned())
@@ -122,9 +121,7 @@ pub async fn monitors_live(
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Message {
-    Message::Text(Utf8Bytes::from(
-        serde_json::to_string(v).unwrap_or_default(),
-    ))
+    Message::Text(Utf8Bytes::from(serde_json::to_string(v).unwrap_or_default()))
 }
 
 fn summary_message(record: &SessionRecord) -> Message {
@@ -134,14 +131,8 @@ fn summary_message(record: &SessionRecord) -> Message {
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_else(|| serde_json::json!({"type": "summary"}));
     if let Some(obj) = v.as_object_mut() {
-        obj.insert(
-            "session_id".into(),
-            serde_json::Value::String(record.id.to_string()),
-        );
-        obj.insert(
-            "status".into(),
-            serde_json::Value::String(record.status.to_string()),
-        );
+        obj.insert("session_id".into(), serde_json::Value::String(record.id.to_string()));
+        obj.insert("status".into(), serde_json::Value::String(record.status.to_string()));
     }
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
@@ -234,21 +225,12 @@ async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: Cancellatio
     done.cancel();
 }
 
-async fn session_stream(
-    socket: WebSocket,
-    sub: Subscription,
-    slot: WsSlot,
-    shutdown: CancellationToken,
-) {
+async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shutdown: CancellationToken) {
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag {
-        missed: 0,
-        lags: 0,
-        full_since: None,
-    };
+    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
@@ -311,11 +293,7 @@ async fn monitor_stream(
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag {
-        missed: 0,
-        lags: 0,
-        full_since: None,
-    };
+    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
