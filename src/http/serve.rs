@@ -107,8 +107,8 @@ async fn guard(State(g): State<Guard>, request: Request, next: Next) -> Response
     let current = g.web.current().await;
     let loaded = match &*current {
         Ok(l) => l,
-        Err(e) => {
-            let _ = e;
+        Err(_) => {
+            // The reason is logged once, when the file was read; clients learn nothing of it.
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "web config is invalid; see the server log\n",
