@@ -184,3 +184,56 @@ fn limit_flags_reject_nonsense_with_exit_64() {
         assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
     }
 }
+
+/// Reads an answer's head only (the connection may stay open, as an accepted upgrade does).
+async fn status_of(addr: std::net::SocketAddr, request: &[u8]) -> (u16, TcpStream) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read_head = async {
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            if stream.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(IO_TIMEOUT, read_head).await.unwrap();
+    let text = String::from_utf8_lossy(&head);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_and_websocket_caps_follow_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--web.max-probes".as_ref(),
+            "1".as_ref(),
+            "--web.max-ws-clients".as_ref(),
+            "1".as_ref(),
+        ],
+    )
+    .await;
+    let probe = "/probe?target=127.0.0.1&count=4&interval=300ms";
+    let (a, b) = tokio::join!(
+        get_plain(daemon.addr, probe, None),
+        get_plain(daemon.addr, probe, None)
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 429], "{}\n{}", a.head, b.head);
+
+    let upgrade = b"GET /live HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (first, _open) = status_of(daemon.addr, upgrade).await;
+    assert_eq!(first, 101);
+    let (second, _) = status_of(daemon.addr, upgrade).await;
+    assert_eq!(second, 503);
+}

@@ -341,16 +341,6 @@ fn promtool_accepts_the_shipped_example() {
     );
 }
 
-/// Kills the daemon (by its own PID) when the test ends, whatever happens.
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_metrics_over_tls_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,43 +352,16 @@ async fn the_daemon_serves_metrics_over_tls_with_basic_auth() {
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
         ),
     );
-    let config = dir.path().join("pingscope.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "targets:\n  - name: localhost-v4\n    host: 127.0.0.1\nsessions:\n  database: {}\n",
-            dir.path().join("sessions.db").display()
-        ),
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--web.health-without-auth".as_ref(),
+            "--web.config.file".as_ref(),
+            web.as_os_str(),
+        ],
     )
-    .unwrap();
-    // A free port: bind, note it, release it (a race with other tests is unlikely on loopback).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let _daemon = Daemon(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pingscope"))
-            .args(["serve", "--web.health-without-auth", "--web.listen-address"])
-            .arg(addr.to_string())
-            .arg("--config.file")
-            .arg(&config)
-            .arg("--web.config.file")
-            .arg(&web)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never listened on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    .await;
+    let addr = daemon.addr;
     let client = tls_client(&ca.pem(), None, ALL_VERSIONS);
     let (anonymous, _) = get_tls_auth(&client, addr, "/metrics", None).await.unwrap();
     assert_eq!(anonymous.status, 401);
