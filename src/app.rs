@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{self, LogFormat, ServeArgs};
 use crate::config::{self, Config, Shard};
 use crate::engine::Pinger;
+use crate::engine::icmp::{EngineConfig, IcmpEngine};
 use crate::http::serve::{Limits, ServeOptions};
 use crate::http::webconfig::{WebConfig, WebConfigError};
-use crate::engine::icmp::{EngineConfig, IcmpEngine};
 use crate::live::LiveHub;
 use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
 use crate::resolve::Resolver;
@@ -131,8 +131,7 @@ impl App {
         {
             let slots = ws_slots.clone();
             metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
-                i64::try_from(max_ws.saturating_sub(slots.available_permits()))
-                    .unwrap_or(i64::MAX)
+                i64::try_from(max_ws.saturating_sub(slots.available_permits())).unwrap_or(i64::MAX)
             });
         }
         let sessions = {
