@@ -101,6 +101,46 @@ async fn required_client_certificate_is_enforced() {
     assert_eq!(reply.status, 200);
 }
 
+/// Every client auth type against three clients: none, a certificate from the trusted CA, and
+/// one from a CA nobody trusts. `true` means served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
+    let cases = [
+        ("NoClientCert", false, [true, true, true]),
+        ("RequestClientCert", false, [true, true, true]),
+        ("RequireAnyClientCert", false, [false, true, true]),
+        ("VerifyClientCertIfGiven", true, [true, true, false]),
+        ("RequireAndVerifyClientCert", true, [false, true, false]),
+    ];
+    for (auth, with_ca, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tls_files(dir.path());
+        let ca_line = if with_ca {
+            "  client_ca_file: ca.crt\n"
+        } else {
+            ""
+        };
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{ca_line}  client_auth_type: {auth}\n"
+            ),
+        );
+        let server = start_with(&cfg, false).await;
+        let trusted = ca.client("trusted");
+        let foreign = Ca::new("untrusted").client("foreign");
+        let mut got = [false; 3];
+        for (i, client) in [None, Some(&trusted), Some(&foreign)]
+            .into_iter()
+            .enumerate()
+        {
+            let connector = tls_client(&ca.pem(), client, ALL_VERSIONS);
+            got[i] = matches!(get_tls(&connector, server.addr, "/").await, Ok((r, _)) if r.status == 200);
+        }
+        assert_eq!(got, expected, "{auth}: [no cert, trusted, foreign]");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_version_tls13_refuses_a_tls12_client() {
     let dir = tempfile::tempdir().unwrap();

@@ -310,3 +310,32 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(value: &str) -> Option<(String, String)> {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).ok()?);
+        basic_credentials(&h)
+    }
+
+    #[test]
+    fn basic_credentials_are_parsed_strictly() {
+        // "alice:pa:ss" — the password may hold colons, the user may not.
+        assert_eq!(
+            creds("Basic YWxpY2U6cGE6c3M="),
+            Some(("alice".into(), "pa:ss".into()))
+        );
+        assert_eq!(
+            creds("basic YWxpY2U6"),
+            Some(("alice".into(), String::new()))
+        );
+        assert_eq!(creds("Bearer YWxpY2U6cGFzcw=="), None);
+        assert_eq!(creds("Basic not base64!"), None);
+        // "alice" without a colon.
+        assert_eq!(creds("Basic YWxpY2U="), None);
+        assert_eq!(creds("Basic"), None);
+    }
+}
