@@ -1,5 +1,6 @@
 //! The HTTP surface: `router(state)` builds every route; `serve(listeners, router, shutdown)`
-//! runs it until the shutdown token fires.
+//! runs it until the shutdown token fires; [`serve::serve_with`] does the same with a web config
+//! (TLS, basic auth) and limits.
 //!
 //! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
 //! `/about`), [`ui`] (the live page at `/`),
@@ -10,9 +11,11 @@ pub mod admin;
 pub mod error;
 pub mod metrics;
 pub mod probe;
+pub mod serve;
 pub mod sessions;
 pub mod targets;
 pub mod ui;
+pub mod webconfig;
 pub mod ws;
 
 use std::sync::Arc;
@@ -22,14 +25,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
 
-/// Largest request body accepted by any route.
+/// Largest request body accepted by any route, unless `--web.max-request-body-bytes` says
+/// otherwise (the limit is applied by [`serve::layered`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI document's fixed part; paths come from the routes registered below.
@@ -82,45 +85,18 @@ pub fn router(app: App) -> Router {
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
         .fallback(error::not_found)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(app)
 }
 
 /// Serves `router` on every listener until `shutdown` fires, then lets requests in progress
-/// finish for at most `grace`.
+/// finish for at most `grace`. Default limits, no web config.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        servers.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        });
-    }
-    let drain = async {
-        let mut result = Ok(());
-        while let Some(joined) = servers.join_next().await {
-            match joined {
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(std::io::Error::other(e)),
-                Ok(Ok(())) => {}
-            }
-        }
-        result
-    };
-    tokio::pin!(drain);
-    tokio::select! {
-        r = &mut drain => r,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_seconds = grace.as_secs_f64(), "requests still running after the grace period; closing");
-            Ok(())
-        }
-    }
+    let options = serve::ServeOptions::default();
+    let router = serve::layered(router, &options);
+    serve::serve_with(listeners, router, shutdown, grace, options).await
 }
