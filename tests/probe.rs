@@ -460,8 +460,17 @@ fn access_rules_hold_for_every_spelling_and_for_names() {
         "[::ffff:127.0.0.1]",
         "[::ffff:7f00:1]",
         "::ffff:7f00:1",
+        "0x7f.1",
+        "0177.1",
+        "127.000.000.001",
+        "0X7F.0x0.0.0x1",
+        "[::FFFF:127.0.0.1]",
+        "::FFFF:7F00:1",
+        "0:0:0:0:0:ffff:7f00:1",
+        " 127.1 ",
         "loopback.test",
         "LOOPBACK.test",
+        "loopback.test.",
     ] {
         let a = d.probe(&[("target", target), ("count", "1")]);
         assert_eq!(a.status, 403, "{target}: {}", a.body);
