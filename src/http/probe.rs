@@ -310,18 +310,6 @@ pub async fn probe(
     };
     if let Some(ip) = ip {
         let _ = writeln!(log, "resolved {} to {ip} in {:.3}s", p.target, fig.dns);
-        // The kernel delivers 0.0.0.0 and :: to this host itself, like loopback: no rule may
-        // allow them.
-        if ip.to_canonical().is_unspecified() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "target {} ({ip}) is the unspecified address, which reaches this host",
-                    p.target
-                ),
-            ));
-        }
         if let Err(denied) = config.access.check(ip) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
