@@ -106,8 +106,10 @@ pub fn params(
             "invalid parameter \"count\": {count} is outside 1..={MAX_COUNT}"
         )));
     }
-    let interval = query_duration(q, "interval")?.unwrap_or(profile.interval);
-    if interval < min_interval {
+    // sessions.min_interval caps what callers ask for; the operator's own profiles are trusted.
+    let asked = query_duration(q, "interval")?;
+    let interval = asked.unwrap_or(profile.interval);
+    if asked.is_some() && interval < min_interval {
         return Err(ApiError::bad_request(format!(
             "invalid parameter \"interval\": below the minimum of {}",
             crate::config::format_duration(min_interval)
@@ -455,6 +457,18 @@ mod tests {
         }
         let (_, msg) = err(&[("target", "h"), ("timeout", "5x")]);
         assert!(msg.starts_with("invalid parameter \"timeout\": "), "{msg}");
+    }
+
+    #[test]
+    fn a_profile_below_min_interval_is_the_operators_choice() {
+        let mut p = profiles();
+        if let Some(d) = p.get_mut("default") {
+            d.interval = Duration::from_millis(20);
+        }
+        let got = params(&q(&[("target", "h")]), &p, Duration::from_millis(100));
+        assert_eq!(got.map(|p| p.interval).ok(), Some(Duration::from_millis(20)));
+        let asked = params(&q(&[("target", "h"), ("interval", "20ms")]), &p, Duration::from_millis(100));
+        assert!(asked.is_err(), "a caller may not ask below the minimum");
     }
 
     #[test]
