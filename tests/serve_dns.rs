@@ -5,114 +5,18 @@
 //! address.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-mod support;
 #[path = "fixtures/serve/daemon.rs"]
 mod daemon;
+#[path = "fixtures/serve/dns.rs"]
+mod dns;
+mod support;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use daemon::{Daemon, SESSIONS, Scrape, write_config};
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA};
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
+use dns::Dns;
 use serde_json::json;
 use support::{TestNet, wait_until};
-
-/// TTL of every answer: short, so the daemon re-resolves about every second.
-const TTL: u32 = 1;
-
-/// name (lower case, with the final dot) -> addresses. A name not in the map is NXDOMAIN; a
-/// name with no address of the asked type gets an answer without records (NODATA).
-type Zone = Arc<Mutex<HashMap<String, Vec<IpAddr>>>>;
-
-/// A DNS server on 127.0.0.1 (in the caller's namespace), answering A and AAAA from a zone
-/// the test changes while it runs. Stops when dropped.
-struct Dns {
-    port: u16,
-    zone: Zone,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind the DNS server");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let port = sock.local_addr().unwrap().port();
-        let zone: Zone = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (z, s) = (zone.clone(), stop.clone());
-        let thread = std::thread::spawn(move || serve_dns(&sock, &z, &s));
-        Dns {
-            port,
-            zone,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn set(&self, name: &str, addrs: &[&str]) {
-        let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
-        self.zone.lock().unwrap().insert(format!("{name}."), addrs);
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_dns(sock: &UdpSocket, zone: &Zone, stop: &AtomicBool) {
-    let mut buf = [0u8; 1500];
-    // Bounded by the stop flag, checked at least every 50 ms (the read timeout).
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-            continue;
-        };
-        let Ok(req) = Message::from_vec(&buf[..n]) else {
-            continue;
-        };
-        let Some(q) = req.queries().first().cloned() else {
-            continue;
-        };
-        let name = q.name().to_ascii().to_lowercase();
-        let mut resp = Message::new();
-        resp.set_id(req.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(req.op_code())
-            .set_recursion_desired(req.recursion_desired())
-            .set_recursion_available(true)
-            .set_authoritative(true)
-            .add_query(q.clone());
-        match zone.lock().unwrap().get(&name) {
-            None => {
-                resp.set_response_code(ResponseCode::NXDomain);
-            }
-            Some(addrs) => {
-                resp.set_response_code(ResponseCode::NoError);
-                for ip in addrs {
-                    let rdata = match (ip, q.query_type()) {
-                        (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
-                        (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
-                        _ => continue,
-                    };
-                    resp.add_answer(Record::from_rdata(q.name().clone(), TTL, rdata));
-                }
-            }
-        }
-        if let Ok(bytes) = resp.to_vec() {
-            let _ = sock.send_to(&bytes, peer);
-        }
-    }
-}
 
 fn config(dns_port: u16, targets: &str) -> String {
     format!(
@@ -126,7 +30,11 @@ fn wait_scrape(d: &Daemon, what: &str, cond: impl Fn(&Scrape) -> bool) -> Scrape
         last = d.scrape();
         cond(&last)
     });
-    assert!(ok, "{what}: not seen within 15 s; daemon log:\n{}", d.stderr());
+    assert!(
+        ok,
+        "{what}: not seen within 15 s; daemon log:\n{}",
+        d.stderr()
+    );
     last
 }
 
@@ -161,7 +69,10 @@ fn lookup_failures_never_stop_the_daemon() {
         value(s, "pingscope_resolve_errors_total", "broken") >= 2.0
             && value(s, "pingscope_sent_total", "flaky") >= 5.0
     });
-    assert!(s.find("pingscope_sent_total", &[("target", "broken")]).is_empty());
+    assert!(
+        s.find("pingscope_sent_total", &[("target", "broken")])
+            .is_empty()
+    );
     assert_eq!(value(&s, "pingscope_resolve_errors_total", "good"), 0.0);
     assert_eq!(value(&s, "pingscope_resolve_errors_total", "flaky"), 0.0);
     let unresolved = d.targets()["unresolved"].clone();
@@ -175,8 +86,14 @@ fn lookup_failures_never_stop_the_daemon() {
         value(s, "pingscope_resolve_errors_total", "flaky") >= 2.0
     });
     for t in ["good", "flaky"] {
-        let (b, a) = (value(&before, "pingscope_sent_total", t), value(&s, "pingscope_sent_total", t));
-        assert!(a > b + 5.0, "{t} stopped being probed during lookup failures: {b} -> {a}");
+        let (b, a) = (
+            value(&before, "pingscope_sent_total", t),
+            value(&s, "pingscope_sent_total", t),
+        );
+        assert!(
+            a > b + 5.0,
+            "{t} stopped being probed during lookup failures: {b} -> {a}"
+        );
     }
     assert!(
         value(&s, "pingscope_resolve_errors_total", "broken")
@@ -187,8 +104,11 @@ fn lookup_failures_never_stop_the_daemon() {
     // The broken name comes to life: monitored from the next lookup on.
     dns.set("broken.pingscope.test", &["198.18.0.28"]);
     wait_scrape(&d, "broken resolved", |s| {
-        s.get("pingscope_sent_total", &[("target", "broken"), ("ip", "198.18.0.28")])
-            .is_some_and(|v| v >= 3.0)
+        s.get(
+            "pingscope_sent_total",
+            &[("target", "broken"), ("ip", "198.18.0.28")],
+        )
+        .is_some_and(|v| v >= 3.0)
     });
     assert!(matches!(d.try_get("/-/healthy"), Some((200, _, _))));
 }
@@ -222,20 +142,38 @@ fn address_change_and_family_all() {
                 .is_some_and(|v| v >= 3.0)
         }) && value(s, "pingscope_sent_total", "moving") >= 3.0
     });
-    assert_eq!(s.label_values("pingscope_sent_total", "ip").len(), 4, "{:?}", s.label_values("pingscope_sent_total", "ip"));
+    assert_eq!(
+        s.label_values("pingscope_sent_total", "ip").len(),
+        4,
+        "{:?}",
+        s.label_values("pingscope_sent_total", "ip")
+    );
     for ip in both {
         let fam = if ip.contains(':') { "ip6" } else { "ip4" };
         assert_eq!(
             s.value(
                 "pingscope_target_info",
-                &[("target", "both"), ("ip", ip), ("family", fam), ("host", "both.pingscope.test")]
+                &[
+                    ("target", "both"),
+                    ("ip", ip),
+                    ("family", fam),
+                    ("host", "both.pingscope.test")
+                ]
             ),
             1.0
         );
-        assert!(s.value("pingscope_rtt_seconds_count", &[("target", "both"), ("ip", ip)]) >= 1.0);
+        assert!(
+            s.value(
+                "pingscope_rtt_seconds_count",
+                &[("target", "both"), ("ip", ip)]
+            ) >= 1.0
+        );
     }
     assert_eq!(
-        s.value("pingscope_target_info", &[("target", "moving"), ("ip", "198.18.0.41")]),
+        s.value(
+            "pingscope_target_info",
+            &[("target", "moving"), ("ip", "198.18.0.41")]
+        ),
         1.0
     );
 
@@ -243,18 +181,29 @@ fn address_change_and_family_all() {
     dns.set("moving.pingscope.test", &["198.18.0.42"]);
     dns.set("both.pingscope.test", &["198.18.0.43", "2001:db8::43"]);
     let s = wait_scrape(&d, "moving's new address", |s| {
-        s.get("pingscope_sent_total", &[("target", "moving"), ("ip", "198.18.0.42")])
-            .is_some_and(|v| v >= 2.0)
-            && s.find("pingscope_sent_total", &[("ip", "198.18.0.44")]).is_empty()
+        s.get(
+            "pingscope_sent_total",
+            &[("target", "moving"), ("ip", "198.18.0.42")],
+        )
+        .is_some_and(|v| v >= 2.0)
+            && s.find("pingscope_sent_total", &[("ip", "198.18.0.44")])
+                .is_empty()
     });
     let old: Vec<_> = s
         .samples
         .iter()
-        .filter(|x| x.labels.get("ip").is_some_and(|ip| ip == "198.18.0.41" || ip == "198.18.0.44"))
+        .filter(|x| {
+            x.labels
+                .get("ip")
+                .is_some_and(|ip| ip == "198.18.0.41" || ip == "198.18.0.44")
+        })
         .collect();
     assert!(old.is_empty(), "retired addresses keep series: {old:?}");
     let info = s.find("pingscope_target_info", &[("target", "moving")]);
     assert_eq!(info.len(), 1, "{info:?}");
     assert_eq!(info[0].labels["ip"], "198.18.0.42");
-    assert_eq!(s.find("pingscope_target_info", &[("target", "both")]).len(), 2);
+    assert_eq!(
+        s.find("pingscope_target_info", &[("target", "both")]).len(),
+        2
+    );
 }

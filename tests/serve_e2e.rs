@@ -5,10 +5,10 @@
 //! and shutdown under a scrape.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-mod prom;
-mod support;
 #[path = "fixtures/serve/daemon.rs"]
 mod daemon;
+mod prom;
+mod support;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -122,7 +122,11 @@ fn figures_agree_with_profiles() {
     }
     let net = TestNet::start(&profiles());
     net.enter();
-    let config = write_config(net.dir(), "serve.yml", &format!("{FIGURES_CONFIG}{SESSIONS}"));
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        &format!("{FIGURES_CONFIG}{SESSIONS}"),
+    );
     let d = Daemon::start(&config, net.dir(), "figures", &[]);
 
     // Content-Type of both encodings.
@@ -176,10 +180,22 @@ fn figures_agree_with_profiles() {
     for (t, ip) in targets {
         let (c1, c2) = (counts(&l1, ip), counts(&l2, ip));
         let sel = [("target", t), ("ip", ip)];
-        within(&format!("{t} sent"), s.value("pingscope_sent_total", &sel), c1.requests, c2.requests);
-        assert!(c1.requests > 150, "{t}: only {} requests in {RUN:?}", c1.requests);
+        within(
+            &format!("{t} sent"),
+            s.value("pingscope_sent_total", &sel),
+            c1.requests,
+            c2.requests,
+        );
+        assert!(
+            c1.requests > 150,
+            "{t}: only {} requests in {RUN:?}",
+            c1.requests
+        );
         assert_eq!(
-            s.value("pingscope_target_info", &[("target", t), ("ip", ip), ("host", ip)]),
+            s.value(
+                "pingscope_target_info",
+                &[("target", t), ("ip", ip), ("host", ip)]
+            ),
             1.0
         );
         let lost = s.value("pingscope_lost_total", &sel);
@@ -201,7 +217,10 @@ fn figures_agree_with_profiles() {
                 assert_eq!(lost, 0.0);
             }
             "unreach" => {
-                let errs = s.value("pingscope_icmp_errors_total", &[("target", t), ("type", "unreachable")]);
+                let errs = s.value(
+                    "pingscope_icmp_errors_total",
+                    &[("target", t), ("type", "unreachable")],
+                );
                 within("unreachable errors", errs, c1.unreachable, c2.unreachable);
                 within("unreachable lost", lost, c1.unreachable, c2.unreachable);
                 assert_eq!(count, 0.0);
@@ -210,7 +229,9 @@ fn figures_agree_with_profiles() {
                 within("blackhole lost", lost, c1.blackholed, c2.blackholed);
                 assert_eq!((count, late, dups), (0.0, 0.0, 0.0));
                 assert!(
-                    s.find("pingscope_icmp_errors_total", &sel).iter().all(|x| x.value == 0.0),
+                    s.find("pingscope_icmp_errors_total", &sel)
+                        .iter()
+                        .all(|x| x.value == 0.0),
                     "blackhole: ICMP errors counted"
                 );
             }
@@ -240,17 +261,26 @@ fn figures_agree_with_profiles() {
 
     // Mean RTT from _sum/_count: at least the hold time, at most the hold plus the
     // responder's worst send error plus 1 ms; and close to the log's mean hold.
-    for (t, ip, delay) in [("delay", "198.18.0.20", 0.020), ("v6", "2001:db8::50", 0.005)] {
+    for (t, ip, delay) in [
+        ("delay", "198.18.0.20", 0.020),
+        ("v6", "2001:db8::50", 0.005),
+    ] {
         let m = mean(&s, "pingscope_rtt_seconds", t);
         assert!(
             m >= delay - 0.000_1 && m <= delay + slack,
             "{t}: mean RTT {m} s, profile {delay} s, slack {slack} s"
         );
         let (log_mean, _) = log_delay_and_ipdv(&l2, ip);
-        assert!((m - log_mean).abs() < 0.001, "{t}: mean RTT {m} vs log's mean hold {log_mean}");
+        assert!(
+            (m - log_mean).abs() < 0.001,
+            "{t}: mean RTT {m} vs log's mean hold {log_mean}"
+        );
     }
     let m = mean(&s, "pingscope_rtt_seconds", "jitter");
-    assert!((m - 0.020).abs() <= 0.001 + slack, "jitter target mean RTT {m}");
+    assert!(
+        (m - 0.020).abs() <= 0.001 + slack,
+        "jitter target mean RTT {m}"
+    );
 
     // Jitter (IPDV): for uniform ±J, E|X - Y| = 2J/3.
     let ipdv = mean(&s, "pingscope_jitter_seconds", "jitter");
@@ -261,9 +291,15 @@ fn figures_agree_with_profiles() {
         (ipdv - expected).abs() <= 0.000_6 + err.p99.as_secs_f64(),
         "mean IPDV {ipdv} s, expected {expected} s for uniform ±5 ms"
     );
-    assert!((ipdv - log_ipdv).abs() < 0.000_5, "mean IPDV {ipdv} vs the log's {log_ipdv}");
+    assert!(
+        (ipdv - log_ipdv).abs() < 0.000_5,
+        "mean IPDV {ipdv} vs the log's {log_ipdv}"
+    );
     let flat = mean(&s, "pingscope_jitter_seconds", "delay");
-    assert!(flat < 0.000_5 + err.p99.as_secs_f64(), "fixed delay IPDV {flat}");
+    assert!(
+        flat < 0.000_5 + err.p99.as_secs_f64(),
+        "fixed delay IPDV {flat}"
+    );
 
     // promtool finds nothing to say about the exposition.
     let mut child = Command::new("promtool")
@@ -273,7 +309,12 @@ fn figures_agree_with_profiles() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is installed");
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
@@ -305,7 +346,10 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
     // The blackholed target cannot settle its first probe before its 3 s timeout.
     let (status, _, _) = d.get("/-/ready");
     let s = d.scrape();
-    assert!(started.elapsed() < Duration::from_secs(3), "the daemon took too long to start");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the daemon took too long to start"
+    );
     assert_eq!(status, 503, "ready before the first round settled");
     for t in ["fast", "slow"] {
         for m in [
@@ -317,19 +361,37 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
             "pingscope_jitter_seconds_count",
             "pingscope_target_info",
         ] {
-            assert!(s.get(m, &[("target", t)]).is_some(), "{m} of {t} missing at start");
+            assert!(
+                s.get(m, &[("target", t)]).is_some(),
+                "{m} of {t} missing at start"
+            );
         }
     }
-    for m in ["pingscope_lost_total", "pingscope_rtt_seconds_count", "pingscope_late_replies_total"] {
-        assert_eq!(s.value(m, &[("target", "slow")]), 0.0, "{m} of slow at start");
+    for m in [
+        "pingscope_lost_total",
+        "pingscope_rtt_seconds_count",
+        "pingscope_late_replies_total",
+    ] {
+        assert_eq!(
+            s.value(m, &[("target", "slow")]),
+            0.0,
+            "{m} of slow at start"
+        );
     }
     assert_eq!(d.get("/-/healthy").0, 200);
     assert!(
         wait_until(Duration::from_secs(10), || d.get("/-/ready").0 == 200),
         "never ready"
     );
-    assert!(started.elapsed() >= Duration::from_secs(3), "ready before slow's timeout");
-    assert!(d.scrape().value("pingscope_lost_total", &[("target", "slow")]) >= 1.0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "ready before slow's timeout"
+    );
+    assert!(
+        d.scrape()
+            .value("pingscope_lost_total", &[("target", "slow")])
+            >= 1.0
+    );
 
     // SIGTERM while scrapes are running: exit 0 within 5 s; every finished scrape is whole.
     use std::sync::Arc;
@@ -340,7 +402,10 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
     let scraper = {
         let (stop, whole) = (stop.clone(), whole.clone());
         std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+            let client = reqwest::blocking::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap();
             while !stop.load(Ordering::Relaxed) {
                 match client.get(&url).send() {
                     Ok(r) if r.status() == 200 => {
@@ -355,7 +420,9 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
             }
         })
     };
-    assert!(wait_until(Duration::from_secs(5), || whole.load(Ordering::Relaxed) >= 3));
+    assert!(wait_until(Duration::from_secs(5), || whole
+        .load(Ordering::Relaxed)
+        >= 3));
     let t0 = Instant::now();
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(5));
@@ -394,8 +461,14 @@ fn prometheus_loss_expression_and_native_quantile() {
     let classic = prom::Prometheus::start(&scrape_config, &[]);
     let native = prom::Prometheus::start(&scrape_config, &[prom::NATIVE_HISTOGRAMS]);
     let started = Instant::now();
-    classic.wait_for("pingscope_rtt_seconds_count{target=\"loss\"}", Duration::from_secs(15));
-    native.wait_for("pingscope_rtt_seconds{target=\"delay\"}", Duration::from_secs(15));
+    classic.wait_for(
+        "pingscope_rtt_seconds_count{target=\"loss\"}",
+        Duration::from_secs(15),
+    );
+    native.wait_for(
+        "pingscope_rtt_seconds{target=\"delay\"}",
+        Duration::from_secs(15),
+    );
     std::thread::sleep(Duration::from_secs(14).saturating_sub(started.elapsed()));
 
     let one = |p: &prom::Prometheus, expr: &str| -> f64 {
@@ -406,7 +479,10 @@ fn prometheus_loss_expression_and_native_quantile() {
     let w = "[1h]";
     let sel = "{target=\"loss\"}";
     let lost = one(&classic, &format!("increase(pingscope_lost_total{sel}{w})"));
-    let replies = one(&classic, &format!("increase(pingscope_rtt_seconds_count{sel}{w})"));
+    let replies = one(
+        &classic,
+        &format!("increase(pingscope_rtt_seconds_count{sel}{w})"),
+    );
     let ratio = one(
         &classic,
         &format!(
@@ -418,7 +494,8 @@ fn prometheus_loss_expression_and_native_quantile() {
     eprintln!("Prometheus loss ratio {ratio} over {n} probes, interval [{lo}, {hi}]");
     assert!(n > 150, "only {n} probes seen by Prometheus");
     assert!(
-        ratio >= f64::from(lo) / f64::from(n) - 0.01 && ratio <= f64::from(hi) / f64::from(n) + 0.01,
+        ratio >= f64::from(lo) / f64::from(n) - 0.01
+            && ratio <= f64::from(hi) / f64::from(n) + 0.01,
         "loss ratio {ratio} outside the binomial interval [{lo}, {hi}] of {n}"
     );
     // Prometheus' figure agrees with the daemon's own counters.
@@ -426,7 +503,10 @@ fn prometheus_loss_expression_and_native_quantile() {
     let direct = s.value("pingscope_lost_total", &[("target", "loss")])
         / (s.value("pingscope_lost_total", &[("target", "loss")])
             + s.value("pingscope_rtt_seconds_count", &[("target", "loss")]));
-    assert!((ratio - direct).abs() < 0.05, "Prometheus {ratio} vs daemon {direct}");
+    assert!(
+        (ratio - direct).abs() < 0.05,
+        "Prometheus {ratio} vs daemon {direct}"
+    );
 
     // Native: the operations notes' loss form and the median from the native buckets.
     let native_ratio = one(
@@ -435,9 +515,14 @@ fn prometheus_loss_expression_and_native_quantile() {
             "increase(pingscope_lost_total{sel}{w}) / (increase(pingscope_lost_total{sel}{w}) + histogram_count(increase(pingscope_rtt_seconds{sel}{w})))"
         ),
     );
-    assert!((native_ratio - ratio).abs() < 0.05, "native loss {native_ratio} vs classic {ratio}");
     assert!(
-        native.query_result("pingscope_rtt_seconds_count").is_empty(),
+        (native_ratio - ratio).abs() < 0.05,
+        "native loss {native_ratio} vs classic {ratio}"
+    );
+    assert!(
+        native
+            .query_result("pingscope_rtt_seconds_count")
+            .is_empty(),
         "the native server stored classic series: was protobuf negotiated?"
     );
     let median = one(

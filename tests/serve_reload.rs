@@ -4,9 +4,9 @@
 //! and `--config.watch`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-mod support;
 #[path = "fixtures/serve/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +35,9 @@ fn profiles() -> serde_json::Value {
 fn config(targets: &[(&str, &str, &str)]) -> String {
     let mut s = String::from("defaults: {interval: 100ms, timeout: 500ms}\ntargets:\n");
     for (name, host, interval) in targets {
-        s.push_str(&format!("  - {{name: {name}, host: {host}, interval: {interval}}}\n"));
+        s.push_str(&format!(
+            "  - {{name: {name}, host: {host}, interval: {interval}}}\n"
+        ));
     }
     s.push_str(SESSIONS);
     s
@@ -51,18 +53,30 @@ fn series_of(s: &Scrape, target: &str) -> usize {
 /// Panics when any counter of `target` is lower in `after` than in `before`.
 fn assert_not_lower(before: &Scrape, after: &Scrape, target: &str) {
     for m in COUNTERS {
-        let (b, a) = (before.value(m, &[("target", target)]), after.value(m, &[("target", target)]));
-        assert!(a >= b, "{m} of {target} went down across a reload: {b} -> {a}");
+        let (b, a) = (
+            before.value(m, &[("target", target)]),
+            after.value(m, &[("target", target)]),
+        );
+        assert!(
+            a >= b,
+            "{m} of {target} went down across a reload: {b} -> {a}"
+        );
     }
 }
 
 /// Scrapes in a loop until stopped, checking that `target`'s counters never go down.
-fn watch_monotonic(d: &Daemon, target: &'static str) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
+fn watch_monotonic(
+    d: &Daemon,
+    target: &'static str,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
     let stop = Arc::new(AtomicBool::new(false));
     let url = d.url("/metrics");
     let flag = stop.clone();
     let handle = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap();
         let mut last: Option<Scrape> = None;
         let mut n = 0;
         // Bounded: the test stops it within seconds; 2,000 scrapes is a hard ceiling.
@@ -84,7 +98,9 @@ fn watch_monotonic(d: &Daemon, target: &'static str) -> (Arc<AtomicBool>, std::t
 fn wait_sent(d: &Daemon, target: &str, at_least: f64) {
     assert!(
         wait_until(Duration::from_secs(10), || {
-            d.scrape().get("pingscope_sent_total", &[("target", target)]).is_some_and(|v| v >= at_least)
+            d.scrape()
+                .get("pingscope_sent_total", &[("target", target)])
+                .is_some_and(|v| v >= at_least)
         }),
         "{target} never reached {at_least} probes; daemon log:\n{}",
         d.stderr()
@@ -146,13 +162,30 @@ fn add_change_remove_by_sighup_and_post() {
     );
     assert_not_lower(&before, &after, "keep");
     assert!(
-        after.find("pingscope_sent_total", &[("target", "change"), ("ip", "198.18.0.21")]).is_empty(),
+        after
+            .find(
+                "pingscope_sent_total",
+                &[("target", "change"), ("ip", "198.18.0.21")]
+            )
+            .is_empty(),
         "the changed target's old series stayed"
     );
-    let restarted = after.value("pingscope_sent_total", &[("target", "change"), ("ip", "198.18.0.24")]);
-    assert!(restarted < change_sent, "changed target did not restart: {restarted} vs {change_sent}");
-    assert_eq!(after.value("pingscope_target_info", &[("target", "change")]), 1.0);
-    assert_eq!(after.value("pingscope_config_last_reload_successful", &[]), 1.0);
+    let restarted = after.value(
+        "pingscope_sent_total",
+        &[("target", "change"), ("ip", "198.18.0.24")],
+    );
+    assert!(
+        restarted < change_sent,
+        "changed target did not restart: {restarted} vs {change_sent}"
+    );
+    assert_eq!(
+        after.value("pingscope_target_info", &[("target", "change")]),
+        1.0
+    );
+    assert_eq!(
+        after.value("pingscope_config_last_reload_successful", &[]),
+        1.0
+    );
 
     // POST /-/reload: add another, remove `change`; other methods are refused.
     wait_sent(&d, "add", 5.0);
@@ -170,7 +203,11 @@ fn add_change_remove_by_sighup_and_post() {
     let (status, _, _) = d.get("/-/reload");
     assert_eq!(status, 405, "GET /-/reload");
     let after = wait_reloads(&d, |s| series_of(s, "posted") > 0, "POST reload");
-    assert_eq!(series_of(&after, "change"), 0, "removed target's series stayed");
+    assert_eq!(
+        series_of(&after, "change"),
+        0,
+        "removed target's series stayed"
+    );
     assert_not_lower(&before, &after, "keep");
     assert_not_lower(&before, &after, "add");
     wait_sent(&d, "posted", 3.0);
@@ -212,7 +249,9 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
     let file = path.display().to_string();
     assert!(
         body.contains(&format!("{file}:3: targets[0].bogus: unknown key"))
-            && body.contains(&format!("{file}:4: targets[1].name: duplicate target name \"a\"")),
+            && body.contains(&format!(
+                "{file}:4: targets[1].name: duplicate target name \"a\""
+            )),
         "reload error does not list every error with file and line:\n{body}"
     );
     let s = d.scrape();
@@ -220,28 +259,52 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
     let sent = s.value("pingscope_sent_total", &[("target", "b")]);
     // The running config stays: both old targets go on, nothing of the new file appears.
     wait_sent(&d, "b", sent + 5.0);
-    wait_sent(&d, "a", s.value("pingscope_sent_total", &[("target", "a")]) + 5.0);
-    assert!(d.scrape().find("pingscope_sent_total", &[("ip", "198.18.0.25")]).is_empty());
+    wait_sent(
+        &d,
+        "a",
+        s.value("pingscope_sent_total", &[("target", "a")]) + 5.0,
+    );
+    assert!(
+        d.scrape()
+            .find("pingscope_sent_total", &[("ip", "198.18.0.25")])
+            .is_empty()
+    );
 
     // SIGHUP with the same invalid file: still rejected, still running.
     d.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
-        wait_until(Duration::from_secs(5), || d.stderr().matches("config reload rejected").count() >= 2),
+        wait_until(Duration::from_secs(5), || d
+            .stderr()
+            .matches("config reload rejected")
+            .count()
+            >= 2),
         "SIGHUP reload of an invalid file not logged as rejected:\n{}",
         d.stderr()
     );
     let s = d.scrape();
     assert_eq!(s.value("pingscope_config_last_reload_successful", &[]), 0.0);
-    wait_sent(&d, "b", s.value("pingscope_sent_total", &[("target", "b")]) + 3.0);
+    wait_sent(
+        &d,
+        "b",
+        s.value("pingscope_sent_total", &[("target", "b")]) + 3.0,
+    );
 
     // Fixed: accepted, the gauge goes back to 1 and the timestamp moves.
-    let ts_before = s.value("pingscope_config_last_reload_success_timestamp_seconds", &[]);
+    let ts_before = s.value(
+        "pingscope_config_last_reload_success_timestamp_seconds",
+        &[],
+    );
     rewrite(&path, &good);
     let (status, body) = d.post("/-/reload");
     assert_eq!(status, 200, "{body}");
     let s = d.scrape();
     assert_eq!(s.value("pingscope_config_last_reload_successful", &[]), 1.0);
-    assert!(s.value("pingscope_config_last_reload_success_timestamp_seconds", &[]) >= ts_before);
+    assert!(
+        s.value(
+            "pingscope_config_last_reload_success_timestamp_seconds",
+            &[]
+        ) >= ts_before
+    );
 }
 
 #[test]
@@ -251,13 +314,20 @@ fn config_watch_reloads_on_file_change() {
     }
     let net = TestNet::start(&profiles());
     net.enter();
-    let path = write_config(net.dir(), "serve.yml", &config(&[("a", "198.18.0.20", "100ms")]));
+    let path = write_config(
+        net.dir(),
+        "serve.yml",
+        &config(&[("a", "198.18.0.20", "100ms")]),
+    );
     let d = Daemon::start(&path, net.dir(), "watch", &["--config.watch"]);
     wait_sent(&d, "a", 3.0);
     let before = d.scrape();
     rewrite(
         &path,
-        &config(&[("a", "198.18.0.20", "100ms"), ("watched", "198.18.0.26", "100ms")]),
+        &config(&[
+            ("a", "198.18.0.20", "100ms"),
+            ("watched", "198.18.0.26", "100ms"),
+        ]),
     );
     let after = wait_reloads(&d, |s| series_of(s, "watched") > 0, "--config.watch reload");
     assert_not_lower(&before, &after, "a");

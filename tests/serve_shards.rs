@@ -3,9 +3,9 @@
 //! restarted shard keeps the same targets.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-mod support;
 #[path = "fixtures/serve/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,7 +19,11 @@ const TARGETS: usize = 1_000;
 fn target_list() -> String {
     let mut s = String::from("defaults: {interval: 10s, timeout: 1s}\ntargets:\n");
     for i in 0..TARGETS {
-        s.push_str(&format!("  - {{name: t{i:04}, host: 127.0.{}.{}}}\n", i / 250, i % 250 + 1));
+        s.push_str(&format!(
+            "  - {{name: t{i:04}, host: 127.0.{}.{}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
     }
     s.push_str(SESSIONS);
     s
@@ -31,7 +35,12 @@ fn monitored(d: &Daemon) -> BTreeSet<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["target"].as_str().unwrap().to_string(), t["ip"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap().to_string(),
+                t["ip"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -44,25 +53,48 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
     net.enter();
     let path = write_config(net.dir(), "targets.yml", &target_list());
     let mut daemons: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start(&path, net.dir(), &format!("shard{i}"), &["--shard", &format!("{i}/3")]))
+        .map(|i| {
+            Daemon::start(
+                &path,
+                net.dir(),
+                &format!("shard{i}"),
+                &["--shard", &format!("{i}/3")],
+            )
+        })
         .collect();
     let mut sets: Vec<BTreeSet<(String, String)>> = Vec::new();
     let complete = wait_until(Duration::from_secs(20), || {
         sets = daemons.iter().map(monitored).collect();
         sets.iter().map(BTreeSet::len).sum::<usize>() >= TARGETS
     });
-    assert!(complete, "shards list only {:?} targets", sets.iter().map(BTreeSet::len).collect::<Vec<_>>());
+    assert!(
+        complete,
+        "shards list only {:?} targets",
+        sets.iter().map(BTreeSet::len).collect::<Vec<_>>()
+    );
 
     let expected: BTreeSet<(String, String)> = (0..TARGETS)
-        .map(|i| (format!("t{i:04}"), format!("127.0.{}.{}", i / 250, i % 250 + 1)))
+        .map(|i| {
+            (
+                format!("t{i:04}"),
+                format!("127.0.{}.{}", i / 250, i % 250 + 1),
+            )
+        })
         .collect();
     let mut union = BTreeSet::new();
     for (i, set) in sets.iter().enumerate() {
         for item in set {
-            assert!(union.insert(item.clone()), "{item:?} is in two shards (second: {i})");
+            assert!(
+                union.insert(item.clone()),
+                "{item:?} is in two shards (second: {i})"
+            );
         }
         // FNV-1a spreads 1,000 names evenly enough: each shard far from empty or whole.
-        assert!((200..=470).contains(&set.len()), "shard {i} holds {} targets", set.len());
+        assert!(
+            (200..=470).contains(&set.len()),
+            "shard {i} holds {} targets",
+            set.len()
+        );
     }
     let gap: Vec<_> = expected.difference(&union).collect();
     assert!(gap.is_empty(), "targets in no shard: {gap:?}");
