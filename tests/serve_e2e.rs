@@ -153,12 +153,14 @@ fn figures_agree_with_profiles() {
     );
     assert!(!resp.bytes().unwrap().is_empty());
 
+    let first = (Instant::now(), d.scrape());
     std::thread::sleep(RUN);
     // Log before, settle (longest timeout + slack), scrape, let every answer held at the
     // scrape leave, log after: each daemon figure must lie between the two log figures.
     let l1 = net.log();
     std::thread::sleep(Duration::from_millis(900));
     let body = d.metrics_text();
+    let elapsed = first.0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(600));
     let l2 = net.log();
     let s = Scrape::parse(&body);
@@ -253,6 +255,21 @@ fn figures_agree_with_profiles() {
             assert_eq!(late, 0.0, "{t} late replies");
         }
     }
+
+    // Intervals held without drift: probes sent between the two scrapes match the elapsed
+    // time (the bound allows one probe at each end plus the scrapes' own duration).
+    for t in ["delay", "blackhole", "late"] {
+        let sent = s.value("pingscope_sent_total", &[("target", t)])
+            - first.1.value("pingscope_sent_total", &[("target", t)]);
+        let expected = elapsed / 0.05;
+        assert!(
+            (sent - expected).abs() <= 3.0,
+            "{t}: {sent} probes in {elapsed:.3} s at 50 ms, expected {expected:.1}"
+        );
+    }
+    let lag = s.value("pingscope_scheduler_lag_seconds_sum", &[])
+        / s.value("pingscope_scheduler_lag_seconds_count", &[]);
+    assert!(lag < 0.01, "mean scheduler lag {lag} s");
 
     // Reply TTL, exact.
     assert_eq!(s.value("pingscope_reply_ttl", &[("target", "ttl")]), 17.0);

@@ -308,29 +308,76 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
 }
 
 #[test]
-fn config_watch_reloads_on_file_change() {
+fn config_watch_reloads_on_config_and_target_file_change() {
     if !support::require_root() {
         return;
     }
     let net = TestNet::start(&profiles());
     net.enter();
+    let with_files = |targets: &[(&str, &str, &str)]| {
+        config(targets).replace("targets:\n", "target_files: [sd/*.yml]\ntargets:\n")
+    };
     let path = write_config(
         net.dir(),
         "serve.yml",
-        &config(&[("a", "198.18.0.20", "100ms")]),
+        &with_files(&[("a", "198.18.0.20", "100ms")]),
     );
+    std::fs::create_dir(net.dir().join("sd")).unwrap();
     let d = Daemon::start(&path, net.dir(), "watch", &["--config.watch"]);
     wait_sent(&d, "a", 3.0);
+
+    // The config file changes: a target is added, `a` is untouched.
     let before = d.scrape();
     rewrite(
         &path,
-        &config(&[
+        &with_files(&[
             ("a", "198.18.0.20", "100ms"),
             ("watched", "198.18.0.26", "100ms"),
         ]),
     );
     let after = wait_reloads(&d, |s| series_of(s, "watched") > 0, "--config.watch reload");
     assert_not_lower(&before, &after, "a");
-    rewrite(&path, &config(&[("watched", "198.18.0.26", "100ms")]));
+
+    // A new file_sd file appears in the watched folder: its hosts become targets with its labels.
+    rewrite(
+        &net.dir().join("sd/site.yml"),
+        "- targets: [198.18.0.27]\n  labels: {site: ams, __meta_x: dropped}\n",
+    );
+    let s = wait_reloads(&d, |s| series_of(s, "198.18.0.27") > 0, "target file added");
+    assert_eq!(
+        s.find(
+            "pingscope_sent_total",
+            &[("target", "198.18.0.27"), ("site", "ams")]
+        )
+        .len(),
+        1,
+        "file_sd labels missing"
+    );
+    assert!(
+        s.samples.iter().all(|x| !x.labels.contains_key("__meta_x")),
+        "a __meta_ label became a series label"
+    );
+    // Its labels change: the old label set is gone, the new one is there.
+    rewrite(
+        &net.dir().join("sd/site.yml"),
+        "- targets: [198.18.0.27]\n  labels: {site: fra}\n",
+    );
+    let s = wait_reloads(
+        &d,
+        |s| {
+            !s.find(
+                "pingscope_sent_total",
+                &[("target", "198.18.0.27"), ("site", "fra")],
+            )
+            .is_empty()
+        },
+        "target file relabelled",
+    );
+    let stale = s.find("pingscope_sent_total", &[("site", "ams")]);
+    assert!(stale.is_empty(), "old label set kept: {stale:?}");
+
+    // Removal through the config file.
+    rewrite(&path, &with_files(&[("watched", "198.18.0.26", "100ms")]));
     wait_reloads(&d, |s| series_of(s, "a") == 0, "--config.watch removal");
+    assert!(series_of(&d.scrape(), "watched") > 0);
 }
