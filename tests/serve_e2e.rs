@@ -318,6 +318,52 @@ fn figures_agree_with_profiles() {
         "fixed delay IPDV {flat}"
     );
 
+    // Window gauges (last 60 probes) and the RFC 3550 jitter gauge.
+    let window_loss = s.value("pingscope_window_loss_ratio", &[("target", "loss")]);
+    let (lo, hi) = binomial_interval(60, 0.2);
+    assert!(
+        (f64::from(lo) / 60.0..=f64::from(hi) / 60.0).contains(&window_loss),
+        "window loss {window_loss}"
+    );
+    assert_eq!(
+        s.value("pingscope_window_loss_ratio", &[("target", "blackhole")]),
+        1.0
+    );
+    assert_eq!(
+        s.value("pingscope_window_loss_ratio", &[("target", "delay")]),
+        0.0
+    );
+    let wmean = s.value(
+        "pingscope_window_rtt_seconds",
+        &[("target", "delay"), ("stat", "mean")],
+    );
+    assert!(
+        wmean >= 0.0199 && wmean <= 0.020 + slack,
+        "window mean RTT {wmean}"
+    );
+    let wmin = s.value(
+        "pingscope_window_rtt_seconds",
+        &[("target", "jitter"), ("stat", "min")],
+    );
+    let wmax = s.value(
+        "pingscope_window_rtt_seconds",
+        &[("target", "jitter"), ("stat", "max")],
+    );
+    assert!(
+        wmin >= 0.015 - 0.000_1 && wmax <= 0.025 + slack && wmax - wmin > 0.005,
+        "jitter target window min/max {wmin}/{wmax} for 20 ms ± 5 ms"
+    );
+    let j3550 = s.value("pingscope_jitter_rfc3550_seconds", &[("target", "jitter")]);
+    assert!(
+        (0.001..=0.007).contains(&j3550),
+        "RFC 3550 jitter {j3550} for ±5 ms"
+    );
+    let j3550_flat = s.value("pingscope_jitter_rfc3550_seconds", &[("target", "delay")]);
+    assert!(
+        j3550_flat < 0.000_5 + err.p99.as_secs_f64(),
+        "RFC 3550 jitter {j3550_flat} for a fixed delay"
+    );
+
     // promtool finds nothing to say about the exposition.
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -440,6 +486,14 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
     assert!(wait_until(Duration::from_secs(5), || whole
         .load(Ordering::Relaxed)
         >= 3));
+    // Two connections that never finish a request: one idle after a whole request
+    // (keep-alive), one stopped halfway through its headers. Neither may hold the exit.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", d.port())).unwrap();
+    idle.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: pingscope\r\n\r\n")
+        .unwrap();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", d.port())).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: pin")
+        .unwrap();
     let t0 = Instant::now();
     d.signal(nix::sys::signal::Signal::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(5));
@@ -449,6 +503,7 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
     let status = status.unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM:\n{}", d.stderr()));
     assert!(status.success(), "exit status {status}:\n{}", d.stderr());
     eprintln!("exit after {:?}, {whole} whole scrapes", t0.elapsed());
+    drop((idle, half));
     assert!(whole > 0, "no scrape completed");
 }
 
