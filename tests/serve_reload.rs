@@ -230,6 +230,27 @@ fn add_change_remove_by_sighup_and_post() {
     names.sort_unstable();
     assert_eq!(names, ["add", "keep", "posted"]);
 
+    // A storm of SIGHUPs with an unchanged file: each reload is an empty diff.
+    let before = d.scrape();
+    for _ in 0..10 {
+        d.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            d.stderr().matches("config reloaded").count() >= 3
+        }),
+        "SIGHUP storm not served:\n{}",
+        d.stderr()
+    );
+    let after = d.scrape();
+    for t in ["keep", "add", "posted"] {
+        assert_not_lower(&before, &after, t);
+    }
+    assert_eq!(
+        after.value("pingscope_config_last_reload_successful", &[]),
+        1.0
+    );
+
     stop.store(true, Ordering::Relaxed);
     let scrapes = watcher.join().expect("monotonicity watcher");
     assert!(scrapes > 10, "only {scrapes} scrapes during the reloads");
