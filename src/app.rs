@@ -309,13 +309,28 @@ fn make_resolver(config: &Config) -> anyhow::Result<Resolver> {
 pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid --log.level \"{level}\""))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .try_init()
+            .map_err(|e| e.to_string()),
+        // `ts=… level=info target=… msg="…" key=value`, as Prometheus' own exporters log.
+        LogFormat::Logfmt => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_logfmt::builder()
+                    .with_span_path(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+            .map_err(|e| e.to_string()),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }
