@@ -554,7 +554,31 @@ fn prometheus_loss_expression_and_native_quantile() {
         "pingscope_rtt_seconds{target=\"delay\"}",
         Duration::from_secs(15),
     );
-    std::thread::sleep(Duration::from_secs(14).saturating_sub(started.elapsed()));
+    // Enough probes seen by both servers (a loaded machine starts Prometheus slowly): at least
+    // 200 settled probes of the lossy target, polled, at most 40 s.
+    let seen = |p: &prom::Prometheus, count: &str| {
+        let expr = format!("increase(pingscope_lost_total{{target=\"loss\"}}[1h]) + {count}");
+        p.query_result(&expr)
+            .first()
+            .and_then(prom::sample_value)
+            .unwrap_or(0.0)
+    };
+    let enough = wait_until(Duration::from_secs(40), || {
+        std::thread::sleep(Duration::from_millis(500));
+        seen(
+            &classic,
+            "increase(pingscope_rtt_seconds_count{target=\"loss\"}[1h])",
+        ) >= 200.0
+            && seen(
+                &native,
+                "histogram_count(increase(pingscope_rtt_seconds{target=\"loss\"}[1h]))",
+            ) >= 200.0
+    });
+    assert!(
+        enough,
+        "Prometheus saw too few probes in {:?}",
+        started.elapsed()
+    );
 
     let one = |p: &prom::Prometheus, expr: &str| -> f64 {
         let r = p.query_result(expr);
