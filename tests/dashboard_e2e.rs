@@ -1,0 +1,193 @@
+//! The Grafana dashboard against the real daemon (issue 6, end to end): a real Prometheus
+//! scrapes `pingscope serve` monitoring test-network addresses with known profiles, then
+//! every panel query of grafana/dashboards/pingscope.json returns data, and the loss and RTT
+//! panels agree with the profiles. Run once with classic and once with native histograms
+//! (two Prometheus servers on the same daemon, at the same time).
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+#[path = "fixtures/serve/daemon.rs"]
+mod daemon;
+#[path = "fixtures/serve/dns.rs"]
+mod dns;
+mod prom;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use daemon::{Daemon, SESSIONS, write_config};
+use prom::{PanelQuery, Prometheus, dashboard_queries, sample_value};
+use serde_json::{Value, json};
+use support::{TestNet, binomial_interval};
+
+/// How long Prometheus scrapes before the panels are read.
+const RUN: Duration = Duration::from_secs(20);
+
+const CONFIG: &str = r#"
+defaults:
+  interval: 100ms
+  timeout: 500ms
+targets:
+  - {name: lossy, host: 198.18.0.30}
+  - {name: steady, host: "2001:db8::20"}
+  - {name: refused, host: 198.18.0.60}
+  - {name: late, host: 198.18.0.80, timeout: 100ms}
+  # 198.18.0.99 is not an address of this namespace: every send fails locally (no packet
+  # leaves), which is what the send-error series of the errors panel is for.
+  - {name: nosource, host: 198.18.0.90, source: 198.18.0.99}
+  # The test's DNS server answers NXDOMAIN: every lookup fails, which is what the DNS
+  # failures panel is for.
+  - {name: unknown, host: nowhere.pingscope.test}
+"#;
+
+fn dashboard() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/grafana/dashboards/pingscope.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).expect("reading the dashboard"))
+        .expect("the dashboard is JSON")
+}
+
+fn find<'a>(queries: &'a [PanelQuery], title: &str, ref_id: &str) -> &'a PanelQuery {
+    queries
+        .iter()
+        .find(|q| q.title == title && q.ref_id == ref_id)
+        .unwrap_or_else(|| panic!("no query {title:?} {ref_id}"))
+}
+
+/// The value of the series of `target` in the result of `expr`.
+fn of_target(p: &Prometheus, expr: &str, target: &str) -> f64 {
+    let rows = p.query_result(expr);
+    let row = rows
+        .iter()
+        .find(|r| r["metric"]["target"] == target)
+        .unwrap_or_else(|| panic!("no series of {target} in {expr}: {rows:?}"));
+    sample_value(row).unwrap_or_else(|| panic!("no value: {row}"))
+}
+
+fn single(p: &Prometheus, expr: &str) -> f64 {
+    let rows = p.query_result(expr);
+    assert_eq!(rows.len(), 1, "{expr}: {rows:?}");
+    sample_value(&rows[0]).unwrap_or_else(|| panic!("no value: {rows:?}"))
+}
+
+#[test]
+fn every_panel_has_data_and_agrees_with_the_profiles() {
+    if !support::require_root() || !Prometheus::available() {
+        return;
+    }
+    let net = TestNet::start(&json!({"seed": 11, "hosts": {
+        "198.18.0.30": {"delay": "8ms", "loss": 0.2},
+        "2001:db8::20": {"delay": "20ms"},
+        "198.18.0.60": {"unreachable": 1},
+        "198.18.0.80": {"delay": "300ms"}
+    }}));
+    net.enter();
+    let server = dns::Dns::start();
+    let dns = format!(
+        "dns: {{servers: ['127.0.0.1:{}'], refresh: 2s}}\n",
+        server.port
+    );
+    let path = write_config(net.dir(), "serve.yml", &format!("{CONFIG}{dns}{SESSIONS}"));
+    let d = Daemon::start(&path, net.dir(), "dashboard", &[]);
+    let scrape = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+        d.port()
+    );
+    let classic = Prometheus::start(&scrape, &[]);
+    let native = Prometheus::start(&scrape, &[prom::NATIVE_HISTOGRAMS]);
+    let started = Instant::now();
+    classic.wait_for("pingscope_sent_total", Duration::from_secs(15));
+    native.wait_for("pingscope_sent_total", Duration::from_secs(15));
+    std::thread::sleep(RUN.saturating_sub(started.elapsed()));
+    let slack = net.timing_error().max.as_secs_f64();
+
+    let vars = [
+        ("datasource", "prometheus"),
+        ("job", "pingscope"),
+        ("instance", ".+"),
+        ("target", ".+"),
+        ("__rate_interval", "10s"),
+    ];
+    let queries = dashboard_queries(&dashboard(), &vars);
+    assert!(queries.len() > 20, "{} queries", queries.len());
+    for (mode, p) in [("classic", &classic), ("native", &native)] {
+        let empty: Vec<String> = queries
+            .iter()
+            .filter(|q| p.query_result(&q.expr).is_empty())
+            .map(|q| {
+                format!(
+                    "panel {} {:?} {}: {}",
+                    q.panel_id, q.title, q.ref_id, q.expr
+                )
+            })
+            .collect();
+        assert!(
+            empty.is_empty(),
+            "{mode}: panels without data:\n{}",
+            empty.join("\n")
+        );
+
+        // Loss over the 5 m overview window: the whole run.
+        let sent = single(
+            p,
+            "sum(increase(pingscope_sent_total{target=\"lossy\"}[5m]))",
+        );
+        let n = sent.round() as u32;
+        let (lo, hi) = binomial_interval(n, 0.2);
+        let (lo, hi) = (f64::from(lo) / sent - 0.02, f64::from(hi) / sent + 0.02);
+        let loss = of_target(p, &find(&queries, "Targets overview", "A").expr, "lossy");
+        assert!(
+            (lo..=hi).contains(&loss),
+            "{mode}: overview loss {loss}, expected 0.2 in [{lo}, {hi}]"
+        );
+        let panel_loss = of_target(p, &find(&queries, "Packet loss", "A").expr, "lossy");
+        assert!(
+            (0.0..=0.6).contains(&panel_loss),
+            "{mode}: loss panel {panel_loss}"
+        );
+        assert_eq!(
+            of_target(p, &find(&queries, "Targets overview", "A").expr, "steady"),
+            0.0
+        );
+        // `refused` answers every probe with an ICMP error: all lost.
+        assert_eq!(
+            of_target(p, &find(&queries, "Targets overview", "A").expr, "refused"),
+            1.0
+        );
+        let worst = single(p, &find(&queries, "Worst loss (5m)", "A").expr);
+        assert!(
+            worst >= loss,
+            "{mode}: worst loss {worst} below lossy's {loss}"
+        );
+
+        // Median RTT per target: classic buckets put 8 ms and 20 ms inside (5, 10] and
+        // (10, 25] ms, native buckets within about 10 %.
+        let median_steady = of_target(p, &find(&queries, "Targets overview", "B").expr, "steady");
+        let median_lossy = of_target(p, &find(&queries, "Targets overview", "B").expr, "lossy");
+        let (steady_range, lossy_range) = if mode == "native" {
+            (0.018..=0.0225 + slack, 0.0072..=0.0092 + slack)
+        } else {
+            (0.010..=0.025, 0.005..=0.010 + slack)
+        };
+        assert!(
+            steady_range.contains(&median_steady),
+            "{mode}: steady median {median_steady}"
+        );
+        assert!(
+            lossy_range.contains(&median_lossy),
+            "{mode}: lossy median {median_lossy}"
+        );
+        let dns_failures = of_target(
+            p,
+            &find(&queries, "Probe rate and DNS failures", "B").expr,
+            "unknown",
+        );
+        assert!(
+            dns_failures > 0.0,
+            "{mode}: DNS failure rate {dns_failures}"
+        );
+        let ttl = of_target(p, &find(&queries, "Targets overview", "E").expr, "steady");
+        assert_eq!(ttl, 64.0, "{mode}: reply TTL");
+    }
+}

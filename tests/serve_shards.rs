@@ -1,0 +1,123 @@
+//! `--shard I/N` end to end: three daemons on one 1,000-target list (loopback addresses at a
+//! long interval, inside a test namespace) cover it with no overlap and no gap, and a
+//! restarted shard keeps the same targets.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+#[path = "fixtures/serve/daemon.rs"]
+mod daemon;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use daemon::{Daemon, SESSIONS, write_config};
+use serde_json::json;
+use support::{TestNet, wait_until};
+
+const TARGETS: usize = 1_000;
+
+fn target_list() -> String {
+    let mut s = String::from("defaults: {interval: 10s, timeout: 1s}\ntargets:\n");
+    for i in 0..TARGETS {
+        s.push_str(&format!(
+            "  - {{name: t{i:04}, host: 127.0.{}.{}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    s.push_str(SESSIONS);
+    s
+}
+
+/// (target, ip) pairs the daemon monitors, from `/api/v1/targets`.
+fn monitored(d: &Daemon) -> BTreeSet<(String, String)> {
+    d.targets()["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap().to_string(),
+                t["ip"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_shards_cover_the_list_without_overlap_or_gap() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({}));
+    net.enter();
+    let path = write_config(net.dir(), "targets.yml", &target_list());
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|i| {
+            Daemon::start(
+                &path,
+                net.dir(),
+                &format!("shard{i}"),
+                &["--shard", &format!("{i}/3")],
+            )
+        })
+        .collect();
+    let mut sets: Vec<BTreeSet<(String, String)>> = Vec::new();
+    let complete = wait_until(Duration::from_secs(20), || {
+        sets = daemons.iter().map(monitored).collect();
+        sets.iter().map(BTreeSet::len).sum::<usize>() >= TARGETS
+    });
+    assert!(
+        complete,
+        "shards list only {:?} targets",
+        sets.iter().map(BTreeSet::len).collect::<Vec<_>>()
+    );
+
+    let expected: BTreeSet<(String, String)> = (0..TARGETS)
+        .map(|i| {
+            (
+                format!("t{i:04}"),
+                format!("127.0.{}.{}", i / 250, i % 250 + 1),
+            )
+        })
+        .collect();
+    let mut union = BTreeSet::new();
+    for (i, set) in sets.iter().enumerate() {
+        for item in set {
+            assert!(
+                union.insert(item.clone()),
+                "{item:?} is in two shards (second: {i})"
+            );
+        }
+        // FNV-1a spreads 1,000 names evenly enough: each shard far from empty or whole.
+        assert!(
+            (200..=470).contains(&set.len()),
+            "shard {i} holds {} targets",
+            set.len()
+        );
+    }
+    let gap: Vec<_> = expected.difference(&union).collect();
+    assert!(gap.is_empty(), "targets in no shard: {gap:?}");
+    assert_eq!(union, expected);
+
+    // The metrics agree with the API: one target_info series per monitored target.
+    for (d, set) in daemons.iter().zip(&sets) {
+        let s = d.scrape();
+        let info: BTreeSet<(String, String)> = s
+            .find("pingscope_target_info", &[])
+            .iter()
+            .map(|x| (x.labels["target"].clone(), x.labels["ip"].clone()))
+            .collect();
+        assert_eq!(&info, set);
+    }
+
+    // Stable across restarts: shard 1 again keeps exactly the same targets.
+    drop(daemons.remove(1));
+    let again = Daemon::start(&path, net.dir(), "shard1-again", &["--shard", "1/3"]);
+    let mut now = BTreeSet::new();
+    assert!(wait_until(Duration::from_secs(20), || {
+        now = monitored(&again);
+        now.len() >= sets[1].len()
+    }));
+    assert_eq!(now, sets[1], "shard 1 changed across a restart");
+}
