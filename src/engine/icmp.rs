@@ -476,6 +476,7 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
             let mut table = shared.table.lock();
             match table.reply(key, stamp, at, ttl, size) {
                 ReplyOutcome::Deliver(d) => shared.deliver([d]),
+                ReplyOutcome::TimeoutThenLate(t, l) => shared.deliver([t, l]),
                 ReplyOutcome::Stale => bump(&shared.counters.stale_replies),
                 ReplyOutcome::Unknown => bump(&shared.counters.unmatched_packets),
             }

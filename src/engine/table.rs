@@ -34,6 +34,9 @@ struct Pending {
     sent_at: SystemTime,
     stamp: u64,
     timer: (Instant, u64),
+    // The probe's timeout: a reply whose RTT exceeds it is late even when the deadline timer has
+    // not fired yet (a busy runtime can run the timer after the reply is read).
+    allowed: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +65,9 @@ pub type Delivery = (EventSink, ProbeEvent);
 pub enum ReplyOutcome {
     /// Deliver this event (reply, late or duplicate).
     Deliver(Delivery),
+    /// The reply came after the probe's timeout, before its timer fired: deliver the timeout,
+    /// then the late reply.
+    TimeoutThenLate(Delivery, Delivery),
     /// The payload stamp does not match the probe holding this key: an answer to an older probe
     /// whose sequence number has since been reused. Ignored.
     Stale,
@@ -173,6 +179,7 @@ impl InFlightTable {
         let timer = (deadline, self.next_id);
         self.next_id += 1;
         self.deadlines.insert(timer, key);
+        let allowed = deadline.saturating_duration_since(Instant::now());
         self.pending.insert(
             key,
             Pending {
@@ -181,6 +188,7 @@ impl InFlightTable {
                 sent_at,
                 stamp,
                 timer,
+                allowed,
             },
         );
         Ok(key.seq)
@@ -264,6 +272,20 @@ impl InFlightTable {
             let Some(p) = self.pending.remove(&key) else {
                 return ReplyOutcome::Unknown;
             };
+            if rtt(p.sent_at, received) > p.allowed {
+                let timeout = ProbeEvent {
+                    tag: p.tag,
+                    seq: key.seq,
+                    ip: key.ip,
+                    at: received,
+                    kind: EventKind::Timeout,
+                };
+                let late = event(p.tag, p.sent_at, EventKind::Late);
+                let sink = p.sink.clone();
+                // The late reply is delivered here, so a further one is a duplicate.
+                self.settle(key, p, Settled::Answered);
+                return ReplyOutcome::TimeoutThenLate((sink.clone(), timeout), (sink, late));
+            }
             let ev = event(p.tag, p.sent_at, EventKind::Reply);
             let sink = p.sink.clone();
             self.settle(key, p, Settled::Answered);

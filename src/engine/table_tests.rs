@@ -93,6 +93,32 @@ fn timeout_then_late_then_duplicate() {
 }
 
 #[test]
+fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, 3, tx, wall, 9, now + Duration::from_millis(100))
+        .unwrap();
+    // The runtime has not run the deadline timer yet, but the kernel stamped the reply 300 ms
+    // after the send: it is a timeout followed by a late reply, never a reply.
+    let rx_at = wall + Duration::from_millis(300);
+    match t.reply(key(seq), PayloadStamp::Stamp(9), rx_at, Some(64), 64) {
+        ReplyOutcome::TimeoutThenLate((_, timeout), (_, late)) => {
+            assert_eq!((timeout.tag, timeout.kind), (3, EventKind::Timeout));
+            assert!(matches!(late.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_millis(300)));
+        }
+        other => panic!("expected timeout then late, got {other:?}"),
+    }
+    assert!(t.is_empty());
+    // The timer firing afterwards finds nothing to expire.
+    assert!(t.expire(now + Duration::from_secs(1), wall).is_empty());
+    // A further reply is a duplicate of the late one.
+    let dup = deliver(t.reply(key(seq), PayloadStamp::Stamp(9), rx_at, Some(64), 64));
+    assert!(matches!(dup.kind, EventKind::Duplicate(_)));
+}
+
+#[test]
 fn deadlines_fire_in_order_each_on_its_own() {
     let (now, wall) = t0();
     let mut t = InFlightTable::new(8, 8);
