@@ -3,9 +3,9 @@
 //! is told it lagged and is closed while the daemon's memory stays bounded.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-mod support;
 #[path = "fixtures/api/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,14 +56,21 @@ fn followed_session_matches_store_and_profile() {
         .map(|m| (m["seq"].as_u64().expect("seq"), m))
         .collect();
     assert_eq!(by_seq.len(), 50, "one sample per probe: {streamed:?}");
-    assert_eq!(by_seq.keys().copied().collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
     let replies: Vec<f64> = streamed
         .iter()
         .filter(|m| m["type"] == "reply")
         .map(|m| m["rtt_ms"].as_f64().expect("rtt_ms"))
         .collect();
     let timeouts = streamed.iter().filter(|m| m["type"] == "timeout").count();
-    assert_eq!(replies.len() + timeouts, 50, "only replies and timeouts: {streamed:?}");
+    assert_eq!(
+        replies.len() + timeouts,
+        50,
+        "only replies and timeouts: {streamed:?}"
+    );
 
     // The stored copy holds the same samples and the same summary.
     let (status, stored) = get_json(&c, &d.url(&format!("/api/v1/sessions/{id}")));
@@ -72,7 +79,14 @@ fn followed_session_matches_store_and_profile() {
     assert_eq!(stored["samples"].as_array().expect("samples"), streamed);
     assert_eq!(stored["sample_count"], 50);
     let summary = &stored["summary"];
-    for key in ["sent", "received", "lost", "loss_ratio", "rtt_ms", "jitter_ms"] {
+    for key in [
+        "sent",
+        "received",
+        "lost",
+        "loss_ratio",
+        "rtt_ms",
+        "jitter_ms",
+    ] {
         assert_eq!(summary[key], last[key], "summary field {key}");
     }
     assert_eq!(summary["sent"], 50);
@@ -104,7 +118,10 @@ fn followed_session_matches_store_and_profile() {
         err.max
     );
     let avg = summary["rtt_ms"]["avg"].as_f64().expect("rtt avg");
-    assert!((avg - mean).abs() < 0.01, "summary avg {avg} vs samples {mean}");
+    assert!(
+        (avg - mean).abs() < 0.01,
+        "summary avg {avg} vs samples {mean}"
+    );
 
     // A late reader of the ended session gets the same replay, the summary and a normal close.
     let (again, end) = follow(

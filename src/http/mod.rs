@@ -20,7 +20,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -65,7 +64,10 @@ pub fn router(app: App) -> Router {
     let spec = Arc::new(spec);
     Router::new()
         .merge(api)
-        .route("/api/v1/openapi.json", get(move || async move { Json(spec.as_ref().clone()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(spec.as_ref().clone()) }),
+        )
         // The seed's routes, served by the same handlers.
         .route("/start_test", post(sessions::start))
         .route("/results/{session_id}", get(sessions::get))
@@ -78,7 +80,8 @@ pub fn router(app: App) -> Router {
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
         .fallback(error::not_found)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Enforced by the body extractors, so a too-large body is a JSON 413 like every API error.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
