@@ -37,6 +37,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_LAGS: u32 = 3;
 /// A client whose queue stays full this long is closed.
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long a session's reader waits, at shutdown, for the session's summary before closing.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Keepalive ping period; no pong for two periods closes the connection.
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -251,13 +253,18 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
                     break;
                 }
             }
+            // At shutdown the manager interrupts the session, whose last samples and summary
+            // then still come: wait for them (bounded), and close as going away.
+            let mut going_away: Option<Instant> = None;
             while open {
+                let wait_end = going_away.unwrap_or_else(Instant::now);
                 tokio::select! {
                     msg = rx.recv() => match msg {
                         Ok(LiveMsg::Sample(s)) => open = lag.offer(&q, json(&*s)),
                         Ok(LiveMsg::End(record)) => {
+                            let code = if going_away.is_some() { GOING_AWAY } else { NORMAL };
                             let _ = q.send(Out::Msg(summary_message(&record))).await;
-                            let _ = q.send(Out::Close(NORMAL, "session ended")).await;
+                            let _ = q.send(Out::Close(code, "session ended")).await;
                             open = false;
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => lag.missed += n,
@@ -267,7 +274,10 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
                         }
                     },
                     () = done.cancelled() => open = false,
-                    () = shutdown.cancelled() => {
+                    () = shutdown.cancelled(), if going_away.is_none() => {
+                        going_away = Some(Instant::now() + SHUTDOWN_WAIT);
+                    }
+                    () = tokio::time::sleep_until(wait_end), if going_away.is_some() => {
                         let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
                         open = false;
                     }
