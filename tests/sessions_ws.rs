@@ -132,3 +132,139 @@ fn followed_session_matches_store_and_profile() {
     assert_eq!(&again[..again.len() - 1], streamed);
     assert_eq!(again.last().map(|m| &m["type"]), Some(&json!("summary")));
 }
+
+/// Reads text messages until the stream ends or `within` passes (`None`); sleeps `pace` after each.
+async fn read_until<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    msgs: &mut Vec<Value>,
+    within: Duration,
+    pace: Duration,
+) -> Option<WsEnd>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return None,
+            Ok(None) => return Some(WsEnd::Dropped("end of stream".into())),
+            Ok(Some(Err(e))) => return Some(WsEnd::Dropped(e.to_string())),
+            Ok(Some(Ok(Message::Text(t)))) => {
+                msgs.push(serde_json::from_str(t.as_str()).expect("JSON message"));
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
+                }
+            }
+            Ok(Some(Ok(Message::Close(f)))) => {
+                return Some(WsEnd::Close(f.map_or(1005, |f| u16::from(f.code))));
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A WebSocket over a socket whose receive buffer is tiny (set before connecting, so the window
+/// the daemon sees is small from the start).
+async fn tiny_window_client(d: &Daemon, path: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port()).parse().expect("address");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    sock.set_nonblocking(true).expect("non-blocking");
+    let stream = tokio::net::TcpStream::from_std(sock.into()).expect("tokio stream");
+    let (ws, _) = tokio_tungstenite::client_async(d.ws_url(path), stream).await.expect("handshake");
+    ws
+}
+
+/// Samples the daemon's RSS every 200 ms for `t`.
+async fn sample_rss(d: &Daemon, t: Duration, rss: &mut Vec<u64>) {
+    let end = tokio::time::Instant::now() + t;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss.push(d.rss_kib());
+    }
+}
+
+#[test]
+fn reader_that_reads_nothing_is_lagged_and_closed() {
+    if !support::require_root() {
+        return;
+    }
+    const STALL: Duration = Duration::from_secs(14);
+    const CLIENTS: usize = 20;
+    let net = TestNet::start(&json!({"default": {"delay": "1ms"}}));
+    net.enter();
+    let port = support::free_tcp_port();
+    // 500 loopback monitors at 100 ms: about 5,000 samples a second on /api/v1/live.
+    let mut config = base_config(net.dir(), 4);
+    config.push_str("defaults:\n  interval: 100ms\n  timeout: 1s\ntargets:\n");
+    for i in 0..500 {
+        config.push_str(&format!("  - host: 127.0.{}.{}\n", 1 + i / 250, 1 + i % 250));
+    }
+    let d = Daemon::start(net.dir(), &config, port);
+    std::thread::sleep(Duration::from_secs(2));
+    daemon::runtime().block_on(async {
+        // The source's rate and message size, from a reader that keeps up.
+        let mut normal = Vec::new();
+        let (mut ws, _) = tokio_tungstenite::connect_async(d.ws_url("/api/v1/live")).await.expect("connect");
+        let end = read_until(&mut ws, &mut normal, Duration::from_secs(1), Duration::ZERO).await;
+        assert_eq!(end, None, "a reader that keeps up stays connected");
+        drop(ws);
+        let rate = normal.len() as f64;
+        let avg_len = normal.iter().map(|m| m.to_string().len()).sum::<usize>() as f64 / rate.max(1.0);
+        assert!(rate > 1000.0, "source too slow for this test: {rate} messages/s");
+
+        // CLIENTS readers that read nothing for STALL, then read what reached them.
+        let mut readers = Vec::new();
+        for _ in 0..CLIENTS {
+            readers.push(tiny_window_client(&d, "/api/v1/live").await);
+        }
+        let mut rss = vec![d.rss_kib()];
+        sample_rss(&d, STALL, &mut rss).await;
+        let drained = futures_util::future::join_all(readers.iter_mut().map(|ws| async move {
+            let mut msgs = Vec::new();
+            let end = read_until(ws, &mut msgs, Duration::from_secs(20), Duration::ZERO).await;
+            (msgs, end)
+        }))
+        .await;
+        let notes = |m: &[Value]| {
+            m.iter()
+                .filter(|m| m["type"] == "lagged")
+                .map(|m| m["missed"].as_u64().unwrap_or(0))
+                .collect::<Vec<_>>()
+        };
+        for (i, (msgs, end)) in drained.iter().enumerate() {
+            eprintln!("reader {i}: {} messages, notes {:?}, end {end:?}", msgs.len(), notes(msgs));
+        }
+        let growth = rss.iter().max().copied().unwrap_or(0).saturating_sub(rss[0]);
+        eprintln!("source {rate} msg/s of {avg_len:.0} B; rss KiB {:?}", rss);
+
+        // Every one is closed: 1008, or dropped when not even the close frame could be written.
+        for (i, (msgs, end)) in drained.iter().enumerate() {
+            assert!(
+                matches!(end, Some(WsEnd::Close(1008)) | Some(WsEnd::Dropped(_))),
+                "reader {i} not closed: {end:?}"
+            );
+            assert!(msgs.len() as f64 <= rate * STALL.as_secs_f64(), "reader {i} got {} messages", msgs.len());
+            // A note says how much was lost since the last one: never zero.
+            assert!(notes(msgs).iter().all(|n| *n > 0), "reader {i}: {:?}", notes(msgs));
+        }
+        // A policy close comes after the reader was told it lagged.
+        for (i, (msgs, end)) in drained.iter().enumerate() {
+            if *end == Some(WsEnd::Close(1008)) {
+                assert!(!notes(msgs).is_empty(), "reader {i} closed 1008 without a lagged note");
+            }
+        }
+        let noted = drained.iter().filter(|(m, _)| !notes(m).is_empty()).count();
+        assert!(noted > CLIENTS / 2, "only {noted} of {CLIENTS} readers were told they lagged");
+        // Memory: bounded per client, not by what the clients missed. Each missed about
+        // rate × STALL × avg_len bytes; the daemon may keep a small part of that.
+        let missed_kib = rate * STALL.as_secs_f64() * avg_len / 1024.0 * CLIENTS as f64;
+        assert!(
+            (growth as f64) < missed_kib / 4.0,
+            "RSS grew {growth} KiB while {CLIENTS} clients missed {missed_kib:.0} KiB"
+        );
+    });
+}

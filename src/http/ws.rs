@@ -152,11 +152,29 @@ enum Out {
     Close(u16, &'static str),
 }
 
+/// How the forwarder ended a client, for the writer to say after the messages already queued:
+/// a close frame offered with `try_send` is lost when the queue is full, and the writer would
+/// otherwise close with 1000 once the queue ends.
+#[derive(Clone, Default)]
+struct Ending(Arc<parking_lot::Mutex<Option<(u64, u16, &'static str)>>>);
+
+impl Ending {
+    /// Records the first ending: messages missed since the last note, close code and reason.
+    fn set(&self, missed: u64, code: u16, reason: &'static str) {
+        self.0.lock().get_or_insert((missed, code, reason));
+    }
+
+    fn take(&self) -> Option<(u64, u16, &'static str)> {
+        self.0.lock().take()
+    }
+}
+
 /// Tracks a client's lag: messages lost since it was last told, and how often it was told.
 struct Lag {
     missed: u64,
     lags: u32,
     full_since: Option<Instant>,
+    ending: Ending,
 }
 
 impl Lag {
@@ -168,6 +186,7 @@ impl Lag {
                 self.missed = 0;
                 self.lags += 1;
                 if self.lags >= MAX_LAGS {
+                    self.ending.set(0, POLICY_VIOLATION, "client too slow");
                     let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
                     return false;
                 }
@@ -188,7 +207,7 @@ impl Lag {
 }
 
 /// Sends queued messages; pings; ends on close, error, send timeout or a missing pong.
-async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: CancellationToken) {
+async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: CancellationToken, ending: Ending) {
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -199,7 +218,17 @@ async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: Cancellatio
                 let (msg, last) = match out {
                     Some(Out::Msg(m)) => (m, false),
                     Some(Out::Close(code, reason)) => (close(code, reason), true),
-                    None => (close(NORMAL, "done"), true),
+                    None => {
+                        let (missed, code, reason) = ending.take().unwrap_or((0, NORMAL, "done"));
+                        if missed > 0 {
+                            let note = json(&serde_json::json!({"type": "lagged", "missed": missed}));
+                            let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(note)).await;
+                            if !matches!(sent, Ok(Ok(()))) {
+                                break;
+                            }
+                        }
+                        (close(code, reason), true)
+                    }
                 };
                 let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await;
                 if !matches!(sent, Ok(Ok(()))) || last {
@@ -231,8 +260,9 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
+    let ending = Ending::default();
+    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
+    let mut lag = Lag { missed: 0, lags: 0, full_since: None, ending: ending.clone() };
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
@@ -278,12 +308,14 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
                         going_away = Some(Instant::now() + SHUTDOWN_WAIT);
                     }
                     () = tokio::time::sleep_until(wait_end), if going_away.is_some() => {
+                        ending.set(0, GOING_AWAY, "server shutting down");
                         let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
                         open = false;
                     }
                 }
             }
             if lag.lags >= MAX_LAGS || lag.full_since.is_some_and(|t| t.elapsed() >= STALL_LIMIT) {
+                ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
                 let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
             }
         }
@@ -302,8 +334,9 @@ async fn monitor_stream(
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
+    let ending = Ending::default();
+    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
+    let mut lag = Lag { missed: 0, lags: 0, full_since: None, ending: ending.clone() };
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -312,6 +345,7 @@ async fn monitor_stream(
                         continue;
                     }
                     if !lag.offer(&q, json(&*s)) {
+                        ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
                         let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
                         break;
                     }
@@ -321,7 +355,8 @@ async fn monitor_stream(
             },
             () = done.cancelled() => break,
             () = shutdown.cancelled() => {
-                let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
+                ending.set(0, GOING_AWAY, "server shutting down");
+                        let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
                 break;
             }
         }
