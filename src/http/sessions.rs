@@ -61,9 +61,23 @@ pub(crate) fn manager(app: &App) -> Result<SessionManager, ApiError> {
     })
 }
 
+/// The `{id}` path parameter of the session routes.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SessionPath {
+    /// Session id (a UUIDv7, as returned when the session started).
+    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+    pub id: String,
+}
+
 pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse::<SessionId>()
-        .map_err(|_| ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID")))
+    // Only the hyphenated form the API hands out: the other spellings Uuid parses are not in
+    // the spec's pattern, and accepting them would answer requests the spec calls invalid.
+    let hyphenated = raw.len() == 36 && raw.bytes().filter(|b| *b == b'-').count() == 4;
+    match raw.parse::<SessionId>() {
+        Ok(id) if hyphenated => Ok(id),
+        _ => Err(ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID"))),
+    }
 }
 
 /// Start a session.
@@ -93,10 +107,13 @@ pub async fn start(State(app): State<App>, ApiJson(req): ApiJson<StartRequest>) 
 /// Query of the history list.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Sessions per page (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor: the `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub before: Option<String>,
 }
 
@@ -126,7 +143,7 @@ pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String
     };
     let before = q
         .get("before")
-        .map(|b| b.parse::<SessionId>().map_err(|_| ApiError::bad_request(format!("invalid parameter \"before\": \"{b}\" is not a session id"))))
+        .map(|b| parse_id(b).map_err(|_| ApiError::bad_request(format!("invalid parameter \"before\": \"{b}\" is not a session id"))))
         .transpose()?;
     let page = m.store().list(limit, before).await.map_err(|e| store_error(&e))?;
     Ok(Json(page))
@@ -135,7 +152,7 @@ pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String
 /// Get a session with every sample.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionDetail),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -161,7 +178,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
 /// Stop a running session.
 #[utoipa::path(
     post, path = "/api/v1/sessions/{id}/stop", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 202, description = "Stopping; the live stream ends with the summary", body = SessionRecord),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -190,7 +207,7 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
 /// Delete a stored session.
 #[utoipa::path(
     delete, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed id", body = ErrorBody),

@@ -61,7 +61,7 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 /// `GET /api/v1/sessions/{id}/live` (WebSocket): samples so far, new samples, the summary, close.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}/live", tag = "live",
-    params(("id" = String, Path, description = "Session id")),
+    params(crate::http::sessions::SessionPath),
     responses(
         (status = 101, description = "WebSocket: JSON samples, then {\"type\":\"summary\"}, then close 1000"),
         (status = 400, description = "Malformed id", body = crate::http::error::ErrorBody),
@@ -89,6 +89,7 @@ pub async fn session_live(
 /// Query of the monitors' live stream.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     /// Comma-separated target names; all targets when absent.
     pub target: Option<String>,

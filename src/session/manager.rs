@@ -42,9 +42,11 @@ pub const LIVE_BUFFER: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// Host name or address to ping.
+    #[schema(min_length = 1, max_length = 253, pattern = "\\S")]
     pub target: String,
     /// Number of probes (default 10 when no duration is given).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub count: Option<u32>,
     /// How long to run, e.g. `"30s"`; with `count`, whichever ends first.
     #[serde(default)]
@@ -55,8 +57,9 @@ pub struct StartRequest {
     /// Per-probe timeout, e.g. `"1s"` (default `"2s"`).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// ICMP payload bytes (default 56).
+    /// ICMP payload bytes (default 56; at most 65507 over IPv4, 65527 over IPv6).
     #[serde(default)]
+    #[schema(maximum = 65527)]
     pub size: Option<u32>,
     /// `auto`, `ip4` or `ip6`.
     #[serde(default)]
@@ -127,7 +130,8 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Ap
     if target.is_empty() {
         return Err(bad("invalid field \"target\": must not be empty".to_owned()));
     }
-    if target.len() > 253 {
+    // Counted as the spec's maxLength counts: characters, before trimming.
+    if req.target.chars().count() > 253 {
         return Err(bad("invalid field \"target\": longer than 253 characters".to_owned()));
     }
     let limits = &config.sessions;
