@@ -116,7 +116,14 @@ impl App {
                     .unwrap_or(i64::MAX)
             });
         }
-        let sessions = open_sessions(&config, pinger.clone());
+        let sessions = {
+            // Opening runs migrations and may wait for the file lock: keep it off the workers.
+            let sessions_cfg = config.sessions.clone();
+            let pinger = pinger.clone();
+            tokio::task::spawn_blocking(move || open_sessions(&sessions_cfg, pinger))
+                .await
+                .unwrap_or_else(|e| Err(format!("opening the session store panicked: {e}")))
+        };
         if let Ok(m) = &sessions {
             let m = m.clone();
             metrics.set_gauge_source(ScrapeGauge::SessionsActive, move || {
@@ -270,8 +277,10 @@ impl App {
 /// A held WebSocket client slot; dropping it frees the slot.
 pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
 
-fn open_sessions(config: &Config, pinger: Arc<dyn Pinger>) -> Result<SessionManager, String> {
-    let s = &config.sessions;
+fn open_sessions(
+    s: &crate::config::SessionsConfig,
+    pinger: Arc<dyn Pinger>,
+) -> Result<SessionManager, String> {
     let options = StoreOptions {
         retention: Retention {
             max_sessions: Some(s.retention.max_sessions as u64),
@@ -300,13 +309,28 @@ fn make_resolver(config: &Config) -> anyhow::Result<Resolver> {
 pub fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid --log.level \"{level}\""))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Logfmt => builder.try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .try_init()
+            .map_err(|e| e.to_string()),
+        // `ts=… level=info target=… msg="…" key=value`, as Prometheus' own exporters log.
+        LogFormat::Logfmt => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_logfmt::builder()
+                    .with_span_path(false)
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+            .map_err(|e| e.to_string()),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

@@ -125,12 +125,20 @@ impl PingArgs {
 
     /// Checks what single flags cannot: the payload size against the protocol maximum.
     pub fn validate(&self) -> Result<(), String> {
-        let max = if self.ip6 { MAX_PAYLOAD_V6 } else { MAX_PAYLOAD_V4 };
+        let max = if self.ip6 {
+            MAX_PAYLOAD_V6
+        } else {
+            MAX_PAYLOAD_V4
+        };
         if self.size > max {
             return Err(format!(
                 "invalid size {}: above the protocol maximum of {max} bytes{}",
                 self.size,
-                if self.ip6 { " for IPv6" } else { " for IPv4 (use -6 for up to 65527)" }
+                if self.ip6 {
+                    " for IPv6"
+                } else {
+                    " for IPv4 (use -6 for up to 65527)"
+                }
             ));
         }
         Ok(())

@@ -160,7 +160,10 @@ fn spawn_signal_watch(cancel: CancellationToken) {
             stops += 1;
             cancel.cancel();
             if stops > 1 {
-                #[allow(clippy::disallowed_methods, reason = "a second Ctrl-C means: stop now, skip the summaries")]
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a second Ctrl-C means: stop now, skip the summaries"
+                )]
                 std::process::exit(i32::from(cli::EXIT_NO_REPLY));
             }
         }
@@ -193,7 +196,12 @@ pub async fn run(
                 result.unresolved += 1;
                 let s = Sample::local_error(host, host, None, None, e.to_string());
                 emit_sample(&out, plan.format, &s);
-                emit_summary(&out, plan.format, &summary(host, None, &Accumulator::new()), None);
+                emit_summary(
+                    &out,
+                    plan.format,
+                    &summary(host, None, &Accumulator::new()),
+                    None,
+                );
             }
         }
     }
@@ -249,7 +257,9 @@ impl AddressRun {
         let wall_start = SystemTime::now();
         // Sized for every probe that can be outstanding, plus late and duplicate replies.
         let per_timeout = self.plan.timeout.as_secs_f64() / self.plan.interval.as_secs_f64();
-        let cap = (per_timeout.ceil() as usize).saturating_mul(4).clamp(64, 65_536);
+        let cap = (per_timeout.ceil() as usize)
+            .saturating_mul(4)
+            .clamp(64, 65_536);
         let (tx, mut rx) = mpsc::channel::<crate::engine::ProbeEvent>(cap);
         let spec = ProbeSpec {
             ip: self.ip,
@@ -400,7 +410,9 @@ fn text_sample(s: &Sample) -> String {
             format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms (DUP!)")
         }
         SampleType::Late => {
-            format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms (LATE, counted lost)")
+            format!(
+                "{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms (LATE, counted lost)"
+            )
         }
         SampleType::Timeout => format!("no answer from {ip} for icmp_seq={seq}"),
         SampleType::Error => match (s.from, s.icmp_type) {
@@ -409,11 +421,7 @@ fn text_sample(s: &Sample) -> String {
                 s.error.as_deref().unwrap_or("error"),
                 s.icmp_code.unwrap_or(0)
             ),
-            _ => format!(
-                "{}: {}",
-                s.host,
-                s.error.as_deref().unwrap_or("error")
-            ),
+            _ => format!("{}: {}", s.host, s.error.as_deref().unwrap_or("error")),
         },
     }
 }
@@ -424,8 +432,16 @@ fn text_summary(s: &Summary, elapsed: Option<Duration>) -> String {
         s.host,
         s.sent,
         s.received,
-        if s.duplicates > 0 { format!(", +{} duplicates", s.duplicates) } else { String::new() },
-        if s.errors > 0 { format!(", +{} errors", s.errors) } else { String::new() },
+        if s.duplicates > 0 {
+            format!(", +{} duplicates", s.duplicates)
+        } else {
+            String::new()
+        },
+        if s.errors > 0 {
+            format!(", +{} errors", s.errors)
+        } else {
+            String::new()
+        },
         s.loss_ratio * 100.0
     );
     if let Some(e) = elapsed {
@@ -438,7 +454,10 @@ fn text_summary(s: &Summary, elapsed: Option<Duration>) -> String {
         ));
     }
     if let Some(j) = s.jitter_ms {
-        text.push_str(&format!("\njitter {j:.3} ms (rfc3550 {:.3} ms)", s.jitter_rfc3550_ms.unwrap_or(0.0)));
+        text.push_str(&format!(
+            "\njitter {j:.3} ms (rfc3550 {:.3} ms)",
+            s.jitter_rfc3550_ms.unwrap_or(0.0)
+        ));
     }
     text
 }
@@ -505,17 +524,33 @@ mod tests {
             vec![
                 // Late: the timeout fires at 500 ms, the reply comes at 550 ms, while seq 2
                 // is still pending, so the run is still listening.
-                Step::Reply { rtt: Duration::from_millis(550), ttl: 57 },
+                Step::Reply {
+                    rtt: Duration::from_millis(550),
+                    ttl: 57,
+                },
                 Step::Drop,
-                Step::Reply { rtt: Duration::from_millis(10), ttl: 57 },
-                Step::Duplicate { rtt: Duration::from_millis(20), gap: Duration::from_millis(5) },
-                Step::Error { after: Duration::from_millis(3), kind: IcmpErrorKind::Unreachable },
+                Step::Reply {
+                    rtt: Duration::from_millis(10),
+                    ttl: 57,
+                },
+                Step::Duplicate {
+                    rtt: Duration::from_millis(20),
+                    gap: Duration::from_millis(5),
+                },
+                Step::Error {
+                    after: Duration::from_millis(3),
+                    kind: IcmpErrorKind::Unreachable,
+                },
             ],
         );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.7"], 5)).await;
         assert_eq!(r.exit_code(), cli::EXIT_OK);
         assert_eq!(of_type(&lines, "reply").len(), 2);
-        assert_eq!(of_type(&lines, "timeout").len(), 2, "drop and late both time out");
+        assert_eq!(
+            of_type(&lines, "timeout").len(),
+            2,
+            "drop and late both time out"
+        );
         assert_eq!(of_type(&lines, "late").len(), 1);
         assert_eq!(of_type(&lines, "duplicate").len(), 1);
         let errors = of_type(&lines, "error");
@@ -528,14 +563,23 @@ mod tests {
         assert_eq!(s[0]["lost"], 3);
         assert_eq!(s[0]["loss_ratio"], 0.6);
         assert_eq!(s[0]["rtt_ms"]["min"], 10.0);
-        assert_eq!(lines.last().map(|l| l["type"].clone()), Some("summary".into()));
+        assert_eq!(
+            lines.last().map(|l| l["type"].clone()),
+            Some("summary".into())
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn silent_host_exits_1_and_others_continue() {
         let fake = FakePinger::new();
         let ok: IpAddr = "192.0.2.1".parse().unwrap_or_else(|_| unreachable!());
-        fake.script(ok, vec![Step::Reply { rtt: Duration::from_millis(1), ttl: 64 }]);
+        fake.script(
+            ok,
+            vec![Step::Reply {
+                rtt: Duration::from_millis(1),
+                ttl: 64,
+            }],
+        );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.1", "192.0.2.2"], 3)).await;
         assert_eq!(r.silent, 1);
         assert_eq!(r.exit_code(), cli::EXIT_NO_REPLY);
@@ -545,7 +589,11 @@ mod tests {
 
     #[test]
     fn exit_codes_rank_unresolved_first() {
-        let r = RunResult { unresolved: 1, silent: 1, addresses: 1 };
+        let r = RunResult {
+            unresolved: 1,
+            silent: 1,
+            addresses: 1,
+        };
         assert_eq!(r.exit_code(), cli::EXIT_UNRESOLVED);
         assert_eq!(RunResult::default().exit_code(), cli::EXIT_OK);
     }

@@ -120,7 +120,13 @@ impl Sample {
     }
 
     /// An `error` sample that is not an ICMP error (resolution or send failure).
-    pub fn local_error(target: &str, host: &str, ip: Option<IpAddr>, seq: Option<u64>, error: String) -> Self {
+    pub fn local_error(
+        target: &str,
+        host: &str,
+        ip: Option<IpAddr>,
+        seq: Option<u64>,
+        error: String,
+    ) -> Self {
         Self {
             kind: SampleType::Error,
             target: target.to_owned(),

@@ -321,7 +321,11 @@ mod tests {
                 name: "all replies",
                 sent: 3,
                 events: vec![(1, Reply(0.01)), (2, Reply(0.02)), (3, Reply(0.01))],
-                want: Tally { sent: 3, received: 3, ..Tally::default() },
+                want: Tally {
+                    sent: 3,
+                    received: 3,
+                    ..Tally::default()
+                },
                 loss: 0.0,
                 ipdv: Some(0.01),
             },
@@ -329,15 +333,30 @@ mod tests {
                 name: "reordering: jitter is by sending order",
                 sent: 3,
                 events: vec![(2, Reply(0.02)), (1, Reply(0.01)), (3, Reply(0.03))],
-                want: Tally { sent: 3, received: 3, ..Tally::default() },
+                want: Tally {
+                    sent: 3,
+                    received: 3,
+                    ..Tally::default()
+                },
                 loss: 0.0,
                 ipdv: Some(0.01),
             },
             Case {
                 name: "duplicates never count as received",
                 sent: 2,
-                events: vec![(1, Reply(0.01)), (1, Reply(0.011)), (1, Duplicate), (2, Timeout)],
-                want: Tally { sent: 2, received: 1, lost: 1, duplicates: 2, ..Tally::default() },
+                events: vec![
+                    (1, Reply(0.01)),
+                    (1, Reply(0.011)),
+                    (1, Duplicate),
+                    (2, Timeout),
+                ],
+                want: Tally {
+                    sent: 2,
+                    received: 1,
+                    lost: 1,
+                    duplicates: 2,
+                    ..Tally::default()
+                },
                 loss: 0.5,
                 ipdv: None,
             },
@@ -345,7 +364,14 @@ mod tests {
                 name: "late replies stay lost",
                 sent: 2,
                 events: vec![(1, Timeout), (1, Late), (2, Reply(0.01)), (1, Reply(3.0))],
-                want: Tally { sent: 2, received: 1, lost: 1, late: 1, duplicates: 1, ..Tally::default() },
+                want: Tally {
+                    sent: 2,
+                    received: 1,
+                    lost: 1,
+                    late: 1,
+                    duplicates: 1,
+                    ..Tally::default()
+                },
                 loss: 0.5,
                 ipdv: None,
             },
@@ -353,7 +379,12 @@ mod tests {
                 name: "icmp errors are losses",
                 sent: 2,
                 events: vec![(1, Error), (2, Error), (2, Timeout)],
-                want: Tally { sent: 2, lost: 2, errors: 2, ..Tally::default() },
+                want: Tally {
+                    sent: 2,
+                    lost: 2,
+                    errors: 2,
+                    ..Tally::default()
+                },
                 loss: 1.0,
                 ipdv: None,
             },
@@ -361,15 +392,28 @@ mod tests {
                 name: "in flight probes do not bias loss",
                 sent: 10,
                 events: vec![(1, Reply(0.01)), (2, Timeout)],
-                want: Tally { sent: 10, received: 1, lost: 1, ..Tally::default() },
+                want: Tally {
+                    sent: 10,
+                    received: 1,
+                    lost: 1,
+                    ..Tally::default()
+                },
                 loss: 0.5,
                 ipdv: None,
             },
             Case {
                 name: "across the 16-bit wire wraparound the caller's sequence keeps order",
                 sent: 3,
-                events: vec![(65535, Reply(0.01)), (65536, Reply(0.03)), (65537, Reply(0.01))],
-                want: Tally { sent: 3, received: 3, ..Tally::default() },
+                events: vec![
+                    (65535, Reply(0.01)),
+                    (65536, Reply(0.03)),
+                    (65537, Reply(0.01)),
+                ],
+                want: Tally {
+                    sent: 3,
+                    received: 3,
+                    ..Tally::default()
+                },
                 loss: 0.0,
                 ipdv: Some(0.02),
             },

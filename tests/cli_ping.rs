@@ -37,7 +37,11 @@ fn stderr(out: &Output) -> String {
 }
 
 fn run_in(net: &TestNet, args: &[&str]) -> Output {
-    net.command(BIN).arg("ping").args(args).output().expect("running pingscope")
+    net.command(BIN)
+        .arg("ping")
+        .args(args)
+        .output()
+        .expect("running pingscope")
 }
 
 #[test]
@@ -56,11 +60,17 @@ fn loopback_v4_three_replies_and_a_summary() {
     for (i, r) in replies.iter().enumerate() {
         assert_eq!(r["ip"], "127.0.0.1");
         assert_eq!(r["seq"], i as u64 + 1);
-        assert!(r["rtt_ms"].as_f64().is_some_and(|v| v > 0.0 && v < 100.0), "{r}");
+        assert!(
+            r["rtt_ms"].as_f64().is_some_and(|v| v > 0.0 && v < 100.0),
+            "{r}"
+        );
         assert!(r["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{r}");
     }
     let s = summary_of(&l, "127.0.0.1");
-    assert_eq!((s["sent"].as_u64(), s["received"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(
+        (s["sent"].as_u64(), s["received"].as_u64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(s["loss_ratio"], 0.0);
     assert_eq!(l.last().map(|v| v["type"].clone()), Some(json!("summary")));
 }
@@ -70,7 +80,9 @@ fn loopback_v6_when_the_kernel_has_it() {
     if !support::require_root() {
         return;
     }
-    if !std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|s| s.contains("00000000000000000000000000000001")) {
+    if !std::fs::read_to_string("/proc/net/if_inet6")
+        .is_ok_and(|s| s.contains("00000000000000000000000000000001"))
+    {
         eprintln!("skipping: no ::1 on this kernel");
         return;
     }
@@ -111,15 +123,24 @@ fn loss_profile_inside_the_binomial_interval_and_equal_to_the_log() {
     }
     let net = TestNet::start(&json!({"seed": 7, "hosts": {"198.18.0.30": {"loss": 0.1}}}));
     let n = 400;
-    let out = run_in(&net, &["-c", "400", "-i", "5ms", "-W", "500ms", "198.18.0.30"]);
+    let out = run_in(
+        &net,
+        &["-c", "400", "-i", "5ms", "-W", "500ms", "198.18.0.30"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let l = lines(&out);
     let s = summary_of(&l, "198.18.0.30");
     let lost = s["lost"].as_u64().expect("lost") as u32;
     let (lo, hi) = binomial_interval(n, 0.1);
-    assert!((lo..=hi).contains(&lost), "lost {lost} outside [{lo}, {hi}]");
+    assert!(
+        (lo..=hi).contains(&lost),
+        "lost {lost} outside [{lo}, {hi}]"
+    );
     let dropped = net.log().iter().filter(|e| e.action == "dropped").count() as u32;
-    assert_eq!(lost, dropped, "pingscope's losses equal the responder's drops");
+    assert_eq!(
+        lost, dropped,
+        "pingscope's losses equal the responder's drops"
+    );
     assert_eq!(s["sent"], 400);
     assert_eq!(of_type(&l, "timeout").len() as u32, lost);
 }
@@ -134,15 +155,33 @@ fn duplicates_counted_exactly_and_ttl_reported_exactly() {
         "198.18.0.50": {"ttl": 17},
         "2001:db8::50": {"ttl": 33}
     }}));
-    let out = run_in(&net, &["-c", "10", "-i", "20ms", "--all-addresses", "198.18.0.40", "198.18.0.50", "2001:db8::50"]);
+    let out = run_in(
+        &net,
+        &[
+            "-c",
+            "10",
+            "-i",
+            "20ms",
+            "--all-addresses",
+            "198.18.0.40",
+            "198.18.0.50",
+            "2001:db8::50",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let l = lines(&out);
-    let dups: Vec<_> = of_type(&l, "duplicate").into_iter().filter(|d| d["ip"] == "198.18.0.40").collect();
+    let dups: Vec<_> = of_type(&l, "duplicate")
+        .into_iter()
+        .filter(|d| d["ip"] == "198.18.0.40")
+        .collect();
     assert_eq!(dups.len(), 20, "two extra copies of each of 10 replies");
     assert_eq!(summary_of(&l, "198.18.0.40")["duplicates"], 20);
     assert_eq!(summary_of(&l, "198.18.0.40")["received"], 10);
     for (ip, ttl) in [("198.18.0.50", 17), ("2001:db8::50", 33)] {
-        let replies: Vec<_> = of_type(&l, "reply").into_iter().filter(|r| r["ip"] == ip).collect();
+        let replies: Vec<_> = of_type(&l, "reply")
+            .into_iter()
+            .filter(|r| r["ip"] == ip)
+            .collect();
         assert_eq!(replies.len(), 10, "{ip}");
         assert!(replies.iter().all(|r| r["ttl"] == ttl), "{ip}: {replies:?}");
     }
@@ -158,19 +197,48 @@ fn unreachable_gives_error_lines_with_the_icmp_type() {
         "2001:db8::60": {"unreachable": 3},
         "198.18.0.61": {"time_exceeded": true, "from": "198.18.200.1"}
     }}));
-    let out = run_in(&net, &["-c", "3", "-i", "50ms", "-W", "1s", "198.18.0.60", "2001:db8::60", "198.18.0.61"]);
-    assert_eq!(out.status.code(), Some(1), "no host answered: {}", stderr(&out));
+    let out = run_in(
+        &net,
+        &[
+            "-c",
+            "3",
+            "-i",
+            "50ms",
+            "-W",
+            "1s",
+            "198.18.0.60",
+            "2001:db8::60",
+            "198.18.0.61",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no host answered: {}",
+        stderr(&out)
+    );
     let l = lines(&out);
     let errors = of_type(&l, "error");
     let v4: Vec<_> = errors.iter().filter(|e| e["ip"] == "198.18.0.60").collect();
     assert_eq!(v4.len(), 3, "{errors:?}");
-    assert!(v4.iter().all(|e| e["icmp_type"] == 3 && e["icmp_code"] == 1 && e["error"] == "unreachable"));
-    let v6: Vec<_> = errors.iter().filter(|e| e["ip"] == "2001:db8::60").collect();
+    assert!(
+        v4.iter()
+            .all(|e| e["icmp_type"] == 3 && e["icmp_code"] == 1 && e["error"] == "unreachable")
+    );
+    let v6: Vec<_> = errors
+        .iter()
+        .filter(|e| e["ip"] == "2001:db8::60")
+        .collect();
     assert_eq!(v6.len(), 3, "{errors:?}");
-    assert!(v6.iter().all(|e| e["icmp_type"] == 1 && e["icmp_code"] == 3));
+    assert!(
+        v6.iter()
+            .all(|e| e["icmp_type"] == 1 && e["icmp_code"] == 3)
+    );
     let te: Vec<_> = errors.iter().filter(|e| e["ip"] == "198.18.0.61").collect();
     assert_eq!(te.len(), 3);
-    assert!(te.iter().all(|e| e["icmp_type"] == 11 && e["from"] == "198.18.200.1" && e["error"] == "time_exceeded"));
+    assert!(te.iter().all(|e| e["icmp_type"] == 11
+        && e["from"] == "198.18.200.1"
+        && e["error"] == "time_exceeded"));
     assert_eq!(summary_of(&l, "198.18.0.60")["loss_ratio"], 1.0);
     assert_eq!(summary_of(&l, "198.18.0.60")["errors"], 3);
 }
@@ -181,7 +249,10 @@ fn blackhole_times_out_and_exits_1() {
         return;
     }
     let net = TestNet::start(&json!({"hosts": {"198.18.0.70": {"blackhole": true}}}));
-    let out = run_in(&net, &["-c", "3", "-i", "100ms", "-W", "300ms", "198.18.0.70"]);
+    let out = run_in(
+        &net,
+        &["-c", "3", "-i", "100ms", "-W", "300ms", "198.18.0.70"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let l = lines(&out);
     assert_eq!(of_type(&l, "timeout").len(), 3);
@@ -197,16 +268,26 @@ fn a_reply_after_the_timeout_is_late_not_a_reply() {
     let net = TestNet::start(&json!({"hosts": {"198.18.0.80": {"delay": "250ms"}}}));
     // Probe k leaves at 100(k-1) ms, times out 200 ms later, and its reply comes 50 ms after
     // that; the first four late replies arrive before the fifth probe times out.
-    let out = run_in(&net, &["-c", "5", "-i", "100ms", "-W", "200ms", "198.18.0.80"]);
+    let out = run_in(
+        &net,
+        &["-c", "5", "-i", "100ms", "-W", "200ms", "198.18.0.80"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let l = lines(&out);
     assert_eq!(of_type(&l, "reply").len(), 0, "{l:?}");
     assert_eq!(of_type(&l, "timeout").len(), 5);
     let late = of_type(&l, "late");
     assert!(late.len() >= 4, "{l:?}");
-    assert!(late.iter().all(|x| x["rtt_ms"].as_f64().is_some_and(|r| r >= 240.0)), "{late:?}");
+    assert!(
+        late.iter()
+            .all(|x| x["rtt_ms"].as_f64().is_some_and(|r| r >= 240.0)),
+        "{late:?}"
+    );
     let s = summary_of(&l, "198.18.0.80");
-    assert_eq!((s["received"].as_u64(), s["lost"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(
+        (s["received"].as_u64(), s["lost"].as_u64()),
+        (Some(0), Some(5))
+    );
 }
 
 #[test]
@@ -214,14 +295,24 @@ fn datagram_socket_as_an_unprivileged_user() {
     if !support::require_root() {
         return;
     }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.20": {"delay": "2ms"}, "2001:db8::20": {"delay": "2ms"}}}));
+    let net = TestNet::start(
+        &json!({"hosts": {"198.18.0.20": {"delay": "2ms"}, "2001:db8::20": {"delay": "2ms"}}}),
+    );
     // The binary must be readable by the unprivileged user: copy it next to the test's files.
     let bin = net.dir().join("pingscope");
     std::fs::copy(BIN, &bin).expect("copy binary");
     let _ = Command::new("chmod").args(["755"]).arg(net.dir()).status();
     let out = net
         .command_unprivileged(&bin)
-        .args(["ping", "-c", "3", "-i", "20ms", "198.18.0.20", "2001:db8::20"])
+        .args([
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "20ms",
+            "198.18.0.20",
+            "2001:db8::20",
+        ])
         .output()
         .expect("running pingscope unprivileged");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -249,7 +340,10 @@ fn no_socket_permission_exits_77_and_names_the_fix() {
         .expect("running pingscope unprivileged");
     assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("net.ipv4.ping_group_range") && err.contains("CAP_NET_RAW"), "{err}");
+    assert!(
+        err.contains("net.ipv4.ping_group_range") && err.contains("CAP_NET_RAW"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -257,7 +351,9 @@ fn a_thousand_loopback_addresses_concurrently() {
     if !support::require_root() {
         return;
     }
-    let hosts: Vec<String> = (0..1000).map(|i| format!("127.0.{}.{}", i / 250, i % 250 + 1)).collect();
+    let hosts: Vec<String> = (0..1000)
+        .map(|i| format!("127.0.{}.{}", i / 250, i % 250 + 1))
+        .collect();
     let out = Command::new(BIN)
         .args(["ping", "-c", "2", "-i", "200ms", "-W", "1s"])
         .args(&hosts)
@@ -267,7 +363,12 @@ fn a_thousand_loopback_addresses_concurrently() {
     let l = lines(&out);
     let summaries = of_type(&l, "summary");
     assert_eq!(summaries.len(), 1000);
-    assert!(summaries.iter().all(|s| s["sent"] == 2 && s["received"] == 2), "every reply accounted for");
+    assert!(
+        summaries
+            .iter()
+            .all(|s| s["sent"] == 2 && s["received"] == 2),
+        "every reply accounted for"
+    );
     assert_eq!(of_type(&l, "reply").len(), 2000);
     assert_eq!(of_type(&l, "timeout").len(), 0);
 }
@@ -302,7 +403,9 @@ fn nxdomain_server() -> std::net::SocketAddr {
         let mut buf = [0u8; 512];
         // Bounded: a handful of queries per test, and the thread dies with the test process.
         for _ in 0..64 {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else { return };
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                return;
+            };
             if n < 12 {
                 continue;
             }
@@ -331,35 +434,81 @@ fn an_unresolvable_host_exits_2_and_the_others_still_run() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let l = lines(&out);
     let err = of_type(&l, "error");
-    assert!(err.iter().any(|e| e["host"] == "no-such-host.test"), "{l:?}");
+    assert!(
+        err.iter().any(|e| e["host"] == "no-such-host.test"),
+        "{l:?}"
+    );
     assert_eq!(summary_of(&l, "127.0.0.1")["received"], 2);
 }
 
 #[test]
 fn rejected_arguments_have_exact_messages_and_exit_64() {
     let cases: &[(&[&str], &str)] = &[
-        (&["-c", "0", "h"], "error: invalid value '0' for '--count <COUNT>': invalid count 0: must be at least 1"),
+        (
+            &["-c", "0", "h"],
+            "error: invalid value '0' for '--count <COUNT>': invalid count 0: must be at least 1",
+        ),
         (&["-i", "-1s", "h"], "error: unexpected argument '-1' found"),
-        (&["-i", "5x", "h"], "error: invalid value '5x' for '--interval <INTERVAL>': invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)"),
-        (&["-i", "0.0001", "h"], "error: invalid value '0.0001' for '--interval <INTERVAL>': invalid interval \"0.0001\": below the minimum of 1ms"),
-        (&["-W", "0", "h"], "error: invalid value '0' for '--timeout <TIMEOUT>': invalid duration \"0\": must be greater than 0"),
-        (&["-W", "2m", "h"], "error: invalid value '2m' for '--timeout <TIMEOUT>': invalid timeout \"2m\": above the maximum of 1m"),
-        (&["-s", "70000", "h"], "error: invalid value '70000' for '--size <SIZE>': invalid size 70000: above the protocol maximum of 65527 bytes"),
-        (&["-t", "0", "h"], "error: invalid value '0' for '--ttl <TTL>': invalid ttl 0: must be between 1 and 255"),
-        (&["-t", "256", "h"], "error: invalid value '256' for '--ttl <TTL>': invalid ttl 256: must be between 1 and 255"),
-        (&["-Q", "300", "h"], "error: invalid value '300' for '--tos <TOS>': invalid tos 300: must be between 0 and 255"),
-        (&["--dns-server", "nope", "h"], "error: invalid value 'nope' for '--dns-server <ADDR>': invalid DNS server \"nope\": expected IP or IP:PORT"),
-        (&["-4", "-6", "h"], "error: the argument '-4' cannot be used with '-6'"),
-        (&[], "error: the following required arguments were not provided:"),
+        (
+            &["-i", "5x", "h"],
+            "error: invalid value '5x' for '--interval <INTERVAL>': invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)",
+        ),
+        (
+            &["-i", "0.0001", "h"],
+            "error: invalid value '0.0001' for '--interval <INTERVAL>': invalid interval \"0.0001\": below the minimum of 1ms",
+        ),
+        (
+            &["-W", "0", "h"],
+            "error: invalid value '0' for '--timeout <TIMEOUT>': invalid duration \"0\": must be greater than 0",
+        ),
+        (
+            &["-W", "2m", "h"],
+            "error: invalid value '2m' for '--timeout <TIMEOUT>': invalid timeout \"2m\": above the maximum of 1m",
+        ),
+        (
+            &["-s", "70000", "h"],
+            "error: invalid value '70000' for '--size <SIZE>': invalid size 70000: above the protocol maximum of 65527 bytes",
+        ),
+        (
+            &["-t", "0", "h"],
+            "error: invalid value '0' for '--ttl <TTL>': invalid ttl 0: must be between 1 and 255",
+        ),
+        (
+            &["-t", "256", "h"],
+            "error: invalid value '256' for '--ttl <TTL>': invalid ttl 256: must be between 1 and 255",
+        ),
+        (
+            &["-Q", "300", "h"],
+            "error: invalid value '300' for '--tos <TOS>': invalid tos 300: must be between 0 and 255",
+        ),
+        (
+            &["--dns-server", "nope", "h"],
+            "error: invalid value 'nope' for '--dns-server <ADDR>': invalid DNS server \"nope\": expected IP or IP:PORT",
+        ),
+        (
+            &["-4", "-6", "h"],
+            "error: the argument '-4' cannot be used with '-6'",
+        ),
+        (
+            &[],
+            "error: the following required arguments were not provided:",
+        ),
     ];
     for (args, want) in cases {
-        let out = Command::new(BIN).arg("ping").args(*args).output().expect("run");
+        let out = Command::new(BIN)
+            .arg("ping")
+            .args(*args)
+            .output()
+            .expect("run");
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
         let first = stderr(&out).lines().next().unwrap_or_default().to_owned();
         assert_eq!(first, *want, "{args:?}");
     }
     // Above the IPv4 maximum but within IPv6's: rejected after parsing, unless -6.
-    let out = Command::new(BIN).args(["ping", "-s", "65510", "h"]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["ping", "-s", "65510", "h"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(64));
     assert_eq!(
         stderr(&out).trim(),

@@ -173,7 +173,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-cidr.yml",
         &[
-            "invalid-cidr.yml:3: access.deny[0]: \"10.0.0.0/33\" is not a CIDR network or IP address (e.g. 192.0.2.0/24)",
+            "invalid-cidr.yml:3: access.deny[0]: \"198.51.100.0/33\" is not a CIDR network or IP address (e.g. 192.0.2.0/24)",
         ],
     ),
     (

@@ -86,7 +86,9 @@ pub async fn list(State(app): State<App>) -> Json<TargetsResponse> {
             host: s.host,
             ip: s.ip.to_string(),
             labels: s.labels.into_iter().collect(),
-            interval: humantime::format_duration(s.interval).to_string().replace(' ', ""),
+            interval: humantime::format_duration(s.interval)
+                .to_string()
+                .replace(' ', ""),
             sent: s.sent,
             window_probes: s.window.probes,
             loss_ratio: s.window.loss_ratio,

@@ -167,7 +167,12 @@ impl TestNet {
         let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
         // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
         let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "setns into {path}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// The namespace's name.

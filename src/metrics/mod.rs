@@ -1,0 +1,615 @@
+//! The Prometheus registry of the daemon: every series of `/metrics`, their lifecycle, and their
+//! encoding.
+//!
+//! [`Metrics`] is the cheap-clone handle the app builds once. The scheduler asks it for one
+//! [`TargetMetrics`] per (target, address) with [`Metrics::target`], which creates that target's
+//! base series at zero at once, and removes them all with [`Metrics::forget`]. The HTTP layer
+//! calls [`negotiate`] on the scrape's `Accept` header and [`Metrics::encode`].
+//!
+//! Names, types, labels and units follow the metrics table of DESIGN.md, plus three level gauges
+//! read at scrape time (`pingscope_probes_in_flight`, `pingscope_sessions_active`,
+//! `pingscope_live_clients`, see [`ScrapeGauge`]).
+//!
+//! Built on prometheus-client 0.26. Where it needed help:
+//! - Custom label *names* per target: [`TargetLabels`] implements `EncodeLabelSet` by hand (the
+//!   derive needs names known at compile time); see [`labels`].
+//! - Native histograms alongside classic buckets: prometheus-client's
+//!   `Histogram::new_classic_and_native` keeps both; its protobuf encoder sends both in one
+//!   `Histogram` message and its text encoder sends the classic buckets. With
+//!   [`MetricsOptions::native`] off, histograms are classic only.
+//! - Level gauges owned by other modules: a small collector calls their closures at scrape time.
+
+mod format;
+mod labels;
+mod target;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{prometheus_protobuf, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::resolve::Family as AddressFamily;
+
+pub use format::{Format, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE, negotiate};
+pub use labels::{RESERVED_LABELS, TargetLabels};
+pub use target::{TargetMetrics, WindowRtt};
+
+use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
+use target::TargetInner;
+
+/// Default classic buckets of `pingscope_rtt_seconds` and `pingscope_jitter_seconds`, in
+/// seconds: from loopback (tens of µs) to the longest sane timeout.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Classic buckets of `pingscope_scheduler_lag_seconds`.
+const LAG_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// Upper bound on native buckets per histogram; past it the resolution halves. 160 holds
+/// 20 octaves (10 µs to 10 s) at the default factor-1.1 schema.
+const NATIVE_MAX_BUCKETS: usize = 160;
+
+/// Errors of this module. Each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A custom label name of a target cannot be used.
+    #[error("target {target:?}: label name {name:?} cannot be used: {why}")]
+    LabelName {
+        /// The target's name.
+        target: String,
+        /// The offending label name.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// The histogram buckets are not finite, positive and strictly increasing.
+    #[error("histogram buckets {buckets:?}: {why}")]
+    Buckets {
+        /// The buckets given.
+        buckets: Vec<f64>,
+        /// Why.
+        why: &'static str,
+    },
+    /// Writing the text exposition failed.
+    #[error("encoding /metrics as Prometheus text: {source}")]
+    EncodeText {
+        /// The encoder's error.
+        #[source]
+        source: std::fmt::Error,
+    },
+    /// Writing the protobuf exposition failed.
+    #[error("encoding /metrics as protobuf: {source}")]
+    EncodeProtobuf {
+        /// The encoder's error.
+        #[source]
+        source: prometheus_protobuf::EncodeError,
+    },
+}
+
+/// Labels of `pingscope_build_info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Crate version.
+    pub version: String,
+    /// VCS revision the binary was built from.
+    pub revision: String,
+    /// rustc version that built it.
+    pub rustversion: String,
+}
+
+impl Default for BuildInfo {
+    /// The crate version, plus `PINGSCOPE_REVISION` and `PINGSCOPE_RUSTC_VERSION` from the build
+    /// environment when a build script sets them (`unknown` otherwise).
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            revision: option_env!("PINGSCOPE_REVISION")
+                .unwrap_or("unknown")
+                .to_owned(),
+            rustversion: option_env!("PINGSCOPE_RUSTC_VERSION")
+                .unwrap_or("unknown")
+                .to_owned(),
+        }
+    }
+}
+
+/// How the registry is built (from the config's `defaults.histogram`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsOptions {
+    /// Classic bucket upper bounds of the RTT and jitter histograms, in seconds.
+    pub buckets: Vec<f64>,
+    /// Also keep native (sparse, exponential) buckets, sent in protobuf scrapes.
+    pub native: bool,
+    /// Labels of `pingscope_build_info`.
+    pub build: BuildInfo,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            native: true,
+            build: BuildInfo::default(),
+        }
+    }
+}
+
+/// Level gauges whose value another module owns and this registry reads at scrape time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScrapeGauge {
+    /// `pingscope_probes_in_flight`: probes awaiting their reply or deadline (the engine).
+    ProbesInFlight,
+    /// `pingscope_sessions_active`: on-demand sessions running (the session manager).
+    SessionsActive,
+    /// `pingscope_live_clients`: connected live WebSocket clients (the live hub).
+    LiveClients,
+}
+
+impl ScrapeGauge {
+    const ALL: [Self; 3] = [
+        Self::ProbesInFlight,
+        Self::SessionsActive,
+        Self::LiveClients,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn name_and_help(self) -> (&'static str, &'static str) {
+        match self {
+            Self::ProbesInFlight => (
+                "probes_in_flight",
+                "Probes sent and awaiting their reply or deadline.",
+            ),
+            Self::SessionsActive => ("sessions_active", "On-demand sessions running."),
+            Self::LiveClients => ("live_clients", "Connected live WebSocket clients."),
+        }
+    }
+}
+
+type GaugeSource = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// A `Gauge<f64>`.
+pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Makes the RTT and jitter histograms with the configured buckets.
+#[derive(Clone, Debug)]
+pub(crate) struct HistogramMaker {
+    buckets: Arc<[f64]>,
+    native: Option<NativeHistogramConfig>,
+}
+
+impl MetricConstructor<Histogram> for HistogramMaker {
+    fn new_metric(&self) -> Histogram {
+        let classic = self.buckets.iter().copied();
+        match self.native {
+            Some(native) => Histogram::new_classic_and_native(classic, native),
+            None => Histogram::new(classic),
+        }
+    }
+}
+
+/// Handles on every per-target family (each a cheap `Arc` clone of the registered one).
+#[derive(Clone, Debug)]
+pub(crate) struct Families {
+    sent: Family<SeriesKey, Counter>,
+    lost: Family<SeriesKey, Counter>,
+    late: Family<SeriesKey, Counter>,
+    duplicates: Family<SeriesKey, Counter>,
+    icmp_errors: Family<(SeriesKey, Sub), Counter>,
+    send_errors: Family<(SeriesKey, Sub), Counter>,
+    rtt: Family<SeriesKey, Histogram, HistogramMaker>,
+    jitter: Family<SeriesKey, Histogram, HistogramMaker>,
+    jitter_rfc3550: Family<SeriesKey, FloatGauge>,
+    reply_ttl: Family<SeriesKey, Gauge>,
+    window_loss: Family<SeriesKey, FloatGauge>,
+    window_rtt: Family<(SeriesKey, Sub), FloatGauge>,
+    target_info: Family<InfoLabels, Gauge>,
+}
+
+/// Calls the level gauges' sources at scrape time; a gauge without a source reads 0.
+#[derive(Default)]
+struct ScrapeGauges {
+    sources: RwLock<[Option<GaugeSource>; 3]>,
+}
+
+impl std::fmt::Debug for ScrapeGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeGauges").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ScrapeGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Copy the sources out so no lock is held while they run.
+        let sources = self.sources.read().clone();
+        for gauge in ScrapeGauge::ALL {
+            let value = sources[gauge.index()].as_ref().map_or(0, |f| f());
+            let metric = ConstGauge::new(value);
+            let (name, help) = gauge.name_and_help();
+            let metric_encoder =
+                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(metric_encoder)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    registry: Registry,
+    families: Families,
+    /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
+    /// (config load, reload, DNS changes) take it, never the probe path or a scrape.
+    targets: Mutex<HashMap<SeriesKey, Arc<TargetInner>>>,
+    resolve_errors: Family<NameLabel, Counter>,
+    scheduler_lag: Histogram,
+    reload_successful: Gauge,
+    reload_success_timestamp: FloatGauge,
+    scrape_gauges: Arc<ScrapeGauges>,
+    /// Size of the last text body, to allocate the next one at once.
+    last_text_len: AtomicUsize,
+}
+
+/// The registry handle. Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    shared: Arc<Shared>,
+}
+
+impl Metrics {
+    /// Builds the registry with every family registered (series appear as targets are added).
+    pub fn new(options: MetricsOptions) -> Result<Self, MetricsError> {
+        check_buckets(&options.buckets)?;
+        let native = options
+            .native
+            .then(|| NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS));
+        let maker = HistogramMaker {
+            buckets: options.buckets.into(),
+            native,
+        };
+        let families = Families {
+            sent: Family::default(),
+            lost: Family::default(),
+            late: Family::default(),
+            duplicates: Family::default(),
+            icmp_errors: Family::default(),
+            send_errors: Family::default(),
+            rtt: Family::new_with_constructor(maker.clone()),
+            jitter: Family::new_with_constructor(maker),
+            jitter_rfc3550: Family::default(),
+            reply_ttl: Family::default(),
+            window_loss: Family::default(),
+            window_rtt: Family::default(),
+            target_info: Family::default(),
+        };
+        let resolve_errors = Family::<NameLabel, Counter>::default();
+        let scheduler_lag = match native {
+            Some(native) => Histogram::new_classic_and_native(LAG_BUCKETS.iter().copied(), native),
+            None => Histogram::new(LAG_BUCKETS.iter().copied()),
+        };
+        let reload_successful = Gauge::default();
+        let reload_success_timestamp = FloatGauge::default();
+        let scrape_gauges = Arc::new(ScrapeGauges::default());
+
+        let mut registry = Registry::with_prefix("pingscope");
+        let f = &families;
+        let r = &mut registry;
+        // Help texts get their full stop from prometheus-client.
+        r.register("sent", "Echo requests sent", f.sent.clone());
+        r.register_with_unit(
+            "rtt",
+            "Round-trip time of replies received within the timeout",
+            Unit::Seconds,
+            f.rtt.clone(),
+        );
+        r.register(
+            "lost",
+            "Probes that got no reply within the timeout, or got an ICMP error",
+            f.lost.clone(),
+        );
+        r.register(
+            "late_replies",
+            "Replies that came after the timeout (already counted lost)",
+            f.late.clone(),
+        );
+        r.register("duplicates", "Duplicate replies", f.duplicates.clone());
+        r.register(
+            "icmp_errors",
+            "ICMP errors received for our probes, by type",
+            f.icmp_errors.clone(),
+        );
+        r.register(
+            "send_errors",
+            "Echo requests that failed to send locally, by reason",
+            f.send_errors.clone(),
+        );
+        r.register_with_unit(
+            "jitter",
+            "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)",
+            Unit::Seconds,
+            f.jitter.clone(),
+        );
+        r.register_with_unit(
+            "jitter_rfc3550",
+            "RFC 3550 smoothed jitter of the replies",
+            Unit::Seconds,
+            f.jitter_rfc3550.clone(),
+        );
+        r.register(
+            "reply_ttl",
+            "TTL or hop limit of the last reply",
+            f.reply_ttl.clone(),
+        );
+        r.register(
+            "window_loss_ratio",
+            "Loss ratio over the target's last window of probes",
+            f.window_loss.clone(),
+        );
+        r.register_with_unit(
+            "window_rtt",
+            "RTT statistics over the target's last window of probes",
+            Unit::Seconds,
+            f.window_rtt.clone(),
+        );
+        r.register(
+            "target_info",
+            "The address a target resolves to now",
+            f.target_info.clone(),
+        );
+        r.register(
+            "resolve_errors",
+            "Failed DNS lookups of a target",
+            resolve_errors.clone(),
+        );
+        r.register_with_unit(
+            "scheduler_lag",
+            "How late probes were sent against their schedule",
+            Unit::Seconds,
+            scheduler_lag.clone(),
+        );
+        r.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful",
+            reload_successful.clone(),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "Timestamp of the last successful configuration reload",
+            Unit::Seconds,
+            reload_success_timestamp.clone(),
+        );
+        let b = options.build;
+        r.register(
+            "build",
+            "A metric with a constant 1 value labeled by version, revision and rustversion",
+            Info::new([
+                ("version", b.version),
+                ("revision", b.revision),
+                ("rustversion", b.rustversion),
+            ]),
+        );
+        r.register_collector(Box::new(scrape_gauges.clone()));
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                registry,
+                families,
+                targets: Mutex::new(HashMap::new()),
+                resolve_errors,
+                scheduler_lag,
+                reload_successful,
+                reload_success_timestamp,
+                scrape_gauges,
+                last_text_len: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The recording handle of a (target, address): creates its base series at zero (sent,
+    /// lost, late, duplicates, RTT and jitter histograms) and sets
+    /// `pingscope_target_info{target,host,ip,family}` to 1. `family` is the target's configured
+    /// address family.
+    ///
+    /// Asking again for the same labels returns the same handle with its counts kept (an
+    /// unchanged target across a reload); a changed host or family replaces the info series.
+    /// To restart a target from zero, [`forget`](Self::forget) it first.
+    pub fn target(
+        &self,
+        labels: &TargetLabels,
+        host: &str,
+        family: AddressFamily,
+    ) -> TargetMetrics {
+        let mut targets = self.shared.targets.lock();
+        if let Some(inner) = targets.get(labels) {
+            let mut info = inner.info.lock();
+            if &*info.host != host || info.family != family.as_str() {
+                let families = &self.shared.families;
+                families.target_info.remove(&info);
+                info.host = host.into();
+                info.family = family.as_str();
+                families.target_info.get_or_create(&info).set(1);
+            }
+            drop(info);
+            return TargetMetrics {
+                inner: inner.clone(),
+            };
+        }
+        let key = SeriesKey(Arc::new(labels.clone()));
+        let info = InfoLabels {
+            key: key.clone(),
+            host: host.into(),
+            family: family.as_str(),
+        };
+        self.shared.families.target_info.get_or_create(&info).set(1);
+        let inner = Arc::new(TargetInner::new(
+            key.clone(),
+            info,
+            self.shared.families.clone(),
+        ));
+        targets.insert(key, inner.clone());
+        TargetMetrics { inner }
+    }
+
+    /// Deletes every series of a (target, address), `pingscope_target_info` included. Handles
+    /// still held keep counting into nothing. Returns whether the target was known.
+    pub fn forget(&self, labels: &TargetLabels) -> bool {
+        let Some(inner) = self.shared.targets.lock().remove(labels) else {
+            return false;
+        };
+        // After this, no lazy series of the target can be created (see `target` module docs).
+        *inner.lifecycle.lock() = true;
+        inner.remove_series();
+        true
+    }
+
+    /// The label sets of every target currently known, for diffing on reload.
+    pub fn targets(&self) -> Vec<TargetLabels> {
+        let targets = self.shared.targets.lock();
+        targets.keys().map(|k| (*k.0).clone()).collect()
+    }
+
+    /// Creates `pingscope_resolve_errors_total{target}` at zero for a target resolved by DNS.
+    pub fn track_resolve(&self, target: &str) {
+        self.resolve_counter(target);
+    }
+
+    /// Counts a failed DNS lookup of `target`.
+    pub fn inc_resolve_error(&self, target: &str) {
+        self.resolve_counter(target).inc();
+    }
+
+    /// Deletes `pingscope_resolve_errors_total{target}` (the target left the config).
+    pub fn forget_resolve(&self, target: &str) {
+        self.shared.resolve_errors.remove(&NameLabel(target.into()));
+    }
+
+    fn resolve_counter(&self, target: &str) -> Counter {
+        let family = &self.shared.resolve_errors;
+        let label = NameLabel(target.into());
+        family.get_or_create_owned(&label)
+    }
+
+    /// Records how late a probe was sent against its schedule. A send ahead of schedule
+    /// counts as on time (0), so the histogram never grows negative buckets.
+    pub fn observe_scheduler_lag(&self, seconds: f64) {
+        self.shared.scheduler_lag.observe(seconds.max(0.0));
+    }
+
+    /// Records the outcome of a config load or reload attempt made at `at`.
+    pub fn set_reload_status(&self, ok: bool, at: SystemTime) {
+        self.shared.reload_successful.set(i64::from(ok));
+        if ok {
+            let seconds = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.shared.reload_success_timestamp.set(seconds);
+        }
+    }
+
+    /// Sets the closure that reads a level gauge at scrape time. It must be quick and must not
+    /// call back into this registry.
+    pub fn set_gauge_source(
+        &self,
+        gauge: ScrapeGauge,
+        source: impl Fn() -> i64 + Send + Sync + 'static,
+    ) {
+        self.shared.scrape_gauges.sources.write()[gauge.index()] = Some(Arc::new(source));
+    }
+
+    /// Encodes every series in `format`.
+    pub fn encode(&self, format: Format) -> Result<Vec<u8>, MetricsError> {
+        match format {
+            Format::Text => self.encode_text().map(String::into_bytes),
+            Format::Protobuf => self.encode_protobuf(),
+        }
+    }
+
+    /// Encodes every series as Prometheus text 0.0.4 ([`TEXT_CONTENT_TYPE`]).
+    pub fn encode_text(&self) -> Result<String, MetricsError> {
+        let hint = &self.shared.last_text_len;
+        let mut body = String::with_capacity(size_hint(hint));
+        prometheus_text::encode(&mut body, &self.shared.registry)
+            .map_err(|source| MetricsError::EncodeText { source })?;
+        hint.store(body.len(), Ordering::Relaxed);
+        Ok(body)
+    }
+
+    /// Encodes every series as length-delimited protobuf `MetricFamily` messages
+    /// ([`PROTOBUF_CONTENT_TYPE`]), native histogram buckets included.
+    pub fn encode_protobuf(&self) -> Result<Vec<u8>, MetricsError> {
+        prometheus_protobuf::encode_to_vec(&self.shared.registry)
+            .map_err(|source| MetricsError::EncodeProtobuf { source })
+    }
+}
+
+/// Capacity for the next body: the last one's size plus slack.
+fn size_hint(last: &AtomicUsize) -> usize {
+    let last = last.load(Ordering::Relaxed);
+    last + last / 16 + 4096
+}
+
+fn check_buckets(buckets: &[f64]) -> Result<(), MetricsError> {
+    let why = if buckets.is_empty() {
+        Some("at least one bucket is needed")
+    } else if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+        Some("every bound must be a finite number of seconds above 0 (+Inf is implicit)")
+    } else if buckets.windows(2).any(|w| w[0] >= w[1]) {
+        Some("bounds must be strictly increasing")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(MetricsError::Buckets {
+            buckets: buckets.to_vec(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The HTTP layer encodes on a blocking thread and the scheduler records from many tasks.
+    #[test]
+    fn handles_can_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Metrics>();
+        send_sync::<TargetMetrics>();
+    }
+
+    #[test]
+    fn bucket_rules() {
+        assert!(check_buckets(DEFAULT_BUCKETS).is_ok());
+        assert!(check_buckets(LAG_BUCKETS).is_ok());
+        for (bad, why) in [
+            (&[][..], "at least one"),
+            (&[0.0, 1.0][..], "above 0"),
+            (&[1.0, f64::INFINITY][..], "finite"),
+            (&[0.5, 0.5][..], "strictly increasing"),
+        ] {
+            match check_buckets(bad) {
+                Err(e) => assert!(e.to_string().contains(why), "{bad:?}: {e}"),
+                Ok(()) => panic!("{bad:?} accepted"),
+            }
+        }
+    }
+}

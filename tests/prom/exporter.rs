@@ -1,0 +1,339 @@
+//! A stand-in for pingscope's `/metrics`: the metric names and labels of DESIGN.md, moved by
+//! a scripted workload, served on 127.0.0.1 in the OpenMetrics text format or, when the
+//! scraper asks for it, in Prometheus protobuf with native histograms. It lets the
+//! dashboard and rules be proven against a real Prometheus in both histogram modes
+//! without the daemon. Nothing here pings: the "probes" are counters moved by a timer.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// One scripted target: every `loss_every`-th probe is lost (0: none), replies cycle
+/// through `rtts` seconds.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub target: &'static str,
+    pub ip: &'static str,
+    pub loss_every: u64,
+    pub rtts: &'static [f64],
+    pub ttl: i64,
+}
+
+/// Time between two scripted probes of every target.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+const RTT_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+fn rtt_histogram() -> Histogram {
+    Histogram::new_classic_and_native(RTT_BUCKETS, NativeHistogramConfig::new(1.1))
+}
+
+#[derive(Debug)]
+struct Metrics {
+    sent: Family<Labels, Counter>,
+    lost: Family<Labels, Counter>,
+    late: Family<Labels, Counter>,
+    duplicates: Family<Labels, Counter>,
+    icmp_errors: Family<Labels, Counter>,
+    send_errors: Family<Labels, Counter>,
+    resolve_errors: Family<Labels, Counter>,
+    rtt: HistogramFamily,
+    jitter: HistogramFamily,
+    lag: HistogramFamily,
+    jitter_rfc3550: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    ttl: Family<Labels, Gauge>,
+    window_rtt: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    window_loss: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    target_info: Family<Labels, Gauge>,
+    in_flight: Gauge,
+    reload_ok: Gauge,
+    reload_ts: Gauge,
+    sessions: Gauge,
+    live_clients: Gauge,
+    build_info: Family<Labels, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            sent: Family::default(),
+            lost: Family::default(),
+            late: Family::default(),
+            duplicates: Family::default(),
+            icmp_errors: Family::default(),
+            send_errors: Family::default(),
+            resolve_errors: Family::default(),
+            rtt: Family::new_with_constructor(rtt_histogram),
+            jitter: Family::new_with_constructor(rtt_histogram),
+            lag: Family::new_with_constructor(rtt_histogram),
+            jitter_rfc3550: Family::default(),
+            ttl: Family::default(),
+            window_rtt: Family::default(),
+            window_loss: Family::default(),
+            target_info: Family::default(),
+            in_flight: Gauge::default(),
+            reload_ok: Gauge::default(),
+            reload_ts: Gauge::default(),
+            sessions: Gauge::default(),
+            live_clients: Gauge::default(),
+            build_info: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register("sent", "echo requests sent", self.sent.clone());
+        r.register("lost", "probes without reply", self.lost.clone());
+        r.register("late_replies", "late replies", self.late.clone());
+        r.register("duplicates", "duplicate replies", self.duplicates.clone());
+        r.register("icmp_errors", "ICMP errors", self.icmp_errors.clone());
+        r.register("send_errors", "failed sends", self.send_errors.clone());
+        r.register(
+            "resolve_errors",
+            "failed lookups",
+            self.resolve_errors.clone(),
+        );
+        r.register("rtt_seconds", "RTT", self.rtt.clone());
+        r.register("jitter_seconds", "IPDV", self.jitter.clone());
+        r.register("scheduler_lag_seconds", "lag", self.lag.clone());
+        r.register(
+            "jitter_rfc3550_seconds",
+            "jitter",
+            self.jitter_rfc3550.clone(),
+        );
+        r.register("reply_ttl", "TTL", self.ttl.clone());
+        r.register("window_rtt_seconds", "window RTT", self.window_rtt.clone());
+        r.register("window_loss_ratio", "window loss", self.window_loss.clone());
+        r.register("target_info", "address", self.target_info.clone());
+        r.register("probes_in_flight", "in flight", self.in_flight.clone());
+        r.register(
+            "config_last_reload_successful",
+            "reload ok",
+            self.reload_ok.clone(),
+        );
+        r.register(
+            "config_last_reload_success_timestamp_seconds",
+            "reload time",
+            self.reload_ts.clone(),
+        );
+        r.register("sessions_active", "sessions", self.sessions.clone());
+        r.register("live_clients", "live clients", self.live_clients.clone());
+        r.register("build_info", "build", self.build_info.clone());
+    }
+
+    fn setup(&self, profiles: &[Profile]) {
+        self.reload_ok.set(1);
+        self.reload_ts.set(1_700_000_000);
+        self.sessions.set(2);
+        self.live_clients.set(1);
+        self.in_flight.set(3);
+        self.build_info
+            .get_or_create(&labels(&[("version", "0.1.0")]))
+            .set(1);
+        for p in profiles {
+            let l = target_labels(p);
+            // Label sets created at zero, as the daemon does.
+            for family in [&self.sent, &self.lost, &self.late, &self.duplicates] {
+                family.get_or_create(&l).inc_by(0);
+            }
+            let mut icmp = l.clone();
+            icmp.push(("type".into(), "unreachable".into()));
+            self.icmp_errors.get_or_create(&icmp).inc_by(0);
+            let mut send = l.clone();
+            send.push(("reason".into(), "no_route".into()));
+            self.send_errors.get_or_create(&send).inc_by(0);
+            self.resolve_errors
+                .get_or_create(&labels(&[("target", p.target)]))
+                .inc_by(0);
+            self.ttl.get_or_create(&l).set(p.ttl);
+            let family = if p.ip.contains(':') { "ip6" } else { "ip4" };
+            self.target_info
+                .get_or_create(&labels(&[
+                    ("target", p.target),
+                    ("host", p.target),
+                    ("ip", p.ip),
+                    ("family", family),
+                ]))
+                .set(1);
+        }
+    }
+
+    /// The `n`-th probe of `p`.
+    fn probe(&self, p: &Profile, n: u64) {
+        let l = target_labels(p);
+        self.sent.get_or_create(&l).inc();
+        self.lag.get_or_create(&Vec::new()).observe(0.0005);
+        if p.loss_every > 0 && n.is_multiple_of(p.loss_every) {
+            self.lost.get_or_create(&l).inc();
+            return;
+        }
+        let len = p.rtts.len().max(1) as u64;
+        let rtt = p.rtts.get((n % len) as usize).copied().unwrap_or(0.01);
+        let prev = p
+            .rtts
+            .get(((n + len - 1) % len) as usize)
+            .copied()
+            .unwrap_or(rtt);
+        self.rtt.get_or_create(&l).observe(rtt);
+        self.jitter.get_or_create(&l).observe((rtt - prev).abs());
+        self.jitter_rfc3550
+            .get_or_create(&l)
+            .set((rtt - prev).abs());
+        let (min, max) = p
+            .rtts
+            .iter()
+            .fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        for (stat, value) in [("min", min), ("max", max)] {
+            let mut s = l.clone();
+            s.push(("stat".into(), stat.into()));
+            self.window_rtt.get_or_create(&s).set(value);
+        }
+        let loss = if p.loss_every > 0 {
+            1.0 / p.loss_every as f64
+        } else {
+            0.0
+        };
+        self.window_loss.get_or_create(&l).set(loss);
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn target_labels(p: &Profile) -> Labels {
+    labels(&[("target", p.target), ("ip", p.ip)])
+}
+
+/// The running fake exporter; stops its threads on drop.
+#[derive(Debug)]
+pub struct FakeExporter {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl FakeExporter {
+    /// Serve on a free 127.0.0.1 port and probe every profile each [`PROBE_INTERVAL`].
+    pub fn start(profiles: Vec<Profile>) -> FakeExporter {
+        let metrics = Arc::new(Metrics::new());
+        let mut registry = Registry::with_prefix("pingscope");
+        metrics.register(&mut registry);
+        metrics.setup(&profiles);
+        let registry = Arc::new(registry);
+
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("bind 127.0.0.1:0 for the fake exporter: {e}"),
+        };
+        let port = match listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => panic!("fake exporter address: {e}"),
+        };
+        if let Err(e) = listener.set_nonblocking(true) {
+            panic!("fake exporter listener: {e}");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let workload = {
+            let (stop, metrics) = (stop.clone(), metrics.clone());
+            std::thread::spawn(move || {
+                let mut n = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    for p in &profiles {
+                        metrics.probe(p, n);
+                    }
+                    std::thread::sleep(PROBE_INTERVAL);
+                }
+            })
+        };
+        let server = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => serve(stream, &registry),
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        };
+        FakeExporter {
+            port,
+            stop,
+            threads: vec![workload, server],
+        }
+    }
+
+    /// `127.0.0.1:PORT`, for a scrape config.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FakeExporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answer one scrape: protobuf when the scraper accepts it (native histograms), else text.
+fn serve(mut stream: TcpStream, registry: &Registry) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut request = Vec::new();
+    let mut buf = [0_u8; 4096];
+    // Read the request head (bounded): scrapes are GETs without a body.
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 64 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+    let wants_protobuf = head
+        .lines()
+        .any(|l| l.starts_with("accept:") && l.contains("application/vnd.google.protobuf"));
+    let (content_type, body) = if wants_protobuf {
+        match prometheus_client::encoding::prometheus_protobuf::encode_to_vec(registry) {
+            Ok(body) => (
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+                body,
+            ),
+            Err(_) => return,
+        }
+    } else {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+            return;
+        }
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            text.into_bytes(),
+        )
+    };
+    let header = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(header.as_bytes());
+    let _ = stream.write_all(&body);
+}
