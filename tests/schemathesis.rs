@@ -3,11 +3,17 @@
 //!
 //! schemathesis comes from PyPI into a venv under `target/`; when it cannot be installed the
 //! test skips with the reason, unless `CI` is set.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+// Tests block their own thread while the daemon works.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
 
-mod support;
 #[path = "fixtures/api/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,12 +38,19 @@ fn schemathesis() -> Result<PathBuf, String> {
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+            Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     };
     run(Command::new("python3").arg("-m").arg("venv").arg(venv()))?;
     run(Command::new(venv().join("bin/pip")).args(["install", "--quiet", "schemathesis"]))?;
-    if exe.exists() { Ok(exe) } else { Err("pip installed no schemathesis executable".into()) }
+    if exe.exists() {
+        Ok(exe)
+    } else {
+        Err("pip installed no schemathesis executable".into())
+    }
 }
 
 #[test]
@@ -72,6 +85,8 @@ fn schemathesis_finds_no_server_error_or_spec_violation() {
         .arg(d.url(""))
         .arg(&reports)
         .env("SCHEMATHESIS", &exe)
+        // Its cache folder goes there too, not into the source tree.
+        .current_dir(net.dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -84,7 +99,10 @@ fn schemathesis_finds_no_server_error_or_spec_violation() {
     let out = child.wait_with_output().expect("schemathesis output");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(finished, "schemathesis still running after {limit:?}:\n{stdout}\n{stderr}");
+    assert!(
+        finished,
+        "schemathesis still running after {limit:?}:\n{stdout}\n{stderr}"
+    );
     assert!(
         out.status.success(),
         "schemathesis found problems ({}):\n{stdout}\n{stderr}\ndaemon log:\n{}",
@@ -92,7 +110,15 @@ fn schemathesis_finds_no_server_error_or_spec_violation() {
         d.stderr_text()
     );
     // It really tested the API: every non-WebSocket operation.
-    let tail: String = stdout.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = stdout
+        .lines()
+        .rev()
+        .take(25)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     eprintln!("{tail}");
     assert!(stdout.contains("Tested: 6"), "{stdout}");
     assert!(!d.stderr_text().contains("panicked"), "{}", d.stderr_text());

@@ -1,10 +1,16 @@
 //! Sessions across daemon restarts: a session running at SIGTERM, or at `kill -9`, comes back
 //! `interrupted` with its samples; completed sessions are intact.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+// Tests block their own thread while the daemon works.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
 
-mod support;
 #[path = "fixtures/api/daemon.rs"]
 mod daemon;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +38,11 @@ fn wait_samples(c: &Client, d: &Daemon, id: &str, n: usize) -> Vec<Value> {
         if samples.len() >= n {
             return samples;
         }
-        assert!(Instant::now() < deadline, "session {id} has {} samples", samples.len());
+        assert!(
+            Instant::now() < deadline,
+            "session {id} has {} samples",
+            samples.len()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -40,7 +50,10 @@ fn wait_samples(c: &Client, d: &Daemon, id: &str, n: usize) -> Vec<Value> {
 /// Seqs 1..=n, each once: the stored samples are a gapless prefix of the session.
 #[track_caller]
 fn assert_prefix(samples: &[Value]) {
-    let seqs: Vec<u64> = samples.iter().map(|s| s["seq"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> = samples
+        .iter()
+        .map(|s| s["seq"].as_u64().expect("seq"))
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 
@@ -61,7 +74,11 @@ fn running_sessions_come_back_interrupted() {
     let mut d = Daemon::start(net.dir(), &base_config(net.dir(), 8), port);
     let c = client();
 
-    let done = start(&c, &d, &json!({"target": HOST, "count": 5, "interval": "10ms"}));
+    let done = start(
+        &c,
+        &d,
+        &json!({"target": HOST, "count": 5, "interval": "10ms"}),
+    );
     let done_before = wait_ended(&c, &d, &done, Duration::from_secs(10));
     assert_eq!(done_before["status"], "completed");
     assert_eq!(done_before["samples"].as_array().map(Vec::len), Some(5));
@@ -85,24 +102,47 @@ fn running_sessions_come_back_interrupted() {
         matches!(end, WsEnd::Close(1001) | WsEnd::Close(1000)),
         "live reader ended with {end:?}"
     );
-    assert!(msgs.len() >= seen.len(), "reader got {} messages", msgs.len());
+    assert!(
+        msgs.len() >= seen.len(),
+        "reader got {} messages",
+        msgs.len()
+    );
     let last = msgs.last().expect("messages");
-    assert_eq!(last["type"], "summary", "the reader gets the summary before the close: {last}");
+    assert_eq!(
+        last["type"], "summary",
+        "the reader gets the summary before the close: {last}"
+    );
     assert_eq!(last["status"], "interrupted", "{last}");
 
     let mut d = d.restart();
     let after = get(&c, &d, &a);
     assert_eq!(after["status"], "interrupted", "{after}");
-    assert!(after["error"].as_str().is_some_and(|e| !e.is_empty()), "{after}");
+    assert!(
+        after["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{after}"
+    );
     let stored = after["samples"].as_array().expect("samples");
-    assert!(stored.len() >= seen.len(), "{} stored, {} seen before SIGTERM", stored.len(), seen.len());
-    assert_eq!(&stored[..seen.len()], &seen[..], "samples seen before SIGTERM are stored as they were");
+    assert!(
+        stored.len() >= seen.len(),
+        "{} stored, {} seen before SIGTERM",
+        stored.len(),
+        seen.len()
+    );
+    assert_eq!(
+        &stored[..seen.len()],
+        &seen[..],
+        "samples seen before SIGTERM are stored as they were"
+    );
     assert_prefix(stored);
     // The streamed samples (all but a closing summary) are the stored ones.
     let streamed: Vec<&Value> = msgs.iter().filter(|m| m["type"] != "summary").collect();
     assert_eq!(streamed, stored.iter().collect::<Vec<_>>());
     assert_eq!(after["sample_count"].as_u64(), Some(stored.len() as u64));
-    assert_eq!(get(&c, &d, &done), done_before, "a completed session survives SIGTERM");
+    assert_eq!(
+        get(&c, &d, &done),
+        done_before,
+        "a completed session survives SIGTERM"
+    );
     let a_after_term = after.clone();
 
     // kill -9 during a long session: samples from up to ~1 s before the kill are stored.
@@ -127,12 +167,29 @@ fn running_sessions_come_back_interrupted() {
     );
     assert_eq!(&stored[..seen.len()], &seen[..]);
     assert_prefix(stored);
-    assert_eq!(after["sample_count"].as_u64(), Some(stored.len() as u64), "{after:?}");
-    assert_eq!(get(&c, &d, &done), done_before, "a completed session survives kill -9");
-    assert_eq!(get(&c, &d, &a), a_after_term, "an interrupted session survives kill -9");
+    assert_eq!(
+        after["sample_count"].as_u64(),
+        Some(stored.len() as u64),
+        "{after:?}"
+    );
+    assert_eq!(
+        get(&c, &d, &done),
+        done_before,
+        "a completed session survives kill -9"
+    );
+    assert_eq!(
+        get(&c, &d, &a),
+        a_after_term,
+        "an interrupted session survives kill -9"
+    );
 
     // The list shows all three, newest first.
     let (_, page) = get_json(&c, &d.url("/api/v1/sessions"));
-    let ids: Vec<&str> = page["items"].as_array().expect("items").iter().filter_map(|i| i["id"].as_str()).collect();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
     assert_eq!(ids, vec![b.as_str(), a.as_str(), done.as_str()]);
 }

@@ -1,7 +1,13 @@
 //! Session WebSockets against the real daemon in the test network: a session followed live
 //! agrees with its stored copy and with the responder's profile; a client that reads nothing
 //! is told it lagged and is closed while the daemon's memory stays bounded.
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+// Tests block their own thread while the daemon works.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
 
 #[path = "fixtures/api/daemon.rs"]
 mod daemon;
@@ -167,14 +173,20 @@ where
 
 /// A WebSocket over a socket whose receive buffer is tiny (set before connecting, so the window
 /// the daemon sees is small from the start).
-async fn tiny_window_client(d: &Daemon, path: &str) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+async fn tiny_window_client(
+    d: &Daemon,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", d.port()).parse().expect("address");
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     sock.set_recv_buffer_size(2048).expect("SO_RCVBUF");
     sock.connect(&addr.into()).expect("connect");
     sock.set_nonblocking(true).expect("non-blocking");
     let stream = tokio::net::TcpStream::from_std(sock.into()).expect("tokio stream");
-    let (ws, _) = tokio_tungstenite::client_async(d.ws_url(path), stream).await.expect("handshake");
+    let (ws, _) = tokio_tungstenite::client_async(d.ws_url(path), stream)
+        .await
+        .expect("handshake");
     ws
 }
 
@@ -201,20 +213,38 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
     let mut config = base_config(net.dir(), 4);
     config.push_str("defaults:\n  interval: 100ms\n  timeout: 1s\ntargets:\n");
     for i in 0..500 {
-        config.push_str(&format!("  - host: 127.0.{}.{}\n", 1 + i / 250, 1 + i % 250));
+        config.push_str(&format!(
+            "  - host: 127.0.{}.{}\n",
+            1 + i / 250,
+            1 + i % 250
+        ));
     }
     let d = Daemon::start(net.dir(), &config, port);
     std::thread::sleep(Duration::from_secs(2));
     daemon::runtime().block_on(async {
-        // The source's rate and message size, from a reader that keeps up.
+        // The source's rate and message size, from a reader that reads as fast as it can (on a
+        // loaded machine it may lag too: what it missed counts towards the rate).
         let mut normal = Vec::new();
-        let (mut ws, _) = tokio_tungstenite::connect_async(d.ws_url("/api/v1/live")).await.expect("connect");
-        let end = read_until(&mut ws, &mut normal, Duration::from_secs(1), Duration::ZERO).await;
-        assert_eq!(end, None, "a reader that keeps up stays connected");
+        let (mut ws, _) = tokio_tungstenite::connect_async(d.ws_url("/api/v1/live"))
+            .await
+            .expect("connect");
+        let t0 = std::time::Instant::now();
+        let _ = read_until(&mut ws, &mut normal, Duration::from_secs(1), Duration::ZERO).await;
+        let elapsed = t0.elapsed().as_secs_f64();
         drop(ws);
-        let rate = normal.len() as f64;
-        let avg_len = normal.iter().map(|m| m.to_string().len()).sum::<usize>() as f64 / rate.max(1.0);
-        assert!(rate > 1000.0, "source too slow for this test: {rate} messages/s");
+        let missed: u64 = normal
+            .iter()
+            .filter(|m| m["type"] == "lagged")
+            .filter_map(|m| m["missed"].as_u64())
+            .sum();
+        normal.retain(|m| m["type"] != "lagged");
+        let rate = (normal.len() as u64 + missed) as f64 / elapsed;
+        let avg_len = normal.iter().map(|m| m.to_string().len()).sum::<usize>() as f64
+            / (normal.len().max(1) as f64);
+        assert!(
+            rate > 1000.0,
+            "source too slow for this test: {rate} messages/s"
+        );
 
         // CLIENTS readers that read nothing for STALL, then read what reached them.
         let mut readers = Vec::new();
@@ -236,9 +266,18 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
                 .collect::<Vec<_>>()
         };
         for (i, (msgs, end)) in drained.iter().enumerate() {
-            eprintln!("reader {i}: {} messages, notes {:?}, end {end:?}", msgs.len(), notes(msgs));
+            eprintln!(
+                "reader {i}: {} messages, notes {:?}, end {end:?}",
+                msgs.len(),
+                notes(msgs)
+            );
         }
-        let growth = rss.iter().max().copied().unwrap_or(0).saturating_sub(rss[0]);
+        let growth = rss
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(rss[0]);
         eprintln!("source {rate} msg/s of {avg_len:.0} B; rss KiB {:?}", rss);
 
         // Every one is closed: 1008, or dropped when not even the close frame could be written.
@@ -247,18 +286,32 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
                 matches!(end, Some(WsEnd::Close(1008)) | Some(WsEnd::Dropped(_))),
                 "reader {i} not closed: {end:?}"
             );
-            assert!(msgs.len() as f64 <= rate * STALL.as_secs_f64(), "reader {i} got {} messages", msgs.len());
+            assert!(
+                msgs.len() as f64 <= rate * STALL.as_secs_f64(),
+                "reader {i} got {} messages",
+                msgs.len()
+            );
             // A note says how much was lost since the last one: never zero.
-            assert!(notes(msgs).iter().all(|n| *n > 0), "reader {i}: {:?}", notes(msgs));
+            assert!(
+                notes(msgs).iter().all(|n| *n > 0),
+                "reader {i}: {:?}",
+                notes(msgs)
+            );
         }
         // A policy close comes after the reader was told it lagged.
         for (i, (msgs, end)) in drained.iter().enumerate() {
             if *end == Some(WsEnd::Close(1008)) {
-                assert!(!notes(msgs).is_empty(), "reader {i} closed 1008 without a lagged note");
+                assert!(
+                    !notes(msgs).is_empty(),
+                    "reader {i} closed 1008 without a lagged note"
+                );
             }
         }
         let noted = drained.iter().filter(|(m, _)| !notes(m).is_empty()).count();
-        assert!(noted > CLIENTS / 2, "only {noted} of {CLIENTS} readers were told they lagged");
+        assert!(
+            noted > CLIENTS / 2,
+            "only {noted} of {CLIENTS} readers were told they lagged"
+        );
         // Memory: bounded per client, not by what the clients missed. Each missed about
         // rate × STALL × avg_len bytes; the daemon may keep a small part of that.
         let missed_kib = rate * STALL.as_secs_f64() * avg_len / 1024.0 * CLIENTS as f64;

@@ -157,7 +157,10 @@ enum Out {
 /// a close frame offered with `try_send` is lost when the queue is full, and the writer would
 /// otherwise close with 1000 once the queue ends.
 #[derive(Clone, Default)]
-struct Ending(Arc<parking_lot::Mutex<Option<(u64, u16, &'static str)>>>);
+struct Ending(Arc<parking_lot::Mutex<Option<EndNote>>>);
+
+/// Messages missed since the last lag note, close code, close reason.
+type EndNote = (u64, u16, &'static str);
 
 impl Ending {
     /// Records the first ending: messages missed since the last note, close code and reason.
@@ -165,7 +168,7 @@ impl Ending {
         self.0.lock().get_or_insert((missed, code, reason));
     }
 
-    fn take(&self) -> Option<(u64, u16, &'static str)> {
+    fn take(&self) -> Option<EndNote> {
         self.0.lock().take()
     }
 }
