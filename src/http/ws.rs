@@ -24,8 +24,8 @@ use crate::app::{App, WsSlot};
 use crate::http::error::ApiError;
 use crate::http::sessions::{manager, parse_id};
 use crate::sample::Sample;
-use crate::session::manager::{LiveMsg, Subscription};
 use crate::session::SessionRecord;
+use crate::session::manager::{LiveMsg, Subscription};
 
 /// Largest message or frame a client may send (it has nothing to say beyond pongs).
 pub const MAX_INBOUND: usize = 4 * 1024;
@@ -110,7 +110,8 @@ pub async fn monitors_live(
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let filter: Option<HashSet<String>> = q.target.map(|t| {
         t.split(',')
             .map(|s| s.trim().to_owned())
@@ -124,7 +125,9 @@ pub async fn monitors_live(
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Message {
-    Message::Text(Utf8Bytes::from(serde_json::to_string(v).unwrap_or_default()))
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(v).unwrap_or_default(),
+    ))
 }
 
 fn summary_message(record: &SessionRecord) -> Message {
@@ -134,8 +137,14 @@ fn summary_message(record: &SessionRecord) -> Message {
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_else(|| serde_json::json!({"type": "summary"}));
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("session_id".into(), serde_json::Value::String(record.id.to_string()));
-        obj.insert("status".into(), serde_json::Value::String(record.status.to_string()));
+        obj.insert(
+            "session_id".into(),
+            serde_json::Value::String(record.id.to_string()),
+        );
+        obj.insert(
+            "status".into(),
+            serde_json::Value::String(record.status.to_string()),
+        );
     }
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
@@ -211,7 +220,12 @@ impl Lag {
 }
 
 /// Sends queued messages; pings; ends on close, error, send timeout or a missing pong.
-async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: CancellationToken, ending: Ending) {
+async fn writer(
+    socket: WebSocket,
+    mut q: mpsc::Receiver<Out>,
+    done: CancellationToken,
+    ending: Ending,
+) {
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -260,13 +274,23 @@ async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: Cancellatio
     done.cancel();
 }
 
-async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shutdown: CancellationToken) {
+async fn session_stream(
+    socket: WebSocket,
+    sub: Subscription,
+    slot: WsSlot,
+    shutdown: CancellationToken,
+) {
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
     let ending = Ending::default();
     let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None, ending: ending.clone() };
+    let mut lag = Lag {
+        missed: 0,
+        lags: 0,
+        full_since: None,
+        ending: ending.clone(),
+    };
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
@@ -340,7 +364,12 @@ async fn monitor_stream(
     let done = CancellationToken::new();
     let ending = Ending::default();
     let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None, ending: ending.clone() };
+    let mut lag = Lag {
+        missed: 0,
+        lags: 0,
+        full_since: None,
+        ending: ending.clone(),
+    };
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
