@@ -241,10 +241,6 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
         let rate = (normal.len() as u64 + missed) as f64 / elapsed;
         let avg_len = normal.iter().map(|m| m.to_string().len()).sum::<usize>() as f64
             / (normal.len().max(1) as f64);
-        assert!(
-            rate > 1000.0,
-            "source too slow for this test: {rate} messages/s"
-        );
 
         // CLIENTS readers that read nothing for STALL, then read what reached them.
         let mut readers = Vec::new();
@@ -313,11 +309,18 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
             "only {noted} of {CLIENTS} readers were told they lagged"
         );
         // Memory: bounded per client, not by what the clients missed. Each missed about
-        // rate × STALL × avg_len bytes; the daemon may keep a small part of that.
+        // rate × STALL × avg_len bytes; the daemon may keep a small part of that (plus the
+        // allocator's own growth, up to 24 MiB). The source must be fast enough that keeping
+        // everything would break the bound clearly.
         let missed_kib = rate * STALL.as_secs_f64() * avg_len / 1024.0 * CLIENTS as f64;
+        let bound = (missed_kib / 2.0).max(24.0 * 1024.0);
         assert!(
-            (growth as f64) < missed_kib / 4.0,
-            "RSS grew {growth} KiB while {CLIENTS} clients missed {missed_kib:.0} KiB"
+            missed_kib > 1.5 * bound,
+            "source too slow ({rate:.0} messages/s) to show a bound: {missed_kib:.0} KiB missed"
+        );
+        assert!(
+            (growth as f64) < bound,
+            "RSS grew {growth} KiB (bound {bound:.0}) while {CLIENTS} clients missed {missed_kib:.0} KiB"
         );
     });
 }
