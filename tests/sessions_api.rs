@@ -225,7 +225,16 @@ fn bad_input_has_status_and_message() {
         &get_json(&c, &d.url("/api/v1/sessions/xyz")),
         400,
         "invalid_parameter",
-        "invalid session id \"xyz\": expected a UUID",
+        "invalid session id \"xyz\": expected a UUIDv7 as returned at start",
+    );
+    assert_error(
+        &get_json(
+            &c,
+            &d.url("/api/v1/sessions/0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b"),
+        ),
+        400,
+        "invalid_parameter",
+        "invalid session id \"0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b\": expected a UUIDv7 as returned at start",
     );
     let unknown = unknown_id();
     let msg = format!("no session {unknown}");

@@ -147,7 +147,6 @@ fn running_sessions_come_back_interrupted() {
 
     // kill -9 during a long session: samples from up to ~1 s before the kill are stored.
     let b = start(&c, &d, &long);
-    wait_samples(&c, &d, &b, 30);
     let seen = wait_samples(&c, &d, &b, 30);
     std::thread::sleep(Duration::from_millis(1000));
     let status = d.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));

@@ -86,7 +86,7 @@ pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
     match raw.parse::<SessionId>() {
         Ok(id) if hyphenated => Ok(id),
         _ => Err(ApiError::bad_request(format!(
-            "invalid session id \"{raw}\": expected a UUID"
+            "invalid session id \"{raw}\": expected a UUIDv7 as returned at start"
         ))),
     }
 }
