@@ -18,6 +18,8 @@ use crate::cli::{self, LogFormat, ServeArgs};
 use crate::config::{self, Config, Shard};
 use crate::engine::Pinger;
 use crate::engine::icmp::{EngineConfig, IcmpEngine};
+use crate::http::serve::{Limits, ServeOptions};
+use crate::http::webconfig::{WebConfig, WebConfigError};
 use crate::live::LiveHub;
 use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
 use crate::resolve::Resolver;
@@ -27,9 +29,9 @@ use crate::session::{Retention, Store, StoreOptions};
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-/// `/probe` requests running at once; past this they are refused with 429.
+/// Default of `--web.max-probes`: `/probe` requests running at once; past it they get 429.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
-/// WebSocket clients connected at once; past this an upgrade is refused with 503.
+/// Default of `--web.max-ws-clients`: WebSocket clients at once; past it an upgrade gets 503.
 pub const MAX_WS_CLIENTS: usize = 256;
 /// How often `--config.watch` looks at the config and target files.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -43,6 +45,22 @@ pub struct AppOptions {
     pub telemetry_path: String,
     /// Shard of the target list this instance keeps.
     pub shard: Option<Shard>,
+    /// `/probe` requests running at once (`--web.max-probes`).
+    pub max_probes: usize,
+    /// WebSocket clients connected at once (`--web.max-ws-clients`).
+    pub max_ws_clients: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            telemetry_path: "/metrics".to_owned(),
+            shard: None,
+            max_probes: MAX_CONCURRENT_PROBES,
+            max_ws_clients: MAX_WS_CLIENTS,
+        }
+    }
 }
 
 struct Inner {
@@ -108,12 +126,12 @@ impl App {
                 i64::try_from(pinger.in_flight()).unwrap_or(i64::MAX)
             });
         }
-        let ws_slots = Arc::new(tokio::sync::Semaphore::new(MAX_WS_CLIENTS));
+        let max_ws = options.max_ws_clients;
+        let ws_slots = Arc::new(tokio::sync::Semaphore::new(max_ws));
         {
             let slots = ws_slots.clone();
             metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
-                i64::try_from(MAX_WS_CLIENTS.saturating_sub(slots.available_permits()))
-                    .unwrap_or(i64::MAX)
+                i64::try_from(max_ws.saturating_sub(slots.available_permits())).unwrap_or(i64::MAX)
             });
         }
         let sessions = {
@@ -142,6 +160,7 @@ impl App {
             config = %options.config_path.as_deref().map_or("<embedded default>".into(), |p| p.display().to_string()),
             "monitors started"
         );
+        let probe_slots = Arc::new(tokio::sync::Semaphore::new(options.max_probes));
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
@@ -152,7 +171,7 @@ impl App {
                 pinger,
                 sessions,
                 ws_slots,
-                probe_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_PROBES)),
+                probe_slots,
                 reload_lock: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
             }),
@@ -384,6 +403,13 @@ pub fn main(args: ServeArgs) -> u8 {
         },
         None => Config::embedded_default(),
     };
+    let serve_options = match serve_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprint_line(&format!("pingscope: invalid --web.config.file: {e}"));
+            return cli::EXIT_USAGE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pingscope")
@@ -399,14 +425,49 @@ pub fn main(args: ServeArgs) -> u8 {
         config_path: args.config_file.clone(),
         telemetry_path: args.telemetry_path.clone(),
         shard,
+        max_probes: args.max_probes,
+        max_ws_clients: args.max_ws_clients,
     };
-    let code = runtime.block_on(run(options, config, args.listen.clone(), args.config_watch));
+    let code = runtime.block_on(run(
+        options,
+        config,
+        args.listen.clone(),
+        args.config_watch,
+        serve_options,
+    ));
     // Tasks still running after the grace period must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
 }
 
-async fn run(options: AppOptions, config: Config, listen: Vec<SocketAddr>, watch: bool) -> u8 {
+/// The web config (validated now) and the limits from the flags.
+fn serve_options(args: &ServeArgs) -> Result<ServeOptions, WebConfigError> {
+    let web_config = args
+        .web_config_file
+        .as_deref()
+        .map(WebConfig::open)
+        .transpose()?;
+    Ok(ServeOptions {
+        web_config,
+        health_without_auth: args.health_without_auth,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_header_bytes: args.max_header_bytes,
+            max_headers: args.max_headers,
+            header_read_timeout: args.header_read_timeout,
+            request_timeout: args.request_timeout,
+            max_connections: args.max_connections,
+        },
+    })
+}
+
+async fn run(
+    options: AppOptions,
+    config: Config,
+    listen: Vec<SocketAddr>,
+    watch: bool,
+    serve_options: ServeOptions,
+) -> u8 {
     let engine = match IcmpEngine::new(EngineConfig::default()) {
         Ok(e) => e,
         Err(e) => {
@@ -439,11 +500,13 @@ async fn run(options: AppOptions, config: Config, listen: Vec<SocketAddr>, watch
         }
     };
     let http_shutdown = CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
+    let router = crate::http::serve::layered(crate::http::router(app.clone()), &serve_options);
+    let server = tokio::spawn(crate::http::serve::serve_with(
         listeners,
-        crate::http::router(app.clone()),
+        router,
         http_shutdown.clone(),
         SHUTDOWN_GRACE,
+        serve_options,
     ));
     if watch {
         tokio::spawn(watch_config(app.clone()));

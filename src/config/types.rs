@@ -216,6 +216,9 @@ pub enum Denied {
     /// No allow rule matched.
     #[error("not in access.allow")]
     NotAllowed,
+    /// `0.0.0.0` or `::`: the kernel delivers them to this host itself, so no rule may allow them.
+    #[error("is the unspecified address, which reaches this host")]
+    Unspecified,
 }
 
 impl AccessConfig {
@@ -223,6 +226,9 @@ impl AccessConfig {
     /// IPv4 address it carries, so `::ffff:127.0.0.1` cannot slip past a rule for `127.0.0.0/8`.
     pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
         let ip = ip.to_canonical();
+        if ip.is_unspecified() {
+            return Err(Denied::Unspecified);
+        }
         if let Some(rule) = self.deny.iter().find(|net| net.contains(&ip)) {
             return Err(Denied::Deny(*rule));
         }

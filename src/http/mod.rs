@@ -1,7 +1,9 @@
 //! The HTTP surface: `router(state)` builds every route; `serve(listeners, router, shutdown)`
-//! runs it until the shutdown token fires.
+//! runs it until the shutdown token fires; [`serve::serve_with`] does the same with a web config
+//! (TLS, basic auth) and limits.
 //!
-//! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, landing page),
+//! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
+//! `/about`), [`ui`] (the live page at `/`),
 //! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`error`] (the JSON error
 //! shape every API route answers with).
 
@@ -9,8 +11,11 @@ pub mod admin;
 pub mod error;
 pub mod metrics;
 pub mod probe;
+pub mod serve;
 pub mod sessions;
 pub mod targets;
+pub mod ui;
+pub mod webconfig;
 pub mod ws;
 
 use std::sync::Arc;
@@ -26,7 +31,8 @@ use utoipa_axum::routes;
 
 use crate::app::App;
 
-/// Largest request body accepted by any route.
+/// Largest request body accepted by any route, unless `--web.max-request-body-bytes` says
+/// otherwise (the limit is applied by [`serve::layered`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OpenAPI document's fixed part; paths come from the routes registered below.
@@ -70,53 +76,27 @@ pub fn router(app: App) -> Router {
         .route("/results/{session_id}", get(sessions::get))
         .route("/servers", get(targets::list))
         .route("/live", get(ws::monitors_live))
-        .route("/", get(admin::landing))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
+        .route("/about", get(admin::landing))
         .route("/-/healthy", get(admin::healthy).head(admin::healthy))
         .route("/-/ready", get(admin::ready).head(admin::ready))
         .route("/-/reload", post(admin::reload).put(admin::reload))
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
         .fallback(error::not_found)
-        // Enforced by the body extractors, so a too-large body is a JSON 413 like every API error.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
 
 /// Serves `router` on every listener until `shutdown` fires, then lets requests in progress
-/// finish for at most `grace`.
+/// finish for at most `grace`. Default limits, no web config.
 pub async fn serve(
     listeners: Vec<TcpListener>,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        servers.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        });
-    }
-    let drain = async {
-        let mut result = Ok(());
-        while let Some(joined) = servers.join_next().await {
-            match joined {
-                Ok(Err(e)) => result = Err(e),
-                Err(e) => result = Err(std::io::Error::other(e)),
-                Ok(Ok(())) => {}
-            }
-        }
-        result
-    };
-    tokio::pin!(drain);
-    tokio::select! {
-        r = &mut drain => r,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_seconds = grace.as_secs_f64(), "requests still running after the grace period; closing");
-            Ok(())
-        }
-    }
+    let options = serve::ServeOptions::default();
+    let router = serve::layered(router, &options);
+    serve::serve_with(listeners, router, shutdown, grace, options).await
 }

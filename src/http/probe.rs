@@ -72,7 +72,9 @@ fn query_number<T: std::str::FromStr>(
     q.get(key)
         .map(|v| {
             v.trim().parse::<T>().map_err(|_| {
-                ApiError::bad_request(format!("invalid parameter \"{key}\": \"{v}\" is not {what}"))
+                ApiError::bad_request(format!(
+                    "invalid parameter \"{key}\": \"{v}\" is not {what}"
+                ))
             })
         })
         .transpose()
@@ -86,7 +88,9 @@ pub fn params(
 ) -> Result<ProbeParams, ApiError> {
     let target = q.get("target").map(|t| t.trim()).unwrap_or("");
     if target.is_empty() {
-        return Err(ApiError::bad_request("missing parameter \"target\": the host to probe"));
+        return Err(ApiError::bad_request(
+            "missing parameter \"target\": the host to probe",
+        ));
     }
     let module = q.get("module").map_or("default", String::as_str);
     let Some(profile) = profiles.get(module) else {
@@ -102,8 +106,10 @@ pub fn params(
             "invalid parameter \"count\": {count} is outside 1..={MAX_COUNT}"
         )));
     }
-    let interval = query_duration(q, "interval")?.unwrap_or(profile.interval);
-    if interval < min_interval {
+    // sessions.min_interval caps what callers ask for; the operator's own profiles are trusted.
+    let asked = query_duration(q, "interval")?;
+    let interval = asked.unwrap_or(profile.interval);
+    if asked.is_some() && interval < min_interval {
         return Err(ApiError::bad_request(format!(
             "invalid parameter \"interval\": below the minimum of {}",
             crate::config::format_duration(min_interval)
@@ -128,7 +134,11 @@ pub fn params(
             )));
         }
     };
-    let max_size = if family == Family::Ip6 { crate::cli::MAX_PAYLOAD_V6 } else { crate::cli::MAX_PAYLOAD_V4 };
+    let max_size = if family == Family::Ip6 {
+        crate::cli::MAX_PAYLOAD_V6
+    } else {
+        crate::cli::MAX_PAYLOAD_V4
+    };
     if size > max_size {
         return Err(ApiError::bad_request(format!(
             "invalid parameter \"size\": {size} is above the protocol maximum of {max_size} bytes"
@@ -149,7 +159,11 @@ pub fn params(
         interval,
         timeout,
         size: u16::try_from(size).unwrap_or(u16::MAX),
-        family: if family == Family::All { Family::Auto } else { family },
+        family: if family == Family::All {
+            Family::Auto
+        } else {
+            family
+        },
         debug,
     })
 }
@@ -191,25 +205,68 @@ fn render(f: &Figures) -> Result<String, std::fmt::Error> {
         g.set(v);
         g
     };
-    reg.register("probe_success", "1 when at least one echo reply came back in time", gauge(f64::from(u8::from(f.success))));
-    reg.register("probe_duration_seconds", "How long the probe took, DNS included", gauge(f.duration));
-    reg.register("probe_dns_lookup_time_seconds", "How long the DNS lookup took", gauge(f.dns));
-    reg.register("probe_ip_protocol", "IP version of the probed address (4 or 6; 0 when unresolved)", gauge(f64::from(f.ip_protocol)));
+    reg.register(
+        "probe_success",
+        "1 when at least one echo reply came back in time",
+        gauge(f64::from(u8::from(f.success))),
+    );
+    reg.register(
+        "probe_duration_seconds",
+        "How long the probe took, DNS included",
+        gauge(f.duration),
+    );
+    reg.register(
+        "probe_dns_lookup_time_seconds",
+        "How long the DNS lookup took",
+        gauge(f.dns),
+    );
+    reg.register(
+        "probe_ip_protocol",
+        "IP version of the probed address (4 or 6; 0 when unresolved)",
+        gauge(f64::from(f.ip_protocol)),
+    );
     if let Some(h) = f.hop_limit {
-        reg.register("probe_icmp_reply_hop_limit", "TTL / hop limit of the last reply", gauge(f64::from(h)));
+        reg.register(
+            "probe_icmp_reply_hop_limit",
+            "TTL / hop limit of the last reply",
+            gauge(f64::from(h)),
+        );
     }
-    reg.register("probe_packets_sent", "Echo requests sent", gauge(f.sent as f64));
-    reg.register("probe_packets_received", "Echo replies received within the timeout", gauge(f.received as f64));
-    reg.register("probe_loss_ratio", "Lost packets over sent-and-settled packets", gauge(f.loss_ratio));
+    reg.register(
+        "probe_packets_sent",
+        "Echo requests sent",
+        gauge(f.sent as f64),
+    );
+    reg.register(
+        "probe_packets_received",
+        "Echo replies received within the timeout",
+        gauge(f.received as f64),
+    );
+    reg.register(
+        "probe_loss_ratio",
+        "Lost packets over sent-and-settled packets",
+        gauge(f.loss_ratio),
+    );
     if let Some(r) = f.rtt {
-        let fam: MetricFamily<Vec<(String, String)>, Gauge<f64, AtomicU64>> = MetricFamily::default();
-        for (stat, v) in [("min", r.min), ("mean", r.mean), ("max", r.max), ("stddev", r.stddev)] {
-            fam.get_or_create(&vec![("stat".to_owned(), stat.to_owned())]).set(v);
+        let fam: MetricFamily<Vec<(String, String)>, Gauge<f64, AtomicU64>> =
+            MetricFamily::default();
+        for (stat, v) in [
+            ("min", r.min),
+            ("mean", r.mean),
+            ("max", r.max),
+            ("stddev", r.stddev),
+        ] {
+            fam.get_or_create(&vec![("stat".to_owned(), stat.to_owned())])
+                .set(v);
         }
         reg.register("probe_rtt_seconds", "RTT statistics of the replies", fam);
     }
     if let Some(j) = f.jitter {
-        reg.register("probe_jitter_seconds", "Mean |RTTi - RTTi-1| of consecutive replies (IPDV)", gauge(j));
+        reg.register(
+            "probe_jitter_seconds",
+            "Mean |RTTi - RTTi-1| of consecutive replies (IPDV)",
+            gauge(j),
+        );
     }
     let mut out = String::new();
     encode(&mut out, &reg)?;
@@ -239,7 +296,8 @@ pub async fn probe(
     let deadline = started + budget(&headers);
     let mut log = String::new();
     let mut fig = Figures::default();
-    let lookup = tokio::time::timeout_at(deadline, app.resolver().lookup(&p.target, p.family)).await;
+    let lookup =
+        tokio::time::timeout_at(deadline, app.resolver().lookup(&p.target, p.family)).await;
     fig.dns = started.elapsed().as_secs_f64();
     let ip: Option<IpAddr> = match lookup {
         Ok(Ok(r)) => r.addrs.first().copied(),
@@ -274,20 +332,25 @@ pub async fn probe(
             deadline,
         };
         let mut hop_limit = None;
-        let acc = burst::run(app.pinger().clone(), plan, CancellationToken::new(), |ev| match ev {
-            BurstEvent::Probe(ev) => {
-                if let EventKind::Reply(r) = &ev.kind {
-                    hop_limit = r.ttl.or(hop_limit);
+        let acc = burst::run(
+            app.pinger().clone(),
+            plan,
+            CancellationToken::new(),
+            |ev| match ev {
+                BurstEvent::Probe(ev) => {
+                    if let EventKind::Reply(r) = &ev.kind {
+                        hop_limit = r.ttl.or(hop_limit);
+                    }
+                    if p.debug {
+                        let s = crate::sample::Sample::from_event(&p.target, &p.target, &ev);
+                        let _ = writeln!(log, "{}", serde_json::to_string(&s).unwrap_or_default());
+                    }
                 }
-                if p.debug {
-                    let s = crate::sample::Sample::from_event(&p.target, &p.target, &ev);
-                    let _ = writeln!(log, "{}", serde_json::to_string(&s).unwrap_or_default());
+                BurstEvent::SendFailed { seq, error } => {
+                    let _ = writeln!(log, "probe {seq}: send failed: {error}");
                 }
-            }
-            BurstEvent::SendFailed { seq, error } => {
-                let _ = writeln!(log, "probe {seq}: send failed: {error}");
-            }
-        })
+            },
+        )
         .await;
         let t = acc.tally();
         fig.sent = t.sent;
@@ -298,12 +361,20 @@ pub async fn probe(
         fig.jitter = acc.jitter().0;
         fig.hop_limit = hop_limit;
         if t.sent < u64::from(p.count) {
-            let _ = writeln!(log, "sent {} of {} packets: the rest would not settle before the scrape timeout", t.sent, p.count);
+            let _ = writeln!(
+                log,
+                "sent {} of {} packets: the rest would not settle before the scrape timeout",
+                t.sent, p.count
+            );
         }
     }
     fig.duration = started.elapsed().as_secs_f64();
     let body = render(&fig).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding failed: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding failed: {e}"),
+        )
     })?;
     if p.debug {
         let _ = writeln!(log, "\nMetrics that would have been returned:\n{body}");
@@ -329,7 +400,10 @@ mod tests {
     }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn err(pairs: &[(&str, &str)]) -> (StatusCode, String) {
@@ -343,14 +417,38 @@ mod tests {
     fn rejections_name_the_parameter() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "missing parameter \"target\": the host to probe"),
-            (&[("target", "  ")], "missing parameter \"target\": the host to probe"),
-            (&[("target", "h"), ("module", "nope")], "unknown module \"nope\" (configured: default)"),
-            (&[("target", "h"), ("count", "0")], "invalid parameter \"count\": 0 is outside 1..=1000"),
-            (&[("target", "h"), ("count", "x")], "invalid parameter \"count\": \"x\" is not a whole number"),
-            (&[("target", "h"), ("interval", "1ms")], "invalid parameter \"interval\": below the minimum of 10ms"),
-            (&[("target", "h"), ("size", "70000")], "invalid parameter \"size\": 70000 is above the protocol maximum of 65507 bytes"),
-            (&[("target", "h"), ("family", "ipx")], "invalid parameter \"family\": \"ipx\" (use auto, ip4 or ip6)"),
-            (&[("target", "h"), ("debug", "maybe")], "invalid parameter \"debug\": \"maybe\" (use true or false)"),
+            (
+                &[("target", "  ")],
+                "missing parameter \"target\": the host to probe",
+            ),
+            (
+                &[("target", "h"), ("module", "nope")],
+                "unknown module \"nope\" (configured: default)",
+            ),
+            (
+                &[("target", "h"), ("count", "0")],
+                "invalid parameter \"count\": 0 is outside 1..=1000",
+            ),
+            (
+                &[("target", "h"), ("count", "x")],
+                "invalid parameter \"count\": \"x\" is not a whole number",
+            ),
+            (
+                &[("target", "h"), ("interval", "1ms")],
+                "invalid parameter \"interval\": below the minimum of 10ms",
+            ),
+            (
+                &[("target", "h"), ("size", "70000")],
+                "invalid parameter \"size\": 70000 is above the protocol maximum of 65507 bytes",
+            ),
+            (
+                &[("target", "h"), ("family", "ipx")],
+                "invalid parameter \"family\": \"ipx\" (use auto, ip4 or ip6)",
+            ),
+            (
+                &[("target", "h"), ("debug", "maybe")],
+                "invalid parameter \"debug\": \"maybe\" (use true or false)",
+            ),
         ];
         for (pairs, want) in cases {
             let (status, msg) = err(pairs);
@@ -362,21 +460,49 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_below_min_interval_is_the_operators_choice() {
+        let mut p = profiles();
+        if let Some(d) = p.get_mut("default") {
+            d.interval = Duration::from_millis(20);
+        }
+        let got = params(&q(&[("target", "h")]), &p, Duration::from_millis(100));
+        assert_eq!(got.map(|p| p.interval).ok(), Some(Duration::from_millis(20)));
+        let asked = params(&q(&[("target", "h"), ("interval", "20ms")]), &p, Duration::from_millis(100));
+        assert!(asked.is_err(), "a caller may not ask below the minimum");
+    }
+
+    #[test]
     fn module_defaults_and_query_overrides() {
-        let p = params(&q(&[("target", "h"), ("count", "10"), ("interval", "20ms")]), &profiles(), Duration::from_millis(10));
+        let p = params(
+            &q(&[("target", "h"), ("count", "10"), ("interval", "20ms")]),
+            &profiles(),
+            Duration::from_millis(10),
+        );
         let Ok(p) = p else { panic!("{p:?}") };
-        assert_eq!((p.count, p.interval, p.timeout, p.size), (10, Duration::from_millis(20), Duration::from_secs(1), 56));
+        assert_eq!(
+            (p.count, p.interval, p.timeout, p.size),
+            (10, Duration::from_millis(20), Duration::from_secs(1), 56)
+        );
     }
 
     #[test]
     fn budget_follows_the_scrape_timeout_header() {
         let mut h = HeaderMap::new();
         assert_eq!(budget(&h), Duration::from_millis(9_500));
-        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "3".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            "3".parse().unwrap_or_else(|_| unreachable!()),
+        );
         assert_eq!(budget(&h), Duration::from_millis(2_500));
-        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "0.6".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            "0.6".parse().unwrap_or_else(|_| unreachable!()),
+        );
         assert_eq!(budget(&h), Duration::from_millis(300));
-        h.insert("X-Prometheus-Scrape-Timeout-Seconds", "nan".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            "X-Prometheus-Scrape-Timeout-Seconds",
+            "nan".parse().unwrap_or_else(|_| unreachable!()),
+        );
         assert_eq!(budget(&h), Duration::from_millis(9_500));
     }
 
@@ -396,7 +522,10 @@ mod tests {
         let text = render(&f).unwrap_or_default();
         let value = |series: &str| -> Option<f64> {
             text.lines()
-                .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+                .find_map(|l| {
+                    l.strip_prefix(series)
+                        .and_then(|rest| rest.strip_prefix(' '))
+                })
                 .and_then(|v| v.parse().ok())
         };
         let want = [
