@@ -64,3 +64,24 @@ impl IntoResponse for ApiError {
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
+
+/// Gives a 413 made by a body limit layer (plain text, before any handler ran) the API's JSON
+/// error shape; responses that already are JSON pass unchanged.
+pub async fn json_body_too_large(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    response: Response,
+) -> Response {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body larger than {limit} bytes"),
+        )
+        .into_response();
+    }
+    response
+}

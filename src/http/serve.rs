@@ -76,6 +76,10 @@ pub fn layered(router: Router, options: &ServeOptions) -> Router {
     let router = router
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(middleware::map_response_with_state(
+            limits.max_body_bytes,
+            super::error::json_body_too_large,
+        ))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout,
             timeout,

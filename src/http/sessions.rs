@@ -49,7 +49,10 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(_) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("request body larger than {} bytes", crate::http::MAX_BODY_BYTES),
+            format!(
+                "request body larger than {} bytes",
+                crate::http::MAX_BODY_BYTES
+            ),
         ),
         other => ApiError::bad_request(format!("invalid body: {other}")),
     }
@@ -57,13 +60,35 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
 
 pub(crate) fn manager(app: &App) -> Result<SessionManager, ApiError> {
     app.sessions().map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("sessions are unavailable: {e}"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("sessions are unavailable: {e}"),
+        )
     })
 }
 
+/// The `{id}` path parameter of the session routes.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SessionPath {
+    /// Session id (a UUIDv7, as returned when the session started).
+    #[param(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub id: String,
+}
+
 pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
-    raw.parse::<SessionId>()
-        .map_err(|_| ApiError::bad_request(format!("invalid session id \"{raw}\": expected a UUID")))
+    // Only the hyphenated form the API hands out: the other spellings Uuid parses are not in
+    // the spec's pattern, and accepting them would answer requests the spec calls invalid.
+    let hyphenated = raw.len() == 36 && raw.bytes().filter(|b| *b == b'-').count() == 4;
+    match raw.parse::<SessionId>() {
+        Ok(id) if hyphenated => Ok(id),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid session id \"{raw}\": expected a UUIDv7 as returned at start"
+        ))),
+    }
 }
 
 /// Start a session.
@@ -82,21 +107,34 @@ pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
         (status = 503, description = "Store unavailable or shutting down", body = ErrorBody),
     )
 )]
-pub async fn start(State(app): State<App>, ApiJson(req): ApiJson<StartRequest>) -> Result<Response, ApiError> {
+pub async fn start(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> Result<Response, ApiError> {
     let m = manager(&app)?;
     let config = app.config();
     let record = m.start(req, &config, &app.resolver()).await?;
     let location = format!("/api/v1/sessions/{}", record.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(record)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
+        .into_response())
 }
 
 /// Query of the history list.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Sessions per page (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Cursor: the `next_cursor` of the previous page.
+    #[param(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub before: Option<String>,
 }
 
@@ -110,32 +148,51 @@ pub struct ListQuery {
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Page>, ApiError> {
+pub async fn list(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Page>, ApiError> {
     let m = manager(&app)?;
     for key in q.keys() {
         if key != "limit" && key != "before" {
-            return Err(ApiError::bad_request(format!("unknown parameter \"{key}\" (use limit, before)")));
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter \"{key}\" (use limit, before)"
+            )));
         }
     }
     let limit = match q.get("limit") {
         None => 50,
         Some(v) => match v.parse::<u32>() {
             Ok(n @ 1..=1000) => n,
-            _ => return Err(ApiError::bad_request(format!("invalid parameter \"limit\": \"{v}\" is not in 1..=1000"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid parameter \"limit\": \"{v}\" is not in 1..=1000"
+                )));
+            }
         },
     };
     let before = q
         .get("before")
-        .map(|b| b.parse::<SessionId>().map_err(|_| ApiError::bad_request(format!("invalid parameter \"before\": \"{b}\" is not a session id"))))
+        .map(|b| {
+            parse_id(b).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid parameter \"before\": \"{b}\" is not a session id"
+                ))
+            })
+        })
         .transpose()?;
-    let page = m.store().list(limit, before).await.map_err(|e| store_error(&e))?;
+    let page = m
+        .store()
+        .list(limit, before)
+        .await
+        .map_err(|e| store_error(&e))?;
     Ok(Json(page))
 }
 
 /// Get a session with every sample.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionDetail),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -143,7 +200,10 @@ pub async fn list(State(app): State<App>, Query(q): Query<HashMap<String, String
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<SessionDetail>, ApiError> {
+pub async fn get(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionDetail>, ApiError> {
     let m = manager(&app)?;
     let id = parse_id(&id)?;
     if let Some((record, samples)) = m.running_record(id) {
@@ -161,7 +221,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> Result<Json<
 /// Stop a running session.
 #[utoipa::path(
     post, path = "/api/v1/sessions/{id}/stop", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 202, description = "Stopping; the live stream ends with the summary", body = SessionRecord),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -190,7 +250,7 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
 /// Delete a stored session.
 #[utoipa::path(
     delete, path = "/api/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed id", body = ErrorBody),
@@ -199,7 +259,10 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let m = manager(&app)?;
     let id = parse_id(&id)?;
     if m.running_record(id).is_some() {

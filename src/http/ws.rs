@@ -24,8 +24,8 @@ use crate::app::{App, WsSlot};
 use crate::http::error::ApiError;
 use crate::http::sessions::{manager, parse_id};
 use crate::sample::Sample;
-use crate::session::manager::{LiveMsg, Subscription};
 use crate::session::SessionRecord;
+use crate::session::manager::{LiveMsg, Subscription};
 
 /// Largest message or frame a client may send (it has nothing to say beyond pongs).
 pub const MAX_INBOUND: usize = 4 * 1024;
@@ -37,6 +37,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_LAGS: u32 = 3;
 /// A client whose queue stays full this long is closed.
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// How long a session's reader waits, at shutdown, for the session's summary before closing.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Keepalive ping period; no pong for two periods closes the connection.
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 
@@ -59,7 +61,7 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 /// `GET /api/v1/sessions/{id}/live` (WebSocket): samples so far, new samples, the summary, close.
 #[utoipa::path(
     get, path = "/api/v1/sessions/{id}/live", tag = "live",
-    params(("id" = String, Path, description = "Session id")),
+    params(crate::http::sessions::SessionPath),
     responses(
         (status = 101, description = "WebSocket: JSON samples, then {\"type\":\"summary\"}, then close 1000"),
         (status = 400, description = "Malformed id", body = crate::http::error::ErrorBody),
@@ -87,6 +89,7 @@ pub async fn session_live(
 /// Query of the monitors' live stream.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
     /// Comma-separated target names; all targets when absent.
     pub target: Option<String>,
@@ -107,7 +110,8 @@ pub async fn monitors_live(
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let filter: Option<HashSet<String>> = q.target.map(|t| {
         t.split(',')
             .map(|s| s.trim().to_owned())
@@ -121,7 +125,9 @@ pub async fn monitors_live(
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Message {
-    Message::Text(Utf8Bytes::from(serde_json::to_string(v).unwrap_or_default()))
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(v).unwrap_or_default(),
+    ))
 }
 
 fn summary_message(record: &SessionRecord) -> Message {
@@ -131,8 +137,14 @@ fn summary_message(record: &SessionRecord) -> Message {
         .and_then(|s| serde_json::to_value(s).ok())
         .unwrap_or_else(|| serde_json::json!({"type": "summary"}));
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("session_id".into(), serde_json::Value::String(record.id.to_string()));
-        obj.insert("status".into(), serde_json::Value::String(record.status.to_string()));
+        obj.insert(
+            "session_id".into(),
+            serde_json::Value::String(record.id.to_string()),
+        );
+        obj.insert(
+            "status".into(),
+            serde_json::Value::String(record.status.to_string()),
+        );
     }
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
@@ -150,11 +162,32 @@ enum Out {
     Close(u16, &'static str),
 }
 
+/// How the forwarder ended a client, for the writer to say after the messages already queued:
+/// a close frame offered with `try_send` is lost when the queue is full, and the writer would
+/// otherwise close with 1000 once the queue ends.
+#[derive(Clone, Default)]
+struct Ending(Arc<parking_lot::Mutex<Option<EndNote>>>);
+
+/// Messages missed since the last lag note, close code, close reason.
+type EndNote = (u64, u16, &'static str);
+
+impl Ending {
+    /// Records the first ending: messages missed since the last note, close code and reason.
+    fn set(&self, missed: u64, code: u16, reason: &'static str) {
+        self.0.lock().get_or_insert((missed, code, reason));
+    }
+
+    fn take(&self) -> Option<EndNote> {
+        self.0.lock().take()
+    }
+}
+
 /// Tracks a client's lag: messages lost since it was last told, and how often it was told.
 struct Lag {
     missed: u64,
     lags: u32,
     full_since: Option<Instant>,
+    ending: Ending,
 }
 
 impl Lag {
@@ -166,6 +199,7 @@ impl Lag {
                 self.missed = 0;
                 self.lags += 1;
                 if self.lags >= MAX_LAGS {
+                    self.ending.set(0, POLICY_VIOLATION, "client too slow");
                     let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
                     return false;
                 }
@@ -186,7 +220,12 @@ impl Lag {
 }
 
 /// Sends queued messages; pings; ends on close, error, send timeout or a missing pong.
-async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: CancellationToken) {
+async fn writer(
+    socket: WebSocket,
+    mut q: mpsc::Receiver<Out>,
+    done: CancellationToken,
+    ending: Ending,
+) {
     let (mut tx, mut rx) = socket.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -197,7 +236,17 @@ async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: Cancellatio
                 let (msg, last) = match out {
                     Some(Out::Msg(m)) => (m, false),
                     Some(Out::Close(code, reason)) => (close(code, reason), true),
-                    None => (close(NORMAL, "done"), true),
+                    None => {
+                        let (missed, code, reason) = ending.take().unwrap_or((0, NORMAL, "done"));
+                        if missed > 0 {
+                            let note = json(&serde_json::json!({"type": "lagged", "missed": missed}));
+                            let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(note)).await;
+                            if !matches!(sent, Ok(Ok(()))) {
+                                break;
+                            }
+                        }
+                        (close(code, reason), true)
+                    }
                 };
                 let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await;
                 if !matches!(sent, Ok(Ok(()))) || last {
@@ -225,12 +274,23 @@ async fn writer(socket: WebSocket, mut q: mpsc::Receiver<Out>, done: Cancellatio
     done.cancel();
 }
 
-async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shutdown: CancellationToken) {
+async fn session_stream(
+    socket: WebSocket,
+    sub: Subscription,
+    slot: WsSlot,
+    shutdown: CancellationToken,
+) {
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
+    let ending = Ending::default();
+    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
+    let mut lag = Lag {
+        missed: 0,
+        lags: 0,
+        full_since: None,
+        ending: ending.clone(),
+    };
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
@@ -251,13 +311,18 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
                     break;
                 }
             }
+            // At shutdown the manager interrupts the session, whose last samples and summary
+            // then still come: wait for them (bounded), and close as going away.
+            let mut going_away: Option<Instant> = None;
             while open {
+                let wait_end = going_away.unwrap_or_else(Instant::now);
                 tokio::select! {
                     msg = rx.recv() => match msg {
                         Ok(LiveMsg::Sample(s)) => open = lag.offer(&q, json(&*s)),
                         Ok(LiveMsg::End(record)) => {
+                            let code = if going_away.is_some() { GOING_AWAY } else { NORMAL };
                             let _ = q.send(Out::Msg(summary_message(&record))).await;
-                            let _ = q.send(Out::Close(NORMAL, "session ended")).await;
+                            let _ = q.send(Out::Close(code, "session ended")).await;
                             open = false;
                         }
                         Err(broadcast::error::RecvError::Lagged(n)) => lag.missed += n,
@@ -267,13 +332,18 @@ async fn session_stream(socket: WebSocket, sub: Subscription, slot: WsSlot, shut
                         }
                     },
                     () = done.cancelled() => open = false,
-                    () = shutdown.cancelled() => {
+                    () = shutdown.cancelled(), if going_away.is_none() => {
+                        going_away = Some(Instant::now() + SHUTDOWN_WAIT);
+                    }
+                    () = tokio::time::sleep_until(wait_end), if going_away.is_some() => {
+                        ending.set(0, GOING_AWAY, "server shutting down");
                         let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
                         open = false;
                     }
                 }
             }
             if lag.lags >= MAX_LAGS || lag.full_since.is_some_and(|t| t.elapsed() >= STALL_LIMIT) {
+                ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
                 let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
             }
         }
@@ -292,8 +362,14 @@ async fn monitor_stream(
     let _slot = slot;
     let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
     let done = CancellationToken::new();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone()));
-    let mut lag = Lag { missed: 0, lags: 0, full_since: None };
+    let ending = Ending::default();
+    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
+    let mut lag = Lag {
+        missed: 0,
+        lags: 0,
+        full_since: None,
+        ending: ending.clone(),
+    };
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -302,6 +378,7 @@ async fn monitor_stream(
                         continue;
                     }
                     if !lag.offer(&q, json(&*s)) {
+                        ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
                         let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
                         break;
                     }
@@ -311,7 +388,8 @@ async fn monitor_stream(
             },
             () = done.cancelled() => break,
             () = shutdown.cancelled() => {
-                let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
+                ending.set(0, GOING_AWAY, "server shutting down");
+                        let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
                 break;
             }
         }

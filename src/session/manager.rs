@@ -42,9 +42,11 @@ pub const LIVE_BUFFER: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// Host name or address to ping.
+    #[schema(min_length = 1, max_length = 253, pattern = "\\S")]
     pub target: String,
     /// Number of probes (default 10 when no duration is given).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub count: Option<u32>,
     /// How long to run, e.g. `"30s"`; with `count`, whichever ends first.
     #[serde(default)]
@@ -55,8 +57,9 @@ pub struct StartRequest {
     /// Per-probe timeout, e.g. `"1s"` (default `"2s"`).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// ICMP payload bytes (default 56).
+    /// ICMP payload bytes (default 56; at most 65507 over IPv4, 65527 over IPv6).
     #[serde(default)]
+    #[schema(maximum = 65527)]
     pub size: Option<u32>,
     /// `auto`, `ip4` or `ip6`.
     #[serde(default)]
@@ -127,8 +130,11 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Ap
     if target.is_empty() {
         return Err(bad("invalid field \"target\": must not be empty".to_owned()));
     }
-    if target.len() > 253 {
-        return Err(bad("invalid field \"target\": longer than 253 characters".to_owned()));
+    // Counted as the spec's maxLength counts: characters, before trimming.
+    if req.target.chars().count() > 253 {
+        return Err(bad(
+            "invalid field \"target\": longer than 253 characters".to_owned()
+        ));
     }
     let limits = &config.sessions;
     let interval = field_duration("interval", &req.interval)?.unwrap_or(DEFAULT_INTERVAL);
@@ -140,11 +146,15 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Ap
     }
     let timeout = field_duration("timeout", &req.timeout)?.unwrap_or(DEFAULT_TIMEOUT);
     if timeout.is_zero() || timeout > Duration::from_secs(60) {
-        return Err(bad("invalid field \"timeout\": must be greater than 0 and at most 1m".to_owned()));
+        return Err(bad(
+            "invalid field \"timeout\": must be greater than 0 and at most 1m".to_owned(),
+        ));
     }
     let duration = field_duration("duration", &req.duration)?;
     if duration.is_some_and(|d| d.is_zero()) {
-        return Err(bad("invalid field \"duration\": must be greater than 0".to_owned()));
+        return Err(bad(
+            "invalid field \"duration\": must be greater than 0".to_owned()
+        ));
     }
     if req.count == Some(0) {
         return Err(bad("invalid field \"count\": must be at least 1".to_owned()));
@@ -171,10 +181,17 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Ap
     }
     let family = req.family.unwrap_or(Family::Auto);
     if family == Family::All {
-        return Err(bad("invalid field \"family\": use auto, ip4 or ip6 (a session probes one address)".to_owned()));
+        return Err(bad(
+            "invalid field \"family\": use auto, ip4 or ip6 (a session probes one address)"
+                .to_owned(),
+        ));
     }
     let size = req.size.unwrap_or(56);
-    let max = if family == Family::Ip6 { crate::cli::MAX_PAYLOAD_V6 } else { crate::cli::MAX_PAYLOAD_V4 };
+    let max = if family == Family::Ip6 {
+        crate::cli::MAX_PAYLOAD_V6
+    } else {
+        crate::cli::MAX_PAYLOAD_V4
+    };
     if size > max {
         return Err(bad(format!(
             "invalid field \"size\": {size} is above the protocol maximum of {max} bytes"
@@ -224,12 +241,20 @@ impl SessionManager {
     ) -> Result<SessionRecord, ApiError> {
         let params = validate(&req, config)?;
         if self.shared.shutdown.is_cancelled() {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the daemon is shutting down",
+            ));
         }
         if self.active() >= config.sessions.max_active {
             return Err(too_many(config.sessions.max_active));
         }
-        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.lookup(&params.target, params.family)).await;
+        let lookup = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            resolver.lookup(&params.target, params.family),
+        )
+        .await;
         let ip: IpAddr = match lookup {
             Ok(Ok(r)) => match r.addrs.first() {
                 Some(ip) => *ip,
@@ -323,7 +348,11 @@ impl SessionManager {
         ended.summary = Some(summary.clone());
         let error = (status == SessionStatus::Interrupted).then(|| "daemon shut down".to_owned());
         ended.error = error.clone();
-        let finish = self.shared.store.finish(id, status, Some(summary), error).await;
+        let finish = self
+            .shared
+            .store
+            .finish(id, status, Some(summary), error)
+            .await;
         if let Err(e) = &finish {
             tracing::error!(session = %id, error = %e, "cannot store the end of a session");
         }
@@ -378,7 +407,10 @@ impl SessionManager {
         {
             let running = self.shared.running.lock();
             if let Some(r) = running.get(&id) {
-                return Ok(Some(Subscription::Running(r.samples.clone(), r.tx.subscribe())));
+                return Ok(Some(Subscription::Running(
+                    r.samples.clone(),
+                    r.tx.subscribe(),
+                )));
             }
         }
         // Ended: make sure its last samples are committed before reading them back.
@@ -412,7 +444,9 @@ fn too_many(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_sessions",
-        format!("{max} sessions are running, the most sessions.max_active allows; retry when one ends"),
+        format!(
+            "{max} sessions are running, the most sessions.max_active allows; retry when one ends"
+        ),
     )
 }
 
@@ -426,7 +460,11 @@ fn unresolvable(target: &str, why: &str) -> ApiError {
 
 /// Maps a store failure to a 500/503 with its message.
 pub fn store_error(e: &StoreError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("session store: {e}"))
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("session store: {e}"),
+    )
 }
 
 /// Duration as the API spells it.

@@ -1,0 +1,709 @@
+//! The sessions REST API against the real daemon in the test network: every bad input with its
+//! status and message, pagination, the seed's aliases, the OpenAPI document against the router,
+//! and 200 sessions at once.
+// Tests block their own thread while the daemon works.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
+
+#[path = "fixtures/api/daemon.rs"]
+mod daemon;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use daemon::{DENIED_HOST, Daemon, base_config, client, get_json, post_json, wait_ended};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use support::TestNet;
+
+/// Answers after 5 ms; long sessions against it keep `max_active` slots busy.
+const HOST: &str = "198.18.0.20";
+
+fn start_daemon(net: &TestNet, max_active: usize, extra: &str) -> Daemon {
+    net.enter();
+    let port = support::free_tcp_port();
+    let config = format!("{}{extra}", base_config(net.dir(), max_active));
+    Daemon::start(net.dir(), &config, port)
+}
+
+fn net() -> TestNet {
+    TestNet::start(&json!({"default": {"delay": "5ms"}}))
+}
+
+/// Asserts the error shape, status, code and exact message.
+#[track_caller]
+fn assert_error(got: &(u16, Value), status: u16, code: &str, message: &str) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "status of {body}");
+    assert_eq!(body["error"]["code"], code, "code of {body}");
+    assert_eq!(body["error"]["message"], message, "message of {body}");
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only `error`: {body}"
+    );
+    assert_eq!(
+        body["error"].as_object().map(|o| o.len()),
+        Some(2),
+        "code and message: {body}"
+    );
+}
+
+/// Asserts the error shape and status, and that the message contains every fragment.
+#[track_caller]
+fn assert_error_has(got: &(u16, Value), status: u16, code: &str, fragments: &[&str]) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "status of {body}");
+    assert_eq!(body["error"]["code"], code, "code of {body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    for f in fragments {
+        assert!(msg.contains(f), "message {msg:?} lacks {f:?}");
+    }
+}
+
+fn send_raw(c: &Client, url: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let mut req = c.post(url).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    let r = req.send().expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn start(c: &Client, d: &Daemon, body: Value) -> String {
+    let (status, rec) = post_json(c, &d.url("/api/v1/sessions"), &body);
+    assert_eq!(status, 201, "{rec}");
+    rec["id"].as_str().expect("id").to_owned()
+}
+
+/// A session id of the right form that no daemon issued.
+fn unknown_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[test]
+fn bad_input_has_status_and_message() {
+    if !support::require_root() {
+        return;
+    }
+    let net = net();
+    let d = start_daemon(&net, 2, "");
+    let c = client();
+    let url = d.url("/api/v1/sessions");
+    let post = |body: Value| post_json(&c, &url, &body);
+
+    assert_error(
+        &post(json!({"target": HOST, "duration": "11m", "interval": "1s"})),
+        400,
+        "invalid_parameter",
+        "session would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "count": 700, "interval": "1s"})),
+        400,
+        "invalid_parameter",
+        "session would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "interval": "5ms"})),
+        400,
+        "invalid_parameter",
+        "invalid field \"interval\": below the minimum of 10ms",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "interval": "soon"})),
+        400,
+        "invalid_parameter",
+        "invalid field \"interval\": invalid duration \"soon\": expected a number before \"soon\"",
+    );
+    assert_error(
+        &post(json!({"target": DENIED_HOST})),
+        403,
+        "forbidden",
+        &format!("target {DENIED_HOST} ({DENIED_HOST}) denied by access.deny {DENIED_HOST}/32"),
+    );
+    // Not in access.allow (the config allows 2001:db8::/32 but not this other test prefix).
+    assert_error(
+        &post(json!({"target": "2001:db9::5"})),
+        403,
+        "forbidden",
+        "target 2001:db9::5 (2001:db9::5) not in access.allow",
+    );
+    assert_error(
+        &post(json!({"target": "  "})),
+        400,
+        "invalid_parameter",
+        "invalid field \"target\": must not be empty",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "count": 0})),
+        400,
+        "invalid_parameter",
+        "invalid field \"count\": must be at least 1",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "timeout": "2m"})),
+        400,
+        "invalid_parameter",
+        "invalid field \"timeout\": must be greater than 0 and at most 1m",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "family": "all"})),
+        400,
+        "invalid_parameter",
+        "invalid field \"family\": use auto, ip4 or ip6 (a session probes one address)",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "size": 70000})),
+        400,
+        "invalid_parameter",
+        "invalid field \"size\": 70000 is above the protocol maximum of 65507 bytes",
+    );
+    // serde's own messages, with the path of the field at fault.
+    assert_error_has(
+        &post(json!({"target": HOST, "colour": "red"})),
+        400,
+        "invalid_parameter",
+        &["unknown field `colour`"],
+    );
+    assert_error_has(
+        &post(json!({"target": HOST, "count": "ten"})),
+        400,
+        "invalid_parameter",
+        &["count", "invalid type: string \"ten\", expected u32"],
+    );
+    assert_error_has(
+        &post(json!({"count": 3})),
+        400,
+        "invalid_parameter",
+        &["missing field `target`"],
+    );
+    assert_error_has(
+        &send_raw(
+            &c,
+            &url,
+            Some("application/json"),
+            b"{\"target\": ".to_vec(),
+        ),
+        400,
+        "invalid_parameter",
+        &["invalid JSON body", "EOF"],
+    );
+    assert_error(
+        &send_raw(&c, &url, None, br#"{"target":"198.18.0.20"}"#.to_vec()),
+        415,
+        "unsupported_media_type",
+        "the body must be JSON with Content-Type: application/json",
+    );
+    assert_error(
+        &send_raw(
+            &c,
+            &url,
+            Some("text/plain"),
+            br#"{"target":"198.18.0.20"}"#.to_vec(),
+        ),
+        415,
+        "unsupported_media_type",
+        "the body must be JSON with Content-Type: application/json",
+    );
+    let big = format!(r#"{{"target":"{HOST}","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    assert_error(
+        &send_raw(&c, &url, Some("application/json"), big.into_bytes()),
+        413,
+        "body_too_large",
+        "request body larger than 65536 bytes",
+    );
+
+    // Ids.
+    assert_error(
+        &get_json(&c, &d.url("/api/v1/sessions/xyz")),
+        400,
+        "invalid_parameter",
+        "invalid session id \"xyz\": expected a UUIDv7 as returned at start",
+    );
+    assert_error(
+        &get_json(
+            &c,
+            &d.url("/api/v1/sessions/0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b"),
+        ),
+        400,
+        "invalid_parameter",
+        "invalid session id \"0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b\": expected a UUIDv7 as returned at start",
+    );
+    let unknown = unknown_id();
+    let msg = format!("no session {unknown}");
+    assert_error(
+        &get_json(&c, &d.url(&format!("/api/v1/sessions/{unknown}"))),
+        404,
+        "not_found",
+        &msg,
+    );
+    let r = c
+        .delete(d.url(&format!("/api/v1/sessions/{unknown}")))
+        .send()
+        .expect("DELETE");
+    assert_error(
+        &(r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+        404,
+        "not_found",
+        &msg,
+    );
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{unknown}/stop")),
+            &json!({}),
+        ),
+        404,
+        "not_found",
+        &msg,
+    );
+
+    // max_active (2): two long sessions fill it; a third is refused.
+    let long = json!({"target": HOST, "count": 500, "interval": "100ms"});
+    let a = start(&c, &d, long.clone());
+    let b = start(&c, &d, long.clone());
+    assert_error(
+        &post(long),
+        429,
+        "too_many_sessions",
+        "2 sessions are running, the most sessions.max_active allows; retry when one ends",
+    );
+    // A running session cannot be deleted.
+    let r = c
+        .delete(d.url(&format!("/api/v1/sessions/{a}")))
+        .send()
+        .expect("DELETE");
+    assert_error(
+        &(r.status().as_u16(), r.json().unwrap_or(Value::Null)),
+        409,
+        "session_running",
+        &format!("session {a} is running; stop it first"),
+    );
+    // Stop both; stopping again is a conflict; then delete works.
+    for id in [&a, &b] {
+        let (s, rec) = post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{id}/stop")),
+            &json!({}),
+        );
+        assert_eq!(s, 202, "{rec}");
+        let ended = wait_ended(&c, &d, id, Duration::from_secs(10));
+        assert_eq!(ended["status"], "stopped");
+    }
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{a}/stop")),
+            &json!({}),
+        ),
+        409,
+        "not_running",
+        &format!("session {a} is not running (status stopped)"),
+    );
+    let r = c
+        .delete(d.url(&format!("/api/v1/sessions/{a}")))
+        .send()
+        .expect("DELETE");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(
+        get_json(&c, &d.url(&format!("/api/v1/sessions/{a}"))).0,
+        404
+    );
+    // Slots are free again.
+    let short = start(
+        &c,
+        &d,
+        json!({"target": HOST, "count": 2, "interval": "10ms"}),
+    );
+    let done = wait_ended(&c, &d, &short, Duration::from_secs(10));
+    assert_eq!(done["status"], "completed");
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{short}/stop")),
+            &json!({}),
+        ),
+        409,
+        "not_running",
+        &format!("session {short} is not running (status completed)"),
+    );
+
+    // Unknown paths answer in the same shape.
+    assert_error(
+        &get_json(&c, &d.url("/api/v1/nothing")),
+        404,
+        "not_found",
+        "no route for /api/v1/nothing",
+    );
+}
+
+#[test]
+fn pagination_and_aliases() {
+    if !support::require_root() {
+        return;
+    }
+    let net = net();
+    let d = start_daemon(
+        &net,
+        8,
+        "targets:\n  - name: lo-mon\n    host: 127.0.0.1\n    interval: 50ms\n",
+    );
+    let c = client();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = start(&c, &d, json!({"target": HOST, "count": 1}));
+        wait_ended(&c, &d, &id, Duration::from_secs(10));
+        ids.push(id);
+    }
+    // The seed's alias starts a session the same way.
+    let (status, rec) = post_json(
+        &c,
+        &d.url("/start_test"),
+        &json!({"target": HOST, "count": 2, "interval": "10ms"}),
+    );
+    assert_eq!(status, 201, "{rec}");
+    let alias_id = rec["id"].as_str().expect("id").to_owned();
+    wait_ended(&c, &d, &alias_id, Duration::from_secs(10));
+    ids.push(alias_id.clone());
+    assert_eq!(
+        get_json(&c, &d.url(&format!("/results/{alias_id}"))),
+        get_json(&c, &d.url(&format!("/api/v1/sessions/{alias_id}")))
+    );
+    let bogus = json!({"target": HOST, "bogus": 1});
+    let (_, canonical) = post_json(&c, &d.url("/api/v1/sessions"), &bogus);
+    let message = canonical["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("unknown field `bogus`"), "{canonical}");
+    assert_error(
+        &post_json(&c, &d.url("/start_test"), &bogus),
+        400,
+        "invalid_parameter",
+        message,
+    );
+    assert_eq!(
+        get_json(&c, &d.url("/results/xyz")),
+        get_json(&c, &d.url("/api/v1/sessions/xyz"))
+    );
+    let (s1, servers) = get_json(&c, &d.url("/servers"));
+    let (s2, targets) = get_json(&c, &d.url("/api/v1/targets"));
+    assert_eq!((s1, s2), (200, 200));
+    assert!(servers.to_string().contains("lo-mon"), "{servers}");
+    assert!(targets.to_string().contains("lo-mon"), "{targets}");
+
+    // Newest first, two per page, then the last page without a cursor.
+    let (status, p1) = get_json(&c, &d.url("/api/v1/sessions?limit=2"));
+    assert_eq!(status, 200, "{p1}");
+    assert_eq!(p1["total"], 4);
+    let page_ids = |p: &Value| -> Vec<String> {
+        p["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(page_ids(&p1), vec![ids[3].clone(), ids[2].clone()]);
+    let cursor = p1["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_owned();
+    let (_, p2) = get_json(
+        &c,
+        &d.url(&format!("/api/v1/sessions?limit=2&before={cursor}")),
+    );
+    assert_eq!(page_ids(&p2), vec![ids[1].clone(), ids[0].clone()]);
+    assert!(p2.get("next_cursor").is_none(), "{p2}");
+    let (_, all) = get_json(&c, &d.url("/api/v1/sessions"));
+    assert_eq!(page_ids(&all).len(), 4);
+
+    // Bad pagination parameters.
+    for (query, message) in [
+        (
+            "limit=0",
+            "invalid parameter \"limit\": \"0\" is not in 1..=1000",
+        ),
+        (
+            "limit=1001",
+            "invalid parameter \"limit\": \"1001\" is not in 1..=1000",
+        ),
+        (
+            "limit=ten",
+            "invalid parameter \"limit\": \"ten\" is not in 1..=1000",
+        ),
+        (
+            "limit=-1",
+            "invalid parameter \"limit\": \"-1\" is not in 1..=1000",
+        ),
+        (
+            "before=xyz",
+            "invalid parameter \"before\": \"xyz\" is not a session id",
+        ),
+        ("page=2", "unknown parameter \"page\" (use limit, before)"),
+    ] {
+        assert_error(
+            &get_json(&c, &d.url(&format!("/api/v1/sessions?{query}"))),
+            400,
+            "invalid_parameter",
+            message,
+        );
+    }
+
+    // WS /live is /api/v1/live: both stream the monitor's samples.
+    for path in ["/live?target=lo-mon", "/api/v1/live?target=lo-mon"] {
+        let (msgs, end) = first_messages(&d.ws_url(path), 3, Duration::from_secs(10));
+        assert_eq!(msgs.len(), 3, "{path}: {end:?}");
+        for m in &msgs {
+            assert_eq!(m["target"], "lo-mon", "{path}: {m}");
+            assert_eq!(m["type"], "reply", "{path}: {m}");
+        }
+    }
+}
+
+/// The first `n` text messages of a WebSocket (bounded), then closes it.
+fn first_messages(url: &str, n: usize, within: Duration) -> (Vec<Value>, String) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    daemon::runtime().block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        let mut msgs = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        while msgs.len() < n {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    msgs.push(serde_json::from_str(t.as_str()).expect("JSON"))
+                }
+                Ok(Some(Ok(_))) => {}
+                other => return (msgs, format!("{other:?}")),
+            }
+        }
+        let _ = ws.send(Message::Close(None)).await;
+        (msgs, "ok".into())
+    })
+}
+
+/// `(METHOD, path)` of the `/api/v1` routes registered in `src/http/mod.rs`: the handlers named
+/// in `api()`'s `routes!(...)` (with the method and path of each handler's `#[utoipa::path]`),
+/// and any `.route("/api/v1...")` added outside that table.
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |p: &str| {
+        std::fs::read_to_string(format!("{root}/src/http/{p}")).expect("reading the source")
+    };
+    let mod_rs = read("mod.rs");
+    let start = mod_rs
+        .find("pub fn api()")
+        .expect("api() in src/http/mod.rs");
+    let end = start + mod_rs[start..].find("\n}\n").expect("end of api()");
+    let api_fn = &mod_rs[start..end];
+    let mut out = BTreeSet::new();
+    for chunk in api_fn.split("routes!(").skip(1) {
+        let args = &chunk[..chunk.find(')').expect("routes!( closed")];
+        for handler in args.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let (module, func) = handler.split_once("::").expect("module::handler");
+            let file = read(&format!("{module}.rs"));
+            let at = file
+                .find(&format!("pub async fn {func}("))
+                .unwrap_or_else(|| panic!("{handler} not found"));
+            let attr_at = file[..at]
+                .rfind("#[utoipa::path(")
+                .unwrap_or_else(|| panic!("{handler} has no #[utoipa::path]"));
+            let attr = &file[attr_at + "#[utoipa::path(".len()..at];
+            let method = attr
+                .trim_start()
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .next()
+                .expect("a method");
+            let path_at =
+                attr.find("path = \"").expect("path = in the attribute") + "path = \"".len();
+            let path = &attr[path_at..path_at + attr[path_at..].find('"').expect("closing quote")];
+            out.insert((method.to_uppercase(), path.to_owned()));
+        }
+    }
+    // Routes added outside the table; whitespace removed so formatting does not matter.
+    let compact: String = mod_rs.chars().filter(|c| !c.is_whitespace()).collect();
+    for chunk in compact.split(".route(\"").skip(1) {
+        let path = &chunk[..chunk.find('"').expect("closing quote")];
+        if path.starts_with("/api/v1") {
+            // The handlers of this route: up to the next builder call.
+            let methods = &chunk[..chunk.find("))").unwrap_or(chunk.len())];
+            for m in ["get", "post", "put", "delete", "head"] {
+                if methods.contains(&format!(",{m}(")) || methods.contains(&format!(".{m}(")) {
+                    out.insert((m.to_uppercase(), path.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn routes_in_spec(spec: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, ops) in spec["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("operations").keys() {
+            if ["get", "post", "put", "delete", "patch", "head", "options"]
+                .contains(&method.as_str())
+            {
+                out.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn openapi_matches_router() {
+    if !support::require_root() {
+        return;
+    }
+    let net = net();
+    let d = start_daemon(&net, 4, "");
+    let c = client();
+    let (status, spec) = get_json(&c, &d.url("/api/v1/openapi.json"));
+    assert_eq!(status, 200);
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.")),
+        "{spec}"
+    );
+    let in_spec = routes_in_spec(&spec);
+    let in_source = routes_in_source();
+    assert!(
+        in_source.len() >= 8,
+        "too few routes parsed from the source: {in_source:?}"
+    );
+
+    // The document serving the spec is the one route it need not describe.
+    let serving_spec = ("GET".to_owned(), "/api/v1/openapi.json".to_owned());
+    assert!(
+        in_source.contains(&serving_spec),
+        "the parser missed a route outside api(): {in_source:?}"
+    );
+    let missing: Vec<_> = in_source
+        .iter()
+        .filter(|r| **r != serving_spec && !in_spec.contains(*r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes of the router missing from the spec: {missing:?}"
+    );
+    let unregistered: Vec<_> = in_spec.difference(&in_source).collect();
+    assert!(
+        unregistered.is_empty(),
+        "routes in the spec not registered in api(): {unregistered:?}"
+    );
+
+    // Every documented operation exists on the live daemon: not "no route", not 405.
+    let id = unknown_id();
+    for (method, path) in &in_spec {
+        let url = d.url(&path.replace("{id}", &id));
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = c.request(m, &url);
+        if method == "POST" {
+            req = req.json(&json!({"target": HOST, "count": 1}));
+        }
+        let r = req.send().expect("request");
+        let code = r.status().as_u16();
+        let body = r.text().unwrap_or_default();
+        assert_ne!(code, 405, "{method} {path}: method not allowed");
+        assert!(
+            !body.contains("no route for"),
+            "{method} {path}: {code} {body}"
+        );
+        assert!(code < 500, "{method} {path}: {code} {body}");
+    }
+    // And a method the spec does not list is refused on a real path.
+    let r = c.put(d.url("/api/v1/sessions")).send().expect("PUT");
+    assert_eq!(r.status().as_u16(), 405);
+}
+
+#[test]
+fn two_hundred_concurrent_sessions() {
+    if !support::require_root() {
+        return;
+    }
+    const N: usize = 200;
+    const COUNT: u64 = 10;
+    let net = TestNet::start(&json!({"default": {"delay": "10ms"}}));
+    let d = start_daemon(&net, 250, "");
+    let c = client();
+    let url = d.url("/api/v1/sessions");
+    let started = Instant::now();
+    // 20 threads (in the namespace: spawned by the entered thread) start 10 sessions each.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|t| {
+                let (c, url) = (c.clone(), url.clone());
+                s.spawn(move || {
+                    (0..N / 20)
+                        .map(|i| {
+                            let n = t * (N / 20) + i;
+                            let target = format!("198.18.{}.{}", 2 + n / 200, 1 + n % 200);
+                            let body = json!({"target": target, "count": COUNT, "interval": "100ms", "timeout": "1s"});
+                            let (status, rec) = post_json(&c, &url, &body);
+                            assert_eq!(status, 201, "session {n}: {rec}");
+                            rec["id"].as_str().expect("id").to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("starter thread"))
+            .collect()
+    });
+    let start_time = started.elapsed();
+    assert_eq!(ids.len(), N);
+    // Sessions take about 1 s each: most were running together.
+    let (_, page) = get_json(&c, &d.url("/api/v1/sessions?limit=1000"));
+    let running = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["status"] == "running")
+        .count();
+    eprintln!("started {N} sessions in {start_time:?}; {running} running right after");
+    assert!(
+        running >= N / 2 || start_time > Duration::from_secs(1),
+        "{running} running"
+    );
+
+    for id in &ids {
+        let detail = wait_ended(&c, &d, id, Duration::from_secs(30));
+        assert_eq!(detail["status"], "completed", "{id}");
+        let samples = detail["samples"].as_array().expect("samples");
+        assert_eq!(samples.len() as u64, COUNT, "{id}: {detail}");
+        assert!(
+            samples.iter().all(|s| s["type"] == "reply"),
+            "{id}: {detail}"
+        );
+        assert_eq!(detail["summary"]["sent"].as_u64(), Some(COUNT));
+        assert_eq!(detail["summary"]["received"].as_u64(), Some(COUNT));
+    }
+    let (_, page) = get_json(&c, &d.url("/api/v1/sessions?limit=1000"));
+    assert_eq!(page["total"], N as u64);
+    let listed: BTreeSet<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        ids.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        net.log().len() as u64,
+        N as u64 * COUNT,
+        "the responder saw every probe"
+    );
+}
