@@ -202,15 +202,18 @@ fn add_change_remove_by_sighup_and_post() {
     assert_eq!(status, 200, "POST /-/reload: {body}");
     let (status, _, _) = d.get("/-/reload");
     assert_eq!(status, 405, "GET /-/reload");
-    let delete = reqwest::blocking::Client::builder()
+    let other = reqwest::blocking::Client::builder()
         .no_proxy()
         .build()
-        .unwrap()
-        .delete(d.url("/-/reload"))
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(delete.as_u16(), 405, "DELETE /-/reload");
+        .unwrap();
+    for method in [reqwest::Method::DELETE, reqwest::Method::PUT] {
+        let status = other
+            .request(method.clone(), d.url("/-/reload"))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 405, "{method} /-/reload");
+    }
     let after = wait_reloads(&d, |s| series_of(s, "posted") > 0, "POST reload");
     assert_eq!(
         series_of(&after, "change"),

@@ -81,7 +81,7 @@ pub fn router(app: App) -> Router {
         .route("/about", get(admin::landing))
         .route("/-/healthy", get(admin::healthy).head(admin::healthy))
         .route("/-/ready", get(admin::ready).head(admin::ready))
-        .route("/-/reload", post(admin::reload).put(admin::reload))
+        .route("/-/reload", post(admin::reload))
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
         .fallback(error::not_found)
