@@ -243,7 +243,9 @@ impl App {
         let new = match config::load_file(&path) {
             Ok(c) => c,
             Err(e) => {
-                self.inner.metrics.set_reload_status(false, SystemTime::now());
+                self.inner
+                    .metrics
+                    .set_reload_status(false, SystemTime::now());
                 tracing::error!(file = %path.display(), errors = %e, "config reload rejected; the running config stays");
                 return Err(e.to_string());
             }
@@ -256,7 +258,9 @@ impl App {
             match make_resolver(&new) {
                 Ok(r) => self.inner.scheduler.set_resolver(r),
                 Err(e) => {
-                    self.inner.metrics.set_reload_status(false, SystemTime::now());
+                    self.inner
+                        .metrics
+                        .set_reload_status(false, SystemTime::now());
                     return Err(format!("{e:#}"));
                 }
             }
@@ -266,18 +270,22 @@ impl App {
             .into_iter()
             .cloned()
             .collect();
-        let (added, changed, removed) = self
-            .inner
-            .scheduler
-            .apply(&targets, new.dns.refresh)
-            .await;
+        let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
         *self.inner.config.write() = Arc::new(new);
-        self.inner.metrics.set_reload_status(true, SystemTime::now());
+        self.inner
+            .metrics
+            .set_reload_status(true, SystemTime::now());
         let summary = format!(
             "config reloaded: {} targets ({added} added, {changed} changed, {removed} removed)",
             targets.len()
         );
-        tracing::info!(added, changed, removed, targets = targets.len(), "config reloaded");
+        tracing::info!(
+            added,
+            changed,
+            removed,
+            targets = targets.len(),
+            "config reloaded"
+        );
         Ok(summary)
     }
 

@@ -135,9 +135,24 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_count_and_settles_every_probe() {
         let fake = FakePinger::new();
-        fake.script(IpAddr::from([192, 0, 2, 9]), vec![Step::Reply { rtt: Duration::from_millis(5), ttl: 60 }, Step::Drop]);
+        fake.script(
+            IpAddr::from([192, 0, 2, 9]),
+            vec![
+                Step::Reply {
+                    rtt: Duration::from_millis(5),
+                    ttl: 60,
+                },
+                Step::Drop,
+            ],
+        );
         let mut events = 0;
-        let acc = run(Arc::new(fake), plan(Some(10), 10_000), CancellationToken::new(), |_| events += 1).await;
+        let acc = run(
+            Arc::new(fake),
+            plan(Some(10), 10_000),
+            CancellationToken::new(),
+            |_| events += 1,
+        )
+        .await;
         let t = acc.tally();
         assert_eq!((t.sent, t.received, t.lost), (10, 5, 5));
         assert_eq!(events, 10);
@@ -148,7 +163,13 @@ mod tests {
         let fake = FakePinger::new();
         let started = Instant::now();
         // Deadline 1 s, timeout 300 ms, interval 100 ms: probes at 0..=700 ms fit (8 probes).
-        let acc = run(Arc::new(fake), plan(Some(100), 1_000), CancellationToken::new(), |_| {}).await;
+        let acc = run(
+            Arc::new(fake),
+            plan(Some(100), 1_000),
+            CancellationToken::new(),
+            |_| {},
+        )
+        .await;
         assert_eq!(acc.tally().sent, 8);
         assert_eq!(acc.tally().lost, 8);
         assert!(started.elapsed() <= Duration::from_millis(1_000));

@@ -828,8 +828,12 @@ fn targets_serialize_with_config_style_durations() {
 #[test]
 fn access_never_allows_the_unspecified_address() {
     // The default allows everything; 0.0.0.0 and :: still reach this host, so they stay denied.
-    let config = parse_str("access:\n  allow: [0.0.0.0/0, ::/0]\n", "a.yml", Path::new(""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_str(
+        "access:\n  allow: [0.0.0.0/0, ::/0]\n",
+        "a.yml",
+        Path::new(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for addr in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
         assert_eq!(
             config.access.check(ip(addr)),

@@ -243,7 +243,10 @@ fn figures_agree_with_profiles() {
             "late" => {
                 // Every answer comes 300 ms after a 100 ms timeout: lost, then late, never a
                 // reply, even when the deadline timer runs after the reply is read.
-                assert_eq!(count, 0.0, "replies after the timeout counted as in-time replies");
+                assert_eq!(
+                    count, 0.0,
+                    "replies after the timeout counted as in-time replies"
+                );
                 let misfiled = 0;
                 within(
                     "late replies",

@@ -16,7 +16,10 @@ pub async fn ready(State(app): State<App>) -> Response {
     if app.scheduler().ready() {
         (StatusCode::OK, "Ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: first round of probes still running\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: first round of probes still running\n",
+        )
             .into_response()
     }
 }
@@ -25,7 +28,10 @@ pub async fn ready(State(app): State<App>) -> Response {
 pub async fn reload(State(app): State<App>) -> Response {
     match app.reload().await {
         Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config:\n{e}\n"))
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config:\n{e}\n"),
+        )
             .into_response(),
     }
 }

@@ -20,11 +20,19 @@ pub async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "encoding metrics failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics failed: {e}\n")).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding metrics failed: {e}\n"),
+            )
+                .into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "metrics encoder task failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding metrics failed\n",
+            )
+                .into_response()
         }
     }
 }

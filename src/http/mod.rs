@@ -70,7 +70,10 @@ pub fn router(app: App) -> Router {
     let spec = Arc::new(spec);
     Router::new()
         .merge(api)
-        .route("/api/v1/openapi.json", get(move || async move { Json(spec.as_ref().clone()) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(spec.as_ref().clone()) }),
+        )
         // The seed's routes, served by the same handlers.
         .route("/start_test", post(sessions::start))
         .route("/results/{session_id}", get(sessions::get))

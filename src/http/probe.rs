@@ -466,8 +466,15 @@ mod tests {
             d.interval = Duration::from_millis(20);
         }
         let got = params(&q(&[("target", "h")]), &p, Duration::from_millis(100));
-        assert_eq!(got.map(|p| p.interval).ok(), Some(Duration::from_millis(20)));
-        let asked = params(&q(&[("target", "h"), ("interval", "20ms")]), &p, Duration::from_millis(100));
+        assert_eq!(
+            got.map(|p| p.interval).ok(),
+            Some(Duration::from_millis(20))
+        );
+        let asked = params(
+            &q(&[("target", "h"), ("interval", "20ms")]),
+            &p,
+            Duration::from_millis(100),
+        );
         assert!(asked.is_err(), "a caller may not ask below the minimum");
     }
 

@@ -13,10 +13,10 @@
 //! - One store per database file: a second [`Store::open`] on the same file is refused.
 
 mod db;
+pub mod manager;
 pub mod model;
 mod store;
 mod writer;
-pub mod manager;
 
 use std::path::PathBuf;
 
