@@ -49,6 +49,12 @@ async fn a_body_over_the_limit_gets_413() {
     assert_eq!((ok.status, ok.body.as_str()), (200, "1024\n"));
     let big = send(server.addr, &post("/echo", &[b'a'; 1025])).await;
     assert_eq!(big.status, 413, "{}", big.head);
+    // The unread rest of the body makes the connection unusable: the answer must say so.
+    assert!(
+        big.head.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        big.head
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,17 +71,28 @@ pub async fn json_body_too_large(
     axum::extract::State(limit): axum::extract::State<usize>,
     response: Response,
 ) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return ApiError::new(
+    let mut response = if is_json {
+        response
+    } else {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("request body larger than {limit} bytes"),
         )
-        .into_response();
-    }
+        .into_response()
+    };
+    // The rest of the body was never read, so the connection cannot carry another request:
+    // say so, or a keep-alive client sends its next request into a closing socket.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     response
 }
