@@ -4,7 +4,7 @@
 # missing and stops. Every run happens in its own network namespace (unshare --net), so all
 # packets stay on that namespace's loopback and its ICMP counters belong to the tool under test.
 #
-#   sudo bench/run.sh                       # full suite, ~30 min on 2 cores
+#   sudo bench/run.sh                       # full suite, 35-45 min on 2 cores
 #   REPS=1 SIZES="100 1000" sudo bench/run.sh   # quicker
 #
 # Output: bench/out/results-<UTC time>.jsonl (one JSON line per run) and a summary printed by
@@ -21,7 +21,7 @@ WARMUP=${WARMUP:-10}       # seconds before the window
 WINDOW=${WINDOW:-20}      # measured seconds
 SCRAPES=${SCRAPES:-30}     # /metrics scrapes per run, at most ...
 SCRAPE_BUDGET=${SCRAPE_BUDGET:-8}   # ... and at most this many seconds
-RUN_LIMIT=${RUN_LIMIT:-240}         # hard bound on one run, seconds
+RUN_LIMIT=${RUN_LIMIT:-300}         # hard bound on one run, seconds
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (apt-get install $2)"); }
