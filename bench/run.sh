@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of pingscope, smokeping_prober, blackbox_exporter (+ Prometheus) and
+# fping on N loopback targets at 1 s. See bench/README.md. Installs nothing: it says what is
+# missing and stops. Every run happens in its own network namespace (unshare --net), so all
+# packets stay on that namespace's loopback and its ICMP counters belong to the tool under test.
+#
+#   sudo bench/run.sh                       # full suite, 35-45 min on 2 cores
+#   REPS=1 SIZES="100 1000" sudo bench/run.sh   # quicker
+#
+# Output: bench/out/results-<UTC time>.jsonl (one JSON line per run) and a summary printed by
+# bench/summarize.py.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-3}
+SIZES=${SIZES:-"100 1000 10000"}
+BIG=${BIG:-50000}          # pingscope alone; empty to skip
+TOOLS=${TOOLS:-"pingscope smokeping blackbox fping"}
+WARMUP=${WARMUP:-10}       # seconds before the window
+WINDOW=${WINDOW:-20}      # measured seconds
+SCRAPES=${SCRAPES:-30}     # /metrics scrapes per run, at most ...
+SCRAPE_BUDGET=${SCRAPE_BUDGET:-8}   # ... and at most this many seconds
+RUN_LIMIT=${RUN_LIMIT:-300}         # hard bound on one run, seconds
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (apt-get install $2)"); }
+need prometheus-smokeping-prober prometheus-smokeping-prober
+need prometheus-blackbox-exporter prometheus-blackbox-exporter
+need prometheus prometheus
+need fping fping
+need ping iputils-ping
+need unshare util-linux
+need ip iproute2
+need python3 python3
+need cargo "rustup (https://rustup.rs)"
+if ((${#missing[@]})); then
+    echo "missing, install them first:" >&2
+    printf '  %s\n' "${missing[@]}" >&2
+    exit 1
+fi
+if [[ $(id -u) != 0 ]]; then
+    echo "run as root: each run needs its own network namespace (unshare --net)" >&2
+    exit 1
+fi
+
+cargo build --release --bin pingscope
+BIN=$PWD/target/release/pingscope
+
+mkdir -p bench/out
+OUT=bench/out/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl
+echo "results: $OUT" >&2
+{
+    echo "# date: $(date -u +%FT%TZ)"
+    echo "# nproc: $(nproc); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
+    echo "# kernel: $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# REPS=$REPS SIZES=$SIZES BIG=$BIG WARMUP=$WARMUP WINDOW=$WINDOW SCRAPES=$SCRAPES"
+} >"$OUT"
+
+one() { # tool n rep
+    local args=("$1" "$2" --rep "$3" --warmup "$WARMUP" --window "$WINDOW"
+        --scrapes "$SCRAPES" --scrape-budget "$SCRAPE_BUDGET" --pingscope "$BIN")
+    echo "$(date -u +%T) $1 N=$2 rep $3" >&2
+    timeout --kill-after=10 "$RUN_LIMIT" unshare --net python3 bench/one_run.py "${args[@]}" \
+        >>"$OUT" || echo "{\"tool\": \"$1\", \"n\": $2, \"rep\": $3, \"error\": \"exit $?\"}" >>"$OUT"
+}
+
+# Repeats outermost and tools interleaved, so a burst of load from elsewhere on the machine
+# hits every tool rather than one.
+for rep in $(seq 1 "$REPS"); do
+    one pingscope 1 "$rep"
+    for n in $SIZES; do
+        for tool in $TOOLS; do
+            one "$tool" "$n" "$rep"
+        done
+    done
+    [[ -n $BIG ]] && one pingscope "$BIG" "$rep"
+done
+
+for i in 1 2 3 4 5; do
+    echo "$(date -u +%T) startup $i" >&2
+    timeout --kill-after=10 60 unshare --net python3 bench/startup.py "$BIN" >>"$OUT" ||
+        echo '{"tool": "startup", "error": "exit '$?'"}' >>"$OUT"
+done
+
+python3 bench/summarize.py "$OUT" | tee "${OUT%.jsonl}.md"
