@@ -39,6 +39,14 @@ fn window(c: &mut Criterion) {
             black_box(full.stats())
         })
     });
+    // What the probe path does since the gauges stopped sorting: one pass, no allocation.
+    group.bench_function("push + gauges", |b| {
+        b.iter(|| {
+            full.push(black_box(outcomes[n % outcomes.len()]));
+            n += 1;
+            black_box(full.gauges())
+        })
+    });
     group.bench_function("stats", |b| b.iter(|| black_box(full.stats())));
     group.finish();
 }

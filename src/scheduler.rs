@@ -80,7 +80,39 @@ pub struct ResolveFailure {
     pub error: String,
 }
 
-type StatusSlot = Arc<Mutex<AddressStatus>>;
+/// What a probe task shares with readers of `/api/v1/targets`: updated once per settled probe
+/// under its own (uncontended) lock; statistics with percentiles are computed only on read.
+#[derive(Debug)]
+struct Slot {
+    target: String,
+    host: String,
+    ip: IpAddr,
+    labels: Vec<(String, String)>,
+    interval: Duration,
+    sent: u64,
+    window: Window,
+    last: Option<ProbeEvent>,
+}
+
+impl Slot {
+    fn status(&self) -> AddressStatus {
+        AddressStatus {
+            target: self.target.clone(),
+            host: self.host.clone(),
+            ip: self.ip,
+            labels: self.labels.clone(),
+            interval: self.interval,
+            sent: self.sent,
+            window: self.window.stats(),
+            last: self
+                .last
+                .as_ref()
+                .map(|ev| Sample::from_event(&self.target, &self.host, ev)),
+        }
+    }
+}
+
+type StatusSlot = Arc<Mutex<Slot>>;
 
 struct TargetTask {
     config: TargetConfig,
@@ -228,9 +260,8 @@ impl Scheduler {
 
     /// Status of every monitored address, sorted by target and address.
     pub fn snapshot(&self) -> Vec<AddressStatus> {
-        let slots: Vec<Arc<Mutex<AddressStatus>>> =
-            self.shared.statuses.lock().values().cloned().collect();
-        let mut out: Vec<AddressStatus> = slots.iter().map(|s| s.lock().clone()).collect();
+        let slots: Vec<StatusSlot> = self.shared.statuses.lock().values().cloned().collect();
+        let mut out: Vec<AddressStatus> = slots.iter().map(|s| s.lock().status()).collect();
         out.sort_by(|a, b| (&a.target, a.ip).cmp(&(&b.target, b.ip)));
         out
     }
@@ -375,14 +406,14 @@ fn start_address(
     // target_info tells which address family the target resolved to, not the setting.
     let family = if ip.is_ipv4() { Family::Ip4 } else { Family::Ip6 };
     let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
-    let status = Arc::new(Mutex::new(AddressStatus {
+    let status = Arc::new(Mutex::new(Slot {
         target: cfg.name.clone(),
         host: cfg.host.clone(),
         ip,
         labels: extra,
         interval: cfg.interval,
         sent: 0,
-        window: Window::new(cfg.window).stats(),
+        window: Window::new(cfg.window),
         last: None,
     }));
     shared
@@ -419,7 +450,7 @@ struct ProbeTask {
     cfg: TargetConfig,
     ip: IpAddr,
     metrics: TargetMetrics,
-    status: Arc<Mutex<AddressStatus>>,
+    status: StatusSlot,
     cancel: CancellationToken,
     first_tx: Option<mpsc::Sender<IpAddr>>,
 }
@@ -443,7 +474,6 @@ impl ProbeTask {
                 interface: self.cfg.interface.clone(),
             },
         };
-        let mut window = Window::new(self.cfg.window);
         let start = Instant::now() + phase(&self.cfg.name, self.ip, interval);
         let mut k: u32 = 0;
         let mut seq: u64 = 0;
@@ -452,7 +482,7 @@ impl ProbeTask {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                Some(ev) = rx.recv() => self.on_event(&ev, &mut window),
+                Some(ev) = rx.recv() => self.on_event(&ev),
                 () = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     let lag = now.saturating_duration_since(next);
@@ -482,41 +512,41 @@ impl ProbeTask {
         }
     }
 
-    fn on_event(&mut self, ev: &ProbeEvent, window: &mut Window) {
+    fn on_event(&mut self, ev: &ProbeEvent) {
         self.metrics.on_event(ev);
         let settled = match &ev.kind {
             EventKind::Reply(r) => Some(Some(r.rtt.as_secs_f64())),
             EventKind::Timeout | EventKind::IcmpError(_) => Some(None),
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
-        let sample = Sample::from_event(&self.cfg.name, &self.cfg.host, ev);
         if let Some(rtt) = settled {
-            window.push(rtt);
-            let stats = window.stats();
+            let gauges = {
+                let mut slot = self.status.lock();
+                slot.window.push(rtt);
+                slot.last = Some(ev.clone());
+                slot.window.gauges()
+            };
             self.metrics.set_window(
-                stats.loss_ratio,
-                stats.rtt.map(|r| WindowRtt {
-                    min: r.min,
-                    mean: r.mean,
-                    max: r.max,
-                    stddev: r.stddev,
+                gauges.loss_ratio,
+                gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {
+                    min,
+                    mean,
+                    max,
+                    stddev,
                 }),
             );
-            let mut st = self.status.lock();
-            st.window = stats;
-            st.last = Some(sample.clone());
-            drop(st);
             if let Some(tx) = self.first_tx.take() {
                 let _ = tx.try_send(self.ip);
             }
         }
-        self.publish(sample);
+        // Building a sample allocates: only when someone is listening.
+        if self.shared.deps.live.readers() > 0 {
+            self.publish(Sample::from_event(&self.cfg.name, &self.cfg.host, ev));
+        }
     }
 
     fn publish(&self, sample: Sample) {
-        if self.shared.deps.live.readers() > 0 {
-            self.shared.deps.live.publish(sample);
-        }
+        self.shared.deps.live.publish(sample);
     }
 }
 

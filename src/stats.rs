@@ -211,6 +211,17 @@ pub struct Window {
     slots: VecDeque<Option<f64>>,
 }
 
+/// What the window gauges need, from [`Window::gauges`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowGauges {
+    /// Settled probes in the window.
+    pub probes: usize,
+    /// Lost / settled.
+    pub loss_ratio: f64,
+    /// (min, mean, max, stddev) of the replies, in seconds.
+    pub rtt: Option<(f64, f64, f64, f64)>,
+}
+
 /// Statistics of a [`Window`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WindowStats {
@@ -238,6 +249,37 @@ impl Window {
             self.slots.pop_front();
         }
         self.slots.push_back(rtt);
+    }
+
+    /// Loss and min/mean/max/stddev in one pass, without allocating or sorting: what the
+    /// `pingscope_window_*` gauges need after every probe. Percentiles come from [`Window::stats`].
+    pub fn gauges(&self) -> WindowGauges {
+        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for rtt in self.slots.iter().flatten().filter(|v| v.is_finite()) {
+            n += 1;
+            sum += rtt;
+            min = min.min(*rtt);
+            max = max.max(*rtt);
+        }
+        let probes = self.slots.len();
+        let lost = self.slots.iter().filter(|s| s.is_none()).count();
+        let rtt = (n > 0).then(|| {
+            let mean = sum / n as f64;
+            let var = self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|v| v.is_finite())
+                .map(|v| (v - mean).powi(2))
+                .sum::<f64>()
+                / n as f64;
+            (min, mean, max, var.sqrt())
+        });
+        WindowGauges {
+            probes,
+            loss_ratio: if probes == 0 { 0.0 } else { lost as f64 / probes as f64 },
+            rtt,
+        }
     }
 
     /// Current statistics.
@@ -440,6 +482,25 @@ mod tests {
             match (ipdv, c.ipdv) {
                 (Some(a), Some(b)) => assert!(close(a, b), "{}: ipdv {a} != {b}", c.name),
                 (a, b) => assert_eq!(a, b, "{}: ipdv", c.name),
+            }
+        }
+    }
+
+    #[test]
+    fn window_gauges_agree_with_the_full_statistics() {
+        let mut w = Window::new(5);
+        assert_eq!(w.gauges().rtt, None);
+        for rtt in [Some(0.010), None, Some(0.030), Some(0.020), Some(0.050), None, Some(0.040)] {
+            w.push(rtt);
+            let (g, s) = (w.gauges(), w.stats());
+            assert_eq!(g.probes, s.probes);
+            assert!(close(g.loss_ratio, s.loss_ratio));
+            match (g.rtt, s.rtt) {
+                (Some((min, mean, max, sd)), Some(r)) => {
+                    assert!(close(min, r.min) && close(mean, r.mean) && close(max, r.max));
+                    assert!(close(sd, r.stddev));
+                }
+                (a, b) => assert_eq!(a.is_none(), b.is_none()),
             }
         }
     }
