@@ -1,0 +1,7 @@
+//! Fuzz target `api_json`: see `fuzz/checks.rs` for what it feeds and checks.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::api_json(data));
