@@ -89,12 +89,12 @@ pub fn api_json(data: &[u8]) {
     };
     let config = Config::embedded_default();
     if which % 2 == 0 {
-        if let Ok(req) = serde_json::from_slice::<StartRequest>(rest) {
-            if let Ok(p) = validate(&req, &config) {
-                assert!(p.interval >= config.sessions.min_interval);
-                assert!(!p.timeout.is_zero() && p.timeout <= Duration::from_secs(60));
-                assert!(p.count.is_some() || p.duration.is_some());
-            }
+        if let Ok(req) = serde_json::from_slice::<StartRequest>(rest)
+            && let Ok(p) = validate(&req, &config)
+        {
+            assert!(p.interval >= config.sessions.min_interval);
+            assert!(!p.timeout.is_zero() && p.timeout <= Duration::from_secs(60));
+            assert!(p.count.is_some() || p.duration.is_some());
         }
     } else {
         let Ok(q) = std::str::from_utf8(rest) else {
@@ -107,7 +107,8 @@ pub fn api_json(data: &[u8]) {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let profiles: BTreeMap<_, _> = config.probe_profiles.clone();
-        if let Ok(p) = pingscope::http::probe::params(&map, &profiles, config.sessions.min_interval) {
+        if let Ok(p) = pingscope::http::probe::params(&map, &profiles, config.sessions.min_interval)
+        {
             assert!(p.count >= 1);
             assert!(!p.timeout.is_zero());
             assert!(!p.target.trim().is_empty());

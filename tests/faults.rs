@@ -14,8 +14,8 @@ mod support;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
@@ -23,6 +23,7 @@ use hickory_resolver::proto::rr::rdata::A;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 use support::{TestNet, wait_until};
 
 /// The daemon under test: `pingscope serve` in the test's namespace, killed at drop.
@@ -102,7 +103,10 @@ impl Daemon {
             .expect("POST");
         let status = r.status().as_u16();
         let text = r.text().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     fn metrics(&self) -> String {
@@ -170,7 +174,10 @@ fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// Waits (bounded) until `cond` holds; panics with `what` and the daemon's log otherwise.
 fn wait_for(d: &Daemon, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     if !wait_until(Duration::from_secs(secs), &mut cond) {
-        panic!("timed out after {secs}s waiting for: {what}\ndaemon log tail:\n{}", tail(&d.log_text()));
+        panic!(
+            "timed out after {secs}s waiting for: {what}\ndaemon log tail:\n{}",
+            tail(&d.log_text())
+        );
     }
 }
 
@@ -254,14 +261,24 @@ fn host_stops_answering_and_comes_back() {
     let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n", "");
+    let config = write_config(
+        net.dir(),
+        "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n",
+        "",
+    );
     let d = Daemon::start(net.dir(), &config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
-    set_profiles(&net, &serde_json::json!({"default": {"delay": "1ms"}, "hosts": {"198.18.0.20": {"blackhole": true}}}));
+    set_profiles(
+        &net,
+        &serde_json::json!({"default": {"delay": "1ms"}, "hosts": {"198.18.0.20": {"blackhole": true}}}),
+    );
     // Probes already answered or in flight settle within the 300 ms timeout.
     std::thread::sleep(Duration::from_millis(500));
-    let (r0, l0) = (rtt_count(&d, "flaky"), d.metric("pingscope_lost_total", &[("target", "flaky")]));
+    let (r0, l0) = (
+        rtt_count(&d, "flaky"),
+        d.metric("pingscope_lost_total", &[("target", "flaky")]),
+    );
     let s0 = rtt_count(&d, "steady");
     wait_for(&d, 10, "flaky losses", || {
         d.metric("pingscope_lost_total", &[("target", "flaky")]) >= l0 + 5.0
@@ -272,7 +289,9 @@ fn host_stops_answering_and_comes_back() {
     assert!(window > 0.0 && window <= 1.0, "window loss {window}");
 
     set_profiles(&net, &serde_json::json!({"default": {"delay": "1ms"}}));
-    wait_for(&d, 10, "flaky answers again", || rtt_count(&d, "flaky") >= r0 + 5.0);
+    wait_for(&d, 10, "flaky answers again", || {
+        rtt_count(&d, "flaky") >= r0 + 5.0
+    });
     assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
 }
 
@@ -288,10 +307,13 @@ struct Dns {
 impl Dns {
     fn start(zone: &[(&str, Ipv4Addr)]) -> Dns {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind DNS");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
         let addr = sock.local_addr().expect("addr");
         let zone = Arc::new(Mutex::new(
-            zone.iter().map(|(n, a)| ((*n).to_owned(), *a)).collect::<Vec<_>>(),
+            zone.iter()
+                .map(|(n, a)| ((*n).to_owned(), *a))
+                .collect::<Vec<_>>(),
         ));
         let stop = Arc::new(AtomicBool::new(false));
         let (z, s) = (zone.clone(), stop.clone());
@@ -312,7 +334,6 @@ impl Dns {
                 let name = q.name().to_ascii().to_lowercase();
                 let answers: Vec<Ipv4Addr> = z
                     .lock()
-                    .unwrap()
                     .iter()
                     .filter(|(n, _)| *n == name)
                     .map(|(_, a)| *a)
@@ -346,7 +367,7 @@ impl Dns {
     }
 
     fn set(&self, name: &str, addr: Option<Ipv4Addr>) {
-        let mut z = self.zone.lock().unwrap();
+        let mut z = self.zone.lock();
         z.retain(|(n, _)| n != name);
         if let Some(a) = addr {
             z.push((name.to_owned(), a));
@@ -371,7 +392,10 @@ fn name_stops_resolving_and_address_changes() {
     let old = Ipv4Addr::new(198, 18, 0, 30);
     let new = Ipv4Addr::new(198, 18, 0, 31);
     let gone = Ipv4Addr::new(198, 18, 0, 32);
-    let dns = Dns::start(&[("moving.pingscope.test.", old), ("vanishing.pingscope.test.", gone)]);
+    let dns = Dns::start(&[
+        ("moving.pingscope.test.", old),
+        ("vanishing.pingscope.test.", gone),
+    ]);
     let config = write_config(
         net.dir(),
         "  - {name: moving, host: moving.pingscope.test, family: ip4}\n  - {name: vanishing, host: vanishing.pingscope.test, family: ip4}\n",
@@ -381,20 +405,36 @@ fn name_stops_resolving_and_address_changes() {
     wait_for(&d, 10, "replies from both names", || {
         rtt_count(&d, "moving") >= 3.0 && rtt_count(&d, "vanishing") >= 3.0
     });
-    assert!(d.metric("pingscope_sent_total", &[("target", "moving"), ("ip", "198.18.0.30")]) > 0.0);
+    assert!(
+        d.metric(
+            "pingscope_sent_total",
+            &[("target", "moving"), ("ip", "198.18.0.30")]
+        ) > 0.0
+    );
 
     dns.set("moving.pingscope.test.", Some(new));
     dns.set("vanishing.pingscope.test.", None);
     wait_for(&d, 10, "moving follows its new address", || {
-        d.metric("pingscope_rtt_seconds_count", &[("target", "moving"), ("ip", "198.18.0.31")]) >= 3.0
+        d.metric(
+            "pingscope_rtt_seconds_count",
+            &[("target", "moving"), ("ip", "198.18.0.31")],
+        ) >= 3.0
     });
     let info = d.metrics();
     assert!(
-        metric_sum(&info, "pingscope_target_info", &[("target", "moving"), ("ip", "198.18.0.31")]) == 1.0,
+        metric_sum(
+            &info,
+            "pingscope_target_info",
+            &[("target", "moving"), ("ip", "198.18.0.31")]
+        ) == 1.0,
         "target_info does not show the new address"
     );
     assert_eq!(
-        metric_sum(&info, "pingscope_target_info", &[("target", "moving"), ("ip", "198.18.0.30")]),
+        metric_sum(
+            &info,
+            "pingscope_target_info",
+            &[("target", "moving"), ("ip", "198.18.0.30")]
+        ),
         0.0,
         "target_info still shows the old address"
     );
@@ -406,7 +446,9 @@ fn name_stops_resolving_and_address_changes() {
     // The name comes back: probing of it goes on (or resumes).
     dns.set("vanishing.pingscope.test.", Some(gone));
     let v0 = rtt_count(&d, "vanishing");
-    wait_for(&d, 10, "vanishing answers again", || rtt_count(&d, "vanishing") >= v0 + 3.0);
+    wait_for(&d, 10, "vanishing answers again", || {
+        rtt_count(&d, "vanishing") >= v0 + 3.0
+    });
     assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
 }
 
@@ -419,7 +461,10 @@ fn interface_down_and_up() {
     let d = Daemon::start(net.dir(), &config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
-    assert!(ip(&net, &["link", "set", "tn0", "down"]), "ip link set tn0 down");
+    assert!(
+        ip(&net, &["link", "set", "tn0", "down"]),
+        "ip link set tn0 down"
+    );
     wait_for(&d, 10, "send errors while tn0 is down", || {
         d.metric("pingscope_send_errors_total", &[("target", "a")]) >= 3.0
     });
@@ -428,12 +473,20 @@ fn interface_down_and_up() {
         .lines()
         .filter(|l| l.starts_with("pingscope_send_errors_total{") && l.contains("target=\"a\""))
         .collect();
-    assert!(!reasons.is_empty() && reasons.iter().all(|l| l.contains("reason=\"")), "{reasons:?}");
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|l| l.contains("reason=\"")),
+        "{reasons:?}"
+    );
     assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
 
-    assert!(ip(&net, &["link", "set", "tn0", "up"]), "ip link set tn0 up");
+    assert!(
+        ip(&net, &["link", "set", "tn0", "up"]),
+        "ip link set tn0 up"
+    );
     let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies after tn0 is up", || rtt_count(&d, "a") >= r0 + 3.0);
+    wait_for(&d, 10, "replies after tn0 is up", || {
+        rtt_count(&d, "a") >= r0 + 3.0
+    });
     eprintln!("send errors while down: {reasons:?}");
 }
 
@@ -453,14 +506,22 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
     }
     assert!(removed >= 1, "no route to remove");
     wait_for(&d, 10, "network_unreachable send errors", || {
-        d.metric("pingscope_send_errors_total", &[("target", "a"), ("reason", "network_unreachable")]) >= 3.0
+        d.metric(
+            "pingscope_send_errors_total",
+            &[("target", "a"), ("reason", "network_unreachable")],
+        ) >= 3.0
     });
     assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
     let sent = d.metric("pingscope_sent_total", &[("target", "a")]);
 
-    assert!(ip(&net, &["route", "add", "198.18.0.0/15", "dev", "tn0"]), "route add");
+    assert!(
+        ip(&net, &["route", "add", "198.18.0.0/15", "dev", "tn0"]),
+        "route add"
+    );
     let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies with the route back", || rtt_count(&d, "a") >= r0 + 3.0);
+    wait_for(&d, 10, "replies with the route back", || {
+        rtt_count(&d, "a") >= r0 + 3.0
+    });
     assert!(d.metric("pingscope_sent_total", &[("target", "a")]) > sent);
 }
 
@@ -486,19 +547,36 @@ fn sighup_storm() {
             let m = d.metrics();
             let sent = metric_sum(&m, "pingscope_sent_total", &[("target", "a")]);
             let rtt = metric_sum(&m, "pingscope_rtt_seconds_count", &[("target", "a")]);
-            assert!(sent >= last_sent, "sent_total of a went down: {last_sent} → {sent}");
-            assert!(rtt >= last_rtt, "rtt count of a went down: {last_rtt} → {rtt}");
+            assert!(
+                sent >= last_sent,
+                "sent_total of a went down: {last_sent} → {sent}"
+            );
+            assert!(
+                rtt >= last_rtt,
+                "rtt count of a went down: {last_rtt} → {rtt}"
+            );
             (last_sent, last_rtt) = (sent, rtt);
         }
     }
-    assert!(d.alive(), "daemon died in the storm:\n{}", tail(&d.log_text()));
+    assert!(
+        d.alive(),
+        "daemon died in the storm:\n{}",
+        tail(&d.log_text())
+    );
     // The last config (i = 99) has b; every reload of a valid file succeeds.
-    wait_for(&d, 10, "b monitored after the storm", || rtt_count(&d, "b") >= 1.0);
+    wait_for(&d, 10, "b monitored after the storm", || {
+        rtt_count(&d, "b") >= 1.0
+    });
     let m = d.metrics();
-    assert_eq!(metric_sum(&m, "pingscope_config_last_reload_successful", &[]), 1.0);
+    assert_eq!(
+        metric_sum(&m, "pingscope_config_last_reload_successful", &[]),
+        1.0
+    );
     let sent = metric_sum(&m, "pingscope_sent_total", &[("target", "a")]);
     assert!(sent >= last_sent);
-    wait_for(&d, 5, "a still probed", || d.metric("pingscope_sent_total", &[("target", "a")]) > sent);
+    wait_for(&d, 5, "a still probed", || {
+        d.metric("pingscope_sent_total", &[("target", "a")]) > sent
+    });
     assert!(!d.log_text().contains("panicked"), "a panic in the log");
 }
 
@@ -513,7 +591,11 @@ impl Immutable {
             .map(|e| e.path())
             .collect();
         paths.push(dir.to_path_buf());
-        let ok = Command::new("chattr").arg("+i").args(&paths).status().is_ok_and(|s| s.success());
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .args(&paths)
+            .status()
+            .is_ok_and(|s| s.success());
         let guard = Immutable(dir.to_path_buf());
         ok.then_some(guard)
     }
@@ -563,13 +645,18 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
         end["status"] == "failed" && end["error"].as_str().is_some_and(|e| !e.is_empty())
     } else {
         eprintln!("start on a read-only store: {status} {body2}");
-        status >= 500 && body2["error"]["message"].as_str().is_some_and(|m| !m.is_empty())
+        status >= 500
+            && body2["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
     };
     assert!(failed_clearly, "no clear failure: {status} {body2}");
 
     // Monitors go on.
     let sent = d.metric("pingscope_sent_total", &[("target", "a")]);
-    wait_for(&d, 5, "monitor still probing", || d.metric("pingscope_sent_total", &[("target", "a")]) >= sent + 3.0);
+    wait_for(&d, 5, "monitor still probing", || {
+        d.metric("pingscope_sent_total", &[("target", "a")]) >= sent + 3.0
+    });
     assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
 
     // And sessions work again once the folder is writable.
@@ -600,7 +687,9 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     assert_eq!(status, 201, "{rec}");
     let run_id = rec["id"].as_str().unwrap().to_owned();
     wait_for(&d, 10, "the long session under way", || {
-        d.session(&run_id)["samples"].as_array().is_some_and(|s| s.len() >= 10)
+        d.session(&run_id)["samples"]
+            .as_array()
+            .is_some_and(|s| s.len() >= 10)
     });
     // Give the store's writer a moment to have some samples on disk, then kill it outright.
     std::thread::sleep(Duration::from_millis(300));
@@ -611,8 +700,14 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     let d = Daemon::start(net.dir(), &config);
     let after = d.session(&done_id);
     assert_eq!(after["status"], "completed");
-    assert_eq!(after["samples"], done["samples"], "completed session changed");
-    assert_eq!(after["summary"], done["summary"], "completed session's summary changed");
+    assert_eq!(
+        after["samples"], done["samples"],
+        "completed session changed"
+    );
+    assert_eq!(
+        after["summary"], done["summary"],
+        "completed session's summary changed"
+    );
     let cut = d.session(&run_id);
     assert_eq!(cut["status"], "interrupted", "{cut}");
     let kept = cut["samples"].as_array().map_or(0, Vec::len);

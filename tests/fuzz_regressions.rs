@@ -39,7 +39,10 @@ fn config_corpus() {
 
 #[test]
 fn duration_corpus() {
-    assert!(replay("duration", checks::duration) > 0, "no duration corpus");
+    assert!(
+        replay("duration", checks::duration) > 0,
+        "no duration corpus"
+    );
 }
 
 #[test]
@@ -49,5 +52,8 @@ fn icmp_corpus() {
 
 #[test]
 fn api_json_corpus() {
-    assert!(replay("api_json", checks::api_json) > 0, "no api_json corpus");
+    assert!(
+        replay("api_json", checks::api_json) > 0,
+        "no api_json corpus"
+    );
 }

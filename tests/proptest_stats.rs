@@ -2,7 +2,9 @@
 //! order and with whatever duplicates, loss stays in [0, 1], percentiles stay ordered and jitter
 //! stays non-negative.
 
-use pingscope::stats::{Accumulator, Outcome, Window, ipdv_mean, quantile_sorted, rfc3550, summarize};
+use pingscope::stats::{
+    Accumulator, Outcome, Window, ipdv_mean, quantile_sorted, rfc3550, summarize,
+};
 use proptest::prelude::*;
 
 /// RTTs as a prober sees them: 0 .. 10 s, with a few exact repeats likely.
@@ -28,7 +30,13 @@ fn assert_ordered(s: &pingscope::stats::RttStats) -> Result<(), TestCaseError> {
     prop_assert!(s.p50 <= s.p95, "p50 {} > p95 {}", s.p50, s.p95);
     prop_assert!(s.p95 <= s.p99, "p95 {} > p99 {}", s.p95, s.p99);
     prop_assert!(s.p99 <= s.max, "p99 {} > max {}", s.p99, s.max);
-    prop_assert!(s.min <= s.mean && s.mean <= s.max, "mean {} outside [{}, {}]", s.mean, s.min, s.max);
+    prop_assert!(
+        s.min <= s.mean && s.mean <= s.max,
+        "mean {} outside [{}, {}]",
+        s.mean,
+        s.min,
+        s.max
+    );
     prop_assert!(s.stddev >= 0.0 && s.stddev.is_finite());
     Ok(())
 }
