@@ -1,6 +1,8 @@
 //! Fuzz target `config`: see `fuzz/checks.rs` for what it feeds and checks.
 #![no_main]
 
+// Each target uses one of the shared checks.
+#[allow(dead_code)]
 #[path = "../checks.rs"]
 mod checks;
 
