@@ -17,7 +17,9 @@ out=${SOAK_OUT:-$here/bench/soak-run}
 minutes=${SOAK_MINUTES:-60}
 targets=${SOAK_TARGETS:-10000}
 port=${SOAK_PORT:-19060}
-ns="psn-soak-$$"
+# Not "psn-...": the test harness deletes namespaces named psn-<pid>-* whose <pid> is gone,
+# and parses "soak" as such a pid.
+ns="pingscope-soak-$$"
 
 [ "$(id -u)" = 0 ] || { echo "soak.sh: needs root (network namespace)" >&2; exit 1; }
 [ -x "$bin/pingscope" ] && [ -x "$bin/pingscope-testnet" ] || {
