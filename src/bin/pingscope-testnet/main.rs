@@ -3,7 +3,7 @@
 //! Run inside a network namespace of its own (`ip netns exec NS pingscope-testnet ...`). It creates
 //! a TUN device, gives it 198.18.0.1/15 and 2001:db8::1/32, routes those ranges into it, and answers
 //! every echo request there per the profile file: delay, jitter, loss, duplicates, TTL, ICMP errors,
-//! blackhole. It logs each request as a JSON line and measures its own send-time error.
+//! blackhole (SIGHUP re-reads the profile file). It logs each request as a JSON line and measures its own send-time error.
 //! See docs/testnet.md.
 
 mod packet;
@@ -99,7 +99,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
     tracing::info!(device = %args.device, "answering echo");
-    let mut r = responder::Responder::new(device, tap, profiles, log, args.stats.clone());
+    let mut r = responder::Responder::new(device, tap, profiles, log, args.stats.clone())
+        .reload_from(args.profiles.clone());
     r.run(&signals)?;
     Ok(())
 }

@@ -126,6 +126,8 @@ pub struct Responder {
     tun: File,
     tap: Option<Tap>,
     profiles: Profiles,
+    // Re-read on SIGHUP, so a test can make a host stop answering and come back.
+    profiles_path: Option<std::path::PathBuf>,
     log: BufWriter<File>,
     stats_path: Option<std::path::PathBuf>,
     heap: BinaryHeap<Job>,
@@ -154,6 +156,7 @@ impl Responder {
             tun,
             tap,
             profiles,
+            profiles_path: None,
             log: BufWriter::new(log),
             stats_path,
             heap: BinaryHeap::new(),
@@ -163,12 +166,33 @@ impl Responder {
         }
     }
 
-    /// Block SIGTERM/SIGINT/SIGUSR1 and return the fd that delivers them.
+    /// Re-read the profiles from `path` on SIGHUP (a file that fails to load is logged and the
+    /// profiles in use stay).
+    pub fn reload_from(mut self, path: std::path::PathBuf) -> Self {
+        self.profiles_path = Some(path);
+        self
+    }
+
+    fn reload_profiles(&mut self) {
+        let Some(path) = &self.profiles_path else {
+            return;
+        };
+        match Profiles::load(path) {
+            Ok(p) => {
+                self.profiles = p;
+                tracing::info!(file = %path.display(), "profiles reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "profile reload failed; the profiles in use stay"),
+        }
+    }
+
+    /// Block SIGTERM/SIGINT/SIGUSR1/SIGHUP and return the fd that delivers them.
     pub fn signals() -> Result<SignalFd, RunError> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGUSR1);
+        mask.add(Signal::SIGHUP);
         mask.thread_block().map_err(sys("blocking signals"))?;
         SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(sys("creating signalfd"))
@@ -238,6 +262,8 @@ impl Responder {
                 while let Ok(Some(info)) = signals.read_signal() {
                     if info.ssi_signo == Signal::SIGUSR1 as u32 {
                         self.report()?;
+                    } else if info.ssi_signo == Signal::SIGHUP as u32 {
+                        self.reload_profiles();
                     } else {
                         self.shutdown(&mut lines)?;
                         return Ok(());
