@@ -319,7 +319,9 @@ fn remove_stale_namespaces() {
         else {
             continue;
         };
-        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+        // Only our own `psn-<pid>-<n>` names, and only when that process is gone.
+        let ours = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        if ours && !Path::new("/proc").join(pid).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
