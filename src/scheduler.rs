@@ -172,7 +172,11 @@ impl Scheduler {
     }
 
     /// Applies a target list as a diff against the running one. Returns (added, changed, removed).
-    pub async fn apply(&self, targets: &[TargetConfig], dns_refresh: Duration) -> (usize, usize, usize) {
+    pub async fn apply(
+        &self,
+        targets: &[TargetConfig],
+        dns_refresh: Duration,
+    ) -> (usize, usize, usize) {
         *self.shared.dns_refresh.lock() = dns_refresh;
         let mut tasks = self.shared.tasks.lock().await;
         let first = !self.shared.readiness.started.swap(true, Ordering::SeqCst);
@@ -290,7 +294,12 @@ fn mark_first_round(shared: &Shared, pending: &mut bool) {
 }
 
 /// Resolves the target's host, keeps one probe task per address, re-resolves on schedule.
-async fn target_task(shared: Arc<Shared>, cfg: TargetConfig, cancel: CancellationToken, counts_for_ready: bool) {
+async fn target_task(
+    shared: Arc<Shared>,
+    cfg: TargetConfig,
+    cancel: CancellationToken,
+    counts_for_ready: bool,
+) {
     let mut first_round_pending = counts_for_ready;
     let mut addresses: HashMap<IpAddr, (CancellationToken, JoinHandle<()>, TargetLabels)> =
         HashMap::new();
@@ -313,8 +322,11 @@ async fn target_task(shared: Arc<Shared>, cfg: TargetConfig, cancel: Cancellatio
                 wanted.sort();
                 wanted.dedup();
                 // Stop addresses the name no longer has: their series go away.
-                let gone: Vec<IpAddr> =
-                    addresses.keys().filter(|ip| !wanted.contains(ip)).copied().collect();
+                let gone: Vec<IpAddr> = addresses
+                    .keys()
+                    .filter(|ip| !wanted.contains(ip))
+                    .copied()
+                    .collect();
                 for ip in gone {
                     if let Some((c, h, labels)) = addresses.remove(&ip) {
                         c.cancel();
@@ -333,7 +345,9 @@ async fn target_task(shared: Arc<Shared>, cfg: TargetConfig, cancel: Cancellatio
                             awaiting_first.push(ip);
                             addresses.insert(ip, entry);
                         }
-                        Err(e) => tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address"),
+                        Err(e) => {
+                            tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address")
+                        }
                     }
                 }
                 if addresses.is_empty() || awaiting_first.is_empty() {
@@ -356,7 +370,13 @@ async fn target_task(shared: Arc<Shared>, cfg: TargetConfig, cancel: Cancellatio
                         error: e.to_string(),
                     },
                 );
-                shared.deps.live.publish(Sample::local_error(&cfg.name, &cfg.host, None, None, e.to_string()));
+                shared.deps.live.publish(Sample::local_error(
+                    &cfg.name,
+                    &cfg.host,
+                    None,
+                    None,
+                    e.to_string(),
+                ));
                 mark_first_round(&shared, &mut first_round_pending);
                 let wait = backoff.min(refresh);
                 backoff = (backoff * 2).min(MAX_RESOLVE_BACKOFF);
@@ -400,11 +420,18 @@ fn start_address(
     parent: &CancellationToken,
     first_tx: mpsc::Sender<IpAddr>,
 ) -> Result<AddressEntry, crate::metrics::MetricsError> {
-    let extra: Vec<(String, String)> =
-        cfg.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let extra: Vec<(String, String)> = cfg
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let labels = TargetLabels::new(cfg.name.clone(), ip, extra.clone())?;
     // target_info tells which address family the target resolved to, not the setting.
-    let family = if ip.is_ipv4() { Family::Ip4 } else { Family::Ip6 };
+    let family = if ip.is_ipv4() {
+        Family::Ip4
+    } else {
+        Family::Ip6
+    };
     let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
     let status = Arc::new(Mutex::new(Slot {
         target: cfg.name.clone(),
@@ -582,7 +609,8 @@ mod tests {
         Deps {
             pinger: Arc::new(fake.clone()),
             resolver: Resolver::system().unwrap_or_else(|e| panic!("{e}")),
-            metrics: Metrics::new(crate::metrics::MetricsOptions::default()).unwrap_or_else(|e| panic!("{e}")),
+            metrics: Metrics::new(crate::metrics::MetricsOptions::default())
+                .unwrap_or_else(|e| panic!("{e}")),
             live: LiveHub::default(),
         }
     }
@@ -603,9 +631,16 @@ mod tests {
     async fn holds_the_interval_without_drift() {
         let fake = FakePinger::new();
         let ip = IpAddr::from([192, 0, 2, 1]);
-        fake.script(ip, vec![Step::Reply { rtt: Duration::from_millis(30), ttl: 60 }]);
+        fake.script(
+            ip,
+            vec![Step::Reply {
+                rtt: Duration::from_millis(30),
+                ttl: 60,
+            }],
+        );
         let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
-        s.apply(&[target("a", "192.0.2.1", 100)], Duration::from_secs(300)).await;
+        s.apply(&[target("a", "192.0.2.1", 100)], Duration::from_secs(300))
+            .await;
         tokio::time::sleep(Duration::from_millis(10_050)).await;
         // Phase < 100ms, then one probe every 100ms: 100 or 101 probes in 10.05 s.
         let sent = fake.sent();
@@ -622,23 +657,46 @@ mod tests {
     async fn apply_is_a_diff() {
         let fake = FakePinger::new();
         for i in 1..=3u8 {
-            fake.script(IpAddr::from([192, 0, 2, i]), vec![Step::Reply { rtt: Duration::from_millis(1), ttl: 60 }]);
+            fake.script(
+                IpAddr::from([192, 0, 2, i]),
+                vec![Step::Reply {
+                    rtt: Duration::from_millis(1),
+                    ttl: 60,
+                }],
+            );
         }
         let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
         let a = target("a", "192.0.2.1", 100);
         let b = target("b", "192.0.2.2", 100);
-        assert_eq!(s.apply(&[a.clone(), b.clone()], Duration::from_secs(300)).await, (2, 0, 0));
+        assert_eq!(
+            s.apply(&[a.clone(), b.clone()], Duration::from_secs(300))
+                .await,
+            (2, 0, 0)
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let sent_a_before = s.snapshot().iter().find(|x| x.target == "a").map(|x| x.sent);
+        let sent_a_before = s
+            .snapshot()
+            .iter()
+            .find(|x| x.target == "a")
+            .map(|x| x.sent);
         let mut b2 = b.clone();
         b2.interval = Duration::from_millis(200);
         let c = target("c", "192.0.2.3", 100);
-        assert_eq!(s.apply(&[a.clone(), b2, c], Duration::from_secs(300)).await, (1, 1, 0));
+        assert_eq!(
+            s.apply(&[a.clone(), b2, c], Duration::from_secs(300)).await,
+            (1, 1, 0)
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         let snap = s.snapshot();
         let sent_a_after = snap.iter().find(|x| x.target == "a").map(|x| x.sent);
-        assert!(sent_a_after > sent_a_before, "unchanged target kept counting");
-        assert!(sent_a_after >= Some(19), "unchanged target was not restarted: {sent_a_after:?}");
+        assert!(
+            sent_a_after > sent_a_before,
+            "unchanged target kept counting"
+        );
+        assert!(
+            sent_a_after >= Some(19),
+            "unchanged target was not restarted: {sent_a_after:?}"
+        );
         assert_eq!(s.apply(&[a], Duration::from_secs(300)).await, (0, 0, 2));
         assert_eq!(s.target_names().await, vec!["a".to_owned()]);
         assert_eq!(s.snapshot().len(), 1);
@@ -648,10 +706,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unresolvable_host_does_not_stop_the_others() {
         let fake = FakePinger::new();
-        fake.script(IpAddr::from([192, 0, 2, 1]), vec![Step::Reply { rtt: Duration::from_millis(1), ttl: 60 }]);
+        fake.script(
+            IpAddr::from([192, 0, 2, 1]),
+            vec![Step::Reply {
+                rtt: Duration::from_millis(1),
+                ttl: 60,
+            }],
+        );
         let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
         // Not a valid host name: rejected before any query leaves the process.
-        s.apply(&[target("ok", "192.0.2.1", 100), target("bad", "bad name!", 100)], Duration::from_secs(300)).await;
+        s.apply(
+            &[
+                target("ok", "192.0.2.1", 100),
+                target("bad", "bad name!", 100),
+            ],
+            Duration::from_secs(300),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(s.ready());
         assert_eq!(s.resolve_failures().len(), 1);

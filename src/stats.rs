@@ -277,7 +277,11 @@ impl Window {
         });
         WindowGauges {
             probes,
-            loss_ratio: if probes == 0 { 0.0 } else { lost as f64 / probes as f64 },
+            loss_ratio: if probes == 0 {
+                0.0
+            } else {
+                lost as f64 / probes as f64
+            },
             rtt,
         }
     }
@@ -490,7 +494,15 @@ mod tests {
     fn window_gauges_agree_with_the_full_statistics() {
         let mut w = Window::new(5);
         assert_eq!(w.gauges().rtt, None);
-        for rtt in [Some(0.010), None, Some(0.030), Some(0.020), Some(0.050), None, Some(0.040)] {
+        for rtt in [
+            Some(0.010),
+            None,
+            Some(0.030),
+            Some(0.020),
+            Some(0.050),
+            None,
+            Some(0.040),
+        ] {
             w.push(rtt);
             let (g, s) = (w.gauges(), w.stats());
             assert_eq!(g.probes, s.probes);

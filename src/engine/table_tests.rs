@@ -106,7 +106,9 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     match t.reply(key(seq), PayloadStamp::Stamp(9), rx_at, Some(64), 64) {
         ReplyOutcome::TimeoutThenLate((_, timeout), (_, late)) => {
             assert_eq!((timeout.tag, timeout.kind), (3, EventKind::Timeout));
-            assert!(matches!(late.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_millis(300)));
+            assert!(
+                matches!(late.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_millis(300))
+            );
         }
         other => panic!("expected timeout then late, got {other:?}"),
     }
