@@ -301,6 +301,11 @@ async fn target_task(
     counts_for_ready: bool,
 ) {
     let mut first_round_pending = counts_for_ready;
+    // Names that go through DNS get their resolve-error counter at zero from the start.
+    let uses_dns = crate::resolve::parse_ip_literal(&cfg.host).is_none();
+    if uses_dns {
+        shared.deps.metrics.track_resolve(&cfg.name);
+    }
     let mut addresses: HashMap<IpAddr, (CancellationToken, JoinHandle<()>, TargetLabels)> =
         HashMap::new();
     let mut backoff = MIN_RESOLVE_INTERVAL;
@@ -409,6 +414,9 @@ async fn target_task(
         shared.statuses.lock().remove(&(cfg.name.clone(), ip));
     }
     shared.failures.lock().remove(&cfg.name);
+    if uses_dns {
+        shared.deps.metrics.forget_resolve(&cfg.name);
+    }
 }
 
 type AddressEntry = (CancellationToken, JoinHandle<()>, TargetLabels);
