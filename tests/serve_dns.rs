@@ -73,10 +73,15 @@ fn lookup_failures_never_stop_the_daemon() {
         s.find("pingscope_sent_total", &[("target", "broken")])
             .is_empty()
     );
-    // A name that resolves has its counter, at zero, from the start (not only after a failure).
+    // A name that resolves has its counter, at zero, from the start (not only after a failure);
+    // a literal address never asks DNS and has none.
+    assert_eq!(
+        s.get("pingscope_resolve_errors_total", &[("target", "flaky")]),
+        Some(0.0)
+    );
     assert_eq!(
         s.get("pingscope_resolve_errors_total", &[("target", "good")]),
-        Some(0.0)
+        None
     );
     assert_eq!(value(&s, "pingscope_resolve_errors_total", "flaky"), 0.0);
     let unresolved = d.targets()["unresolved"].clone();
