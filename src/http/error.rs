@@ -31,6 +31,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
     }
 
+    /// 403 for a target the access lists refuse, naming the rule.
+    pub fn denied(target: &str, ip: std::net::IpAddr, why: &crate::config::Denied) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("target {target} ({ip}) {why}"),
+        )
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)

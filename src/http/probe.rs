@@ -313,11 +313,7 @@ pub async fn probe(
     if let Some(ip) = ip {
         let _ = writeln!(log, "resolved {} to {ip} in {:.3}s", p.target, fig.dns);
         if let Err(denied) = config.access.check(ip) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("target {} ({ip}) {denied}", p.target),
-            ));
+            return Err(ApiError::denied(&p.target, ip, &denied));
         }
         fig.ip_protocol = if ip.is_ipv4() { 4 } else { 6 };
         let plan = BurstPlan {

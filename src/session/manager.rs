@@ -264,11 +264,7 @@ impl SessionManager {
             Err(_) => return Err(unresolvable(&params.target, "lookup timed out")),
         };
         if let Err(denied) = config.access.check(ip) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("target {} ({ip}) {denied}", params.target),
-            ));
+            return Err(ApiError::denied(&params.target, ip, &denied));
         }
         let record = SessionRecord::start(params.clone());
         let (tx, _) = broadcast::channel(LIVE_BUFFER);
