@@ -31,8 +31,11 @@ use crate::session::manager::{LiveMsg, Subscription};
 pub const MAX_INBOUND: usize = 4 * 1024;
 /// Messages queued for one client before it starts losing them.
 pub const CLIENT_QUEUE: usize = 256;
-/// A send that takes longer than this means the client is gone or stuck.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A send that takes longer than this means the client is gone: the connection is dropped.
+/// Longer than [`STALL_LIMIT`] on purpose, so that a reader who paused and comes back still gets
+/// its lag note and the 1008 close after what was buffered, whatever the machine's load; memory
+/// stays bounded meanwhile (the queue and the socket's write buffer are both bounded).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Times a client may be told it lagged before it is closed.
 pub const MAX_LAGS: u32 = 3;
 /// A client whose queue stays full this long is closed.
@@ -274,6 +277,38 @@ async fn writer(
     done.cancel();
 }
 
+/// One connected client: the queue to its writer task, how far behind it is, and how it ends.
+struct Client {
+    q: mpsc::Sender<Out>,
+    done: CancellationToken,
+    ending: Ending,
+    lag: Lag,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    /// Starts the writer for `socket` and returns the forwarder's side.
+    fn start(socket: WebSocket) -> Self {
+        let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
+        let done = CancellationToken::new();
+        let ending = Ending::default();
+        let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
+        let lag = Lag {
+            missed: 0,
+            lags: 0,
+            full_since: None,
+            ending: ending.clone(),
+        };
+        Self {
+            q,
+            done,
+            ending,
+            lag,
+            writer,
+        }
+    }
+}
+
 async fn session_stream(
     socket: WebSocket,
     sub: Subscription,
@@ -281,16 +316,13 @@ async fn session_stream(
     shutdown: CancellationToken,
 ) {
     let _slot = slot;
-    let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
-    let done = CancellationToken::new();
-    let ending = Ending::default();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
-    let mut lag = Lag {
-        missed: 0,
-        lags: 0,
-        full_since: None,
-        ending: ending.clone(),
-    };
+    let Client {
+        q,
+        done,
+        ending,
+        mut lag,
+        writer,
+    } = Client::start(socket);
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
@@ -360,16 +392,13 @@ async fn monitor_stream(
     shutdown: CancellationToken,
 ) {
     let _slot = slot;
-    let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
-    let done = CancellationToken::new();
-    let ending = Ending::default();
-    let writer = tokio::spawn(writer(socket, qrx, done.clone(), ending.clone()));
-    let mut lag = Lag {
-        missed: 0,
-        lags: 0,
-        full_since: None,
-        ending: ending.clone(),
-    };
+    let Client {
+        q,
+        done,
+        ending,
+        mut lag,
+        writer,
+    } = Client::start(socket);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
