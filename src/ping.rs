@@ -8,7 +8,7 @@
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -16,10 +16,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{self, Format, PingArgs};
-use crate::engine::{EventKind, Pinger, ProbeSpec, SocketOptions};
+use crate::engine::{Pinger, ProbeSpec, SocketOptions};
 use crate::resolve::{Family, Resolver};
-use crate::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag, millis};
-use crate::stats::{Accumulator, Outcome};
+use crate::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag};
+use crate::stats::Accumulator;
 
 /// How long to keep listening for duplicates and late replies after the last probe settled.
 pub const LINGER: Duration = Duration::from_millis(250);
@@ -254,7 +254,6 @@ struct AddressRun {
 impl AddressRun {
     async fn run(self) -> Accumulator {
         let started = Instant::now();
-        let wall_start = SystemTime::now();
         // Sized for every probe that can be outstanding, plus late and duplicate replies.
         let per_timeout = self.plan.timeout.as_secs_f64() / self.plan.interval.as_secs_f64();
         let cap = (per_timeout.ceil() as usize)
@@ -290,14 +289,7 @@ impl AddressRun {
                         outstanding = outstanding.saturating_sub(1);
                     }
                     let sample = Sample::from_event(&self.host, &self.host, &ev);
-                    let outcome = match &ev.kind {
-                        EventKind::Reply(r) => Outcome::Reply(r.rtt.as_secs_f64()),
-                        EventKind::Timeout => Outcome::Timeout,
-                        EventKind::IcmpError(_) => Outcome::Error,
-                        EventKind::Late(_) => Outcome::Late,
-                        EventKind::Duplicate(_) => Outcome::Duplicate,
-                    };
-                    acc.on_outcome(ev.tag, outcome);
+                    acc.on_outcome(ev.tag, crate::burst::outcome(&ev.kind));
                     emit_sample(&self.out, self.plan.format, &sample);
                 }
                 _ = ticker.tick(), if sending => {
@@ -325,7 +317,6 @@ impl AddressRun {
             }
         }
         let elapsed = started.elapsed();
-        let _ = wall_start;
         emit_summary(
             &self.out,
             self.plan.format,
@@ -346,7 +337,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 /// Builds the summary line of one address from its accumulator.
 pub fn summary(host: &str, ip: Option<IpAddr>, acc: &Accumulator) -> Summary {
     let t = acc.tally();
-    let ms = |s: f64| (s * 1e6).round() / 1e3;
+    let ms = crate::sample::secs_to_ms;
     let (ipdv, rfc) = acc.jitter();
     Summary {
         kind: SummaryTag::Summary,
@@ -460,11 +451,6 @@ fn text_summary(s: &Summary, elapsed: Option<Duration>) -> String {
         ));
     }
     text
-}
-
-/// Milliseconds of a duration, for tests and callers that format RTTs.
-pub fn ms(d: Duration) -> f64 {
-    millis(d)
 }
 
 #[cfg(test)]

@@ -73,6 +73,11 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
+/// Seconds as milliseconds, rounded to the microsecond (how the API and CLI print RTTs).
+pub fn secs_to_ms(s: f64) -> f64 {
+    (s * 1e6).round() / 1e3
+}
+
 /// Milliseconds as a float, rounded to the microsecond.
 pub fn millis(d: Duration) -> f64 {
     (d.as_nanos() as f64 / 1_000.0).round() / 1_000.0

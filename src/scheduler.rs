@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -583,11 +583,6 @@ impl ProbeTask {
     fn publish(&self, sample: Sample) {
         self.shared.deps.live.publish(sample);
     }
-}
-
-/// Wall-clock now, for callers that stamp reload times.
-pub fn now() -> SystemTime {
-    SystemTime::now()
 }
 
 #[cfg(test)]

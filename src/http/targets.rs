@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::sample::Sample;
+use crate::sample::{Sample, secs_to_ms as ms};
 
 /// One monitored address.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,10 +65,6 @@ pub struct TargetsResponse {
     pub targets: Vec<TargetView>,
     /// Targets that do not resolve.
     pub unresolved: Vec<UnresolvedView>,
-}
-
-fn ms(s: f64) -> f64 {
-    (s * 1e6).round() / 1e3
 }
 
 /// `GET /api/v1/targets`: the configured monitors with their window statistics.
