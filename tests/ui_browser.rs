@@ -385,10 +385,11 @@ fn live_page_in_headless_chromium() {
     b.screenshot(&art.join("ui-form-denied.png"));
 
     // --- The limit: one long session runs (max_active 1), the page's start is refused with 429.
-    // It probes a black hole with a 20 s timeout, so its first sample comes 20 s after the start.
+    // It probes a black hole with an 8 s timeout, so its first sample comes 8 s after the start,
+    // and a stop ends it once the probes in flight settle (at most 8 s later).
     let long: Value = api
         .post(format!("{base}/api/v1/sessions"))
-        .json(&json!({"target": BLACKHOLE, "count": 600, "interval": "1s", "timeout": "20s"}))
+        .json(&json!({"target": BLACKHOLE, "count": 600, "interval": "1s", "timeout": "8s"}))
         .send()
         .unwrap()
         .json()
