@@ -144,7 +144,8 @@ async fn probe(
             return ExitCode::from(1);
         }
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<pingscope::engine::ProbeEvent>(4096);
+    let tx = pingscope::engine::EventSink::from(tx);
     let mut tag = 0u64;
     for _ in 0..count {
         for ip in &addrs {

@@ -37,7 +37,8 @@ async fn run(source: TimestampSource, load: bool, probes: u32) -> Result<Vec<Dur
             }
         });
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<pingscope::engine::ProbeEvent>(1024);
+    let tx = pingscope::engine::EventSink::from(tx);
     let spec = ProbeSpec {
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         size: 56,

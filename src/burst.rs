@@ -64,6 +64,7 @@ pub async fn run(
         .saturating_mul(4)
         .clamp(16, 4096);
     let (tx, mut rx) = mpsc::channel::<ProbeEvent>(cap);
+    let tx = crate::engine::EventSink::from(tx);
     let mut acc = Accumulator::new();
     let start = Instant::now();
     let mut next = start;

@@ -260,6 +260,7 @@ impl AddressRun {
             .saturating_mul(4)
             .clamp(64, 65_536);
         let (tx, mut rx) = mpsc::channel::<crate::engine::ProbeEvent>(cap);
+        let tx = crate::engine::EventSink::from(tx);
         let spec = ProbeSpec {
             ip: self.ip,
             size: self.plan.size,

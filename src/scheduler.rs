@@ -1,6 +1,11 @@
-//! The monitor scheduler: one task per target (resolution, re-resolution) and one task per
-//! (target, address) (probing), all cancelled through a token tree on reload and shutdown.
+//! The monitor scheduler: one task per target, all cancelled through a token tree on reload and
+//! shutdown. A target whose host is an address literal probes in that task; a DNS name's task
+//! resolves and re-resolves it and runs one probe task per address.
 //!
+//! - Probe results do not come back through the tasks: the engine hands each event to the
+//!   address's [`Recorder`] (an [`EventHandler`]), which updates metrics, the window and the
+//!   status slot inline. No channel and no wake-up per event, and little memory per target:
+//!   that is what lets one process run tens of thousands of targets.
 //! - Start times are spread across the interval by a stable hash of (target, address), so a
 //!   thousand targets do not all fire at t=0 and a restart keeps their phase.
 //! - Ticks are computed as `start + k·interval` (no drift from processing time); how late each
@@ -17,13 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TargetConfig;
-use crate::engine::{EventKind, Pinger, ProbeEvent, ProbeSpec, SocketOptions};
+use crate::engine::{
+    EventHandler, EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SocketOptions,
+};
 use crate::live::LiveHub;
 use crate::metrics::{Metrics, TargetLabels, TargetMetrics, WindowRtt};
 use crate::resolve::{Family, Resolver};
@@ -84,11 +91,8 @@ pub struct ResolveFailure {
 /// under its own (uncontended) lock; statistics with percentiles are computed only on read.
 #[derive(Debug)]
 struct Slot {
-    target: String,
-    host: String,
+    cfg: Arc<TargetConfig>,
     ip: IpAddr,
-    labels: Vec<(String, String)>,
-    interval: Duration,
     sent: u64,
     window: Window,
     last: Option<ProbeEvent>,
@@ -96,18 +100,23 @@ struct Slot {
 
 impl Slot {
     fn status(&self) -> AddressStatus {
+        let cfg = &self.cfg;
         AddressStatus {
-            target: self.target.clone(),
-            host: self.host.clone(),
+            target: cfg.name.clone(),
+            host: cfg.host.clone(),
             ip: self.ip,
-            labels: self.labels.clone(),
-            interval: self.interval,
+            labels: cfg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            interval: cfg.interval,
             sent: self.sent,
             window: self.window.stats(),
             last: self
                 .last
                 .as_ref()
-                .map(|ev| Sample::from_event(&self.target, &self.host, ev)),
+                .map(|ev| Sample::from_event(&cfg.name, &cfg.host, ev)),
         }
     }
 }
@@ -115,7 +124,7 @@ impl Slot {
 type StatusSlot = Arc<Mutex<Slot>>;
 
 struct TargetTask {
-    config: TargetConfig,
+    config: Arc<TargetConfig>,
     cancel: CancellationToken,
     handle: JoinHandle<()>,
 }
@@ -188,7 +197,7 @@ impl Scheduler {
         let names: Vec<String> = tasks.keys().cloned().collect();
         for name in names {
             match wanted.get(name.as_str()) {
-                Some(cfg) if **cfg == tasks[&name].config => {}
+                Some(cfg) if **cfg == *tasks[&name].config => {}
                 Some(_) => {
                     changed += 1;
                     if let Some(t) = tasks.remove(&name) {
@@ -220,16 +229,17 @@ impl Scheduler {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
             }
             let cancel = self.shared.shutdown.child_token();
+            let config = Arc::new(cfg.clone());
             let handle = tokio::spawn(target_task(
                 self.shared.clone(),
-                cfg.clone(),
+                config.clone(),
                 cancel.clone(),
                 first,
             ));
             tasks.insert(
                 cfg.name.clone(),
                 TargetTask {
-                    config: cfg.clone(),
+                    config,
                     cancel,
                     handle,
                 },
@@ -293,10 +303,83 @@ fn mark_first_round(shared: &Shared, pending: &mut bool) {
     }
 }
 
-/// Resolves the target's host, keeps one probe task per address, re-resolves on schedule.
+/// Runs one target until its token is cancelled: an address literal gets one probe task and
+/// nothing else; a DNS name goes to [`dns_target`].
+///
+/// This future lives as long as the target, tens of thousands of them at once, so the literal
+/// path is kept small and the DNS loop (with its resolver state) is boxed.
 async fn target_task(
     shared: Arc<Shared>,
-    cfg: TargetConfig,
+    cfg: Arc<TargetConfig>,
+    cancel: CancellationToken,
+    counts_for_ready: bool,
+) {
+    if crate::resolve::parse_ip_literal(&cfg.host).is_some() {
+        let resolved = Box::pin(lookup(&shared, &cfg)).await;
+        // A literal that does not fit the target's family takes the DNS path, which reports
+        // the error and retries like any failed lookup.
+        if let Ok(resolved) = resolved
+            && let [ip] = resolved.addrs[..]
+        {
+            literal_target(shared, cfg, ip, cancel, counts_for_ready).await;
+            return;
+        }
+    }
+    Box::pin(dns_target(shared, cfg, cancel, counts_for_ready)).await;
+}
+
+/// Looks the target's host up with the resolver now in force.
+async fn lookup(
+    shared: &Shared,
+    cfg: &TargetConfig,
+) -> Result<crate::resolve::Resolved, crate::resolve::ResolveError> {
+    let resolver = shared.resolver.lock().clone();
+    resolver.lookup(&cfg.host, cfg.family).await
+}
+
+/// A target whose host is an address literal: one probe task, ready after its first settled
+/// probe, stopped and its series deleted when the token is cancelled.
+async fn literal_target(
+    shared: Arc<Shared>,
+    cfg: Arc<TargetConfig>,
+    ip: IpAddr,
+    cancel: CancellationToken,
+    counts_for_ready: bool,
+) {
+    let mut first_round_pending = counts_for_ready;
+    let first = Arc::new(Notify::new());
+    let (task, labels, _recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
+            mark_first_round(&shared, &mut first_round_pending);
+            return;
+        }
+    };
+    // The probe loop runs in this task (one task per literal target, not two); it ends when
+    // the target's token is cancelled.
+    let run = task.run();
+    tokio::pin!(run);
+    let mut finished = false;
+    if first_round_pending {
+        tokio::select! {
+            () = &mut run => finished = true,
+            () = first.notified() => {}
+        }
+        mark_first_round(&shared, &mut first_round_pending);
+    }
+    if !finished {
+        run.await;
+    }
+    shared.deps.metrics.forget(&labels);
+    shared.statuses.lock().remove(&(cfg.name.clone(), ip));
+}
+
+/// A target whose host is a DNS name: resolves it, keeps one probe task per address,
+/// re-resolves on the record's TTL (bounded by `dns.refresh`), retries failures with backoff.
+async fn dns_target(
+    shared: Arc<Shared>,
+    cfg: Arc<TargetConfig>,
     cancel: CancellationToken,
     counts_for_ready: bool,
 ) {
@@ -306,16 +389,15 @@ async fn target_task(
     if uses_dns {
         shared.deps.metrics.track_resolve(&cfg.name);
     }
-    let mut addresses: HashMap<IpAddr, (CancellationToken, JoinHandle<()>, TargetLabels)> =
-        HashMap::new();
+    let mut addresses: HashMap<IpAddr, AddressEntry> = HashMap::new();
     let mut backoff = MIN_RESOLVE_INTERVAL;
-    // Each address task reports its first settled probe here.
-    let (first_tx, mut first_rx) = mpsc::channel::<IpAddr>(64);
-    let mut awaiting_first: Vec<IpAddr> = Vec::new();
+    // Each address's recorder flags its first settled probe and wakes this task.
+    let first = Arc::new(Notify::new());
+    let mut awaiting_first: Vec<Arc<Recorder>> = Vec::new();
     loop {
-        let resolver = shared.resolver.lock().clone();
+        // Boxed: the lookup's state is large and this task lives as long as its target.
         let lookup = tokio::select! {
-            r = resolver.lookup(&cfg.host, cfg.family) => r,
+            r = Box::pin(lookup(&shared, &cfg)) => r,
             () = cancel.cancelled() => break,
         };
         let refresh = *shared.dns_refresh.lock();
@@ -333,10 +415,11 @@ async fn target_task(
                     .copied()
                     .collect();
                 for ip in gone {
-                    if let Some((c, h, labels)) = addresses.remove(&ip) {
-                        c.cancel();
-                        let _ = h.await;
-                        shared.deps.metrics.forget(&labels);
+                    if let Some(entry) = addresses.remove(&ip) {
+                        awaiting_first.retain(|r| !Arc::ptr_eq(r, &entry.recorder));
+                        entry.cancel.cancel();
+                        let _ = entry.handle.await;
+                        shared.deps.metrics.forget(&entry.labels);
                         shared.statuses.lock().remove(&(cfg.name.clone(), ip));
                         tracing::info!(target_name = %cfg.name, %ip, "address retired");
                     }
@@ -345,9 +428,9 @@ async fn target_task(
                     if addresses.contains_key(&ip) {
                         continue;
                     }
-                    match start_address(&shared, &cfg, ip, &cancel, first_tx.clone()) {
+                    match start_address(&shared, &cfg, ip, &cancel, &first) {
                         Ok(entry) => {
-                            awaiting_first.push(ip);
+                            awaiting_first.push(entry.recorder.clone());
                             addresses.insert(ip, entry);
                         }
                         Err(e) => {
@@ -393,8 +476,8 @@ async fn target_task(
         loop {
             tokio::select! {
                 () = &mut sleep => break,
-                Some(ip) = first_rx.recv() => {
-                    awaiting_first.retain(|a| *a != ip);
+                () = first.notified() => {
+                    awaiting_first.retain(|r| !r.settled_once.load(Ordering::Acquire));
                     if awaiting_first.is_empty() {
                         mark_first_round(&shared, &mut first_round_pending);
                     }
@@ -407,10 +490,10 @@ async fn target_task(
         }
     }
     mark_first_round(&shared, &mut first_round_pending);
-    for (ip, (c, h, labels)) in addresses.drain() {
-        c.cancel();
-        let _ = h.await;
-        shared.deps.metrics.forget(&labels);
+    for (ip, entry) in addresses.drain() {
+        entry.cancel.cancel();
+        let _ = entry.handle.await;
+        shared.deps.metrics.forget(&entry.labels);
         shared.statuses.lock().remove(&(cfg.name.clone(), ip));
     }
     shared.failures.lock().remove(&cfg.name);
@@ -419,21 +502,48 @@ async fn target_task(
     }
 }
 
-type AddressEntry = (CancellationToken, JoinHandle<()>, TargetLabels);
+/// A running address: its probe task and what stopping it needs.
+struct AddressEntry {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+    labels: TargetLabels,
+    recorder: Arc<Recorder>,
+}
 
+/// Starts probing one address of a target in a task of its own, under a child of `parent`.
 fn start_address(
     shared: &Arc<Shared>,
-    cfg: &TargetConfig,
+    cfg: &Arc<TargetConfig>,
     ip: IpAddr,
     parent: &CancellationToken,
-    first_tx: mpsc::Sender<IpAddr>,
+    first: &Arc<Notify>,
 ) -> Result<AddressEntry, crate::metrics::MetricsError> {
+    let cancel = parent.child_token();
+    let (task, labels, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), first)?;
+    let handle = tokio::spawn(task.run());
+    Ok(AddressEntry {
+        cancel,
+        handle,
+        labels,
+        recorder,
+    })
+}
+
+/// Creates an address's series, status slot and recorder, and the probe loop that stops with
+/// `cancel` (not yet running).
+fn prepare_address(
+    shared: &Arc<Shared>,
+    cfg: &Arc<TargetConfig>,
+    ip: IpAddr,
+    cancel: CancellationToken,
+    first: &Arc<Notify>,
+) -> Result<(ProbeTask, TargetLabels, Arc<Recorder>), crate::metrics::MetricsError> {
     let extra: Vec<(String, String)> = cfg
         .labels
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let labels = TargetLabels::new(cfg.name.clone(), ip, extra.clone())?;
+    let labels = TargetLabels::new(cfg.name.clone(), ip, extra)?;
     // target_info tells which address family the target resolved to, not the setting.
     let family = if ip.is_ipv4() {
         Family::Ip4
@@ -442,11 +552,8 @@ fn start_address(
     };
     let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
     let status = Arc::new(Mutex::new(Slot {
-        target: cfg.name.clone(),
-        host: cfg.host.clone(),
+        cfg: cfg.clone(),
         ip,
-        labels: extra,
-        interval: cfg.interval,
         sent: 0,
         window: Window::new(cfg.window),
         last: None,
@@ -455,18 +562,25 @@ fn start_address(
         .statuses
         .lock()
         .insert((cfg.name.clone(), ip), status.clone());
-    let cancel = parent.child_token();
+    let recorder = Arc::new(Recorder {
+        cfg: cfg.clone(),
+        live: shared.deps.live.clone(),
+        metrics: tm.clone(),
+        status: status.clone(),
+        cancel: cancel.clone(),
+        settled_once: AtomicBool::new(false),
+        first: first.clone(),
+    });
     let task = ProbeTask {
         shared: shared.clone(),
         cfg: cfg.clone(),
         ip,
         metrics: tm,
         status,
-        cancel: cancel.clone(),
-        first_tx: Some(first_tx),
+        cancel,
+        sink: EventSink::from(recorder.clone()),
     };
-    let handle = tokio::spawn(task.run());
-    Ok((cancel, handle, labels))
+    Ok((task, labels, recorder))
 }
 
 /// Stable phase of a (target, address) within its interval: FNV-1a of both, modulo the interval.
@@ -480,24 +594,21 @@ pub fn phase(name: &str, ip: IpAddr, interval: Duration) -> Duration {
     Duration::from_nanos((u128::from(h) % nanos) as u64)
 }
 
+/// Sends one (target, address)'s probes on schedule. Their events go straight from the engine
+/// to the address's [`Recorder`].
 struct ProbeTask {
     shared: Arc<Shared>,
-    cfg: TargetConfig,
+    cfg: Arc<TargetConfig>,
     ip: IpAddr,
     metrics: TargetMetrics,
     status: StatusSlot,
     cancel: CancellationToken,
-    first_tx: Option<mpsc::Sender<IpAddr>>,
+    sink: EventSink,
 }
 
 impl ProbeTask {
-    async fn run(mut self) {
+    async fn run(self) {
         let interval = self.cfg.interval;
-        // Every probe that can be outstanding, plus late and duplicate replies.
-        let cap = ((self.cfg.timeout.as_secs_f64() / interval.as_secs_f64()).ceil() as usize)
-            .saturating_mul(4)
-            .clamp(16, 4096);
-        let (tx, mut rx) = mpsc::channel::<ProbeEvent>(cap);
         let spec = ProbeSpec {
             ip: self.ip,
             size: self.cfg.size,
@@ -517,23 +628,12 @@ impl ProbeTask {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
-                Some(ev) = rx.recv() => self.on_event(&ev),
                 () = tokio::time::sleep_until(next) => {
                     let now = Instant::now();
                     let lag = now.saturating_duration_since(next);
                     self.shared.deps.metrics.observe_scheduler_lag(lag.as_secs_f64());
                     seq += 1;
-                    match self.shared.deps.pinger.send(&spec, seq, &tx) {
-                        Ok(_) => {
-                            self.metrics.on_sent();
-                            self.status.lock().sent += 1;
-                        }
-                        Err(e) => {
-                            self.metrics.on_send_error(e.reason());
-                            tracing::debug!(target_name = %self.cfg.name, ip = %self.ip, error = %e, "send failed");
-                            self.publish(Sample::local_error(&self.cfg.name, &self.cfg.host, Some(self.ip), Some(seq), e.to_string()));
-                        }
-                    }
+                    self.send(&spec, seq);
                     k = k.saturating_add(1);
                     next = start + interval.saturating_mul(k);
                     if next <= now {
@@ -547,18 +647,71 @@ impl ProbeTask {
         }
     }
 
-    fn on_event(&mut self, ev: &ProbeEvent) {
-        self.metrics.on_event(ev);
+    fn send(&self, spec: &ProbeSpec, seq: u64) {
+        match self.shared.deps.pinger.send(spec, seq, &self.sink) {
+            Ok(_) => {
+                self.metrics.on_sent();
+                self.status.lock().sent += 1;
+            }
+            Err(e) => {
+                self.metrics.on_send_error(e.reason());
+                tracing::debug!(target_name = %self.cfg.name, ip = %self.ip, error = %e, "send failed");
+                self.shared.deps.live.publish(Sample::local_error(
+                    &self.cfg.name,
+                    &self.cfg.host,
+                    Some(self.ip),
+                    Some(seq),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+/// Records one (target, address)'s probe events as the engine delivers them: metrics, the
+/// window and last event of its status slot, and live samples. Runs inline on the engine's task
+/// (see [`EventHandler`]): a few atomics, one histogram, one uncontended lock; no channel and no
+/// task wake-up per event.
+struct Recorder {
+    cfg: Arc<TargetConfig>,
+    live: LiveHub,
+    metrics: TargetMetrics,
+    status: StatusSlot,
+    /// The address's token: once stopped, events of probes still in flight are dropped.
+    cancel: CancellationToken,
+    /// Set when the first probe settles (reply, timeout or ICMP error), for readiness.
+    settled_once: AtomicBool,
+    /// Wakes the target's task to look at `settled_once`.
+    first: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("target", &self.cfg.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventHandler for Recorder {
+    fn on_event(&self, ev: ProbeEvent) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        self.metrics.on_event(&ev);
         let settled = match &ev.kind {
             EventKind::Reply(r) => Some(Some(r.rtt.as_secs_f64())),
             EventKind::Timeout | EventKind::IcmpError(_) => Some(None),
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
+        // Building a sample allocates: only when someone is listening.
+        let sample = (self.live.readers() > 0)
+            .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
             let gauges = {
                 let mut slot = self.status.lock();
                 slot.window.push(rtt);
-                slot.last = Some(ev.clone());
+                slot.last = Some(ev);
                 slot.window.gauges()
             };
             self.metrics.set_window(
@@ -570,18 +723,13 @@ impl ProbeTask {
                     stddev,
                 }),
             );
-            if let Some(tx) = self.first_tx.take() {
-                let _ = tx.try_send(self.ip);
+            if !self.settled_once.swap(true, Ordering::AcqRel) {
+                self.first.notify_one();
             }
         }
-        // Building a sample allocates: only when someone is listening.
-        if self.shared.deps.live.readers() > 0 {
-            self.publish(Sample::from_event(&self.cfg.name, &self.cfg.host, ev));
+        if let Some(sample) = sample {
+            self.live.publish(sample);
         }
-    }
-
-    fn publish(&self, sample: Sample) {
-        self.shared.deps.live.publish(sample);
     }
 }
 

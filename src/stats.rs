@@ -207,9 +207,13 @@ impl Accumulator {
 #[derive(Clone, Debug)]
 pub struct Window {
     capacity: usize,
-    // None = lost, Some(rtt) = replied.
-    slots: VecDeque<Option<f64>>,
+    // RTT of a reply in seconds, NaN for a loss: half the size of `Option<f64>`, which counts at
+    // tens of thousands of targets. A non-finite RTT is kept as infinity (a reply, outside the
+    // RTT statistics).
+    slots: VecDeque<f64>,
 }
+
+const LOST: f64 = f64::NAN;
 
 /// What the window gauges need, from [`Window::gauges`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -248,27 +252,30 @@ impl Window {
         if self.slots.len() == self.capacity {
             self.slots.pop_front();
         }
-        self.slots.push_back(rtt);
+        self.slots.push_back(match rtt {
+            None => LOST,
+            Some(v) if v.is_nan() => f64::INFINITY,
+            Some(v) => v,
+        });
     }
 
     /// Loss and min/mean/max/stddev in one pass, without allocating or sorting: what the
     /// `pingscope_window_*` gauges need after every probe. Percentiles come from [`Window::stats`].
     pub fn gauges(&self) -> WindowGauges {
         let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for rtt in self.slots.iter().flatten().filter(|v| v.is_finite()) {
+        for rtt in self.slots.iter().filter(|v| v.is_finite()) {
             n += 1;
             sum += rtt;
             min = min.min(*rtt);
             max = max.max(*rtt);
         }
         let probes = self.slots.len();
-        let lost = self.slots.iter().filter(|s| s.is_none()).count();
+        let lost = self.slots.iter().filter(|s| s.is_nan()).count();
         let rtt = (n > 0).then(|| {
             let mean = sum / n as f64;
             let var = self
                 .slots
                 .iter()
-                .flatten()
                 .filter(|v| v.is_finite())
                 .map(|v| (v - mean).powi(2))
                 .sum::<f64>()
@@ -288,7 +295,7 @@ impl Window {
 
     /// Current statistics.
     pub fn stats(&self) -> WindowStats {
-        let rtts: Vec<f64> = self.slots.iter().flatten().copied().collect();
+        let rtts: Vec<f64> = self.slots.iter().copied().filter(|v| !v.is_nan()).collect();
         let probes = self.slots.len();
         let lost = probes - rtts.len();
         WindowStats {

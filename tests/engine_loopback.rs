@@ -75,7 +75,8 @@ async fn collect(
 }
 
 async fn ping_and_check(engine: &Arc<IcmpEngine>, ip: IpAddr, expect_ttl: Option<u8>) {
-    let (tx, mut rx) = mpsc::channel(64);
+    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(64);
+    let tx = pingscope::engine::EventSink::from(tx);
     let mut seqs = Vec::new();
     for tag in 0..5u64 {
         seqs.push(
@@ -165,7 +166,8 @@ async fn socket_options_open_their_own_sockets() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel(8);
+    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(8);
+    let tx = pingscope::engine::EventSink::from(tx);
     let mut s = spec(IpAddr::V4(Ipv4Addr::LOCALHOST), Duration::from_secs(2));
     s.options = SocketOptions {
         ttl: Some(5),
@@ -223,7 +225,8 @@ async fn thousand_loopback_addresses_concurrently() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel(4096);
+    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(4096);
+    let tx = pingscope::engine::EventSink::from(tx);
     let addrs: Vec<IpAddr> = (0..1000u32)
         .map(|i| {
             IpAddr::V4(Ipv4Addr::new(
@@ -266,7 +269,8 @@ async fn sequence_wraps_after_65536_probes_to_one_address() {
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (tx, mut rx) = mpsc::channel(1024);
+    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(1024);
+    let tx = pingscope::engine::EventSink::from(tx);
     const TOTAL: u64 = 66_000;
     const WINDOW: u64 = 500;
     let started = Instant::now();
@@ -322,7 +326,8 @@ fn in_flight_limit_refuses_sends() {
             ..EngineConfig::default()
         })
         .expect("engine");
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(16);
+        let tx = pingscope::engine::EventSink::from(tx);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         for tag in 0..4 {
             engine
@@ -350,7 +355,8 @@ async fn full_sink_drops_and_counts() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(1);
+    let tx = pingscope::engine::EventSink::from(tx);
     for tag in 0..3 {
         engine
             .send(

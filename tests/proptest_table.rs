@@ -52,6 +52,7 @@ proptest! {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut t = InFlightTable::new(cap, recent_cap);
         let (tx, _rx) = mpsc::channel::<ProbeEvent>(1);
+        let tx = pingscope::engine::EventSink::from(tx);
         let mut rng = Lcg(seed);
         // seq → stamp of the probe that holds it now (in flight); stamps are unique per probe.
         let mut live: HashMap<u16, u64> = HashMap::new();

@@ -129,26 +129,26 @@ impl Pinger for FakePinger {
                 Step::Reply { rtt, ttl } if rtt <= timeout => {
                     tokio::time::sleep(rtt).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let _ = sink.try_send(ev(EventKind::Reply(reply(rtt, ttl))));
+                    let _ = sink.deliver(ev(EventKind::Reply(reply(rtt, ttl))));
                 }
                 Step::Reply { rtt, ttl } => {
                     tokio::time::sleep(timeout).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let _ = sink.try_send(ev(EventKind::Timeout));
+                    let _ = sink.deliver(ev(EventKind::Timeout));
                     tokio::time::sleep(rtt - timeout).await;
-                    let _ = sink.try_send(ev(EventKind::Late(reply(rtt, ttl))));
+                    let _ = sink.deliver(ev(EventKind::Late(reply(rtt, ttl))));
                 }
                 Step::Duplicate { rtt, gap } => {
                     tokio::time::sleep(rtt).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let _ = sink.try_send(ev(EventKind::Reply(reply(rtt, 64))));
+                    let _ = sink.deliver(ev(EventKind::Reply(reply(rtt, 64))));
                     tokio::time::sleep(gap).await;
-                    let _ = sink.try_send(ev(EventKind::Duplicate(reply(rtt + gap, 64))));
+                    let _ = sink.deliver(ev(EventKind::Duplicate(reply(rtt + gap, 64))));
                 }
                 Step::Drop | Step::SendFails => {
                     tokio::time::sleep(timeout).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
-                    let _ = sink.try_send(ev(EventKind::Timeout));
+                    let _ = sink.deliver(ev(EventKind::Timeout));
                 }
                 Step::Error { after, kind } => {
                     tokio::time::sleep(after.min(timeout)).await;
@@ -159,7 +159,7 @@ impl Pinger for FakePinger {
                         (_, IpAddr::V4(_)) => (3, ip),
                         (_, IpAddr::V6(_)) => (1, ip),
                     };
-                    let _ = sink.try_send(ev(EventKind::IcmpError(IcmpErrorInfo {
+                    let _ = sink.deliver(ev(EventKind::IcmpError(IcmpErrorInfo {
                         kind,
                         icmp_type,
                         icmp_code: 0,

@@ -8,8 +8,8 @@
 //! payload, takes the wall-clock send time and calls `sendto`. Each socket's receive task
 //! (tokio `AsyncFd`, `recvmsg` with control messages) reads replies and ICMP errors, keyed by
 //! (destination, identifier, sequence), and asks the table what they are. One timer task sleeps
-//! until the earliest deadline. Events leave through `try_send`; a full sink loses the event
-//! and [`IcmpEngine::counters`] counts it.
+//! until the earliest deadline. Events leave through [`EventSink::deliver`]; a full channel loses
+//! the event and [`IcmpEngine::counters`] counts it.
 //!
 //! Datagram ("ping") sockets come first, raw sockets second. On datagram sockets the kernel
 //! sets the identifier (the socket's port) and delivers ICMP errors on the error queue
@@ -49,14 +49,15 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::AbortHandle;
 
 use super::packet::{self, Icmp, PayloadStamp};
 use super::socket::{self, OpenSocket, Received, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6};
 pub use super::socket::{SocketKind, SocketPreference};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome};
-use super::{EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError, SocketOptions};
+use super::{
+    EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError, SocketOptions, Undelivered,
+};
 
 /// Where reply timestamps come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,7 +87,9 @@ impl Default for EngineConfig {
         Self {
             socket: SocketPreference::Auto,
             max_in_flight: 65_536,
-            recent_capacity: 65_536,
+            // 7/8 of 65,536: the most a hash table of 65,536 buckets holds; one more entry
+            // doubles it (about 6 MiB more at this size).
+            recent_capacity: 57_344,
             timestamps: TimestampSource::Kernel,
         }
     }
@@ -128,7 +131,7 @@ fn bump(c: &AtomicU64) {
 struct Shared {
     // One lock for the table: every operation on it is a few map updates, never I/O, so
     // contention between senders, receive tasks and the timer stays short. Events are handed
-    // to sinks (`try_send`, never waiting) while it is held, which keeps each probe's events
+    // to sinks (never waiting) while it is held, which keeps each probe's events
     // in order: terminal first, then late or duplicate.
     table: Mutex<InFlightTable>,
     timer: Notify,
@@ -139,13 +142,13 @@ struct Shared {
 impl Shared {
     fn deliver(&self, deliveries: impl IntoIterator<Item = Delivery>) {
         for (sink, event) in deliveries {
-            match sink.try_send(event) {
+            match sink.deliver(event) {
                 Ok(()) => {}
-                Err(TrySendError::Full(ev)) => {
+                Err(Undelivered::Full(ev)) => {
                     bump(&self.counters.events_dropped);
                     tracing::debug!(ip = %ev.ip, tag = ev.tag, "event sink full; event dropped");
                 }
-                Err(TrySendError::Closed(_)) => bump(&self.counters.sink_closed),
+                Err(Undelivered::Closed) => bump(&self.counters.sink_closed),
             }
         }
     }

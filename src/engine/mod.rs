@@ -9,8 +9,9 @@
 //! - then possibly [`EventKind::Late`] (a reply after the deadline, already reported as a timeout)
 //!   or [`EventKind::Duplicate`] (a further reply to an answered probe).
 //!
-//! The engine never waits on a sink: events go out with `try_send`, and a full sink loses the
-//! event (counted by the engine). Callers size their sinks for their probe rate.
+//! The engine never waits on a sink: a channel sink gets events with `try_send` (a full one
+//! loses the event, counted by the engine; callers size their channels for their probe rate),
+//! and an [`EventHandler`] sink is called inline.
 
 pub mod fake;
 pub mod icmp;
@@ -19,6 +20,7 @@ pub mod socket;
 pub mod table;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -138,8 +140,62 @@ impl IcmpErrorKind {
     }
 }
 
+/// Takes a probe's events inline, on the engine's own task, in the order they happen.
+///
+/// For callers that only record (the scheduler: counters, histograms, the window), a handler
+/// saves a channel and a task wake-up per event. It runs while the engine holds its in-flight
+/// table, so it must be quick, must not block, and must never call back into the engine.
+pub trait EventHandler: Send + Sync + std::fmt::Debug + 'static {
+    /// One event of a probe sent with this handler's sink.
+    fn on_event(&self, event: ProbeEvent);
+}
+
 /// Where the engine delivers a probe's events.
-pub type EventSink = mpsc::Sender<ProbeEvent>;
+#[derive(Clone, Debug)]
+pub enum EventSink {
+    /// A bounded channel: a full channel loses the event (the engine counts it), a closed one
+    /// means the caller is gone.
+    Channel(mpsc::Sender<ProbeEvent>),
+    /// Called inline; see [`EventHandler`].
+    Handler(Arc<dyn EventHandler>),
+}
+
+/// Why [`EventSink::deliver`] could not hand an event over.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// The channel is full; the event is returned.
+    Full(ProbeEvent),
+    /// The receiver is gone.
+    Closed,
+}
+
+impl EventSink {
+    /// Hands one event over without waiting.
+    pub fn deliver(&self, event: ProbeEvent) -> Result<(), Undelivered> {
+        match self {
+            Self::Channel(tx) => tx.try_send(event).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(ev) => Undelivered::Full(ev),
+                mpsc::error::TrySendError::Closed(_) => Undelivered::Closed,
+            }),
+            Self::Handler(handler) => {
+                handler.on_event(event);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl From<mpsc::Sender<ProbeEvent>> for EventSink {
+    fn from(tx: mpsc::Sender<ProbeEvent>) -> Self {
+        Self::Channel(tx)
+    }
+}
+
+impl<H: EventHandler> From<Arc<H>> for EventSink {
+    fn from(handler: Arc<H>) -> Self {
+        Self::Handler(handler)
+    }
+}
 
 /// Why a probe could not be sent.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,8 @@ const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const ID: u16 = 0x4242;
 
 fn sink() -> (EventSink, mpsc::Receiver<ProbeEvent>) {
-    mpsc::channel(16)
+    let (tx, rx) = mpsc::channel(16);
+    (tx.into(), rx)
 }
 
 fn t0() -> (Instant, SystemTime) {
@@ -342,7 +343,8 @@ proptest::proptest! {
         let (start, wall) = t0();
         let cap = 8;
         let mut t = InFlightTable::new(cap, 64);
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = mpsc::channel::<ProbeEvent>(1);
+        let tx = EventSink::from(tx);
         let mut now = start;
         let mut sent: Vec<(Key, u64)> = Vec::new(); // (key, stamp); tag = index
         let mut terminal: HashMap<u64, usize> = HashMap::new();
