@@ -131,10 +131,16 @@ def main():
           lambda v: v <= 50)
     big = max((n for (t, n) in runs if t == "pingscope"), default=None)
     if big:
-        check(f"N={big:,}: probes sent / expected", m("pingscope", big, "sent_pct"), "100 %",
-              lambda v: v >= 99.0)
-        check(f"N={big:,}: scheduler lag p99 ms", m("pingscope", big, "lag_p99_s", 1e3),
-              "< 10 ms", lambda v: v < 10)
+        # The window's edges cut a few probes either way: 99.9 % is "every probe" here.
+        check(f"N={big:,}: probes sent / expected %", m("pingscope", big, "sent_pct"), "100 %",
+              lambda v: v >= 99.9)
+        # p99 < 10 ms holds exactly when under 1 % of sends are more than 10 ms late; that share
+        # is read off the 10 ms bucket boundary, while the p99 itself is interpolated inside the
+        # 10-50 ms bucket and only indicative.
+        check(f"N={big:,}: sends > 10 ms late, % (p99 < 10 ms ⇔ < 1 %)",
+              m("pingscope", big, "lag_over_10ms_ratio", 100), "< 1 %", lambda v: v < 1)
+        check(f"N={big:,}: scheduler lag p99 ms (interpolated)",
+              m("pingscope", big, "lag_p99_s", 1e3), "< 10 ms", lambda v: v < 10)
     if startups:
         check(f"startup: HTTP ready ms (median of {len(startups)})",
               med(startups, "http_ready_s", 1e3), "≤ 50 ms", lambda v: v <= 50)
