@@ -3,7 +3,7 @@
 //! histograms), series lifecycle (created at zero, forgotten), negotiation, and a real
 //! Prometheus scraping both formats (in `metrics_format/prometheus.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
@@ -181,10 +181,23 @@ fn gw_labels() -> TargetLabels {
 }
 
 fn fixture(native: bool) -> Result<Fixture, Box<dyn std::error::Error>> {
-    let metrics = Metrics::new(MetricsOptions {
+    fixture_with(MetricsOptions {
         native,
         ..MetricsOptions::default()
-    })?;
+    })
+}
+
+/// Native histograms with the classic buckets kept in protobuf too.
+fn fixture_both() -> Result<Fixture, Box<dyn std::error::Error>> {
+    fixture_with(MetricsOptions {
+        native: true,
+        classic_in_protobuf: true,
+        ..MetricsOptions::default()
+    })
+}
+
+fn fixture_with(options: MetricsOptions) -> Result<Fixture, Box<dyn std::error::Error>> {
+    let metrics = Metrics::new(options)?;
     let gw = metrics.target(&gw_labels(), "gw.test", Family::Auto);
     let v6 = metrics.target(&labels("v6", V6, &[]), "localhost", Family::Ip6);
     let idle = metrics.target(
@@ -527,6 +540,24 @@ fn forget_removes_every_series_of_one_target_and_keeps_the_others() -> TestResul
         .collect();
     assert_eq!(gw_lines, Vec::<&str>::new(), "gw series left");
     assert_eq!(others(&before), others(&after), "other targets changed");
+    // The protobuf registry (native-only histograms) forgets them too.
+    let gw_in_protobuf = |metrics: &Metrics| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let families = decode(&metrics.encode_protobuf()?)?;
+        Ok(families
+            .iter()
+            .filter(|f| f.name != "pingscope_resolve_errors_total")
+            .filter(|f| f.metric.iter().any(|m| label(m, "target") == Some("gw")))
+            .map(|f| f.name.clone())
+            .collect())
+    };
+    assert_eq!(
+        gw_in_protobuf(&f.metrics)?,
+        Vec::<String>::new(),
+        "gw left in protobuf"
+    );
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    let v6 = histogram_of(of_target(family(&families, "pingscope_rtt_seconds"), "v6"));
+    check_native(v6, &rtts(V6_SCRIPT), "v6 rtt after gw's forget");
     // The send-error family only had gw's series, so it is gone with its HELP and TYPE.
     assert!(!after.contains("pingscope_send_errors_total"));
 
@@ -544,10 +575,19 @@ fn forget_removes_every_series_of_one_target_and_keeps_the_others() -> TestResul
     check_target(&p, V6_L, &v6);
     assert_eq!(value(&p, "pingscope_lost_total", IDLE), 1.0);
 
-    // Coming back starts from zero.
+    // Coming back starts from zero, in both formats.
     let gw = f.metrics.target(&gw_labels(), "gw.test", Family::Auto);
     let p = parse(&f.metrics.encode_text()?);
     check_target(&p, GW, &Expected::default());
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    for name in ["pingscope_rtt_seconds", "pingscope_jitter_seconds"] {
+        let h = histogram_of(of_target(family(&families, name), "gw"));
+        check_native(h, &[], name);
+    }
+    play(&gw, &[Step::Reply(2_000, 60)]);
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    let h = histogram_of(of_target(family(&families, "pingscope_rtt_seconds"), "gw"));
+    check_native(h, &[0.002], "gw rtt after coming back");
     play(&gw, &[Step::Timeout]);
     assert_eq!(
         value(
@@ -618,8 +658,94 @@ fn label<'a>(m: &'a pb::Metric, name: &str) -> Option<&'a str> {
         .map(|l| l.value.as_str())
 }
 
+/// The RTTs of a script's replies, in seconds.
+fn rtts(script: &[Step]) -> Vec<f64> {
+    script
+        .iter()
+        .filter_map(|s| match s {
+            Step::Reply(us, _) => Some(*us as f64 / 1e6),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The IPDV jitter values a script's replies give.
+fn jitters(script: &[Step]) -> Vec<f64> {
+    rtts(script)
+        .windows(2)
+        .map(|w| (w[1] - w[0]).abs())
+        .collect()
+}
+
+/// The metric of `family` labelled `target`.
+fn of_target<'a>(family: &'a pb::MetricFamily, target: &str) -> &'a pb::Metric {
+    match family
+        .metric
+        .iter()
+        .find(|m| label(m, "target") == Some(target))
+    {
+        Some(m) => m,
+        None => panic!("{}: no series of {target}", family.name),
+    }
+}
+
+fn histogram_of(m: &pb::Metric) -> &pb::Histogram {
+    match m.histogram.as_ref() {
+        Some(h) => h,
+        None => panic!("not a histogram: {m:?}"),
+    }
+}
+
+/// The positive native buckets as index -> count, walking spans and deltas the way
+/// Prometheus does (a span's offset counts from the end of the previous span).
+fn native_buckets(h: &pb::Histogram) -> BTreeMap<i32, u64> {
+    let spanned: u32 = h.positive_span.iter().map(|s| s.length).sum();
+    assert_eq!(
+        spanned as usize,
+        h.positive_delta.len(),
+        "spans cover the deltas"
+    );
+    let mut out = BTreeMap::new();
+    let mut deltas = h.positive_delta.iter();
+    let (mut index, mut count) = (0_i32, 0_i64);
+    for span in &h.positive_span {
+        index += span.offset;
+        for _ in 0..span.length {
+            count += deltas.next().copied().unwrap_or_default();
+            assert!(count >= 0, "negative bucket count at {index}");
+            if count > 0 {
+                out.insert(index, count as u64);
+            }
+            index += 1;
+        }
+    }
+    out
+}
+
+/// Index of the native bucket holding `v` at `schema`: bucket `i` is (b^(i-1), b^i] with
+/// b = 2^(2^-schema).
+fn native_index(v: f64, schema: i32) -> i32 {
+    (v.log2() * 2_f64.powi(schema)).ceil() as i32
+}
+
+/// `h` holds exactly `values` in its native buckets, with matching count and sum.
+fn check_native(h: &pb::Histogram, values: &[f64], what: &str) {
+    assert_eq!(h.sample_count, values.len() as u64, "{what}: count");
+    assert!(close(h.sample_sum, values.iter().sum()), "{what}: sum");
+    assert!((-4..=8).contains(&h.schema), "{what}: schema {}", h.schema);
+    // A positive zero threshold marks the message as native even with no observation.
+    assert!(h.zero_threshold > 0.0, "{what}: zero threshold");
+    assert_eq!(h.zero_count, 0, "{what}: zero bucket");
+    assert!(h.negative_span.is_empty() && h.negative_delta.is_empty());
+    let mut want = BTreeMap::new();
+    for v in values {
+        *want.entry(native_index(*v, h.schema)).or_insert(0_u64) += 1;
+    }
+    assert_eq!(native_buckets(h), want, "{what}: native buckets");
+}
+
 #[test]
-fn protobuf_body_decodes_and_carries_native_and_classic_buckets() -> TestResult {
+fn protobuf_body_carries_native_buckets_only_by_default() -> TestResult {
     let f = fixture(true)?;
     let families = decode(&f.metrics.encode(Format::Protobuf)?)?;
     let text_families = parse(&f.metrics.encode_text()?).types.len();
@@ -629,44 +755,108 @@ fn protobuf_body_decodes_and_carries_native_and_classic_buckets() -> TestResult 
     assert_eq!(sent.r#type, pb::MetricType::Counter as i32);
     assert!(!sent.help.is_empty());
     assert_eq!(sent.metric.len(), 3);
+    let e = expected(GW_SCRIPT);
+    let gw_sent = of_target(sent, "gw")
+        .counter
+        .as_ref()
+        .ok_or("not a counter")?;
+    assert_eq!(gw_sent.value, e.sent);
 
     let rtt = family(&families, "pingscope_rtt_seconds");
     assert_eq!(rtt.r#type, pb::MetricType::Histogram as i32);
-    let gw = rtt
-        .metric
-        .iter()
-        .find(|m| label(m, "target") == Some("gw"))
-        .ok_or("no gw rtt")?;
+    let gw = of_target(rtt, "gw");
     assert_eq!(label(gw, "site"), Some("ams"));
     assert_eq!(label(gw, "rack"), Some("r\"1\\b"));
-    let h = gw.histogram.as_ref().ok_or("gw rtt is no histogram")?;
-    let e = expected(GW_SCRIPT);
-    assert_eq!(h.sample_count as f64, e.replies);
-    assert!(close(h.sample_sum, e.rtt_sum));
-    // Classic buckets, as configured.
-    assert_eq!(h.bucket.len(), MetricsOptions::default().buckets.len() + 1);
-    // Native buckets: a schema, spans, and deltas that add up to every observation.
-    assert!((-4..=8).contains(&h.schema), "schema {}", h.schema);
-    assert!(!h.positive_span.is_empty());
-    let spanned: u32 = h.positive_span.iter().map(|s| s.length).sum();
-    assert_eq!(spanned as usize, h.positive_delta.len());
-    let mut count = 0_i64;
-    let mut total = 0_i64;
-    for d in &h.positive_delta {
-        count += d;
-        total += count;
+
+    let jitter = family(&families, "pingscope_jitter_seconds");
+    let lag = family(&families, "pingscope_scheduler_lag_seconds");
+    let lag = lag.metric.first().ok_or("no scheduler lag series")?;
+    let cases = [
+        (histogram_of(gw), rtts(GW_SCRIPT), "gw rtt"),
+        (
+            histogram_of(of_target(rtt, "v6")),
+            rtts(V6_SCRIPT),
+            "v6 rtt",
+        ),
+        (histogram_of(of_target(rtt, "idle")), vec![], "idle rtt"),
+        (
+            histogram_of(of_target(jitter, "gw")),
+            jitters(GW_SCRIPT),
+            "gw jitter",
+        ),
+        (
+            histogram_of(of_target(jitter, "v6")),
+            jitters(V6_SCRIPT),
+            "v6 jitter",
+        ),
+        (histogram_of(lag), vec![0.000_3], "scheduler lag"),
+    ];
+    for (h, values, what) in &cases {
+        assert_eq!(h.bucket, Vec::new(), "{what}: classic buckets in protobuf");
+        check_native(h, values, what);
     }
-    assert_eq!(total as f64 + h.zero_count as f64, e.replies);
+    Ok(())
+}
+
+#[test]
+fn protobuf_body_keeps_classic_buckets_when_asked_or_without_native() -> TestResult {
+    let classic_len = MetricsOptions::default().buckets.len() + 1;
+
+    // classic_in_protobuf: both kinds of buckets in one message.
+    let f = fixture_both()?;
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    let rtt = family(&families, "pingscope_rtt_seconds");
+    let h = histogram_of(of_target(rtt, "gw"));
+    assert_eq!(h.bucket.len(), classic_len);
+    let inf = h.bucket.last().ok_or("no +Inf bucket")?;
+    assert_eq!(inf.cumulative_count, expected(GW_SCRIPT).replies as u64);
+    check_native(h, &rtts(GW_SCRIPT), "gw rtt, both");
+    let lag = family(&families, "pingscope_scheduler_lag_seconds");
+    let h = histogram_of(lag.metric.first().ok_or("no scheduler lag series")?);
+    assert!(!h.bucket.is_empty());
+    check_native(h, &[0.000_3], "scheduler lag, both");
+
+    // The same families either way; only the histograms' buckets differ.
+    let split = decode(&fixture(true)?.metrics.encode_protobuf()?)?;
+    let names = |fs: &[pb::MetricFamily]| -> Vec<(String, i32, usize)> {
+        fs.iter()
+            .map(|f| (f.name.clone(), f.r#type, f.metric.len()))
+            .collect()
+    };
+    assert_eq!(names(&split), names(&families));
 
     // Without native buckets the histogram is classic only.
     let f = fixture(false)?;
     let families = decode(&f.metrics.encode_protobuf()?)?;
     let rtt = family(&families, "pingscope_rtt_seconds");
     for m in &rtt.metric {
-        let h = m.histogram.as_ref().ok_or("not a histogram")?;
+        let h = histogram_of(m);
         assert!(h.positive_span.is_empty() && h.positive_delta.is_empty());
-        assert_eq!(h.bucket.len(), MetricsOptions::default().buckets.len() + 1);
+        assert_eq!(h.zero_threshold, 0.0);
+        assert_eq!(h.bucket.len(), classic_len);
     }
+    Ok(())
+}
+
+#[test]
+fn text_body_is_the_same_whatever_protobuf_carries() -> TestResult {
+    let split = fixture(true)?.metrics.encode_text()?;
+    let both = fixture_both()?.metrics.encode_text()?;
+    let classic = fixture(false)?.metrics.encode_text()?;
+    // Series order inside a family follows a hash map, so compare the sorted lines.
+    let sorted = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&split), sorted(&both));
+    assert_eq!(sorted(&split), sorted(&classic));
+    // Each of the three targets has every classic bucket, +Inf included.
+    let buckets = split
+        .lines()
+        .filter(|l| l.starts_with("pingscope_rtt_seconds_bucket{"))
+        .count();
+    assert_eq!(buckets, 3 * (MetricsOptions::default().buckets.len() + 1));
     Ok(())
 }
 
