@@ -21,9 +21,12 @@
 //!   [`MetricsOptions::classic_in_protobuf`] one `Histogram::new_classic_and_native` per series
 //!   serves both formats (protobuf gets both kinds of buckets, text the classic ones); with
 //!   [`MetricsOptions::native`] off, histograms are classic only.
+//! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
+//!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
 //! - Level gauges owned by other modules: a small collector calls their closures at scrape time.
 
 mod format;
+mod histogram;
 mod labels;
 mod registry;
 mod target;
@@ -49,6 +52,7 @@ pub use format::{Format, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE, negotiate};
 pub use labels::{RESERVED_LABELS, TargetLabels};
 pub use target::{TargetMetrics, WindowRtt};
 
+use histogram::{ClassicHistogram, SeriesHistogram};
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
 use target::TargetInner;
 
@@ -223,7 +227,7 @@ impl Layout {
 /// Makes histograms with one kind of buckets, or both.
 #[derive(Clone, Debug)]
 pub(crate) enum HistogramMaker {
-    /// Classic buckets with these upper bounds (+Inf implicit).
+    /// Classic buckets with these upper bounds (+Inf implicit), in our lean histogram.
     Classic(Arc<[f64]>),
     /// Native buckets only: only the protobuf encoder can encode these.
     Native(NativeHistogramConfig),
@@ -231,20 +235,22 @@ pub(crate) enum HistogramMaker {
     Both(Arc<[f64]>, NativeHistogramConfig),
 }
 
-impl MetricConstructor<Histogram> for HistogramMaker {
-    fn new_metric(&self) -> Histogram {
+impl MetricConstructor<SeriesHistogram> for HistogramMaker {
+    fn new_metric(&self) -> SeriesHistogram {
         match self {
-            Self::Classic(buckets) => Histogram::new(buckets.iter().copied()),
-            Self::Native(native) => Histogram::new_native(*native),
-            Self::Both(buckets, native) => {
-                Histogram::new_classic_and_native(buckets.iter().copied(), *native)
+            Self::Classic(bounds) => {
+                SeriesHistogram::Classic(ClassicHistogram::new(bounds.clone()))
             }
+            Self::Native(native) => SeriesHistogram::Client(Histogram::new_native(*native)),
+            Self::Both(bounds, native) => SeriesHistogram::Client(
+                Histogram::new_classic_and_native(bounds.iter().copied(), *native),
+            ),
         }
     }
 }
 
 /// A per-target histogram family.
-pub(crate) type HistogramFamily = Family<SeriesKey, Histogram, HistogramMaker>;
+pub(crate) type HistogramFamily = Family<SeriesKey, SeriesHistogram, HistogramMaker>;
 
 /// Handles on every per-target family (each a cheap `Arc` clone of the registered one).
 #[derive(Clone, Debug)]
@@ -307,9 +313,9 @@ struct Shared {
     /// (config load, reload, DNS changes) take it, never the probe path or a scrape.
     targets: Mutex<HashMap<SeriesKey, Arc<TargetInner>>>,
     resolve_errors: Family<NameLabel, Counter>,
-    scheduler_lag: Histogram,
+    scheduler_lag: SeriesHistogram,
     /// Native-only twin of `scheduler_lag` ([`Layout::Split`]).
-    scheduler_lag_native: Option<Histogram>,
+    scheduler_lag_native: Option<SeriesHistogram>,
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_gauges: Arc<ScrapeGauges>,

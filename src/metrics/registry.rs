@@ -11,10 +11,10 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::histogram::SeriesHistogram;
 use super::labels::NameLabel;
 use super::{BuildInfo, Families, FloatGauge, HistogramFamily, ScrapeGauges};
 
@@ -32,7 +32,7 @@ pub(crate) struct Shared<'a> {
 pub(crate) struct Histograms<'a> {
     pub rtt: &'a HistogramFamily,
     pub jitter: &'a HistogramFamily,
-    pub scheduler_lag: &'a Histogram,
+    pub scheduler_lag: &'a SeriesHistogram,
 }
 
 /// A registry with every family, the histograms taken from `h`.

@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 
+use super::histogram::SeriesHistogram;
 use super::labels::{InfoLabels, SeriesKey, Sub};
 use super::{Families, FloatGauge};
 use crate::engine::{EventKind, IcmpErrorKind, ProbeEvent};
@@ -81,12 +81,12 @@ pub(crate) struct TargetInner {
     lost: Counter,
     late: Counter,
     duplicates: Counter,
-    rtt: Histogram,
-    jitter: Histogram,
+    rtt: SeriesHistogram,
+    jitter: SeriesHistogram,
     /// The native-only twins in the protobuf registry, when it is separate (`Layout::Split`):
     /// each observation goes to both, each under its own histogram's lock only.
-    rtt_native: Option<Histogram>,
-    jitter_native: Option<Histogram>,
+    rtt_native: Option<SeriesHistogram>,
+    jitter_native: Option<SeriesHistogram>,
     /// RTT of the previous reply as `f64` bits; NaN until the first reply.
     last_rtt: AtomicU64,
     jitter_rfc3550: OnceLock<FloatGauge>,
