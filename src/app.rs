@@ -106,6 +106,7 @@ impl App {
         let metrics = Metrics::new(MetricsOptions {
             buckets: config.histogram.buckets.clone(),
             native: config.histogram.native,
+            classic_in_protobuf: config.histogram.classic_in_protobuf,
             build: BuildInfo::default(),
         })
         .context("building the metrics registry")?;

@@ -345,6 +345,7 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
         "histogram",
         "buckets",
         "native",
+        "classic_in_protobuf",
         "dns",
         "servers",
         "refresh",
@@ -448,6 +449,7 @@ fn every_default_is_applied() {
     assert_eq!(config.histogram.buckets.first(), Some(&0.0001));
     assert_eq!(config.histogram.buckets.last(), Some(&10.0));
     assert!(config.histogram.native);
+    assert!(!config.histogram.classic_in_protobuf);
     assert!(
         config
             .access
@@ -728,6 +730,28 @@ fn yaml_shape_errors_name_the_key() {
             .map(|e| e.to_string());
         assert_eq!(got.as_deref(), Some(want), "{src}");
     }
+}
+
+#[test]
+fn histogram_options_are_read_and_checked() {
+    let parse = |yaml: &str| parse_str(yaml, "h.yml", Path::new("")).map_err(|e| e.to_string());
+    let config = parse("defaults:\n  histogram:\n    classic_in_protobuf: true\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.histogram.native, "native keeps its default");
+    assert!(config.histogram.classic_in_protobuf);
+    let config =
+        parse("defaults:\n  histogram:\n    native: false\n    classic_in_protobuf: false\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.histogram.native);
+    assert!(!config.histogram.classic_in_protobuf);
+    assert_eq!(
+        parse("defaults:\n  histogram:\n    classic_in_protobuf: 3\n").err(),
+        Some("h.yml:3: defaults.histogram.classic_in_protobuf: expected boolean".to_owned())
+    );
+    assert_eq!(
+        parse("defaults:\n  histogram:\n    classic_in_proto: true\n").err(),
+        Some("h.yml:3: defaults.histogram.classic_in_proto: unknown key (known keys here: buckets, native, classic_in_protobuf)".to_owned())
+    );
 }
 
 #[test]

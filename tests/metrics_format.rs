@@ -1,6 +1,7 @@
 //! The `/metrics` registry end to end: scripted probe events for a few targets, then the text
-//! body (names, types, values, `promtool check metrics`), the protobuf body (framing, native
-//! histograms), series lifecycle (created at zero, forgotten), negotiation, and a real
+//! body (names, types, values, `promtool check metrics`, the same whatever protobuf carries),
+//! the protobuf body (framing, native and classic buckets, in `metrics_format/protobuf.rs`),
+//! series lifecycle (created at zero, forgotten from both formats), negotiation, and a real
 //! Prometheus scraping both formats (in `metrics_format/prometheus.rs`).
 
 use std::collections::HashMap;
@@ -15,11 +16,13 @@ use pingscope::metrics::{
     TargetLabels, TargetMetrics, WindowRtt, negotiate,
 };
 use pingscope::resolve::Family;
-use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
-use prost::Message;
 
 #[path = "metrics_format/prometheus.rs"]
 mod prometheus;
+#[path = "metrics_format/protobuf.rs"]
+mod protobuf;
+
+use protobuf::{check_native, decode, family, histogram_of, label, of_target, rtts};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -181,10 +184,23 @@ fn gw_labels() -> TargetLabels {
 }
 
 fn fixture(native: bool) -> Result<Fixture, Box<dyn std::error::Error>> {
-    let metrics = Metrics::new(MetricsOptions {
+    fixture_with(MetricsOptions {
         native,
         ..MetricsOptions::default()
-    })?;
+    })
+}
+
+/// Native histograms with the classic buckets kept in protobuf too.
+fn fixture_both() -> Result<Fixture, Box<dyn std::error::Error>> {
+    fixture_with(MetricsOptions {
+        native: true,
+        classic_in_protobuf: true,
+        ..MetricsOptions::default()
+    })
+}
+
+fn fixture_with(options: MetricsOptions) -> Result<Fixture, Box<dyn std::error::Error>> {
+    let metrics = Metrics::new(options)?;
     let gw = metrics.target(&gw_labels(), "gw.test", Family::Auto);
     let v6 = metrics.target(&labels("v6", V6, &[]), "localhost", Family::Ip6);
     let idle = metrics.target(
@@ -527,6 +543,24 @@ fn forget_removes_every_series_of_one_target_and_keeps_the_others() -> TestResul
         .collect();
     assert_eq!(gw_lines, Vec::<&str>::new(), "gw series left");
     assert_eq!(others(&before), others(&after), "other targets changed");
+    // The protobuf registry (native-only histograms) forgets them too.
+    let gw_in_protobuf = |metrics: &Metrics| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let families = decode(&metrics.encode_protobuf()?)?;
+        Ok(families
+            .iter()
+            .filter(|f| f.name != "pingscope_resolve_errors_total")
+            .filter(|f| f.metric.iter().any(|m| label(m, "target") == Some("gw")))
+            .map(|f| f.name.clone())
+            .collect())
+    };
+    assert_eq!(
+        gw_in_protobuf(&f.metrics)?,
+        Vec::<String>::new(),
+        "gw left in protobuf"
+    );
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    let v6 = histogram_of(of_target(family(&families, "pingscope_rtt_seconds"), "v6"));
+    check_native(v6, &rtts(V6_SCRIPT), "v6 rtt after gw's forget");
     // The send-error family only had gw's series, so it is gone with its HELP and TYPE.
     assert!(!after.contains("pingscope_send_errors_total"));
 
@@ -544,10 +578,19 @@ fn forget_removes_every_series_of_one_target_and_keeps_the_others() -> TestResul
     check_target(&p, V6_L, &v6);
     assert_eq!(value(&p, "pingscope_lost_total", IDLE), 1.0);
 
-    // Coming back starts from zero.
+    // Coming back starts from zero, in both formats.
     let gw = f.metrics.target(&gw_labels(), "gw.test", Family::Auto);
     let p = parse(&f.metrics.encode_text()?);
     check_target(&p, GW, &Expected::default());
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    for name in ["pingscope_rtt_seconds", "pingscope_jitter_seconds"] {
+        let h = histogram_of(of_target(family(&families, name), "gw"));
+        check_native(h, &[], name);
+    }
+    play(&gw, &[Step::Reply(2_000, 60)]);
+    let families = decode(&f.metrics.encode_protobuf()?)?;
+    let h = histogram_of(of_target(family(&families, "pingscope_rtt_seconds"), "gw"));
+    check_native(h, &[0.002], "gw rtt after coming back");
     play(&gw, &[Step::Timeout]);
     assert_eq!(
         value(
@@ -594,79 +637,25 @@ fn asking_again_keeps_counts_and_moves_target_info() -> TestResult {
     Ok(())
 }
 
-/// Splits a delimited protobuf body into its messages, checking the framing covers it exactly.
-fn decode(body: &[u8]) -> Result<Vec<pb::MetricFamily>, prost::DecodeError> {
-    let mut rest = body;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        out.push(pb::MetricFamily::decode_length_delimited(&mut rest)?);
-    }
-    Ok(out)
-}
-
-fn family<'a>(families: &'a [pb::MetricFamily], name: &str) -> &'a pb::MetricFamily {
-    match families.iter().find(|f| f.name == name) {
-        Some(f) => f,
-        None => panic!("no family {name}"),
-    }
-}
-
-fn label<'a>(m: &'a pb::Metric, name: &str) -> Option<&'a str> {
-    m.label
-        .iter()
-        .find(|l| l.name == name)
-        .map(|l| l.value.as_str())
-}
-
 #[test]
-fn protobuf_body_decodes_and_carries_native_and_classic_buckets() -> TestResult {
-    let f = fixture(true)?;
-    let families = decode(&f.metrics.encode(Format::Protobuf)?)?;
-    let text_families = parse(&f.metrics.encode_text()?).types.len();
-    assert_eq!(families.len(), text_families, "same families as text");
-
-    let sent = family(&families, "pingscope_sent_total");
-    assert_eq!(sent.r#type, pb::MetricType::Counter as i32);
-    assert!(!sent.help.is_empty());
-    assert_eq!(sent.metric.len(), 3);
-
-    let rtt = family(&families, "pingscope_rtt_seconds");
-    assert_eq!(rtt.r#type, pb::MetricType::Histogram as i32);
-    let gw = rtt
-        .metric
-        .iter()
-        .find(|m| label(m, "target") == Some("gw"))
-        .ok_or("no gw rtt")?;
-    assert_eq!(label(gw, "site"), Some("ams"));
-    assert_eq!(label(gw, "rack"), Some("r\"1\\b"));
-    let h = gw.histogram.as_ref().ok_or("gw rtt is no histogram")?;
-    let e = expected(GW_SCRIPT);
-    assert_eq!(h.sample_count as f64, e.replies);
-    assert!(close(h.sample_sum, e.rtt_sum));
-    // Classic buckets, as configured.
-    assert_eq!(h.bucket.len(), MetricsOptions::default().buckets.len() + 1);
-    // Native buckets: a schema, spans, and deltas that add up to every observation.
-    assert!((-4..=8).contains(&h.schema), "schema {}", h.schema);
-    assert!(!h.positive_span.is_empty());
-    let spanned: u32 = h.positive_span.iter().map(|s| s.length).sum();
-    assert_eq!(spanned as usize, h.positive_delta.len());
-    let mut count = 0_i64;
-    let mut total = 0_i64;
-    for d in &h.positive_delta {
-        count += d;
-        total += count;
-    }
-    assert_eq!(total as f64 + h.zero_count as f64, e.replies);
-
-    // Without native buckets the histogram is classic only.
-    let f = fixture(false)?;
-    let families = decode(&f.metrics.encode_protobuf()?)?;
-    let rtt = family(&families, "pingscope_rtt_seconds");
-    for m in &rtt.metric {
-        let h = m.histogram.as_ref().ok_or("not a histogram")?;
-        assert!(h.positive_span.is_empty() && h.positive_delta.is_empty());
-        assert_eq!(h.bucket.len(), MetricsOptions::default().buckets.len() + 1);
-    }
+fn text_body_is_the_same_whatever_protobuf_carries() -> TestResult {
+    let split = fixture(true)?.metrics.encode_text()?;
+    let both = fixture_both()?.metrics.encode_text()?;
+    let classic = fixture(false)?.metrics.encode_text()?;
+    // Series order inside a family follows a hash map, so compare the sorted lines.
+    let sorted = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&split), sorted(&both));
+    assert_eq!(sorted(&split), sorted(&classic));
+    // Each of the three targets has every classic bucket, +Inf included.
+    let buckets = split
+        .lines()
+        .filter(|l| l.starts_with("pingscope_rtt_seconds_bucket{"))
+        .count();
+    assert_eq!(buckets, 3 * (MetricsOptions::default().buckets.len() + 1));
     Ok(())
 }
 

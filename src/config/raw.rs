@@ -74,6 +74,7 @@ impl RawDefaults {
 pub(crate) struct RawHistogram {
     pub buckets: Option<S<Vec<S<f64>>>>,
     pub native: Option<S<bool>>,
+    pub classic_in_protobuf: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -259,6 +259,10 @@ pub struct HistogramConfig {
     pub buckets: Vec<f64>,
     /// Also expose native histograms to protobuf scrapers.
     pub native: bool,
+    /// With `native`, send the classic buckets to protobuf scrapers too (for a Prometheus
+    /// keeping both with `scrape_classic_histograms: true`); else protobuf carries native
+    /// buckets only. Text scrapes always get the classic buckets.
+    pub classic_in_protobuf: bool,
 }
 
 impl Default for HistogramConfig {
@@ -266,6 +270,7 @@ impl Default for HistogramConfig {
         Self {
             buckets: defaults::BUCKETS.to_vec(),
             native: true,
+            classic_in_protobuf: false,
         }
     }
 }

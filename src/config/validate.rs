@@ -229,6 +229,9 @@ fn histogram(issues: &mut Issues, raw: Option<super::raw::RawHistogram>) -> Hist
     if let Some(native) = &raw.native {
         out.native = native.value;
     }
+    if let Some(classic) = &raw.classic_in_protobuf {
+        out.classic_in_protobuf = classic.value;
+    }
     let Some(list) = &raw.buckets else {
         return out;
     };

@@ -13,14 +13,22 @@
 //! Built on prometheus-client 0.26. Where it needed help:
 //! - Custom label *names* per target: [`TargetLabels`] implements `EncodeLabelSet` by hand (the
 //!   derive needs names known at compile time); see [`labels`].
-//! - Native histograms alongside classic buckets: prometheus-client's
-//!   `Histogram::new_classic_and_native` keeps both; its protobuf encoder sends both in one
-//!   `Histogram` message and its text encoder sends the classic buckets. With
+//! - Native histograms: Prometheus ingests only the native buckets of a histogram that has
+//!   them, so by default the protobuf body carries native buckets only (plus sum and count) and
+//!   the text body classic buckets only. prometheus-client cannot tell a metric which format is
+//!   being encoded, so that takes two registries sharing every other family and two histograms
+//!   per series, each observation going to both (see [`Layout`] and [`registry`]). With
+//!   [`MetricsOptions::classic_in_protobuf`] one `Histogram::new_classic_and_native` per series
+//!   serves both formats (protobuf gets both kinds of buckets, text the classic ones); with
 //!   [`MetricsOptions::native`] off, histograms are classic only.
+//! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
+//!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
 //! - Level gauges owned by other modules: a small collector calls their closures at scrape time.
 
 mod format;
+mod histogram;
 mod labels;
+mod registry;
 mod target;
 
 use std::collections::HashMap;
@@ -36,8 +44,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::resolve::Family as AddressFamily;
 
@@ -45,6 +52,7 @@ pub use format::{Format, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE, negotiate};
 pub use labels::{RESERVED_LABELS, TargetLabels};
 pub use target::{TargetMetrics, WindowRtt};
 
+use histogram::{ClassicHistogram, SeriesHistogram};
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
 use target::TargetInner;
 
@@ -135,6 +143,10 @@ pub struct MetricsOptions {
     pub buckets: Vec<f64>,
     /// Also keep native (sparse, exponential) buckets, sent in protobuf scrapes.
     pub native: bool,
+    /// With `native`, send the classic buckets in protobuf scrapes too (for a Prometheus with
+    /// `scrape_classic_histograms: true`). Without it, protobuf histograms carry native buckets
+    /// only. Text scrapes always get the classic buckets.
+    pub classic_in_protobuf: bool,
     /// Labels of `pingscope_build_info`.
     pub build: BuildInfo,
 }
@@ -144,6 +156,7 @@ impl Default for MetricsOptions {
         Self {
             buckets: DEFAULT_BUCKETS.to_vec(),
             native: true,
+            classic_in_protobuf: false,
             build: BuildInfo::default(),
         }
     }
@@ -188,22 +201,56 @@ type GaugeSource = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// A `Gauge<f64>`.
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Makes the RTT and jitter histograms with the configured buckets.
-#[derive(Clone, Debug)]
-pub(crate) struct HistogramMaker {
-    buckets: Arc<[f64]>,
-    native: Option<NativeHistogramConfig>,
+/// Which buckets the histograms of each exposition carry, from [`MetricsOptions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `native` off: one classic histogram per series, one registry for both formats.
+    Classic,
+    /// `native` and `classic_in_protobuf`: one classic-and-native histogram per series, one
+    /// registry; text encodes its classic buckets, protobuf both kinds.
+    Both,
+    /// `native` alone (the default): a classic histogram in the text registry and a native-only
+    /// one in the protobuf registry per series; each observation goes to both.
+    Split,
 }
 
-impl MetricConstructor<Histogram> for HistogramMaker {
-    fn new_metric(&self) -> Histogram {
-        let classic = self.buckets.iter().copied();
-        match self.native {
-            Some(native) => Histogram::new_classic_and_native(classic, native),
-            None => Histogram::new(classic),
+impl Layout {
+    fn of(options: &MetricsOptions) -> Self {
+        match (options.native, options.classic_in_protobuf) {
+            (false, _) => Self::Classic,
+            (true, true) => Self::Both,
+            (true, false) => Self::Split,
         }
     }
 }
+
+/// Makes histograms with one kind of buckets, or both.
+#[derive(Clone, Debug)]
+pub(crate) enum HistogramMaker {
+    /// Classic buckets with these upper bounds (+Inf implicit), in our lean histogram.
+    Classic(Arc<[f64]>),
+    /// Native buckets only: only the protobuf encoder can encode these.
+    Native(NativeHistogramConfig),
+    /// Both.
+    Both(Arc<[f64]>, NativeHistogramConfig),
+}
+
+impl MetricConstructor<SeriesHistogram> for HistogramMaker {
+    fn new_metric(&self) -> SeriesHistogram {
+        match self {
+            Self::Classic(bounds) => {
+                SeriesHistogram::Classic(ClassicHistogram::new(bounds.clone()))
+            }
+            Self::Native(native) => SeriesHistogram::Client(Histogram::new_native(*native)),
+            Self::Both(bounds, native) => SeriesHistogram::Client(
+                Histogram::new_classic_and_native(bounds.iter().copied(), *native),
+            ),
+        }
+    }
+}
+
+/// A per-target histogram family.
+pub(crate) type HistogramFamily = Family<SeriesKey, SeriesHistogram, HistogramMaker>;
 
 /// Handles on every per-target family (each a cheap `Arc` clone of the registered one).
 #[derive(Clone, Debug)]
@@ -214,8 +261,12 @@ pub(crate) struct Families {
     duplicates: Family<SeriesKey, Counter>,
     icmp_errors: Family<(SeriesKey, Sub), Counter>,
     send_errors: Family<(SeriesKey, Sub), Counter>,
-    rtt: Family<SeriesKey, Histogram, HistogramMaker>,
-    jitter: Family<SeriesKey, Histogram, HistogramMaker>,
+    /// The histograms of the text registry (and of the protobuf one unless [`Layout::Split`]).
+    rtt: HistogramFamily,
+    jitter: HistogramFamily,
+    /// Native-only twins of `rtt` and `jitter`, in the protobuf registry ([`Layout::Split`]).
+    rtt_native: Option<HistogramFamily>,
+    jitter_native: Option<HistogramFamily>,
     jitter_rfc3550: Family<SeriesKey, FloatGauge>,
     reply_ttl: Family<SeriesKey, Gauge>,
     window_loss: Family<SeriesKey, FloatGauge>,
@@ -253,13 +304,18 @@ impl Collector for ScrapeGauges {
 
 #[derive(Debug)]
 struct Shared {
+    /// Every series; encoded for text scrapes, and for protobuf ones unless `protobuf` is set.
     registry: Registry,
+    /// The protobuf registry of [`Layout::Split`]: the same families but the histograms.
+    protobuf: Option<Registry>,
     families: Families,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
     /// (config load, reload, DNS changes) take it, never the probe path or a scrape.
     targets: Mutex<HashMap<SeriesKey, Arc<TargetInner>>>,
     resolve_errors: Family<NameLabel, Counter>,
-    scheduler_lag: Histogram,
+    scheduler_lag: SeriesHistogram,
+    /// Native-only twin of `scheduler_lag` ([`Layout::Split`]).
+    scheduler_lag_native: Option<SeriesHistogram>,
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_gauges: Arc<ScrapeGauges>,
@@ -277,12 +333,27 @@ impl Metrics {
     /// Builds the registry with every family registered (series appear as targets are added).
     pub fn new(options: MetricsOptions) -> Result<Self, MetricsError> {
         check_buckets(&options.buckets)?;
-        let native = options
-            .native
-            .then(|| NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS));
-        let maker = HistogramMaker {
-            buckets: options.buckets.into(),
-            native,
+        let layout = Layout::of(&options);
+        let native = NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS);
+        let buckets: Arc<[f64]> = options.buckets.into();
+        let lag_buckets: Arc<[f64]> = LAG_BUCKETS.into();
+        // The histograms of the first registry, and the native-only ones of the second.
+        let (maker, lag_maker, native_maker) = match layout {
+            Layout::Classic => (
+                HistogramMaker::Classic(buckets),
+                HistogramMaker::Classic(lag_buckets),
+                None,
+            ),
+            Layout::Both => (
+                HistogramMaker::Both(buckets, native),
+                HistogramMaker::Both(lag_buckets, native),
+                None,
+            ),
+            Layout::Split => (
+                HistogramMaker::Classic(buckets),
+                HistogramMaker::Classic(lag_buckets),
+                Some(HistogramMaker::Native(native)),
+            ),
         };
         let families = Families {
             sent: Family::default(),
@@ -293,6 +364,8 @@ impl Metrics {
             send_errors: Family::default(),
             rtt: Family::new_with_constructor(maker.clone()),
             jitter: Family::new_with_constructor(maker),
+            rtt_native: native_maker.clone().map(Family::new_with_constructor),
+            jitter_native: native_maker.clone().map(Family::new_with_constructor),
             jitter_rfc3550: Family::default(),
             reply_ttl: Family::default(),
             window_loss: Family::default(),
@@ -300,120 +373,53 @@ impl Metrics {
             target_info: Family::default(),
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
-        let scheduler_lag = match native {
-            Some(native) => Histogram::new_classic_and_native(LAG_BUCKETS.iter().copied(), native),
-            None => Histogram::new(LAG_BUCKETS.iter().copied()),
-        };
+        let scheduler_lag = lag_maker.new_metric();
+        let scheduler_lag_native = native_maker.as_ref().map(HistogramMaker::new_metric);
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_gauges = Arc::new(ScrapeGauges::default());
 
-        let mut registry = Registry::with_prefix("pingscope");
-        let f = &families;
-        let r = &mut registry;
-        // Help texts get their full stop from prometheus-client.
-        r.register("sent", "Echo requests sent", f.sent.clone());
-        r.register_with_unit(
-            "rtt",
-            "Round-trip time of replies received within the timeout",
-            Unit::Seconds,
-            f.rtt.clone(),
+        let shared = registry::Shared {
+            families: &families,
+            resolve_errors: &resolve_errors,
+            reload_successful: &reload_successful,
+            reload_success_timestamp: &reload_success_timestamp,
+            scrape_gauges: &scrape_gauges,
+            build: &options.build,
+        };
+        let registry = registry::build(
+            &shared,
+            &registry::Histograms {
+                rtt: &families.rtt,
+                jitter: &families.jitter,
+                scheduler_lag: &scheduler_lag,
+            },
         );
-        r.register(
-            "lost",
-            "Probes that got no reply within the timeout, or got an ICMP error",
-            f.lost.clone(),
-        );
-        r.register(
-            "late_replies",
-            "Replies that came after the timeout (already counted lost)",
-            f.late.clone(),
-        );
-        r.register("duplicates", "Duplicate replies", f.duplicates.clone());
-        r.register(
-            "icmp_errors",
-            "ICMP errors received for our probes, by type",
-            f.icmp_errors.clone(),
-        );
-        r.register(
-            "send_errors",
-            "Echo requests that failed to send locally, by reason",
-            f.send_errors.clone(),
-        );
-        r.register_with_unit(
-            "jitter",
-            "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)",
-            Unit::Seconds,
-            f.jitter.clone(),
-        );
-        r.register_with_unit(
-            "jitter_rfc3550",
-            "RFC 3550 smoothed jitter of the replies",
-            Unit::Seconds,
-            f.jitter_rfc3550.clone(),
-        );
-        r.register(
-            "reply_ttl",
-            "TTL or hop limit of the last reply",
-            f.reply_ttl.clone(),
-        );
-        r.register(
-            "window_loss_ratio",
-            "Loss ratio over the target's last window of probes",
-            f.window_loss.clone(),
-        );
-        r.register_with_unit(
-            "window_rtt",
-            "RTT statistics over the target's last window of probes",
-            Unit::Seconds,
-            f.window_rtt.clone(),
-        );
-        r.register(
-            "target_info",
-            "The address a target resolves to now",
-            f.target_info.clone(),
-        );
-        r.register(
-            "resolve_errors",
-            "Failed DNS lookups of a target",
-            resolve_errors.clone(),
-        );
-        r.register_with_unit(
-            "scheduler_lag",
-            "How late probes were sent against their schedule",
-            Unit::Seconds,
-            scheduler_lag.clone(),
-        );
-        r.register(
-            "config_last_reload_successful",
-            "Whether the last configuration reload attempt was successful",
-            reload_successful.clone(),
-        );
-        r.register_with_unit(
-            "config_last_reload_success_timestamp",
-            "Timestamp of the last successful configuration reload",
-            Unit::Seconds,
-            reload_success_timestamp.clone(),
-        );
-        let b = options.build;
-        r.register(
-            "build",
-            "A metric with a constant 1 value labeled by version, revision and rustversion",
-            Info::new([
-                ("version", b.version),
-                ("revision", b.revision),
-                ("rustversion", b.rustversion),
-            ]),
-        );
-        r.register_collector(Box::new(scrape_gauges.clone()));
+        let protobuf = match (
+            &families.rtt_native,
+            &families.jitter_native,
+            &scheduler_lag_native,
+        ) {
+            (Some(rtt), Some(jitter), Some(scheduler_lag)) => Some(registry::build(
+                &shared,
+                &registry::Histograms {
+                    rtt,
+                    jitter,
+                    scheduler_lag,
+                },
+            )),
+            _ => None,
+        };
 
         Ok(Self {
             shared: Arc::new(Shared {
                 registry,
+                protobuf,
                 families,
                 targets: Mutex::new(HashMap::new()),
                 resolve_errors,
                 scheduler_lag,
+                scheduler_lag_native,
                 reload_successful,
                 reload_success_timestamp,
                 scrape_gauges,
@@ -509,7 +515,11 @@ impl Metrics {
     /// Records how late a probe was sent against its schedule. A send ahead of schedule
     /// counts as on time (0), so the histogram never grows negative buckets.
     pub fn observe_scheduler_lag(&self, seconds: f64) {
-        self.shared.scheduler_lag.observe(seconds.max(0.0));
+        let seconds = seconds.max(0.0);
+        self.shared.scheduler_lag.observe(seconds);
+        if let Some(native) = &self.shared.scheduler_lag_native {
+            native.observe(seconds);
+        }
     }
 
     /// Records the outcome of a config load or reload attempt made at `at`.
@@ -552,9 +562,15 @@ impl Metrics {
     }
 
     /// Encodes every series as length-delimited protobuf `MetricFamily` messages
-    /// ([`PROTOBUF_CONTENT_TYPE`]), native histogram buckets included.
+    /// ([`PROTOBUF_CONTENT_TYPE`]). With native histograms on, histograms carry native buckets
+    /// (and classic ones only with [`MetricsOptions::classic_in_protobuf`]).
     pub fn encode_protobuf(&self) -> Result<Vec<u8>, MetricsError> {
-        prometheus_protobuf::encode_to_vec(&self.shared.registry)
+        let registry = self
+            .shared
+            .protobuf
+            .as_ref()
+            .unwrap_or(&self.shared.registry);
+        prometheus_protobuf::encode_to_vec(registry)
             .map_err(|source| MetricsError::EncodeProtobuf { source })
     }
 }
@@ -594,6 +610,51 @@ mod tests {
         fn send_sync<T: Send + Sync + 'static>() {}
         send_sync::<Metrics>();
         send_sync::<TargetMetrics>();
+    }
+
+    #[test]
+    fn layout_follows_the_options() {
+        let layout = |native, classic_in_protobuf| {
+            Layout::of(&MetricsOptions {
+                native,
+                classic_in_protobuf,
+                ..MetricsOptions::default()
+            })
+        };
+        assert_eq!(Layout::of(&MetricsOptions::default()), Layout::Split);
+        assert_eq!(layout(true, false), Layout::Split);
+        assert_eq!(layout(true, true), Layout::Both);
+        assert_eq!(layout(false, false), Layout::Classic);
+        assert_eq!(layout(false, true), Layout::Classic);
+    }
+
+    // Only the split layout pays for a second registry and twin histograms.
+    #[test]
+    fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
+        for (native, classic_in_protobuf, split) in [
+            (true, false, true),
+            (true, true, false),
+            (false, false, false),
+        ] {
+            let metrics = Metrics::new(MetricsOptions {
+                native,
+                classic_in_protobuf,
+                ..MetricsOptions::default()
+            })?;
+            let s = &metrics.shared;
+            let f = &s.families;
+            let twins = [
+                s.protobuf.is_some(),
+                s.scheduler_lag_native.is_some(),
+                f.rtt_native.is_some(),
+                f.jitter_native.is_some(),
+            ];
+            assert_eq!(
+                twins, [split; 4],
+                "native {native}, classic {classic_in_protobuf}"
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 
+use super::histogram::SeriesHistogram;
 use super::labels::{InfoLabels, SeriesKey, Sub};
 use super::{Families, FloatGauge};
 use crate::engine::{EventKind, IcmpErrorKind, ProbeEvent};
@@ -81,8 +81,12 @@ pub(crate) struct TargetInner {
     lost: Counter,
     late: Counter,
     duplicates: Counter,
-    rtt: Histogram,
-    jitter: Histogram,
+    rtt: SeriesHistogram,
+    jitter: SeriesHistogram,
+    /// The native-only twins in the protobuf registry, when it is separate (`Layout::Split`):
+    /// each observation goes to both, each under its own histogram's lock only.
+    rtt_native: Option<SeriesHistogram>,
+    jitter_native: Option<SeriesHistogram>,
     /// RTT of the previous reply as `f64` bits; NaN until the first reply.
     last_rtt: AtomicU64,
     jitter_rfc3550: OnceLock<FloatGauge>,
@@ -106,6 +110,11 @@ impl TargetInner {
             duplicates: f.duplicates.get_or_create_owned(&key),
             rtt: f.rtt.get_or_create_owned(&key),
             jitter: f.jitter.get_or_create_owned(&key),
+            rtt_native: f.rtt_native.as_ref().map(|n| n.get_or_create_owned(&key)),
+            jitter_native: f
+                .jitter_native
+                .as_ref()
+                .map(|n| n.get_or_create_owned(&key)),
             last_rtt: AtomicU64::new(f64::NAN.to_bits()),
             jitter_rfc3550: OnceLock::new(),
             reply_ttl: OnceLock::new(),
@@ -140,6 +149,9 @@ impl TargetInner {
         f.duplicates.remove(key);
         f.rtt.remove(key);
         f.jitter.remove(key);
+        for native in [&f.rtt_native, &f.jitter_native].into_iter().flatten() {
+            native.remove(key);
+        }
         f.jitter_rfc3550.remove(key);
         f.reply_ttl.remove(key);
         f.window_loss.remove(key);
@@ -187,6 +199,9 @@ impl TargetMetrics {
             EventKind::Reply(reply) => {
                 let rtt = reply.rtt.as_secs_f64();
                 t.rtt.observe(rtt);
+                if let Some(native) = &t.rtt_native {
+                    native.observe(rtt);
+                }
                 if let Some(ttl) = reply.ttl {
                     self.reply_ttl().set(i64::from(ttl));
                 }
@@ -196,6 +211,9 @@ impl TargetMetrics {
                 if !previous.is_nan() {
                     let d = (rtt - previous).abs();
                     t.jitter.observe(d);
+                    if let Some(native) = &t.jitter_native {
+                        native.observe(d);
+                    }
                     let gauge = self.jitter_rfc3550();
                     let j = gauge.get();
                     gauge.set(j + (d - j) / 16.0);

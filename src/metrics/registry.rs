@@ -1,0 +1,139 @@
+//! Registering every family in a prometheus-client [`Registry`], once per exposition.
+//!
+//! prometheus-client cannot tell a metric which format it is being encoded in, so when the
+//! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the daemon keeps
+//! two registries: one for text (classic histograms) and one for protobuf (native-only
+//! histograms). Every other family is registered in both as a clone of the same `Arc`, so a
+//! series exists once in memory and both bodies list the families in the same order.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::histogram::SeriesHistogram;
+use super::labels::NameLabel;
+use super::{BuildInfo, Families, FloatGauge, HistogramFamily, ScrapeGauges};
+
+/// Everything a registry exposes apart from the histograms, which differ per exposition.
+pub(crate) struct Shared<'a> {
+    pub families: &'a Families,
+    pub resolve_errors: &'a Family<NameLabel, Counter>,
+    pub reload_successful: &'a Gauge,
+    pub reload_success_timestamp: &'a FloatGauge,
+    pub scrape_gauges: &'a Arc<ScrapeGauges>,
+    pub build: &'a BuildInfo,
+}
+
+/// The three histograms of one exposition.
+pub(crate) struct Histograms<'a> {
+    pub rtt: &'a HistogramFamily,
+    pub jitter: &'a HistogramFamily,
+    pub scheduler_lag: &'a SeriesHistogram,
+}
+
+/// A registry with every family, the histograms taken from `h`.
+pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
+    let mut registry = Registry::with_prefix("pingscope");
+    let f = s.families;
+    let r = &mut registry;
+    // Help texts get their full stop from prometheus-client.
+    r.register("sent", "Echo requests sent", f.sent.clone());
+    r.register_with_unit(
+        "rtt",
+        "Round-trip time of replies received within the timeout",
+        Unit::Seconds,
+        h.rtt.clone(),
+    );
+    r.register(
+        "lost",
+        "Probes that got no reply within the timeout, or got an ICMP error",
+        f.lost.clone(),
+    );
+    r.register(
+        "late_replies",
+        "Replies that came after the timeout (already counted lost)",
+        f.late.clone(),
+    );
+    r.register("duplicates", "Duplicate replies", f.duplicates.clone());
+    r.register(
+        "icmp_errors",
+        "ICMP errors received for our probes, by type",
+        f.icmp_errors.clone(),
+    );
+    r.register(
+        "send_errors",
+        "Echo requests that failed to send locally, by reason",
+        f.send_errors.clone(),
+    );
+    r.register_with_unit(
+        "jitter",
+        "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)",
+        Unit::Seconds,
+        h.jitter.clone(),
+    );
+    r.register_with_unit(
+        "jitter_rfc3550",
+        "RFC 3550 smoothed jitter of the replies",
+        Unit::Seconds,
+        f.jitter_rfc3550.clone(),
+    );
+    r.register(
+        "reply_ttl",
+        "TTL or hop limit of the last reply",
+        f.reply_ttl.clone(),
+    );
+    r.register(
+        "window_loss_ratio",
+        "Loss ratio over the target's last window of probes",
+        f.window_loss.clone(),
+    );
+    r.register_with_unit(
+        "window_rtt",
+        "RTT statistics over the target's last window of probes",
+        Unit::Seconds,
+        f.window_rtt.clone(),
+    );
+    r.register(
+        "target_info",
+        "The address a target resolves to now",
+        f.target_info.clone(),
+    );
+    r.register(
+        "resolve_errors",
+        "Failed DNS lookups of a target",
+        s.resolve_errors.clone(),
+    );
+    r.register_with_unit(
+        "scheduler_lag",
+        "How late probes were sent against their schedule",
+        Unit::Seconds,
+        h.scheduler_lag.clone(),
+    );
+    r.register(
+        "config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful",
+        s.reload_successful.clone(),
+    );
+    r.register_with_unit(
+        "config_last_reload_success_timestamp",
+        "Timestamp of the last successful configuration reload",
+        Unit::Seconds,
+        s.reload_success_timestamp.clone(),
+    );
+    let b = s.build;
+    r.register(
+        "build",
+        "A metric with a constant 1 value labeled by version, revision and rustversion",
+        Info::new([
+            ("version", b.version.clone()),
+            ("revision", b.revision.clone()),
+            ("rustversion", b.rustversion.clone()),
+        ]),
+    );
+    r.register_collector(Box::new(s.scrape_gauges.clone()));
+    registry
+}
