@@ -145,11 +145,12 @@ fn normalize(ip: IpAddr) -> IpAddr {
 impl Resolver {
     /// The system resolver (/etc/resolv.conf, /etc/hosts).
     pub fn system() -> Result<Self, ResolveError> {
-        let (config, opts) =
-            hickory_resolver::system_conf::read_system_conf().map_err(|e| ResolveError::Config {
+        let (config, opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+            ResolveError::Config {
                 what: "system configuration".into(),
                 source: std::io::Error::other(e),
-            })?;
+            }
+        })?;
         Ok(Self::new(config, opts, "system".into()))
     }
 
@@ -240,8 +241,10 @@ impl Resolver {
             }
             // Both at once; one family failing is fine while the other answers.
             Family::All => {
-                let (v4, v6) =
-                    tokio::join!(self.inner().ipv4_lookup(host), self.inner().ipv6_lookup(host));
+                let (v4, v6) = tokio::join!(
+                    self.inner().ipv4_lookup(host),
+                    self.inner().ipv6_lookup(host)
+                );
                 let mut ips = Vec::new();
                 let mut until: Option<Instant> = None;
                 let mut keep = |u: Instant| until = Some(until.map_or(u, |t| t.min(u)));
