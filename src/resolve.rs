@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -101,9 +102,15 @@ pub struct Resolved {
 }
 
 /// A DNS resolver; cheap to clone (clones share the cache and connections).
+///
+/// The configuration is read and checked when the resolver is made; the hickory resolver itself
+/// (cache, server pool, `/etc/hosts`) is built at the first lookup of a name, so a daemon whose
+/// targets are all IP literals never loads that code.
 #[derive(Clone)]
 pub struct Resolver {
-    inner: TokioResolver,
+    config: ResolverConfig,
+    opts: ResolverOpts,
+    inner: Arc<OnceLock<TokioResolver>>,
     source: String,
 }
 
@@ -138,13 +145,33 @@ fn normalize(ip: IpAddr) -> IpAddr {
 impl Resolver {
     /// The system resolver (/etc/resolv.conf, /etc/hosts).
     pub fn system() -> Result<Self, ResolveError> {
-        let builder = TokioResolver::builder_tokio().map_err(|e| ResolveError::Config {
-            what: "system configuration".into(),
-            source: std::io::Error::other(e),
+        let (config, opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+            ResolveError::Config {
+                what: "system configuration".into(),
+                source: std::io::Error::other(e),
+            }
         })?;
-        Ok(Self {
-            inner: builder.build(),
-            source: "system".into(),
+        Ok(Self::new(config, opts, "system".into()))
+    }
+
+    fn new(config: ResolverConfig, opts: ResolverOpts, source: String) -> Self {
+        Self {
+            config,
+            opts,
+            inner: Arc::new(OnceLock::new()),
+            source,
+        }
+    }
+
+    /// The hickory resolver, built on first use; clones share it.
+    fn inner(&self) -> &TokioResolver {
+        self.inner.get_or_init(|| {
+            TokioResolver::builder_with_config(
+                self.config.clone(),
+                TokioConnectionProvider::default(),
+            )
+            .with_options(self.opts.clone())
+            .build()
         })
     }
 
@@ -178,15 +205,12 @@ impl Resolver {
         opts.attempts = 2;
         // Only the given servers answer: no /etc/hosts.
         opts.use_hosts_file = ResolveHosts::Never;
-        let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts)
-            .build();
         let source = servers
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        Ok(Self { inner, source })
+        Ok(Self::new(config, opts, source))
     }
 
     /// Resolves `host` for `family`. IP literals (see [`parse_ip_literal`]) are returned as they
@@ -203,22 +227,24 @@ impl Resolver {
         let map_err = |e: hickory_resolver::ResolveError| classify(host, family, e);
         let (ips, valid_until): (Vec<IpAddr>, Instant) = match family {
             Family::Ip4 => {
-                let l = self.inner.ipv4_lookup(host).await.map_err(map_err)?;
+                let l = self.inner().ipv4_lookup(host).await.map_err(map_err)?;
                 (l.iter().map(|a| IpAddr::V4(a.0)).collect(), l.valid_until())
             }
             Family::Ip6 => {
-                let l = self.inner.ipv6_lookup(host).await.map_err(map_err)?;
+                let l = self.inner().ipv6_lookup(host).await.map_err(map_err)?;
                 (l.iter().map(|a| IpAddr::V6(a.0)).collect(), l.valid_until())
             }
             // A first; AAAA only when there is no A (hickory's default strategy).
             Family::Auto => {
-                let l = self.inner.lookup_ip(host).await.map_err(map_err)?;
+                let l = self.inner().lookup_ip(host).await.map_err(map_err)?;
                 (l.iter().collect(), l.valid_until())
             }
             // Both at once; one family failing is fine while the other answers.
             Family::All => {
-                let (v4, v6) =
-                    tokio::join!(self.inner.ipv4_lookup(host), self.inner.ipv6_lookup(host));
+                let (v4, v6) = tokio::join!(
+                    self.inner().ipv4_lookup(host),
+                    self.inner().ipv6_lookup(host)
+                );
                 let mut ips = Vec::new();
                 let mut until: Option<Instant> = None;
                 let mut keep = |u: Instant| until = Some(until.map_or(u, |t| t.min(u)));
