@@ -155,6 +155,8 @@ impl App {
             .cloned()
             .collect();
         let (added, _, _) = scheduler.apply(&targets, config.dns.refresh).await;
+        drop(targets);
+        release_free_heap();
         metrics.set_reload_status(true, SystemTime::now());
         tracing::info!(
             targets = added,
@@ -272,21 +274,17 @@ impl App {
             .cloned()
             .collect();
         let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
+        let total = targets.len();
+        drop(targets);
         *self.inner.config.write() = Arc::new(new);
+        release_free_heap();
         self.inner
             .metrics
             .set_reload_status(true, SystemTime::now());
         let summary = format!(
-            "config reloaded: {} targets ({added} added, {changed} changed, {removed} removed)",
-            targets.len()
+            "config reloaded: {total} targets ({added} added, {changed} changed, {removed} removed)"
         );
-        tracing::info!(
-            added,
-            changed,
-            removed,
-            targets = targets.len(),
-            "config reloaded"
-        );
+        tracing::info!(added, changed, removed, targets = total, "config reloaded");
         Ok(summary)
     }
 
@@ -598,4 +596,15 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     }
     out.sort();
     out
+}
+
+/// Gives the heap's free memory back to the system. Parsing a config and starting or replacing
+/// thousands of monitors leaves freed blocks spread over the heap that glibc keeps (about 10 MiB
+/// at 10,000 targets); after a load or reload is the one moment such garbage is known to exist.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
