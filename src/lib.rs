@@ -13,7 +13,7 @@
 //! | [`burst`] | a bounded run of probes to one address, shared by `/probe` and sessions |
 //! | [`ping`] | the one-shot `pingscope ping` command |
 //! | [`metrics`] | the Prometheus registry: record a result, forget a target, encode text or protobuf |
-//! | [`scheduler`] | one task per (target, address): staggered start, drift-free ticks, lag measured |
+//! | [`scheduler`] | one task per monitored address (events recorded inline from the engine): staggered start, drift-free ticks, lag measured |
 //! | [`live`] | broadcast hub for live samples; slow readers lag, the engine never waits |
 //! | [`session`] | on-demand sessions: manager and SQLite store |
 //! | [`http`] | `router(state)`: `/metrics`, `/probe`, `/api/v1`, WebSocket, admin, UI |

@@ -62,8 +62,9 @@ pub struct WindowRtt {
 /// Records one (target, address)'s probe results. Cheap to clone; clones share everything,
 /// jitter state included.
 ///
-/// Made by [`super::Metrics::target`]. Meant to be driven by one task at a time (the
-/// scheduler's task for that target and address): the jitter state is updated without a lock.
+/// Made by [`super::Metrics::target`]. Meant to get one event at a time (the engine delivers a
+/// monitor's events to its recorder one by one, under the engine's table lock): the jitter
+/// state is updated without a lock of its own.
 #[derive(Clone, Debug)]
 pub struct TargetMetrics {
     pub(crate) inner: Arc<TargetInner>,
