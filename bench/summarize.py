@@ -127,6 +127,12 @@ def main():
         fl = statistics.median([x["floor"]["p50"] for x in rs]) if rs else None
         check(f"RTT p50 / kernel floor p50, N={n:,}", r / fl if r and fl else None, "≤ 1.5×",
               lambda v: v <= 1.5)
+    rs = runs.get(("pingscope", 1), [])
+    same = [x["floor_1s"]["p50"] for x in rs if x.get("floor_1s", {}).get("p50")]
+    r = med(rs, "rtt_p50_s")
+    fl = statistics.median(same) if same else None
+    check("RTT p50 / same-rate floor p50 (ping -i 1), N=1", r / fl if r and fl else None,
+          "(context)", lambda v: True)
     check("RTT p99 µs under N=1,000", m("pingscope", 1000, "rtt_p99_s", 1e6), "≤ 50 µs",
           lambda v: v <= 50)
     big = max((n for (t, n) in runs if t == "pingscope"), default=None)
