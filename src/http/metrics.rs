@@ -183,7 +183,15 @@ mod tests {
             panic!("queued encode failed");
         };
         assert_eq!(queued, direct);
-        let nice = nice_of_threads("metrics-encoder");
+        // The thread that did not take the job may still be starting: wait for it, bounded.
+        let mut nice = nice_of_threads("metrics-encoder");
+        for _ in 0..200 {
+            if nice.len() == ENCODERS && nice.iter().all(|n| *n == ENCODER_NICE) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            nice = nice_of_threads("metrics-encoder");
+        }
         assert_eq!(nice.len(), ENCODERS, "encoder threads: {nice:?}");
         assert!(nice.iter().all(|n| *n == ENCODER_NICE), "{nice:?}");
     }
