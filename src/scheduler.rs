@@ -677,7 +677,7 @@ struct Recorder {
     live: LiveHub,
     metrics: TargetMetrics,
     status: StatusSlot,
-    /// The address's token: once stopped, events of probes still in flight are dropped.
+    /// The address's token: once stopped, no live samples for probes still in flight.
     cancel: CancellationToken,
     /// Set when the first probe settles (reply, timeout or ICMP error), for readiness.
     settled_once: AtomicBool,
@@ -695,9 +695,9 @@ impl std::fmt::Debug for Recorder {
 
 impl EventHandler for Recorder {
     fn on_event(&self, ev: ProbeEvent) {
-        if self.cancel.is_cancelled() {
-            return;
-        }
+        // After the address stops, events of probes still in flight land in detached metrics
+        // and a slot nobody reads; only live samples must not go out. (The token check takes
+        // a lock, so it stays off the path of every event.)
         self.metrics.on_event(&ev);
         let settled = match &ev.kind {
             EventKind::Reply(r) => Some(Some(r.rtt.as_secs_f64())),
@@ -705,7 +705,7 @@ impl EventHandler for Recorder {
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
         // Building a sample allocates: only when someone is listening.
-        let sample = (self.live.readers() > 0)
+        let sample = (self.live.readers() > 0 && !self.cancel.is_cancelled())
             .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
             let gauges = {
