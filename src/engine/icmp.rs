@@ -87,9 +87,11 @@ impl Default for EngineConfig {
         Self {
             socket: SocketPreference::Auto,
             max_in_flight: 65_536,
-            // 7/8 of 65,536: the most a hash table of 65,536 buckets holds; one more entry
-            // doubles it (about 6 MiB more at this size).
-            recent_capacity: 57_344,
+            // Half of the 57,344 entries a hash table of 65,536 buckets holds: under steady
+            // churn a table more than half full doubles to shed its tombstones (about 6 MiB
+            // more at this size), one at most half full rehashes in place. 28,672 settled
+            // probes are 2.9 s of them at 10,000 probes/s and 29 s at 1,000.
+            recent_capacity: 28_672,
             timestamps: TimestampSource::Kernel,
         }
     }

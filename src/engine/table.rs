@@ -132,6 +132,12 @@ impl InFlightTable {
         self.recent.len()
     }
 
+    /// How many settled probes the recent table holds before it must grow.
+    #[cfg(test)]
+    pub(crate) fn recent_allocated(&self) -> usize {
+        self.recent.capacity()
+    }
+
     /// The earliest deadline of any probe in flight.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|(at, _)| *at)
@@ -211,10 +217,10 @@ impl InFlightTable {
 
     fn remember(&mut self, key: Key, rec: Recent) {
         let generation = rec.generation;
-        self.recent.insert(key, rec);
-        self.recent_order.push_back((key, generation));
-        while self.recent.len() > self.recent_capacity
-            || self.recent_order.len() > self.recent_capacity.saturating_mul(2)
+        // Make room first: inserting into a full table, even for the moment before the oldest
+        // entry goes, would make the hash table double.
+        while self.recent.len() >= self.recent_capacity
+            || self.recent_order.len() >= self.recent_capacity.saturating_mul(2)
         {
             let Some((old, g)) = self.recent_order.pop_front() else {
                 break;
@@ -223,6 +229,8 @@ impl InFlightTable {
                 self.recent.remove(&old);
             }
         }
+        self.recent.insert(key, rec);
+        self.recent_order.push_back((key, generation));
     }
 
     fn settle(&mut self, key: Key, p: Pending, state: Settled) {

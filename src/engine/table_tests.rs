@@ -218,6 +218,36 @@ fn recent_record_is_bounded() {
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
+// Under churn a hash table fills with tombstones and, once more than half full, doubles to
+// get rid of them. A recent table of half what 1,024 buckets hold (448, as the engine's default
+// is half of 65,536 buckets' 57,344) stays in its 1,024 buckets however many probes settle.
+fn churn_recent(recent_capacity: usize) -> usize {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(64, recent_capacity);
+    let (tx, _rx) = sink();
+    let mut settled = 0;
+    let mut most = 0;
+    for round in 0..400u64 {
+        for i in 0..50 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + u32::try_from(i).unwrap()));
+            t.insert(ip, ID, round * 50 + i, tx.clone(), wall, i, now)
+                .unwrap();
+        }
+        settled += t.expire(now, wall).len();
+        assert!(t.recent_len() <= recent_capacity);
+        most = most.max(t.recent_allocated());
+    }
+    assert_eq!(settled, 20_000);
+    assert_eq!(t.recent_len(), recent_capacity);
+    most
+}
+
+#[test]
+fn full_recent_table_does_not_grow() {
+    let most = churn_recent(448);
+    assert!(most <= 896, "grew to {most}");
+}
+
 #[test]
 fn wraparound_never_matches_stale_entry() {
     let (now, wall) = t0();
