@@ -308,7 +308,7 @@ struct Shared {
     registry: Registry,
     /// The protobuf registry of [`Layout::Split`]: the same families but the histograms.
     protobuf: Option<Registry>,
-    families: Families,
+    families: Arc<Families>,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
     /// (config load, reload, DNS changes) take it, never the probe path or a scrape.
     targets: Mutex<HashMap<SeriesKey, Arc<TargetInner>>>,
@@ -415,7 +415,7 @@ impl Metrics {
             shared: Arc::new(Shared {
                 registry,
                 protobuf,
-                families,
+                families: Arc::new(families),
                 targets: Mutex::new(HashMap::new()),
                 resolve_errors,
                 scheduler_lag,

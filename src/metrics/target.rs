@@ -75,7 +75,7 @@ pub(crate) struct TargetInner {
     pub(crate) key: SeriesKey,
     /// The current `pingscope_target_info` labels (host and family may change on reload).
     pub(crate) info: Mutex<InfoLabels>,
-    pub(crate) families: Families,
+    pub(crate) families: Arc<Families>,
     /// True once the target is forgotten; guards lazy creation (see the module docs).
     pub(crate) lifecycle: Mutex<bool>,
     sent: Counter,
@@ -102,7 +102,7 @@ pub(crate) struct TargetInner {
 impl TargetInner {
     /// Creates the base series at zero and returns the handle. Called by `Metrics::target`
     /// under its targets lock.
-    pub(crate) fn new(key: SeriesKey, info: InfoLabels, families: Families) -> Self {
+    pub(crate) fn new(key: SeriesKey, info: InfoLabels, families: Arc<Families>) -> Self {
         let f = &families;
         Self {
             sent: f.sent.get_or_create_owned(&key),
