@@ -183,14 +183,14 @@ impl Scheduler {
     /// Applies a target list as a diff against the running one. Returns (added, changed, removed).
     pub async fn apply(
         &self,
-        targets: &[TargetConfig],
+        targets: &[Arc<TargetConfig>],
         dns_refresh: Duration,
     ) -> (usize, usize, usize) {
         *self.shared.dns_refresh.lock() = dns_refresh;
         let mut tasks = self.shared.tasks.lock().await;
         let first = !self.shared.readiness.started.swap(true, Ordering::SeqCst);
         let wanted: HashMap<&str, &TargetConfig> =
-            targets.iter().map(|t| (t.name.as_str(), t)).collect();
+            targets.iter().map(|t| (t.name.as_str(), &**t)).collect();
         let mut stopping = Vec::new();
         let mut changed = 0;
         let mut removed = 0;
@@ -229,7 +229,7 @@ impl Scheduler {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
             }
             let cancel = self.shared.shutdown.child_token();
-            let config = Arc::new(cfg.clone());
+            let config = cfg.clone();
             let handle = tokio::spawn(target_task(
                 self.shared.clone(),
                 config.clone(),
@@ -315,12 +315,17 @@ async fn target_task(
     counts_for_ready: bool,
 ) {
     if crate::resolve::parse_ip_literal(&cfg.host).is_some() {
-        let resolved = Box::pin(lookup(&shared, &cfg)).await;
         // A literal that does not fit the target's family takes the DNS path, which reports
-        // the error and retries like any failed lookup.
-        if let Ok(resolved) = resolved
-            && let [ip] = resolved.addrs[..]
-        {
+        // the error and retries like any failed lookup. (Only the address is kept past the
+        // lookup: whatever lives across an await is in this future for the target's life.)
+        let ip = match Box::pin(lookup(&shared, &cfg)).await {
+            Ok(resolved) => match resolved.addrs[..] {
+                [ip] => Some(ip),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(ip) = ip {
             literal_target(shared, cfg, ip, cancel, counts_for_ready).await;
             return;
         }
@@ -348,17 +353,16 @@ async fn literal_target(
 ) {
     let mut first_round_pending = counts_for_ready;
     let first = Arc::new(Notify::new());
-    let (task, labels, _recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first) {
-        Ok(prepared) => prepared,
+    let (run, recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first) {
+        // The probe loop runs in this task (one task per literal target, not two); it ends
+        // when the target's token is cancelled.
+        Ok((task, _, recorder)) => (task.run(), recorder),
         Err(e) => {
             tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
             mark_first_round(&shared, &mut first_round_pending);
             return;
         }
     };
-    // The probe loop runs in this task (one task per literal target, not two); it ends when
-    // the target's token is cancelled.
-    let run = task.run();
     tokio::pin!(run);
     let mut finished = false;
     if first_round_pending {
@@ -371,7 +375,7 @@ async fn literal_target(
     if !finished {
         run.await;
     }
-    shared.deps.metrics.forget(&labels);
+    shared.deps.metrics.forget(recorder.metrics.labels());
     shared.statuses.lock().remove(&(cfg.name.clone(), ip));
 }
 
@@ -609,17 +613,6 @@ struct ProbeTask {
 impl ProbeTask {
     async fn run(self) {
         let interval = self.cfg.interval;
-        let spec = ProbeSpec {
-            ip: self.ip,
-            size: self.cfg.size,
-            timeout: self.cfg.timeout,
-            options: SocketOptions {
-                ttl: self.cfg.ttl,
-                tos: self.cfg.tos,
-                source: self.cfg.source,
-                interface: self.cfg.interface.clone(),
-            },
-        };
         let start = Instant::now() + phase(&self.cfg.name, self.ip, interval);
         let mut k: u32 = 0;
         let mut seq: u64 = 0;
@@ -633,7 +626,7 @@ impl ProbeTask {
                     let lag = now.saturating_duration_since(next);
                     self.shared.deps.metrics.observe_scheduler_lag(lag.as_secs_f64());
                     seq += 1;
-                    self.send(&spec, seq);
+                    self.send(seq);
                     k = k.saturating_add(1);
                     next = start + interval.saturating_mul(k);
                     if next <= now {
@@ -647,8 +640,21 @@ impl ProbeTask {
         }
     }
 
-    fn send(&self, spec: &ProbeSpec, seq: u64) {
-        match self.shared.deps.pinger.send(spec, seq, &self.sink) {
+    fn send(&self, seq: u64) {
+        // Built per send rather than held: it would sit in every target's future between
+        // sends, and building it costs a few copies (the interface name is rarely set).
+        let spec = ProbeSpec {
+            ip: self.ip,
+            size: self.cfg.size,
+            timeout: self.cfg.timeout,
+            options: SocketOptions {
+                ttl: self.cfg.ttl,
+                tos: self.cfg.tos,
+                source: self.cfg.source,
+                interface: self.cfg.interface.clone(),
+            },
+        };
+        match self.shared.deps.pinger.send(&spec, seq, &self.sink) {
             Ok(_) => {
                 self.metrics.on_sent();
                 self.status.lock().sent += 1;
@@ -739,8 +745,8 @@ mod tests {
     use crate::engine::fake::{FakePinger, Step};
     use std::collections::BTreeMap;
 
-    fn target(name: &str, host: &str, interval_ms: u64) -> TargetConfig {
-        TargetConfig {
+    fn target(name: &str, host: &str, interval_ms: u64) -> Arc<TargetConfig> {
+        Arc::new(TargetConfig {
             name: name.into(),
             host: host.into(),
             labels: BTreeMap::new(),
@@ -753,7 +759,7 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
-        }
+        })
     }
 
     fn deps(fake: &FakePinger) -> Deps {
@@ -764,6 +770,18 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             live: LiveHub::default(),
         }
+    }
+
+    // Each target's future lives as long as the target, tens of thousands at once: whatever it
+    // holds across an await costs that many times over. A budget, so that growth is a choice.
+    #[test]
+    fn a_target_future_stays_small() {
+        let fake = FakePinger::default();
+        let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+        let cfg = target("a", "192.0.2.1", 1000);
+        let future = target_task(s.shared.clone(), cfg, CancellationToken::new(), false);
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 768, "target future is {size} bytes");
     }
 
     #[test]
@@ -830,8 +848,9 @@ mod tests {
             .iter()
             .find(|x| x.target == "a")
             .map(|x| x.sent);
-        let mut b2 = b.clone();
+        let mut b2 = (*b).clone();
         b2.interval = Duration::from_millis(200);
+        let b2 = Arc::new(b2);
         let c = target("c", "192.0.2.3", 100);
         assert_eq!(
             s.apply(&[a.clone(), b2, c], Duration::from_secs(300)).await,

@@ -416,7 +416,7 @@ fn embedded_default_monitors_loopback_v4_and_v6() {
 fn one_target(yaml: &str) -> TargetConfig {
     let config = parse_str(yaml, "test.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.targets.len(), 1);
-    config.targets[0].clone()
+    (*config.targets[0]).clone()
 }
 
 #[test]
@@ -659,7 +659,8 @@ fn diff_sorts_targets_into_added_removed_changed_unchanged() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let diff = diff_targets(&old.targets, &new.targets);
-    let names = |ts: &[TargetConfig]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    let names =
+        |ts: &[std::sync::Arc<TargetConfig>]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&diff.added), ["192.0.2.4"]);
     assert_eq!(names(&diff.removed), ["192.0.2.2"]);
     assert_eq!(names(&diff.unchanged), ["192.0.2.1"]);

@@ -3,22 +3,23 @@
 
 use super::types::TargetConfig;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A target whose name stayed but whose settings changed: it restarts with fresh state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangedTarget {
-    pub old: TargetConfig,
-    pub new: TargetConfig,
+    pub old: Arc<TargetConfig>,
+    pub new: Arc<TargetConfig>,
 }
 
 /// The outcome of [`diff_targets`]. `added`, `changed` and `unchanged` follow the new order,
 /// `removed` the old one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetDiff {
-    pub added: Vec<TargetConfig>,
-    pub removed: Vec<TargetConfig>,
+    pub added: Vec<Arc<TargetConfig>>,
+    pub removed: Vec<Arc<TargetConfig>>,
     pub changed: Vec<ChangedTarget>,
-    pub unchanged: Vec<TargetConfig>,
+    pub unchanged: Vec<Arc<TargetConfig>>,
 }
 
 impl TargetDiff {
@@ -29,8 +30,8 @@ impl TargetDiff {
 }
 
 /// Compares two target lists by name (names are unique within a validated config).
-pub fn diff_targets(old: &[TargetConfig], new: &[TargetConfig]) -> TargetDiff {
-    let old_by_name: HashMap<&str, &TargetConfig> =
+pub fn diff_targets(old: &[Arc<TargetConfig>], new: &[Arc<TargetConfig>]) -> TargetDiff {
+    let old_by_name: HashMap<&str, &Arc<TargetConfig>> =
         old.iter().map(|t| (t.name.as_str(), t)).collect();
     let new_names: HashMap<&str, ()> = new.iter().map(|t| (t.name.as_str(), ())).collect();
     let mut diff = TargetDiff::default();

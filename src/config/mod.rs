@@ -42,6 +42,7 @@ pub use types::{
 
 use error::Issues;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The config `serve` runs without `--config.file`: monitors 127.0.0.1 and ::1.
 const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.yml");
@@ -153,10 +154,11 @@ impl Config {
     }
 
     /// The targets `shard` keeps, in config order.
-    pub fn targets_for(&self, shard: Option<Shard>) -> Vec<&TargetConfig> {
+    pub fn targets_for(&self, shard: Option<Shard>) -> Vec<Arc<TargetConfig>> {
         self.targets
             .iter()
             .filter(|t| shard.is_none_or(|s| s.keeps(&t.name)))
+            .cloned()
             .collect()
     }
 }

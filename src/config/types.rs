@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Built-in defaults, named so the sample config, the docs and the validator agree.
@@ -58,8 +59,9 @@ pub mod limits {
 pub struct Config {
     /// The target defaults after validation (every target already has them applied).
     pub defaults: TargetDefaults,
-    /// Monitors: those of `targets`, then those read from `target_files`, in file order.
-    pub targets: Vec<TargetConfig>,
+    /// Monitors: those of `targets`, then those read from `target_files`, in file order. Shared
+    /// with the scheduler's running monitors, so 10,000 targets are held once.
+    pub targets: Vec<Arc<TargetConfig>>,
     /// How many of `targets` (the last ones) came from `target_files`.
     pub targets_from_files: usize,
     /// Globs of file_sd files, as written (relative to the config file's folder).

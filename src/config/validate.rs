@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where a target name was first defined, for the duplicate message.
 pub(crate) type Seen = HashMap<String, String>;
@@ -32,7 +33,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
     let mut targets = Vec::new();
     for (i, raw_target) in raw.targets.unwrap_or_default().iter().enumerate() {
         if let Some(t) = target(issues, raw_target, i, &target_defaults, &mut seen) {
-            targets.push(t);
+            targets.push(Arc::new(t));
         }
     }
 
@@ -52,14 +53,18 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
             );
             continue;
         }
-        targets.extend(file_sd::load_pattern(
-            issues,
-            &pattern.value,
-            (line(pattern), &k),
-            base_dir,
-            &target_defaults,
-            &mut seen,
-        ));
+        targets.extend(
+            file_sd::load_pattern(
+                issues,
+                &pattern.value,
+                (line(pattern), &k),
+                base_dir,
+                &target_defaults,
+                &mut seen,
+            )
+            .into_iter()
+            .map(Arc::new),
+        );
         target_files.push(pattern.value.clone());
     }
 
