@@ -209,12 +209,18 @@ pub struct Window {
     capacity: usize,
     // RTT of a reply in seconds, NaN for a loss: a quarter of the size of `Option<f64>`, which
     // counts at tens of thousands of targets. `f32` keeps 24 significant bits, a relative error
-    // of 6e-8 (under 1 ns for any RTT below 16 ms); statistics are computed in `f64`. A
-    // non-finite RTT is kept as infinity (a reply, outside the RTT statistics).
+    // of 6e-8: under half a nanosecond below 8 ms, so rounding to whole nanoseconds on the way
+    // out (see [`seconds`]) gives back the measured RTT exactly there. Statistics are computed
+    // in `f64`. A non-finite RTT is kept as infinity (a reply, outside the RTT statistics).
     slots: VecDeque<f32>,
 }
 
 const LOST: f32 = f32::NAN;
+
+/// A stored RTT in seconds, rounded to the nanosecond (RTTs are measured in nanoseconds).
+fn seconds(stored: f32) -> f64 {
+    (f64::from(stored) * 1e9).round() / 1e9
+}
 
 /// What the window gauges need, from [`Window::gauges`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -295,7 +301,7 @@ impl Window {
         self.slots
             .iter()
             .filter(|v| v.is_finite())
-            .map(|v| f64::from(*v))
+            .map(|v| seconds(*v))
     }
 
     /// Current statistics.
@@ -304,7 +310,7 @@ impl Window {
             .slots
             .iter()
             .filter(|v| !v.is_nan())
-            .map(|v| f64::from(*v))
+            .map(|v| seconds(*v))
             .collect();
         let probes = self.slots.len();
         let lost = probes - rtts.len();
@@ -534,6 +540,17 @@ mod tests {
         }
     }
 
+    // Below 8 ms the f32 slot plus rounding to the nanosecond gives back every RTT exactly.
+    #[test]
+    fn short_rtts_come_back_exactly() {
+        for ns in [1u64, 999, 13_901, 45_123, 1_000_000, 7_999_999] {
+            let rtt = std::time::Duration::from_nanos(ns).as_secs_f64();
+            let mut w = Window::new(1);
+            w.push(Some(rtt));
+            assert_eq!(w.stats().rtt.map(|r| r.min), Some(rtt), "{ns} ns");
+        }
+    }
+
     #[test]
     fn window_keeps_the_last_n() {
         let mut w = Window::new(4);
@@ -544,9 +561,8 @@ mod tests {
         let s = w.stats();
         assert_eq!(s.probes, 4);
         assert!(close(s.loss_ratio, 0.5));
-        // Kept as f32: the nearest f32 to each RTT, exactly.
+        // Kept as f32: within 6e-8 of each RTT.
         let rtt = s.rtt.map(|r| (r.min, r.max));
-        assert_eq!(rtt, Some((f64::from(0.2f32), f64::from(0.3f32))));
         let near = |a: f64, b: f64| (a - b).abs() <= 6e-8 * b;
         assert!(rtt.is_some_and(|(min, max)| near(min, 0.2) && near(max, 0.3)));
         assert_eq!(Window::new(0).stats().probes, 0);
