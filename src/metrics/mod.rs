@@ -24,6 +24,8 @@
 //! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
 //!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
 //! - Level gauges owned by other modules: a small collector calls their closures at scrape time.
+//! - Window gauges: each target keeps its last window figures in place, and a collector writes
+//!   them at scrape time, instead of five gauge series per target in two families.
 
 mod format;
 mod histogram;
@@ -54,7 +56,7 @@ pub use target::{TargetMetrics, WindowRtt};
 
 use histogram::{ClassicHistogram, SeriesHistogram};
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
-use target::TargetInner;
+use target::{TargetInner, TargetMap, WindowGauges};
 
 /// Default classic buckets of `pingscope_rtt_seconds` and `pingscope_jitter_seconds`, in
 /// seconds: from loopback (tens of µs) to the longest sane timeout.
@@ -269,8 +271,6 @@ pub(crate) struct Families {
     jitter_native: Option<HistogramFamily>,
     jitter_rfc3550: Family<SeriesKey, FloatGauge>,
     reply_ttl: Family<SeriesKey, Gauge>,
-    window_loss: Family<SeriesKey, FloatGauge>,
-    window_rtt: Family<(SeriesKey, Sub), FloatGauge>,
     target_info: Family<InfoLabels, Gauge>,
 }
 
@@ -310,8 +310,9 @@ struct Shared {
     protobuf: Option<Registry>,
     families: Arc<Families>,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
-    /// (config load, reload, DNS changes) take it, never the probe path or a scrape.
-    targets: Mutex<HashMap<SeriesKey, Arc<TargetInner>>>,
+    /// (config load, reload, DNS changes) take it, and a scrape to copy the handles out for the
+    /// window gauges; never the probe path.
+    targets: Arc<Mutex<TargetMap>>,
     resolve_errors: Family<NameLabel, Counter>,
     scheduler_lag: SeriesHistogram,
     /// Native-only twin of `scheduler_lag` ([`Layout::Split`]).
@@ -368,8 +369,6 @@ impl Metrics {
             jitter_native: native_maker.clone().map(Family::new_with_constructor),
             jitter_rfc3550: Family::default(),
             reply_ttl: Family::default(),
-            window_loss: Family::default(),
-            window_rtt: Family::default(),
             target_info: Family::default(),
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
@@ -378,6 +377,7 @@ impl Metrics {
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_gauges = Arc::new(ScrapeGauges::default());
+        let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
             families: &families,
@@ -385,6 +385,9 @@ impl Metrics {
             reload_successful: &reload_successful,
             reload_success_timestamp: &reload_success_timestamp,
             scrape_gauges: &scrape_gauges,
+            windows: &WindowGauges {
+                targets: targets.clone(),
+            },
             build: &options.build,
         };
         let registry = registry::build(
@@ -416,7 +419,7 @@ impl Metrics {
                 registry,
                 protobuf,
                 families: Arc::new(families),
-                targets: Mutex::new(HashMap::new()),
+                targets,
                 resolve_errors,
                 scheduler_lag,
                 scheduler_lag_native,

@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::histogram::SeriesHistogram;
 use super::labels::NameLabel;
-use super::{BuildInfo, Families, FloatGauge, HistogramFamily, ScrapeGauges};
+use super::{BuildInfo, Families, FloatGauge, HistogramFamily, ScrapeGauges, WindowGauges};
 
 /// Everything a registry exposes apart from the histograms, which differ per exposition.
 pub(crate) struct Shared<'a> {
@@ -25,6 +25,7 @@ pub(crate) struct Shared<'a> {
     pub reload_successful: &'a Gauge,
     pub reload_success_timestamp: &'a FloatGauge,
     pub scrape_gauges: &'a Arc<ScrapeGauges>,
+    pub windows: &'a WindowGauges,
     pub build: &'a BuildInfo,
 }
 
@@ -87,17 +88,6 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
         f.reply_ttl.clone(),
     );
     r.register(
-        "window_loss_ratio",
-        "Loss ratio over the target's last window of probes",
-        f.window_loss.clone(),
-    );
-    r.register_with_unit(
-        "window_rtt",
-        "RTT statistics over the target's last window of probes",
-        Unit::Seconds,
-        f.window_rtt.clone(),
-    );
-    r.register(
         "target_info",
         "The address a target resolves to now",
         f.target_info.clone(),
@@ -135,5 +125,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
         ]),
     );
     r.register_collector(Box::new(s.scrape_gauges.clone()));
+    // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
+    r.register_collector(Box::new(s.windows.clone()));
     registry
 }

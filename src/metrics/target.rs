@@ -12,12 +12,17 @@
 //! target's `lifecycle` lock, which [`super::Metrics::forget`] also takes, so a handle still
 //! held by a task after its target was forgotten cannot bring a deleted series back.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Unit;
 
 use super::histogram::SeriesHistogram;
 use super::labels::{InfoLabels, SeriesKey, Sub};
@@ -92,8 +97,9 @@ pub(crate) struct TargetInner {
     last_rtt: AtomicU64,
     jitter_rfc3550: OnceLock<FloatGauge>,
     reply_ttl: OnceLock<Gauge>,
-    window_loss: OnceLock<FloatGauge>,
-    window_rtt: OnceLock<[FloatGauge; 4]>,
+    /// The last window figures, written at scrape time by [`WindowGauges`]; `None` until the
+    /// first [`TargetMetrics::set_window`].
+    window: Mutex<Option<WindowFigures>>,
     icmp_errors: [OnceLock<Counter>; 5],
     /// Few distinct reasons occur, and only on the error path, so a short list behind a mutex.
     pub(crate) send_errors: Mutex<Vec<(&'static str, Counter)>>,
@@ -119,8 +125,7 @@ impl TargetInner {
             last_rtt: AtomicU64::new(f64::NAN.to_bits()),
             jitter_rfc3550: OnceLock::new(),
             reply_ttl: OnceLock::new(),
-            window_loss: OnceLock::new(),
-            window_rtt: OnceLock::new(),
+            window: Mutex::new(None),
             icmp_errors: Default::default(),
             send_errors: Mutex::new(Vec::new()),
             lifecycle: Mutex::new(false),
@@ -155,16 +160,6 @@ impl TargetInner {
         }
         f.jitter_rfc3550.remove(key);
         f.reply_ttl.remove(key);
-        f.window_loss.remove(key);
-        for stat in WINDOW_STATS {
-            f.window_rtt.remove(&(
-                key.clone(),
-                Sub {
-                    name: "stat",
-                    value: stat,
-                },
-            ));
-        }
         for kind in ICMP_KINDS {
             let sub = Sub {
                 name: "type",
@@ -258,25 +253,8 @@ impl TargetMetrics {
     /// Sets the `pingscope_window_*` gauges from the scheduler's window statistics. `rtt` is
     /// `None` when the window holds no reply; the RTT gauges then read NaN (no data).
     pub fn set_window(&self, loss_ratio: f64, rtt: Option<WindowRtt>) {
-        let t = &*self.inner;
-        t.window_loss
-            .get_or_init(|| t.lazy(|f, key| f.window_loss.get_or_create_owned(key)))
-            .set(loss_ratio);
-        let gauges = t.window_rtt.get_or_init(|| {
-            t.lazy(|f, key| {
-                WINDOW_STATS.map(|stat| {
-                    let sub = Sub {
-                        name: "stat",
-                        value: stat,
-                    };
-                    f.window_rtt.get_or_create_owned(&(key.clone(), sub))
-                })
-            })
-        });
-        let values = rtt.map_or([f64::NAN; 4], |r| [r.min, r.mean, r.max, r.stddev]);
-        for (gauge, value) in gauges.iter().zip(values) {
-            gauge.set(value);
-        }
+        let rtt = rtt.map_or([f64::NAN; 4], |r| [r.min, r.mean, r.max, r.stddev]);
+        *self.inner.window.lock() = Some(WindowFigures { loss_ratio, rtt });
     }
 
     /// The labels this handle records under.
@@ -307,5 +285,65 @@ impl TargetMetrics {
                 f.icmp_errors.get_or_create_owned(&(key.clone(), sub))
             })
         })
+    }
+}
+
+/// The live targets of a registry, by label set.
+pub(crate) type TargetMap = HashMap<SeriesKey, Arc<TargetInner>>;
+
+/// One target's window figures, as [`TargetMetrics::set_window`] last set them.
+#[derive(Clone, Copy, Debug)]
+struct WindowFigures {
+    loss_ratio: f64,
+    /// In [`WINDOW_STATS`] order; NaN when the window holds no reply.
+    rtt: [f64; 4],
+}
+
+/// Writes `pingscope_window_loss_ratio{…}` and `pingscope_window_rtt_seconds{…,stat}` at scrape
+/// time from every live target's [`WindowFigures`]. A forgotten target has left the map, so its
+/// window series go with it.
+#[derive(Clone, Debug)]
+pub(crate) struct WindowGauges {
+    pub(crate) targets: Arc<Mutex<TargetMap>>,
+}
+
+impl Collector for WindowGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Copy the handles out, so loading a config never waits for a scrape.
+        let targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
+        let windows: Vec<(&SeriesKey, WindowFigures)> = targets
+            .iter()
+            .filter_map(|t| t.window.lock().map(|w| (&t.key, w)))
+            .collect();
+        {
+            let mut family = encoder.encode_descriptor(
+                "window_loss_ratio",
+                "Loss ratio over the target's last window of probes.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, w) in &windows {
+                ConstGauge::new(w.loss_ratio).encode(family.encode_family(*key)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "window_rtt",
+            "RTT statistics over the target's last window of probes.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (key, w) in &windows {
+            for (stat, value) in WINDOW_STATS.into_iter().zip(w.rtt) {
+                let labels = (
+                    (*key).clone(),
+                    Sub {
+                        name: "stat",
+                        value: stat,
+                    },
+                );
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
