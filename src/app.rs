@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -25,7 +25,7 @@ use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
 use crate::resolve::Resolver;
 use crate::scheduler::{Deps, Scheduler};
 use crate::session::manager::SessionManager;
-use crate::session::{Retention, Store, StoreOptions};
+use crate::session::{Claim, Retention, Store, StoreOptions};
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -73,8 +73,13 @@ struct Inner {
     pinger: Arc<dyn Pinger>,
     // Bounds /probe requests in flight; past it a request is refused at once (429).
     probe_slots: Arc<tokio::sync::Semaphore>,
-    // Opened at start; the error is kept (and served as 503) so monitors run without sessions.
-    sessions: Result<SessionManager, String>,
+    // The session store: claimed at start (folder, file type, lock), opened at the first use
+    // of sessions (see `App::sessions`). An error is kept and served as 503; monitors go on.
+    sessions_claim: parking_lot::Mutex<Option<Result<Claim, String>>>,
+    sessions_config: config::SessionsConfig,
+    sessions: OnceLock<Result<SessionManager, String>>,
+    // Held by whoever is opening the store, until the outcome is in `sessions`.
+    sessions_opening: Arc<tokio::sync::Mutex<()>>,
     // Bounds WebSocket clients; the count is the `pingscope_live_clients` gauge.
     ws_slots: Arc<tokio::sync::Semaphore>,
     // Serializes reloads (a SIGHUP storm applies one diff at a time).
@@ -135,20 +140,19 @@ impl App {
                 i64::try_from(max_ws.saturating_sub(slots.available_permits())).unwrap_or(i64::MAX)
             });
         }
-        let sessions = {
-            // Opening runs migrations and may wait for the file lock: keep it off the workers.
-            let sessions_cfg = config.sessions.clone();
-            let pinger = pinger.clone();
-            tokio::task::spawn_blocking(move || open_sessions(&sessions_cfg, pinger))
-                .await
-                .unwrap_or_else(|e| Err(format!("opening the session store panicked: {e}")))
+        let sessions_config = config.sessions.clone();
+        let sessions_claim = {
+            // Claiming may wait for the file lock: keep it off the workers.
+            let path = config.sessions.database.clone();
+            tokio::task::spawn_blocking(move || {
+                Store::claim(&path).map_err(|e| {
+                    tracing::error!(error = %e, "sessions are unavailable; monitors go on");
+                    e.to_string()
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("claiming the session store panicked: {e}")))
         };
-        if let Ok(m) = &sessions {
-            let m = m.clone();
-            metrics.set_gauge_source(ScrapeGauge::SessionsActive, move || {
-                i64::try_from(m.active()).unwrap_or(i64::MAX)
-            });
-        }
         let targets = config.targets_for(options.shard);
         let (added, _, _) = scheduler.apply(&targets, config.dns.refresh).await;
         drop(targets);
@@ -168,7 +172,10 @@ impl App {
                 metrics,
                 live,
                 pinger,
-                sessions,
+                sessions_claim: parking_lot::Mutex::new(Some(sessions_claim)),
+                sessions_config,
+                sessions: OnceLock::new(),
+                sessions_opening: Arc::new(tokio::sync::Mutex::new(())),
                 ws_slots,
                 probe_slots,
                 reload_lock: tokio::sync::Mutex::new(()),
@@ -207,9 +214,30 @@ impl App {
         self.inner.probe_slots.clone().try_acquire_owned().ok()
     }
 
-    /// The session runner, or why sessions are unavailable.
-    pub fn sessions(&self) -> Result<SessionManager, String> {
-        self.inner.sessions.clone()
+    /// The session runner, or why sessions are unavailable. The first call opens the store
+    /// claimed at start.
+    pub async fn sessions(&self) -> Result<SessionManager, String> {
+        if let Some(opened) = self.inner.sessions.get() {
+            return opened.clone();
+        }
+        let opening = self.inner.sessions_opening.clone().lock_owned().await;
+        if let Some(opened) = self.inner.sessions.get() {
+            return opened.clone();
+        }
+        // The blocking thread records the outcome and only then lets go of the opening lock,
+        // so a caller that goes away mid-open loses nothing and the next one waits for it.
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let opened = open_sessions(&inner);
+            let _ = inner.sessions.set(opened);
+            drop(opening);
+        })
+        .await;
+        self.inner
+            .sessions
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err("opening the session store panicked".to_owned()))
     }
 
     /// A slot for one WebSocket client, or `None` when all are taken.
@@ -284,7 +312,7 @@ impl App {
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         let sessions = async {
-            if let Ok(m) = &self.inner.sessions {
+            if let Some(Ok(m)) = self.inner.sessions.get() {
                 m.shutdown().await;
             }
         };
@@ -295,10 +323,14 @@ impl App {
 /// A held WebSocket client slot; dropping it frees the slot.
 pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
 
-fn open_sessions(
-    s: &crate::config::SessionsConfig,
-    pinger: Arc<dyn Pinger>,
-) -> Result<SessionManager, String> {
+/// Opens the store claimed at start and makes the session runner. Blocking.
+fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
+    let claim = inner
+        .sessions_claim
+        .lock()
+        .take()
+        .unwrap_or_else(|| Err("the session store was already opened".to_owned()))?;
+    let s = &inner.sessions_config;
     let options = StoreOptions {
         retention: Retention {
             max_sessions: Some(s.retention.max_sessions as u64),
@@ -306,8 +338,17 @@ fn open_sessions(
         },
         ..StoreOptions::default()
     };
-    match Store::open(&s.database, options) {
-        Ok(store) => Ok(SessionManager::new(store, pinger)),
+    match claim.open(options) {
+        Ok(store) => {
+            let m = SessionManager::new(store, inner.pinger.clone());
+            let active = m.clone();
+            inner
+                .metrics
+                .set_gauge_source(ScrapeGauge::SessionsActive, move || {
+                    i64::try_from(active.active()).unwrap_or(i64::MAX)
+                });
+            Ok(m)
+        }
         Err(e) => {
             tracing::error!(error = %e, "sessions are unavailable; monitors go on");
             Err(e.to_string())

@@ -564,11 +564,15 @@ async fn unwritable_places_give_clear_errors() {
         ro.join("sub").display()
     );
     assert!(err.to_string().starts_with(&want), "{err}");
+    // The store's lock file is the first thing written beside the database.
     let err = Store::open(&ro.join("sessions.db"), opts()).unwrap_err();
     let want = format!(
-        "cannot open session database {}: ",
+        "cannot create the lock file of session database {}: ",
         ro.join("sessions.db").display()
     );
+    assert!(err.to_string().starts_with(&want), "{err}");
+    // Claiming (what the daemon does at start) reports it the same way.
+    let err = Store::claim(&ro.join("sessions.db")).unwrap_err();
     assert!(err.to_string().starts_with(&want), "{err}");
 }
 

@@ -192,3 +192,35 @@ fn running_sessions_come_back_interrupted() {
         .collect();
     assert_eq!(ids, vec![b.as_str(), a.as_str(), done.as_str()]);
 }
+
+// The daemon claims its database at start (a second daemon on it is refused then) and opens it
+// at the first use of sessions, so a daemon that never runs one never loads SQLite.
+#[test]
+fn the_store_is_claimed_at_start_and_opened_at_first_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("sessions.db");
+    let config = base_config(dir.path(), 4);
+    let a = Daemon::start(dir.path(), &config, support::free_tcp_port());
+    let c = client();
+    assert!(
+        dir.path().join("sessions.db-lock").exists(),
+        "no lock file: not claimed"
+    );
+    assert!(!db.exists(), "opened before any use");
+
+    // A second daemon on the same database: monitors run, sessions answer 503 with the reason.
+    let other = tempfile::tempdir().expect("tempdir");
+    let b = Daemon::start(other.path(), &config, support::free_tcp_port());
+    let (status, body) = get_json(&c, &b.url("/api/v1/sessions"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.to_string().contains("in use"), "{body}");
+    let (status, _) = get_json(&c, &b.url("/-/healthy"));
+    assert_eq!(status, 200);
+
+    // The first use opens it.
+    let (status, body) = get_json(&c, &a.url("/api/v1/sessions"));
+    assert_eq!(status, 200, "{body}");
+    assert!(db.exists(), "not opened at first use");
+    let (status, _) = get_json(&c, &a.url("/api/v1/sessions"));
+    assert_eq!(status, 200);
+}

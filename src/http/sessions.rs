@@ -58,8 +58,8 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
     }
 }
 
-pub(crate) fn manager(app: &App) -> Result<SessionManager, ApiError> {
-    app.sessions().map_err(|e| {
+pub(crate) async fn manager(app: &App) -> Result<SessionManager, ApiError> {
+    app.sessions().await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -111,7 +111,7 @@ pub async fn start(
     State(app): State<App>,
     ApiJson(req): ApiJson<StartRequest>,
 ) -> Result<Response, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     let config = app.config();
     let record = m.start(req, &config, &app.resolver()).await?;
     let location = format!("/api/v1/sessions/{}", record.id);
@@ -152,7 +152,7 @@ pub async fn list(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Page>, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     for key in q.keys() {
         if key != "limit" && key != "before" {
             return Err(ApiError::bad_request(format!(
@@ -204,7 +204,7 @@ pub async fn get(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     let id = parse_id(&id)?;
     if let Some((record, samples)) = m.running_record(id) {
         return Ok(Json(SessionDetail {
@@ -231,7 +231,7 @@ pub async fn get(
     )
 )]
 pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     let id = parse_id(&id)?;
     if let Some((record, _)) = m.running_record(id) {
         m.stop(id);
@@ -263,7 +263,7 @@ pub async fn delete(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     let id = parse_id(&id)?;
     if m.running_record(id).is_some() {
         return Err(running_conflict(id));

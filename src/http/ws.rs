@@ -77,7 +77,7 @@ pub async fn session_live(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let m = manager(&app)?;
+    let m = manager(&app).await?;
     let id = parse_id(&id)?;
     let slot = app.try_ws_slot().ok_or_else(too_many_clients)?;
     let sub = m

@@ -87,7 +87,6 @@ fn check_header(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Opens (creating it and its folder when missing) the database for writing and migrates it.
 /// How long `open` waits for another store on the same file (e.g. one still closing) to let go.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
@@ -129,7 +128,9 @@ fn lock(path: &Path) -> Result<StoreLock, StoreError> {
     }
 }
 
-pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreError> {
+/// The first half of opening the database for writing, which needs no SQLite: creates the
+/// folder, refuses a file that is not an SQLite database, and takes the store's lock.
+pub(crate) fn claim(path: &Path) -> Result<StoreLock, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_owned(),
@@ -137,6 +138,15 @@ pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreEr
         })?;
     }
     check_header(path)?;
+    lock(path)
+}
+
+/// Opens (creating it when missing) a database [`claim`]ed by this process for writing, and
+/// migrates it.
+pub(crate) fn open_claimed(
+    path: &Path,
+    lock: StoreLock,
+) -> Result<(Connection, StoreLock), StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -144,7 +154,6 @@ pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreEr
         path: path.to_owned(),
         source,
     })?;
-    let lock = lock(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(sqlite_err("set busy_timeout", path))?;
     // Read the version before anything writes: a newer schema is left exactly as it is.
@@ -185,7 +194,7 @@ pub(crate) fn open_write(path: &Path) -> Result<(Connection, StoreLock), StoreEr
     Ok((conn, lock))
 }
 
-/// Opens a read-only connection to a database `open_write` has prepared.
+/// Opens a read-only connection to a database `open_claimed` has prepared.
 pub(crate) fn open_read(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {

@@ -25,7 +25,7 @@ pub use model::{
     Page, ParseSessionIdError, SessionDetail, SessionId, SessionParams, SessionRecord,
     SessionStatus,
 };
-pub use store::{MAX_BATCH_INTERVAL, MAX_PAGE, Retention, Store, StoreOptions};
+pub use store::{Claim, MAX_BATCH_INTERVAL, MAX_PAGE, Retention, Store, StoreOptions};
 
 /// What went wrong in the session store; each names the operation and the database path.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::StoreError;
 use super::db::{self, Finish};
 use super::model::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
-use super::writer::{Counters, Op, Writer};
+use super::writer::{Counters, Inbox, Op, Writer};
 use crate::sample::{Sample, Summary};
 
 /// The longest batch interval: a killed process loses at most this much of its samples.
@@ -76,7 +76,9 @@ pub struct Store {
 
 struct Shared {
     path: PathBuf,
-    tx: SyncSender<Op>,
+    tx: Sender<Op>,
+    /// Most ops queued for the writer before samples are dropped.
+    capacity: usize,
     counters: Arc<Counters>,
     // Idle read connections. A plain mutex: held only to push or pop, never across a query.
     readers: Mutex<Vec<Connection>>,
@@ -98,7 +100,36 @@ impl Store {
     ///
     /// Blocking (file system and SQLite): call it before serving, or from `spawn_blocking`.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self, StoreError> {
-        let (mut conn, lock) = db::open_write(path)?;
+        Self::claim(path)?.open(opts)
+    }
+
+    /// The first half of [`Store::open`], without SQLite: creates the folder, checks that an
+    /// existing file is an SQLite database and takes the store's lock, so a wrong path or a
+    /// second store on the file fails here. Blocking, like `open`.
+    pub fn claim(path: &Path) -> Result<Claim, StoreError> {
+        Ok(Claim {
+            path: path.to_owned(),
+            lock: db::claim(path)?,
+        })
+    }
+}
+
+/// A database claimed by [`Store::claim`]: the lock is held until it is opened or dropped.
+///
+/// The daemon claims its database at start and opens it at the first use of sessions: opening
+/// runs SQLite (migrations, `interrupted` marks, retention), whose code then stays resident,
+/// about 1 MiB of a daemon that may never run a session.
+#[derive(Debug)]
+pub struct Claim {
+    path: PathBuf,
+    lock: db::StoreLock,
+}
+
+impl Claim {
+    /// The rest of [`Store::open`]. Blocking.
+    pub fn open(self, opts: StoreOptions) -> Result<Store, StoreError> {
+        let path = self.path.as_path();
+        let (mut conn, lock) = db::open_claimed(path, self.lock)?;
         let interrupted = db::mark_interrupted(&conn, path)?;
         if interrupted > 0 {
             tracing::info!(path = %path.display(), sessions = interrupted, "sessions cut by a restart marked interrupted");
@@ -122,12 +153,12 @@ impl Store {
         if deleted > 0 {
             tracing::info!(path = %path.display(), sessions = deleted, "old sessions deleted");
         }
-        let (tx, rx) = sync_channel(opts.queue_capacity.max(1));
+        let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
         let writer = Writer {
             conn,
             _lock: lock,
-            rx,
+            rx: Inbox::new(rx, Arc::clone(&counters)),
             path: path.to_owned(),
             batch_interval: opts.batch_interval.min(MAX_BATCH_INTERVAL),
             retention,
@@ -142,17 +173,20 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        Ok(Self {
+        Ok(Store {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
                 tx,
+                capacity: opts.queue_capacity.max(1),
                 counters,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
             }),
         })
     }
+}
 
+impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
@@ -179,19 +213,15 @@ impl Store {
         }
     }
 
-    /// Queues an op that must not be lost, waiting for queue space on a blocking thread when full.
-    async fn send(&self, op: Op) -> Result<(), StoreError> {
-        match self.shared.tx.try_send(op) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(self.closed()),
-            Err(TrySendError::Full(op)) => {
-                let tx = self.shared.tx.clone();
-                match tokio::task::spawn_blocking(move || tx.send(op)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) | Err(_) => Err(self.closed()),
-                }
-            }
-        }
+    /// Queues an op that must not be lost, however full the queue is: such ops are few (each
+    /// has a caller awaiting it), and the bound is there for samples.
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        let counters = &self.shared.counters;
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        self.shared.tx.send(op).map_err(|_| {
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.closed()
+        })
     }
 
     async fn call<T>(
@@ -199,7 +229,7 @@ impl Store {
         op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(op(tx)).await?;
+        self.send(op(tx))?;
         rx.await.map_err(|_| self.closed())?
     }
 
@@ -226,21 +256,20 @@ impl Store {
     }
 
     fn try_queue(&self, op: Op, samples: usize) -> bool {
-        match self.shared.tx.try_send(op) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                let before = self
-                    .shared
-                    .counters
-                    .dropped
-                    .fetch_add(samples as u64, Ordering::Relaxed);
-                // Warn on the first drop and then sparsely, so a flood does not flood the log too.
-                if before == 0 || (before + samples as u64) / 10_000 > before / 10_000 {
-                    tracing::warn!(path = %self.shared.path.display(), dropped_total = before + samples as u64, "session store queue full: samples dropped");
-                }
-                false
-            }
+        let counters = &self.shared.counters;
+        let room = counters.queued.fetch_add(1, Ordering::Relaxed) < self.shared.capacity;
+        if room && self.shared.tx.send(op).is_ok() {
+            return true;
         }
+        counters.queued.fetch_sub(1, Ordering::Relaxed);
+        let before = counters
+            .dropped
+            .fetch_add(samples as u64, Ordering::Relaxed);
+        // Warn on the first drop and then sparsely, so a flood does not flood the log too.
+        if before == 0 || (before + samples as u64) / 10_000 > before / 10_000 {
+            tracing::warn!(path = %self.shared.path.display(), dropped_total = before + samples as u64, "session store queue full: samples dropped");
+        }
+        false
     }
 
     /// Records the end of session `id`; returns once committed. `status` must not be `running`.
@@ -278,7 +307,7 @@ impl Store {
     /// Commits what is queued and stops the writer thread; later writes fail with `Closed`.
     pub async fn close(&self) -> Result<(), StoreError> {
         // A store already closed has nothing left to drain.
-        if self.send(Op::Shutdown).await.is_err() {
+        if self.send(Op::Shutdown).is_err() {
             return Ok(());
         }
         let handle = self.shared.writer.lock().take();

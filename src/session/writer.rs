@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,13 +50,43 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
     /// Transactions that failed.
     pub failed_batches: AtomicU64,
+    /// Ops sent and not yet taken by the writer: what bounds the queue (see [`Inbox`]).
+    pub queued: AtomicUsize,
+}
+
+/// The writer's end of the queue. The channel itself is unbounded and allocates as it fills
+/// (a bounded std channel allocates every slot at once: 384 KiB for 8,192 ops, resident from
+/// the start whether sessions are used or not); the senders bound it by [`Counters::queued`],
+/// which this takes down for every op received.
+pub(crate) struct Inbox {
+    rx: Receiver<Op>,
+    counters: Arc<Counters>,
+}
+
+impl Inbox {
+    pub(crate) fn new(rx: Receiver<Op>, counters: Arc<Counters>) -> Self {
+        Self { rx, counters }
+    }
+
+    fn taken(&self, op: Op) -> Op {
+        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        op
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Result<Op, RecvTimeoutError> {
+        self.rx.recv_timeout(wait).map(|op| self.taken(op))
+    }
+
+    fn try_recv(&self) -> Result<Op, TryRecvError> {
+        self.rx.try_recv().map(|op| self.taken(op))
+    }
 }
 
 pub(crate) struct Writer {
     // Declared before `lock`, so the connection closes before the lock is released.
     pub conn: Connection,
     pub _lock: db::StoreLock,
-    pub rx: Receiver<Op>,
+    pub rx: Inbox,
     pub path: PathBuf,
     pub batch_interval: Duration,
     pub retention: Retention,
