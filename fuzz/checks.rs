@@ -109,9 +109,9 @@ pub fn api_json(data: &[u8]) {
         let profiles: BTreeMap<_, _> = config.probe_profiles.clone();
         if let Ok(p) = pingscope::http::probe::params(&map, &profiles, config.sessions.min_interval)
         {
-            assert!(p.count >= 1);
-            assert!(!p.timeout.is_zero());
-            assert!(!p.target.trim().is_empty());
+            assert!(p.request.count.is_some_and(|c| c >= 1));
+            assert!(!p.request.timeout.is_zero());
+            assert!(!p.request.target.trim().is_empty());
         }
     }
 }

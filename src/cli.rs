@@ -1,27 +1,18 @@
 //! Command-line definitions (clap derive, exporter-style dotted flags) and exit codes.
 
-use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::resolve::Family;
+use crate::ping::{Format, PingOptions};
+use crate::probe::RawRequest;
 
-/// Exit status: every host answered.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: some host never answered.
-pub const EXIT_NO_REPLY: u8 = 1;
-/// Exit status: some host could not be resolved.
-pub const EXIT_UNRESOLVED: u8 = 2;
-/// Exit status: bad arguments or configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
-/// Exit status: no permission to open ICMP sockets (EX_NOPERM).
-pub const EXIT_NOPERM: u8 = 77;
-/// Exit status: any other failure.
-pub const EXIT_FAILURE: u8 = 70;
+pub use crate::exit::{
+    FAILURE as EXIT_FAILURE, NO_REPLY as EXIT_NO_REPLY, NOPERM as EXIT_NOPERM, OK as EXIT_OK,
+    UNRESOLVED as EXIT_UNRESOLVED, USAGE as EXIT_USAGE,
+};
 
 const EXIT_HELP: &str = "Exit status: 0 every host answered, 1 some host never answered, \
 2 some host could not be resolved, 64 bad arguments, 77 no permission to open ICMP sockets.";
@@ -40,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Ping hosts and stream one JSON line per probe, then a summary per host.
     #[command(after_help = EXIT_HELP)]
-    Ping(PingArgs),
+    Ping(Box<PingArgs>),
     /// Run the exporter daemon: monitors, /metrics, /probe, REST + WebSocket API, live page.
     Serve(Box<ServeArgs>),
     /// Validate a config file; print every error with its line; exit 64 when invalid.
@@ -50,48 +41,40 @@ pub enum Command {
     },
 }
 
-/// Output format of `ping`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// One JSON object per line (default when stdout is not a terminal).
-    Json,
-    /// Human text like iputils ping (default on a terminal).
-    Text,
-}
-
-/// Flags of `pingscope ping`.
+/// Flags of `pingscope ping`. Values are checked by the request's own rules
+/// ([`crate::probe::validate`]), with the same messages as every other front.
 #[derive(Debug, Args)]
 pub struct PingArgs {
     /// Hosts to ping (names or addresses), concurrently.
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
     /// Stop after COUNT probes per address (default: until interrupted or the deadline).
-    #[arg(short = 'c', long, value_parser = parse_count)]
-    pub count: Option<u64>,
-    /// Time between probes to one address (`200ms`, `1s`, or plain seconds `0.2`).
-    #[arg(short = 'i', long, default_value = "1s", value_parser = parse_interval)]
-    pub interval: Duration,
+    #[arg(short = 'c', long)]
+    pub count: Option<String>,
+    /// Time between probes to one address (`200ms`, `1s`, or plain seconds `0.2`) [default: 1s].
+    #[arg(short = 'i', long)]
+    pub interval: Option<String>,
     /// Stop sending after this long in total.
-    #[arg(short = 'w', long, value_parser = parse_positive_duration)]
-    pub deadline: Option<Duration>,
-    /// How long to wait for each reply; a reply after it is reported `late`.
-    #[arg(short = 'W', long, default_value = "2s", value_parser = parse_timeout)]
-    pub timeout: Duration,
-    /// ICMP payload bytes.
-    #[arg(short = 's', long, default_value_t = 56, value_parser = parse_size)]
-    pub size: u32,
+    #[arg(short = 'w', long)]
+    pub deadline: Option<String>,
+    /// How long to wait for each reply; a reply after it is reported `late` [default: 2s].
+    #[arg(short = 'W', long)]
+    pub timeout: Option<String>,
+    /// ICMP payload bytes [default: 56].
+    #[arg(short = 's', long)]
+    pub size: Option<String>,
     /// IPv4 TTL / IPv6 hop limit (1-255).
-    #[arg(short = 't', long, value_parser = parse_ttl)]
-    pub ttl: Option<u8>,
+    #[arg(short = 't', long)]
+    pub ttl: Option<String>,
     /// TOS byte / IPv6 traffic class (0-255, decimal or 0x hex).
-    #[arg(short = 'Q', long, value_parser = parse_tos)]
-    pub tos: Option<u8>,
+    #[arg(short = 'Q', long)]
+    pub tos: Option<String>,
     /// Send through this interface (SO_BINDTODEVICE).
     #[arg(short = 'I', long, value_name = "IFACE")]
     pub interface: Option<String>,
     /// Source address.
     #[arg(short = 'S', long, value_name = "ADDR")]
-    pub source: Option<IpAddr>,
+    pub source: Option<String>,
     /// IPv4 only.
     #[arg(short = '4', conflicts_with_all = ["ip6", "all_addresses"])]
     pub ip4: bool,
@@ -110,47 +93,48 @@ pub struct PingArgs {
 }
 
 impl PingArgs {
-    /// The address family the flags select.
-    pub fn family(&self) -> Family {
-        if self.all_addresses {
-            Family::All
+    /// What the flags ask for, in the request type every front shares (the host left out).
+    pub fn into_options(self) -> PingOptions {
+        let family = if self.all_addresses {
+            "all"
         } else if self.ip4 {
-            Family::Ip4
+            "ip4"
         } else if self.ip6 {
-            Family::Ip6
+            "ip6"
         } else {
-            Family::Auto
-        }
-    }
-
-    /// Checks what single flags cannot: the payload size against the protocol maximum.
-    pub fn validate(&self) -> Result<(), String> {
-        let max = if self.ip6 {
-            MAX_PAYLOAD_V6
-        } else {
-            MAX_PAYLOAD_V4
+            "auto"
         };
-        if self.size > max {
-            return Err(format!(
-                "invalid size {}: above the protocol maximum of {max} bytes{}",
-                self.size,
-                if self.ip6 {
-                    " for IPv6"
-                } else {
-                    " for IPv4 (use -6 for up to 65527)"
-                }
-            ));
+        PingOptions {
+            request: RawRequest {
+                target: None,
+                kind: None,
+                count: self.count,
+                duration: self.deadline,
+                interval: self.interval,
+                timeout: self.timeout,
+                size: self.size,
+                family: Some(family.to_owned()),
+                ttl: self.ttl.map(|t| hex_or_decimal(&t)),
+                tos: self.tos.map(|t| hex_or_decimal(&t)),
+                source: self.source,
+                interface: self.interface,
+                plain_seconds: true,
+            },
+            hosts: self.hosts,
+            dns_server: self.dns_server,
+            format: self.format,
         }
-        Ok(())
     }
 }
 
-/// Largest ICMPv4 echo payload: 65535 − 20 (IP header) − 8 (ICMP header).
-pub const MAX_PAYLOAD_V4: u32 = 65_507;
-/// Largest ICMPv6 echo payload: 65535 − 8 (ICMPv6 header); the IPv6 header is not counted.
-pub const MAX_PAYLOAD_V6: u32 = 65_527;
-/// Smallest interval between probes to one address.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// `0x10` as `16`, as iputils takes `-Q`; anything else as it is.
+fn hex_or_decimal(s: &str) -> String {
+    let t = s.trim();
+    t.strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .map_or_else(|| s.to_owned(), |n| n.to_string())
+}
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -241,86 +225,9 @@ fn default_listen() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([0, 0, 0, 0], crate::DEFAULT_PORT))]
 }
 
-/// Parses a duration given on the command line: Prometheus style (`200ms`, `1m30s`) or plain
-/// seconds as iputils ping takes them (`0.2`).
-pub fn parse_cli_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("invalid duration \"{s}\": must not be negative"));
-    }
-    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return match t.parse::<f64>() {
-            Ok(secs) if secs.is_finite() => Duration::try_from_secs_f64(secs)
-                .map_err(|_| format!("invalid duration \"{s}\": out of range")),
-            _ => Err(format!("invalid duration \"{s}\"")),
-        };
-    }
-    crate::config::parse_duration(t).map_err(|e| e.to_string())
-}
-
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = parse_cli_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("invalid duration \"{s}\": must be greater than 0"));
-    }
-    Ok(d)
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_cli_duration(s)?;
-    if d < MIN_INTERVAL {
-        return Err(format!(
-            "invalid interval \"{s}\": below the minimum of 1ms"
-        ));
-    }
-    Ok(d)
-}
-
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_positive_duration(s)?;
-    if d > Duration::from_secs(60) {
-        return Err(format!("invalid timeout \"{s}\": above the maximum of 1m"));
-    }
-    Ok(d)
-}
-
-fn parse_count(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("invalid count 0: must be at least 1".to_owned()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("invalid count \"{s}\": not a whole number")),
-    }
-}
-
-fn parse_size(s: &str) -> Result<u32, String> {
-    match s.trim().parse::<u32>() {
-        Ok(n) if n <= MAX_PAYLOAD_V6 => Ok(n),
-        Ok(n) => Err(format!(
-            "invalid size {n}: above the protocol maximum of {MAX_PAYLOAD_V6} bytes"
-        )),
-        Err(_) => Err(format!("invalid size \"{s}\": not a whole number of bytes")),
-    }
-}
-
-fn parse_ttl(s: &str) -> Result<u8, String> {
-    match s.trim().parse::<u32>() {
-        Ok(n @ 1..=255) => Ok(n as u8),
-        Ok(n) => Err(format!("invalid ttl {n}: must be between 1 and 255")),
-        Err(_) => Err(format!("invalid ttl \"{s}\": not a whole number")),
-    }
-}
-
-fn parse_tos(s: &str) -> Result<u8, String> {
-    let t = s.trim();
-    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(hex) => u32::from_str_radix(hex, 16),
-        None => t.parse::<u32>(),
-    };
-    match parsed {
-        Ok(n @ 0..=255) => Ok(n as u8),
-        Ok(n) => Err(format!("invalid tos {n}: must be between 0 and 255")),
-        Err(_) => Err(format!("invalid tos \"{s}\": not a number")),
-    }
+    let d = crate::probe::rules::parse_duration_of("duration", s, true)?;
+    crate::probe::rules::positive("duration", d)
 }
 
 fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
@@ -334,58 +241,44 @@ fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid DNS server \"{s}\": expected IP or IP:PORT"))
 }
 
-/// Entry point of the binary: parse, dispatch, map errors to exit codes.
-pub fn main() -> ExitCode {
-    ExitCode::from(run(std::env::args_os()))
-}
-
-/// Runs the CLI with these arguments and returns the exit status.
-pub fn run<I, T>(args: I) -> u8
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => EXIT_OK,
-                _ => EXIT_USAGE,
-            };
-            let _ = e.print();
-            return code;
-        }
-    };
-    match cli.command {
-        Command::Ping(args) => crate::ping::main(args),
-        Command::Serve(args) => crate::app::main(*args),
-        Command::CheckConfig { file } => crate::app::check_config(&file),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cli_durations() {
-        assert_eq!(parse_cli_duration("0.2"), Ok(Duration::from_millis(200)));
-        assert_eq!(parse_cli_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_cli_duration("-1s").is_err());
-        assert!(parse_interval("0.0001").is_err());
-        assert!(parse_timeout("0").is_err());
+    fn ping_flags_become_one_request() {
+        let cli = Cli::try_parse_from([
+            "pingscope",
+            "ping",
+            "-c",
+            "3",
+            "-Q",
+            "0x10",
+            "-6",
+            "-i",
+            "0.2",
+            "h",
+        ])
+        .expect("parses");
+        let Command::Ping(args) = cli.command else {
+            panic!("not ping")
+        };
+        let o = args.into_options();
+        assert_eq!(o.hosts, ["h"]);
+        assert_eq!(o.request.count.as_deref(), Some("3"));
+        assert_eq!(o.request.tos.as_deref(), Some("16"));
+        assert_eq!(o.request.family.as_deref(), Some("ip6"));
+        assert!(o.request.plain_seconds);
     }
 
     #[test]
-    fn numeric_flags() {
-        assert_eq!(parse_tos("0x10"), Ok(16));
-        assert!(parse_tos("256").is_err());
-        assert!(parse_ttl("0").is_err());
-        assert_eq!(parse_ttl("255"), Ok(255));
-        assert!(parse_count("0").is_err());
+    fn serve_flags() {
+        assert_eq!(
+            parse_positive_duration("0.5"),
+            Ok(Duration::from_millis(500))
+        );
+        assert_eq!(parse_positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_positive_duration("0").is_err());
         assert_eq!(
             parse_dns_server("127.0.0.1"),
             Ok(SocketAddr::from(([127, 0, 0, 1], 53)))

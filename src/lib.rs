@@ -10,7 +10,7 @@
 //! | [`engine`] | the ICMP layer behind [`engine::Pinger`]: one socket per family, in-flight table, kernel timestamps; a scripted fake |
 //! | [`sample`] | the one sample shape shared by CLI JSON lines, WebSocket messages and the session store |
 //! | [`stats`] | pure statistics: loss, RTT summary, percentiles, jitter (IPDV and RFC 3550) |
-//! | [`burst`] | a bounded run of probes to one address, shared by `/probe` and sessions |
+//! | [`probe`] | one request type, checked by one function, and one runner for every front (CLI, `/probe`, sessions, monitors) |
 //! | [`ping`] | the one-shot `pingscope ping` command |
 //! | [`metrics`] | the Prometheus registry: record a result, forget a target, encode text or protobuf |
 //! | [`scheduler`] | one task per monitored address (events recorded inline from the engine): staggered start, drift-free ticks, lag measured |
@@ -20,14 +20,16 @@
 //! | [`app`] | wiring for `serve`: handles, scheduler, HTTP, reload and shutdown |
 
 pub mod app;
-pub mod burst;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod engine;
+pub mod exit;
 pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod ping;
+pub mod probe;
 pub mod resolve;
 pub mod sample;
 pub mod scheduler;

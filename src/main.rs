@@ -1,5 +1,28 @@
+//! The binary: parse the command line, hand it to the library, exit with its status.
+
 use std::process::ExitCode;
 
+use clap::Parser as _;
+use clap::error::ErrorKind;
+use pingscope::cli::{Cli, Command};
+
 fn main() -> ExitCode {
-    pingscope::cli::main()
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => pingscope::exit::OK,
+                _ => pingscope::exit::USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    ExitCode::from(match cli.command {
+        Command::Ping(args) => pingscope::ping::main(args.into_options()),
+        Command::Serve(args) => pingscope::app::main(*args),
+        Command::CheckConfig { file } => pingscope::app::check_config(&file),
+    })
 }

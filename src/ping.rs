@@ -1,53 +1,77 @@
 //! `pingscope ping`: ping hosts concurrently, stream one line per probe outcome, then a summary
 //! per address.
 //!
-//! Each resolved address gets its own task with its own sink; the engine is shared. Lines are
-//! written whole under the output lock and flushed as they happen, so a reader of the pipe sees
-//! each outcome at once.
+//! The flags become one [`ProbeRequest`] per host, checked by [`crate::probe::validate`] like
+//! every other front's; each resolved address is run by [`crate::probe::run`] on the shared
+//! engine. Lines are written whole under the output lock and flushed as they happen, so a
+//! reader of the pipe sees each outcome at once.
 
 use std::io::{IsTerminal, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, Format, PingArgs};
-use crate::engine::{Pinger, ProbeSpec, SocketOptions};
-use crate::resolve::{Family, Resolver};
-use crate::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag};
+use crate::engine::Pinger;
+use crate::exit;
+use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest, RequestError};
+use crate::resolve::Resolver;
+use crate::sample::{Sample, SampleType, Summary};
 use crate::stats::Accumulator;
-
-/// How long to keep listening for duplicates and late replies after the last probe settled.
-pub const LINGER: Duration = Duration::from_millis(250);
 
 /// Where lines go: stdout in the binary, a buffer in tests.
 pub type Output = Arc<Mutex<dyn Write + Send>>;
 
-/// What one run of `ping` asks for, after flag parsing.
+/// Output format of `ping`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (default when stdout is not a terminal).
+    Json,
+    /// Human text like iputils ping (default on a terminal).
+    Text,
+}
+
+/// What the command line asks for, before any check.
 #[derive(Clone, Debug)]
-pub struct PingPlan {
+pub struct PingOptions {
     /// Hosts as typed.
     pub hosts: Vec<String>,
-    /// Probes per address; `None` = until cancelled or the deadline.
-    pub count: Option<u64>,
-    /// Time between probes to one address.
-    pub interval: Duration,
-    /// Stop sending after this long.
-    pub deadline: Option<Duration>,
-    /// Per-probe timeout.
-    pub timeout: Duration,
-    /// Payload bytes.
-    pub size: u16,
-    /// Address family selection.
-    pub family: Family,
-    /// Socket options.
-    pub options: SocketOptions,
+    /// Everything else about the probes, as typed (its target is each host in turn).
+    pub request: RawRequest,
+    /// DNS server to ask instead of the system resolver.
+    pub dns_server: Option<SocketAddr>,
+    /// Output format; `None`: text on a terminal, else JSON.
+    pub format: Option<Format>,
+}
+
+/// One run of `ping`, checked: a request per host.
+#[derive(Clone, Debug)]
+pub struct PingPlan {
+    /// One request per host, in the order typed.
+    pub requests: Vec<ProbeRequest>,
     /// Output format.
     pub format: Format,
+}
+
+impl PingPlan {
+    /// Checks every host's request with the rules every front shares.
+    pub fn new(options: &PingOptions, format: Format) -> Result<Self, RequestError> {
+        let requests = options
+            .hosts
+            .iter()
+            .map(|host| {
+                let raw = RawRequest {
+                    target: Some(host.clone()),
+                    ..options.request.clone()
+                };
+                probe::validate(&raw, &Defaults::default(), &Limits::default())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { requests, format })
+    }
 }
 
 /// How a run ended, per address.
@@ -65,42 +89,31 @@ impl RunResult {
     /// The documented exit status.
     pub fn exit_code(&self) -> u8 {
         if self.unresolved > 0 {
-            cli::EXIT_UNRESOLVED
+            exit::UNRESOLVED
         } else if self.silent > 0 {
-            cli::EXIT_NO_REPLY
+            exit::NO_REPLY
         } else {
-            cli::EXIT_OK
+            exit::OK
         }
     }
 }
 
-/// Entry point of the subcommand: build the runtime, engine and resolver, run, map to an exit code.
-pub fn main(args: PingArgs) -> u8 {
-    if let Err(msg) = args.validate() {
-        eprintln_safe(&format!("pingscope: {msg}"));
-        return cli::EXIT_USAGE;
-    }
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Text
-    } else {
-        Format::Json
-    });
-    let plan = PingPlan {
-        family: args.family(),
-        hosts: args.hosts,
-        count: args.count,
-        interval: args.interval,
-        deadline: args.deadline,
-        timeout: args.timeout,
-        // validate() bounded it to the protocol maximum, which fits u16.
-        size: u16::try_from(args.size).unwrap_or(u16::MAX),
-        options: SocketOptions {
-            ttl: args.ttl,
-            tos: args.tos,
-            source: args.source,
-            interface: args.interface,
-        },
-        format,
+/// Entry point of the subcommand: check, build the runtime, engine and resolver, run, map to an
+/// exit code.
+pub fn main(options: PingOptions) -> u8 {
+    let format = options
+        .format
+        .unwrap_or(if std::io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        });
+    let plan = match PingPlan::new(&options, format) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln_safe(&format!("pingscope: {e}"));
+            return exit::USAGE;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -110,7 +123,7 @@ pub fn main(args: PingArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln_safe(&format!("pingscope: cannot start the runtime: {e}"));
-            return cli::EXIT_FAILURE;
+            return exit::FAILURE;
         }
     };
     runtime.block_on(async move {
@@ -119,12 +132,12 @@ pub fn main(args: PingArgs) -> u8 {
             Err(e) => {
                 eprintln_safe(&format!("pingscope: {e}"));
                 return match e {
-                    crate::engine::SocketError::PermissionDenied { .. } => cli::EXIT_NOPERM,
-                    _ => cli::EXIT_FAILURE,
+                    crate::engine::SocketError::PermissionDenied { .. } => exit::NOPERM,
+                    _ => exit::FAILURE,
                 };
             }
         };
-        let resolver = match args.dns_server {
+        let resolver = match options.dns_server {
             Some(server) => Resolver::with_servers(&[server]),
             None => Resolver::system(),
         };
@@ -132,7 +145,7 @@ pub fn main(args: PingArgs) -> u8 {
             Ok(r) => r,
             Err(e) => {
                 eprintln_safe(&format!("pingscope: cannot set up DNS: {e}"));
-                return cli::EXIT_FAILURE;
+                return exit::FAILURE;
             }
         };
         let cancel = CancellationToken::new();
@@ -164,7 +177,7 @@ fn spawn_signal_watch(cancel: CancellationToken) {
                     clippy::disallowed_methods,
                     reason = "a second Ctrl-C means: stop now, skip the summaries"
                 )]
-                std::process::exit(i32::from(cli::EXIT_NO_REPLY));
+                std::process::exit(i32::from(exit::NO_REPLY));
             }
         }
     });
@@ -179,17 +192,17 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> RunResult {
     let mut lookups = tokio::task::JoinSet::new();
-    for (i, host) in plan.hosts.iter().enumerate() {
+    for (i, request) in plan.requests.iter().enumerate() {
         let resolver = resolver.clone();
-        let host = host.clone();
-        let family = plan.family;
+        let host = request.target.clone();
+        let family = request.family;
         lookups.spawn(async move { (i, resolver.lookup(&host, family).await) });
     }
     let mut resolved = Vec::new();
     let mut result = RunResult::default();
     while let Some(joined) = lookups.join_next().await {
         let Ok((i, lookup)) = joined else { continue };
-        let host = &plan.hosts[i];
+        let host = &plan.requests[i].target;
         match lookup {
             Ok(r) => resolved.extend(r.addrs.into_iter().map(|ip| (i, ip))),
             Err(e) => {
@@ -199,37 +212,35 @@ pub async fn run(
                 emit_summary(
                     &out,
                     plan.format,
-                    &summary(host, None, &Accumulator::new()),
+                    &probe::summary(host, None, &Accumulator::new()),
                     None,
                 );
             }
         }
     }
     resolved.sort();
-    let deadline = plan.deadline.map(|d| Instant::now() + d);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, ip) in resolved {
-        let host = plan.hosts[i].clone();
+        let request = plan.requests[i].clone();
         if plan.format == Format::Text {
             write_line(
                 &out,
                 &format!(
-                    "PING {host} ({ip}) {}({}) bytes of data.",
-                    plan.size,
-                    usize::from(plan.size) + 8 + if ip.is_ipv4() { 20 } else { 40 }
+                    "PING {} ({ip}) {}({}) bytes of data.",
+                    request.target,
+                    request.size,
+                    usize::from(request.size) + 8 + if ip.is_ipv4() { 20 } else { 40 }
                 ),
             );
         }
-        let ctx = AddressRun {
-            plan: plan.clone(),
-            host,
+        tasks.spawn(run_address(
+            request,
             ip,
-            pinger: pinger.clone(),
-            out: out.clone(),
-            cancel: cancel.clone(),
-            deadline,
-        };
-        tasks.spawn(ctx.run());
+            pinger.clone(),
+            out.clone(),
+            plan.format,
+            cancel.clone(),
+        ));
     }
     while let Some(joined) = tasks.join_next().await {
         result.addresses += 1;
@@ -241,129 +252,27 @@ pub async fn run(
     result
 }
 
-struct AddressRun {
-    plan: PingPlan,
-    host: String,
+/// Runs one address through the shared runner, printing as it goes, then its summary.
+async fn run_address(
+    request: ProbeRequest,
     ip: IpAddr,
     pinger: Arc<dyn Pinger>,
     out: Output,
+    format: Format,
     cancel: CancellationToken,
-    deadline: Option<Instant>,
-}
-
-impl AddressRun {
-    async fn run(self) -> Accumulator {
-        let started = Instant::now();
-        // Sized for every probe that can be outstanding, plus late and duplicate replies.
-        let per_timeout = self.plan.timeout.as_secs_f64() / self.plan.interval.as_secs_f64();
-        let cap = (per_timeout.ceil() as usize)
-            .saturating_mul(4)
-            .clamp(64, 65_536);
-        let (tx, mut rx) = mpsc::channel::<crate::engine::ProbeEvent>(cap);
-        let tx = crate::engine::EventSink::from(tx);
-        let spec = ProbeSpec {
-            ip: self.ip,
-            size: self.plan.size,
-            timeout: self.plan.timeout,
-            options: self.plan.options.clone(),
-        };
-        let mut acc = Accumulator::new();
-        let mut ticker = tokio::time::interval(self.plan.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut next_seq: u64 = 1;
-        let mut outstanding: u64 = 0;
-        let mut sending = true;
-        // If the engine ever lost an event, stop waiting this long after the last send.
-        let mut drain_until = Instant::now() + self.plan.timeout + Duration::from_secs(1);
-        let deadline = self.deadline;
-        // Once every probe has settled, listen a little longer so duplicates and late replies
-        // of the last probes are still counted.
-        let mut linger_until: Option<Instant> = None;
-        loop {
-            if !sending && outstanding == 0 && linger_until.is_none() {
-                linger_until = Some(Instant::now() + LINGER.min(self.plan.timeout));
-            }
-            tokio::select! {
-                biased;
-                Some(ev) = rx.recv() => {
-                    if ev.kind.is_terminal() {
-                        outstanding = outstanding.saturating_sub(1);
-                    }
-                    let sample = Sample::from_event(&self.host, &self.host, &ev);
-                    acc.on_outcome(ev.tag, crate::burst::outcome(&ev.kind));
-                    emit_sample(&self.out, self.plan.format, &sample);
-                }
-                _ = ticker.tick(), if sending => {
-                    let seq = next_seq;
-                    next_seq += 1;
-                    match self.pinger.send(&spec, seq, &tx) {
-                        Ok(_) => {
-                            acc.on_sent();
-                            outstanding += 1;
-                        }
-                        Err(e) => {
-                            let s = Sample::local_error(&self.host, &self.host, Some(self.ip), Some(seq), e.to_string());
-                            emit_sample(&self.out, self.plan.format, &s);
-                        }
-                    }
-                    drain_until = Instant::now() + self.plan.timeout + Duration::from_secs(1);
-                    if self.plan.count.is_some_and(|c| seq >= c) {
-                        sending = false;
-                    }
-                }
-                _ = self.cancel.cancelled(), if sending => sending = false,
-                _ = sleep_until_opt(deadline), if sending => sending = false,
-                _ = tokio::time::sleep_until(drain_until), if !sending => break,
-                _ = sleep_until_opt(linger_until), if linger_until.is_some() => break,
-            }
-        }
-        let elapsed = started.elapsed();
-        emit_summary(
-            &self.out,
-            self.plan.format,
-            &summary(&self.host, Some(self.ip), &acc),
-            Some(elapsed),
-        );
-        acc
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Builds the summary line of one address from its accumulator.
-pub fn summary(host: &str, ip: Option<IpAddr>, acc: &Accumulator) -> Summary {
-    let t = acc.tally();
-    let ms = crate::sample::secs_to_ms;
-    let (ipdv, rfc) = acc.jitter();
-    Summary {
-        kind: SummaryTag::Summary,
-        target: host.to_owned(),
-        host: host.to_owned(),
-        ip,
-        sent: t.sent,
-        received: t.received,
-        lost: t.lost,
-        loss_ratio: t.loss_ratio(),
-        late: t.late,
-        duplicates: t.duplicates,
-        errors: t.errors,
-        rtt_ms: acc.rtt().map(|r| RttSummaryMs {
-            min: ms(r.min),
-            avg: ms(r.mean),
-            max: ms(r.max),
-            stddev: ms(r.stddev),
-            p50: ms(r.p50),
-            p95: ms(r.p95),
-            p99: ms(r.p99),
-        }),
-        jitter_ms: ipdv.map(ms),
-        jitter_rfc3550_ms: rfc.map(ms),
-    }
+) -> Accumulator {
+    let started = Instant::now();
+    let acc = probe::run(&pinger, &request, ip, None, &cancel, |s| {
+        emit_sample(&out, format, &s);
+    })
+    .await;
+    emit_summary(
+        &out,
+        format,
+        &probe::summary(&request.target, Some(ip), &acc),
+        Some(started.elapsed()),
+    );
+    acc
 }
 
 fn write_line(out: &Output, line: &str) {
@@ -461,17 +370,18 @@ mod tests {
     use crate::engine::fake::{FakePinger, Step};
 
     fn plan(hosts: &[&str], count: u64) -> PingPlan {
-        PingPlan {
+        let options = PingOptions {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            count: Some(count),
-            interval: Duration::from_millis(100),
-            deadline: None,
-            timeout: Duration::from_millis(500),
-            size: 56,
-            family: Family::Auto,
-            options: SocketOptions::default(),
-            format: Format::Json,
-        }
+            request: RawRequest {
+                count: Some(count.to_string()),
+                interval: Some("100ms".to_owned()),
+                timeout: Some("500ms".to_owned()),
+                ..RawRequest::default()
+            },
+            dns_server: None,
+            format: Some(Format::Json),
+        };
+        PingPlan::new(&options, Format::Json).unwrap_or_else(|e| panic!("{e}"))
     }
 
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -531,7 +441,7 @@ mod tests {
             ],
         );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.7"], 5)).await;
-        assert_eq!(r.exit_code(), cli::EXIT_OK);
+        assert_eq!(r.exit_code(), exit::OK);
         assert_eq!(of_type(&lines, "reply").len(), 2);
         assert_eq!(
             of_type(&lines, "timeout").len(),
@@ -569,7 +479,7 @@ mod tests {
         );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.1", "192.0.2.2"], 3)).await;
         assert_eq!(r.silent, 1);
-        assert_eq!(r.exit_code(), cli::EXIT_NO_REPLY);
+        assert_eq!(r.exit_code(), exit::NO_REPLY);
         assert_eq!(of_type(&lines, "summary").len(), 2);
         assert_eq!(of_type(&lines, "reply").len(), 3);
     }
@@ -581,7 +491,7 @@ mod tests {
             silent: 1,
             addresses: 1,
         };
-        assert_eq!(r.exit_code(), cli::EXIT_UNRESOLVED);
-        assert_eq!(RunResult::default().exit_code(), cli::EXIT_OK);
+        assert_eq!(r.exit_code(), exit::UNRESOLVED);
+        assert_eq!(RunResult::default().exit_code(), exit::OK);
     }
 }

@@ -19,6 +19,7 @@ use pingscope::session::{
 fn params(target: &str) -> SessionParams {
     SessionParams {
         target: target.to_owned(),
+        kind: pingscope::probe::ProbeKind::Icmp,
         count: Some(10),
         duration: None,
         interval: Duration::from_millis(200),

@@ -102,25 +102,25 @@ fn bad_input_has_status_and_message() {
         &post(json!({"target": HOST, "duration": "11m", "interval": "1s"})),
         400,
         "invalid_parameter",
-        "session would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+        "the probes would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
     );
     assert_error(
         &post(json!({"target": HOST, "count": 700, "interval": "1s"})),
         400,
         "invalid_parameter",
-        "session would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+        "the probes would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
     );
     assert_error(
         &post(json!({"target": HOST, "interval": "5ms"})),
         400,
         "invalid_parameter",
-        "invalid field \"interval\": below the minimum of 10ms",
+        "interval 5ms is below the minimum of 10ms",
     );
     assert_error(
         &post(json!({"target": HOST, "interval": "soon"})),
         400,
         "invalid_parameter",
-        "invalid field \"interval\": invalid duration \"soon\": expected a number before \"soon\"",
+        "interval: invalid duration \"soon\": expected a number before \"soon\"",
     );
     assert_error(
         &post(json!({"target": DENIED_HOST})),
@@ -139,31 +139,31 @@ fn bad_input_has_status_and_message() {
         &post(json!({"target": "  "})),
         400,
         "invalid_parameter",
-        "invalid field \"target\": must not be empty",
+        "target must not be empty: name the host to probe",
     );
     assert_error(
         &post(json!({"target": HOST, "count": 0})),
         400,
         "invalid_parameter",
-        "invalid field \"count\": must be at least 1",
+        "count must be at least 1, got 0",
     );
     assert_error(
         &post(json!({"target": HOST, "timeout": "2m"})),
         400,
         "invalid_parameter",
-        "invalid field \"timeout\": must be greater than 0 and at most 1m",
+        "timeout 2m is longer than is sane (at most 1m)",
     );
     assert_error(
         &post(json!({"target": HOST, "family": "all"})),
         400,
         "invalid_parameter",
-        "invalid field \"family\": use auto, ip4 or ip6 (a session probes one address)",
+        "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
     );
     assert_error(
         &post(json!({"target": HOST, "size": 70000})),
         400,
         "invalid_parameter",
-        "invalid field \"size\": 70000 is above the protocol maximum of 65507 bytes",
+        "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
     );
     // serde's own messages, with the path of the field at fault.
     assert_error_has(
@@ -176,7 +176,7 @@ fn bad_input_has_status_and_message() {
         &post(json!({"target": HOST, "count": "ten"})),
         400,
         "invalid_parameter",
-        &["count", "invalid type: string \"ten\", expected u32"],
+        &["count", "invalid type: string \"ten\", expected i64"],
     );
     assert_error_has(
         &post(json!({"count": 3})),

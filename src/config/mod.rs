@@ -10,7 +10,6 @@
 //! | `file_sd.rs` | `target_files` in Prometheus' file_sd format |
 //! | `locate.rs` | names the key of a YAML syntax or type error, and parses on past type errors |
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
-//! | [`duration`] | Prometheus-style durations, also used by the CLI and the HTTP API |
 //! | [`shard`] | `--shard I/N` |
 //! | [`diff`] | which targets a reload adds, removes, changes or keeps |
 //!
@@ -21,7 +20,6 @@
 //! indexes counting from 0.
 
 pub mod diff;
-pub mod duration;
 mod error;
 mod file_sd;
 mod locate;
@@ -31,8 +29,8 @@ pub mod shard;
 mod types;
 mod validate;
 
+pub use crate::duration::{self, DurationError, format_duration, parse_duration};
 pub use diff::{ChangedTarget, TargetDiff, diff_targets};
-pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigIssue};
 pub use shard::{Shard, ShardError};
 pub use types::{

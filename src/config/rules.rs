@@ -1,10 +1,10 @@
 //! The value rules: one function per kind of value, each recording its own issue and returning the
 //! typed value, or `None` so the caller keeps the default and goes on looking for more problems.
 
-use super::duration::{format_duration, parse_duration};
 use super::error::Issues;
 use super::raw::{RawProbeOptions, S};
 use super::types::{TargetDefaults, limits};
+use crate::duration::{format_duration, parse_duration};
 use crate::resolve::Family;
 use std::collections::BTreeMap;
 use std::net::IpAddr;

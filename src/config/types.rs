@@ -116,9 +116,9 @@ pub struct TargetConfig {
     pub host: String,
     /// Extra Prometheus labels.
     pub labels: BTreeMap<String, String>,
-    #[serde(with = "super::duration::serde_duration")]
+    #[serde(with = "crate::duration::serde_duration")]
     pub interval: Duration,
-    #[serde(with = "super::duration::serde_duration")]
+    #[serde(with = "crate::duration::serde_duration")]
     pub timeout: Duration,
     /// ICMP payload bytes.
     pub size: u16,
@@ -246,9 +246,9 @@ impl AccessConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ProbeProfile {
     pub count: u32,
-    #[serde(with = "super::duration::serde_duration")]
+    #[serde(with = "crate::duration::serde_duration")]
     pub interval: Duration,
-    #[serde(with = "super::duration::serde_duration")]
+    #[serde(with = "crate::duration::serde_duration")]
     pub timeout: Duration,
     pub size: u16,
     pub family: Family,

@@ -105,3 +105,42 @@ pub async fn json_body_too_large(
     );
     response
 }
+
+impl From<crate::probe::RequestError> for ApiError {
+    /// A refused request is the caller's fault: 400 with the rule's own message.
+    fn from(e: crate::probe::RequestError) -> Self {
+        Self::bad_request(e.message)
+    }
+}
+
+impl From<crate::session::StoreError> for ApiError {
+    /// The store failed or is unavailable: 503, the request may be retried.
+    fn from(e: crate::session::StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            format!("session store: {e}"),
+        )
+    }
+}
+
+impl From<crate::session::manager::StartError> for ApiError {
+    fn from(e: crate::session::manager::StartError) -> Self {
+        use crate::session::manager::StartError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(e) => e.into(),
+            E::ShuttingDown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
+            E::TooMany { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", message)
+            }
+            E::Unresolvable { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unresolvable_target",
+                message,
+            ),
+            E::Denied { .. } => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
+            E::Store(e) => e.into(),
+        }
+    }
+}

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -21,14 +20,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::burst::{self, BurstEvent, BurstPlan};
 use crate::config::ProbeProfile;
-use crate::engine::{EventKind, ProbeSpec, SocketOptions};
 use crate::http::error::ApiError;
-use crate::resolve::Family;
+use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest, rules};
+use crate::sample::SampleType;
 
-/// Most packets one probe may send.
-pub const MAX_COUNT: u32 = 1000;
 /// Scrape timeout assumed when Prometheus does not send its header.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kept free before the scrape timeout, so the answer reaches Prometheus in time.
@@ -36,62 +32,23 @@ pub const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The probe settings after the module and the query are merged and checked.
+/// A `/probe` request after the module and the query are merged and checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeParams {
-    /// Host to probe.
-    pub target: String,
-    /// Packets.
-    pub count: u32,
-    /// Between packets.
-    pub interval: Duration,
-    /// Per packet.
-    pub timeout: Duration,
-    /// Payload bytes.
-    pub size: u16,
-    /// Address family.
-    pub family: Family,
+    /// What to probe, in the request type every front shares.
+    pub request: ProbeRequest,
     /// Return the probe's log as text.
     pub debug: bool,
 }
 
-fn query_duration(q: &HashMap<String, String>, key: &str) -> Result<Option<Duration>, ApiError> {
-    q.get(key)
-        .map(|v| {
-            crate::config::parse_duration(v)
-                .map_err(|e| ApiError::bad_request(format!("invalid parameter \"{key}\": {e}")))
-        })
-        .transpose()
-}
-
-fn query_number<T: std::str::FromStr>(
-    q: &HashMap<String, String>,
-    key: &str,
-    what: &str,
-) -> Result<Option<T>, ApiError> {
-    q.get(key)
-        .map(|v| {
-            v.trim().parse::<T>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid parameter \"{key}\": \"{v}\" is not {what}"
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// Merges the module (profile) with the query and checks every value against the config caps.
+/// Merges the module (profile) with the query and checks the result with the rules every front
+/// shares. The operator's profile is trusted; what the caller asks is held to
+/// `sessions.min_interval` and [`rules::MAX_PROBE_COUNT`].
 pub fn params(
     q: &HashMap<String, String>,
     profiles: &std::collections::BTreeMap<String, ProbeProfile>,
     min_interval: Duration,
 ) -> Result<ProbeParams, ApiError> {
-    let target = q.get("target").map(|t| t.trim()).unwrap_or("");
-    if target.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing parameter \"target\": the host to probe",
-        ));
-    }
     let module = q.get("module").map_or("default", String::as_str);
     let Some(profile) = profiles.get(module) else {
         let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
@@ -100,72 +57,39 @@ pub fn params(
             known.join(", ")
         )));
     };
-    let count = query_number::<u32>(q, "count", "a whole number")?.unwrap_or(profile.count);
-    if count == 0 || count > MAX_COUNT {
-        return Err(ApiError::bad_request(format!(
-            "invalid parameter \"count\": {count} is outside 1..={MAX_COUNT}"
-        )));
-    }
-    // sessions.min_interval caps what callers ask for; the operator's own profiles are trusted.
-    let asked = query_duration(q, "interval")?;
-    let interval = asked.unwrap_or(profile.interval);
-    if asked.is_some() && interval < min_interval {
-        return Err(ApiError::bad_request(format!(
-            "invalid parameter \"interval\": below the minimum of {}",
-            crate::config::format_duration(min_interval)
-        )));
-    }
-    let timeout = query_duration(q, "timeout")?.unwrap_or(profile.timeout);
-    if timeout.is_zero() || timeout > Duration::from_secs(60) {
-        return Err(ApiError::bad_request(
-            "invalid parameter \"timeout\": must be greater than 0 and at most 1m",
-        ));
-    }
-    let size = query_number::<u32>(q, "size", "a whole number of bytes")?
-        .unwrap_or(u32::from(profile.size));
-    let family = match q.get("family").map(String::as_str) {
-        None => profile.family,
-        Some("auto") => Family::Auto,
-        Some("ip4") => Family::Ip4,
-        Some("ip6") => Family::Ip6,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "invalid parameter \"family\": \"{other}\" (use auto, ip4 or ip6)"
-            )));
-        }
+    let raw = RawRequest {
+        target: q.get("target").cloned(),
+        count: q.get("count").cloned(),
+        interval: q.get("interval").cloned(),
+        timeout: q.get("timeout").cloned(),
+        size: q.get("size").cloned(),
+        family: q.get("family").cloned(),
+        ..RawRequest::default()
     };
-    let max_size = if family == Family::Ip6 {
-        crate::cli::MAX_PAYLOAD_V6
-    } else {
-        crate::cli::MAX_PAYLOAD_V4
+    let defaults = Defaults {
+        count: Some(u64::from(profile.count)),
+        interval: profile.interval,
+        timeout: profile.timeout,
+        size: profile.size,
+        family: profile.family,
     };
-    if size > max_size {
-        return Err(ApiError::bad_request(format!(
-            "invalid parameter \"size\": {size} is above the protocol maximum of {max_size} bytes"
-        )));
-    }
+    let limits = Limits {
+        min_interval,
+        max_count: Some(rules::MAX_PROBE_COUNT),
+        max_run: None,
+        one_address: true,
+    };
+    let request = probe::validate(&raw, &defaults, &limits)?;
     let debug = match q.get("debug").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "invalid parameter \"debug\": \"{other}\" (use true or false)"
+                "debug {other:?} is not a boolean (use true or false)"
             )));
         }
     };
-    Ok(ProbeParams {
-        target: target.to_owned(),
-        count,
-        interval,
-        timeout,
-        size: u16::try_from(size).unwrap_or(u16::MAX),
-        family: if family == Family::All {
-            Family::Auto
-        } else {
-            family
-        },
-        debug,
-    })
+    Ok(ProbeParams { request, debug })
 }
 
 /// The deadline Prometheus gives us: its scrape timeout header minus the offset.
@@ -294,56 +218,37 @@ pub async fn probe(
     };
     let started = Instant::now();
     let deadline = started + budget(&headers);
+    let req = &p.request;
     let mut log = String::new();
     let mut fig = Figures::default();
-    let lookup =
-        tokio::time::timeout_at(deadline, app.resolver().lookup(&p.target, p.family)).await;
+    let lookup = probe::resolve_one(&app.resolver(), req, deadline).await;
     fig.dns = started.elapsed().as_secs_f64();
-    let ip: Option<IpAddr> = match lookup {
-        Ok(Ok(r)) => r.addrs.first().copied(),
-        Ok(Err(e)) => {
-            let _ = writeln!(log, "resolve {}: {e}", p.target);
-            None
-        }
-        Err(_) => {
-            let _ = writeln!(log, "resolve {}: timed out", p.target);
+    let ip = match lookup {
+        Ok(ip) => Some(ip),
+        Err(e) => {
+            let _ = writeln!(log, "resolve {}: {e}", req.target);
             None
         }
     };
     if let Some(ip) = ip {
-        let _ = writeln!(log, "resolved {} to {ip} in {:.3}s", p.target, fig.dns);
+        let _ = writeln!(log, "resolved {} to {ip} in {:.3}s", req.target, fig.dns);
         if let Err(denied) = config.access.check(ip) {
-            return Err(ApiError::denied(&p.target, ip, &denied));
+            return Err(ApiError::denied(&req.target, ip, &denied));
         }
         fig.ip_protocol = if ip.is_ipv4() { 4 } else { 6 };
-        let plan = BurstPlan {
-            spec: ProbeSpec {
-                ip,
-                size: p.size,
-                timeout: p.timeout,
-                options: SocketOptions::default(),
-            },
-            count: Some(u64::from(p.count)),
-            interval: p.interval,
-            deadline,
-        };
         let mut hop_limit = None;
-        let acc = burst::run(
-            app.pinger().clone(),
-            plan,
-            CancellationToken::new(),
-            |ev| match ev {
-                BurstEvent::Probe(ev) => {
-                    if let EventKind::Reply(r) = &ev.kind {
-                        hop_limit = r.ttl.or(hop_limit);
-                    }
-                    if p.debug {
-                        let s = crate::sample::Sample::from_event(&p.target, &p.target, &ev);
-                        let _ = writeln!(log, "{}", serde_json::to_string(&s).unwrap_or_default());
-                    }
+        let acc = probe::run(
+            app.pinger(),
+            req,
+            ip,
+            Some(deadline),
+            &CancellationToken::new(),
+            |s| {
+                if s.kind == SampleType::Reply {
+                    hop_limit = s.ttl.or(hop_limit);
                 }
-                BurstEvent::SendFailed { seq, error } => {
-                    let _ = writeln!(log, "probe {seq}: send failed: {error}");
+                if p.debug {
+                    let _ = writeln!(log, "{}", serde_json::to_string(&s).unwrap_or_default());
                 }
             },
         )
@@ -356,11 +261,12 @@ pub async fn probe(
         fig.rtt = acc.rtt();
         fig.jitter = acc.jitter().0;
         fig.hop_limit = hop_limit;
-        if t.sent < u64::from(p.count) {
+        let count = req.count.unwrap_or(0);
+        if t.sent < count {
             let _ = writeln!(
                 log,
-                "sent {} of {} packets: the rest would not settle before the scrape timeout",
-                t.sent, p.count
+                "sent {} of {count} packets: the rest would not settle before the scrape timeout",
+                t.sent
             );
         }
     }
@@ -382,6 +288,7 @@ pub async fn probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::Family;
     use std::collections::BTreeMap;
 
     fn profiles() -> BTreeMap<String, ProbeProfile> {
@@ -412,10 +319,10 @@ mod tests {
     #[test]
     fn rejections_name_the_parameter() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[], "missing parameter \"target\": the host to probe"),
+            (&[], "target must not be empty: name the host to probe"),
             (
                 &[("target", "  ")],
-                "missing parameter \"target\": the host to probe",
+                "target must not be empty: name the host to probe",
             ),
             (
                 &[("target", "h"), ("module", "nope")],
@@ -423,27 +330,27 @@ mod tests {
             ),
             (
                 &[("target", "h"), ("count", "0")],
-                "invalid parameter \"count\": 0 is outside 1..=1000",
+                "count must be at least 1, got 0",
             ),
             (
                 &[("target", "h"), ("count", "x")],
-                "invalid parameter \"count\": \"x\" is not a whole number",
+                "count \"x\" is not a whole number",
             ),
             (
                 &[("target", "h"), ("interval", "1ms")],
-                "invalid parameter \"interval\": below the minimum of 10ms",
+                "interval 1ms is below the minimum of 10ms",
             ),
             (
                 &[("target", "h"), ("size", "70000")],
-                "invalid parameter \"size\": 70000 is above the protocol maximum of 65507 bytes",
+                "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
             ),
             (
                 &[("target", "h"), ("family", "ipx")],
-                "invalid parameter \"family\": \"ipx\" (use auto, ip4 or ip6)",
+                "unknown family \"ipx\" (use auto, ip4 or ip6)",
             ),
             (
                 &[("target", "h"), ("debug", "maybe")],
-                "invalid parameter \"debug\": \"maybe\" (use true or false)",
+                "debug \"maybe\" is not a boolean (use true or false)",
             ),
         ];
         for (pairs, want) in cases {
@@ -452,7 +359,7 @@ mod tests {
             assert_eq!(msg, *want, "{pairs:?}");
         }
         let (_, msg) = err(&[("target", "h"), ("timeout", "5x")]);
-        assert!(msg.starts_with("invalid parameter \"timeout\": "), "{msg}");
+        assert!(msg.starts_with("timeout: invalid duration \"5x\""), "{msg}");
     }
 
     #[test]
@@ -463,7 +370,7 @@ mod tests {
         }
         let got = params(&q(&[("target", "h")]), &p, Duration::from_millis(100));
         assert_eq!(
-            got.map(|p| p.interval).ok(),
+            got.map(|p| p.request.interval).ok(),
             Some(Duration::from_millis(20))
         );
         let asked = params(
@@ -483,8 +390,18 @@ mod tests {
         );
         let Ok(p) = p else { panic!("{p:?}") };
         assert_eq!(
-            (p.count, p.interval, p.timeout, p.size),
-            (10, Duration::from_millis(20), Duration::from_secs(1), 56)
+            (
+                p.request.count,
+                p.request.interval,
+                p.request.timeout,
+                p.request.size
+            ),
+            (
+                Some(10),
+                Duration::from_millis(20),
+                Duration::from_secs(1),
+                56
+            )
         );
     }
 

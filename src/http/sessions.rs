@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::App;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::session::manager::{SessionManager, StartRequest, store_error};
+use crate::session::manager::{SessionManager, StartRequest};
 use crate::session::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
 
 /// JSON body extractor whose rejections use the API's error shape and name the field.
@@ -181,11 +181,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let page = m
-        .store()
-        .list(limit, before)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let page = m.store().list(limit, before).await?;
     Ok(Json(page))
 }
 
@@ -212,7 +208,7 @@ pub async fn get(
             samples: samples.iter().map(|s| (**s).clone()).collect(),
         }));
     }
-    match m.store().get(id).await.map_err(|e| store_error(&e))? {
+    match m.store().get(id).await? {
         Some(d) => Ok(Json(d)),
         None => Err(ApiError::not_found(format!("no session {id}"))),
     }
@@ -237,7 +233,7 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
         m.stop(id);
         return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
     }
-    match m.store().get(id).await.map_err(|e| store_error(&e))? {
+    match m.store().get(id).await? {
         Some(d) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_running",
@@ -272,7 +268,7 @@ pub async fn delete(
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         Ok(false) => Err(ApiError::not_found(format!("no session {id}"))),
         Err(crate::session::StoreError::SessionRunning(_)) => Err(running_conflict(id)),
-        Err(e) => Err(store_error(&e)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -82,8 +82,7 @@ pub async fn session_live(
     let slot = app.try_ws_slot().ok_or_else(too_many_clients)?;
     let sub = m
         .subscribe(id)
-        .await
-        .map_err(|e| crate::session::manager::store_error(&e))?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
     let shutdown = app.shutdown_token().clone();
     Ok(limit(ws).on_upgrade(move |socket| session_stream(socket, sub, slot, shutdown)))

@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
 use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -19,10 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{SessionId, SessionParams, SessionRecord, SessionStatus, Store, StoreError};
-use crate::burst::{self, BurstEvent, BurstPlan};
-use crate::config::{Config, format_duration, parse_duration};
-use crate::engine::{Pinger, ProbeSpec, SocketOptions};
-use crate::http::error::ApiError;
+use crate::config::{Config, Denied, format_duration};
+use crate::engine::Pinger;
+use crate::probe::{self, Defaults, Limits, ProbeKind, RawRequest, RequestError};
 use crate::resolve::{Family, Resolver};
 use crate::sample::{Sample, Summary};
 
@@ -37,17 +35,22 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages a live reader may be behind before it is told it lagged.
 pub const LIVE_BUFFER: usize = 256;
 
-/// The body of `POST /api/v1/sessions` (and `POST /start_test`).
+/// The body of `POST /api/v1/sessions` (and `POST /start_test`). Values are checked by the
+/// request's own rules ([`crate::probe::validate`]), with the same messages as every other front.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// Host name or address to ping.
     #[schema(min_length = 1, max_length = 253, pattern = "\\S")]
     pub target: String,
+    /// What kind of probe (default `icmp`).
+    #[serde(default)]
+    #[schema(value_type = Option<ProbeKind>)]
+    pub kind: Option<String>,
     /// Number of probes (default 10 when no duration is given).
     #[serde(default)]
     #[schema(minimum = 1)]
-    pub count: Option<u32>,
+    pub count: Option<i64>,
     /// How long to run, e.g. `"30s"`; with `count`, whichever ends first.
     #[serde(default)]
     pub duration: Option<String>,
@@ -59,11 +62,67 @@ pub struct StartRequest {
     pub timeout: Option<String>,
     /// ICMP payload bytes (default 56; at most 65507 over IPv4, 65527 over IPv6).
     #[serde(default)]
-    #[schema(maximum = 65527)]
-    pub size: Option<u32>,
+    #[schema(minimum = 0, maximum = 65527)]
+    pub size: Option<i64>,
     /// `auto`, `ip4` or `ip6`.
     #[serde(default)]
-    pub family: Option<Family>,
+    #[schema(value_type = Option<Family>)]
+    pub family: Option<String>,
+}
+
+impl StartRequest {
+    /// The body in the request type every front shares.
+    pub fn raw(&self) -> RawRequest {
+        RawRequest {
+            target: Some(self.target.clone()),
+            kind: self.kind.clone(),
+            count: self.count.map(|c| c.to_string()),
+            duration: self.duration.clone(),
+            interval: self.interval.clone(),
+            timeout: self.timeout.clone(),
+            size: self.size.map(|s| s.to_string()),
+            family: self.family.clone(),
+            ..RawRequest::default()
+        }
+    }
+}
+
+/// Why a session did not start. The HTTP layer maps each to its status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] RequestError),
+    /// The daemon is stopping.
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    /// `sessions.max_active` sessions run already.
+    #[error("{max} sessions are running, the most sessions.max_active allows; retry when one ends")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The target has no address in the asked family.
+    #[error("cannot resolve {target}: {why}")]
+    Unresolvable {
+        /// The target as given.
+        target: String,
+        /// Why.
+        why: String,
+    },
+    /// The access lists refuse the target's address.
+    #[error("target {target} ({ip}) {denied}")]
+    Denied {
+        /// The target as given.
+        target: String,
+        /// Its address.
+        ip: IpAddr,
+        /// The rule that refused it.
+        denied: Denied,
+    },
+    /// The store could not record the session.
+    #[error("session store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A message of a session's live stream.
@@ -114,97 +173,31 @@ pub enum Subscription {
     Ended(Box<super::SessionDetail>),
 }
 
-fn bad(msg: String) -> ApiError {
-    ApiError::bad_request(msg)
-}
-
-fn field_duration(field: &str, v: &Option<String>) -> Result<Option<Duration>, ApiError> {
-    v.as_deref()
-        .map(|s| parse_duration(s).map_err(|e| bad(format!("invalid field \"{field}\": {e}"))))
-        .transpose()
-}
-
-/// Checks a start request against the config and applies defaults.
-pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, ApiError> {
-    let target = req.target.trim();
-    if target.is_empty() {
-        return Err(bad("invalid field \"target\": must not be empty".to_owned()));
-    }
-    // Counted as the spec's maxLength counts: characters, before trimming.
-    if req.target.chars().count() > 253 {
-        return Err(bad(
-            "invalid field \"target\": longer than 253 characters".to_owned()
-        ));
-    }
-    let limits = &config.sessions;
-    let interval = field_duration("interval", &req.interval)?.unwrap_or(DEFAULT_INTERVAL);
-    if interval < limits.min_interval {
-        return Err(bad(format!(
-            "invalid field \"interval\": below the minimum of {}",
-            format_duration(limits.min_interval)
-        )));
-    }
-    let timeout = field_duration("timeout", &req.timeout)?.unwrap_or(DEFAULT_TIMEOUT);
-    if timeout.is_zero() || timeout > Duration::from_secs(60) {
-        return Err(bad(
-            "invalid field \"timeout\": must be greater than 0 and at most 1m".to_owned(),
-        ));
-    }
-    let duration = field_duration("duration", &req.duration)?;
-    if duration.is_some_and(|d| d.is_zero()) {
-        return Err(bad(
-            "invalid field \"duration\": must be greater than 0".to_owned()
-        ));
-    }
-    if req.count == Some(0) {
-        return Err(bad("invalid field \"count\": must be at least 1".to_owned()));
-    }
-    let count = match (req.count, duration) {
-        (None, None) => Some(DEFAULT_COUNT),
-        (c, _) => c,
+/// Checks a start request against the config's limits and applies the session defaults.
+pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, RequestError> {
+    let defaults = Defaults {
+        count: Some(u64::from(DEFAULT_COUNT)),
+        interval: DEFAULT_INTERVAL,
+        timeout: DEFAULT_TIMEOUT,
+        ..Defaults::default()
     };
-    // The longest this session can run: its duration, or count × interval plus the last timeout.
-    let planned = match (count, duration) {
-        (Some(c), d) => {
-            let by_count = interval.saturating_mul(c.saturating_sub(1)) + timeout;
-            d.map_or(by_count, |d| d.min(by_count))
-        }
-        (None, Some(d)) => d,
-        (None, None) => Duration::ZERO,
+    let limits = Limits {
+        min_interval: config.sessions.min_interval,
+        max_count: Some(u64::from(u32::MAX)),
+        max_run: Some((config.sessions.max_duration, "sessions.max_duration")),
+        one_address: true,
     };
-    if planned > limits.max_duration {
-        return Err(bad(format!(
-            "session would run {}, above sessions.max_duration {} (lower \"count\" or \"duration\", or raise \"interval\")",
-            format_duration(planned),
-            format_duration(limits.max_duration)
-        )));
-    }
-    let family = req.family.unwrap_or(Family::Auto);
-    if family == Family::All {
-        return Err(bad(
-            "invalid field \"family\": use auto, ip4 or ip6 (a session probes one address)"
-                .to_owned(),
-        ));
-    }
-    let size = req.size.unwrap_or(56);
-    let max = if family == Family::Ip6 {
-        crate::cli::MAX_PAYLOAD_V6
-    } else {
-        crate::cli::MAX_PAYLOAD_V4
-    };
-    if size > max {
-        return Err(bad(format!(
-            "invalid field \"size\": {size} is above the protocol maximum of {max} bytes"
-        )));
-    }
+    let r = probe::validate(&req.raw(), &defaults, &limits)?;
     Ok(SessionParams {
-        target: target.to_owned(),
-        count,
-        duration,
-        interval,
-        timeout,
-        size: u16::try_from(size).unwrap_or(u16::MAX),
-        family,
+        target: r.target,
+        kind: r.kind,
+        // max_count keeps it within u32.
+        count: r.count.map(|c| u32::try_from(c).unwrap_or(u32::MAX)),
+        duration: r.duration,
+        interval: r.interval,
+        timeout: r.timeout,
+        size: r.size,
+        family: r.family,
     })
 }
 
@@ -238,33 +231,28 @@ impl SessionManager {
         req: StartRequest,
         config: &Config,
         resolver: &Resolver,
-    ) -> Result<SessionRecord, ApiError> {
+    ) -> Result<SessionRecord, StartError> {
         let params = validate(&req, config)?;
         if self.shared.shutdown.is_cancelled() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the daemon is shutting down",
-            ));
+            return Err(StartError::ShuttingDown);
         }
-        if self.active() >= config.sessions.max_active {
-            return Err(too_many(config.sessions.max_active));
+        let max = config.sessions.max_active;
+        if self.active() >= max {
+            return Err(StartError::TooMany { max });
         }
-        let lookup = tokio::time::timeout(
-            RESOLVE_TIMEOUT,
-            resolver.lookup(&params.target, params.family),
-        )
-        .await;
-        let ip: IpAddr = match lookup {
-            Ok(Ok(r)) => match r.addrs.first() {
-                Some(ip) => *ip,
-                None => return Err(unresolvable(&params.target, "no address")),
-            },
-            Ok(Err(e)) => return Err(unresolvable(&params.target, &e.to_string())),
-            Err(_) => return Err(unresolvable(&params.target, "lookup timed out")),
-        };
+        let request = params.request();
+        let ip = probe::resolve_one(resolver, &request, Instant::now() + RESOLVE_TIMEOUT)
+            .await
+            .map_err(|why| StartError::Unresolvable {
+                target: params.target.clone(),
+                why,
+            })?;
         if let Err(denied) = config.access.check(ip) {
-            return Err(ApiError::denied(&params.target, ip, &denied));
+            return Err(StartError::Denied {
+                target: params.target.clone(),
+                ip,
+                denied,
+            });
         }
         let record = SessionRecord::start(params.clone());
         let (tx, _) = broadcast::channel(LIVE_BUFFER);
@@ -273,8 +261,8 @@ impl SessionManager {
         {
             // Check and insert under one lock so concurrent starts cannot pass max_active.
             let mut running = self.shared.running.lock();
-            if running.len() >= config.sessions.max_active {
-                return Err(too_many(config.sessions.max_active));
+            if running.len() >= max {
+                return Err(StartError::TooMany { max });
             }
             running.insert(
                 record.id,
@@ -289,7 +277,7 @@ impl SessionManager {
         }
         if let Err(e) = self.shared.store.create(&record).await {
             self.shared.running.lock().remove(&record.id);
-            return Err(store_error(&e));
+            return Err(e.into());
         }
         let manager = self.clone();
         let run_record = record.clone();
@@ -306,38 +294,19 @@ impl SessionManager {
         cancel: CancellationToken,
         stop_status: Arc<Mutex<SessionStatus>>,
     ) {
-        let p = &record.params;
-        let started = Instant::now();
-        let deadline = started + p.duration.unwrap_or(Duration::from_secs(365 * 86_400));
-        let plan = BurstPlan {
-            spec: ProbeSpec {
-                ip,
-                size: p.size,
-                timeout: p.timeout,
-                options: SocketOptions::default(),
-            },
-            count: p.count.map(u64::from),
-            interval: p.interval,
-            deadline: deadline + p.timeout,
-        };
+        let request = record.params.request();
         let id = record.id;
-        let target = p.target.clone();
-        let acc = burst::run(self.shared.pinger.clone(), plan, cancel.clone(), |ev| {
-            let sample = match ev {
-                BurstEvent::Probe(ev) => Sample::from_event(&target, &target, &ev),
-                BurstEvent::SendFailed { seq, error } => {
-                    Sample::local_error(&target, &target, Some(ip), Some(seq), error)
-                }
-            };
+        let acc = probe::run(&self.shared.pinger, &request, ip, None, &cancel, |sample| {
             self.publish(id, sample);
         })
         .await;
+        let target = request.target;
         let status = if cancel.is_cancelled() {
             *stop_status.lock()
         } else {
             SessionStatus::Completed
         };
-        let summary: Summary = crate::ping::summary(&target, Some(ip), &acc);
+        let summary: Summary = probe::summary(&target, Some(ip), &acc);
         let mut ended = record.clone();
         ended.status = status;
         ended.ended_at = Some(SystemTime::now());
@@ -434,33 +403,6 @@ impl SessionManager {
             tracing::error!(error = %e, "closing the session store");
         }
     }
-}
-
-fn too_many(max: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_sessions",
-        format!(
-            "{max} sessions are running, the most sessions.max_active allows; retry when one ends"
-        ),
-    )
-}
-
-fn unresolvable(target: &str, why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unresolvable_target",
-        format!("invalid field \"target\": cannot resolve {target}: {why}"),
-    )
-}
-
-/// Maps a store failure to a 500/503 with its message.
-pub fn store_error(e: &StoreError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        format!("session store: {e}"),
-    )
 }
 
 /// Duration as the API spells it.

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::engine::SocketOptions;
+use crate::probe::{ProbeKind, ProbeRequest};
 use crate::resolve::Family;
 use crate::sample::{Sample, Summary};
 
@@ -97,29 +99,49 @@ impl From<SessionId> for String {
 pub struct SessionParams {
     /// Host name or address to ping.
     pub target: String,
+    /// What kind of probe (absent in sessions stored before kinds existed: `icmp`).
+    #[serde(default)]
+    pub kind: ProbeKind,
     /// Number of probes; absent when the session runs for `duration` (or until stopped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// How long the session runs, e.g. `"30s"`.
     #[serde(
         default,
-        with = "duration_opt",
+        with = "crate::duration::serde_duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     #[schema(value_type = Option<String>, example = "30s")]
     pub duration: Option<Duration>,
     /// Time between probes, e.g. `"200ms"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "crate::duration::serde_duration")]
     #[schema(value_type = String, example = "200ms")]
     pub interval: Duration,
     /// How long to wait for each reply, e.g. `"1s"`.
-    #[serde(with = "duration_str")]
+    #[serde(with = "crate::duration::serde_duration")]
     #[schema(value_type = String, example = "1s")]
     pub timeout: Duration,
     /// ICMP payload size in bytes.
     pub size: u16,
     /// Which addresses of the target to probe.
     pub family: Family,
+}
+
+impl SessionParams {
+    /// The session as a request of the shared runner.
+    pub fn request(&self) -> ProbeRequest {
+        ProbeRequest {
+            target: self.target.clone(),
+            kind: self.kind,
+            count: self.count.map(u64::from),
+            duration: self.duration,
+            interval: self.interval,
+            timeout: self.timeout,
+            size: self.size,
+            family: self.family,
+            options: SocketOptions::default(),
+        }
+    }
 }
 
 /// Where a session is in its life.
@@ -248,110 +270,6 @@ pub struct Page {
     pub total: u64,
 }
 
-// Private duration format helpers; to be replaced by `config::format_duration`/`parse_duration`
-// once the config module lands, so that bodies and config spell durations the same way.
-const UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
-
-/// Formats `d` Prometheus-style at millisecond precision: `200ms`, `1m30s`, `0s`.
-pub(crate) fn format_duration(d: Duration) -> String {
-    let mut ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return "0s".to_owned();
-    }
-    let mut out = String::new();
-    for (unit, size) in UNITS {
-        if ms >= size {
-            out.push_str(&format!("{}{unit}", ms / size));
-            ms %= size;
-        }
-    }
-    out
-}
-
-/// Parses a Prometheus-style duration (`1h30m`, `200ms`, `0`), units largest first, each once.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let bad = || format!("invalid duration {s:?} (expected e.g. \"200ms\", \"1m30s\")");
-    let all: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut next_unit = 0;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..letters];
-        rest = &rest[letters..];
-        let idx = all.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if idx < next_unit {
-            return Err(bad());
-        }
-        next_unit = idx + 1;
-        total = n
-            .checked_mul(all[idx].1)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    Ok(Duration::from_millis(total))
-}
-
-mod duration_str {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-mod duration_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&super::format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
 mod time_str {
     use std::time::SystemTime;
 
@@ -389,35 +307,6 @@ mod time_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_round_trip() {
-        for (text, ms) in [
-            ("0s", 0),
-            ("200ms", 200),
-            ("1s", 1000),
-            ("1m30s", 90_000),
-            ("1d1h1m1s1ms", 90_061_001),
-        ] {
-            assert_eq!(format_duration(Duration::from_millis(ms)), text);
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)));
-        }
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
-        for bad in [
-            "",
-            "ms",
-            "10",
-            "1x",
-            "1s1m",
-            "1s1s",
-            "-1s",
-            "1.5s",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn session_id_parses_only_v7() {
@@ -462,6 +351,7 @@ mod tests {
     fn params_serialize_durations_as_strings() {
         let p = SessionParams {
             target: "localhost".into(),
+            kind: ProbeKind::Icmp,
             count: Some(5),
             duration: None,
             interval: Duration::from_millis(200),

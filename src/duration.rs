@@ -117,7 +117,7 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Serde helpers: `#[serde(with = "crate::config::duration::serde_duration")]`.
+/// Serde helpers: `#[serde(with = "crate::duration::serde_duration")]`.
 pub mod serde_duration {
     use super::{format_duration, parse_duration};
     use serde::{Deserialize, Deserializer, Serializer};
