@@ -750,6 +750,7 @@ mod tests {
             name: name.into(),
             host: host.into(),
             labels: BTreeMap::new(),
+            kind: crate::probe::ProbeKind::Icmp,
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(500),
             size: 56,

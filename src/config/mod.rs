@@ -110,6 +110,7 @@ impl Config {
             probe_profiles: [(
                 defaults::PROFILE.to_owned(),
                 ProbeProfile {
+                    kind: crate::probe::ProbeKind::Icmp,
                     count: defaults::PROFILE_COUNT,
                     interval: defaults::PROFILE_INTERVAL,
                     timeout: defaults::PROFILE_TIMEOUT,

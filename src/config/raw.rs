@@ -26,6 +26,7 @@ pub(crate) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProbeOptions {
+    pub kind: Option<S<String>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub size: Option<S<i64>>,
@@ -40,6 +41,7 @@ pub(crate) struct RawProbeOptions {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDefaults {
+    pub kind: Option<S<String>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub size: Option<S<i64>>,
@@ -56,6 +58,7 @@ impl RawDefaults {
     /// The probe options part (serde's `flatten` would lose the locations, so this copies).
     pub(crate) fn options(&self) -> RawProbeOptions {
         RawProbeOptions {
+            kind: self.kind.clone(),
             interval: self.interval.clone(),
             timeout: self.timeout.clone(),
             size: self.size.clone(),
@@ -83,6 +86,7 @@ pub(crate) struct RawTarget {
     pub name: Option<S<String>>,
     pub host: Option<S<String>>,
     pub labels: Option<BTreeMap<String, S<String>>>,
+    pub kind: Option<S<String>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub size: Option<S<i64>>,
@@ -97,6 +101,7 @@ pub(crate) struct RawTarget {
 impl RawTarget {
     pub(crate) fn options(&self) -> RawProbeOptions {
         RawProbeOptions {
+            kind: self.kind.clone(),
             interval: self.interval.clone(),
             timeout: self.timeout.clone(),
             size: self.size.clone(),
@@ -144,6 +149,7 @@ pub(crate) struct RawAccess {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawProfile {
+    pub kind: Option<S<String>>,
     pub count: Option<S<i64>>,
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,

@@ -4,7 +4,9 @@
 use super::error::Issues;
 use super::raw::{RawProbeOptions, S};
 use super::types::{TargetDefaults, limits};
-use crate::duration::{format_duration, parse_duration};
+use crate::duration::parse_duration;
+use crate::probe::ProbeKind;
+use crate::probe::rules as probe_rules;
 use crate::resolve::Family;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -46,19 +48,7 @@ pub(crate) fn duration_min(
     min: Duration,
 ) -> Option<Duration> {
     let d = duration(issues, value, key)?;
-    if d < min {
-        issues.push(
-            line(value),
-            key,
-            format!(
-                "{name} {} is below the minimum of {}",
-                format_duration(d),
-                format_duration(min)
-            ),
-        );
-        return None;
-    }
-    Some(d)
+    checked(issues, value, key, probe_rules::at_least(name, d, min))
 }
 
 pub(crate) fn duration_positive(
@@ -68,28 +58,23 @@ pub(crate) fn duration_positive(
     name: &str,
 ) -> Option<Duration> {
     let d = duration(issues, value, key)?;
-    if d.is_zero() {
-        issues.push(line(value), key, format!("{name} must be greater than 0s"));
-        return None;
-    }
-    Some(d)
+    checked(issues, value, key, probe_rules::positive(name, d))
 }
 
 pub(crate) fn timeout(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Duration> {
-    let d = duration_positive(issues, value, key, "timeout")?;
-    if d > limits::MAX_TIMEOUT {
-        issues.push(
-            line(value),
-            key,
-            format!(
-                "timeout {} is longer than is sane (at most {})",
-                format_duration(d),
-                format_duration(limits::MAX_TIMEOUT)
-            ),
-        );
-        return None;
+    let d = duration(issues, value, key)?;
+    checked(issues, value, key, probe_rules::timeout(d))
+}
+
+/// Records a rule's refusal at the value's line; the value when it passed.
+fn checked<T, V>(issues: &mut Issues, value: &S<V>, key: &str, r: Result<T, String>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(message) => {
+            issues.push(line(value), key, message);
+            None
+        }
     }
-    Some(d)
 }
 
 /// An integer in `lo..=hi`; the message names the range.
@@ -101,16 +86,12 @@ pub(crate) fn int_range(
     lo: i64,
     hi: i64,
 ) -> Option<i64> {
-    let n = value.value;
-    if n < lo || n > hi {
-        issues.push(
-            line(value),
-            key,
-            format!("{name} must be between {lo} and {hi}, got {n}"),
-        );
-        return None;
-    }
-    Some(n)
+    checked(
+        issues,
+        value,
+        key,
+        probe_rules::in_range(name, value.value, lo, hi),
+    )
 }
 
 /// An integer of at least `lo` that fits `usize`.
@@ -133,53 +114,20 @@ pub(crate) fn int_at_least(
     usize::try_from(n).ok()
 }
 
+pub(crate) fn kind(issues: &mut Issues, value: &S<String>, key: &str) -> Option<ProbeKind> {
+    checked(issues, value, key, ProbeKind::parse(&value.value))
+}
+
 pub(crate) fn family(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Family> {
-    match value.value.as_str() {
-        "auto" => Some(Family::Auto),
-        "ip4" => Some(Family::Ip4),
-        "ip6" => Some(Family::Ip6),
-        "all" => Some(Family::All),
-        other => {
-            issues.push(
-                line(value),
-                key,
-                format!("unknown family {other:?} (use auto, ip4, ip6 or all)"),
-            );
-            None
-        }
-    }
+    checked(issues, value, key, probe_rules::family(&value.value, false))
 }
 
 /// Payload size, checked against the largest payload of the families it may be sent over.
 pub(crate) fn size(issues: &mut Issues, value: &S<i64>, key: &str, fam: Family) -> Option<u16> {
-    let n = value.value;
-    if n < 0 {
-        issues.push(
-            line(value),
-            key,
-            format!("size must not be negative, got {n}"),
-        );
-        return None;
-    }
-    let (max, over) = size_limit(fam);
-    if n > i64::from(max) {
-        issues.push(
-            line(value),
-            key,
-            format!("size {n} is larger than the largest ICMP payload over {over} ({max} bytes)"),
-        );
-        return None;
-    }
-    u16::try_from(n).ok()
+    checked(issues, value, key, probe_rules::size(value.value, fam))
 }
 
-/// Only `ip6` is sure never to send over IPv4, whose limit is lower.
-pub(crate) fn size_limit(fam: Family) -> (u16, &'static str) {
-    match fam {
-        Family::Ip6 => (limits::MAX_SIZE_V6, "IPv6"),
-        _ => (limits::MAX_SIZE_V4, "IPv4"),
-    }
-}
+pub(crate) use probe_rules::size_limit;
 
 pub(crate) fn ip(issues: &mut Issues, value: &S<String>, key: &str) -> Option<IpAddr> {
     match value.value.parse::<IpAddr>() {
@@ -196,21 +144,7 @@ pub(crate) fn ip(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Ip
 }
 
 pub(crate) fn interface(issues: &mut Issues, value: &S<String>, key: &str) -> Option<String> {
-    let name = &value.value;
-    // Linux interface names: at most IFNAMSIZ - 1 bytes, no '/', no whitespace.
-    let valid = !name.is_empty()
-        && name.len() <= 15
-        && !name.contains('/')
-        && !name.chars().any(char::is_whitespace);
-    if !valid {
-        issues.push(
-            line(value),
-            key,
-            format!("{name:?} is not an interface name (1 to 15 characters, no '/' or spaces)"),
-        );
-        return None;
-    }
-    Some(name.clone())
+    checked(issues, value, key, probe_rules::interface(&value.value))
 }
 
 /// A host name or IP address. Names are checked loosely (the resolver has the last word), enough to
@@ -288,6 +222,11 @@ pub(crate) fn probe_options(
 ) -> TargetDefaults {
     let mut out = base.clone();
     let k = |name: &str| key(prefix, name);
+    if let Some(v) = &raw.kind
+        && let Some(kind) = kind(issues, v, &k("kind"))
+    {
+        out.kind = kind;
+    }
     if let Some(v) = &raw.interval
         && let Some(d) = duration_min(issues, v, &k("interval"), "interval", limits::MIN_INTERVAL)
     {
@@ -322,27 +261,20 @@ pub(crate) fn probe_options(
         }
     }
     if let Some(v) = &raw.ttl
-        && let Some(n) = int_range(issues, v, &k("ttl"), "ttl", 1, 255)
+        && let Some(n) = checked(issues, v, &k("ttl"), probe_rules::ttl(v.value))
     {
-        out.ttl = u8::try_from(n).ok();
+        out.ttl = Some(n);
     }
     if let Some(v) = &raw.tos
-        && let Some(n) = int_range(issues, v, &k("tos"), "tos", 0, 255)
+        && let Some(n) = checked(issues, v, &k("tos"), probe_rules::tos(v.value))
     {
-        out.tos = u8::try_from(n).ok();
+        out.tos = Some(n);
     }
     if let Some(v) = &raw.source
         && let Some(ip) = self::ip(issues, v, &k("source"))
+        && let Some(ip) = checked(issues, v, &k("source"), probe_rules::source(ip, out.family))
     {
-        let clash = match (ip, out.family) {
-            (IpAddr::V4(_), Family::Ip6) => Some("IPv4 but family is ip6"),
-            (IpAddr::V6(_), Family::Ip4) => Some("IPv6 but family is ip4"),
-            _ => None,
-        };
-        match clash {
-            Some(why) => issues.push(line(v), k("source"), format!("source {ip} is {why}")),
-            None => out.source = Some(ip),
-        }
+        out.source = Some(ip);
     }
     if let Some(v) = &raw.interface
         && let Some(name) = interface(issues, v, &k("interface"))

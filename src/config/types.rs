@@ -1,5 +1,6 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
+use crate::probe::ProbeKind;
 use crate::resolve::Family;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -37,18 +38,14 @@ pub mod defaults {
     pub const PROFILE: &str = "default";
 }
 
-/// Limits the validator enforces.
+/// Limits the validator enforces. Those of a probe are the ones every front shares
+/// ([`crate::probe::rules`]); they are named here too so the config reads as one place.
 pub mod limits {
     use std::time::Duration;
 
+    pub use crate::probe::rules::{MAX_SIZE_V4, MAX_SIZE_V6, MAX_TIMEOUT};
     /// Shortest probe interval (also the shortest session interval): below it a target floods.
-    pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
-    /// Longest probe timeout: a reply later than this is no latency measurement.
-    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
-    /// Largest ICMP payload over IPv4: 65535 - 20 (IP header) - 8 (ICMP header).
-    pub const MAX_SIZE_V4: u16 = 65507;
-    /// Largest ICMPv6 payload without jumbograms: 65535 (payload length) - 8 (ICMPv6 header).
-    pub const MAX_SIZE_V6: u16 = 65527;
+    pub const MIN_INTERVAL: Duration = crate::probe::rules::MIN_MONITOR_INTERVAL;
     pub const MAX_WINDOW: usize = 100_000;
     /// Shortest DNS refresh: re-resolving faster only loads the resolver.
     pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
@@ -79,6 +76,7 @@ pub struct Config {
 /// The per-target options of the `defaults` section.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TargetDefaults {
+    pub kind: ProbeKind,
     pub interval: Duration,
     pub timeout: Duration,
     pub size: u16,
@@ -93,6 +91,7 @@ pub struct TargetDefaults {
 impl Default for TargetDefaults {
     fn default() -> Self {
         Self {
+            kind: ProbeKind::Icmp,
             interval: defaults::INTERVAL,
             timeout: defaults::TIMEOUT,
             size: defaults::SIZE,
@@ -116,6 +115,8 @@ pub struct TargetConfig {
     pub host: String,
     /// Extra Prometheus labels.
     pub labels: BTreeMap<String, String>,
+    /// What kind of probe.
+    pub kind: ProbeKind,
     #[serde(with = "crate::duration::serde_duration")]
     pub interval: Duration,
     #[serde(with = "crate::duration::serde_duration")]
@@ -245,6 +246,7 @@ impl AccessConfig {
 /// A named set of `/probe` settings (`module=` in the query), like a blackbox module.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ProbeProfile {
+    pub kind: ProbeKind,
     pub count: u32,
     #[serde(with = "crate::duration::serde_duration")]
     pub interval: Duration,

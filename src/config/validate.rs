@@ -216,6 +216,7 @@ pub(crate) fn make_target(
         name,
         host,
         labels,
+        kind: o.kind,
         interval: o.interval,
         timeout: o.timeout,
         size: o.size,
@@ -377,6 +378,7 @@ fn profiles(
 ) -> BTreeMap<String, ProbeProfile> {
     let mut out = BTreeMap::new();
     let builtin = ProbeProfile {
+        kind: base.kind,
         count: defaults::PROFILE_COUNT,
         interval: defaults::PROFILE_INTERVAL,
         timeout: defaults::PROFILE_TIMEOUT,
@@ -400,6 +402,11 @@ fn profiles(
         }
         let mut profile = builtin.clone();
         let v = &p.value;
+        if let Some(k) = &v.kind
+            && let Some(k) = rules::kind(issues, k, &key(&prefix, "kind"))
+        {
+            profile.kind = k;
+        }
         if let Some(c) = &v.count
             && let Some(n) = rules::int_at_least(issues, c, &key(&prefix, "count"), "count", 1)
         {

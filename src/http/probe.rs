@@ -67,6 +67,7 @@ pub fn params(
         ..RawRequest::default()
     };
     let defaults = Defaults {
+        kind: profile.kind,
         count: Some(u64::from(profile.count)),
         interval: profile.interval,
         timeout: profile.timeout,
@@ -293,6 +294,7 @@ mod tests {
 
     fn profiles() -> BTreeMap<String, ProbeProfile> {
         let p = ProbeProfile {
+            kind: crate::probe::ProbeKind::Icmp,
             count: 5,
             interval: Duration::from_millis(200),
             timeout: Duration::from_secs(1),

@@ -145,6 +145,8 @@ pub struct RawRequest {
 /// What a front fills in for values the request leaves out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Defaults {
+    /// Kind of probe.
+    pub kind: ProbeKind,
     /// Probes; `None`: until stopped (unless a duration is given).
     pub count: Option<u64>,
     /// Between probes.
@@ -160,6 +162,7 @@ pub struct Defaults {
 impl Default for Defaults {
     fn default() -> Self {
         Self {
+            kind: ProbeKind::Icmp,
             count: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
@@ -237,7 +240,7 @@ pub fn validate(
         .map(ProbeKind::parse)
         .transpose()
         .map_err(at("kind"))?
-        .unwrap_or_default();
+        .unwrap_or(defaults.kind);
     let count = match number("count", &raw.count)? {
         Some(n) => Some(rules::count(n, limits.max_count).map_err(at("count"))?),
         None => defaults.count,
