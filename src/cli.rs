@@ -49,7 +49,7 @@ pub struct PingArgs {
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
     /// Stop after COUNT probes per address (default: until interrupted or the deadline).
-    #[arg(short = 'c', long)]
+    #[arg(short = 'c', long, allow_negative_numbers = true)]
     pub count: Option<String>,
     /// Time between probes to one address (`200ms`, `1s`, or plain seconds `0.2`) [default: 1s].
     #[arg(short = 'i', long)]
@@ -61,13 +61,13 @@ pub struct PingArgs {
     #[arg(short = 'W', long)]
     pub timeout: Option<String>,
     /// ICMP payload bytes [default: 56].
-    #[arg(short = 's', long)]
+    #[arg(short = 's', long, allow_negative_numbers = true)]
     pub size: Option<String>,
     /// IPv4 TTL / IPv6 hop limit (1-255).
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, allow_negative_numbers = true)]
     pub ttl: Option<String>,
     /// TOS byte / IPv6 traffic class (0-255, decimal or 0x hex).
-    #[arg(short = 'Q', long)]
+    #[arg(short = 'Q', long, allow_negative_numbers = true)]
     pub tos: Option<String>,
     /// Send through this interface (SO_BINDTODEVICE).
     #[arg(short = 'I', long, value_name = "IFACE")]

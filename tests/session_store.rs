@@ -26,6 +26,8 @@ fn params(target: &str) -> SessionParams {
         timeout: Duration::from_secs(1),
         size: 56,
         family: Family::Ip4,
+        ttl: None,
+        tos: None,
     }
 }
 

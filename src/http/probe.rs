@@ -59,11 +59,14 @@ pub fn params(
     };
     let raw = RawRequest {
         target: q.get("target").cloned(),
+        kind: q.get("kind").cloned(),
         count: q.get("count").cloned(),
         interval: q.get("interval").cloned(),
         timeout: q.get("timeout").cloned(),
         size: q.get("size").cloned(),
         family: q.get("family").cloned(),
+        ttl: q.get("ttl").cloned(),
+        tos: q.get("tos").cloned(),
         ..RawRequest::default()
     };
     let defaults = Defaults {

@@ -68,6 +68,14 @@ pub struct StartRequest {
     #[serde(default)]
     #[schema(value_type = Option<Family>)]
     pub family: Option<String>,
+    /// IPv4 TTL / IPv6 hop limit of the probes (1-255; default: the kernel's).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
+    pub ttl: Option<i64>,
+    /// TOS byte / IPv6 traffic class of the probes (0-255).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 255)]
+    pub tos: Option<i64>,
 }
 
 impl StartRequest {
@@ -82,6 +90,8 @@ impl StartRequest {
             timeout: self.timeout.clone(),
             size: self.size.map(|s| s.to_string()),
             family: self.family.clone(),
+            ttl: self.ttl.map(|t| t.to_string()),
+            tos: self.tos.map(|t| t.to_string()),
             ..RawRequest::default()
         }
     }
@@ -198,6 +208,8 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         timeout: r.timeout,
         size: r.size,
         family: r.family,
+        ttl: r.options.ttl,
+        tos: r.options.tos,
     })
 }
 

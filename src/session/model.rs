@@ -125,6 +125,12 @@ pub struct SessionParams {
     pub size: u16,
     /// Which addresses of the target to probe.
     pub family: Family,
+    /// IPv4 TTL / IPv6 hop limit; absent: the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    /// TOS byte / traffic class; absent: the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos: Option<u8>,
 }
 
 impl SessionParams {
@@ -139,7 +145,11 @@ impl SessionParams {
             timeout: self.timeout,
             size: self.size,
             family: self.family,
-            options: SocketOptions::default(),
+            options: SocketOptions {
+                ttl: self.ttl,
+                tos: self.tos,
+                ..SocketOptions::default()
+            },
         }
     }
 }
@@ -358,6 +368,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             size: 56,
             family: Family::Ip4,
+            ttl: None,
+            tos: None,
         };
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["interval"], "200ms");

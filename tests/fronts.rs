@@ -1,0 +1,272 @@
+//! Every front answers the same bad request with the same message: the CLI (exit 64, the
+//! message on stderr), `/probe` (400) and sessions (400), one case per rule of the shared request
+//! checks. `/probe` and sessions run in-process over the scripted fake pinger, so no root and no
+//! network are needed; the CLI fails before it opens a socket or asks DNS. Targets are loopback
+//! literals, so even a front that wrongly accepted a case would ask no DNS server and probe
+//! nothing but this machine.
+#![allow(clippy::expect_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use pingscope::app::{App, AppOptions};
+use pingscope::engine::fake::FakePinger;
+use tower::ServiceExt as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
+
+/// One refusal, as each front is asked for it. `None`: the front has no way to say it.
+struct Case {
+    rule: &'static str,
+    cli: Option<&'static [&'static str]>,
+    query: Option<&'static str>,
+    body: Option<&'static str>,
+    message: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        rule: "empty target",
+        cli: Some(&[" "]),
+        query: Some("target=%20"),
+        body: Some(r#"{"target":" "}"#),
+        message: "target must not be empty: name the host to probe",
+    },
+    Case {
+        rule: "count below 1",
+        cli: Some(&["-c", "0", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&count=0"),
+        body: Some(r#"{"target":"127.0.0.1","count":0}"#),
+        message: "count must be at least 1, got 0",
+    },
+    Case {
+        rule: "negative count",
+        cli: Some(&["-c", "-3", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&count=-3"),
+        body: Some(r#"{"target":"127.0.0.1","count":-3}"#),
+        message: "count must be at least 1, got -3",
+    },
+    Case {
+        rule: "count not a number",
+        cli: Some(&["-c", "x", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&count=x"),
+        body: None,
+        message: "count \"x\" is not a whole number",
+    },
+    Case {
+        rule: "interval syntax",
+        cli: Some(&["-i", "5x", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&interval=5x"),
+        body: Some(r#"{"target":"127.0.0.1","interval":"5x"}"#),
+        message: "interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)",
+    },
+    Case {
+        rule: "timeout zero",
+        cli: Some(&["-W", "0s", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&timeout=0s"),
+        body: Some(r#"{"target":"127.0.0.1","timeout":"0s"}"#),
+        message: "timeout must be greater than 0s",
+    },
+    Case {
+        rule: "timeout too long",
+        cli: Some(&["-W", "2m", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&timeout=2m"),
+        body: Some(r#"{"target":"127.0.0.1","timeout":"2m"}"#),
+        message: "timeout 2m is longer than is sane (at most 1m)",
+    },
+    Case {
+        rule: "size above the IPv4 payload",
+        cli: Some(&["-s", "70000", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&size=70000"),
+        body: Some(r#"{"target":"127.0.0.1","size":70000}"#),
+        message: "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+    },
+    Case {
+        rule: "size above the IPv6 payload",
+        cli: Some(&["-6", "-s", "65528", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&family=ip6&size=65528"),
+        body: Some(r#"{"target":"127.0.0.1","family":"ip6","size":65528}"#),
+        message: "size 65528 is larger than the largest ICMP payload over IPv6 (65527 bytes)",
+    },
+    Case {
+        rule: "negative size",
+        cli: Some(&["-s", "-1", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&size=-1"),
+        body: Some(r#"{"target":"127.0.0.1","size":-1}"#),
+        message: "size must not be negative, got -1",
+    },
+    Case {
+        rule: "ttl zero",
+        cli: Some(&["-t", "0", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&ttl=0"),
+        body: Some(r#"{"target":"127.0.0.1","ttl":0}"#),
+        message: "ttl must be between 1 and 255, got 0",
+    },
+    Case {
+        rule: "ttl too big",
+        cli: Some(&["-t", "256", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&ttl=256"),
+        body: Some(r#"{"target":"127.0.0.1","ttl":256}"#),
+        message: "ttl must be between 1 and 255, got 256",
+    },
+    Case {
+        rule: "tos too big",
+        cli: Some(&["-Q", "300", "127.0.0.1"]),
+        query: Some("target=127.0.0.1&tos=300"),
+        body: Some(r#"{"target":"127.0.0.1","tos":300}"#),
+        message: "tos must be between 0 and 255, got 300",
+    },
+    Case {
+        rule: "unknown family",
+        cli: None,
+        query: Some("target=127.0.0.1&family=ipx"),
+        body: Some(r#"{"target":"127.0.0.1","family":"ipx"}"#),
+        message: "unknown family \"ipx\" (use auto, ip4 or ip6)",
+    },
+    Case {
+        rule: "every address where one is probed",
+        cli: None,
+        query: Some("target=127.0.0.1&family=all"),
+        body: Some(r#"{"target":"127.0.0.1","family":"all"}"#),
+        message: "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
+    },
+    Case {
+        rule: "unknown kind",
+        cli: None,
+        query: Some("target=127.0.0.1&kind=ssh"),
+        body: Some(r#"{"target":"127.0.0.1","kind":"ssh"}"#),
+        message: "unknown kind \"ssh\" (use icmp)",
+    },
+];
+
+/// The in-process daemon: the real router and handlers over the fake pinger, its store in a
+/// temporary folder.
+async fn app(dir: &std::path::Path) -> App {
+    let yaml = format!(
+        "sessions:\n  database: {}\n  min_interval: 10ms\n",
+        dir.join("s.db").display()
+    );
+    let config = pingscope::config::parse_str(&yaml, "fronts.yml", dir).expect("valid config");
+    App::start(AppOptions::default(), config, Arc::new(FakePinger::new()))
+        .await
+        .expect("app starts")
+}
+
+async fn call(app: &App, request: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let response = pingscope::http::router(app.clone())
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    // A deadline, so that a front that wrongly accepted the case would still end by itself.
+    let out = Command::new(BIN)
+        .args(["ping", "-w", "1s"])
+        .args(args)
+        .output()
+        .expect("running pingscope");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    (out.status.code(), stderr)
+}
+
+#[tokio::test]
+async fn every_front_gives_each_rule_the_same_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = app(dir.path()).await;
+    let mut failures = Vec::new();
+    for case in CASES {
+        let want = case.message;
+        if let Some(args) = case.cli {
+            let (code, stderr) = cli(args);
+            let expected = format!("pingscope: {want}");
+            if code != Some(64) || stderr != expected {
+                failures.push(format!(
+                    "{}: CLI {args:?}: exit {code:?}, stderr {stderr:?}, want 64 and {expected:?}",
+                    case.rule
+                ));
+            }
+        }
+        if let Some(query) = case.query {
+            let request = Request::get(format!("/probe?{query}"))
+                .body(Body::empty())
+                .expect("request");
+            let (status, json) = call(&app, request).await;
+            let got = &json["error"]["message"];
+            if status != StatusCode::BAD_REQUEST || got != want {
+                failures.push(format!(
+                    "{}: /probe?{query}: {status} {got}, want 400 {want:?}",
+                    case.rule
+                ));
+            }
+        }
+        if let Some(body) = case.body {
+            let request = Request::post("/api/v1/sessions")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .expect("request");
+            let (status, json) = call(&app, request).await;
+            let got = &json["error"]["message"];
+            if status != StatusCode::BAD_REQUEST
+                || got != want
+                || json["error"]["code"] != "invalid_parameter"
+            {
+                failures.push(format!(
+                    "{}: sessions {body}: {status} {json}, want 400 {want:?}",
+                    case.rule
+                ));
+            }
+        }
+    }
+    app.shutdown().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn each_front_holds_callers_to_its_own_floor() {
+    // Same rule, same sentence; the floor is the front's: 1 ms for the CLI, the config's
+    // sessions.min_interval (10 ms here) for /probe and sessions.
+    let (code, stderr) = cli(&["-i", "0.0005", "127.0.0.1"]);
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(64),
+            "pingscope: interval 500us is below the minimum of 1ms"
+        )
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = app(dir.path()).await;
+    let want = "interval 5ms is below the minimum of 10ms";
+    let (status, json) = call(
+        &app,
+        Request::get("/probe?target=127.0.0.1&interval=5ms")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        (status, &json["error"]["message"]),
+        (StatusCode::BAD_REQUEST, &want.into())
+    );
+    let (status, json) = call(
+        &app,
+        Request::post("/api/v1/sessions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"target":"127.0.0.1","interval":"5ms"}"#))
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(
+        (status, &json["error"]["message"]),
+        (StatusCode::BAD_REQUEST, &want.into())
+    );
+    app.shutdown().await;
+}
