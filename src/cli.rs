@@ -199,10 +199,10 @@ pub struct ServeArgs {
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 1024, value_parser = parse_positive)]
     pub max_connections: usize,
     /// `/probe` requests running at once; more get 429.
-    #[arg(long = "web.max-probes", value_name = "N", default_value_t = crate::app::MAX_CONCURRENT_PROBES, value_parser = parse_positive)]
+    #[arg(long = "web.max-probes", value_name = "N", default_value_t = crate::state::MAX_CONCURRENT_PROBES, value_parser = parse_positive)]
     pub max_probes: usize,
     /// WebSocket clients connected at once; more get 503.
-    #[arg(long = "web.max-ws-clients", value_name = "N", default_value_t = crate::app::MAX_WS_CLIENTS, value_parser = parse_positive)]
+    #[arg(long = "web.max-ws-clients", value_name = "N", default_value_t = crate::state::MAX_WS_CLIENTS, value_parser = parse_positive)]
     pub max_ws_clients: usize,
     /// Reload when the config or target files change.
     #[arg(long = "config.watch")]

@@ -32,6 +32,7 @@ pub mod resolve;
 pub mod sample;
 pub mod scheduler;
 pub mod session;
+pub mod state;
 pub mod stats;
 
 /// Default TCP port of the HTTP server (9115, 9374 and 9427 belong to the peers).

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::app::App;
+use crate::state::App;
 
 /// `GET /-/healthy`: the process is up.
 pub async fn healthy() -> &'static str {

@@ -20,12 +20,12 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::burst::{self, BurstEvent, BurstPlan};
 use crate::config::ProbeProfile;
 use crate::engine::{EventKind, ProbeSpec, SocketOptions};
 use crate::http::error::ApiError;
 use crate::resolve::Family;
+use crate::state::App;
 
 /// Most packets one probe may send.
 pub const MAX_COUNT: u32 = 1000;
