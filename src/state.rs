@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Shard};
 use crate::engine::Pinger;
 use crate::live::LiveHub;
-use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge};
+use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge, events};
 use crate::resolve::Resolver;
 use crate::scheduler::{Deps, Scheduler};
 use crate::session::manager::SessionManager;
@@ -250,35 +250,33 @@ impl App {
 
     /// Re-reads the config file and applies it as a diff. An invalid file is rejected, the
     /// running config stays, and `pingscope_config_last_reload_successful` drops to 0.
-    pub async fn reload(&self) -> Result<String, String> {
+    ///
+    /// Every front (`/-/reload`, SIGHUP, `--config.watch`) goes through here, so the outcome is
+    /// logged here once, in the words of its `Display` (the text `/-/reload` answers with).
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let _serial = self.inner.reload_lock.lock().await;
+        let outcome = self.reload_file().await;
+        let metrics = &self.inner.metrics;
+        match &outcome {
+            // Nothing was re-read: the gauge keeps telling about the last real load.
+            Ok(r @ Reloaded::Embedded) => tracing::info!("{r}"),
+            Ok(r @ Reloaded::Applied { .. }) => events::reload_succeeded(metrics, r),
+            Err(e) => events::reload_failed(metrics, e),
+        }
+        outcome
+    }
+
+    async fn reload_file(&self) -> Result<Reloaded, ReloadError> {
         let Some(path) = self.inner.options.config_path.clone() else {
-            return Ok("running the embedded default config; nothing to reload".to_owned());
+            return Ok(Reloaded::Embedded);
         };
-        let new = match config::load_file(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.inner
-                    .metrics
-                    .set_reload_status(false, SystemTime::now());
-                tracing::error!(file = %path.display(), errors = %e, "config reload rejected; the running config stays");
-                return Err(e.to_string());
-            }
-        };
+        let new = config::load_file(&path).map_err(|issues| ReloadError::Invalid { issues })?;
         let old = self.config();
         if new.histogram != old.histogram {
             tracing::warn!("histogram buckets changed; they take effect at the next restart");
         }
         if new.dns.servers != old.dns.servers {
-            match make_resolver(&new) {
-                Ok(r) => self.inner.scheduler.set_resolver(r),
-                Err(e) => {
-                    self.inner
-                        .metrics
-                        .set_reload_status(false, SystemTime::now());
-                    return Err(format!("{e:#}"));
-                }
-            }
+            self.inner.scheduler.set_resolver(make_resolver(&new)?);
         }
         let targets = new.targets_for(self.inner.options.shard);
         let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
@@ -286,14 +284,12 @@ impl App {
         drop(targets);
         *self.inner.config.write() = Arc::new(new);
         release_free_heap();
-        self.inner
-            .metrics
-            .set_reload_status(true, SystemTime::now());
-        let summary = format!(
-            "config reloaded: {total} targets ({added} added, {changed} changed, {removed} removed)"
-        );
-        tracing::info!(added, changed, removed, targets = total, "config reloaded");
-        Ok(summary)
+        Ok(Reloaded::Applied {
+            targets: total,
+            added,
+            changed,
+            removed,
+        })
     }
 
     /// Stops scheduling and lets long-lived handlers end.
@@ -310,6 +306,65 @@ impl App {
 
 /// A held WebSocket client slot; dropping it frees the slot.
 pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
+
+/// What a successful [`App::reload`] did. Its `Display` is the answer of `/-/reload` and the
+/// log line of every reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// No config file: the embedded default runs and there is nothing to re-read.
+    Embedded,
+    /// The file was applied as a diff.
+    Applied {
+        /// Targets of this instance in the new config.
+        targets: usize,
+        /// Targets started.
+        added: usize,
+        /// Targets restarted with their new settings.
+        changed: usize,
+        /// Targets stopped, their series deleted.
+        removed: usize,
+    },
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("running the embedded default config; nothing to reload"),
+            Self::Applied {
+                targets,
+                added,
+                changed,
+                removed,
+            } => write!(
+                f,
+                "config reloaded: {targets} targets ({added} added, {changed} changed, {removed} removed)"
+            ),
+        }
+    }
+}
+
+/// Why [`App::reload`] kept the running config. Its `Display` is the answer of `/-/reload` and
+/// the log line of every reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not validate: every issue, with its file, line and key.
+    #[error("config reload rejected; the running config stays:\n{issues}")]
+    Invalid {
+        /// Every issue found.
+        issues: config::ConfigError,
+    },
+    /// The new `dns.servers` cannot be used.
+    #[error("config reload rejected; the running config stays: {0}")]
+    Resolver(#[from] ResolverSetupError),
+}
+
+/// The resolver a config asks for could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("setting up the {what}: {error}")]
+pub struct ResolverSetupError {
+    what: &'static str,
+    error: crate::resolve::ResolveError,
+}
 
 /// Opens the store claimed at start and makes the session runner. Blocking.
 fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
@@ -344,12 +399,14 @@ fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
     }
 }
 
-fn make_resolver(config: &Config) -> anyhow::Result<Resolver> {
-    if config.dns.servers.is_empty() {
-        Resolver::system().context("setting up the system resolver")
+/// The resolver `config` asks for: the system's, or its `dns.servers`.
+fn make_resolver(config: &Config) -> Result<Resolver, ResolverSetupError> {
+    let (what, resolver) = if config.dns.servers.is_empty() {
+        ("system resolver", Resolver::system())
     } else {
-        Resolver::with_servers(&config.dns.servers).context("setting up the DNS resolver")
-    }
+        ("DNS resolver", Resolver::with_servers(&config.dns.servers))
+    };
+    resolver.map_err(|error| ResolverSetupError { what, error })
 }
 
 /// Gives the heap's free memory back to the system. Parsing a config and starting or replacing
@@ -360,5 +417,72 @@ fn release_free_heap() {
     // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakePinger;
+
+    fn write(path: &std::path::Path, targets: &str) {
+        let db = path.with_file_name("sessions.db");
+        let yaml = format!(
+            "targets:\n{targets}sessions: {{database: {}}}\n",
+            db.display()
+        );
+        std::fs::write(path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn app(path: &std::path::Path) -> App {
+        let config = config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let options = AppOptions {
+            config_path: Some(path.to_owned()),
+            ..AppOptions::default()
+        };
+        App::start(options, config, Arc::new(FakePinger::new()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn reload_gauge(app: &App) -> bool {
+        let text = app
+            .metrics()
+            .encode_text()
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.lines()
+            .any(|l| l == "pingscope_config_last_reload_successful 1")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_outcomes_are_typed_and_set_the_gauge() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("pingscope.yml");
+        write(&path, "  - {host: 192.0.2.1}\n");
+        let app = app(&path).await;
+        assert!(reload_gauge(&app));
+
+        write(&path, "  - {host: 192.0.2.1, bogus: 1}\n");
+        let err = app.reload().await.err();
+        assert!(
+            matches!(&err, Some(ReloadError::Invalid { issues }) if issues.issues.len() == 1),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("config reload rejected; the running config stays:\n")
+                && text.contains("targets[0].bogus: unknown key"),
+            "{text}"
+        );
+        assert!(!reload_gauge(&app));
+
+        write(&path, "  - {host: 192.0.2.1}\n  - {host: 192.0.2.2}\n");
+        let ok = app.reload().await.map(|r| r.to_string());
+        assert_eq!(
+            ok.ok().as_deref(),
+            Some("config reloaded: 2 targets (1 added, 0 changed, 0 removed)")
+        );
+        assert!(reload_gauge(&app));
+        app.shutdown().await;
     }
 }

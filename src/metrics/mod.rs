@@ -27,6 +27,7 @@
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
 //!   them at scrape time, instead of five gauge series per target in two families.
 
+pub mod events;
 mod format;
 mod histogram;
 mod labels;
