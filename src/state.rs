@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, Shard};
 use crate::engine::Pinger;
 use crate::live::LiveHub;
-use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeGauge, events};
+use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeCounter, ScrapeGauge, events};
 use crate::resolve::Resolver;
 use crate::scheduler::{Deps, Scheduler};
 use crate::session::manager::SessionManager;
@@ -118,6 +118,18 @@ impl App {
             let pinger = pinger.clone();
             metrics.set_gauge_source(ScrapeGauge::ProbesInFlight, move || {
                 i64::try_from(pinger.in_flight()).unwrap_or(i64::MAX)
+            });
+        }
+        {
+            let pinger = pinger.clone();
+            metrics.set_counter_source(ScrapeCounter::EngineEventsDropped, move || {
+                pinger.counters().events_dropped
+            });
+        }
+        {
+            let pinger = pinger.clone();
+            metrics.set_counter_source(ScrapeCounter::EngineUnmatchedPackets, move || {
+                pinger.counters().unmatched_packets
             });
         }
         let max_ws = options.max_ws_clients;
@@ -383,6 +395,10 @@ fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
     };
     match claim.open(options) {
         Ok(store) => {
+            inner.metrics.set_counter_source(
+                ScrapeCounter::SessionSamplesDropped,
+                store.dropped_samples_reader(),
+            );
             let m = SessionManager::new(store, inner.pinger.clone());
             let active = m.clone();
             inner
@@ -483,6 +499,46 @@ mod tests {
             Some("config reloaded: 2 targets (1 added, 0 changed, 0 removed)")
         );
         assert!(reload_gauge(&app));
+        app.shutdown().await;
+    }
+
+    fn counter(app: &App, name: &str) -> Option<u64> {
+        let text = app
+            .metrics()
+            .encode_text()
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    // The engine's and the store's own counters reach /metrics, read at scrape time.
+    #[tokio::test(start_paused = true)]
+    async fn engine_and_store_counters_are_exported() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("pingscope.yml");
+        write(&path, "  - {host: 192.0.2.1}\n");
+        let config = config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let fake = FakePinger::new();
+        let app = App::start(AppOptions::default(), config, Arc::new(fake.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let dropped = "pingscope_engine_events_dropped_total";
+        let unmatched = "pingscope_engine_unmatched_packets_total";
+        let samples = "pingscope_session_samples_dropped_total";
+        assert_eq!(counter(&app, dropped), Some(0));
+        assert_eq!(counter(&app, unmatched), Some(0));
+        assert_eq!(counter(&app, samples), Some(0));
+        fake.set_counters(crate::engine::EngineCounters {
+            events_dropped: 3,
+            unmatched_packets: 7,
+            ..Default::default()
+        });
+        assert_eq!(counter(&app, dropped), Some(3));
+        assert_eq!(counter(&app, unmatched), Some(7));
+        // Opening the store hands its counter to the registry (moving it needs a stalled
+        // writer: tests/session_store.rs checks the reader against the store's count).
+        assert!(app.sessions().await.is_ok());
+        assert_eq!(counter(&app, samples), Some(0));
         app.shutdown().await;
     }
 }

@@ -15,6 +15,7 @@ use super::address::{AddressEntry, prepare_address, retire_address, start_addres
 use super::recorder::Recorder;
 use super::{ResolveFailure, Shared, mark_first_round};
 use crate::config::TargetConfig;
+use crate::metrics::events;
 use crate::resolve::{ResolveError, Resolved, parse_ip_literal};
 use crate::sample::Sample;
 
@@ -165,8 +166,7 @@ async fn dns_target(
                 ttl_wait.min(refresh).max(MIN_RESOLVE_INTERVAL)
             }
             Err(e) => {
-                shared.deps.metrics.inc_resolve_error(&cfg.name);
-                tracing::warn!(target_name = %cfg.name, host = %cfg.host, error = %e, "lookup failed; keeping known addresses and retrying");
+                events::resolve_failed(&shared.deps.metrics, &cfg.name, &cfg.host, &e);
                 shared.failures.lock().insert(
                     cfg.name.clone(),
                     ResolveFailure {

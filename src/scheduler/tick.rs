@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventSink, ProbeSpec, SocketOptions};
-use crate::metrics::TargetMetrics;
+use crate::metrics::{TargetMetrics, events};
 use crate::sample::Sample;
 
 /// Stable phase of a (target, address) within its interval: FNV-1a of both, modulo the interval.
@@ -88,8 +88,7 @@ impl ProbeTask {
                 self.status.lock().sent += 1;
             }
             Err(e) => {
-                self.metrics.on_send_error(e.reason());
-                tracing::debug!(target_name = %self.cfg.name, ip = %self.ip, error = %e, "send failed");
+                events::send_failed(&self.metrics, &self.cfg.name, self.ip, &e);
                 self.shared.deps.live.publish(Sample::local_error(
                     &self.cfg.name,
                     &self.cfg.host,
