@@ -10,9 +10,10 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, LogFormat, ServeArgs};
+use crate::cli::{LogFormat, ServeArgs};
 use crate::config::{self, Config, Shard};
 use crate::engine::icmp::{EngineConfig, IcmpEngine};
+use crate::exit;
 use crate::http::serve::{Limits, ServeOptions};
 use crate::http::webconfig::{WebConfig, WebConfigError};
 use crate::state::{App, AppOptions};
@@ -57,10 +58,10 @@ pub fn check_config(file: &Path) -> u8 {
     let (ok, report) = config::check_config_report(file);
     if ok {
         print_line(&report);
-        cli::EXIT_OK
+        exit::EXIT_OK
     } else {
         eprint_line(&report);
-        cli::EXIT_USAGE
+        exit::EXIT_USAGE
     }
 }
 
@@ -79,25 +80,25 @@ pub fn main(args: ServeArgs) -> u8 {
     tune_allocator();
     if let Err(e) = init_logging(&args.log_level, args.log_format) {
         eprint_line(&format!("pingscope: {e:#}"));
-        return cli::EXIT_USAGE;
+        return exit::EXIT_USAGE;
     }
     let shard = match args.shard.as_deref().map(str::parse::<Shard>).transpose() {
         Ok(s) => s,
         Err(e) => {
             eprint_line(&format!("pingscope: invalid --shard: {e}"));
-            return cli::EXIT_USAGE;
+            return exit::EXIT_USAGE;
         }
     };
     if !args.telemetry_path.starts_with('/') || args.telemetry_path.len() < 2 {
         eprint_line("pingscope: --web.telemetry-path must start with / and name a path");
-        return cli::EXIT_USAGE;
+        return exit::EXIT_USAGE;
     }
     let config = match &args.config_file {
         Some(path) => match config::load_file(path) {
             Ok(c) => c,
             Err(e) => {
                 eprint_line(&format!("pingscope: invalid config:\n{e}"));
-                return cli::EXIT_USAGE;
+                return exit::EXIT_USAGE;
             }
         },
         None => Config::embedded_default(),
@@ -106,7 +107,7 @@ pub fn main(args: ServeArgs) -> u8 {
         Ok(o) => o,
         Err(e) => {
             eprint_line(&format!("pingscope: invalid --web.config.file: {e}"));
-            return cli::EXIT_USAGE;
+            return exit::EXIT_USAGE;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -117,7 +118,7 @@ pub fn main(args: ServeArgs) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprint_line(&format!("pingscope: cannot start the runtime: {e}"));
-            return cli::EXIT_FAILURE;
+            return exit::EXIT_FAILURE;
         }
     };
     let options = AppOptions {
@@ -173,8 +174,8 @@ async fn run(
             tracing::error!(error = %e, "cannot open ICMP sockets");
             eprint_line(&format!("pingscope: {e}"));
             return match e {
-                crate::engine::SocketError::PermissionDenied { .. } => cli::EXIT_NOPERM,
-                _ => cli::EXIT_FAILURE,
+                crate::engine::SocketError::PermissionDenied { .. } => exit::EXIT_NOPERM,
+                _ => exit::EXIT_FAILURE,
             };
         }
     };
@@ -187,7 +188,7 @@ async fn run(
             }
             Err(e) => {
                 eprint_line(&format!("pingscope: cannot listen on {addr}: {e}"));
-                return cli::EXIT_FAILURE;
+                return exit::EXIT_FAILURE;
             }
         }
     }
@@ -195,7 +196,7 @@ async fn run(
         Ok(app) => app,
         Err(e) => {
             eprint_line(&format!("pingscope: {e:#}"));
-            return cli::EXIT_FAILURE;
+            return exit::EXIT_FAILURE;
         }
     };
     let http_shutdown = CancellationToken::new();
@@ -220,7 +221,7 @@ async fn run(
     if tokio::time::timeout(SHUTDOWN_GRACE, bounded).await.is_err() {
         tracing::warn!("shutdown grace period over; exiting");
     }
-    cli::EXIT_OK
+    exit::EXIT_OK
 }
 
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.

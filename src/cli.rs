@@ -8,20 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::exit::{
+    EXIT_FAILURE, EXIT_NO_REPLY, EXIT_NOPERM, EXIT_OK, EXIT_UNRESOLVED, EXIT_USAGE,
+};
 use crate::resolve::Family;
-
-/// Exit status: every host answered.
-pub const EXIT_OK: u8 = 0;
-/// Exit status: some host never answered.
-pub const EXIT_NO_REPLY: u8 = 1;
-/// Exit status: some host could not be resolved.
-pub const EXIT_UNRESOLVED: u8 = 2;
-/// Exit status: bad arguments or configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
-/// Exit status: no permission to open ICMP sockets (EX_NOPERM).
-pub const EXIT_NOPERM: u8 = 77;
-/// Exit status: any other failure.
-pub const EXIT_FAILURE: u8 = 70;
 
 const EXIT_HELP: &str = "Exit status: 0 every host answered, 1 some host never answered, \
 2 some host could not be resolved, 64 bad arguments, 77 no permission to open ICMP sockets.";
