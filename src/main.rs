@@ -13,8 +13,8 @@ fn main() -> ExitCode {
             let code = match e.kind() {
                 ErrorKind::DisplayHelp
                 | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => pingscope::exit::OK,
-                _ => pingscope::exit::USAGE,
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => pingscope::exit::EXIT_OK,
+                _ => pingscope::exit::EXIT_USAGE,
             };
             let _ = e.print();
             return ExitCode::from(code);

@@ -89,11 +89,11 @@ impl RunResult {
     /// The documented exit status.
     pub fn exit_code(&self) -> u8 {
         if self.unresolved > 0 {
-            exit::UNRESOLVED
+            exit::EXIT_UNRESOLVED
         } else if self.silent > 0 {
-            exit::NO_REPLY
+            exit::EXIT_NO_REPLY
         } else {
-            exit::OK
+            exit::EXIT_OK
         }
     }
 }
@@ -112,7 +112,7 @@ pub fn main(options: PingOptions) -> u8 {
         Ok(plan) => plan,
         Err(e) => {
             eprintln_safe(&format!("pingscope: {e}"));
-            return exit::USAGE;
+            return exit::EXIT_USAGE;
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -123,7 +123,7 @@ pub fn main(options: PingOptions) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln_safe(&format!("pingscope: cannot start the runtime: {e}"));
-            return exit::FAILURE;
+            return exit::EXIT_FAILURE;
         }
     };
     runtime.block_on(async move {
@@ -132,8 +132,8 @@ pub fn main(options: PingOptions) -> u8 {
             Err(e) => {
                 eprintln_safe(&format!("pingscope: {e}"));
                 return match e {
-                    crate::engine::SocketError::PermissionDenied { .. } => exit::NOPERM,
-                    _ => exit::FAILURE,
+                    crate::engine::SocketError::PermissionDenied { .. } => exit::EXIT_NOPERM,
+                    _ => exit::EXIT_FAILURE,
                 };
             }
         };
@@ -145,7 +145,7 @@ pub fn main(options: PingOptions) -> u8 {
             Ok(r) => r,
             Err(e) => {
                 eprintln_safe(&format!("pingscope: cannot set up DNS: {e}"));
-                return exit::FAILURE;
+                return exit::EXIT_FAILURE;
             }
         };
         let cancel = CancellationToken::new();
@@ -177,7 +177,7 @@ fn spawn_signal_watch(cancel: CancellationToken) {
                     clippy::disallowed_methods,
                     reason = "a second Ctrl-C means: stop now, skip the summaries"
                 )]
-                std::process::exit(i32::from(exit::NO_REPLY));
+                std::process::exit(i32::from(exit::EXIT_NO_REPLY));
             }
         }
     });
@@ -441,7 +441,7 @@ mod tests {
             ],
         );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.7"], 5)).await;
-        assert_eq!(r.exit_code(), exit::OK);
+        assert_eq!(r.exit_code(), exit::EXIT_OK);
         assert_eq!(of_type(&lines, "reply").len(), 2);
         assert_eq!(
             of_type(&lines, "timeout").len(),
@@ -479,7 +479,7 @@ mod tests {
         );
         let (r, lines) = run_fake(fake, plan(&["192.0.2.1", "192.0.2.2"], 3)).await;
         assert_eq!(r.silent, 1);
-        assert_eq!(r.exit_code(), exit::NO_REPLY);
+        assert_eq!(r.exit_code(), exit::EXIT_NO_REPLY);
         assert_eq!(of_type(&lines, "summary").len(), 2);
         assert_eq!(of_type(&lines, "reply").len(), 3);
     }
@@ -491,7 +491,7 @@ mod tests {
             silent: 1,
             addresses: 1,
         };
-        assert_eq!(r.exit_code(), exit::UNRESOLVED);
-        assert_eq!(RunResult::default().exit_code(), exit::OK);
+        assert_eq!(r.exit_code(), exit::EXIT_UNRESOLVED);
+        assert_eq!(RunResult::default().exit_code(), exit::EXIT_OK);
     }
 }

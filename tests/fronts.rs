@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use pingscope::app::{App, AppOptions};
 use pingscope::engine::fake::FakePinger;
+use pingscope::state::{App, AppOptions};
 use tower::ServiceExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pingscope");

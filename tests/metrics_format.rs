@@ -391,6 +391,9 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_probes_in_flight", "gauge"),
         ("pingscope_sessions_active", "gauge"),
         ("pingscope_live_clients", "gauge"),
+        ("pingscope_engine_events_dropped_total", "counter"),
+        ("pingscope_engine_unmatched_packets_total", "counter"),
+        ("pingscope_session_samples_dropped_total", "counter"),
     ];
     for (name, ty) in types {
         assert_eq!(

@@ -594,7 +594,7 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
 
     let first = burst::run(&d, &slow, 500);
     eprintln!("burst 1: {first:?}");
-    first.check(pingscope::app::MAX_CONCURRENT_PROBES);
+    first.check(pingscope::state::MAX_CONCURRENT_PROBES);
     assert!(d.alive(), "daemon died:\n{}", d.stderr());
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = d.rss_kib();
@@ -606,7 +606,7 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
     for i in 2..=3 {
         let b = burst::run(&d, &slow, 500);
         eprintln!("burst {i}: {b:?}");
-        b.check(pingscope::app::MAX_CONCURRENT_PROBES);
+        b.check(pingscope::state::MAX_CONCURRENT_PROBES);
         more.push(b.ok);
     }
     std::thread::sleep(Duration::from_secs(1));

@@ -608,6 +608,8 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     );
     assert!(refused > 0, "nothing was dropped");
     assert_eq!(store.dropped_samples(), refused);
+    // What pingscope_session_samples_dropped_total reads at scrape time.
+    assert_eq!(store.dropped_samples_reader()(), refused);
     blocker.execute_batch("ROLLBACK").unwrap();
 
     store.flush().await.unwrap();

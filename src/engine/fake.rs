@@ -58,6 +58,7 @@ pub struct FakePinger {
     scripts: Arc<Mutex<HashMap<IpAddr, Script>>>,
     in_flight: Arc<AtomicUsize>,
     sent: Arc<AtomicUsize>,
+    counters: Arc<Mutex<super::EngineCounters>>,
 }
 
 impl FakePinger {
@@ -82,6 +83,11 @@ impl FakePinger {
     /// Probes sent so far.
     pub fn sent(&self) -> usize {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Sets what [`Pinger::counters`] answers, as if the engine had dropped or ignored that much.
+    pub fn set_counters(&self, counters: super::EngineCounters) {
+        *self.counters.lock() = counters;
     }
 }
 
@@ -173,5 +179,9 @@ impl Pinger for FakePinger {
 
     fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn counters(&self) -> super::EngineCounters {
+        *self.counters.lock()
     }
 }

@@ -56,7 +56,8 @@ use super::socket::{self, OpenSocket, Received, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_
 pub use super::socket::{SocketKind, SocketPreference};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome};
 use super::{
-    EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError, SocketOptions, Undelivered,
+    EngineCounters, EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError,
+    SocketOptions, Undelivered,
 };
 
 /// Where reply timestamps come from.
@@ -95,24 +96,6 @@ impl Default for EngineConfig {
             timestamps: TimestampSource::Kernel,
         }
     }
-}
-
-/// Counters of things the engine dropped or ignored; all monotonic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineCounters {
-    /// Events lost because the caller's sink was full.
-    pub events_dropped: u64,
-    /// Events lost because the caller's sink was closed.
-    pub sink_closed: u64,
-    /// Replies whose payload stamp did not match the probe holding their sequence (answers to
-    /// an older probe whose sequence was reused).
-    pub stale_replies: u64,
-    /// Packets that were not ours (other identifier, foreign payload, unknown probe).
-    pub unmatched_packets: u64,
-    /// Packets that failed to parse.
-    pub malformed_packets: u64,
-    /// `recvmsg` failures other than "would block".
-    pub receive_errors: u64,
 }
 
 #[derive(Debug, Default)]
@@ -350,6 +333,10 @@ impl Pinger for IcmpEngine {
 
     fn in_flight(&self) -> usize {
         self.shared.table.lock().len()
+    }
+
+    fn counters(&self) -> EngineCounters {
+        IcmpEngine::counters(self)
     }
 }
 

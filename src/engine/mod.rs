@@ -288,4 +288,27 @@ pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
 
     /// Number of probes currently awaiting their reply or deadline.
     fn in_flight(&self) -> usize;
+
+    /// What the engine dropped or ignored so far (read at scrape time). None by default.
+    fn counters(&self) -> EngineCounters {
+        EngineCounters::default()
+    }
+}
+
+/// Counters of things the engine dropped or ignored; all monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// Events lost because the caller's sink was full.
+    pub events_dropped: u64,
+    /// Events lost because the caller's sink was closed.
+    pub sink_closed: u64,
+    /// Replies whose payload stamp did not match the probe holding their sequence (answers to
+    /// an older probe whose sequence was reused).
+    pub stale_replies: u64,
+    /// Packets that were not ours (other identifier, foreign payload, unknown probe).
+    pub unmatched_packets: u64,
+    /// Packets that failed to parse.
+    pub malformed_packets: u64,
+    /// `recvmsg` failures other than "would block".
+    pub receive_errors: u64,
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::app::App;
+use crate::state::{App, ReloadError};
 
 /// `GET /-/healthy`: the process is up.
 pub async fn healthy() -> &'static str {
@@ -25,14 +25,19 @@ pub async fn ready(State(app): State<App>) -> Response {
 }
 
 /// `POST /-/reload`: re-read the config; an invalid one is rejected and the running one stays.
+/// The body is the outcome's text, the same line the daemon logs.
 pub async fn reload(State(app): State<App>) -> Response {
     match app.reload().await {
-        Ok(summary) => (StatusCode::OK, format!("{summary}\n")).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload config:\n{e}\n"),
-        )
-            .into_response(),
+        Ok(outcome) => (StatusCode::OK, format!("{outcome}\n")).into_response(),
+        Err(e) => (reload_status(&e), format!("{e}\n")).into_response(),
+    }
+}
+
+/// The status of a rejected reload; the one place reload errors meet HTTP. 500 for each, as
+/// Prometheus' own `/-/reload` answers a config it cannot apply.
+fn reload_status(error: &ReloadError) -> StatusCode {
+    match error {
+        ReloadError::Invalid { .. } | ReloadError::Resolver(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

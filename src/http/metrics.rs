@@ -15,8 +15,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 
-use crate::app::App;
 use crate::metrics::{Format, Metrics, MetricsError};
+use crate::state::App;
 
 /// Encoder threads (two scrapers, such as a Prometheus HA pair, are served side by side).
 const ENCODERS: usize = 2;

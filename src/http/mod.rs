@@ -29,7 +29,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::App;
+use crate::state::App;
 
 /// Largest request body accepted by any route, unless `--web.max-request-body-bytes` says
 /// otherwise (the limit is applied by [`serve::layered`]).

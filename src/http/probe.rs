@@ -19,11 +19,11 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::config::ProbeProfile;
 use crate::http::error::ApiError;
 use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest, rules};
 use crate::sample::SampleType;
+use crate::state::App;
 
 /// Scrape timeout assumed when Prometheus does not send its header.
 pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,10 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::app::App;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::session::manager::{SessionManager, StartRequest};
 use crate::session::{Page, SessionDetail, SessionId, SessionRecord, SessionStatus};
+use crate::state::App;
 
 /// JSON body extractor whose rejections use the API's error shape and name the field.
 #[derive(Debug)]

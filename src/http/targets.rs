@@ -4,8 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
-use crate::app::App;
 use crate::sample::{Sample, secs_to_ms as ms};
+use crate::state::App;
 
 /// One monitored address.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -20,12 +20,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, WsSlot};
 use crate::http::error::ApiError;
 use crate::http::sessions::{manager, parse_id};
 use crate::sample::Sample;
 use crate::session::SessionRecord;
 use crate::session::manager::{LiveMsg, Subscription};
+use crate::state::{App, WsSlot};
 
 /// Largest message or frame a client may send (it has nothing to say beyond pongs).
 pub const MAX_INBOUND: usize = 4 * 1024;

@@ -6,9 +6,9 @@
 //! base series at zero at once, and removes them all with [`Metrics::forget`]. The HTTP layer
 //! calls [`negotiate`] on the scrape's `Accept` header and [`Metrics::encode`].
 //!
-//! Names, types, labels and units follow the metrics table of DESIGN.md, plus three level gauges
-//! read at scrape time (`pingscope_probes_in_flight`, `pingscope_sessions_active`,
-//! `pingscope_live_clients`, see [`ScrapeGauge`]).
+//! Names, types, labels and units follow the metrics table of DESIGN.md, plus level gauges and
+//! counters owned by other modules and read at scrape time ([`ScrapeGauge`], [`ScrapeCounter`]).
+//! A failure that is both logged and counted goes through one function of [`events`].
 //!
 //! Built on prometheus-client 0.26. Where it needed help:
 //! - Custom label *names* per target: [`TargetLabels`] implements `EncodeLabelSet` by hand (the
@@ -23,14 +23,17 @@
 //!   [`MetricsOptions::native`] off, histograms are classic only.
 //! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
 //!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
-//! - Level gauges owned by other modules: a small collector calls their closures at scrape time.
+//! - Level gauges and counters owned by other modules: a small collector calls their closures
+//!   at scrape time ([`scrape`]).
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
 //!   them at scrape time, instead of five gauge series per target in two families.
 
+pub mod events;
 mod format;
 mod histogram;
 mod labels;
 mod registry;
+mod scrape;
 mod target;
 
 use std::collections::HashMap;
@@ -38,13 +41,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use parking_lot::Mutex;
 use prometheus_client::encoding::{prometheus_protobuf, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
 use prometheus_client::registry::Registry;
 
@@ -52,10 +53,12 @@ use crate::resolve::Family as AddressFamily;
 
 pub use format::{Format, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE, negotiate};
 pub use labels::{RESERVED_LABELS, TargetLabels};
+pub use scrape::{ScrapeCounter, ScrapeGauge};
 pub use target::{TargetMetrics, WindowRtt};
 
 use histogram::{ClassicHistogram, SeriesHistogram};
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
+use scrape::ScrapeSources;
 use target::{TargetInner, TargetMap, WindowGauges};
 
 /// Default classic buckets of `pingscope_rtt_seconds` and `pingscope_jitter_seconds`, in
@@ -164,42 +167,6 @@ impl Default for MetricsOptions {
     }
 }
 
-/// Level gauges whose value another module owns and this registry reads at scrape time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ScrapeGauge {
-    /// `pingscope_probes_in_flight`: probes awaiting their reply or deadline (the engine).
-    ProbesInFlight,
-    /// `pingscope_sessions_active`: on-demand sessions running (the session manager).
-    SessionsActive,
-    /// `pingscope_live_clients`: connected live WebSocket clients (the live hub).
-    LiveClients,
-}
-
-impl ScrapeGauge {
-    const ALL: [Self; 3] = [
-        Self::ProbesInFlight,
-        Self::SessionsActive,
-        Self::LiveClients,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn name_and_help(self) -> (&'static str, &'static str) {
-        match self {
-            Self::ProbesInFlight => (
-                "probes_in_flight",
-                "Probes sent and awaiting their reply or deadline.",
-            ),
-            Self::SessionsActive => ("sessions_active", "On-demand sessions running."),
-            Self::LiveClients => ("live_clients", "Connected live WebSocket clients."),
-        }
-    }
-}
-
-type GaugeSource = Arc<dyn Fn() -> i64 + Send + Sync>;
-
 /// A `Gauge<f64>`.
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -274,34 +241,6 @@ pub(crate) struct Families {
     target_info: Family<InfoLabels, Gauge>,
 }
 
-/// Calls the level gauges' sources at scrape time; a gauge without a source reads 0.
-#[derive(Default)]
-struct ScrapeGauges {
-    sources: RwLock<[Option<GaugeSource>; 3]>,
-}
-
-impl std::fmt::Debug for ScrapeGauges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeGauges").finish_non_exhaustive()
-    }
-}
-
-impl Collector for ScrapeGauges {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Copy the sources out so no lock is held while they run.
-        let sources = self.sources.read().clone();
-        for gauge in ScrapeGauge::ALL {
-            let value = sources[gauge.index()].as_ref().map_or(0, |f| f());
-            let metric = ConstGauge::new(value);
-            let (name, help) = gauge.name_and_help();
-            let metric_encoder =
-                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-            metric.encode(metric_encoder)?;
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
     /// Every series; encoded for text scrapes, and for protobuf ones unless `protobuf` is set.
@@ -319,7 +258,7 @@ struct Shared {
     scheduler_lag_native: Option<SeriesHistogram>,
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
-    scrape_gauges: Arc<ScrapeGauges>,
+    scrape_sources: Arc<ScrapeSources>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -376,7 +315,7 @@ impl Metrics {
         let scheduler_lag_native = native_maker.as_ref().map(HistogramMaker::new_metric);
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
-        let scrape_gauges = Arc::new(ScrapeGauges::default());
+        let scrape_sources = Arc::new(ScrapeSources::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -384,7 +323,7 @@ impl Metrics {
             resolve_errors: &resolve_errors,
             reload_successful: &reload_successful,
             reload_success_timestamp: &reload_success_timestamp,
-            scrape_gauges: &scrape_gauges,
+            scrape_sources: &scrape_sources,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -425,7 +364,7 @@ impl Metrics {
                 scheduler_lag_native,
                 reload_successful,
                 reload_success_timestamp,
-                scrape_gauges,
+                scrape_sources,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -543,7 +482,22 @@ impl Metrics {
         gauge: ScrapeGauge,
         source: impl Fn() -> i64 + Send + Sync + 'static,
     ) {
-        self.shared.scrape_gauges.sources.write()[gauge.index()] = Some(Arc::new(source));
+        self.shared
+            .scrape_sources
+            .set_gauge(gauge, Arc::new(source));
+    }
+
+    /// Sets the closure that reads a counter at scrape time (its atomic lives with its owner,
+    /// so counting costs the owner nothing more). It must be quick, monotonic and must not
+    /// call back into this registry.
+    pub fn set_counter_source(
+        &self,
+        counter: ScrapeCounter,
+        source: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.shared
+            .scrape_sources
+            .set_counter(counter, Arc::new(source));
     }
 
     /// Encodes every series in `format`.
@@ -604,76 +558,4 @@ fn check_buckets(buckets: &[f64]) -> Result<(), MetricsError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The HTTP layer encodes on a blocking thread and the scheduler records from many tasks.
-    #[test]
-    fn handles_can_cross_threads() {
-        fn send_sync<T: Send + Sync + 'static>() {}
-        send_sync::<Metrics>();
-        send_sync::<TargetMetrics>();
-    }
-
-    #[test]
-    fn layout_follows_the_options() {
-        let layout = |native, classic_in_protobuf| {
-            Layout::of(&MetricsOptions {
-                native,
-                classic_in_protobuf,
-                ..MetricsOptions::default()
-            })
-        };
-        assert_eq!(Layout::of(&MetricsOptions::default()), Layout::Split);
-        assert_eq!(layout(true, false), Layout::Split);
-        assert_eq!(layout(true, true), Layout::Both);
-        assert_eq!(layout(false, false), Layout::Classic);
-        assert_eq!(layout(false, true), Layout::Classic);
-    }
-
-    // Only the split layout pays for a second registry and twin histograms.
-    #[test]
-    fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
-        for (native, classic_in_protobuf, split) in [
-            (true, false, true),
-            (true, true, false),
-            (false, false, false),
-        ] {
-            let metrics = Metrics::new(MetricsOptions {
-                native,
-                classic_in_protobuf,
-                ..MetricsOptions::default()
-            })?;
-            let s = &metrics.shared;
-            let f = &s.families;
-            let twins = [
-                s.protobuf.is_some(),
-                s.scheduler_lag_native.is_some(),
-                f.rtt_native.is_some(),
-                f.jitter_native.is_some(),
-            ];
-            assert_eq!(
-                twins, [split; 4],
-                "native {native}, classic {classic_in_protobuf}"
-            );
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn bucket_rules() {
-        assert!(check_buckets(DEFAULT_BUCKETS).is_ok());
-        assert!(check_buckets(LAG_BUCKETS).is_ok());
-        for (bad, why) in [
-            (&[][..], "at least one"),
-            (&[0.0, 1.0][..], "above 0"),
-            (&[1.0, f64::INFINITY][..], "finite"),
-            (&[0.5, 0.5][..], "strictly increasing"),
-        ] {
-            match check_buckets(bad) {
-                Err(e) => assert!(e.to_string().contains(why), "{bad:?}: {e}"),
-                Ok(()) => panic!("{bad:?} accepted"),
-            }
-        }
-    }
-}
+mod tests;

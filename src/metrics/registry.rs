@@ -16,7 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::histogram::SeriesHistogram;
 use super::labels::NameLabel;
-use super::{BuildInfo, Families, FloatGauge, HistogramFamily, ScrapeGauges, WindowGauges};
+use super::scrape::ScrapeSources;
+use super::{BuildInfo, Families, FloatGauge, HistogramFamily, WindowGauges};
 
 /// Everything a registry exposes apart from the histograms, which differ per exposition.
 pub(crate) struct Shared<'a> {
@@ -24,7 +25,7 @@ pub(crate) struct Shared<'a> {
     pub resolve_errors: &'a Family<NameLabel, Counter>,
     pub reload_successful: &'a Gauge,
     pub reload_success_timestamp: &'a FloatGauge,
-    pub scrape_gauges: &'a Arc<ScrapeGauges>,
+    pub scrape_sources: &'a Arc<ScrapeSources>,
     pub windows: &'a WindowGauges,
     pub build: &'a BuildInfo,
 }
@@ -124,7 +125,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
             ("rustversion", b.rustversion.clone()),
         ]),
     );
-    r.register_collector(Box::new(s.scrape_gauges.clone()));
+    r.register_collector(Box::new(s.scrape_sources.clone()));
     // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
     r.register_collector(Box::new(s.windows.clone()));
     registry

@@ -75,7 +75,7 @@ pub struct ProbeRequest {
 impl ProbeRequest {
     /// What the engine needs to send one probe of this request to `ip`.
     pub fn spec(&self, ip: IpAddr) -> ProbeSpec {
-        spec(self.kind, ip, self.size, self.timeout, &self.options)
+        spec(self.kind, ip, self.size, self.timeout, self.options.clone())
     }
 
     /// The longest this request can run: its duration, or its count's last probe plus its
@@ -99,14 +99,14 @@ pub fn spec(
     ip: IpAddr,
     size: u16,
     timeout: Duration,
-    options: &SocketOptions,
+    options: SocketOptions,
 ) -> ProbeSpec {
     match kind {
         ProbeKind::Icmp => ProbeSpec {
             ip,
             size,
             timeout,
-            options: options.clone(),
+            options,
         },
     }
 }

@@ -197,6 +197,13 @@ impl Store {
         self.shared.counters.dropped.load(Ordering::Relaxed)
     }
 
+    /// Reads [`Store::dropped_samples`] without keeping the store open: for a counter read at
+    /// scrape time, which must not hold the writer thread past shutdown.
+    pub fn dropped_samples_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counters = Arc::clone(&self.shared.counters);
+        move || counters.dropped.load(Ordering::Relaxed)
+    }
+
     /// Samples the writer could not store (unknown session, or a failed write).
     pub fn failed_samples(&self) -> u64 {
         self.shared.counters.failed.load(Ordering::Relaxed)

@@ -1,0 +1,115 @@
+//! Unit tests of the registry handle; the exposition itself is tested in `tests/metrics_format`.
+
+use super::*;
+
+// The HTTP layer encodes on a blocking thread and the scheduler records from many tasks.
+#[test]
+fn handles_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Metrics>();
+    send_sync::<TargetMetrics>();
+}
+
+#[test]
+fn layout_follows_the_options() {
+    let layout = |native, classic_in_protobuf| {
+        Layout::of(&MetricsOptions {
+            native,
+            classic_in_protobuf,
+            ..MetricsOptions::default()
+        })
+    };
+    assert_eq!(Layout::of(&MetricsOptions::default()), Layout::Split);
+    assert_eq!(layout(true, false), Layout::Split);
+    assert_eq!(layout(true, true), Layout::Both);
+    assert_eq!(layout(false, false), Layout::Classic);
+    assert_eq!(layout(false, true), Layout::Classic);
+}
+
+// Only the split layout pays for a second registry and twin histograms.
+#[test]
+fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
+    for (native, classic_in_protobuf, split) in [
+        (true, false, true),
+        (true, true, false),
+        (false, false, false),
+    ] {
+        let metrics = Metrics::new(MetricsOptions {
+            native,
+            classic_in_protobuf,
+            ..MetricsOptions::default()
+        })?;
+        let s = &metrics.shared;
+        let f = &s.families;
+        let twins = [
+            s.protobuf.is_some(),
+            s.scheduler_lag_native.is_some(),
+            f.rtt_native.is_some(),
+            f.jitter_native.is_some(),
+        ];
+        assert_eq!(
+            twins, [split; 4],
+            "native {native}, classic {classic_in_protobuf}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn bucket_rules() {
+    assert!(check_buckets(DEFAULT_BUCKETS).is_ok());
+    assert!(check_buckets(LAG_BUCKETS).is_ok());
+    for (bad, why) in [
+        (&[][..], "at least one"),
+        (&[0.0, 1.0][..], "above 0"),
+        (&[1.0, f64::INFINITY][..], "finite"),
+        (&[0.5, 0.5][..], "strictly increasing"),
+    ] {
+        match check_buckets(bad) {
+            Err(e) => assert!(e.to_string().contains(why), "{bad:?}: {e}"),
+            Ok(()) => panic!("{bad:?} accepted"),
+        }
+    }
+}
+
+// The counters other modules own are on /metrics from the start (0 without a source) and follow
+// their source at each scrape.
+#[test]
+fn scrape_counters_read_their_source() -> Result<(), MetricsError> {
+    use std::sync::atomic::AtomicU64;
+    let metrics = Metrics::new(MetricsOptions::default())?;
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+    };
+    let names = [
+        (
+            ScrapeCounter::EngineEventsDropped,
+            "pingscope_engine_events_dropped_total",
+        ),
+        (
+            ScrapeCounter::EngineUnmatchedPackets,
+            "pingscope_engine_unmatched_packets_total",
+        ),
+        (
+            ScrapeCounter::SessionSamplesDropped,
+            "pingscope_session_samples_dropped_total",
+        ),
+    ];
+    let text = metrics.encode_text()?;
+    for (_, name) in names {
+        assert_eq!(value(&text, name), Some(0), "{name} missing:\n{text}");
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    for (i, (counter, _)) in names.into_iter().enumerate() {
+        let atomic = Arc::new(AtomicU64::new(10 + i as u64));
+        let source = atomic.clone();
+        metrics.set_counter_source(counter, move || source.load(Ordering::Relaxed));
+        atomic.fetch_add(5, Ordering::Relaxed);
+    }
+    let text = metrics.encode_text()?;
+    for (i, (_, name)) in names.into_iter().enumerate() {
+        assert_eq!(value(&text, name), Some(15 + i as u64), "{name}:\n{text}");
+    }
+    Ok(())
+}

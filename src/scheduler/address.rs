@@ -1,0 +1,120 @@
+//! The life of one monitored address: its series, status slot, recorder and probe loop are made
+//! together by [`prepare_address`], and go away together through [`retire_address`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::recorder::Recorder;
+use super::tick::ProbeTask;
+use super::{Shared, Slot};
+use crate::config::TargetConfig;
+use crate::engine::EventSink;
+use crate::metrics::{MetricsError, TargetLabels};
+use crate::resolve::Family;
+use crate::stats::Window;
+
+/// A running address of a DNS target: its probe task and what retiring it needs.
+pub(super) struct AddressEntry {
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+    pub(super) labels: TargetLabels,
+    pub(super) recorder: Arc<Recorder>,
+}
+
+impl AddressEntry {
+    /// Stops the address's probe task, waits for it (so that it cannot touch the series
+    /// afterwards: a changed target's new version may be about to create the same ones), then
+    /// retires the address.
+    pub(super) async fn stop(self, shared: &Shared, target: &str, ip: IpAddr) {
+        self.cancel.cancel();
+        let _ = self.handle.await;
+        retire_address(shared, target, ip, &self.labels);
+    }
+}
+
+/// Retires one address of a target once its probe loop has ended: deletes its series and its
+/// status slot. The one way an address goes away (a literal target's loop ends in its own task;
+/// a DNS target's addresses go through [`AddressEntry::stop`]).
+pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: &TargetLabels) {
+    shared.deps.metrics.forget(labels);
+    shared.statuses.lock().remove(&(target.to_owned(), ip));
+}
+
+/// Starts probing one address of a target in a task of its own, under a child of `parent`.
+pub(super) fn start_address(
+    shared: &Arc<Shared>,
+    cfg: &Arc<TargetConfig>,
+    ip: IpAddr,
+    parent: &CancellationToken,
+    first: &Arc<Notify>,
+) -> Result<AddressEntry, MetricsError> {
+    let cancel = parent.child_token();
+    let (task, labels, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), first)?;
+    let handle = tokio::spawn(task.run());
+    Ok(AddressEntry {
+        cancel,
+        handle,
+        labels,
+        recorder,
+    })
+}
+
+/// Creates an address's series, status slot and recorder, and the probe loop that stops with
+/// `cancel` (not yet running).
+pub(super) fn prepare_address(
+    shared: &Arc<Shared>,
+    cfg: &Arc<TargetConfig>,
+    ip: IpAddr,
+    cancel: CancellationToken,
+    first: &Arc<Notify>,
+) -> Result<(ProbeTask, TargetLabels, Arc<Recorder>), MetricsError> {
+    let extra: Vec<(String, String)> = cfg
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let labels = TargetLabels::new(cfg.name.clone(), ip, extra)?;
+    // target_info tells which address family the target resolved to, not the setting.
+    let family = if ip.is_ipv4() {
+        Family::Ip4
+    } else {
+        Family::Ip6
+    };
+    let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
+    let status = Arc::new(Mutex::new(Slot {
+        cfg: cfg.clone(),
+        ip,
+        sent: 0,
+        window: Window::new(cfg.window),
+        last: None,
+    }));
+    shared
+        .statuses
+        .lock()
+        .insert((cfg.name.clone(), ip), status.clone());
+    let recorder = Arc::new(Recorder {
+        cfg: cfg.clone(),
+        live: shared.deps.live.clone(),
+        metrics: tm.clone(),
+        status: status.clone(),
+        cancel: cancel.clone(),
+        settled_once: AtomicBool::new(false),
+        first: first.clone(),
+    });
+    let task = ProbeTask {
+        shared: shared.clone(),
+        cfg: cfg.clone(),
+        ip,
+        metrics: tm,
+        status,
+        cancel,
+        sink: EventSink::from(recorder.clone()),
+    };
+    Ok((task, labels, recorder))
+}

@@ -1,0 +1,82 @@
+//! The recorder of one monitored address: the engine hands it each probe event inline, and it
+//! updates metrics, the window and the status slot, and publishes live samples. This is the
+//! hottest path of the daemon (every event of every target): no channel, no await, no
+//! allocation unless a live reader listens.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::StatusSlot;
+use crate::config::TargetConfig;
+use crate::engine::{EventHandler, EventKind, ProbeEvent};
+use crate::live::LiveHub;
+use crate::metrics::{TargetMetrics, WindowRtt};
+use crate::sample::Sample;
+
+/// Records one (target, address)'s probe events as the engine delivers them: metrics, the
+/// window and last event of its status slot, and live samples. Runs inline on the engine's task
+/// (see [`EventHandler`]): a few atomics, one histogram, one uncontended lock; no channel and no
+/// task wake-up per event.
+pub(super) struct Recorder {
+    pub(super) cfg: Arc<TargetConfig>,
+    pub(super) live: LiveHub,
+    pub(super) metrics: TargetMetrics,
+    pub(super) status: StatusSlot,
+    /// The address's token: once stopped, no live samples for probes still in flight.
+    pub(super) cancel: CancellationToken,
+    /// Set when the first probe settles (reply, timeout or ICMP error), for readiness.
+    pub(super) settled_once: AtomicBool,
+    /// Wakes the target's task to look at `settled_once`.
+    pub(super) first: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("target", &self.cfg.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventHandler for Recorder {
+    fn on_event(&self, ev: ProbeEvent) {
+        // After the address stops, events of probes still in flight land in detached metrics
+        // and a slot nobody reads; only live samples must not go out. (The token check takes
+        // a lock, so it stays off the path of every event.)
+        self.metrics.on_event(&ev);
+        let settled = match &ev.kind {
+            EventKind::Reply(r) => Some(Some(r.rtt.as_secs_f64())),
+            EventKind::Timeout | EventKind::IcmpError(_) => Some(None),
+            EventKind::Late(_) | EventKind::Duplicate(_) => None,
+        };
+        // Building a sample allocates: only when someone is listening.
+        let sample = (self.live.readers() > 0 && !self.cancel.is_cancelled())
+            .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
+        if let Some(rtt) = settled {
+            let gauges = {
+                let mut slot = self.status.lock();
+                slot.window.push(rtt);
+                slot.last = Some(ev);
+                slot.window.gauges()
+            };
+            self.metrics.set_window(
+                gauges.loss_ratio,
+                gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {
+                    min,
+                    mean,
+                    max,
+                    stddev,
+                }),
+            );
+            if !self.settled_once.swap(true, Ordering::AcqRel) {
+                self.first.notify_one();
+            }
+        }
+        if let Some(sample) = sample {
+            self.live.publish(sample);
+        }
+    }
+}

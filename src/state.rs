@@ -1,0 +1,544 @@
+//! The daemon's state: [`App`], the cheap-clone handle every HTTP handler gets. It hides the
+//! config in force, the scheduler, the registry, the engine and the session store behind domain
+//! methods (`reload`, `sessions`, `try_probe_slot`, ...); `app` builds it and drives it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, Shard};
+use crate::engine::Pinger;
+use crate::live::LiveHub;
+use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeCounter, ScrapeGauge, events};
+use crate::resolve::Resolver;
+use crate::scheduler::{Deps, Scheduler};
+use crate::session::manager::SessionManager;
+use crate::session::{Claim, Retention, Store, StoreOptions};
+
+/// Default of `--web.max-probes`: `/probe` requests running at once; past it they get 429.
+pub const MAX_CONCURRENT_PROBES: usize = 64;
+/// Default of `--web.max-ws-clients`: WebSocket clients at once; past it an upgrade gets 503.
+pub const MAX_WS_CLIENTS: usize = 256;
+
+/// What `serve` was started with, beyond the config file's content.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// The config file; `None` runs the embedded default.
+    pub config_path: Option<PathBuf>,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: String,
+    /// Shard of the target list this instance keeps.
+    pub shard: Option<Shard>,
+    /// `/probe` requests running at once (`--web.max-probes`).
+    pub max_probes: usize,
+    /// WebSocket clients connected at once (`--web.max-ws-clients`).
+    pub max_ws_clients: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            telemetry_path: "/metrics".to_owned(),
+            shard: None,
+            max_probes: MAX_CONCURRENT_PROBES,
+            max_ws_clients: MAX_WS_CLIENTS,
+        }
+    }
+}
+
+struct Inner {
+    options: AppOptions,
+    // Swapped whole on a successful reload; readers clone the Arc and never hold the lock.
+    config: RwLock<Arc<Config>>,
+    scheduler: Scheduler,
+    metrics: Metrics,
+    live: LiveHub,
+    pinger: Arc<dyn Pinger>,
+    // Bounds /probe requests in flight; past it a request is refused at once (429).
+    probe_slots: Arc<tokio::sync::Semaphore>,
+    // The session store: claimed at start (folder, file type, lock), opened at the first use
+    // of sessions (see `App::sessions`). An error is kept and served as 503; monitors go on.
+    sessions_claim: parking_lot::Mutex<Option<Result<Claim, String>>>,
+    sessions_config: config::SessionsConfig,
+    sessions: OnceLock<Result<SessionManager, String>>,
+    // Held by whoever is opening the store, until the outcome is in `sessions`.
+    sessions_opening: Arc<tokio::sync::Mutex<()>>,
+    // Bounds WebSocket clients; the count is the `pingscope_live_clients` gauge.
+    ws_slots: Arc<tokio::sync::Semaphore>,
+    // Serializes reloads (a SIGHUP storm applies one diff at a time).
+    reload_lock: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+/// Cheap-clone handle to the running daemon.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Builds every handle and applies the config's targets. Call inside a tokio runtime.
+    pub async fn start(
+        options: AppOptions,
+        config: Config,
+        pinger: Arc<dyn Pinger>,
+    ) -> anyhow::Result<Self> {
+        let metrics = Metrics::new(MetricsOptions {
+            buckets: config.histogram.buckets.clone(),
+            native: config.histogram.native,
+            classic_in_protobuf: config.histogram.classic_in_protobuf,
+            build: BuildInfo::default(),
+        })
+        .context("building the metrics registry")?;
+        let resolver = make_resolver(&config)?;
+        let live = LiveHub::default();
+        let scheduler = Scheduler::new(
+            Deps {
+                pinger: pinger.clone(),
+                resolver,
+                metrics: metrics.clone(),
+                live: live.clone(),
+            },
+            config.dns.refresh,
+        );
+        {
+            let pinger = pinger.clone();
+            metrics.set_gauge_source(ScrapeGauge::ProbesInFlight, move || {
+                i64::try_from(pinger.in_flight()).unwrap_or(i64::MAX)
+            });
+        }
+        {
+            let pinger = pinger.clone();
+            metrics.set_counter_source(ScrapeCounter::EngineEventsDropped, move || {
+                pinger.counters().events_dropped
+            });
+        }
+        {
+            let pinger = pinger.clone();
+            metrics.set_counter_source(ScrapeCounter::EngineUnmatchedPackets, move || {
+                pinger.counters().unmatched_packets
+            });
+        }
+        let max_ws = options.max_ws_clients;
+        let ws_slots = Arc::new(tokio::sync::Semaphore::new(max_ws));
+        {
+            let slots = ws_slots.clone();
+            metrics.set_gauge_source(ScrapeGauge::LiveClients, move || {
+                i64::try_from(max_ws.saturating_sub(slots.available_permits())).unwrap_or(i64::MAX)
+            });
+        }
+        let sessions_config = config.sessions.clone();
+        let sessions_claim = {
+            // Claiming may wait for the file lock: keep it off the workers.
+            let path = config.sessions.database.clone();
+            tokio::task::spawn_blocking(move || {
+                Store::claim(&path).map_err(|e| {
+                    tracing::error!(error = %e, "sessions are unavailable; monitors go on");
+                    e.to_string()
+                })
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("claiming the session store panicked: {e}")))
+        };
+        let targets = config.targets_for(options.shard);
+        let (added, _, _) = scheduler.apply(&targets, config.dns.refresh).await;
+        drop(targets);
+        release_free_heap();
+        metrics.set_reload_status(true, SystemTime::now());
+        tracing::info!(
+            targets = added,
+            config = %options.config_path.as_deref().map_or("<embedded default>".into(), |p| p.display().to_string()),
+            "monitors started"
+        );
+        let probe_slots = Arc::new(tokio::sync::Semaphore::new(options.max_probes));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                options,
+                config: RwLock::new(Arc::new(config)),
+                scheduler,
+                metrics,
+                live,
+                pinger,
+                sessions_claim: parking_lot::Mutex::new(Some(sessions_claim)),
+                sessions_config,
+                sessions: OnceLock::new(),
+                sessions_opening: Arc::new(tokio::sync::Mutex::new(())),
+                ws_slots,
+                probe_slots,
+                reload_lock: tokio::sync::Mutex::new(()),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The scheduler of the configured monitors.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
+    }
+
+    /// The registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The live hub of monitor samples.
+    pub fn live(&self) -> &LiveHub {
+        &self.inner.live
+    }
+
+    /// The ICMP engine.
+    pub fn pinger(&self) -> &Arc<dyn Pinger> {
+        &self.inner.pinger
+    }
+
+    /// The resolver now in force.
+    pub fn resolver(&self) -> Resolver {
+        self.inner.scheduler.resolver()
+    }
+
+    /// A slot for one `/probe`, or `None` when all are taken.
+    pub fn try_probe_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.probe_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The session runner, or why sessions are unavailable. The first call opens the store
+    /// claimed at start.
+    pub async fn sessions(&self) -> Result<SessionManager, String> {
+        if let Some(opened) = self.inner.sessions.get() {
+            return opened.clone();
+        }
+        let opening = self.inner.sessions_opening.clone().lock_owned().await;
+        if let Some(opened) = self.inner.sessions.get() {
+            return opened.clone();
+        }
+        // The blocking thread records the outcome and only then lets go of the opening lock,
+        // so a caller that goes away mid-open loses nothing and the next one waits for it.
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let opened = open_sessions(&inner);
+            let _ = inner.sessions.set(opened);
+            drop(opening);
+        })
+        .await;
+        self.inner
+            .sessions
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Err("opening the session store panicked".to_owned()))
+    }
+
+    /// A slot for one WebSocket client, or `None` when all are taken.
+    pub fn try_ws_slot(&self) -> Option<WsSlot> {
+        self.inner.ws_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// The config now in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.read().clone()
+    }
+
+    /// Path of the metrics endpoint.
+    pub fn telemetry_path(&self) -> &str {
+        &self.inner.options.telemetry_path
+    }
+
+    /// Fires when the daemon shuts down (long-lived handlers stop on it).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Re-reads the config file and applies it as a diff. An invalid file is rejected, the
+    /// running config stays, and `pingscope_config_last_reload_successful` drops to 0.
+    ///
+    /// Every front (`/-/reload`, SIGHUP, `--config.watch`) goes through here, so the outcome is
+    /// logged here once, in the words of its `Display` (the text `/-/reload` answers with).
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let _serial = self.inner.reload_lock.lock().await;
+        let outcome = self.reload_file().await;
+        let metrics = &self.inner.metrics;
+        match &outcome {
+            // Nothing was re-read: the gauge keeps telling about the last real load.
+            Ok(r @ Reloaded::Embedded) => tracing::info!("{r}"),
+            Ok(r @ Reloaded::Applied { .. }) => events::reload_succeeded(metrics, r),
+            Err(e) => events::reload_failed(metrics, e),
+        }
+        outcome
+    }
+
+    async fn reload_file(&self) -> Result<Reloaded, ReloadError> {
+        let Some(path) = self.inner.options.config_path.clone() else {
+            return Ok(Reloaded::Embedded);
+        };
+        let new = config::load_file(&path).map_err(|issues| ReloadError::Invalid { issues })?;
+        let old = self.config();
+        if new.histogram != old.histogram {
+            tracing::warn!("histogram buckets changed; they take effect at the next restart");
+        }
+        if new.dns.servers != old.dns.servers {
+            self.inner.scheduler.set_resolver(make_resolver(&new)?);
+        }
+        let targets = new.targets_for(self.inner.options.shard);
+        let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
+        let total = targets.len();
+        drop(targets);
+        *self.inner.config.write() = Arc::new(new);
+        release_free_heap();
+        Ok(Reloaded::Applied {
+            targets: total,
+            added,
+            changed,
+            removed,
+        })
+    }
+
+    /// Stops scheduling and lets long-lived handlers end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let sessions = async {
+            if let Some(Ok(m)) = self.inner.sessions.get() {
+                m.shutdown().await;
+            }
+        };
+        tokio::join!(self.inner.scheduler.shutdown(), sessions);
+    }
+}
+
+/// A held WebSocket client slot; dropping it frees the slot.
+pub type WsSlot = tokio::sync::OwnedSemaphorePermit;
+
+/// What a successful [`App::reload`] did. Its `Display` is the answer of `/-/reload` and the
+/// log line of every reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// No config file: the embedded default runs and there is nothing to re-read.
+    Embedded,
+    /// The file was applied as a diff.
+    Applied {
+        /// Targets of this instance in the new config.
+        targets: usize,
+        /// Targets started.
+        added: usize,
+        /// Targets restarted with their new settings.
+        changed: usize,
+        /// Targets stopped, their series deleted.
+        removed: usize,
+    },
+}
+
+impl std::fmt::Display for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("running the embedded default config; nothing to reload"),
+            Self::Applied {
+                targets,
+                added,
+                changed,
+                removed,
+            } => write!(
+                f,
+                "config reloaded: {targets} targets ({added} added, {changed} changed, {removed} removed)"
+            ),
+        }
+    }
+}
+
+/// Why [`App::reload`] kept the running config. Its `Display` is the answer of `/-/reload` and
+/// the log line of every reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not validate: every issue, with its file, line and key.
+    #[error("config reload rejected; the running config stays:\n{issues}")]
+    Invalid {
+        /// Every issue found.
+        issues: config::ConfigError,
+    },
+    /// The new `dns.servers` cannot be used.
+    #[error("config reload rejected; the running config stays: {0}")]
+    Resolver(#[from] ResolverSetupError),
+}
+
+/// The resolver a config asks for could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("setting up the {what}: {error}")]
+pub struct ResolverSetupError {
+    what: &'static str,
+    error: crate::resolve::ResolveError,
+}
+
+/// Opens the store claimed at start and makes the session runner. Blocking.
+fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
+    let claim = inner
+        .sessions_claim
+        .lock()
+        .take()
+        .unwrap_or_else(|| Err("the session store was already opened".to_owned()))?;
+    let s = &inner.sessions_config;
+    let options = StoreOptions {
+        retention: Retention {
+            max_sessions: Some(s.retention.max_sessions as u64),
+            max_age: Some(s.retention.max_age),
+        },
+        ..StoreOptions::default()
+    };
+    match claim.open(options) {
+        Ok(store) => {
+            inner.metrics.set_counter_source(
+                ScrapeCounter::SessionSamplesDropped,
+                store.dropped_samples_reader(),
+            );
+            let m = SessionManager::new(store, inner.pinger.clone());
+            let active = m.clone();
+            inner
+                .metrics
+                .set_gauge_source(ScrapeGauge::SessionsActive, move || {
+                    i64::try_from(active.active()).unwrap_or(i64::MAX)
+                });
+            Ok(m)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sessions are unavailable; monitors go on");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The resolver `config` asks for: the system's, or its `dns.servers`.
+fn make_resolver(config: &Config) -> Result<Resolver, ResolverSetupError> {
+    let (what, resolver) = if config.dns.servers.is_empty() {
+        ("system resolver", Resolver::system())
+    } else {
+        ("DNS resolver", Resolver::with_servers(&config.dns.servers))
+    };
+    resolver.map_err(|error| ResolverSetupError { what, error })
+}
+
+/// Gives the heap's free memory back to the system. Parsing a config and starting or replacing
+/// thousands of monitors leaves freed blocks spread over the heap that glibc keeps (about 10 MiB
+/// at 10,000 targets); after a load or reload is the one moment such garbage is known to exist.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakePinger;
+
+    fn write(path: &std::path::Path, targets: &str) {
+        let db = path.with_file_name("sessions.db");
+        let yaml = format!(
+            "targets:\n{targets}sessions: {{database: {}}}\n",
+            db.display()
+        );
+        std::fs::write(path, yaml).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn app(path: &std::path::Path) -> App {
+        let config = config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let options = AppOptions {
+            config_path: Some(path.to_owned()),
+            ..AppOptions::default()
+        };
+        App::start(options, config, Arc::new(FakePinger::new()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn reload_gauge(app: &App) -> bool {
+        let text = app
+            .metrics()
+            .encode_text()
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.lines()
+            .any(|l| l == "pingscope_config_last_reload_successful 1")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_outcomes_are_typed_and_set_the_gauge() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("pingscope.yml");
+        write(&path, "  - {host: 192.0.2.1}\n");
+        let app = app(&path).await;
+        assert!(reload_gauge(&app));
+
+        write(&path, "  - {host: 192.0.2.1, bogus: 1}\n");
+        let err = app.reload().await.err();
+        assert!(
+            matches!(&err, Some(ReloadError::Invalid { issues }) if issues.issues.len() == 1),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with("config reload rejected; the running config stays:\n")
+                && text.contains("targets[0].bogus: unknown key"),
+            "{text}"
+        );
+        assert!(!reload_gauge(&app));
+
+        write(&path, "  - {host: 192.0.2.1}\n  - {host: 192.0.2.2}\n");
+        let ok = app.reload().await.map(|r| r.to_string());
+        assert_eq!(
+            ok.ok().as_deref(),
+            Some("config reloaded: 2 targets (1 added, 0 changed, 0 removed)")
+        );
+        assert!(reload_gauge(&app));
+        app.shutdown().await;
+    }
+
+    fn counter(app: &App, name: &str) -> Option<u64> {
+        let text = app
+            .metrics()
+            .encode_text()
+            .unwrap_or_else(|e| panic!("{e}"));
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    // The engine's and the store's own counters reach /metrics, read at scrape time.
+    #[tokio::test(start_paused = true)]
+    async fn engine_and_store_counters_are_exported() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("pingscope.yml");
+        write(&path, "  - {host: 192.0.2.1}\n");
+        let config = config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let fake = FakePinger::new();
+        let app = App::start(AppOptions::default(), config, Arc::new(fake.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let dropped = "pingscope_engine_events_dropped_total";
+        let unmatched = "pingscope_engine_unmatched_packets_total";
+        let samples = "pingscope_session_samples_dropped_total";
+        assert_eq!(counter(&app, dropped), Some(0));
+        assert_eq!(counter(&app, unmatched), Some(0));
+        assert_eq!(counter(&app, samples), Some(0));
+        fake.set_counters(crate::engine::EngineCounters {
+            events_dropped: 3,
+            unmatched_packets: 7,
+            ..Default::default()
+        });
+        assert_eq!(counter(&app, dropped), Some(3));
+        assert_eq!(counter(&app, unmatched), Some(7));
+        // Opening the store hands its counter to the registry (moving it needs a stalled
+        // writer: tests/session_store.rs checks the reader against the store's count).
+        assert!(app.sessions().await.is_ok());
+        assert_eq!(counter(&app, samples), Some(0));
+        app.shutdown().await;
+    }
+}
