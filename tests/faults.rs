@@ -37,7 +37,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon with this config; the calling thread must have entered the namespace.
     fn start(dir: &Path, config: &Path) -> Daemon {
-        let port = support::free_tcp_port();
+        let port = support::free_port();
         let log = dir.join(format!("daemon-{port}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_pingscope"))
             .arg("serve")
