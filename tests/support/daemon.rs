@@ -235,6 +235,20 @@ impl Daemon {
         (status, resp.text().unwrap_or_default())
     }
 
+    /// POST a JSON body: (status, JSON answer, or the text as a JSON string when it is not JSON).
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self
+            .http()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; daemon log:\n{}", self.log()));
+        let status = r.status().as_u16();
+        let text = r.text().unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, json)
+    }
+
     /// The raw `/metrics` body.
     pub fn metrics_text(&self) -> String {
         let (status, _, body) = self.get("/metrics");
