@@ -79,10 +79,11 @@ fn loopback_v6_when_the_kernel_has_it() {
     if !support::require_root() {
         return;
     }
-    if !std::fs::read_to_string("/proc/net/if_inet6")
-        .is_ok_and(|s| s.contains("00000000000000000000000000000001"))
-    {
-        eprintln!("skipping: no ::1 on this kernel");
+    if !support::require(
+        std::fs::read_to_string("/proc/net/if_inet6")
+            .is_ok_and(|s| s.contains("00000000000000000000000000000001")),
+        "no ::1 on this kernel",
+    ) {
         return;
     }
     let out = Command::new(BIN)

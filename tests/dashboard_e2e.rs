@@ -71,7 +71,15 @@ fn single(p: &Prometheus, expr: &str) -> f64 {
 
 #[test]
 fn every_panel_has_data_and_agrees_with_the_profiles() {
-    if !support::require_root() || !Prometheus::available() {
+    if !support::require_root()
+        || !support::require(
+            Prometheus::available(),
+            &format!(
+                "no Prometheus binary ({})",
+                prom::prometheus_bin().display()
+            ),
+        )
+    {
         return;
     }
     let net = TestNet::start(&json!({"seed": 11, "hosts": {

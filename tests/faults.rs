@@ -413,7 +413,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     assert_eq!(done["status"], "completed", "{done}");
 
     let Some(guard) = Immutable::set(&net.dir().join("db")) else {
-        eprintln!("skipped: chattr +i is not supported on this file system");
+        support::require(false, "chattr +i is not supported on this file system");
         return;
     };
     let (status, body2) = d.post_json("/api/v1/sessions", &body);

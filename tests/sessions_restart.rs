@@ -202,7 +202,8 @@ fn running_sessions_come_back_interrupted() {
 fn the_store_is_claimed_at_start_and_opened_at_first_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sessions.db");
-    let config = base_config(4);
+    // One database for both daemons: the second one's config names the first one's folder.
+    let config = base_config(4).replace("{{DIR}}", &dir.path().display().to_string());
     let a = Daemon::start_on(
         &support::write_config(dir.path(), "pingscope.yml", &config),
         support::free_port(),
