@@ -47,7 +47,10 @@ const CALLS: &[&str] = &[
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("reading a source folder").flatten() {
+    for entry in std::fs::read_dir(dir)
+        .expect("reading a source folder")
+        .flatten()
+    {
         let path = entry.path();
         if path.is_dir() {
             rust_files(&path, out);
