@@ -393,7 +393,7 @@ impl Drop for Immutable {
 fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     wait_for(d, 10, "session to end", || {
-        last = session(&d, id);
+        last = session(d, id);
         last["status"] != "running"
     });
     last
