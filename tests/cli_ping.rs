@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -80,10 +79,11 @@ fn loopback_v6_when_the_kernel_has_it() {
     if !support::require_root() {
         return;
     }
-    if !std::fs::read_to_string("/proc/net/if_inet6")
-        .is_ok_and(|s| s.contains("00000000000000000000000000000001"))
-    {
-        eprintln!("skipping: no ::1 on this kernel");
+    if !support::require(
+        std::fs::read_to_string("/proc/net/if_inet6")
+            .is_ok_and(|s| s.contains("00000000000000000000000000000001")),
+        "no ::1 on this kernel",
+    ) {
         return;
     }
     let out = Command::new(BIN)
@@ -395,36 +395,14 @@ fn interrupt_stops_sending_and_still_prints_the_summary() {
     assert_eq!(s["received"].as_u64(), Some(sent));
 }
 
-/// A DNS server on loopback that answers NXDOMAIN to every query, for `--dns-server`.
-fn nxdomain_server() -> std::net::SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = sock.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        // Bounded: a handful of queries per test, and the thread dies with the test process.
-        for _ in 0..64 {
-            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                return;
-            };
-            if n < 12 {
-                continue;
-            }
-            let mut resp = buf[..n].to_vec();
-            resp[2] = 0x81 | (buf[2] & 0x01); // QR, opcode 0, RD copied
-            resp[3] = 0x83; // RA, RCODE 3 (NXDOMAIN)
-            resp[6..12].fill(0); // no answer, authority or additional records
-            let _ = sock.send_to(&resp, peer);
-        }
-    });
-    addr
-}
-
 #[test]
 fn an_unresolvable_host_exits_2_and_the_others_still_run() {
     if !support::require_root() {
         return;
     }
-    let dns = nxdomain_server();
+    // An empty zone: every name is NXDOMAIN.
+    let server = support::dns::DnsServer::start();
+    let dns = server.addr();
     let out = Command::new(BIN)
         .args(["ping", "-c", "2", "-i", "50ms", "--dns-server"])
         .arg(dns.to_string())

@@ -5,18 +5,16 @@
 //! (two Prometheus servers on the same daemon, at the same time).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/serve/daemon.rs"]
-mod daemon;
-#[path = "fixtures/serve/dns.rs"]
-mod dns;
 mod prom;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, SESSIONS, write_config};
 use prom::{PanelQuery, Prometheus, dashboard_queries, sample_value};
 use serde_json::{Value, json};
+use support::daemon::Daemon;
+use support::daemon::SESSIONS;
+use support::write_config;
 use support::{TestNet, binomial_interval};
 
 /// How long Prometheus scrapes before the panels are read.
@@ -73,7 +71,15 @@ fn single(p: &Prometheus, expr: &str) -> f64 {
 
 #[test]
 fn every_panel_has_data_and_agrees_with_the_profiles() {
-    if !support::require_root() || !Prometheus::available() {
+    if !support::require_root()
+        || !support::require(
+            Prometheus::available(),
+            &format!(
+                "no Prometheus binary ({})",
+                prom::prometheus_bin().display()
+            ),
+        )
+    {
         return;
     }
     let net = TestNet::start(&json!({"seed": 11, "hosts": {
@@ -83,13 +89,13 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         "198.18.0.80": {"delay": "300ms"}
     }}));
     net.enter();
-    let server = dns::Dns::start();
+    let server = support::dns::DnsServer::start();
     let dns = format!(
         "dns: {{servers: ['127.0.0.1:{}'], refresh: 2s}}\n",
-        server.port
+        server.addr().port()
     );
     let path = write_config(net.dir(), "serve.yml", &format!("{CONFIG}{dns}{SESSIONS}"));
-    let d = Daemon::start(&path, net.dir(), "dashboard", &[]);
+    let d = Daemon::start(&path, &[]);
     let scrape = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
         d.port()

@@ -6,6 +6,8 @@
 //! environment variable `CI` is set, where they fail.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -16,20 +18,6 @@ use std::time::{Duration, Instant};
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketKind, SocketPreference};
 use pingscope::engine::{EventKind, Pinger, ProbeEvent, ProbeSpec, SendError, SocketOptions};
 use tokio::sync::mpsc;
-
-fn have_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs root (raw ICMP sockets, network namespaces)"
-    );
-    eprintln!(
-        "SKIP {test}: needs root (raw ICMP sockets, network namespaces); run as root or set CI to fail"
-    );
-    false
-}
 
 fn has_ipv6_loopback() -> bool {
     std::fs::read_to_string("/proc/net/if_inet6")
@@ -108,7 +96,7 @@ async fn ping_and_check(engine: &Arc<IcmpEngine>, ip: IpAddr, expect_ttl: Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_replies_have_sane_rtt_auto_socket() {
-    if !have_root("loopback_replies_have_sane_rtt_auto_socket") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -126,13 +114,16 @@ async fn loopback_replies_have_sane_rtt_auto_socket() {
         let hops = proc_u8("/proc/sys/net/ipv6/conf/lo/hop_limit");
         ping_and_check(&engine, IpAddr::V6(Ipv6Addr::LOCALHOST), hops).await;
     } else {
-        eprintln!("no ::1 on this machine; IPv6 part skipped");
+        support::require(
+            false,
+            "no ::1 on this machine: the IPv6 part is not checked",
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_socket_path_forced() {
-    if !have_root("raw_socket_path_forced") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig {
@@ -162,7 +153,7 @@ async fn raw_socket_path_forced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_options_open_their_own_sockets() {
-    if !have_root("socket_options_open_their_own_sockets") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -221,7 +212,7 @@ async fn socket_options_open_their_own_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_loopback_addresses_concurrently() {
-    if !have_root("thousand_loopback_addresses_concurrently") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -264,7 +255,7 @@ async fn thousand_loopback_addresses_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_wraps_after_65536_probes_to_one_address() {
-    if !have_root("sequence_wraps_after_65536_probes_to_one_address") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -311,7 +302,7 @@ async fn sequence_wraps_after_65536_probes_to_one_address() {
 
 #[test]
 fn in_flight_limit_refuses_sends() {
-    if !have_root("in_flight_limit_refuses_sends") {
+    if !support::require_root() {
         return;
     }
     // A current-thread runtime: the receive and timer tasks cannot run while this test sends
@@ -351,7 +342,7 @@ fn in_flight_limit_refuses_sends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sink_drops_and_counts() {
-    if !have_root("full_sink_drops_and_counts") {
+    if !support::require_root() {
         return;
     }
     let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
@@ -443,7 +434,7 @@ fn count(evs: &[BTreeMap<String, String>], kind: &str, ip: &str) -> usize {
 
 #[test]
 fn datagram_sockets_as_unprivileged_user_in_namespace() {
-    if !have_root("datagram_sockets_as_unprivileged_user_in_namespace") {
+    if !support::require_root() {
         return;
     }
     let script =
@@ -464,7 +455,7 @@ fn datagram_sockets_as_unprivileged_user_in_namespace() {
 
 #[test]
 fn thousand_addresses_on_datagram_socket_in_namespace() {
-    if !have_root("thousand_addresses_on_datagram_socket_in_namespace") {
+    if !support::require_root() {
         return;
     }
     let script = format!(
@@ -486,7 +477,7 @@ fn thousand_addresses_on_datagram_socket_in_namespace() {
 
 #[test]
 fn no_permission_is_reported_with_the_fix() {
-    if !have_root("no_permission_is_reported_with_the_fix") {
+    if !support::require_root() {
         return;
     }
     let script = format!(
@@ -541,7 +532,7 @@ fn check_errors_and_timeouts(out: &str) {
 
 #[test]
 fn icmp_errors_and_timeouts_on_both_socket_kinds() {
-    if !have_root("icmp_errors_and_timeouts_on_both_socket_kinds") {
+    if !support::require_root() {
         return;
     }
     let targets = "127.0.0.1 127.0.0.99 127.0.0.98 ::1";
@@ -562,7 +553,7 @@ fn icmp_errors_and_timeouts_on_both_socket_kinds() {
 
 #[test]
 fn late_and_duplicate_replies_in_namespace() {
-    if !have_root("late_and_duplicate_replies_in_namespace") {
+    if !support::require_root() {
         return;
     }
     // The kernel's own echo is off; the example's responder answers 300 ms late, twice.

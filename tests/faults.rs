@@ -11,164 +11,31 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::A;
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use parking_lot::Mutex;
+use support::daemon::Daemon;
+use support::dns::DnsServer;
+use support::expo::Scrape;
 use support::{TestNet, wait_until};
 
-/// The daemon under test: `pingscope serve` in the test's namespace, killed at drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    http: reqwest::blocking::Client,
+/// The daemon under test, with debug logs, started after `enter` (so it runs in the namespace).
+fn start_daemon(config: &Path) -> Daemon {
+    Daemon::start(config, &["--log.level", "debug"])
 }
 
-impl Daemon {
-    /// Starts the daemon with this config; the calling thread must have entered the namespace.
-    fn start(dir: &Path, config: &Path) -> Daemon {
-        let port = support::free_tcp_port();
-        let log = dir.join(format!("daemon-{port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_pingscope"))
-            .arg("serve")
-            .arg("--config.file")
-            .arg(config)
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--log.level")
-            .arg("debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("daemon log"))
-            .spawn()
-            .expect("spawning pingscope serve");
-        // Created after `enter`, so its worker thread lives in the namespace too.
-        let http = reqwest::blocking::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("http client");
-        let mut d = Daemon {
-            child,
-            port,
-            log,
-            http,
-        };
-        let up = wait_until(Duration::from_secs(15), || {
-            d.get("/-/healthy").is_some_and(|(s, _)| s == 200)
-        });
-        assert!(up, "daemon did not come up; log:\n{}", d.log_text());
-        assert!(d.alive(), "daemon exited; log:\n{}", d.log_text());
-        d
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = self.http.get(self.url(path)).send().ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.text().ok()?))
-    }
-
-    fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .expect("POST");
-        let status = r.status().as_u16();
-        let text = r.text().unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-        )
-    }
-
-    fn metrics(&self) -> String {
-        match self.get("/metrics") {
-            Some((200, text)) => text,
-            other => panic!("/metrics failed: {other:?}"),
-        }
-    }
-
-    /// Sum of every sample of `name` whose labels include all of `labels`.
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_sum(&self.metrics(), name, labels)
-    }
-
-    fn session(&self, id: &str) -> serde_json::Value {
-        match self.get(&format!("/api/v1/sessions/{id}")) {
-            Some((200, text)) => serde_json::from_str(&text).expect("session JSON"),
-            other => panic!("GET session {id}: {other:?}"),
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(self.pid(), sig).expect("signalling the daemon");
-    }
+fn metric(d: &Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
+    d.scrape().sum(name, labels)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sum of the samples of `name` (exact metric name, labels matched as `k="v"`).
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labelset, value) = match rest.strip_prefix('{') {
-            Some(r) => match r.split_once("} ") {
-                Some((l, v)) => (l, v),
-                None => continue,
-            },
-            None => match rest.strip_prefix(' ') {
-                Some(v) => ("", v),
-                None => continue,
-            },
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| labelset.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
-        {
-            sum += value
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        }
-    }
-    sum
+fn session(d: &Daemon, id: &str) -> serde_json::Value {
+    let (status, _, text) = d.get(&format!("/api/v1/sessions/{id}"));
+    assert_eq!(status, 200, "GET session {id}: {text}");
+    serde_json::from_str(&text).expect("session JSON")
 }
 
 /// Waits (bounded) until `cond` holds; panics with `what` and the daemon's log otherwise.
@@ -176,7 +43,7 @@ fn wait_for(d: &Daemon, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     if !wait_until(Duration::from_secs(secs), &mut cond) {
         panic!(
             "timed out after {secs}s waiting for: {what}\ndaemon log tail:\n{}",
-            tail(&d.log_text())
+            tail(&d.log())
         );
     }
 }
@@ -208,7 +75,7 @@ fn write_config(dir: &Path, targets: &str, extra: &str) -> PathBuf {
 }
 
 fn rtt_count(d: &Daemon, target: &str) -> f64 {
-    d.metric("pingscope_rtt_seconds_count", &[("target", target)])
+    metric(d, "pingscope_rtt_seconds_count", &[("target", target)])
 }
 
 fn start_net(profiles: serde_json::Value) -> Option<TestNet> {
@@ -266,7 +133,7 @@ fn host_stops_answering_and_comes_back() {
         "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
     );
-    let d = Daemon::start(net.dir(), &config);
+    let d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
     set_profiles(
@@ -277,111 +144,22 @@ fn host_stops_answering_and_comes_back() {
     std::thread::sleep(Duration::from_millis(500));
     let (r0, l0) = (
         rtt_count(&d, "flaky"),
-        d.metric("pingscope_lost_total", &[("target", "flaky")]),
+        metric(&d, "pingscope_lost_total", &[("target", "flaky")]),
     );
     let s0 = rtt_count(&d, "steady");
     wait_for(&d, 10, "flaky losses", || {
-        d.metric("pingscope_lost_total", &[("target", "flaky")]) >= l0 + 5.0
+        metric(&d, "pingscope_lost_total", &[("target", "flaky")]) >= l0 + 5.0
     });
     assert_eq!(rtt_count(&d, "flaky"), r0, "a blackholed host got replies");
     assert!(rtt_count(&d, "steady") > s0, "the other target stopped too");
-    let window = d.metric("pingscope_window_loss_ratio", &[("target", "flaky")]);
+    let window = metric(&d, "pingscope_window_loss_ratio", &[("target", "flaky")]);
     assert!(window > 0.0 && window <= 1.0, "window loss {window}");
 
     set_profiles(&net, &serde_json::json!({"default": {"delay": "1ms"}}));
     wait_for(&d, 10, "flaky answers again", || {
         rtt_count(&d, "flaky") >= r0 + 5.0
     });
-    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
-}
-
-/// A tiny authoritative DNS server on 127.0.0.1 (inside the namespace): A records from a zone
-/// the test changes while it runs; names not in the zone get NXDOMAIN. TTL 1 s.
-struct Dns {
-    addr: std::net::SocketAddr,
-    zone: Arc<Mutex<Vec<(String, Ipv4Addr)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Dns {
-    fn start(zone: &[(&str, Ipv4Addr)]) -> Dns {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind DNS");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        let addr = sock.local_addr().expect("addr");
-        let zone = Arc::new(Mutex::new(
-            zone.iter()
-                .map(|(n, a)| ((*n).to_owned(), *a))
-                .collect::<Vec<_>>(),
-        ));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (z, s) = (zone.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            // Bounded: stops when the test ends, and after two minutes in any case.
-            let end = Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::Relaxed) && Instant::now() < end {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(req) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let Some(q) = req.queries().first().cloned() else {
-                    continue;
-                };
-                let name = q.name().to_ascii().to_lowercase();
-                let answers: Vec<Ipv4Addr> = z
-                    .lock()
-                    .iter()
-                    .filter(|(n, _)| *n == name)
-                    .map(|(_, a)| *a)
-                    .collect();
-                let mut resp = Message::new();
-                resp.set_id(req.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(req.op_code())
-                    .set_recursion_desired(req.recursion_desired())
-                    .set_recursion_available(true)
-                    .set_authoritative(true)
-                    .add_query(q.clone());
-                if answers.is_empty() {
-                    resp.set_response_code(ResponseCode::NXDomain);
-                } else if q.query_type() == RecordType::A {
-                    for a in answers {
-                        resp.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(a))));
-                    }
-                }
-                if let Ok(bytes) = resp.to_vec() {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        Dns {
-            addr,
-            zone,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn set(&self, name: &str, addr: Option<Ipv4Addr>) {
-        let mut z = self.zone.lock();
-        z.retain(|(n, _)| n != name);
-        if let Some(a) = addr {
-            z.push((name.to_owned(), a));
-        }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
 }
 
 #[test]
@@ -392,46 +170,46 @@ fn name_stops_resolving_and_address_changes() {
     let old = Ipv4Addr::new(198, 18, 0, 30);
     let new = Ipv4Addr::new(198, 18, 0, 31);
     let gone = Ipv4Addr::new(198, 18, 0, 32);
-    let dns = Dns::start(&[
-        ("moving.pingscope.test.", old),
-        ("vanishing.pingscope.test.", gone),
+    let dns = DnsServer::with(&[
+        ("moving.pingscope.test", &[&old.to_string()]),
+        ("vanishing.pingscope.test", &[&gone.to_string()]),
     ]);
     let config = write_config(
         net.dir(),
         "  - {name: moving, host: moving.pingscope.test, family: ip4}\n  - {name: vanishing, host: vanishing.pingscope.test, family: ip4}\n",
-        &format!("dns: {{servers: [\"{}\"], refresh: 1s}}", dns.addr),
+        &format!("dns: {{servers: [\"{}\"], refresh: 1s}}", dns.addr()),
     );
-    let d = Daemon::start(net.dir(), &config);
+    let d = start_daemon(&config);
     wait_for(&d, 10, "replies from both names", || {
         rtt_count(&d, "moving") >= 3.0 && rtt_count(&d, "vanishing") >= 3.0
     });
     assert!(
-        d.metric(
+        metric(
+            &d,
             "pingscope_sent_total",
             &[("target", "moving"), ("ip", "198.18.0.30")]
         ) > 0.0
     );
 
-    dns.set("moving.pingscope.test.", Some(new));
-    dns.set("vanishing.pingscope.test.", None);
+    dns.set("moving.pingscope.test.", &[&new.to_string()]);
+    dns.remove("vanishing.pingscope.test.");
     wait_for(&d, 10, "moving follows its new address", || {
-        d.metric(
+        metric(
+            &d,
             "pingscope_rtt_seconds_count",
             &[("target", "moving"), ("ip", "198.18.0.31")],
         ) >= 3.0
     });
-    let info = d.metrics();
+    let info = d.metrics_text();
     assert!(
-        metric_sum(
-            &info,
+        Scrape::parse(&info).sum(
             "pingscope_target_info",
             &[("target", "moving"), ("ip", "198.18.0.31")]
         ) == 1.0,
         "target_info does not show the new address"
     );
     assert_eq!(
-        metric_sum(
-            &info,
+        Scrape::parse(&info).sum(
             "pingscope_target_info",
             &[("target", "moving"), ("ip", "198.18.0.30")]
         ),
@@ -439,17 +217,21 @@ fn name_stops_resolving_and_address_changes() {
         "target_info still shows the old address"
     );
     wait_for(&d, 10, "failed lookups counted", || {
-        d.metric("pingscope_resolve_errors_total", &[("target", "vanishing")]) >= 1.0
+        metric(
+            &d,
+            "pingscope_resolve_errors_total",
+            &[("target", "vanishing")],
+        ) >= 1.0
     });
-    assert!(d.metric("pingscope_sent_total", &[("target", "moving")]) > 0.0);
+    assert!(metric(&d, "pingscope_sent_total", &[("target", "moving")]) > 0.0);
 
     // The name comes back: probing of it goes on (or resumes).
-    dns.set("vanishing.pingscope.test.", Some(gone));
+    dns.set("vanishing.pingscope.test.", &[&gone.to_string()]);
     let v0 = rtt_count(&d, "vanishing");
     wait_for(&d, 10, "vanishing answers again", || {
         rtt_count(&d, "vanishing") >= v0 + 3.0
     });
-    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
 }
 
 #[test]
@@ -458,7 +240,7 @@ fn interface_down_and_up() {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = Daemon::start(net.dir(), &config);
+    let d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     assert!(
@@ -466,9 +248,9 @@ fn interface_down_and_up() {
         "ip link set tn0 down"
     );
     wait_for(&d, 10, "send errors while tn0 is down", || {
-        d.metric("pingscope_send_errors_total", &[("target", "a")]) >= 3.0
+        metric(&d, "pingscope_send_errors_total", &[("target", "a")]) >= 3.0
     });
-    let errors = d.metrics();
+    let errors = d.metrics_text();
     let reasons: Vec<&str> = errors
         .lines()
         .filter(|l| l.starts_with("pingscope_send_errors_total{") && l.contains("target=\"a\""))
@@ -477,7 +259,7 @@ fn interface_down_and_up() {
         !reasons.is_empty() && reasons.iter().all(|l| l.contains("reason=\"")),
         "{reasons:?}"
     );
-    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
 
     assert!(
         ip(&net, &["link", "set", "tn0", "up"]),
@@ -496,7 +278,7 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = Daemon::start(net.dir(), &config);
+    let d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     // Every route into the test range goes (bounded: the responder adds at most two).
@@ -506,13 +288,14 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
     }
     assert!(removed >= 1, "no route to remove");
     wait_for(&d, 10, "network_unreachable send errors", || {
-        d.metric(
+        metric(
+            &d,
             "pingscope_send_errors_total",
             &[("target", "a"), ("reason", "network_unreachable")],
         ) >= 3.0
     });
-    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
-    let sent = d.metric("pingscope_sent_total", &[("target", "a")]);
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    let sent = metric(&d, "pingscope_sent_total", &[("target", "a")]);
 
     assert!(
         ip(&net, &["route", "add", "198.18.0.0/15", "dev", "tn0"]),
@@ -522,7 +305,7 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
     wait_for(&d, 10, "replies with the route back", || {
         rtt_count(&d, "a") >= r0 + 3.0
     });
-    assert!(d.metric("pingscope_sent_total", &[("target", "a")]) > sent);
+    assert!(metric(&d, "pingscope_sent_total", &[("target", "a")]) > sent);
 }
 
 #[test]
@@ -533,7 +316,7 @@ fn sighup_storm() {
     let with_b = "  - {name: a, host: 198.18.0.20}\n  - {name: b, host: 198.18.0.21}\n";
     let without_b = "  - {name: a, host: 198.18.0.20}\n";
     let config = write_config(net.dir(), with_b, "");
-    let mut d = Daemon::start(net.dir(), &config);
+    let mut d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     let mut last_sent = 0.0;
@@ -544,9 +327,9 @@ fn sighup_storm() {
         d.signal(Signal::SIGHUP);
         std::thread::sleep(Duration::from_millis(10));
         if i % 10 == 9 {
-            let m = d.metrics();
-            let sent = metric_sum(&m, "pingscope_sent_total", &[("target", "a")]);
-            let rtt = metric_sum(&m, "pingscope_rtt_seconds_count", &[("target", "a")]);
+            let m = d.metrics_text();
+            let sent = Scrape::parse(&m).sum("pingscope_sent_total", &[("target", "a")]);
+            let rtt = Scrape::parse(&m).sum("pingscope_rtt_seconds_count", &[("target", "a")]);
             assert!(
                 sent >= last_sent,
                 "sent_total of a went down: {last_sent} → {sent}"
@@ -558,26 +341,22 @@ fn sighup_storm() {
             (last_sent, last_rtt) = (sent, rtt);
         }
     }
-    assert!(
-        d.alive(),
-        "daemon died in the storm:\n{}",
-        tail(&d.log_text())
-    );
+    assert!(d.alive(), "daemon died in the storm:\n{}", tail(&d.log()));
     // The last config (i = 99) has b; every reload of a valid file succeeds.
     wait_for(&d, 10, "b monitored after the storm", || {
         rtt_count(&d, "b") >= 1.0
     });
-    let m = d.metrics();
+    let m = d.metrics_text();
     assert_eq!(
-        metric_sum(&m, "pingscope_config_last_reload_successful", &[]),
+        Scrape::parse(&m).sum("pingscope_config_last_reload_successful", &[]),
         1.0
     );
-    let sent = metric_sum(&m, "pingscope_sent_total", &[("target", "a")]);
+    let sent = Scrape::parse(&m).sum("pingscope_sent_total", &[("target", "a")]);
     assert!(sent >= last_sent);
     wait_for(&d, 5, "a still probed", || {
-        d.metric("pingscope_sent_total", &[("target", "a")]) > sent
+        metric(&d, "pingscope_sent_total", &[("target", "a")]) > sent
     });
-    assert!(!d.log_text().contains("panicked"), "a panic in the log");
+    assert!(!d.log().contains("panicked"), "a panic in the log");
 }
 
 /// Makes a folder and its files immutable (`chattr +i`) for as long as it lives.
@@ -614,7 +393,7 @@ impl Drop for Immutable {
 fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     wait_for(d, 10, "session to end", || {
-        last = d.session(id);
+        last = session(d, id);
         last["status"] != "running"
     });
     last
@@ -626,7 +405,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = Daemon::start(net.dir(), &config);
+    let d = start_daemon(&config);
     let body = serde_json::json!({"target": "198.18.0.20", "count": 3, "interval": "50ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &body);
     assert_eq!(status, 201, "{rec}");
@@ -634,7 +413,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     assert_eq!(done["status"], "completed", "{done}");
 
     let Some(guard) = Immutable::set(&net.dir().join("db")) else {
-        eprintln!("skipped: chattr +i is not supported on this file system");
+        support::require(false, "chattr +i is not supported on this file system");
         return;
     };
     let (status, body2) = d.post_json("/api/v1/sessions", &body);
@@ -653,11 +432,11 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     assert!(failed_clearly, "no clear failure: {status} {body2}");
 
     // Monitors go on.
-    let sent = d.metric("pingscope_sent_total", &[("target", "a")]);
+    let sent = metric(&d, "pingscope_sent_total", &[("target", "a")]);
     wait_for(&d, 5, "monitor still probing", || {
-        d.metric("pingscope_sent_total", &[("target", "a")]) >= sent + 3.0
+        metric(&d, "pingscope_sent_total", &[("target", "a")]) >= sent + 3.0
     });
-    assert_eq!(d.get("/-/healthy").map(|r| r.0), Some(200));
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
 
     // And sessions work again once the folder is writable.
     drop(guard);
@@ -673,7 +452,7 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let mut d = Daemon::start(net.dir(), &config);
+    let mut d = start_daemon(&config);
     let short = serde_json::json!({"target": "198.18.0.20", "count": 5, "interval": "20ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &short);
     assert_eq!(status, 201, "{rec}");
@@ -687,18 +466,18 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     assert_eq!(status, 201, "{rec}");
     let run_id = rec["id"].as_str().unwrap().to_owned();
     wait_for(&d, 10, "the long session under way", || {
-        d.session(&run_id)["samples"]
+        session(&d, &run_id)["samples"]
             .as_array()
             .is_some_and(|s| s.len() >= 10)
     });
     // Give the store's writer a moment to have some samples on disk, then kill it outright.
     std::thread::sleep(Duration::from_millis(300));
-    d.signal(Signal::SIGKILL);
-    let _ = d.child.wait();
+    let killed = d.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
+    assert!(!killed.success(), "{killed}");
     drop(d);
 
-    let d = Daemon::start(net.dir(), &config);
-    let after = d.session(&done_id);
+    let d = start_daemon(&config);
+    let after = session(&d, &done_id);
     assert_eq!(after["status"], "completed");
     assert_eq!(
         after["samples"], done["samples"],
@@ -708,7 +487,7 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
         after["summary"], done["summary"],
         "completed session's summary changed"
     );
-    let cut = d.session(&run_id);
+    let cut = session(&d, &run_id);
     assert_eq!(cut["status"], "interrupted", "{cut}");
     let kept = cut["samples"].as_array().map_or(0, Vec::len);
     eprintln!("interrupted session kept {kept} samples");

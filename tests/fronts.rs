@@ -6,14 +6,12 @@
 //! nothing but this machine.
 #![allow(clippy::expect_used)]
 
-use std::process::Command;
-use std::sync::Arc;
+mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use pingscope::engine::fake::FakePinger;
-use pingscope::state::{App, AppOptions};
-use tower::ServiceExt as _;
+use std::process::Command;
+
+use support::api::{client, get_json, post_json};
+use support::inproc::InProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
 
@@ -141,30 +139,19 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// The in-process daemon: the real router and handlers over the fake pinger, its store in a
-/// temporary folder.
-async fn app(dir: &std::path::Path) -> App {
-    let yaml = format!(
-        "sessions:\n  database: {}\n  min_interval: 10ms\n",
-        dir.join("s.db").display()
-    );
-    let config = pingscope::config::parse_str(&yaml, "fronts.yml", dir).expect("valid config");
-    App::start(AppOptions::default(), config, Arc::new(FakePinger::new()))
-        .await
-        .expect("app starts")
+/// The in-process daemon (the real router and handlers over the fake pinger, no root).
+fn daemon() -> InProcess {
+    InProcess::start("sessions:\n  database: {{DIR}}/s.db\n  min_interval: 10ms\n")
 }
 
-async fn call(app: &App, request: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let response = pingscope::http::router(app.clone())
-        .oneshot(request)
-        .await
-        .expect("the router answers");
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, json)
+/// The status and the error message of a JSON answer.
+fn refusal((status, json): (u16, serde_json::Value)) -> (u16, String, String) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        status,
+        text(&json["error"]["code"]),
+        text(&json["error"]["message"]),
+    )
 }
 
 fn cli(args: &[&str]) -> (Option<i32>, String) {
@@ -178,10 +165,10 @@ fn cli(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), stderr)
 }
 
-#[tokio::test]
-async fn every_front_gives_each_rule_the_same_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path()).await;
+#[test]
+fn every_front_gives_each_rule_the_same_message() {
+    let d = daemon();
+    let c = client();
     let mut failures = Vec::new();
     for case in CASES {
         let want = case.message;
@@ -196,42 +183,31 @@ async fn every_front_gives_each_rule_the_same_message() {
             }
         }
         if let Some(query) = case.query {
-            let request = Request::get(format!("/probe?{query}"))
-                .body(Body::empty())
-                .expect("request");
-            let (status, json) = call(&app, request).await;
-            let got = &json["error"]["message"];
-            if status != StatusCode::BAD_REQUEST || got != want {
+            let got = refusal(get_json(&c, &d.url(&format!("/probe?{query}"))));
+            if got != (400, "invalid_parameter".to_owned(), want.to_owned()) {
                 failures.push(format!(
-                    "{}: /probe?{query}: {status} {got}, want 400 {want:?}",
+                    "{}: /probe?{query}: {got:?}, want 400 {want:?}",
                     case.rule
                 ));
             }
         }
         if let Some(body) = case.body {
-            let request = Request::post("/api/v1/sessions")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body))
-                .expect("request");
-            let (status, json) = call(&app, request).await;
-            let got = &json["error"]["message"];
-            if status != StatusCode::BAD_REQUEST
-                || got != want
-                || json["error"]["code"] != "invalid_parameter"
-            {
+            let body: serde_json::Value = serde_json::from_str(body).expect("a JSON case");
+            let got = refusal(post_json(&c, &d.url("/api/v1/sessions"), &body));
+            if got != (400, "invalid_parameter".to_owned(), want.to_owned()) {
                 failures.push(format!(
-                    "{}: sessions {body}: {status} {json}, want 400 {want:?}",
+                    "{}: sessions {body}: {got:?}, want 400 {want:?}",
                     case.rule
                 ));
             }
         }
     }
-    app.shutdown().await;
+    assert_eq!(d.fake.sent(), 0, "a refused request sends nothing");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[tokio::test]
-async fn each_front_holds_callers_to_its_own_floor() {
+#[test]
+fn each_front_holds_callers_to_its_own_floor() {
     // Same rule, same sentence; the floor is the front's: 1 ms for the CLI, the config's
     // sessions.min_interval (10 ms here) for /probe and sessions.
     let (code, stderr) = cli(&["-i", "0.0005", "127.0.0.1"]);
@@ -242,31 +218,16 @@ async fn each_front_holds_callers_to_its_own_floor() {
             "pingscope: interval 500us is below the minimum of 1ms"
         )
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let app = app(dir.path()).await;
-    let want = "interval 5ms is below the minimum of 10ms";
-    let (status, json) = call(
-        &app,
-        Request::get("/probe?target=127.0.0.1&interval=5ms")
-            .body(Body::empty())
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(
-        (status, &json["error"]["message"]),
-        (StatusCode::BAD_REQUEST, &want.into())
+    let d = daemon();
+    let c = client();
+    let want = (
+        400,
+        "invalid_parameter".to_owned(),
+        "interval 5ms is below the minimum of 10ms".to_owned(),
     );
-    let (status, json) = call(
-        &app,
-        Request::post("/api/v1/sessions")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(r#"{"target":"127.0.0.1","interval":"5ms"}"#))
-            .expect("request"),
-    )
-    .await;
-    assert_eq!(
-        (status, &json["error"]["message"]),
-        (StatusCode::BAD_REQUEST, &want.into())
-    );
-    app.shutdown().await;
+    let got = refusal(get_json(&c, &d.url("/probe?target=127.0.0.1&interval=5ms")));
+    assert_eq!(got, want);
+    let body = serde_json::json!({"target": "127.0.0.1", "interval": "5ms"});
+    let got = refusal(post_json(&c, &d.url("/api/v1/sessions"), &body));
+    assert_eq!(got, want);
 }

@@ -5,6 +5,7 @@
 //! A test whose tool is missing says so and passes, unless `CI` is set: then it fails.
 
 mod prom;
+mod support;
 
 #[path = "ops/docs.rs"]
 mod docs;
@@ -32,31 +33,16 @@ fn tool(name: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is not installed, and CI is set"
-        );
-        eprintln!("SKIP: {name} is not installed");
-    }
+    support::require(found.is_some(), &format!("{name} is not installed"));
     found
 }
 
 #[allow(clippy::print_stderr)]
 fn prometheus_available() -> bool {
-    if Prometheus::available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is not installed, and CI is set",
-        prom::prometheus_bin().display()
-    );
-    eprintln!(
-        "SKIP: {} is not installed",
-        prom::prometheus_bin().display()
-    );
-    false
+    support::require(
+        Prometheus::available(),
+        &format!("{} is not installed", prom::prometheus_bin().display()),
+    )
 }
 
 /// Run a command in the repository; panic with its output unless it succeeds.

@@ -13,46 +13,16 @@
     clippy::disallowed_methods
 )]
 
-#[path = "fixtures/probe/burst.rs"]
-mod burst;
-#[path = "fixtures/probe/daemon.rs"]
-mod daemon;
-#[path = "fixtures/probe/dns.rs"]
-mod dns;
 mod support;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use daemon::{Answer, Daemon};
 use support::TestNet;
-
-/// A daemon config: no monitors, sessions in the temp dir, a 10 ms minimum interval, one extra
-/// probe profile (`three`), the given access rules and DNS server (never the system resolver:
-/// without a test DNS server it points at a closed loopback port).
-fn config(access: &str, dns: Option<std::net::SocketAddr>) -> String {
-    let dns = dns.map_or_else(|| "127.0.0.1:1".to_owned(), |a| a.to_string());
-    format!(
-        r#"
-dns:
-  servers: ["{dns}"]
-sessions:
-  database: "{{{{DIR}}}}/sessions.db"
-  min_interval: 10ms
-access:
-{access}
-probe_profiles:
-  three:
-    count: 3
-    interval: 20ms
-    timeout: 300ms
-"#
-    )
-}
-
-const TEST_RANGES: &str = r#"  allow: [198.18.0.0/15, "2001:db8::/32"]
-  deny: []"#;
+use support::api::{Answer, TEST_RANGES, probe_config as config};
+use support::burst;
+use support::daemon::Daemon;
+use support::dns::DnsServer;
 
 /// Responder log entries for `dst`.
 fn log_for(net: &TestNet, dst: &str) -> Vec<support::LogEntry> {
@@ -68,6 +38,14 @@ fn wait_log_for(net: &TestNet, dst: &str, n: usize) -> Vec<support::LogEntry> {
         entries.len() >= n
     });
     entries
+}
+
+/// Writes `yaml` next to the test network and starts the daemon on it (after `net.enter()`).
+fn start(net: &TestNet, yaml: &str) -> Daemon {
+    Daemon::start(
+        &support::write_config(net.dir(), "pingscope.yml", yaml),
+        &[],
+    )
 }
 
 fn ok(a: &Answer) {
@@ -93,7 +71,7 @@ fn ten_packets_at_twenty_percent_loss_match_the_responder() {
         }
     }));
     net.enter();
-    let d = Daemon::start(net.dir(), &config(TEST_RANGES, None));
+    let d = start(&net, &config(TEST_RANGES, None));
 
     let a = d.probe(&[
         ("target", "198.18.0.30"),
@@ -197,8 +175,8 @@ fn failed_probes_modules_and_debug() {
         }
     }));
     net.enter();
-    let dns = dns::DnsServer::start(HashMap::new());
-    let d = Daemon::start(net.dir(), &config(TEST_RANGES, Some(dns.addr())));
+    let dns = DnsServer::start();
+    let d = start(&net, &config(TEST_RANGES, Some(dns.addr())));
     let fast = [("count", "3"), ("interval", "20ms"), ("timeout", "200ms")];
 
     for target in ["198.18.0.70", "198.18.0.60"] {
@@ -290,7 +268,17 @@ fn failed_probes_modules_and_debug() {
         "{}",
         dbg.body
     );
-    assert_eq!(daemon::metric(&dbg.body, "probe_packets_sent"), Some(3.0));
+    let exposition = dbg
+        .body
+        .split("Metrics that would have been returned:")
+        .nth(1)
+        .unwrap_or_default();
+    assert_eq!(
+        support::expo::Scrape::parse(exposition).exact("probe_packets_sent"),
+        Some(3.0),
+        "{}",
+        dbg.body
+    );
     assert_eq!(
         wait_log_for(&net, "198.18.0.20", before + 3).len(),
         before + 3,
@@ -305,7 +293,7 @@ fn scrape_timeout_header_cuts_the_probe_short() {
     }
     let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
     net.enter();
-    let d = Daemon::start(net.dir(), &config(TEST_RANGES, None));
+    let d = start(&net, &config(TEST_RANGES, None));
     let q = [
         ("target", "198.18.0.9"),
         ("count", "100"),
@@ -344,232 +332,13 @@ fn scrape_timeout_header_cuts_the_probe_short() {
 }
 
 #[test]
-fn bad_requests_are_400_with_the_reason() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({}));
-    net.enter();
-    let d = Daemon::start(net.dir(), &config(TEST_RANGES, None));
-    let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[], "target must not be empty: name the host to probe"),
-        (
-            &[("target", "")],
-            "target must not be empty: name the host to probe",
-        ),
-        (
-            &[("target", "  ")],
-            "target must not be empty: name the host to probe",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("module", "nope")],
-            "unknown module \"nope\" (configured: default, three)",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("count", "0")],
-            "count must be at least 1, got 0",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("count", "1001")],
-            "count must be at most 1000, got 1001",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("count", "x")],
-            "count \"x\" is not a whole number",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("count", "-1")],
-            "count must be at least 1, got -1",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("interval", "1ms")],
-            "interval 1ms is below the minimum of 10ms",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("timeout", "2m")],
-            "timeout 2m is longer than is sane (at most 1m)",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("size", "70000")],
-            "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("size", "big")],
-            "size \"big\" is not a whole number",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("family", "ipx")],
-            "unknown family \"ipx\" (use auto, ip4 or ip6)",
-        ),
-        (
-            &[("target", "198.18.0.9"), ("debug", "maybe")],
-            "debug \"maybe\" is not a boolean (use true or false)",
-        ),
-    ];
-    for (q, want) in cases {
-        let a = d.probe(q);
-        assert_eq!(a.status, 400, "{q:?}: {}", a.body);
-        assert_eq!(a.error_code(), "invalid_parameter", "{q:?}");
-        assert_eq!(a.error_message(), *want, "{q:?}");
-    }
-    for (key, value) in [("interval", "fast"), ("timeout", "5x")] {
-        let a = d.probe(&[("target", "198.18.0.9"), (key, value)]);
-        assert_eq!(a.status, 400, "{key}={value}: {}", a.body);
-        let want = format!("{key}: invalid duration \"{value}\": ");
-        assert!(
-            a.error_message().starts_with(&want),
-            "{key}={value}: {}",
-            a.body
-        );
-    }
-    assert!(
-        net.log().is_empty(),
-        "a refused request sends nothing: {:?}",
-        net.log()
-    );
-}
-
-#[test]
-fn access_rules_hold_for_every_spelling_and_for_names() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
-    let records: HashMap<String, Vec<IpAddr>> = [
-        ("loopback.test", vec!["127.0.0.5".parse().unwrap()]),
-        ("mapped.test", vec!["::ffff:127.0.0.6".parse().unwrap()]),
-        ("bench.test", vec!["198.18.0.44".parse().unwrap()]),
-        ("outside.test", vec!["198.19.0.44".parse().unwrap()]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let dns = dns::DnsServer::start(records);
-    let access = r#"  allow: [198.18.0.0/16, 127.0.0.0/8, "::/0"]
-  deny: [127.0.0.0/8, "2001:db8:dead::/48"]"#;
-    let d = Daemon::start(net.dir(), &config(access, Some(dns.addr())));
-    let rule = "denied by access.deny 127.0.0.0/8";
-    for target in [
-        "127.0.0.1",
-        "127.1",
-        "127.0.1",
-        "0x7f.0.0.1",
-        "0x7f000001",
-        "2130706433",
-        "017700000001",
-        "0177.0.0.01",
-        "::ffff:127.0.0.1",
-        "[::ffff:127.0.0.1]",
-        "[::ffff:7f00:1]",
-        "::ffff:7f00:1",
-        "0x7f.1",
-        "0177.1",
-        "127.000.000.001",
-        "0X7F.0x0.0.0x1",
-        "[::FFFF:127.0.0.1]",
-        "::FFFF:7F00:1",
-        "0:0:0:0:0:ffff:7f00:1",
-        " 127.1 ",
-        "loopback.test",
-        "LOOPBACK.test",
-        "loopback.test.",
-    ] {
-        let a = d.probe(&[("target", target), ("count", "1")]);
-        assert_eq!(a.status, 403, "{target}: {}", a.body);
-        assert_eq!(a.error_code(), "forbidden", "{target}");
-        let msg = a.error_message();
-        assert!(
-            msg.contains(rule) && msg.contains(target),
-            "{target}: {msg}"
-        );
-    }
-    // The names went through the test DNS server, not around it (the second spelling of the
-    // name may come from the resolver's cache).
-    assert!(dns.queries() >= 1, "DNS queries: {}", dns.queries());
-    // A name with only an AAAA record, IPv4-mapped into the range.
-    let a = d.probe(&[("target", "mapped.test"), ("count", "1")]);
-    assert_eq!(a.status, 403, "mapped.test: {}", a.body);
-    assert!(a.error_message().contains(rule), "{}", a.body);
-    // Asked for IPv6 only, the mapped address counts as IPv4: no IPv6 address, nothing probed.
-    let a = d.probe(&[("target", "mapped.test"), ("family", "ip6"), ("count", "1")]);
-    assert!(
-        a.status == 403 || (a.status == 200 && a.metric("probe_packets_sent") == Some(0.0)),
-        "{}",
-        a.body
-    );
-    let a = d.probe(&[("target", "2001:db8:dead::5"), ("count", "1")]);
-    assert_eq!(a.status, 403, "{}", a.body);
-    assert!(
-        a.error_message()
-            .contains("denied by access.deny 2001:db8:dead::/48"),
-        "{}",
-        a.body
-    );
-    // Outside every allow rule.
-    for target in ["198.19.0.44", "outside.test"] {
-        let a = d.probe(&[("target", target), ("count", "1")]);
-        assert_eq!(a.status, 403, "{target}: {}", a.body);
-        assert!(
-            a.error_message().ends_with("not in access.allow"),
-            "{target}: {}",
-            a.body
-        );
-    }
-    assert!(
-        net.log().is_empty(),
-        "nothing denied reached the network: {:?}",
-        net.log()
-    );
-
-    // Allowed ranges still work, by literal (any spelling) and by name.
-    for target in ["198.18.0.44", "0xc612002c", "bench.test", "2001:db8::44"] {
-        let a = d.probe(&[
-            ("target", target),
-            ("count", "2"),
-            ("interval", "20ms"),
-            ("timeout", "300ms"),
-        ]);
-        ok(&a);
-        assert_eq!(a.must("probe_success"), 1.0, "{target}: {}", a.body);
-        assert_eq!(a.must("probe_packets_received"), 2.0, "{target}");
-    }
-    assert_eq!(wait_log_for(&net, "198.18.0.44", 6).len(), 6);
-    assert_eq!(wait_log_for(&net, "2001:db8::44", 2).len(), 2);
-}
-
-#[test]
-fn the_unspecified_address_is_refused_even_when_everything_is_allowed() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({}));
-    net.enter();
-    let access = r#"  allow: [0.0.0.0/0, "::/0"]
-  deny: [127.0.0.0/8, "::1/128"]"#;
-    let d = Daemon::start(net.dir(), &config(access, None));
-    // The kernel delivers a ping to 0.0.0.0 or :: to this host itself, the same as loopback,
-    // so no allow rule may let it through.
-    for target in ["0", "0.0.0.0", "0x0", "::", "[::]", "::ffff:0.0.0.0"] {
-        let a = d.probe(&[("target", target), ("count", "1"), ("timeout", "200ms")]);
-        assert_eq!(a.status, 403, "{target}: {}", a.body);
-        assert_eq!(a.error_code(), "forbidden", "{target}");
-        assert!(
-            a.error_message().contains("unspecified address"),
-            "{target}: {}",
-            a.body
-        );
-    }
-}
-
-#[test]
 fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
     if !support::require_root() {
         return;
     }
     let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
     net.enter();
-    let mut d = Daemon::start(net.dir(), &config(TEST_RANGES, None));
+    let mut d = start(&net, &config(TEST_RANGES, None));
     let slow = [
         ("target", "198.18.0.9"),
         ("count", "5"),
@@ -595,7 +364,7 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
     let first = burst::run(&d, &slow, 500);
     eprintln!("burst 1: {first:?}");
     first.check(pingscope::state::MAX_CONCURRENT_PROBES);
-    assert!(d.alive(), "daemon died:\n{}", d.stderr());
+    assert!(d.alive(), "daemon died:\n{}", d.log());
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = d.rss_kib();
 
@@ -632,4 +401,31 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
     let packets = log_for(&net, "198.18.0.9").len();
     let want = 3 + 5 * (base.ok + first.ok + more.iter().sum::<usize>()) + 1;
     assert_eq!(packets, want, "requests the responder saw");
+}
+
+#[test]
+fn allowed_ranges_are_probed_by_literal_and_by_name() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
+    net.enter();
+    let dns = DnsServer::with(&[("bench.test", &["198.18.0.44"])]);
+    let access = r#"  allow: [198.18.0.0/16, 127.0.0.0/8, "::/0"]
+  deny: [127.0.0.0/8, "2001:db8:dead::/48"]"#;
+    let d = start(&net, &config(access, Some(dns.addr())));
+    // Allowed ranges still work, by literal (any spelling) and by name.
+    for target in ["198.18.0.44", "0xc612002c", "bench.test", "2001:db8::44"] {
+        let a = d.probe(&[
+            ("target", target),
+            ("count", "2"),
+            ("interval", "20ms"),
+            ("timeout", "300ms"),
+        ]);
+        ok(&a);
+        assert_eq!(a.must("probe_success"), 1.0, "{target}: {}", a.body);
+        assert_eq!(a.must("probe_packets_received"), 2.0, "{target}");
+    }
+    assert_eq!(wait_log_for(&net, "198.18.0.44", 6).len(), 6);
+    assert_eq!(wait_log_for(&net, "2001:db8::44", 2).len(), 2);
 }

@@ -13,17 +13,15 @@
     clippy::disallowed_methods
 )]
 
-#[path = "fixtures/probe/daemon.rs"]
-mod daemon;
 mod prom;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::Daemon;
 use prom::{Prometheus, sample_value};
 use serde_json::{Value, json};
 use support::TestNet;
+use support::daemon::Daemon;
 
 /// The two targets and their loss.
 const TARGETS: [(&str, f64); 2] = [("198.18.0.30", 0.1), ("198.18.0.31", 0.5)];
@@ -86,15 +84,13 @@ fn prometheus_stores_probe_loss_ratio_per_target() {
     if !support::require_root() {
         return;
     }
-    if !Prometheus::available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "no Prometheus binary, and CI is set"
-        );
-        eprintln!(
-            "skipped: no Prometheus binary ({})",
+    if !support::require(
+        Prometheus::available(),
+        &format!(
+            "no Prometheus binary ({})",
             prom::prometheus_bin().display()
-        );
+        ),
+    ) {
         return;
     }
     let hosts: serde_json::Map<String, Value> = TARGETS
@@ -103,8 +99,9 @@ fn prometheus_stores_probe_loss_ratio_per_target() {
         .collect();
     let net = TestNet::start(&json!({"seed": 3, "hosts": hosts}));
     net.enter();
-    let d = Daemon::start(
+    let config = support::write_config(
         net.dir(),
+        "pingscope.yml",
         r#"
 dns:
   servers: ["127.0.0.1:1"]
@@ -115,6 +112,7 @@ access:
   allow: [198.18.0.0/15]
 "#,
     );
+    let d = Daemon::start(&config, &[]);
     let daemon_addr = format!("127.0.0.1:{}", d.port());
     let config = json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},

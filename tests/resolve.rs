@@ -1,106 +1,34 @@
-//! The resolver against a tiny DNS server that each test starts on 127.0.0.1 (never the
+//! The resolver against the test DNS server (`support::dns`) each test starts on 127.0.0.1 (never the
 //! system resolver): families, record TTL to `valid_until`, NXDOMAIN, a silent name, literals.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA};
-use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use pingscope::resolve::{Family, ResolveError, Resolver, parse_ip_literal};
-use tokio::net::UdpSocket;
+use support::dns::DnsServer;
 
-/// The zone: name -> (A records, AAAA records, TTL of A, TTL of AAAA).
-fn zone(name: &str) -> Option<(Vec<Ipv4Addr>, Vec<Ipv6Addr>, u32, u32)> {
-    let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-    let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
-    match name {
-        "v4.pingscope.test." => Some((vec![v4("127.0.0.10")], vec![], 300, 0)),
-        "v6.pingscope.test." => Some((vec![], vec![v6("2001:db8::10")], 0, 120)),
-        "dual.pingscope.test." => Some((
-            vec![v4("127.0.0.11"), v4("127.0.0.12"), v4("127.0.0.11")],
-            vec![v6("2001:db8::11"), v6("::ffff:127.0.0.12")],
-            60,
-            30,
-        )),
-        "empty.pingscope.test." => Some((vec![], vec![], 0, 0)),
-        _ => None,
-    }
-}
-
-/// Answers every query from [`zone`]; unknown names get NXDOMAIN; `silent.pingscope.test.`
-/// gets nothing. Counts the queries it saw.
-async fn start_dns() -> (SocketAddr, Arc<AtomicUsize>) {
-    let sock = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind DNS server");
-    let addr = sock.local_addr().expect("local addr");
-    let queries = Arc::new(AtomicUsize::new(0));
-    let seen = queries.clone();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 1500];
-        // Ends with the test's runtime.
-        loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                return;
-            };
-            let Ok(req) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            seen.fetch_add(1, Ordering::Relaxed);
-            let Some(q) = req.queries().first().cloned() else {
-                continue;
-            };
-            let name = q.name().to_ascii().to_lowercase();
-            if name == "silent.pingscope.test." {
-                continue;
-            }
-            let mut resp = Message::new();
-            resp.set_id(req.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(req.op_code())
-                .set_recursion_desired(req.recursion_desired())
-                .set_recursion_available(true)
-                .set_authoritative(true)
-                .add_query(q.clone());
-            match zone(&name) {
-                None => {
-                    resp.set_response_code(ResponseCode::NXDomain);
-                }
-                Some((a, aaaa, ttl4, ttl6)) => {
-                    resp.set_response_code(ResponseCode::NoError);
-                    match q.query_type() {
-                        RecordType::A => {
-                            for ip in a {
-                                resp.add_answer(Record::from_rdata(
-                                    q.name().clone(),
-                                    ttl4,
-                                    RData::A(A(ip)),
-                                ));
-                            }
-                        }
-                        RecordType::AAAA => {
-                            for ip in aaaa {
-                                resp.add_answer(Record::from_rdata(
-                                    q.name().clone(),
-                                    ttl6,
-                                    RData::AAAA(AAAA(ip)),
-                                ));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if let Ok(bytes) = resp.to_vec() {
-                let _ = sock.send_to(&bytes, peer).await;
-            }
-        }
-    });
-    (addr, queries)
+/// The test zone on the one test DNS server: per-family TTLs, a name without records, and
+/// `silent.pingscope.test`, which is never answered; other names get NXDOMAIN.
+fn start_dns() -> DnsServer {
+    let dns = DnsServer::start();
+    dns.set_ttl("v4.pingscope.test", &["127.0.0.10"], 300);
+    dns.set_ttl("v6.pingscope.test", &["2001:db8::10"], 120);
+    dns.set_ttl(
+        "dual.pingscope.test",
+        &["127.0.0.11", "127.0.0.12", "127.0.0.11"],
+        60,
+    );
+    dns.add(
+        "dual.pingscope.test",
+        &["2001:db8::11", "::ffff:127.0.0.12"],
+        30,
+    );
+    dns.set("empty.pingscope.test", &[]);
+    dns.silence("silent.pingscope.test");
+    dns
 }
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -118,7 +46,8 @@ fn assert_valid_for(valid_until: Instant, before: Instant, ttl: u64) {
 
 #[tokio::test]
 async fn families_and_ttls() {
-    let (server, _) = start_dns().await;
+    let dns = start_dns();
+    let server = dns.addr();
     let r = Resolver::with_servers(&[server]).expect("resolver");
 
     let before = Instant::now();
@@ -205,7 +134,8 @@ async fn families_and_ttls() {
 
 #[tokio::test]
 async fn nxdomain_and_nodata_are_not_found() {
-    let (server, queries) = start_dns().await;
+    let dns = start_dns();
+    let server = dns.addr();
     let r = Resolver::with_servers(&[server]).expect("resolver");
     for family in [Family::Auto, Family::All, Family::Ip4, Family::Ip6] {
         match r.lookup("nx.pingscope.test", family).await {
@@ -219,15 +149,13 @@ async fn nxdomain_and_nodata_are_not_found() {
         Err(ResolveError::NotFound { host }) => assert_eq!(host, "empty.pingscope.test"),
         other => panic!("expected NotFound for a name without addresses, got {other:?}"),
     }
-    assert!(
-        queries.load(Ordering::Relaxed) > 0,
-        "the test server was asked"
-    );
+    assert!(dns.queries() > 0, "the test server was asked");
 }
 
 #[tokio::test]
 async fn silent_server_times_out_and_names_the_host() {
-    let (server, _) = start_dns().await;
+    let dns = start_dns();
+    let server = dns.addr();
     let r = Resolver::with_servers_and_timeout(&[server], Duration::from_millis(300))
         .expect("resolver");
     let started = Instant::now();
@@ -254,7 +182,8 @@ async fn silent_server_times_out_and_names_the_host() {
 
 #[tokio::test]
 async fn literals_never_reach_dns() {
-    let (server, queries) = start_dns().await;
+    let dns = start_dns();
+    let server = dns.addr();
     let r = Resolver::with_servers(&[server]).expect("resolver");
     for (host, want) in [
         ("127.1", "127.0.0.1"),
@@ -284,16 +213,13 @@ async fn literals_never_reach_dns() {
         r.lookup("::1", Family::All).await.expect("all").addrs,
         ips(&["::1"])
     );
-    assert_eq!(
-        queries.load(Ordering::Relaxed),
-        0,
-        "no DNS query for literals"
-    );
+    assert_eq!(dns.queries(), 0, "no DNS query for literals");
 }
 
 #[tokio::test]
 async fn clones_share_and_bad_input_is_an_error() {
-    let (server, _) = start_dns().await;
+    let dns = start_dns();
+    let server = dns.addr();
     let r = Resolver::with_servers(&[server]).expect("resolver");
     let c = r.clone();
     assert_eq!(

@@ -5,17 +5,16 @@
 //! address.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/serve/daemon.rs"]
-mod daemon;
-#[path = "fixtures/serve/dns.rs"]
-mod dns;
 mod support;
 
 use std::time::Duration;
 
-use daemon::{Daemon, SESSIONS, Scrape, write_config};
-use dns::Dns;
 use serde_json::json;
+use support::daemon::Daemon;
+use support::daemon::SESSIONS;
+use support::dns::DnsServer;
+use support::expo::Scrape;
+use support::write_config;
 use support::{TestNet, wait_until};
 
 fn config(dns_port: u16, targets: &str) -> String {
@@ -30,11 +29,7 @@ fn wait_scrape(d: &Daemon, what: &str, cond: impl Fn(&Scrape) -> bool) -> Scrape
         last = d.scrape();
         cond(&last)
     });
-    assert!(
-        ok,
-        "{what}: not seen within 15 s; daemon log:\n{}",
-        d.stderr()
-    );
+    assert!(ok, "{what}: not seen within 15 s; daemon log:\n{}", d.log());
     last
 }
 
@@ -49,18 +44,18 @@ fn lookup_failures_never_stop_the_daemon() {
     }
     let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
     net.enter();
-    let dns = Dns::start();
+    let dns = DnsServer::start();
     dns.set("flaky.pingscope.test", &["198.18.0.27"]);
     // broken.pingscope.test: NXDOMAIN at start.
     let path = write_config(
         net.dir(),
         "serve.yml",
         &config(
-            dns.port,
+            dns.addr().port(),
             "  - {name: good, host: 198.18.0.20}\n  - {name: broken, host: broken.pingscope.test}\n  - {name: flaky, host: flaky.pingscope.test}\n",
         ),
     );
-    let d = Daemon::start(&path, net.dir(), "dnsfail", &[]);
+    let d = Daemon::start(&path, &[]);
     assert!(
         wait_until(Duration::from_secs(10), || d.get("/-/ready").0 == 200),
         "a name that does not resolve kept the daemon from being ready"
@@ -124,7 +119,7 @@ fn address_change_and_family_all() {
     }
     let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
     net.enter();
-    let dns = Dns::start();
+    let dns = DnsServer::start();
     dns.set("moving.pingscope.test", &["198.18.0.41"]);
     dns.set(
         "both.pingscope.test",
@@ -134,11 +129,11 @@ fn address_change_and_family_all() {
         net.dir(),
         "serve.yml",
         &config(
-            dns.port,
+            dns.addr().port(),
             "  - {name: moving, host: moving.pingscope.test}\n  - {name: both, host: both.pingscope.test, family: all}\n",
         ),
     );
-    let d = Daemon::start(&path, net.dir(), "dnsmove", &[]);
+    let d = Daemon::start(&path, &[]);
     let both = ["198.18.0.43", "198.18.0.44", "2001:db8::43"];
     let s = wait_scrape(&d, "every address of both probed", |s| {
         both.iter().all(|ip| {

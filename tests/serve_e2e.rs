@@ -5,8 +5,6 @@
 //! and shutdown under a scrape.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/serve/daemon.rs"]
-mod daemon;
 mod prom;
 mod support;
 
@@ -15,8 +13,11 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, SESSIONS, Scrape, write_config};
 use serde_json::json;
+use support::daemon::Daemon;
+use support::daemon::SESSIONS;
+use support::expo::Scrape;
+use support::write_config;
 use support::{LogEntry, TestNet, binomial_interval, wait_until};
 
 /// Log figures for one destination address.
@@ -127,7 +128,7 @@ fn figures_agree_with_profiles() {
         "serve.yml",
         &format!("{FIGURES_CONFIG}{SESSIONS}"),
     );
-    let d = Daemon::start(&config, net.dir(), "figures", &[]);
+    let d = Daemon::start(&config, &[]);
 
     // Content-Type of both encodings.
     let (status, ct, _) = d.get("/metrics");
@@ -433,7 +434,7 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
         ),
     );
     let started = Instant::now();
-    let mut d = Daemon::start(&config, net.dir(), "ready", &[]);
+    let mut d = Daemon::start(&config, &[]);
     // The blackholed target cannot settle its first probe before its 3 s timeout.
     let (status, _, _) = d.get("/-/ready");
     let s = d.scrape();
@@ -528,8 +529,8 @@ fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
     stop.store(true, Ordering::Relaxed);
     scraper.join().expect("scraper thread");
     let whole = whole.load(Ordering::Relaxed);
-    let status = status.unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM:\n{}", d.stderr()));
-    assert!(status.success(), "exit status {status}:\n{}", d.stderr());
+    let status = status.unwrap_or_else(|| panic!("no exit within 5 s of SIGTERM:\n{}", d.log()));
+    assert!(status.success(), "exit status {status}:\n{}", d.log());
     eprintln!("exit after {:?}, {whole} whole scrapes", t0.elapsed());
     drop((idle, half));
     assert!(whole > 0, "no scrape completed");
@@ -552,7 +553,7 @@ fn prometheus_loss_expression_and_native_quantile() {
             "defaults: {{interval: 50ms, timeout: 500ms}}\ntargets:\n  - {{name: delay, host: 198.18.0.20}}\n  - {{name: loss, host: 198.18.0.30}}\n{SESSIONS}"
         ),
     );
-    let d = Daemon::start(&config, net.dir(), "prom", &[]);
+    let d = Daemon::start(&config, &[]);
     let scrape_config = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
         d.port()

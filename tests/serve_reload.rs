@@ -4,8 +4,6 @@
 //! and `--config.watch`.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/serve/daemon.rs"]
-mod daemon;
 mod support;
 
 use std::path::Path;
@@ -13,8 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use daemon::{Daemon, SESSIONS, Scrape, write_config};
 use serde_json::json;
+use support::daemon::Daemon;
+use support::daemon::SESSIONS;
+use support::expo::Scrape;
+use support::write_config;
 use support::{TestNet, wait_until};
 
 /// Every per-target counter (and histogram count/sum) that must never go down.
@@ -103,7 +104,7 @@ fn wait_sent(d: &Daemon, target: &str, at_least: f64) {
                 .is_some_and(|v| v >= at_least)
         }),
         "{target} never reached {at_least} probes; daemon log:\n{}",
-        d.stderr()
+        d.log()
     );
 }
 
@@ -113,7 +114,7 @@ fn wait_reloads(d: &Daemon, cond: impl Fn(&Scrape) -> bool, what: &str) -> Scrap
         last = d.scrape();
         cond(&last)
     });
-    assert!(ok, "{what} did not happen; daemon log:\n{}", d.stderr());
+    assert!(ok, "{what} did not happen; daemon log:\n{}", d.log());
     last
 }
 
@@ -137,7 +138,7 @@ fn add_change_remove_by_sighup_and_post() {
             ("drop", "198.18.0.22", "100ms"),
         ]),
     );
-    let d = Daemon::start(&path, net.dir(), "reload", &[]);
+    let d = Daemon::start(&path, &[]);
     for t in ["keep", "change", "drop"] {
         wait_sent(&d, t, 10.0);
     }
@@ -240,10 +241,10 @@ fn add_change_remove_by_sighup_and_post() {
     }
     assert!(
         wait_until(Duration::from_secs(10), || {
-            d.stderr().matches("config reloaded").count() >= 3
+            d.log().matches("config reloaded").count() >= 3
         }),
         "SIGHUP storm not served:\n{}",
-        d.stderr()
+        d.log()
     );
     let after = d.scrape();
     for t in ["keep", "add", "posted"] {
@@ -268,7 +269,7 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
     net.enter();
     let good = config(&[("a", "198.18.0.20", "100ms"), ("b", "198.18.0.21", "100ms")]);
     let path = write_config(net.dir(), "serve.yml", &good);
-    let d = Daemon::start(&path, net.dir(), "invalid", &[]);
+    let d = Daemon::start(&path, &[]);
     wait_sent(&d, "a", 5.0);
 
     rewrite(
@@ -307,12 +308,12 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
     d.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
         wait_until(Duration::from_secs(5), || d
-            .stderr()
+            .log()
             .matches("config reload rejected")
             .count()
             >= 2),
         "SIGHUP reload of an invalid file not logged as rejected:\n{}",
-        d.stderr()
+        d.log()
     );
     let s = d.scrape();
     assert_eq!(s.value("pingscope_config_last_reload_successful", &[]), 0.0);
@@ -356,7 +357,7 @@ fn config_watch_reloads_on_config_and_target_file_change() {
         &with_files(&[("a", "198.18.0.20", "100ms")]),
     );
     std::fs::create_dir(net.dir().join("sd")).unwrap();
-    let d = Daemon::start(&path, net.dir(), "watch", &["--config.watch"]);
+    let d = Daemon::start(&path, &["--config.watch"]);
     wait_sent(&d, "a", 3.0);
 
     // The config file changes: a target is added, `a` is untouched.

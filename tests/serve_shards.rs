@@ -3,15 +3,15 @@
 //! restarted shard keeps the same targets.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/serve/daemon.rs"]
-mod daemon;
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use daemon::{Daemon, SESSIONS, write_config};
 use serde_json::json;
+use support::daemon::Daemon;
+use support::daemon::SESSIONS;
+use support::write_config;
 use support::{TestNet, wait_until};
 
 const TARGETS: usize = 1_000;
@@ -53,14 +53,7 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
     net.enter();
     let path = write_config(net.dir(), "targets.yml", &target_list());
     let mut daemons: Vec<Daemon> = (0..3)
-        .map(|i| {
-            Daemon::start(
-                &path,
-                net.dir(),
-                &format!("shard{i}"),
-                &["--shard", &format!("{i}/3")],
-            )
-        })
+        .map(|i| Daemon::start(&path, &["--shard", &format!("{i}/3")]))
         .collect();
     let mut sets: Vec<BTreeSet<(String, String)>> = Vec::new();
     let complete = wait_until(Duration::from_secs(20), || {
@@ -113,7 +106,7 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
 
     // Stable across restarts: shard 1 again keeps exactly the same targets.
     drop(daemons.remove(1));
-    let again = Daemon::start(&path, net.dir(), "shard1-again", &["--shard", "1/3"]);
+    let again = Daemon::start(&path, &["--shard", "1/3"]);
     let mut now = BTreeSet::new();
     assert!(wait_until(Duration::from_secs(20), || {
         now = monitored(&again);

@@ -9,339 +9,34 @@
     clippy::disallowed_methods
 )]
 
-#[path = "fixtures/api/daemon.rs"]
-mod daemon;
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use daemon::{DENIED_HOST, Daemon, base_config, client, get_json, post_json, wait_ended};
-use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use support::TestNet;
+use support::api::{
+    assert_error, base_config, client, get_json, post_json, start_session, unknown_id, wait_ended,
+};
+use support::daemon::Daemon;
 
 /// Answers after 5 ms; long sessions against it keep `max_active` slots busy.
 const HOST: &str = "198.18.0.20";
 
 fn start_daemon(net: &TestNet, max_active: usize, extra: &str) -> Daemon {
     net.enter();
-    let port = support::free_tcp_port();
-    let config = format!("{}{extra}", base_config(net.dir(), max_active));
-    Daemon::start(net.dir(), &config, port)
+    let port = support::free_port();
+    let config = format!("{}{extra}", base_config(max_active));
+    Daemon::start_on(
+        &support::write_config(net.dir(), "pingscope.yml", &config),
+        port,
+        &["--log.level", "warn"],
+    )
 }
 
 fn net() -> TestNet {
     TestNet::start(&json!({"default": {"delay": "5ms"}}))
-}
-
-/// Asserts the error shape, status, code and exact message.
-#[track_caller]
-fn assert_error(got: &(u16, Value), status: u16, code: &str, message: &str) {
-    let (s, body) = got;
-    assert_eq!(*s, status, "status of {body}");
-    assert_eq!(body["error"]["code"], code, "code of {body}");
-    assert_eq!(body["error"]["message"], message, "message of {body}");
-    assert_eq!(
-        body.as_object().map(|o| o.len()),
-        Some(1),
-        "only `error`: {body}"
-    );
-    assert_eq!(
-        body["error"].as_object().map(|o| o.len()),
-        Some(2),
-        "code and message: {body}"
-    );
-}
-
-/// Asserts the error shape and status, and that the message contains every fragment.
-#[track_caller]
-fn assert_error_has(got: &(u16, Value), status: u16, code: &str, fragments: &[&str]) {
-    let (s, body) = got;
-    assert_eq!(*s, status, "status of {body}");
-    assert_eq!(body["error"]["code"], code, "code of {body}");
-    let msg = body["error"]["message"].as_str().unwrap_or_default();
-    for f in fragments {
-        assert!(msg.contains(f), "message {msg:?} lacks {f:?}");
-    }
-}
-
-fn send_raw(c: &Client, url: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
-    let mut req = c.post(url).body(body);
-    if let Some(ct) = content_type {
-        req = req.header("Content-Type", ct);
-    }
-    let r = req.send().expect("POST");
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
-
-fn start(c: &Client, d: &Daemon, body: Value) -> String {
-    let (status, rec) = post_json(c, &d.url("/api/v1/sessions"), &body);
-    assert_eq!(status, 201, "{rec}");
-    rec["id"].as_str().expect("id").to_owned()
-}
-
-/// A session id of the right form that no daemon issued.
-fn unknown_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-#[test]
-fn bad_input_has_status_and_message() {
-    if !support::require_root() {
-        return;
-    }
-    let net = net();
-    let d = start_daemon(&net, 2, "");
-    let c = client();
-    let url = d.url("/api/v1/sessions");
-    let post = |body: Value| post_json(&c, &url, &body);
-
-    assert_error(
-        &post(json!({"target": HOST, "duration": "11m", "interval": "1s"})),
-        400,
-        "invalid_parameter",
-        "the probes would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "count": 700, "interval": "1s"})),
-        400,
-        "invalid_parameter",
-        "the probes would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "interval": "5ms"})),
-        400,
-        "invalid_parameter",
-        "interval 5ms is below the minimum of 10ms",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "interval": "soon"})),
-        400,
-        "invalid_parameter",
-        "interval: invalid duration \"soon\": expected a number before \"soon\"",
-    );
-    assert_error(
-        &post(json!({"target": DENIED_HOST})),
-        403,
-        "forbidden",
-        &format!("target {DENIED_HOST} ({DENIED_HOST}) denied by access.deny {DENIED_HOST}/32"),
-    );
-    // Not in access.allow (the config allows 2001:db8::/32 but not this other test prefix).
-    assert_error(
-        &post(json!({"target": "2001:db9::5"})),
-        403,
-        "forbidden",
-        "target 2001:db9::5 (2001:db9::5) not in access.allow",
-    );
-    assert_error(
-        &post(json!({"target": "  "})),
-        400,
-        "invalid_parameter",
-        "target must not be empty: name the host to probe",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "count": 0})),
-        400,
-        "invalid_parameter",
-        "count must be at least 1, got 0",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "timeout": "2m"})),
-        400,
-        "invalid_parameter",
-        "timeout 2m is longer than is sane (at most 1m)",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "family": "all"})),
-        400,
-        "invalid_parameter",
-        "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "size": 70000})),
-        400,
-        "invalid_parameter",
-        "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
-    );
-    // serde's own messages, with the path of the field at fault.
-    assert_error_has(
-        &post(json!({"target": HOST, "colour": "red"})),
-        400,
-        "invalid_parameter",
-        &["unknown field `colour`"],
-    );
-    assert_error_has(
-        &post(json!({"target": HOST, "count": "ten"})),
-        400,
-        "invalid_parameter",
-        &["count", "invalid type: string \"ten\", expected i64"],
-    );
-    assert_error_has(
-        &post(json!({"count": 3})),
-        400,
-        "invalid_parameter",
-        &["missing field `target`"],
-    );
-    assert_error_has(
-        &send_raw(
-            &c,
-            &url,
-            Some("application/json"),
-            b"{\"target\": ".to_vec(),
-        ),
-        400,
-        "invalid_parameter",
-        &["invalid JSON body", "EOF"],
-    );
-    assert_error(
-        &send_raw(&c, &url, None, br#"{"target":"198.18.0.20"}"#.to_vec()),
-        415,
-        "unsupported_media_type",
-        "the body must be JSON with Content-Type: application/json",
-    );
-    assert_error(
-        &send_raw(
-            &c,
-            &url,
-            Some("text/plain"),
-            br#"{"target":"198.18.0.20"}"#.to_vec(),
-        ),
-        415,
-        "unsupported_media_type",
-        "the body must be JSON with Content-Type: application/json",
-    );
-    let big = format!(r#"{{"target":"{HOST}","pad":"{}"}}"#, "x".repeat(70 * 1024));
-    assert_error(
-        &send_raw(&c, &url, Some("application/json"), big.into_bytes()),
-        413,
-        "body_too_large",
-        "request body larger than 65536 bytes",
-    );
-
-    // Ids.
-    assert_error(
-        &get_json(&c, &d.url("/api/v1/sessions/xyz")),
-        400,
-        "invalid_parameter",
-        "invalid session id \"xyz\": expected a UUIDv7 as returned at start",
-    );
-    assert_error(
-        &get_json(
-            &c,
-            &d.url("/api/v1/sessions/0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b"),
-        ),
-        400,
-        "invalid_parameter",
-        "invalid session id \"0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b\": expected a UUIDv7 as returned at start",
-    );
-    let unknown = unknown_id();
-    let msg = format!("no session {unknown}");
-    assert_error(
-        &get_json(&c, &d.url(&format!("/api/v1/sessions/{unknown}"))),
-        404,
-        "not_found",
-        &msg,
-    );
-    let r = c
-        .delete(d.url(&format!("/api/v1/sessions/{unknown}")))
-        .send()
-        .expect("DELETE");
-    assert_error(
-        &(r.status().as_u16(), r.json().unwrap_or(Value::Null)),
-        404,
-        "not_found",
-        &msg,
-    );
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{unknown}/stop")),
-            &json!({}),
-        ),
-        404,
-        "not_found",
-        &msg,
-    );
-
-    // max_active (2): two long sessions fill it; a third is refused.
-    let long = json!({"target": HOST, "count": 500, "interval": "100ms"});
-    let a = start(&c, &d, long.clone());
-    let b = start(&c, &d, long.clone());
-    assert_error(
-        &post(long),
-        429,
-        "too_many_sessions",
-        "2 sessions are running, the most sessions.max_active allows; retry when one ends",
-    );
-    // A running session cannot be deleted.
-    let r = c
-        .delete(d.url(&format!("/api/v1/sessions/{a}")))
-        .send()
-        .expect("DELETE");
-    assert_error(
-        &(r.status().as_u16(), r.json().unwrap_or(Value::Null)),
-        409,
-        "session_running",
-        &format!("session {a} is running; stop it first"),
-    );
-    // Stop both; stopping again is a conflict; then delete works.
-    for id in [&a, &b] {
-        let (s, rec) = post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{id}/stop")),
-            &json!({}),
-        );
-        assert_eq!(s, 202, "{rec}");
-        let ended = wait_ended(&c, &d, id, Duration::from_secs(10));
-        assert_eq!(ended["status"], "stopped");
-    }
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{a}/stop")),
-            &json!({}),
-        ),
-        409,
-        "not_running",
-        &format!("session {a} is not running (status stopped)"),
-    );
-    let r = c
-        .delete(d.url(&format!("/api/v1/sessions/{a}")))
-        .send()
-        .expect("DELETE");
-    assert_eq!(r.status().as_u16(), 204);
-    assert_eq!(
-        get_json(&c, &d.url(&format!("/api/v1/sessions/{a}"))).0,
-        404
-    );
-    // Slots are free again.
-    let short = start(
-        &c,
-        &d,
-        json!({"target": HOST, "count": 2, "interval": "10ms"}),
-    );
-    let done = wait_ended(&c, &d, &short, Duration::from_secs(10));
-    assert_eq!(done["status"], "completed");
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{short}/stop")),
-            &json!({}),
-        ),
-        409,
-        "not_running",
-        &format!("session {short} is not running (status completed)"),
-    );
-
-    // Unknown paths answer in the same shape.
-    assert_error(
-        &get_json(&c, &d.url("/api/v1/nothing")),
-        404,
-        "not_found",
-        "no route for /api/v1/nothing",
-    );
 }
 
 #[test]
@@ -358,7 +53,7 @@ fn pagination_and_aliases() {
     let c = client();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let id = start(&c, &d, json!({"target": HOST, "count": 1}));
+        let id = start_session(&c, &d, json!({"target": HOST, "count": 1}));
         wait_ended(&c, &d, &id, Duration::from_secs(10));
         ids.push(id);
     }
@@ -469,7 +164,7 @@ fn pagination_and_aliases() {
 fn first_messages(url: &str, n: usize, within: Duration) -> (Vec<Value>, String) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    daemon::runtime().block_on(async {
+    support::api::runtime().block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("WebSocket connect");

@@ -8,17 +8,16 @@
     clippy::disallowed_methods
 )]
 
-#[path = "fixtures/api/daemon.rs"]
-mod daemon;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Daemon, WsEnd, base_config, client, follow, get_json, post_json, wait_ended};
 use nix::sys::signal::Signal;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use support::TestNet;
+use support::api::{WsEnd, base_config, client, follow, get_json, post_json, wait_ended};
+use support::daemon::Daemon;
 
 const HOST: &str = "198.18.0.20";
 
@@ -70,8 +69,12 @@ fn running_sessions_come_back_interrupted() {
     }
     let net = TestNet::start(&json!({"default": {"delay": "5ms"}}));
     net.enter();
-    let port = support::free_tcp_port();
-    let mut d = Daemon::start(net.dir(), &base_config(net.dir(), 8), port);
+    let port = support::free_port();
+    let mut d = Daemon::start_on(
+        &support::write_config(net.dir(), "pingscope.yml", &base_config(8)),
+        port,
+        &["--log.level", "warn"],
+    );
     let c = client();
 
     let done = start(
@@ -199,8 +202,13 @@ fn running_sessions_come_back_interrupted() {
 fn the_store_is_claimed_at_start_and_opened_at_first_use() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("sessions.db");
-    let config = base_config(dir.path(), 4);
-    let a = Daemon::start(dir.path(), &config, support::free_tcp_port());
+    // One database for both daemons: the second one's config names the first one's folder.
+    let config = base_config(4).replace("{{DIR}}", &dir.path().display().to_string());
+    let a = Daemon::start_on(
+        &support::write_config(dir.path(), "pingscope.yml", &config),
+        support::free_port(),
+        &["--log.level", "warn"],
+    );
     let c = client();
     assert!(
         dir.path().join("sessions.db-lock").exists(),
@@ -210,7 +218,11 @@ fn the_store_is_claimed_at_start_and_opened_at_first_use() {
 
     // A second daemon on the same database: monitors run, sessions answer 503 with the reason.
     let other = tempfile::tempdir().expect("tempdir");
-    let b = Daemon::start(other.path(), &config, support::free_tcp_port());
+    let b = Daemon::start_on(
+        &support::write_config(other.path(), "pingscope.yml", &config),
+        support::free_port(),
+        &["--log.level", "warn"],
+    );
     let (status, body) = get_json(&c, &b.url("/api/v1/sessions"));
     assert_eq!(status, 503, "{body}");
     assert!(body.to_string().contains("in use"), "{body}");

@@ -9,16 +9,15 @@
     clippy::disallowed_methods
 )]
 
-#[path = "fixtures/api/daemon.rs"]
-mod daemon;
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use daemon::{Daemon, WsEnd, base_config, client, follow, get_json, post_json};
 use serde_json::{Value, json};
 use support::TestNet;
+use support::api::{WsEnd, base_config, client, follow, get_json, post_json};
+use support::daemon::Daemon;
 
 const LOSSY: &str = "198.18.0.30";
 
@@ -32,8 +31,12 @@ fn followed_session_matches_store_and_profile() {
         "hosts": {LOSSY: {"delay": "20ms", "loss": 0.1}}
     }));
     net.enter();
-    let port = support::free_tcp_port();
-    let d = Daemon::start(net.dir(), &base_config(net.dir(), 16), port);
+    let port = support::free_port();
+    let d = Daemon::start_on(
+        &support::write_config(net.dir(), "pingscope.yml", &base_config(16)),
+        port,
+        &["--log.level", "warn"],
+    );
     let c = client();
 
     let (status, started) = post_json(
@@ -208,9 +211,9 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
     const CLIENTS: usize = 20;
     let net = TestNet::start(&json!({"default": {"delay": "1ms"}}));
     net.enter();
-    let port = support::free_tcp_port();
+    let port = support::free_port();
     // 500 loopback monitors at 100 ms: about 5,000 samples a second on /api/v1/live.
-    let mut config = base_config(net.dir(), 4);
+    let mut config = base_config(4);
     config.push_str("defaults:\n  interval: 100ms\n  timeout: 1s\ntargets:\n");
     for i in 0..500 {
         config.push_str(&format!(
@@ -219,9 +222,13 @@ fn reader_that_reads_nothing_is_lagged_and_closed() {
             1 + i % 250
         ));
     }
-    let d = Daemon::start(net.dir(), &config, port);
+    let d = Daemon::start_on(
+        &support::write_config(net.dir(), "pingscope.yml", &config),
+        port,
+        &["--log.level", "warn"],
+    );
     std::thread::sleep(Duration::from_secs(2));
-    daemon::runtime().block_on(async {
+    support::api::runtime().block_on(async {
         // The source's rate and message size, from a reader that reads as fast as it can (on a
         // loaded machine it may lag too: what it missed counts towards the rate).
         let mut normal = Vec::new();

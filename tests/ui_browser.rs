@@ -92,7 +92,7 @@ fn live_page_in_headless_chromium() {
         ),
     )
     .unwrap();
-    let port = support::free_tcp_port();
+    let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut daemon = Daemon(
         Command::new(BIN)
@@ -115,7 +115,7 @@ fn live_page_in_headless_chromium() {
     );
 
     let art = webdriver::artifacts_dir();
-    let b = Browser::start(support::free_tcp_port(), 1280, 900);
+    let b = Browser::start(support::free_port(), 1280, 900);
 
     // --- Monitors: both targets with live RTT, loss over the window and a sparkline.
     b.goto(&format!("{base}/"));

@@ -4,13 +4,13 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
-#[path = "fixtures/web/support.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
 
 use pingscope::http::serve::{Limits, ServeOptions};
-use support::*;
+use support::daemon::Daemon;
+use support::web::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -219,27 +219,21 @@ async fn status_of(addr: std::net::SocketAddr, request: &[u8]) -> (u16, TcpStrea
 async fn the_probe_and_websocket_caps_follow_their_flags() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(
-        dir.path(),
-        &[
-            "--web.max-probes".as_ref(),
-            "1".as_ref(),
-            "--web.max-ws-clients".as_ref(),
-            "1".as_ref(),
-        ],
-    )
-    .await;
+        &loopback_config(dir.path()),
+        &["--web.max-probes", "1", "--web.max-ws-clients", "1"],
+    );
     let probe = "/probe?target=127.0.0.1&count=4&interval=300ms";
     let (a, b) = tokio::join!(
-        get_plain(daemon.addr, probe, None),
-        get_plain(daemon.addr, probe, None)
+        get_plain(daemon.addr(), probe, None),
+        get_plain(daemon.addr(), probe, None)
     );
     let mut statuses = [a.status, b.status];
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 429], "{}\n{}", a.head, b.head);
 
     let upgrade = b"GET /live HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    let (first, _open) = status_of(daemon.addr, upgrade).await;
+    let (first, _open) = status_of(daemon.addr(), upgrade).await;
     assert_eq!(first, 101);
-    let (second, _) = status_of(daemon.addr, upgrade).await;
+    let (second, _) = status_of(daemon.addr(), upgrade).await;
     assert_eq!(second, 503);
 }

@@ -1,4 +1,12 @@
-//! Shared harness for the integration tests: the test network and small helpers.
+//! The one harness of the integration tests.
+//!
+//! - [`TestNet`] (here): a network namespace with the test responder.
+//! - [`daemon`]: the `pingscope serve` fixture and the HTTP helpers used against it.
+//! - [`inproc`]: the API in-process with the fake pinger, no root needed.
+//! - [`dns`]: the loopback DNS server (hickory-server) with a mutable zone.
+//! - [`expo`]: the Prometheus text exposition reader.
+//! - [`web`]: a test PKI and a raw HTTP/1.1 (plain or TLS) client.
+//! - [`require`], [`free_port`], [`write_config`], [`wait_until`].
 //!
 //! [`TestNet::start`] creates a network namespace of its own, starts the `pingscope-testnet`
 //! responder in it (a TUN device answering echo in 198.18.0.0/15 and 2001:db8::/32 per the
@@ -7,7 +15,21 @@
 //! See docs/testnet.md.
 //!
 //! Failures here panic with a message: in a test, that is the failure report.
-#![allow(dead_code, clippy::expect_used, clippy::print_stderr)]
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
+
+pub mod api;
+pub mod burst;
+pub mod daemon;
+pub mod dns;
+pub mod expo;
+pub mod inproc;
+pub mod web;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -338,26 +360,71 @@ fn run_checked(cmd: &mut Command) {
     );
 }
 
-/// True when the test may use namespaces and TUN devices. Not root: prints why and returns
-/// false (the test should return), unless `CI` is set, where a skipped test would hide a gap.
-pub fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
+/// The skip policy, in one place: true when `ok`. Otherwise, under `CI` (set to anything but
+/// `false` or `0`) it panics with `why`, since a skipped test there would hide a gap; outside CI it
+/// prints why the test is skipped and returns false (the test then returns).
+#[track_caller]
+pub fn require(ok: bool, why: &str) -> bool {
+    if ok {
         return true;
     }
-    let reason = "needs root (network namespaces, TUN device, raw sockets)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}, and CI is set: run the tests as root (see CONTRIBUTING.md)");
+    if in_ci() {
+        panic!(
+            "{why}, and CI is set: no test may skip there (install what scripts/test installs, run as root)"
+        );
     }
-    eprintln!("skipped: {reason}");
+    eprintln!("skipped: {why}");
     false
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_tcp_port() -> u16 {
+/// Whether `CI` is set (to anything but `false`, `0` or nothing).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// True when the test may use namespaces, TUN devices and raw sockets (see [`require`]).
+#[track_caller]
+pub fn require_root() -> bool {
+    require(
+        nix::unistd::geteuid().is_root(),
+        "needs root (network namespaces, TUN device, raw sockets)",
+    )
+}
+
+/// True when `program` is on PATH (see [`require`]).
+#[track_caller]
+pub fn require_program(program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
+    require(
+        found,
+        &format!("needs `{program}` on PATH (scripts/test installs its package)"),
+    )
+}
+
+/// True when this namespace has `::1` (see [`require`]).
+#[track_caller]
+pub fn require_ipv6_loopback() -> bool {
+    require(
+        std::net::UdpSocket::bind("[::1]:0").is_ok(),
+        "needs IPv6 on loopback (::1)",
+    )
+}
+
+/// A TCP port on 127.0.0.1 (of the caller's namespace) that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0")
+}
+
+/// Writes `text` to `dir/name` (`{{DIR}}` in it becomes `dir`) and returns the path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = text.replace("{{DIR}}", &dir.display().to_string());
+    std::fs::write(&path, text).expect("writing a config file");
+    path
 }
 
 /// Poll `cond` every 10 ms until it holds or `timeout` passes; true when it held.

@@ -1,0 +1,460 @@
+//! The API's error paths in-process, without root: `App` with the scripted fake pinger behind
+//! the daemon's router and layers on 127.0.0.1:0 (`support::inproc`). Every bad body, unknown
+//! id, limit and access refusal answers with its status, code and exact message, and none of
+//! them sends a probe. The root tests keep what needs real sockets.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+mod support;
+
+use std::time::Duration;
+
+use pingscope::engine::fake::Step;
+use serde_json::{Value, json};
+use support::api::{
+    DENIED_HOST, TEST_RANGES, assert_error, assert_error_has, base_config, client, delete,
+    get_json, post_json, probe_config, probe_with, send_raw, start_session, unknown_id, wait_ended,
+};
+use support::dns::DnsServer;
+use support::inproc::InProcess;
+
+/// A session target; the fake answers it after 5 ms.
+const HOST: &str = "198.18.0.20";
+
+/// `GET /probe` with these query pairs.
+fn probe(c: &reqwest::blocking::Client, d: &InProcess, q: &[(&str, &str)]) -> support::api::Answer {
+    probe_with(c, d, q, &[])
+}
+
+#[test]
+fn sessions_bad_input_has_status_and_message() {
+    let d = InProcess::start(&base_config(2));
+    d.fake.script(
+        HOST.parse().expect("a literal"),
+        vec![Step::Reply {
+            rtt: Duration::from_millis(5),
+            ttl: 64,
+        }],
+    );
+    let c = client();
+    let url = d.url("/api/v1/sessions");
+    let post = |body: Value| post_json(&c, &url, &body);
+
+    assert_error(
+        &post(json!({"target": HOST, "duration": "11m", "interval": "1s"})),
+        400,
+        "invalid_parameter",
+        "the probes would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "count": 700, "interval": "1s"})),
+        400,
+        "invalid_parameter",
+        "the probes would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "interval": "5ms"})),
+        400,
+        "invalid_parameter",
+        "interval 5ms is below the minimum of 10ms",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "interval": "soon"})),
+        400,
+        "invalid_parameter",
+        "interval: invalid duration \"soon\": expected a number before \"soon\"",
+    );
+    assert_error(
+        &post(json!({"target": DENIED_HOST})),
+        403,
+        "forbidden",
+        &format!("target {DENIED_HOST} ({DENIED_HOST}) denied by access.deny {DENIED_HOST}/32"),
+    );
+    // Not in access.allow (the config allows 2001:db8::/32 but not this other test prefix).
+    assert_error(
+        &post(json!({"target": "2001:db9::5"})),
+        403,
+        "forbidden",
+        "target 2001:db9::5 (2001:db9::5) not in access.allow",
+    );
+    assert_error(
+        &post(json!({"target": "  "})),
+        400,
+        "invalid_parameter",
+        "target must not be empty: name the host to probe",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "count": 0})),
+        400,
+        "invalid_parameter",
+        "count must be at least 1, got 0",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "timeout": "2m"})),
+        400,
+        "invalid_parameter",
+        "timeout 2m is longer than is sane (at most 1m)",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "family": "all"})),
+        400,
+        "invalid_parameter",
+        "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
+    );
+    assert_error(
+        &post(json!({"target": HOST, "size": 70000})),
+        400,
+        "invalid_parameter",
+        "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+    );
+    // serde's own messages, with the path of the field at fault.
+    assert_error_has(
+        &post(json!({"target": HOST, "colour": "red"})),
+        400,
+        "invalid_parameter",
+        &["unknown field `colour`"],
+    );
+    assert_error_has(
+        &post(json!({"target": HOST, "count": "ten"})),
+        400,
+        "invalid_parameter",
+        &["count", "invalid type: string \"ten\", expected i64"],
+    );
+    assert_error_has(
+        &post(json!({"count": 3})),
+        400,
+        "invalid_parameter",
+        &["missing field `target`"],
+    );
+    assert_error_has(
+        &send_raw(
+            &c,
+            &url,
+            Some("application/json"),
+            b"{\"target\": ".to_vec(),
+        ),
+        400,
+        "invalid_parameter",
+        &["invalid JSON body", "EOF"],
+    );
+    assert_error(
+        &send_raw(&c, &url, None, br#"{"target":"198.18.0.20"}"#.to_vec()),
+        415,
+        "unsupported_media_type",
+        "the body must be JSON with Content-Type: application/json",
+    );
+    assert_error(
+        &send_raw(
+            &c,
+            &url,
+            Some("text/plain"),
+            br#"{"target":"198.18.0.20"}"#.to_vec(),
+        ),
+        415,
+        "unsupported_media_type",
+        "the body must be JSON with Content-Type: application/json",
+    );
+    let big = format!(r#"{{"target":"{HOST}","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    assert_error(
+        &send_raw(&c, &url, Some("application/json"), big.into_bytes()),
+        413,
+        "body_too_large",
+        "request body larger than 65536 bytes",
+    );
+
+    // Ids.
+    assert_error(
+        &get_json(&c, &d.url("/api/v1/sessions/xyz")),
+        400,
+        "invalid_parameter",
+        "invalid session id \"xyz\": expected a UUIDv7 as returned at start",
+    );
+    assert_error(
+        &get_json(
+            &c,
+            &d.url("/api/v1/sessions/0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b"),
+        ),
+        400,
+        "invalid_parameter",
+        "invalid session id \"0b6f6a8e-3c1d-4f5e-9a2b-1c2d3e4f5a6b\": expected a UUIDv7 as returned at start",
+    );
+    let unknown = unknown_id();
+    let msg = format!("no session {unknown}");
+    assert_error(
+        &get_json(&c, &d.url(&format!("/api/v1/sessions/{unknown}"))),
+        404,
+        "not_found",
+        &msg,
+    );
+    let r = delete(&c, &d.url(&format!("/api/v1/sessions/{unknown}")));
+    assert_error(&r, 404, "not_found", &msg);
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{unknown}/stop")),
+            &json!({}),
+        ),
+        404,
+        "not_found",
+        &msg,
+    );
+
+    // max_active (2): two long sessions fill it; a third is refused.
+    let long = json!({"target": HOST, "count": 500, "interval": "100ms"});
+    let a = start_session(&c, &d, long.clone());
+    let b = start_session(&c, &d, long.clone());
+    assert_error(
+        &post(long),
+        429,
+        "too_many_sessions",
+        "2 sessions are running, the most sessions.max_active allows; retry when one ends",
+    );
+    // A running session cannot be deleted.
+    let r = delete(&c, &d.url(&format!("/api/v1/sessions/{a}")));
+    assert_error(
+        &r,
+        409,
+        "session_running",
+        &format!("session {a} is running; stop it first"),
+    );
+    // Stop both; stopping again is a conflict; then delete works.
+    for id in [&a, &b] {
+        let (s, rec) = post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{id}/stop")),
+            &json!({}),
+        );
+        assert_eq!(s, 202, "{rec}");
+        let ended = wait_ended(&c, &d, id, Duration::from_secs(10));
+        assert_eq!(ended["status"], "stopped");
+    }
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{a}/stop")),
+            &json!({}),
+        ),
+        409,
+        "not_running",
+        &format!("session {a} is not running (status stopped)"),
+    );
+    let r = delete(&c, &d.url(&format!("/api/v1/sessions/{a}")));
+    assert_eq!(r.0, 204);
+    assert_eq!(
+        get_json(&c, &d.url(&format!("/api/v1/sessions/{a}"))).0,
+        404
+    );
+    // Slots are free again.
+    let short = start_session(
+        &c,
+        &d,
+        json!({"target": HOST, "count": 2, "interval": "10ms"}),
+    );
+    let done = wait_ended(&c, &d, &short, Duration::from_secs(10));
+    assert_eq!(done["status"], "completed");
+    assert_error(
+        &post_json(
+            &c,
+            &d.url(&format!("/api/v1/sessions/{short}/stop")),
+            &json!({}),
+        ),
+        409,
+        "not_running",
+        &format!("session {short} is not running (status completed)"),
+    );
+
+    // Unknown paths answer in the same shape.
+    assert_error(
+        &get_json(&c, &d.url("/api/v1/nothing")),
+        404,
+        "not_found",
+        "no route for /api/v1/nothing",
+    );
+}
+
+#[test]
+fn probe_bad_requests_are_400_with_the_reason() {
+    let c = client();
+    let d = InProcess::start(&probe_config(TEST_RANGES, None));
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "target must not be empty: name the host to probe"),
+        (
+            &[("target", "")],
+            "target must not be empty: name the host to probe",
+        ),
+        (
+            &[("target", "  ")],
+            "target must not be empty: name the host to probe",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("module", "nope")],
+            "unknown module \"nope\" (configured: default, three)",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("count", "0")],
+            "count must be at least 1, got 0",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("count", "1001")],
+            "count must be at most 1000, got 1001",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("count", "x")],
+            "count \"x\" is not a whole number",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("count", "-1")],
+            "count must be at least 1, got -1",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("interval", "1ms")],
+            "interval 1ms is below the minimum of 10ms",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("timeout", "2m")],
+            "timeout 2m is longer than is sane (at most 1m)",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("size", "70000")],
+            "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("size", "big")],
+            "size \"big\" is not a whole number",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("family", "ipx")],
+            "unknown family \"ipx\" (use auto, ip4 or ip6)",
+        ),
+        (
+            &[("target", "198.18.0.9"), ("debug", "maybe")],
+            "debug \"maybe\" is not a boolean (use true or false)",
+        ),
+    ];
+    for (q, want) in cases {
+        let a = probe(&c, &d, q);
+        assert_eq!(a.status, 400, "{q:?}: {}", a.body);
+        assert_eq!(a.error_code(), "invalid_parameter", "{q:?}");
+        assert_eq!(a.error_message(), *want, "{q:?}");
+    }
+    for (key, value) in [("interval", "fast"), ("timeout", "5x")] {
+        let a = probe(&c, &d, &[("target", "198.18.0.9"), (key, value)]);
+        assert_eq!(a.status, 400, "{key}={value}: {}", a.body);
+        let want = format!("{key}: invalid duration \"{value}\": ");
+        assert!(
+            a.error_message().starts_with(&want),
+            "{key}={value}: {}",
+            a.body
+        );
+    }
+    assert_eq!(d.fake.sent(), 0, "a refused request sends nothing");
+}
+
+#[test]
+fn probe_access_rules_hold_for_every_spelling_and_for_names() {
+    let dns = DnsServer::with(&[
+        ("loopback.test", &["127.0.0.5"]),
+        ("mapped.test", &["::ffff:127.0.0.6"]),
+        ("bench.test", &["198.18.0.44"]),
+        ("outside.test", &["198.19.0.44"]),
+    ]);
+    let access = r#"  allow: [198.18.0.0/16, 127.0.0.0/8, "::/0"]
+  deny: [127.0.0.0/8, "2001:db8:dead::/48"]"#;
+    let c = client();
+    let d = InProcess::start(&probe_config(access, Some(dns.addr())));
+    let rule = "denied by access.deny 127.0.0.0/8";
+    for target in [
+        "127.0.0.1",
+        "127.1",
+        "127.0.1",
+        "0x7f.0.0.1",
+        "0x7f000001",
+        "2130706433",
+        "017700000001",
+        "0177.0.0.01",
+        "::ffff:127.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "::ffff:7f00:1",
+        "0x7f.1",
+        "0177.1",
+        "127.000.000.001",
+        "0X7F.0x0.0.0x1",
+        "[::FFFF:127.0.0.1]",
+        "::FFFF:7F00:1",
+        "0:0:0:0:0:ffff:7f00:1",
+        " 127.1 ",
+        "loopback.test",
+        "LOOPBACK.test",
+        "loopback.test.",
+    ] {
+        let a = probe(&c, &d, &[("target", target), ("count", "1")]);
+        assert_eq!(a.status, 403, "{target}: {}", a.body);
+        assert_eq!(a.error_code(), "forbidden", "{target}");
+        let msg = a.error_message();
+        assert!(
+            msg.contains(rule) && msg.contains(target),
+            "{target}: {msg}"
+        );
+    }
+    // The names went through the test DNS server, not around it (the second spelling of the
+    // name may come from the resolver's cache).
+    assert!(dns.queries() >= 1, "DNS queries: {}", dns.queries());
+    // A name with only an AAAA record, IPv4-mapped into the range.
+    let a = probe(&c, &d, &[("target", "mapped.test"), ("count", "1")]);
+    assert_eq!(a.status, 403, "mapped.test: {}", a.body);
+    assert!(a.error_message().contains(rule), "{}", a.body);
+    // Asked for IPv6 only, the mapped address counts as IPv4: no IPv6 address, nothing probed.
+    let a = probe(
+        &c,
+        &d,
+        &[("target", "mapped.test"), ("family", "ip6"), ("count", "1")],
+    );
+    assert!(
+        a.status == 403 || (a.status == 200 && a.metric("probe_packets_sent") == Some(0.0)),
+        "{}",
+        a.body
+    );
+    let a = probe(&c, &d, &[("target", "2001:db8:dead::5"), ("count", "1")]);
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(
+        a.error_message()
+            .contains("denied by access.deny 2001:db8:dead::/48"),
+        "{}",
+        a.body
+    );
+    // Outside every allow rule.
+    for target in ["198.19.0.44", "outside.test"] {
+        let a = probe(&c, &d, &[("target", target), ("count", "1")]);
+        assert_eq!(a.status, 403, "{target}: {}", a.body);
+        assert!(
+            a.error_message().ends_with("not in access.allow"),
+            "{target}: {}",
+            a.body
+        );
+    }
+    assert_eq!(d.fake.sent(), 0, "nothing denied reached the network");
+}
+
+#[test]
+fn probe_the_unspecified_address_is_refused_even_when_everything_is_allowed() {
+    let access = r#"  allow: [0.0.0.0/0, "::/0"]
+  deny: [127.0.0.0/8, "::1/128"]"#;
+    let c = client();
+    let d = InProcess::start(&probe_config(access, None));
+    // The kernel delivers a ping to 0.0.0.0 or :: to this host itself, the same as loopback,
+    // so no allow rule may let it through.
+    for target in ["0", "0.0.0.0", "0x0", "::", "[::]", "::ffff:0.0.0.0"] {
+        let a = probe(
+            &c,
+            &d,
+            &[("target", target), ("count", "1"), ("timeout", "200ms")],
+        );
+        assert_eq!(a.status, 403, "{target}: {}", a.body);
+        assert_eq!(a.error_code(), "forbidden", "{target}");
+        assert!(
+            a.error_message().contains("unspecified address"),
+            "{target}: {}",
+            a.body
+        );
+    }
+}
