@@ -21,6 +21,7 @@ struct Case {
     cli: Option<&'static [&'static str]>,
     query: Option<&'static str>,
     body: Option<&'static str>,
+    field: &'static str,
     message: &'static str,
 }
 
@@ -30,6 +31,7 @@ const CASES: &[Case] = &[
         cli: Some(&[" "]),
         query: Some("target=%20"),
         body: Some(r#"{"target":" "}"#),
+        field: "target",
         message: "target must not be empty: name the host to probe",
     },
     Case {
@@ -37,6 +39,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-c", "0", "127.0.0.1"]),
         query: Some("target=127.0.0.1&count=0"),
         body: Some(r#"{"target":"127.0.0.1","count":0}"#),
+        field: "count",
         message: "count must be at least 1, got 0",
     },
     Case {
@@ -44,6 +47,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-c", "-3", "127.0.0.1"]),
         query: Some("target=127.0.0.1&count=-3"),
         body: Some(r#"{"target":"127.0.0.1","count":-3}"#),
+        field: "count",
         message: "count must be at least 1, got -3",
     },
     Case {
@@ -51,6 +55,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-c", "x", "127.0.0.1"]),
         query: Some("target=127.0.0.1&count=x"),
         body: None,
+        field: "count",
         message: "count \"x\" is not a whole number",
     },
     Case {
@@ -58,6 +63,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-i", "5x", "127.0.0.1"]),
         query: Some("target=127.0.0.1&interval=5x"),
         body: Some(r#"{"target":"127.0.0.1","interval":"5x"}"#),
+        field: "interval",
         message: "interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)",
     },
     Case {
@@ -65,6 +71,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-W", "0s", "127.0.0.1"]),
         query: Some("target=127.0.0.1&timeout=0s"),
         body: Some(r#"{"target":"127.0.0.1","timeout":"0s"}"#),
+        field: "timeout",
         message: "timeout must be greater than 0s",
     },
     Case {
@@ -72,6 +79,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-W", "2m", "127.0.0.1"]),
         query: Some("target=127.0.0.1&timeout=2m"),
         body: Some(r#"{"target":"127.0.0.1","timeout":"2m"}"#),
+        field: "timeout",
         message: "timeout 2m is longer than is sane (at most 1m)",
     },
     Case {
@@ -79,6 +87,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-s", "70000", "127.0.0.1"]),
         query: Some("target=127.0.0.1&size=70000"),
         body: Some(r#"{"target":"127.0.0.1","size":70000}"#),
+        field: "size",
         message: "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
     },
     Case {
@@ -86,6 +95,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-6", "-s", "65528", "127.0.0.1"]),
         query: Some("target=127.0.0.1&family=ip6&size=65528"),
         body: Some(r#"{"target":"127.0.0.1","family":"ip6","size":65528}"#),
+        field: "size",
         message: "size 65528 is larger than the largest ICMP payload over IPv6 (65527 bytes)",
     },
     Case {
@@ -93,6 +103,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-s", "-1", "127.0.0.1"]),
         query: Some("target=127.0.0.1&size=-1"),
         body: Some(r#"{"target":"127.0.0.1","size":-1}"#),
+        field: "size",
         message: "size must not be negative, got -1",
     },
     Case {
@@ -100,6 +111,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-t", "0", "127.0.0.1"]),
         query: Some("target=127.0.0.1&ttl=0"),
         body: Some(r#"{"target":"127.0.0.1","ttl":0}"#),
+        field: "ttl",
         message: "ttl must be between 1 and 255, got 0",
     },
     Case {
@@ -107,6 +119,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-t", "256", "127.0.0.1"]),
         query: Some("target=127.0.0.1&ttl=256"),
         body: Some(r#"{"target":"127.0.0.1","ttl":256}"#),
+        field: "ttl",
         message: "ttl must be between 1 and 255, got 256",
     },
     Case {
@@ -114,6 +127,7 @@ const CASES: &[Case] = &[
         cli: Some(&["-Q", "300", "127.0.0.1"]),
         query: Some("target=127.0.0.1&tos=300"),
         body: Some(r#"{"target":"127.0.0.1","tos":300}"#),
+        field: "tos",
         message: "tos must be between 0 and 255, got 300",
     },
     Case {
@@ -121,6 +135,7 @@ const CASES: &[Case] = &[
         cli: None,
         query: Some("target=127.0.0.1&family=ipx"),
         body: Some(r#"{"target":"127.0.0.1","family":"ipx"}"#),
+        field: "family",
         message: "unknown family \"ipx\" (use auto, ip4 or ip6)",
     },
     Case {
@@ -128,6 +143,7 @@ const CASES: &[Case] = &[
         cli: None,
         query: Some("target=127.0.0.1&family=all"),
         body: Some(r#"{"target":"127.0.0.1","family":"all"}"#),
+        field: "family",
         message: "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
     },
     Case {
@@ -135,6 +151,7 @@ const CASES: &[Case] = &[
         cli: None,
         query: Some("target=127.0.0.1&kind=ssh"),
         body: Some(r#"{"target":"127.0.0.1","kind":"ssh"}"#),
+        field: "kind",
         message: "unknown kind \"ssh\" (use icmp)",
     },
 ];
@@ -144,13 +161,15 @@ fn daemon() -> InProcess {
     InProcess::start("sessions:\n  database: {{DIR}}/s.db\n  min_interval: 10ms\n")
 }
 
-/// The status and the error message of a JSON answer.
-fn refusal((status, json): (u16, serde_json::Value)) -> (u16, String, String) {
+/// The status and the error's code, field and message of a JSON answer.
+fn refusal((status, json): (u16, serde_json::Value)) -> (u16, String, String, String) {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let e = &json["error"];
     (
         status,
-        text(&json["error"]["code"]),
-        text(&json["error"]["message"]),
+        text(&e["code"]),
+        text(&e["field"]),
+        text(&e["message"]),
     )
 }
 
@@ -184,7 +203,14 @@ fn every_front_gives_each_rule_the_same_message() {
         }
         if let Some(query) = case.query {
             let got = refusal(get_json(&c, &d.url(&format!("/probe?{query}"))));
-            if got != (400, "invalid_parameter".to_owned(), want.to_owned()) {
+            if got
+                != (
+                    400,
+                    "invalid_parameter".to_owned(),
+                    case.field.to_owned(),
+                    want.to_owned(),
+                )
+            {
                 failures.push(format!(
                     "{}: /probe?{query}: {got:?}, want 400 {want:?}",
                     case.rule
@@ -194,7 +220,14 @@ fn every_front_gives_each_rule_the_same_message() {
         if let Some(body) = case.body {
             let body: serde_json::Value = serde_json::from_str(body).expect("a JSON case");
             let got = refusal(post_json(&c, &d.url("/api/v1/sessions"), &body));
-            if got != (400, "invalid_parameter".to_owned(), want.to_owned()) {
+            if got
+                != (
+                    400,
+                    "invalid_parameter".to_owned(),
+                    case.field.to_owned(),
+                    want.to_owned(),
+                )
+            {
                 failures.push(format!(
                     "{}: sessions {body}: {got:?}, want 400 {want:?}",
                     case.rule
@@ -223,6 +256,7 @@ fn each_front_holds_callers_to_its_own_floor() {
     let want = (
         400,
         "invalid_parameter".to_owned(),
+        "interval".to_owned(),
         "interval 5ms is below the minimum of 10ms".to_owned(),
     );
     let got = refusal(get_json(&c, &d.url("/probe?target=127.0.0.1&interval=5ms")));

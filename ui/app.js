@@ -37,10 +37,11 @@ const wsUrl = (path) => `${location.protocol === "https:" ? "wss" : "ws"}://${lo
 
 // An API failure: the HTTP status (0 when the daemon could not be reached), code and message.
 class ApiFailure extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, field) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
 }
 
@@ -61,7 +62,7 @@ async function api(path, opts) {
   }
   if (!resp.ok) {
     const err = body && body.error ? body.error : { code: "http_" + resp.status, message: `HTTP ${resp.status}` };
-    throw new ApiFailure(resp.status, err.code, err.message);
+    throw new ApiFailure(resp.status, err.code, err.message, err.field);
   }
   return body;
 }
@@ -313,9 +314,8 @@ async function submitForm(ev) {
     });
     location.hash = "#/session/" + encodeURIComponent(rec.id);
   } catch (e) {
-    const m = /invalid field "([a-z_]+)": ?(.*)$/s.exec(e.message || "");
-    if (m && FIELDS.includes(m[1])) {
-      fieldError(m[1], m[2]);
+    if (e.field && FIELDS.includes(e.field)) {
+      fieldError(e.field, e.message);
     } else {
       formAlert(startFailureText(e), e.code || "error");
     }

@@ -1,4 +1,5 @@
-//! The JSON error shape of every API route: `{"error": {"code": "...", "message": "..."}}`.
+//! The JSON error shape of every API route: `{"error": {"code": "...", "message": "..."}}`, with
+//! `"field"` naming the request field at fault when one is.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -14,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human message.
     pub message: String,
+    /// The request field at fault, when the refusal is about one.
+    pub field: Option<&'static str>,
 }
 
 impl ApiError {
@@ -23,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
     }
 
@@ -55,6 +59,9 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ErrorDetail {
     code: String,
     message: String,
+    /// The request field at fault, when the refusal is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +70,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                field: self.field.map(str::to_owned),
             },
         };
         (self.status, Json(body)).into_response()
@@ -109,7 +117,10 @@ pub async fn json_body_too_large(
 impl From<crate::probe::RequestError> for ApiError {
     /// A refused request is the caller's fault: 400 with the rule's own message.
     fn from(e: crate::probe::RequestError) -> Self {
-        Self::bad_request(e.message)
+        Self {
+            field: Some(e.field),
+            ..Self::bad_request(e.message)
+        }
     }
 }
 
