@@ -13,6 +13,7 @@
 //! loses the event, counted by the engine; callers size their channels for their probe rate),
 //! and an [`EventHandler`] sink is called inline.
 
+pub mod clock;
 pub mod fake;
 pub mod icmp;
 pub mod packet;
