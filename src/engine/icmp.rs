@@ -488,6 +488,10 @@ impl Pinger for IcmpEngine {
     fn in_flight(&self) -> usize {
         self.shared.table.lock().len()
     }
+
+    fn timestamp_stats(&self) -> Option<TimestampStats> {
+        Some(IcmpEngine::timestamp_stats(self))
+    }
 }
 
 /// Times out probes as their deadlines pass: one task and one sleep for every probe.

@@ -289,4 +289,10 @@ pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
 
     /// Number of probes currently awaiting their reply or deadline.
     fn in_flight(&self) -> usize;
+
+    /// Clock steps, timestamp fallbacks and timestamp paths, for `/metrics`; `None` for a
+    /// pinger without kernel timestamps (the fake).
+    fn timestamp_stats(&self) -> Option<icmp::TimestampStats> {
+        None
+    }
 }

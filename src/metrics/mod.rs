@@ -32,6 +32,7 @@ mod histogram;
 mod labels;
 mod registry;
 mod target;
+mod timestamps;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -320,6 +321,7 @@ struct Shared {
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_gauges: Arc<ScrapeGauges>,
+    timestamps: Arc<timestamps::TimestampCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -377,6 +379,7 @@ impl Metrics {
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_gauges = Arc::new(ScrapeGauges::default());
+        let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -385,6 +388,7 @@ impl Metrics {
             reload_successful: &reload_successful,
             reload_success_timestamp: &reload_success_timestamp,
             scrape_gauges: &scrape_gauges,
+            timestamps: &timestamps,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -426,6 +430,7 @@ impl Metrics {
                 reload_successful,
                 reload_success_timestamp,
                 scrape_gauges,
+                timestamps,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -544,6 +549,16 @@ impl Metrics {
         source: impl Fn() -> i64 + Send + Sync + 'static,
     ) {
         self.shared.scrape_gauges.sources.write()[gauge.index()] = Some(Arc::new(source));
+    }
+
+    /// Sets the closure that reads the engine's timestamp figures at scrape time
+    /// (`pingscope_clock_steps_total`, `pingscope_timestamp_fallbacks_total`,
+    /// `pingscope_timestamp_info`); `None` from it writes none of them.
+    pub fn set_timestamp_source(
+        &self,
+        source: impl Fn() -> Option<crate::engine::icmp::TimestampStats> + Send + Sync + 'static,
+    ) {
+        *self.shared.timestamps.source.write() = Some(Arc::new(source));
     }
 
     /// Encodes every series in `format`.

@@ -25,6 +25,7 @@ pub(crate) struct Shared<'a> {
     pub reload_successful: &'a Gauge,
     pub reload_success_timestamp: &'a FloatGauge,
     pub scrape_gauges: &'a Arc<ScrapeGauges>,
+    pub timestamps: &'a Arc<super::timestamps::TimestampCollector>,
     pub windows: &'a WindowGauges,
     pub build: &'a BuildInfo,
 }
@@ -125,6 +126,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
         ]),
     );
     r.register_collector(Box::new(s.scrape_gauges.clone()));
+    r.register_collector(Box::new(s.timestamps.clone()));
     // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
     r.register_collector(Box::new(s.windows.clone()));
     registry
