@@ -109,10 +109,15 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Error of each reported RTT against the responder's log: reported minus the time the
 /// responder held the request (kernel arrival at the device to the write of the answer).
-fn errors_against_truth(log: &[LogEntry], ident: u16, rtts: &[(u16, Duration)]) -> Vec<i64> {
+fn errors_against_truth(
+    log: &[LogEntry],
+    dst: IpAddr,
+    ident: u16,
+    rtts: &[(u16, Duration)],
+) -> Vec<i64> {
     let truth: HashMap<u16, u64> = log
         .iter()
-        .filter(|e| e.id == ident)
+        .filter(|e| e.id == ident && e.dst == dst)
         .filter_map(|e| Some((e.seq, e.actual_delay_ns?)))
         .collect();
     rtts.iter()
@@ -204,7 +209,7 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
         let log = net.wait_log(40, Duration::from_secs(5));
         (
             e.timestamp_stats(),
-            errors_against_truth(&log, ident_of(&e, false), &rtts),
+            errors_against_truth(&log, IpAddr::V4(HOST_1MS), ident_of(&e, false), &rtts),
         )
     });
     for (what, s) in [("raw", &raw), ("dgram", &dgram)] {
@@ -273,7 +278,7 @@ fn clock_steps_during_probes_keep_rtts_true() {
         (rtts, e.timestamp_stats(), ident_of(&e, false))
     });
     let log = net.wait_log(5, Duration::from_secs(5));
-    let errs = errors_against_truth(&log, ident, &rtts);
+    let errs = errors_against_truth(&log, IpAddr::V4(HOST_50MS), ident, &rtts);
     eprintln!("RTTs {rtts:?}; errors against the log (ns) {errs:?}; {stats:?}");
     for ((_, rtt), err) in rtts.iter().zip(&errs) {
         assert!(
@@ -531,7 +536,12 @@ fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
         .zip(&ours)
         .map(|((_, rtt), e)| rtt.as_nanos() as i64 - e.actual_delay_ns.expect("answered") as i64)
         .collect();
-    let user_errs = errors_against_truth(&log, ident_of(&user, false), &user_rtts);
+    let user_errs = errors_against_truth(
+        &log,
+        IpAddr::V4(HOST_1MS),
+        ident_of(&user, false),
+        &user_rtts,
+    );
     let (k, u) = (summary(&daemon_errs), summary(&user_errs));
     eprintln!("loaded, 1 ms host, error against the responder's log:");
     eprintln!("  daemon, kernel RX+TX timestamps: {k}");
@@ -557,4 +567,141 @@ fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
         u["max_us"].as_f64().unwrap() >= 1000.0,
         "the load delays user-space timestamps by milliseconds (else this test proves nothing): {u}"
     );
+}
+
+/// Drops every event: the background probes of the loaded runs.
+#[derive(Debug)]
+struct Discard;
+
+impl pingscope::engine::EventHandler for Discard {
+    fn on_event(&self, _: ProbeEvent) {}
+}
+
+/// The background of a loaded daemon: `targets` addresses of the test network (answered after
+/// 1 ms), each probed every `every`, through `engine`; stops with `stop` or after `limit`.
+async fn background(
+    engine: Arc<IcmpEngine>,
+    targets: u32,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> u64 {
+    let sink = EventSink::Handler(Arc::new(Discard));
+    let tick = Duration::from_millis(1);
+    let per_tick = (u128::from(targets) * tick.as_nanos() / every.as_nanos()).max(1) as u32;
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let end = Instant::now() + limit;
+    let (mut next, mut sent) = (0u32, 0u64);
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        timer.tick().await;
+        for _ in 0..per_tick {
+            // 198.18.1.0 onwards: clear of the measured hosts in 198.18.0.0/24.
+            let ip = IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(198, 18, 1, 0)) + next,
+            ));
+            next = (next + 1) % targets;
+            if engine.send(&spec(ip), u64::from(next), &sink).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// The README's figures: RTT error against the test network's truth (the responder's log) for
+/// the three timestamp paths, on an idle engine and on a loaded one (10,000 background targets
+/// and SCHED_FIFO hogs on both cores). One JSON line per run goes to stdout and, when
+/// `TIMESTAMP_RESULTS` names a file, is appended to it. Run it in a release build:
+///
+/// `sudo TIMESTAMP_RESULTS=bench/results/timestamps-$(date +%F).jsonl cargo test --release --test timestamps -- --ignored --nocapture measure_timestamp_paths`
+#[test]
+#[ignore = "a measurement for the README, not a check; about a minute"]
+fn measure_timestamp_paths() {
+    if !support::require_root() {
+        return;
+    }
+    const PROBES: usize = 300;
+    const TARGETS: u32 = 10_000;
+    const EVERY: Duration = Duration::from_secs(5);
+    let net = TestNet::start(&profiles());
+    net.enter();
+    let rt = runtime();
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let out_file = std::env::var_os("TIMESTAMP_RESULTS");
+    let paths = [
+        (TimestampSource::Kernel, "kernel_rx_kernel_tx"),
+        (TimestampSource::KernelRx, "kernel_rx_user_tx"),
+        (TimestampSource::Userspace, "user_rx_user_tx"),
+    ];
+    for loaded in [false, true] {
+        for (source, name) in paths {
+            let e = rt.block_on(async { engine(source, SocketPreference::Raw) });
+            let stop = Arc::new(AtomicBool::new(false));
+            let (bg, hogs) = if loaded {
+                let bg = rt.spawn(background(
+                    e.clone(),
+                    TARGETS,
+                    EVERY,
+                    stop.clone(),
+                    Duration::from_secs(60),
+                ));
+                // Let the background reach its rate before measuring.
+                std::thread::sleep(Duration::from_secs(1));
+                let hogs = Hogs::start(
+                    5,
+                    Duration::from_millis(4),
+                    Duration::from_millis(1),
+                    Duration::from_secs(30),
+                );
+                (Some(bg), Some(hogs))
+            } else {
+                (None, None)
+            };
+            let before = e.timestamp_stats();
+            let rtts = rt.block_on(series(
+                &e,
+                IpAddr::V4(HOST_1MS),
+                PROBES,
+                Duration::from_millis(10),
+            ));
+            let after = e.timestamp_stats();
+            drop(hogs);
+            stop.store(true, Ordering::Relaxed);
+            let bg_sent = bg.map(|h| rt.block_on(h).expect("background task"));
+            std::thread::sleep(Duration::from_millis(200));
+            let log = net.log();
+            let errs = errors_against_truth(&log, IpAddr::V4(HOST_1MS), ident_of(&e, false), &rtts);
+            let mut line = summary(&errs);
+            let fell_back: u64 = fallbacks(&after).iter().map(|(.., n)| n).sum::<u64>()
+                - fallbacks(&before).iter().map(|(.., n)| n).sum::<u64>();
+            line["path"] = json!(name);
+            line["load"] = json!(if loaded { "loaded" } else { "idle" });
+            line["build"] = json!(build);
+            line["host_delay_ms"] = json!(1);
+            line["probes_every_ms"] = json!(10);
+            line["fallbacks_during_run"] = json!(fell_back);
+            if loaded {
+                line["background_targets"] = json!(TARGETS);
+                line["background_every_s"] = json!(EVERY.as_secs());
+                line["background_sent"] = json!(bg_sent);
+                line["hogs"] = json!("SCHED_FIFO 5 on each core, 4 ms busy / 1 ms idle");
+            }
+            println!("{line}");
+            if let Some(path) = &out_file {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("opening TIMESTAMP_RESULTS");
+                writeln!(f, "{line}").expect("writing TIMESTAMP_RESULTS");
+            }
+            drop(e);
+        }
+    }
 }
