@@ -298,6 +298,20 @@ fn clock_steps_during_probes_keep_rtts_true() {
     );
 }
 
+/// Prints a result line and, when `TIMESTAMP_RESULTS` names a file, appends it there.
+fn record(line: &Value) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("TIMESTAMP_RESULTS") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("opening TIMESTAMP_RESULTS");
+        writeln!(f, "{line}").expect("writing TIMESTAMP_RESULTS");
+    }
+}
+
 /// ms figures from iputils `ping` lines (`time=0.031 ms`).
 fn ping_times(text: &str) -> Vec<Duration> {
     text.lines()
@@ -319,51 +333,73 @@ fn median(v: &mut [Duration]) -> Duration {
 }
 
 /// At N = 1 on an idle loopback, kernel TX and RX timestamps give an RTT not above iputils
-/// `ping`'s (kernel RX, user-space TX) median; rounds alternate so both see the same machine.
+/// `ping`'s (kernel RX, user-space TX) median. `ping` runs at the same time as our probes, so
+/// both see the same machine; nextest runs this test alone (.config/nextest.toml).
 #[test]
 fn rtt_on_loopback_is_not_above_iputils_ping() {
     if !support::require_root() {
         return;
     }
+    const ROUNDS: usize = 4;
+    const PER_ROUND: usize = 100;
     let rt = runtime();
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let kernel = rt.block_on(async { engine(TimestampSource::Kernel, SocketPreference::Raw) });
-    let rx_only = rt.block_on(async { engine(TimestampSource::KernelRx, SocketPreference::Raw) });
-    // The kernel enables software RX timestamps through deferred work when the first socket of
-    // the machine asks for them: the first reply may come without one (counted as `missing`).
-    for e in [&kernel, &rx_only] {
-        rt.block_on(series(e, ip, 3, Duration::from_millis(5)));
-    }
-    let before = kernel.timestamp_stats();
-    let (mut ours, mut ours_rx_only, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let r = rt.block_on(series(&kernel, ip, 40, Duration::from_millis(5)));
-        ours.extend(r.into_iter().map(|(_, d)| d));
-        let r = rt.block_on(series(&rx_only, ip, 40, Duration::from_millis(5)));
-        ours_rx_only.extend(r.into_iter().map(|(_, d)| d));
-        let out = Command::new("ping")
-            .args(["-n", "-c", "40", "-i", "0.005", "-W", "2", "127.0.0.1"])
-            .output()
-            .expect("running iputils ping");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "ping failed: {text}");
-        theirs.extend(ping_times(&text));
-    }
-    assert_eq!(theirs.len(), 200, "every ping line parsed");
+    // One engine at a time: each raw socket gets every echo reply of the host, so a second one
+    // would add its wake-ups to the measured path.
+    let run = |source: TimestampSource, with_ping: bool| {
+        let e = rt.block_on(async { engine(source, SocketPreference::Raw) });
+        // The kernel enables software RX timestamps through deferred work when the first socket
+        // of the machine asks for them: the first reply may come without one (`missing`).
+        rt.block_on(series(&e, ip, 3, Duration::from_millis(5)));
+        let before = e.timestamp_stats();
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let ping = with_ping.then(|| {
+                Command::new("ping")
+                    .args(["-n", "-c", &PER_ROUND.to_string(), "-i", "0.005", "-W", "2"])
+                    .arg("127.0.0.1")
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("running iputils ping")
+            });
+            let r = rt.block_on(series(&e, ip, PER_ROUND, Duration::from_millis(5)));
+            ours.extend(r.into_iter().map(|(_, d)| d));
+            if let Some(ping) = ping {
+                let out = ping.wait_with_output().expect("waiting for ping");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "ping failed: {text}");
+                theirs.extend(ping_times(&text));
+            }
+        }
+        let new_fallbacks = fallbacks(&e.timestamp_stats()) != fallbacks(&before);
+        (ours, theirs, new_fallbacks)
+    };
+    let (mut ours, mut theirs, fell_back) = run(TimestampSource::Kernel, true);
+    let (mut ours_rx_only, ..) = run(TimestampSource::KernelRx, false);
+    assert!(!fell_back, "no fallback during the measurement");
+    assert_eq!(theirs.len(), ROUNDS * PER_ROUND, "every ping line parsed");
     let (m_ours, m_rx, m_ping) = (
         median(&mut ours),
         median(&mut ours_rx_only),
         median(&mut theirs),
     );
     eprintln!(
-        "127.0.0.1, N=1, 200 probes each: median RTT kernel RX+TX {m_ours:?}, kernel RX + user TX \
-         {m_rx:?}, iputils ping {m_ping:?}"
+        "127.0.0.1, N=1, {} probes each: median RTT kernel RX+TX {m_ours:?}, kernel RX + user TX \
+         {m_rx:?}, iputils ping (run alongside kernel RX+TX) {m_ping:?}",
+        ROUNDS * PER_ROUND
     );
-    assert_eq!(
-        fallbacks(&kernel.timestamp_stats()),
-        fallbacks(&before),
-        "no fallback during the measurement"
-    );
+    let us_f = |d: Duration| (d.as_nanos() as f64 / 100.0).round() / 10.0;
+    record(&json!({
+        "test": "rtt_on_loopback_is_not_above_iputils_ping",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "target": "127.0.0.1",
+        "probes_each": ROUNDS * PER_ROUND,
+        "median_us": {
+            "kernel_rx_kernel_tx": us_f(m_ours),
+            "kernel_rx_user_tx": us_f(m_rx),
+            "iputils_ping": us_f(m_ping),
+        },
+    }));
     // ping prints µs: compare at its resolution.
     let us = |d: Duration| d.as_micros();
     assert!(
@@ -632,7 +668,6 @@ fn measure_timestamp_paths() {
     } else {
         "release"
     };
-    let out_file = std::env::var_os("TIMESTAMP_RESULTS");
     let paths = [
         (TimestampSource::Kernel, "kernel_rx_kernel_tx"),
         (TimestampSource::KernelRx, "kernel_rx_user_tx"),
@@ -691,16 +726,7 @@ fn measure_timestamp_paths() {
                 line["background_sent"] = json!(bg_sent);
                 line["hogs"] = json!("SCHED_FIFO 5 on each core, 4 ms busy / 1 ms idle");
             }
-            println!("{line}");
-            if let Some(path) = &out_file {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .expect("opening TIMESTAMP_RESULTS");
-                writeln!(f, "{line}").expect("writing TIMESTAMP_RESULTS");
-            }
+            record(&line);
             drop(e);
         }
     }
