@@ -4,12 +4,12 @@
 //! # Data flow
 //!
 //! [`Pinger::send`] opens (once) the socket for the probe's family and [`SocketOptions`],
-//! allocates the wire sequence in the [`InFlightTable`], stamps the
-//! payload, takes the wall-clock send time and calls `sendto`. Each socket's receive task
-//! (tokio `AsyncFd`, `recvmsg` with control messages) reads replies and ICMP errors, keyed by
-//! (destination, identifier, sequence), and asks the table what they are. One timer task sleeps
-//! until the earliest deadline. Events leave through [`EventSink::deliver`]; a full channel loses
-//! the event and [`IcmpEngine::counters`] counts it.
+//! allocates the wire sequence in the [`InFlightTable`], stamps the payload, reads a
+//! wall/monotonic [`ClockPair`] and calls `sendto`. Each socket's receive task (tokio `AsyncFd`,
+//! `recvmsg` with control messages) reads the error queue first (TX timestamps, ICMP errors),
+//! then replies, keyed by (destination, identifier, sequence), and asks the table what they
+//! are. One timer task sleeps until the earliest deadline. Events leave through
+//! [`EventSink::deliver`]; a full channel loses the event and [`IcmpEngine::counters`] counts it.
 //!
 //! Datagram ("ping") sockets come first, raw sockets second. On datagram sockets the kernel
 //! sets the identifier (the socket's port) and delivers ICMP errors on the error queue
@@ -17,25 +17,49 @@
 //! ICMP packet of their family (so the identifier and the payload magic filter), and read
 //! errors as packets.
 //!
+//! # Timestamps
+//!
+//! RTT is the kernel's software RX timestamp minus its software TX timestamp (`SO_TIMESTAMPING`,
+//! see [`socket`]), both taken in the kernel as the packet passes the device, so neither the
+//! process's scheduling nor the `sendto` path is in it. The TX timestamp comes back on the error
+//! queue with the request it stamps and the socket's `OPT_ID` count; it is attached to a probe
+//! only when both agree with the table: the quoted request's destination, identifier, sequence
+//! and payload stamp name a probe in flight, and `OPT_ID` (mirrored per socket, counted under a
+//! lock held across `sendto` so threads cannot reorder the two counts) is the count recorded for
+//! it. A disagreement leaves that probe on its user-space send time (`mismatch`) and re-bases the
+//! mirror (a failed send the kernel counted). A reply whose TX timestamp has not been read yet
+//! reads the error queue first; one still without it falls back (`missing`); a socket that never
+//! gives one stops waiting after 64 replies. Every RTT also passes [`super::clock::measure`]: within
+//! (0, monotonic bound], and across a wall-clock step mapped through the monotonic clock
+//! (`pingscope_clock_steps_total`). Every side that is not a kernel timestamp is counted by reason
+//! ([`IcmpEngine::timestamp_stats`], `pingscope_timestamp_fallbacks_total{side,reason}`); which
+//! path each socket kind uses is logged at debug when it opens and exported as
+//! `pingscope_timestamp_info{family,socket,rx,tx}`.
+//!
+//! The first reply after the machine's first timestamping socket opens can come without an RX
+//! timestamp (the kernel enables them through deferred work); it is counted `missing`.
+//!
+//! Measured in a release build against the test network's truth (the responder's log: the time
+//! it held each request, from the kernel's arrival timestamp at its device to its write), 300
+//! probes to a 1 ms host, idle, and loaded with 10,000 background targets through the same
+//! engine and SCHED_FIFO hogs on both cores (`measure_timestamp_paths` in `tests/timestamps.rs`;
+//! raw figures in `bench/results/timestamps-2026-12-02.jsonl`, the command in README
+//! "Timestamps"):
+//!
+//! | timestamps (error vs truth, µs) | idle p50 | idle p99 | idle max | loaded p50 | loaded p99 | loaded max |
+//! |---|---|---|---|---|---|---|
+//! | kernel RX + kernel TX | 1.5 | 4.2 | 18.5 | 0.5 | 1.7 | 19.4 |
+//! | kernel RX + user TX | 13.2 | 22.1 | 60.3 | 4.8 | 26.3 | 50.0 |
+//! | user RX + user TX | 58.9 | 392.2 | 518.1 | 4,002.3 | 4,516.4 | 9,166.7 |
+//!
+//! Kernel RX + TX takes out the `sendto` path (about 10 µs here) that user TX leaves in, and
+//! the load (milliseconds for user-space timestamps) does not reach it. "Idle" is the engine
+//! without background or hogs on a machine shared with other builds (load average 5 to 12).
+//!
 //! # Why our own socket layer, not surge-ping
 //!
-//! surge-ping gives no kernel receive timestamps (its RTT is taken when the task wakes) and has
-//! a sequence collision in unprivileged mode (its issue #73). Here RTT is the kernel's
-//! `SO_TIMESTAMPNS` receive time minus the wall clock read right before `sendto`. Measured with
-//! `examples/rtt_timestamps.rs` (debug build, 300 probes to 127.0.0.1 every 3 ms, one
-//! current-thread runtime, 2-core VM with other builds running, load average about 9; "busy"
-//! = a task on the same runtime spinning in 2 ms slices):
-//!
-//! | timestamp | runtime | p50 | mean | p99 | max |
-//! |---|---|---|---|---|---|
-//! | kernel    | idle |   40 µs |   40 µs |    62 µs |    78 µs |
-//! | userspace | idle |  110 µs |  112 µs |   176 µs |   215 µs |
-//! | kernel    | busy |   50 µs |   50 µs |    86 µs |   109 µs |
-//! | userspace | busy | 2144 µs | 3697 µs | 15744 µs | 50280 µs |
-//!
-//! A busy process inflates userspace RTT by the scheduling delay (milliseconds here); kernel
-//! timestamps stay within tens of microseconds of idle. For scale, iputils `ping` on the same
-//! machine reported 21 µs average on loopback.
+//! surge-ping gives no kernel timestamps (its RTT is taken when the task wakes: the user-space
+//! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub use icmp::{TimestampPath, TimestampStats};
+
 /// Where to send a probe and how.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeSpec {
@@ -292,7 +294,7 @@ pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
 
     /// Clock steps, timestamp fallbacks and timestamp paths, for `/metrics`; `None` for a
     /// pinger without kernel timestamps (the fake).
-    fn timestamp_stats(&self) -> Option<icmp::TimestampStats> {
+    fn timestamp_stats(&self) -> Option<TimestampStats> {
         None
     }
 }

@@ -556,7 +556,7 @@ impl Metrics {
     /// `pingscope_timestamp_info`); `None` from it writes none of them.
     pub fn set_timestamp_source(
         &self,
-        source: impl Fn() -> Option<crate::engine::icmp::TimestampStats> + Send + Sync + 'static,
+        source: impl Fn() -> Option<crate::engine::TimestampStats> + Send + Sync + 'static,
     ) {
         *self.shared.timestamps.source.write() = Some(Arc::new(source));
     }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::engine::icmp::TimestampStats;
+use crate::engine::TimestampStats;
 
 type Source = Arc<dyn Fn() -> Option<TimestampStats> + Send + Sync>;
 
