@@ -1,6 +1,7 @@
-//! Measures what kernel receive timestamps buy: loopback RTT with the kernel's SO_TIMESTAMPNS
-//! against a userspace timestamp taken when the receive task reads the reply, on an idle
-//! runtime and on one whose only thread is kept busy by a task spinning in 2 ms slices.
+//! Measures what kernel timestamps buy: loopback RTT with the kernel's RX and TX timestamps
+//! (SO_TIMESTAMPING) against user-space ones (read before `sendto` and when the receive task
+//! reads the reply), on an idle runtime and on one whose only thread is kept busy by a task
+//! spinning in 2 ms slices.
 //!
 //! `cargo run --example rtt_timestamps [-- PROBES]` (root or ping_group_range; 127.0.0.1 only).
 #![allow(clippy::print_stdout, clippy::print_stderr)]

@@ -77,6 +77,8 @@ pub fn icmp(data: &[u8]) {
     }
     let _ = packet::parse_quoted_echo(data, false);
     let _ = packet::parse_quoted_echo(data, true);
+    let _ = packet::parse_sent_request(data, false);
+    let _ = packet::parse_sent_request(data, true);
     let _ = packet::read_stamp(data);
     let _ = packet::checksum(data);
 }

@@ -132,6 +132,10 @@ impl App {
                 pinger.counters().unmatched_packets
             });
         }
+        {
+            let pinger = pinger.clone();
+            metrics.set_timestamp_source(move || pinger.timestamp_stats());
+        }
         let max_ws = options.max_ws_clients;
         let ws_slots = Arc::new(tokio::sync::Semaphore::new(max_ws));
         {

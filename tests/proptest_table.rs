@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
 
+use pingscope::engine::clock::{ClockPair, Fallback, RecvTimes, Stamp};
 use pingscope::engine::packet::PayloadStamp;
 use pingscope::engine::table::{Full, InFlightTable, Key, ReplyOutcome};
 use pingscope::engine::{EventKind, ProbeEvent};
@@ -54,6 +55,9 @@ proptest! {
         let (tx, _rx) = mpsc::channel::<ProbeEvent>(1);
         let tx = pingscope::engine::EventSink::from(tx);
         let mut rng = Lcg(seed);
+        // One clock pair for every send and reply: these runs are about sequences, not RTTs.
+        let sp = |wall| ClockPair { wall, mono: start, spread: Duration::ZERO };
+        let rx = |wall| RecvTimes { user: sp(wall), kernel: Stamp::User(Fallback::Disabled) };
         // seq → stamp of the probe that holds it now (in flight); stamps are unique per probe.
         let mut live: HashMap<u16, u64> = HashMap::new();
         // seq → stamp of every probe ever given that seq, newest last (only the last 2 kept).
@@ -66,9 +70,10 @@ proptest! {
             let deadline = if hold {
                 now + Duration::from_micros(1 + rng.next() % 70_000)
             } else {
-                now
+                // Past by the next step; a reply before it (RTT > 0) is within the timeout.
+                now + Duration::from_nanos(500)
             };
-            match t.insert(ip, IDENT, stamp, tx.clone(), wall, stamp, deadline) {
+            match t.insert(ip, IDENT, stamp, tx.clone(), sp(wall), stamp, deadline) {
                 Ok(seq) => {
                     prop_assert!(!live.contains_key(&seq), "seq {seq} allocated while in flight");
                     live.insert(seq, stamp);
@@ -81,14 +86,14 @@ proptest! {
                     // A reply with the previous holder's stamp must never be delivered.
                     if h.len() == 2 {
                         let old = h[0];
-                        let out = t.reply(key, PayloadStamp::Stamp(old), wall, None, 8);
+                        let out = t.reply(key, PayloadStamp::Stamp(old), &rx(wall), None, 8, false).0;
                         prop_assert!(
                             matches!(out, ReplyOutcome::Stale | ReplyOutcome::Unknown),
                             "stale stamp {old} for seq {seq} delivered: {out:?}"
                         );
                     }
                     if !hold && rng.next() % 1000 < reply_per_mille {
-                        let out = t.reply(key, PayloadStamp::Stamp(stamp), wall, None, 8);
+                        let out = t.reply(key, PayloadStamp::Stamp(stamp), &rx(wall), None, 8, false).0;
                         match out {
                             ReplyOutcome::Deliver((_, ev)) => {
                                 prop_assert_eq!(ev.tag, stamp);

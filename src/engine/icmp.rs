@@ -4,12 +4,12 @@
 //! # Data flow
 //!
 //! [`Pinger::send`] opens (once) the socket for the probe's family and [`SocketOptions`],
-//! allocates the wire sequence in the [`InFlightTable`], stamps the
-//! payload, takes the wall-clock send time and calls `sendto`. Each socket's receive task
-//! (tokio `AsyncFd`, `recvmsg` with control messages) reads replies and ICMP errors, keyed by
-//! (destination, identifier, sequence), and asks the table what they are. One timer task sleeps
-//! until the earliest deadline. Events leave through [`EventSink::deliver`]; a full channel loses
-//! the event and [`IcmpEngine::counters`] counts it.
+//! allocates the wire sequence in the [`InFlightTable`], stamps the payload, reads a
+//! wall/monotonic [`ClockPair`] and calls `sendto`. Each socket's receive task (tokio `AsyncFd`,
+//! `recvmsg` with control messages) reads the error queue first (TX timestamps, ICMP errors),
+//! then replies, keyed by (destination, identifier, sequence), and asks the table what they
+//! are. One timer task sleeps until the earliest deadline. Events leave through
+//! [`EventSink::deliver`]; a full channel loses the event and [`IcmpEngine::counters`] counts it.
 //!
 //! Datagram ("ping") sockets come first, raw sockets second. On datagram sockets the kernel
 //! sets the identifier (the socket's port) and delivers ICMP errors on the error queue
@@ -17,31 +17,54 @@
 //! ICMP packet of their family (so the identifier and the payload magic filter), and read
 //! errors as packets.
 //!
+//! # Timestamps
+//!
+//! RTT is the kernel's software RX timestamp minus its software TX timestamp (`SO_TIMESTAMPING`,
+//! see [`socket`]), both taken in the kernel as the packet passes the device, so neither the
+//! process's scheduling nor the `sendto` path is in it. The TX timestamp comes back on the error
+//! queue with the request it stamps and the socket's `OPT_ID` count; it is attached to a probe
+//! only when both agree with the table: the quoted request's destination, identifier, sequence
+//! and payload stamp name a probe in flight, and `OPT_ID` (mirrored per socket, counted under a
+//! lock held across `sendto` so threads cannot reorder the two counts) is the count recorded for
+//! it. A disagreement leaves that probe on its user-space send time (`mismatch`) and re-bases the
+//! mirror (a failed send the kernel counted). A reply whose TX timestamp has not been read yet
+//! reads the error queue first; one still without it falls back (`missing`); a socket that never
+//! gives one stops waiting after 64 replies. Every RTT also passes [`super::clock::measure`]: within
+//! (0, monotonic bound], and across a wall-clock step mapped through the monotonic clock
+//! (`pingscope_clock_steps_total`). Every side that is not a kernel timestamp is counted by reason
+//! ([`IcmpEngine::timestamp_stats`], `pingscope_timestamp_fallbacks_total{side,reason}`); which
+//! path each socket kind uses is logged at debug when it opens and exported as
+//! `pingscope_timestamp_info{family,socket,rx,tx}`.
+//!
+//! The first reply after the machine's first timestamping socket opens can come without an RX
+//! timestamp (the kernel enables them through deferred work); it is counted `missing`.
+//!
+//! Measured in a release build against the test network's truth (the responder's log: the time
+//! it held each request, from the kernel's arrival timestamp at its device to its write), 300
+//! probes to a 1 ms host, idle, and loaded with 10,000 background targets through the same
+//! engine and SCHED_FIFO hogs on both cores (`measure_timestamp_paths` in `tests/timestamps.rs`;
+//! raw figures in `bench/results/timestamps-2026-12-02.jsonl`, the command in README
+//! "Timestamps"):
+//!
+//! | timestamps (error vs truth, µs) | idle p50 | idle p99 | idle max | loaded p50 | loaded p99 | loaded max |
+//! |---|---|---|---|---|---|---|
+//! | kernel RX + kernel TX | 1.5 | 4.2 | 18.5 | 0.5 | 1.7 | 19.4 |
+//! | kernel RX + user TX | 13.2 | 22.1 | 60.3 | 4.8 | 26.3 | 50.0 |
+//! | user RX + user TX | 58.9 | 392.2 | 518.1 | 4,002.3 | 4,516.4 | 9,166.7 |
+//!
+//! Kernel RX + TX takes out the `sendto` path (about 10 µs here) that user TX leaves in, and
+//! the load (milliseconds for user-space timestamps) does not reach it. "Idle" is the engine
+//! without background or hogs on a machine shared with other builds (load average 5 to 12).
+//!
 //! # Why our own socket layer, not surge-ping
 //!
-//! surge-ping gives no kernel receive timestamps (its RTT is taken when the task wakes) and has
-//! a sequence collision in unprivileged mode (its issue #73). Here RTT is the kernel's
-//! `SO_TIMESTAMPNS` receive time minus the wall clock read right before `sendto`. Measured with
-//! `examples/rtt_timestamps.rs` (debug build, 300 probes to 127.0.0.1 every 3 ms, one
-//! current-thread runtime, 2-core VM with other builds running, load average about 9; "busy"
-//! = a task on the same runtime spinning in 2 ms slices):
-//!
-//! | timestamp | runtime | p50 | mean | p99 | max |
-//! |---|---|---|---|---|---|
-//! | kernel    | idle |   40 µs |   40 µs |    62 µs |    78 µs |
-//! | userspace | idle |  110 µs |  112 µs |   176 µs |   215 µs |
-//! | kernel    | busy |   50 µs |   50 µs |    86 µs |   109 µs |
-//! | userspace | busy | 2144 µs | 3697 µs | 15744 µs | 50280 µs |
-//!
-//! A busy process inflates userspace RTT by the scheduling delay (milliseconds here); kernel
-//! timestamps stay within tens of microseconds of idle. For scale, iputils `ping` on the same
-//! machine reported 21 µs average on loopback.
+//! surge-ping gives no kernel timestamps (its RTT is taken when the task wakes: the user-space
+//! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use socket2::Socket;
@@ -51,24 +74,20 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use super::clock::{
+    Clock, ClockPair, Fallback, Measured, RecvTimes, Stamp, StepCounter, SystemClock,
+};
 use super::packet::{self, Icmp, PayloadStamp};
-use super::socket::{self, OpenSocket, Received, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6};
-pub use super::socket::{SocketKind, SocketPreference};
-use super::table::{Delivery, InFlightTable, Key, ReplyOutcome};
+use super::socket::{
+    self, OpenSocket, Received, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
+    SO_EE_ORIGIN_TIMESTAMPING, TimestampPaths,
+};
+pub use super::socket::{SocketKind, SocketPreference, TimestampSource};
+use super::table::{Delivery, InFlightTable, Key, ReplyOutcome, TxMatch};
 use super::{
     EngineCounters, EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError,
     SocketOptions, Undelivered,
 };
-
-/// Where reply timestamps come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum TimestampSource {
-    /// The kernel's receive timestamp (SO_TIMESTAMPNS), falling back to userspace when absent.
-    #[default]
-    Kernel,
-    /// The time the receive task reads the packet. Only for measuring what kernel timestamps buy.
-    Userspace,
-}
 
 /// How the engine is set up.
 #[derive(Clone, Debug)]
@@ -79,8 +98,10 @@ pub struct EngineConfig {
     pub max_in_flight: usize,
     /// Settled probes remembered to tell late and duplicate replies from unknown ones.
     pub recent_capacity: usize,
-    /// Reply timestamp source.
+    /// Timestamp source.
     pub timestamps: TimestampSource,
+    /// Where the engine reads the time (tests inject a steppable one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +115,7 @@ impl Default for EngineConfig {
             // probes are 2.9 s of them at 10,000 probes/s and 29 s at 1,000.
             recent_capacity: 28_672,
             timestamps: TimestampSource::Kernel,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -106,6 +128,37 @@ struct Counters {
     unmatched_packets: AtomicU64,
     malformed_packets: AtomicU64,
     receive_errors: AtomicU64,
+    clock_steps: AtomicU64,
+    rx_fallbacks: [AtomicU64; Fallback::ALL.len()],
+    tx_fallbacks: [AtomicU64; Fallback::ALL.len()],
+}
+
+/// Where a socket's timestamps come from, for `pingscope_timestamp_info`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimestampPath {
+    /// `ip4` or `ip6`.
+    pub family: &'static str,
+    /// `dgram` or `raw`.
+    pub socket: &'static str,
+    /// `kernel` or `user`.
+    pub rx: &'static str,
+    /// `kernel` or `user`.
+    pub tx: &'static str,
+}
+
+/// The engine's timestamp counters and paths, read at scrape time
+/// ([`IcmpEngine::timestamp_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimestampStats {
+    /// Clock steps seen (`pingscope_clock_steps_total`), each counted once.
+    pub clock_steps: u64,
+    /// RTTs whose receive side did not come from a kernel timestamp, by reason
+    /// (`pingscope_timestamp_fallbacks_total{side="rx"}`), in [`Fallback::ALL`] order.
+    pub rx_fallbacks: Vec<(Fallback, u64)>,
+    /// The same for the send side (`side="tx"`).
+    pub tx_fallbacks: Vec<(Fallback, u64)>,
+    /// The path of every open socket kind, without repeats (`pingscope_timestamp_info`).
+    pub paths: Vec<TimestampPath>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -121,7 +174,8 @@ struct Shared {
     table: Mutex<InFlightTable>,
     timer: Notify,
     counters: Counters,
-    timestamps: TimestampSource,
+    clock: Arc<dyn Clock>,
+    steps: StepCounter,
 }
 
 impl Shared {
@@ -137,7 +191,28 @@ impl Shared {
             }
         }
     }
+
+    /// Counts what one RTT measurement fell back on, and a clock step it saw.
+    fn account(&self, m: &Measured) {
+        if let Some(why) = m.rx_fallback {
+            bump(&self.counters.rx_fallbacks[why.index()]);
+        }
+        if let Some(why) = m.tx_fallback {
+            bump(&self.counters.tx_fallbacks[why.index()]);
+        }
+        if self.steps.observe(m) {
+            bump(&self.counters.clock_steps);
+            tracing::warn!(
+                bound_us = m.bound.as_micros() as u64,
+                "wall clock stepped during a probe; its RTT comes from the monotonic clock"
+            );
+        }
+    }
 }
+
+/// After this many replies in a row found no TX timestamp on a socket that never gave one, the
+/// socket is taken for one that does not give them (and stops waiting for them).
+const TX_GIVE_UP: u32 = 64;
 
 #[derive(Debug)]
 struct IcmpSocket {
@@ -145,6 +220,45 @@ struct IcmpSocket {
     kind: SocketKind,
     v6: bool,
     ident: u16,
+    timestamps: TimestampPaths,
+    /// Kernel TX timestamps expected; cleared when the kernel turns out not to give them.
+    tx_kernel: AtomicBool,
+    /// Sends so far, the mirror of the kernel's `OPT_ID` counter. The lock is held across
+    /// `sendto` so the two count in the same order when several threads send.
+    send_count: Mutex<u32>,
+    /// `OPT_ID` minus our count, re-based when a verified timestamp shows drift (a failed send
+    /// that the kernel counted).
+    tx_drift: AtomicU32,
+    /// A TX timestamp was attached at least once.
+    tx_seen: AtomicBool,
+    /// Replies in a row that found no TX timestamp.
+    tx_misses: AtomicU32,
+}
+
+impl IcmpSocket {
+    fn family(&self) -> &'static str {
+        if self.v6 { "ip6" } else { "ip4" }
+    }
+
+    fn path(&self) -> TimestampPath {
+        let tx = if self.tx_kernel.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(self.timestamps.tx.unwrap_or(Fallback::Unsupported))
+        };
+        TimestampPath {
+            family: self.family(),
+            socket: self.kind.as_str(),
+            rx: TimestampPaths::label(self.timestamps.rx),
+            tx: TimestampPaths::label(tx),
+        }
+    }
+
+    /// Reads the error queue: datagram sockets get ICMP errors there, and every socket with
+    /// kernel TX timestamps gets those.
+    fn has_errqueue(&self) -> bool {
+        self.kind == SocketKind::Dgram || self.timestamps.tx.is_none()
+    }
 }
 
 type SocketKey = (bool, SocketOptions);
@@ -155,6 +269,7 @@ pub struct IcmpEngine {
     shared: Arc<Shared>,
     runtime: Handle,
     preference: SocketPreference,
+    timestamps: TimestampSource,
     // Held only to look up or insert a socket; opening happens under it so two first probes
     // with the same options do not open two sockets.
     sockets: Mutex<HashMap<SocketKey, Arc<IcmpSocket>>>,
@@ -185,12 +300,14 @@ impl IcmpEngine {
             )),
             timer: Notify::new(),
             counters: Counters::default(),
-            timestamps: config.timestamps,
+            clock: config.clock,
+            steps: StepCounter::default(),
         });
         let engine = Arc::new(Self {
             shared: shared.clone(),
             runtime: runtime.clone(),
             preference: config.socket,
+            timestamps: config.timestamps,
             sockets: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
         });
@@ -231,6 +348,29 @@ impl IcmpEngine {
         }
     }
 
+    /// Clock steps, timestamp fallbacks and each socket kind's timestamp path: what
+    /// `pingscope_clock_steps_total`, `pingscope_timestamp_fallbacks_total` and
+    /// `pingscope_timestamp_info` show.
+    pub fn timestamp_stats(&self) -> TimestampStats {
+        let c = &self.shared.counters;
+        let read = |a: &[AtomicU64; Fallback::ALL.len()]| {
+            Fallback::ALL
+                .iter()
+                .map(|f| (*f, a[f.index()].load(Ordering::Relaxed)))
+                .collect()
+        };
+        let mut paths: Vec<TimestampPath> =
+            self.sockets.lock().values().map(|s| s.path()).collect();
+        paths.sort();
+        paths.dedup();
+        TimestampStats {
+            clock_steps: c.clock_steps.load(Ordering::Relaxed),
+            rx_fallbacks: read(&c.rx_fallbacks),
+            tx_fallbacks: read(&c.tx_fallbacks),
+            paths,
+        }
+    }
+
     fn socket_for(&self, v6: bool, opts: &SocketOptions) -> Result<Arc<IcmpSocket>, SocketError> {
         let mut sockets = self.sockets.lock();
         if let Some(s) = sockets.get(&(v6, opts.clone())) {
@@ -240,7 +380,8 @@ impl IcmpEngine {
             socket,
             kind,
             ident,
-        } = socket::open(v6, self.preference, opts)?;
+            timestamps,
+        } = socket::open(v6, self.preference, opts, self.timestamps)?;
         let fd = {
             let _guard = self.runtime.enter();
             // SAFETY: `Socket` owns its descriptor and never replaces or closes it while the
@@ -256,11 +397,19 @@ impl IcmpEngine {
             kind,
             v6,
             ident,
+            timestamps,
+            tx_kernel: AtomicBool::new(timestamps.tx.is_none()),
+            send_count: Mutex::new(0),
+            tx_drift: AtomicU32::new(0),
+            tx_seen: AtomicBool::new(false),
+            tx_misses: AtomicU32::new(0),
         });
         tracing::debug!(
-            family = if v6 { "ip6" } else { "ip4" },
+            family = sock.family(),
             kind = kind.as_str(),
             ident,
+            rx_timestamps = TimestampPaths::label(timestamps.rx),
+            tx_timestamps = TimestampPaths::label(timestamps.tx),
             ?opts,
             "ICMP socket opened"
         );
@@ -279,14 +428,15 @@ impl Pinger for IcmpEngine {
         let sock = self
             .socket_for(ip.is_ipv6(), &spec.options)
             .map_err(|source| SendError::Socket { ip, source })?;
-        let sent_at = SystemTime::now();
-        let stamp = socket::unix_nanos(sent_at);
-        let deadline = Instant::now() + spec.timeout;
+        let clock = &*self.shared.clock;
+        let first = clock.pair();
+        let stamp = socket::unix_nanos(first.wall);
+        let deadline = first.mono + spec.timeout;
         let seq = {
             let mut table = self.shared.table.lock();
             let earliest = table.next_deadline();
             let seq = table
-                .insert(ip, sock.ident, tag, sink.clone(), sent_at, stamp, deadline)
+                .insert(ip, sock.ident, tag, sink.clone(), first, stamp, deadline)
                 .map_err(|_| SendError::InFlightFull {
                     limit: table.capacity(),
                     ip,
@@ -303,12 +453,21 @@ impl Pinger for IcmpEngine {
             ident: sock.ident,
             seq,
         };
-        // RTT starts here, after the table and packet work: the reply cannot arrive before the
-        // send below, so this update always lands first.
-        self.shared
-            .table
-            .lock()
-            .set_sent_at(&key, SystemTime::now());
+        let tx_kernel = sock.tx_kernel.load(Ordering::Relaxed);
+        let kernel = if tx_kernel {
+            Stamp::Awaited
+        } else {
+            Stamp::User(sock.timestamps.tx.unwrap_or(Fallback::Unsupported))
+        };
+        // Only sockets with kernel TX timestamps keep the send count in step with the kernel's.
+        let mut count = tx_kernel.then(|| sock.send_count.lock());
+        let id = count.as_deref().copied().unwrap_or(0);
+        // RTT starts here, after the table and packet work: the reply (and the TX timestamp)
+        // cannot arrive before the send below, so this update always lands first.
+        let mark = |table: &Mutex<InFlightTable>| {
+            table.lock().set_sent(&key, clock.pair(), kernel, id);
+        };
+        mark(&self.shared.table);
         let mut sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
         if let Err(e) = &sent
             && sock.kind == SocketKind::Dgram
@@ -317,16 +476,18 @@ impl Pinger for IcmpEngine {
             // With IP_RECVERR, an ICMP error for an *earlier* probe also sets the socket's
             // pending error, which the next send reports (and clears) instead of sending. The
             // error itself waits on the error queue; send once more. A real local failure
-            // (no route) fails again the same way.
-            self.shared
-                .table
-                .lock()
-                .set_sent_at(&key, SystemTime::now());
+            // (no route) fails again the same way. (If the kernel counted the failed send for
+            // OPT_ID, the TX timestamp check sees the drift and re-bases.)
+            mark(&self.shared.table);
             sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
         }
         if let Err(source) = sent {
+            drop(count);
             self.shared.table.lock().remove(&key);
             return Err(SendError::Io { ip, source });
+        }
+        if let Some(c) = count.as_deref_mut() {
+            *c = c.wrapping_add(1);
         }
         Ok(seq)
     }
@@ -337,6 +498,10 @@ impl Pinger for IcmpEngine {
 
     fn counters(&self) -> EngineCounters {
         IcmpEngine::counters(self)
+    }
+
+    fn timestamp_stats(&self) -> Option<TimestampStats> {
+        Some(IcmpEngine::timestamp_stats(self))
     }
 }
 
@@ -355,8 +520,9 @@ async fn timer_task(shared: Arc<Shared>) {
         }
         // Delivered under the lock, like every event, so a late reply read meanwhile by a
         // receive task cannot overtake its probe's timeout in the sink.
+        let now = shared.clock.pair();
         let mut table = shared.table.lock();
-        let expired = table.expire(Instant::now(), SystemTime::now());
+        let expired = table.expire(now.mono, now.wall);
         shared.deliver(expired);
     }
 }
@@ -366,10 +532,23 @@ const BATCH: usize = 1024;
 /// Largest ICMP message we read in full (IP header + 64 KiB payload fits).
 const RECV_BUF: usize = 65_536 + 60;
 
+/// The receive task's buffers: one for the packet being handled and one for the error queue,
+/// which a reply may need read while its own bytes are still in use.
+struct Buffers {
+    data: Vec<u8>,
+    cmsg: Vec<u8>,
+    err: Vec<u8>,
+    err_cmsg: Vec<u8>,
+}
+
 /// Reads every packet of one socket and settles the probes they answer.
 async fn receive_task(sock: Arc<IcmpSocket>, shared: Arc<Shared>) {
-    let mut buf = vec![0u8; RECV_BUF];
-    let mut cmsg = socket::cmsg_buffer();
+    let mut b = Buffers {
+        data: vec![0u8; RECV_BUF],
+        cmsg: socket::cmsg_buffer(),
+        err: vec![0u8; RECV_BUF],
+        err_cmsg: socket::cmsg_buffer(),
+    };
     loop {
         let mut guard = match sock.fd.ready(Interest::READABLE | Interest::ERROR).await {
             Ok(g) => g,
@@ -378,9 +557,9 @@ async fn receive_task(sock: Arc<IcmpSocket>, shared: Arc<Shared>) {
                 return;
             }
         };
-        let normal_done = drain(&sock, &shared, &mut buf, &mut cmsg, false);
-        let errq_done =
-            sock.kind == SocketKind::Raw || drain(&sock, &shared, &mut buf, &mut cmsg, true);
+        // The error queue first: a TX timestamp is queued before the reply to its request.
+        let errq_done = !sock.has_errqueue() || drain_errqueue(&sock, &shared, &mut b);
+        let normal_done = drain(&sock, &shared, &mut b);
         if normal_done && errq_done {
             guard.clear_ready();
         } else {
@@ -391,52 +570,91 @@ async fn receive_task(sock: Arc<IcmpSocket>, shared: Arc<Shared>) {
     }
 }
 
-/// Reads up to [`BATCH`] messages; true when the queue is empty.
-fn drain(
-    sock: &IcmpSocket,
-    shared: &Shared,
-    buf: &mut [u8],
-    cmsg: &mut [u8],
-    errqueue: bool,
-) -> bool {
+/// Counts a `recvmsg` failure unless it only reports a pending ICMP error; true when the
+/// queue should be left for now.
+fn recv_failed(sock: &IcmpSocket, shared: &Shared, e: &std::io::Error, errqueue: bool) {
+    // Datagram sockets with IP_RECVERR also report a pending ICMP error as the return of a
+    // plain recvmsg; the error queue read that follows carries it.
+    if !(sock.kind == SocketKind::Dgram && socket::is_pending_icmp_error(e)) {
+        bump(&shared.counters.receive_errors);
+    }
+    tracing::trace!(error = %e, errqueue, "recvmsg failed");
+}
+
+/// Reads up to [`BATCH`] messages of the normal queue; true when it is empty.
+fn drain(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
     for _ in 0..BATCH {
-        match socket::recv(sock.fd.get_ref(), buf, cmsg, errqueue) {
+        match socket::recv(sock.fd.get_ref(), &mut b.data, &mut b.cmsg, false) {
             Ok(rx) => {
-                let len = rx.len.min(buf.len());
-                let data = buf.get(..len).unwrap_or(&[]);
-                if errqueue {
-                    handle_errqueue(sock, shared, data, &rx);
-                } else {
-                    handle_packet(sock, shared, data, &rx);
-                }
+                let at = shared.clock.pair();
+                let len = rx.len.min(b.data.len());
+                let data = b.data.get(..len).unwrap_or(&[]);
+                handle_packet(
+                    sock,
+                    shared,
+                    data,
+                    &rx,
+                    at,
+                    ErrBufs(&mut b.err, &mut b.err_cmsg),
+                );
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                // Datagram sockets with IP_RECVERR also report a pending ICMP error as the
-                // return of a plain recvmsg; the error queue read that follows carries it.
-                if !(sock.kind == SocketKind::Dgram && socket::is_pending_icmp_error(&e)) {
-                    bump(&shared.counters.receive_errors);
-                }
-                tracing::trace!(error = %e, errqueue, "recvmsg failed");
-                if !errqueue {
-                    return true;
-                }
+                recv_failed(sock, shared, &e, false);
+                return true;
             }
         }
     }
     false
 }
 
-fn received_at(shared: &Shared, rx: &Received) -> SystemTime {
-    match (shared.timestamps, rx.kernel_time) {
-        (TimestampSource::Kernel, Some(t)) => t,
-        _ => SystemTime::now(),
-    }
+/// The error-queue buffers, lent to a reply that needs its TX timestamp read first.
+struct ErrBufs<'a>(&'a mut Vec<u8>, &'a mut Vec<u8>);
+
+/// Reads up to [`BATCH`] messages of the error queue; true when it is empty.
+fn drain_errqueue(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
+    drain_err(sock, shared, ErrBufs(&mut b.err, &mut b.err_cmsg))
 }
 
-fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received) {
-    let at = received_at(shared, rx);
+fn drain_err(sock: &IcmpSocket, shared: &Shared, bufs: ErrBufs<'_>) -> bool {
+    let ErrBufs(buf, cmsg) = bufs;
+    for _ in 0..BATCH {
+        match socket::recv(sock.fd.get_ref(), buf, cmsg, true) {
+            Ok(rx) => {
+                let len = rx.len.min(buf.len());
+                let data = buf.get(..len).unwrap_or(&[]);
+                handle_errqueue(sock, shared, data, &rx);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => recv_failed(sock, shared, &e, true),
+        }
+    }
+    false
+}
+
+/// The receive side of a reply: the pair read after `recvmsg`, and the kernel's timestamp or
+/// why there is none.
+fn recv_times(sock: &IcmpSocket, rx: &Received, at: ClockPair) -> RecvTimes {
+    let kernel = match (sock.timestamps.rx, rx.kernel_time) {
+        (None, Some(t)) => Stamp::Kernel(t),
+        (None, None) if rx.cmsg_error => Stamp::User(Fallback::ControlMessage),
+        (None, None) => Stamp::User(Fallback::Missing),
+        (Some(why), _) => Stamp::User(why),
+    };
+    RecvTimes { user: at, kernel }
+}
+
+fn handle_packet(
+    sock: &IcmpSocket,
+    shared: &Shared,
+    data: &[u8],
+    rx: &Received,
+    at: ClockPair,
+    err: ErrBufs<'_>,
+) {
+    let times = recv_times(sock, rx, at);
     let parsed = match (sock.v6, sock.kind) {
         (false, SocketKind::Raw) => packet::parse_ipv4_packet(data)
             .map(|(ip, m)| (Some(ip.ttl), Some(IpAddr::V4(ip.src)), m)),
@@ -465,12 +683,33 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
                 seq: echo.seq,
             };
             let size = packet::ECHO_HEADER_LEN + echo.payload.len();
-            let mut table = shared.table.lock();
-            match table.reply(key, stamp, at, ttl, size) {
+            let wait_tx = sock.tx_kernel.load(Ordering::Relaxed);
+            let mut outcome = shared
+                .table
+                .lock()
+                .reply(key, stamp, &times, ttl, size, wait_tx);
+            if let (ReplyOutcome::AwaitTx, _) = outcome {
+                // Its TX timestamp was queued after the error queue was last read: read it now.
+                drain_err(sock, shared, err);
+                outcome = shared
+                    .table
+                    .lock()
+                    .reply(key, stamp, &times, ttl, size, false);
+            }
+            let (outcome, measured) = outcome;
+            if let Some(m) = &measured {
+                shared.account(m);
+                if wait_tx {
+                    note_tx(sock, m);
+                }
+            }
+            match outcome {
                 ReplyOutcome::Deliver(d) => shared.deliver([d]),
                 ReplyOutcome::TimeoutThenLate(t, l) => shared.deliver([t, l]),
                 ReplyOutcome::Stale => bump(&shared.counters.stale_replies),
-                ReplyOutcome::Unknown => bump(&shared.counters.unmatched_packets),
+                ReplyOutcome::Unknown | ReplyOutcome::AwaitTx => {
+                    bump(&shared.counters.unmatched_packets)
+                }
             }
         }
         Icmp::Error(q) => {
@@ -489,7 +728,7 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
                 seq: q.seq,
             };
             let mut table = shared.table.lock();
-            let d = table.error(key, info, at);
+            let d = table.error(key, info, times.wall());
             shared.deliver(d);
         }
         // Our own requests looped back on raw sockets, neighbour discovery, and the like.
@@ -497,8 +736,37 @@ fn handle_packet(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received)
     }
 }
 
+/// Tracks whether a socket that should give TX timestamps does: after [`TX_GIVE_UP`] replies
+/// in a row without one, on a socket that never gave one, it stops waiting for them.
+fn note_tx(sock: &IcmpSocket, m: &Measured) {
+    if m.tx_fallback != Some(Fallback::Missing) {
+        sock.tx_misses.store(0, Ordering::Relaxed);
+        return;
+    }
+    let misses = sock.tx_misses.fetch_add(1, Ordering::Relaxed) + 1;
+    if misses >= TX_GIVE_UP && !sock.tx_seen.load(Ordering::Relaxed) {
+        sock.tx_kernel.store(false, Ordering::Relaxed);
+        tracing::debug!(
+            family = sock.family(),
+            kind = sock.kind.as_str(),
+            misses,
+            "no kernel TX timestamps on this socket; send times from user space from now on"
+        );
+    }
+}
+
 fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received) {
-    let Some(ext) = rx.ext_err else { return };
+    let Some(ext) = rx.ext_err else {
+        if rx.cmsg_error {
+            bump(&shared.counters.malformed_packets);
+            tracing::debug!("error-queue entry with unreadable control messages");
+        }
+        return;
+    };
+    if ext.origin == SO_EE_ORIGIN_TIMESTAMPING {
+        handle_tx_timestamp(sock, shared, data, rx, ext.info, ext.data);
+        return;
+    }
     if ext.origin != SO_EE_ORIGIN_ICMP && ext.origin != SO_EE_ORIGIN_ICMP6 {
         // Local errors (e.g. EMSGSIZE) were already returned by the send.
         return;
@@ -524,8 +792,65 @@ fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Receive
         ident,
         seq,
     };
-    let at = received_at(shared, rx);
+    let at = rx.kernel_time.unwrap_or_else(|| shared.clock.wall());
     let mut table = shared.table.lock();
     let d = table.error(key, info, at);
     shared.deliver(d);
+}
+
+/// A kernel TX timestamp: attached to the probe whose request it carries, if the request's
+/// destination, identifier, sequence and payload stamp name a probe in flight and its `OPT_ID`
+/// is the one expected; anything less leaves the probe on its user-space send time.
+fn handle_tx_timestamp(
+    sock: &IcmpSocket,
+    shared: &Shared,
+    data: &[u8],
+    rx: &Received,
+    info: u32,
+    opt_id: u32,
+) {
+    if info != SCM_TSTAMP_SND {
+        return;
+    }
+    let (Some(at), Some((dst, echo))) = (rx.kernel_time, packet::parse_sent_request(data, sock.v6))
+    else {
+        // The probe it belonged to falls back (`missing`) when its reply comes.
+        bump(&shared.counters.malformed_packets);
+        tracing::debug!(
+            cmsg_error = rx.cmsg_error,
+            len = data.len(),
+            "TX timestamp without a time or a readable request"
+        );
+        return;
+    };
+    if echo.ident != sock.ident {
+        bump(&shared.counters.unmatched_packets);
+        return;
+    }
+    let key = Key {
+        ip: dst,
+        ident: echo.ident,
+        seq: echo.seq,
+    };
+    let stamp = packet::read_stamp(echo.payload);
+    let drift = sock.tx_drift.load(Ordering::Relaxed);
+    let result = shared
+        .table
+        .lock()
+        .tx_timestamp(&key, stamp, opt_id.wrapping_sub(drift), at);
+    match result {
+        TxMatch::Attached => sock.tx_seen.store(true, Ordering::Relaxed),
+        TxMatch::Mismatch { tx_id } => {
+            // Re-base: later timestamps compare against the kernel's count as it now stands.
+            sock.tx_drift
+                .store(opt_id.wrapping_sub(tx_id), Ordering::Relaxed);
+            tracing::debug!(
+                opt_id,
+                expected = tx_id.wrapping_add(drift),
+                "TX timestamp OPT_ID drifted; re-based"
+            );
+        }
+        // Its probe settled already (an ICMP error, a timeout), or it is not ours.
+        TxMatch::Unknown => {}
+    }
 }

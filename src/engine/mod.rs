@@ -13,6 +13,7 @@
 //! loses the event, counted by the engine; callers size their channels for their probe rate),
 //! and an [`EventHandler`] sink is called inline.
 
+pub mod clock;
 pub mod fake;
 pub mod icmp;
 pub mod packet;
@@ -24,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+
+pub use icmp::{TimestampPath, TimestampStats};
 
 /// Where to send a probe and how.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -292,6 +295,12 @@ pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
     /// What the engine dropped or ignored so far (read at scrape time). None by default.
     fn counters(&self) -> EngineCounters {
         EngineCounters::default()
+    }
+
+    /// Clock steps, timestamp fallbacks and timestamp paths, for `/metrics`; `None` for a
+    /// pinger without kernel timestamps (the fake).
+    fn timestamp_stats(&self) -> Option<TimestampStats> {
+        None
     }
 }
 

@@ -318,6 +318,48 @@ pub fn parse_quoted_echo(buf: &[u8], v6: bool) -> Result<(u16, u16), ParseError>
     Ok((be16(buf, 4), be16(buf, 6)))
 }
 
+/// Link-layer header lengths tried before the IP header of a looped-back request: none (TUN,
+/// raw IP devices), Ethernet (loopback, Ethernet), Ethernet with one or two VLAN tags.
+const LINK_HEADERS: [usize; 4] = [0, 14, 18, 22];
+
+/// Parses the request a TX timestamp on the error queue carries (sent with
+/// `SOF_TIMESTAMPING_OPT_TSONLY` off): the whole packet as it reached the device, link-layer
+/// header included where the device has one. Returns its destination and echo header; `None`
+/// when no IP header of our family whose length field spans the rest of the data is found.
+pub fn parse_sent_request(buf: &[u8], v6: bool) -> Option<(IpAddr, Echo<'_>)> {
+    LINK_HEADERS.iter().find_map(|&at| {
+        let pkt = buf.get(at..)?;
+        let (dst, icmp) = if v6 {
+            if pkt.len() < IPV6_HEADER_LEN || pkt[0] >> 4 != 6 {
+                return None;
+            }
+            if usize::from(be16(pkt, 4)) + IPV6_HEADER_LEN != pkt.len() {
+                return None;
+            }
+            let (proto, rest) = skip_ipv6_extensions(pkt[6], &pkt[IPV6_HEADER_LEN..]).ok()?;
+            if proto != NEXT_HEADER_ICMPV6 {
+                return None;
+            }
+            (IpAddr::V6(ipv6_at(pkt, 24)), rest)
+        } else {
+            let (info, proto, rest) = split_ipv4(pkt).ok()?;
+            if proto != PROTO_ICMP || usize::from(be16(pkt, 2)) != pkt.len() {
+                return None;
+            }
+            (IpAddr::V4(info.dst), rest)
+        };
+        let want = if v6 {
+            ICMPV6_ECHO_REQUEST
+        } else {
+            ICMPV4_ECHO_REQUEST
+        };
+        if icmp.first() != Some(&want) {
+            return None;
+        }
+        Some((dst, parse_echo(icmp).ok()?))
+    })
+}
+
 /// The Internet checksum (RFC 1071) of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;

@@ -259,3 +259,53 @@ proptest! {
         prop_assert_eq!(parse_quoted_echo(&pkt, v6), Ok((ident, seq)));
     }
 }
+
+/// A TX timestamp's request as the kernel loops it back: behind no link header (TUN), an
+/// Ethernet one (loopback) or a VLAN-tagged one; only a whole request of the right family counts.
+#[test]
+fn sent_request_is_found_behind_a_link_header() {
+    let v4_dst = Ipv4Addr::new(198, 18, 0, 10);
+    let icmp = build_echo_request(false, 0x1234, 7, 56, 99);
+    let mut v4 = ipv4_header(1, 64, [198, 18, 0, 1], v4_dst.octets(), icmp.len());
+    v4.extend_from_slice(&icmp);
+    let v6_dst: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let icmp6 = build_echo_request(true, 0x4321, 9, 56, 77);
+    let mut v6 = ipv6_header(58, v6_dst);
+    v6[4..6].copy_from_slice(&(icmp6.len() as u16).to_be_bytes());
+    v6.extend_from_slice(&icmp6);
+    for (pkt, is_v6, dst, id, seq, stamp) in [
+        (&v4, false, IpAddr::V4(v4_dst), 0x1234, 7, 99),
+        (&v6, true, IpAddr::V6(v6_dst), 0x4321, 9, 77),
+    ] {
+        for link in [0usize, 14, 18, 22] {
+            let mut buf = vec![0u8; link];
+            buf.extend_from_slice(pkt);
+            let (got, echo) = parse_sent_request(&buf, is_v6).expect("the request is found");
+            assert_eq!((got, echo.ident, echo.seq), (dst, id, seq));
+            assert_eq!(read_stamp(echo.payload), PayloadStamp::Stamp(stamp));
+            assert!(parse_sent_request(&buf, !is_v6).is_none(), "other family");
+            assert!(
+                parse_sent_request(&buf[..buf.len() - 1], is_v6).is_none(),
+                "a truncated request does not span its length field"
+            );
+            buf.push(0);
+            assert!(parse_sent_request(&buf, is_v6).is_none(), "trailing bytes");
+        }
+    }
+    // A reply is not a request we sent.
+    let reply = {
+        let mut r = v4.clone();
+        r[20] = 0;
+        r
+    };
+    assert!(parse_sent_request(&reply, false).is_none());
+}
+
+proptest! {
+    /// Whatever the error queue holds, parsing it never panics.
+    #[test]
+    fn sent_request_parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse_sent_request(&data, false);
+        let _ = parse_sent_request(&data, true);
+    }
+}

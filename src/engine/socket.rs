@@ -1,6 +1,13 @@
 //! Opening and reading ICMP sockets: the choice between datagram ("ping") and raw sockets, the
 //! socket options, and `recvmsg` with its control messages (kernel receive timestamp, reply
 //! TTL / hop limit, and the extended errors of the error queue).
+//!
+//! Timestamps: `SO_TIMESTAMPING` with `SOF_TIMESTAMPING_RX_SOFTWARE | TX_SOFTWARE | SOFTWARE |
+//! OPT_ID` where the kernel takes it (kernel RX and TX); else the same without `TX_SOFTWARE`
+//! (kernel RX only); else `SO_TIMESTAMPNS`; else none. [`TimestampPaths`] says what a socket got.
+//! `OPT_TSONLY` stays off, so each TX timestamp comes back on the error queue with the request
+//! it stamps, which the engine parses to verify the match. A control message that cannot be read
+//! is reported ([`Received::cmsg_error`]), never dropped silently.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +19,75 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::clock::Fallback;
 use super::{SocketError, SocketOptions};
+
+/// Where timestamps come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimestampSource {
+    /// The kernel's RX and TX timestamps where the kernel gives them, user space where not.
+    #[default]
+    Kernel,
+    /// The kernel's RX timestamp; the send time is the clock read before `sendto`. Only for
+    /// measuring what TX timestamps buy.
+    KernelRx,
+    /// Clock reads before `sendto` and after `recvmsg`. Only for measuring what kernel
+    /// timestamps buy.
+    Userspace,
+}
+
+/// Which timestamps a socket gives; `None` is the kernel's, `Some` why user space stands in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampPaths {
+    /// Receive side.
+    pub rx: Option<Fallback>,
+    /// Send side.
+    pub tx: Option<Fallback>,
+}
+
+impl TimestampPaths {
+    /// `kernel` or `user`, for the info metric and logs.
+    pub fn label(side: Option<Fallback>) -> &'static str {
+        if side.is_none() { "kernel" } else { "user" }
+    }
+}
+
+/// Asks for the timestamps `want` names, stepping down to what the kernel takes.
+fn enable_timestamps(socket: &Socket, want: TimestampSource) -> TimestampPaths {
+    use nix::sys::socket::TimestampingFlag as F;
+    let rx = F::SOF_TIMESTAMPING_SOFTWARE | F::SOF_TIMESTAMPING_RX_SOFTWARE;
+    let tx = F::SOF_TIMESTAMPING_TX_SOFTWARE | F::SOF_TIMESTAMPING_OPT_ID;
+    let user = |why| TimestampPaths {
+        rx: Some(why),
+        tx: Some(why),
+    };
+    if want == TimestampSource::Userspace {
+        return user(Fallback::Disabled);
+    }
+    let tx_why = if want == TimestampSource::Kernel {
+        match setsockopt(socket, sockopt::Timestamping, &(rx | tx)) {
+            Ok(()) => return TimestampPaths { rx: None, tx: None },
+            Err(e) => {
+                tracing::debug!(error = %e, "SO_TIMESTAMPING with TX timestamps refused");
+                Fallback::Unsupported
+            }
+        }
+    } else {
+        Fallback::Disabled
+    };
+    let rx_only = setsockopt(socket, sockopt::Timestamping, &rx)
+        .or_else(|_| setsockopt(socket, sockopt::ReceiveTimestampns, &true));
+    match rx_only {
+        Ok(()) => TimestampPaths {
+            rx: None,
+            tx: Some(tx_why),
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "no kernel receive timestamps on this socket");
+            user(Fallback::Unsupported)
+        }
+    }
+}
 
 /// Which kind of ICMP socket to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -55,6 +130,8 @@ pub struct OpenSocket {
     pub kind: SocketKind,
     /// The ICMP identifier our requests carry on the wire.
     pub ident: u16,
+    /// Which timestamps it gives.
+    pub timestamps: TimestampPaths,
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SocketError {
@@ -79,6 +156,7 @@ pub fn open(
     v6: bool,
     pref: SocketPreference,
     opts: &SocketOptions,
+    timestamps: TimestampSource,
 ) -> Result<OpenSocket, SocketError> {
     let not_tried = || io::Error::other("not tried: socket kind forced");
     let (socket, kind) = match pref {
@@ -128,7 +206,7 @@ pub fn open(
             },
         },
     };
-    configure(socket, kind, v6, opts)
+    configure(socket, kind, v6, opts, timestamps)
 }
 
 fn configure(
@@ -136,14 +214,12 @@ fn configure(
     kind: SocketKind,
     v6: bool,
     opts: &SocketOptions,
+    want: TimestampSource,
 ) -> Result<OpenSocket, SocketError> {
     socket
         .set_nonblocking(true)
         .map_err(io_err("set O_NONBLOCK"))?;
-    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).map_err(|e| SocketError::Io {
-        op: "set SO_TIMESTAMPNS",
-        source: e.into(),
-    })?;
+    let timestamps = enable_timestamps(&socket, want);
     // Room for a burst of replies (thousands of targets answering at once). SO_RCVBUFFORCE
     // needs CAP_NET_ADMIN; without it the kernel caps SO_RCVBUF at net.core.rmem_max.
     const RCVBUF: usize = 4 << 20;
@@ -235,6 +311,7 @@ fn configure(
         socket,
         kind,
         ident,
+        timestamps,
     })
 }
 
@@ -324,12 +401,20 @@ pub struct ExtendedError {
     pub icmp_code: u8,
     /// The host that sent the error (`SO_EE_OFFENDER`).
     pub offender: Option<IpAddr>,
+    /// `ee_info`: for timestamps, which one (`SCM_TSTAMP_SND` is 0).
+    pub info: u32,
+    /// `ee_data`: for timestamps, the `OPT_ID` counter of the send.
+    pub data: u32,
 }
 
 /// `SO_EE_ORIGIN_ICMP`: the error queue entry is an ICMPv4 error.
 pub const SO_EE_ORIGIN_ICMP: u8 = 2;
 /// `SO_EE_ORIGIN_ICMP6`: the error queue entry is an ICMPv6 error.
 pub const SO_EE_ORIGIN_ICMP6: u8 = 3;
+/// `SO_EE_ORIGIN_TIMESTAMPING`: the error queue entry is a TX timestamp.
+pub const SO_EE_ORIGIN_TIMESTAMPING: u8 = 4;
+/// `SCM_TSTAMP_SND`: the software timestamp of the packet leaving for the device.
+pub const SCM_TSTAMP_SND: u32 = 0;
 
 /// One message read from a socket.
 #[derive(Clone, Debug, Default)]
@@ -338,8 +423,11 @@ pub struct Received {
     pub len: usize,
     /// Source address (normal queue) or original destination (error queue).
     pub from: Option<IpAddr>,
-    /// Kernel receive timestamp (SO_TIMESTAMPNS).
+    /// Kernel timestamp: of the receive (normal queue) or of the send (error queue).
     pub kernel_time: Option<SystemTime>,
+    /// The control messages could not be read in full (truncated, or a timestamp out of
+    /// range); whatever they carried is lost for this packet.
+    pub cmsg_error: bool,
     /// TTL / hop limit control message.
     pub ttl: Option<u8>,
     /// Extended error (error queue only).
@@ -349,6 +437,7 @@ pub struct Received {
 /// Control-message buffer sized for everything we ask the kernel for.
 pub fn cmsg_buffer() -> Vec<u8> {
     nix::cmsg_space!(
+        [nix::sys::time::TimeSpec; 3],
         nix::sys::time::TimeSpec,
         libc::c_int,
         libc::c_int,
@@ -389,39 +478,61 @@ pub fn recv(
         from: msg.address.as_ref().and_then(storage_ip),
         ..Received::default()
     };
-    // A truncated control buffer (MSG_CTRUNC) only loses the optional extras.
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::ScmTimestampns(ts) => {
-                    let (s, ns) = (ts.tv_sec(), ts.tv_nsec());
-                    if let (Ok(s), Ok(ns)) = (u64::try_from(s), u32::try_from(ns)) {
-                        out.kernel_time = Some(SystemTime::UNIX_EPOCH + Duration::new(s, ns));
+    let time = |ts: nix::sys::time::TimeSpec| {
+        let (s, ns) = (ts.tv_sec(), ts.tv_nsec());
+        match (u64::try_from(s), u32::try_from(ns)) {
+            (Ok(s), Ok(ns)) if ns < 1_000_000_000 => {
+                SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, ns))
+            }
+            _ => None,
+        }
+    };
+    // A truncated control buffer (MSG_CTRUNC) loses whatever did not fit: reported, so the
+    // caller counts it.
+    match msg.cmsgs() {
+        Err(_) => out.cmsg_error = true,
+        Ok(cmsgs) => {
+            for c in cmsgs {
+                match c {
+                    ControlMessageOwned::ScmTimestampsns(ts) => {
+                        // Software timestamps only: the other two slots are hardware ones.
+                        let t = time(ts.system);
+                        out.cmsg_error |= t.is_none();
+                        out.kernel_time = t.or(out.kernel_time);
                     }
+                    ControlMessageOwned::ScmTimestampns(ts) => {
+                        let t = time(ts);
+                        out.cmsg_error |= t.is_none();
+                        out.kernel_time = t.or(out.kernel_time);
+                    }
+                    ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
+                        out.ttl = ttl_from(t)
+                    }
+                    ControlMessageOwned::Ipv4RecvErr(e, off) => {
+                        let offender = off
+                            .map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                        out.ext_err = Some(ExtendedError {
+                            origin: e.ee_origin,
+                            icmp_type: e.ee_type,
+                            icmp_code: e.ee_code,
+                            offender,
+                            info: e.ee_info,
+                            data: e.ee_data,
+                        });
+                    }
+                    ControlMessageOwned::Ipv6RecvErr(e, off) => {
+                        let offender = off.map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                        out.ext_err = Some(ExtendedError {
+                            origin: e.ee_origin,
+                            icmp_type: e.ee_type,
+                            icmp_code: e.ee_code,
+                            offender,
+                            info: e.ee_info,
+                            data: e.ee_data,
+                        });
+                    }
+                    _ => {}
                 }
-                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
-                    out.ttl = ttl_from(t)
-                }
-                ControlMessageOwned::Ipv4RecvErr(e, off) => {
-                    let offender =
-                        off.map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
-                    out.ext_err = Some(ExtendedError {
-                        origin: e.ee_origin,
-                        icmp_type: e.ee_type,
-                        icmp_code: e.ee_code,
-                        offender,
-                    });
-                }
-                ControlMessageOwned::Ipv6RecvErr(e, off) => {
-                    let offender = off.map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
-                    out.ext_err = Some(ExtendedError {
-                        origin: e.ee_origin,
-                        icmp_type: e.ee_type,
-                        icmp_code: e.ee_code,
-                        offender,
-                    });
-                }
-                _ => {}
             }
         }
     }

@@ -5,6 +5,11 @@
 //! what a received reply or error *is*: a reply, a late reply, a duplicate, or something stale
 //! to ignore. It has no sockets and no clock of its own, so it is tested directly.
 //!
+//! Each probe carries its [`SendTimes`] (a wall/monotonic pair read right before `sendto`, and
+//! the kernel's TX timestamp once the engine has read and verified it, see
+//! [`InFlightTable::tx_timestamp`]); a reply's RTT comes from [`clock::measure`], so a clock
+//! step never yields an RTT of 0 or outside the monotonic bounds.
+//!
 //! Memory is bounded: at most `capacity` probes in flight, at most `recent_capacity` settled
 //! probes remembered for late/duplicate detection (oldest forgotten first), and the per-address
 //! sequence counters are pruned when they outgrow the table.
@@ -13,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
 
@@ -31,8 +37,10 @@ pub struct Key {
 struct Pending {
     tag: u64,
     sink: EventSink,
-    sent_at: SystemTime,
+    sent: SendTimes,
     stamp: u64,
+    /// The socket's send count at this probe's `sendto`, to check the TX timestamp's `OPT_ID`.
+    tx_id: u32,
     timer: (Instant, u64),
     // The probe's timeout: a reply whose RTT exceeds it is late even when the deadline timer has
     // not fired yet (a busy runtime can run the timer after the reply is read).
@@ -51,7 +59,7 @@ enum Settled {
 struct Recent {
     tag: u64,
     sink: EventSink,
-    sent_at: SystemTime,
+    sent: SendTimes,
     stamp: u64,
     state: Settled,
     generation: u64,
@@ -73,6 +81,25 @@ pub enum ReplyOutcome {
     Stale,
     /// No probe, live or recent, has this key.
     Unknown,
+    /// The probe is still waiting for its kernel TX timestamp: read the error queue, then ask
+    /// again with `wait_tx` false. Nothing changed.
+    AwaitTx,
+}
+
+/// What a kernel TX timestamp turned out to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxMatch {
+    /// Verified (quoted request and `OPT_ID` agree) and attached to the probe.
+    Attached,
+    /// The quoted request is this probe's, but `OPT_ID` is not the one expected: the probe
+    /// falls back to its user-space send time; `tx_id` is the send count recorded for it, so the
+    /// caller can re-base its expectation.
+    Mismatch {
+        /// The probe's recorded send count.
+        tx_id: u32,
+    },
+    /// No probe in flight sent this request (already settled, or not ours).
+    Unknown,
 }
 
 /// The table was full; nothing was inserted.
@@ -92,9 +119,12 @@ pub struct InFlightTable {
     next_seq: HashMap<IpAddr, u16>,
 }
 
-fn rtt(sent_at: SystemTime, received: SystemTime) -> Duration {
-    // A wall clock stepped backwards between send and receive gives 0, never a panic.
-    received.duration_since(sent_at).unwrap_or(Duration::ZERO)
+/// Send times of a probe before its `sendto` (replaced by [`InFlightTable::set_sent`]).
+fn unsent(pair: ClockPair) -> SendTimes {
+    SendTimes {
+        user: pair,
+        kernel: Stamp::User(Fallback::Missing),
+    }
 }
 
 impl InFlightTable {
@@ -155,7 +185,7 @@ impl InFlightTable {
         ident: u16,
         tag: u64,
         sink: EventSink,
-        sent_at: SystemTime,
+        sent: ClockPair,
         stamp: u64,
         deadline: Instant,
     ) -> Result<u16, Full> {
@@ -185,14 +215,15 @@ impl InFlightTable {
         let timer = (deadline, self.next_id);
         self.next_id += 1;
         self.deadlines.insert(timer, key);
-        let allowed = deadline.saturating_duration_since(Instant::now());
+        let allowed = deadline.saturating_duration_since(sent.mono);
         self.pending.insert(
             key,
             Pending {
                 tag,
                 sink,
-                sent_at,
+                sent: unsent(sent),
                 stamp,
+                tx_id: 0,
                 timer,
                 allowed,
             },
@@ -200,12 +231,44 @@ impl InFlightTable {
         Ok(key.seq)
     }
 
-    /// Records the send time taken right before the packet went out (the stamp in its payload
-    /// was taken earlier, when the sequence was allocated).
-    pub fn set_sent_at(&mut self, key: &Key, sent_at: SystemTime) {
+    /// Records the clock pair read right before the packet went out (the stamp in its payload
+    /// was taken earlier, when the sequence was allocated), what the kernel TX timestamp will be
+    /// ([`Stamp::Awaited`] on sockets that give one), and the socket's send count for `OPT_ID`.
+    pub fn set_sent(&mut self, key: &Key, pair: ClockPair, kernel: Stamp, tx_id: u32) {
         if let Some(p) = self.pending.get_mut(key) {
-            p.sent_at = sent_at;
+            p.sent = SendTimes { user: pair, kernel };
+            p.tx_id = tx_id;
         }
+    }
+
+    /// Attaches a kernel TX timestamp to the probe that sent the request it quotes, if that
+    /// probe is in flight, its payload stamp matches, and `id` (the timestamp's `OPT_ID`, minus
+    /// the socket's known drift) is the send count recorded for it. On a mismatch the probe falls
+    /// back to its user-space send time: a timestamp is never attached to the wrong probe.
+    pub fn tx_timestamp(
+        &mut self,
+        key: &Key,
+        stamp: PayloadStamp,
+        id: u32,
+        at: SystemTime,
+    ) -> TxMatch {
+        let Some(p) = self.pending.get_mut(key) else {
+            return TxMatch::Unknown;
+        };
+        let ours = match stamp {
+            PayloadStamp::Stamp(s) => s == p.stamp,
+            PayloadStamp::Unstamped => true,
+            PayloadStamp::Foreign => false,
+        };
+        if !ours || p.sent.kernel != Stamp::Awaited {
+            return TxMatch::Unknown;
+        }
+        if id != p.tx_id {
+            p.sent.kernel = Stamp::User(Fallback::Mismatch);
+            return TxMatch::Mismatch { tx_id: p.tx_id };
+        }
+        p.sent.kernel = Stamp::Kernel(at);
+        TxMatch::Attached
     }
 
     /// Forgets a probe that was never sent (the send failed); no event.
@@ -240,7 +303,7 @@ impl InFlightTable {
         let rec = Recent {
             tag: p.tag,
             sink: p.sink,
-            sent_at: p.sent_at,
+            sent: p.sent,
             stamp: p.stamp,
             state,
             generation,
@@ -248,39 +311,48 @@ impl InFlightTable {
         self.remember(key, rec);
     }
 
-    /// Classifies an echo reply received at `received` (wall clock, kernel timestamp if any).
+    /// Classifies an echo reply received at `rx`, and measures its RTT (see [`clock::measure`]).
+    ///
+    /// With `wait_tx`, a probe still waiting for its kernel TX timestamp is left alone and
+    /// [`ReplyOutcome::AwaitTx`] returned, so the caller can read the error queue first.
     pub fn reply(
         &mut self,
         key: Key,
         stamp: PayloadStamp,
-        received: SystemTime,
+        rx: &RecvTimes,
         ttl: Option<u8>,
         size: usize,
-    ) -> ReplyOutcome {
+        wait_tx: bool,
+    ) -> (ReplyOutcome, Option<Measured>) {
         let matches = |ours: u64| match stamp {
             PayloadStamp::Stamp(s) => s == ours,
             PayloadStamp::Unstamped => true,
             PayloadStamp::Foreign => false,
         };
-        let event = |tag, sent_at, kind: fn(ReplyInfo) -> EventKind| ProbeEvent {
+        let received = rx.wall();
+        let event = |tag, m: &Measured, kind: fn(ReplyInfo) -> EventKind| ProbeEvent {
             tag,
             seq: key.seq,
             ip: key.ip,
             at: received,
             kind: kind(ReplyInfo {
-                rtt: rtt(sent_at, received),
+                rtt: m.rtt,
                 ttl,
                 size,
             }),
         };
         if let Some(p) = self.pending.get(&key) {
             if !matches(p.stamp) {
-                return ReplyOutcome::Stale;
+                return (ReplyOutcome::Stale, None);
+            }
+            if wait_tx && p.sent.kernel == Stamp::Awaited {
+                return (ReplyOutcome::AwaitTx, None);
             }
             let Some(p) = self.pending.remove(&key) else {
-                return ReplyOutcome::Unknown;
+                return (ReplyOutcome::Unknown, None);
             };
-            if rtt(p.sent_at, received) > p.allowed {
+            let m = clock::measure(&p.sent, rx);
+            if m.rtt > p.allowed {
                 let timeout = ProbeEvent {
                     tag: p.tag,
                     seq: key.seq,
@@ -288,30 +360,34 @@ impl InFlightTable {
                     at: received,
                     kind: EventKind::Timeout,
                 };
-                let late = event(p.tag, p.sent_at, EventKind::Late);
+                let late = event(p.tag, &m, EventKind::Late);
                 let sink = p.sink.clone();
                 // The late reply is delivered here, so a further one is a duplicate.
                 self.settle(key, p, Settled::Answered);
-                return ReplyOutcome::TimeoutThenLate((sink.clone(), timeout), (sink, late));
+                return (
+                    ReplyOutcome::TimeoutThenLate((sink.clone(), timeout), (sink, late)),
+                    Some(m),
+                );
             }
-            let ev = event(p.tag, p.sent_at, EventKind::Reply);
+            let ev = event(p.tag, &m, EventKind::Reply);
             let sink = p.sink.clone();
             self.settle(key, p, Settled::Answered);
-            return ReplyOutcome::Deliver((sink, ev));
+            return (ReplyOutcome::Deliver((sink, ev)), Some(m));
         }
         let Some(r) = self.recent.get_mut(&key) else {
-            return ReplyOutcome::Unknown;
+            return (ReplyOutcome::Unknown, None);
         };
         if !matches(r.stamp) {
-            return ReplyOutcome::Stale;
+            return (ReplyOutcome::Stale, None);
         }
         let kind: fn(ReplyInfo) -> EventKind = match r.state {
             Settled::Lost => EventKind::Late,
             Settled::Answered => EventKind::Duplicate,
         };
         r.state = Settled::Answered;
-        let ev = event(r.tag, r.sent_at, kind);
-        ReplyOutcome::Deliver((r.sink.clone(), ev))
+        let m = clock::measure(&r.sent, rx);
+        let ev = event(r.tag, &m, kind);
+        (ReplyOutcome::Deliver((r.sink.clone(), ev)), Some(m))
     }
 
     /// Settles the probe an ICMP error quotes. Errors for probes already settled are ignored.

@@ -16,11 +16,41 @@ fn sink() -> (EventSink, mpsc::Receiver<ProbeEvent>) {
     (tx.into(), rx)
 }
 
+const WALL0: SystemTime = SystemTime::UNIX_EPOCH;
+
+fn mono0() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// The test's clocks at their origin: every pair below keeps wall minus monotonic constant,
+/// as a clock that is never stepped does.
 fn t0() -> (Instant, SystemTime) {
-    (
-        Instant::now(),
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-    )
+    (mono0(), WALL0 + Duration::from_secs(1_700_000_000))
+}
+
+fn mono_of(w: SystemTime) -> Instant {
+    let since = w
+        .duration_since(t0().1)
+        .expect("test times are after the origin");
+    mono0() + since
+}
+
+/// The send pair of a probe sent at wall time `w`.
+fn sp(w: SystemTime) -> ClockPair {
+    ClockPair {
+        wall: w,
+        mono: mono_of(w),
+        spread: Duration::ZERO,
+    }
+}
+
+/// A reply read at wall time `w`, with user-space timestamps.
+fn rx(w: SystemTime) -> RecvTimes {
+    RecvTimes {
+        user: sp(w),
+        kernel: Stamp::User(Fallback::Disabled),
+    }
 }
 
 fn key(seq: u16) -> Key {
@@ -44,11 +74,21 @@ fn reply_then_duplicate() {
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
     let seq = t
-        .insert(IP, ID, 7, tx, wall, 1, now + Duration::from_secs(1))
+        .insert(IP, ID, 7, tx, sp(wall), 1, now + Duration::from_secs(1))
         .unwrap();
     assert_eq!(t.len(), 1);
     let rx_at = wall + Duration::from_micros(250);
-    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    let ev = deliver(
+        t.reply(
+            key(seq),
+            PayloadStamp::Stamp(1),
+            &rx(rx_at),
+            Some(64),
+            64,
+            false,
+        )
+        .0,
+    );
     assert_eq!((ev.tag, ev.seq, ev.ip), (7, seq, IP));
     assert_eq!(
         ev.kind,
@@ -60,9 +100,29 @@ fn reply_then_duplicate() {
     );
     assert!(t.is_empty());
     assert_eq!(t.next_deadline(), None, "answered probe leaves no timer");
-    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    let ev = deliver(
+        t.reply(
+            key(seq),
+            PayloadStamp::Stamp(1),
+            &rx(rx_at),
+            Some(64),
+            64,
+            false,
+        )
+        .0,
+    );
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
-    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(1), rx_at, Some(64), 64));
+    let ev = deliver(
+        t.reply(
+            key(seq),
+            PayloadStamp::Stamp(1),
+            &rx(rx_at),
+            Some(64),
+            64,
+            false,
+        )
+        .0,
+    );
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
 }
 
@@ -72,24 +132,31 @@ fn timeout_then_late_then_duplicate() {
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
     let seq = t
-        .insert(IP, ID, 3, tx, wall, 9, now + Duration::from_millis(100))
+        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
         .unwrap();
     assert!(t.expire(now + Duration::from_millis(99), wall).is_empty());
     let out = t.expire(now + Duration::from_millis(100), wall);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].1.tag, &out[0].1.kind), (3, &EventKind::Timeout));
     assert!(t.is_empty());
-    let ev = deliver(t.reply(
-        key(seq),
-        PayloadStamp::Stamp(9),
-        wall + Duration::from_secs(2),
-        None,
-        64,
-    ));
+    let ev = deliver(
+        t.reply(
+            key(seq),
+            PayloadStamp::Stamp(9),
+            &rx(wall + Duration::from_secs(2)),
+            None,
+            64,
+            false,
+        )
+        .0,
+    );
     assert!(
         matches!(ev.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_secs(2))
     );
-    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(9), wall, None, 64));
+    let ev = deliver(
+        t.reply(key(seq), PayloadStamp::Stamp(9), &rx(wall), None, 64, false)
+            .0,
+    );
     assert!(matches!(ev.kind, EventKind::Duplicate(_)));
 }
 
@@ -99,12 +166,22 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
     let seq = t
-        .insert(IP, ID, 3, tx, wall, 9, now + Duration::from_millis(100))
+        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
         .unwrap();
     // The runtime has not run the deadline timer yet, but the kernel stamped the reply 300 ms
     // after the send: it is a timeout followed by a late reply, never a reply.
     let rx_at = wall + Duration::from_millis(300);
-    match t.reply(key(seq), PayloadStamp::Stamp(9), rx_at, Some(64), 64) {
+    match t
+        .reply(
+            key(seq),
+            PayloadStamp::Stamp(9),
+            &rx(rx_at),
+            Some(64),
+            64,
+            false,
+        )
+        .0
+    {
         ReplyOutcome::TimeoutThenLate((_, timeout), (_, late)) => {
             assert_eq!((timeout.tag, timeout.kind), (3, EventKind::Timeout));
             assert!(
@@ -117,7 +194,17 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     // The timer firing afterwards finds nothing to expire.
     assert!(t.expire(now + Duration::from_secs(1), wall).is_empty());
     // A further reply is a duplicate of the late one.
-    let dup = deliver(t.reply(key(seq), PayloadStamp::Stamp(9), rx_at, Some(64), 64));
+    let dup = deliver(
+        t.reply(
+            key(seq),
+            PayloadStamp::Stamp(9),
+            &rx(rx_at),
+            Some(64),
+            64,
+            false,
+        )
+        .0,
+    );
     assert!(matches!(dup.kind, EventKind::Duplicate(_)));
 }
 
@@ -132,7 +219,7 @@ fn deadlines_fire_in_order_each_on_its_own() {
             ID,
             tag,
             tx.clone(),
-            wall,
+            sp(wall),
             tag,
             now + Duration::from_millis(ms),
         )
@@ -154,7 +241,7 @@ fn icmp_error_settles_and_later_reply_is_late() {
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
     let seq = t
-        .insert(IP, ID, 5, tx, wall, 2, now + Duration::from_secs(1))
+        .insert(IP, ID, 5, tx, sp(wall), 2, now + Duration::from_secs(1))
         .unwrap();
     let info = IcmpErrorInfo {
         kind: IcmpErrorKind::Unreachable,
@@ -172,7 +259,10 @@ fn icmp_error_settles_and_later_reply_is_late() {
         t.expire(now + Duration::from_secs(5), wall).is_empty(),
         "no timeout after error"
     );
-    let ev = deliver(t.reply(key(seq), PayloadStamp::Stamp(2), wall, None, 64));
+    let ev = deliver(
+        t.reply(key(seq), PayloadStamp::Stamp(2), &rx(wall), None, 64, false)
+            .0,
+    );
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -187,15 +277,15 @@ fn capacity_is_enforced_and_freed() {
             ID,
             i,
             tx.clone(),
-            wall,
+            sp(wall),
             i,
             now + Duration::from_millis(10),
         )
         .unwrap();
     }
-    assert_eq!(t.insert(IP, ID, 9, tx.clone(), wall, 9, now), Err(Full));
+    assert_eq!(t.insert(IP, ID, 9, tx.clone(), sp(wall), 9, now), Err(Full));
     assert_eq!(t.expire(now + Duration::from_millis(10), wall).len(), 3);
-    assert!(t.insert(IP, ID, 9, tx, wall, 9, now).is_ok());
+    assert!(t.insert(IP, ID, 9, tx, sp(wall), 9, now).is_ok());
 }
 
 #[test]
@@ -205,16 +295,34 @@ fn recent_record_is_bounded() {
     let (tx, _rx) = sink();
     let mut seqs = Vec::new();
     for i in 0..10 {
-        seqs.push(t.insert(IP, ID, i, tx.clone(), wall, i, now).unwrap());
+        seqs.push(t.insert(IP, ID, i, tx.clone(), sp(wall), i, now).unwrap());
     }
     assert_eq!(t.expire(now, wall).len(), 10);
     assert_eq!(t.recent_len(), 4);
     // The oldest are forgotten: their late replies are unknown, the newest are late.
     assert!(matches!(
-        t.reply(key(seqs[0]), PayloadStamp::Stamp(0), wall, None, 8),
+        t.reply(
+            key(seqs[0]),
+            PayloadStamp::Stamp(0),
+            &rx(wall),
+            None,
+            8,
+            false
+        )
+        .0,
         ReplyOutcome::Unknown
     ));
-    let ev = deliver(t.reply(key(seqs[9]), PayloadStamp::Stamp(9), wall, None, 8));
+    let ev = deliver(
+        t.reply(
+            key(seqs[9]),
+            PayloadStamp::Stamp(9),
+            &rx(wall),
+            None,
+            8,
+            false,
+        )
+        .0,
+    );
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -230,7 +338,7 @@ fn churn_recent(recent_capacity: usize) -> usize {
     for round in 0..400u64 {
         for i in 0..50 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + u32::try_from(i).unwrap()));
-            t.insert(ip, ID, round * 50 + i, tx.clone(), wall, i, now)
+            t.insert(ip, ID, round * 50 + i, tx.clone(), sp(wall), i, now)
                 .unwrap();
         }
         settled += t.expire(now, wall).len();
@@ -254,30 +362,62 @@ fn wraparound_never_matches_stale_entry() {
     let mut t = InFlightTable::new(4, 70_000);
     let (tx, _rx) = sink();
     // Probe 0 gets seq 0 and times out; 65,536 more probes later, seq 0 comes round again.
-    let first = t.insert(IP, ID, 0, tx.clone(), wall, 1000, now).unwrap();
+    let first = t
+        .insert(IP, ID, 0, tx.clone(), sp(wall), 1000, now)
+        .unwrap();
     assert_eq!(first, 0);
     t.expire(now, wall);
     let mut last = first;
     for i in 1..=65_535u64 {
         last = t
-            .insert(IP, ID, i, tx.clone(), wall, 1000 + i, now)
+            .insert(
+                IP,
+                ID,
+                i,
+                tx.clone(),
+                sp(wall),
+                1000 + i,
+                now + Duration::from_secs(1),
+            )
             .unwrap();
-        let ev = deliver(t.reply(key(last), PayloadStamp::Stamp(1000 + i), wall, None, 8));
+        let ev = deliver(
+            t.reply(
+                key(last),
+                PayloadStamp::Stamp(1000 + i),
+                &rx(wall),
+                None,
+                8,
+                false,
+            )
+            .0,
+        );
         assert!(matches!(ev.kind, EventKind::Reply(_)));
     }
     assert_eq!(last, 65_535);
     let wrapped = t
-        .insert(IP, ID, 99_999, tx, wall, 5, now + Duration::from_secs(1))
+        .insert(
+            IP,
+            ID,
+            99_999,
+            tx,
+            sp(wall),
+            5,
+            now + Duration::from_secs(1),
+        )
         .unwrap();
     assert_eq!(wrapped, 0, "sequence wraps to 0");
     // A very late reply to the first probe (stamp 1000) must not answer the new probe ...
     assert!(matches!(
-        t.reply(key(0), PayloadStamp::Stamp(1000), wall, None, 8),
+        t.reply(key(0), PayloadStamp::Stamp(1000), &rx(wall), None, 8, false)
+            .0,
         ReplyOutcome::Stale
     ));
     assert_eq!(t.len(), 1);
     // ... while the new probe's own reply does.
-    let ev = deliver(t.reply(key(0), PayloadStamp::Stamp(5), wall, None, 8));
+    let ev = deliver(
+        t.reply(key(0), PayloadStamp::Stamp(5), &rx(wall), None, 8, false)
+            .0,
+    );
     assert_eq!(ev.tag, 99_999);
     assert!(matches!(ev.kind, EventKind::Reply(_)));
 }
@@ -288,14 +428,17 @@ fn sequence_in_flight_is_skipped_on_wrap() {
     let mut t = InFlightTable::new(4, 4);
     let (tx, _rx) = sink();
     let long = now + Duration::from_secs(60);
-    assert_eq!(t.insert(IP, ID, 0, tx.clone(), wall, 0, long).unwrap(), 0);
+    assert_eq!(
+        t.insert(IP, ID, 0, tx.clone(), sp(wall), 0, long).unwrap(),
+        0
+    );
     // Drive the counter round without holding anything else.
     for i in 1..=65_535u64 {
-        let s = t.insert(IP, ID, i, tx.clone(), wall, i, now).unwrap();
+        let s = t.insert(IP, ID, i, tx.clone(), sp(wall), i, now).unwrap();
         t.remove(&key(s));
     }
     // seq 0 is still in flight: the next probe must skip it.
-    assert_eq!(t.insert(IP, ID, 1, tx, wall, 1, long).unwrap(), 1);
+    assert_eq!(t.insert(IP, ID, 1, tx, sp(wall), 1, long).unwrap(), 1);
     assert_eq!(t.len(), 2);
 }
 
@@ -304,9 +447,12 @@ fn foreign_or_unknown_replies_are_not_delivered() {
     let (now, wall) = t0();
     let mut t = InFlightTable::new(4, 4);
     let (tx, _rx) = sink();
-    let seq = t.insert(IP, ID, 0, tx, wall, 77, now).unwrap();
+    let seq = t
+        .insert(IP, ID, 0, tx, sp(wall), 77, now + Duration::from_secs(1))
+        .unwrap();
     assert!(matches!(
-        t.reply(key(seq), PayloadStamp::Foreign, wall, None, 8),
+        t.reply(key(seq), PayloadStamp::Foreign, &rx(wall), None, 8, false)
+            .0,
         ReplyOutcome::Stale
     ));
     let other = Key {
@@ -314,37 +460,108 @@ fn foreign_or_unknown_replies_are_not_delivered() {
         ..key(seq)
     };
     assert!(matches!(
-        t.reply(other, PayloadStamp::Stamp(77), wall, None, 8),
+        t.reply(other, PayloadStamp::Stamp(77), &rx(wall), None, 8, false)
+            .0,
         ReplyOutcome::Unknown
     ));
     assert_eq!(t.len(), 1);
     // Unstamped (tiny payload) replies cannot be cross-checked and are accepted.
     assert!(matches!(
-        t.reply(key(seq), PayloadStamp::Unstamped, wall, None, 8),
+        t.reply(key(seq), PayloadStamp::Unstamped, &rx(wall), None, 8, false)
+            .0,
         ReplyOutcome::Deliver(_)
     ));
 }
 
+/// The wall clock steps back 1 s between a probe's send and its reply (the old table recorded
+/// that as an RTT of 0): the RTT comes from the monotonic clock instead, within its bounds.
 #[test]
-fn clock_stepping_back_gives_zero_rtt() {
+fn clock_stepping_back_keeps_the_rtt_within_the_monotonic_bounds() {
     let (now, wall) = t0();
     let mut t = InFlightTable::new(4, 4);
     let (tx, _rx) = sink();
-    let seq = t.insert(IP, ID, 0, tx, wall, 1, now).unwrap();
-    let ev = deliver(t.reply(
-        key(seq),
-        PayloadStamp::Stamp(1),
-        wall - Duration::from_secs(1),
-        None,
-        8,
-    ));
+    let seq = t
+        .insert(IP, ID, 0, tx, sp(wall), 1, now + Duration::from_secs(5))
+        .unwrap();
+    // Read 800 µs after the send on the monotonic clock; the kernel stamped the reply 700 µs
+    // after the send, but on a wall clock stepped back by 1 s in between.
+    let stepped = wall + Duration::from_micros(800) - Duration::from_secs(1);
+    let times = RecvTimes {
+        user: ClockPair {
+            wall: stepped,
+            mono: now + Duration::from_micros(800),
+            spread: Duration::ZERO,
+        },
+        kernel: Stamp::Kernel(wall + Duration::from_micros(700) - Duration::from_secs(1)),
+    };
+    let (out, m) = t.reply(key(seq), PayloadStamp::Stamp(1), &times, None, 8, false);
+    let ev = deliver(out);
+    let m = m.expect("a reply is measured");
+    assert!(m.step.is_some(), "the step is seen: {m:?}");
+    match ev.kind {
+        EventKind::Reply(ReplyInfo { rtt, .. }) => {
+            assert!(
+                rtt > Duration::ZERO && rtt <= Duration::from_micros(800),
+                "{rtt:?}"
+            );
+            // The kernel's RX timestamp fits only the epoch after the step; the send pair
+            // stands in for TX (user-space here), so the RTT is 700 µs.
+            assert_eq!(rtt, Duration::from_micros(700));
+        }
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+/// A probe waiting for its kernel TX timestamp is left alone once (`AwaitTx`), takes the
+/// timestamp when it matches, and falls back (`mismatch`) when its OPT_ID does not.
+#[test]
+fn tx_timestamps_attach_only_when_verified() {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(4, 4);
+    let (tx, _rx) = sink();
+    let deadline = now + Duration::from_secs(5);
+    let a = t
+        .insert(IP, ID, 0, tx.clone(), sp(wall), 11, deadline)
+        .unwrap();
+    let b = t.insert(IP, ID, 1, tx, sp(wall), 22, deadline).unwrap();
+    t.set_sent(&key(a), sp(wall), Stamp::Awaited, 7);
+    t.set_sent(&key(b), sp(wall), Stamp::Awaited, 8);
+    let reply_at = rx(wall + Duration::from_micros(500));
+    // Not yet stamped: the caller is asked to read the error queue first.
     assert!(matches!(
-        ev.kind,
-        EventKind::Reply(ReplyInfo {
-            rtt: Duration::ZERO,
-            ..
-        })
+        t.reply(key(a), PayloadStamp::Stamp(11), &reply_at, None, 64, true)
+            .0,
+        ReplyOutcome::AwaitTx
     ));
+    // A wrong payload stamp, or a probe not in flight, attaches nothing.
+    let tx_at = wall + Duration::from_micros(100);
+    assert_eq!(
+        t.tx_timestamp(&key(a), PayloadStamp::Stamp(22), 7, tx_at),
+        TxMatch::Unknown
+    );
+    assert_eq!(
+        t.tx_timestamp(&key(9), PayloadStamp::Stamp(11), 7, tx_at),
+        TxMatch::Unknown
+    );
+    assert_eq!(
+        t.tx_timestamp(&key(a), PayloadStamp::Stamp(11), 7, tx_at),
+        TxMatch::Attached
+    );
+    // The OPT_ID of b's timestamp is not the count recorded for it: b keeps its user time.
+    assert_eq!(
+        t.tx_timestamp(&key(b), PayloadStamp::Stamp(22), 9, tx_at),
+        TxMatch::Mismatch { tx_id: 8 }
+    );
+    let (out, m) = t.reply(key(a), PayloadStamp::Stamp(11), &reply_at, None, 64, true);
+    let m = m.unwrap();
+    assert_eq!((m.tx_fallback, m.rtt), (None, Duration::from_micros(400)));
+    assert!(matches!(deliver(out).kind, EventKind::Reply(_)));
+    let (_, m) = t.reply(key(b), PayloadStamp::Stamp(22), &reply_at, None, 64, true);
+    let m = m.unwrap();
+    assert_eq!(
+        (m.tx_fallback, m.rtt),
+        (Some(Fallback::Mismatch), Duration::from_micros(500))
+    );
 }
 
 #[derive(Clone, Debug)]
@@ -390,14 +607,14 @@ proptest::proptest! {
                 Op::Send { dest, timeout_ms } => {
                     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, dest + 1));
                     let tag = sent.len() as u64;
-                    match t.insert(ip, ID, tag, tx.clone(), wall, tag, now + Duration::from_millis(timeout_ms)) {
+                    match t.insert(ip, ID, tag, tx.clone(), sp(wall), tag, now + Duration::from_millis(timeout_ms)) {
                         Ok(seq) => sent.push((Key { ip, ident: ID, seq }, tag)),
                         Err(Full) => assert_eq!(t.len(), cap),
                     }
                 }
                 Op::Reply { pick } if !sent.is_empty() => {
                     let (key, stamp) = sent[pick % sent.len()];
-                    if let ReplyOutcome::Deliver((_, ev)) = t.reply(key, PayloadStamp::Stamp(stamp), wall, None, 8) {
+                    if let ReplyOutcome::Deliver((_, ev)) = t.reply(key, PayloadStamp::Stamp(stamp), &rx(wall), None, 8, false).0 {
                         assert_eq!(ev.tag, stamp);
                         check(&ev, &mut terminal);
                     }

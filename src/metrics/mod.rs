@@ -35,6 +35,7 @@ mod labels;
 mod registry;
 mod scrape;
 mod target;
+mod timestamps;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -259,6 +260,7 @@ struct Shared {
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
+    timestamps: Arc<timestamps::TimestampCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -316,6 +318,7 @@ impl Metrics {
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());
+        let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -324,6 +327,7 @@ impl Metrics {
             reload_successful: &reload_successful,
             reload_success_timestamp: &reload_success_timestamp,
             scrape_sources: &scrape_sources,
+            timestamps: &timestamps,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -365,6 +369,7 @@ impl Metrics {
                 reload_successful,
                 reload_success_timestamp,
                 scrape_sources,
+                timestamps,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -498,6 +503,16 @@ impl Metrics {
         self.shared
             .scrape_sources
             .set_counter(counter, Arc::new(source));
+    }
+
+    /// Sets the closure that reads the engine's timestamp figures at scrape time
+    /// (`pingscope_clock_steps_total`, `pingscope_timestamp_fallbacks_total`,
+    /// `pingscope_timestamp_info`); `None` from it writes none of them.
+    pub fn set_timestamp_source(
+        &self,
+        source: impl Fn() -> Option<crate::engine::TimestampStats> + Send + Sync + 'static,
+    ) {
+        *self.shared.timestamps.source.write() = Some(Arc::new(source));
     }
 
     /// Encodes every series in `format`.

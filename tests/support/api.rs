@@ -257,7 +257,8 @@ pub fn assert_error(got: &(u16, Value), status: u16, code: &str, message: &str) 
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default();
     assert!(
-        keys.iter().all(|k| ["code", "message", "field"].contains(k))
+        keys.iter()
+            .all(|k| ["code", "message", "field"].contains(k))
             && body["error"].get("field").is_none_or(Value::is_string),
         "code, message and at most a field name: {body}"
     );
