@@ -24,6 +24,7 @@ mod error;
 mod file_sd;
 mod locate;
 mod raw;
+pub mod read;
 mod rules;
 pub mod shard;
 mod types;
@@ -51,9 +52,9 @@ const EMBEDDED_NAME: &str = "<embedded default>";
 /// Reads and validates a config file (and the target files it names).
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = read::read_text(path, read::MAX_CONFIG_BYTES).map_err(|e| {
         let mut issues = Issues::new(&name);
-        issues.push_file(format!("cannot read: {e}"));
+        issues.push_file(e.to_string());
         match issues.finish(()) {
             Err(err) => err,
             Ok(()) => ConfigError { issues: Vec::new() },
