@@ -1,0 +1,366 @@
+//! Hostile input and faults, second round (issue 21): one regression test per item, each against
+//! the real binary on loopback. Every run is bounded in time (children killed by PID at their
+//! deadline) and in memory (`RLIMIT_AS`), so a regression fails the test instead of the machine.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+#[path = "hostile_common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, run_bounded, sample, wait_until};
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn sessions_yaml(dir: &Path) -> String {
+    format!("sessions: {{database: {}}}\n", dir.join("s.db").display())
+}
+
+// Item 1: a `**` glob over a symlink loop (`loop/self -> .`, `loop/up -> ../loop`) made the
+// walk exponential; check-config never returned and a reload wedged every later one.
+#[test]
+fn item1_a_symlink_loop_under_a_glob_neither_hangs_check_config_nor_wedges_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lp = d.join("t/loop");
+    std::fs::create_dir_all(&lp).unwrap();
+    std::os::unix::fs::symlink(".", lp.join("self")).unwrap();
+    std::os::unix::fs::symlink("../loop", lp.join("up")).unwrap();
+    // Enough branches that the old exponential walk could not finish in the test's lifetime.
+    for i in 0..6 {
+        std::os::unix::fs::symlink(".", lp.join(format!("s{i}"))).unwrap();
+    }
+    write(&lp.join("a.yml"), "- targets: [127.0.0.2]\n");
+    let config = d.join("c.yml");
+    let with_glob = format!(
+        "targets: []\ntarget_files: [\"t/**/*.yml\"]\n{}",
+        sessions_yaml(d)
+    );
+    write(&config, &with_glob);
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(0), "check-config: {run:?}");
+    assert!(
+        run.stdout.contains("1 target (1 from target_files)"),
+        "each file once, whatever the loop: {run:?}"
+    );
+
+    // In serve: the reload answers, SIGHUP still reloads afterwards, the gauge tells the truth.
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    write(&config, &with_glob);
+    let started = Instant::now();
+    let (status, body) = daemon.post("/-/reload", None);
+    assert!(
+        status == 200 && started.elapsed() < Duration::from_secs(10),
+        "reload: {status} {body} after {:?}",
+        started.elapsed()
+    );
+    write(
+        &config,
+        &format!(
+            "targets: [{{host: 127.0.0.3}}]\ntarget_files: [\"t/**/*.yml\"]\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    daemon.signal(libc::SIGHUP);
+    let reloaded = wait_until(Duration::from_secs(10), || {
+        daemon.log_text().contains("config reloaded: 2 targets")
+    });
+    assert!(reloaded, "SIGHUP after the loop: {}", daemon.log_text());
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        sample(&metrics, "pingscope_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
+
+// Item 2: `target_files: ["/dev/zero"]` was read until memory ran out; the config itself had no
+// size bound either.
+#[test]
+fn item2_reads_are_bounded_and_only_of_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, "targets: []\ntarget_files: [\"/dev/zero\"]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("/dev/zero: not a regular file (a device); only regular files are read"),
+        "{run:?}"
+    );
+
+    let run = run_bounded(&["check-config", "/dev/zero"], Duration::from_secs(10));
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+
+    // A config past the bound (64 MiB), as a sparse file: refused by its size, unread.
+    let huge = d.join("huge.yml");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(65 * 1024 * 1024).unwrap();
+    let run = run_bounded(
+        &["check-config", huge.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("larger than the limit of 67108864 bytes"),
+        "{run:?}"
+    );
+
+    // A FIFO with no writer is refused at once, not waited for.
+    let fifo = d.join("fifo.yml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    write(&config, "targets: []\ntarget_files: [\"fifo.yml\"]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr.contains("not a regular file (a FIFO)"),
+        "{run:?}"
+    );
+
+    // The web config, too.
+    let run = run_bounded(
+        &[
+            "serve",
+            "--web.config.file",
+            "/dev/zero",
+            "--web.listen-address",
+            "127.0.0.1:1",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+}
+
+fn many_targets(n: usize) -> String {
+    let mut out = String::from("targets:\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            "  - {{name: t{i}, host: 127.{}.{}.{}, labels: {{site: ams, rack: r{}}}}}\n",
+            i / 62_500,
+            (i / 250) % 250,
+            i % 250 + 1,
+            i % 7
+        ));
+    }
+    out
+}
+
+// Item 5: a hidden limit of 250,000 YAML nodes refused 25,000 targets with two labels, with the
+// message `budget breached: Nodes { nodes: 250001 }`.
+#[test]
+fn item5_two_hundred_thousand_targets_with_labels_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &many_targets(200_000));
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(0), "one file: {run:?}");
+    assert!(run.stdout.contains("200000 targets"), "{run:?}");
+
+    // Through target_files: one file_sd file of 200,000 hosts in groups with labels.
+    let mut sd = String::new();
+    for g in 0..2_000 {
+        sd.push_str(&format!(
+            "- labels: {{site: s{g}, rack: r{}}}\n  targets: [",
+            g % 7
+        ));
+        for h in 0..100 {
+            let i = g * 100 + h;
+            if h > 0 {
+                sd.push_str(", ");
+            }
+            sd.push_str(&format!(
+                "127.{}.{}.{}",
+                i / 62_500,
+                (i / 250) % 250,
+                i % 250 + 1
+            ));
+        }
+        sd.push_str("]\n");
+    }
+    write(&d.join("sd.yml"), &sd);
+    write(&config, "targets: []\ntarget_files: [sd.yml]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(0), "target_files: {run:?}");
+    assert!(run.stdout.contains("(200000 from target_files)"), "{run:?}");
+}
+
+// Item 6: 50 concurrent reloads of a 10,000-target config each ran in turn: every request
+// answered 503 after 30 s and the reloads went on for minutes.
+#[test]
+fn item6_concurrent_reloads_share_one_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    let mut yaml = String::from("defaults: {interval: 30s}\ntargets:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - {{name: t{i}, host: 127.1.{}.{}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    yaml.push_str(&sessions_yaml(d));
+    write(&config, &yaml);
+    let daemon = Daemon::start(d, &config, &[]);
+    let started = Instant::now();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| daemon.post("/-/reload", None)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.starts_with("config reloaded: 10000 targets"), "{body}");
+    }
+    assert!(took < Duration::from_secs(20), "50 reloads took {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = daemon.log_text().matches("config reloaded").count();
+    assert!(
+        runs <= 3,
+        "50 concurrent requests ran {runs} reloads; they should share one"
+    );
+}
+
+fn bcrypt_hash(password: &str) -> String {
+    bcrypt::hash(password, 8).unwrap()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+// Item 7: truncating `--web.config.file` to empty switched basic auth off live; `/metrics`
+// answered 200 without credentials.
+#[test]
+fn item7_a_broken_web_config_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let web = d.join("web.yml");
+    let good = format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret"));
+    write(&web, &good);
+    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let anonymous = || daemon.get("/metrics").0;
+    let with_password = || {
+        daemon
+            .http
+            .get(daemon.url("/metrics"))
+            .header("Authorization", basic("alice", "s3cret"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(anonymous(), 401);
+    assert_eq!(with_password(), 200);
+    // Truncated, half-written, unreadable, not parsing: each keeps every request out (500).
+    let broken: [(&str, Option<&str>); 4] = [
+        ("empty", Some("")),
+        ("half-written", Some("basic_auth_users:\n")),
+        ("not YAML", Some("basic_auth_users: [\n")),
+        ("removed", None),
+    ];
+    for (what, text) in broken {
+        match text {
+            Some(t) => write(&web, t),
+            None => std::fs::remove_file(&web).unwrap(),
+        }
+        let end = Instant::now() + Duration::from_millis(2_500);
+        while Instant::now() < end {
+            let status = anonymous();
+            assert_ne!(
+                status, 200,
+                "{what}: /metrics answered 200 without credentials"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(anonymous(), 500, "{what}");
+        assert_eq!(with_password(), 500, "{what}");
+        write(&web, &good);
+        let back = wait_until(Duration::from_secs(5), || with_password() == 200);
+        assert!(back, "{what}: the good file is applied again");
+        assert_eq!(anonymous(), 401, "{what}");
+    }
+    assert!(
+        daemon.log_text().contains("the file is empty now"),
+        "the reason is logged: {}",
+        daemon.log_text()
+    );
+}
+
+// Item 7 (second half): 100 concurrent wrong-password requests delayed a valid scrape to 4.6 s,
+// since every check took a bcrypt slot. A verified password is remembered (keyed by a hash of
+// user, password and stored hash), so the valid scrape needs no slot.
+#[test]
+fn item7_failing_logins_do_not_starve_valid_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let web = d.join("web.yml");
+    write(
+        &web,
+        &format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret")),
+    );
+    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let scrape = |password: &str| {
+        let started = Instant::now();
+        let status = daemon
+            .http
+            .get(daemon.url("/metrics"))
+            .header("Authorization", basic("alice", password))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        (status, started.elapsed())
+    };
+    assert_eq!(scrape("s3cret").0, 200);
+    let (valid, wrong) = std::thread::scope(|s| {
+        let flood: Vec<_> = (0..100).map(|_| s.spawn(|| scrape("wrong").0)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let valid = scrape("s3cret");
+        let wrong: Vec<u16> = flood.into_iter().map(|h| h.join().unwrap()).collect();
+        (valid, wrong)
+    });
+    assert!(wrong.iter().all(|s| *s == 401), "{wrong:?}");
+    assert_eq!(valid.0, 200);
+    assert!(
+        valid.1 < Duration::from_secs(1),
+        "a valid scrape waited {:?} behind 100 wrong passwords",
+        valid.1
+    );
+    // The hash itself never logs in, cached or not.
+    let stored = std::fs::read_to_string(&web).unwrap();
+    let hash = stored.split_whitespace().last().unwrap().to_owned();
+    assert_eq!(scrape(&hash).0, 401);
+}
