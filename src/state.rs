@@ -460,6 +460,17 @@ fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
                 ScrapeCounter::SessionSamplesDropped,
                 store.dropped_samples_reader(),
             );
+            inner.metrics.set_counter_source(
+                ScrapeCounter::SessionSamplesLost,
+                store.failed_samples_reader(),
+            );
+            inner.metrics.set_counter_source(
+                ScrapeCounter::StoreWriteErrors,
+                store.failed_batches_reader(),
+            );
+            inner
+                .metrics
+                .set_counter_source(ScrapeCounter::StoreFileLost, store.file_lost_reader());
             let m = SessionManager::new(store, inner.pinger.clone());
             let active = m.clone();
             inner
