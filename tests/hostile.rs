@@ -364,3 +364,148 @@ fn item7_failing_logins_do_not_starve_valid_scrapes() {
     let hash = stored.split_whitespace().last().unwrap().to_owned();
     assert_eq!(scrape(&hash).0, 401);
 }
+
+fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "{what} needs root (a tmpfs of its own); CI runs scripts/test as root"
+    );
+}
+
+// Item 3: with the store's disk full for a while during two sessions, each ended `completed`,
+// `error: null`, `summary.sent 120`, `sample_count 80`: 40 samples gone without a word.
+#[test]
+fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
+    require_root("the full-disk test");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fs = common::Tmpfs::mount(&d.join("store"), "2m").unwrap();
+    let config = d.join("c.yml");
+    write(
+        &config,
+        &format!(
+            "targets: []\nsessions: {{database: {}}}\n",
+            fs.dir.join("s.db").display()
+        ),
+    );
+    let daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 60, "interval": "100ms"});
+    let ids = [
+        common::start_session(&daemon, body.clone()),
+        common::start_session(&daemon, body),
+    ];
+    std::thread::sleep(Duration::from_millis(1_500));
+    let filler = fs.fill();
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::remove_file(&filler).unwrap();
+    let mut lost_total = 0;
+    for id in &ids {
+        let s = common::ended_session(&daemon, id, Duration::from_secs(30));
+        let sent = s["summary"]["sent"].as_u64().unwrap();
+        let stored = s["sample_count"].as_u64().unwrap();
+        let lost = s["samples_lost"].as_u64().unwrap_or(u64::MAX);
+        let samples = s["samples"].as_array().map_or(0, Vec::len) as u64;
+        assert_eq!(sent, 60, "{s}");
+        assert_eq!(stored, samples, "{s}");
+        assert_eq!(
+            stored + lost,
+            sent,
+            "every sample stored or counted lost: {s}"
+        );
+        assert!(lost > 0, "the full disk cost samples: {s}");
+        let error = s["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains(&format!(
+                "{lost} of the session's samples could not be stored"
+            )),
+            "{s}"
+        );
+        lost_total += lost;
+    }
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        sample(&metrics, "pingscope_store_write_errors_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "pingscope_session_samples_lost_total").map(|v| v as u64),
+        Some(lost_total)
+    );
+    drop(daemon);
+    drop(fs);
+}
+
+// Item 3: a store file deleted under the daemon was written to until restart, then everything
+// was gone, without a warning.
+#[test]
+fn item3_a_removed_store_file_is_detected_and_sessions_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 2, "interval": "100ms"});
+    let id = common::start_session(&daemon, body.clone());
+    common::ended_session(&daemon, &id, Duration::from_secs(10));
+    let db = d.join("s.db");
+    let aside = d.join("aside.db");
+    std::fs::rename(&db, &aside).unwrap();
+    let refused = wait_until(Duration::from_secs(5), || {
+        let (status, text) = daemon.post("/api/v1/sessions", Some(&body));
+        status == 503 && text.contains("store_unavailable") && text.contains("removed or replaced")
+    });
+    assert!(refused, "{}", daemon.log_text());
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        sample(&metrics, "pingscope_store_file_lost_total"),
+        Some(1.0)
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("session database file removed or replaced while in use"),
+        "{}",
+        daemon.log_text()
+    );
+    // Back in place: sessions are taken again.
+    std::fs::rename(&aside, &db).unwrap();
+    let back = wait_until(Duration::from_secs(5), || {
+        daemon.post("/api/v1/sessions", Some(&body)).0 == 201
+    });
+    assert!(back, "{}", daemon.log_text());
+}
+
+// Item 3: a clean shutdown left the WAL unmerged, so a backup of the `.db` alone lost every
+// session.
+#[test]
+fn item3_a_clean_shutdown_checkpoints_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let mut daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 3, "interval": "100ms"});
+    let id = common::start_session(&daemon, body);
+    common::ended_session(&daemon, &id, Duration::from_secs(10));
+    daemon.signal(libc::SIGTERM);
+    let exited = wait_until(Duration::from_secs(10), || !daemon.alive());
+    assert!(exited, "{}", daemon.log_text());
+    let wal = d.join("s.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "WAL left with {wal_len} bytes");
+    // The .db alone, as a naive backup copies it.
+    let backup = d.join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    std::fs::copy(d.join("s.db"), backup.join("s.db")).unwrap();
+    let conn = rusqlite::Connection::open(backup.join("s.db")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM samples WHERE session_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+}

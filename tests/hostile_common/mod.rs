@@ -220,3 +220,69 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// A tmpfs of `size` mounted at `dir` (root only), unmounted at drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs failed: {status} (needs root)"));
+        }
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Fills the file system with one file; returns its path.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let small = [0u8; 512];
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Starts a session; returns its id.
+pub fn start_session(d: &Daemon, body: serde_json::Value) -> String {
+    let (status, text) = d.post("/api/v1/sessions", Some(&body));
+    assert_eq!(status, 201, "starting a session: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("session JSON");
+    v["id"].as_str().expect("id").to_owned()
+}
+
+/// The session's detail once it has ended (bounded wait).
+pub fn ended_session(d: &Daemon, id: &str, limit: Duration) -> serde_json::Value {
+    let end = Instant::now() + limit;
+    loop {
+        let (status, text) = d.get(&format!("/api/v1/sessions/{id}"));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status == 200 && v["status"] != "running" {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "session {id} still running after {limit:?}: {status} {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
