@@ -509,3 +509,90 @@ fn item3_a_clean_shutdown_checkpoints_the_wal() {
         .unwrap();
     assert_eq!(n, 3);
 }
+
+fn get_with(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Duration) -> (u16, String) {
+    let mut req = d.http.get(d.url(path)).timeout(limit);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().unwrap_or_default())
+        }
+        Err(e) => (0, format!("{e}")),
+    }
+}
+
+// Item 4: `X-Prometheus-Scrape-Timeout-Seconds: 1e9` and `interval=1y` were accepted, so a
+// client set how long it held a probe slot; 64 such requests took every slot.
+#[test]
+fn item4_probe_budget_is_capped_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(
+        &config,
+        &format!(
+            "targets: []\nprobe_limits: {{max_duration: 2s}}\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    let daemon = Daemon::start(d, &config, &["--web.max-probes", "2"]);
+    let huge = [("X-Prometheus-Scrape-Timeout-Seconds", "1e9")];
+    let (status, body) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&interval=1y",
+        &huge,
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("interval 1y is above the maximum of 10s"),
+        "{body}"
+    );
+    let (status, body) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&count=1001",
+        &huge,
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 400, "{body}");
+    // Both slots taken by the longest probes a client can ask for: each ends at the cap.
+    let started = Instant::now();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    get_with(
+                        &daemon,
+                        "/probe?target=127.0.0.1&count=1000&interval=10s",
+                        &huge,
+                        Duration::from_secs(15),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let duration = sample(body, "probe_duration_seconds").unwrap_or(f64::MAX);
+        assert!(
+            duration <= 2.5,
+            "probe ran {duration}s past the 2s cap:\n{body}"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "probes held their slots {took:?}"
+    );
+    let (status, _) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&count=1",
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 200, "slots are free again");
+}

@@ -35,8 +35,8 @@ pub use diff::{ChangedTarget, TargetDiff, diff_targets};
 pub use error::{ConfigError, ConfigIssue};
 pub use shard::{Shard, ShardError};
 pub use types::{
-    AccessConfig, Config, Denied, DnsConfig, HistogramConfig, ProbeProfile, RetentionConfig,
-    SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
+    AccessConfig, Config, Denied, DnsConfig, HistogramConfig, ProbeLimitsConfig, ProbeProfile,
+    RetentionConfig, SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
 };
 
 use error::Issues;
@@ -120,6 +120,7 @@ impl Config {
                 },
             )]
             .into(),
+            probe_limits: ProbeLimitsConfig::default(),
             histogram: HistogramConfig::default(),
             source_path: None,
         }

@@ -197,6 +197,7 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         ..Defaults::default()
     };
     let limits = Limits {
+        max_interval: None,
         min_interval: config.sessions.min_interval,
         max_count: Some(u64::from(u32::MAX)),
         max_run: Some((config.sessions.max_duration, "sessions.max_duration")),
