@@ -596,3 +596,32 @@ fn item4_probe_budget_is_capped_by_the_server() {
     );
     assert_eq!(status, 200, "slots are free again");
 }
+
+// Item 8 (the parts done): a repeated `target=` silently took the last; a second stop of a
+// session answered 202 again.
+#[test]
+fn item8_repeated_parameters_and_second_stops_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    let (status, body) = daemon.get("/probe?target=127.0.0.1&target=127.0.0.2&count=1");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("query parameter \\\"target\\\" is given more than once"),
+        "{body}"
+    );
+    let id = common::start_session(
+        &daemon,
+        serde_json::json!({"target": "127.0.0.1", "count": 100, "interval": "100ms"}),
+    );
+    let (first, body) = daemon.post(&format!("/api/v1/sessions/{id}/stop"), None);
+    assert_eq!(first, 202, "{body}");
+    let (second, body) = daemon.post(&format!("/api/v1/sessions/{id}/stop"), None);
+    assert_eq!(second, 409, "{body}");
+    assert!(
+        body.contains("already_stopped") || body.contains("not_running"),
+        "{body}"
+    );
+}

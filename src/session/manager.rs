@@ -394,6 +394,15 @@ impl SessionManager {
         }
     }
 
+    /// Whether session `id` is running and was already asked to stop (it is winding down).
+    pub fn stopping(&self, id: SessionId) -> bool {
+        self.shared
+            .running
+            .lock()
+            .get(&id)
+            .is_some_and(|r| r.cancel.is_cancelled())
+    }
+
     /// Stops a running session; `Ok(false)` if it is not running.
     pub fn stop(&self, id: SessionId) -> bool {
         let running = self.shared.running.lock();
