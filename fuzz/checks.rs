@@ -109,11 +109,78 @@ pub fn api_json(data: &[u8]) {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let profiles: BTreeMap<_, _> = config.probe_profiles.clone();
-        if let Ok(p) = pingscope::http::probe::params(&map, &profiles, config.sessions.min_interval)
-        {
+        if let Ok(p) = pingscope::http::probe::params(
+            &map,
+            &profiles,
+            config.sessions.min_interval,
+            &config.probe_limits,
+        ) {
             assert!(p.request.count.is_some_and(|c| c >= 1));
             assert!(!p.request.timeout.is_zero());
             assert!(!p.request.target.trim().is_empty());
+        }
+    }
+}
+
+/// The tree `target_files` is fuzzed over: a folder of this process with a file, a nested file,
+/// a symlink loop (`loop/self -> .`, `loop/up -> ../loop`) and a FIFO. Made once per process.
+fn target_files_tree() -> Option<&'static Path> {
+    static TREE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    TREE.get_or_init(|| {
+        let root = std::env::temp_dir().join(format!("pingscope-fuzz-sd-{}", std::process::id()));
+        let lp = root.join("t/loop");
+        std::fs::create_dir_all(&lp).ok()?;
+        let _ = std::os::unix::fs::symlink(".", lp.join("self"));
+        let _ = std::os::unix::fs::symlink("../loop", lp.join("up"));
+        std::fs::create_dir_all(root.join("t/a/b")).ok()?;
+        let _ = std::process::Command::new("mkfifo")
+            .arg(root.join("t/fifo.yml"))
+            .status();
+        Some(root)
+    })
+    .as_deref()
+}
+
+/// The target-file loader on an arbitrary glob pattern (the first line) and file content (the
+/// rest), written to every `.yml`/`.json` file of a fixed tree with a symlink loop and a FIFO.
+/// Patterns that could leave the tree (absolute, `..`, escapes) are skipped. Whatever the input,
+/// the walk ends, every file is read once, and an error names what is wrong.
+pub fn target_files(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (pattern, content) = text.split_once('\n').unwrap_or((text, ""));
+    if pattern.is_empty()
+        || pattern.starts_with('/')
+        || pattern.contains("..")
+        || pattern.contains('\\')
+        || pattern.contains('~')
+    {
+        return;
+    }
+    let Some(root) = target_files_tree() else {
+        return;
+    };
+    for file in ["t/a.yml", "t/a/b/c.yml", "t/loop/d.json"] {
+        if std::fs::write(root.join(file), content).is_err() {
+            return;
+        }
+    }
+    let Ok(quoted) = serde_json::to_string(pattern) else {
+        return;
+    };
+    let config = format!("targets: []\ntarget_files: [{quoted}]\n");
+    match parse_str(&config, "fuzz.yml", root) {
+        Ok(c) => {
+            // Three files at most, whatever the loop: no file is read twice.
+            assert!(c.targets_from_files == c.targets.len());
+            for t in &c.targets {
+                assert!(!t.name.is_empty(), "target without a name accepted");
+            }
+        }
+        Err(e) => {
+            assert!(!e.issues.is_empty(), "an error without issues");
+            let _ = e.to_string();
         }
     }
 }

@@ -17,7 +17,7 @@ seconds=${FUZZ_SECONDS:-60}
 # No sanitizer by default: the fuzzed code is safe Rust (bounds and overflow checks are on via
 # --debug-assertions), and AddressSanitizer would double the build. FUZZ_SANITIZER=address to use it.
 sanitizer=${FUZZ_SANITIZER:-none}
-all_targets=(config duration icmp api_json)
+all_targets=(config duration icmp api_json target_files)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 

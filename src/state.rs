@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use parking_lot::RwLock;
@@ -21,6 +21,11 @@ use crate::session::{Claim, Retention, Store, StoreOptions};
 
 /// Default of `--web.max-probes`: `/probe` requests running at once; past it they get 429.
 pub const MAX_CONCURRENT_PROBES: usize = 64;
+/// How long a reload may take to read and validate the config and its target files. Past it the
+/// reload fails (the running config stays, the reload gauge drops to 0) and the next one may
+/// start; it is below the HTTP request timeout, so `/-/reload` always answers with the outcome.
+pub const RELOAD_DEADLINE: Duration = Duration::from_secs(25);
+
 /// Default of `--web.max-ws-clients`: WebSocket clients at once; past it an upgrade gets 503.
 pub const MAX_WS_CLIENTS: usize = 256;
 
@@ -70,8 +75,10 @@ struct Inner {
     sessions_opening: Arc<tokio::sync::Mutex<()>>,
     // Bounds WebSocket clients; the count is the `pingscope_live_clients` gauge.
     ws_slots: Arc<tokio::sync::Semaphore>,
-    // Serializes reloads (a SIGHUP storm applies one diff at a time).
-    reload_lock: tokio::sync::Mutex<()>,
+    // The reload in progress, if any: every caller meanwhile waits for its outcome (single
+    // flight), so a SIGHUP storm or a burst of `/-/reload` runs one reload, not a queue of them.
+    // A plain mutex: held only to look at or swap the slot, never across an await.
+    reload_flight: parking_lot::Mutex<Option<ReloadFlight>>,
     shutdown: CancellationToken,
 }
 
@@ -182,7 +189,7 @@ impl App {
                 sessions_opening: Arc::new(tokio::sync::Mutex::new(())),
                 ws_slots,
                 probe_slots,
-                reload_lock: tokio::sync::Mutex::new(()),
+                reload_flight: parking_lot::Mutex::new(None),
                 shutdown: CancellationToken::new(),
             }),
         })
@@ -269,8 +276,36 @@ impl App {
     ///
     /// Every front (`/-/reload`, SIGHUP, `--config.watch`) goes through here, so the outcome is
     /// logged here once, in the words of its `Display` (the text `/-/reload` answers with).
+    ///
+    /// Single flight: a call while a reload runs waits for that reload and gets its outcome.
+    /// The reload runs on its own task, so a caller that goes away never cuts it short.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
-        let _serial = self.inner.reload_lock.lock().await;
+        let mut outcome = {
+            let mut flight = self.inner.reload_flight.lock();
+            match &*flight {
+                Some(running) => running.clone(),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    *flight = Some(rx.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let outcome = this.reload_now().await;
+                        // Cleared before the outcome is out: a call that comes after it starts
+                        // a new reload, one that came before gets this outcome.
+                        *this.inner.reload_flight.lock() = None;
+                        let _ = tx.send(Some(outcome));
+                    });
+                    rx
+                }
+            }
+        };
+        match outcome.wait_for(Option::is_some).await {
+            Ok(done) => done.clone().unwrap_or(Err(ReloadError::Aborted)),
+            Err(_) => Err(ReloadError::Aborted),
+        }
+    }
+
+    async fn reload_now(&self) -> Result<Reloaded, ReloadError> {
         let outcome = self.reload_file().await;
         let metrics = &self.inner.metrics;
         match &outcome {
@@ -286,7 +321,18 @@ impl App {
         let Some(path) = self.inner.options.config_path.clone() else {
             return Ok(Reloaded::Embedded);
         };
-        let new = config::load_file(&path).map_err(|issues| ReloadError::Invalid { issues })?;
+        // Read and validated off the workers, under a deadline: a file system that hangs or a
+        // config that takes too long fails this reload and never wedges the next one.
+        let load = tokio::task::spawn_blocking(move || config::load_file(&path));
+        let new = match tokio::time::timeout(RELOAD_DEADLINE, load).await {
+            Ok(Ok(loaded)) => loaded.map_err(|issues| ReloadError::Invalid { issues })?,
+            Ok(Err(_)) => return Err(ReloadError::Aborted),
+            Err(_) => {
+                return Err(ReloadError::TimedOut {
+                    deadline: RELOAD_DEADLINE,
+                });
+            }
+        };
         let old = self.config();
         if new.histogram != old.histogram {
             tracing::warn!("histogram buckets changed; they take effect at the next restart");
@@ -359,9 +405,12 @@ impl std::fmt::Display for Reloaded {
     }
 }
 
+/// The outcome of the reload in progress, once it is in.
+type ReloadFlight = tokio::sync::watch::Receiver<Option<Result<Reloaded, ReloadError>>>;
+
 /// Why [`App::reload`] kept the running config. Its `Display` is the answer of `/-/reload` and
 /// the log line of every reload.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The file does not validate: every issue, with its file, line and key.
     #[error("config reload rejected; the running config stays:\n{issues}")]
@@ -372,14 +421,26 @@ pub enum ReloadError {
     /// The new `dns.servers` cannot be used.
     #[error("config reload rejected; the running config stays: {0}")]
     Resolver(#[from] ResolverSetupError),
+    /// Reading and validating the files took longer than the deadline.
+    #[error(
+        "config reload failed: reading and validating the config took longer than {}; the running config stays",
+        humantime::format_duration(*deadline)
+    )]
+    TimedOut {
+        /// [`RELOAD_DEADLINE`].
+        deadline: Duration,
+    },
+    /// The reload task ended without an outcome (it panicked, or the runtime is shutting down).
+    #[error("config reload failed: the reload ended without an outcome; the running config stays")]
+    Aborted,
 }
 
 /// The resolver a config asks for could not be set up.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("setting up the {what}: {error}")]
 pub struct ResolverSetupError {
     what: &'static str,
-    error: crate::resolve::ResolveError,
+    error: Arc<crate::resolve::ResolveError>,
 }
 
 /// Opens the store claimed at start and makes the session runner. Blocking.
@@ -403,6 +464,17 @@ fn open_sessions(inner: &Inner) -> Result<SessionManager, String> {
                 ScrapeCounter::SessionSamplesDropped,
                 store.dropped_samples_reader(),
             );
+            inner.metrics.set_counter_source(
+                ScrapeCounter::SessionSamplesLost,
+                store.failed_samples_reader(),
+            );
+            inner.metrics.set_counter_source(
+                ScrapeCounter::StoreWriteErrors,
+                store.failed_batches_reader(),
+            );
+            inner
+                .metrics
+                .set_counter_source(ScrapeCounter::StoreFileLost, store.file_lost_reader());
             let m = SessionManager::new(store, inner.pinger.clone());
             let active = m.clone();
             inner
@@ -426,7 +498,10 @@ fn make_resolver(config: &Config) -> Result<Resolver, ResolverSetupError> {
     } else {
         ("DNS resolver", Resolver::with_servers(&config.dns.servers))
     };
-    resolver.map_err(|error| ResolverSetupError { what, error })
+    resolver.map_err(|error| ResolverSetupError {
+        what,
+        error: Arc::new(error),
+    })
 }
 
 /// Gives the heap's free memory back to the system. Parsing a config and starting or replacing

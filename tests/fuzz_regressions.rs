@@ -33,6 +33,14 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
 }
 
 #[test]
+fn target_files_corpus() {
+    assert!(
+        replay("target_files", checks::target_files) > 0,
+        "no target_files corpus"
+    );
+}
+
+#[test]
 fn config_corpus() {
     assert!(replay("config", checks::config) > 0, "no config corpus");
 }

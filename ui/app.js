@@ -484,7 +484,7 @@ const result = {
     const how = [p.count ? `${p.count} probes` : null, p.duration ? `for ${p.duration}` : null].filter(Boolean).join(", ");
     $("result-meta").textContent = `${how || "until stopped"} · every ${p.interval} · ${p.size} bytes · ${p.family} · started ${dateTime(rec.started_at || rec.created_at)}`;
     const st = $("result-status");
-    st.textContent = rec.status;
+    st.textContent = rec.samples_lost ? `${rec.status} · ${rec.samples_lost} samples not stored` : rec.status;
     st.dataset.status = rec.status;
     $("stop").hidden = rec.status !== "running";
     if (rec.error) this.alert(rec.error, "error");

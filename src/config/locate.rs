@@ -43,6 +43,56 @@ impl Skipped {
     }
 }
 
+/// Most YAML nodes (mappings, lists and scalars) in one file: 200,000 targets with a name, a host
+/// and two labels take about 2.2 million; the file's byte bound comes first for anything larger.
+pub const MAX_YAML_NODES: usize = 10_000_000;
+/// Most YAML events (a node's start and end each count) in one file.
+pub const MAX_YAML_EVENTS: usize = 2 * MAX_YAML_NODES;
+
+/// The parser's options: the budget sized for real configs (the library's default refuses more
+/// than 250,000 nodes, about 25,000 targets with labels). Aliases, anchors and nesting keep the
+/// library's bounds, which stop YAML bombs. `first_wins` tolerates duplicate keys (the tree pass).
+fn options(first_wins: bool) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: MAX_YAML_EVENTS,
+        },
+    };
+    if first_wins {
+        options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::FirstWins;
+    }
+    options
+}
+
+/// A YAML budget breach in words.
+fn budget_words(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    match breach {
+        B::Nodes { .. } => format!(
+            "the file has more than {MAX_YAML_NODES} YAML nodes; split the targets over target_files"
+        ),
+        B::Events { .. } => format!(
+            "the file has more than {MAX_YAML_EVENTS} YAML events; split the targets over target_files"
+        ),
+        B::Aliases { .. }
+        | B::AliasAnchorRatio { .. }
+        | B::RecordedAnchorEvents { .. }
+        | B::RecordedAnchorBytes { .. } => {
+            "too many aliases (`*name`) or alias expansion too large: refused as a YAML bomb"
+                .to_owned()
+        }
+        B::Anchors { .. } => "too many anchors (`&name`)".to_owned(),
+        B::Depth { depth } => format!("nested more than {} levels deep", depth.saturating_sub(1)),
+        B::Documents { .. } => "too many YAML documents (`---`) in one file".to_owned(),
+        B::ScalarBytes { .. } => {
+            "the file's text values are larger than the parser's limit".to_owned()
+        }
+        B::MergeKeys { .. } => "too many merge keys (`<<`)".to_owned(),
+        other => format!("the YAML exceeds a parser limit ({other:?})"),
+    }
+}
+
 /// Deserializes `src`, recording every YAML error it can find. `None` when the text could not be
 /// read into `T` at all; the issues say why.
 pub(crate) fn parse_recovering<T: DeserializeOwned>(
@@ -54,7 +104,7 @@ pub(crate) fn parse_recovering<T: DeserializeOwned>(
     // The tree of `text` when the previous round already built it.
     let mut known_tree = None;
     for _ in 0..MAX_RECOVERIES {
-        let err = match serde_saphyr::from_str::<T>(&text) {
+        let err = match serde_saphyr::from_str_with_options::<T>(&text, options(false)) {
             Ok(value) => return Some(Recovered { value, skipped }),
             Err(err) => err,
         };
@@ -169,6 +219,7 @@ fn describe(err: &YamlError) -> String {
         } => format!("wrong type: expected {expected}, found {unexpected}"),
         YamlError::DuplicateMappingKey { .. } => "duplicate key".to_owned(),
         YamlError::NullIntoString { .. } => "expected a string, found null".to_owned(),
+        YamlError::Budget { breach, .. } => budget_words(breach),
         other => {
             let text = other.to_string();
             // The plain rendering ends with " at line L, column C"; the issue already says where.
@@ -340,10 +391,7 @@ impl Tree {
     pub(crate) fn parse(src: &str) -> Result<Tree, YamlError> {
         // A duplicate key is one of the errors to locate, so this pass must tolerate it; the
         // skipped duplicate then takes the path of the entry before it, which has the same key.
-        let options = serde_saphyr::options! {
-            duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::FirstWins,
-        };
-        let root: Node = serde_saphyr::from_str_with_options(src, options)?;
+        let root: Node = serde_saphyr::from_str_with_options(src, options(true))?;
         let mut tree = Tree {
             marks: Vec::new(),
             entries: Vec::new(),

@@ -24,6 +24,7 @@ mod error;
 mod file_sd;
 mod locate;
 mod raw;
+pub mod read;
 mod rules;
 pub mod shard;
 mod types;
@@ -34,8 +35,8 @@ pub use diff::{ChangedTarget, TargetDiff, diff_targets};
 pub use error::{ConfigError, ConfigIssue};
 pub use shard::{Shard, ShardError};
 pub use types::{
-    AccessConfig, Config, Denied, DnsConfig, HistogramConfig, ProbeProfile, RetentionConfig,
-    SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
+    AccessConfig, Config, Denied, DnsConfig, HistogramConfig, ProbeLimitsConfig, ProbeProfile,
+    RetentionConfig, SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
 };
 
 use error::Issues;
@@ -51,9 +52,9 @@ const EMBEDDED_NAME: &str = "<embedded default>";
 /// Reads and validates a config file (and the target files it names).
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = read::read_text(path, read::MAX_CONFIG_BYTES).map_err(|e| {
         let mut issues = Issues::new(&name);
-        issues.push_file(format!("cannot read: {e}"));
+        issues.push_file(e.to_string());
         match issues.finish(()) {
             Err(err) => err,
             Ok(()) => ConfigError { issues: Vec::new() },
@@ -119,6 +120,7 @@ impl Config {
                 },
             )]
             .into(),
+            probe_limits: ProbeLimitsConfig::default(),
             histogram: HistogramConfig::default(),
             source_path: None,
         }

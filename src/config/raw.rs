@@ -20,6 +20,16 @@ pub(crate) struct RawConfig {
     pub sessions: Option<S<RawSessions>>,
     pub access: Option<S<RawAccess>>,
     pub probe_profiles: Option<BTreeMap<String, S<RawProfile>>>,
+    pub probe_limits: Option<S<RawProbeLimits>>,
+}
+
+/// What a `/probe` caller may ask for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProbeLimits {
+    pub max_duration: Option<S<String>>,
+    pub max_interval: Option<S<String>>,
+    pub max_count: Option<S<i64>>,
 }
 
 /// The per-target options, shared by `defaults` and each target.

@@ -68,6 +68,7 @@ pub struct Config {
     pub access: AccessConfig,
     /// Named `/probe` settings; always contains `default`.
     pub probe_profiles: BTreeMap<String, ProbeProfile>,
+    pub probe_limits: ProbeLimitsConfig,
     pub histogram: HistogramConfig,
     /// The file this config was read from; `None` for the embedded default or a string.
     pub source_path: Option<PathBuf>,
@@ -148,6 +149,28 @@ impl Default for DnsConfig {
         Self {
             servers: Vec::new(),
             refresh: defaults::DNS_REFRESH,
+        }
+    }
+}
+
+/// The `probe_limits` section: the caps of every `/probe` request, so none holds a probe slot
+/// longer than `max_duration` whatever its scrape-timeout header, `interval` or `count` say.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProbeLimitsConfig {
+    /// Longest one probe runs, DNS included; a longer scrape-timeout header is cut to it.
+    pub max_duration: Duration,
+    /// Longest `interval` a caller may ask for.
+    pub max_interval: Duration,
+    /// Most packets a caller may ask for.
+    pub max_count: u64,
+}
+
+impl Default for ProbeLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_duration: crate::probe::rules::MAX_PROBE_DURATION,
+            max_interval: crate::probe::rules::MAX_PROBE_INTERVAL,
+            max_count: crate::probe::rules::MAX_PROBE_COUNT,
         }
     }
 }

@@ -121,7 +121,10 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
         &target_defaults,
     );
 
+    let probe_limits = probe_limits(issues, raw.probe_limits.map(|s| s.value));
+
     Config {
+        probe_limits,
         defaults: target_defaults,
         targets_from_files: targets.len() - static_count,
         targets,
@@ -281,6 +284,32 @@ fn dns_server(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn probe_limits(
+    issues: &mut Issues,
+    raw: Option<super::raw::RawProbeLimits>,
+) -> super::types::ProbeLimitsConfig {
+    let mut out = super::types::ProbeLimitsConfig::default();
+    let Some(raw) = raw else { return out };
+    if let Some(v) = &raw.max_duration
+        && let Some(d) =
+            rules::duration_positive(issues, v, "probe_limits.max_duration", "max_duration")
+    {
+        out.max_duration = d;
+    }
+    if let Some(v) = &raw.max_interval
+        && let Some(d) =
+            rules::duration_positive(issues, v, "probe_limits.max_interval", "max_interval")
+    {
+        out.max_interval = d;
+    }
+    if let Some(v) = &raw.max_count
+        && let Some(n) = rules::int_at_least(issues, v, "probe_limits.max_count", "max_count", 1)
+    {
+        out.max_count = n as u64;
+    }
+    out
 }
 
 fn sessions(

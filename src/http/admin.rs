@@ -37,7 +37,10 @@ pub async fn reload(State(app): State<App>) -> Response {
 /// Prometheus' own `/-/reload` answers a config it cannot apply.
 fn reload_status(error: &ReloadError) -> StatusCode {
     match error {
-        ReloadError::Invalid { .. } | ReloadError::Resolver(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ReloadError::Invalid { .. }
+        | ReloadError::Resolver(_)
+        | ReloadError::TimedOut { .. }
+        | ReloadError::Aborted => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

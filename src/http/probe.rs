@@ -19,9 +19,9 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ProbeProfile;
+use crate::config::{ProbeLimitsConfig, ProbeProfile};
 use crate::http::error::ApiError;
-use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest, rules};
+use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest};
 use crate::sample::SampleType;
 use crate::state::App;
 
@@ -43,11 +43,12 @@ pub struct ProbeParams {
 
 /// Merges the module (profile) with the query and checks the result with the rules every front
 /// shares. The operator's profile is trusted; what the caller asks is held to
-/// `sessions.min_interval` and [`rules::MAX_PROBE_COUNT`].
+/// `sessions.min_interval` and to `probe_limits` (`max_interval`, `max_count`).
 pub fn params(
     q: &HashMap<String, String>,
     profiles: &std::collections::BTreeMap<String, ProbeProfile>,
     min_interval: Duration,
+    caps: &ProbeLimitsConfig,
 ) -> Result<ProbeParams, ApiError> {
     let module = q.get("module").map_or("default", String::as_str);
     let Some(profile) = profiles.get(module) else {
@@ -79,7 +80,8 @@ pub fn params(
     };
     let limits = Limits {
         min_interval,
-        max_count: Some(rules::MAX_PROBE_COUNT),
+        max_interval: Some(caps.max_interval),
+        max_count: Some(caps.max_count),
         max_run: None,
         one_address: true,
     };
@@ -94,6 +96,27 @@ pub fn params(
         }
     };
     Ok(ProbeParams { request, debug })
+}
+
+/// The query as pairs, each name at most once: a repeated parameter is refused rather than one
+/// of its values silently taken.
+pub fn single_valued(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if out.contains_key(&name) {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {name:?} is given more than once; give it once"
+            )));
+        }
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+/// How long a probe may run: the scrape timeout header minus the offset, never more than
+/// `cap` (`probe_limits.max_duration`), whatever the header says.
+pub fn capped_budget(headers: &HeaderMap, cap: Duration) -> Duration {
+    budget(headers).min(cap)
 }
 
 /// The deadline Prometheus gives us: its scrape timeout header minus the offset.
@@ -209,10 +232,17 @@ fn render(f: &Figures) -> Result<String, std::fmt::Error> {
 pub async fn probe(
     State(app): State<App>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
+    let q = single_valued(pairs)?;
     let config = app.config();
-    let p = params(&q, &config.probe_profiles, config.sessions.min_interval)?;
+    let caps = &config.probe_limits;
+    let p = params(
+        &q,
+        &config.probe_profiles,
+        config.sessions.min_interval,
+        caps,
+    )?;
     let Some(_permit) = app.try_probe_slot() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -221,7 +251,7 @@ pub async fn probe(
         ));
     };
     let started = Instant::now();
-    let deadline = started + budget(&headers);
+    let deadline = started + capped_budget(&headers, caps.max_duration);
     let req = &p.request;
     let mut log = String::new();
     let mut fig = Figures::default();
@@ -315,7 +345,12 @@ mod tests {
     }
 
     fn err(pairs: &[(&str, &str)]) -> (StatusCode, String) {
-        match params(&q(pairs), &profiles(), Duration::from_millis(10)) {
+        match params(
+            &q(pairs),
+            &profiles(),
+            Duration::from_millis(10),
+            &ProbeLimitsConfig::default(),
+        ) {
             Ok(p) => panic!("accepted {pairs:?}: {p:?}"),
             Err(e) => (e.status, e.message),
         }
@@ -373,7 +408,13 @@ mod tests {
         if let Some(d) = p.get_mut("default") {
             d.interval = Duration::from_millis(20);
         }
-        let got = params(&q(&[("target", "h")]), &p, Duration::from_millis(100));
+        let caps = ProbeLimitsConfig::default();
+        let got = params(
+            &q(&[("target", "h")]),
+            &p,
+            Duration::from_millis(100),
+            &caps,
+        );
         assert_eq!(
             got.map(|p| p.request.interval).ok(),
             Some(Duration::from_millis(20))
@@ -382,6 +423,7 @@ mod tests {
             &q(&[("target", "h"), ("interval", "20ms")]),
             &p,
             Duration::from_millis(100),
+            &caps,
         );
         assert!(asked.is_err(), "a caller may not ask below the minimum");
     }
@@ -392,6 +434,7 @@ mod tests {
             &q(&[("target", "h"), ("count", "10"), ("interval", "20ms")]),
             &profiles(),
             Duration::from_millis(10),
+            &ProbeLimitsConfig::default(),
         );
         let Ok(p) = p else { panic!("{p:?}") };
         assert_eq!(

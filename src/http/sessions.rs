@@ -229,6 +229,13 @@ pub async fn get(
 pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let m = manager(&app).await?;
     let id = parse_id(&id)?;
+    if m.stopping(id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_stopped",
+            format!("session {id} is already stopped; it is ending"),
+        ));
+    }
     if let Some((record, _)) = m.running_record(id) {
         m.stop(id);
         return Ok((StatusCode::ACCEPTED, Json(record)).into_response());

@@ -8,7 +8,7 @@
 
 mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use serde::Deserialize;
+
+use crate::config::read;
 
 /// How often the files are looked at again (a stat each; a re-read only when they changed).
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -37,8 +39,8 @@ pub enum WebConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// Why.
+        source: read::ReadError,
     },
     /// The YAML does not match the format.
     #[error("parsing {path}: {message}")]
@@ -74,12 +76,18 @@ struct RawHttp {
     http2: Option<bool>,
 }
 
+/// Most verified credentials remembered per version of the file (the cache starts over past it).
+const MAX_CACHED_CREDENTIALS: usize = 1024;
+
 /// One valid version of the file, ready to use.
 #[derive(Debug)]
 pub struct Loaded {
     users: BTreeMap<String, String>,
     // Verified for unknown users so that they cost as much time as a wrong password.
     dummy_hash: String,
+    // Keyed hashes of user, password and stored hash that bcrypt accepted; see `verify_cached`.
+    verified: Mutex<HashSet<[u8; 32]>>,
+    cache_key: [u8; 16],
     /// Extra headers put on every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// TLS settings, when `tls_server_config` is present.
@@ -93,26 +101,76 @@ impl Loaded {
     }
 
     /// Checks a user and password; slow on purpose (bcrypt), run it on a blocking thread.
-    ///
-    /// Never cached: a cache keyed by anything derived from the stored hash is how
-    /// CVE-2022-46146 let the hash itself log in.
+    /// A success is remembered (see [`Loaded::verified_before`]).
     pub fn verify(&self, user: &str, password: &str) -> bool {
         match self.users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            Some(hash) => {
+                let ok = bcrypt::verify(password, hash).unwrap_or(false);
+                if ok {
+                    let mut cache = self.verified.lock();
+                    if cache.len() >= MAX_CACHED_CREDENTIALS {
+                        cache.clear();
+                    }
+                    cache.insert(self.credential_key(user, password, hash));
+                }
+                ok
+            }
             None => {
                 let _ = bcrypt::verify(password, &self.dummy_hash);
                 false
             }
         }
     }
+
+    /// Whether bcrypt accepted this user and password before: a hash, fast, so valid scrapes
+    /// need no bcrypt slot and a flood of wrong passwords cannot starve them. The key hashes
+    /// user, password and stored hash together (as exporter-toolkit does since CVE-2022-46146),
+    /// never the user alone, and a wrong password never matches an entry.
+    pub fn verified_before(&self, user: &str, password: &str) -> bool {
+        let Some(hash) = self.users.get(user) else {
+            return false;
+        };
+        let key = self.credential_key(user, password, hash);
+        self.verified.lock().contains(&key)
+    }
+
+    fn credential_key(&self, user: &str, password: &str, hash: &str) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.cache_key);
+        // Lengths first, so no two (user, password, hash) triples feed the same bytes.
+        for part in [user, password, hash] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
 }
 
-/// Reads and validates the file once; the error names the file and the key at fault.
+/// Reads and validates the file once; the error names the file and the key at fault. An empty
+/// file means no TLS and no auth (as in the exporter toolkit); see [`WebConfig`] for why a file
+/// that becomes empty later is refused.
 pub fn load(path: &Path) -> Result<Loaded, WebConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    load_checked(path, true)
+}
+
+fn load_checked(path: &Path, empty_ok: bool) -> Result<Loaded, WebConfigError> {
+    let text =
+        read::read_text(path, read::MAX_WEB_FILE_BYTES).map_err(|source| WebConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let empty =
+        serde_saphyr::from_str::<Option<serde::de::IgnoredAny>>(&text).is_ok_and(|v| v.is_none());
+    if empty && !empty_ok {
+        return Err(WebConfigError::Invalid {
+            path: path.to_owned(),
+            message: "the file is empty now (truncated, or caught half-written); it is not applied, \
+                      so that no accident turns auth or TLS off (write `{}` for a file without either)"
+                .to_owned(),
+        });
+    }
     let raw: RawFile = if text.trim().is_empty() {
         RawFile::default()
     } else {
@@ -154,6 +212,8 @@ pub fn load(path: &Path) -> Result<Loaded, WebConfigError> {
     Ok(Loaded {
         users,
         dummy_hash,
+        verified: Mutex::new(HashSet::new()),
+        cache_key: rand::random(),
         headers,
         tls,
     })
@@ -244,6 +304,7 @@ pub struct WebConfig {
 struct Inner {
     path: PathBuf,
     tls_at_start: bool,
+    auth_at_start: bool,
     state: Mutex<State>,
 }
 
@@ -266,6 +327,7 @@ impl WebConfig {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 tls_at_start: tls.is_some(),
+                auth_at_start: loaded.auth_required(),
                 state: Mutex::new(State {
                     checked: Instant::now(),
                     stamps,
@@ -322,9 +384,15 @@ impl WebConfig {
                 return s.current.clone();
             }
         }
-        let result = match load(&self.inner.path) {
+        // Only a file that parses, and keeps auth on when it was on, is applied: anything else
+        // is served as 500 (fail closed) until the file is fixed.
+        let result = match load_checked(&self.inner.path, false) {
             Ok(l) if l.tls.is_some() != self.inner.tls_at_start => Err(format!(
                 "{}: adding or removing tls_server_config needs a restart",
+                self.inner.path.display()
+            )),
+            Ok(l) if self.inner.auth_at_start && !l.auth_required() => Err(format!(
+                "{}: removing basic_auth_users needs a restart",
                 self.inner.path.display()
             )),
             Ok(l) => Ok(l),
@@ -353,15 +421,9 @@ mod tests {
     use super::*;
 
     fn load_text(text: &str) -> Result<Loaded, WebConfigError> {
-        let dir = tempfile::tempdir().map_err(|source| WebConfigError::Read {
-            path: "tempdir".into(),
-            source,
-        })?;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("web.yml");
-        std::fs::write(&path, text).map_err(|source| WebConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
         load(&path)
     }
 

@@ -53,13 +53,23 @@ pub enum ScrapeCounter {
     /// `pingscope_session_samples_dropped_total`: session samples not stored because the
     /// store's write queue was full.
     SessionSamplesDropped,
+    /// `pingscope_session_samples_lost_total`: session samples lost in failed writes.
+    SessionSamplesLost,
+    /// `pingscope_store_write_errors_total`: session store write transactions that failed.
+    StoreWriteErrors,
+    /// `pingscope_store_file_lost_total`: times the session database file was found removed
+    /// or replaced while in use.
+    StoreFileLost,
 }
 
 impl ScrapeCounter {
-    const ALL: [Self; 3] = [
+    const ALL: [Self; 6] = [
         Self::EngineEventsDropped,
         Self::EngineUnmatchedPackets,
         Self::SessionSamplesDropped,
+        Self::SessionSamplesLost,
+        Self::StoreWriteErrors,
+        Self::StoreFileLost,
     ];
 
     fn name_and_help(self) -> (&'static str, &'static str) {
@@ -75,6 +85,18 @@ impl ScrapeCounter {
             Self::SessionSamplesDropped => (
                 "session_samples_dropped",
                 "Session samples not stored because the store's write queue was full.",
+            ),
+            Self::SessionSamplesLost => (
+                "session_samples_lost",
+                "Session samples not stored because a write to the session database failed.",
+            ),
+            Self::StoreWriteErrors => (
+                "store_write_errors",
+                "Session database write transactions that failed (their samples are counted lost).",
+            ),
+            Self::StoreFileLost => (
+                "store_file_lost",
+                "Times the session database file was found removed or replaced while in use.",
             ),
         }
     }

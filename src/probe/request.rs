@@ -177,6 +177,8 @@ impl Default for Defaults {
 pub struct Limits {
     /// Shortest interval a caller may ask for (its defaults are the operator's and trusted).
     pub min_interval: Duration,
+    /// Longest interval a caller may ask for, when there is a bound.
+    pub max_interval: Option<Duration>,
     /// Most probes a caller may ask for.
     pub max_count: Option<u64>,
     /// Longest run, with the name of the setting that says so (for the message).
@@ -189,6 +191,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             min_interval: rules::MIN_INTERVAL,
+            max_interval: None,
             max_count: None,
             max_run: None,
             one_address: false,
@@ -256,7 +259,9 @@ pub fn validate(
         count
     };
     let interval = match duration_of("interval", &raw.interval, raw.plain_seconds)? {
-        Some(d) => rules::interval(d, limits.min_interval).map_err(at("interval"))?,
+        Some(d) => rules::interval(d, limits.min_interval)
+            .and_then(|d| rules::interval_at_most(d, limits.max_interval))
+            .map_err(at("interval"))?,
         None => defaults.interval,
     };
     let timeout = match duration_of("timeout", &raw.timeout, raw.plain_seconds)? {
@@ -363,6 +368,7 @@ mod tests {
 
     fn session_limits() -> Limits {
         Limits {
+            max_interval: None,
             min_interval: Duration::from_millis(10),
             max_count: None,
             max_run: Some((Duration::from_secs(600), "sessions.max_duration")),

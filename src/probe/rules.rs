@@ -21,8 +21,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 /// Shortest interval of a configured monitor or probe profile: below it a target floods.
 pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(10);
-/// Most packets one `/probe` request may send.
+/// Most packets one `/probe` request may send (default of `probe_limits.max_count`).
 pub const MAX_PROBE_COUNT: u64 = 1000;
+/// Longest interval a `/probe` caller may ask for (default of `probe_limits.max_interval`).
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest one `/probe` may run, DNS included, whatever the scrape-timeout header says
+/// (default of `probe_limits.max_duration`): no request holds a probe slot longer.
+pub const MAX_PROBE_DURATION: Duration = Duration::from_secs(60);
 /// Longest target name (a DNS name's limit).
 pub const MAX_TARGET_LEN: usize = 253;
 
@@ -59,6 +64,18 @@ pub fn parse_number_of(name: &str, text: &str) -> Result<i64, String> {
 /// An interval of at least `min`.
 pub fn interval(d: Duration, min: Duration) -> Result<Duration, String> {
     at_least("interval", d, min)
+}
+
+/// An interval of at most `max`, when there is a bound.
+pub fn interval_at_most(d: Duration, max: Option<Duration>) -> Result<Duration, String> {
+    match max {
+        Some(max) if d > max => Err(format!(
+            "interval {} is above the maximum of {}",
+            spell(d),
+            spell(max)
+        )),
+        _ => Ok(d),
+    }
 }
 
 /// A duration of at least `min` (so, for a positive `min`, not zero).

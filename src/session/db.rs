@@ -19,7 +19,10 @@ use super::store::Retention;
 use crate::sample::Sample;
 
 /// Schema migrations in order; migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_samples_lost.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -351,18 +354,21 @@ pub(crate) struct Finish {
     pub summary: Option<crate::sample::Summary>,
     pub error: Option<String>,
     pub ended_at: SystemTime,
+    /// Samples the store could not keep.
+    pub samples_lost: u64,
 }
 
 /// Records the end of a session; false when there is no such session.
 pub(crate) fn finish(tx: &Connection, f: &Finish) -> rusqlite::Result<bool> {
     let n = tx
-        .prepare_cached("UPDATE sessions SET status = ?2, summary = ?3, error = ?4, ended_us = ?5 WHERE id = ?1")?
+        .prepare_cached("UPDATE sessions SET status = ?2, summary = ?3, error = ?4, ended_us = ?5, samples_lost = ?6 WHERE id = ?1")?
         .execute(params![
             f.id.to_string(),
             f.status.as_str(),
             f.summary.as_ref().map(json),
             f.error,
-            to_us(f.ended_at)
+            to_us(f.ended_at),
+            i64::try_from(f.samples_lost).unwrap_or(i64::MAX)
         ])?;
     Ok(n > 0)
 }
@@ -392,8 +398,7 @@ pub(crate) fn delete(tx: &Connection, id: &SessionId) -> rusqlite::Result<Delete
     }
 }
 
-const RECORD_COLUMNS: &str =
-    "id, params, status, created_us, started_us, ended_us, error, summary, sample_count";
+const RECORD_COLUMNS: &str = "id, params, status, created_us, started_us, ended_us, error, summary, sample_count, samples_lost";
 
 fn record_from_row(row: &Row<'_>, path: &Path) -> Result<SessionRecord, StoreError> {
     let sql = |source| StoreError::Sqlite {
@@ -422,6 +427,7 @@ fn record_from_row(row: &Row<'_>, path: &Path) -> Result<SessionRecord, StoreErr
         .transpose()
         .map_err(|e| corrupt("summary", format!("session {id}: {e}")))?;
     let count: i64 = row.get(8).map_err(sql)?;
+    let lost: i64 = row.get(9).map_err(sql)?;
     Ok(SessionRecord {
         id,
         params,
@@ -432,6 +438,7 @@ fn record_from_row(row: &Row<'_>, path: &Path) -> Result<SessionRecord, StoreErr
         error: row.get(6).map_err(sql)?,
         summary,
         sample_count: u64::try_from(count).unwrap_or(0),
+        samples_lost: u64::try_from(lost).unwrap_or(0),
     })
 }
 

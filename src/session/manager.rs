@@ -17,6 +17,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Tries to record a session's end while the store fails to write (a full disk may free up).
+const FINISH_ATTEMPTS: u32 = 10;
+/// Pause between those tries.
+const FINISH_RETRY: Duration = Duration::from_secs(1);
+
 use super::{SessionId, SessionParams, SessionRecord, SessionStatus, Store, StoreError};
 use crate::config::{Config, Denied, format_duration};
 use crate::engine::Pinger;
@@ -192,6 +197,7 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         ..Defaults::default()
     };
     let limits = Limits {
+        max_interval: None,
         min_interval: config.sessions.min_interval,
         max_count: Some(u64::from(u32::MAX)),
         max_run: Some((config.sessions.max_duration, "sessions.max_duration")),
@@ -323,15 +329,47 @@ impl SessionManager {
         ended.status = status;
         ended.ended_at = Some(SystemTime::now());
         ended.summary = Some(summary.clone());
-        let error = (status == SessionStatus::Interrupted).then(|| "daemon shut down".to_owned());
+        let store = &self.shared.store;
+        // Every queued sample is committed or counted lost before the count is taken.
+        let _ = store.flush().await;
+        let lost = store.samples_lost(id);
+        let mut error =
+            (status == SessionStatus::Interrupted).then(|| "daemon shut down".to_owned());
+        if lost > 0 {
+            let sent = summary.sent;
+            let note = format!(
+                "{lost} of the session's samples could not be stored (the store was full or failing); the summary counts all {sent} probes"
+            );
+            tracing::error!(session = %id, samples_lost = lost, "session ended with samples not stored");
+            error = Some(match error {
+                Some(e) => format!("{e}; {note}"),
+                None => note,
+            });
+        }
         ended.error = error.clone();
-        let finish = self
-            .shared
-            .store
-            .finish(id, status, Some(summary), error)
-            .await;
-        if let Err(e) = &finish {
-            tracing::error!(session = %id, error = %e, "cannot store the end of a session");
+        ended.samples_lost = lost;
+        // The end must be recorded, or the session would read `running` until a restart marks it
+        // interrupted: a store that is failing now (a full disk) gets a few more tries.
+        let mut finish = Err(crate::session::StoreError::Closed {
+            path: store.path().to_owned(),
+        });
+        for attempt in 0..FINISH_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(FINISH_RETRY).await;
+            }
+            finish = store
+                .finish_with_loss(id, status, Some(summary.clone()), error.clone(), lost)
+                .await;
+            let failing = matches!(finish, Err(crate::session::StoreError::Write { .. }));
+            if !failing || self.shared.shutdown.is_cancelled() {
+                break;
+            }
+        }
+        match &finish {
+            Ok(()) => store.forget_lost(id),
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "cannot store the end of a session")
+            }
         }
         let running = self.shared.running.lock().remove(&id);
         if let Some(r) = running {
@@ -354,6 +392,15 @@ impl SessionManager {
         if !self.shared.store.append(id, (*sample).clone()) {
             tracing::warn!(session = %id, "session store queue full; sample not stored");
         }
+    }
+
+    /// Whether session `id` is running and was already asked to stop (it is winding down).
+    pub fn stopping(&self, id: SessionId) -> bool {
+        self.shared
+            .running
+            .lock()
+            .get(&id)
+            .is_some_and(|r| r.cancel.is_cancelled())
     }
 
     /// Stops a running session; `Ok(false)` if it is not running.

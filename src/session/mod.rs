@@ -120,6 +120,15 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
+    /// The database file was removed or replaced while the store had it open.
+    #[error(
+        "session database {} was removed or replaced while in use; new sessions are refused until it is back (restart pingscope to start a new file)",
+        path.display()
+    )]
+    Detached {
+        /// The database file.
+        path: PathBuf,
+    },
     /// A write transaction failed; its writes were rolled back.
     #[error("cannot write to session database {}: {message}", path.display())]
     Write {

@@ -232,6 +232,10 @@ pub struct SessionRecord {
     /// Samples stored for the session.
     #[serde(default)]
     pub sample_count: u64,
+    /// Samples of the session the store could not keep (its queue was full, or a write
+    /// failed); when above 0, `error` says so too.
+    #[serde(default)]
+    pub samples_lost: u64,
 }
 
 impl SessionRecord {
@@ -254,6 +258,7 @@ impl SessionRecord {
             error: None,
             summary: None,
             sample_count: 0,
+            samples_lost: 0,
         }
     }
 }

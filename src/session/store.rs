@@ -155,6 +155,7 @@ impl Claim {
         }
         let (tx, rx) = channel();
         let counters = Arc::new(Counters::default());
+        let identity = super::writer::identity(path);
         let writer = Writer {
             conn,
             _lock: lock,
@@ -164,6 +165,7 @@ impl Claim {
             retention,
             retention_every: opts.retention_interval.max(Duration::from_millis(10)),
             counters: Arc::clone(&counters),
+            identity,
         };
         let handle = std::thread::Builder::new()
             .name("session-writer".to_owned())
@@ -214,6 +216,45 @@ impl Store {
         self.shared.counters.failed_batches.load(Ordering::Relaxed)
     }
 
+    /// Reads [`Store::failed_batches`] without keeping the store open (a scrape-time counter).
+    pub fn failed_batches_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counters = Arc::clone(&self.shared.counters);
+        move || counters.failed_batches.load(Ordering::Relaxed)
+    }
+
+    /// Reads [`Store::failed_samples`] without keeping the store open (a scrape-time counter).
+    pub fn failed_samples_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counters = Arc::clone(&self.shared.counters);
+        move || counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// Reads how often the database file was found removed or replaced (a scrape-time counter).
+    pub fn file_lost_reader(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let counters = Arc::clone(&self.shared.counters);
+        move || counters.file_lost.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database file is removed or replaced now (checked by the writer every second).
+    pub fn detached(&self) -> bool {
+        self.shared.counters.detached.load(Ordering::Relaxed)
+    }
+
+    /// Samples of session `id` not stored so far (queue full, or a failed write).
+    pub fn samples_lost(&self, id: SessionId) -> u64 {
+        self.shared
+            .counters
+            .lost
+            .lock()
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Forgets the count of [`Store::samples_lost`] once it is recorded with the session.
+    pub fn forget_lost(&self, id: SessionId) {
+        self.shared.counters.lost.lock().remove(&id);
+    }
+
     fn closed(&self) -> StoreError {
         StoreError::Closed {
             path: self.shared.path.clone(),
@@ -243,6 +284,11 @@ impl Store {
     /// Stores a new session; returns once it is committed (so a read right after finds it).
     /// Fails for an id already stored.
     pub async fn create(&self, record: &SessionRecord) -> Result<(), StoreError> {
+        if self.detached() {
+            return Err(StoreError::Detached {
+                path: self.shared.path.clone(),
+            });
+        }
         let record = Box::new(record.clone());
         self.call(|tx| Op::Create(record, tx)).await
     }
@@ -264,11 +310,16 @@ impl Store {
 
     fn try_queue(&self, op: Op, samples: usize) -> bool {
         let counters = &self.shared.counters;
+        let id = match &op {
+            Op::Append(id, _) | Op::AppendMany(id, _) => Some(*id),
+            _ => None,
+        };
         let room = counters.queued.fetch_add(1, Ordering::Relaxed) < self.shared.capacity;
         if room && self.shared.tx.send(op).is_ok() {
             return true;
         }
         counters.queued.fetch_sub(1, Ordering::Relaxed);
+        counters.lose(id, samples);
         let before = counters
             .dropped
             .fetch_add(samples as u64, Ordering::Relaxed);
@@ -287,6 +338,18 @@ impl Store {
         summary: Option<Summary>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
+        self.finish_with_loss(id, status, summary, error, 0).await
+    }
+
+    /// [`Store::finish`], recording how many samples of the session were not stored.
+    pub async fn finish_with_loss(
+        &self,
+        id: SessionId,
+        status: SessionStatus,
+        summary: Option<Summary>,
+        error: Option<String>,
+        samples_lost: u64,
+    ) -> Result<(), StoreError> {
         if status == SessionStatus::Running {
             return Err(StoreError::FinishRunning(id));
         }
@@ -296,6 +359,7 @@ impl Store {
             summary,
             error,
             ended_at: SystemTime::now(),
+            samples_lost,
         });
         self.call(|tx| Op::Finish(f, tx)).await
     }

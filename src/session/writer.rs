@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -52,6 +52,22 @@ pub(crate) struct Counters {
     pub failed_batches: AtomicU64,
     /// Ops sent and not yet taken by the writer: what bounds the queue (see [`Inbox`]).
     pub queued: AtomicUsize,
+    /// Samples not stored, per session still running: dropped from the queue or lost in a
+    /// failed write. Taken when the session ends and recorded with it.
+    pub lost: parking_lot::Mutex<HashMap<SessionId, u64>>,
+    /// Times the database file was found removed or replaced under the store.
+    pub file_lost: AtomicU64,
+    /// The database file is removed or replaced now: new sessions are refused.
+    pub detached: AtomicBool,
+}
+
+impl Counters {
+    /// Counts `n` samples of session `id` as not stored.
+    pub(crate) fn lose(&self, id: Option<SessionId>, n: usize) {
+        if let (Some(id), true) = (id, n > 0) {
+            *self.lost.lock().entry(id).or_default() += n as u64;
+        }
+    }
 }
 
 /// The writer's end of the queue. The channel itself is unbounded and allocates as it fills
@@ -92,14 +108,25 @@ pub(crate) struct Writer {
     pub retention: Retention,
     pub retention_every: Duration,
     pub counters: Arc<Counters>,
+    /// (device, inode) of the database file when it was opened.
+    pub identity: Option<(u64, u64)>,
+}
+
+/// How often the writer checks that its database file is still the one at its path.
+const IDENTITY_EVERY: Duration = Duration::from_secs(1);
+
+/// (device, inode) of the file at `path`, `None` when there is none.
+pub(crate) fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The outcome of one op, handed back once the transaction it belongs to has committed.
 enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
-    /// Samples that are lost if the transaction does not commit.
-    Samples(usize),
+    /// Samples (of a session) that are lost if the transaction does not commit.
+    Samples(Option<SessionId>, usize),
 }
 
 impl Done {
@@ -108,9 +135,9 @@ impl Done {
         match op {
             Op::Create(_, r) | Op::Finish(_, r) | Op::Flush(r) => Self::Unit(r, Ok(())),
             Op::Delete(_, r) => Self::Bool(r, Ok(false)),
-            Op::Append(..) => Self::Samples(1),
-            Op::AppendMany(_, v) => Self::Samples(v.len()),
-            Op::Shutdown => Self::Samples(0),
+            Op::Append(id, _) => Self::Samples(Some(id), 1),
+            Op::AppendMany(id, v) => Self::Samples(Some(id), v.len()),
+            Op::Shutdown => Self::Samples(None, 0),
         }
     }
 
@@ -119,7 +146,7 @@ impl Done {
         let _ = match self {
             Self::Unit(tx, r) => tx.send(r).is_ok(),
             Self::Bool(tx, r) => tx.send(r).is_ok(),
-            Self::Samples(_) => true,
+            Self::Samples(..) => true,
         };
     }
 }
@@ -130,8 +157,13 @@ fn fail_batch(counters: &Counters, path: &std::path::Path, message: &str, done: 
     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
     let lost: usize = done
         .iter()
-        .map(|d| if let Done::Samples(n) = d { *n } else { 0 })
+        .map(|d| if let Done::Samples(_, n) = d { *n } else { 0 })
         .sum();
+    for d in &done {
+        if let Done::Samples(id, n) = d {
+            counters.lose(*id, *n);
+        }
+    }
     counters.failed.fetch_add(lost as u64, Ordering::Relaxed);
     tracing::error!(path = %path.display(), error = message, samples = lost, "session database write failed");
     for d in done {
@@ -142,7 +174,7 @@ fn fail_batch(counters: &Counters, path: &std::path::Path, message: &str, done: 
         let _ = match d {
             Done::Unit(tx, _) => tx.send(Err(err())).is_ok(),
             Done::Bool(tx, _) => tx.send(Err(err())).is_ok(),
-            Done::Samples(_) => true,
+            Done::Samples(..) => true,
         };
     }
 }
@@ -164,7 +196,10 @@ fn append(
         }
         Ok(known)
     });
-    let lost = |n: usize| counters.failed.fetch_add(n as u64, Ordering::Relaxed);
+    let lost = |n: usize| {
+        counters.lose(Some(*id), n);
+        counters.failed.fetch_add(n as u64, Ordering::Relaxed)
+    };
     match result {
         Ok(true) => samples.len(),
         Ok(false) => {
@@ -216,8 +251,11 @@ impl Writer {
     /// Runs until `Shutdown` or until every sender is gone, committing what is left first.
     pub(crate) fn run(mut self) {
         let mut next_retention = Instant::now() + self.retention_every;
+        let mut next_identity = Instant::now() + IDENTITY_EVERY;
         loop {
-            let wait = next_retention.saturating_duration_since(Instant::now());
+            let wait = next_retention
+                .min(next_identity)
+                .saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(first) => {
                     let (batch, stop) = self.gather(first);
@@ -229,13 +267,42 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            if Instant::now() >= next_identity {
+                self.check_identity();
+                next_identity = Instant::now() + IDENTITY_EVERY;
+            }
             // Checked after every batch too, so steady traffic cannot postpone retention.
             if Instant::now() >= next_retention {
                 self.retention_alone();
                 next_retention = Instant::now() + self.retention_every;
             }
         }
+        // Merges the WAL into the database file, so a copy of the file alone is a whole backup.
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "session database checkpoint at shutdown failed");
+        }
         tracing::debug!(path = %self.path.display(), "session writer stopped");
+    }
+
+    /// Notices the database file removed or replaced under the store: what is written then
+    /// goes to a file no one will open again, so new sessions are refused until it is back.
+    fn check_identity(&self) {
+        let now = identity(&self.path);
+        let detached = self.identity.is_some() && now != self.identity;
+        let was = self.counters.detached.swap(detached, Ordering::Relaxed);
+        if detached && !was {
+            self.counters.file_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                path = %self.path.display(),
+                "session database file removed or replaced while in use; new sessions are refused \
+                 until it is back (restart pingscope to start a new file)"
+            );
+        } else if was && !detached {
+            tracing::info!(path = %self.path.display(), "session database file is back");
+        }
     }
 
     /// Collects ops until the batch interval has passed since `first`, or at once when someone
@@ -319,14 +386,12 @@ impl Writer {
                     });
                     Done::Unit(reply, r)
                 }
-                Op::Append(id, sample) => Done::Samples(append(
-                    &mut tx,
-                    &self.counters,
-                    &id,
-                    std::slice::from_ref(&*sample),
-                )),
+                Op::Append(id, sample) => Done::Samples(
+                    Some(id),
+                    append(&mut tx, &self.counters, &id, std::slice::from_ref(&*sample)),
+                ),
                 Op::AppendMany(id, samples) => {
-                    Done::Samples(append(&mut tx, &self.counters, &id, &samples))
+                    Done::Samples(Some(id), append(&mut tx, &self.counters, &id, &samples))
                 }
                 Op::Finish(f, reply) => {
                     finished = true;
@@ -355,7 +420,7 @@ impl Writer {
                     Done::Bool(reply, r)
                 }
                 Op::Flush(reply) => Done::Unit(reply, Ok(())),
-                Op::Shutdown => Done::Samples(0),
+                Op::Shutdown => Done::Samples(None, 0),
             };
             done.push(d);
         }
@@ -432,6 +497,7 @@ mod tests {
                     summary: None,
                     error: None,
                     ended_at: SystemTime::now(),
+                    samples_lost: 0,
                 }),
                 tx,
             )

@@ -12,6 +12,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde::Deserialize;
 
 use super::{RawFile, WebConfigError};
+use crate::config::read;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +82,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// The certificate, key and CA files the web config names (for change detection). Empty when
 /// the file does not parse.
 pub(super) fn named_files(path: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = read::read_text(path, read::MAX_WEB_FILE_BYTES) else {
         return Vec::new();
     };
     let Ok(raw) = serde_saphyr::from_str::<RawFile>(&text) else {
@@ -142,7 +143,8 @@ pub(super) fn build(
     let cert_path = resolve(base, cert);
     let key_path = resolve(base, key);
     let certs = read_certs(&cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| WebConfigError::Invalid {
+    let key_pem = read_bounded(&key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| WebConfigError::Invalid {
         path: key_path.clone(),
         message: format!("no usable private key: {e}"),
     })?;
@@ -196,13 +198,21 @@ pub(super) fn build(
     Ok(config)
 }
 
+/// A certificate, key or CA file, read with the web config's bound.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, WebConfigError> {
+    read::read_bytes(path, read::MAX_WEB_FILE_BYTES).map_err(|e| WebConfigError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, WebConfigError> {
     let bad = |message: String| WebConfigError::Invalid {
         path: path.to_owned(),
         message,
     };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(format!("cannot read certificates: {e}")))?
+    let pem = read_bounded(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("bad PEM: {e}")))?;
     if certs.is_empty() {

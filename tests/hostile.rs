@@ -1,0 +1,627 @@
+//! Hostile input and faults, second round (issue 21): one regression test per item, each against
+//! the real binary on loopback. Every run is bounded in time (children killed by PID at their
+//! deadline) and in memory (`RLIMIT_AS`), so a regression fails the test instead of the machine.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+#[path = "hostile_common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, run_bounded, sample, wait_until};
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn sessions_yaml(dir: &Path) -> String {
+    format!("sessions: {{database: {}}}\n", dir.join("s.db").display())
+}
+
+// Item 1: a `**` glob over a symlink loop (`loop/self -> .`, `loop/up -> ../loop`) made the
+// walk exponential; check-config never returned and a reload wedged every later one.
+#[test]
+fn item1_a_symlink_loop_under_a_glob_neither_hangs_check_config_nor_wedges_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lp = d.join("t/loop");
+    std::fs::create_dir_all(&lp).unwrap();
+    std::os::unix::fs::symlink(".", lp.join("self")).unwrap();
+    std::os::unix::fs::symlink("../loop", lp.join("up")).unwrap();
+    // Enough branches that the old exponential walk could not finish in the test's lifetime.
+    for i in 0..6 {
+        std::os::unix::fs::symlink(".", lp.join(format!("s{i}"))).unwrap();
+    }
+    write(&lp.join("a.yml"), "- targets: [127.0.0.2]\n");
+    let config = d.join("c.yml");
+    let with_glob = format!(
+        "targets: []\ntarget_files: [\"t/**/*.yml\"]\n{}",
+        sessions_yaml(d)
+    );
+    write(&config, &with_glob);
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(0), "check-config: {run:?}");
+    assert!(
+        run.stdout.contains("1 target (1 from target_files)"),
+        "each file once, whatever the loop: {run:?}"
+    );
+
+    // In serve: the reload answers, SIGHUP still reloads afterwards, the gauge tells the truth.
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    write(&config, &with_glob);
+    let started = Instant::now();
+    let (status, body) = daemon.post("/-/reload", None);
+    assert!(
+        status == 200 && started.elapsed() < Duration::from_secs(10),
+        "reload: {status} {body} after {:?}",
+        started.elapsed()
+    );
+    write(
+        &config,
+        &format!(
+            "targets: [{{host: 127.0.0.3}}]\ntarget_files: [\"t/**/*.yml\"]\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    daemon.signal(libc::SIGHUP);
+    let reloaded = wait_until(Duration::from_secs(10), || {
+        daemon.log_text().contains("config reloaded: 2 targets")
+    });
+    assert!(reloaded, "SIGHUP after the loop: {}", daemon.log_text());
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        sample(&metrics, "pingscope_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
+
+// Item 2: `target_files: ["/dev/zero"]` was read until memory ran out; the config itself had no
+// size bound either.
+#[test]
+fn item2_reads_are_bounded_and_only_of_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, "targets: []\ntarget_files: [\"/dev/zero\"]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("/dev/zero: not a regular file (a device); only regular files are read"),
+        "{run:?}"
+    );
+
+    let run = run_bounded(&["check-config", "/dev/zero"], Duration::from_secs(10));
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+
+    // A config past the bound (64 MiB), as a sparse file: refused by its size, unread.
+    let huge = d.join("huge.yml");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(65 * 1024 * 1024).unwrap();
+    let run = run_bounded(
+        &["check-config", huge.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("larger than the limit of 67108864 bytes"),
+        "{run:?}"
+    );
+
+    // A FIFO with no writer is refused at once, not waited for.
+    let fifo = d.join("fifo.yml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    write(&config, "targets: []\ntarget_files: [\"fifo.yml\"]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(
+        run.stderr.contains("not a regular file (a FIFO)"),
+        "{run:?}"
+    );
+
+    // The web config, too.
+    let run = run_bounded(
+        &[
+            "serve",
+            "--web.config.file",
+            "/dev/zero",
+            "--web.listen-address",
+            "127.0.0.1:1",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+}
+
+fn many_targets(n: usize) -> String {
+    let mut out = String::from("targets:\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            "  - {{name: t{i}, host: 127.{}.{}.{}, labels: {{site: ams, rack: r{}}}}}\n",
+            i / 62_500,
+            (i / 250) % 250,
+            i % 250 + 1,
+            i % 7
+        ));
+    }
+    out
+}
+
+// Item 5: a hidden limit of 250,000 YAML nodes refused 25,000 targets with two labels, with the
+// message `budget breached: Nodes { nodes: 250001 }`.
+#[test]
+fn item5_two_hundred_thousand_targets_with_labels_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &many_targets(200_000));
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(0), "one file: {run:?}");
+    assert!(run.stdout.contains("200000 targets"), "{run:?}");
+
+    // Through target_files: one file_sd file of 200,000 hosts in groups with labels.
+    let mut sd = String::new();
+    for g in 0..2_000 {
+        sd.push_str(&format!(
+            "- labels: {{site: s{g}, rack: r{}}}\n  targets: [",
+            g % 7
+        ));
+        for h in 0..100 {
+            let i = g * 100 + h;
+            if h > 0 {
+                sd.push_str(", ");
+            }
+            sd.push_str(&format!(
+                "127.{}.{}.{}",
+                i / 62_500,
+                (i / 250) % 250,
+                i % 250 + 1
+            ));
+        }
+        sd.push_str("]\n");
+    }
+    write(&d.join("sd.yml"), &sd);
+    write(&config, "targets: []\ntarget_files: [sd.yml]\n");
+    let run = run_bounded(
+        &["check-config", config.to_str().unwrap()],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(0), "target_files: {run:?}");
+    assert!(run.stdout.contains("(200000 from target_files)"), "{run:?}");
+}
+
+// Item 6: 50 concurrent reloads of a 10,000-target config each ran in turn: every request
+// answered 503 after 30 s and the reloads went on for minutes.
+#[test]
+fn item6_concurrent_reloads_share_one_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    let mut yaml = String::from("defaults: {interval: 30s}\ntargets:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - {{name: t{i}, host: 127.1.{}.{}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    yaml.push_str(&sessions_yaml(d));
+    write(&config, &yaml);
+    let daemon = Daemon::start(d, &config, &[]);
+    let started = Instant::now();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| s.spawn(|| daemon.post("/-/reload", None)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.starts_with("config reloaded: 10000 targets"), "{body}");
+    }
+    assert!(took < Duration::from_secs(20), "50 reloads took {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = daemon.log_text().matches("config reloaded").count();
+    assert!(
+        runs <= 3,
+        "50 concurrent requests ran {runs} reloads; they should share one"
+    );
+}
+
+fn bcrypt_hash(password: &str) -> String {
+    bcrypt::hash(password, 8).unwrap()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+// Item 7: truncating `--web.config.file` to empty switched basic auth off live; `/metrics`
+// answered 200 without credentials.
+#[test]
+fn item7_a_broken_web_config_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let web = d.join("web.yml");
+    let good = format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret"));
+    write(&web, &good);
+    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let anonymous = || daemon.get("/metrics").0;
+    let with_password = || {
+        daemon
+            .http
+            .get(daemon.url("/metrics"))
+            .header("Authorization", basic("alice", "s3cret"))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(anonymous(), 401);
+    assert_eq!(with_password(), 200);
+    // Truncated, half-written, unreadable, not parsing: each keeps every request out (500).
+    let broken: [(&str, Option<&str>); 4] = [
+        ("empty", Some("")),
+        ("half-written", Some("basic_auth_users:\n")),
+        ("not YAML", Some("basic_auth_users: [\n")),
+        ("removed", None),
+    ];
+    for (what, text) in broken {
+        match text {
+            Some(t) => write(&web, t),
+            None => std::fs::remove_file(&web).unwrap(),
+        }
+        let end = Instant::now() + Duration::from_millis(2_500);
+        while Instant::now() < end {
+            let status = anonymous();
+            assert_ne!(
+                status, 200,
+                "{what}: /metrics answered 200 without credentials"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(anonymous(), 500, "{what}");
+        assert_eq!(with_password(), 500, "{what}");
+        write(&web, &good);
+        let back = wait_until(Duration::from_secs(5), || with_password() == 200);
+        assert!(back, "{what}: the good file is applied again");
+        assert_eq!(anonymous(), 401, "{what}");
+    }
+    assert!(
+        daemon.log_text().contains("the file is empty now"),
+        "the reason is logged: {}",
+        daemon.log_text()
+    );
+}
+
+// Item 7 (second half): 100 concurrent wrong-password requests delayed a valid scrape to 4.6 s,
+// since every check took a bcrypt slot. A verified password is remembered (keyed by a hash of
+// user, password and stored hash), so the valid scrape needs no slot.
+#[test]
+fn item7_failing_logins_do_not_starve_valid_scrapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let web = d.join("web.yml");
+    write(
+        &web,
+        &format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret")),
+    );
+    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let scrape = |password: &str| {
+        let started = Instant::now();
+        let status = daemon
+            .http
+            .get(daemon.url("/metrics"))
+            .header("Authorization", basic("alice", password))
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        (status, started.elapsed())
+    };
+    assert_eq!(scrape("s3cret").0, 200);
+    let (valid, wrong) = std::thread::scope(|s| {
+        let flood: Vec<_> = (0..100).map(|_| s.spawn(|| scrape("wrong").0)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let valid = scrape("s3cret");
+        let wrong: Vec<u16> = flood.into_iter().map(|h| h.join().unwrap()).collect();
+        (valid, wrong)
+    });
+    assert!(wrong.iter().all(|s| *s == 401), "{wrong:?}");
+    assert_eq!(valid.0, 200);
+    assert!(
+        valid.1 < Duration::from_secs(1),
+        "a valid scrape waited {:?} behind 100 wrong passwords",
+        valid.1
+    );
+    // The hash itself never logs in, cached or not.
+    let stored = std::fs::read_to_string(&web).unwrap();
+    let hash = stored.split_whitespace().last().unwrap().to_owned();
+    assert_eq!(scrape(&hash).0, 401);
+}
+
+fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "{what} needs root (a tmpfs of its own); CI runs scripts/test as root"
+    );
+}
+
+// Item 3: with the store's disk full for a while during two sessions, each ended `completed`,
+// `error: null`, `summary.sent 120`, `sample_count 80`: 40 samples gone without a word.
+#[test]
+fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
+    require_root("the full-disk test");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fs = common::Tmpfs::mount(&d.join("store"), "2m").unwrap();
+    let config = d.join("c.yml");
+    write(
+        &config,
+        &format!(
+            "targets: []\nsessions: {{database: {}}}\n",
+            fs.dir.join("s.db").display()
+        ),
+    );
+    let daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 60, "interval": "100ms"});
+    let ids = [
+        common::start_session(&daemon, body.clone()),
+        common::start_session(&daemon, body),
+    ];
+    std::thread::sleep(Duration::from_millis(1_500));
+    let filler = fs.fill();
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::remove_file(&filler).unwrap();
+    let mut lost_total = 0;
+    for id in &ids {
+        let s = common::ended_session(&daemon, id, Duration::from_secs(30));
+        let sent = s["summary"]["sent"].as_u64().unwrap();
+        let stored = s["sample_count"].as_u64().unwrap();
+        let lost = s["samples_lost"].as_u64().unwrap_or(u64::MAX);
+        let samples = s["samples"].as_array().map_or(0, Vec::len) as u64;
+        assert_eq!(sent, 60, "{s}");
+        assert_eq!(stored, samples, "{s}");
+        assert_eq!(
+            stored + lost,
+            sent,
+            "every sample stored or counted lost: {s}"
+        );
+        assert!(lost > 0, "the full disk cost samples: {s}");
+        let error = s["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains(&format!(
+                "{lost} of the session's samples could not be stored"
+            )),
+            "{s}"
+        );
+        lost_total += lost;
+    }
+    let (_, metrics) = daemon.get("/metrics");
+    assert!(
+        sample(&metrics, "pingscope_store_write_errors_total").unwrap_or(0.0) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "pingscope_session_samples_lost_total").map(|v| v as u64),
+        Some(lost_total)
+    );
+    drop(daemon);
+    drop(fs);
+}
+
+// Item 3: a store file deleted under the daemon was written to until restart, then everything
+// was gone, without a warning.
+#[test]
+fn item3_a_removed_store_file_is_detected_and_sessions_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 2, "interval": "100ms"});
+    let id = common::start_session(&daemon, body.clone());
+    common::ended_session(&daemon, &id, Duration::from_secs(10));
+    let db = d.join("s.db");
+    let aside = d.join("aside.db");
+    std::fs::rename(&db, &aside).unwrap();
+    let refused = wait_until(Duration::from_secs(5), || {
+        let (status, text) = daemon.post("/api/v1/sessions", Some(&body));
+        status == 503 && text.contains("store_unavailable") && text.contains("removed or replaced")
+    });
+    assert!(refused, "{}", daemon.log_text());
+    let (_, metrics) = daemon.get("/metrics");
+    assert_eq!(
+        sample(&metrics, "pingscope_store_file_lost_total"),
+        Some(1.0)
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("session database file removed or replaced while in use"),
+        "{}",
+        daemon.log_text()
+    );
+    // Back in place: sessions are taken again.
+    std::fs::rename(&aside, &db).unwrap();
+    let back = wait_until(Duration::from_secs(5), || {
+        daemon.post("/api/v1/sessions", Some(&body)).0 == 201
+    });
+    assert!(back, "{}", daemon.log_text());
+}
+
+// Item 3: a clean shutdown left the WAL unmerged, so a backup of the `.db` alone lost every
+// session.
+#[test]
+fn item3_a_clean_shutdown_checkpoints_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let mut daemon = Daemon::start(d, &config, &[]);
+    let body = serde_json::json!({"target": "127.0.0.1", "count": 3, "interval": "100ms"});
+    let id = common::start_session(&daemon, body);
+    common::ended_session(&daemon, &id, Duration::from_secs(10));
+    daemon.signal(libc::SIGTERM);
+    let exited = wait_until(Duration::from_secs(10), || !daemon.alive());
+    assert!(exited, "{}", daemon.log_text());
+    let wal = d.join("s.db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "WAL left with {wal_len} bytes");
+    // The .db alone, as a naive backup copies it.
+    let backup = d.join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    std::fs::copy(d.join("s.db"), backup.join("s.db")).unwrap();
+    let conn = rusqlite::Connection::open(backup.join("s.db")).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM samples WHERE session_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 3);
+}
+
+fn get_with(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Duration) -> (u16, String) {
+    let mut req = d.http.get(d.url(path)).timeout(limit);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().unwrap_or_default())
+        }
+        Err(e) => (0, format!("{e}")),
+    }
+}
+
+// Item 4: `X-Prometheus-Scrape-Timeout-Seconds: 1e9` and `interval=1y` were accepted, so a
+// client set how long it held a probe slot; 64 such requests took every slot.
+#[test]
+fn item4_probe_budget_is_capped_by_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(
+        &config,
+        &format!(
+            "targets: []\nprobe_limits: {{max_duration: 2s}}\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    let daemon = Daemon::start(d, &config, &["--web.max-probes", "2"]);
+    let huge = [("X-Prometheus-Scrape-Timeout-Seconds", "1e9")];
+    let (status, body) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&interval=1y",
+        &huge,
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("interval 1y is above the maximum of 10s"),
+        "{body}"
+    );
+    let (status, body) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&count=1001",
+        &huge,
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 400, "{body}");
+    // Both slots taken by the longest probes a client can ask for: each ends at the cap.
+    let started = Instant::now();
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    get_with(
+                        &daemon,
+                        "/probe?target=127.0.0.1&count=1000&interval=10s",
+                        &huge,
+                        Duration::from_secs(15),
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let duration = sample(body, "probe_duration_seconds").unwrap_or(f64::MAX);
+        assert!(
+            duration <= 2.5,
+            "probe ran {duration}s past the 2s cap:\n{body}"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(5),
+        "probes held their slots {took:?}"
+    );
+    let (status, _) = get_with(
+        &daemon,
+        "/probe?target=127.0.0.1&count=1",
+        &[],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status, 200, "slots are free again");
+}
+
+// Item 8 (the parts done): a repeated `target=` silently took the last; a second stop of a
+// session answered 202 again.
+#[test]
+fn item8_repeated_parameters_and_second_stops_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    let (status, body) = daemon.get("/probe?target=127.0.0.1&target=127.0.0.2&count=1");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("query parameter \\\"target\\\" is given more than once"),
+        "{body}"
+    );
+    let id = common::start_session(
+        &daemon,
+        serde_json::json!({"target": "127.0.0.1", "count": 100, "interval": "100ms"}),
+    );
+    let (first, body) = daemon.post(&format!("/api/v1/sessions/{id}/stop"), None);
+    assert_eq!(first, 202, "{body}");
+    let (second, body) = daemon.post(&format!("/api/v1/sessions/{id}/stop"), None);
+    assert_eq!(second, 409, "{body}");
+    assert!(
+        body.contains("already_stopped") || body.contains("not_running"),
+        "{body}"
+    );
+}
