@@ -33,7 +33,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles)",
+            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles, probe_limits)",
         ],
     ),
     (

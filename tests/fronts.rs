@@ -15,146 +15,61 @@ use support::inproc::InProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
 
+/// One refusal per line, as each front is asked for it: `rule | CLI arguments | /probe query |
+/// session body | field | message`. `-`: the front has no way to say it; `<space>` is an
+/// argument of one space.
+const CASES: &str = r#"
+empty target | <space> | target=%20 | {"target":" "} | target | target must not be empty: name the host to probe
+count below 1 | -c 0 127.0.0.1 | target=127.0.0.1&count=0 | {"target":"127.0.0.1","count":0} | count | count must be at least 1, got 0
+negative count | -c -3 127.0.0.1 | target=127.0.0.1&count=-3 | {"target":"127.0.0.1","count":-3} | count | count must be at least 1, got -3
+count not a number | -c x 127.0.0.1 | target=127.0.0.1&count=x | - | count | count "x" is not a whole number
+interval syntax | -i 5x 127.0.0.1 | target=127.0.0.1&interval=5x | {"target":"127.0.0.1","interval":"5x"} | interval | interval: invalid duration "5x": unknown unit "x" (use ms, s, m, h, d, w, y)
+timeout zero | -W 0s 127.0.0.1 | target=127.0.0.1&timeout=0s | {"target":"127.0.0.1","timeout":"0s"} | timeout | timeout must be greater than 0s
+timeout too long | -W 2m 127.0.0.1 | target=127.0.0.1&timeout=2m | {"target":"127.0.0.1","timeout":"2m"} | timeout | timeout 2m is longer than is sane (at most 1m)
+size above the IPv4 payload | -s 70000 127.0.0.1 | target=127.0.0.1&size=70000 | {"target":"127.0.0.1","size":70000} | size | size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)
+size above the IPv6 payload | -6 -s 65528 127.0.0.1 | target=127.0.0.1&family=ip6&size=65528 | {"target":"127.0.0.1","family":"ip6","size":65528} | size | size 65528 is larger than the largest ICMP payload over IPv6 (65527 bytes)
+negative size | -s -1 127.0.0.1 | target=127.0.0.1&size=-1 | {"target":"127.0.0.1","size":-1} | size | size must not be negative, got -1
+ttl zero | -t 0 127.0.0.1 | target=127.0.0.1&ttl=0 | {"target":"127.0.0.1","ttl":0} | ttl | ttl must be between 1 and 255, got 0
+ttl too big | -t 256 127.0.0.1 | target=127.0.0.1&ttl=256 | {"target":"127.0.0.1","ttl":256} | ttl | ttl must be between 1 and 255, got 256
+tos too big | -Q 300 127.0.0.1 | target=127.0.0.1&tos=300 | {"target":"127.0.0.1","tos":300} | tos | tos must be between 0 and 255, got 300
+unknown family | - | target=127.0.0.1&family=ipx | {"target":"127.0.0.1","family":"ipx"} | family | unknown family "ipx" (use auto, ip4 or ip6)
+every address where one is probed | - | target=127.0.0.1&family=all | {"target":"127.0.0.1","family":"all"} | family | family "all" is not possible here: this probes one address (use auto, ip4 or ip6)
+unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp)
+"#;
+
 /// One refusal, as each front is asked for it. `None`: the front has no way to say it.
-struct Case {
-    rule: &'static str,
-    cli: Option<&'static [&'static str]>,
-    query: Option<&'static str>,
-    body: Option<&'static str>,
-    field: &'static str,
-    message: &'static str,
+struct Case<'a> {
+    rule: &'a str,
+    cli: Option<Vec<&'a str>>,
+    query: Option<&'a str>,
+    body: Option<&'a str>,
+    field: &'a str,
+    message: &'a str,
 }
 
-const CASES: &[Case] = &[
-    Case {
-        rule: "empty target",
-        cli: Some(&[" "]),
-        query: Some("target=%20"),
-        body: Some(r#"{"target":" "}"#),
-        field: "target",
-        message: "target must not be empty: name the host to probe",
-    },
-    Case {
-        rule: "count below 1",
-        cli: Some(&["-c", "0", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&count=0"),
-        body: Some(r#"{"target":"127.0.0.1","count":0}"#),
-        field: "count",
-        message: "count must be at least 1, got 0",
-    },
-    Case {
-        rule: "negative count",
-        cli: Some(&["-c", "-3", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&count=-3"),
-        body: Some(r#"{"target":"127.0.0.1","count":-3}"#),
-        field: "count",
-        message: "count must be at least 1, got -3",
-    },
-    Case {
-        rule: "count not a number",
-        cli: Some(&["-c", "x", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&count=x"),
-        body: None,
-        field: "count",
-        message: "count \"x\" is not a whole number",
-    },
-    Case {
-        rule: "interval syntax",
-        cli: Some(&["-i", "5x", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&interval=5x"),
-        body: Some(r#"{"target":"127.0.0.1","interval":"5x"}"#),
-        field: "interval",
-        message: "interval: invalid duration \"5x\": unknown unit \"x\" (use ms, s, m, h, d, w, y)",
-    },
-    Case {
-        rule: "timeout zero",
-        cli: Some(&["-W", "0s", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&timeout=0s"),
-        body: Some(r#"{"target":"127.0.0.1","timeout":"0s"}"#),
-        field: "timeout",
-        message: "timeout must be greater than 0s",
-    },
-    Case {
-        rule: "timeout too long",
-        cli: Some(&["-W", "2m", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&timeout=2m"),
-        body: Some(r#"{"target":"127.0.0.1","timeout":"2m"}"#),
-        field: "timeout",
-        message: "timeout 2m is longer than is sane (at most 1m)",
-    },
-    Case {
-        rule: "size above the IPv4 payload",
-        cli: Some(&["-s", "70000", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&size=70000"),
-        body: Some(r#"{"target":"127.0.0.1","size":70000}"#),
-        field: "size",
-        message: "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
-    },
-    Case {
-        rule: "size above the IPv6 payload",
-        cli: Some(&["-6", "-s", "65528", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&family=ip6&size=65528"),
-        body: Some(r#"{"target":"127.0.0.1","family":"ip6","size":65528}"#),
-        field: "size",
-        message: "size 65528 is larger than the largest ICMP payload over IPv6 (65527 bytes)",
-    },
-    Case {
-        rule: "negative size",
-        cli: Some(&["-s", "-1", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&size=-1"),
-        body: Some(r#"{"target":"127.0.0.1","size":-1}"#),
-        field: "size",
-        message: "size must not be negative, got -1",
-    },
-    Case {
-        rule: "ttl zero",
-        cli: Some(&["-t", "0", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&ttl=0"),
-        body: Some(r#"{"target":"127.0.0.1","ttl":0}"#),
-        field: "ttl",
-        message: "ttl must be between 1 and 255, got 0",
-    },
-    Case {
-        rule: "ttl too big",
-        cli: Some(&["-t", "256", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&ttl=256"),
-        body: Some(r#"{"target":"127.0.0.1","ttl":256}"#),
-        field: "ttl",
-        message: "ttl must be between 1 and 255, got 256",
-    },
-    Case {
-        rule: "tos too big",
-        cli: Some(&["-Q", "300", "127.0.0.1"]),
-        query: Some("target=127.0.0.1&tos=300"),
-        body: Some(r#"{"target":"127.0.0.1","tos":300}"#),
-        field: "tos",
-        message: "tos must be between 0 and 255, got 300",
-    },
-    Case {
-        rule: "unknown family",
-        cli: None,
-        query: Some("target=127.0.0.1&family=ipx"),
-        body: Some(r#"{"target":"127.0.0.1","family":"ipx"}"#),
-        field: "family",
-        message: "unknown family \"ipx\" (use auto, ip4 or ip6)",
-    },
-    Case {
-        rule: "every address where one is probed",
-        cli: None,
-        query: Some("target=127.0.0.1&family=all"),
-        body: Some(r#"{"target":"127.0.0.1","family":"all"}"#),
-        field: "family",
-        message: "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
-    },
-    Case {
-        rule: "unknown kind",
-        cli: None,
-        query: Some("target=127.0.0.1&kind=ssh"),
-        body: Some(r#"{"target":"127.0.0.1","kind":"ssh"}"#),
-        field: "kind",
-        message: "unknown kind \"ssh\" (use icmp)",
-    },
-];
+fn cases() -> Vec<Case<'static>> {
+    let given = |s: &'static str| (s != "-").then_some(s);
+    CASES
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split(" | ").collect();
+            assert_eq!(c.len(), 6, "a case has six columns: {l}");
+            Case {
+                rule: c[0],
+                cli: given(c[1]).map(|a| {
+                    a.split_whitespace()
+                        .map(|w| if w == "<space>" { " " } else { w })
+                        .collect()
+                }),
+                query: given(c[2]),
+                body: given(c[3]),
+                field: c[4],
+                message: c[5],
+            }
+        })
+        .collect()
+}
 
 /// The in-process daemon (the real router and handlers over the fake pinger, no root).
 fn daemon() -> InProcess {
@@ -189,9 +104,9 @@ fn every_front_gives_each_rule_the_same_message() {
     let d = daemon();
     let c = client();
     let mut failures = Vec::new();
-    for case in CASES {
+    for case in cases() {
         let want = case.message;
-        if let Some(args) = case.cli {
+        if let Some(args) = &case.cli {
             let (code, stderr) = cli(args);
             let expected = format!("pingscope: {want}");
             if code != Some(64) || stderr != expected {

@@ -394,6 +394,9 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_engine_events_dropped_total", "counter"),
         ("pingscope_engine_unmatched_packets_total", "counter"),
         ("pingscope_session_samples_dropped_total", "counter"),
+        ("pingscope_session_samples_lost_total", "counter"),
+        ("pingscope_store_write_errors_total", "counter"),
+        ("pingscope_store_file_lost_total", "counter"),
     ];
     for (name, ty) in types {
         assert_eq!(

@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("python3", Some("python3-venv")),
     ("setpriv", Some("util-linux")),
     ("unshare", Some("util-linux")),
+    ("mount", Some("mount")),
+    ("umount", Some("mount")),
     ("timeout", Some("coreutils")),
     ("chmod", Some("coreutils")),
     ("id", Some("coreutils")),
