@@ -8,6 +8,7 @@
 //! | `types.rs` | the typed [`Config`], the named defaults and limits, [`AccessConfig::check`] |
 //! | `rules.rs` + `validate.rs` | defaults applied, every rule run, every problem recorded |
 //! | `file_sd.rs` | `target_files` in Prometheus' file_sd format |
+//! | `yaml_limits.rs` | the YAML parser's budget, sized for real configs; its breaches in words |
 //! | `locate.rs` | names the key of a YAML syntax or type error, and parses on past type errors |
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
 //! | [`shard`] | `--shard I/N` |
@@ -29,6 +30,7 @@ mod rules;
 pub mod shard;
 mod types;
 mod validate;
+mod yaml_limits;
 
 pub use crate::duration::{self, DurationError, format_duration, parse_duration};
 pub use diff::{ChangedTarget, TargetDiff, diff_targets};
