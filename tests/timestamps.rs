@@ -167,6 +167,17 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
     // Raw sockets in the root namespace, on loopback.
     let rt = runtime();
     let raw = rt.block_on(async {
+        // The kernel turns receive timestamps on machine-wide through deferred work when the
+        // first socket asks for them, so the very first reply can come without one (counted
+        // `missing`, see the engine's docs). A warm engine held open meanwhile keeps them on.
+        let warm = engine(TimestampSource::Kernel, SocketPreference::Raw);
+        series(
+            &warm,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            2,
+            Duration::from_millis(2),
+        )
+        .await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Raw);
         let v4 = series(
             &e,
@@ -197,6 +208,8 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
     assert!(out.status.success(), "{out:?}");
     let rt = runtime();
     let (dgram, errs) = rt.block_on(async {
+        let warm = engine(TimestampSource::Kernel, SocketPreference::Dgram);
+        series(&warm, IpAddr::V4(HOST_1MS), 2, Duration::from_millis(2)).await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Dgram);
         let rtts = series(&e, IpAddr::V4(HOST_1MS), 20, Duration::from_millis(2)).await;
         let v6 = series(
@@ -499,6 +512,21 @@ fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
     }
     let net = TestNet::start(&profiles());
     net.enter();
+    // Receive timestamps are turned on machine-wide by deferred kernel work when the first
+    // socket asks; a kernel-timestamping engine held open from before the daemon starts keeps
+    // them on, so the daemon's first reply is not the one that comes without.
+    let rt = runtime();
+    let _warm = rt.block_on(async {
+        let warm = engine(TimestampSource::Kernel, SocketPreference::Raw);
+        series(
+            &warm,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            2,
+            Duration::from_millis(2),
+        )
+        .await;
+        warm
+    });
     let config = format!(
         "{}targets:\n  - host: 127.0.0.1\n    interval: 100ms\n",
         base_config(4)
@@ -509,7 +537,6 @@ fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
     );
     let c = client();
     // User-space timestamps, for comparison, in this process.
-    let rt = runtime();
     let user = rt.block_on(async { engine(TimestampSource::Userspace, SocketPreference::Raw) });
 
     let hogs = Hogs::start(
