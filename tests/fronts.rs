@@ -116,38 +116,24 @@ fn every_front_gives_each_rule_the_same_message() {
                 ));
             }
         }
+        let http = |front: String, answer| {
+            let got = refusal(answer);
+            let want = (
+                400,
+                "invalid_parameter".to_owned(),
+                case.field.to_owned(),
+                want.to_owned(),
+            );
+            (got != want).then(|| format!("{}: {front}: {got:?}, want {want:?}", case.rule))
+        };
         if let Some(query) = case.query {
-            let got = refusal(get_json(&c, &d.url(&format!("/probe?{query}"))));
-            if got
-                != (
-                    400,
-                    "invalid_parameter".to_owned(),
-                    case.field.to_owned(),
-                    want.to_owned(),
-                )
-            {
-                failures.push(format!(
-                    "{}: /probe?{query}: {got:?}, want 400 {want:?}",
-                    case.rule
-                ));
-            }
+            let answer = get_json(&c, &d.url(&format!("/probe?{query}")));
+            failures.extend(http(format!("/probe?{query}"), answer));
         }
         if let Some(body) = case.body {
             let body: serde_json::Value = serde_json::from_str(body).expect("a JSON case");
-            let got = refusal(post_json(&c, &d.url("/api/v1/sessions"), &body));
-            if got
-                != (
-                    400,
-                    "invalid_parameter".to_owned(),
-                    case.field.to_owned(),
-                    want.to_owned(),
-                )
-            {
-                failures.push(format!(
-                    "{}: sessions {body}: {got:?}, want 400 {want:?}",
-                    case.rule
-                ));
-            }
+            let answer = post_json(&c, &d.url("/api/v1/sessions"), &body);
+            failures.extend(http(format!("sessions {body}"), answer));
         }
     }
     assert_eq!(d.fake.sent(), 0, "a refused request sends nothing");

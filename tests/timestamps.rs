@@ -81,6 +81,15 @@ fn fallbacks(s: &TimestampStats) -> Vec<(&'static str, Fallback, u64)> {
 }
 
 /// One probe at a time (N = 1): `n` probes to `ip`, `gap` apart; (seq, RTT) of each reply.
+/// A kernel-timestamping engine that has had its first replies: while it is held open the
+/// kernel keeps RX timestamps on (it turns them on machine-wide through deferred work when the
+/// first socket asks, so the very first reply can come without one, counted `missing`).
+async fn warm_engine(socket: SocketPreference, ip: IpAddr) -> Arc<IcmpEngine> {
+    let warm = engine(TimestampSource::Kernel, socket);
+    series(&warm, ip, 2, Duration::from_millis(2)).await;
+    warm
+}
+
 async fn series(engine: &IcmpEngine, ip: IpAddr, n: usize, gap: Duration) -> Vec<(u16, Duration)> {
     let (tx, mut rx) = mpsc::channel::<ProbeEvent>(16);
     let sink = EventSink::from(tx);
@@ -167,17 +176,8 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
     // Raw sockets in the root namespace, on loopback.
     let rt = runtime();
     let raw = rt.block_on(async {
-        // The kernel turns receive timestamps on machine-wide through deferred work when the
-        // first socket asks for them, so the very first reply can come without one (counted
-        // `missing`, see the engine's docs). A warm engine held open meanwhile keeps them on.
-        let warm = engine(TimestampSource::Kernel, SocketPreference::Raw);
-        series(
-            &warm,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            2,
-            Duration::from_millis(2),
-        )
-        .await;
+        // Held open while measuring: see `warm_engine`.
+        let _warm = warm_engine(SocketPreference::Raw, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Raw);
         let v4 = series(
             &e,
@@ -208,8 +208,7 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
     assert!(out.status.success(), "{out:?}");
     let rt = runtime();
     let (dgram, errs) = rt.block_on(async {
-        let warm = engine(TimestampSource::Kernel, SocketPreference::Dgram);
-        series(&warm, IpAddr::V4(HOST_1MS), 2, Duration::from_millis(2)).await;
+        let _warm = warm_engine(SocketPreference::Dgram, IpAddr::V4(HOST_1MS)).await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Dgram);
         let rtts = series(&e, IpAddr::V4(HOST_1MS), 20, Duration::from_millis(2)).await;
         let v6 = series(
@@ -512,21 +511,13 @@ fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
     }
     let net = TestNet::start(&profiles());
     net.enter();
-    // Receive timestamps are turned on machine-wide by deferred kernel work when the first
-    // socket asks; a kernel-timestamping engine held open from before the daemon starts keeps
-    // them on, so the daemon's first reply is not the one that comes without.
+    // Held open from before the daemon starts, so its first reply is not one without an RX
+    // timestamp.
     let rt = runtime();
-    let _warm = rt.block_on(async {
-        let warm = engine(TimestampSource::Kernel, SocketPreference::Raw);
-        series(
-            &warm,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            2,
-            Duration::from_millis(2),
-        )
-        .await;
-        warm
-    });
+    let _warm = rt.block_on(warm_engine(
+        SocketPreference::Raw,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+    ));
     let config = format!(
         "{}targets:\n  - host: 127.0.0.1\n    interval: 100ms\n",
         base_config(4)
