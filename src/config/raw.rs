@@ -32,54 +32,60 @@ pub(crate) struct RawProbeLimits {
     pub max_count: Option<S<i64>>,
 }
 
-/// The per-target options, shared by `defaults` and each target.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawProbeOptions {
-    pub kind: Option<S<String>>,
-    pub interval: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub size: Option<S<i64>>,
-    pub family: Option<S<String>>,
-    pub ttl: Option<S<i64>>,
-    pub tos: Option<S<i64>>,
-    pub source: Option<S<String>>,
-    pub interface: Option<S<String>>,
-    pub window: Option<S<i64>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawDefaults {
-    pub kind: Option<S<String>>,
-    pub interval: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub size: Option<S<i64>>,
-    pub family: Option<S<String>>,
-    pub ttl: Option<S<i64>>,
-    pub tos: Option<S<i64>>,
-    pub source: Option<S<String>>,
-    pub interface: Option<S<String>>,
-    pub window: Option<S<i64>>,
-    pub histogram: Option<S<RawHistogram>>,
-}
-
-impl RawDefaults {
-    /// The probe options part (serde's `flatten` would lose the locations, so this copies).
-    pub(crate) fn options(&self) -> RawProbeOptions {
-        RawProbeOptions {
-            kind: self.kind.clone(),
-            interval: self.interval.clone(),
-            timeout: self.timeout.clone(),
-            size: self.size.clone(),
-            family: self.family.clone(),
-            ttl: self.ttl.clone(),
-            tos: self.tos.clone(),
-            source: self.source.clone(),
-            interface: self.interface.clone(),
-            window: self.window.clone(),
+/// Declares a raw struct with the per-target probe options (named once, here) between its own
+/// fields `before` and `after` them (the order is that of the "known keys" in messages), and
+/// `options()` that copies the probe part out: serde's `flatten` would lose the locations.
+macro_rules! with_probe_options {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($before:ident: $bty:ty,)* } { $($after:ident: $aty:ty,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(crate) struct $name {
+            $(pub $before: $bty,)*
+            pub kind: Option<S<String>>,
+            pub interval: Option<S<String>>,
+            pub timeout: Option<S<String>>,
+            pub size: Option<S<i64>>,
+            pub family: Option<S<String>>,
+            pub ttl: Option<S<i64>>,
+            pub tos: Option<S<i64>>,
+            pub source: Option<S<String>>,
+            pub interface: Option<S<String>>,
+            pub window: Option<S<i64>>,
+            $(pub $after: $aty,)*
         }
-    }
+
+        impl $name {
+            /// The probe options part.
+            #[allow(dead_code)]
+            pub(crate) fn options(&self) -> RawProbeOptions {
+                RawProbeOptions {
+                    kind: self.kind.clone(),
+                    interval: self.interval.clone(),
+                    timeout: self.timeout.clone(),
+                    size: self.size.clone(),
+                    family: self.family.clone(),
+                    ttl: self.ttl.clone(),
+                    tos: self.tos.clone(),
+                    source: self.source.clone(),
+                    interface: self.interface.clone(),
+                    window: self.window.clone(),
+                }
+            }
+        }
+    };
+}
+
+with_probe_options! {
+    /// The per-target options, shared by `defaults` and each target.
+    RawProbeOptions {} {}
+}
+
+with_probe_options! {
+    RawDefaults {} { histogram: Option<S<RawHistogram>>, }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,39 +96,12 @@ pub(crate) struct RawHistogram {
     pub classic_in_protobuf: Option<S<bool>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTarget {
-    pub name: Option<S<String>>,
-    pub host: Option<S<String>>,
-    pub labels: Option<BTreeMap<String, S<String>>>,
-    pub kind: Option<S<String>>,
-    pub interval: Option<S<String>>,
-    pub timeout: Option<S<String>>,
-    pub size: Option<S<i64>>,
-    pub family: Option<S<String>>,
-    pub ttl: Option<S<i64>>,
-    pub tos: Option<S<i64>>,
-    pub source: Option<S<String>>,
-    pub interface: Option<S<String>>,
-    pub window: Option<S<i64>>,
-}
-
-impl RawTarget {
-    pub(crate) fn options(&self) -> RawProbeOptions {
-        RawProbeOptions {
-            kind: self.kind.clone(),
-            interval: self.interval.clone(),
-            timeout: self.timeout.clone(),
-            size: self.size.clone(),
-            family: self.family.clone(),
-            ttl: self.ttl.clone(),
-            tos: self.tos.clone(),
-            source: self.source.clone(),
-            interface: self.interface.clone(),
-            window: self.window.clone(),
-        }
-    }
+with_probe_options! {
+    RawTarget {
+        name: Option<S<String>>,
+        host: Option<S<String>>,
+        labels: Option<BTreeMap<String, S<String>>>,
+    } {}
 }
 
 #[derive(Debug, Default, Deserialize)]
