@@ -407,6 +407,20 @@ pub struct ExtendedError {
     pub data: u32,
 }
 
+impl ExtendedError {
+    /// The kernel's `sock_extended_err`, with the offender address it came with.
+    fn from_kernel(e: &libc::sock_extended_err, offender: Option<IpAddr>) -> Self {
+        Self {
+            origin: e.ee_origin,
+            icmp_type: e.ee_type,
+            icmp_code: e.ee_code,
+            offender,
+            info: e.ee_info,
+            data: e.ee_data,
+        }
+    }
+}
+
 /// `SO_EE_ORIGIN_ICMP`: the error queue entry is an ICMPv4 error.
 pub const SO_EE_ORIGIN_ICMP: u8 = 2;
 /// `SO_EE_ORIGIN_ICMP6`: the error queue entry is an ICMPv6 error.
@@ -511,25 +525,11 @@ pub fn recv(
                     ControlMessageOwned::Ipv4RecvErr(e, off) => {
                         let offender = off
                             .map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
-                        out.ext_err = Some(ExtendedError {
-                            origin: e.ee_origin,
-                            icmp_type: e.ee_type,
-                            icmp_code: e.ee_code,
-                            offender,
-                            info: e.ee_info,
-                            data: e.ee_data,
-                        });
+                        out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
                     }
                     ControlMessageOwned::Ipv6RecvErr(e, off) => {
                         let offender = off.map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
-                        out.ext_err = Some(ExtendedError {
-                            origin: e.ee_origin,
-                            icmp_type: e.ee_type,
-                            icmp_code: e.ee_code,
-                            offender,
-                            info: e.ee_info,
-                            data: e.ee_data,
-                        });
+                        out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
                     }
                     _ => {}
                 }
