@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketPreference};
 use pingscope::engine::packet::{self, Icmp};
-use pingscope::engine::{EventKind, Pinger, ProbeSpec, SocketError, SocketOptions};
+use pingscope::engine::{EventKind, Pinger, ProbeSpec, SocketError, SocketOptions, Transport};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Parser)]
@@ -151,6 +151,7 @@ async fn probe(
         for ip in &addrs {
             let spec = ProbeSpec {
                 ip: *ip,
+                transport: Transport::Icmp,
                 size,
                 timeout,
                 options: SocketOptions::default(),

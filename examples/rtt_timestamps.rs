@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, TimestampSource};
-use pingscope::engine::{EventKind, Pinger, ProbeSpec, SocketOptions};
+use pingscope::engine::{EventKind, Pinger, ProbeSpec, SocketOptions, Transport};
 
 const SLICE: Duration = Duration::from_millis(2);
 
@@ -42,6 +42,7 @@ async fn run(source: TimestampSource, load: bool, probes: u32) -> Result<Vec<Dur
     let tx = pingscope::engine::EventSink::from(tx);
     let spec = ProbeSpec {
         ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        transport: Transport::Icmp,
         size: 56,
         timeout: Duration::from_secs(1),
         options: SocketOptions::default(),

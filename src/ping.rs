@@ -127,7 +127,7 @@ pub fn main(options: PingOptions) -> u8 {
         }
     };
     runtime.block_on(async move {
-        let engine = match crate::engine::icmp::IcmpEngine::new(Default::default()) {
+        let engine = match crate::engine::Engine::new(Default::default()) {
             Ok(e) => e,
             Err(e) => {
                 eprintln_safe(&format!("pingscope: {e}"));

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketKind, SocketPreference};
-use pingscope::engine::{EventKind, Pinger, ProbeEvent, ProbeSpec, SendError, SocketOptions};
+use pingscope::engine::{
+    EventKind, Pinger, ProbeEvent, ProbeSpec, SendError, SocketOptions, Transport,
+};
 use tokio::sync::mpsc;
 
 fn has_ipv6_loopback() -> bool {
@@ -35,6 +37,7 @@ fn proc_u8(path: &str) -> Option<u8> {
 fn spec(ip: IpAddr, timeout: Duration) -> ProbeSpec {
     ProbeSpec {
         ip,
+        transport: Transport::Icmp,
         size: 56,
         timeout,
         options: SocketOptions::default(),

@@ -35,7 +35,9 @@ use pingscope::engine::clock::{Fallback, SteppableClock};
 use pingscope::engine::icmp::{
     EngineConfig, IcmpEngine, SocketPreference, TimestampSource, TimestampStats,
 };
-use pingscope::engine::{EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SocketOptions};
+use pingscope::engine::{
+    EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport,
+};
 use serde_json::{Value, json};
 use support::api::{base_config, client, post_json, wait_ended};
 use support::daemon::Daemon;
@@ -58,6 +60,7 @@ fn profiles() -> Value {
 fn spec(ip: IpAddr) -> ProbeSpec {
     ProbeSpec {
         ip,
+        transport: Transport::Icmp,
         size: 56,
         timeout: Duration::from_secs(2),
         options: SocketOptions::default(),

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Shard};
-use crate::engine::icmp::{EngineConfig, IcmpEngine};
+use crate::engine::Engine;
+use crate::engine::icmp::EngineConfig;
 use crate::exit;
 use crate::http::serve::{Limits, ServeOptions};
 use crate::http::webconfig::{WebConfig, WebConfigError};
@@ -171,7 +172,7 @@ async fn run(
     watch: bool,
     serve_options: ServeOptions,
 ) -> u8 {
-    let engine = match IcmpEngine::new(EngineConfig::default()) {
+    let engine = match Engine::new(EngineConfig::default()) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot open ICMP sockets");

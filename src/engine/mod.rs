@@ -1,8 +1,8 @@
-//! The ICMP layer, behind the small [`Pinger`] trait.
+//! The probe layer, behind the small [`Pinger`] trait.
 //!
-//! A caller hands the engine a [`ProbeSpec`] (where, how big, how long to wait) and a
-//! [`EventSink`]; the engine sends one echo request and delivers every outcome of that probe to
-//! the sink as a [`ProbeEvent`]:
+//! A caller hands the engine a [`ProbeSpec`] (where, over which [`Transport`], how big, how long
+//! to wait) and a [`EventSink`]; the engine sends one probe and delivers every outcome of that
+//! probe to the sink as a [`ProbeEvent`]:
 //!
 //! - exactly one *terminal* event: [`EventKind::Reply`], [`EventKind::Timeout`] or
 //!   [`EventKind::IcmpError`];
@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod fake;
 pub mod icmp;
+pub mod mux;
 pub mod packet;
 pub mod socket;
 pub mod table;
@@ -27,18 +28,41 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 pub use icmp::{TimestampPath, TimestampStats};
+pub use mux::Engine;
 
 /// Where to send a probe and how.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProbeSpec {
     /// Destination address.
     pub ip: IpAddr,
-    /// ICMP payload bytes (the echo data after the 8-byte ICMP header).
+    /// What the probe is on the wire: the engine that sends it and what settles it.
+    pub transport: Transport,
+    /// Payload bytes (for ICMP, the echo data after the 8-byte ICMP header).
     pub size: u16,
     /// How long to wait for the reply; a reply after it is [`EventKind::Late`].
     pub timeout: Duration,
     /// Socket-level options; probes with equal options share a socket.
     pub options: SocketOptions,
+}
+
+/// What a probe is on the wire. [`Engine`] sends each transport through its own engine; a new
+/// transport is a variant here and an engine behind [`Engine`], and every front gets it through
+/// the probe kinds of `crate::probe`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// ICMP echo request (v4 type 8, v6 type 128); settles on the echo reply, an ICMP error
+    /// quoting it, or the timeout.
+    #[default]
+    Icmp,
+}
+
+impl Transport {
+    /// Name for messages and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Icmp => "icmp",
+        }
+    }
 }
 
 /// Options that are set on the socket (or per packet) rather than in the ICMP message.
@@ -229,6 +253,14 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
+    /// No engine for this transport runs in this process.
+    #[error("no {transport} engine is running; probe to {ip} not sent")]
+    Unsupported {
+        /// The transport asked for.
+        transport: &'static str,
+        /// The destination.
+        ip: IpAddr,
+    },
     /// The engine has shut down.
     #[error("engine is shut down")]
     Closed,
@@ -248,6 +280,7 @@ impl SendError {
                 Some(libc::EADDRNOTAVAIL) => "address_not_available",
                 _ => "io",
             },
+            Self::Unsupported { .. } => "unsupported",
             Self::Closed => "closed",
         }
     }
@@ -279,12 +312,12 @@ pub enum SocketError {
     },
 }
 
-/// Sends ICMP echo probes and reports their outcomes.
+/// Sends probes and reports their outcomes.
 ///
-/// Implementations: the real engine ([`icmp::IcmpEngine`]) and [`fake::FakePinger`] for
-/// unit tests.
+/// Implementations: [`Engine`], which sends each [`Transport`] through its engine (ICMP:
+/// [`icmp::IcmpEngine`]), and [`fake::FakePinger`] for unit tests.
 pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
-    /// Sends one echo request now. Every event of this probe goes to `sink`, tagged with `tag`.
+    /// Sends one probe now. Every event of this probe goes to `sink`, tagged with `tag`.
     ///
     /// Returns the wire sequence number used. Never blocks.
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError>;

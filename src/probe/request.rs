@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rules;
-use crate::engine::{ProbeSpec, SocketOptions};
+use crate::engine::{ProbeSpec, SocketOptions, Transport};
 use crate::resolve::Family;
 
 /// What a probe sends and what settles it: the seam where new kinds are added, once, for every
@@ -104,6 +104,7 @@ pub fn spec(
     match kind {
         ProbeKind::Icmp => ProbeSpec {
             ip,
+            transport: Transport::Icmp,
             size,
             timeout,
             options,
