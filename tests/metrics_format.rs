@@ -82,6 +82,7 @@ fn play(t: &TargetMetrics, script: &[Step]) {
                 icmp_type: 3,
                 icmp_code: 1,
                 from: ip,
+                rtt: None,
             }),
             Step::SendError(_) => continue,
         };

@@ -149,6 +149,10 @@ pub struct IcmpErrorInfo {
     pub icmp_code: u8,
     /// The router or host that sent the error.
     pub from: IpAddr,
+    /// Time from the send to the error's arrival, measured as replies are (kernel timestamps
+    /// where there are); what a path tracer reports for the hop that sent it. `None` where the
+    /// engine cannot tell.
+    pub rtt: Option<Duration>,
 }
 
 /// Coarse classes of ICMP errors.
