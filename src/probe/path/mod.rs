@@ -13,6 +13,7 @@
 //! [`stats::PathStats`] folds rounds into per-hop figures (per TTL and responder), the loss that
 //! persists to later hops, and the path id.
 
+pub mod options;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ use crate::engine::{
     EventKind, EventSink, IcmpErrorKind, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport,
 };
 
+pub use options::{RawPath, validate_path};
 pub use stats::{HopSummary, PathStats};
 
 /// Highest TTL probed by default (traceroute's and mtr's).
