@@ -79,6 +79,8 @@ pub struct LogEntry {
     /// UDP and TCP ports.
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// TCP flags, e.g. `SYN` or `FIN|ACK`.
+    pub flags: Option<String>,
     /// TTL / hop limit as received.
     pub ttl: u8,
     /// Flow hash (what ECMP routers hash), 16 hex digits.
@@ -86,7 +88,9 @@ pub struct LogEntry {
     pub size: usize,
     /// `replied`, `unreachable`, `time_exceeded`, `dropped`, `blackholed`, `overflow`,
     /// `send_failed`, `misconfigured`, `abandoned` (still held at shutdown); on a path also
-    /// `rate_limited` and `silent`; UDP `echoed`, `port_unreachable`, `silent`.
+    /// `rate_limited` and `silent`; UDP `echoed`, `port_unreachable`, `silent`; a TCP SYN
+    /// `syn_ack`, `refused`, `silent`; the rest of a TCP connection `established`, `fin`,
+    /// `closed`, `rst`, `segment`, or `reset` (no such connection).
     pub action: String,
     /// The hop (1-based) where the packet expired or was lost on a path, and its address.
     pub hop: Option<u8>,

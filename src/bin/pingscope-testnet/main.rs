@@ -13,6 +13,7 @@ mod path;
 mod profile;
 mod responder;
 mod tap;
+mod tcp;
 mod tun;
 mod udp;
 

@@ -440,6 +440,11 @@ mod tests {
             let _ = parse_echo_request(&bytes);
             if let Some(ip) = parse_ip(&bytes) {
                 let _ = (crate::udp::parse(&ip), crate::path::flow_hash(&ip));
+                if let Some(seg) = crate::tcp::parse(&ip) {
+                    let mut conns = crate::tcp::Connections::default();
+                    let _ = conns.accept(&ip, &seg, 1, 64, 1);
+                    let _ = conns.segment(&ip, &seg, 64, 1);
+                }
                 let _ = icmp_error_about(ip.src, ip.raw, IcmpError::TimeExceeded, ip.dst, 1, 1);
             }
         }

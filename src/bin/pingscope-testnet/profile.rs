@@ -1,7 +1,7 @@
 //! The profile file: which behaviour each destination address gets, and the seeded dice that
 //! turn a profile into a decision for one echo request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::packet::IcmpError;
 use crate::path::PathSpec;
+use crate::tcp::TcpSpec;
 use crate::udp::UdpSpec;
 
 /// Per-address RNG streams are dropped (and restarted) past this many, so a scan of the whole
@@ -74,6 +75,9 @@ pub struct Profile {
     /// UDP per port; without it every port is unreachable.
     #[serde(default)]
     pub udp: Option<UdpSpec>,
+    /// TCP per port; without it every port is refused.
+    #[serde(default)]
+    pub tcp: Option<TcpSpec>,
 }
 
 impl Default for Profile {
@@ -92,6 +96,7 @@ impl Default for Profile {
             from: None,
             path: None,
             udp: None,
+            tcp: None,
         }
     }
 }
@@ -102,6 +107,28 @@ fn one() -> f64 {
 
 fn default_ttl() -> u8 {
     64
+}
+
+/// Per-port behaviour (the `tcp:` and `udp:` blocks): listed ports, and `default` for the rest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "M: Deserialize<'de> + Default")
+)]
+pub struct Ports<M> {
+    #[serde(default)]
+    pub ports: BTreeMap<u16, M>,
+    #[serde(default)]
+    pub default: M,
+}
+
+impl<M: Copy + Default> Ports<M> {
+    /// What `port` gets; without the block at all, `M`'s default.
+    pub fn mode(spec: Option<&Self>, port: u16) -> M {
+        spec.map_or_else(M::default, |s| {
+            s.ports.get(&port).copied().unwrap_or(s.default)
+        })
+    }
 }
 
 /// `uniform`: delay ± jitter, flat. `normal`: Gaussian with standard deviation `jitter`.

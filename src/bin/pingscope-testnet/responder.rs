@@ -23,12 +23,14 @@ use crate::packet::{self, EchoRequest, IcmpError, IpPacket};
 use crate::path::{self, HopFate, PathState, Route};
 use crate::profile::{Decision, Profiles};
 use crate::tap::Tap;
+use crate::tcp::{self, Connections, Segment, TcpMode, TcpSpec};
 use crate::udp::{self, Datagram, UdpMode, UdpSpec};
 
 /// What the destination is asked for.
 enum Kind<'a> {
     Echo(EchoRequest),
     Udp(Datagram<'a>),
+    Tcp(Segment<'a>),
 }
 
 /// Answers held at once; past this a request is logged `overflow` and not answered.
@@ -78,6 +80,9 @@ struct LogLine {
     sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dport: Option<u16>,
+    /// TCP flags, e.g. `SYN` or `FIN|ACK`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<String>,
     /// TTL / hop limit as received.
     ttl: u8,
     /// What ECMP routers hash (see `path::flow_hash`), 16 hex digits.
@@ -159,6 +164,7 @@ pub struct Responder {
     stats_path: Option<std::path::PathBuf>,
     heap: BinaryHeap<Job>,
     paths: PathState,
+    connections: Connections,
     order: u64,
     ident: u16,
     errors_ns: Vec<u64>,
@@ -184,6 +190,7 @@ impl Responder {
             tun,
             tap,
             paths: PathState::new(profiles.seed(), now_ns()),
+            connections: Connections::default(),
             profiles,
             profiles_path: None,
             log: BufWriter::new(log),
@@ -340,10 +347,11 @@ impl Responder {
         read_lag_ns: Option<u64>,
         lines: &mut Vec<LogLine>,
     ) {
-        // Only what the network answers: echo requests, UDP (and its ICMP errors); nothing else.
+        // Only what the network answers: echo requests, UDP and TCP; nothing else.
         let kind = match ip.proto {
             packet::PROTO_ICMP | packet::PROTO_ICMPV6 => packet::echo_request(ip).map(Kind::Echo),
             packet::PROTO_UDP => udp::parse(ip).map(Kind::Udp),
+            packet::PROTO_TCP => tcp::parse(ip).map(Kind::Tcp),
             _ => None,
         };
         let (Some(kind), Some(flow)) = (kind, path::flow_hash(ip)) else {
@@ -359,6 +367,7 @@ impl Responder {
             seq: None,
             sport: None,
             dport: None,
+            flags: None,
             ttl: ip.ttl,
             flow: format!("{flow:016x}"),
             size: 0,
@@ -378,6 +387,12 @@ impl Responder {
                 line.proto = "udp";
                 (line.sport, line.dport, line.size) =
                     (Some(d.sport), Some(d.dport), d.payload.len());
+            }
+            Kind::Tcp(t) => {
+                line.proto = "tcp";
+                (line.sport, line.dport, line.size) =
+                    (Some(t.sport), Some(t.dport), t.payload.len());
+                line.flags = Some(tcp::flag_names(t.flags));
             }
         }
         let path = self.profiles.lookup(&ip.dst).path.as_ref();
@@ -419,10 +434,33 @@ impl Responder {
                 return;
             }
         };
-        let udp_mode = match &kind {
-            Kind::Udp(d) => UdpSpec::mode(self.profiles.lookup(&ip.dst).udp.as_ref(), d.dport),
-            Kind::Echo(_) => UdpMode::Echo,
+        let profile = self.profiles.lookup(&ip.dst);
+        let (udp_mode, tcp_mode) = match &kind {
+            Kind::Udp(d) => (
+                UdpSpec::mode(profile.udp.as_ref(), d.dport),
+                TcpMode::Silent,
+            ),
+            Kind::Tcp(t) => (
+                UdpMode::Silent,
+                TcpSpec::mode(profile.tcp.as_ref(), t.dport),
+            ),
+            Kind::Echo(_) => (UdpMode::Silent, TcpMode::Silent),
         };
+        if let Kind::Tcp(t) = &kind
+            && !t.is_syn()
+            && !profile.blackhole
+        {
+            // The rest of a handshake: no dice, answered after the fixed delays only.
+            let (ttl, delay) = (profile.ttl, profile.delay + path_delay);
+            let ident = self.next_ident();
+            let (fate, answer) = self.connections.segment(ip, t, ttl, ident);
+            line.action = fate.action();
+            match answer {
+                Some(packet) => self.schedule(line, Some(packet), arrived, delay, 1, lines),
+                None => lines.push(line),
+            }
+            return;
+        }
         let (delay, copies, ttl, error) = match self.profiles.decide(&ip.dst) {
             Decision::Blackholed => {
                 line.action = "blackholed";
@@ -451,6 +489,21 @@ impl Responder {
                 packet::icmp_error_about(ip.src, ip.raw, err, from.unwrap_or(ip.dst), ttl, ident)
             }
             (None, Kind::Echo(req)) => packet::echo_reply(&req, ttl, ident),
+            (None, Kind::Tcp(t)) => match tcp_mode {
+                TcpMode::Open => {
+                    line.action = "syn_ack";
+                    self.connections.accept(ip, &t, flow, ttl, ident)
+                }
+                TcpMode::Refused => {
+                    line.action = "refused";
+                    tcp::reset(ip, &t, ttl, ident)
+                }
+                TcpMode::Silent => {
+                    line.action = "silent";
+                    lines.push(line);
+                    return;
+                }
+            },
             (None, Kind::Udp(d)) => match udp_mode {
                 UdpMode::Echo => {
                     line.action = "echoed";

@@ -2,23 +2,15 @@
 //! default, as a host with nothing listening does, and what traceroute's UDP mode expects), or
 //! stay silent.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::packet::{IpPacket, PROTO_UDP, ip_packet, transport_checksum};
+use crate::profile::Ports;
 
 const UDP_HEADER: usize = 8;
 
 /// The `udp:` block of a profile.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UdpSpec {
-    #[serde(default)]
-    pub ports: BTreeMap<u16, UdpMode>,
-    #[serde(default)]
-    pub default: UdpMode,
-}
+pub type UdpSpec = Ports<UdpMode>;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,15 +19,6 @@ pub enum UdpMode {
     #[default]
     Unreachable,
     Silent,
-}
-
-impl UdpSpec {
-    /// What a datagram to `port` gets; without a `udp:` block, port unreachable.
-    pub fn mode(spec: Option<&Self>, port: u16) -> UdpMode {
-        spec.map_or(UdpMode::Unreachable, |s| {
-            s.ports.get(&port).copied().unwrap_or(s.default)
-        })
-    }
 }
 
 /// A checksum-correct UDP datagram.
