@@ -34,7 +34,8 @@ ttl too big | -t 256 127.0.0.1 | target=127.0.0.1&ttl=256 | {"target":"127.0.0.1
 tos too big | -Q 300 127.0.0.1 | target=127.0.0.1&tos=300 | {"target":"127.0.0.1","tos":300} | tos | tos must be between 0 and 255, got 300
 unknown family | - | target=127.0.0.1&family=ipx | {"target":"127.0.0.1","family":"ipx"} | family | unknown family "ipx" (use auto, ip4 or ip6)
 every address where one is probed | - | target=127.0.0.1&family=all | {"target":"127.0.0.1","family":"all"} | family | family "all" is not possible here: this probes one address (use auto, ip4 or ip6)
-unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp)
+unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp, path)
+path where pings only run | - | target=127.0.0.1&kind=path | {"target":"127.0.0.1","kind":"path"} | kind | kind "path" is not available here yet (use pingscope trace or a path monitor)
 path max_ttl zero | trace --max-ttl 0 127.0.0.1 | - | - | max_ttl | max_ttl must be between 1 and 255, got 0
 path max_ttl too big | trace --max-ttl 256 127.0.0.1 | - | - | max_ttl | max_ttl must be between 1 and 255, got 256
 path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | - | - | first_ttl | first_ttl 9 is above max_ttl 5

@@ -398,6 +398,13 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_session_samples_lost_total", "counter"),
         ("pingscope_store_write_errors_total", "counter"),
         ("pingscope_store_file_lost_total", "counter"),
+        ("pingscope_path_hop_sent_total", "counter"),
+        ("pingscope_path_hop_lost_total", "counter"),
+        ("pingscope_path_changes_total", "counter"),
+        ("pingscope_path_hop_rtt_seconds", "histogram"),
+        ("pingscope_path_hop_info", "gauge"),
+        ("pingscope_path_length", "gauge"),
+        ("pingscope_path_info", "gauge"),
     ];
     for (name, ty) in types {
         assert_eq!(

@@ -24,6 +24,7 @@ pub mod diff;
 mod error;
 mod file_sd;
 mod locate;
+mod path;
 mod raw;
 pub mod read;
 mod rules;

@@ -55,6 +55,7 @@ macro_rules! with_probe_options {
             pub source: Option<S<String>>,
             pub interface: Option<S<String>>,
             pub window: Option<S<i64>>,
+            pub path: Option<S<super::path::RawPathBlock>>,
             $(pub $after: $aty,)*
         }
 
@@ -73,6 +74,7 @@ macro_rules! with_probe_options {
                     source: self.source.clone(),
                     interface: self.interface.clone(),
                     window: self.window.clone(),
+                    path: self.path.clone(),
                 }
             }
         }

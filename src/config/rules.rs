@@ -293,5 +293,8 @@ pub(crate) fn probe_options(
     {
         out.window = usize::try_from(n).unwrap_or(base.window);
     }
+    if let Some(block) = &raw.path {
+        out.path = super::path::path_block(issues, block, prefix, &base.path);
+    }
     out
 }

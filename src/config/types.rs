@@ -1,6 +1,7 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
 use crate::probe::ProbeKind;
+use crate::probe::path::PathOptions;
 use crate::resolve::Family;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -87,6 +88,8 @@ pub struct TargetDefaults {
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
     pub window: usize,
+    /// Options of `kind: path` (`path:`).
+    pub path: PathOptions,
 }
 
 impl Default for TargetDefaults {
@@ -102,6 +105,7 @@ impl Default for TargetDefaults {
             source: None,
             interface: None,
             window: defaults::WINDOW,
+            path: PathOptions::default(),
         }
     }
 }
@@ -133,6 +137,8 @@ pub struct TargetConfig {
     pub interface: Option<String>,
     /// Probes behind the `pingscope_window_*` gauges.
     pub window: usize,
+    /// Options of `kind: path` (`path:`).
+    pub path: PathOptions,
 }
 
 /// The `dns` section.

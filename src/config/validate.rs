@@ -229,6 +229,7 @@ pub(crate) fn make_target(
         source: o.source,
         interface: o.interface,
         window: o.window,
+        path: o.path,
     }
 }
 

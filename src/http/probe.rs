@@ -85,7 +85,7 @@ pub fn params(
         max_run: None,
         one_address: true,
     };
-    let request = probe::validate(&raw, &defaults, &limits)?;
+    let request = probe::validate(&raw, &defaults, &limits).and_then(probe::request::pings_only)?;
     let debug = match q.get("debug").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,

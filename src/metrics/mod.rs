@@ -32,6 +32,7 @@ pub mod events;
 mod format;
 mod histogram;
 mod labels;
+pub mod path;
 mod registry;
 mod scrape;
 mod target;
@@ -261,6 +262,8 @@ struct Shared {
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
     timestamps: Arc<timestamps::TimestampCollector>,
+    /// The series of path monitors.
+    paths: Arc<path::PathCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -319,6 +322,7 @@ impl Metrics {
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
+        let paths = Arc::new(path::PathCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -328,6 +332,7 @@ impl Metrics {
             reload_success_timestamp: &reload_success_timestamp,
             scrape_sources: &scrape_sources,
             timestamps: &timestamps,
+            paths: &paths,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -370,6 +375,7 @@ impl Metrics {
                 reload_success_timestamp,
                 scrape_sources,
                 timestamps,
+                paths,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -430,6 +436,17 @@ impl Metrics {
         *inner.lifecycle.lock() = true;
         inner.remove_series();
         true
+    }
+
+    /// The series of a path monitor's address (`pingscope_path_*`), created empty; asking again
+    /// returns the same handle with its counts kept.
+    pub fn path(&self, labels: &TargetLabels) -> path::PathMetrics {
+        self.shared.paths.target(labels)
+    }
+
+    /// Deletes every `pingscope_path_*` series of a path monitor's address.
+    pub fn forget_path(&self, labels: &TargetLabels) -> bool {
+        self.shared.paths.forget(labels)
     }
 
     /// The label sets of every target currently known, for diffing on reload.

@@ -43,6 +43,7 @@ impl AddressEntry {
 /// a DNS target's addresses go through [`AddressEntry::stop`]).
 pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: &TargetLabels) {
     shared.deps.metrics.forget(labels);
+    shared.deps.metrics.forget_path(labels);
     shared.statuses.lock().remove(&(target.to_owned(), ip));
 }
 

@@ -22,6 +22,7 @@
 //! records the engine's events inline.
 
 mod address;
+mod path;
 mod recorder;
 mod resolution;
 mod tick;
@@ -330,6 +331,7 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
+            path: Default::default(),
         })
     }
 

@@ -203,7 +203,7 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         max_run: Some((config.sessions.max_duration, "sessions.max_duration")),
         one_address: true,
     };
-    let r = probe::validate(&req.raw(), &defaults, &limits)?;
+    let r = probe::validate(&req.raw(), &defaults, &limits).and_then(probe::request::pings_only)?;
     Ok(SessionParams {
         target: r.target,
         kind: r.kind,

@@ -64,7 +64,7 @@ impl PathProtocol {
 }
 
 /// How a path is probed, beyond what every request says (size, timeout, socket options).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct PathOptions {
     /// First TTL probed.
     pub first_ttl: u8,
@@ -75,6 +75,7 @@ pub struct PathOptions {
     /// What is sent.
     pub protocol: PathProtocol,
     /// Gap between two probes to the target.
+    #[serde(with = "crate::duration::serde_duration")]
     pub pace: Duration,
 }
 

@@ -1,0 +1,149 @@
+//! A `kind: path` monitor in the daemon, through the test network: the `pingscope_path_*` series
+//! name the configured hops, the scheduled path change is counted exactly once and changes the
+//! path id, and the old hops' series are deleted after the grace period.
+//!
+//! Needs root (namespaces, TUN device). Without root the test skips with a message, unless `CI`
+//! is set, where it fails.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::daemon::Daemon;
+use support::expo::Scrape;
+use support::{TestNet, wait_until, write_config};
+
+const CONFIG: &str = "sessions:
+  database: {{DIR}}/s.db
+targets:
+  - name: p
+    host: 198.18.0.9
+    kind: path
+    interval: 300ms
+    timeout: 1s
+    path: {max_ttl: 8}
+";
+
+/// `pingscope_path_hop_info`'s (ttl, hop_ip) pairs of target `p`.
+fn hops(s: &Scrape) -> BTreeSet<(String, String)> {
+    s.find("pingscope_path_hop_info", &[("target", "p")])
+        .iter()
+        .map(|x| (x.labels["ttl"].clone(), x.labels["hop_ip"].clone()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+fn path_ids(s: &Scrape) -> Vec<String> {
+    s.label_values("pingscope_path_info", "path_id")
+}
+
+#[test]
+fn a_path_monitor_exports_its_hops_and_counts_one_change() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"addr": "198.18.10.2", "delay": "1ms"},
+            {"addr": "198.18.10.3", "delay": "1ms"}
+        ],
+        "change_after": "5s",
+        "then": [
+            {"addr": "198.18.20.1", "delay": "1ms"},
+            {"addr": "198.18.20.2", "delay": "1ms"},
+            {"addr": "198.18.20.3", "delay": "1ms"}
+        ]
+    }}}}));
+    net.enter();
+    let config = write_config(net.dir(), "serve.yml", CONFIG);
+    let d = Daemon::start(&config, &[]);
+    let old = pairs(&[
+        ("1", "198.18.10.1"),
+        ("2", "198.18.10.2"),
+        ("3", "198.18.10.3"),
+        ("4", "198.18.0.9"),
+    ]);
+    let new = pairs(&[
+        ("1", "198.18.20.1"),
+        ("2", "198.18.20.2"),
+        ("3", "198.18.20.3"),
+        ("4", "198.18.0.9"),
+    ]);
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(4), || {
+            s = d.scrape();
+            hops(&s) == old
+        }),
+        "the old path: {:?}\n{}",
+        hops(&s),
+        d.log()
+    );
+    assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 4.0);
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        0.0
+    );
+    let first_id = path_ids(&s);
+    assert_eq!(first_id.len(), 1, "one path id");
+    for ttl in ["1", "2", "3", "4"] {
+        assert!(
+            s.value(
+                "pingscope_path_hop_sent_total",
+                &[("target", "p"), ("ttl", ttl)]
+            ) > 0.0
+        );
+        assert_eq!(
+            s.value(
+                "pingscope_path_hop_lost_total",
+                &[("target", "p"), ("ttl", ttl)]
+            ),
+            0.0
+        );
+        assert!(
+            s.value(
+                "pingscope_path_hop_rtt_seconds_count",
+                &[("target", "p"), ("ttl", ttl)]
+            ) > 0.0
+        );
+    }
+    // The destination's answers are the monitor's ping series.
+    assert!(s.value("pingscope_sent_total", &[("target", "p")]) > 0.0);
+    // The change: the new hops appear, counted once, with a new id.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = d.scrape();
+            new.is_subset(&hops(&s))
+        }),
+        "the new path: {:?}",
+        hops(&s)
+    );
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        1.0
+    );
+    assert_ne!(path_ids(&s), first_id);
+    // The old responders go after the grace period (10 rounds of 300 ms), and nothing else changes.
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            s = d.scrape();
+            hops(&s) == new
+        }),
+        "old hops deleted: {:?}",
+        hops(&s)
+    );
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        1.0
+    );
+    assert_eq!(path_ids(&s).len(), 1);
+}
