@@ -147,3 +147,77 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
     );
     assert_eq!(path_ids(&s).len(), 1);
 }
+
+#[test]
+fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"addr": "198.18.10.2", "delay": "1ms"}
+        ]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "sessions:\n  database: {{DIR}}/s.db\n",
+    );
+    let d = Daemon::start(&config, &[]);
+    let (status, _, body) =
+        d.get("/probe?target=198.18.0.9&kind=path&count=3&interval=100ms&max_ttl=6");
+    assert_eq!(status, 200, "{body}");
+    let s = Scrape::parse(&body);
+    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    assert_eq!(s.value("probe_path_rounds", &[]), 3.0, "{body}");
+    assert_eq!(s.value("probe_path_length", &[]), 3.0, "{body}");
+    let info: BTreeSet<(String, String)> = s
+        .find("probe_path_hop_info", &[])
+        .iter()
+        .map(|x| (x.labels["ttl"].clone(), x.labels["hop_ip"].clone()))
+        .collect();
+    assert_eq!(
+        info,
+        pairs(&[
+            ("1", "198.18.10.1"),
+            ("2", "198.18.10.2"),
+            ("3", "198.18.0.9")
+        ]),
+        "{body}"
+    );
+    for ttl in ["1", "2", "3"] {
+        assert_eq!(
+            s.value("probe_path_hop_sent", &[("ttl", ttl)]),
+            3.0,
+            "{body}"
+        );
+        assert_eq!(
+            s.value("probe_path_hop_lost", &[("ttl", ttl)]),
+            0.0,
+            "{body}"
+        );
+        let mean = s.value(
+            "probe_path_hop_rtt_seconds",
+            &[("ttl", ttl), ("stat", "mean")],
+        );
+        assert!(mean > 0.0 && mean < 0.1, "TTL {ttl}: {mean}");
+    }
+    assert_eq!(s.find("probe_path_info", &[]).len(), 1, "{body}");
+    // Many rounds asked, a 2 s scrape timeout: the answer comes within it, with fewer rounds.
+    let started = std::time::Instant::now();
+    let resp = d
+        .http()
+        .get(d.url("/probe?target=198.18.0.9&kind=path&count=50&interval=1s"))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        .send()
+        .expect("probe");
+    let elapsed = started.elapsed();
+    let body = resp.text().expect("body");
+    let s = Scrape::parse(&body);
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    let rounds = s.value("probe_path_rounds", &[]);
+    assert!((1.0..50.0).contains(&rounds), "{rounds}: {body}");
+    assert_eq!(s.value("probe_success", &[]), 1.0);
+}

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod error;
 pub mod metrics;
 pub mod probe;
+mod probe_path;
 pub mod serve;
 pub mod sessions;
 pub mod targets;

@@ -117,8 +117,8 @@ pub fn spec(
     }
 }
 
-/// Refuses a request of a kind that this front cannot run yet (the fronts that run pings
-/// only: `/probe` and sessions); passes any other.
+/// Refuses a request of a kind that this front cannot run yet (sessions run pings only);
+/// passes any other.
 pub fn pings_only(request: ProbeRequest) -> Result<ProbeRequest, RequestError> {
     match request.kind {
         ProbeKind::Icmp => Ok(request),
