@@ -331,6 +331,12 @@ fn text_sample(s: &Sample) -> String {
             )
         }
         SampleType::Timeout => format!("no answer from {ip} for icmp_seq={seq}"),
+        SampleType::Hop => format!(
+            "{ip}: ttl={} {} {}",
+            s.ttl.unwrap_or(0),
+            s.result.as_deref().unwrap_or("hop"),
+            s.from.map(|f| f.to_string()).unwrap_or_default()
+        ),
         SampleType::Error => match (s.from, s.icmp_type) {
             (Some(from), Some(t)) => format!(
                 "From {from} icmp_seq={seq} {} (type {t}, code {})",

@@ -35,13 +35,12 @@ tos too big | -Q 300 127.0.0.1 | target=127.0.0.1&tos=300 | {"target":"127.0.0.1
 unknown family | - | target=127.0.0.1&family=ipx | {"target":"127.0.0.1","family":"ipx"} | family | unknown family "ipx" (use auto, ip4 or ip6)
 every address where one is probed | - | target=127.0.0.1&family=all | {"target":"127.0.0.1","family":"all"} | family | family "all" is not possible here: this probes one address (use auto, ip4 or ip6)
 unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp, path)
-path where pings only run | - | - | {"target":"127.0.0.1","kind":"path"} | kind | kind "path" is not available here yet (use pingscope trace or a path monitor)
-path max_ttl zero | trace --max-ttl 0 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=0 | - | max_ttl | max_ttl must be between 1 and 255, got 0
-path max_ttl too big | trace --max-ttl 256 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=256 | - | max_ttl | max_ttl must be between 1 and 255, got 256
-path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | target=127.0.0.1&kind=path&first_ttl=9&max_ttl=5 | - | first_ttl | first_ttl 9 is above max_ttl 5
-path flows zero | trace --flows 0 127.0.0.1 | target=127.0.0.1&kind=path&flows=0 | - | flows | flows must be between 1 and 16, got 0
-path flows above the cap | trace --flows 17 127.0.0.1 | target=127.0.0.1&kind=path&flows=17 | - | flows | flows must be between 1 and 16, got 17
-path unknown protocol | trace --protocol tcp 127.0.0.1 | target=127.0.0.1&kind=path&protocol=tcp | - | protocol | unknown protocol "tcp" (use icmp or udp)
+path max_ttl zero | trace --max-ttl 0 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=0 | {"target":"127.0.0.1","kind":"path","max_ttl":0} | max_ttl | max_ttl must be between 1 and 255, got 0
+path max_ttl too big | trace --max-ttl 256 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=256 | {"target":"127.0.0.1","kind":"path","max_ttl":256} | max_ttl | max_ttl must be between 1 and 255, got 256
+path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | target=127.0.0.1&kind=path&first_ttl=9&max_ttl=5 | {"target":"127.0.0.1","kind":"path","first_ttl":9,"max_ttl":5} | first_ttl | first_ttl 9 is above max_ttl 5
+path flows zero | trace --flows 0 127.0.0.1 | target=127.0.0.1&kind=path&flows=0 | {"target":"127.0.0.1","kind":"path","flows":0} | flows | flows must be between 1 and 16, got 0
+path flows above the cap | trace --flows 17 127.0.0.1 | target=127.0.0.1&kind=path&flows=17 | {"target":"127.0.0.1","kind":"path","flows":17} | flows | flows must be between 1 and 16, got 17
+path unknown protocol | trace --protocol tcp 127.0.0.1 | target=127.0.0.1&kind=path&protocol=tcp | {"target":"127.0.0.1","kind":"path","protocol":"tcp"} | protocol | unknown protocol "tcp" (use icmp or udp)
 path count below 1 | trace -c 0 127.0.0.1 | - | - | count | count must be at least 1, got 0
 "#;
 

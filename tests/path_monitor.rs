@@ -221,3 +221,113 @@ fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
     assert!((1.0..50.0).contains(&rounds), "{rounds}: {body}");
     assert_eq!(s.value("probe_success", &[]), 1.0);
 }
+
+/// `GET /api/v1/sessions/{id}` until it is no longer running (bounded).
+fn session(d: &Daemon, id: &str, within: Duration) -> serde_json::Value {
+    let c = support::api::client();
+    let mut body = serde_json::Value::Null;
+    wait_until(within, || {
+        let (_, b) = support::api::get_json(&c, &d.url(&format!("/api/v1/sessions/{id}")));
+        body = b;
+        body["status"] != "running"
+    });
+    body
+}
+
+#[test]
+fn a_path_session_is_streamed_stored_and_survives_a_restart() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "sessions:\n  database: {{DIR}}/s.db\n  min_interval: 10ms\n",
+    );
+    let port = support::free_port();
+    let d = Daemon::start_on(&config, port, &[]);
+    let c = support::api::client();
+    let body = json!({"target": "198.18.0.9", "kind": "path", "count": 4, "interval": "200ms", "max_ttl": 6});
+    let (status, created) = support::api::post_json(&c, &d.url("/api/v1/sessions"), &body);
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["params"]["path"]["max_ttl"], 6, "{created}");
+    // Streamed: every hop probe, then the summary.
+    let (streamed, end) = support::api::follow(
+        &d.ws_url(&format!("/api/v1/sessions/{id}/live")),
+        Duration::from_secs(20),
+    );
+    assert!(matches!(end, support::api::WsEnd::Close(1000)), "{end:?}");
+    let (summary, hops) = streamed.split_last().expect("messages");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert!(hops.iter().all(|h| h["type"] == "hop"), "{hops:?}");
+    // Stored = streamed, and the summary's rows name the hops.
+    let stored = session(&d, &id, Duration::from_secs(10));
+    assert_eq!(stored["status"], "completed", "{stored}");
+    assert_eq!(stored["samples"].as_array().expect("samples"), hops);
+    let rows = stored["summary"]["hops"].as_array().expect("hop rows");
+    let seen: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["ttl"].as_u64().unwrap(),
+                r["responder"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "198.18.10.1".to_owned()),
+            (2, "198.18.10.2".to_owned()),
+            (3, "198.18.0.9".to_owned())
+        ]
+    );
+    assert!(
+        rows.iter().all(|r| r["sent"] == 4 && r["lost"] == 0),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (
+            stored["summary"]["sent"].as_u64(),
+            stored["summary"]["received"].as_u64()
+        ),
+        (Some(4), Some(4))
+    );
+    // Every round's hop probes: TTL 1 to 3 (the first round may climb one or two further).
+    for round in 1..=4u64 {
+        let ttls: BTreeSet<u64> = hops
+            .iter()
+            .filter(|h| h["round"] == round)
+            .map(|h| h["ttl"].as_u64().unwrap())
+            .collect();
+        assert!(
+            ttls.is_superset(&[1, 2, 3].into_iter().collect()),
+            "round {round}: {ttls:?}"
+        );
+    }
+    // A long one, cut by a restart: it comes back interrupted with its samples.
+    let long = json!({"target": "198.18.0.9", "kind": "path", "count": 1000, "interval": "100ms"});
+    let (status, created) = support::api::post_json(&c, &d.url("/api/v1/sessions"), &long);
+    assert_eq!(status, 201, "{created}");
+    let long_id = created["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut d = d;
+    let exit = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert!(exit.success(), "{exit}");
+    let d = d.restart();
+    let after = session(&d, &long_id, Duration::from_secs(5));
+    assert_eq!(after["status"], "interrupted", "{after}");
+    let kept = after["samples"].as_array().expect("samples");
+    assert!(
+        kept.len() >= 3 && kept.iter().all(|s| s["type"] == "hop"),
+        "{kept:?}"
+    );
+    // The finished one is intact.
+    let again = session(&d, &id, Duration::from_secs(5));
+    assert_eq!(again["samples"].as_array().map(Vec::len), Some(hops.len()));
+}

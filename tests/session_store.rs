@@ -30,6 +30,7 @@ fn params(target: &str) -> SessionParams {
         family: Family::Ip4,
         ttl: None,
         tos: None,
+        path: None,
     }
 }
 
@@ -52,6 +53,9 @@ fn sample(seq: u64) -> Sample {
         icmp_type: None,
         icmp_code: None,
         from: None,
+        round: None,
+        flow: None,
+        result: None,
     }
 }
 
@@ -79,6 +83,7 @@ fn summary(sent: u64) -> Summary {
         }),
         jitter_ms: Some(0.05),
         jitter_rfc3550_ms: None,
+        hops: None,
     }
 }
 

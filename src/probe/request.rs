@@ -117,20 +117,6 @@ pub fn spec(
     }
 }
 
-/// Refuses a request of a kind that this front cannot run yet (sessions run pings only);
-/// passes any other.
-pub fn pings_only(request: ProbeRequest) -> Result<ProbeRequest, RequestError> {
-    match request.kind {
-        ProbeKind::Icmp => Ok(request),
-        ProbeKind::Path => Err(RequestError {
-            field: "kind",
-            message: "kind \"path\" is not available here yet (use pingscope trace or a path \
-                      monitor)"
-                .to_owned(),
-        }),
-    }
-}
-
 /// A request as a front received it: texts, none checked yet. `None` takes the front's default.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RawRequest {

@@ -14,6 +14,7 @@
 //! persists to later hops, and the path id.
 
 pub mod options;
+pub mod run;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -28,6 +29,7 @@ use crate::engine::{
     EventKind, EventSink, IcmpErrorKind, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport,
 };
 
+use crate::sample::{Sample, SampleType, millis, rfc3339};
 pub use options::{RawPath, validate_path};
 pub use stats::{HopSummary, PathStats};
 
@@ -358,6 +360,28 @@ fn settle(
         icmp_type,
         error: None,
     })
+}
+
+/// A hop probe as a sample (`type: hop`), for sessions and their WebSockets.
+pub fn hop_sample(target: &str, ip: IpAddr, p: &HopProbe) -> Sample {
+    Sample {
+        kind: SampleType::Hop,
+        target: target.to_owned(),
+        host: target.to_owned(),
+        ip: Some(ip),
+        seq: None,
+        ts: rfc3339(p.at),
+        rtt_ms: p.rtt.map(millis),
+        ttl: Some(p.ttl),
+        size: None,
+        error: p.error.clone(),
+        icmp_type: p.icmp_type,
+        icmp_code: None,
+        from: p.responder,
+        round: Some(p.round),
+        flow: Some(p.flow),
+        result: Some(p.result.as_str().to_owned()),
+    }
 }
 
 fn note(p: &HopProbe, dst: IpAddr, reached: &mut Option<u8>) {

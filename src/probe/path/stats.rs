@@ -15,9 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{HopResult, Round};
+pub use crate::sample::{HopRtt, HopSummary};
 
 /// Rounds after which a (TTL, flow) that no longer answers forgets its responder.
 pub const FORGET_ROUNDS: u64 = 10;
@@ -47,43 +46,6 @@ impl Hop {
         self.mean += d / self.n as f64;
         self.m2 += d * (x - self.mean);
     }
-}
-
-/// RTT figures of one hop, in milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HopRtt {
-    /// Last answer.
-    pub last: f64,
-    /// Mean.
-    pub avg: f64,
-    /// Lowest.
-    pub best: f64,
-    /// Highest.
-    pub worst: f64,
-    /// Population standard deviation (never negative).
-    pub stdev: f64,
-}
-
-/// One row of the mtr table: a TTL and one responder seen there.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HopSummary {
-    /// The TTL.
-    pub ttl: u8,
-    /// Who answered there; `None` when nobody did.
-    pub responder: Option<IpAddr>,
-    /// Probes charged to this row.
-    pub sent: u64,
-    /// Of them, not answered.
-    pub lost: u64,
-    /// `lost / sent` (0 to 1, as every pingscope ratio).
-    pub loss_ratio: f64,
-    /// The loss of this TTL that every later TTL up to the destination shares (0 to 1).
-    pub persistent_loss_ratio: f64,
-    /// True when the loss here reaches the destination: at least half of it is shared by
-    /// every later TTL. False for a router that rate-limits or does not answer.
-    pub loss_persists: bool,
-    /// RTT figures of the answers; `None` without any.
-    pub rtt_ms: Option<HopRtt>,
 }
 
 /// Everything known about one path so far.
