@@ -61,6 +61,26 @@ fn key(seq: u16) -> Key {
     }
 }
 
+/// A reply to `seq` with payload stamp `stamp`, received at `at` with `ttl`: a 64-byte message on
+/// a socket that does not wait for TX timestamps.
+fn answer(
+    t: &mut InFlightTable,
+    seq: u16,
+    stamp: u64,
+    at: SystemTime,
+    ttl: Option<u8>,
+) -> ReplyOutcome {
+    t.reply(
+        key(seq),
+        PayloadStamp::Stamp(stamp),
+        &rx(at),
+        ttl,
+        64,
+        false,
+    )
+    .0
+}
+
 fn deliver(o: ReplyOutcome) -> ProbeEvent {
     match o {
         ReplyOutcome::Deliver((_, ev)) => ev,
@@ -78,17 +98,7 @@ fn reply_then_duplicate() {
         .unwrap();
     assert_eq!(t.len(), 1);
     let rx_at = wall + Duration::from_micros(250);
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert_eq!((ev.tag, ev.seq, ev.ip), (7, seq, IP));
     assert_eq!(
         ev.kind,
@@ -100,29 +110,9 @@ fn reply_then_duplicate() {
     );
     assert!(t.is_empty());
     assert_eq!(t.next_deadline(), None, "answered probe leaves no timer");
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
 }
 
@@ -139,24 +129,11 @@ fn timeout_then_late_then_duplicate() {
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].1.tag, &out[0].1.kind), (3, &EventKind::Timeout));
     assert!(t.is_empty());
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(wall + Duration::from_secs(2)),
-            None,
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 9, wall + Duration::from_secs(2), None));
     assert!(
         matches!(ev.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_secs(2))
     );
-    let ev = deliver(
-        t.reply(key(seq), PayloadStamp::Stamp(9), &rx(wall), None, 64, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 9, wall, None));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)));
 }
 
@@ -171,17 +148,7 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     // The runtime has not run the deadline timer yet, but the kernel stamped the reply 300 ms
     // after the send: it is a timeout followed by a late reply, never a reply.
     let rx_at = wall + Duration::from_millis(300);
-    match t
-        .reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0
-    {
+    match answer(&mut t, seq, 9, rx_at, Some(64)) {
         ReplyOutcome::TimeoutThenLate((_, timeout), (_, late)) => {
             assert_eq!((timeout.tag, timeout.kind), (3, EventKind::Timeout));
             assert!(
@@ -194,17 +161,7 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     // The timer firing afterwards finds nothing to expire.
     assert!(t.expire(now + Duration::from_secs(1), wall).is_empty());
     // A further reply is a duplicate of the late one.
-    let dup = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let dup = deliver(answer(&mut t, seq, 9, rx_at, Some(64)));
     assert!(matches!(dup.kind, EventKind::Duplicate(_)));
 }
 
@@ -259,10 +216,7 @@ fn icmp_error_settles_and_later_reply_is_late() {
         t.expire(now + Duration::from_secs(5), wall).is_empty(),
         "no timeout after error"
     );
-    let ev = deliver(
-        t.reply(key(seq), PayloadStamp::Stamp(2), &rx(wall), None, 64, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 2, wall, None));
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -301,28 +255,10 @@ fn recent_record_is_bounded() {
     assert_eq!(t.recent_len(), 4);
     // The oldest are forgotten: their late replies are unknown, the newest are late.
     assert!(matches!(
-        t.reply(
-            key(seqs[0]),
-            PayloadStamp::Stamp(0),
-            &rx(wall),
-            None,
-            8,
-            false
-        )
-        .0,
+        answer(&mut t, seqs[0], 0, wall, None),
         ReplyOutcome::Unknown
     ));
-    let ev = deliver(
-        t.reply(
-            key(seqs[9]),
-            PayloadStamp::Stamp(9),
-            &rx(wall),
-            None,
-            8,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seqs[9], 9, wall, None));
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -380,17 +316,7 @@ fn wraparound_never_matches_stale_entry() {
                 now + Duration::from_secs(1),
             )
             .unwrap();
-        let ev = deliver(
-            t.reply(
-                key(last),
-                PayloadStamp::Stamp(1000 + i),
-                &rx(wall),
-                None,
-                8,
-                false,
-            )
-            .0,
-        );
+        let ev = deliver(answer(&mut t, last, 1000 + i, wall, None));
         assert!(matches!(ev.kind, EventKind::Reply(_)));
     }
     assert_eq!(last, 65_535);
@@ -408,16 +334,12 @@ fn wraparound_never_matches_stale_entry() {
     assert_eq!(wrapped, 0, "sequence wraps to 0");
     // A very late reply to the first probe (stamp 1000) must not answer the new probe ...
     assert!(matches!(
-        t.reply(key(0), PayloadStamp::Stamp(1000), &rx(wall), None, 8, false)
-            .0,
+        answer(&mut t, 0, 1000, wall, None),
         ReplyOutcome::Stale
     ));
     assert_eq!(t.len(), 1);
     // ... while the new probe's own reply does.
-    let ev = deliver(
-        t.reply(key(0), PayloadStamp::Stamp(5), &rx(wall), None, 8, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, 0, 5, wall, None));
     assert_eq!(ev.tag, 99_999);
     assert!(matches!(ev.kind, EventKind::Reply(_)));
 }
