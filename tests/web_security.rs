@@ -43,16 +43,33 @@ fn tls_files(dir: &Path) -> Ca {
     ca
 }
 
+/// A web config serving the certificate of [`tls_files`], then `extra` lines (each ending in a
+/// newline: indented by two spaces they belong to `tls_server_config`, unindented they are
+/// top-level keys).
+fn tls_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra}"),
+    )
+}
+
+/// `GET /` over TLS as a client that trusts `ca`, shows `identity` and speaks `versions`.
+async fn get_root(
+    server: &Server,
+    ca: &Ca,
+    identity: Option<&(String, String)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<(Reply, Vec<u8>)> {
+    get_tls(&tls_client(&ca.pem(), identity, versions), server.addr, "/").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_works_and_plain_http_to_the_tls_port_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    );
+    let cfg = tls_config(dir.path(), "");
     let server = start_with(&cfg, false).await;
-    let (reply, _) = get_tls(&tls_client(&ca.pem(), None, ALL_VERSIONS), server.addr, "/")
+    let (reply, _) = get_root(&server, &ca, None, ALL_VERSIONS)
         .await
         .expect("https exchange");
     assert_eq!((reply.status, reply.body.as_str()), (200, "hello\n"));
@@ -66,12 +83,12 @@ async fn https_works_and_plain_http_to_the_tls_port_does_not() {
 async fn required_client_certificate_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
-    let cfg = write_config(
+    let cfg = tls_config(
         dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
+        "  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
     );
     let server = start_with(&cfg, false).await;
-    let anonymous = get_tls(&tls_client(&ca.pem(), None, ALL_VERSIONS), server.addr, "/").await;
+    let anonymous = get_root(&server, &ca, None, ALL_VERSIONS).await;
     assert!(
         anonymous.is_err(),
         "served without a client certificate: {anonymous:?}"
@@ -79,25 +96,16 @@ async fn required_client_certificate_is_enforced() {
 
     let stranger_ca = Ca::new("someone else");
     let stranger = stranger_ca.client("stranger");
-    let foreign = get_tls(
-        &tls_client(&ca.pem(), Some(&stranger), ALL_VERSIONS),
-        server.addr,
-        "/",
-    )
-    .await;
+    let foreign = get_root(&server, &ca, Some(&stranger), ALL_VERSIONS).await;
     assert!(
         foreign.is_err(),
         "served a certificate from another CA: {foreign:?}"
     );
 
     let client = ca.client("prometheus");
-    let (reply, _) = get_tls(
-        &tls_client(&ca.pem(), Some(&client), ALL_VERSIONS),
-        server.addr,
-        "/",
-    )
-    .await
-    .expect("client with a certificate");
+    let (reply, _) = get_root(&server, &ca, Some(&client), ALL_VERSIONS)
+        .await
+        .expect("client with a certificate");
     assert_eq!(reply.status, 200);
 }
 
@@ -120,11 +128,9 @@ async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
         } else {
             ""
         };
-        let cfg = write_config(
+        let cfg = tls_config(
             dir.path(),
-            &format!(
-                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{ca_line}  client_auth_type: {auth}\n"
-            ),
+            &format!("{ca_line}  client_auth_type: {auth}\n"),
         );
         let server = start_with(&cfg, false).await;
         let trusted = ca.client("trusted");
@@ -134,8 +140,7 @@ async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
             .into_iter()
             .enumerate()
         {
-            let connector = tls_client(&ca.pem(), client, ALL_VERSIONS);
-            got[i] = matches!(get_tls(&connector, server.addr, "/").await, Ok((r, _)) if r.status == 200);
+            got[i] = matches!(get_root(&server, &ca, client, ALL_VERSIONS).await, Ok((r, _)) if r.status == 200);
         }
         assert_eq!(got, expected, "{auth}: [no cert, trusted, foreign]");
     }
@@ -145,25 +150,13 @@ async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
 async fn min_version_tls13_refuses_a_tls12_client() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n",
-    );
+    let cfg = tls_config(dir.path(), "  min_version: TLS13\n");
     let server = start_with(&cfg, false).await;
-    let old = get_tls(
-        &tls_client(&ca.pem(), None, &[&rustls::version::TLS12]),
-        server.addr,
-        "/",
-    )
-    .await;
+    let old = get_root(&server, &ca, None, &[&rustls::version::TLS12]).await;
     assert!(old.is_err(), "a TLS 1.2-only client got through: {old:?}");
-    let (reply, _) = get_tls(
-        &tls_client(&ca.pem(), None, &[&rustls::version::TLS13]),
-        server.addr,
-        "/",
-    )
-    .await
-    .expect("TLS 1.3 client");
+    let (reply, _) = get_root(&server, &ca, None, &[&rustls::version::TLS13])
+        .await
+        .expect("TLS 1.3 client");
     assert_eq!(reply.status, 200);
 }
 
@@ -171,10 +164,7 @@ async fn min_version_tls13_refuses_a_tls12_client() {
 async fn a_rotated_certificate_is_used_without_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    );
+    let cfg = tls_config(dir.path(), "");
     let server = start_with(&cfg, false).await;
     let client = tls_client(&ca.pem(), None, ALL_VERSIONS);
     let (_, first) = get_tls(&client, server.addr, "/")
@@ -383,11 +373,9 @@ async fn the_daemon_serves_metrics_over_tls_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
     let hash = bcrypt::hash("s3cret", 4).unwrap();
-    let web = write_config(
+    let web = tls_config(
         dir.path(),
-        &format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
-        ),
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
     );
     let daemon = Daemon::start(
         &loopback_config(dir.path()),
