@@ -207,6 +207,20 @@ impl Prometheus {
         result_of(&self.query(expr))
     }
 
+    /// The panel queries that return nothing, one line each naming the panel.
+    pub fn queries_without_data(&self, queries: &[dashboard::PanelQuery]) -> Vec<String> {
+        queries
+            .iter()
+            .filter(|q| self.query_result(&q.expr).is_empty())
+            .map(|q| {
+                format!(
+                    "panel {} {:?} {}: {}",
+                    q.panel_id, q.title, q.ref_id, q.expr
+                )
+            })
+            .collect()
+    }
+
     /// Poll an instant query until it returns a non-empty result, at most `timeout`.
     pub fn wait_for(&self, expr: &str, timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
