@@ -458,3 +458,93 @@ fn probe_the_unspecified_address_is_refused_even_when_everything_is_allowed() {
         );
     }
 }
+
+/// `GET path` asking for `accept_encoding`: the answer's `Content-Encoding` and its body,
+/// gunzipped when it says gzip.
+fn get_encoded(d: &InProcess, path: &str, accept_encoding: &str) -> (Option<String>, String) {
+    use std::io::Read;
+    let resp = client()
+        .get(d.url(path))
+        .header("Accept-Encoding", accept_encoding)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(resp.status(), 200, "GET {path}");
+    let vary = resp.headers().get("vary").and_then(|v| v.to_str().ok());
+    assert_eq!(vary, Some("Accept-Encoding"), "GET {path}");
+    let encoding = resp
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let raw = resp.bytes().expect("a body").to_vec();
+    let mut body = String::new();
+    if encoding.as_deref() == Some("gzip") {
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_string(&mut body)
+            .unwrap_or_else(|e| panic!("GET {path}: the gzip body does not decode: {e}"));
+    } else {
+        body = String::from_utf8(raw).expect("a UTF-8 body");
+    }
+    (encoding, body)
+}
+
+/// The `# TYPE` lines of an exposition: what families it has, whatever their values.
+fn families(body: &str) -> Vec<&str> {
+    body.lines().filter(|l| l.starts_with("# TYPE ")).collect()
+}
+
+/// Prometheus asks for gzip on every scrape: `/metrics` and `/probe` answer gzip then, the same
+/// exposition as identity, and identity when gzip is not accepted.
+#[test]
+fn scrapes_are_gzip_compressed_when_the_client_accepts_it() {
+    let d = InProcess::start(&format!(
+        "{}targets:\n  - {{name: a, host: {HOST}, interval: 50ms}}\n",
+        base_config(1)
+    ));
+    d.fake.script(
+        HOST.parse().unwrap(),
+        vec![Step::Reply {
+            rtt: Duration::from_millis(5),
+            ttl: 60,
+        }],
+    );
+    // Some families (the window gauges) appear with the first reply: compare after it.
+    let answered = |body: &str| {
+        body.lines()
+            .any(|l| l.starts_with("pingscope_rtt_seconds_count{") && !l.ends_with(" 0"))
+    };
+    let mut plain = String::new();
+    for _ in 0..100 {
+        let (encoding, body) = get_encoded(&d, "/metrics", "identity");
+        assert_eq!(encoding, None);
+        plain = body;
+        if answered(&plain) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(answered(&plain), "no reply recorded in 2 s:\n{plain}");
+    for accept in ["gzip", "deflate, gzip;q=1.0, *;q=0.5", "*"] {
+        let (encoding, body) = get_encoded(&d, "/metrics", accept);
+        assert_eq!(
+            encoding.as_deref(),
+            Some("gzip"),
+            "Accept-Encoding: {accept}"
+        );
+        assert_eq!(
+            families(&body),
+            families(&plain),
+            "Accept-Encoding: {accept}"
+        );
+    }
+    let (encoding, _) = get_encoded(&d, "/metrics", "gzip;q=0, identity");
+    assert_eq!(encoding, None, "gzip refused with q=0");
+
+    let probe = format!("/probe?target={HOST}&count=1&timeout=300ms");
+    let (encoding, body) = get_encoded(&d, &probe, "gzip");
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert!(body.contains("probe_success 1"), "{body}");
+    let (encoding, body) = get_encoded(&d, &probe, "br");
+    assert_eq!(encoding, None);
+    assert!(body.contains("probe_success 1"), "{body}");
+}

@@ -316,7 +316,11 @@ pub async fn probe(
         let _ = writeln!(log, "\nMetrics that would have been returned:\n{body}");
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response());
     }
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+    Ok(super::compress::negotiated(
+        &headers,
+        CONTENT_TYPE,
+        body.into_bytes(),
+    ))
 }
 
 #[cfg(test)]
