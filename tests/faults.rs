@@ -78,13 +78,9 @@ fn rtt_count(d: &Daemon, target: &str) -> f64 {
     metric(d, "pingscope_rtt_seconds_count", &[("target", target)])
 }
 
-fn start_net(profiles: serde_json::Value) -> Option<TestNet> {
-    if !support::require_root() {
-        return None;
-    }
-    let net = TestNet::start(&profiles);
-    net.enter();
-    Some(net)
+/// The test network every fault test starts from (each then breaks it its own way), entered.
+fn start_net() -> Option<TestNet> {
+    TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
 }
 
 /// The responder's PID, found by its profile file, which is unique to this test network.
@@ -125,7 +121,7 @@ fn ip(net: &TestNet, args: &[&str]) -> bool {
 
 #[test]
 fn host_stops_answering_and_comes_back() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let config = write_config(
@@ -164,7 +160,7 @@ fn host_stops_answering_and_comes_back() {
 
 #[test]
 fn name_stops_resolving_and_address_changes() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let old = Ipv4Addr::new(198, 18, 0, 30);
@@ -236,7 +232,7 @@ fn name_stops_resolving_and_address_changes() {
 
 #[test]
 fn interface_down_and_up() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
@@ -274,7 +270,7 @@ fn interface_down_and_up() {
 
 #[test]
 fn send_fails_without_route_and_daemon_stays_healthy() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
@@ -310,7 +306,7 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
 
 #[test]
 fn sighup_storm() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let with_b = "  - {name: a, host: 198.18.0.20}\n  - {name: b, host: 198.18.0.21}\n";
@@ -401,7 +397,7 @@ fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
 
 #[test]
 fn store_folder_read_only_fails_sessions_not_monitors() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
@@ -448,7 +444,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
 
 #[test]
 fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");

@@ -59,18 +59,16 @@ fn ok(a: &Answer) {
 
 #[test]
 fn ten_packets_at_twenty_percent_loss_match_the_responder() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({
         "seed": 11,
         "hosts": {
             "198.18.0.30": {"loss": 0.2, "delay": "20ms", "ttl": 50},
             "198.18.0.31": {"delay": "20ms", "jitter": "5ms"},
             "2001:db8::30": {"delay": "5ms", "ttl": 40}
         }
-    }));
-    net.enter();
+    })) else {
+        return;
+    };
     let d = start(&net, &config(TEST_RANGES, None));
 
     let a = d.probe(&[
@@ -164,17 +162,15 @@ fn ten_packets_at_twenty_percent_loss_match_the_responder() {
 
 #[test]
 fn failed_probes_modules_and_debug() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({
         "hosts": {
             "198.18.0.60": {"unreachable": 1},
             "198.18.0.70": {"blackhole": true},
             "198.18.0.20": {"delay": "2ms"}
         }
-    }));
-    net.enter();
+    })) else {
+        return;
+    };
     let dns = DnsServer::start();
     let d = start(&net, &config(TEST_RANGES, Some(dns.addr())));
     let fast = [("count", "3"), ("interval", "20ms"), ("timeout", "200ms")];
@@ -288,11 +284,10 @@ fn failed_probes_modules_and_debug() {
 
 #[test]
 fn scrape_timeout_header_cuts_the_probe_short() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
+    };
     let d = start(&net, &config(TEST_RANGES, None));
     let q = [
         ("target", "198.18.0.9"),
@@ -333,11 +328,10 @@ fn scrape_timeout_header_cuts_the_probe_short() {
 
 #[test]
 fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
+    };
     let mut d = start(&net, &config(TEST_RANGES, None));
     let slow = [
         ("target", "198.18.0.9"),
@@ -405,11 +399,10 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
 
 #[test]
 fn allowed_ranges_are_probed_by_literal_and_by_name() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
+    };
     let dns = DnsServer::with(&[("bench.test", &["198.18.0.44"])]);
     let access = r#"  allow: [198.18.0.0/16, 127.0.0.0/8, "::/0"]
   deny: [127.0.0.0/8, "2001:db8:dead::/48"]"#;

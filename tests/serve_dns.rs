@@ -39,11 +39,9 @@ fn value(s: &Scrape, name: &str, target: &str) -> f64 {
 
 #[test]
 fn lookup_failures_never_stop_the_daemon() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
-    net.enter();
+    };
     let dns = DnsServer::start();
     dns.set("flaky.pingscope.test", &["198.18.0.27"]);
     // broken.pingscope.test: NXDOMAIN at start.
@@ -114,11 +112,9 @@ fn lookup_failures_never_stop_the_daemon() {
 
 #[test]
 fn address_change_and_family_all() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
-    net.enter();
+    };
     let dns = DnsServer::start();
     dns.set("moving.pingscope.test", &["198.18.0.41"]);
     dns.set(

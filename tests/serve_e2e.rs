@@ -118,11 +118,9 @@ fn log_delay_and_ipdv(log: &[LogEntry], dst: &str) -> (f64, f64) {
 
 #[test]
 fn figures_agree_with_profiles() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -418,14 +416,12 @@ fn figures_agree_with_profiles() {
 
 #[test]
 fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {
         "198.18.0.20": {"delay": "20ms"},
         "198.18.0.70": {"blackhole": true}
-    }}));
-    net.enter();
+    }})) else {
+        return;
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",

@@ -124,11 +124,9 @@ fn rewrite(path: &Path, text: &str) {
 
 #[test]
 fn add_change_remove_by_sighup_and_post() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let path = write_config(
         net.dir(),
         "serve.yml",
@@ -262,11 +260,9 @@ fn add_change_remove_by_sighup_and_post() {
 
 #[test]
 fn invalid_config_is_rejected_and_old_targets_keep_going() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let good = config(&[("a", "198.18.0.20", "100ms"), ("b", "198.18.0.21", "100ms")]);
     let path = write_config(net.dir(), "serve.yml", &good);
     let d = Daemon::start(&path, &[]);
@@ -343,11 +339,9 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
 
 #[test]
 fn config_watch_reloads_on_config_and_target_file_change() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let with_files = |targets: &[(&str, &str, &str)]| {
         config(targets).replace("targets:\n", "target_files: [sd/*.yml]\ntargets:\n")
     };

@@ -35,16 +35,15 @@ fn start_daemon(net: &TestNet, max_active: usize, extra: &str) -> Daemon {
     )
 }
 
-fn net() -> TestNet {
-    TestNet::start(&json!({"default": {"delay": "5ms"}}))
+fn net() -> Option<TestNet> {
+    TestNet::start_if_root(&json!({"default": {"delay": "5ms"}}))
 }
 
 #[test]
 fn pagination_and_aliases() {
-    if !support::require_root() {
+    let Some(net) = net() else {
         return;
-    }
-    let net = net();
+    };
     let d = start_daemon(
         &net,
         8,
@@ -255,10 +254,9 @@ fn routes_in_spec(spec: &Value) -> BTreeSet<(String, String)> {
 
 #[test]
 fn openapi_matches_router() {
-    if !support::require_root() {
+    let Some(net) = net() else {
         return;
-    }
-    let net = net();
+    };
     let d = start_daemon(&net, 4, "");
     let c = client();
     let (status, spec) = get_json(&c, &d.url("/api/v1/openapi.json"));
@@ -322,12 +320,11 @@ fn openapi_matches_router() {
 
 #[test]
 fn two_hundred_concurrent_sessions() {
-    if !support::require_root() {
-        return;
-    }
     const N: usize = 200;
     const COUNT: u64 = 10;
-    let net = TestNet::start(&json!({"default": {"delay": "10ms"}}));
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"delay": "10ms"}})) else {
+        return;
+    };
     let d = start_daemon(&net, 250, "");
     let c = client();
     let url = d.url("/api/v1/sessions");

@@ -64,11 +64,9 @@ fn get(c: &Client, d: &Daemon, id: &str) -> Value {
 
 #[test]
 fn running_sessions_come_back_interrupted() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "5ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "5ms"}}));
-    net.enter();
+    };
     let port = support::free_port();
     let mut d = Daemon::start_on(
         &support::write_config(net.dir(), "pingscope.yml", &base_config(8)),

@@ -254,11 +254,9 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
 /// true one (50 ms and a little), never 0, and `clock_steps_total` ends at 2.
 #[test]
 fn clock_steps_during_probes_keep_rtts_true() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let rt = runtime();
     let clock = Arc::new(SteppableClock::default());
     let (rtts, stats, ident) = rt.block_on(async {
@@ -509,11 +507,9 @@ fn metric_sum(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> Option<f64>
 /// process with user-space timestamps, probing the same host meanwhile, is off by milliseconds.
 #[test]
 fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     // Held open from before the daemon starts, so its first reply is not one without an RX
     // timestamp.
     let rt = runtime();
