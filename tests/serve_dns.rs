@@ -24,13 +24,7 @@ fn config(dns_port: u16, targets: &str) -> String {
 }
 
 fn wait_scrape(d: &Daemon, what: &str, cond: impl Fn(&Scrape) -> bool) -> Scrape {
-    let mut last = Scrape::default();
-    let ok = wait_until(Duration::from_secs(15), || {
-        last = d.scrape();
-        cond(&last)
-    });
-    assert!(ok, "{what}: not seen within 15 s; daemon log:\n{}", d.log());
-    last
+    d.scrape_until(Duration::from_secs(15), what, cond)
 }
 
 fn value(s: &Scrape, name: &str, target: &str) -> f64 {

@@ -109,13 +109,7 @@ fn wait_sent(d: &Daemon, target: &str, at_least: f64) {
 }
 
 fn wait_reloads(d: &Daemon, cond: impl Fn(&Scrape) -> bool, what: &str) -> Scrape {
-    let mut last = Scrape::default();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = d.scrape();
-        cond(&last)
-    });
-    assert!(ok, "{what} did not happen; daemon log:\n{}", d.log());
-    last
+    d.scrape_until(Duration::from_secs(10), what, cond)
 }
 
 fn rewrite(path: &Path, text: &str) {

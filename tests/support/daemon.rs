@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::api::{Answer, Endpoint, client, probe_with, raw_status};
+use super::api::{Answer, Endpoint, client, content_type, probe_with, raw_status};
 use super::expo::Scrape;
 
 /// How long the daemon may take to become ready.
@@ -209,12 +209,7 @@ impl Daemon {
     pub fn try_get(&self, path: &str) -> Option<(u16, String, String)> {
         let resp = self.http().get(self.url(path)).send().ok()?;
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let ct = content_type(&resp);
         Some((status, ct, resp.text().ok()?))
     }
 
@@ -259,6 +254,27 @@ impl Daemon {
     /// `/metrics`, parsed.
     pub fn scrape(&self) -> Scrape {
         Scrape::parse(&self.metrics_text())
+    }
+
+    /// Scrapes until `cond` holds (for at most `within`) and returns that scrape; otherwise fails
+    /// the test, naming `what` and showing the daemon log.
+    pub fn scrape_until(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
+        let mut last = Scrape::default();
+        let ok = super::wait_until(within, || {
+            last = self.scrape();
+            cond(&last)
+        });
+        assert!(
+            ok,
+            "{what}: not seen within {within:?}; daemon log:\n{}",
+            self.log()
+        );
+        last
     }
 
     /// `/api/v1/targets`, as JSON.
