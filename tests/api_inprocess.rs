@@ -12,7 +12,8 @@ use pingscope::engine::fake::Step;
 use serde_json::{Value, json};
 use support::api::{
     DENIED_HOST, TEST_RANGES, assert_error, assert_error_has, base_config, client, delete,
-    get_json, post_json, probe_config, probe_with, send_raw, start_session, unknown_id, wait_ended,
+    get_json, post_json, probe_config, probe_with, send_raw, start_session, stop_session,
+    unknown_id, wait_ended,
 };
 use support::dns::DnsServer;
 use support::inproc::InProcess;
@@ -187,16 +188,7 @@ fn sessions_bad_input_has_status_and_message() {
     );
     let r = delete(&c, &d.url(&format!("/api/v1/sessions/{unknown}")));
     assert_error(&r, 404, "not_found", &msg);
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{unknown}/stop")),
-            &json!({}),
-        ),
-        404,
-        "not_found",
-        &msg,
-    );
+    assert_error(&stop_session(&c, &d, &unknown), 404, "not_found", &msg);
 
     // max_active (2): two long sessions fill it; a third is refused.
     let long = json!({"target": HOST, "count": 500, "interval": "100ms"});
@@ -218,21 +210,13 @@ fn sessions_bad_input_has_status_and_message() {
     );
     // Stop both; stopping again is a conflict; then delete works.
     for id in [&a, &b] {
-        let (s, rec) = post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{id}/stop")),
-            &json!({}),
-        );
+        let (s, rec) = stop_session(&c, &d, id);
         assert_eq!(s, 202, "{rec}");
         let ended = wait_ended(&c, &d, id, Duration::from_secs(10));
         assert_eq!(ended["status"], "stopped");
     }
     assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{a}/stop")),
-            &json!({}),
-        ),
+        &stop_session(&c, &d, &a),
         409,
         "not_running",
         &format!("session {a} is not running (status stopped)"),
@@ -252,11 +236,7 @@ fn sessions_bad_input_has_status_and_message() {
     let done = wait_ended(&c, &d, &short, Duration::from_secs(10));
     assert_eq!(done["status"], "completed");
     assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{short}/stop")),
-            &json!({}),
-        ),
+        &stop_session(&c, &d, &short),
         409,
         "not_running",
         &format!("session {short} is not running (status completed)"),
