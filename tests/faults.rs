@@ -38,6 +38,18 @@ fn session(d: &Daemon, id: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("session JSON")
 }
 
+/// Waits (bounded, 10 s) for `n` replies from `target` more than it has now.
+fn wait_more_replies(d: &Daemon, target: &str, n: f64, what: &str) {
+    let before = rtt_count(d, target);
+    wait_for(d, 10, what, || rtt_count(d, target) >= before + n);
+}
+
+/// The daemon still answers `/-/healthy` with 200.
+#[track_caller]
+fn assert_healthy(d: &Daemon) {
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+}
+
 /// Waits (bounded) until `cond` holds; panics with `what` and the daemon's log otherwise.
 fn wait_for(d: &Daemon, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     if !wait_until(Duration::from_secs(secs), &mut cond) {
@@ -152,10 +164,8 @@ fn host_stops_answering_and_comes_back() {
     assert!(window > 0.0 && window <= 1.0, "window loss {window}");
 
     set_profiles(&net, &serde_json::json!({"default": {"delay": "1ms"}}));
-    wait_for(&d, 10, "flaky answers again", || {
-        rtt_count(&d, "flaky") >= r0 + 5.0
-    });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    wait_more_replies(&d, "flaky", 5.0, "flaky answers again");
+    assert_healthy(&d);
 }
 
 #[test]
@@ -223,11 +233,8 @@ fn name_stops_resolving_and_address_changes() {
 
     // The name comes back: probing of it goes on (or resumes).
     dns.set("vanishing.pingscope.test.", &[&gone.to_string()]);
-    let v0 = rtt_count(&d, "vanishing");
-    wait_for(&d, 10, "vanishing answers again", || {
-        rtt_count(&d, "vanishing") >= v0 + 3.0
-    });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    wait_more_replies(&d, "vanishing", 3.0, "vanishing answers again");
+    assert_healthy(&d);
 }
 
 #[test]
@@ -255,16 +262,13 @@ fn interface_down_and_up() {
         !reasons.is_empty() && reasons.iter().all(|l| l.contains("reason=\"")),
         "{reasons:?}"
     );
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
 
     assert!(
         ip(&net, &["link", "set", "tn0", "up"]),
         "ip link set tn0 up"
     );
-    let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies after tn0 is up", || {
-        rtt_count(&d, "a") >= r0 + 3.0
-    });
+    wait_more_replies(&d, "a", 3.0, "replies after tn0 is up");
     eprintln!("send errors while down: {reasons:?}");
 }
 
@@ -290,17 +294,14 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
             &[("target", "a"), ("reason", "network_unreachable")],
         ) >= 3.0
     });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
     let sent = metric(&d, "pingscope_sent_total", &[("target", "a")]);
 
     assert!(
         ip(&net, &["route", "add", "198.18.0.0/15", "dev", "tn0"]),
         "route add"
     );
-    let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies with the route back", || {
-        rtt_count(&d, "a") >= r0 + 3.0
-    });
+    wait_more_replies(&d, "a", 3.0, "replies with the route back");
     assert!(metric(&d, "pingscope_sent_total", &[("target", "a")]) > sent);
 }
 
@@ -432,7 +433,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     wait_for(&d, 5, "monitor still probing", || {
         metric(&d, "pingscope_sent_total", &[("target", "a")]) >= sent + 3.0
     });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
 
     // And sessions work again once the folder is writable.
     drop(guard);
