@@ -310,6 +310,16 @@ pub fn stop_session(c: &reqwest::blocking::Client, d: &impl Endpoint, id: &str) 
     )
 }
 
+/// The session ids on a page of `GET /api/v1/sessions`, in its order.
+pub fn page_ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect()
+}
+
 /// A session id of the right form that no daemon issued.
 pub fn unknown_id() -> String {
     uuid::Uuid::now_v7().to_string()
