@@ -99,17 +99,25 @@ async fn series(engine: &IcmpEngine, ip: IpAddr, n: usize, gap: Duration) -> Vec
     let mut out = Vec::with_capacity(n);
     for tag in 0..n as u64 {
         let seq = engine.send(&spec(ip), tag, &sink).expect("send");
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("an event within 5 s")
-            .expect("the sink is open");
-        match ev.kind {
-            EventKind::Reply(r) => out.push((seq, r.rtt)),
-            other => panic!("{ip}: probe {tag} got {other:?}"),
-        }
+        out.push((
+            seq,
+            next_reply_rtt(&mut rx, &format!("{ip}: probe {tag}")).await,
+        ));
         tokio::time::sleep(gap).await;
     }
     out
+}
+
+/// The RTT of the next event, which must be a reply within 5 s (`what` names the probe).
+async fn next_reply_rtt(rx: &mut mpsc::Receiver<ProbeEvent>, what: &str) -> Duration {
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no event within 5 s"))
+        .expect("the sink is open");
+    match ev.kind {
+        EventKind::Reply(r) => r.rtt,
+        other => panic!("{what} got {other:?}"),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -280,14 +288,7 @@ fn clock_steps_during_probes_keep_rtts_true() {
                 .expect("send");
             tokio::time::sleep(Duration::from_millis(20)).await;
             clock.step(step);
-            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a reply")
-                .expect("open");
-            match ev.kind {
-                EventKind::Reply(r) => rtts.push((seq, r.rtt)),
-                other => panic!("probe {tag}: {other:?}"),
-            }
+            rtts.push((seq, next_reply_rtt(&mut rx, &format!("probe {tag}")).await));
         }
         (rtts, e.timestamp_stats(), ident_of(&e, false))
     });
