@@ -54,6 +54,11 @@ impl Daemon {
         Self::start_on(config, super::free_port(), args)
     }
 
+    /// Writes `yaml` to `dir/serve.yml` (see [`super::write_config`]) and starts the daemon on it.
+    pub fn serve(dir: &Path, yaml: &str) -> Daemon {
+        Self::start(&super::write_config(dir, "serve.yml", yaml), &[])
+    }
+
     /// As [`Daemon::start`], on this port.
     pub fn start_on(config: &Path, port: u16, args: &[&str]) -> Daemon {
         let args = args.iter().map(OsString::from).collect();
