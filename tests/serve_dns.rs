@@ -14,13 +14,21 @@ use support::daemon::Daemon;
 use support::daemon::SESSIONS;
 use support::dns::DnsServer;
 use support::expo::Scrape;
-use support::write_config;
 use support::{TestNet, wait_until};
 
 fn config(dns_port: u16, targets: &str) -> String {
     format!(
         "defaults: {{interval: 100ms, timeout: 500ms}}\ndns:\n  servers: ['127.0.0.1:{dns_port}']\n  refresh: 2s\ntargets:\n{targets}{SESSIONS}"
     )
+}
+
+/// The test network (answers in 2 ms), entered; a DNS server in it serving `zone`; and the
+/// daemon on `targets` (YAML list items), asking that server.
+fn start(zone: &[(&str, &[&str])], targets: &str) -> Option<(TestNet, DnsServer, Daemon)> {
+    let net = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}}))?;
+    let dns = DnsServer::with(zone);
+    let d = Daemon::serve(net.dir(), &config(dns.addr().port(), targets));
+    Some((net, dns, d))
 }
 
 fn wait_scrape(d: &Daemon, what: &str, cond: impl Fn(&Scrape) -> bool) -> Scrape {
@@ -33,21 +41,13 @@ fn value(s: &Scrape, name: &str, target: &str) -> f64 {
 
 #[test]
 fn lookup_failures_never_stop_the_daemon() {
-    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}})) else {
+    // broken.pingscope.test: NXDOMAIN at start.
+    let Some((_net, dns, d)) = start(
+        &[("flaky.pingscope.test", &["198.18.0.27"])],
+        "  - {name: good, host: 198.18.0.20}\n  - {name: broken, host: broken.pingscope.test}\n  - {name: flaky, host: flaky.pingscope.test}\n",
+    ) else {
         return;
     };
-    let dns = DnsServer::start();
-    dns.set("flaky.pingscope.test", &["198.18.0.27"]);
-    // broken.pingscope.test: NXDOMAIN at start.
-    let path = write_config(
-        net.dir(),
-        "serve.yml",
-        &config(
-            dns.addr().port(),
-            "  - {name: good, host: 198.18.0.20}\n  - {name: broken, host: broken.pingscope.test}\n  - {name: flaky, host: flaky.pingscope.test}\n",
-        ),
-    );
-    let d = Daemon::start(&path, &[]);
     assert!(
         wait_until(Duration::from_secs(10), || d.get("/-/ready").0 == 200),
         "a name that does not resolve kept the daemon from being ready"
@@ -106,24 +106,18 @@ fn lookup_failures_never_stop_the_daemon() {
 
 #[test]
 fn address_change_and_family_all() {
-    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}})) else {
+    let Some((_net, dns, d)) = start(
+        &[
+            ("moving.pingscope.test", &["198.18.0.41"]),
+            (
+                "both.pingscope.test",
+                &["198.18.0.43", "198.18.0.44", "2001:db8::43"],
+            ),
+        ],
+        "  - {name: moving, host: moving.pingscope.test}\n  - {name: both, host: both.pingscope.test, family: all}\n",
+    ) else {
         return;
     };
-    let dns = DnsServer::start();
-    dns.set("moving.pingscope.test", &["198.18.0.41"]);
-    dns.set(
-        "both.pingscope.test",
-        &["198.18.0.43", "198.18.0.44", "2001:db8::43"],
-    );
-    let path = write_config(
-        net.dir(),
-        "serve.yml",
-        &config(
-            dns.addr().port(),
-            "  - {name: moving, host: moving.pingscope.test}\n  - {name: both, host: both.pingscope.test, family: all}\n",
-        ),
-    );
-    let d = Daemon::start(&path, &[]);
     let both = ["198.18.0.43", "198.18.0.44", "2001:db8::43"];
     let s = wait_scrape(&d, "every address of both probed", |s| {
         both.iter().all(|ip| {
