@@ -24,8 +24,12 @@ use support::expo::Scrape;
 use support::{TestNet, wait_until};
 
 /// The daemon under test, with debug logs, started after `enter` (so it runs in the namespace).
-fn start_daemon(config: &Path) -> Daemon {
-    Daemon::start(config, &["--log.level", "debug"])
+/// The daemon (debug logs) on [`write_config`]`(targets, extra)` in the test network's folder.
+fn start_daemon(net: &TestNet, targets: &str, extra: &str) -> Daemon {
+    Daemon::start(
+        &write_config(net.dir(), targets, extra),
+        &["--log.level", "debug"],
+    )
 }
 
 fn metric(d: &Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -136,12 +140,11 @@ fn host_stops_answering_and_comes_back() {
     let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(
-        net.dir(),
+    let d = start_daemon(
+        &net,
         "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
     );
-    let d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
     set_profiles(
@@ -180,12 +183,11 @@ fn name_stops_resolving_and_address_changes() {
         ("moving.pingscope.test", &[&old.to_string()]),
         ("vanishing.pingscope.test", &[&gone.to_string()]),
     ]);
-    let config = write_config(
-        net.dir(),
+    let d = start_daemon(
+        &net,
         "  - {name: moving, host: moving.pingscope.test, family: ip4}\n  - {name: vanishing, host: vanishing.pingscope.test, family: ip4}\n",
         &format!("dns: {{servers: [\"{}\"], refresh: 1s}}", dns.addr()),
     );
-    let d = start_daemon(&config);
     wait_for(&d, 10, "replies from both names", || {
         rtt_count(&d, "moving") >= 3.0 && rtt_count(&d, "vanishing") >= 3.0
     });
@@ -242,8 +244,7 @@ fn interface_down_and_up() {
     let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     assert!(
@@ -277,8 +278,7 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
     let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     // Every route into the test range goes (bounded: the responder adds at most two).
@@ -312,8 +312,7 @@ fn sighup_storm() {
     };
     let with_b = "  - {name: a, host: 198.18.0.20}\n  - {name: b, host: 198.18.0.21}\n";
     let without_b = "  - {name: a, host: 198.18.0.20}\n";
-    let config = write_config(net.dir(), with_b, "");
-    let mut d = start_daemon(&config);
+    let mut d = start_daemon(&net, with_b, "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     let mut last_sent = 0.0;
@@ -401,8 +400,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let body = serde_json::json!({"target": "198.18.0.20", "count": 3, "interval": "50ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &body);
     assert_eq!(status, 201, "{rec}");
@@ -448,8 +446,7 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let mut d = start_daemon(&config);
+    let mut d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let short = serde_json::json!({"target": "198.18.0.20", "count": 5, "interval": "20ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &short);
     assert_eq!(status, 201, "{rec}");
@@ -471,9 +468,8 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     std::thread::sleep(Duration::from_millis(300));
     let killed = d.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
     assert!(!killed.success(), "{killed}");
-    drop(d);
 
-    let d = start_daemon(&config);
+    let d = d.restart();
     let after = session(&d, &done_id);
     assert_eq!(after["status"], "completed");
     assert_eq!(
