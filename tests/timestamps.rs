@@ -190,21 +190,13 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
         // Held open while measuring: see `warm_engine`.
         let _warm = warm_engine(SocketPreference::Raw, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Raw);
-        let v4 = series(
-            &e,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            20,
-            Duration::from_millis(2),
-        )
-        .await;
-        let v6 = series(
-            &e,
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-            20,
-            Duration::from_millis(2),
-        )
-        .await;
-        assert!(v4.iter().chain(&v6).all(|(_, r)| *r > Duration::ZERO));
+        for ip in [
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            Ipv6Addr::LOCALHOST.into(),
+        ] {
+            let rtts = series(&e, ip, 20, Duration::from_millis(2)).await;
+            assert!(rtts.iter().all(|(_, r)| *r > Duration::ZERO), "{ip}");
+        }
         e.timestamp_stats()
     });
     drop(rt);
