@@ -14,7 +14,6 @@ use prom::{PanelQuery, Prometheus, dashboard_queries, sample_value};
 use serde_json::{Value, json};
 use support::daemon::Daemon;
 use support::daemon::SESSIONS;
-use support::write_config;
 use support::{TestNet, binomial_interval};
 
 /// How long Prometheus scrapes before the panels are read.
@@ -94,8 +93,7 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         "dns: {{servers: ['127.0.0.1:{}'], refresh: 2s}}\n",
         server.addr().port()
     );
-    let path = write_config(net.dir(), "serve.yml", &format!("{CONFIG}{dns}{SESSIONS}"));
-    let d = Daemon::start(&path, &[]);
+    let d = Daemon::serve(net.dir(), &format!("{CONFIG}{dns}{SESSIONS}"));
     let scrape = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
         d.port()

@@ -46,11 +46,9 @@ fn monitored(d: &Daemon) -> BTreeSet<(String, String)> {
 
 #[test]
 fn three_shards_cover_the_list_without_overlap_or_gap() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({})) else {
         return;
-    }
-    let net = TestNet::start(&json!({}));
-    net.enter();
+    };
     let path = write_config(net.dir(), "targets.yml", &target_list());
     let mut daemons: Vec<Daemon> = (0..3)
         .map(|i| Daemon::start(&path, &["--shard", &format!("{i}/3")]))

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::api::{Answer, Endpoint, client, probe_with, raw_status};
+use super::api::{Answer, Endpoint, client, content_type, probe_with, raw_status};
 use super::expo::Scrape;
 
 /// How long the daemon may take to become ready.
@@ -52,6 +52,11 @@ impl Daemon {
     /// (`--log.level info` unless `args` set one).
     pub fn start(config: &Path, args: &[&str]) -> Daemon {
         Self::start_on(config, super::free_port(), args)
+    }
+
+    /// Writes `yaml` to `dir/serve.yml` (see [`super::write_config`]) and starts the daemon on it.
+    pub fn serve(dir: &Path, yaml: &str) -> Daemon {
+        Self::start(&super::write_config(dir, "serve.yml", yaml), &[])
     }
 
     /// As [`Daemon::start`], on this port.
@@ -209,12 +214,7 @@ impl Daemon {
     pub fn try_get(&self, path: &str) -> Option<(u16, String, String)> {
         let resp = self.http().get(self.url(path)).send().ok()?;
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let ct = content_type(&resp);
         Some((status, ct, resp.text().ok()?))
     }
 
@@ -259,6 +259,27 @@ impl Daemon {
     /// `/metrics`, parsed.
     pub fn scrape(&self) -> Scrape {
         Scrape::parse(&self.metrics_text())
+    }
+
+    /// Scrapes until `cond` holds (for at most `within`) and returns that scrape; otherwise fails
+    /// the test, naming `what` and showing the daemon log.
+    pub fn scrape_until(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
+        let mut last = Scrape::default();
+        let ok = super::wait_until(within, || {
+            last = self.scrape();
+            cond(&last)
+        });
+        assert!(
+            ok,
+            "{what}: not seen within {within:?}; daemon log:\n{}",
+            self.log()
+        );
+        last
     }
 
     /// `/api/v1/targets`, as JSON.

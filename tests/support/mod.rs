@@ -202,6 +202,22 @@ impl TestNet {
         }
     }
 
+    /// [`TestNet::start`] for a test that needs root, `None` (the test returns) where it may
+    /// not run (see [`require_root`]).
+    #[track_caller]
+    pub fn start_if_root(profiles: &serde_json::Value) -> Option<TestNet> {
+        require_root().then(|| TestNet::start(profiles))
+    }
+
+    /// [`TestNet::start_if_root`], then [`TestNet::enter`]: for a test that runs wholly inside
+    /// the test network.
+    #[track_caller]
+    pub fn start_and_enter(profiles: &serde_json::Value) -> Option<TestNet> {
+        let net = TestNet::start_if_root(profiles)?;
+        net.enter();
+        Some(net)
+    }
+
     /// Moves the calling thread into the namespace. Sockets it opens, and threads and processes
     /// it starts, from now on live there (a test process runs one test, so this is safe).
     pub fn enter(&self) {
