@@ -61,6 +61,18 @@ fn key(seq: u16) -> Key {
     }
 }
 
+/// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
+/// after the start; with the start's monotonic and wall times.
+fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Instant, SystemTime) {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, tag, tx, sp(wall), stamp, now + timeout)
+        .unwrap();
+    (t, seq, now, wall)
+}
+
 /// A reply to `seq` with payload stamp `stamp`, received at `at` with `ttl`: a 64-byte message on
 /// a socket that does not wait for TX timestamps.
 fn answer(
@@ -90,12 +102,7 @@ fn deliver(o: ReplyOutcome) -> ProbeEvent {
 
 #[test]
 fn reply_then_duplicate() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 7, tx, sp(wall), 1, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, _, wall) = one_probe(7, 1, Duration::from_secs(1));
     assert_eq!(t.len(), 1);
     let rx_at = wall + Duration::from_micros(250);
     let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
@@ -118,12 +125,7 @@ fn reply_then_duplicate() {
 
 #[test]
 fn timeout_then_late_then_duplicate() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(3, 9, Duration::from_millis(100));
     assert!(t.expire(now + Duration::from_millis(99), wall).is_empty());
     let out = t.expire(now + Duration::from_millis(100), wall);
     assert_eq!(out.len(), 1);
@@ -139,12 +141,7 @@ fn timeout_then_late_then_duplicate() {
 
 #[test]
 fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(3, 9, Duration::from_millis(100));
     // The runtime has not run the deadline timer yet, but the kernel stamped the reply 300 ms
     // after the send: it is a timeout followed by a late reply, never a reply.
     let rx_at = wall + Duration::from_millis(300);
@@ -194,12 +191,7 @@ fn deadlines_fire_in_order_each_on_its_own() {
 
 #[test]
 fn icmp_error_settles_and_later_reply_is_late() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 5, tx, sp(wall), 2, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(5, 2, Duration::from_secs(1));
     let info = IcmpErrorInfo {
         kind: IcmpErrorKind::Unreachable,
         icmp_type: 3,
@@ -366,12 +358,7 @@ fn sequence_in_flight_is_skipped_on_wrap() {
 
 #[test]
 fn foreign_or_unknown_replies_are_not_delivered() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 4);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 0, tx, sp(wall), 77, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, _, wall) = one_probe(0, 77, Duration::from_secs(1));
     assert!(matches!(
         t.reply(key(seq), PayloadStamp::Foreign, &rx(wall), None, 8, false)
             .0,
