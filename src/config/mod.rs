@@ -13,6 +13,7 @@
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
 //! | [`shard`] | `--shard I/N` |
 //! | [`shard_auto`] | `--shard auto`: the index from a StatefulSet hostname |
+//! | [`mesh_peers`] | which peers a mesh instance pings (the ring choice; not wired yet) |
 //! | [`diff`] | which targets a reload adds, removes, changes or keeps |
 //!
 //! Every problem is reported at once: unknown keys and wrong types (the parse blanks the entry at
@@ -25,6 +26,7 @@ pub mod diff;
 mod error;
 mod file_sd;
 mod locate;
+pub mod mesh_peers;
 mod raw;
 pub mod read;
 mod rules;
