@@ -37,6 +37,7 @@ pub struct Daemon {
     port: u16,
     config: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     log: PathBuf,
     http: OnceLock<reqwest::blocking::Client>,
 }
@@ -62,15 +63,35 @@ impl Daemon {
     /// As [`Daemon::start`], on this port.
     pub fn start_on(config: &Path, port: u16, args: &[&str]) -> Daemon {
         let args = args.iter().map(OsString::from).collect();
-        Self::spawn(config.to_owned(), port, args)
+        Self::spawn(config.to_owned(), port, args, Vec::new())
+    }
+
+    /// As [`Daemon::start`], with these environment variables added.
+    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let args = args.iter().map(OsString::from).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        Self::spawn(config.to_owned(), super::free_port(), args, env)
     }
 
     /// The same config, port and arguments again (after this one stopped).
     pub fn restart(&self) -> Daemon {
-        Self::spawn(self.config.clone(), self.port, self.args.clone())
+        Self::spawn(
+            self.config.clone(),
+            self.port,
+            self.args.clone(),
+            self.env.clone(),
+        )
     }
 
-    fn spawn(config: PathBuf, port: u16, args: Vec<OsString>) -> Daemon {
+    fn spawn(
+        config: PathBuf,
+        port: u16,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+    ) -> Daemon {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = config.with_file_name(format!("daemon-{port}-{n}.log"));
         let file = std::fs::File::create(&log).expect("creating the daemon's log file");
@@ -85,6 +106,7 @@ impl Daemon {
         }
         let child = cmd
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -96,6 +118,7 @@ impl Daemon {
             port,
             config,
             args,
+            env,
             log,
             http: OnceLock::new(),
         };

@@ -6,6 +6,7 @@
 //! - [`dns`]: the loopback DNS server (hickory-server) with a mutable zone.
 //! - [`expo`]: the Prometheus text exposition reader.
 //! - [`web`]: a test PKI and a raw HTTP/1.1 (plain or TLS) client.
+//! - [`tools`]: test tools from PyPI and npm, installed under `target/` on first use.
 //! - [`require`], [`free_port`], [`write_config`], [`wait_until`].
 //!
 //! [`TestNet::start`] creates a network namespace of its own, starts the `pingscope-testnet`
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod dns;
 pub mod expo;
 pub mod inproc;
+pub mod tools;
 pub mod web;
 
 use std::ffi::OsStr;
