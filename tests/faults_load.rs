@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, Tmpfs, wait_until};
 
-/// Resident memory the daemon may reach during the run (debug build, 1,000 targets).
-const RSS_BOUND: u64 = 256 * 1024 * 1024;
+/// Resident memory the daemon may reach during the run (debug build, 1,000 targets): about three
+/// times the 41-42 MiB measured over three runs.
+const RSS_BOUND: u64 = 128 * 1024 * 1024;
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -30,7 +31,6 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 #[test]
-#[ignore = "fails at fault 2 under load: the deleted store is not refused within 5 s (under investigation, see the hostile branch report)"]
 fn faults_under_load() {
     // SAFETY: geteuid has no preconditions.
     assert!(
@@ -167,6 +167,7 @@ fn faults_under_load() {
         let filler = fs.fill();
         std::thread::sleep(Duration::from_secs(2));
         std::fs::remove_file(&filler).unwrap();
+        let mut lost_total = 0;
         for id in &ids {
             let end = Instant::now() + Duration::from_secs(30);
             let v = loop {
@@ -183,6 +184,7 @@ fn faults_under_load() {
             let lost = v["samples_lost"].as_u64().unwrap();
             eprintln!("session {id}: sent {sent}, stored {stored}, lost {lost}");
             assert_eq!(stored + lost, sent, "exact accounting: {v}");
+            lost_total += lost;
             if lost > 0 {
                 assert!(
                     v["error"]
@@ -193,13 +195,19 @@ fn faults_under_load() {
             }
         }
 
-        // Fault 2: the store file is deleted; new sessions are refused with 503.
+        // Two seconds of a full disk inside five-second sessions cost samples.
+        assert!(lost_total > 0, "the full disk cost no sample");
+
+        // Fault 2: the store file is deleted (unlinked); new sessions are refused with 503, from
+        // the first start after it (a start used to be taken until the writer's next check, and
+        // this loop filled max_active with sessions on the deleted file, then got 429).
         std::fs::remove_file(&db).unwrap();
+        let mut last = (0, String::new());
         let refused = wait_until(Duration::from_secs(5), || {
-            let (status, text) = post("/api/v1/sessions", Some(body.clone()));
-            status == 503 && text.contains("removed or replaced")
+            last = post("/api/v1/sessions", Some(body.clone()));
+            last.0 == 503 && last.1.contains("removed or replaced")
         });
-        assert!(refused, "deleted store not detected: {}", daemon.log_text());
+        assert!(refused, "deleted store not detected: last answer {last:?}");
 
         // Fault 3: the web config is truncated: every request 500, none 200 without credentials.
         std::fs::write(&web, "").unwrap();
