@@ -625,3 +625,46 @@ fn item8_repeated_parameters_and_second_stops_are_refused() {
         "{body}"
     );
 }
+
+// Item 8: the OpenAPI document listed the `{id}` path parameter twice on the session routes
+// (once from `params(..)`, once derived from the handler's `Path` extractor).
+#[test]
+fn item8_openapi_lists_each_parameter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("c.yml");
+    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
+    let daemon = Daemon::start(d, &config, &[]);
+    let (status, body) = daemon.get("/api/v1/openapi.json");
+    assert_eq!(status, 200, "{body}");
+    let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut seen_id = 0;
+    let mut duplicates = Vec::new();
+    for (path, item) in paths {
+        let shared = item["parameters"].as_array().cloned().unwrap_or_default();
+        for (method, op) in item.as_object().expect("path item") {
+            let Some(params) = op["parameters"].as_array() else {
+                continue;
+            };
+            let mut keys = std::collections::HashSet::new();
+            for p in shared.iter().chain(params) {
+                let key = (
+                    p["name"].as_str().unwrap_or("?"),
+                    p["in"].as_str().unwrap_or("?"),
+                );
+                if key == ("id", "path") {
+                    seen_id += 1;
+                    // The one left is the documented one.
+                    assert!(p["description"].is_string(), "{method} {path}: {p}");
+                }
+                if !keys.insert(key) {
+                    duplicates.push(format!("{method} {path}: {key:?}"));
+                }
+            }
+        }
+    }
+    // The walk saw the routes it is about (the `{id}` routes), so it can fail.
+    assert!(seen_id >= 4, "too few `id` parameters seen: {body}");
+    assert!(duplicates.is_empty(), "{duplicates:?}");
+}

@@ -74,7 +74,7 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 )]
 pub async fn session_live(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Path(crate::http::sessions::SessionPath { id }): Path<crate::http::sessions::SessionPath>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let m = manager(&app).await?;
