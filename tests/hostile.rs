@@ -16,6 +16,13 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// The daemon on a config of `yaml` written into `dir`.
+fn daemon_with(dir: &Path, yaml: &str) -> Daemon {
+    let config = dir.join("c.yml");
+    write(&config, yaml);
+    Daemon::start(dir, &config, &[])
+}
+
 fn sessions_yaml(dir: &Path) -> String {
     format!("sessions: {{database: {}}}\n", dir.join("s.db").display())
 }
@@ -443,9 +450,7 @@ fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
 fn item3_a_removed_store_file_is_detected_and_sessions_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let daemon = Daemon::start(d, &config, &[]);
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let body = serde_json::json!({"target": "127.0.0.1", "count": 2, "interval": "100ms"});
     let id = common::start_session(&daemon, body.clone());
     common::ended_session(&daemon, &id, Duration::from_secs(10));
@@ -603,9 +608,7 @@ fn item4_probe_budget_is_capped_by_the_server() {
 fn item8_repeated_parameters_and_second_stops_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let daemon = Daemon::start(d, &config, &[]);
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let (status, body) = daemon.get("/probe?target=127.0.0.1&target=127.0.0.2&count=1");
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -632,9 +635,7 @@ fn item8_repeated_parameters_and_second_stops_are_refused() {
 fn item8_openapi_lists_each_parameter_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let daemon = Daemon::start(d, &config, &[]);
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let (status, body) = daemon.get("/api/v1/openapi.json");
     assert_eq!(status, 200, "{body}");
     let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -667,4 +668,57 @@ fn item8_openapi_lists_each_parameter_once() {
     // The walk saw the routes it is about (the `{id}` routes), so it can fail.
     assert!(seen_id >= 4, "too few `id` parameters seen: {body}");
     assert!(duplicates.is_empty(), "{duplicates:?}");
+}
+
+// Item 8: a WebSocket protocol error dropped the TCP connection without a close frame. Each
+// case writes one raw frame (masked with a zero key, as a client must) after a real handshake.
+#[test]
+fn item8_websocket_protocol_errors_get_a_close_frame() {
+    use std::io::Write as _;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _, stream};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with(d, "targets: []\n");
+    let frame = |first: u8, payload: &[u8]| -> Vec<u8> {
+        let mut f = vec![first];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("a reserved bit set", frame(0xC1, b"hi"), 1002),
+        ("a fragmented ping", frame(0x09, b"hi"), 1002),
+        (
+            "text that is not UTF-8",
+            frame(0x81, &[0xff, 0xfe, 0xfd]),
+            1007,
+        ),
+        ("text that is not JSON", frame(0x81, b"{not json"), 1007),
+        ("a message over 4 KiB", frame(0x82, &[0; 5_000]), 1009),
+    ];
+    for (what, raw, want) in cases {
+        let req = format!("ws://127.0.0.1:{}/api/v1/live", daemon.port)
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::tungstenite::connect(req).unwrap();
+        let stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+            panic!("plain TCP expected");
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(&raw).unwrap();
+        let got = (0..100).find_map(|_| match ws.read() {
+            Ok(Message::Close(frame)) => Some(Ok(frame.map(|f| u16::from(f.code)))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e.to_string())),
+        });
+        assert_eq!(got, Some(Ok(Some(want))), "{what}");
+    }
 }
