@@ -722,3 +722,155 @@ fn item8_websocket_protocol_errors_get_a_close_frame() {
         assert_eq!(got, Some(Ok(Some(want))), "{what}");
     }
 }
+
+/// A network namespace whose only interfaces are `lo` and a TUN device `t0` holding the
+/// link-local address fe80::1 (no DAD), with ICMP datagram sockets allowed (on those, a
+/// link-local destination without a scope fails with EINVAL, so the test sees whether the zone
+/// reached the socket). Deleted at drop.
+struct LinkLocalNet {
+    ns: String,
+}
+
+impl LinkLocalNet {
+    fn start() -> LinkLocalNet {
+        let ns = format!("psz-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &ns]);
+        let net = LinkLocalNet { ns };
+        let n = net.ns.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&["-n", n, "tuntap", "add", "dev", "t0", "mode", "tun"]);
+        ip(&["-n", n, "link", "set", "t0", "up"]);
+        ip(&[
+            "-n",
+            n,
+            "-6",
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            "t0",
+            "nodad",
+        ]);
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", n, "sysctl", "-qw"])
+            .arg("net.ipv4.ping_group_range=0 2147483647")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        net
+    }
+
+    /// Moves this thread, and what it starts from now on, into the namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.ns)).unwrap();
+        // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for LinkLocalNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+// Item 8: an IPv6 zone id (`fe80::1%eth0`) went to DNS and failed with a debug-formatted
+// message. Now a link-local target's zone is the interface its probes leave by, on every
+// front (CLI, config, /probe, sessions), and a zone that cannot be used is refused in words.
+#[test]
+fn item8_ipv6_zone_ids_work_for_link_local_targets() {
+    require_root("the zone id test");
+    let net = LinkLocalNet::start();
+    net.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let by_index = format!("fe80::1%{}", nix::net::if_::if_nametoindex("t0").unwrap());
+
+    // CLI: by name and by index.
+    for host in ["fe80::1%t0", by_index.as_str()] {
+        let run = run_bounded(
+            &["ping", "-c", "2", "-i", "0.1", host],
+            Duration::from_secs(10),
+        );
+        assert_eq!(run.code, Some(0), "{host}: {run:?}");
+        assert!(run.stdout.contains("\"received\":2"), "{host}: {run:?}");
+    }
+    for (host, says) in [
+        ("2001:db8::1%t0", "only for link-local IPv6 addresses"),
+        ("fe80::1%999", "no network interface has index 999"),
+        (
+            "--interface=lo fe80::1%t0",
+            "differs from the target's zone id",
+        ),
+    ] {
+        let mut args = vec!["ping", "-c", "1"];
+        args.extend(host.split(' '));
+        let run = run_bounded(&args, Duration::from_secs(10));
+        assert_eq!(run.code, Some(64), "{host}: {run:?}");
+        assert!(run.stderr.contains(says), "{host}: {run:?}");
+    }
+
+    // Config, /probe and sessions.
+    let daemon = daemon_with(
+        d,
+        &format!(
+            "targets:\n  - {{name: ll, host: \"fe80::1%t0\", interval: 100ms}}\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    let replies = wait_until(Duration::from_secs(10), || {
+        let (_, m) = daemon.get("/metrics");
+        sample(
+            &m,
+            "pingscope_rtt_seconds_count{target=\"ll\",ip=\"fe80::1\"}",
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    });
+    assert!(replies, "{}", daemon.get("/metrics").1);
+    let (status, body) = daemon.get("/probe?target=fe80::1%25t0&count=2&interval=100ms");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(1.0), "{body}");
+    let id = common::start_session(
+        &daemon,
+        serde_json::json!({"target": "fe80::1%t0", "count": 2, "interval": "100ms"}),
+    );
+    let v = common::ended_session(&daemon, &id, Duration::from_secs(10));
+    assert_eq!(v["summary"]["received"], 2, "{v}");
+    let (status, body) = daemon.get("/probe?target=2001:db8::1%25t0");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only for link-local"), "{body}");
+    let (status, body) = daemon.post(
+        "/api/v1/sessions",
+        Some(&serde_json::json!({"target": "2001:db8::1%t0"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only for link-local"), "{body}");
+    let bad = d.join("bad.yml");
+    write(
+        &bad,
+        "targets:\n  - host: \"2001:db8::1%t0\"\n  - {host: \"fe80::1%t0\", interface: lo}\n",
+    );
+    let run = run_bounded(
+        &["check-config", bad.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    for says in ["only for link-local", "differs from the target's zone id"] {
+        assert!(run.stderr.contains(says), "{run:?}");
+    }
+}
