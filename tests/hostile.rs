@@ -18,9 +18,14 @@ fn write(path: &Path, text: &str) {
 
 /// The daemon on a config of `yaml` written into `dir`.
 fn daemon_with(dir: &Path, yaml: &str) -> Daemon {
+    daemon_with_flags(dir, yaml, &[])
+}
+
+/// [`daemon_with`], and these flags.
+fn daemon_with_flags(dir: &Path, yaml: &str, flags: &[&str]) -> Daemon {
     let config = dir.join("c.yml");
     write(&config, yaml);
-    Daemon::start(dir, &config, &[])
+    Daemon::start(dir, &config, flags)
 }
 
 fn sessions_yaml(dir: &Path) -> String {
@@ -530,7 +535,47 @@ fn get_with(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Duration) -
 }
 
 // Item 4: `X-Prometheus-Scrape-Timeout-Seconds: 1e9` and `interval=1y` were accepted, so a
-// client set how long it held a probe slot; 64 such requests took every slot.
+// client set how long it held a probe slot; 64 such requests took every slot. First with the
+// default limits (a config the old code also reads): such a request held the only slot, and the
+// next probe got 429.
+#[test]
+fn item4_a_client_set_budget_holds_no_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with_flags(d, "targets: []\n", &["--web.max-probes", "1"]);
+    let huge = [("X-Prometheus-Scrape-Timeout-Seconds", "1e9")];
+    std::thread::scope(|s| {
+        let greedy = s.spawn(|| {
+            get_with(
+                &daemon,
+                "/probe?target=127.0.0.1&count=2&interval=1y",
+                &huge,
+                Duration::from_secs(5),
+            )
+        });
+        // Long enough for the greedy request to be taken first, well inside its 5 s.
+        std::thread::sleep(Duration::from_secs(1));
+        let (status, body) = get_with(
+            &daemon,
+            "/probe?target=127.0.0.1&count=1",
+            &[],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            status, 200,
+            "a client-set budget held the only slot: {body}"
+        );
+        let (status, body) = greedy.join().unwrap();
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("interval 1y is above the maximum of 10s"),
+            "{body}"
+        );
+    });
+}
+
+// Item 4, the cap itself (`probe_limits`, new with the fix): no request holds a slot past
+// `max_duration`, whatever its header, count and interval.
 #[test]
 fn item4_probe_budget_is_capped_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
