@@ -125,12 +125,25 @@ fn faults_under_load() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
-        // 20 WebSocket readers of the monitors' live stream.
-        for _ in 0..20 {
-            s.spawn(|| {
+        // 20 WebSocket readers of the monitors' live stream, each of 50 targets, so that
+        // together they read every target once: 20 readers of all 1,000 made 20,000 messages a
+        // second, which the test's own debug-built readers could not keep up with on a busy
+        // two-core machine (the daemon then lagged them, as it should, and the run starved).
+        for reader in 0..20 {
+            let auth = &auth;
+            let (stop, ws_messages) = (&stop, &ws_messages);
+            let daemon = &daemon;
+            s.spawn(move || {
+                let targets: Vec<String> = (reader * 50..reader * 50 + 50)
+                    .map(|i| format!("t{i}"))
+                    .collect();
                 let mut req =
                     tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                        format!("ws://127.0.0.1:{}/api/v1/live", daemon.port),
+                        format!(
+                            "ws://127.0.0.1:{}/api/v1/live?target={}",
+                            daemon.port,
+                            targets.join(",")
+                        ),
                     )
                     .unwrap();
                 req.headers_mut()
