@@ -3,7 +3,9 @@
 //! [`Resolver`] wraps hickory-resolver: the system configuration by default, or a given list of
 //! servers (UDP and TCP) for `--dns-server` and for tests, which start their own server on
 //! loopback. IP literals never reach DNS: [`parse_ip_literal`] accepts every IPv4 spelling
-//! `inet_aton(3)` accepts, IPv6 (bracketed or not), and folds IPv4-mapped IPv6 to IPv4.
+//! `inet_aton(3)` accepts, IPv6 (bracketed or not), and folds IPv4-mapped IPv6 to IPv4. A
+//! link-local IPv6 literal may carry a zone id (`fe80::1%eth0`, see [`split_zone`]); a host with
+//! a `%` that is not one is refused in words, never looked up.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
