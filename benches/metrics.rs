@@ -1,5 +1,6 @@
 //! Hot paths of the `/metrics` registry: recording one probe result, and encoding the whole
-//! registry at 10,000 targets as text and as protobuf (native histograms on).
+//! registry at 10,000 targets as text and as protobuf (native histograms on), each plain and
+//! gzip-compressed as a scrape that accepts gzip gets it.
 //!
 //! Run: `cargo bench --bench metrics -- --warm-up-time 1 --measurement-time 3`. The body sizes
 //! are printed once before the encode benchmarks.
@@ -10,6 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pingscope::engine::{EventKind, ProbeEvent, ReplyInfo};
+use pingscope::http::compress::gzip_with;
+use pingscope::metrics::Format;
 use pingscope::metrics::{Metrics, MetricsOptions, TargetLabels, TargetMetrics, WindowRtt};
 use pingscope::resolve::Family;
 
@@ -101,20 +104,27 @@ fn encode(c: &mut Criterion) {
         Ok(m) => m,
         Err(e) => panic!("registry: {e}"),
     };
-    match (metrics.encode_text(), metrics.encode_protobuf()) {
-        (Ok(text), Ok(protobuf)) => eprintln!(
-            "body sizes at {TARGETS} targets: text {} bytes, protobuf {} bytes ({:.2}x text)",
-            text.len(),
-            protobuf.len(),
-            protobuf.len() as f64 / text.len() as f64
-        ),
-        (Err(e), _) | (_, Err(e)) => panic!("encode: {e}"),
+    let gzip = |format| gzip_with(|w| metrics.encode_into(format, w));
+    for format in [Format::Text, Format::Protobuf] {
+        match (metrics.encode(format), gzip(format)) {
+            (Ok(plain), Ok(gz)) => eprintln!(
+                "body size at {TARGETS} targets, {format:?}: {} bytes, gzip {} bytes ({:.3}x)",
+                plain.len(),
+                gz.len(),
+                gz.len() as f64 / plain.len() as f64
+            ),
+            (Err(e), _) | (_, Err(e)) => panic!("encode: {e}"),
+        }
     }
     let mut group = c.benchmark_group("encode 10k targets");
     group.sample_size(10);
     group.bench_function("text", |b| b.iter(|| black_box(metrics.encode_text())));
+    group.bench_function("text gzip", |b| b.iter(|| black_box(gzip(Format::Text))));
     group.bench_function("protobuf", |b| {
         b.iter(|| black_box(metrics.encode_protobuf()))
+    });
+    group.bench_function("protobuf gzip", |b| {
+        b.iter(|| black_box(gzip(Format::Protobuf)))
     });
     group.finish();
 }

@@ -12,7 +12,8 @@ use pingscope::engine::fake::Step;
 use serde_json::{Value, json};
 use support::api::{
     DENIED_HOST, TEST_RANGES, assert_error, assert_error_has, base_config, client, delete,
-    get_json, post_json, probe_config, probe_with, send_raw, start_session, unknown_id, wait_ended,
+    get_json, post_json, probe_config, probe_with, send_raw, start_session, stop_session,
+    unknown_id, wait_ended,
 };
 use support::dns::DnsServer;
 use support::inproc::InProcess;
@@ -23,6 +24,16 @@ const HOST: &str = "198.18.0.20";
 /// `GET /probe` with these query pairs.
 fn probe(c: &reqwest::blocking::Client, d: &InProcess, q: &[(&str, &str)]) -> support::api::Answer {
     probe_with(c, d, q, &[])
+}
+
+/// Stopping session `id` again is a conflict that names its final `status`.
+fn assert_stop_refused(c: &reqwest::blocking::Client, d: &InProcess, id: &str, status: &str) {
+    assert_error(
+        &stop_session(c, d, id),
+        409,
+        "not_running",
+        &format!("session {id} is not running (status {status})"),
+    );
 }
 
 #[test]
@@ -39,30 +50,47 @@ fn sessions_bad_input_has_status_and_message() {
     let url = d.url("/api/v1/sessions");
     let post = |body: Value| post_json(&c, &url, &body);
 
-    assert_error(
-        &post(json!({"target": HOST, "duration": "11m", "interval": "1s"})),
-        400,
-        "invalid_parameter",
-        "the probes would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "count": 700, "interval": "1s"})),
-        400,
-        "invalid_parameter",
-        "the probes would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "interval": "5ms"})),
-        400,
-        "invalid_parameter",
-        "interval 5ms is below the minimum of 10ms",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "interval": "soon"})),
-        400,
-        "invalid_parameter",
-        "interval: invalid duration \"soon\": expected a number before \"soon\"",
-    );
+    // Refused with 400 invalid_parameter, and the exact message.
+    for (body, message) in [
+        (
+            json!({"target": HOST, "duration": "11m", "interval": "1s"}),
+            "the probes would run 11m, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+        ),
+        (
+            json!({"target": HOST, "count": 700, "interval": "1s"}),
+            "the probes would run 11m41s, above sessions.max_duration 10m (lower \"count\" or \"duration\", or raise \"interval\")",
+        ),
+        (
+            json!({"target": HOST, "interval": "5ms"}),
+            "interval 5ms is below the minimum of 10ms",
+        ),
+        (
+            json!({"target": HOST, "interval": "soon"}),
+            "interval: invalid duration \"soon\": expected a number before \"soon\"",
+        ),
+        (
+            json!({"target": "  "}),
+            "target must not be empty: name the host to probe",
+        ),
+        (
+            json!({"target": HOST, "count": 0}),
+            "count must be at least 1, got 0",
+        ),
+        (
+            json!({"target": HOST, "timeout": "2m"}),
+            "timeout 2m is longer than is sane (at most 1m)",
+        ),
+        (
+            json!({"target": HOST, "family": "all"}),
+            "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
+        ),
+        (
+            json!({"target": HOST, "size": 70000}),
+            "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
+        ),
+    ] {
+        assert_error(&post(body), 400, "invalid_parameter", message);
+    }
     assert_error(
         &post(json!({"target": DENIED_HOST})),
         403,
@@ -76,55 +104,20 @@ fn sessions_bad_input_has_status_and_message() {
         "forbidden",
         "target 2001:db9::5 (2001:db9::5) not in access.allow",
     );
-    assert_error(
-        &post(json!({"target": "  "})),
-        400,
-        "invalid_parameter",
-        "target must not be empty: name the host to probe",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "count": 0})),
-        400,
-        "invalid_parameter",
-        "count must be at least 1, got 0",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "timeout": "2m"})),
-        400,
-        "invalid_parameter",
-        "timeout 2m is longer than is sane (at most 1m)",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "family": "all"})),
-        400,
-        "invalid_parameter",
-        "family \"all\" is not possible here: this probes one address (use auto, ip4 or ip6)",
-    );
-    assert_error(
-        &post(json!({"target": HOST, "size": 70000})),
-        400,
-        "invalid_parameter",
-        "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
-    );
     // serde's own messages, with the path of the field at fault.
-    assert_error_has(
-        &post(json!({"target": HOST, "colour": "red"})),
-        400,
-        "invalid_parameter",
-        &["unknown field `colour`"],
-    );
-    assert_error_has(
-        &post(json!({"target": HOST, "count": "ten"})),
-        400,
-        "invalid_parameter",
-        &["count", "invalid type: string \"ten\", expected i64"],
-    );
-    assert_error_has(
-        &post(json!({"count": 3})),
-        400,
-        "invalid_parameter",
-        &["missing field `target`"],
-    );
+    for (body, fragments) in [
+        (
+            json!({"target": HOST, "colour": "red"}),
+            ["unknown field `colour`"].as_slice(),
+        ),
+        (
+            json!({"target": HOST, "count": "ten"}),
+            ["count", "invalid type: string \"ten\", expected i64"].as_slice(),
+        ),
+        (json!({"count": 3}), ["missing field `target`"].as_slice()),
+    ] {
+        assert_error_has(&post(body), 400, "invalid_parameter", fragments);
+    }
     assert_error_has(
         &send_raw(
             &c,
@@ -187,16 +180,7 @@ fn sessions_bad_input_has_status_and_message() {
     );
     let r = delete(&c, &d.url(&format!("/api/v1/sessions/{unknown}")));
     assert_error(&r, 404, "not_found", &msg);
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{unknown}/stop")),
-            &json!({}),
-        ),
-        404,
-        "not_found",
-        &msg,
-    );
+    assert_error(&stop_session(&c, &d, &unknown), 404, "not_found", &msg);
 
     // max_active (2): two long sessions fill it; a third is refused.
     let long = json!({"target": HOST, "count": 500, "interval": "100ms"});
@@ -218,25 +202,12 @@ fn sessions_bad_input_has_status_and_message() {
     );
     // Stop both; stopping again is a conflict; then delete works.
     for id in [&a, &b] {
-        let (s, rec) = post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{id}/stop")),
-            &json!({}),
-        );
+        let (s, rec) = stop_session(&c, &d, id);
         assert_eq!(s, 202, "{rec}");
         let ended = wait_ended(&c, &d, id, Duration::from_secs(10));
         assert_eq!(ended["status"], "stopped");
     }
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{a}/stop")),
-            &json!({}),
-        ),
-        409,
-        "not_running",
-        &format!("session {a} is not running (status stopped)"),
-    );
+    assert_stop_refused(&c, &d, &a, "stopped");
     let r = delete(&c, &d.url(&format!("/api/v1/sessions/{a}")));
     assert_eq!(r.0, 204);
     assert_eq!(
@@ -251,16 +222,7 @@ fn sessions_bad_input_has_status_and_message() {
     );
     let done = wait_ended(&c, &d, &short, Duration::from_secs(10));
     assert_eq!(done["status"], "completed");
-    assert_error(
-        &post_json(
-            &c,
-            &d.url(&format!("/api/v1/sessions/{short}/stop")),
-            &json!({}),
-        ),
-        409,
-        "not_running",
-        &format!("session {short} is not running (status completed)"),
-    );
+    assert_stop_refused(&c, &d, &short, "completed");
 
     // Unknown paths answer in the same shape.
     assert_error(
@@ -457,4 +419,94 @@ fn probe_the_unspecified_address_is_refused_even_when_everything_is_allowed() {
             a.body
         );
     }
+}
+
+/// `GET path` asking for `accept_encoding`: the answer's `Content-Encoding` and its body,
+/// gunzipped when it says gzip.
+fn get_encoded(d: &InProcess, path: &str, accept_encoding: &str) -> (Option<String>, String) {
+    use std::io::Read;
+    let resp = client()
+        .get(d.url(path))
+        .header("Accept-Encoding", accept_encoding)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(resp.status(), 200, "GET {path}");
+    let vary = resp.headers().get("vary").and_then(|v| v.to_str().ok());
+    assert_eq!(vary, Some("Accept-Encoding"), "GET {path}");
+    let encoding = resp
+        .headers()
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let raw = resp.bytes().expect("a body").to_vec();
+    let mut body = String::new();
+    if encoding.as_deref() == Some("gzip") {
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_string(&mut body)
+            .unwrap_or_else(|e| panic!("GET {path}: the gzip body does not decode: {e}"));
+    } else {
+        body = String::from_utf8(raw).expect("a UTF-8 body");
+    }
+    (encoding, body)
+}
+
+/// The `# TYPE` lines of an exposition: what families it has, whatever their values.
+fn families(body: &str) -> Vec<&str> {
+    body.lines().filter(|l| l.starts_with("# TYPE ")).collect()
+}
+
+/// Prometheus asks for gzip on every scrape: `/metrics` and `/probe` answer gzip then, the same
+/// exposition as identity, and identity when gzip is not accepted.
+#[test]
+fn scrapes_are_gzip_compressed_when_the_client_accepts_it() {
+    let d = InProcess::start(&format!(
+        "{}targets:\n  - {{name: a, host: {HOST}, interval: 50ms}}\n",
+        base_config(1)
+    ));
+    d.fake.script(
+        HOST.parse().unwrap(),
+        vec![Step::Reply {
+            rtt: Duration::from_millis(5),
+            ttl: 60,
+        }],
+    );
+    // Some families (the window gauges) appear with the first reply: compare after it.
+    let answered = |body: &str| {
+        body.lines()
+            .any(|l| l.starts_with("pingscope_rtt_seconds_count{") && !l.ends_with(" 0"))
+    };
+    let mut plain = String::new();
+    for _ in 0..100 {
+        let (encoding, body) = get_encoded(&d, "/metrics", "identity");
+        assert_eq!(encoding, None);
+        plain = body;
+        if answered(&plain) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(answered(&plain), "no reply recorded in 2 s:\n{plain}");
+    for accept in ["gzip", "deflate, gzip;q=1.0, *;q=0.5", "*"] {
+        let (encoding, body) = get_encoded(&d, "/metrics", accept);
+        assert_eq!(
+            encoding.as_deref(),
+            Some("gzip"),
+            "Accept-Encoding: {accept}"
+        );
+        assert_eq!(
+            families(&body),
+            families(&plain),
+            "Accept-Encoding: {accept}"
+        );
+    }
+    let (encoding, _) = get_encoded(&d, "/metrics", "gzip;q=0, identity");
+    assert_eq!(encoding, None, "gzip refused with q=0");
+
+    let probe = format!("/probe?target={HOST}&count=1&timeout=300ms");
+    let (encoding, body) = get_encoded(&d, &probe, "gzip");
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert!(body.contains("probe_success 1"), "{body}");
+    let (encoding, body) = get_encoded(&d, &probe, "br");
+    assert_eq!(encoding, None);
+    assert!(body.contains("probe_success 1"), "{body}");
 }

@@ -98,10 +98,10 @@ fn loopback_v6_when_the_kernel_has_it() {
 
 #[test]
 fn delay_profile_mean_within_the_measured_error() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}));
+    };
     let out = run_in(&net, &["-c", "50", "-i", "20ms", "198.18.0.20"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let l = lines(&out);
@@ -118,10 +118,11 @@ fn delay_profile_mean_within_the_measured_error() {
 
 #[test]
 fn loss_profile_inside_the_binomial_interval_and_equal_to_the_log() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_if_root(&json!({"seed": 7, "hosts": {"198.18.0.30": {"loss": 0.1}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"seed": 7, "hosts": {"198.18.0.30": {"loss": 0.1}}}));
+    };
     let n = 400;
     let out = run_in(
         &net,
@@ -147,14 +148,13 @@ fn loss_profile_inside_the_binomial_interval_and_equal_to_the_log() {
 
 #[test]
 fn duplicates_counted_exactly_and_ttl_reported_exactly() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.40": {"duplicate": 2},
         "198.18.0.50": {"ttl": 17},
         "2001:db8::50": {"ttl": 33}
-    }}));
+    }})) else {
+        return;
+    };
     let out = run_in(
         &net,
         &[
@@ -189,14 +189,13 @@ fn duplicates_counted_exactly_and_ttl_reported_exactly() {
 
 #[test]
 fn unreachable_gives_error_lines_with_the_icmp_type() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.60": {"unreachable": 1},
         "2001:db8::60": {"unreachable": 3},
         "198.18.0.61": {"time_exceeded": true, "from": "198.18.200.1"}
-    }}));
+    }})) else {
+        return;
+    };
     let out = run_in(
         &net,
         &[
@@ -245,10 +244,10 @@ fn unreachable_gives_error_lines_with_the_icmp_type() {
 
 #[test]
 fn blackhole_times_out_and_exits_1() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {"198.18.0.70": {"blackhole": true}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.70": {"blackhole": true}}}));
+    };
     let out = run_in(
         &net,
         &["-c", "3", "-i", "100ms", "-W", "300ms", "198.18.0.70"],
@@ -262,10 +261,10 @@ fn blackhole_times_out_and_exits_1() {
 
 #[test]
 fn a_reply_after_the_timeout_is_late_not_a_reply() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {"198.18.0.80": {"delay": "250ms"}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.80": {"delay": "250ms"}}}));
+    };
     // Probe k leaves at 100(k-1) ms, times out 200 ms later, and its reply comes 50 ms after
     // that; the first four late replies arrive before the fifth probe times out.
     let out = run_in(
@@ -292,12 +291,11 @@ fn a_reply_after_the_timeout_is_late_not_a_reply() {
 
 #[test]
 fn datagram_socket_as_an_unprivileged_user() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(
+    let Some(net) = TestNet::start_if_root(
         &json!({"hosts": {"198.18.0.20": {"delay": "2ms"}, "2001:db8::20": {"delay": "2ms"}}}),
-    );
+    ) else {
+        return;
+    };
     // The binary must be readable by the unprivileged user: copy it next to the test's files.
     let bin = net.dir().join("pingscope");
     std::fs::copy(BIN, &bin).expect("copy binary");
@@ -323,10 +321,9 @@ fn datagram_socket_as_an_unprivileged_user() {
 
 #[test]
 fn no_socket_permission_exits_77_and_names_the_fix() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
-    let net = TestNet::start(&json!({}));
+    };
     let bin = net.dir().join("pingscope");
     std::fs::copy(BIN, &bin).expect("copy binary");
     let _ = Command::new("chmod").args(["755"]).arg(net.dir()).status();

@@ -436,8 +436,13 @@ fn embedded_default_monitors_loopback_v4_and_v6() {
     assert_eq!(on_disk.targets, config.targets);
 }
 
+/// `yaml` as a config file with no directory of its own; a rejection fails the test.
+fn parse_ok(yaml: &str) -> Config {
+    parse_str(yaml, "test.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn one_target(yaml: &str) -> TargetConfig {
-    let config = parse_str(yaml, "test.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok(yaml);
     assert_eq!(config.targets.len(), 1);
     (*config.targets[0]).clone()
 }
@@ -462,7 +467,7 @@ fn every_default_is_applied() {
         path: Default::default(),
     };
     assert_eq!(t, want);
-    let config = parse_str("", "empty.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok("");
     assert!(config.targets.is_empty());
     let p = &config.probe_profiles["default"];
     assert_eq!(
@@ -501,12 +506,7 @@ fn target_options_override_defaults_which_override_builtins() {
     assert_eq!(t.name, "123");
     assert_eq!(t.labels.get("rack").map(String::as_str), Some("1"));
     // A DNS server without a port gets 53; IPv6 with a port in brackets.
-    let config = parse_str(
-        "dns:\n  servers: [127.0.0.1, \"[::1]:5353\"]\n  refresh: 30s\n",
-        "d.yml",
-        Path::new(""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok("dns:\n  servers: [127.0.0.1, \"[::1]:5353\"]\n  refresh: 30s\n");
     let servers: Vec<String> = config.dns.servers.iter().map(ToString::to_string).collect();
     assert_eq!(servers, ["127.0.0.1:53", "[::1]:5353"]);
     assert_eq!(config.dns.refresh, Duration::from_secs(30));
@@ -582,12 +582,9 @@ fn ip(s: &str) -> IpAddr {
 
 #[test]
 fn access_deny_wins_and_mapped_addresses_count_as_ipv4() {
-    let config = parse_str(
+    let config = parse_ok(
         "access:\n  allow: [127.0.0.0/8, 2001:db8::/32, 192.0.2.7]\n  deny: [127.0.0.2/32, 2001:db8:1::/48]\n",
-        "a.yml",
-        Path::new(""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let access: &AccessConfig = &config.access;
     assert_eq!(access.check(ip("127.0.0.1")), Ok(()));
     assert_eq!(access.check(ip("192.0.2.7")), Ok(()));
@@ -661,7 +658,7 @@ fn shard_selection_applies_to_config_targets() {
     let yaml: String = (0..30).fold("targets:\n".to_owned(), |acc, n| {
         acc + &format!("  - host: h{n}.example.org\n")
     });
-    let config = parse_str(&yaml, "s.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok(&yaml);
     let total: usize = (0..2)
         .map(|i| config.targets_for(Some(Shard { index: i, count: 2 })).len())
         .sum();
@@ -671,18 +668,12 @@ fn shard_selection_applies_to_config_targets() {
 
 #[test]
 fn diff_sorts_targets_into_added_removed_changed_unchanged() {
-    let old = parse_str(
+    let old = parse_ok(
         "targets:\n  - host: 192.0.2.1\n  - host: 192.0.2.2\n  - name: c\n    host: 192.0.2.3\n",
-        "old.yml",
-        Path::new(""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let new = parse_str(
+    );
+    let new = parse_ok(
         "targets:\n  - name: c\n    host: 192.0.2.3\n    interval: 2s\n  - host: 192.0.2.1\n  - host: 192.0.2.4\n",
-        "new.yml",
-        Path::new(""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let diff = diff_targets(&old.targets, &new.targets);
     let names =
         |ts: &[std::sync::Arc<TargetConfig>]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
@@ -783,7 +774,7 @@ fn histogram_options_are_read_and_checked() {
 #[test]
 fn yaml_anchors_and_merge_keys_work() {
     let src = "targets:\n  - &base\n    host: a.example.org\n    interval: 2s\n  - <<: *base\n    host: b.example.org\n";
-    let config = parse_str(src, "m.yml", Path::new("")).unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok(src);
     let got: Vec<(&str, Duration)> = config
         .targets
         .iter()
@@ -878,12 +869,7 @@ fn targets_serialize_with_config_style_durations() {
 #[test]
 fn access_never_allows_the_unspecified_address() {
     // The default allows everything; 0.0.0.0 and :: still reach this host, so they stay denied.
-    let config = parse_str(
-        "access:\n  allow: [0.0.0.0/0, ::/0]\n",
-        "a.yml",
-        Path::new(""),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_ok("access:\n  allow: [0.0.0.0/0, ::/0]\n");
     for addr in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
         assert_eq!(
             config.access.check(ip(addr)),

@@ -14,7 +14,6 @@ use prom::{PanelQuery, Prometheus, dashboard_queries, sample_value};
 use serde_json::{Value, json};
 use support::daemon::Daemon;
 use support::daemon::SESSIONS;
-use support::write_config;
 use support::{TestNet, binomial_interval};
 
 /// How long Prometheus scrapes before the panels are read.
@@ -100,8 +99,7 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         "dns: {{servers: ['127.0.0.1:{}'], refresh: 2s}}\n",
         server.addr().port()
     );
-    let path = write_config(net.dir(), "serve.yml", &format!("{CONFIG}{dns}{SESSIONS}"));
-    let d = Daemon::start(&path, &[]);
+    let d = Daemon::serve(net.dir(), &format!("{CONFIG}{dns}{SESSIONS}"));
     let scrape = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
         d.port()
@@ -124,16 +122,7 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
     let queries = dashboard_queries(&dashboard(), &vars);
     assert!(queries.len() > 20, "{} queries", queries.len());
     for (mode, p) in [("classic", &classic), ("native", &native)] {
-        let empty: Vec<String> = queries
-            .iter()
-            .filter(|q| p.query_result(&q.expr).is_empty())
-            .map(|q| {
-                format!(
-                    "panel {} {:?} {}: {}",
-                    q.panel_id, q.title, q.ref_id, q.expr
-                )
-            })
-            .collect();
+        let empty = p.queries_without_data(&queries);
         assert!(
             empty.is_empty(),
             "{mode}: panels without data:\n{}",

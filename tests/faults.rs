@@ -24,8 +24,12 @@ use support::expo::Scrape;
 use support::{TestNet, wait_until};
 
 /// The daemon under test, with debug logs, started after `enter` (so it runs in the namespace).
-fn start_daemon(config: &Path) -> Daemon {
-    Daemon::start(config, &["--log.level", "debug"])
+/// The daemon (debug logs) on [`write_config`]`(targets, extra)` in the test network's folder.
+fn start_daemon(net: &TestNet, targets: &str, extra: &str) -> Daemon {
+    Daemon::start(
+        &write_config(net.dir(), targets, extra),
+        &["--log.level", "debug"],
+    )
 }
 
 fn metric(d: &Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -36,6 +40,18 @@ fn session(d: &Daemon, id: &str) -> serde_json::Value {
     let (status, _, text) = d.get(&format!("/api/v1/sessions/{id}"));
     assert_eq!(status, 200, "GET session {id}: {text}");
     serde_json::from_str(&text).expect("session JSON")
+}
+
+/// Waits (bounded, 10 s) for `n` replies from `target` more than it has now.
+fn wait_more_replies(d: &Daemon, target: &str, n: f64, what: &str) {
+    let before = rtt_count(d, target);
+    wait_for(d, 10, what, || rtt_count(d, target) >= before + n);
+}
+
+/// The daemon still answers `/-/healthy` with 200.
+#[track_caller]
+fn assert_healthy(d: &Daemon) {
+    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
 }
 
 /// Waits (bounded) until `cond` holds; panics with `what` and the daemon's log otherwise.
@@ -78,13 +94,9 @@ fn rtt_count(d: &Daemon, target: &str) -> f64 {
     metric(d, "pingscope_rtt_seconds_count", &[("target", target)])
 }
 
-fn start_net(profiles: serde_json::Value) -> Option<TestNet> {
-    if !support::require_root() {
-        return None;
-    }
-    let net = TestNet::start(&profiles);
-    net.enter();
-    Some(net)
+/// The test network every fault test starts from (each then breaks it its own way), entered.
+fn start_net() -> Option<TestNet> {
+    TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
 }
 
 /// The responder's PID, found by its profile file, which is unique to this test network.
@@ -125,15 +137,14 @@ fn ip(net: &TestNet, args: &[&str]) -> bool {
 
 #[test]
 fn host_stops_answering_and_comes_back() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(
-        net.dir(),
+    let d = start_daemon(
+        &net,
         "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
     );
-    let d = start_daemon(&config);
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
     set_profiles(
@@ -156,15 +167,13 @@ fn host_stops_answering_and_comes_back() {
     assert!(window > 0.0 && window <= 1.0, "window loss {window}");
 
     set_profiles(&net, &serde_json::json!({"default": {"delay": "1ms"}}));
-    wait_for(&d, 10, "flaky answers again", || {
-        rtt_count(&d, "flaky") >= r0 + 5.0
-    });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    wait_more_replies(&d, "flaky", 5.0, "flaky answers again");
+    assert_healthy(&d);
 }
 
 #[test]
 fn name_stops_resolving_and_address_changes() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let old = Ipv4Addr::new(198, 18, 0, 30);
@@ -174,12 +183,11 @@ fn name_stops_resolving_and_address_changes() {
         ("moving.pingscope.test", &[&old.to_string()]),
         ("vanishing.pingscope.test", &[&gone.to_string()]),
     ]);
-    let config = write_config(
-        net.dir(),
+    let d = start_daemon(
+        &net,
         "  - {name: moving, host: moving.pingscope.test, family: ip4}\n  - {name: vanishing, host: vanishing.pingscope.test, family: ip4}\n",
         &format!("dns: {{servers: [\"{}\"], refresh: 1s}}", dns.addr()),
     );
-    let d = start_daemon(&config);
     wait_for(&d, 10, "replies from both names", || {
         rtt_count(&d, "moving") >= 3.0 && rtt_count(&d, "vanishing") >= 3.0
     });
@@ -227,20 +235,16 @@ fn name_stops_resolving_and_address_changes() {
 
     // The name comes back: probing of it goes on (or resumes).
     dns.set("vanishing.pingscope.test.", &[&gone.to_string()]);
-    let v0 = rtt_count(&d, "vanishing");
-    wait_for(&d, 10, "vanishing answers again", || {
-        rtt_count(&d, "vanishing") >= v0 + 3.0
-    });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    wait_more_replies(&d, "vanishing", 3.0, "vanishing answers again");
+    assert_healthy(&d);
 }
 
 #[test]
 fn interface_down_and_up() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     assert!(
@@ -259,26 +263,22 @@ fn interface_down_and_up() {
         !reasons.is_empty() && reasons.iter().all(|l| l.contains("reason=\"")),
         "{reasons:?}"
     );
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
 
     assert!(
         ip(&net, &["link", "set", "tn0", "up"]),
         "ip link set tn0 up"
     );
-    let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies after tn0 is up", || {
-        rtt_count(&d, "a") >= r0 + 3.0
-    });
+    wait_more_replies(&d, "a", 3.0, "replies after tn0 is up");
     eprintln!("send errors while down: {reasons:?}");
 }
 
 #[test]
 fn send_fails_without_route_and_daemon_stays_healthy() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     // Every route into the test range goes (bounded: the responder adds at most two).
@@ -294,29 +294,25 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
             &[("target", "a"), ("reason", "network_unreachable")],
         ) >= 3.0
     });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
     let sent = metric(&d, "pingscope_sent_total", &[("target", "a")]);
 
     assert!(
         ip(&net, &["route", "add", "198.18.0.0/15", "dev", "tn0"]),
         "route add"
     );
-    let r0 = rtt_count(&d, "a");
-    wait_for(&d, 10, "replies with the route back", || {
-        rtt_count(&d, "a") >= r0 + 3.0
-    });
+    wait_more_replies(&d, "a", 3.0, "replies with the route back");
     assert!(metric(&d, "pingscope_sent_total", &[("target", "a")]) > sent);
 }
 
 #[test]
 fn sighup_storm() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
     let with_b = "  - {name: a, host: 198.18.0.20}\n  - {name: b, host: 198.18.0.21}\n";
     let without_b = "  - {name: a, host: 198.18.0.20}\n";
-    let config = write_config(net.dir(), with_b, "");
-    let mut d = start_daemon(&config);
+    let mut d = start_daemon(&net, with_b, "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     let mut last_sent = 0.0;
@@ -401,11 +397,10 @@ fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
 
 #[test]
 fn store_folder_read_only_fails_sessions_not_monitors() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let d = start_daemon(&config);
+    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let body = serde_json::json!({"target": "198.18.0.20", "count": 3, "interval": "50ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &body);
     assert_eq!(status, 201, "{rec}");
@@ -436,7 +431,7 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
     wait_for(&d, 5, "monitor still probing", || {
         metric(&d, "pingscope_sent_total", &[("target", "a")]) >= sent + 3.0
     });
-    assert_eq!(d.try_get("/-/healthy").map(|r| r.0), Some(200));
+    assert_healthy(&d);
 
     // And sessions work again once the folder is writable.
     drop(guard);
@@ -448,11 +443,10 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
 
 #[test]
 fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
-    let Some(net) = start_net(serde_json::json!({"default": {"delay": "1ms"}})) else {
+    let Some(net) = start_net() else {
         return;
     };
-    let config = write_config(net.dir(), "  - {name: a, host: 198.18.0.20}\n", "");
-    let mut d = start_daemon(&config);
+    let mut d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let short = serde_json::json!({"target": "198.18.0.20", "count": 5, "interval": "20ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &short);
     assert_eq!(status, 201, "{rec}");
@@ -474,9 +468,8 @@ fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
     std::thread::sleep(Duration::from_millis(300));
     let killed = d.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
     assert!(!killed.success(), "{killed}");
-    drop(d);
 
-    let d = start_daemon(&config);
+    let d = d.restart();
     let after = session(&d, &done_id);
     assert_eq!(after["status"], "completed");
     assert_eq!(

@@ -32,36 +32,33 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     n
 }
 
+/// Replays `target`'s inputs through `check`, and fails when there are none (a renamed folder
+/// would otherwise pass unnoticed).
+fn assert_replays(target: &str, check: fn(&[u8])) {
+    assert!(replay(target, check) > 0, "no {target} corpus");
+}
+
 #[test]
 fn target_files_corpus() {
-    assert!(
-        replay("target_files", checks::target_files) > 0,
-        "no target_files corpus"
-    );
+    assert_replays("target_files", checks::target_files);
 }
 
 #[test]
 fn config_corpus() {
-    assert!(replay("config", checks::config) > 0, "no config corpus");
+    assert_replays("config", checks::config);
 }
 
 #[test]
 fn duration_corpus() {
-    assert!(
-        replay("duration", checks::duration) > 0,
-        "no duration corpus"
-    );
+    assert_replays("duration", checks::duration);
 }
 
 #[test]
 fn icmp_corpus() {
-    assert!(replay("icmp", checks::icmp) > 0, "no icmp corpus");
+    assert_replays("icmp", checks::icmp);
 }
 
 #[test]
 fn api_json_corpus() {
-    assert!(
-        replay("api_json", checks::api_json) > 0,
-        "no api_json corpus"
-    );
+    assert_replays("api_json", checks::api_json);
 }

@@ -448,20 +448,18 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         .is_nan()
     );
 
-    let info = [
-        ("target", "gw"),
-        ("host", "gw.test"),
-        ("ip", "127.0.0.1"),
-        ("family", "auto"),
-    ];
-    assert_eq!(value(&p, "pingscope_target_info", &info), 1.0);
-    let info = [
-        ("target", "v6"),
-        ("host", "localhost"),
-        ("ip", "::1"),
-        ("family", "ip6"),
-    ];
-    assert_eq!(value(&p, "pingscope_target_info", &info), 1.0);
+    for (target, host, ip, family) in [
+        ("gw", "gw.test", "127.0.0.1", "auto"),
+        ("v6", "localhost", "::1", "ip6"),
+    ] {
+        let info = [
+            ("target", target),
+            ("host", host),
+            ("ip", ip),
+            ("family", family),
+        ];
+        assert_eq!(value(&p, "pingscope_target_info", &info), 1.0, "{target}");
+    }
 
     assert_eq!(
         value(&p, "pingscope_resolve_errors_total", &[("target", "gw")]),

@@ -40,12 +40,9 @@ fn wait_log_for(net: &TestNet, dst: &str, n: usize) -> Vec<support::LogEntry> {
     entries
 }
 
-/// Writes `yaml` next to the test network and starts the daemon on it (after `net.enter()`).
-fn start(net: &TestNet, yaml: &str) -> Daemon {
-    Daemon::start(
-        &support::write_config(net.dir(), "pingscope.yml", yaml),
-        &[],
-    )
+/// The test network of the tests that need nothing but answers, entered.
+fn answering_net() -> Option<TestNet> {
+    TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
 }
 
 fn ok(a: &Answer) {
@@ -59,19 +56,17 @@ fn ok(a: &Answer) {
 
 #[test]
 fn ten_packets_at_twenty_percent_loss_match_the_responder() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({
         "seed": 11,
         "hosts": {
             "198.18.0.30": {"loss": 0.2, "delay": "20ms", "ttl": 50},
             "198.18.0.31": {"delay": "20ms", "jitter": "5ms"},
             "2001:db8::30": {"delay": "5ms", "ttl": 40}
         }
-    }));
-    net.enter();
-    let d = start(&net, &config(TEST_RANGES, None));
+    })) else {
+        return;
+    };
+    let d = Daemon::serve(net.dir(), &config(TEST_RANGES, None));
 
     let a = d.probe(&[
         ("target", "198.18.0.30"),
@@ -164,19 +159,17 @@ fn ten_packets_at_twenty_percent_loss_match_the_responder() {
 
 #[test]
 fn failed_probes_modules_and_debug() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&serde_json::json!({
+    let Some(net) = TestNet::start_and_enter(&serde_json::json!({
         "hosts": {
             "198.18.0.60": {"unreachable": 1},
             "198.18.0.70": {"blackhole": true},
             "198.18.0.20": {"delay": "2ms"}
         }
-    }));
-    net.enter();
+    })) else {
+        return;
+    };
     let dns = DnsServer::start();
-    let d = start(&net, &config(TEST_RANGES, Some(dns.addr())));
+    let d = Daemon::serve(net.dir(), &config(TEST_RANGES, Some(dns.addr())));
     let fast = [("count", "3"), ("interval", "20ms"), ("timeout", "200ms")];
 
     for target in ["198.18.0.70", "198.18.0.60"] {
@@ -288,12 +281,10 @@ fn failed_probes_modules_and_debug() {
 
 #[test]
 fn scrape_timeout_header_cuts_the_probe_short() {
-    if !support::require_root() {
+    let Some(net) = answering_net() else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
-    let d = start(&net, &config(TEST_RANGES, None));
+    };
+    let d = Daemon::serve(net.dir(), &config(TEST_RANGES, None));
     let q = [
         ("target", "198.18.0.9"),
         ("count", "100"),
@@ -333,12 +324,10 @@ fn scrape_timeout_header_cuts_the_probe_short() {
 
 #[test]
 fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
-    if !support::require_root() {
+    let Some(net) = answering_net() else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
-    let mut d = start(&net, &config(TEST_RANGES, None));
+    };
+    let mut d = Daemon::serve(net.dir(), &config(TEST_RANGES, None));
     let slow = [
         ("target", "198.18.0.9"),
         ("count", "5"),
@@ -405,15 +394,13 @@ fn a_burst_of_500_meets_the_cap_at_once_and_memory_returns() {
 
 #[test]
 fn allowed_ranges_are_probed_by_literal_and_by_name() {
-    if !support::require_root() {
+    let Some(net) = answering_net() else {
         return;
-    }
-    let net = TestNet::start(&serde_json::json!({"default": {"delay": "1ms"}}));
-    net.enter();
+    };
     let dns = DnsServer::with(&[("bench.test", &["198.18.0.44"])]);
     let access = r#"  allow: [198.18.0.0/16, 127.0.0.0/8, "::/0"]
   deny: [127.0.0.0/8, "2001:db8:dead::/48"]"#;
-    let d = start(&net, &config(access, Some(dns.addr())));
+    let d = Daemon::serve(net.dir(), &config(access, Some(dns.addr())));
     // Allowed ranges still work, by literal (any spelling) and by name.
     for target in ["198.18.0.44", "0xc612002c", "bench.test", "2001:db8::44"] {
         let a = d.probe(&[

@@ -7,7 +7,7 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use pingscope::resolve::{Family, ResolveError, Resolver, parse_ip_literal};
+use pingscope::resolve::{Family, ResolveError, Resolved, Resolver, parse_ip_literal};
 use support::dns::DnsServer;
 
 /// The test zone on the one test DNS server: per-family TTLs, a name without records, and
@@ -44,99 +44,82 @@ fn assert_valid_for(valid_until: Instant, before: Instant, ttl: u64) {
     );
 }
 
+/// A resolver that asks only the test DNS server.
+fn resolver(dns: &DnsServer) -> Resolver {
+    Resolver::with_servers(&[dns.addr()]).expect("resolver")
+}
+
+/// `host` looked up in `family`; a lookup error fails the test, naming both.
+async fn resolve(r: &Resolver, host: &str, family: Family) -> Resolved {
+    r.lookup(host, family)
+        .await
+        .unwrap_or_else(|e| panic!("{host} {family:?}: {e}"))
+}
+
 #[tokio::test]
 async fn families_and_ttls() {
     let dns = start_dns();
-    let server = dns.addr();
-    let r = Resolver::with_servers(&[server]).expect("resolver");
-
-    let before = Instant::now();
-    let got = r
-        .lookup("v4.pingscope.test", Family::Auto)
-        .await
-        .expect("v4 auto");
-    assert_eq!(got.addrs, ips(&["127.0.0.10"]));
-    assert_valid_for(got.valid_until, before, 300);
-    assert_eq!(
-        r.lookup("v4.pingscope.test", Family::Ip4)
-            .await
-            .expect("ip4")
-            .addrs,
-        ips(&["127.0.0.10"])
-    );
-    assert_eq!(
-        r.lookup("v4.pingscope.test", Family::All)
-            .await
-            .expect("all")
-            .addrs,
-        ips(&["127.0.0.10"])
-    );
-    match r.lookup("v4.pingscope.test", Family::Ip6).await {
-        Err(
-            e @ ResolveError::NoAddressForFamily {
-                family: Family::Ip6,
-                ..
-            },
-        ) => {
-            assert!(e.to_string().contains("v4.pingscope.test"), "{e}");
+    let r = resolver(&dns);
+    // In the order asked: host, family, the addresses in order, and the record TTL that
+    // `valid_until` follows (where checked).
+    let cases: [(&str, Family, &[&str], Option<u64>); 8] = [
+        (
+            "v4.pingscope.test",
+            Family::Auto,
+            &["127.0.0.10"],
+            Some(300),
+        ),
+        ("v4.pingscope.test", Family::Ip4, &["127.0.0.10"], None),
+        ("v4.pingscope.test", Family::All, &["127.0.0.10"], None),
+        // Auto falls back to IPv6.
+        (
+            "v6.pingscope.test",
+            Family::Auto,
+            &["2001:db8::10"],
+            Some(120),
+        ),
+        // IPv4 first, duplicates (and the IPv4-mapped IPv6 copy of 127.0.0.12) removed.
+        (
+            "dual.pingscope.test",
+            Family::All,
+            &["127.0.0.11", "127.0.0.12", "2001:db8::11"],
+            Some(30),
+        ),
+        ("dual.pingscope.test", Family::Auto, &["127.0.0.11"], None),
+        ("dual.pingscope.test", Family::Ip6, &["2001:db8::11"], None),
+        (
+            "dual.pingscope.test",
+            Family::Ip4,
+            &["127.0.0.11"],
+            Some(60),
+        ),
+    ];
+    for (host, family, want, ttl) in cases {
+        let before = Instant::now();
+        let got = resolve(&r, host, family).await;
+        assert_eq!(got.addrs, ips(want), "{host} {family:?}");
+        if let Some(ttl) = ttl {
+            assert_valid_for(got.valid_until, before, ttl);
         }
-        other => panic!("expected NoAddressForFamily, got {other:?}"),
     }
-
-    let before = Instant::now();
-    let got = r
-        .lookup("v6.pingscope.test", Family::Auto)
-        .await
-        .expect("v6 auto");
-    assert_eq!(got.addrs, ips(&["2001:db8::10"]), "auto falls back to IPv6");
-    assert_valid_for(got.valid_until, before, 120);
-    assert!(matches!(
-        r.lookup("v6.pingscope.test", Family::Ip4).await,
-        Err(ResolveError::NoAddressForFamily {
-            family: Family::Ip4,
-            ..
-        })
-    ));
-
-    let before = Instant::now();
-    let all = r
-        .lookup("dual.pingscope.test", Family::All)
-        .await
-        .expect("dual all");
-    // IPv4 first, duplicates (and the IPv4-mapped IPv6 copy of 127.0.0.12) removed.
-    assert_eq!(
-        all.addrs,
-        ips(&["127.0.0.11", "127.0.0.12", "2001:db8::11"])
-    );
-    assert_valid_for(all.valid_until, before, 30);
-    assert_eq!(
-        r.lookup("dual.pingscope.test", Family::Auto)
-            .await
-            .expect("auto")
-            .addrs,
-        ips(&["127.0.0.11"])
-    );
-    assert_eq!(
-        r.lookup("dual.pingscope.test", Family::Ip6)
-            .await
-            .expect("ip6")
-            .addrs,
-        ips(&["2001:db8::11"])
-    );
-    let before = Instant::now();
-    let v4 = r
-        .lookup("dual.pingscope.test", Family::Ip4)
-        .await
-        .expect("ip4");
-    assert_eq!(v4.addrs, ips(&["127.0.0.11"]));
-    assert_valid_for(v4.valid_until, before, 60);
+    // A name with records of the other family only.
+    for (host, family) in [
+        ("v4.pingscope.test", Family::Ip6),
+        ("v6.pingscope.test", Family::Ip4),
+    ] {
+        match r.lookup(host, family).await {
+            Err(e @ ResolveError::NoAddressForFamily { family: f, .. }) if f == family => {
+                assert!(e.to_string().contains(host), "{e}");
+            }
+            other => panic!("{host} {family:?}: expected NoAddressForFamily, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
 async fn nxdomain_and_nodata_are_not_found() {
     let dns = start_dns();
-    let server = dns.addr();
-    let r = Resolver::with_servers(&[server]).expect("resolver");
+    let r = resolver(&dns);
     for family in [Family::Auto, Family::All, Family::Ip4, Family::Ip6] {
         match r.lookup("nx.pingscope.test", family).await {
             Err(e @ ResolveError::NotFound { .. }) => {
@@ -155,8 +138,7 @@ async fn nxdomain_and_nodata_are_not_found() {
 #[tokio::test]
 async fn silent_server_times_out_and_names_the_host() {
     let dns = start_dns();
-    let server = dns.addr();
-    let r = Resolver::with_servers_and_timeout(&[server], Duration::from_millis(300))
+    let r = Resolver::with_servers_and_timeout(&[dns.addr()], Duration::from_millis(300))
         .expect("resolver");
     let started = Instant::now();
     match r.lookup("silent.pingscope.test", Family::Auto).await {
@@ -172,10 +154,7 @@ async fn silent_server_times_out_and_names_the_host() {
     );
     // The other names still resolve through the same resolver.
     assert_eq!(
-        r.lookup("v4.pingscope.test", Family::Auto)
-            .await
-            .expect("v4")
-            .addrs,
+        resolve(&r, "v4.pingscope.test", Family::Auto).await.addrs,
         ips(&["127.0.0.10"])
     );
 }
@@ -183,8 +162,7 @@ async fn silent_server_times_out_and_names_the_host() {
 #[tokio::test]
 async fn literals_never_reach_dns() {
     let dns = start_dns();
-    let server = dns.addr();
-    let r = Resolver::with_servers(&[server]).expect("resolver");
+    let r = resolver(&dns);
     for (host, want) in [
         ("127.1", "127.0.0.1"),
         ("0x7f.0.0.1", "127.0.0.1"),
@@ -209,24 +187,17 @@ async fn literals_never_reach_dns() {
             ..
         })
     ));
-    assert_eq!(
-        r.lookup("::1", Family::All).await.expect("all").addrs,
-        ips(&["::1"])
-    );
+    assert_eq!(resolve(&r, "::1", Family::All).await.addrs, ips(&["::1"]));
     assert_eq!(dns.queries(), 0, "no DNS query for literals");
 }
 
 #[tokio::test]
 async fn clones_share_and_bad_input_is_an_error() {
     let dns = start_dns();
-    let server = dns.addr();
-    let r = Resolver::with_servers(&[server]).expect("resolver");
+    let r = resolver(&dns);
     let c = r.clone();
     assert_eq!(
-        c.lookup("v4.pingscope.test", Family::Ip4)
-            .await
-            .expect("clone")
-            .addrs,
+        resolve(&c, "v4.pingscope.test", Family::Ip4).await.addrs,
         ips(&["127.0.0.10"])
     );
     assert!(matches!(

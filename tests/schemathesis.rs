@@ -1,8 +1,8 @@
 //! schemathesis (property-based API testing from the OpenAPI document) against the live daemon:
 //! no 5xx and no response that breaks the spec. Runs `scripts/schemathesis.sh`.
 //!
-//! schemathesis comes from PyPI into a venv under `target/`; when it cannot be installed the
-//! test skips with the reason, unless `CI` is set.
+//! schemathesis comes from PyPI into a venv under `target/` (`support::tools`); when it cannot
+//! be installed the test skips with the reason, unless `CI` is set.
 // Tests block their own thread while the daemon works.
 #![allow(
     clippy::expect_used,
@@ -22,43 +22,17 @@ use support::TestNet;
 use support::api::base_config;
 use support::daemon::Daemon;
 
-fn venv() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/schemathesis-venv")
-}
-
-/// The schemathesis executable, installing it into the venv if missing; Err says why not.
-fn schemathesis() -> Result<PathBuf, String> {
-    let exe = venv().join("bin/schemathesis");
-    if exe.exists() {
-        return Ok(exe);
-    }
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    run(Command::new("python3").arg("-m").arg("venv").arg(venv()))?;
-    run(Command::new(venv().join("bin/pip")).args(["install", "--quiet", "schemathesis"]))?;
-    if exe.exists() {
-        Ok(exe)
-    } else {
-        Err("pip installed no schemathesis executable".into())
-    }
-}
-
 #[test]
 fn schemathesis_finds_no_server_error_or_spec_violation() {
     if !support::require_root() {
         return;
     }
     // Before entering the namespace: PyPI is not reachable from inside it.
-    let exe = match schemathesis() {
+    let exe = match support::tools::pypi_program(
+        "schemathesis-venv",
+        &["schemathesis"],
+        "schemathesis",
+    ) {
         Ok(exe) => exe,
         Err(why) => {
             support::require(false, &format!("schemathesis unavailable: {why}"));

@@ -14,7 +14,6 @@ use support::daemon::Daemon;
 use support::daemon::SESSIONS;
 use support::dns::DnsServer;
 use support::expo::Scrape;
-use support::write_config;
 use support::{TestNet, wait_until};
 
 fn config(dns_port: u16, targets: &str) -> String {
@@ -23,14 +22,17 @@ fn config(dns_port: u16, targets: &str) -> String {
     )
 }
 
+/// The test network (answers in 2 ms), entered; a DNS server in it serving `zone`; and the
+/// daemon on `targets` (YAML list items), asking that server.
+fn start(zone: &[(&str, &[&str])], targets: &str) -> Option<(TestNet, DnsServer, Daemon)> {
+    let net = TestNet::start_and_enter(&json!({"default": {"delay": "2ms"}}))?;
+    let dns = DnsServer::with(zone);
+    let d = Daemon::serve(net.dir(), &config(dns.addr().port(), targets));
+    Some((net, dns, d))
+}
+
 fn wait_scrape(d: &Daemon, what: &str, cond: impl Fn(&Scrape) -> bool) -> Scrape {
-    let mut last = Scrape::default();
-    let ok = wait_until(Duration::from_secs(15), || {
-        last = d.scrape();
-        cond(&last)
-    });
-    assert!(ok, "{what}: not seen within 15 s; daemon log:\n{}", d.log());
-    last
+    d.scrape_until(Duration::from_secs(15), what, cond)
 }
 
 fn value(s: &Scrape, name: &str, target: &str) -> f64 {
@@ -39,23 +41,13 @@ fn value(s: &Scrape, name: &str, target: &str) -> f64 {
 
 #[test]
 fn lookup_failures_never_stop_the_daemon() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
-    net.enter();
-    let dns = DnsServer::start();
-    dns.set("flaky.pingscope.test", &["198.18.0.27"]);
     // broken.pingscope.test: NXDOMAIN at start.
-    let path = write_config(
-        net.dir(),
-        "serve.yml",
-        &config(
-            dns.addr().port(),
-            "  - {name: good, host: 198.18.0.20}\n  - {name: broken, host: broken.pingscope.test}\n  - {name: flaky, host: flaky.pingscope.test}\n",
-        ),
-    );
-    let d = Daemon::start(&path, &[]);
+    let Some((_net, dns, d)) = start(
+        &[("flaky.pingscope.test", &["198.18.0.27"])],
+        "  - {name: good, host: 198.18.0.20}\n  - {name: broken, host: broken.pingscope.test}\n  - {name: flaky, host: flaky.pingscope.test}\n",
+    ) else {
+        return;
+    };
     assert!(
         wait_until(Duration::from_secs(10), || d.get("/-/ready").0 == 200),
         "a name that does not resolve kept the daemon from being ready"
@@ -114,26 +106,18 @@ fn lookup_failures_never_stop_the_daemon() {
 
 #[test]
 fn address_change_and_family_all() {
-    if !support::require_root() {
+    let Some((_net, dns, d)) = start(
+        &[
+            ("moving.pingscope.test", &["198.18.0.41"]),
+            (
+                "both.pingscope.test",
+                &["198.18.0.43", "198.18.0.44", "2001:db8::43"],
+            ),
+        ],
+        "  - {name: moving, host: moving.pingscope.test}\n  - {name: both, host: both.pingscope.test, family: all}\n",
+    ) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "2ms"}}));
-    net.enter();
-    let dns = DnsServer::start();
-    dns.set("moving.pingscope.test", &["198.18.0.41"]);
-    dns.set(
-        "both.pingscope.test",
-        &["198.18.0.43", "198.18.0.44", "2001:db8::43"],
-    );
-    let path = write_config(
-        net.dir(),
-        "serve.yml",
-        &config(
-            dns.addr().port(),
-            "  - {name: moving, host: moving.pingscope.test}\n  - {name: both, host: both.pingscope.test, family: all}\n",
-        ),
-    );
-    let d = Daemon::start(&path, &[]);
+    };
     let both = ["198.18.0.43", "198.18.0.44", "2001:db8::43"];
     let s = wait_scrape(&d, "every address of both probed", |s| {
         both.iter().all(|ip| {

@@ -17,7 +17,6 @@ use serde_json::json;
 use support::daemon::Daemon;
 use support::daemon::SESSIONS;
 use support::expo::Scrape;
-use support::write_config;
 use support::{LogEntry, TestNet, binomial_interval, wait_until};
 
 /// Log figures for one destination address.
@@ -118,17 +117,10 @@ fn log_delay_and_ipdv(log: &[LogEntry], dst: &str) -> (f64, f64) {
 
 #[test]
 fn figures_agree_with_profiles() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
-    let config = write_config(
-        net.dir(),
-        "serve.yml",
-        &format!("{FIGURES_CONFIG}{SESSIONS}"),
-    );
-    let d = Daemon::start(&config, &[]);
+    };
+    let d = Daemon::serve(net.dir(), &format!("{FIGURES_CONFIG}{SESSIONS}"));
 
     // Content-Type of both encodings.
     let (status, ct, _) = d.get("/metrics");
@@ -418,23 +410,19 @@ fn figures_agree_with_profiles() {
 
 #[test]
 fn ready_after_first_round_label_sets_at_zero_and_clean_shutdown() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {
         "198.18.0.20": {"delay": "20ms"},
         "198.18.0.70": {"blackhole": true}
-    }}));
-    net.enter();
-    let config = write_config(
+    }})) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut d = Daemon::serve(
         net.dir(),
-        "serve.yml",
         &format!(
             "defaults: {{interval: 1s, timeout: 3s}}\ntargets:\n  - {{name: fast, host: 198.18.0.20}}\n  - {{name: slow, host: 198.18.0.70}}\n{SESSIONS}"
         ),
     );
-    let started = Instant::now();
-    let mut d = Daemon::start(&config, &[]);
     // The blackholed target cannot settle its first probe before its 3 s timeout.
     let (status, _, _) = d.get("/-/ready");
     let s = d.scrape();
@@ -546,14 +534,12 @@ fn prometheus_loss_expression_and_native_quantile() {
         "198.18.0.30": {"delay": "1ms", "loss": 0.2}
     }}));
     net.enter();
-    let config = write_config(
+    let d = Daemon::serve(
         net.dir(),
-        "serve.yml",
         &format!(
             "defaults: {{interval: 50ms, timeout: 500ms}}\ntargets:\n  - {{name: delay, host: 198.18.0.20}}\n  - {{name: loss, host: 198.18.0.30}}\n{SESSIONS}"
         ),
     );
-    let d = Daemon::start(&config, &[]);
     let scrape_config = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: pingscope\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
         d.port()

@@ -109,13 +109,7 @@ fn wait_sent(d: &Daemon, target: &str, at_least: f64) {
 }
 
 fn wait_reloads(d: &Daemon, cond: impl Fn(&Scrape) -> bool, what: &str) -> Scrape {
-    let mut last = Scrape::default();
-    let ok = wait_until(Duration::from_secs(10), || {
-        last = d.scrape();
-        cond(&last)
-    });
-    assert!(ok, "{what} did not happen; daemon log:\n{}", d.log());
-    last
+    d.scrape_until(Duration::from_secs(10), what, cond)
 }
 
 fn rewrite(path: &Path, text: &str) {
@@ -124,11 +118,9 @@ fn rewrite(path: &Path, text: &str) {
 
 #[test]
 fn add_change_remove_by_sighup_and_post() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let path = write_config(
         net.dir(),
         "serve.yml",
@@ -262,11 +254,9 @@ fn add_change_remove_by_sighup_and_post() {
 
 #[test]
 fn invalid_config_is_rejected_and_old_targets_keep_going() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let good = config(&[("a", "198.18.0.20", "100ms"), ("b", "198.18.0.21", "100ms")]);
     let path = write_config(net.dir(), "serve.yml", &good);
     let d = Daemon::start(&path, &[]);
@@ -343,11 +333,9 @@ fn invalid_config_is_rejected_and_old_targets_keep_going() {
 
 #[test]
 fn config_watch_reloads_on_config_and_target_file_change() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let with_files = |targets: &[(&str, &str, &str)]| {
         config(targets).replace("targets:\n", "target_files: [sd/*.yml]\ntargets:\n")
     };

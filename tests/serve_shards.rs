@@ -1,6 +1,7 @@
 //! `--shard I/N` end to end: three daemons on one 1,000-target list (loopback addresses at a
 //! long interval, inside a test namespace) cover it with no overlap and no gap, and a
-//! restarted shard keeps the same targets.
+//! restarted shard keeps the same targets. `--shard auto` does the same with the shard taken
+//! from the hostnames pingscope-0..2 of a 3-replica StatefulSet.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 mod support;
@@ -46,15 +47,67 @@ fn monitored(d: &Daemon) -> BTreeSet<(String, String)> {
 
 #[test]
 fn three_shards_cover_the_list_without_overlap_or_gap() {
+    let Some(net) = TestNet::start_and_enter(&json!({})) else {
+        return;
+    };
+    let path = write_config(net.dir(), "targets.yml", &target_list());
+    let mut daemons: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&path, &["--shard", &format!("{i}/3")]))
+        .collect();
+    let sets = assert_cover_without_overlap_or_gap(&daemons);
+
+    // Stable across restarts: shard 1 again keeps exactly the same targets.
+    drop(daemons.remove(1));
+    let again = Daemon::start(&path, &["--shard", "1/3"]);
+    let mut now = BTreeSet::new();
+    assert!(wait_until(Duration::from_secs(20), || {
+        now = monitored(&again);
+        now.len() >= sets[1].len()
+    }));
+    assert_eq!(now, sets[1], "shard 1 changed across a restart");
+}
+
+#[test]
+fn statefulset_pods_with_shard_auto_cover_the_list_as_explicit_shards_do() {
     if !support::require_root() {
         return;
     }
     let net = TestNet::start(&json!({}));
     net.enter();
     let path = write_config(net.dir(), "targets.yml", &target_list());
-    let mut daemons: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start(&path, &["--shard", &format!("{i}/3")]))
+    // The count once from the flag, twice from the environment, as the manifest sets it.
+    let daemons: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let host = format!("pingscope-{i}");
+            if i == 0 {
+                Daemon::start_with_env(
+                    &path,
+                    &["--shard", "auto", "--shard.count", "3"],
+                    &[("HOSTNAME", &host)],
+                )
+            } else {
+                Daemon::start_with_env(
+                    &path,
+                    &["--shard", "auto"],
+                    &[("HOSTNAME", &host), ("PINGSCOPE_SHARD_COUNT", "3")],
+                )
+            }
+        })
         .collect();
+    let sets = assert_cover_without_overlap_or_gap(&daemons);
+    // Pod N is shard N/3: the same split as the explicit flags.
+    let shard1 = Daemon::start(&path, &["--shard", "1/3"]);
+    let mut explicit = BTreeSet::new();
+    assert!(wait_until(Duration::from_secs(20), || {
+        explicit = monitored(&shard1);
+        explicit.len() >= sets[1].len()
+    }));
+    assert_eq!(explicit, sets[1], "pingscope-1 is not shard 1/3");
+}
+
+/// The daemons' target sets, once they list 1,000 targets between them: no target in two,
+/// none in no shard, each shard far from empty or whole, and `/metrics` agrees.
+fn assert_cover_without_overlap_or_gap(daemons: &[Daemon]) -> Vec<BTreeSet<(String, String)>> {
     let mut sets: Vec<BTreeSet<(String, String)>> = Vec::new();
     let complete = wait_until(Duration::from_secs(20), || {
         sets = daemons.iter().map(monitored).collect();
@@ -103,14 +156,5 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
             .collect();
         assert_eq!(&info, set);
     }
-
-    // Stable across restarts: shard 1 again keeps exactly the same targets.
-    drop(daemons.remove(1));
-    let again = Daemon::start(&path, &["--shard", "1/3"]);
-    let mut now = BTreeSet::new();
-    assert!(wait_until(Duration::from_secs(20), || {
-        now = monitored(&again);
-        now.len() >= sets[1].len()
-    }));
-    assert_eq!(now, sets[1], "shard 1 changed across a restart");
+    sets
 }

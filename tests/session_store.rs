@@ -107,8 +107,7 @@ fn db_in(dir: &tempfile::TempDir) -> PathBuf {
 async fn round_trip_create_append_finish_get() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db_in(&dir), opts()).unwrap();
-    let rec = SessionRecord::start(params("127.0.0.1"));
-    store.create(&rec).await.unwrap();
+    let rec = create_running(&store).await;
 
     // Readable at once, before any sample.
     let got = store.get(rec.id).await.unwrap().unwrap();
@@ -177,12 +176,34 @@ async fn round_trip_create_append_finish_get() {
     assert!(err.to_string().contains("is closed"), "{err}");
 }
 
+// The writer looks at the file once a second; a start in that second used to be taken (and
+// written to the unlinked file): the fault run under load filled max_active that way and got
+// 429 instead of 503 (issue 21).
+#[tokio::test]
+async fn a_start_right_after_the_file_is_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = Store::open(&path, opts()).unwrap();
+    store
+        .create(&SessionRecord::start(params("127.0.0.1")))
+        .await
+        .unwrap();
+    assert!(!store.detached());
+    std::fs::remove_file(&path).unwrap();
+    let err = store
+        .create(&SessionRecord::start(params("127.0.0.1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Detached { .. }), "{err}");
+    assert!(err.to_string().contains("removed or replaced"), "{err}");
+    assert!(store.detached());
+}
+
 #[tokio::test]
 async fn delete_refuses_running_and_removes_samples() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&db_in(&dir), opts()).unwrap();
-    let rec = SessionRecord::start(params("127.0.0.1"));
-    store.create(&rec).await.unwrap();
+    let rec = create_running(&store).await;
     store.append_many(rec.id, (1..=5).map(sample).collect());
     let err = store.delete(rec.id).await.unwrap_err();
     assert!(
@@ -248,6 +269,13 @@ async fn list_is_newest_first_and_pages_by_cursor() {
     assert_eq!(all.next_cursor, None);
     let after_last = store.list(10, Some(ids[24])).await.unwrap();
     assert!(after_last.items.is_empty());
+}
+
+/// A session to 127.0.0.1, stored as running.
+async fn create_running(store: &Store) -> SessionRecord {
+    let rec = SessionRecord::start(params("127.0.0.1"));
+    store.create(&rec).await.unwrap();
+    rec
 }
 
 async fn create_finished(
@@ -346,8 +374,7 @@ async fn reopen_marks_running_interrupted_with_samples() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path, opts()).unwrap();
-    let running = SessionRecord::start(params("127.0.0.1"));
-    store.create(&running).await.unwrap();
+    let running = create_running(&store).await;
     let samples: Vec<Sample> = (1..=10).map(sample).collect();
     store.append_many(running.id, samples.clone());
     let done = create_finished(&store, SystemTime::now(), SessionStatus::Completed).await;
@@ -452,8 +479,7 @@ async fn retention_also_runs_periodically_under_steady_traffic() {
         store.get(aging).await.unwrap().is_some(),
         "deleted while young"
     );
-    let busy = SessionRecord::start(params("127.0.0.1"));
-    store.create(&busy).await.unwrap();
+    let busy = create_running(&store).await;
     // Samples every 5 ms keep the writer busy; retention must still come round.
     let started = Instant::now();
     let mut seq = 0;
@@ -484,8 +510,7 @@ async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let first = Store::open(&path, opts()).unwrap();
-    let rec = SessionRecord::start(params("127.0.0.1"));
-    first.create(&rec).await.unwrap();
+    let rec = create_running(&first).await;
     let err = Store::open(&path, opts()).unwrap_err();
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     // The refused open did not mark the first store's running session interrupted.
@@ -503,8 +528,7 @@ async fn missing_folders_are_created() {
     let path = dir.path().join("a/b/c/sessions.db");
     let store = Store::open(&path, opts()).unwrap();
     assert!(path.is_file());
-    let rec = SessionRecord::start(params("127.0.0.1"));
-    store.create(&rec).await.unwrap();
+    create_running(&store).await;
     assert_eq!(store.list(10, None).await.unwrap().total, 1);
 }
 
@@ -594,8 +618,7 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     o.queue_capacity = 8;
     o.batch_interval = Duration::from_millis(5);
     let store = Store::open(&path, o).unwrap();
-    let rec = SessionRecord::start(params("127.0.0.1"));
-    store.create(&rec).await.unwrap();
+    let rec = create_running(&store).await;
 
     // Another connection holds the write lock, so the writer stalls and the queue fills.
     let blocker = rusqlite::Connection::open(&path).unwrap();

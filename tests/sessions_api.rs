@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::TestNet;
 use support::api::{
-    assert_error, base_config, client, get_json, post_json, start_session, unknown_id, wait_ended,
+    assert_error, base_config, client, get_json, page_ids, post_json, start_session, unknown_id,
+    wait_ended,
 };
 use support::daemon::Daemon;
 
@@ -35,16 +36,15 @@ fn start_daemon(net: &TestNet, max_active: usize, extra: &str) -> Daemon {
     )
 }
 
-fn net() -> TestNet {
-    TestNet::start(&json!({"default": {"delay": "5ms"}}))
+fn net() -> Option<TestNet> {
+    TestNet::start_if_root(&json!({"default": {"delay": "5ms"}}))
 }
 
 #[test]
 fn pagination_and_aliases() {
-    if !support::require_root() {
+    let Some(net) = net() else {
         return;
-    }
-    let net = net();
+    };
     let d = start_daemon(
         &net,
         8,
@@ -95,15 +95,7 @@ fn pagination_and_aliases() {
     let (status, p1) = get_json(&c, &d.url("/api/v1/sessions?limit=2"));
     assert_eq!(status, 200, "{p1}");
     assert_eq!(p1["total"], 4);
-    let page_ids = |p: &Value| -> Vec<String> {
-        p["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|i| i["id"].as_str().expect("id").to_owned())
-            .collect()
-    };
-    assert_eq!(page_ids(&p1), vec![ids[3].clone(), ids[2].clone()]);
+    assert_eq!(page_ids(&p1), [ids[3].as_str(), ids[2].as_str()]);
     let cursor = p1["next_cursor"]
         .as_str()
         .expect("a next cursor")
@@ -112,7 +104,7 @@ fn pagination_and_aliases() {
         &c,
         &d.url(&format!("/api/v1/sessions?limit=2&before={cursor}")),
     );
-    assert_eq!(page_ids(&p2), vec![ids[1].clone(), ids[0].clone()]);
+    assert_eq!(page_ids(&p2), [ids[1].as_str(), ids[0].as_str()]);
     assert!(p2.get("next_cursor").is_none(), "{p2}");
     let (_, all) = get_json(&c, &d.url("/api/v1/sessions"));
     assert_eq!(page_ids(&all).len(), 4);
@@ -255,10 +247,9 @@ fn routes_in_spec(spec: &Value) -> BTreeSet<(String, String)> {
 
 #[test]
 fn openapi_matches_router() {
-    if !support::require_root() {
+    let Some(net) = net() else {
         return;
-    }
-    let net = net();
+    };
     let d = start_daemon(&net, 4, "");
     let c = client();
     let (status, spec) = get_json(&c, &d.url("/api/v1/openapi.json"));
@@ -322,12 +313,11 @@ fn openapi_matches_router() {
 
 #[test]
 fn two_hundred_concurrent_sessions() {
-    if !support::require_root() {
-        return;
-    }
     const N: usize = 200;
     const COUNT: u64 = 10;
-    let net = TestNet::start(&json!({"default": {"delay": "10ms"}}));
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"delay": "10ms"}})) else {
+        return;
+    };
     let d = start_daemon(&net, 250, "");
     let c = client();
     let url = d.url("/api/v1/sessions");
@@ -386,14 +376,8 @@ fn two_hundred_concurrent_sessions() {
     }
     let (_, page) = get_json(&c, &d.url("/api/v1/sessions?limit=1000"));
     assert_eq!(page["total"], N as u64);
-    let listed: BTreeSet<&str> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
     assert_eq!(
-        listed,
+        page_ids(&page).into_iter().collect::<BTreeSet<_>>(),
         ids.iter().map(String::as_str).collect::<BTreeSet<_>>()
     );
     assert_eq!(

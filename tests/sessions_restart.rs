@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use support::TestNet;
-use support::api::{WsEnd, base_config, client, follow, get_json, post_json, wait_ended};
+use support::api::{WsEnd, base_config, client, follow, get_json, page_ids, post_json, wait_ended};
 use support::daemon::Daemon;
 
 const HOST: &str = "198.18.0.20";
@@ -56,6 +56,31 @@ fn assert_prefix(samples: &[Value]) {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 
+/// The stored samples of an interrupted session: the `seen` ones first and unchanged, numbered in
+/// order, as many as its `sample_count`.
+fn assert_interrupted_keeps<'a>(after: &'a Value, seen: &[Value], when: &str) -> &'a [Value] {
+    assert_eq!(after["status"], "interrupted", "{after}");
+    let stored = after["samples"].as_array().expect("samples");
+    assert!(
+        stored.len() >= seen.len(),
+        "{} stored, {} seen {when}",
+        stored.len(),
+        seen.len()
+    );
+    assert_eq!(
+        &stored[..seen.len()],
+        seen,
+        "samples seen {when} are stored as they were"
+    );
+    assert_prefix(stored);
+    assert_eq!(
+        after["sample_count"].as_u64(),
+        Some(stored.len() as u64),
+        "{after}"
+    );
+    stored
+}
+
 fn get(c: &Client, d: &Daemon, id: &str) -> Value {
     let (status, body) = get_json(c, &d.url(&format!("/api/v1/sessions/{id}")));
     assert_eq!(status, 200, "{body}");
@@ -64,11 +89,9 @@ fn get(c: &Client, d: &Daemon, id: &str) -> Value {
 
 #[test]
 fn running_sessions_come_back_interrupted() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "5ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "5ms"}}));
-    net.enter();
+    };
     let port = support::free_port();
     let mut d = Daemon::start_on(
         &support::write_config(net.dir(), "pingscope.yml", &base_config(8)),
@@ -119,28 +142,14 @@ fn running_sessions_come_back_interrupted() {
 
     let mut d = d.restart();
     let after = get(&c, &d, &a);
-    assert_eq!(after["status"], "interrupted", "{after}");
     assert!(
         after["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{after}"
     );
-    let stored = after["samples"].as_array().expect("samples");
-    assert!(
-        stored.len() >= seen.len(),
-        "{} stored, {} seen before SIGTERM",
-        stored.len(),
-        seen.len()
-    );
-    assert_eq!(
-        &stored[..seen.len()],
-        &seen[..],
-        "samples seen before SIGTERM are stored as they were"
-    );
-    assert_prefix(stored);
+    let stored = assert_interrupted_keeps(&after, &seen, "before SIGTERM");
     // The streamed samples (all but a closing summary) are the stored ones.
     let streamed: Vec<&Value> = msgs.iter().filter(|m| m["type"] != "summary").collect();
     assert_eq!(streamed, stored.iter().collect::<Vec<_>>());
-    assert_eq!(after["sample_count"].as_u64(), Some(stored.len() as u64));
     assert_eq!(
         get(&c, &d, &done),
         done_before,
@@ -158,22 +167,8 @@ fn running_sessions_come_back_interrupted() {
 
     let d = d.restart();
     let after = get(&c, &d, &b);
-    assert_eq!(after["status"], "interrupted", "{after}");
     eprintln!("after kill -9: {} samples stored", after["sample_count"]);
-    let stored = after["samples"].as_array().expect("samples");
-    assert!(
-        stored.len() >= seen.len(),
-        "{} stored, {} already there 1 s before kill -9",
-        stored.len(),
-        seen.len()
-    );
-    assert_eq!(&stored[..seen.len()], &seen[..]);
-    assert_prefix(stored);
-    assert_eq!(
-        after["sample_count"].as_u64(),
-        Some(stored.len() as u64),
-        "{after:?}"
-    );
+    assert_interrupted_keeps(&after, &seen, "1 s before kill -9");
     assert_eq!(
         get(&c, &d, &done),
         done_before,
@@ -187,13 +182,7 @@ fn running_sessions_come_back_interrupted() {
 
     // The list shows all three, newest first.
     let (_, page) = get_json(&c, &d.url("/api/v1/sessions"));
-    let ids: Vec<&str> = page["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["id"].as_str())
-        .collect();
-    assert_eq!(ids, vec![b.as_str(), a.as_str(), done.as_str()]);
+    assert_eq!(page_ids(&page), [b.as_str(), a.as_str(), done.as_str()]);
 }
 
 // The daemon claims its database at start (a second daemon on it is refused then) and opens it

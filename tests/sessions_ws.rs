@@ -23,14 +23,12 @@ const LOSSY: &str = "198.18.0.30";
 
 #[test]
 fn followed_session_matches_store_and_profile() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({
+    let Some(net) = TestNet::start_and_enter(&json!({
         "seed": 7,
         "hosts": {LOSSY: {"delay": "20ms", "loss": 0.1}}
-    }));
-    net.enter();
+    })) else {
+        return;
+    };
     let port = support::free_port();
     let d = Daemon::start_on(
         &support::write_config(net.dir(), "pingscope.yml", &base_config(16)),
@@ -204,13 +202,11 @@ async fn sample_rss(d: &Daemon, t: Duration, rss: &mut Vec<u64>) {
 
 #[test]
 fn reader_that_reads_nothing_is_lagged_and_closed() {
-    if !support::require_root() {
-        return;
-    }
     const STALL: Duration = Duration::from_secs(14);
     const CLIENTS: usize = 20;
-    let net = TestNet::start(&json!({"default": {"delay": "1ms"}}));
-    net.enter();
+    let Some(net) = TestNet::start_and_enter(&json!({"default": {"delay": "1ms"}})) else {
+        return;
+    };
     let port = support::free_port();
     // 500 loopback monitors at 100 ms: about 5,000 samples a second on /api/v1/live.
     let mut config = base_config(4);

@@ -27,6 +27,10 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("docker-compose", Some("docker-compose")),
     // `python3 -m venv` needs ensurepip, which Debian ships in python3-venv.
     ("python3", Some("python3-venv")),
+    ("node", Some("nodejs")),
+    // NodeSource's nodejs (this project's machine image) ships npm; on plain Debian scripts/test
+    // adds the npm package when no npm is on PATH (the two conflict, so not in the list).
+    ("npm", Some("nodejs")),
     ("setpriv", Some("util-linux")),
     ("unshare", Some("util-linux")),
     ("mount", Some("mount")),

@@ -99,17 +99,25 @@ async fn series(engine: &IcmpEngine, ip: IpAddr, n: usize, gap: Duration) -> Vec
     let mut out = Vec::with_capacity(n);
     for tag in 0..n as u64 {
         let seq = engine.send(&spec(ip), tag, &sink).expect("send");
-        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("an event within 5 s")
-            .expect("the sink is open");
-        match ev.kind {
-            EventKind::Reply(r) => out.push((seq, r.rtt)),
-            other => panic!("{ip}: probe {tag} got {other:?}"),
-        }
+        out.push((
+            seq,
+            next_reply_rtt(&mut rx, &format!("{ip}: probe {tag}")).await,
+        ));
         tokio::time::sleep(gap).await;
     }
     out
+}
+
+/// The RTT of the next event, which must be a reply within 5 s (`what` names the probe).
+async fn next_reply_rtt(rx: &mut mpsc::Receiver<ProbeEvent>, what: &str) -> Duration {
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no event within 5 s"))
+        .expect("the sink is open");
+    match ev.kind {
+        EventKind::Reply(r) => r.rtt,
+        other => panic!("{what} got {other:?}"),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -182,21 +190,13 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
         // Held open while measuring: see `warm_engine`.
         let _warm = warm_engine(SocketPreference::Raw, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
         let e = engine(TimestampSource::Kernel, SocketPreference::Raw);
-        let v4 = series(
-            &e,
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            20,
-            Duration::from_millis(2),
-        )
-        .await;
-        let v6 = series(
-            &e,
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-            20,
-            Duration::from_millis(2),
-        )
-        .await;
-        assert!(v4.iter().chain(&v6).all(|(_, r)| *r > Duration::ZERO));
+        for ip in [
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            Ipv6Addr::LOCALHOST.into(),
+        ] {
+            let rtts = series(&e, ip, 20, Duration::from_millis(2)).await;
+            assert!(rtts.iter().all(|(_, r)| *r > Duration::ZERO), "{ip}");
+        }
         e.timestamp_stats()
     });
     drop(rt);
@@ -254,11 +254,9 @@ fn every_socket_kind_takes_kernel_rx_and_tx_timestamps() {
 /// true one (50 ms and a little), never 0, and `clock_steps_total` ends at 2.
 #[test]
 fn clock_steps_during_probes_keep_rtts_true() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     let rt = runtime();
     let clock = Arc::new(SteppableClock::default());
     let (rtts, stats, ident) = rt.block_on(async {
@@ -282,14 +280,7 @@ fn clock_steps_during_probes_keep_rtts_true() {
                 .expect("send");
             tokio::time::sleep(Duration::from_millis(20)).await;
             clock.step(step);
-            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a reply")
-                .expect("open");
-            match ev.kind {
-                EventKind::Reply(r) => rtts.push((seq, r.rtt)),
-                other => panic!("probe {tag}: {other:?}"),
-            }
+            rtts.push((seq, next_reply_rtt(&mut rx, &format!("probe {tag}")).await));
         }
         (rtts, e.timestamp_stats(), ident_of(&e, false))
     });
@@ -509,11 +500,9 @@ fn metric_sum(scrape: &Scrape, name: &str, want: &[(&str, &str)]) -> Option<f64>
 /// process with user-space timestamps, probing the same host meanwhile, is off by milliseconds.
 #[test]
 fn loaded_daemon_reports_rtt_within_100us_of_the_truth() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles()) else {
         return;
-    }
-    let net = TestNet::start(&profiles());
-    net.enter();
+    };
     // Held open from before the daemon starts, so its first reply is not one without an RX
     // timestamp.
     let rt = runtime();

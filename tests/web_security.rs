@@ -43,35 +43,71 @@ fn tls_files(dir: &Path) -> Ca {
     ca
 }
 
+/// A web config serving the certificate of [`tls_files`], then `extra` lines (each ending in a
+/// newline: indented by two spaces they belong to `tls_server_config`, unindented they are
+/// top-level keys).
+fn tls_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra}"),
+    )
+}
+
+/// A server on TLS with the files of [`tls_files`] and the config of [`tls_config`], in a
+/// folder of its own that lives as long as it.
+struct TlsSite {
+    server: Server,
+    ca: Ca,
+    dir: tempfile::TempDir,
+}
+
+impl TlsSite {
+    async fn start(extra: &str) -> TlsSite {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tls_files(dir.path());
+        let server = start_with(&tls_config(dir.path(), extra), false).await;
+        TlsSite { server, ca, dir }
+    }
+
+    /// `GET /` as a client that trusts the site's CA, shows `identity` and speaks `versions`.
+    async fn get_root(
+        &self,
+        identity: Option<&(String, String)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::io::Result<(Reply, Vec<u8>)> {
+        let client = tls_client(&self.ca.pem(), identity, versions);
+        get_tls(&client, self.server.addr, "/").await
+    }
+}
+
+/// The status of `GET /` with Basic credentials `user:password`.
+async fn status_as(addr: std::net::SocketAddr, user: &str, password: &str) -> u16 {
+    get_plain(addr, "/", Some((user, password))).await.status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_works_and_plain_http_to_the_tls_port_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    );
-    let server = start_with(&cfg, false).await;
-    let (reply, _) = get_tls(&tls_client(&ca.pem(), None, ALL_VERSIONS), server.addr, "/")
+    let site = TlsSite::start("").await;
+    let (reply, _) = site
+        .get_root(None, ALL_VERSIONS)
         .await
         .expect("https exchange");
     assert_eq!((reply.status, reply.body.as_str()), (200, "hello\n"));
 
-    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(site.server.addr)
+        .await
+        .unwrap();
     let plain = exchange(stream, &get_request("/", None)).await;
     assert!(plain.is_err(), "plain HTTP got an answer: {plain:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_client_certificate_is_enforced() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
-    );
-    let server = start_with(&cfg, false).await;
-    let anonymous = get_tls(&tls_client(&ca.pem(), None, ALL_VERSIONS), server.addr, "/").await;
+    let site = TlsSite::start(
+        "  client_ca_file: ca.crt\n  client_auth_type: RequireAndVerifyClientCert\n",
+    )
+    .await;
+    let anonymous = site.get_root(None, ALL_VERSIONS).await;
     assert!(
         anonymous.is_err(),
         "served without a client certificate: {anonymous:?}"
@@ -79,25 +115,17 @@ async fn required_client_certificate_is_enforced() {
 
     let stranger_ca = Ca::new("someone else");
     let stranger = stranger_ca.client("stranger");
-    let foreign = get_tls(
-        &tls_client(&ca.pem(), Some(&stranger), ALL_VERSIONS),
-        server.addr,
-        "/",
-    )
-    .await;
+    let foreign = site.get_root(Some(&stranger), ALL_VERSIONS).await;
     assert!(
         foreign.is_err(),
         "served a certificate from another CA: {foreign:?}"
     );
 
-    let client = ca.client("prometheus");
-    let (reply, _) = get_tls(
-        &tls_client(&ca.pem(), Some(&client), ALL_VERSIONS),
-        server.addr,
-        "/",
-    )
-    .await
-    .expect("client with a certificate");
+    let client = site.ca.client("prometheus");
+    let (reply, _) = site
+        .get_root(Some(&client), ALL_VERSIONS)
+        .await
+        .expect("client with a certificate");
     assert_eq!(reply.status, 200);
 }
 
@@ -113,29 +141,21 @@ async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
         ("RequireAndVerifyClientCert", true, [false, true, false]),
     ];
     for (auth, with_ca, expected) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = tls_files(dir.path());
         let ca_line = if with_ca {
             "  client_ca_file: ca.crt\n"
         } else {
             ""
         };
-        let cfg = write_config(
-            dir.path(),
-            &format!(
-                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{ca_line}  client_auth_type: {auth}\n"
-            ),
-        );
-        let server = start_with(&cfg, false).await;
-        let trusted = ca.client("trusted");
+        let site = TlsSite::start(&format!("{ca_line}  client_auth_type: {auth}\n")).await;
+        let trusted = site.ca.client("trusted");
         let foreign = Ca::new("untrusted").client("foreign");
         let mut got = [false; 3];
         for (i, client) in [None, Some(&trusted), Some(&foreign)]
             .into_iter()
             .enumerate()
         {
-            let connector = tls_client(&ca.pem(), client, ALL_VERSIONS);
-            got[i] = matches!(get_tls(&connector, server.addr, "/").await, Ok((r, _)) if r.status == 200);
+            got[i] =
+                matches!(site.get_root(client, ALL_VERSIONS).await, Ok((r, _)) if r.status == 200);
         }
         assert_eq!(got, expected, "{auth}: [no cert, trusted, foreign]");
     }
@@ -143,49 +163,29 @@ async fn each_client_auth_type_behaves_as_the_toolkit_documents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_version_tls13_refuses_a_tls12_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS13\n",
-    );
-    let server = start_with(&cfg, false).await;
-    let old = get_tls(
-        &tls_client(&ca.pem(), None, &[&rustls::version::TLS12]),
-        server.addr,
-        "/",
-    )
-    .await;
+    let site = TlsSite::start("  min_version: TLS13\n").await;
+    let old = site.get_root(None, &[&rustls::version::TLS12]).await;
     assert!(old.is_err(), "a TLS 1.2-only client got through: {old:?}");
-    let (reply, _) = get_tls(
-        &tls_client(&ca.pem(), None, &[&rustls::version::TLS13]),
-        server.addr,
-        "/",
-    )
-    .await
-    .expect("TLS 1.3 client");
+    let (reply, _) = site
+        .get_root(None, &[&rustls::version::TLS13])
+        .await
+        .expect("TLS 1.3 client");
     assert_eq!(reply.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_used_without_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = tls_files(dir.path());
-    let cfg = write_config(
-        dir.path(),
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    );
-    let server = start_with(&cfg, false).await;
-    let client = tls_client(&ca.pem(), None, ALL_VERSIONS);
-    let (_, first) = get_tls(&client, server.addr, "/")
+    let site = TlsSite::start("").await;
+    let client = tls_client(&site.ca.pem(), None, ALL_VERSIONS);
+    let (_, first) = get_tls(&client, site.server.addr, "/")
         .await
         .expect("before rotation");
 
-    let (cert, key) = ca.server("server two");
-    write_atomic(&dir.path().join("server.key"), &key);
-    write_atomic(&dir.path().join("server.crt"), &cert);
+    let (cert, key) = site.ca.server("server two");
+    write_atomic(&site.dir.path().join("server.key"), &key);
+    write_atomic(&site.dir.path().join("server.crt"), &cert);
     tokio::time::sleep(NOTICE).await;
-    let (reply, second) = get_tls(&client, server.addr, "/")
+    let (reply, second) = get_tls(&client, site.server.addr, "/")
         .await
         .expect("after rotation");
     assert_eq!(reply.status, 200);
@@ -252,12 +252,7 @@ async fn cve_2022_46146_the_stored_hash_is_not_a_password() {
     let (cfg, hash) = auth_config(dir.path(), 4);
     let server = start_with(&cfg, false).await;
     // A real login first, so that any cache would be warm.
-    assert_eq!(
-        get_plain(server.addr, "/", Some(("alice", "s3cret")))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status_as(server.addr, "alice", "s3cret").await, 200);
     for _ in 0..3 {
         let r = get_plain(server.addr, "/", Some(("alice", &hash))).await;
         assert_eq!(r.status, 401, "the stored hash logged in");
@@ -275,20 +270,10 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
     let mut unknown = Vec::new();
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        assert_eq!(
-            get_plain(server.addr, "/", Some(("alice", "nope")))
-                .await
-                .status,
-            401
-        );
+        assert_eq!(status_as(server.addr, "alice", "nope").await, 401);
         wrong.push(t.elapsed());
         let t = Instant::now();
-        assert_eq!(
-            get_plain(server.addr, "/", Some(("mallory", "nope")))
-                .await
-                .status,
-            401
-        );
+        assert_eq!(status_as(server.addr, "mallory", "nope").await, 401);
         unknown.push(t.elapsed());
     }
     wrong.sort();
@@ -322,12 +307,7 @@ async fn an_invalid_file_at_runtime_means_500_never_200_then_recovers() {
     write_config(dir.path(), &format!("basic_auth_users:\n  alice: {hash}\n"));
     tokio::time::sleep(NOTICE).await;
     assert_eq!(get_plain(server.addr, "/", None).await.status, 401);
-    assert_eq!(
-        get_plain(server.addr, "/", Some(("alice", "s3cret")))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status_as(server.addr, "alice", "s3cret").await, 200);
 }
 
 #[test]
@@ -383,11 +363,9 @@ async fn the_daemon_serves_metrics_over_tls_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let ca = tls_files(dir.path());
     let hash = bcrypt::hash("s3cret", 4).unwrap();
-    let web = write_config(
+    let web = tls_config(
         dir.path(),
-        &format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"
-        ),
+        &format!("basic_auth_users:\n  prometheus: {hash}\n"),
     );
     let daemon = Daemon::start(
         &loopback_config(dir.path()),

@@ -35,6 +35,19 @@ const dateTime = (ts) => {
 };
 const wsUrl = (path) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 
+// Hands each JSON message of `ws` to `handle`; a frame that is not JSON is skipped.
+const onJson = (ws, handle) => {
+  ws.onmessage = (ev) => {
+    let m;
+    try {
+      m = JSON.parse(ev.data);
+    } catch (e) {
+      return;
+    }
+    handle(m);
+  };
+};
+
 // An API failure: the HTTP status (0 when the daemon could not be reached), code and message.
 class ApiFailure extends Error {
   constructor(status, code, message, field) {
@@ -225,16 +238,10 @@ const monitors = {
       this.retry = 500;
       setConn("live", "live");
     };
-    ws.onmessage = (ev) => {
-      let m;
-      try {
-        m = JSON.parse(ev.data);
-      } catch (e) {
-        return;
-      }
+    onJson(ws, (m) => {
       if (m.type === "lagged") return;
       this.push(m);
-    };
+    });
     ws.onclose = () => {
       this.ws = null;
       setConn("down", "disconnected: retrying");
@@ -497,13 +504,7 @@ const result = {
     const ws = new WebSocket(wsUrl(`/api/v1/sessions/${encodeURIComponent(id)}/live`));
     this.ws = ws;
     let ended = false;
-    ws.onmessage = (ev) => {
-      let m;
-      try {
-        m = JSON.parse(ev.data);
-      } catch (e) {
-        return;
-      }
+    onJson(ws, (m) => {
       if (m.type === "summary") {
         ended = true;
         // The stored session is the complete record (the stream may have skipped samples).
@@ -513,7 +514,7 @@ const result = {
       } else {
         this.add(m);
       }
-    };
+    });
     ws.onclose = (ev) => {
       this.ws = null;
       if (ended || this.id !== id) return;

@@ -68,9 +68,13 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt)]
     pub log_format: LogFormat,
-    /// Keep only the targets whose name hashes to shard I of N (`I/N`, I from 0).
-    #[arg(long, value_name = "I/N")]
+    /// Keep only the targets whose name hashes to shard I of N (`I/N`, I from 0), or `auto`: I
+    /// from the hostname's `-N` suffix (a StatefulSet pod), N from --shard.count.
+    #[arg(long, value_name = "I/N|auto")]
     pub shard: Option<String>,
+    /// The shard count for `--shard auto` (the StatefulSet's replicas).
+    #[arg(long = "shard.count", value_name = "N", env = crate::config::shard_auto::SHARD_COUNT_ENV)]
+    pub shard_count: Option<String>,
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {

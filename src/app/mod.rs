@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, Shard};
+use crate::config::{self, Config};
 use crate::engine::Engine;
 use crate::engine::icmp::EngineConfig;
 use crate::exit;
@@ -79,6 +79,15 @@ fn eprint_line(s: &str) {
     let _ = writeln!(std::io::stderr(), "{s}");
 }
 
+/// This machine's (or pod's) hostname: `HOSTNAME` when set, else the kernel's.
+fn hostname() -> Result<String, String> {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => Ok(h),
+        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_err(|e| format!("HOSTNAME is not set and /proc/sys/kernel/hostname: {e}")),
+    }
+}
+
 /// `pingscope serve`: returns the exit status.
 pub fn main(args: ServeArgs) -> u8 {
     tune_allocator();
@@ -86,7 +95,11 @@ pub fn main(args: ServeArgs) -> u8 {
         eprint_line(&format!("pingscope: {e:#}"));
         return exit::EXIT_USAGE;
     }
-    let shard = match args.shard.as_deref().map(str::parse::<Shard>).transpose() {
+    let shard = match config::shard_auto::resolve_shard(
+        args.shard.as_deref(),
+        args.shard_count.as_deref(),
+        hostname,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprint_line(&format!("pingscope: invalid --shard: {e}"));

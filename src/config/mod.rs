@@ -12,6 +12,8 @@
 //! | `locate.rs` | names the key of a YAML syntax or type error, and parses on past type errors |
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
 //! | [`shard`] | `--shard I/N` |
+//! | [`shard_auto`] | `--shard auto`: the index from a StatefulSet hostname |
+//! | [`mesh_peers`] | which peers a mesh instance pings (the ring choice; not wired yet) |
 //! | [`diff`] | which targets a reload adds, removes, changes or keeps |
 //!
 //! Every problem is reported at once: unknown keys and wrong types (the parse blanks the entry at
@@ -24,11 +26,13 @@ pub mod diff;
 mod error;
 mod file_sd;
 mod locate;
+pub mod mesh_peers;
 mod path;
 mod raw;
 pub mod read;
 mod rules;
 pub mod shard;
+pub mod shard_auto;
 mod types;
 mod validate;
 mod yaml_limits;

@@ -22,6 +22,24 @@ fn ipv6_header(next: u8, dst: Ipv6Addr) -> Vec<u8> {
     h
 }
 
+/// An ICMP error message of `icmp_type`/`code` (the rest of its header zero) quoting `quote`,
+/// given in parts.
+fn icmp_error(icmp_type: u8, code: u8, quote: &[&[u8]]) -> Vec<u8> {
+    let mut err = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+    for part in quote {
+        err.extend_from_slice(part);
+    }
+    err
+}
+
+/// The quoted echo of what parsed as an ICMP error; anything else fails the test.
+fn quoted(parsed: Result<Icmp, ParseError>) -> QuotedError {
+    match parsed {
+        Ok(Icmp::Error(q)) => q,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[test]
 fn checksum_of_known_vector() {
     // RFC 1071 example words: 0001 f203 f4f5 f6f7 sum to ddf2, complement 220d.
@@ -91,20 +109,14 @@ fn raw_v4_reply_gives_ttl_and_addresses() {
 #[test]
 fn v4_time_exceeded_is_matched_to_quoted_echo() {
     let orig = build_echo_request(false, 0xabcd, 300, 56, 1);
-    let mut quote = ipv4_header(1, 1, [198, 18, 0, 1], [198, 18, 0, 9], orig.len());
-    quote.extend_from_slice(&orig[..8]); // routers quote at least 8 bytes
-    let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&quote);
-    match parse_icmpv4(&err) {
-        Ok(Icmp::Error(q)) => {
-            assert_eq!(
-                (q.icmp_type, q.icmp_code, q.ident, q.seq),
-                (11, 0, 0xabcd, 300)
-            );
-            assert_eq!(q.orig_dst, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)));
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let header = ipv4_header(1, 1, [198, 18, 0, 1], [198, 18, 0, 9], orig.len());
+    // Routers quote at least 8 bytes.
+    let q = quoted(parse_icmpv4(&icmp_error(11, 0, &[&header, &orig[..8]])));
+    assert_eq!(
+        (q.icmp_type, q.icmp_code, q.ident, q.seq),
+        (11, 0, 0xabcd, 300)
+    );
+    assert_eq!(q.orig_dst, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9)));
     assert_eq!(classify_error(false, 11, 0), IcmpErrorKind::TimeExceeded);
     assert_eq!(classify_error(false, 3, 4), IcmpErrorKind::PacketTooBig);
     assert_eq!(classify_error(false, 3, 1), IcmpErrorKind::Unreachable);
@@ -118,21 +130,18 @@ fn v4_time_exceeded_is_matched_to_quoted_echo() {
 fn v6_unreachable_through_extension_header() {
     let dst: Ipv6Addr = "2001:db8::5".parse().expect("literal");
     let orig = build_echo_request(true, 0x0102, 77, 8, 0);
-    let mut quote = ipv6_header(60, dst); // destination options first
-    quote.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 0]);
-    quote.extend_from_slice(&orig);
-    let mut err = vec![1, 3, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&quote);
-    match parse_icmpv6(&err) {
-        Ok(Icmp::Error(q)) => {
-            assert_eq!(
-                (q.icmp_type, q.icmp_code, q.ident, q.seq),
-                (1, 3, 0x0102, 77)
-            );
-            assert_eq!(q.orig_dst, IpAddr::V6(dst));
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    // Destination options first, then the echo.
+    let options = [58, 0, 0, 0, 0, 0, 0, 0];
+    let q = quoted(parse_icmpv6(&icmp_error(
+        1,
+        3,
+        &[&ipv6_header(60, dst), &options, &orig],
+    )));
+    assert_eq!(
+        (q.icmp_type, q.icmp_code, q.ident, q.seq),
+        (1, 3, 0x0102, 77)
+    );
+    assert_eq!(q.orig_dst, IpAddr::V6(dst));
     assert_eq!(classify_error(true, 2, 0), IcmpErrorKind::PacketTooBig);
     assert_eq!(classify_error(true, 3, 0), IcmpErrorKind::TimeExceeded);
     assert_eq!(classify_error(true, 4, 0), IcmpErrorKind::ParameterProblem);
@@ -165,27 +174,28 @@ fn malformed_inputs_are_errors() {
     let udp = ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 0);
     assert_eq!(parse_ipv4_packet(&udp), Err(ParseError::NotIcmp(17)));
     // Error quoting a UDP packet.
-    let mut err = vec![3, 3, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
-    err.extend_from_slice(&[0; 8]);
+    let udp_header = ipv4_header(17, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8);
+    let err = icmp_error(3, 3, &[&udp_header, &[0; 8]]);
     assert_eq!(parse_icmpv4(&err), Err(ParseError::NotIcmp(17)));
     // Error quoting an echo reply rather than a request.
-    let mut err = vec![11, 0, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8));
-    err.extend_from_slice(&[0; 8]);
+    let icmp_header = ipv4_header(1, 64, [127, 0, 0, 1], [198, 18, 0, 2], 8);
+    let err = icmp_error(11, 0, &[&icmp_header, &[0; 8]]);
     assert_eq!(parse_icmpv4(&err), Err(ParseError::NotEcho(0)));
     // Error with a quote cut inside the echo header.
-    let mut err = vec![1, 0, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv6_header(58, Ipv6Addr::LOCALHOST));
-    err.extend_from_slice(&[128, 0, 0]);
+    let err = icmp_error(1, 0, &[&ipv6_header(58, Ipv6Addr::LOCALHOST), &[128, 0, 0]]);
     assert!(matches!(
         parse_icmpv6(&err),
         Err(ParseError::Truncated { .. })
     ));
     // Extension header whose length runs past the end.
-    let mut err = vec![1, 0, 0, 0, 0, 0, 0, 0];
-    err.extend_from_slice(&ipv6_header(0, Ipv6Addr::LOCALHOST));
-    err.extend_from_slice(&[58, 200, 0, 0, 0, 0, 0, 0]);
+    let err = icmp_error(
+        1,
+        0,
+        &[
+            &ipv6_header(0, Ipv6Addr::LOCALHOST),
+            &[58, 200, 0, 0, 0, 0, 0, 0],
+        ],
+    );
     assert!(matches!(
         parse_icmpv6(&err),
         Err(ParseError::Truncated { .. })

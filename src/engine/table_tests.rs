@@ -61,6 +61,38 @@ fn key(seq: u16) -> Key {
     }
 }
 
+/// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
+/// after the start; with the start's monotonic and wall times.
+fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Instant, SystemTime) {
+    let (now, wall) = t0();
+    let mut t = InFlightTable::new(8, 8);
+    let (tx, _rx) = sink();
+    let seq = t
+        .insert(IP, ID, tag, tx, sp(wall), stamp, now + timeout)
+        .unwrap();
+    (t, seq, now, wall)
+}
+
+/// A reply to `seq` with payload stamp `stamp`, received at `at` with `ttl`: a 64-byte message on
+/// a socket that does not wait for TX timestamps.
+fn answer(
+    t: &mut InFlightTable,
+    seq: u16,
+    stamp: u64,
+    at: SystemTime,
+    ttl: Option<u8>,
+) -> ReplyOutcome {
+    t.reply(
+        key(seq),
+        PayloadStamp::Stamp(stamp),
+        &rx(at),
+        ttl,
+        64,
+        false,
+    )
+    .0
+}
+
 fn deliver(o: ReplyOutcome) -> ProbeEvent {
     match o {
         ReplyOutcome::Deliver((_, ev)) => ev,
@@ -70,25 +102,10 @@ fn deliver(o: ReplyOutcome) -> ProbeEvent {
 
 #[test]
 fn reply_then_duplicate() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 7, tx, sp(wall), 1, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, _, wall) = one_probe(7, 1, Duration::from_secs(1));
     assert_eq!(t.len(), 1);
     let rx_at = wall + Duration::from_micros(250);
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert_eq!((ev.tag, ev.seq, ev.ip), (7, seq, IP));
     assert_eq!(
         ev.kind,
@@ -100,88 +117,35 @@ fn reply_then_duplicate() {
     );
     assert!(t.is_empty());
     assert_eq!(t.next_deadline(), None, "answered probe leaves no timer");
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(1),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 1, rx_at, Some(64)));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)), "{ev:?}");
 }
 
 #[test]
 fn timeout_then_late_then_duplicate() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(3, 9, Duration::from_millis(100));
     assert!(t.expire(now + Duration::from_millis(99), wall).is_empty());
     let out = t.expire(now + Duration::from_millis(100), wall);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].1.tag, &out[0].1.kind), (3, &EventKind::Timeout));
     assert!(t.is_empty());
-    let ev = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(wall + Duration::from_secs(2)),
-            None,
-            64,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 9, wall + Duration::from_secs(2), None));
     assert!(
         matches!(ev.kind, EventKind::Late(ReplyInfo { rtt, .. }) if rtt == Duration::from_secs(2))
     );
-    let ev = deliver(
-        t.reply(key(seq), PayloadStamp::Stamp(9), &rx(wall), None, 64, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 9, wall, None));
     assert!(matches!(ev.kind, EventKind::Duplicate(_)));
 }
 
 #[test]
 fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 3, tx, sp(wall), 9, now + Duration::from_millis(100))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(3, 9, Duration::from_millis(100));
     // The runtime has not run the deadline timer yet, but the kernel stamped the reply 300 ms
     // after the send: it is a timeout followed by a late reply, never a reply.
     let rx_at = wall + Duration::from_millis(300);
-    match t
-        .reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0
-    {
+    match answer(&mut t, seq, 9, rx_at, Some(64)) {
         ReplyOutcome::TimeoutThenLate((_, timeout), (_, late)) => {
             assert_eq!((timeout.tag, timeout.kind), (3, EventKind::Timeout));
             assert!(
@@ -194,17 +158,7 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
     // The timer firing afterwards finds nothing to expire.
     assert!(t.expire(now + Duration::from_secs(1), wall).is_empty());
     // A further reply is a duplicate of the late one.
-    let dup = deliver(
-        t.reply(
-            key(seq),
-            PayloadStamp::Stamp(9),
-            &rx(rx_at),
-            Some(64),
-            64,
-            false,
-        )
-        .0,
-    );
+    let dup = deliver(answer(&mut t, seq, 9, rx_at, Some(64)));
     assert!(matches!(dup.kind, EventKind::Duplicate(_)));
 }
 
@@ -237,12 +191,7 @@ fn deadlines_fire_in_order_each_on_its_own() {
 
 #[test]
 fn icmp_error_settles_and_later_reply_is_late() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 5, tx, sp(wall), 2, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(5, 2, Duration::from_secs(1));
     let info = IcmpErrorInfo {
         kind: IcmpErrorKind::Unreachable,
         icmp_type: 3,
@@ -260,10 +209,7 @@ fn icmp_error_settles_and_later_reply_is_late() {
         t.expire(now + Duration::from_secs(5), wall).is_empty(),
         "no timeout after error"
     );
-    let ev = deliver(
-        t.reply(key(seq), PayloadStamp::Stamp(2), &rx(wall), None, 64, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, seq, 2, wall, None));
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -302,28 +248,10 @@ fn recent_record_is_bounded() {
     assert_eq!(t.recent_len(), 4);
     // The oldest are forgotten: their late replies are unknown, the newest are late.
     assert!(matches!(
-        t.reply(
-            key(seqs[0]),
-            PayloadStamp::Stamp(0),
-            &rx(wall),
-            None,
-            8,
-            false
-        )
-        .0,
+        answer(&mut t, seqs[0], 0, wall, None),
         ReplyOutcome::Unknown
     ));
-    let ev = deliver(
-        t.reply(
-            key(seqs[9]),
-            PayloadStamp::Stamp(9),
-            &rx(wall),
-            None,
-            8,
-            false,
-        )
-        .0,
-    );
+    let ev = deliver(answer(&mut t, seqs[9], 9, wall, None));
     assert!(matches!(ev.kind, EventKind::Late(_)));
 }
 
@@ -381,17 +309,7 @@ fn wraparound_never_matches_stale_entry() {
                 now + Duration::from_secs(1),
             )
             .unwrap();
-        let ev = deliver(
-            t.reply(
-                key(last),
-                PayloadStamp::Stamp(1000 + i),
-                &rx(wall),
-                None,
-                8,
-                false,
-            )
-            .0,
-        );
+        let ev = deliver(answer(&mut t, last, 1000 + i, wall, None));
         assert!(matches!(ev.kind, EventKind::Reply(_)));
     }
     assert_eq!(last, 65_535);
@@ -409,16 +327,12 @@ fn wraparound_never_matches_stale_entry() {
     assert_eq!(wrapped, 0, "sequence wraps to 0");
     // A very late reply to the first probe (stamp 1000) must not answer the new probe ...
     assert!(matches!(
-        t.reply(key(0), PayloadStamp::Stamp(1000), &rx(wall), None, 8, false)
-            .0,
+        answer(&mut t, 0, 1000, wall, None),
         ReplyOutcome::Stale
     ));
     assert_eq!(t.len(), 1);
     // ... while the new probe's own reply does.
-    let ev = deliver(
-        t.reply(key(0), PayloadStamp::Stamp(5), &rx(wall), None, 8, false)
-            .0,
-    );
+    let ev = deliver(answer(&mut t, 0, 5, wall, None));
     assert_eq!(ev.tag, 99_999);
     assert!(matches!(ev.kind, EventKind::Reply(_)));
 }
@@ -445,12 +359,7 @@ fn sequence_in_flight_is_skipped_on_wrap() {
 
 #[test]
 fn foreign_or_unknown_replies_are_not_delivered() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 4);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 0, tx, sp(wall), 77, now + Duration::from_secs(1))
-        .unwrap();
+    let (mut t, seq, _, wall) = one_probe(0, 77, Duration::from_secs(1));
     assert!(matches!(
         t.reply(key(seq), PayloadStamp::Foreign, &rx(wall), None, 8, false)
             .0,

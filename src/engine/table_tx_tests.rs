@@ -7,12 +7,7 @@ use super::*;
 /// that as an RTT of 0): the RTT comes from the monotonic clock instead, within its bounds.
 #[test]
 fn clock_stepping_back_keeps_the_rtt_within_the_monotonic_bounds() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 4);
-    let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, 0, tx, sp(wall), 1, now + Duration::from_secs(5))
-        .unwrap();
+    let (mut t, seq, now, wall) = one_probe(0, 1, Duration::from_secs(5));
     // Read 800 µs after the send on the monotonic clock; the kernel stamped the reply 700 µs
     // after the send, but on a wall clock stepped back by 1 s in between.
     let stepped = wall + Duration::from_micros(800) - Duration::from_secs(1);

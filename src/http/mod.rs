@@ -8,6 +8,7 @@
 //! shape every API route answers with).
 
 pub mod admin;
+pub mod compress;
 pub mod error;
 pub mod metrics;
 pub mod probe;

@@ -303,7 +303,7 @@ pub async fn probe(
             None => Default::default(),
         };
         let body = super::probe_path::render(&figures, started.elapsed(), fig.dns, ip);
-        return respond(body, log, p.debug);
+        return respond(&headers, body, log, p.debug);
     }
     if let Some(ip) = ip {
         let mut hop_limit = None;
@@ -341,11 +341,12 @@ pub async fn probe(
         }
     }
     fig.duration = started.elapsed().as_secs_f64();
-    respond(render(&fig), log, p.debug)
+    respond(&headers, render(&fig), log, p.debug)
 }
 
 /// The exposition, or with `debug` the log and the exposition as text.
 fn respond(
+    headers: &HeaderMap,
     body: Result<String, std::fmt::Error>,
     mut log: String,
     debug: bool,
@@ -361,7 +362,11 @@ fn respond(
         let _ = writeln!(log, "\nMetrics that would have been returned:\n{body}");
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response());
     }
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+    Ok(super::compress::negotiated(
+        headers,
+        CONTENT_TYPE,
+        body.into_bytes(),
+    ))
 }
 
 #[cfg(test)]

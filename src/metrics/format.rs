@@ -31,6 +31,22 @@ impl Format {
     }
 }
 
+/// The text encoder's `fmt::Write` over a byte writer: what the writer fails with is kept in
+/// `failed`, since `fmt::Error` carries nothing.
+pub(super) struct IoText<'a> {
+    pub(super) out: &'a mut dyn std::io::Write,
+    pub(super) failed: Option<std::io::Error>,
+}
+
+impl std::fmt::Write for IoText<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.out.write_all(s.as_bytes()).map_err(|e| {
+            self.failed = Some(e);
+            std::fmt::Error
+        })
+    }
+}
+
 /// Chooses the body format for a scrape's `Accept` header.
 ///
 /// Protobuf only when a media range asks for

@@ -114,6 +114,13 @@ pub enum MetricsError {
         #[source]
         source: prometheus_protobuf::EncodeError,
     },
+    /// Writing the encoded body out (into a compressor) failed.
+    #[error("writing /metrics: {source}")]
+    Write {
+        /// What the writer said.
+        #[from]
+        source: std::io::Error,
+    },
 }
 
 /// Labels of `pingscope_build_info`.
@@ -548,6 +555,27 @@ impl Metrics {
             .map_err(|source| MetricsError::EncodeText { source })?;
         hint.store(body.len(), Ordering::Relaxed);
         Ok(body)
+    }
+
+    /// Encodes like [`Self::encode`] into `out`; text goes out as it is encoded, so a
+    /// compressing writer never holds the whole body.
+    pub fn encode_into(
+        &self,
+        format: Format,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), MetricsError> {
+        match format {
+            Format::Text => {
+                let mut w = format::IoText { out, failed: None };
+                let encoded = prometheus_text::encode(&mut w, &self.shared.registry);
+                match (w.failed, encoded) {
+                    (Some(source), _) => Err(MetricsError::Write { source }),
+                    (None, Err(source)) => Err(MetricsError::EncodeText { source }),
+                    (None, Ok(())) => Ok(()),
+                }
+            }
+            Format::Protobuf => Ok(out.write_all(&self.encode_protobuf()?)?),
+        }
     }
 
     /// Encodes every series as length-delimited protobuf `MetricFamily` messages

@@ -135,21 +135,25 @@ impl Collector for ScrapeSources {
         let gauges = self.gauges.read().clone();
         for gauge in ScrapeGauge::ALL {
             let value = gauges[gauge as usize].as_ref().map_or(0, |f| f());
-            let metric = ConstGauge::new(value);
             let (name, help) = gauge.name_and_help();
-            let metric_encoder =
-                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-            metric.encode(metric_encoder)?;
+            encode_single(&mut encoder, name, help, ConstGauge::new(value))?;
         }
         let counters = self.counters.read().clone();
         for counter in ScrapeCounter::ALL {
             let value = counters[counter as usize].as_ref().map_or(0, |f| f());
-            let metric = ConstCounter::new(value);
             let (name, help) = counter.name_and_help();
-            let metric_encoder =
-                encoder.encode_descriptor(name, help, None, metric.metric_type())?;
-            metric.encode(metric_encoder)?;
+            encode_single(&mut encoder, name, help, ConstCounter::new(value))?;
         }
         Ok(())
     }
+}
+
+/// Writes `metric` as a family of one series without labels.
+pub(super) fn encode_single(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }

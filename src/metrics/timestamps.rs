@@ -15,6 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use super::scrape::encode_single;
 use crate::engine::TimestampStats;
 
 type Source = Arc<dyn Fn() -> Option<TimestampStats> + Send + Sync>;
@@ -38,12 +39,12 @@ impl Collector for TimestampCollector {
         let Some(stats) = source.and_then(|f| f()) else {
             return Ok(());
         };
-        ConstCounter::new(stats.clock_steps).encode(encoder.encode_descriptor(
+        encode_single(
+            &mut encoder,
             "clock_steps",
             "Wall-clock steps seen during probes; those probes' RTT comes from the monotonic clock.",
-            None,
-            MetricType::Counter,
-        )?)?;
+            ConstCounter::new(stats.clock_steps),
+        )?;
         {
             let mut family = encoder.encode_descriptor(
                 "timestamp_fallbacks",

@@ -183,16 +183,7 @@ fn prove_dashboard_and_rules(native: bool) {
         ("__rate_interval", "5s"),
     ];
     let queries = dashboard_queries(&dashboard(), &vars);
-    let empty: Vec<String> = queries
-        .iter()
-        .filter(|q| prom.query_result(&q.expr).is_empty())
-        .map(|q| {
-            format!(
-                "panel {} {:?} {}: {}",
-                q.panel_id, q.title, q.ref_id, q.expr
-            )
-        })
-        .collect();
+    let empty = prom.queries_without_data(&queries);
     assert!(
         empty.is_empty(),
         "queries without data:\n{}",

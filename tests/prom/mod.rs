@@ -185,7 +185,11 @@ impl Prometheus {
 
     /// Instant query, with the API or transport error as a value.
     pub fn try_query(&self, expr: &str) -> Result<Value, String> {
-        self.api("query", &[("query", expr.to_string())])
+        self.api(
+            reqwest::Method::POST,
+            "query",
+            &[("query", expr.to_string())],
+        )
     }
 
     /// Range query over `[start, end]` (Unix seconds) every `step` seconds; returns `data`.
@@ -196,7 +200,7 @@ impl Prometheus {
             ("end", format!("{end:.3}")),
             ("step", format!("{step}")),
         ];
-        match self.api("query_range", &params) {
+        match self.api(reqwest::Method::POST, "query_range", &params) {
             Ok(data) => data,
             Err(e) => panic!("{e}"),
         }
@@ -205,6 +209,20 @@ impl Prometheus {
     /// The `result` array of an instant query (empty when there is none).
     pub fn query_result(&self, expr: &str) -> Vec<Value> {
         result_of(&self.query(expr))
+    }
+
+    /// The panel queries that return nothing, one line each naming the panel.
+    pub fn queries_without_data(&self, queries: &[dashboard::PanelQuery]) -> Vec<String> {
+        queries
+            .iter()
+            .filter(|q| self.query_result(&q.expr).is_empty())
+            .map(|q| {
+                format!(
+                    "panel {} {:?} {}: {}",
+                    q.panel_id, q.title, q.ref_id, q.expr
+                )
+            })
+            .collect()
     }
 
     /// Poll an instant query until it returns a non-empty result, at most `timeout`.
@@ -227,7 +245,11 @@ impl Prometheus {
 
     /// Active scrape targets whose last scrape succeeded, as `(job, scrape URL)`.
     pub fn targets_up(&self) -> Vec<(String, String)> {
-        let data = match self.api_get("targets", &[("state", "active".to_string())]) {
+        let data = match self.api(
+            reqwest::Method::GET,
+            "targets",
+            &[("state", "active".to_string())],
+        ) {
             Ok(data) => data,
             Err(e) => panic!("{e}"),
         };
@@ -250,31 +272,29 @@ impl Prometheus {
 
     /// `GET /api/v1/rules`: the `data.groups` array.
     pub fn rule_groups(&self) -> Vec<Value> {
-        match self.api_get("rules", &[]) {
+        match self.api(reqwest::Method::GET, "rules", &[]) {
             Ok(data) => data["groups"].as_array().cloned().unwrap_or_default(),
             Err(e) => panic!("{e}"),
         }
     }
 
-    fn api(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Value, String> {
+    /// `/api/v1/<endpoint>`: a POST carries `params` as a form, a GET in the query string.
+    fn api(
+        &self,
+        method: reqwest::Method,
+        endpoint: &str,
+        params: &[(&str, String)],
+    ) -> Result<Value, String> {
         let url = format!("{}/api/v1/{endpoint}", self.url());
-        let resp = self
-            .client
-            .post(&url)
-            .form(params)
+        let req = self.client.request(method.clone(), &url);
+        let req = if method == reqwest::Method::POST {
+            req.form(params)
+        } else {
+            req.query(params)
+        };
+        let resp = req
             .send()
-            .map_err(|e| format!("POST {url} {params:?}: {e}"))?;
-        decode(&url, params, resp)
-    }
-
-    fn api_get(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Value, String> {
-        let url = format!("{}/api/v1/{endpoint}", self.url());
-        let resp = self
-            .client
-            .get(&url)
-            .query(params)
-            .send()
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("{method} {url} {params:?}: {e}"))?;
         decode(&url, params, resp)
     }
 }

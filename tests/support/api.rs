@@ -138,12 +138,7 @@ pub fn probe_with(
         .send()
         .unwrap_or_else(|e| panic!("GET /probe {query:?}: {e}"));
     let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     let body = resp.text().unwrap_or_default();
     Answer {
         status,
@@ -306,7 +301,35 @@ pub fn start_session(c: &reqwest::blocking::Client, d: &impl Endpoint, body: Val
     rec["id"].as_str().expect("id").to_owned()
 }
 
+/// Asks to stop session `id`; (status, JSON body or Null).
+pub fn stop_session(c: &reqwest::blocking::Client, d: &impl Endpoint, id: &str) -> (u16, Value) {
+    post_json(
+        c,
+        &d.url(&format!("/api/v1/sessions/{id}/stop")),
+        &serde_json::json!({}),
+    )
+}
+
+/// The session ids on a page of `GET /api/v1/sessions`, in its order.
+pub fn page_ids(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id"))
+        .collect()
+}
+
 /// A session id of the right form that no daemon issued.
 pub fn unknown_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// A response's `Content-Type`, or "" when it has none (or one that is not text).
+pub fn content_type(resp: &reqwest::blocking::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

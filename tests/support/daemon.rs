@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::api::{Answer, Endpoint, client, probe_with, raw_status};
+use super::api::{Answer, Endpoint, client, content_type, probe_with, raw_status};
 use super::expo::Scrape;
 
 /// How long the daemon may take to become ready.
@@ -37,6 +37,7 @@ pub struct Daemon {
     port: u16,
     config: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     log: PathBuf,
     http: OnceLock<reqwest::blocking::Client>,
 }
@@ -54,18 +55,43 @@ impl Daemon {
         Self::start_on(config, super::free_port(), args)
     }
 
+    /// Writes `yaml` to `dir/serve.yml` (see [`super::write_config`]) and starts the daemon on it.
+    pub fn serve(dir: &Path, yaml: &str) -> Daemon {
+        Self::start(&super::write_config(dir, "serve.yml", yaml), &[])
+    }
+
     /// As [`Daemon::start`], on this port.
     pub fn start_on(config: &Path, port: u16, args: &[&str]) -> Daemon {
         let args = args.iter().map(OsString::from).collect();
-        Self::spawn(config.to_owned(), port, args)
+        Self::spawn(config.to_owned(), port, args, Vec::new())
+    }
+
+    /// As [`Daemon::start`], with these environment variables added.
+    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let args = args.iter().map(OsString::from).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        Self::spawn(config.to_owned(), super::free_port(), args, env)
     }
 
     /// The same config, port and arguments again (after this one stopped).
     pub fn restart(&self) -> Daemon {
-        Self::spawn(self.config.clone(), self.port, self.args.clone())
+        Self::spawn(
+            self.config.clone(),
+            self.port,
+            self.args.clone(),
+            self.env.clone(),
+        )
     }
 
-    fn spawn(config: PathBuf, port: u16, args: Vec<OsString>) -> Daemon {
+    fn spawn(
+        config: PathBuf,
+        port: u16,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+    ) -> Daemon {
         let n = STARTS.fetch_add(1, Ordering::Relaxed);
         let log = config.with_file_name(format!("daemon-{port}-{n}.log"));
         let file = std::fs::File::create(&log).expect("creating the daemon's log file");
@@ -80,6 +106,7 @@ impl Daemon {
         }
         let child = cmd
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
@@ -91,6 +118,7 @@ impl Daemon {
             port,
             config,
             args,
+            env,
             log,
             http: OnceLock::new(),
         };
@@ -209,12 +237,7 @@ impl Daemon {
     pub fn try_get(&self, path: &str) -> Option<(u16, String, String)> {
         let resp = self.http().get(self.url(path)).send().ok()?;
         let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let ct = content_type(&resp);
         Some((status, ct, resp.text().ok()?))
     }
 
@@ -259,6 +282,27 @@ impl Daemon {
     /// `/metrics`, parsed.
     pub fn scrape(&self) -> Scrape {
         Scrape::parse(&self.metrics_text())
+    }
+
+    /// Scrapes until `cond` holds (for at most `within`) and returns that scrape; otherwise fails
+    /// the test, naming `what` and showing the daemon log.
+    pub fn scrape_until(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
+        let mut last = Scrape::default();
+        let ok = super::wait_until(within, || {
+            last = self.scrape();
+            cond(&last)
+        });
+        assert!(
+            ok,
+            "{what}: not seen within {within:?}; daemon log:\n{}",
+            self.log()
+        );
+        last
     }
 
     /// `/api/v1/targets`, as JSON.

@@ -6,6 +6,7 @@
 //! - [`dns`]: the loopback DNS server (hickory-server) with a mutable zone.
 //! - [`expo`]: the Prometheus text exposition reader.
 //! - [`web`]: a test PKI and a raw HTTP/1.1 (plain or TLS) client.
+//! - [`tools`]: test tools from PyPI and npm, installed under `target/` on first use.
 //! - [`require`], [`free_port`], [`write_config`], [`wait_until`].
 //!
 //! [`TestNet::start`] creates a network namespace of its own, starts the `pingscope-testnet`
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod dns;
 pub mod expo;
 pub mod inproc;
+pub mod tools;
 pub mod web;
 
 use std::ffi::OsStr;
@@ -200,6 +202,22 @@ impl TestNet {
                 }
             }
         }
+    }
+
+    /// [`TestNet::start`] for a test that needs root, `None` (the test returns) where it may
+    /// not run (see [`require_root`]).
+    #[track_caller]
+    pub fn start_if_root(profiles: &serde_json::Value) -> Option<TestNet> {
+        require_root().then(|| TestNet::start(profiles))
+    }
+
+    /// [`TestNet::start_if_root`], then [`TestNet::enter`]: for a test that runs wholly inside
+    /// the test network.
+    #[track_caller]
+    pub fn start_and_enter(profiles: &serde_json::Value) -> Option<TestNet> {
+        let net = TestNet::start_if_root(profiles)?;
+        net.enter();
+        Some(net)
     }
 
     /// Moves the calling thread into the namespace. Sockets it opens, and threads and processes

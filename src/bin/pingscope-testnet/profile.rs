@@ -512,6 +512,62 @@ mod tests {
     }
 
     #[test]
+    fn yaml_ports_and_paths_load_as_documented() {
+        // The examples of docs/testnet.md, "TCP and UDP" and "Paths".
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("p.yaml");
+        std::fs::write(
+            &yml,
+            r#"
+hosts:
+  "198.18.0.20":
+    delay: 20ms
+    duplicate: 1
+    tcp: {ports: {80: open, 81: refused}, default: silent}
+    udp: {ports: {7: echo, 10: silent}, default: unreachable}
+  "198.18.0.9":
+    path:
+      hops:
+        - {addr: 198.18.10.1, delay: 3ms}
+        - {addr: 198.18.10.4, icmp_rate_limit: 1}
+        - branches:
+            - {addr: 198.18.11.5, delay: 1ms}
+            - {addr: 198.18.12.5, delay: 4ms}
+      change_after: 30s
+      then:
+        - {addr: 198.18.20.1}
+"#,
+        )
+        .unwrap();
+        let p = Profiles::load(&yml).unwrap();
+        let ports = p.lookup(&addr("198.18.0.20"));
+        use crate::tcp::{TcpMode, TcpSpec};
+        use crate::udp::{UdpMode, UdpSpec};
+        assert_eq!(TcpSpec::mode(ports.tcp.as_ref(), 80), TcpMode::Open);
+        assert_eq!(TcpSpec::mode(ports.tcp.as_ref(), 99), TcpMode::Silent);
+        assert_eq!(UdpSpec::mode(ports.udp.as_ref(), 7), UdpMode::Echo);
+        assert_eq!(UdpSpec::mode(ports.udp.as_ref(), 8), UdpMode::Unreachable);
+        let path = p.lookup(&addr("198.18.0.9")).path.as_ref().unwrap();
+        assert_eq!(path.hops.len(), 3);
+        assert_eq!(path.hops[2].branches.len(), 2);
+        assert_eq!(path.change_after, Some(Duration::from_secs(30)));
+        let err = Profiles::from_json(
+            r#"{"hosts":{"198.18.0.9":{"path":{"hops":[{"adr":"198.18.1.1"}]}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let err =
+            Profiles::from_json(r#"{"hosts":{"198.18.0.9":{"path":{"hops":[{"loss":0.1}]}}}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("198.18.0.9: path.hops[0]: a hop needs addr"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn normal_jitter_has_the_asked_spread() {
         let mut p = Profiles::from_json(
             r#"{"default":{"delay":"100ms","jitter":"10ms","jitter_distribution":"normal"}}"#,

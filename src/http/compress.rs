@@ -1,0 +1,113 @@
+//! `Accept-Encoding` on the scrape endpoints: Prometheus asks for gzip on every scrape, and a
+//! text exposition shrinks about tenfold, so `/metrics` and `/probe` answer gzip when the client
+//! accepts it (at the fastest level: the body is mostly repeated names and labels, which even
+//! level 1 folds away), and identity otherwise.
+
+use std::io::Write;
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+/// Whether the request accepts a gzip body: `gzip` (or `x-gzip`) listed with a q-value above 0,
+/// or, when gzip is not named, `*` with one (RFC 9110, 12.5.3).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let (mut named, mut any) = (None, None);
+    for item in headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        // A q-value that does not parse makes the item unusable, as if q=0.
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            named = Some(named.map_or(q, |n: f32| n.max(q)));
+        } else if coding == "*" {
+            any = Some(q);
+        }
+    }
+    named.or(any).is_some_and(|q| q > 0.0)
+}
+
+/// Runs `write` into a gzip stream and returns the compressed bytes: the body is compressed as
+/// it is written, so the whole uncompressed body never sits in memory.
+pub fn gzip_with<E: From<std::io::Error>>(
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    write(&mut gz)?;
+    Ok(gz.finish()?)
+}
+
+/// A 200 answer of `content_type`, already gzip-compressed when `gzipped`.
+pub fn scrape_response(content_type: &str, body: Vec<u8>, gzipped: bool) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, content_type.to_owned())], body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzipped {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// A 200 answer of `content_type` with `body`, compressed when the request accepts gzip.
+pub fn negotiated(headers: &HeaderMap, content_type: &str, body: Vec<u8>) -> Response {
+    if accepts_gzip(headers) {
+        match gzip_with(|w: &mut dyn Write| w.write_all(&body)) {
+            Ok(gz) => return scrape_response(content_type, gz, true),
+            // Compressing into memory fails only without memory; the plain body still serves.
+            Err(e) => tracing::warn!(error = %e, "gzip failed; answering uncompressed"),
+        }
+    }
+    scrape_response(content_type, body, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn accepts(value: &str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_q_values() {
+        // What Prometheus sends on every scrape.
+        assert!(accepts("gzip"));
+        assert!(accepts("deflate, gzip;q=1.0, *;q=0.5"));
+        assert!(accepts("br, X-GZIP"));
+        assert!(accepts("*"));
+        assert!(!accepts("identity"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip;q=0.000, *"), "gzip named and refused");
+        assert!(!accepts("*;q=0"));
+        assert!(!accepts("gzip;q=nonsense"));
+        assert!(!accepts(""));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_gzip_stream_decodes_to_what_was_written() {
+        let text = "pingscope_sent_total{target=\"a\"} 1\n".repeat(1000);
+        let gz = gzip_with(|w: &mut dyn Write| w.write_all(text.as_bytes())).unwrap();
+        assert!(gz.len() * 10 < text.len(), "{} of {}", gz.len(), text.len());
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, text);
+    }
+}
