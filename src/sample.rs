@@ -97,15 +97,22 @@ pub fn millis(d: Duration) -> f64 {
 }
 
 impl Sample {
-    /// The sample for an engine event of `target`/`host`, with the caller's sequence number.
-    pub fn from_event(target: &str, host: &str, ev: &ProbeEvent) -> Self {
-        let mut s = Self {
-            kind: SampleType::Timeout,
+    /// A sample of `kind` at `at` with only its identity set; every other field is absent.
+    pub fn new(
+        kind: SampleType,
+        target: &str,
+        host: &str,
+        ip: Option<IpAddr>,
+        seq: Option<u64>,
+        at: SystemTime,
+    ) -> Self {
+        Self {
+            kind,
             target: target.to_owned(),
             host: host.to_owned(),
-            ip: Some(ev.ip),
-            seq: Some(ev.tag),
-            ts: rfc3339(ev.at),
+            ip,
+            seq,
+            ts: rfc3339(at),
             rtt_ms: None,
             ttl: None,
             size: None,
@@ -116,7 +123,19 @@ impl Sample {
             round: None,
             flow: None,
             result: None,
-        };
+        }
+    }
+
+    /// The sample for an engine event of `target`/`host`, with the caller's sequence number.
+    pub fn from_event(target: &str, host: &str, ev: &ProbeEvent) -> Self {
+        let mut s = Self::new(
+            SampleType::Timeout,
+            target,
+            host,
+            Some(ev.ip),
+            Some(ev.tag),
+            ev.at,
+        );
         match &ev.kind {
             EventKind::Reply(r) | EventKind::Late(r) | EventKind::Duplicate(r) => {
                 s.kind = match ev.kind {
@@ -149,22 +168,8 @@ impl Sample {
         error: String,
     ) -> Self {
         Self {
-            kind: SampleType::Error,
-            target: target.to_owned(),
-            host: host.to_owned(),
-            ip,
-            seq,
-            ts: rfc3339(SystemTime::now()),
-            rtt_ms: None,
-            ttl: None,
-            size: None,
             error: Some(error),
-            icmp_type: None,
-            icmp_code: None,
-            from: None,
-            round: None,
-            flow: None,
-            result: None,
+            ..Self::new(SampleType::Error, target, host, ip, seq, SystemTime::now())
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::engine::{
     EventKind, EventSink, IcmpErrorKind, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport,
 };
 
-use crate::sample::{Sample, SampleType, millis, rfc3339};
+use crate::sample::{Sample, SampleType, millis};
 pub use options::{RawPath, validate_path};
 pub use stats::{HopSummary, PathStats};
 
@@ -365,22 +365,15 @@ fn settle(
 /// A hop probe as a sample (`type: hop`), for sessions and their WebSockets.
 pub fn hop_sample(target: &str, ip: IpAddr, p: &HopProbe) -> Sample {
     Sample {
-        kind: SampleType::Hop,
-        target: target.to_owned(),
-        host: target.to_owned(),
-        ip: Some(ip),
-        seq: None,
-        ts: rfc3339(p.at),
         rtt_ms: p.rtt.map(millis),
         ttl: Some(p.ttl),
-        size: None,
         error: p.error.clone(),
         icmp_type: p.icmp_type,
-        icmp_code: None,
         from: p.responder,
         round: Some(p.round),
         flow: Some(p.flow),
         result: Some(p.result.as_str().to_owned()),
+        ..Sample::new(SampleType::Hop, target, target, Some(ip), None, p.at)
     }
 }
 
