@@ -56,6 +56,7 @@ fn reply(micros: u64, ttl: u8) -> ReplyInfo {
         rtt: Duration::from_micros(micros),
         ttl: Some(ttl),
         size: 64,
+        refused: false,
     }
 }
 

@@ -86,7 +86,7 @@ pub use super::socket::{SocketKind, SocketPreference, TimestampSource};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome, TxMatch};
 use super::{
     EngineCounters, EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError,
-    SocketOptions, Undelivered,
+    SocketOptions,
 };
 use recv::{receive_task, timer_task};
 
@@ -184,14 +184,12 @@ struct Shared {
 impl Shared {
     fn deliver(&self, deliveries: impl IntoIterator<Item = Delivery>) {
         for (sink, event) in deliveries {
-            match sink.deliver(event) {
-                Ok(()) => {}
-                Err(Undelivered::Full(ev)) => {
-                    bump(&self.counters.events_dropped);
-                    tracing::debug!(ip = %ev.ip, tag = ev.tag, "event sink full; event dropped");
-                }
-                Err(Undelivered::Closed) => bump(&self.counters.sink_closed),
-            }
+            super::deliver_counted(
+                &sink,
+                event,
+                &self.counters.events_dropped,
+                &self.counters.sink_closed,
+            );
         }
     }
 
