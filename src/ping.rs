@@ -126,8 +126,18 @@ pub fn main(options: PingOptions) -> u8 {
             return exit::EXIT_FAILURE;
         }
     };
+    // TCP and UDP probes need no ICMP permission: the ICMP engine then starts only if used.
+    let icmp = plan
+        .requests
+        .iter()
+        .any(|r| r.kind == crate::probe::ProbeKind::Icmp);
     runtime.block_on(async move {
-        let engine = match crate::engine::Engine::new(Default::default()) {
+        let engine = if icmp {
+            crate::engine::Engine::new(Default::default())
+        } else {
+            crate::engine::Engine::lazy(Default::default())
+        };
+        let engine = match engine {
             Ok(e) => e,
             Err(e) => {
                 eprintln_safe(&format!("pingscope: {e}"));

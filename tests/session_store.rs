@@ -30,6 +30,8 @@ fn params(target: &str) -> SessionParams {
         family: Family::Ip4,
         ttl: None,
         tos: None,
+        port: None,
+        udp_mode: None,
     }
 }
 

@@ -119,6 +119,7 @@ impl Config {
                     timeout: defaults::PROFILE_TIMEOUT,
                     size: defaults::SIZE,
                     family: crate::resolve::Family::Auto,
+                    port: Default::default(),
                 },
             )]
             .into(),

@@ -55,6 +55,8 @@ macro_rules! with_probe_options {
             pub source: Option<S<String>>,
             pub interface: Option<S<String>>,
             pub window: Option<S<i64>>,
+            pub port: Option<S<i64>>,
+            pub udp: Option<S<RawUdp>>,
             $(pub $after: $aty,)*
         }
 
@@ -73,10 +75,19 @@ macro_rules! with_probe_options {
                     source: self.source.clone(),
                     interface: self.interface.clone(),
                     window: self.window.clone(),
+                    port: self.port.clone(),
+                    udp: self.udp.clone(),
                 }
             }
         }
     };
+}
+
+/// `udp:` of a target, the defaults or a profile.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUdp {
+    pub mode: Option<S<String>>,
 }
 
 with_probe_options! {
@@ -144,6 +155,8 @@ pub(crate) struct RawProfile {
     pub timeout: Option<S<String>>,
     pub size: Option<S<i64>>,
     pub family: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub udp: Option<S<RawUdp>>,
 }
 
 /// One Prometheus file_sd group: `{targets: [host, ...], labels: {name: value}}`.

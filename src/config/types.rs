@@ -1,6 +1,7 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
 use crate::probe::ProbeKind;
+use crate::probe::request::PortOptions;
 use crate::resolve::Family;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -87,6 +88,7 @@ pub struct TargetDefaults {
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
     pub window: usize,
+    pub port: PortOptions,
 }
 
 impl Default for TargetDefaults {
@@ -102,6 +104,7 @@ impl Default for TargetDefaults {
             source: None,
             interface: None,
             window: defaults::WINDOW,
+            port: PortOptions::default(),
         }
     }
 }
@@ -133,6 +136,8 @@ pub struct TargetConfig {
     pub interface: Option<String>,
     /// Probes behind the `pingscope_window_*` gauges.
     pub window: usize,
+    /// Port and UDP mode of `tcp` and `udp` targets.
+    pub port: PortOptions,
 }
 
 /// The `dns` section.
@@ -277,6 +282,8 @@ pub struct ProbeProfile {
     pub timeout: Duration,
     pub size: u16,
     pub family: Family,
+    /// Port and UDP mode of `tcp` and `udp` profiles.
+    pub port: PortOptions,
 }
 
 /// RTT histogram layout, shared by every target.

@@ -74,7 +74,10 @@ pub enum Transport {
 }
 
 /// What a UDP probe expects at its port.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum UdpMode {
     /// A closed port: the ICMP port unreachable is the reply.
     #[default]

@@ -330,6 +330,7 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
+            port: Default::default(),
         })
     }
 

@@ -81,6 +81,13 @@ pub struct StartRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 255)]
     pub tos: Option<i64>,
+    /// The port of a `tcp` or `udp` session (1-65535; required for those kinds only).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<i64>,
+    /// `udp` only: `closed` (the port unreachable is the reply, default) or `echo`.
+    #[serde(default)]
+    pub udp_mode: Option<String>,
 }
 
 impl StartRequest {
@@ -97,6 +104,8 @@ impl StartRequest {
             family: self.family.clone(),
             ttl: self.ttl.map(|t| t.to_string()),
             tos: self.tos.map(|t| t.to_string()),
+            port: self.port.map(|p| p.to_string()),
+            udp_mode: self.udp_mode.clone(),
             ..RawRequest::default()
         }
     }
@@ -216,6 +225,8 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         family: r.family,
         ttl: r.options.ttl,
         tos: r.options.tos,
+        port: r.port.port,
+        udp_mode: (r.kind == ProbeKind::Udp).then_some(r.port.udp_mode),
     })
 }
 

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::engine::SocketOptions;
+use crate::engine::UdpMode;
+use crate::probe::request::PortOptions;
 use crate::probe::{ProbeKind, ProbeRequest};
 use crate::resolve::Family;
 use crate::sample::{Sample, Summary};
@@ -131,6 +133,13 @@ pub struct SessionParams {
     /// TOS byte / traffic class; absent: the kernel's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tos: Option<u8>,
+    /// Port of a `tcp` or `udp` session; absent for the other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// What a `udp` session expects at its port: `closed` or `echo`; absent for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub udp_mode: Option<UdpMode>,
 }
 
 impl SessionParams {
@@ -149,6 +158,10 @@ impl SessionParams {
                 ttl: self.ttl,
                 tos: self.tos,
                 ..SocketOptions::default()
+            },
+            port: PortOptions {
+                port: self.port,
+                udp_mode: self.udp_mode.unwrap_or_default(),
             },
         }
     }
@@ -375,6 +388,8 @@ mod tests {
             family: Family::Ip4,
             ttl: None,
             tos: None,
+            port: None,
+            udp_mode: None,
         };
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["interval"], "200ms");
