@@ -19,6 +19,7 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("sysctl", Some("procps")),
     ("ping", Some("iputils-ping")),
     ("fping", Some("fping")),
+    ("traceroute", Some("traceroute")),
     ("prometheus", Some("prometheus")),
     ("promtool", Some("prometheus")),
     ("chromedriver", Some("chromium-driver")),

@@ -60,21 +60,41 @@ pub const UNPRIVILEGED: [&str; 9] = [
     "-all",
 ];
 
-/// One echo request as the responder logged it.
+/// One packet as the responder logged it (docs/testnet.md, "The log").
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct LogEntry {
     /// Wall-clock arrival, ns since the Unix epoch.
     pub time_ns: u64,
+    /// `icmp`, `udp` or `tcp`.
+    pub proto: String,
     pub src: std::net::IpAddr,
     pub dst: std::net::IpAddr,
     /// `ip4` or `ip6`.
     pub family: String,
+    /// ICMP echo identifier and sequence (0 for UDP and TCP).
+    #[serde(default)]
     pub id: u16,
+    #[serde(default)]
     pub seq: u16,
+    /// UDP and TCP ports.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// TCP flags, e.g. `SYN` or `FIN|ACK`.
+    pub flags: Option<String>,
+    /// TTL / hop limit as received.
+    pub ttl: u8,
+    /// Flow hash (what ECMP routers hash), 16 hex digits.
+    pub flow: String,
     pub size: usize,
     /// `replied`, `unreachable`, `time_exceeded`, `dropped`, `blackholed`, `overflow`,
-    /// `send_failed`, `misconfigured`, or `abandoned` (still held at shutdown).
+    /// `send_failed`, `misconfigured`, `abandoned` (still held at shutdown); on a path also
+    /// `rate_limited` and `silent`; UDP `echoed`, `port_unreachable`, `silent`; a TCP SYN
+    /// `syn_ack`, `refused`, `silent`; the rest of a TCP connection `established`, `fin`,
+    /// `closed`, `rst`, `segment`, or `reset` (no such connection).
     pub action: String,
+    /// The hop (1-based) where the packet expired or was lost on a path, and its address.
+    pub hop: Option<u8>,
+    pub hop_addr: Option<std::net::IpAddr>,
     /// Copies actually written (0 when not answered).
     pub copies: u32,
     pub scheduled_delay_ns: Option<u64>,

@@ -2,15 +2,20 @@
 //!
 //! Run inside a network namespace of its own (`ip netns exec NS pingscope-testnet ...`). It creates
 //! a TUN device, gives it 198.18.0.1/15 and 2001:db8::1/32, routes those ranges into it, and answers
-//! every echo request there per the profile file: delay, jitter, loss, duplicates, TTL, ICMP errors,
-//! blackhole (SIGHUP re-reads the profile file). It logs each request as a JSON line and measures its own send-time error.
+//! every echo request, UDP datagram and TCP segment there per the profile file: delay, jitter, loss,
+//! duplicates, TTL, ICMP errors, blackhole, ports, and a path of hops in front of the destination
+//! (SIGHUP re-reads the profile file). It logs each packet as a JSON line and measures its own
+//! send-time error.
 //! See docs/testnet.md.
 
 mod packet;
+mod path;
 mod profile;
 mod responder;
 mod tap;
+mod tcp;
 mod tun;
+mod udp;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,14 +23,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Answer ICMP echo in 198.18.0.0/15 and 2001:db8::/32 inside this network namespace.
+/// Answer ICMP echo, UDP and TCP in 198.18.0.0/15 and 2001:db8::/32 inside this network namespace.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// Profile file (JSON, or YAML when it ends in .yml/.yaml).
     #[arg(long)]
     profiles: PathBuf,
-    /// JSON-lines log, one line per echo request received.
+    /// JSON-lines log, one line per packet received.
     #[arg(long)]
     log: PathBuf,
     /// Timing reports (JSON lines) are appended here on SIGUSR1 and at exit.

@@ -1,15 +1,18 @@
-//! ICMP echo parsing and reply/error building for IPv4 and IPv6, checksums included.
+//! IP header and ICMP echo parsing, and building replies, ICMP errors and any IP packet (ICMP,
+//! ICMPv6, UDP, TCP) for IPv4 and IPv6, checksums and pseudo-headers included.
 //!
 //! Every parser works on untrusted bytes read from the TUN device: anything that is not a
-//! well-formed, checksum-correct echo request yields `None`, never a panic.
+//! well-formed, checksum-correct packet of its kind yields `None`, never a panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 const ICMP_HEADER: usize = 8;
-const PROTO_ICMP: u8 = 1;
-const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
 /// RFC 1812 4.3.2.3: an ICMPv4 error carries as much of the original as fits in 576 bytes.
 const ICMPV4_ERROR_MAX: usize = 576;
 /// RFC 4443 2.4(c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
@@ -35,6 +38,8 @@ pub struct EchoRequest {
 pub enum IcmpError {
     /// Destination unreachable with this code.
     Unreachable(u8),
+    /// Port unreachable (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4).
+    PortUnreachable,
     /// Time exceeded in transit (code 0).
     TimeExceeded,
 }
@@ -65,16 +70,29 @@ pub fn checksum(data: &[u8]) -> u16 {
 
 /// ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the ICMPv6 message.
 pub fn checksum_v6(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
-    let mut acc = sum_words(&src.octets(), 0);
-    acc = sum_words(&dst.octets(), acc);
-    let len = icmp.len() as u32;
-    acc = acc.wrapping_add(len >> 16).wrapping_add(len & 0xffff);
-    acc = acc.wrapping_add(u32::from(PROTO_ICMPV6));
-    fold(sum_words(icmp, acc))
+    transport_checksum((*src).into(), (*dst).into(), PROTO_ICMPV6, icmp)
 }
 
-/// Parse an IP packet; returns the echo request it carries, if it is one.
-pub fn parse_echo_request(pkt: &[u8]) -> Option<EchoRequest> {
+/// An IP packet's header fields and its transport bytes, borrowed from the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct IpPacket<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// TTL / hop limit as received (the kernel does not decrement what it sends itself).
+    pub ttl: u8,
+    /// TOS / traffic class.
+    pub tos: u8,
+    /// Protocol / next header.
+    pub proto: u8,
+    /// The transport header and payload.
+    pub l4: &'a [u8],
+    /// The whole packet up to its stated length, quoted in ICMP errors.
+    pub raw: &'a [u8],
+}
+
+/// Parse the IP header: IPv4 with a correct header checksum and not a fragment, or IPv6
+/// without extension headers (ping, traceroute and connect never send them).
+pub fn parse_ip(pkt: &[u8]) -> Option<IpPacket<'_>> {
     match pkt.first()? >> 4 {
         4 => parse_v4(pkt),
         6 => parse_v6(pkt),
@@ -82,96 +100,156 @@ pub fn parse_echo_request(pkt: &[u8]) -> Option<EchoRequest> {
     }
 }
 
-fn parse_v4(pkt: &[u8]) -> Option<EchoRequest> {
+fn parse_v4(pkt: &[u8]) -> Option<IpPacket<'_>> {
     let ihl = usize::from(pkt.first()? & 0x0f) * 4;
     if ihl < IPV4_HEADER || pkt.len() < ihl {
         return None;
     }
     let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if total < ihl + ICMP_HEADER || total > pkt.len() {
+    if total < ihl || total > pkt.len() {
         return None;
     }
     // Fragments are not reassembled: neither "more fragments" nor a non-zero offset.
     let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
-    if frag & 0x3fff != 0 || pkt[9] != PROTO_ICMP || checksum(&pkt[..ihl]) != 0 {
+    if frag & 0x3fff != 0 || checksum(&pkt[..ihl]) != 0 {
         return None;
     }
-    let icmp = &pkt[ihl..total];
-    if icmp[0] != 8 || icmp[1] != 0 || checksum(icmp) != 0 {
-        return None;
-    }
-    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    Some(EchoRequest {
-        src: src.into(),
-        dst: dst.into(),
-        id: u16::from_be_bytes([icmp[4], icmp[5]]),
-        seq: u16::from_be_bytes([icmp[6], icmp[7]]),
+    Some(IpPacket {
+        src: Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]).into(),
+        dst: Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]).into(),
+        ttl: pkt[8],
         tos: pkt[1],
-        payload: icmp[ICMP_HEADER..].to_vec(),
-        raw: pkt[..total].to_vec(),
+        proto: pkt[9],
+        l4: &pkt[ihl..total],
+        raw: &pkt[..total],
     })
 }
 
-fn parse_v6(pkt: &[u8]) -> Option<EchoRequest> {
-    if pkt.len() < IPV6_HEADER + ICMP_HEADER {
+fn parse_v6(pkt: &[u8]) -> Option<IpPacket<'_>> {
+    if pkt.len() < IPV6_HEADER {
         return None;
     }
-    let payload_len = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
-    // Extension headers (and jumbograms, payload length 0) are not followed: ping never sends them.
-    if pkt[6] != PROTO_ICMPV6 || payload_len < ICMP_HEADER || IPV6_HEADER + payload_len > pkt.len()
-    {
+    // Jumbograms (payload length 0 with a hop-by-hop option) are not followed.
+    let end = IPV6_HEADER + usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+    if end > pkt.len() {
         return None;
     }
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?);
-    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).ok()?);
-    let icmp = &pkt[IPV6_HEADER..IPV6_HEADER + payload_len];
-    if icmp[0] != 128 || icmp[1] != 0 || checksum_v6(&src, &dst, icmp) != 0 {
+    Some(IpPacket {
+        src: Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?).into(),
+        dst: Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).ok()?).into(),
+        ttl: pkt[7],
+        tos: (u16::from_be_bytes([pkt[0], pkt[1]]) >> 4) as u8,
+        proto: pkt[6],
+        l4: &pkt[IPV6_HEADER..end],
+        raw: &pkt[..end],
+    })
+}
+
+/// Parse an IP packet; returns the echo request it carries, if it is one.
+#[cfg(test)]
+pub fn parse_echo_request(pkt: &[u8]) -> Option<EchoRequest> {
+    echo_request(&parse_ip(pkt)?)
+}
+
+/// The checksum-correct echo request `ip` carries, if it is one.
+pub fn echo_request(ip: &IpPacket<'_>) -> Option<EchoRequest> {
+    let icmp = ip.l4;
+    if icmp.len() < ICMP_HEADER || icmp[1] != 0 {
         return None;
     }
-    let tclass = (u16::from_be_bytes([pkt[0], pkt[1]]) >> 4) as u8;
-    Some(EchoRequest {
-        src: src.into(),
-        dst: dst.into(),
+    let ok = match (ip.src, ip.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            ip.proto == PROTO_ICMP && icmp[0] == 8 && checksum(icmp) == 0
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ip.proto == PROTO_ICMPV6 && icmp[0] == 128 && checksum_v6(&s, &d, icmp) == 0
+        }
+        _ => false,
+    };
+    ok.then(|| EchoRequest {
+        src: ip.src,
+        dst: ip.dst,
         id: u16::from_be_bytes([icmp[4], icmp[5]]),
         seq: u16::from_be_bytes([icmp[6], icmp[7]]),
-        tos: tclass,
+        tos: ip.tos,
         payload: icmp[ICMP_HEADER..].to_vec(),
-        raw: pkt[..IPV6_HEADER + payload_len].to_vec(),
+        raw: ip.raw.to_vec(),
     })
 }
 
-/// Wrap an ICMP message in an IPv4 header (no options, DF clear).
-fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, tos: u8, ttl: u8, ident: u16, icmp: &[u8]) -> Vec<u8> {
-    let total = (IPV4_HEADER + icmp.len()) as u16;
-    let mut p = Vec::with_capacity(usize::from(total));
-    p.extend_from_slice(&[0x45, tos]);
-    p.extend_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&ident.to_be_bytes());
-    p.extend_from_slice(&[0, 0, ttl, PROTO_ICMP, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let csum = checksum(&p);
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    p.extend_from_slice(icmp);
-    p
+fn sum_addr(a: IpAddr, acc: u32) -> u32 {
+    match a {
+        IpAddr::V4(a) => sum_words(&a.octets(), acc),
+        IpAddr::V6(a) => sum_words(&a.octets(), acc),
+    }
 }
 
-/// Wrap an ICMPv6 message in an IPv6 header; fills in the ICMPv6 checksum.
-fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, tclass: u8, hops: u8, mut icmp: Vec<u8>) -> Vec<u8> {
-    icmp[2] = 0;
-    icmp[3] = 0;
-    let csum = checksum_v6(&src, &dst, &icmp);
-    icmp[2..4].copy_from_slice(&csum.to_be_bytes());
-    let mut p = Vec::with_capacity(IPV6_HEADER + icmp.len());
-    let vtf = (6u32 << 28) | (u32::from(tclass) << 20);
-    p.extend_from_slice(&vtf.to_be_bytes());
-    p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
-    p.extend_from_slice(&[PROTO_ICMPV6, hops]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&icmp);
-    p
+/// Transport checksum (RFC 768, RFC 9293, RFC 8200 8.1) over the pseudo-header and `data`;
+/// 0 when `data` already carries a correct checksum.
+pub fn transport_checksum(src: IpAddr, dst: IpAddr, proto: u8, data: &[u8]) -> u16 {
+    let mut acc = sum_addr(dst, sum_addr(src, 0));
+    let len = data.len() as u32;
+    acc = acc.wrapping_add(len >> 16).wrapping_add(len & 0xffff);
+    acc = acc.wrapping_add(u32::from(proto));
+    fold(sum_words(data, acc))
+}
+
+/// An IP packet from `src` to `dst` carrying `l4` (ICMP, ICMPv6, UDP or TCP), whose checksum is
+/// filled in here. `ident` is the IPv4 identification. `None` for mixed families, another
+/// protocol, or more than 65535 bytes.
+pub fn ip_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    tos: u8,
+    ttl: u8,
+    ident: u16,
+    mut l4: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let at = match proto {
+        PROTO_ICMP | PROTO_ICMPV6 => 2,
+        PROTO_UDP => 6,
+        PROTO_TCP => 16,
+        _ => return None,
+    };
+    l4.get_mut(at..at + 2)?.fill(0);
+    let mut csum = if proto == PROTO_ICMP {
+        checksum(&l4)
+    } else {
+        transport_checksum(src, dst, proto, &l4)
+    };
+    // RFC 768: a computed zero goes out as all ones (zero means "no checksum").
+    if proto == PROTO_UDP && csum == 0 {
+        csum = 0xffff;
+    }
+    l4[at..at + 2].copy_from_slice(&csum.to_be_bytes());
+    let mut p = Vec::with_capacity(IPV6_HEADER + l4.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            // No options, DF clear.
+            let total = u16::try_from(IPV4_HEADER + l4.len()).ok()?;
+            p.extend_from_slice(&[0x45, tos]);
+            p.extend_from_slice(&total.to_be_bytes());
+            p.extend_from_slice(&ident.to_be_bytes());
+            p.extend_from_slice(&[0, 0, ttl, proto, 0, 0]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+            let hc = checksum(&p);
+            p[10..12].copy_from_slice(&hc.to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let len = u16::try_from(l4.len()).ok()?;
+            let vtf = (6u32 << 28) | (u32::from(tos) << 20);
+            p.extend_from_slice(&vtf.to_be_bytes());
+            p.extend_from_slice(&len.to_be_bytes());
+            p.extend_from_slice(&[proto, ttl]);
+            p.extend_from_slice(&s.octets());
+            p.extend_from_slice(&d.octets());
+        }
+        _ => return None,
+    }
+    p.extend_from_slice(&l4);
+    Some(p)
 }
 
 fn icmp_message(kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
@@ -187,63 +265,47 @@ pub fn echo_reply(req: &EchoRequest, ttl: u8, ident: u16) -> Option<Vec<u8>> {
     let mut rest = [0u8; 4];
     rest[..2].copy_from_slice(&req.id.to_be_bytes());
     rest[2..].copy_from_slice(&req.seq.to_be_bytes());
-    match (req.src, req.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let mut icmp = icmp_message(0, 0, rest, &req.payload);
-            let csum = checksum(&icmp);
-            icmp[2..4].copy_from_slice(&csum.to_be_bytes());
-            Some(ipv4_packet(dst, src, req.tos, ttl, ident, &icmp))
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => Some(ipv6_packet(
-            dst,
-            src,
-            req.tos,
-            ttl,
-            icmp_message(129, 0, rest, &req.payload),
-        )),
-        _ => None,
-    }
+    let (proto, kind) = if req.src.is_ipv4() {
+        (PROTO_ICMP, 0)
+    } else {
+        (PROTO_ICMPV6, 129)
+    };
+    let icmp = icmp_message(kind, 0, rest, &req.payload);
+    ip_packet(req.dst, req.src, proto, req.tos, ttl, ident, icmp)
 }
 
-/// An ICMP error about `req`, sent from `from` (the router that "reports" it).
-/// `None` when `from` is not of the request's family.
-pub fn icmp_error(
-    req: &EchoRequest,
+/// An ICMP error to `to` about the packet `raw` it sent, from `from`, quoting as much of `raw`
+/// as fits (IPv4: 576 bytes in all; IPv6: 1280). `None` when the families differ.
+pub fn icmp_error_about(
+    to: IpAddr,
+    raw: &[u8],
     err: IcmpError,
     from: IpAddr,
     ttl: u8,
     ident: u16,
 ) -> Option<Vec<u8>> {
-    match (req.src, from) {
-        (IpAddr::V4(to), IpAddr::V4(from)) => {
-            let (kind, code) = match err {
+    let (proto, max, header, (kind, code)) = match (to, from) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            let kc = match err {
                 IcmpError::Unreachable(c) => (3, c),
+                IcmpError::PortUnreachable => (3, 3),
                 IcmpError::TimeExceeded => (11, 0),
             };
-            let room = ICMPV4_ERROR_MAX - IPV4_HEADER - ICMP_HEADER;
-            let quoted = &req.raw[..req.raw.len().min(room)];
-            let mut icmp = icmp_message(kind, code, [0; 4], quoted);
-            let csum = checksum(&icmp);
-            icmp[2..4].copy_from_slice(&csum.to_be_bytes());
-            Some(ipv4_packet(from, to, 0, ttl, ident, &icmp))
+            (PROTO_ICMP, ICMPV4_ERROR_MAX, IPV4_HEADER, kc)
         }
-        (IpAddr::V6(to), IpAddr::V6(from)) => {
-            let (kind, code) = match err {
+        (IpAddr::V6(_), IpAddr::V6(_)) => {
+            let kc = match err {
                 IcmpError::Unreachable(c) => (1, c),
+                IcmpError::PortUnreachable => (1, 4),
                 IcmpError::TimeExceeded => (3, 0),
             };
-            let room = ICMPV6_ERROR_MAX - IPV6_HEADER - ICMP_HEADER;
-            let quoted = &req.raw[..req.raw.len().min(room)];
-            Some(ipv6_packet(
-                from,
-                to,
-                0,
-                ttl,
-                icmp_message(kind, code, [0; 4], quoted),
-            ))
+            (PROTO_ICMPV6, ICMPV6_ERROR_MAX, IPV6_HEADER, kc)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    let quoted = &raw[..raw.len().min(max - header - ICMP_HEADER)];
+    let icmp = icmp_message(kind, code, [0; 4], quoted);
+    ip_packet(from, to, proto, 0, ttl, ident, icmp)
 }
 
 #[cfg(test)]
@@ -255,17 +317,16 @@ mod tests {
         let mut rest = [0u8; 4];
         rest[..2].copy_from_slice(&id.to_be_bytes());
         rest[2..].copy_from_slice(&seq.to_be_bytes());
-        let mut icmp = icmp_message(8, 0, rest, payload);
-        let c = checksum(&icmp);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        ipv4_packet(src.into(), dst.into(), 0, 64, 1, &icmp)
+        let icmp = icmp_message(8, 0, rest, payload);
+        ip_packet(src.into(), dst.into(), PROTO_ICMP, 0, 64, 1, icmp).unwrap()
     }
 
     fn v6_request(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
         let mut rest = [0u8; 4];
         rest[..2].copy_from_slice(&id.to_be_bytes());
         rest[2..].copy_from_slice(&seq.to_be_bytes());
-        ipv6_packet(src, dst, 0, 64, icmp_message(128, 0, rest, payload))
+        let icmp = icmp_message(128, 0, rest, payload);
+        ip_packet(src.into(), dst.into(), PROTO_ICMPV6, 0, 64, 1, icmp).unwrap()
     }
 
     #[test]
@@ -316,7 +377,8 @@ mod tests {
     fn errors_quote_the_request_and_verify() {
         let pkt = v4_request([198, 18, 0, 1], [198, 18, 0, 9], 1, 2, &[0u8; 1000]);
         let req = parse_echo_request(&pkt).unwrap();
-        let err = icmp_error(&req, IcmpError::Unreachable(1), req.dst, 64, 0).unwrap();
+        let err =
+            icmp_error_about(req.src, &req.raw, IcmpError::Unreachable(1), req.dst, 64, 0).unwrap();
         assert_eq!(err.len(), ICMPV4_ERROR_MAX);
         assert_eq!((err[20], err[21]), (3, 1));
         assert_eq!(checksum(&err[20..]), 0);
@@ -327,13 +389,22 @@ mod tests {
             "2001:db8::9".parse().unwrap(),
         );
         let req6 = parse_echo_request(&v6_request(a, b, 1, 2, &[0u8; 2000])).unwrap();
-        let err6 = icmp_error(&req6, IcmpError::TimeExceeded, b.into(), 64, 0).unwrap();
+        let err6 = icmp_error_about(
+            req6.src,
+            &req6.raw,
+            IcmpError::TimeExceeded,
+            b.into(),
+            64,
+            0,
+        )
+        .unwrap();
         assert_eq!(err6.len(), ICMPV6_ERROR_MAX);
         assert_eq!((err6[40], err6[41]), (3, 0));
         assert_eq!(checksum_v6(&b, &a, &err6[40..]), 0);
         assert!(
-            icmp_error(
-                &req6,
+            icmp_error_about(
+                req6.src,
+                &req6.raw,
                 IcmpError::TimeExceeded,
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 64,
@@ -367,6 +438,15 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse_echo_request(&bytes);
+            if let Some(ip) = parse_ip(&bytes) {
+                let _ = (crate::udp::parse(&ip), crate::path::flow_hash(&ip));
+                if let Some(seg) = crate::tcp::parse(&ip) {
+                    let mut conns = crate::tcp::Connections::default();
+                    let _ = conns.accept(&ip, &seg, 1, 64, 1);
+                    let _ = conns.segment(&ip, &seg, 64, 1);
+                }
+                let _ = icmp_error_about(ip.src, ip.raw, IcmpError::TimeExceeded, ip.dst, 1, 1);
+            }
         }
 
         #[test]

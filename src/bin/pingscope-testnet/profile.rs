@@ -1,7 +1,7 @@
 //! The profile file: which behaviour each destination address gets, and the seeded dice that
 //! turn a profile into a decision for one echo request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +12,9 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::packet::IcmpError;
+use crate::path::PathSpec;
+use crate::tcp::TcpSpec;
+use crate::udp::UdpSpec;
 
 /// Per-address RNG streams are dropped (and restarted) past this many, so a scan of the whole
 /// range cannot grow memory without bound.
@@ -30,7 +33,7 @@ pub enum ProfileError {
     Invalid { key: String, message: String },
 }
 
-/// How the network treats echo requests to one address.
+/// How the network treats packets to one address (and, with `path`, on the way there).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -66,6 +69,15 @@ pub struct Profile {
     /// Source address of ICMP errors; default the probed address itself.
     #[serde(default)]
     pub from: Option<IpAddr>,
+    /// Hops in front of the destination (see `path.rs`).
+    #[serde(default)]
+    pub path: Option<PathSpec>,
+    /// UDP per port; without it every port is unreachable.
+    #[serde(default)]
+    pub udp: Option<UdpSpec>,
+    /// TCP per port; without it every port is refused.
+    #[serde(default)]
+    pub tcp: Option<TcpSpec>,
 }
 
 impl Default for Profile {
@@ -82,6 +94,9 @@ impl Default for Profile {
             time_exceeded: false,
             blackhole: false,
             from: None,
+            path: None,
+            udp: None,
+            tcp: None,
         }
     }
 }
@@ -94,6 +109,28 @@ fn default_ttl() -> u8 {
     64
 }
 
+/// Per-port behaviour (the `tcp:` and `udp:` blocks): listed ports, and `default` for the rest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "M: Deserialize<'de> + Default")
+)]
+pub struct Ports<M> {
+    #[serde(default)]
+    pub ports: BTreeMap<u16, M>,
+    #[serde(default)]
+    pub default: M,
+}
+
+impl<M: Copy + Default> Ports<M> {
+    /// What `port` gets; without the block at all, `M`'s default.
+    pub fn mode(spec: Option<&Self>, port: u16) -> M {
+        spec.map_or_else(M::default, |s| {
+            s.ports.get(&port).copied().unwrap_or(s.default)
+        })
+    }
+}
+
 /// `uniform`: delay ± jitter, flat. `normal`: Gaussian with standard deviation `jitter`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,7 +140,7 @@ pub enum JitterDistribution {
     Normal,
 }
 
-mod humantime_serde_opt {
+pub(crate) mod humantime_serde_opt {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
@@ -212,6 +249,11 @@ impl Profiles {
         })
     }
 
+    /// The seed of every random stream.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The profile that applies to `dst`.
     pub fn lookup(&self, dst: &IpAddr) -> &Profile {
         if let Some(p) = self.exact.get(dst) {
@@ -306,12 +348,15 @@ fn validate(key: &str, p: &Profile) -> Result<(), ProfileError> {
     if p.delay + p.jitter > Duration::from_secs(3600) {
         return bad("delay + jitter must stay under one hour");
     }
+    if let Some(path) = &p.path {
+        path.validate().or_else(|m| bad(&m))?;
+    }
     Ok(())
 }
 
 /// splitmix64 over the seed and the address bytes: a stable per-address stream seed
 /// (std's hasher is not promised stable across releases).
-fn stream_seed(seed: u64, addr: &IpAddr) -> u64 {
+pub(crate) fn stream_seed(seed: u64, addr: &IpAddr) -> u64 {
     let bytes = match addr {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
@@ -325,7 +370,7 @@ fn stream_seed(seed: u64, addr: &IpAddr) -> u64 {
     x
 }
 
-fn splitmix(mut z: u64) -> u64 {
+pub(crate) fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -464,6 +509,62 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing.json"), "{err}");
+    }
+
+    #[test]
+    fn yaml_ports_and_paths_load_as_documented() {
+        // The examples of docs/testnet.md, "TCP and UDP" and "Paths".
+        let dir = tempfile::tempdir().unwrap();
+        let yml = dir.path().join("p.yaml");
+        std::fs::write(
+            &yml,
+            r#"
+hosts:
+  "198.18.0.20":
+    delay: 20ms
+    duplicate: 1
+    tcp: {ports: {80: open, 81: refused}, default: silent}
+    udp: {ports: {7: echo, 10: silent}, default: unreachable}
+  "198.18.0.9":
+    path:
+      hops:
+        - {addr: 198.18.10.1, delay: 3ms}
+        - {addr: 198.18.10.4, icmp_rate_limit: 1}
+        - branches:
+            - {addr: 198.18.11.5, delay: 1ms}
+            - {addr: 198.18.12.5, delay: 4ms}
+      change_after: 30s
+      then:
+        - {addr: 198.18.20.1}
+"#,
+        )
+        .unwrap();
+        let p = Profiles::load(&yml).unwrap();
+        let ports = p.lookup(&addr("198.18.0.20"));
+        use crate::tcp::{TcpMode, TcpSpec};
+        use crate::udp::{UdpMode, UdpSpec};
+        assert_eq!(TcpSpec::mode(ports.tcp.as_ref(), 80), TcpMode::Open);
+        assert_eq!(TcpSpec::mode(ports.tcp.as_ref(), 99), TcpMode::Silent);
+        assert_eq!(UdpSpec::mode(ports.udp.as_ref(), 7), UdpMode::Echo);
+        assert_eq!(UdpSpec::mode(ports.udp.as_ref(), 8), UdpMode::Unreachable);
+        let path = p.lookup(&addr("198.18.0.9")).path.as_ref().unwrap();
+        assert_eq!(path.hops.len(), 3);
+        assert_eq!(path.hops[2].branches.len(), 2);
+        assert_eq!(path.change_after, Some(Duration::from_secs(30)));
+        let err = Profiles::from_json(
+            r#"{"hosts":{"198.18.0.9":{"path":{"hops":[{"adr":"198.18.1.1"}]}}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        let err =
+            Profiles::from_json(r#"{"hosts":{"198.18.0.9":{"path":{"hops":[{"loss":0.1}]}}}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("198.18.0.9: path.hops[0]: a hop needs addr"),
+            "{err}"
+        );
     }
 
     #[test]

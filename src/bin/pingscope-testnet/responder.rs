@@ -19,9 +19,19 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use serde::Serialize;
 
-use crate::packet::{self, EchoRequest, IcmpError};
+use crate::packet::{self, EchoRequest, IcmpError, IpPacket};
+use crate::path::{self, HopFate, PathState, Route};
 use crate::profile::{Decision, Profiles};
 use crate::tap::Tap;
+use crate::tcp::{self, Connections, Segment, TcpMode, TcpSpec};
+use crate::udp::{self, Datagram, UdpMode, UdpSpec};
+
+/// What the destination is asked for.
+enum Kind<'a> {
+    Echo(EchoRequest),
+    Udp(Datagram<'a>),
+    Tcp(Segment<'a>),
+}
 
 /// Answers held at once; past this a request is logged `overflow` and not answered.
 const MAX_PENDING: usize = 100_000;
@@ -50,19 +60,41 @@ fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { op, source }
 }
 
-/// One line of the JSON-lines log: one echo request and what became of it.
+/// One line of the JSON-lines log: one packet received and what became of it.
 #[derive(Debug, Serialize)]
 struct LogLine {
     /// Wall-clock arrival, nanoseconds since the Unix epoch.
     time_ns: u128,
+    /// `icmp` (echo requests of either family), `udp` or `tcp`.
+    proto: &'static str,
     src: IpAddr,
     dst: IpAddr,
     family: &'static str,
-    id: u16,
-    seq: u16,
-    /// ICMP payload bytes.
+    /// ICMP echo identifier and sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u16>,
+    /// UDP and TCP ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dport: Option<u16>,
+    /// TCP flags, e.g. `SYN` or `FIN|ACK`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<String>,
+    /// TTL / hop limit as received.
+    ttl: u8,
+    /// What ECMP routers hash (see `path::flow_hash`), 16 hex digits.
+    flow: String,
+    /// Payload bytes after the ICMP, UDP or TCP header.
     size: usize,
     action: &'static str,
+    /// The hop (1-based TTL) where the packet expired or was lost, and its address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hop: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hop_addr: Option<IpAddr>,
     copies: u32,
     scheduled_delay_ns: Option<u64>,
     /// From arrival to the first copy's `write`.
@@ -131,6 +163,8 @@ pub struct Responder {
     log: BufWriter<File>,
     stats_path: Option<std::path::PathBuf>,
     heap: BinaryHeap<Job>,
+    paths: PathState,
+    connections: Connections,
     order: u64,
     ident: u16,
     errors_ns: Vec<u64>,
@@ -155,6 +189,8 @@ impl Responder {
         Self {
             tun,
             tap,
+            paths: PathState::new(profiles.seed(), now_ns()),
+            connections: Connections::default(),
             profiles,
             profiles_path: None,
             log: BufWriter::new(log),
@@ -179,6 +215,7 @@ impl Responder {
         };
         match Profiles::load(path) {
             Ok(p) => {
+                self.paths = PathState::new(p.seed(), now_ns());
                 self.profiles = p;
                 tracing::info!(file = %path.display(), "profiles reloaded");
             }
@@ -293,37 +330,138 @@ impl Responder {
                 tap.drain();
                 tap.take(pkt, read_ns)
             });
-            let Some(req) = packet::parse_echo_request(pkt) else {
+            let Some(ip) = packet::parse_ip(pkt) else {
                 continue;
             };
             let arrived = stamp.unwrap_or(read_ns);
-            self.handle(req, arrived, stamp.map(|s| read_ns - s), lines);
+            self.handle(&ip, arrived, stamp.map(|s| read_ns - s), lines);
         }
         Ok(())
     }
 
+    /// One packet read from the device: along the path, then to the destination's profile.
     fn handle(
         &mut self,
-        req: EchoRequest,
+        ip: &IpPacket<'_>,
         arrived: u64,
         read_lag_ns: Option<u64>,
         lines: &mut Vec<LogLine>,
     ) {
+        // Only what the network answers: echo requests, UDP and TCP; nothing else.
+        let kind = match ip.proto {
+            packet::PROTO_ICMP | packet::PROTO_ICMPV6 => packet::echo_request(ip).map(Kind::Echo),
+            packet::PROTO_UDP => udp::parse(ip).map(Kind::Udp),
+            packet::PROTO_TCP => tcp::parse(ip).map(Kind::Tcp),
+            _ => None,
+        };
+        let (Some(kind), Some(flow)) = (kind, path::flow_hash(ip)) else {
+            return;
+        };
         let mut line = LogLine {
             time_ns: wall_ns(),
-            src: req.src,
-            dst: req.dst,
-            family: if req.dst.is_ipv4() { "ip4" } else { "ip6" },
-            id: req.id,
-            seq: req.seq,
-            size: req.payload.len(),
+            proto: "icmp",
+            src: ip.src,
+            dst: ip.dst,
+            family: if ip.dst.is_ipv4() { "ip4" } else { "ip6" },
+            id: None,
+            seq: None,
+            sport: None,
+            dport: None,
+            flags: None,
+            ttl: ip.ttl,
+            flow: format!("{flow:016x}"),
+            size: 0,
             action: "replied",
+            hop: None,
+            hop_addr: None,
             copies: 0,
             scheduled_delay_ns: None,
             actual_delay_ns: None,
             read_lag_ns,
         };
-        let (delay, copies, ttl, error) = match self.profiles.decide(&req.dst) {
+        match &kind {
+            Kind::Echo(req) => {
+                (line.id, line.seq, line.size) = (Some(req.id), Some(req.seq), req.payload.len());
+            }
+            Kind::Udp(d) => {
+                line.proto = "udp";
+                (line.sport, line.dport, line.size) =
+                    (Some(d.sport), Some(d.dport), d.payload.len());
+            }
+            Kind::Tcp(t) => {
+                line.proto = "tcp";
+                (line.sport, line.dport, line.size) =
+                    (Some(t.sport), Some(t.dport), t.payload.len());
+                line.flags = Some(tcp::flag_names(t.flags));
+            }
+        }
+        let path = self.profiles.lookup(&ip.dst).path.as_ref();
+        let path_delay = match self.paths.route(path, ip.dst, flow, ip.ttl, arrived) {
+            Route::Destination { delay } => delay,
+            Route::Dropped { hop, addr } => {
+                (line.action, line.hop, line.hop_addr) = ("dropped", Some(hop), Some(addr));
+                lines.push(line);
+                return;
+            }
+            Route::Expired {
+                hop,
+                addr,
+                delay,
+                fate,
+            } => {
+                (line.hop, line.hop_addr) = (Some(hop), Some(addr));
+                line.action = match fate {
+                    HopFate::TimeExceeded => "time_exceeded",
+                    HopFate::RateLimited => "rate_limited",
+                    HopFate::Silent => "silent",
+                };
+                if fate != HopFate::TimeExceeded {
+                    lines.push(line);
+                    return;
+                }
+                // As if it came back through the hops before this one.
+                let ttl = 65u8.saturating_sub(hop).max(1);
+                let ident = self.next_ident();
+                let packet = packet::icmp_error_about(
+                    ip.src,
+                    ip.raw,
+                    IcmpError::TimeExceeded,
+                    addr,
+                    ttl,
+                    ident,
+                );
+                self.schedule(line, packet, arrived, delay, 1, lines);
+                return;
+            }
+        };
+        let profile = self.profiles.lookup(&ip.dst);
+        let (udp_mode, tcp_mode) = match &kind {
+            Kind::Udp(d) => (
+                UdpSpec::mode(profile.udp.as_ref(), d.dport),
+                TcpMode::Silent,
+            ),
+            Kind::Tcp(t) => (
+                UdpMode::Silent,
+                TcpSpec::mode(profile.tcp.as_ref(), t.dport),
+            ),
+            Kind::Echo(_) => (UdpMode::Silent, TcpMode::Silent),
+        };
+        if let Kind::Tcp(t) = &kind
+            && !t.is_syn()
+            && !profile.blackhole
+        {
+            // The rest of a handshake: no dice, answered after the fixed delays only.
+            let (ttl, delay) = (profile.ttl, profile.delay + path_delay);
+            let ident = self.next_ident();
+            let (fate, answer) = self.connections.segment(ip, t, ttl, ident);
+            line.action = fate.action();
+            match answer {
+                Some(packet) => self.schedule(line, Some(packet), arrived, delay, 1, lines),
+                None => lines.push(line),
+            }
+            return;
+        }
+        let (delay, copies, ttl, error) = match self.profiles.decide(&ip.dst) {
             Decision::Blackholed => {
                 line.action = "blackholed";
                 lines.push(line);
@@ -341,17 +479,66 @@ impl Responder {
                 error,
             } => (delay, copies, ttl, error),
         };
-        self.ident = self.ident.wrapping_add(1);
-        let packet = match error {
-            None => packet::echo_reply(&req, ttl, self.ident),
-            Some((kind, from)) => {
-                line.action = match kind {
-                    IcmpError::Unreachable(_) => "unreachable",
+        let ident = self.next_ident();
+        let packet = match (error, kind) {
+            (Some((err, from)), _) => {
+                line.action = match err {
+                    IcmpError::Unreachable(_) | IcmpError::PortUnreachable => "unreachable",
                     IcmpError::TimeExceeded => "time_exceeded",
                 };
-                packet::icmp_error(&req, kind, from.unwrap_or(req.dst), ttl, self.ident)
+                packet::icmp_error_about(ip.src, ip.raw, err, from.unwrap_or(ip.dst), ttl, ident)
             }
+            (None, Kind::Echo(req)) => packet::echo_reply(&req, ttl, ident),
+            (None, Kind::Tcp(t)) => match tcp_mode {
+                TcpMode::Open => {
+                    line.action = "syn_ack";
+                    self.connections.accept(ip, &t, flow, ttl, ident)
+                }
+                TcpMode::Refused => {
+                    line.action = "refused";
+                    tcp::reset(ip, &t, ttl, ident)
+                }
+                TcpMode::Silent => {
+                    line.action = "silent";
+                    lines.push(line);
+                    return;
+                }
+            },
+            (None, Kind::Udp(d)) => match udp_mode {
+                UdpMode::Echo => {
+                    line.action = "echoed";
+                    udp::echo(ip, &d, ttl, ident)
+                }
+                UdpMode::Unreachable => {
+                    line.action = "port_unreachable";
+                    let err = IcmpError::PortUnreachable;
+                    packet::icmp_error_about(ip.src, ip.raw, err, ip.dst, ttl, ident)
+                }
+                UdpMode::Silent => {
+                    line.action = "silent";
+                    lines.push(line);
+                    return;
+                }
+            },
         };
+        self.schedule(line, packet, arrived, delay + path_delay, copies, lines);
+    }
+
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+
+    /// Hold `packet` (`copies` of it) on the timer heap until `arrived + delay`; logged when sent.
+    fn schedule(
+        &mut self,
+        mut line: LogLine,
+        packet: Option<Vec<u8>>,
+        arrived: u64,
+        delay: Duration,
+        copies: u32,
+        lines: &mut Vec<LogLine>,
+    ) {
         let Some(packet) = packet else {
             line.action = "misconfigured";
             lines.push(line);
