@@ -32,8 +32,22 @@
 //! time from `connect` to the wake-up (counted as a fallback, `reason="unsupported"`), as is an
 //! open port's when `TCP_INFO` fails.
 //!
-//! Accuracy (error against the test network's truth) is in README "Timestamps"; the TCP
-//! figures come from the network tests once the test network answers TCP.
+//! Measured against the test network's truth (the time the responder held each SYN, from its
+//! log), 100 probes 10 ms apart to a 20 ms host per family, test (debug) build, on a 2-core
+//! machine shared with other builds (`rtt_against_the_truth_refused_silent_and_closed` in
+//! `tests/testnet_tcpudp.rs` prints these; 2026-12-03):
+//!
+//! | TCP RTT, \|RTT − truth\| in µs | p50 | p99 | max |
+//! |---|---|---|---|
+//! | kernel `TCP_INFO` (this engine), IPv4 | 29.3 | 60.2 | 68.2 |
+//! | kernel `TCP_INFO` (this engine), IPv6 | 32.4 | 68.1 | 73.1 |
+//! | user space, `connect` to wake-up, IPv4 | 357.2 | 6,876.8 | 9,065.6 |
+//! | user space, `connect` to wake-up, IPv6 | 182.8 | 15,307.9 | 50,710.3 |
+//!
+//! The kernel's sample is whole µs and starts when TCP hands the SYN down (before IP output)
+//! and ends when TCP processes the SYN-ACK: a steady few tens of µs above the truth, never the
+//! milliseconds of a late wake-up. A raw-socket SYN mode with `SO_TIMESTAMPING` could reach the
+//! ICMP engine's few µs, at the price of `CAP_NET_RAW`; not built.
 
 use std::io;
 use std::net::SocketAddr;

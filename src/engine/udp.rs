@@ -8,12 +8,17 @@
 //!   uses it) is the reply; its RTT is the kernel's RX timestamp of the error minus the kernel's
 //!   TX timestamp of the datagram. Other ICMP errors (time exceeded with a TTL set, host
 //!   unreachable) settle the probe as errors.
-//! - [`UdpMode::Echo`]: the echoed datagram with our token, direction reply, is the reply; a
-//!   port unreachable is an error (no echo service there).
+//! - [`UdpMode::Echo`]: the echoed datagram with our token (marked a reply by pingscope's
+//!   responder, or unchanged from a plain RFC 862 echo service) is the reply; a port
+//!   unreachable is an error (no echo service there).
 //!
-//! After its deadline a probe's socket stays open for a late window (its timeout, at most
-//! [`LATE_WINDOW`]): an answer then is late, a second echo is a duplicate, as for ICMP. A
+//! After its deadline a probe's socket stays open for [`LATE_WINDOW`]: an answer then is late, a
+//! second echo is a duplicate, as for ICMP (whose memory of settled probes is longer). A
 //! closed-port probe closes as soon as it is answered.
+//!
+//! Against the test network's truth (same run as in [`super::tcp`]), \|RTT − truth\| in µs,
+//! p50 / p99 / max: echo 6.1 / 36.4 / 39.5 (IPv4), 6.9 / 30.2 / 41.9 (IPv6); closed port 6.7 /
+//! 14.1 / 38.2 (IPv4), 6.2 / 22.1 / 45.6 (IPv6).
 //!
 //! Hosts rate-limit port unreachables (Linux: `net.ipv4.icmp_ratelimit`, 1 per second per
 //! source with a burst, `icmp_msgs_per_sec` overall; loopback is exempt), so a closed-port
@@ -56,9 +61,10 @@ pub fn echo_request(id: u64, stamp: u64, size: usize) -> Vec<u8> {
     p
 }
 
-/// The probe id of an echo reply, if `buf` is one.
+/// The probe id of an echo, if `buf` is one: pingscope's responder marks it a reply, a plain
+/// echo service (RFC 862) sends the request back as it came.
 pub fn echo_reply_id(buf: &[u8]) -> Option<u64> {
-    token(buf, REPLY)
+    token(buf, REPLY).or_else(|| token(buf, REQUEST))
 }
 
 fn token(buf: &[u8], dir: u8) -> Option<u64> {
@@ -110,7 +116,7 @@ pub(super) fn start(
         Some(why) => Stamp::User(why),
     };
     state.deadline = state.sent.user.mono + spec.timeout;
-    let close_at = state.deadline + spec.timeout.min(LATE_WINDOW);
+    let close_at = state.deadline + LATE_WINDOW;
     let payload = echo_request(
         id,
         socket::unix_nanos(state.sent.user.wall),
