@@ -100,3 +100,66 @@ fn two_daemons_measure_each_other_and_tcp_monitors_count_refusals() {
         );
     }
 }
+
+#[test]
+fn probe_and_sessions_run_tcp_and_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = free_port();
+    let closed = free_udp_port();
+    let cfg = write_config(
+        dir.path(),
+        "c.yml",
+        &format!(
+            "targets: []\nprobe_profiles:\n  web: {{kind: tcp, port: {web}, count: 3, interval: 50ms, timeout: 500ms}}\n{SESSIONS}"
+        ),
+    );
+    let d = Daemon::start_on(&cfg, web, &[]);
+    // The daemon's own web port is the open TCP port; a profile names it, or the query does.
+    let port = web.to_string();
+    let closed = closed.to_string();
+    for query in [
+        vec![("target", "127.0.0.1"), ("module", "web")],
+        vec![
+            ("target", "127.0.0.1"),
+            ("kind", "tcp"),
+            ("port", port.as_str()),
+        ],
+        vec![
+            ("target", "::1"),
+            ("kind", "udp"),
+            ("port", closed.as_str()),
+        ],
+    ] {
+        let a = d.probe(&query);
+        assert_eq!(a.status, 200, "{query:?}: {}", a.body);
+        assert_eq!(
+            a.metric("probe_success"),
+            Some(1.0),
+            "{query:?}: {}",
+            a.body
+        );
+        assert!(
+            a.metric("probe_packets_received").unwrap_or(0.0) >= 1.0,
+            "{}",
+            a.body
+        );
+    }
+    let body = serde_json::json!({
+        "target": "127.0.0.1", "kind": "tcp", "port": web, "count": 3, "interval": "100ms"
+    });
+    let (status, rec) = d.post_json("/api/v1/sessions", &body);
+    assert_eq!(status, 201, "{rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let mut detail = serde_json::Value::Null;
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (_, _, text) = d.get(&format!("/api/v1/sessions/{id}"));
+        detail = serde_json::from_str(&text).unwrap_or_default();
+        detail["status"] == "completed"
+    }));
+    let params = &detail["params"];
+    assert_eq!(
+        (&params["kind"], &params["port"]),
+        (&serde_json::json!("tcp"), &serde_json::json!(web))
+    );
+    assert_eq!(detail["summary"]["received"], 3, "{detail}");
+}
