@@ -316,6 +316,9 @@ fn text_sample(s: &Sample) -> String {
     let ttl = s.ttl.map(|t| format!(" ttl={t}")).unwrap_or_default();
     let size = s.size.unwrap_or(0);
     match s.kind {
+        SampleType::Reply if s.refused => {
+            format!("refused (RST) from {ip}: seq={seq} time={rtt} ms")
+        }
         SampleType::Reply => format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms"),
         SampleType::Duplicate => {
             format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms (DUP!)")

@@ -66,6 +66,9 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub from: Option<IpAddr>,
+    /// TCP only: the answer was a RST (the host is up, the port closed); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// Formats a wall-clock time as RFC 3339 with microseconds, UTC.
@@ -100,6 +103,7 @@ impl Sample {
             icmp_type: None,
             icmp_code: None,
             from: None,
+            refused: false,
         };
         match &ev.kind {
             EventKind::Reply(r) | EventKind::Late(r) | EventKind::Duplicate(r) => {
@@ -111,6 +115,7 @@ impl Sample {
                 s.rtt_ms = Some(millis(r.rtt));
                 s.ttl = r.ttl;
                 s.size = Some(r.size);
+                s.refused = r.refused;
             }
             EventKind::Timeout => {}
             EventKind::IcmpError(e) => {
@@ -146,6 +151,7 @@ impl Sample {
             icmp_type: None,
             icmp_code: None,
             from: None,
+            refused: false,
         }
     }
 }

@@ -54,6 +54,7 @@ fn sample(seq: u64) -> Sample {
         icmp_type: None,
         icmp_code: None,
         from: None,
+        refused: false,
     }
 }
 

@@ -407,4 +407,17 @@ fn tcp_probes_run_as_an_unprivileged_user() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.matches("\"type\":\"reply\"").count(), 6, "{stdout}");
+    assert!(!stdout.contains("refused"), "{stdout}");
+    // A closed port answers with a RST: a reply, marked refused.
+    let out = net
+        .command("setpriv")
+        .args(support::UNPRIVILEGED)
+        .arg(&bin)
+        .args(["ping", "--tcp", "81", "-c", "2", "-i", "0.05", HOSTS[0]])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout.matches("\"type\":\"reply\"").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("\"refused\":true").count(), 2, "{stdout}");
 }
