@@ -10,8 +10,8 @@
 //!
 //! The socket of a probe lives until its deadline plus a window for late answers (TCP: see
 //! [`super::tcp`]; UDP: see [`super::udp`]) and is closed then, so the descriptors in use are
-//! about the probe rate times that span. [`FlowEngine::new`] raises the soft `RLIMIT_NOFILE` to
-//! the hard limit for that reason.
+//! about the probe rate times that span. The first TCP or UDP probe raises the soft
+//! `RLIMIT_NOFILE` to the hard limit for that reason.
 //!
 //! Probes carry no user-space wire sequence: the `seq` of their events is a per-engine counter.
 
@@ -292,13 +292,13 @@ pub struct FlowEngine {
 }
 
 impl FlowEngine {
-    /// Ready to probe on the current tokio runtime; opens nothing until the first probe.
+    /// Ready to probe on the current tokio runtime; opens nothing and changes nothing until the
+    /// first probe.
     pub fn new(clock: Arc<dyn Clock>) -> Result<Self, SocketError> {
         let runtime = Handle::try_current().map_err(|e| SocketError::Io {
             op: "start TCP/UDP engine (needs a tokio runtime)",
             source: std::io::Error::other(e),
         })?;
-        raise_nofile();
         Ok(Self {
             runtime,
             shared: Arc::new(Shared {
@@ -364,6 +364,8 @@ impl Pinger for FlowEngine {
                 ip,
             });
         }
+        static NOFILE: std::sync::Once = std::sync::Once::new();
+        NOFILE.call_once(raise_nofile);
         let first = self.shared.clock.pair();
         let state = self.state(spec, tag, sink, first);
         let seq = state.seq;
