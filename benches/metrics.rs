@@ -28,6 +28,7 @@ fn reply(ip: IpAddr, seq: u16, micros: u64) -> ProbeEvent {
             rtt: Duration::from_micros(micros),
             ttl: Some(64),
             size: 64,
+            refused: false,
         }),
     }
 }

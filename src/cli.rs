@@ -95,6 +95,21 @@ pub struct PingArgs {
     /// Output format (default: json unless stdout is a terminal).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Probe this TCP port (one SYN per probe; SYN-ACK or RST is a reply) instead of ICMP echo.
+    #[arg(
+        long,
+        value_name = "PORT",
+        allow_negative_numbers = true,
+        conflicts_with = "udp"
+    )]
+    pub tcp: Option<String>,
+    /// Probe this UDP port instead of ICMP echo (see `--udp-mode`).
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub udp: Option<String>,
+    /// What the UDP port is: `closed` (the port unreachable is the reply) or `echo` (a UDP
+    /// echo service such as `pingscope serve --udp-echo.listen-address`) [default: closed].
+    #[arg(long, value_name = "MODE")]
+    pub udp_mode: Option<String>,
 }
 
 impl PingArgs {
@@ -109,10 +124,19 @@ impl PingArgs {
         } else {
             "auto"
         };
+        let kind = if self.tcp.is_some() {
+            Some("tcp")
+        } else if self.udp.is_some() {
+            Some("udp")
+        } else {
+            None
+        };
         PingOptions {
             request: RawRequest {
                 target: None,
-                kind: None,
+                kind: kind.map(str::to_owned),
+                port: self.tcp.or(self.udp),
+                udp_mode: self.udp_mode,
                 count: self.count,
                 duration: self.deadline,
                 interval: self.interval,

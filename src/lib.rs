@@ -6,11 +6,12 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | leaf | [`engine`] | the ICMP layer behind [`engine::Pinger`]: one socket per family, in-flight table, kernel timestamps; a scripted fake. Imports nothing of the crate |
+//! | leaf | [`engine`] | the probe layer behind [`engine::Pinger`]: ICMP (one socket per family, in-flight table, kernel timestamps), TCP and UDP (a socket per probe); a scripted fake. Imports nothing of the crate |
 //! | leaf | [`stats`] | pure statistics: loss, RTT summary, percentiles, jitter (IPDV and RFC 3550). Imports nothing of the crate |
 //! | leaf | [`resolve`] | DNS per address family, with record TTLs, against the system or a chosen server. Imports nothing of the crate |
 //! | leaf | [`exit`] | the exit statuses of every command. Imports nothing of the crate |
 //! | leaf | [`duration`] | Prometheus-style durations, one spelling for config, CLI and HTTP. Imports nothing of the crate |
+//! | domain | [`udp_echo`] | the UDP echo responder of `serve --udp-echo.listen-address`: answers probe datagrams only, rate-limited |
 //! | domain | [`config`] | YAML → raw serde structs → defaults → validation (every error at once) → [`config::Config`]; diff for reload |
 //! | domain | [`sample`] | the one sample shape shared by CLI JSON lines, WebSocket messages and the session store |
 //! | domain | [`metrics`] | the Prometheus registry: record a result, forget a target, encode text or protobuf; `events`: each failure logged and counted by one function |
@@ -43,6 +44,7 @@ pub mod session;
 pub mod state;
 pub mod stats;
 pub mod trace;
+pub mod udp_echo;
 
 /// Default TCP port of the HTTP server (9115, 9374 and 9427 belong to the peers).
 pub const DEFAULT_PORT: u16 = 10060;

@@ -115,7 +115,9 @@ pub fn main(options: PingOptions) -> u8 {
             return exit::EXIT_USAGE;
         }
     };
-    with_engine(options.dns_server, |engine, resolver| async move {
+    // TCP and UDP probes need no ICMP permission: the ICMP engine then starts only if used.
+    let icmp = plan.requests.iter().any(|r| r.kind.uses_icmp());
+    with_engine(options.dns_server, icmp, |engine, resolver| async move {
         let cancel = CancellationToken::new();
         spawn_signal_watch(cancel.clone());
         let out: Output = Arc::new(Mutex::new(std::io::stdout()));
@@ -125,8 +127,9 @@ pub fn main(options: PingOptions) -> u8 {
 
 /// Builds the runtime, the engine and the resolver of a one-shot command and runs `body` on
 /// them; a failure to set them up is printed and mapped to its exit status (77: no permission
-/// for ICMP sockets).
-pub fn with_engine<F, Fut>(dns_server: Option<SocketAddr>, body: F) -> u8
+/// for ICMP sockets). With `icmp`, the ICMP engine opens at once, so a missing permission is
+/// told before anything is sent; without, it opens on first use.
+pub fn with_engine<F, Fut>(dns_server: Option<SocketAddr>, icmp: bool, body: F) -> u8
 where
     F: FnOnce(Arc<crate::engine::Engine>, Resolver) -> Fut,
     Fut: std::future::Future<Output = u8>,
@@ -143,7 +146,12 @@ where
         }
     };
     runtime.block_on(async move {
-        let engine = match crate::engine::Engine::new(Default::default()) {
+        let engine = if icmp {
+            crate::engine::Engine::new(Default::default())
+        } else {
+            crate::engine::Engine::lazy(Default::default())
+        };
+        let engine = match engine {
             Ok(e) => e,
             Err(e) => {
                 eprintln_safe(&format!("pingscope: {e}"));
@@ -321,6 +329,9 @@ fn text_sample(s: &Sample) -> String {
     let ttl = s.ttl.map(|t| format!(" ttl={t}")).unwrap_or_default();
     let size = s.size.unwrap_or(0);
     match s.kind {
+        SampleType::Reply if s.refused => {
+            format!("refused (RST) from {ip}: seq={seq} time={rtt} ms")
+        }
         SampleType::Reply => format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms"),
         SampleType::Duplicate => {
             format!("{size} bytes from {ip}: icmp_seq={seq}{ttl} time={rtt} ms (DUP!)")

@@ -79,6 +79,9 @@ pub struct Sample {
     /// or `send_error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// TCP only: the answer was a RST (the host is up, the port closed); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// Formats a wall-clock time as RFC 3339 with microseconds, UTC.
@@ -123,6 +126,7 @@ impl Sample {
             round: None,
             flow: None,
             result: None,
+            refused: false,
         }
     }
 
@@ -146,6 +150,7 @@ impl Sample {
                 s.rtt_ms = Some(millis(r.rtt));
                 s.ttl = r.ttl;
                 s.size = Some(r.size);
+                s.refused = r.refused;
             }
             EventKind::Timeout => {}
             EventKind::IcmpError(e) => {

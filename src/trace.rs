@@ -138,12 +138,16 @@ pub fn main(options: TraceOptions) -> u8 {
         }
     };
     plan.redraw = terminal && format == Format::Text;
-    with_engine(options.common.dns_server, |engine, resolver| async move {
-        let cancel = CancellationToken::new();
-        spawn_signal_watch(cancel.clone());
-        let out: Output = Arc::new(Mutex::new(std::io::stdout()));
-        run(&plan, engine, &resolver, out, cancel).await
-    })
+    with_engine(
+        options.common.dns_server,
+        true,
+        |engine, resolver| async move {
+            let cancel = CancellationToken::new();
+            spawn_signal_watch(cancel.clone());
+            let out: Output = Arc::new(Mutex::new(std::io::stdout()));
+            run(&plan, engine, &resolver, out, cancel).await
+        },
+    )
 }
 
 /// The tables of every address, redrawn together on a terminal.

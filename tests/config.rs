@@ -21,8 +21,23 @@ fn fixture(name: &str) -> PathBuf {
 /// `FIXTURES/` prefix that every file name carries).
 const REJECTIONS: &[(&str, &[&str])] = &[
     (
+        "invalid-port-range.yml",
+        &[
+            "invalid-port-range.yml:4: targets[0].port: port must be between 1 and 65535, got 0",
+            "invalid-port-range.yml:7: targets[1].port: port must be between 1 and 65535, got 70000",
+        ],
+    ),
+    (
+        "invalid-port-kind.yml",
+        &[
+            "invalid-port-kind.yml:3: targets[0].port: port 443 is set but kind is icmp: only tcp and udp probes have a port",
+            "invalid-port-kind.yml:4: targets[1].port: kind tcp needs a port (the TCP port to probe)",
+            "invalid-port-kind.yml:10: targets[2].udp.mode: unknown udp mode \"loud\" (use closed or echo)",
+        ],
+    ),
+    (
         "invalid-kind.yml",
-        &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp, path)"],
+        &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp, path, tcp, udp)"],
     ),
     (
         "invalid-path.yml",
@@ -35,7 +50,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-key.yml",
         &[
-            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path)",
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
         ],
     ),
     (
@@ -59,7 +74,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-syntax-after-unknown-key.yml",
         &[
-            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, histogram)",
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp, histogram)",
             "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
         ],
     ),
@@ -243,13 +258,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-mixed-errors.yml",
         &[
-            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, histogram)",
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp, histogram)",
             "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
             "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
             "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
             "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
-            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path)",
-            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path)",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
             "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
             "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
             "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
@@ -465,6 +480,7 @@ fn every_default_is_applied() {
         interface: None,
         window: 60,
         path: Default::default(),
+        port: Default::default(),
     };
     assert_eq!(t, want);
     let config = parse_ok("");

@@ -28,6 +28,10 @@ targets:
   - {name: steady, host: "2001:db8::20"}
   - {name: refused, host: 198.18.0.60}
   - {name: late, host: 198.18.0.80, timeout: 100ms}
+  # TCP and UDP monitors: an open and a refused port (the refusals panel), a closed UDP port.
+  - {name: web, host: 198.18.0.40, kind: tcp, port: 443}
+  - {name: web-closed, host: 198.18.0.40, kind: tcp, port: 81}
+  - {name: dns-udp, host: 198.18.0.40, kind: udp, port: 53}
   # 198.18.0.99 is not an address of this namespace: every send fails locally (no packet
   # leaves), which is what the send-error series of the errors panel is for.
   - {name: nosource, host: 198.18.0.90, source: 198.18.0.99}
@@ -91,7 +95,8 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         "198.18.0.9": {"delay": "1ms", "path": {"hops": [
             {"addr": "198.18.10.1", "delay": "1ms"},
             {"addr": "198.18.10.2", "delay": "1ms"}
-        ]}}
+        ]}},
+        "198.18.0.40": {"delay": "5ms", "tcp": {"ports": {"443": "open"}}}
     }}));
     net.enter();
     let server = support::dns::DnsServer::start();
@@ -116,6 +121,7 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         ("datasource", "prometheus"),
         ("job", "pingscope"),
         ("instance", ".+"),
+        ("kind", ".*"),
         ("target", ".+"),
         ("__rate_interval", "10s"),
     ];
@@ -188,6 +194,21 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
             dns_failures > 0.0,
             "{mode}: DNS failure rate {dns_failures}"
         );
+        // The overview names each target's kind and port; TCP and UDP replies count.
+        let overview = p.query_result(&find(&queries, "Targets overview", "A").expr);
+        let web = overview
+            .iter()
+            .find(|r| r["metric"]["target"] == "web")
+            .unwrap_or_else(|| panic!("{mode}: no web in the overview: {overview:?}"));
+        assert_eq!(
+            (&web["metric"]["kind"], &web["metric"]["port"]),
+            (&json!("tcp"), &json!("443")),
+            "{mode}: {web}"
+        );
+        for t in ["web", "web-closed", "dns-udp"] {
+            let loss = of_target(p, &find(&queries, "Targets overview", "A").expr, t);
+            assert_eq!(loss, 0.0, "{mode}: {t} loss");
+        }
         let ttl = of_target(p, &find(&queries, "Targets overview", "E").expr, "steady");
         assert_eq!(ttl, 64.0, "{mode}: reply TTL");
         // The path row: every hop of `route` with its responder, three hops long.

@@ -34,7 +34,7 @@ ttl too big | -t 256 127.0.0.1 | target=127.0.0.1&ttl=256 | {"target":"127.0.0.1
 tos too big | -Q 300 127.0.0.1 | target=127.0.0.1&tos=300 | {"target":"127.0.0.1","tos":300} | tos | tos must be between 0 and 255, got 300
 unknown family | - | target=127.0.0.1&family=ipx | {"target":"127.0.0.1","family":"ipx"} | family | unknown family "ipx" (use auto, ip4 or ip6)
 every address where one is probed | - | target=127.0.0.1&family=all | {"target":"127.0.0.1","family":"all"} | family | family "all" is not possible here: this probes one address (use auto, ip4 or ip6)
-unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp, path)
+unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp, path, tcp, udp)
 path max_ttl zero | trace --max-ttl 0 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=0 | {"target":"127.0.0.1","kind":"path","max_ttl":0} | max_ttl | max_ttl must be between 1 and 255, got 0
 path max_ttl too big | trace --max-ttl 256 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=256 | {"target":"127.0.0.1","kind":"path","max_ttl":256} | max_ttl | max_ttl must be between 1 and 255, got 256
 path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | target=127.0.0.1&kind=path&first_ttl=9&max_ttl=5 | {"target":"127.0.0.1","kind":"path","first_ttl":9,"max_ttl":5} | first_ttl | first_ttl 9 is above max_ttl 5
@@ -42,6 +42,12 @@ path flows zero | trace --flows 0 127.0.0.1 | target=127.0.0.1&kind=path&flows=0
 path flows above the cap | trace --flows 17 127.0.0.1 | target=127.0.0.1&kind=path&flows=17 | {"target":"127.0.0.1","kind":"path","flows":17} | flows | flows must be between 1 and 16, got 17
 path unknown protocol | trace --protocol tcp 127.0.0.1 | target=127.0.0.1&kind=path&protocol=tcp | {"target":"127.0.0.1","kind":"path","protocol":"tcp"} | protocol | unknown protocol "tcp" (use icmp or udp)
 path count below 1 | trace -c 0 127.0.0.1 | - | - | count | count must be at least 1, got 0
+port zero | --tcp 0 127.0.0.1 | target=127.0.0.1&kind=tcp&port=0 | {"target":"127.0.0.1","kind":"tcp","port":0} | port | port must be between 1 and 65535, got 0
+port above 65535 | --udp 70000 127.0.0.1 | target=127.0.0.1&kind=udp&port=70000 | {"target":"127.0.0.1","kind":"udp","port":70000} | port | port must be between 1 and 65535, got 70000
+port on an ICMP target | - | target=127.0.0.1&port=80 | {"target":"127.0.0.1","port":80} | port | port 80 is set but kind is icmp: only tcp and udp probes have a port
+TCP target without a port | - | target=127.0.0.1&kind=tcp | {"target":"127.0.0.1","kind":"tcp"} | port | kind tcp needs a port (the TCP port to probe)
+UDP target without a port | - | target=127.0.0.1&kind=udp | {"target":"127.0.0.1","kind":"udp"} | port | kind udp needs a port (the UDP port to probe)
+unknown UDP mode | --udp 9 --udp-mode x 127.0.0.1 | target=127.0.0.1&kind=udp&port=9&udp_mode=x | {"target":"127.0.0.1","kind":"udp","port":9,"udp_mode":"x"} | udp_mode | unknown udp mode "x" (use closed or echo)
 "#;
 
 /// One refusal, as each front is asked for it. `None`: the front has no way to say it.

@@ -56,6 +56,7 @@ fn reply(micros: u64, ttl: u8) -> ReplyInfo {
         rtt: Duration::from_micros(micros),
         ttl: Some(ttl),
         size: 64,
+        refused: false,
     }
 }
 
@@ -457,6 +458,7 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
             ("host", host),
             ("ip", ip),
             ("family", family),
+            ("kind", "icmp"),
         ];
         assert_eq!(value(&p, "pingscope_target_info", &info), 1.0, "{target}");
     }
@@ -630,6 +632,7 @@ fn asking_again_keeps_counts_and_moves_target_info() -> TestResult {
         ("host", "gw.test"),
         ("ip", "127.0.0.1"),
         ("family", "auto"),
+        ("kind", "icmp"),
     ];
     assert!(
         !p.values
@@ -640,12 +643,54 @@ fn asking_again_keeps_counts_and_moves_target_info() -> TestResult {
         ("host", "gw2.test"),
         ("ip", "127.0.0.1"),
         ("family", "all"),
+        ("kind", "icmp"),
     ];
     assert_eq!(value(&p, "pingscope_target_info", &new), 1.0);
     let mut known = f.metrics.targets();
     known.sort_by(|a, b| a.target().cmp(b.target()));
     let names: Vec<&str> = known.iter().map(TargetLabels::target).collect();
     assert_eq!(names, ["gw", "idle", "v6"]);
+    Ok(())
+}
+
+#[test]
+fn tcp_targets_show_kind_and_port_and_count_refusals() -> TestResult {
+    let f = fixture(false)?;
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+    let tcp = pingscope::metrics::ProbeLabels {
+        kind: "tcp",
+        port: Some(443),
+    };
+    let t = f
+        .metrics
+        .target_probing(&labels("web", ip, &[]), "web.test", Family::Ip4, tcp);
+    let l = [("target", "web"), ("ip", "127.0.0.9")];
+    let p = parse(&f.metrics.encode_text()?);
+    // Created at zero for TCP targets; ICMP targets have none.
+    assert_eq!(value(&p, "pingscope_tcp_refused_total", &l), 0.0);
+    assert!(
+        !p.values
+            .contains_key(&series("pingscope_tcp_refused_total", GW))
+    );
+    let refused = ReplyInfo {
+        refused: true,
+        ..reply(300, 64)
+    };
+    t.on_event(&event(ip, 1, EventKind::Reply(refused)));
+    t.on_event(&event(ip, 2, EventKind::Reply(reply(300, 64))));
+    let p = parse(&f.metrics.encode_text()?);
+    assert_eq!(value(&p, "pingscope_tcp_refused_total", &l), 1.0);
+    // A refusal is a reply: in the RTT histogram like any other.
+    assert_eq!(value(&p, "pingscope_rtt_seconds_count", &l), 2.0);
+    let info = [
+        ("target", "web"),
+        ("host", "web.test"),
+        ("ip", "127.0.0.9"),
+        ("family", "ip4"),
+        ("kind", "tcp"),
+        ("port", "443"),
+    ];
+    assert_eq!(value(&p, "pingscope_target_info", &info), 1.0);
     Ok(())
 }
 

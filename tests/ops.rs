@@ -361,7 +361,7 @@ fn dashboard_structure_is_sound() {
         }
         None => panic!("no datasource variable"),
     }
-    for name in ["job", "instance", "target"] {
+    for name in ["job", "instance", "kind", "target"] {
         match var(name) {
             Some(v) => {
                 assert_eq!(v["type"], "query", "{name}");

@@ -31,6 +31,8 @@ fn params(target: &str) -> SessionParams {
         ttl: None,
         tos: None,
         path: None,
+        port: None,
+        udp_mode: None,
     }
 }
 

@@ -197,7 +197,7 @@ const monitors = {
     const li = h(
       "li",
       { class: "card monitor", dataset: { target: t.target, ip: t.ip } },
-      h("div", { class: "card-head" }, h("h2", {}, t.target), h("span", { class: "muted small" }, t.host === t.ip ? t.ip : `${t.host} · ${t.ip}`)),
+      h("div", { class: "card-head" }, h("h2", {}, t.target), h("span", { class: "muted small" }, [t.host === t.ip ? t.ip : `${t.host} · ${t.ip}`, kindText(t)].filter(Boolean).join(" · "))),
       h("div", { class: "card-main" }, h("div", {}, rtt, h("span", { class: "unit" }, " ms")), svg),
       h("dl", { class: "mini" }, h("div", {}, h("dt", {}, "Loss"), loss), h("div", {}, h("dt", {}, "Avg ms"), avg)),
       labels.length ? h("p", { class: "tags" }, ...labels) : null,
@@ -252,9 +252,22 @@ const monitors = {
   },
 };
 
+// "tcp:443", "udp:53"; nothing for ICMP (the default).
+function kindText(p) {
+  if (!p.kind || p.kind === "icmp") return "";
+  return p.port ? `${p.kind}:${p.port}` : p.kind;
+}
+
 // ---------- session form ----------
 
-const FIELDS = ["target", "count", "duration", "interval", "timeout", "size", "family"];
+const FIELDS = ["target", "kind", "port", "udp_mode", "count", "duration", "interval", "timeout", "size", "family"];
+
+// Port and UDP mode only where the kind has them.
+function syncKindFields() {
+  const kind = $("f-kind").value;
+  $("port-field").hidden = kind === "icmp";
+  $("udp-mode-field").hidden = kind !== "udp";
+}
 
 function clearFormErrors() {
   for (const f of FIELDS) {
@@ -292,10 +305,12 @@ async function submitForm(ev) {
   ev.preventDefault();
   clearFormErrors();
   const body = {};
+  const kind = $("f-kind").value;
   for (const f of FIELDS) {
     const v = $("f-" + f).value.trim();
     if (v === "") continue;
-    if (f === "count" || f === "size") {
+    if ((f === "port" && kind === "icmp") || (f === "udp_mode" && kind !== "udp")) continue;
+    if (f === "count" || f === "size" || f === "port") {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 0) {
         fieldError(f, "must be a whole number");
@@ -558,7 +573,8 @@ const result = {
     const p = rec.params;
     $("h-result").textContent = p.target;
     const how = [p.count ? `${p.count} probes` : null, p.duration ? `for ${p.duration}` : null].filter(Boolean).join(", ");
-    $("result-meta").textContent = `${how || "until stopped"} · every ${p.interval} · ${p.size} bytes · ${p.family} · started ${dateTime(rec.started_at || rec.created_at)}`;
+    const what = kindText(p);
+    $("result-meta").textContent = `${what ? what + " · " : ""}${how || "until stopped"} · every ${p.interval} · ${p.size} bytes · ${p.family} · started ${dateTime(rec.started_at || rec.created_at)}`;
     const st = $("result-status");
     st.textContent = rec.samples_lost ? `${rec.status} · ${rec.samples_lost} samples not stored` : rec.status;
     st.dataset.status = rec.status;
@@ -735,6 +751,8 @@ const hist = {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("start-form").addEventListener("submit", submitForm);
+  $("f-kind").addEventListener("change", syncKindFields);
+  syncKindFields();
   $("stop").addEventListener("click", () => result.stop());
   $("history-refresh").addEventListener("click", () => hist.show());
   $("history-more").addEventListener("click", () => hist.page());

@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// Address to listen on; repeat for several.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_values_t = default_listen())]
     pub listen: Vec<SocketAddr>,
+    /// Answer pingscope's UDP echo probes on this address (`udp: {mode: echo}` of another
+    /// instance); repeat for several. Only well-formed probe datagrams are answered,
+    /// rate-limited, never with more bytes than they carry.
+    #[arg(long = "udp-echo.listen-address", value_name = "ADDR")]
+    pub udp_echo: Vec<SocketAddr>,
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", default_value = "/metrics")]
     pub telemetry_path: String,

@@ -148,7 +148,7 @@ pub fn main(args: ServeArgs) -> u8 {
     let code = runtime.block_on(run(
         options,
         config,
-        args.listen.clone(),
+        (args.listen.clone(), args.udp_echo.clone()),
         args.config_watch,
         serve_options,
     ));
@@ -181,11 +181,19 @@ fn serve_options(args: &ServeArgs) -> Result<ServeOptions, WebConfigError> {
 async fn run(
     options: AppOptions,
     config: Config,
-    listen: Vec<SocketAddr>,
+    (listen, udp_echo): (Vec<SocketAddr>, Vec<SocketAddr>),
     watch: bool,
     serve_options: ServeOptions,
 ) -> u8 {
-    let engine = match Engine::new(EngineConfig::default()) {
+    // ICMP and path monitors need their permission at start; a daemon that monitors only TCP and UDP
+    // runs as any user, its ICMP sessions failing to send (with the permission's fix named).
+    let needs_icmp = config.targets.is_empty() || config.targets.iter().any(|t| t.kind.uses_icmp());
+    let engine = if needs_icmp {
+        Engine::new(EngineConfig::default())
+    } else {
+        Engine::lazy(EngineConfig::default())
+    };
+    let engine = match engine {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot open ICMP sockets");
@@ -205,6 +213,26 @@ async fn run(
             }
             Err(e) => {
                 eprint_line(&format!("pingscope: cannot listen on {addr}: {e}"));
+                return exit::EXIT_FAILURE;
+            }
+        }
+    }
+    let echo_shutdown = CancellationToken::new();
+    for addr in &udp_echo {
+        match crate::udp_echo::bind(*addr).await {
+            Ok(socket) => {
+                tracing::info!(address = %addr, "answering UDP echo probes");
+                let counters = Default::default();
+                tokio::spawn(crate::udp_echo::serve(
+                    socket,
+                    counters,
+                    echo_shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                eprint_line(&format!(
+                    "pingscope: cannot listen for UDP echo on {addr}: {e}"
+                ));
                 return exit::EXIT_FAILURE;
             }
         }
@@ -232,6 +260,7 @@ async fn run(
     tracing::info!("shutting down");
     let bounded = async {
         app.shutdown().await;
+        echo_shutdown.cancel();
         http_shutdown.cancel();
         let _ = server.await;
     };

@@ -283,6 +283,7 @@ fn groups(
                     continue;
                 }
             };
+            rules::port_for_kind(issues, defaults, &None, line(host), &key);
             let here = format!("{}:{}", issues.file(), line(host));
             if claim_name(issues, seen, &host.value, here, line(host), &key) {
                 out.push(make_target(

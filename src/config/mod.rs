@@ -124,6 +124,7 @@ impl Config {
                     timeout: defaults::PROFILE_TIMEOUT,
                     size: defaults::SIZE,
                     family: crate::resolve::Family::Auto,
+                    port: Default::default(),
                 },
             )]
             .into(),

@@ -56,6 +56,8 @@ macro_rules! with_probe_options {
             pub interface: Option<S<String>>,
             pub window: Option<S<i64>>,
             pub path: Option<S<super::path::RawPathBlock>>,
+            pub port: Option<S<i64>>,
+            pub udp: Option<S<RawUdp>>,
             $(pub $after: $aty,)*
         }
 
@@ -75,10 +77,19 @@ macro_rules! with_probe_options {
                     interface: self.interface.clone(),
                     window: self.window.clone(),
                     path: self.path.clone(),
+                    port: self.port.clone(),
+                    udp: self.udp.clone(),
                 }
             }
         }
     };
+}
+
+/// `udp:` of a target, the defaults or a profile.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUdp {
+    pub mode: Option<S<String>>,
 }
 
 with_probe_options! {
@@ -146,6 +157,8 @@ pub(crate) struct RawProfile {
     pub timeout: Option<S<String>>,
     pub size: Option<S<i64>>,
     pub family: Option<S<String>>,
+    pub port: Option<S<i64>>,
+    pub udp: Option<S<RawUdp>>,
 }
 
 /// One Prometheus file_sd group: `{targets: [host, ...], labels: {name: value}}`.

@@ -118,6 +118,44 @@ pub(crate) fn kind(issues: &mut Issues, value: &S<String>, key: &str) -> Option<
     checked(issues, value, key, ProbeKind::parse(&value.value))
 }
 
+pub(crate) fn port(issues: &mut Issues, value: &S<i64>, key: &str) -> Option<u16> {
+    checked(issues, value, key, probe_rules::port(value.value))
+}
+
+/// `udp: {mode: ...}`; `None` when the mode is left out or wrong (reported).
+pub(crate) fn udp_mode(
+    issues: &mut Issues,
+    value: &S<super::raw::RawUdp>,
+    key: &str,
+) -> Option<crate::engine::UdpMode> {
+    let mode = value.value.mode.as_ref()?;
+    checked(issues, mode, key, probe_rules::udp_mode(&mode.value))
+}
+
+/// A port where the kind has one, and only there (`prefix.port`): reported at the `port` this
+/// level set, else at `at`. A port set here that is out of range was reported already.
+pub(crate) fn port_for_kind(
+    issues: &mut Issues,
+    o: &TargetDefaults,
+    given: &Option<S<i64>>,
+    at: u64,
+    prefix: &str,
+) {
+    if given
+        .as_ref()
+        .is_some_and(|p| probe_rules::port(p.value).is_err())
+    {
+        return;
+    }
+    if let Err(message) = probe_rules::port_for_kind(o.kind, o.port.port) {
+        issues.push(
+            given.as_ref().map_or(at, line),
+            key(prefix, "port"),
+            message,
+        );
+    }
+}
+
 pub(crate) fn family(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Family> {
     checked(issues, value, key, probe_rules::family(&value.value, false))
 }
@@ -292,6 +330,16 @@ pub(crate) fn probe_options(
         && let Some(name) = interface(issues, v, &k("interface"))
     {
         out.interface = Some(name);
+    }
+    if let Some(v) = &raw.port
+        && let Some(n) = port(issues, v, &k("port"))
+    {
+        out.port.port = Some(n);
+    }
+    if let Some(u) = &raw.udp
+        && let Some(m) = udp_mode(issues, u, &k("udp.mode"))
+    {
+        out.port.udp_mode = m;
     }
     if let Some(v) = &raw.window
         && let Some(n) = int_range(

@@ -2,6 +2,7 @@
 
 use crate::probe::ProbeKind;
 use crate::probe::path::PathOptions;
+use crate::probe::request::PortOptions;
 use crate::resolve::Family;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -90,6 +91,7 @@ pub struct TargetDefaults {
     pub window: usize,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
+    pub port: PortOptions,
 }
 
 impl Default for TargetDefaults {
@@ -106,6 +108,7 @@ impl Default for TargetDefaults {
             interface: None,
             window: defaults::WINDOW,
             path: PathOptions::default(),
+            port: PortOptions::default(),
         }
     }
 }
@@ -139,6 +142,8 @@ pub struct TargetConfig {
     pub window: usize,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
+    /// Port and UDP mode of `tcp` and `udp` targets.
+    pub port: PortOptions,
 }
 
 /// The `dns` section.
@@ -283,6 +288,8 @@ pub struct ProbeProfile {
     pub timeout: Duration,
     pub size: u16,
     pub family: Family,
+    /// Port and UDP mode of `tcp` and `udp` profiles.
+    pub port: PortOptions,
 }
 
 /// RTT histogram layout, shared by every target.

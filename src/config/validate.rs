@@ -148,6 +148,7 @@ fn target(
     let prefix = format!("targets[{index}]");
     let t = &raw.value;
     let opts = rules::probe_options(issues, &t.options(), &prefix, base);
+    rules::port_for_kind(issues, &opts, &t.port, line(raw), &prefix);
     let labels = t
         .labels
         .as_ref()
@@ -233,6 +234,7 @@ pub(crate) fn make_target(
         interface: o.interface,
         window: o.window,
         path: o.path,
+        port: o.port,
     }
 }
 
@@ -417,6 +419,7 @@ fn profiles(
         timeout: defaults::PROFILE_TIMEOUT,
         size: base.size,
         family: base.family,
+        port: base.port,
     };
     out.insert(defaults::PROFILE.to_owned(), builtin.clone());
     for (name, p) in &raw {
@@ -440,6 +443,22 @@ fn profiles(
         {
             profile.kind = k;
         }
+        if let Some(p) = &v.port
+            && let Some(n) = rules::port(issues, p, &key(&prefix, "port"))
+        {
+            profile.port.port = Some(n);
+        }
+        if let Some(u) = &v.udp
+            && let Some(m) = rules::udp_mode(issues, u, &key(&prefix, "udp.mode"))
+        {
+            profile.port.udp_mode = m;
+        }
+        let check = TargetDefaults {
+            kind: profile.kind,
+            port: profile.port,
+            ..TargetDefaults::default()
+        };
+        rules::port_for_kind(issues, &check, &v.port, line(p), &prefix);
         if let Some(c) = &v.count
             && let Some(n) = rules::int_at_least(issues, c, &key(&prefix, "count"), "count", 1)
         {

@@ -130,6 +130,7 @@ impl Pinger for FakePinger {
                 rtt,
                 ttl: Some(ttl),
                 size,
+                refused: false,
             };
             match step {
                 Step::Reply { rtt, ttl } if rtt <= timeout => {

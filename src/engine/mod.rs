@@ -15,11 +15,14 @@
 
 pub mod clock;
 pub mod fake;
+pub mod flow;
 pub mod icmp;
 pub mod mux;
 pub mod packet;
 pub mod socket;
 pub mod table;
+pub mod tcp;
+pub mod udp;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -66,6 +69,44 @@ pub enum Transport {
         /// TTL / hop limit of this probe; it overrides [`SocketOptions::ttl`].
         ttl: u8,
     },
+    /// One SYN to `port` ([`tcp`]); settles on the SYN-ACK or a RST (both replies), an ICMP
+    /// error, or the timeout.
+    Tcp {
+        /// Destination port.
+        port: u16,
+    },
+    /// One datagram to `port` ([`udp`]); what settles it depends on `mode`. A TTL in the
+    /// probe's [`SocketOptions`] applies (time exceeded comes back as an ICMP error).
+    Udp {
+        /// Destination port.
+        port: u16,
+        /// Closed port or echo service.
+        mode: UdpMode,
+    },
+}
+
+/// What a UDP probe expects at its port.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpMode {
+    /// A closed port: the ICMP port unreachable is the reply.
+    #[default]
+    Closed,
+    /// A UDP echo service (pingscope's `--udp-echo.listen-address`): the echoed datagram is
+    /// the reply.
+    Echo,
+}
+
+impl UdpMode {
+    /// The name in config, requests and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Echo => "echo",
+        }
+    }
 }
 
 impl Transport {
@@ -73,6 +114,16 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Icmp | Self::IcmpFlow { .. } => "icmp",
+            Self::Tcp { .. } => "tcp",
+            Self::Udp { .. } => "udp",
+        }
+    }
+
+    /// The destination port, for transports that have one.
+    pub fn port(self) -> Option<u16> {
+        match self {
+            Self::Icmp | Self::IcmpFlow { .. } => None,
+            Self::Tcp { port } | Self::Udp { port, .. } => Some(port),
         }
     }
 }
@@ -134,8 +185,11 @@ pub struct ReplyInfo {
     pub rtt: Duration,
     /// TTL / hop limit of the reply, when the socket reports it.
     pub ttl: Option<u8>,
-    /// Bytes of the ICMP message received (header and payload).
+    /// Bytes of the ICMP message received (header and payload); of the datagram for UDP echo;
+    /// 0 when no payload came back (TCP, UDP port unreachable).
     pub size: usize,
+    /// TCP only: the answer was a RST (the port is closed, the host is up).
+    pub refused: bool,
 }
 
 /// An ICMP error matched to a probe.
@@ -228,6 +282,27 @@ impl EventSink {
     }
 }
 
+/// Delivers `event` to `sink`, counting an event lost to a full sink in `dropped` and one to a
+/// closed sink in `closed`: the one way every engine hands events over.
+fn deliver_counted(
+    sink: &EventSink,
+    event: ProbeEvent,
+    dropped: &std::sync::atomic::AtomicU64,
+    closed: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    match sink.deliver(event) {
+        Ok(()) => {}
+        Err(Undelivered::Full(ev)) => {
+            dropped.fetch_add(1, Relaxed);
+            tracing::debug!(ip = %ev.ip, tag = ev.tag, "event sink full; event dropped");
+        }
+        Err(Undelivered::Closed) => {
+            closed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 impl From<mpsc::Sender<ProbeEvent>> for EventSink {
     fn from(tx: mpsc::Sender<ProbeEvent>) -> Self {
         Self::Channel(tx)
@@ -252,7 +327,7 @@ pub enum SendError {
         ip: IpAddr,
     },
     /// Opening the socket for this family/options failed.
-    #[error("cannot open ICMP socket for {ip}: {source}")]
+    #[error("cannot open the probe socket for {ip}: {source}")]
     Socket {
         /// The destination.
         ip: IpAddr,

@@ -3,9 +3,19 @@
 //!
 //! Every engine behind it keeps the same contract (one terminal event per probe, then late or
 //! duplicate ones), so the runner, the monitors and the sessions never look at the transport.
+//!
+//! The ICMP engine needs a permission TCP and UDP probes do not (`ping_group_range` or
+//! `CAP_NET_RAW`). [`Engine::new`] opens it at once, so a missing permission is reported before
+//! the first probe; [`Engine::lazy`] opens it at the first ICMP probe, so a process that sends
+//! only TCP or UDP probes runs as any user (an ICMP probe then fails to send with the
+//! permission error, counted as `send_errors_total{reason="socket"}`). The TCP/UDP engine
+//! starts nothing until its first probe.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
+
+use super::flow::FlowEngine;
 use super::icmp::{EngineConfig, IcmpEngine};
 use super::{
     EngineCounters, EventSink, Pinger, ProbeSpec, SendError, SocketError, TimestampStats, Transport,
@@ -14,40 +24,96 @@ use super::{
 /// The engines of this process, one per transport.
 #[derive(Debug)]
 pub struct Engine {
-    icmp: Arc<IcmpEngine>,
+    icmp: OnceLock<Arc<IcmpEngine>>,
+    // Held while the ICMP engine starts, so two first probes do not start two.
+    icmp_config: Mutex<Option<EngineConfig>>,
+    flow: FlowEngine,
 }
 
 impl Engine {
     /// Starts the ICMP engine on the current tokio runtime (see [`IcmpEngine::new`]: a missing
     /// permission is reported here, before any probe).
     pub fn new(config: EngineConfig) -> Result<Arc<Self>, SocketError> {
-        Ok(Arc::new(Self {
-            icmp: IcmpEngine::new(config)?,
-        }))
+        let engine = Self::build(config)?;
+        engine.icmp_engine()?;
+        Ok(Arc::new(engine))
     }
 
-    /// The ICMP engine, for what only it can tell (its sockets).
-    pub fn icmp(&self) -> &Arc<IcmpEngine> {
-        &self.icmp
+    /// Like [`Engine::new`], but the ICMP engine starts at the first ICMP probe.
+    pub fn lazy(config: EngineConfig) -> Result<Arc<Self>, SocketError> {
+        Ok(Arc::new(Self::build(config)?))
+    }
+
+    fn build(config: EngineConfig) -> Result<Self, SocketError> {
+        Ok(Self {
+            icmp: OnceLock::new(),
+            flow: FlowEngine::new(config.clock.clone())?,
+            icmp_config: Mutex::new(Some(config)),
+        })
+    }
+
+    fn icmp_engine(&self) -> Result<&Arc<IcmpEngine>, SocketError> {
+        if let Some(e) = self.icmp.get() {
+            return Ok(e);
+        }
+        let mut config = self.icmp_config.lock();
+        if let Some(e) = self.icmp.get() {
+            return Ok(e);
+        }
+        let engine = IcmpEngine::new(config.clone().unwrap_or_default())?;
+        *config = None;
+        Ok(self.icmp.get_or_init(|| engine))
+    }
+
+    /// The ICMP engine, for what only it can tell (its sockets), once it runs.
+    pub fn icmp(&self) -> Option<&Arc<IcmpEngine>> {
+        self.icmp.get()
+    }
+
+    /// TCP probes answered with a RST, for `pingscope_tcp_refused_total`.
+    pub fn tcp_refused(&self) -> u64 {
+        self.flow.tcp_refused()
     }
 }
 
 impl Pinger for Engine {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
         match spec.transport {
-            Transport::Icmp | Transport::IcmpFlow { .. } => self.icmp.send(spec, tag, sink),
+            Transport::Icmp | Transport::IcmpFlow { .. } => self
+                .icmp_engine()
+                .map_err(|source| SendError::Socket {
+                    ip: spec.ip,
+                    source,
+                })?
+                .send(spec, tag, sink),
+            Transport::Tcp { .. } | Transport::Udp { .. } => self.flow.send(spec, tag, sink),
         }
     }
 
     fn in_flight(&self) -> usize {
-        self.icmp.in_flight()
+        self.icmp.get().map_or(0, |e| e.in_flight()) + self.flow.in_flight()
     }
 
     fn counters(&self) -> EngineCounters {
-        self.icmp.counters()
+        let a = self.icmp.get().map(|e| e.counters()).unwrap_or_default();
+        let b = self.flow.counters();
+        EngineCounters {
+            events_dropped: a.events_dropped + b.events_dropped,
+            sink_closed: a.sink_closed + b.sink_closed,
+            stale_replies: a.stale_replies + b.stale_replies,
+            unmatched_packets: a.unmatched_packets + b.unmatched_packets,
+            malformed_packets: a.malformed_packets + b.malformed_packets,
+            receive_errors: a.receive_errors + b.receive_errors,
+        }
     }
 
     fn timestamp_stats(&self) -> Option<TimestampStats> {
-        Some(self.icmp.timestamp_stats())
+        let mut stats = self
+            .icmp
+            .get()
+            .map(|e| e.timestamp_stats())
+            .unwrap_or_default();
+        self.flow.add_timestamp_stats(&mut stats);
+        Some(stats)
     }
 }

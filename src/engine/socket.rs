@@ -53,7 +53,7 @@ impl TimestampPaths {
 }
 
 /// Asks for the timestamps `want` names, stepping down to what the kernel takes.
-fn enable_timestamps(socket: &Socket, want: TimestampSource) -> TimestampPaths {
+pub fn enable_timestamps(socket: &Socket, want: TimestampSource) -> TimestampPaths {
     use nix::sys::socket::TimestampingFlag as F;
     let rx = F::SOF_TIMESTAMPING_SOFTWARE | F::SOF_TIMESTAMPING_RX_SOFTWARE;
     let tx = F::SOF_TIMESTAMPING_TX_SOFTWARE | F::SOF_TIMESTAMPING_OPT_ID;
@@ -231,44 +231,15 @@ fn configure(
             op: "set IPV6_RECVHOPLIMIT",
             source: e.into(),
         })?;
-        if kind == SocketKind::Dgram {
-            setsockopt(&socket, sockopt::Ipv6RecvErr, &true).map_err(|e| SocketError::Io {
-                op: "set IPV6_RECVERR",
-                source: e.into(),
-            })?;
-        }
-        if let Some(hops) = opts.ttl {
-            socket
-                .set_unicast_hops_v6(u32::from(hops))
-                .map_err(io_err("set IPV6_UNICAST_HOPS"))?;
-        }
-        if let Some(tclass) = opts.tos {
-            socket
-                .set_tclass_v6(u32::from(tclass))
-                .map_err(io_err("set IPV6_TCLASS"))?;
-        }
     } else {
         // Raw v4 reads the TTL from the IP header; datagram sockets need the control message.
         setsockopt(&socket, sockopt::Ipv4RecvTtl, &true).map_err(|e| SocketError::Io {
             op: "set IP_RECVTTL",
             source: e.into(),
         })?;
-        if kind == SocketKind::Dgram {
-            setsockopt(&socket, sockopt::Ipv4RecvErr, &true).map_err(|e| SocketError::Io {
-                op: "set IP_RECVERR",
-                source: e.into(),
-            })?;
-        }
-        if let Some(ttl) = opts.ttl {
-            socket
-                .set_ttl_v4(u32::from(ttl))
-                .map_err(io_err("set IP_TTL"))?;
-        }
-        if let Some(tos) = opts.tos {
-            socket
-                .set_tos_v4(u32::from(tos))
-                .map_err(io_err("set IP_TOS"))?;
-        }
+    }
+    if kind == SocketKind::Dgram {
+        set_recverr(&socket, v6)?;
     }
     if kind == SocketKind::Raw {
         // Not fatal: without the filter the parser drops the extra packets anyway.
@@ -276,11 +247,7 @@ fn configure(
             tracing::debug!(error = %e, "ICMP type filter not set on raw socket");
         }
     }
-    if let Some(dev) = &opts.interface {
-        socket
-            .bind_device(Some(dev.as_bytes()))
-            .map_err(io_err("bind to interface (SO_BINDTODEVICE)"))?;
-    }
+    set_ip_options(&socket, v6, opts)?;
     let ident = match kind {
         SocketKind::Dgram => {
             // Bind now so the kernel picks the identifier (the "port") before the first send.
@@ -312,6 +279,53 @@ fn configure(
         kind,
         ident,
         timestamps,
+    })
+}
+
+/// Sets the TTL / hop limit, the TOS / traffic class and the interface of `opts` (the source
+/// address is bound by the caller, which knows its port).
+pub fn set_ip_options(socket: &Socket, v6: bool, opts: &SocketOptions) -> Result<(), SocketError> {
+    if v6 {
+        if let Some(hops) = opts.ttl {
+            socket
+                .set_unicast_hops_v6(u32::from(hops))
+                .map_err(io_err("set IPV6_UNICAST_HOPS"))?;
+        }
+        if let Some(tclass) = opts.tos {
+            socket
+                .set_tclass_v6(u32::from(tclass))
+                .map_err(io_err("set IPV6_TCLASS"))?;
+        }
+    } else {
+        if let Some(ttl) = opts.ttl {
+            socket
+                .set_ttl_v4(u32::from(ttl))
+                .map_err(io_err("set IP_TTL"))?;
+        }
+        if let Some(tos) = opts.tos {
+            socket
+                .set_tos_v4(u32::from(tos))
+                .map_err(io_err("set IP_TOS"))?;
+        }
+    }
+    if let Some(dev) = &opts.interface {
+        socket
+            .bind_device(Some(dev.as_bytes()))
+            .map_err(io_err("bind to interface (SO_BINDTODEVICE)"))?;
+    }
+    Ok(())
+}
+
+/// Asks for ICMP errors on the error queue (`IP_RECVERR` / `IPV6_RECVERR`).
+pub fn set_recverr(socket: &Socket, v6: bool) -> Result<(), SocketError> {
+    let set = if v6 {
+        setsockopt(socket, sockopt::Ipv6RecvErr, &true).map_err(|e| ("set IPV6_RECVERR", e))
+    } else {
+        setsockopt(socket, sockopt::Ipv4RecvErr, &true).map_err(|e| ("set IP_RECVERR", e))
+    };
+    set.map_err(|(op, e)| SocketError::Io {
+        op,
+        source: e.into(),
     })
 }
 

@@ -339,6 +339,7 @@ impl InFlightTable {
                 rtt: m.rtt,
                 ttl,
                 size,
+                refused: false,
             }),
         };
         if let Some(p) = self.pending.get(&key) {

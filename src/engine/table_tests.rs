@@ -112,7 +112,8 @@ fn reply_then_duplicate() {
         EventKind::Reply(ReplyInfo {
             rtt: Duration::from_micros(250),
             ttl: Some(64),
-            size: 64
+            size: 64,
+            refused: false
         })
     );
     assert!(t.is_empty());

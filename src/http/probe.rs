@@ -73,6 +73,8 @@ pub fn params(
         family: q.get("family").cloned(),
         ttl: q.get("ttl").cloned(),
         tos: q.get("tos").cloned(),
+        port: q.get("port").cloned(),
+        udp_mode: q.get("udp_mode").cloned(),
         ..RawRequest::default()
     };
     let defaults = Defaults {
@@ -82,6 +84,7 @@ pub fn params(
         timeout: profile.timeout,
         size: profile.size,
         family: profile.family,
+        port: profile.port,
     };
     let limits = Limits {
         min_interval,
@@ -383,6 +386,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             size: 56,
             family: Family::Auto,
+            port: Default::default(),
         };
         BTreeMap::from([("default".to_owned(), p)])
     }

@@ -20,6 +20,11 @@ pub struct TargetView {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Probe interval, in the config's duration format.
     pub interval: String,
+    /// What kind of probe.
+    pub kind: crate::probe::ProbeKind,
+    /// The port of a `tcp` or `udp` monitor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Probes sent since the monitor (re)started.
     pub sent: u64,
     /// Settled probes in the window.
@@ -85,6 +90,8 @@ pub async fn list(State(app): State<App>) -> Json<TargetsResponse> {
             interval: humantime::format_duration(s.interval)
                 .to_string()
                 .replace(' ', ""),
+            kind: s.kind,
+            port: s.port,
             sent: s.sent,
             window_probes: s.window.probes,
             loss_ratio: s.window.loss_ratio,

@@ -157,12 +157,24 @@ impl EncodeLabelSet for Sub {
     }
 }
 
-/// Labels of `pingscope_target_info`: `target`, `host`, `ip`, `family`, and no custom labels.
+/// Labels of `pingscope_target_info`: `target`, `host`, `ip`, `family`, `kind`, `port` (only
+/// for kinds with a port), and no custom labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct InfoLabels {
     pub(crate) key: SeriesKey,
     pub(crate) host: Arc<str>,
     pub(crate) family: &'static str,
+    pub(crate) probe: ProbeLabels,
+}
+
+/// What a target probes, as `pingscope_target_info` shows it: `kind` and, for TCP and UDP,
+/// `port`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProbeLabels {
+    /// `icmp`, `tcp`, `udp`, ...
+    pub kind: &'static str,
+    /// The destination port, for kinds that have one.
+    pub port: Option<u16>,
 }
 
 impl EncodeLabelSet for InfoLabels {
@@ -170,7 +182,12 @@ impl EncodeLabelSet for InfoLabels {
         ("target", self.key.0.target.as_str()).encode(encoder.encode_label())?;
         ("host", &*self.host).encode(encoder.encode_label())?;
         ("ip", self.key.0.ip_text.as_str()).encode(encoder.encode_label())?;
-        ("family", self.family).encode(encoder.encode_label())
+        ("family", self.family).encode(encoder.encode_label())?;
+        ("kind", self.probe.kind).encode(encoder.encode_label())?;
+        match self.probe.port {
+            Some(port) => ("port", port.to_string().as_str()).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -59,6 +59,7 @@ pub use scrape::{ScrapeCounter, ScrapeGauge};
 pub use target::{TargetMetrics, WindowRtt};
 
 use histogram::{ClassicHistogram, SeriesHistogram};
+pub use labels::ProbeLabels;
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
 use scrape::ScrapeSources;
 use target::{TargetInner, TargetMap, WindowGauges};
@@ -248,6 +249,7 @@ pub(crate) struct Families {
     jitter_rfc3550: Family<SeriesKey, FloatGauge>,
     reply_ttl: Family<SeriesKey, Gauge>,
     target_info: Family<InfoLabels, Gauge>,
+    tcp_refused: Family<SeriesKey, Counter>,
 }
 
 #[derive(Debug)]
@@ -321,6 +323,7 @@ impl Metrics {
             jitter_rfc3550: Family::default(),
             reply_ttl: Family::default(),
             target_info: Family::default(),
+            tcp_refused: Family::default(),
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
         let scheduler_lag = lag_maker.new_metric();
@@ -402,14 +405,35 @@ impl Metrics {
         host: &str,
         family: AddressFamily,
     ) -> TargetMetrics {
+        self.target_probing(labels, host, family, ProbeLabels::default())
+    }
+
+    /// [`Registry::target`] for a target of a given probe kind (and port), which
+    /// `pingscope_target_info` shows.
+    pub fn target_probing(
+        &self,
+        labels: &TargetLabels,
+        host: &str,
+        family: AddressFamily,
+        probe: ProbeLabels,
+    ) -> TargetMetrics {
+        let probe = ProbeLabels {
+            kind: if probe.kind.is_empty() {
+                "icmp"
+            } else {
+                probe.kind
+            },
+            ..probe
+        };
         let mut targets = self.shared.targets.lock();
         if let Some(inner) = targets.get(labels) {
             let mut info = inner.info.lock();
-            if &*info.host != host || info.family != family.as_str() {
+            if &*info.host != host || info.family != family.as_str() || info.probe != probe {
                 let families = &self.shared.families;
                 families.target_info.remove(&info);
                 info.host = host.into();
                 info.family = family.as_str();
+                info.probe = probe;
                 families.target_info.get_or_create(&info).set(1);
             }
             drop(info);
@@ -422,6 +446,7 @@ impl Metrics {
             key: key.clone(),
             host: host.into(),
             family: family.as_str(),
+            probe,
         };
         self.shared.families.target_info.get_or_create(&info).set(1);
         let inner = Arc::new(TargetInner::new(

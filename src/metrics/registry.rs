@@ -96,6 +96,11 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
         f.target_info.clone(),
     );
     r.register(
+        "tcp_refused",
+        "TCP probes answered with a RST (a reply: the host is up, the port closed)",
+        f.tcp_refused.clone(),
+    );
+    r.register(
         "resolve_errors",
         "Failed DNS lookups of a target",
         s.resolve_errors.clone(),

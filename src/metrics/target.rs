@@ -101,6 +101,8 @@ pub(crate) struct TargetInner {
     /// first [`TargetMetrics::set_window`].
     window: Mutex<Option<WindowFigures>>,
     icmp_errors: [OnceLock<Counter>; 5],
+    /// `pingscope_tcp_refused_total`, at zero from the start for TCP targets only.
+    tcp_refused: Option<Counter>,
     /// Few distinct reasons occur, and only on the error path, so a short list behind a mutex.
     pub(crate) send_errors: Mutex<Vec<(&'static str, Counter)>>,
 }
@@ -127,6 +129,8 @@ impl TargetInner {
             reply_ttl: OnceLock::new(),
             window: Mutex::new(None),
             icmp_errors: Default::default(),
+            tcp_refused: (info.probe.kind == "tcp")
+                .then(|| f.tcp_refused.get_or_create_owned(&key)),
             send_errors: Mutex::new(Vec::new()),
             lifecycle: Mutex::new(false),
             info: Mutex::new(info),
@@ -160,6 +164,7 @@ impl TargetInner {
         }
         f.jitter_rfc3550.remove(key);
         f.reply_ttl.remove(key);
+        f.tcp_refused.remove(key);
         for kind in ICMP_KINDS {
             let sub = Sub {
                 name: "type",
@@ -200,6 +205,11 @@ impl TargetMetrics {
                 }
                 if let Some(ttl) = reply.ttl {
                     self.reply_ttl().set(i64::from(ttl));
+                }
+                if reply.refused
+                    && let Some(c) = &t.tcp_refused
+                {
+                    c.inc();
                 }
                 // Jitter pairs consecutive *received* replies (RFC 3550 §6.4.1 works on
                 // received packets); a loss in between does not reset the pair.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rules;
-use crate::engine::{ProbeSpec, SocketOptions, Transport};
+use crate::engine::{ProbeSpec, SocketOptions, Transport, UdpMode};
 use crate::resolve::Family;
 
 /// What a probe sends and what settles it: the seam where new kinds are added, once, for every
@@ -25,18 +25,36 @@ pub enum ProbeKind {
     Icmp,
     /// Per-hop rounds, mtr-style ([`super::path`]): `pingscope trace` and path monitors.
     Path,
+    /// One SYN to a port; settles on the SYN-ACK or a RST (both replies), an ICMP error or the
+    /// timeout.
+    Tcp,
+    /// One datagram to a port: to a closed port (the port unreachable is the reply) or to a UDP
+    /// echo service (the echo is the reply).
+    Udp,
 }
 
 impl ProbeKind {
     /// Every kind, in the order help texts list them.
-    pub const ALL: [Self; 2] = [Self::Icmp, Self::Path];
+    pub const ALL: [Self; 4] = [Self::Icmp, Self::Path, Self::Tcp, Self::Udp];
 
     /// The name used in config, query strings, bodies and samples.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Icmp => "icmp",
             Self::Path => "path",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
         }
+    }
+
+    /// True for the kinds that probe a port.
+    pub fn has_port(self) -> bool {
+        matches!(self, Self::Tcp | Self::Udp)
+    }
+
+    /// Whether probes of this kind go out on ICMP sockets (and so need their permission).
+    pub fn uses_icmp(self) -> bool {
+        matches!(self, Self::Icmp | Self::Path)
     }
 
     /// The kind of this name.
@@ -73,12 +91,31 @@ pub struct ProbeRequest {
     pub family: Family,
     /// TTL, TOS, source address and interface.
     pub options: SocketOptions,
+    /// The port of a TCP or UDP probe, and what a UDP probe expects there.
+    pub port: PortOptions,
+}
+
+/// The port of a TCP or UDP probe (`None` for the other kinds), and what a UDP probe expects
+/// at it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortOptions {
+    /// Destination port.
+    pub port: Option<u16>,
+    /// UDP only: a closed port or an echo service.
+    pub udp_mode: UdpMode,
 }
 
 impl ProbeRequest {
     /// What the engine needs to send one probe of this request to `ip`.
     pub fn spec(&self, ip: IpAddr) -> ProbeSpec {
-        spec(self.kind, ip, self.size, self.timeout, self.options.clone())
+        spec(
+            self.kind,
+            ip,
+            self.size,
+            self.timeout,
+            self.options.clone(),
+            self.port,
+        )
     }
 
     /// The longest this request can run: its duration, or its count's last probe plus its
@@ -103,17 +140,26 @@ pub fn spec(
     size: u16,
     timeout: Duration,
     options: SocketOptions,
+    port: PortOptions,
 ) -> ProbeSpec {
-    match kind {
+    // Validation gives TCP and UDP requests a port; 0 would only fail to connect.
+    let number = port.port.unwrap_or(0);
+    let transport = match kind {
         // A path's own probes are built per hop by its tracer; its plain spec is the echo to
         // the destination.
-        ProbeKind::Icmp | ProbeKind::Path => ProbeSpec {
-            ip,
-            transport: Transport::Icmp,
-            size,
-            timeout,
-            options,
+        ProbeKind::Icmp | ProbeKind::Path => Transport::Icmp,
+        ProbeKind::Tcp => Transport::Tcp { port: number },
+        ProbeKind::Udp => Transport::Udp {
+            port: number,
+            mode: port.udp_mode,
         },
+    };
+    ProbeSpec {
+        ip,
+        transport,
+        size,
+        timeout,
+        options,
     }
 }
 
@@ -144,6 +190,10 @@ pub struct RawRequest {
     pub source: Option<String>,
     /// `interface`.
     pub interface: Option<String>,
+    /// `port`.
+    pub port: Option<String>,
+    /// `udp_mode`.
+    pub udp_mode: Option<String>,
     /// Durations may also be bare seconds (`0.2`), as the CLI takes them from iputils ping.
     pub plain_seconds: bool,
 }
@@ -163,6 +213,8 @@ pub struct Defaults {
     pub size: u16,
     /// Address family.
     pub family: Family,
+    /// Port and UDP mode.
+    pub port: PortOptions,
 }
 
 impl Default for Defaults {
@@ -174,6 +226,7 @@ impl Default for Defaults {
             timeout: Duration::from_secs(2),
             size: 56,
             family: Family::Auto,
+            port: PortOptions::default(),
         }
     }
 }
@@ -306,6 +359,17 @@ pub fn validate(
         .map(|t| rules::interface(t).map_err(at("interface")))
         .transpose()?;
     let interface = rules::zone_interface(zone, interface).map_err(at("interface"))?;
+    let port = match number("port", &raw.port)? {
+        Some(n) => Some(rules::port(n).map_err(at("port"))?),
+        None => defaults.port.port,
+    };
+    let port = PortOptions {
+        port: rules::port_for_kind(kind, port).map_err(at("port"))?,
+        udp_mode: match raw.udp_mode.as_deref() {
+            Some(t) => rules::udp_mode(t).map_err(at("udp_mode"))?,
+            None => defaults.port.udp_mode,
+        },
+    };
     let request = ProbeRequest {
         target,
         kind,
@@ -321,6 +385,7 @@ pub fn validate(
             source,
             interface,
         },
+        port,
     };
     if let Some((max, setting)) = limits.max_run {
         let planned = request.planned_run().unwrap_or(Duration::MAX);
@@ -368,6 +433,8 @@ mod tests {
                 "tos" => r.tos = v,
                 "source" => r.source = v,
                 "interface" => r.interface = v,
+                "port" => r.port = v,
+                "udp_mode" => r.udp_mode = v,
                 other => panic!("no field {other}"),
             }
         }
@@ -415,7 +482,7 @@ mod tests {
             (
                 &[("kind", "ssh")],
                 "kind",
-                "unknown kind \"ssh\" (use icmp, path)",
+                "unknown kind \"ssh\" (use icmp, path, tcp, udp)",
             ),
             (
                 &[("count", "0")],

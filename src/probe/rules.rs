@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::ProbeKind;
 use crate::duration::{DurationError, format_duration, parse_duration};
+use crate::engine::UdpMode;
 use crate::resolve::Family;
 
 /// Largest ICMP echo payload over IPv4: 65535 − 20 (IP header) − 8 (ICMP header).
@@ -156,6 +158,37 @@ pub fn path_protocol(text: &str) -> Result<(), String> {
 /// IPv4 TOS byte / IPv6 traffic class.
 pub fn tos(n: i64) -> Result<u8, String> {
     in_range("tos", n, 0, 255).map(|n| n as u8)
+}
+
+/// A TCP or UDP port.
+pub fn port(n: i64) -> Result<u16, String> {
+    in_range("port", n, 1, 65_535).map(|n| n as u16)
+}
+
+/// A port where the kind has one, and only there.
+pub fn port_for_kind(kind: ProbeKind, port: Option<u16>) -> Result<Option<u16>, String> {
+    match (kind.has_port(), port) {
+        (true, Some(p)) => Ok(Some(p)),
+        (true, None) => Err(format!(
+            "kind {} needs a port (the {} port to probe)",
+            kind.as_str(),
+            kind.as_str().to_uppercase()
+        )),
+        (false, None) => Ok(None),
+        (false, Some(p)) => Err(format!(
+            "port {p} is set but kind is {}: only tcp and udp probes have a port",
+            kind.as_str()
+        )),
+    }
+}
+
+/// What a UDP probe expects at its port, by name.
+pub fn udp_mode(text: &str) -> Result<UdpMode, String> {
+    match text.trim() {
+        "closed" => Ok(UdpMode::Closed),
+        "echo" => Ok(UdpMode::Echo),
+        other => Err(format!("unknown udp mode {other:?} (use closed or echo)")),
+    }
 }
 
 /// A number of probes: at least 1, at most `max` when there is one.

@@ -87,7 +87,14 @@ pub(super) fn prepare_address(
     } else {
         Family::Ip6
     };
-    let tm = shared.deps.metrics.target(&labels, &cfg.host, family);
+    let probe = crate::metrics::ProbeLabels {
+        kind: cfg.kind.as_str(),
+        port: cfg.port.port,
+    };
+    let tm = shared
+        .deps
+        .metrics
+        .target_probing(&labels, &cfg.host, family, probe);
     let status = Arc::new(Mutex::new(Slot {
         cfg: cfg.clone(),
         ip,

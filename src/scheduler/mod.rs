@@ -73,6 +73,10 @@ pub struct AddressStatus {
     pub labels: Vec<(String, String)>,
     /// Probe interval.
     pub interval: Duration,
+    /// What kind of probe.
+    pub kind: crate::probe::ProbeKind,
+    /// The port of a TCP or UDP monitor.
+    pub port: Option<u16>,
     /// Probes sent since the task started.
     pub sent: u64,
     /// Statistics of the window.
@@ -116,6 +120,8 @@ impl Slot {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             interval: cfg.interval,
+            kind: cfg.kind,
+            port: cfg.port.port,
             sent: self.sent,
             window: self.window.stats(),
             last: self
@@ -332,6 +338,7 @@ mod tests {
             interface: None,
             window: 10,
             path: Default::default(),
+            port: Default::default(),
         })
     }
 

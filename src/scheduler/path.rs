@@ -121,6 +121,7 @@ impl PathTask {
                     rtt,
                     ttl: None,
                     size: usize::from(self.cfg.size) + 8,
+                    refused: false,
                 }),
                 at,
             ),

@@ -85,6 +85,7 @@ impl ProbeTask {
             self.cfg.size,
             self.cfg.timeout,
             options,
+            self.cfg.port,
         );
         match self.shared.deps.pinger.send(&spec, seq, &self.sink) {
             Ok(_) => {

@@ -98,6 +98,13 @@ pub struct StartRequest {
     /// `kind: path`: what is sent at each hop (`icmp`).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// The port of a `tcp` or `udp` session (1-65535; required for those kinds only).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<i64>,
+    /// `udp` only: `closed` (the port unreachable is the reply, default) or `echo`.
+    #[serde(default)]
+    pub udp_mode: Option<String>,
 }
 
 impl StartRequest {
@@ -114,6 +121,8 @@ impl StartRequest {
             family: self.family.clone(),
             ttl: self.ttl.map(|t| t.to_string()),
             tos: self.tos.map(|t| t.to_string()),
+            port: self.port.map(|p| p.to_string()),
+            udp_mode: self.udp_mode.clone(),
             ..RawRequest::default()
         }
     }
@@ -240,6 +249,8 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         ttl: r.options.ttl,
         tos: r.options.tos,
         path: (r.kind == ProbeKind::Path).then(|| PathParams::from(&path)),
+        port: r.port.port,
+        udp_mode: (r.kind == ProbeKind::Udp).then_some(r.port.udp_mode),
     })
 }
 

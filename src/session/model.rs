@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::engine::SocketOptions;
+use crate::engine::UdpMode;
 use crate::probe::path::PathOptions;
+use crate::probe::request::PortOptions;
 use crate::probe::{ProbeKind, ProbeRequest};
 use crate::resolve::Family;
 use crate::sample::{Sample, Summary};
@@ -132,6 +134,13 @@ pub struct SessionParams {
     /// TOS byte / traffic class; absent: the kernel's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tos: Option<u8>,
+    /// Port of a `tcp` or `udp` session; absent for the other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// What a `udp` session expects at its port: `closed` or `echo`; absent for other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub udp_mode: Option<UdpMode>,
     /// The path options of a `kind: path` session (absent for other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathParams>,
@@ -188,6 +197,10 @@ impl SessionParams {
                 // A link-local target's zone (`fe80::1%eth0`), checked when the session started.
                 interface: crate::probe::rules::zone(&self.target).ok().flatten(),
                 ..SocketOptions::default()
+            },
+            port: PortOptions {
+                port: self.port,
+                udp_mode: self.udp_mode.unwrap_or_default(),
             },
         }
     }
@@ -415,6 +428,8 @@ mod tests {
             ttl: None,
             tos: None,
             path: None,
+            port: None,
+            udp_mode: None,
         };
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["interval"], "200ms");

@@ -18,7 +18,12 @@ fn dashboard_queries_and_rules_evaluate_in_prometheus() {
     }
     let prom = Prometheus::start(&self_scrape_config(&rule_files()), &[]);
 
-    let vars = [("job", ".+"), ("instance", ".+"), ("target", ".+")];
+    let vars = [
+        ("job", ".+"),
+        ("instance", ".+"),
+        ("kind", ".*"),
+        ("target", ".+"),
+    ];
     let queries = dashboard_queries(&dashboard(), &vars);
     assert!(queries.len() > 20, "{} queries", queries.len());
     let mut failures = Vec::new();
@@ -139,7 +144,7 @@ fn prove_dashboard_and_rules(native: bool) {
     }
 
     // The variables' `label_values(selector, label)` queries find the targets.
-    let all = [("job", ".+"), ("instance", ".+")];
+    let all = [("job", ".+"), ("instance", ".+"), ("kind", ".*")];
     let mut checked = 0;
     for var in dashboard()["templating"]["list"]
         .as_array()
@@ -174,11 +179,12 @@ fn prove_dashboard_and_rules(native: bool) {
         }
         checked += 1;
     }
-    assert_eq!(checked, 3, "job, instance and target variables");
+    assert_eq!(checked, 4, "job, instance, kind and target variables");
 
     let vars = [
         ("job", "pingscope"),
         ("instance", ".+"),
+        ("kind", ".*"),
         ("target", "gw"),
         ("__rate_interval", "5s"),
     ];
@@ -209,7 +215,12 @@ fn prove_dashboard_and_rules(native: bool) {
     );
     let lo6 = dashboard_queries(
         &dashboard(),
-        &[("job", "pingscope"), ("instance", ".+"), ("target", "lo6")],
+        &[
+            ("job", "pingscope"),
+            ("instance", ".+"),
+            ("kind", ".*"),
+            ("target", "lo6"),
+        ],
     );
     let lo6_loss = match lo6
         .iter()

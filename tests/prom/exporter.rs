@@ -57,6 +57,7 @@ struct Metrics {
     window_rtt: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     window_loss: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     target_info: Family<Labels, Gauge>,
+    tcp_refused: Family<Labels, Counter>,
     in_flight: Gauge,
     reload_ok: Gauge,
     reload_ts: Gauge,
@@ -96,6 +97,7 @@ impl Metrics {
             window_rtt: Family::default(),
             window_loss: Family::default(),
             target_info: Family::default(),
+            tcp_refused: Family::default(),
             in_flight: Gauge::default(),
             reload_ok: Gauge::default(),
             reload_ts: Gauge::default(),
@@ -136,6 +138,7 @@ impl Metrics {
         r.register("window_rtt_seconds", "window RTT", self.window_rtt.clone());
         r.register("window_loss_ratio", "window loss", self.window_loss.clone());
         r.register("target_info", "address", self.target_info.clone());
+        r.register("tcp_refused", "TCP refusals", self.tcp_refused.clone());
         r.register("probes_in_flight", "in flight", self.in_flight.clone());
         r.register(
             "config_last_reload_successful",
@@ -168,7 +171,7 @@ impl Metrics {
         self.build_info
             .get_or_create(&labels(&[("version", "0.1.0")]))
             .set(1);
-        for p in profiles {
+        for (i, p) in profiles.iter().enumerate() {
             let l = target_labels(p);
             // Label sets created at zero, as the daemon does.
             for family in [&self.sent, &self.lost, &self.late, &self.duplicates] {
@@ -197,14 +200,21 @@ impl Metrics {
                 self.path_hop_info.get_or_create(&h).set(1);
             }
             let family = if p.ip.contains(':') { "ip6" } else { "ip4" };
-            self.target_info
-                .get_or_create(&labels(&[
-                    ("target", p.target),
-                    ("host", p.target),
-                    ("ip", p.ip),
-                    ("family", family),
-                ]))
-                .set(1);
+            // The first profile is a TCP monitor, as a daemon shows one.
+            let mut info = labels(&[
+                ("target", p.target),
+                ("host", p.target),
+                ("ip", p.ip),
+                ("family", family),
+            ]);
+            if i == 0 {
+                info.push(("kind".into(), "tcp".into()));
+                info.push(("port".into(), "443".into()));
+                self.tcp_refused.get_or_create(&l).inc_by(0);
+            } else {
+                info.push(("kind".into(), "icmp".into()));
+            }
+            self.target_info.get_or_create(&info).set(1);
         }
     }
 

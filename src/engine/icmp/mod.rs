@@ -87,7 +87,7 @@ pub use super::socket::{SocketKind, SocketPreference, TimestampSource};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome, TxMatch};
 use super::{
     EngineCounters, EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError,
-    SocketOptions, Transport, Undelivered,
+    SocketOptions, Transport,
 };
 use recv::{receive_task, timer_task};
 
@@ -185,14 +185,12 @@ struct Shared {
 impl Shared {
     fn deliver(&self, deliveries: impl IntoIterator<Item = Delivery>) {
         for (sink, event) in deliveries {
-            match sink.deliver(event) {
-                Ok(()) => {}
-                Err(Undelivered::Full(ev)) => {
-                    bump(&self.counters.events_dropped);
-                    tracing::debug!(ip = %ev.ip, tag = ev.tag, "event sink full; event dropped");
-                }
-                Err(Undelivered::Closed) => bump(&self.counters.sink_closed),
-            }
+            super::deliver_counted(
+                &sink,
+                event,
+                &self.counters.events_dropped,
+                &self.counters.sink_closed,
+            );
         }
     }
 
@@ -448,6 +446,12 @@ impl Pinger for IcmpEngine {
                 }),
             ),
             Transport::Icmp => (None, Cow::Borrowed(&spec.options)),
+            Transport::Tcp { .. } | Transport::Udp { .. } => {
+                return Err(SendError::Unsupported {
+                    transport: spec.transport.as_str(),
+                    ip,
+                });
+            }
         };
         let sock = self
             .socket_for(ip.is_ipv6(), &opts, flow.map(|(f, _)| f))

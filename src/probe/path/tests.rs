@@ -77,6 +77,7 @@ impl Pinger for FakePath {
                     rtt: delay * 2,
                     ttl: Some(60),
                     size: 64,
+                    refused: false,
                 }));
                 break;
             }
