@@ -55,6 +55,8 @@ macro_rules! with_probe_options {
             pub source: Option<S<String>>,
             pub interface: Option<S<String>>,
             pub window: Option<S<i64>>,
+            pub outage: Option<S<super::outage::RawOutage>>,
+            pub alert: Option<S<super::outage::RawAlert>>,
             $(pub $after: $aty,)*
         }
 
@@ -73,6 +75,8 @@ macro_rules! with_probe_options {
                     source: self.source.clone(),
                     interface: self.interface.clone(),
                     window: self.window.clone(),
+                    outage: self.outage.clone(),
+                    alert: self.alert.clone(),
                 }
             }
         }

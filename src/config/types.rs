@@ -1,5 +1,6 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
+pub use super::outage::{AlertThresholds, OutageRule};
 use crate::probe::ProbeKind;
 use crate::resolve::Family;
 use ipnet::IpNet;
@@ -87,6 +88,8 @@ pub struct TargetDefaults {
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
     pub window: usize,
+    pub outage: OutageRule,
+    pub alert: AlertThresholds,
 }
 
 impl Default for TargetDefaults {
@@ -102,6 +105,8 @@ impl Default for TargetDefaults {
             source: None,
             interface: None,
             window: defaults::WINDOW,
+            outage: OutageRule::default(),
+            alert: AlertThresholds::default(),
         }
     }
 }
@@ -133,6 +138,10 @@ pub struct TargetConfig {
     pub interface: Option<String>,
     /// Probes behind the `pingscope_window_*` gauges.
     pub window: usize,
+    /// When an address of the target is in an outage (`outage:`).
+    pub outage: OutageRule,
+    /// The target's own alert thresholds (`alert:`).
+    pub alert: AlertThresholds,
 }
 
 /// The `dns` section.

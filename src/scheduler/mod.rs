@@ -330,6 +330,8 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
+            outage: Default::default(),
+            alert: Default::default(),
         })
     }
 
