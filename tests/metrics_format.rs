@@ -397,6 +397,11 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_session_samples_lost_total", "counter"),
         ("pingscope_store_write_errors_total", "counter"),
         ("pingscope_store_file_lost_total", "counter"),
+        ("pingscope_outage_active", "gauge"),
+        ("pingscope_consecutive_lost", "gauge"),
+        ("pingscope_outages_total", "counter"),
+        ("pingscope_outage_seconds_total", "counter"),
+        ("pingscope_target_threshold", "gauge"),
     ];
     for (name, ty) in types {
         assert_eq!(

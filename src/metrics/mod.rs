@@ -32,6 +32,7 @@ pub mod events;
 mod format;
 mod histogram;
 mod labels;
+pub mod outage;
 mod registry;
 mod scrape;
 mod target;
@@ -268,6 +269,8 @@ struct Shared {
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
     timestamps: Arc<timestamps::TimestampCollector>,
+    /// Outage series and target thresholds.
+    outages: Arc<outage::OutageCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -326,6 +329,7 @@ impl Metrics {
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
+        let outages = Arc::new(outage::OutageCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -335,6 +339,7 @@ impl Metrics {
             reload_success_timestamp: &reload_success_timestamp,
             scrape_sources: &scrape_sources,
             timestamps: &timestamps,
+            outages: &outages,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -377,6 +382,7 @@ impl Metrics {
                 reload_success_timestamp,
                 scrape_sources,
                 timestamps,
+                outages,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -437,6 +443,21 @@ impl Metrics {
         *inner.lifecycle.lock() = true;
         inner.remove_series();
         true
+    }
+
+    /// The outage series of a monitored address (at zero; kept when asked again).
+    pub fn outage(&self, labels: &TargetLabels) -> outage::OutageMetrics {
+        self.shared.outages.address(labels)
+    }
+
+    /// Deletes the outage series of a monitored address.
+    pub fn forget_outage(&self, labels: &TargetLabels) -> bool {
+        self.shared.outages.forget_address(labels)
+    }
+
+    /// Sets (or with `None` deletes) `pingscope_target_threshold{target,metric}` of a target.
+    pub fn set_thresholds(&self, target: &str, thresholds: Option<outage::Thresholds>) {
+        self.shared.outages.set_thresholds(target, thresholds);
     }
 
     /// The label sets of every target currently known, for diffing on reload.

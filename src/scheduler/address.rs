@@ -43,6 +43,7 @@ impl AddressEntry {
 /// a DNS target's addresses go through [`AddressEntry::stop`]).
 pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: &TargetLabels) {
     shared.deps.metrics.forget(labels);
+    shared.deps.metrics.forget_outage(labels);
     shared.statuses.lock().remove(&(target.to_owned(), ip));
 }
 
@@ -93,6 +94,7 @@ pub(super) fn prepare_address(
         sent: 0,
         window: Window::new(cfg.window),
         last: None,
+        outage: super::outage::AddressOutage::new(cfg.outage, shared.deps.metrics.outage(&labels)),
     }));
     shared
         .statuses
