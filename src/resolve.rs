@@ -3,7 +3,9 @@
 //! [`Resolver`] wraps hickory-resolver: the system configuration by default, or a given list of
 //! servers (UDP and TCP) for `--dns-server` and for tests, which start their own server on
 //! loopback. IP literals never reach DNS: [`parse_ip_literal`] accepts every IPv4 spelling
-//! `inet_aton(3)` accepts, IPv6 (bracketed or not), and folds IPv4-mapped IPv6 to IPv4.
+//! `inet_aton(3)` accepts, IPv6 (bracketed or not), and folds IPv4-mapped IPv6 to IPv4. A
+//! link-local IPv6 literal may carry a zone id (`fe80::1%eth0`, see [`split_zone`]); a host with
+//! a `%` that is not one is refused in words, never looked up.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -72,6 +74,9 @@ pub enum ResolveError {
         /// The host as given.
         host: String,
     },
+    /// An IPv6 zone id that cannot be used (see [`split_zone`]); never sent to DNS.
+    #[error("{0}")]
+    Zone(String),
     /// Any other failure of the lookup.
     #[error("{host}: DNS lookup failed: {source}")]
     Io {
@@ -216,6 +221,9 @@ impl Resolver {
     /// Resolves `host` for `family`. IP literals (see [`parse_ip_literal`]) are returned as they
     /// are, with no DNS query, if they match the family.
     pub async fn lookup(&self, host: &str, family: Family) -> Result<Resolved, ResolveError> {
+        if host.contains('%') {
+            split_zone(host).map_err(ResolveError::Zone)?;
+        }
         if let Some(ip) = parse_ip_literal(host) {
             return select(host, family, vec![ip], far_future());
         }
@@ -375,6 +383,9 @@ fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
 /// `017700000001`, `2130706433`), IPv6 with or without brackets (`[::1]`). IPv4-mapped IPv6
 /// (`::ffff:127.0.0.1`) becomes IPv4. Anything else is `None` (a host name).
 pub fn parse_ip_literal(s: &str) -> Option<IpAddr> {
+    if s.contains('%') {
+        return split_zone(s).ok().flatten().map(|(ip, _)| IpAddr::V6(ip));
+    }
     let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'));
     if let Some(v6) = inner {
         return v6
@@ -388,9 +399,99 @@ pub fn parse_ip_literal(s: &str) -> Option<IpAddr> {
     parse_inet_aton(s).map(IpAddr::V4)
 }
 
+/// Splits an IPv6 literal with a zone id (`fe80::1%eth0`, `[fe80::1%2]`) into the address and
+/// the interface the zone names (an index is turned into its name, which must exist). `None`
+/// when `host` has no `%`. The address carries no scope of its own: callers send through the
+/// zone's interface (`SocketOptions::interface`), which is the scope the kernel then uses.
+pub fn split_zone(host: &str) -> Result<Option<(Ipv6Addr, String)>, String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(host);
+    let Some((addr, zone)) = bare.split_once('%') else {
+        return Ok(None);
+    };
+    let Ok(ip) = addr.parse::<Ipv6Addr>() else {
+        return Err(format!(
+            "{host:?}: a zone id (after '%') follows only an IPv6 address, as in fe80::1%eth0"
+        ));
+    };
+    if !ip.is_unicast_link_local() {
+        return Err(format!(
+            "{host:?}: a zone id is only for link-local IPv6 addresses (fe80::/10); leave it out"
+        ));
+    }
+    if zone.is_empty() {
+        return Err(format!(
+            "{host:?}: the zone id after '%' is empty; name the interface, as in fe80::1%eth0"
+        ));
+    }
+    if !zone.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(Some((ip, zone.to_owned())));
+    }
+    let name = zone
+        .parse::<u32>()
+        .ok()
+        .filter(|&i| i > 0)
+        .and_then(|i| nix::net::if_::if_indextoname(i).ok())
+        .and_then(|n| n.into_string().ok())
+        // nix 0.30 takes a null from if_indextoname(3) for success, with an empty name.
+        .filter(|n| !n.is_empty());
+    match name {
+        Some(name) => Ok(Some((ip, name))),
+        None => Err(format!(
+            "{host:?}: no network interface has index {zone} (the zone id names the interface)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zone_ids_only_on_link_local_ipv6_with_an_interface() {
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap_or(Ipv6Addr::UNSPECIFIED);
+        assert_eq!(split_zone("fe80::1"), Ok(None));
+        assert_eq!(
+            split_zone("fe80::1%eth0"),
+            Ok(Some((ll, "eth0".to_owned())))
+        );
+        assert_eq!(
+            split_zone("[fe80::1%eth0]"),
+            Ok(Some((ll, "eth0".to_owned())))
+        );
+        // Index 1 is the loopback interface in every network namespace.
+        assert_eq!(split_zone("fe80::1%1"), Ok(Some((ll, "lo".to_owned()))));
+        assert_eq!(parse_ip_literal("fe80::1%eth0"), Some(IpAddr::V6(ll)));
+        for (host, says) in [
+            ("2001:db8::1%eth0", "only for link-local IPv6 addresses"),
+            ("127.0.0.1%eth0", "follows only an IPv6 address"),
+            ("example.org%eth0", "follows only an IPv6 address"),
+            ("fe80::1%", "the zone id after '%' is empty"),
+            (
+                "fe80::1%4000000000",
+                "no network interface has index 4000000000",
+            ),
+            ("fe80::1%0", "no network interface has index 0"),
+        ] {
+            let err = split_zone(host).err().unwrap_or_default();
+            assert!(err.contains(says) && err.contains(host), "{host}: {err}");
+            assert_eq!(parse_ip_literal(host), None, "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_zone_never_reaches_dns() {
+        // Servers that do not exist: a query would time out instead of failing at once.
+        let r = Resolver::with_servers(&[SocketAddr::from(([127, 0, 0, 1], 9))])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = r.lookup("2001:db8::1%eth0", Family::Auto).await;
+        assert!(
+            matches!(err, Err(ResolveError::Zone(ref m)) if m.contains("link-local")),
+            "{err:?}"
+        );
+    }
 
     fn v4(s: &str) -> Option<IpAddr> {
         Some(IpAddr::V4(s.parse().ok()?))
@@ -447,7 +548,6 @@ mod tests {
             "[127.0.0.1]",
             "[::1",
             "::1]",
-            "fe80::1%lo",
         ] {
             assert_eq!(parse_ip_literal(input), None, "{input:?}");
         }

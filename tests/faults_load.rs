@@ -3,7 +3,8 @@
 //! unmounts), the store file is deleted, the web config is truncated, and 100 reloads arrive at
 //! once. Throughout: the daemon keeps monitoring (`pingscope_sent_total` grows), every affected
 //! session accounts for each sample (stored + lost = sent), auth never answers 200 without
-//! credentials, and RSS stays under [`RSS_BOUND`]. Bounded: about a minute, then everything stops.
+//! credentials, and RSS stays under [`RSS_BOUND`]. Bounded: about 15 s when it runs alone (as
+//! nextest runs it), every wait capped (sessions 30 s, reloads 40 s), then everything stops.
 //!
 //! Needs root (the tmpfs); under CI (root) it never skips.
 
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, Tmpfs, wait_until};
 
-/// Resident memory the daemon may reach during the run (debug build, 1,000 targets).
-const RSS_BOUND: u64 = 256 * 1024 * 1024;
+/// Resident memory the daemon may reach during the run (debug build, 1,000 targets): about three
+/// times the 41-42 MiB measured over three runs.
+const RSS_BOUND: u64 = 128 * 1024 * 1024;
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -30,7 +32,6 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 #[test]
-#[ignore = "fails at fault 2 under load: the deleted store is not refused within 5 s (under investigation, see the hostile branch report)"]
 fn faults_under_load() {
     // SAFETY: geteuid has no preconditions.
     assert!(
@@ -125,12 +126,25 @@ fn faults_under_load() {
                 std::thread::sleep(Duration::from_secs(1));
             }
         });
-        // 20 WebSocket readers of the monitors' live stream.
-        for _ in 0..20 {
-            s.spawn(|| {
+        // 20 WebSocket readers of the monitors' live stream, each of 50 targets, so that
+        // together they read every target once: 20 readers of all 1,000 made 20,000 messages a
+        // second, which the test's own debug-built readers could not keep up with on a busy
+        // two-core machine (the daemon then lagged them, as it should, and the run starved).
+        for reader in 0..20 {
+            let auth = &auth;
+            let (stop, ws_messages) = (&stop, &ws_messages);
+            let daemon = &daemon;
+            s.spawn(move || {
+                let targets: Vec<String> = (reader * 50..reader * 50 + 50)
+                    .map(|i| format!("t{i}"))
+                    .collect();
                 let mut req =
                     tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-                        format!("ws://127.0.0.1:{}/api/v1/live", daemon.port),
+                        format!(
+                            "ws://127.0.0.1:{}/api/v1/live?target={}",
+                            daemon.port,
+                            targets.join(",")
+                        ),
                     )
                     .unwrap();
                 req.headers_mut()
@@ -167,6 +181,7 @@ fn faults_under_load() {
         let filler = fs.fill();
         std::thread::sleep(Duration::from_secs(2));
         std::fs::remove_file(&filler).unwrap();
+        let mut lost_total = 0;
         for id in &ids {
             let end = Instant::now() + Duration::from_secs(30);
             let v = loop {
@@ -183,6 +198,7 @@ fn faults_under_load() {
             let lost = v["samples_lost"].as_u64().unwrap();
             eprintln!("session {id}: sent {sent}, stored {stored}, lost {lost}");
             assert_eq!(stored + lost, sent, "exact accounting: {v}");
+            lost_total += lost;
             if lost > 0 {
                 assert!(
                     v["error"]
@@ -193,13 +209,19 @@ fn faults_under_load() {
             }
         }
 
-        // Fault 2: the store file is deleted; new sessions are refused with 503.
+        // Two seconds of a full disk inside five-second sessions cost samples.
+        assert!(lost_total > 0, "the full disk cost no sample");
+
+        // Fault 2: the store file is deleted (unlinked); new sessions are refused with 503, from
+        // the first start after it (a start used to be taken until the writer's next check, and
+        // this loop filled max_active with sessions on the deleted file, then got 429).
         std::fs::remove_file(&db).unwrap();
+        let mut last = (0, String::new());
         let refused = wait_until(Duration::from_secs(5), || {
-            let (status, text) = post("/api/v1/sessions", Some(body.clone()));
-            status == 503 && text.contains("removed or replaced")
+            last = post("/api/v1/sessions", Some(body.clone()));
+            last.0 == 503 && last.1.contains("removed or replaced")
         });
-        assert!(refused, "deleted store not detected: {}", daemon.log_text());
+        assert!(refused, "deleted store not detected: last answer {last:?}");
 
         // Fault 3: the web config is truncated: every request 500, none 200 without credentials.
         std::fs::write(&web, "").unwrap();

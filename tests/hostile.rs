@@ -16,6 +16,18 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// The daemon on a config of `yaml` written into `dir`.
+fn daemon_with(dir: &Path, yaml: &str) -> Daemon {
+    daemon_with_flags(dir, yaml, &[])
+}
+
+/// [`daemon_with`], and these flags.
+fn daemon_with_flags(dir: &Path, yaml: &str, flags: &[&str]) -> Daemon {
+    let config = dir.join("c.yml");
+    write(&config, yaml);
+    Daemon::start(dir, &config, flags)
+}
+
 fn sessions_yaml(dir: &Path) -> String {
     format!("sessions: {{database: {}}}\n", dir.join("s.db").display())
 }
@@ -443,9 +455,7 @@ fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
 fn item3_a_removed_store_file_is_detected_and_sessions_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let daemon = Daemon::start(d, &config, &[]);
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let body = serde_json::json!({"target": "127.0.0.1", "count": 2, "interval": "100ms"});
     let id = common::start_session(&daemon, body.clone());
     common::ended_session(&daemon, &id, Duration::from_secs(10));
@@ -525,7 +535,47 @@ fn get_with(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Duration) -
 }
 
 // Item 4: `X-Prometheus-Scrape-Timeout-Seconds: 1e9` and `interval=1y` were accepted, so a
-// client set how long it held a probe slot; 64 such requests took every slot.
+// client set how long it held a probe slot; 64 such requests took every slot. First with the
+// default limits (a config the old code also reads): such a request held the only slot, and the
+// next probe got 429.
+#[test]
+fn item4_a_client_set_budget_holds_no_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with_flags(d, "targets: []\n", &["--web.max-probes", "1"]);
+    let huge = [("X-Prometheus-Scrape-Timeout-Seconds", "1e9")];
+    std::thread::scope(|s| {
+        let greedy = s.spawn(|| {
+            get_with(
+                &daemon,
+                "/probe?target=127.0.0.1&count=2&interval=1y",
+                &huge,
+                Duration::from_secs(5),
+            )
+        });
+        // Long enough for the greedy request to be taken first, well inside its 5 s.
+        std::thread::sleep(Duration::from_secs(1));
+        let (status, body) = get_with(
+            &daemon,
+            "/probe?target=127.0.0.1&count=1",
+            &[],
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            status, 200,
+            "a client-set budget held the only slot: {body}"
+        );
+        let (status, body) = greedy.join().unwrap();
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.contains("interval 1y is above the maximum of 10s"),
+            "{body}"
+        );
+    });
+}
+
+// Item 4, the cap itself (`probe_limits`, new with the fix): no request holds a slot past
+// `max_duration`, whatever its header, count and interval.
 #[test]
 fn item4_probe_budget_is_capped_by_the_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -603,9 +653,7 @@ fn item4_probe_budget_is_capped_by_the_server() {
 fn item8_repeated_parameters_and_second_stops_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let daemon = Daemon::start(d, &config, &[]);
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let (status, body) = daemon.get("/probe?target=127.0.0.1&target=127.0.0.2&count=1");
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -624,4 +672,250 @@ fn item8_repeated_parameters_and_second_stops_are_refused() {
         body.contains("already_stopped") || body.contains("not_running"),
         "{body}"
     );
+}
+
+// Item 8: the OpenAPI document listed the `{id}` path parameter twice on the session routes
+// (once from `params(..)`, once derived from the handler's `Path` extractor).
+#[test]
+fn item8_openapi_lists_each_parameter_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
+    let (status, body) = daemon.get("/api/v1/openapi.json");
+    assert_eq!(status, 200, "{body}");
+    let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut seen_id = 0;
+    let mut duplicates = Vec::new();
+    for (path, item) in paths {
+        let shared = item["parameters"].as_array().cloned().unwrap_or_default();
+        for (method, op) in item.as_object().expect("path item") {
+            let Some(params) = op["parameters"].as_array() else {
+                continue;
+            };
+            let mut keys = std::collections::HashSet::new();
+            for p in shared.iter().chain(params) {
+                let key = (
+                    p["name"].as_str().unwrap_or("?"),
+                    p["in"].as_str().unwrap_or("?"),
+                );
+                if key == ("id", "path") {
+                    seen_id += 1;
+                    // The one left is the documented one.
+                    assert!(p["description"].is_string(), "{method} {path}: {p}");
+                }
+                if !keys.insert(key) {
+                    duplicates.push(format!("{method} {path}: {key:?}"));
+                }
+            }
+        }
+    }
+    // The walk saw the routes it is about (the `{id}` routes), so it can fail.
+    assert!(seen_id >= 4, "too few `id` parameters seen: {body}");
+    assert!(duplicates.is_empty(), "{duplicates:?}");
+}
+
+// Item 8: a WebSocket protocol error dropped the TCP connection without a close frame. Each
+// case writes one raw frame (masked with a zero key, as a client must) after a real handshake.
+#[test]
+fn item8_websocket_protocol_errors_get_a_close_frame() {
+    use std::io::Write as _;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _, stream};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with(d, "targets: []\n");
+    let frame = |first: u8, payload: &[u8]| -> Vec<u8> {
+        let mut f = vec![first];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(payload);
+        f
+    };
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("a reserved bit set", frame(0xC1, b"hi"), 1002),
+        ("a fragmented ping", frame(0x09, b"hi"), 1002),
+        (
+            "text that is not UTF-8",
+            frame(0x81, &[0xff, 0xfe, 0xfd]),
+            1007,
+        ),
+        ("text that is not JSON", frame(0x81, b"{not json"), 1007),
+        ("a message over 4 KiB", frame(0x82, &[0; 5_000]), 1009),
+    ];
+    for (what, raw, want) in cases {
+        let req = format!("ws://127.0.0.1:{}/api/v1/live", daemon.port)
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::tungstenite::connect(req).unwrap();
+        let stream::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+            panic!("plain TCP expected");
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(&raw).unwrap();
+        let got = (0..100).find_map(|_| match ws.read() {
+            Ok(Message::Close(frame)) => Some(Ok(frame.map(|f| u16::from(f.code)))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e.to_string())),
+        });
+        assert_eq!(got, Some(Ok(Some(want))), "{what}");
+    }
+}
+
+/// A network namespace whose only interfaces are `lo` and a TUN device `t0` holding the
+/// link-local address fe80::1 (no DAD), with ICMP datagram sockets allowed (on those, a
+/// link-local destination without a scope fails with EINVAL, so the test sees whether the zone
+/// reached the socket). Deleted at drop.
+struct LinkLocalNet {
+    ns: String,
+}
+
+impl LinkLocalNet {
+    fn start() -> LinkLocalNet {
+        let ns = format!("psz-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &ns]);
+        let net = LinkLocalNet { ns };
+        let n = net.ns.as_str();
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+        ip(&["-n", n, "tuntap", "add", "dev", "t0", "mode", "tun"]);
+        ip(&["-n", n, "link", "set", "t0", "up"]);
+        ip(&[
+            "-n",
+            n,
+            "-6",
+            "addr",
+            "add",
+            "fe80::1/64",
+            "dev",
+            "t0",
+            "nodad",
+        ]);
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", n, "sysctl", "-qw"])
+            .arg("net.ipv4.ping_group_range=0 2147483647")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        net
+    }
+
+    /// Moves this thread, and what it starts from now on, into the namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/run/netns/{}", self.ns)).unwrap();
+        // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for LinkLocalNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+// Item 8: an IPv6 zone id (`fe80::1%eth0`) went to DNS and failed with a debug-formatted
+// message. Now a link-local target's zone is the interface its probes leave by, on every
+// front (CLI, config, /probe, sessions), and a zone that cannot be used is refused in words.
+#[test]
+fn item8_ipv6_zone_ids_work_for_link_local_targets() {
+    require_root("the zone id test");
+    let net = LinkLocalNet::start();
+    net.enter();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let by_index = format!("fe80::1%{}", nix::net::if_::if_nametoindex("t0").unwrap());
+
+    // CLI: by name and by index.
+    for host in ["fe80::1%t0", by_index.as_str()] {
+        let run = run_bounded(
+            &["ping", "-c", "2", "-i", "0.1", host],
+            Duration::from_secs(10),
+        );
+        assert_eq!(run.code, Some(0), "{host}: {run:?}");
+        assert!(run.stdout.contains("\"received\":2"), "{host}: {run:?}");
+    }
+    for (host, says) in [
+        ("2001:db8::1%t0", "only for link-local IPv6 addresses"),
+        ("fe80::1%999", "no network interface has index 999"),
+        (
+            "--interface=lo fe80::1%t0",
+            "differs from the target's zone id",
+        ),
+    ] {
+        let mut args = vec!["ping", "-c", "1"];
+        args.extend(host.split(' '));
+        let run = run_bounded(&args, Duration::from_secs(10));
+        assert_eq!(run.code, Some(64), "{host}: {run:?}");
+        assert!(run.stderr.contains(says), "{host}: {run:?}");
+    }
+
+    // Config, /probe and sessions.
+    let daemon = daemon_with(
+        d,
+        &format!(
+            "targets:\n  - {{name: ll, host: \"fe80::1%t0\", interval: 100ms}}\n{}",
+            sessions_yaml(d)
+        ),
+    );
+    let replies = wait_until(Duration::from_secs(10), || {
+        let (_, m) = daemon.get("/metrics");
+        sample(
+            &m,
+            "pingscope_rtt_seconds_count{target=\"ll\",ip=\"fe80::1\"}",
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    });
+    assert!(replies, "{}", daemon.get("/metrics").1);
+    let (status, body) = daemon.get("/probe?target=fe80::1%25t0&count=2&interval=100ms");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, "probe_success"), Some(1.0), "{body}");
+    let id = common::start_session(
+        &daemon,
+        serde_json::json!({"target": "fe80::1%t0", "count": 2, "interval": "100ms"}),
+    );
+    let v = common::ended_session(&daemon, &id, Duration::from_secs(10));
+    assert_eq!(v["summary"]["received"], 2, "{v}");
+    let (status, body) = daemon.get("/probe?target=2001:db8::1%25t0");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only for link-local"), "{body}");
+    let (status, body) = daemon.post(
+        "/api/v1/sessions",
+        Some(&serde_json::json!({"target": "2001:db8::1%t0"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("only for link-local"), "{body}");
+    let bad = d.join("bad.yml");
+    write(
+        &bad,
+        "targets:\n  - host: \"2001:db8::1%t0\"\n  - {host: \"fe80::1%t0\", interface: lo}\n",
+    );
+    let run = run_bounded(
+        &["check-config", bad.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert_eq!(run.code, Some(64), "{run:?}");
+    for says in ["only for link-local", "differs from the target's zone id"] {
+        assert!(run.stderr.contains(says), "{run:?}");
+    }
 }

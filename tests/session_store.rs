@@ -171,6 +171,29 @@ async fn round_trip_create_append_finish_get() {
     assert!(err.to_string().contains("is closed"), "{err}");
 }
 
+// The writer looks at the file once a second; a start in that second used to be taken (and
+// written to the unlinked file): the fault run under load filled max_active that way and got
+// 429 instead of 503 (issue 21).
+#[tokio::test]
+async fn a_start_right_after_the_file_is_deleted_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let store = Store::open(&path, opts()).unwrap();
+    store
+        .create(&SessionRecord::start(params("127.0.0.1")))
+        .await
+        .unwrap();
+    assert!(!store.detached());
+    std::fs::remove_file(&path).unwrap();
+    let err = store
+        .create(&SessionRecord::start(params("127.0.0.1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Detached { .. }), "{err}");
+    assert!(err.to_string().contains("removed or replaced"), "{err}");
+    assert!(store.detached());
+}
+
 #[tokio::test]
 async fn delete_refuses_running_and_removes_samples() {
     let dir = tempfile::tempdir().unwrap();

@@ -276,17 +276,20 @@ fn groups(
         let labels = rules::labels(issues, &labels, &format!("[{g}].labels"));
         for (t, host) in group.value.targets.iter().flatten().enumerate() {
             let key = format!("[{g}].targets[{t}]");
-            if let Err(message) = rules::host_ok(&host.value) {
-                issues.push(line(host), key, message);
-                continue;
-            }
+            let opts = match rules::host_options(&host.value, defaults.clone()) {
+                Ok(o) => o,
+                Err(message) => {
+                    issues.push(line(host), key, message);
+                    continue;
+                }
+            };
             let here = format!("{}:{}", issues.file(), line(host));
             if claim_name(issues, seen, &host.value, here, line(host), &key) {
                 out.push(make_target(
                     host.value.clone(),
                     host.value.clone(),
                     labels.clone(),
-                    defaults.clone(),
+                    opts,
                 ));
             }
         }

@@ -149,9 +149,12 @@ pub(crate) fn interface(issues: &mut Issues, value: &S<String>, key: &str) -> Op
 
 /// A host name or IP address. Names are checked loosely (the resolver has the last word), enough to
 /// catch an empty value, a URL or a stray space.
-pub(crate) fn host_ok(host: &str) -> Result<(), String> {
+fn host_ok(host: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("host must not be empty".to_owned());
+    }
+    if host.contains('%') {
+        return probe_rules::zone(host).map(drop);
     }
     if host.parse::<IpAddr>().is_ok() {
         return Ok(());
@@ -167,6 +170,15 @@ pub(crate) fn host_ok(host: &str) -> Result<(), String> {
     } else {
         Err(format!("{host:?} is not a host name or IP address"))
     }
+}
+
+/// Checks `host` and sends a link-local target with a zone id (`fe80::1%eth0`) through the
+/// zone's interface, which must agree with an `interface` setting.
+pub(crate) fn host_options(host: &str, mut o: TargetDefaults) -> Result<TargetDefaults, String> {
+    host_ok(host)?;
+    let zone = probe_rules::zone(host)?;
+    o.interface = probe_rules::zone_interface(zone, o.interface)?;
+    Ok(o)
 }
 
 /// Prometheus label name rules plus the names pingscope sets itself.

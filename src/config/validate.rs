@@ -157,10 +157,13 @@ fn target(
         issues.push(line(raw), key(&prefix, "host"), "required key is missing");
         return None;
     };
-    if let Err(message) = rules::host_ok(&host.value) {
-        issues.push(line(host), key(&prefix, "host"), message);
-        return None;
-    }
+    let opts = match rules::host_options(&host.value, opts) {
+        Ok(o) => o,
+        Err(message) => {
+            issues.push(line(host), key(&prefix, "host"), message);
+            return None;
+        }
+    };
     let (name, name_line) = match &t.name {
         Some(n) if n.value.is_empty() => {
             issues.push(

@@ -68,11 +68,14 @@ pub(crate) async fn manager(app: &App) -> Result<SessionManager, ApiError> {
     })
 }
 
-/// The `{id}` path parameter of the session routes.
+/// The `{id}` path parameter of the session routes. Handlers take it as `Path<SessionPath>`:
+/// with `Path<String>` utoipa derived a second, undocumented `id` beside this one.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct SessionPath {
     /// Session id (a UUIDv7, as returned when the session started).
+    // The seed's `/results/{session_id}` is served by the same handler.
+    #[serde(alias = "session_id")]
     #[param(
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     )]
@@ -198,7 +201,7 @@ pub async fn list(
 )]
 pub async fn get(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<Json<SessionDetail>, ApiError> {
     let m = manager(&app).await?;
     let id = parse_id(&id)?;
@@ -226,7 +229,10 @@ pub async fn get(
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
-pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn stop(
+    State(app): State<App>,
+    Path(SessionPath { id }): Path<SessionPath>,
+) -> Result<Response, ApiError> {
     let m = manager(&app).await?;
     let id = parse_id(&id)?;
     if m.stopping(id) {
@@ -264,7 +270,7 @@ pub async fn stop(State(app): State<App>, Path(id): Path<String>) -> Result<Resp
 )]
 pub async fn delete(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
     let m = manager(&app).await?;
     let id = parse_id(&id)?;

@@ -5,6 +5,8 @@
 //! socket with a timeout) joined by a small bounded queue. A client that does not keep up loses
 //! messages, is told `{"type":"lagged","missed":N}`, and is closed with 1008 (policy violation)
 //! when it stays behind; nothing it does can slow the engine or grow the daemon's memory.
+//! A client that breaks the protocol gets a close frame before the connection goes: 1002
+//! (protocol error), 1007 (text that is not UTF-8 or not JSON) or 1009 (over [`MAX_INBOUND`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -48,6 +50,9 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 const POLICY_VIOLATION: u16 = 1008;
 const GOING_AWAY: u16 = 1001;
 const NORMAL: u16 = 1000;
+const PROTOCOL_ERROR: u16 = 1002;
+const INVALID_DATA: u16 = 1007;
+const MESSAGE_TOO_BIG: u16 = 1009;
 
 fn too_many_clients() -> ApiError {
     ApiError::new(
@@ -74,7 +79,7 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 )]
 pub async fn session_live(
     State(app): State<App>,
-    Path(id): Path<String>,
+    Path(crate::http::sessions::SessionPath { id }): Path<crate::http::sessions::SessionPath>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let m = manager(&app).await?;
@@ -156,6 +161,21 @@ fn close(code: u16, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+/// The close frame that answers a read error: 1009 for a message or frame over
+/// [`MAX_INBOUND`], 1007 for text that is not UTF-8, 1002 for any other breach of the protocol;
+/// `None` when the connection itself is gone and no frame can reach the client.
+fn close_for(e: axum::Error) -> Option<(u16, &'static str)> {
+    use tungstenite::error::{Error as WsError, ProtocolError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Capacity(_) => Some((MESSAGE_TOO_BIG, "message too big")),
+        WsError::Utf8(_) => Some((INVALID_DATA, "text is not UTF-8")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
 }
 
 /// What the forwarder queues for the writer.
@@ -257,7 +277,19 @@ async fn writer(
             }
             inbound = rx.next() => match inbound {
                 Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // The frame is answered before the connection goes, as RFC 6455 7.1.7 asks.
+                    if let Some((code, reason)) = close_for(e) {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(close(code, reason))).await;
+                    }
+                    break;
+                }
+                // Messages are JSON both ways; text that is not is invalid data (1007).
+                Some(Ok(Message::Text(t))) if serde_json::from_str::<serde::de::IgnoredAny>(&t).is_err() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(close(INVALID_DATA, "text is not JSON"))).await;
+                    break;
+                }
                 // Clients have nothing to say; pings are answered by the library.
                 Some(Ok(_)) => {}
             },

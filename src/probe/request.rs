@@ -238,6 +238,7 @@ pub fn validate(
     limits: &Limits,
 ) -> Result<ProbeRequest, RequestError> {
     let target = rules::target(raw.target.as_deref().unwrap_or("")).map_err(at("target"))?;
+    let zone = rules::zone(&target).map_err(at("target"))?;
     let kind = raw
         .kind
         .as_deref()
@@ -299,6 +300,7 @@ pub fn validate(
         .as_deref()
         .map(|t| rules::interface(t).map_err(at("interface")))
         .transpose()?;
+    let interface = rules::zone_interface(zone, interface).map_err(at("interface"))?;
     let request = ProbeRequest {
         target,
         kind,

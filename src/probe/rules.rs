@@ -207,6 +207,28 @@ pub fn interface(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+/// The interface named by the zone id of a link-local IPv6 target (`fe80::1%eth0`,
+/// `fe80::1%2`), `None` for a target without one. Probes of it are sent through that interface.
+pub fn zone(target: &str) -> Result<Option<String>, String> {
+    match crate::resolve::split_zone(target)? {
+        Some((_, name)) => interface(&name)
+            .map(Some)
+            .map_err(|e| format!("{target:?}: the zone id: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// The interface to send through, given a target's zone and an `interface` setting: one of
+/// them, or both when they agree.
+pub fn zone_interface(zone: Option<String>, set: Option<String>) -> Result<Option<String>, String> {
+    match (zone, set) {
+        (Some(z), Some(i)) if z != i => Err(format!(
+            "interface {i:?} differs from the target's zone id {z:?}; give one of them"
+        )),
+        (z, i) => Ok(z.or(i)),
+    }
+}
+
 /// The host to probe, as given: not empty, not longer than a DNS name.
 pub fn target(text: &str) -> Result<String, String> {
     // Counted as the API schema's maxLength counts: characters, before trimming.

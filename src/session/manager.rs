@@ -254,6 +254,14 @@ impl SessionManager {
         if self.shared.shutdown.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
+        // Before the cap: with the file gone, 503 says what is wrong; a 429 would send clients
+        // retrying for a slot that will not help.
+        if self.shared.store.detached() {
+            return Err(StoreError::Detached {
+                path: self.shared.store.path().to_owned(),
+            }
+            .into());
+        }
         let max = config.sessions.max_active;
         if self.active() >= max {
             return Err(StartError::TooMany { max });

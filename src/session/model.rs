@@ -148,6 +148,8 @@ impl SessionParams {
             options: SocketOptions {
                 ttl: self.ttl,
                 tos: self.tos,
+                // A link-local target's zone (`fe80::1%eth0`), checked when the session started.
+                interface: crate::probe::rules::zone(&self.target).ok().flatten(),
                 ..SocketOptions::default()
             },
         }

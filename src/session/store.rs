@@ -80,6 +80,8 @@ struct Shared {
     /// Most ops queued for the writer before samples are dropped.
     capacity: usize,
     counters: Arc<Counters>,
+    /// (device, inode) of the database file when it was opened.
+    identity: Option<(u64, u64)>,
     // Idle read connections. A plain mutex: held only to push or pop, never across a query.
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -181,6 +183,7 @@ impl Claim {
                 tx,
                 capacity: opts.queue_capacity.max(1),
                 counters,
+                identity,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -234,9 +237,11 @@ impl Store {
         move || counters.file_lost.load(Ordering::Relaxed)
     }
 
-    /// Whether the database file is removed or replaced now (checked by the writer every second).
+    /// Whether the database file is removed or replaced now. Looks at the file itself (one
+    /// `stat`) rather than waiting for the writer's next check, which runs every second.
     pub fn detached(&self) -> bool {
-        self.shared.counters.detached.load(Ordering::Relaxed)
+        let s = &self.shared;
+        super::writer::check_identity(&s.counters, &s.path, s.identity)
     }
 
     /// Samples of session `id` not stored so far (queue full, or a failed write).

@@ -121,6 +121,31 @@ pub(crate) fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Notices the database file removed or replaced under the store: what is written then goes
+/// to a file no one will open again, so new sessions are refused until it is back. Run by the
+/// writer every [`IDENTITY_EVERY`] and by every session start (one `stat`), so a start right
+/// after the removal is refused too. Returns whether the file is lost now; counts and logs
+/// only the change.
+pub(crate) fn check_identity(
+    counters: &Counters,
+    path: &std::path::Path,
+    opened: Option<(u64, u64)>,
+) -> bool {
+    let detached = opened.is_some() && identity(path) != opened;
+    let was = counters.detached.swap(detached, Ordering::Relaxed);
+    if detached && !was {
+        counters.file_lost.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            path = %path.display(),
+            "session database file removed or replaced while in use; new sessions are refused \
+             until it is back (restart pingscope to start a new file)"
+        );
+    } else if was && !detached {
+        tracing::info!(path = %path.display(), "session database file is back");
+    }
+    detached
+}
+
 /// The outcome of one op, handed back once the transaction it belongs to has committed.
 enum Done {
     Unit(Reply<()>, Result<(), StoreError>),
@@ -287,22 +312,8 @@ impl Writer {
         tracing::debug!(path = %self.path.display(), "session writer stopped");
     }
 
-    /// Notices the database file removed or replaced under the store: what is written then
-    /// goes to a file no one will open again, so new sessions are refused until it is back.
     fn check_identity(&self) {
-        let now = identity(&self.path);
-        let detached = self.identity.is_some() && now != self.identity;
-        let was = self.counters.detached.swap(detached, Ordering::Relaxed);
-        if detached && !was {
-            self.counters.file_lost.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                path = %self.path.display(),
-                "session database file removed or replaced while in use; new sessions are refused \
-                 until it is back (restart pingscope to start a new file)"
-            );
-        } else if was && !detached {
-            tracing::info!(path = %self.path.display(), "session database file is back");
-        }
+        check_identity(&self.counters, &self.path, self.identity);
     }
 
     /// Collects ops until the batch interval has passed since `first`, or at once when someone
