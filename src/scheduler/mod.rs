@@ -58,6 +58,8 @@ pub struct Deps {
     pub metrics: Metrics,
     /// Live samples.
     pub live: LiveHub,
+    /// Where outages are recorded.
+    pub outages: crate::session::outages::OutageLog,
 }
 
 /// Current state of one monitored address, for `/api/v1/targets`.
@@ -349,6 +351,7 @@ mod tests {
             metrics: Metrics::new(crate::metrics::MetricsOptions::default())
                 .unwrap_or_else(|e| panic!("{e}")),
             live: LiveHub::default(),
+            outages: crate::session::outages::OutageLog::disabled(),
         }
     }
 

@@ -9,7 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::config::OutageRule;
+use std::net::IpAddr;
+
+use crate::config::{OutageRule, TargetConfig};
+use crate::metrics::outage::OutageMetrics;
+use crate::session::outages::{OutageLog, OutageRecord, OutageStatus};
 
 /// Probes in flight the tracker keeps at most; past it the oldest is taken as lost (the engine's
 /// own table is smaller, so this only bounds memory against a bug).
@@ -329,20 +333,31 @@ mod tests {
     }
 }
 
-/// An address's tracker with the series it drives; lives in the address's status slot, so the
-/// tick loop and the recorder reach it under the lock they already take.
+/// An address's tracker with the series and the history it drives; lives in the address's
+/// status slot, so the tick loop and the recorder reach it under the lock they already take.
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
-    metrics: crate::metrics::outage::OutageMetrics,
+    target: String,
+    ip: IpAddr,
+    metrics: OutageMetrics,
+    log: OutageLog,
     changes: Vec<Change>,
 }
 
 impl AddressOutage {
-    pub(crate) fn new(rule: OutageRule, metrics: crate::metrics::outage::OutageMetrics) -> Self {
+    pub(crate) fn new(
+        cfg: &TargetConfig,
+        ip: IpAddr,
+        metrics: OutageMetrics,
+        log: OutageLog,
+    ) -> Self {
         Self {
-            tracker: OutageTracker::new(rule),
+            tracker: OutageTracker::new(cfg.outage),
+            target: cfg.name.clone(),
+            ip,
             metrics,
+            log,
             changes: Vec::new(),
         }
     }
@@ -365,15 +380,49 @@ impl AddressOutage {
         self.publish(out);
     }
 
+    /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
+    /// `interrupted` at its last lost probe.
+    pub(crate) fn interrupt(&mut self) {
+        if let Some(s) = self.tracker.open.take() {
+            let mut rec = self.record(&s, OutageStatus::Interrupted);
+            rec.end = Some(s.last_lost);
+            self.log.record(rec);
+        }
+    }
+
+    fn record(&self, s: &OutageState, status: OutageStatus) -> OutageRecord {
+        OutageRecord {
+            id: 0,
+            target: self.target.clone(),
+            ip: self.ip,
+            start: s.start,
+            end: s.end,
+            last_lost: s.last_lost,
+            lost: s.lost,
+            icmp_errors: s.icmp_errors,
+            status,
+            capture_session: None,
+        }
+    }
+
     fn publish(&mut self, mut out: Vec<Change>) {
         for change in out.drain(..) {
-            match &change {
-                Change::Opened(s) => self.metrics.open_for(true, secs(s.start, s.last_lost)),
-                Change::Grew(s) => self.metrics.open_for(false, secs(s.start, s.last_lost)),
-                Change::Closed(s) => self
-                    .metrics
-                    .closed(secs(s.start, s.end.unwrap_or(s.last_lost))),
-            }
+            let rec = match &change {
+                Change::Opened(s) => {
+                    self.metrics.open_for(true, secs(s.start, s.last_lost));
+                    self.record(s, OutageStatus::Open)
+                }
+                Change::Grew(s) => {
+                    self.metrics.open_for(false, secs(s.start, s.last_lost));
+                    self.record(s, OutageStatus::Open)
+                }
+                Change::Closed(s) => {
+                    self.metrics
+                        .closed(secs(s.start, s.end.unwrap_or(s.last_lost)));
+                    self.record(s, OutageStatus::Ended)
+                }
+            };
+            self.log.record(rec);
         }
         self.metrics.set(
             self.tracker.open().is_some(),

@@ -17,6 +17,7 @@ use crate::metrics::{BuildInfo, Metrics, MetricsOptions, ScrapeCounter, ScrapeGa
 use crate::resolve::Resolver;
 use crate::scheduler::{Deps, Scheduler};
 use crate::session::manager::SessionManager;
+use crate::session::outages::{OutageLog, OutageRecord};
 use crate::session::{Claim, Retention, Store, StoreOptions};
 
 /// Default of `--web.max-probes`: `/probe` requests running at once; past it they get 429.
@@ -112,12 +113,17 @@ impl App {
         .context("building the metrics registry")?;
         let resolver = make_resolver(&config)?;
         let live = LiveHub::default();
+        let (outages, outage_rx) = OutageLog::new(OUTAGE_QUEUE);
+        // A database from an earlier run may hold outages it cut: open it now to close them as
+        // interrupted (a daemon that never had one still opens SQLite only at first use).
+        let reopen = config.sessions.database.exists();
         let scheduler = Scheduler::new(
             Deps {
                 pinger: pinger.clone(),
                 resolver,
                 metrics: metrics.clone(),
                 live: live.clone(),
+                outages,
             },
             config.dns.refresh,
         );
@@ -175,7 +181,7 @@ impl App {
             "monitors started"
         );
         let probe_slots = Arc::new(tokio::sync::Semaphore::new(options.max_probes));
-        Ok(Self {
+        let app = Self {
             inner: Arc::new(Inner {
                 options,
                 config: RwLock::new(Arc::new(config)),
@@ -192,7 +198,9 @@ impl App {
                 reload_flight: parking_lot::Mutex::new(None),
                 shutdown: CancellationToken::new(),
             }),
-        })
+        };
+        tokio::spawn(store_outages(Arc::downgrade(&app.inner), outage_rx, reopen));
+        Ok(app)
     }
 
     /// The scheduler of the configured monitors.
@@ -441,6 +449,31 @@ pub enum ReloadError {
 pub struct ResolverSetupError {
     what: &'static str,
     error: Arc<crate::resolve::ResolveError>,
+}
+
+/// Outage records waiting for the store at most; the monitors never wait for it.
+const OUTAGE_QUEUE: usize = 8192;
+
+/// Hands the monitors' outage records to the store, opening it at the first one (or at once when
+/// `reopen`: an earlier run's outages left open are closed then). Ends with the daemon.
+async fn store_outages(
+    inner: std::sync::Weak<Inner>,
+    mut rx: tokio::sync::mpsc::Receiver<OutageRecord>,
+    reopen: bool,
+) {
+    let app = |inner: &std::sync::Weak<Inner>| inner.upgrade().map(|inner| App { inner });
+    if reopen && let Some(app) = app(&inner) {
+        let _ = app.sessions().await;
+    }
+    while let Some(rec) = rx.recv().await {
+        let Some(app) = app(&inner) else { break };
+        match app.sessions().await {
+            Ok(m) => {
+                m.store().record_outage(rec);
+            }
+            Err(e) => tracing::debug!(error = %e, "outage not stored: no session store"),
+        }
+    }
 }
 
 /// Opens the store claimed at start and makes the session runner. Blocking.
