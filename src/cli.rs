@@ -8,9 +8,15 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::ServeArgs;
 use crate::ping::{Format, PingOptions};
 use crate::probe::RawRequest;
+use crate::probe::path::RawPath;
+use crate::trace::TraceOptions;
 
 const EXIT_HELP: &str = "Exit status: 0 every host answered, 1 some host never answered, \
 2 some host could not be resolved, 64 bad arguments, 77 no permission to open ICMP sockets.";
+
+const TRACE_EXIT_HELP: &str = "Exit status: 0 every destination answered, 1 some destination \
+never answered, 2 some host could not be resolved, 64 bad arguments, 77 no permission to open \
+ICMP sockets.";
 
 /// pingscope: ICMP reachability, RTT, loss and jitter for the Prometheus world.
 #[derive(Debug, Parser)]
@@ -27,6 +33,10 @@ pub enum Command {
     /// Ping hosts and stream one JSON line per probe, then a summary per host.
     #[command(after_help = EXIT_HELP)]
     Ping(Box<PingArgs>),
+    /// Trace the path to hosts, mtr-style: one JSON line per hop probe, then one `hop_summary`
+    /// per (TTL, responder) and a `path` line (or the mtr table with `--format text`).
+    #[command(after_help = TRACE_EXIT_HELP)]
+    Trace(Box<TraceArgs>),
     /// Run the exporter daemon: monitors, /metrics, /probe, REST + WebSocket API, live page.
     Serve(Box<ServeArgs>),
     /// Validate a config file; print every error with its line; exit 64 when invalid.
@@ -118,6 +128,92 @@ impl PingArgs {
             hosts: self.hosts,
             dns_server: self.dns_server,
             format: self.format,
+        }
+    }
+}
+
+/// Flags of `pingscope trace`. Values are checked by the request's rules and the path rules
+/// ([`crate::probe::validate`], [`crate::probe::path::validate_path`]), with the same messages as
+/// every other front's.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Hosts to trace (names or addresses), concurrently; the first address of each.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Stop after ROUNDS rounds (default: until interrupted).
+    #[arg(
+        short = 'c',
+        long = "count",
+        value_name = "ROUNDS",
+        allow_negative_numbers = true
+    )]
+    pub count: Option<String>,
+    /// Time between the starts of two rounds (`1s`, or plain seconds) [default: 1s].
+    #[arg(short = 'i', long)]
+    pub interval: Option<String>,
+    /// Highest TTL probed (1-255) [default: 30].
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_ttl: Option<String>,
+    /// First TTL probed (1 to max-ttl) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub first_ttl: Option<String>,
+    /// Distinct Paris flows per round, to find ECMP branches (1-16) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub flows: Option<String>,
+    /// What is sent at each hop: icmp (udp is not available yet) [default: icmp].
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// How long to wait for each hop's answer [default: 2s].
+    #[arg(short = 'W', long)]
+    pub timeout: Option<String>,
+    /// ICMP payload bytes (at least 14 are sent: the stamp and the flow's checksum word) [default: 56].
+    #[arg(short = 's', long, allow_negative_numbers = true)]
+    pub size: Option<String>,
+    /// IPv4 only.
+    #[arg(short = '4', conflicts_with = "ip6")]
+    pub ip4: bool,
+    /// IPv6 only.
+    #[arg(short = '6')]
+    pub ip6: bool,
+    /// DNS server to ask instead of the system resolver (`IP` or `IP:PORT`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
+    /// Output format (default: json unless stdout is a terminal).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+impl TraceArgs {
+    /// What the flags ask for: the request every front shares (host left out) and the path's.
+    pub fn into_options(self) -> TraceOptions {
+        let family = if self.ip4 {
+            "ip4"
+        } else if self.ip6 {
+            "ip6"
+        } else {
+            "auto"
+        };
+        TraceOptions {
+            common: PingOptions {
+                request: RawRequest {
+                    count: self.count,
+                    interval: self.interval,
+                    timeout: self.timeout,
+                    size: self.size,
+                    family: Some(family.to_owned()),
+                    plain_seconds: true,
+                    ..RawRequest::default()
+                },
+                hosts: self.hosts,
+                dns_server: self.dns_server,
+                format: self.format,
+            },
+            path: RawPath {
+                first_ttl: self.first_ttl,
+                max_ttl: self.max_ttl,
+                flows: self.flows,
+                protocol: self.protocol,
+            },
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | domain | `live` | broadcast hub for live samples; slow readers lag, the engine never waits |
 //! | domain | [`probe`] | one request type with a kind, one rule set with one message per rule, one runner for every front (CLI, `/probe`, sessions, monitors) |
 //! | domain | [`ping`] | the one-shot `pingscope ping` command |
+//! | domain | [`trace`] | the one-shot `pingscope trace` command: mtr-style path rounds through [`probe::path`] |
 //! | domain | `scheduler` | the monitors: handle and reload diff, address resolution, tick loop, recorder (events recorded inline from the engine) |
 //! | domain | [`session`] | on-demand sessions: manager and SQLite store |
 //! | state | [`state`] | [`state::App`], the daemon's cheap-clone handle: config in force, scheduler, registry, engine, sessions; typed reload outcomes |
@@ -41,6 +42,7 @@ pub(crate) mod scheduler;
 pub mod session;
 pub mod state;
 pub mod stats;
+pub mod trace;
 
 /// Default TCP port of the HTTP server (9115, 9374 and 9427 belong to the peers).
 pub const DEFAULT_PORT: u16 = 10060;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match cli.command {
         Command::Ping(args) => pingscope::ping::main(args.into_options()),
+        Command::Trace(args) => pingscope::trace::main(args.into_options()),
         Command::Serve(args) => pingscope::app::main(*args),
         Command::CheckConfig { file } => pingscope::app::check_config(&file),
     })

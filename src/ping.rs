@@ -115,6 +115,22 @@ pub fn main(options: PingOptions) -> u8 {
             return exit::EXIT_USAGE;
         }
     };
+    with_engine(options.dns_server, |engine, resolver| async move {
+        let cancel = CancellationToken::new();
+        spawn_signal_watch(cancel.clone());
+        let out: Output = Arc::new(Mutex::new(std::io::stdout()));
+        run(&plan, engine, &resolver, out, cancel).await.exit_code()
+    })
+}
+
+/// Builds the runtime, the engine and the resolver of a one-shot command and runs `body` on
+/// them; a failure to set them up is printed and mapped to its exit status (77: no permission
+/// for ICMP sockets).
+pub fn with_engine<F, Fut>(dns_server: Option<SocketAddr>, body: F) -> u8
+where
+    F: FnOnce(Arc<crate::engine::Engine>, Resolver) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,7 +153,7 @@ pub fn main(options: PingOptions) -> u8 {
                 };
             }
         };
-        let resolver = match options.dns_server {
+        let resolver = match dns_server {
             Some(server) => Resolver::with_servers(&[server]),
             None => Resolver::system(),
         };
@@ -148,19 +164,17 @@ pub fn main(options: PingOptions) -> u8 {
                 return exit::EXIT_FAILURE;
             }
         };
-        let cancel = CancellationToken::new();
-        spawn_signal_watch(cancel.clone());
-        let out: Output = Arc::new(Mutex::new(std::io::stdout()));
-        run(&plan, engine, &resolver, out, cancel).await.exit_code()
+        body(engine, resolver).await
     })
 }
 
-fn eprintln_safe(msg: &str) {
+/// Prints a message on stderr; a closed stderr is no error worth more.
+pub(crate) fn eprintln_safe(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
 /// First Ctrl-C / SIGTERM stops sending (summaries still print); a second one exits at once.
-fn spawn_signal_watch(cancel: CancellationToken) {
+pub(crate) fn spawn_signal_watch(cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -275,7 +289,8 @@ async fn run_address(
     acc
 }
 
-fn write_line(out: &Output, line: &str) {
+/// Writes one whole line and flushes it, so a reader of the pipe sees it at once.
+pub(crate) fn write_line(out: &Output, line: &str) {
     let mut w = out.lock();
     // A closed pipe (`| head`) is not an error worth reporting per line.
     let _ = writeln!(w, "{line}");
@@ -316,6 +331,12 @@ fn text_sample(s: &Sample) -> String {
             )
         }
         SampleType::Timeout => format!("no answer from {ip} for icmp_seq={seq}"),
+        SampleType::Hop => format!(
+            "{ip}: ttl={} {} {}",
+            s.ttl.unwrap_or(0),
+            s.result.as_deref().unwrap_or("hop"),
+            s.from.map(|f| f.to_string()).unwrap_or_default()
+        ),
         SampleType::Error => match (s.from, s.icmp_type) {
             (Some(from), Some(t)) => format!(
                 "From {from} icmp_seq={seq} {} (type {t}, code {})",

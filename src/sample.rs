@@ -23,6 +23,9 @@ pub enum SampleType {
     Duplicate,
     /// An ICMP error for the probe, or a failure to send or resolve.
     Error,
+    /// One hop probe of a `path` run: `ttl` (sent), `round`, `flow`, `result`, the responder in
+    /// `from`, `rtt_ms` and `icmp_type` when answered.
+    Hop,
 }
 
 /// One probe outcome, as written to JSON.
@@ -62,10 +65,20 @@ pub struct Sample {
     /// ICMP code of an ICMP error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_code: Option<u8>,
-    /// Address that sent the ICMP error.
+    /// Address that sent the ICMP error (for a `hop`: the responder at its TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub from: Option<IpAddr>,
+    /// A `hop` sample's round (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
+    /// A `hop` sample's Paris flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u16>,
+    /// A `hop` sample's outcome: `reply`, `time_exceeded`, `unreachable`, `error`, `timeout`
+    /// or `send_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 /// Formats a wall-clock time as RFC 3339 with microseconds, UTC.
@@ -84,15 +97,22 @@ pub fn millis(d: Duration) -> f64 {
 }
 
 impl Sample {
-    /// The sample for an engine event of `target`/`host`, with the caller's sequence number.
-    pub fn from_event(target: &str, host: &str, ev: &ProbeEvent) -> Self {
-        let mut s = Self {
-            kind: SampleType::Timeout,
+    /// A sample of `kind` at `at` with only its identity set; every other field is absent.
+    pub fn new(
+        kind: SampleType,
+        target: &str,
+        host: &str,
+        ip: Option<IpAddr>,
+        seq: Option<u64>,
+        at: SystemTime,
+    ) -> Self {
+        Self {
+            kind,
             target: target.to_owned(),
             host: host.to_owned(),
-            ip: Some(ev.ip),
-            seq: Some(ev.tag),
-            ts: rfc3339(ev.at),
+            ip,
+            seq,
+            ts: rfc3339(at),
             rtt_ms: None,
             ttl: None,
             size: None,
@@ -100,7 +120,22 @@ impl Sample {
             icmp_type: None,
             icmp_code: None,
             from: None,
-        };
+            round: None,
+            flow: None,
+            result: None,
+        }
+    }
+
+    /// The sample for an engine event of `target`/`host`, with the caller's sequence number.
+    pub fn from_event(target: &str, host: &str, ev: &ProbeEvent) -> Self {
+        let mut s = Self::new(
+            SampleType::Timeout,
+            target,
+            host,
+            Some(ev.ip),
+            Some(ev.tag),
+            ev.at,
+        );
         match &ev.kind {
             EventKind::Reply(r) | EventKind::Late(r) | EventKind::Duplicate(r) => {
                 s.kind = match ev.kind {
@@ -133,19 +168,8 @@ impl Sample {
         error: String,
     ) -> Self {
         Self {
-            kind: SampleType::Error,
-            target: target.to_owned(),
-            host: host.to_owned(),
-            ip,
-            seq,
-            ts: rfc3339(SystemTime::now()),
-            rtt_ms: None,
-            ttl: None,
-            size: None,
             error: Some(error),
-            icmp_type: None,
-            icmp_code: None,
-            from: None,
+            ..Self::new(SampleType::Error, target, host, ip, seq, SystemTime::now())
         }
     }
 }
@@ -203,6 +227,10 @@ pub struct Summary {
     pub jitter_ms: Option<f64>,
     /// RFC 3550 smoothed jitter; `null` with fewer than two replies.
     pub jitter_rfc3550_ms: Option<f64>,
+    /// A `path` run's rows per (TTL, responder); its probe counts above are rounds, answered
+    /// when the destination answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<Vec<HopSummary>>,
 }
 
 /// The constant tag of a summary line.
@@ -212,4 +240,42 @@ pub enum SummaryTag {
     /// `"summary"`.
     #[default]
     Summary,
+}
+
+/// RTT figures of one hop, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HopRtt {
+    /// Last answer.
+    pub last: f64,
+    /// Mean.
+    pub avg: f64,
+    /// Lowest.
+    pub best: f64,
+    /// Highest.
+    pub worst: f64,
+    /// Population standard deviation (never negative).
+    pub stdev: f64,
+}
+
+/// One row of the mtr table: a TTL and one responder seen there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HopSummary {
+    /// The TTL.
+    pub ttl: u8,
+    /// Who answered there; `None` when nobody did.
+    #[schema(value_type = Option<String>)]
+    pub responder: Option<IpAddr>,
+    /// Probes charged to this row.
+    pub sent: u64,
+    /// Of them, not answered.
+    pub lost: u64,
+    /// `lost / sent` (0 to 1, as every pingscope ratio).
+    pub loss_ratio: f64,
+    /// The loss of this TTL that every later TTL up to the destination shares (0 to 1).
+    pub persistent_loss_ratio: f64,
+    /// True when the loss here reaches the destination: at least half of it is shared by
+    /// every later TTL. False for a router that rate-limits or does not answer.
+    pub loss_persists: bool,
+    /// RTT figures of the answers; `None` without any.
+    pub rtt_ms: Option<HopRtt>,
 }

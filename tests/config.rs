@@ -41,12 +41,20 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     ),
     (
         "invalid-kind.yml",
-        &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp)"],
+        &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp, path)"],
+    ),
+    (
+        "invalid-path.yml",
+        &[
+            "invalid-path.yml:5: targets[0].path.first_ttl: first_ttl 9 is above max_ttl 5",
+            "invalid-path.yml:9: targets[1].path.flows: flows must be between 1 and 16, got 17",
+            "invalid-path.yml:11: targets[2].path.protocol: unknown protocol \"tcp\" (use icmp or udp)",
+        ],
     ),
     (
         "invalid-unknown-key.yml",
         &[
-            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert)",
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path)",
         ],
     ),
     (
@@ -70,7 +78,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-syntax-after-unknown-key.yml",
         &[
-            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, histogram)",
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, histogram)",
             "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
         ],
     ),
@@ -254,13 +262,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-mixed-errors.yml",
         &[
-            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, histogram)",
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, histogram)",
             "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
             "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
             "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
             "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
-            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert)",
-            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert)",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path)",
             "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
             "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
             "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
@@ -390,6 +398,12 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
         "deny",
         "probe_profiles",
         "count",
+        "kind",
+        "path",
+        "first_ttl",
+        "max_ttl",
+        "flows",
+        "protocol",
     ];
     for key in keys {
         assert!(text.contains(&format!("{key}:")), "sample lacks {key}");
@@ -404,6 +418,11 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
     assert_eq!(config.targets[1].family, Family::Ip6);
     assert_eq!(config.targets[1].tos, Some(184));
     assert_eq!(config.targets[2].name, "example.org");
+    assert_eq!(config.targets[3].kind, pingscope::probe::ProbeKind::Path);
+    assert_eq!(
+        (config.targets[3].path.max_ttl, config.targets[3].path.flows),
+        (16, 4)
+    );
     assert_eq!(config.access.deny.len(), 2);
     assert_eq!(config.probe_profiles.len(), 3);
     assert_eq!(config.probe_profiles["v6-mtu"].size, 1452);
@@ -466,6 +485,7 @@ fn every_default_is_applied() {
         window: 60,
         outage: Default::default(),
         alert: Default::default(),
+        path: Default::default(),
     };
     assert_eq!(t, want);
     let config = parse_ok("");

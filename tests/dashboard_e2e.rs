@@ -34,6 +34,8 @@ targets:
   # The test's DNS server answers NXDOMAIN: every lookup fails, which is what the DNS
   # failures panel is for.
   - {name: unknown, host: nowhere.pingscope.test}
+  # A path monitor through two hops, for the path row.
+  - {name: route, host: 198.18.0.9, kind: path, interval: 500ms, path: {max_ttl: 6}}
 "#;
 
 fn dashboard() -> Value {
@@ -85,7 +87,11 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         "198.18.0.30": {"delay": "8ms", "loss": 0.2},
         "2001:db8::20": {"delay": "20ms"},
         "198.18.0.60": {"unreachable": 1},
-        "198.18.0.80": {"delay": "300ms"}
+        "198.18.0.80": {"delay": "300ms"},
+        "198.18.0.9": {"delay": "1ms", "path": {"hops": [
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"addr": "198.18.10.2", "delay": "1ms"}
+        ]}}
     }}));
     net.enter();
     let server = support::dns::DnsServer::start();
@@ -184,5 +190,34 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         );
         let ttl = of_target(p, &find(&queries, "Targets overview", "E").expr, "steady");
         assert_eq!(ttl, 64.0, "{mode}: reply TTL");
+        // The path row: every hop of `route` with its responder, three hops long.
+        let hops: std::collections::BTreeSet<(String, String)> = p
+            .query_result(&find(&queries, "Path hops", "C").expr)
+            .iter()
+            .map(|r| {
+                let l = &r["metric"];
+                (
+                    l["ttl"].as_str().unwrap_or_default().to_owned(),
+                    l["hop_ip"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let want: std::collections::BTreeSet<(String, String)> = [
+            ("1", "198.18.10.1"),
+            ("2", "198.18.10.2"),
+            ("3", "198.18.0.9"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+        assert_eq!(hops, want, "{mode}: path hops");
+        assert_eq!(
+            of_target(
+                p,
+                &find(&queries, "Path length and changes", "A").expr,
+                "route"
+            ),
+            3.0
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Every front answers the same bad request with the same message: the CLI (exit 64, the
-//! message on stderr), `/probe` (400) and sessions (400), one case per rule of the shared request
+//! Every front answers the same bad request with the same message: the CLI (`ping`, and
+//! `trace` for the path rules; exit 64, the message on stderr), `/probe` (400) and sessions (400), one case per rule of the shared request
 //! checks. `/probe` and sessions run in-process over the scripted fake pinger, so no root and no
 //! network are needed; the CLI fails before it opens a socket or asks DNS. Targets are loopback
 //! literals, so even a front that wrongly accepted a case would ask no DNS server and probe
@@ -34,7 +34,14 @@ ttl too big | -t 256 127.0.0.1 | target=127.0.0.1&ttl=256 | {"target":"127.0.0.1
 tos too big | -Q 300 127.0.0.1 | target=127.0.0.1&tos=300 | {"target":"127.0.0.1","tos":300} | tos | tos must be between 0 and 255, got 300
 unknown family | - | target=127.0.0.1&family=ipx | {"target":"127.0.0.1","family":"ipx"} | family | unknown family "ipx" (use auto, ip4 or ip6)
 every address where one is probed | - | target=127.0.0.1&family=all | {"target":"127.0.0.1","family":"all"} | family | family "all" is not possible here: this probes one address (use auto, ip4 or ip6)
-unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp)
+unknown kind | - | target=127.0.0.1&kind=ssh | {"target":"127.0.0.1","kind":"ssh"} | kind | unknown kind "ssh" (use icmp, path)
+path max_ttl zero | trace --max-ttl 0 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=0 | {"target":"127.0.0.1","kind":"path","max_ttl":0} | max_ttl | max_ttl must be between 1 and 255, got 0
+path max_ttl too big | trace --max-ttl 256 127.0.0.1 | target=127.0.0.1&kind=path&max_ttl=256 | {"target":"127.0.0.1","kind":"path","max_ttl":256} | max_ttl | max_ttl must be between 1 and 255, got 256
+path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | target=127.0.0.1&kind=path&first_ttl=9&max_ttl=5 | {"target":"127.0.0.1","kind":"path","first_ttl":9,"max_ttl":5} | first_ttl | first_ttl 9 is above max_ttl 5
+path flows zero | trace --flows 0 127.0.0.1 | target=127.0.0.1&kind=path&flows=0 | {"target":"127.0.0.1","kind":"path","flows":0} | flows | flows must be between 1 and 16, got 0
+path flows above the cap | trace --flows 17 127.0.0.1 | target=127.0.0.1&kind=path&flows=17 | {"target":"127.0.0.1","kind":"path","flows":17} | flows | flows must be between 1 and 16, got 17
+path unknown protocol | trace --protocol tcp 127.0.0.1 | target=127.0.0.1&kind=path&protocol=tcp | {"target":"127.0.0.1","kind":"path","protocol":"tcp"} | protocol | unknown protocol "tcp" (use icmp or udp)
+path count below 1 | trace -c 0 127.0.0.1 | - | - | count | count must be at least 1, got 0
 "#;
 
 /// One refusal, as each front is asked for it. `None`: the front has no way to say it.
@@ -89,12 +96,15 @@ fn refusal((status, json): (u16, serde_json::Value)) -> (u16, String, String, St
 }
 
 fn cli(args: &[&str]) -> (Option<i32>, String) {
-    // A deadline, so that a front that wrongly accepted the case would still end by itself.
-    let out = Command::new(BIN)
-        .args(["ping", "-w", "1s"])
-        .args(args)
-        .output()
-        .expect("running pingscope");
+    // A deadline (a round count for `trace`), so that a front that wrongly accepted the case
+    // would still end by itself.
+    let mut cmd = Command::new(BIN);
+    match args.split_first() {
+        Some((&"trace", rest)) if rest.contains(&"-c") => cmd.arg("trace").args(rest),
+        Some((&"trace", rest)) => cmd.args(["trace", "-c", "1"]).args(rest),
+        _ => cmd.args(["ping", "-w", "1s"]).args(args),
+    };
+    let out = cmd.output().expect("running pingscope");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     (out.status.code(), stderr)
 }

@@ -82,6 +82,7 @@ fn play(t: &TargetMetrics, script: &[Step]) {
                 icmp_type: 3,
                 icmp_code: 1,
                 from: ip,
+                rtt: None,
             }),
             Step::SendError(_) => continue,
         };
@@ -402,6 +403,13 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_outages_total", "counter"),
         ("pingscope_outage_seconds_total", "counter"),
         ("pingscope_target_threshold", "gauge"),
+        ("pingscope_path_hop_sent_total", "counter"),
+        ("pingscope_path_hop_lost_total", "counter"),
+        ("pingscope_path_changes_total", "counter"),
+        ("pingscope_path_hop_rtt_seconds", "histogram"),
+        ("pingscope_path_hop_info", "gauge"),
+        ("pingscope_path_length", "gauge"),
+        ("pingscope_path_info", "gauge"),
     ];
     for (name, ty) in types {
         assert_eq!(

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pingscope::resolve::Family;
-use pingscope::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag, rfc3339};
+use pingscope::sample::{RttSummaryMs, Sample, SampleType, Summary, SummaryTag};
 use pingscope::session::{
     INTERRUPTED_MESSAGE, Retention, SessionId, SessionParams, SessionRecord, SessionStatus, Store,
     StoreError, StoreOptions,
@@ -30,28 +30,22 @@ fn params(target: &str) -> SessionParams {
         family: Family::Ip4,
         ttl: None,
         tos: None,
+        path: None,
     }
 }
 
 fn sample(seq: u64) -> Sample {
+    let kind = if seq.is_multiple_of(7) {
+        SampleType::Timeout
+    } else {
+        SampleType::Reply
+    };
+    let ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     Sample {
-        kind: if seq.is_multiple_of(7) {
-            SampleType::Timeout
-        } else {
-            SampleType::Reply
-        },
-        target: "lo".into(),
-        host: "127.0.0.1".into(),
-        ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        seq: Some(seq),
-        ts: rfc3339(SystemTime::now()),
         rtt_ms: (!seq.is_multiple_of(7)).then_some(seq as f64 * 0.125),
         ttl: Some(64),
         size: Some(64),
-        error: None,
-        icmp_type: None,
-        icmp_code: None,
-        from: None,
+        ..Sample::new(kind, "lo", "127.0.0.1", ip, Some(seq), SystemTime::now())
     }
 }
 
@@ -79,6 +73,7 @@ fn summary(sent: u64) -> Summary {
         }),
         jitter_ms: Some(0.05),
         jitter_rfc3550_ms: None,
+        hops: None,
     }
 }
 

@@ -402,6 +402,75 @@ function timelineRow(s) {
   );
 }
 
+// The mtr table of a path session: one row per (TTL, responder) from its hop samples, ECMP
+// branches under their TTL; a lost probe counts for the responder its flow last saw there. Loss
+// that the later TTLs do not share (a router rate-limiting its ICMP) is marked as such.
+function hopRows(samples) {
+  const rows = new Map();
+  const lastOf = new Map();
+  const ttls = new Map();
+  for (const s of samples) {
+    if (s.type !== "hop" || s.result === "send_error") continue;
+    const fk = s.ttl + "/" + s.flow;
+    const who = s.from || lastOf.get(fk) || "";
+    if (s.from) lastOf.set(fk, s.from);
+    const key = s.ttl + "|" + who;
+    if (!rows.has(key)) rows.set(key, { ttl: s.ttl, host: who, sent: 0, lost: 0, rtts: [] });
+    const r = rows.get(key);
+    r.sent += 1;
+    const t = ttls.get(s.ttl) || { sent: 0, lost: 0 };
+    t.sent += 1;
+    if (s.from && s.rtt_ms !== undefined && s.rtt_ms !== null) r.rtts.push(s.rtt_ms);
+    else { r.lost += 1; t.lost += 1; }
+    ttls.set(s.ttl, t);
+  }
+  const reached = samples.filter((s) => s.type === "hop" && s.result === "reply").map((s) => s.ttl);
+  const end = reached.length ? Math.min(...reached) : Infinity;
+  const out = [...rows.values()].filter((r) => r.ttl <= end).sort((a, b) => a.ttl - b.ttl || a.host.localeCompare(b.host));
+  for (const r of out) {
+    const loss = r.sent ? r.lost / r.sent : 0;
+    let later = Infinity;
+    for (const [ttl, t] of ttls) if (ttl > r.ttl && ttl <= end && t.sent) later = Math.min(later, t.lost / t.sent);
+    r.loss = loss;
+    r.rateLimited = loss > 0 && Math.min(loss, later) * 2 < loss;
+    const n = r.rtts.length;
+    if (n) {
+      const avg = r.rtts.reduce((a, b) => a + b, 0) / n;
+      r.last = r.rtts[n - 1];
+      r.avg = avg;
+      r.best = Math.min(...r.rtts);
+      r.worst = Math.max(...r.rtts);
+      r.stdev = Math.sqrt(r.rtts.reduce((a, b) => a + (b - avg) ** 2, 0) / n);
+    }
+  }
+  return out;
+}
+
+function hopTable(samples) {
+  const rows = hopRows(samples);
+  $("hops-box").hidden = rows.length === 0;
+  const max = Math.max(0, ...rows.map((r) => r.worst || 0));
+  let prev = null;
+  $("hops").replaceChildren(...rows.map((r) => {
+    const first = r.ttl !== prev;
+    prev = r.ttl;
+    // CSSOM, not a style attribute: the page's CSP allows no inline styles.
+    const bar = h("span", { class: "hop-bar" });
+    bar.style.width = `${max && r.avg !== undefined ? Math.max(2, (100 * r.avg) / max) : 0}%`;
+    return h("tr", { dataset: { ttl: r.ttl, host: r.host || "???", rateLimited: r.rateLimited ? "true" : "false" } },
+      h("td", { class: "num" }, first ? String(r.ttl) : ""),
+      h("td", {}, (r.host || "???") + (r.rateLimited ? " (rate limited?)" : "")),
+      h("td", { class: "num" }, (100 * r.loss).toFixed(1) + "%"),
+      h("td", { class: "num" }, String(r.sent)),
+      h("td", { class: "num" }, ms(r.last)),
+      h("td", { class: "num" }, ms(r.avg)),
+      h("td", { class: "num" }, ms(r.best)),
+      h("td", { class: "num" }, ms(r.worst)),
+      h("td", { class: "num" }, ms(r.stdev)),
+      h("td", {}, bar));
+  }));
+}
+
 function csvOf(samples) {
   const cols = ["type", "seq", "ts", "target", "host", "ip", "rtt_ms", "ttl", "size", "error", "icmp_type", "icmp_code", "from"];
   const cell = (v) => {
@@ -530,12 +599,14 @@ const result = {
 
   add(s) {
     this.samples.push(s);
+    if (s.type === "hop") hopTable(this.samples);
     $("timeline").prepend(timelineRow(s));
     showFigures(liveFigures(this.samples), false);
     this.draw();
   },
 
   renderAll() {
+    hopTable(this.samples);
     const rows = this.samples.map(timelineRow).reverse();
     $("timeline").replaceChildren(...rows);
     showFigures(liveFigures(this.samples), false);

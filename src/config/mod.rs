@@ -29,6 +29,7 @@ mod file_sd;
 mod locate;
 pub mod mesh_peers;
 pub mod outage;
+mod path;
 mod raw;
 pub mod read;
 mod rules;

@@ -57,6 +57,7 @@ macro_rules! with_probe_options {
             pub window: Option<S<i64>>,
             pub outage: Option<S<super::outage::RawOutage>>,
             pub alert: Option<S<super::outage::RawAlert>>,
+            pub path: Option<S<super::path::RawPathBlock>>,
             $(pub $after: $aty,)*
         }
 
@@ -77,6 +78,7 @@ macro_rules! with_probe_options {
                     window: self.window.clone(),
                     outage: self.outage.clone(),
                     alert: self.alert.clone(),
+                    path: self.path.clone(),
                 }
             }
         }

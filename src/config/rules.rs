@@ -311,5 +311,8 @@ pub(crate) fn probe_options(
     if let Some(block) = &raw.alert {
         out.alert = super::outage::alert_block(issues, block, prefix, out.alert);
     }
+    if let Some(block) = &raw.path {
+        out.path = super::path::path_block(issues, block, prefix, &base.path);
+    }
     out
 }

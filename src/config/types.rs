@@ -2,6 +2,7 @@
 
 pub use super::outage::{AlertThresholds, OutageRule};
 use crate::probe::ProbeKind;
+use crate::probe::path::PathOptions;
 use crate::resolve::Family;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -90,6 +91,8 @@ pub struct TargetDefaults {
     pub window: usize,
     pub outage: OutageRule,
     pub alert: AlertThresholds,
+    /// Options of `kind: path` (`path:`).
+    pub path: PathOptions,
 }
 
 impl Default for TargetDefaults {
@@ -107,6 +110,7 @@ impl Default for TargetDefaults {
             window: defaults::WINDOW,
             outage: OutageRule::default(),
             alert: AlertThresholds::default(),
+            path: PathOptions::default(),
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct TargetConfig {
     pub outage: OutageRule,
     /// The target's own alert thresholds (`alert:`).
     pub alert: AlertThresholds,
+    /// Options of `kind: path` (`path:`).
+    pub path: PathOptions,
 }
 
 /// The `dns` section.

@@ -234,6 +234,7 @@ pub(crate) fn make_target(
         window: o.window,
         outage: o.outage,
         alert: o.alert,
+        path: o.path,
     }
 }
 

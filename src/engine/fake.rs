@@ -170,6 +170,7 @@ impl Pinger for FakePinger {
                         icmp_type,
                         icmp_code: 0,
                         from,
+                        rtt: Some(after.min(timeout)),
                     })));
                 }
             }

@@ -54,13 +54,25 @@ pub enum Transport {
     /// quoting it, or the timeout.
     #[default]
     Icmp,
+    /// An ICMP echo request of one Paris flow with its own TTL / hop limit, for path tracing.
+    /// Every probe of a flow goes out on the flow's socket (one identifier) with one ICMP
+    /// checksum (the payload compensates the sequence and stamp), so routers that balance by a
+    /// hash of those fields send the whole flow one way; the TTL is set per packet. Settles like
+    /// [`Transport::Icmp`]: echo reply, an ICMP error quoting it (time exceeded from the router
+    /// at that TTL, with its address), or the timeout.
+    IcmpFlow {
+        /// Which flow (any number; distinct flows get distinct identifiers and checksums).
+        flow: u16,
+        /// TTL / hop limit of this probe; it overrides [`SocketOptions::ttl`].
+        ttl: u8,
+    },
 }
 
 impl Transport {
     /// Name for messages and labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Icmp => "icmp",
+            Self::Icmp | Self::IcmpFlow { .. } => "icmp",
         }
     }
 }
@@ -137,6 +149,10 @@ pub struct IcmpErrorInfo {
     pub icmp_code: u8,
     /// The router or host that sent the error.
     pub from: IpAddr,
+    /// Time from the send to the error's arrival, measured as replies are (kernel timestamps
+    /// where there are); what a path tracer reports for the hop that sent it. `None` where the
+    /// engine cannot tell.
+    pub rtt: Option<Duration>,
 }
 
 /// Coarse classes of ICMP errors.

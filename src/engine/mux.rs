@@ -35,7 +35,7 @@ impl Engine {
 impl Pinger for Engine {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
         match spec.transport {
-            Transport::Icmp => self.icmp.send(spec, tag, sink),
+            Transport::Icmp | Transport::IcmpFlow { .. } => self.icmp.send(spec, tag, sink),
         }
     }
 

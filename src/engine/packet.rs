@@ -412,6 +412,57 @@ pub fn build_echo_request(
     pkt
 }
 
+/// Bytes of payload a flow-stable request needs for its stamp and compensation word.
+pub const FLOW_STAMP_LEN: usize = STAMP_LEN + 2;
+
+/// The checksum every request of flow `flow` carries: never 0 or 0xffff, so the ones'-complement
+/// sum it stands for has one representation and the kernel (which computes the checksum itself
+/// on datagram sockets, and over the pseudo-header for ICMPv6) arrives at the same value.
+pub fn flow_sum(flow: u16) -> u16 {
+    let t = 0x5053 ^ flow.wrapping_mul(0x9e37);
+    if t == 0 || t == 0xffff { 0x5053 } else { t }
+}
+
+/// Ones'-complement sum of `data` (16-bit words, big-endian, end-around carry).
+fn ones_sum(data: &[u8]) -> u16 {
+    !checksum(data)
+}
+
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// Builds an echo request whose ICMP checksum is the same for every sequence and send stamp of
+/// one flow (Paris traceroute): routers that hash the first words of the ICMP header for ECMP
+/// (type, code, checksum, often the identifier) then send every probe of the flow one way.
+///
+/// Two payload bytes right after the stamp are chosen so that the message sums to
+/// `!flow_sum(flow)` whatever the sequence and stamp. The payload is at least
+/// [`FLOW_STAMP_LEN`] bytes (a smaller size is raised to it), so every flow request is stamped.
+pub fn build_flow_request(
+    v6: bool,
+    ident: u16,
+    seq: u16,
+    payload_len: usize,
+    stamp: u64,
+    flow: u16,
+) -> Vec<u8> {
+    let mut pkt = build_echo_request(v6, ident, seq, payload_len.max(FLOW_STAMP_LEN), stamp);
+    pkt[2..4].copy_from_slice(&[0, 0]);
+    // Even offset in the message, so the word adds as it is.
+    let at = ECHO_HEADER_LEN + STAMP_LEN;
+    pkt[at..at + 2].copy_from_slice(&[0, 0]);
+    let target = !flow_sum(flow);
+    let comp = ones_add(target, !ones_sum(&pkt));
+    pkt[at..at + 2].copy_from_slice(&comp.to_be_bytes());
+    if !v6 {
+        let sum = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    pkt
+}
+
 /// What the payload of a reply says about its origin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PayloadStamp {

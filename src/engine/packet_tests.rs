@@ -319,3 +319,54 @@ proptest! {
         let _ = parse_sent_request(&data, true);
     }
 }
+
+/// The checksum field a flow request carries, as the kernel would compute it for v6 too
+/// (the pseudo-header is the same for every probe of a flow, so the message sum decides).
+fn message_sum(pkt: &[u8]) -> u16 {
+    let mut zeroed = pkt.to_vec();
+    zeroed[2..4].copy_from_slice(&[0, 0]);
+    checksum(&zeroed)
+}
+
+#[test]
+fn flow_requests_keep_one_checksum_per_flow() {
+    for v6 in [false, true] {
+        for size in [0usize, 2, 8, 12, 13, 14, 15, 56, 1000] {
+            for flow in [0u16, 1, 2, 3, 0xffff] {
+                let sums: std::collections::BTreeSet<u16> = (0..200u16)
+                    .map(|seq| {
+                        let stamp = 1_700_000_000_000_000_000u64 + u64::from(seq) * 7_919_123;
+                        let pkt = build_flow_request(
+                            v6,
+                            0x1234,
+                            seq.wrapping_mul(331),
+                            size,
+                            stamp,
+                            flow,
+                        );
+                        assert_eq!(pkt.len(), ECHO_HEADER_LEN + size.max(FLOW_STAMP_LEN));
+                        assert_eq!(be16(&pkt, 6), seq.wrapping_mul(331));
+                        let sum = message_sum(&pkt);
+                        if !v6 {
+                            assert_eq!(be16(&pkt, 2), sum, "v4 carries its checksum");
+                            assert_eq!(checksum(&pkt), 0, "and it verifies");
+                        }
+                        sum
+                    })
+                    .collect();
+                assert_eq!(sums.len(), 1, "v6={v6} size={size} flow={flow}: {sums:?}");
+                assert_eq!(sums.first().copied(), Some(flow_sum(flow)));
+            }
+        }
+    }
+    assert_ne!(flow_sum(0), flow_sum(1), "flows differ");
+}
+
+#[test]
+fn flow_requests_are_always_stamped() {
+    let pkt = build_flow_request(false, 1, 2, 14, 42, 0);
+    assert_eq!(read_stamp(&pkt[ECHO_HEADER_LEN..]), PayloadStamp::Stamp(42));
+    let pkt = build_flow_request(false, 1, 2, 0, 42, 0);
+    assert_eq!(read_stamp(&pkt[ECHO_HEADER_LEN..]), PayloadStamp::Stamp(42));
+    assert!(matches!(parse_icmpv4(&pkt), Ok(Icmp::EchoRequest(_))));
+}

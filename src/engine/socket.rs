@@ -370,6 +370,30 @@ pub fn send_to(socket: &Socket, ip: IpAddr, pkt: &[u8]) -> io::Result<()> {
     socket.send_to(pkt, &addr).map(|_| ())
 }
 
+/// Sends one ICMP message to `ip` with this packet's own TTL (IPv4) or hop limit (IPv6), given
+/// as a control message (`IP_TTL` / `IPV6_HOPLIMIT`) so that one socket sends every TTL of a
+/// flow: datagram and raw sockets of both families take it, and the socket's own TTL stays.
+pub fn send_to_with_ttl(socket: &Socket, ip: IpAddr, pkt: &[u8], ttl: u8) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, sendmsg};
+    let addr = SockaddrStorage::from(SocketAddr::new(ip, 0));
+    let hops = libc::c_int::from(ttl);
+    let cmsg = if ip.is_ipv6() {
+        ControlMessage::Ipv6HopLimit(&hops)
+    } else {
+        ControlMessage::Ipv4Ttl(&hops)
+    };
+    let iov = [io::IoSlice::new(pkt)];
+    sendmsg(
+        socket.as_raw_fd(),
+        &iov,
+        &[cmsg],
+        MsgFlags::empty(),
+        Some(&addr),
+    )
+    .map(|_| ())
+    .map_err(io::Error::from)
+}
+
 /// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the
 /// next send or receive reports once.
 pub fn is_pending_icmp_error(e: &io::Error) -> bool {

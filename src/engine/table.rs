@@ -405,6 +405,19 @@ impl InFlightTable {
         Some((sink, ev))
     }
 
+    /// Settles the probe an ICMP error quotes, as [`Self::error`], with the error's RTT measured
+    /// from the probe's send times to `rx` as a reply's would be.
+    pub fn error_measured(
+        &mut self,
+        key: Key,
+        mut info: IcmpErrorInfo,
+        rx: &RecvTimes,
+    ) -> Option<Delivery> {
+        let p = self.pending.get(&key)?;
+        info.rtt = Some(clock::measure(&p.sent, rx).rtt);
+        self.error(key, info, rx.wall())
+    }
+
     /// Times out every probe whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant, wall: SystemTime) -> Vec<Delivery> {
         let mut out = Vec::new();

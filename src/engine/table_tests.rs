@@ -197,6 +197,7 @@ fn icmp_error_settles_and_later_reply_is_late() {
         icmp_type: 3,
         icmp_code: 1,
         from: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
+        rtt: None,
     };
     let (_, ev) = t.error(key(seq), info.clone(), wall).expect("matched");
     assert_eq!(ev.kind, EventKind::IcmpError(info.clone()));

@@ -151,6 +151,7 @@ proptest::proptest! {
                         icmp_type: 11,
                         icmp_code: 0,
                         from: IP,
+                        rtt: None,
                     };
                     if let Some((_, ev)) = t.error(key, info, wall) {
                         assert_eq!(ev.tag, stamp);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod metrics;
 pub mod outages;
 pub mod probe;
+mod probe_path;
 pub mod serve;
 pub mod sessions;
 pub mod targets;

@@ -2,7 +2,9 @@
 //! probe and the loss, RTT and jitter figures blackbox does not give for ICMP.
 //!
 //! Every request builds a fresh registry, so `/probe` never leaks series between targets.
-//! `probe_success` is 1 when at least one echo reply came back within the timeout.
+//! `probe_success` is 1 when at least one echo reply came back within the timeout. A request of
+//! kind `path` runs tracer rounds instead and answers with the `probe_path_*` families
+//! ([`super::probe_path`]).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ProbeLimitsConfig, ProbeProfile};
 use crate::http::error::ApiError;
-use crate::probe::{self, Defaults, Limits, ProbeRequest, RawRequest};
+use crate::probe::path::{PathOptions, RawPath, validate_path};
+use crate::probe::{self, Defaults, Limits, ProbeKind, ProbeRequest, RawRequest};
 use crate::sample::SampleType;
 use crate::state::App;
 
@@ -39,6 +42,8 @@ pub struct ProbeParams {
     pub request: ProbeRequest,
     /// Return the probe's log as text.
     pub debug: bool,
+    /// The path options (`first_ttl`, `max_ttl`, `flows`, `protocol`), for `kind=path`.
+    pub path: PathOptions,
 }
 
 /// Merges the module (profile) with the query and checks the result with the rules every front
@@ -86,6 +91,12 @@ pub fn params(
         one_address: true,
     };
     let request = probe::validate(&raw, &defaults, &limits)?;
+    let path = validate_path(&RawPath {
+        first_ttl: q.get("first_ttl").cloned(),
+        max_ttl: q.get("max_ttl").cloned(),
+        flows: q.get("flows").cloned(),
+        protocol: q.get("protocol").cloned(),
+    })?;
     let debug = match q.get("debug").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -95,7 +106,11 @@ pub fn params(
             )));
         }
     };
-    Ok(ProbeParams { request, debug })
+    Ok(ProbeParams {
+        request,
+        debug,
+        path,
+    })
 }
 
 /// The query as pairs, each name at most once: a repeated parameter is refused rather than one
@@ -270,6 +285,27 @@ pub async fn probe(
             return Err(ApiError::denied(&req.target, ip, &denied));
         }
         fig.ip_protocol = if ip.is_ipv4() { 4 } else { 6 };
+    }
+    if req.kind == ProbeKind::Path {
+        let figures = match ip {
+            Some(ip) => {
+                super::probe_path::run(
+                    app.pinger(),
+                    req,
+                    p.path.clone(),
+                    ip,
+                    deadline,
+                    &mut log,
+                    p.debug,
+                )
+                .await
+            }
+            None => Default::default(),
+        };
+        let body = super::probe_path::render(&figures, started.elapsed(), fig.dns, ip);
+        return respond(&headers, body, log, p.debug);
+    }
+    if let Some(ip) = ip {
         let mut hop_limit = None;
         let acc = probe::run(
             app.pinger(),
@@ -305,19 +341,29 @@ pub async fn probe(
         }
     }
     fig.duration = started.elapsed().as_secs_f64();
-    let body = render(&fig).map_err(|e| {
+    respond(&headers, render(&fig), log, p.debug)
+}
+
+/// The exposition, or with `debug` the log and the exposition as text.
+fn respond(
+    headers: &HeaderMap,
+    body: Result<String, std::fmt::Error>,
+    mut log: String,
+    debug: bool,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("encoding failed: {e}"),
         )
     })?;
-    if p.debug {
+    if debug {
         let _ = writeln!(log, "\nMetrics that would have been returned:\n{body}");
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], log).into_response());
     }
     Ok(super::compress::negotiated(
-        &headers,
+        headers,
         CONTENT_TYPE,
         body.into_bytes(),
     ))

@@ -33,6 +33,7 @@ mod format;
 mod histogram;
 mod labels;
 pub mod outage;
+pub mod path;
 mod registry;
 mod scrape;
 mod target;
@@ -271,6 +272,8 @@ struct Shared {
     timestamps: Arc<timestamps::TimestampCollector>,
     /// Outage series and target thresholds.
     outages: Arc<outage::OutageCollector>,
+    /// The series of path monitors.
+    paths: Arc<path::PathCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -330,6 +333,7 @@ impl Metrics {
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let outages = Arc::new(outage::OutageCollector::default());
+        let paths = Arc::new(path::PathCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -340,6 +344,7 @@ impl Metrics {
             scrape_sources: &scrape_sources,
             timestamps: &timestamps,
             outages: &outages,
+            paths: &paths,
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
@@ -383,6 +388,7 @@ impl Metrics {
                 scrape_sources,
                 timestamps,
                 outages,
+                paths,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -458,6 +464,17 @@ impl Metrics {
     /// Sets (or with `None` deletes) `pingscope_target_threshold{target,metric}` of a target.
     pub fn set_thresholds(&self, target: &str, thresholds: Option<outage::Thresholds>) {
         self.shared.outages.set_thresholds(target, thresholds);
+    }
+
+    /// The series of a path monitor's address (`pingscope_path_*`), created empty; asking again
+    /// returns the same handle with its counts kept.
+    pub fn path(&self, labels: &TargetLabels) -> path::PathMetrics {
+        self.shared.paths.target(labels)
+    }
+
+    /// Deletes every `pingscope_path_*` series of a path monitor's address.
+    pub fn forget_path(&self, labels: &TargetLabels) -> bool {
+        self.shared.paths.forget(labels)
     }
 
     /// The label sets of every target currently known, for diffing on reload.

@@ -10,6 +10,7 @@
 //!
 //! A new kind is added to [`ProbeKind`], [`request::spec`] and the engine, and every front has it.
 
+pub mod path;
 pub mod request;
 pub mod rules;
 pub mod run;

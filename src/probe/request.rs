@@ -23,16 +23,19 @@ pub enum ProbeKind {
     /// ICMP echo request; settles on the echo reply, an ICMP error or the timeout.
     #[default]
     Icmp,
+    /// Per-hop rounds, mtr-style ([`super::path`]): `pingscope trace` and path monitors.
+    Path,
 }
 
 impl ProbeKind {
     /// Every kind, in the order help texts list them.
-    pub const ALL: [Self; 1] = [Self::Icmp];
+    pub const ALL: [Self; 2] = [Self::Icmp, Self::Path];
 
     /// The name used in config, query strings, bodies and samples.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Icmp => "icmp",
+            Self::Path => "path",
         }
     }
 
@@ -102,7 +105,9 @@ pub fn spec(
     options: SocketOptions,
 ) -> ProbeSpec {
     match kind {
-        ProbeKind::Icmp => ProbeSpec {
+        // A path's own probes are built per hop by its tracer; its plain spec is the echo to
+        // the destination.
+        ProbeKind::Icmp | ProbeKind::Path => ProbeSpec {
             ip,
             transport: Transport::Icmp,
             size,
@@ -410,7 +415,7 @@ mod tests {
             (
                 &[("kind", "ssh")],
                 "kind",
-                "unknown kind \"ssh\" (use icmp)",
+                "unknown kind \"ssh\" (use icmp, path)",
             ),
             (
                 &[("count", "0")],

@@ -124,6 +124,35 @@ pub fn ttl(n: i64) -> Result<u8, String> {
     in_range("ttl", n, 1, 255).map(|n| n as u8)
 }
 
+/// Highest TTL of a path probe.
+pub fn max_ttl(n: i64) -> Result<u8, String> {
+    in_range("max_ttl", n, 1, 255).map(|n| n as u8)
+}
+
+/// First TTL of a path probe: at most its `max_ttl`.
+pub fn first_ttl(n: i64, max_ttl: u8) -> Result<u8, String> {
+    let n = in_range("first_ttl", n, 1, 255)?;
+    if n > i64::from(max_ttl) {
+        return Err(format!("first_ttl {n} is above max_ttl {max_ttl}"));
+    }
+    Ok(n as u8)
+}
+
+/// Paris flows of a path probe: at least 1, at most `max` (each is a socket, and each
+/// multiplies what every router on the path answers).
+pub fn flows(n: i64, max: u16) -> Result<u16, String> {
+    in_range("flows", n, 1, i64::from(max)).map(|n| n as u16)
+}
+
+/// What a path probe sends at each hop: `icmp` (UDP is not available yet).
+pub fn path_protocol(text: &str) -> Result<(), String> {
+    match text.trim() {
+        "icmp" => Ok(()),
+        "udp" => Err("protocol \"udp\" for paths is not available yet (use icmp)".to_owned()),
+        other => Err(format!("unknown protocol {other:?} (use icmp or udp)")),
+    }
+}
+
 /// IPv4 TOS byte / IPv6 traffic class.
 pub fn tos(n: i64) -> Result<u8, String> {
     in_range("tos", n, 0, 255).map(|n| n as u8)

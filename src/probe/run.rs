@@ -141,6 +141,7 @@ pub fn summary(target: &str, ip: Option<IpAddr>, acc: &Accumulator) -> Summary {
         }),
         jitter_ms: ipdv.map(ms),
         jitter_rfc3550_ms: rfc.map(ms),
+        hops: None,
     }
 }
 

@@ -44,6 +44,7 @@ impl AddressEntry {
 pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: &TargetLabels) {
     shared.deps.metrics.forget(labels);
     shared.deps.metrics.forget_outage(labels);
+    shared.deps.metrics.forget_path(labels);
     let slot = shared.statuses.lock().remove(&(target.to_owned(), ip));
     if let Some(slot) = slot {
         slot.lock().outage.interrupt();

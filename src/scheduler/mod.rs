@@ -23,6 +23,7 @@
 
 mod address;
 mod outage;
+mod path;
 mod recorder;
 mod resolution;
 mod tick;
@@ -341,6 +342,7 @@ mod tests {
             window: 10,
             outage: Default::default(),
             alert: Default::default(),
+            path: Default::default(),
         })
     }
 

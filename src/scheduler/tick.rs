@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::path::PathTask;
 use super::{Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventSink, SocketOptions};
 use crate::metrics::{TargetMetrics, events};
-use crate::probe::{self, Ticks};
+use crate::probe::{self, ProbeKind, Ticks};
 use crate::sample::Sample;
 
 /// Stable phase of a (target, address) within its interval: FNV-1a of both, modulo the interval.
@@ -41,6 +42,10 @@ pub(super) struct ProbeTask {
 
 impl ProbeTask {
     pub(super) async fn run(self) {
+        if self.cfg.kind == ProbeKind::Path {
+            // Boxed: only path monitors pay for the tracer's state in their future.
+            return Box::pin(PathTask::from(self).run()).await;
+        }
         let interval = self.cfg.interval;
         let mut ticks = Ticks::new(
             Instant::now() + phase(&self.cfg.name, self.ip, interval),

@@ -22,9 +22,11 @@ const FINISH_ATTEMPTS: u32 = 10;
 /// Pause between those tries.
 const FINISH_RETRY: Duration = Duration::from_secs(1);
 
+use super::model::PathParams;
 use super::{SessionId, SessionParams, SessionRecord, SessionStatus, Store, StoreError};
 use crate::config::{Config, Denied, format_duration};
 use crate::engine::Pinger;
+use crate::probe::path::{RawPath, validate_path};
 use crate::probe::{self, Defaults, Limits, ProbeKind, RawRequest, RequestError};
 use crate::resolve::{Family, Resolver};
 use crate::sample::{Sample, Summary};
@@ -81,6 +83,21 @@ pub struct StartRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 255)]
     pub tos: Option<i64>,
+    /// `kind: path`: first TTL probed (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
+    pub first_ttl: Option<i64>,
+    /// `kind: path`: highest TTL probed (default 30).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 255)]
+    pub max_ttl: Option<i64>,
+    /// `kind: path`: Paris flows per round (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 16)]
+    pub flows: Option<i64>,
+    /// `kind: path`: what is sent at each hop (`icmp`).
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 impl StartRequest {
@@ -204,6 +221,12 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         one_address: true,
     };
     let r = probe::validate(&req.raw(), &defaults, &limits)?;
+    let path = validate_path(&RawPath {
+        first_ttl: req.first_ttl.map(|n| n.to_string()),
+        max_ttl: req.max_ttl.map(|n| n.to_string()),
+        flows: req.flows.map(|n| n.to_string()),
+        protocol: req.protocol.clone(),
+    })?;
     Ok(SessionParams {
         target: r.target,
         kind: r.kind,
@@ -216,6 +239,7 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         family: r.family,
         ttl: r.options.ttl,
         tos: r.options.tos,
+        path: (r.kind == ProbeKind::Path).then(|| PathParams::from(&path)),
     })
 }
 
@@ -322,17 +346,32 @@ impl SessionManager {
     ) {
         let request = record.params.request();
         let id = record.id;
-        let acc = probe::run(&self.shared.pinger, &request, ip, None, &cancel, |sample| {
-            self.publish(id, sample);
-        })
-        .await;
-        let target = request.target;
+        let target = request.target.clone();
+        let summary: Summary = match record.params.path {
+            Some(path) => {
+                probe::path::run::run(
+                    &self.shared.pinger,
+                    &request,
+                    path.options(),
+                    ip,
+                    &cancel,
+                    |p| self.publish(id, probe::path::hop_sample(&target, ip, p)),
+                )
+                .await
+            }
+            None => {
+                let acc = probe::run(&self.shared.pinger, &request, ip, None, &cancel, |sample| {
+                    self.publish(id, sample);
+                })
+                .await;
+                probe::summary(&target, Some(ip), &acc)
+            }
+        };
         let status = if cancel.is_cancelled() {
             *stop_status.lock()
         } else {
             SessionStatus::Completed
         };
-        let summary: Summary = probe::summary(&target, Some(ip), &acc);
         let mut ended = record.clone();
         ended.status = status;
         ended.ended_at = Some(SystemTime::now());

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::engine::SocketOptions;
+use crate::probe::path::PathOptions;
 use crate::probe::{ProbeKind, ProbeRequest};
 use crate::resolve::Family;
 use crate::sample::{Sample, Summary};
@@ -131,6 +132,42 @@ pub struct SessionParams {
     /// TOS byte / traffic class; absent: the kernel's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tos: Option<u8>,
+    /// The path options of a `kind: path` session (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathParams>,
+}
+
+/// The path options of a session, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PathParams {
+    /// First TTL probed.
+    pub first_ttl: u8,
+    /// Highest TTL probed.
+    pub max_ttl: u8,
+    /// Paris flows per round.
+    pub flows: u16,
+}
+
+impl PathParams {
+    /// As the tracer takes them (ICMP, the default pace).
+    pub fn options(&self) -> PathOptions {
+        PathOptions {
+            first_ttl: self.first_ttl,
+            max_ttl: self.max_ttl,
+            flows: self.flows,
+            ..PathOptions::default()
+        }
+    }
+}
+
+impl From<&PathOptions> for PathParams {
+    fn from(o: &PathOptions) -> Self {
+        Self {
+            first_ttl: o.first_ttl,
+            max_ttl: o.max_ttl,
+            flows: o.flows,
+        }
+    }
 }
 
 impl SessionParams {
@@ -377,6 +414,7 @@ mod tests {
             family: Family::Ip4,
             ttl: None,
             tos: None,
+            path: None,
         };
         let json = serde_json::to_value(&p).unwrap_or_default();
         assert_eq!(json["interval"], "200ms");

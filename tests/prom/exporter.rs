@@ -63,6 +63,19 @@ struct Metrics {
     sessions: Gauge,
     live_clients: Gauge,
     build_info: Family<Labels, Gauge>,
+    // A path monitor's series for every target: two hops, the second the target itself.
+    path_sent: Family<Labels, Counter>,
+    path_lost: Family<Labels, Counter>,
+    path_rtt: HistogramFamily,
+    path_hop_info: Family<Labels, Gauge>,
+    path_length: Family<Labels, Gauge>,
+    path_changes: Family<Labels, Counter>,
+    path_info: Family<Labels, Gauge>,
+}
+
+/// Classic only, as the daemon's `pingscope_path_hop_rtt_seconds`.
+fn path_histogram() -> Histogram {
+    Histogram::new(RTT_BUCKETS)
 }
 
 impl Metrics {
@@ -89,6 +102,13 @@ impl Metrics {
             sessions: Gauge::default(),
             live_clients: Gauge::default(),
             build_info: Family::default(),
+            path_sent: Family::default(),
+            path_lost: Family::default(),
+            path_rtt: Family::new_with_constructor(path_histogram),
+            path_hop_info: Family::default(),
+            path_length: Family::default(),
+            path_changes: Family::default(),
+            path_info: Family::default(),
         }
     }
 
@@ -130,6 +150,13 @@ impl Metrics {
         r.register("sessions_active", "sessions", self.sessions.clone());
         r.register("live_clients", "live clients", self.live_clients.clone());
         r.register("build_info", "build", self.build_info.clone());
+        r.register("path_hop_sent", "hop probes", self.path_sent.clone());
+        r.register("path_hop_lost", "hop losses", self.path_lost.clone());
+        r.register("path_hop_rtt_seconds", "hop RTT", self.path_rtt.clone());
+        r.register("path_hop_info", "hop", self.path_hop_info.clone());
+        r.register("path_length", "length", self.path_length.clone());
+        r.register("path_changes", "changes", self.path_changes.clone());
+        r.register("path_info", "path", self.path_info.clone());
     }
 
     fn setup(&self, profiles: &[Profile]) {
@@ -157,6 +184,18 @@ impl Metrics {
                 .get_or_create(&labels(&[("target", p.target)]))
                 .inc_by(0);
             self.ttl.get_or_create(&l).set(p.ttl);
+            self.path_length.get_or_create(&l).set(2);
+            self.path_changes.get_or_create(&l).inc_by(0);
+            let mut id = l.clone();
+            id.push(("path_id".into(), "00000000000000aa".into()));
+            self.path_info.get_or_create(&id).set(1);
+            for (ttl, hop) in [("1", "192.0.2.254"), ("2", p.ip)] {
+                let mut h = hop_labels(p, ttl);
+                self.path_sent.get_or_create(&h).inc_by(0);
+                self.path_lost.get_or_create(&h).inc_by(0);
+                h.push(("hop_ip".into(), hop.into()));
+                self.path_hop_info.get_or_create(&h).set(1);
+            }
             let family = if p.ip.contains(':') { "ip6" } else { "ip4" };
             self.target_info
                 .get_or_create(&labels(&[
@@ -176,6 +215,13 @@ impl Metrics {
         self.lag.get_or_create(&Vec::new()).observe(0.0005);
         if p.loss_every > 0 && n.is_multiple_of(p.loss_every) {
             self.lost.get_or_create(&l).inc();
+            // Lost beyond hop 1: hop 1 answers, the target's TTL does not.
+            self.path_sent.get_or_create(&hop_labels(p, "1")).inc();
+            self.path_rtt
+                .get_or_create(&hop_labels(p, "1"))
+                .observe(0.001);
+            self.path_sent.get_or_create(&hop_labels(p, "2")).inc();
+            self.path_lost.get_or_create(&hop_labels(p, "2")).inc();
             return;
         }
         let len = p.rtts.len().max(1) as u64;
@@ -186,6 +232,11 @@ impl Metrics {
             .copied()
             .unwrap_or(rtt);
         self.rtt.get_or_create(&l).observe(rtt);
+        for (ttl, share) in [("1", 0.5), ("2", 1.0)] {
+            let h = hop_labels(p, ttl);
+            self.path_sent.get_or_create(&h).inc();
+            self.path_rtt.get_or_create(&h).observe(rtt * share);
+        }
         self.jitter.get_or_create(&l).observe((rtt - prev).abs());
         self.jitter_rfc3550
             .get_or_create(&l)
@@ -217,6 +268,10 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 fn target_labels(p: &Profile) -> Labels {
     labels(&[("target", p.target), ("ip", p.ip)])
+}
+
+fn hop_labels(p: &Profile, ttl: &str) -> Labels {
+    labels(&[("target", p.target), ("ip", p.ip), ("ttl", ttl)])
 }
 
 /// The running fake exporter; stops its threads on drop.

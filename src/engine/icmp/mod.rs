@@ -61,6 +61,7 @@
 //! surge-ping gives no kernel timestamps (its RTT is taken when the task wakes: the user-space
 //! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ pub use super::socket::{SocketKind, SocketPreference, TimestampSource};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome, TxMatch};
 use super::{
     EngineCounters, EventSink, IcmpErrorInfo, Pinger, ProbeSpec, SendError, SocketError,
-    SocketOptions, Undelivered,
+    SocketOptions, Transport, Undelivered,
 };
 use recv::{receive_task, timer_task};
 
@@ -264,7 +265,9 @@ impl IcmpSocket {
     }
 }
 
-type SocketKey = (bool, SocketOptions);
+/// Family, options, and the Paris flow for [`Transport::IcmpFlow`] sockets (whose TTL is set
+/// per packet, so it is not part of their options).
+type SocketKey = (bool, SocketOptions, Option<u16>);
 
 /// The real [`Pinger`]. See the module docs.
 #[derive(Debug)]
@@ -316,7 +319,7 @@ impl IcmpEngine {
         });
         let timer = runtime.spawn(timer_task(shared));
         engine.tasks.lock().push(timer.abort_handle());
-        engine.socket_for(false, &SocketOptions::default())?;
+        engine.socket_for(false, &SocketOptions::default(), None)?;
         Ok(engine)
     }
 
@@ -324,7 +327,7 @@ impl IcmpEngine {
     pub fn socket_kind(&self, v6: bool) -> Option<SocketKind> {
         self.sockets
             .lock()
-            .get(&(v6, SocketOptions::default()))
+            .get(&(v6, SocketOptions::default(), None))
             .map(|s| s.kind)
     }
 
@@ -333,7 +336,7 @@ impl IcmpEngine {
         self.sockets
             .lock()
             .iter()
-            .map(|((v6, o), s)| (*v6, o.clone(), s.kind, s.ident))
+            .map(|((v6, o, _), s)| (*v6, o.clone(), s.kind, s.ident))
             .collect()
     }
 
@@ -374,9 +377,15 @@ impl IcmpEngine {
         }
     }
 
-    fn socket_for(&self, v6: bool, opts: &SocketOptions) -> Result<Arc<IcmpSocket>, SocketError> {
+    fn socket_for(
+        &self,
+        v6: bool,
+        opts: &SocketOptions,
+        flow: Option<u16>,
+    ) -> Result<Arc<IcmpSocket>, SocketError> {
+        let key = (v6, opts.clone(), flow);
         let mut sockets = self.sockets.lock();
-        if let Some(s) = sockets.get(&(v6, opts.clone())) {
+        if let Some(s) = sockets.get(&key) {
             return Ok(s.clone());
         }
         let OpenSocket {
@@ -414,13 +423,14 @@ impl IcmpEngine {
             rx_timestamps = TimestampPaths::label(timestamps.rx),
             tx_timestamps = TimestampPaths::label(timestamps.tx),
             ?opts,
+            ?flow,
             "ICMP socket opened"
         );
         let task = self
             .runtime
             .spawn(receive_task(sock.clone(), self.shared.clone()));
         self.tasks.lock().push(task.abort_handle());
-        sockets.insert((v6, opts.clone()), sock.clone());
+        sockets.insert(key, sock.clone());
         Ok(sock)
     }
 }
@@ -428,8 +438,19 @@ impl IcmpEngine {
 impl Pinger for IcmpEngine {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
         let ip = spec.ip;
+        // A flow's probes share one socket whatever their TTL, which goes on each packet.
+        let (flow, opts) = match spec.transport {
+            Transport::IcmpFlow { flow, ttl } => (
+                Some((flow, ttl)),
+                Cow::Owned(SocketOptions {
+                    ttl: None,
+                    ..spec.options.clone()
+                }),
+            ),
+            Transport::Icmp => (None, Cow::Borrowed(&spec.options)),
+        };
         let sock = self
-            .socket_for(ip.is_ipv6(), &spec.options)
+            .socket_for(ip.is_ipv6(), &opts, flow.map(|(f, _)| f))
             .map_err(|source| SendError::Socket { ip, source })?;
         let clock = &*self.shared.clock;
         let first = clock.pair();
@@ -449,8 +470,15 @@ impl Pinger for IcmpEngine {
             }
             seq
         };
-        let pkt =
-            packet::build_echo_request(sock.v6, sock.ident, seq, usize::from(spec.size), stamp);
+        let size = usize::from(spec.size);
+        let pkt = match flow {
+            Some((f, _)) => packet::build_flow_request(sock.v6, sock.ident, seq, size, stamp, f),
+            None => packet::build_echo_request(sock.v6, sock.ident, seq, size, stamp),
+        };
+        let send = || match flow {
+            Some((_, ttl)) => socket::send_to_with_ttl(sock.fd.get_ref(), ip, &pkt, ttl),
+            None => socket::send_to(sock.fd.get_ref(), ip, &pkt),
+        };
         let key = Key {
             ip,
             ident: sock.ident,
@@ -471,7 +499,7 @@ impl Pinger for IcmpEngine {
             table.lock().set_sent(&key, clock.pair(), kernel, id);
         };
         mark(&self.shared.table);
-        let mut sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
+        let mut sent = send();
         if let Err(e) = &sent
             && sock.kind == SocketKind::Dgram
             && socket::is_pending_icmp_error(e)
@@ -482,7 +510,7 @@ impl Pinger for IcmpEngine {
             // (no route) fails again the same way. (If the kernel counted the failed send for
             // OPT_ID, the TX timestamp check sees the drift and re-bases.)
             mark(&self.shared.table);
-            sent = socket::send_to(sock.fd.get_ref(), ip, &pkt);
+            sent = send();
         }
         if let Err(source) = sent {
             drop(count);

@@ -123,7 +123,8 @@ fn drain_err(sock: &IcmpSocket, shared: &Shared, bufs: ErrBufs<'_>) -> bool {
             Ok(rx) => {
                 let len = rx.len.min(buf.len());
                 let data = buf.get(..len).unwrap_or(&[]);
-                handle_errqueue(sock, shared, data, &rx);
+                let at = shared.clock.pair();
+                handle_errqueue(sock, shared, data, &rx, at);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -220,6 +221,7 @@ fn handle_packet(
                 icmp_type: q.icmp_type,
                 icmp_code: q.icmp_code,
                 from,
+                rtt: None,
             };
             let key = Key {
                 ip: q.orig_dst,
@@ -227,7 +229,7 @@ fn handle_packet(
                 seq: q.seq,
             };
             let mut table = shared.table.lock();
-            let d = table.error(key, info, times.wall());
+            let d = table.error_measured(key, info, &times);
             shared.deliver(d);
         }
         // Our own requests looped back on raw sockets, neighbour discovery, and the like.
@@ -254,7 +256,7 @@ fn note_tx(sock: &IcmpSocket, m: &Measured) {
     }
 }
 
-fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received) {
+fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Received, at: ClockPair) {
     let Some(ext) = rx.ext_err else {
         if rx.cmsg_error {
             bump(&shared.counters.malformed_packets);
@@ -284,6 +286,7 @@ fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Receive
         icmp_type: ext.icmp_type,
         icmp_code: ext.icmp_code,
         from: ext.offender.unwrap_or(dst),
+        rtt: None,
     };
     // The kernel matched the socket by identifier already; the quoted identifier is ours.
     let key = Key {
@@ -291,9 +294,9 @@ fn handle_errqueue(sock: &IcmpSocket, shared: &Shared, data: &[u8], rx: &Receive
         ident,
         seq,
     };
-    let at = rx.kernel_time.unwrap_or_else(|| shared.clock.wall());
+    let times = recv_times(sock, rx, at);
     let mut table = shared.table.lock();
-    let d = table.error(key, info, at);
+    let d = table.error_measured(key, info, &times);
     shared.deliver(d);
 }
 

@@ -1,0 +1,137 @@
+//! The path options as a front received them, and the one function that checks them with the
+//! rules every front shares ([`crate::probe::rules`]).
+
+use super::{MAX_FLOWS, PathOptions, PathProtocol};
+use crate::probe::RequestError;
+use crate::probe::rules;
+
+/// Path options as texts; `None` takes the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawPath {
+    /// `first_ttl`.
+    pub first_ttl: Option<String>,
+    /// `max_ttl`.
+    pub max_ttl: Option<String>,
+    /// `flows`.
+    pub flows: Option<String>,
+    /// `protocol`.
+    pub protocol: Option<String>,
+}
+
+fn number(field: &'static str, text: &Option<String>) -> Result<Option<i64>, RequestError> {
+    text.as_deref()
+        .map(|t| {
+            rules::parse_number_of(field, t).map_err(|message| RequestError { field, message })
+        })
+        .transpose()
+}
+
+fn at(field: &'static str) -> impl Fn(String) -> RequestError {
+    move |message| RequestError { field, message }
+}
+
+/// Checks the path options and fills in the defaults (`first_ttl` 1, `max_ttl` 30, one flow,
+/// ICMP). `max_ttl` is checked before `first_ttl`, which must not be above it.
+pub fn validate_path(raw: &RawPath) -> Result<PathOptions, RequestError> {
+    let d = PathOptions::default();
+    let max_ttl = match number("max_ttl", &raw.max_ttl)? {
+        Some(n) => rules::max_ttl(n).map_err(at("max_ttl"))?,
+        None => d.max_ttl,
+    };
+    let first_ttl = match number("first_ttl", &raw.first_ttl)? {
+        Some(n) => rules::first_ttl(n, max_ttl).map_err(at("first_ttl"))?,
+        None if d.first_ttl > max_ttl => max_ttl,
+        None => d.first_ttl,
+    };
+    let flows = match number("flows", &raw.flows)? {
+        Some(n) => rules::flows(n, MAX_FLOWS).map_err(at("flows"))?,
+        None => d.flows,
+    };
+    if let Some(p) = raw.protocol.as_deref() {
+        rules::path_protocol(p).map_err(at("protocol"))?;
+    }
+    Ok(PathOptions {
+        first_ttl,
+        max_ttl,
+        flows,
+        protocol: PathProtocol::Icmp,
+        ..d
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawPath {
+        let mut r = RawPath::default();
+        for (k, v) in pairs {
+            let v = Some((*v).to_owned());
+            match *k {
+                "first_ttl" => r.first_ttl = v,
+                "max_ttl" => r.max_ttl = v,
+                "flows" => r.flows = v,
+                "protocol" => r.protocol = v,
+                other => panic!("no field {other}"),
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_the_value() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("max_ttl", "0")],
+                "max_ttl",
+                "max_ttl must be between 1 and 255, got 0",
+            ),
+            (
+                &[("max_ttl", "256")],
+                "max_ttl",
+                "max_ttl must be between 1 and 255, got 256",
+            ),
+            (
+                &[("first_ttl", "9"), ("max_ttl", "5")],
+                "first_ttl",
+                "first_ttl 9 is above max_ttl 5",
+            ),
+            (
+                &[("flows", "0")],
+                "flows",
+                "flows must be between 1 and 16, got 0",
+            ),
+            (
+                &[("flows", "17")],
+                "flows",
+                "flows must be between 1 and 16, got 17",
+            ),
+            (
+                &[("protocol", "tcp")],
+                "protocol",
+                "unknown protocol \"tcp\" (use icmp or udp)",
+            ),
+            (
+                &[("protocol", "udp")],
+                "protocol",
+                "protocol \"udp\" for paths is not available yet (use icmp)",
+            ),
+        ];
+        for (pairs, field, message) in cases {
+            let e = validate_path(&raw(pairs)).expect_err("refused");
+            assert_eq!(
+                (e.field, e.message.as_str()),
+                (*field, *message),
+                "{pairs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_and_a_low_max_ttl() {
+        assert_eq!(validate_path(&raw(&[])), Ok(PathOptions::default()));
+        let o = validate_path(&raw(&[("max_ttl", "3"), ("flows", "4")])).expect("valid");
+        assert_eq!((o.first_ttl, o.max_ttl, o.flows), (1, 3, 4));
+    }
+}

@@ -1,0 +1,333 @@
+//! A `kind: path` monitor in the daemon, through the test network: the `pingscope_path_*` series
+//! name the configured hops, the scheduled path change is counted exactly once and changes the
+//! path id, and the old hops' series are deleted after the grace period.
+//!
+//! Needs root (namespaces, TUN device). Without root the test skips with a message, unless `CI`
+//! is set, where it fails.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::daemon::Daemon;
+use support::expo::Scrape;
+use support::{TestNet, wait_until, write_config};
+
+const CONFIG: &str = "sessions:
+  database: {{DIR}}/s.db
+targets:
+  - name: p
+    host: 198.18.0.9
+    kind: path
+    interval: 300ms
+    timeout: 1s
+    path: {max_ttl: 8}
+";
+
+/// `pingscope_path_hop_info`'s (ttl, hop_ip) pairs of target `p`.
+fn hops(s: &Scrape) -> BTreeSet<(String, String)> {
+    s.find("pingscope_path_hop_info", &[("target", "p")])
+        .iter()
+        .map(|x| (x.labels["ttl"].clone(), x.labels["hop_ip"].clone()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+fn path_ids(s: &Scrape) -> Vec<String> {
+    s.label_values("pingscope_path_info", "path_id")
+}
+
+#[test]
+fn a_path_monitor_exports_its_hops_and_counts_one_change() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"addr": "198.18.10.2", "delay": "1ms"},
+            {"addr": "198.18.10.3", "delay": "1ms"}
+        ],
+        "change_after": "5s",
+        "then": [
+            {"addr": "198.18.20.1", "delay": "1ms"},
+            {"addr": "198.18.20.2", "delay": "1ms"},
+            {"addr": "198.18.20.3", "delay": "1ms"}
+        ]
+    }}}}));
+    net.enter();
+    let config = write_config(net.dir(), "serve.yml", CONFIG);
+    let d = Daemon::start(&config, &[]);
+    let old = pairs(&[
+        ("1", "198.18.10.1"),
+        ("2", "198.18.10.2"),
+        ("3", "198.18.10.3"),
+        ("4", "198.18.0.9"),
+    ]);
+    let new = pairs(&[
+        ("1", "198.18.20.1"),
+        ("2", "198.18.20.2"),
+        ("3", "198.18.20.3"),
+        ("4", "198.18.0.9"),
+    ]);
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(4), || {
+            s = d.scrape();
+            hops(&s) == old
+        }),
+        "the old path: {:?}\n{}",
+        hops(&s),
+        d.log()
+    );
+    assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 4.0);
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        0.0
+    );
+    let first_id = path_ids(&s);
+    assert_eq!(first_id.len(), 1, "one path id");
+    for ttl in ["1", "2", "3", "4"] {
+        assert!(
+            s.value(
+                "pingscope_path_hop_sent_total",
+                &[("target", "p"), ("ttl", ttl)]
+            ) > 0.0
+        );
+        assert_eq!(
+            s.value(
+                "pingscope_path_hop_lost_total",
+                &[("target", "p"), ("ttl", ttl)]
+            ),
+            0.0
+        );
+        assert!(
+            s.value(
+                "pingscope_path_hop_rtt_seconds_count",
+                &[("target", "p"), ("ttl", ttl)]
+            ) > 0.0
+        );
+    }
+    // The destination's answers are the monitor's ping series.
+    assert!(s.value("pingscope_sent_total", &[("target", "p")]) > 0.0);
+    // The change: the new hops appear, counted once, with a new id.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = d.scrape();
+            new.is_subset(&hops(&s))
+        }),
+        "the new path: {:?}",
+        hops(&s)
+    );
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        1.0
+    );
+    assert_ne!(path_ids(&s), first_id);
+    // The old responders go after the grace period (10 rounds of 300 ms), and nothing else changes.
+    assert!(
+        wait_until(Duration::from_secs(8), || {
+            s = d.scrape();
+            hops(&s) == new
+        }),
+        "old hops deleted: {:?}",
+        hops(&s)
+    );
+    assert_eq!(
+        s.value("pingscope_path_changes_total", &[("target", "p")]),
+        1.0
+    );
+    assert_eq!(path_ids(&s).len(), 1);
+}
+
+#[test]
+fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"addr": "198.18.10.2", "delay": "1ms"}
+        ]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "sessions:\n  database: {{DIR}}/s.db\n",
+    );
+    let d = Daemon::start(&config, &[]);
+    let (status, _, body) =
+        d.get("/probe?target=198.18.0.9&kind=path&count=3&interval=100ms&max_ttl=6");
+    assert_eq!(status, 200, "{body}");
+    let s = Scrape::parse(&body);
+    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    assert_eq!(s.value("probe_path_rounds", &[]), 3.0, "{body}");
+    assert_eq!(s.value("probe_path_length", &[]), 3.0, "{body}");
+    let info: BTreeSet<(String, String)> = s
+        .find("probe_path_hop_info", &[])
+        .iter()
+        .map(|x| (x.labels["ttl"].clone(), x.labels["hop_ip"].clone()))
+        .collect();
+    assert_eq!(
+        info,
+        pairs(&[
+            ("1", "198.18.10.1"),
+            ("2", "198.18.10.2"),
+            ("3", "198.18.0.9")
+        ]),
+        "{body}"
+    );
+    for ttl in ["1", "2", "3"] {
+        assert_eq!(
+            s.value("probe_path_hop_sent", &[("ttl", ttl)]),
+            3.0,
+            "{body}"
+        );
+        assert_eq!(
+            s.value("probe_path_hop_lost", &[("ttl", ttl)]),
+            0.0,
+            "{body}"
+        );
+        let mean = s.value(
+            "probe_path_hop_rtt_seconds",
+            &[("ttl", ttl), ("stat", "mean")],
+        );
+        assert!(mean > 0.0 && mean < 0.1, "TTL {ttl}: {mean}");
+    }
+    assert_eq!(s.find("probe_path_info", &[]).len(), 1, "{body}");
+    // Many rounds asked, a 2 s scrape timeout: the answer comes within it, with fewer rounds.
+    let started = std::time::Instant::now();
+    let resp = d
+        .http()
+        .get(d.url("/probe?target=198.18.0.9&kind=path&count=50&interval=1s"))
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        .send()
+        .expect("probe");
+    let elapsed = started.elapsed();
+    let body = resp.text().expect("body");
+    let s = Scrape::parse(&body);
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    let rounds = s.value("probe_path_rounds", &[]);
+    assert!((1.0..50.0).contains(&rounds), "{rounds}: {body}");
+    assert_eq!(s.value("probe_success", &[]), 1.0);
+}
+
+/// `GET /api/v1/sessions/{id}` until it is no longer running (bounded).
+fn session(d: &Daemon, id: &str, within: Duration) -> serde_json::Value {
+    let c = support::api::client();
+    let mut body = serde_json::Value::Null;
+    wait_until(within, || {
+        let (_, b) = support::api::get_json(&c, &d.url(&format!("/api/v1/sessions/{id}")));
+        body = b;
+        body["status"] != "running"
+    });
+    body
+}
+
+#[test]
+fn a_path_session_is_streamed_stored_and_survives_a_restart() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "sessions:\n  database: {{DIR}}/s.db\n  min_interval: 10ms\n",
+    );
+    let port = support::free_port();
+    let d = Daemon::start_on(&config, port, &[]);
+    let c = support::api::client();
+    let body = json!({"target": "198.18.0.9", "kind": "path", "count": 4, "interval": "200ms", "max_ttl": 6});
+    let (status, created) = support::api::post_json(&c, &d.url("/api/v1/sessions"), &body);
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["params"]["path"]["max_ttl"], 6, "{created}");
+    // Streamed: every hop probe, then the summary.
+    let (streamed, end) = support::api::follow(
+        &d.ws_url(&format!("/api/v1/sessions/{id}/live")),
+        Duration::from_secs(20),
+    );
+    assert!(matches!(end, support::api::WsEnd::Close(1000)), "{end:?}");
+    let (summary, hops) = streamed.split_last().expect("messages");
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert!(hops.iter().all(|h| h["type"] == "hop"), "{hops:?}");
+    // Stored = streamed, and the summary's rows name the hops.
+    let stored = session(&d, &id, Duration::from_secs(10));
+    assert_eq!(stored["status"], "completed", "{stored}");
+    assert_eq!(stored["samples"].as_array().expect("samples"), hops);
+    let rows = stored["summary"]["hops"].as_array().expect("hop rows");
+    let seen: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["ttl"].as_u64().unwrap(),
+                r["responder"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "198.18.10.1".to_owned()),
+            (2, "198.18.10.2".to_owned()),
+            (3, "198.18.0.9".to_owned())
+        ]
+    );
+    assert!(
+        rows.iter().all(|r| r["sent"] == 4 && r["lost"] == 0),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (
+            stored["summary"]["sent"].as_u64(),
+            stored["summary"]["received"].as_u64()
+        ),
+        (Some(4), Some(4))
+    );
+    // Every round's hop probes: TTL 1 to 3 (the first round may climb one or two further).
+    for round in 1..=4u64 {
+        let ttls: BTreeSet<u64> = hops
+            .iter()
+            .filter(|h| h["round"] == round)
+            .map(|h| h["ttl"].as_u64().unwrap())
+            .collect();
+        assert!(
+            ttls.is_superset(&[1, 2, 3].into_iter().collect()),
+            "round {round}: {ttls:?}"
+        );
+    }
+    // A long one, cut by a restart: it comes back interrupted with its samples.
+    let long = json!({"target": "198.18.0.9", "kind": "path", "count": 1000, "interval": "100ms"});
+    let (status, created) = support::api::post_json(&c, &d.url("/api/v1/sessions"), &long);
+    assert_eq!(status, 201, "{created}");
+    let long_id = created["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(Duration::from_millis(800));
+    let mut d = d;
+    let exit = d.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
+    assert!(exit.success(), "{exit}");
+    let d = d.restart();
+    let after = session(&d, &long_id, Duration::from_secs(5));
+    assert_eq!(after["status"], "interrupted", "{after}");
+    let kept = after["samples"].as_array().expect("samples");
+    assert!(
+        kept.len() >= 3 && kept.iter().all(|s| s["type"] == "hop"),
+        "{kept:?}"
+    );
+    // The finished one is intact.
+    let again = session(&d, &id, Duration::from_secs(5));
+    assert_eq!(again["samples"].as_array().map(Vec::len), Some(hops.len()));
+}

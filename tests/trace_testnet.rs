@@ -1,0 +1,319 @@
+//! `pingscope trace` through the test network's paths (docs/testnet.md, "Paths"), inside the
+//! namespace each test creates: exactly the configured hops in order (IPv4 and IPv6, as root on
+//! raw sockets and as an unprivileged user on datagram sockets), per-hop RTT against the
+//! configured cumulative delay, loss that persists told from a rate-limited hop's, ECMP branches
+//! found by several flows and one branch per flow, proven by the responder's flow hashes.
+//!
+//! Needs root (namespaces, TUN device). Without root the tests skip with a message, unless `CI`
+//! is set, where they fail.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use support::{TestNet, binomial_interval};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
+
+/// A path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds.
+fn hops(prefix: &str, n: usize, ms: u64) -> Value {
+    (1..=n)
+        .map(|i| json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
+        .collect()
+}
+
+fn addrs(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+/// The output of one `pingscope trace` run inside the namespace.
+struct Traced {
+    code: Option<i32>,
+    lines: Vec<Value>,
+    text: String,
+}
+
+impl Traced {
+    fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.lines.iter().filter(|l| l["type"] == t).collect()
+    }
+
+    fn path(&self) -> &Value {
+        let p = self.of_type("path");
+        assert_eq!(p.len(), 1, "one path line: {}", self.text);
+        p[0]
+    }
+
+    /// The path line's responders per TTL.
+    fn hops(&self) -> Vec<Vec<IpAddr>> {
+        serde_json::from_value(self.path()["hops"].clone()).expect("hops")
+    }
+}
+
+fn trace(net: &TestNet, unprivileged: bool, args: &[&str]) -> Traced {
+    let mut cmd = if unprivileged {
+        net.command_unprivileged(BIN)
+    } else {
+        net.command(BIN)
+    };
+    let out = cmd
+        .arg("trace")
+        .args(args)
+        .output()
+        .expect("running pingscope trace");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}\n{text}")))
+        .collect();
+    Traced {
+        code: out.status.code(),
+        lines,
+        text,
+    }
+}
+
+#[test]
+fn trace_reports_the_configured_hops_in_order_with_their_delays() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"delay": "2ms", "path": {"hops": hops("198.18.10.", 4, 3)}},
+        "2001:db8::9": {"delay": "2ms", "path": {"hops": hops("2001:db8:10::", 4, 3)}}
+    }}));
+    // The hops in order, then the destination.
+    let path = |prefix: &str, dst: &str| -> Vec<IpAddr> {
+        let mut v: Vec<String> = (1..=4).map(|i| format!("{prefix}{i}")).collect();
+        v.push(dst.to_owned());
+        v.iter().map(|a| a.parse().unwrap()).collect()
+    };
+    let (want4, want6) = (
+        path("198.18.10.", "198.18.0.9"),
+        path("2001:db8:10::", "2001:db8::9"),
+    );
+    for unprivileged in [false, true] {
+        for (dst, want, te_type, reply_type) in [
+            ("198.18.0.9", &want4, 11, 0),
+            ("2001:db8::9", &want6, 3, 129),
+        ] {
+            let t = trace(
+                &net,
+                unprivileged,
+                &["-c", "6", "-i", "0.1", "-W", "1s", "--max-ttl", "10", dst],
+            );
+            let who = format!("{dst} unprivileged={unprivileged}");
+            assert_eq!(t.code, Some(0), "{who}: {}", t.text);
+            let got: Vec<IpAddr> = t.hops().into_iter().flatten().collect();
+            assert_eq!(&got, want, "{who}: {}", t.text);
+            assert_eq!(t.hops().len(), want.len(), "one responder per TTL: {who}");
+            assert_eq!(t.path()["length"], 5, "{who}");
+            assert_eq!(t.path()["changes"], 0, "{who}");
+            // Every hop probe: time exceeded from hop TTL, the echo reply at TTL 5 (and above:
+            // the first round climbs on until the destination's answer is in), none lost.
+            for h in t.of_type("hop") {
+                let ttl = h["ttl"].as_u64().unwrap();
+                let (result, icmp) = if ttl < 5 {
+                    ("time_exceeded", te_type)
+                } else {
+                    ("reply", reply_type)
+                };
+                assert_eq!(
+                    (h["result"].as_str(), h["icmp_type"].as_u64()),
+                    (Some(result), Some(icmp)),
+                    "{who}: {h}"
+                );
+                let responder: IpAddr = h["responder"].as_str().unwrap().parse().unwrap();
+                assert_eq!(responder, want[ttl.min(5) as usize - 1], "{who}: {h}");
+                assert!(
+                    h["round"] == 1 || ttl <= 5,
+                    "later rounds stop at the destination: {h}"
+                );
+            }
+            // Per-hop mean RTT: hop k is 3k ms away, the destination 4 × 3 + 2 ms; within the
+            // responder's measured error + 1 ms, and never below.
+            let err = net.timing_error().max.as_secs_f64() * 1e3;
+            let summaries = t.of_type("hop_summary");
+            assert_eq!(summaries.len(), 5, "{who}: {}", t.text);
+            for s in summaries {
+                let ttl = s["ttl"].as_u64().unwrap();
+                let want_ms = if ttl < 5 { 3.0 * ttl as f64 } else { 14.0 };
+                let avg = s["rtt_ms"]["avg"].as_f64().unwrap();
+                assert!(
+                    avg >= want_ms && avg <= want_ms + err + 1.0,
+                    "{who}: TTL {ttl} mean {avg:.3} ms, want {want_ms} ms + {err:.3} + 1: {s}"
+                );
+                assert_eq!(
+                    (s["sent"].as_u64(), s["lost"].as_u64()),
+                    (Some(6), Some(0)),
+                    "{who}: {s}"
+                );
+            }
+        }
+    }
+    // One flow: every request of every run kept one flow hash per identifier (the responder hashes
+    // what ECMP routers hash; the checksum word in the payload keeps it constant).
+    let mut flows_of_ident: BTreeMap<(IpAddr, u16), BTreeSet<String>> = BTreeMap::new();
+    for e in net.log().iter().filter(|e| e.proto == "icmp") {
+        flows_of_ident
+            .entry((e.dst, e.id))
+            .or_default()
+            .insert(e.flow.clone());
+    }
+    assert_eq!(
+        flows_of_ident.len(),
+        4,
+        "a flow socket per run: {flows_of_ident:?}"
+    );
+    assert!(
+        flows_of_ident.values().all(|f| f.len() == 1),
+        "one flow hash per flow: {flows_of_ident:?}"
+    );
+}
+
+#[test]
+fn loss_that_persists_is_told_from_a_rate_limited_hop() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(
+        &json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": [
+            {"addr": "198.18.10.1"},
+            {"addr": "198.18.10.2", "loss": 0.3},
+            {"addr": "198.18.10.3", "icmp_rate_limit": 1},
+            {"addr": "198.18.10.4"}
+        ]}}}}),
+    );
+    let rounds = 100u32;
+    let t = trace(
+        &net,
+        false,
+        &[
+            "-c",
+            &rounds.to_string(),
+            "-i",
+            "0.05",
+            "-W",
+            "200ms",
+            "--max-ttl",
+            "8",
+            "198.18.0.9",
+        ],
+    );
+    assert_eq!(t.code, Some(0), "{}", t.text);
+    let rows: Vec<&Value> = t.of_type("hop_summary");
+    let at = |ttl: u64| -> Vec<&Value> {
+        rows.iter()
+            .copied()
+            .filter(|r| r["ttl"].as_u64() == Some(ttl))
+            .collect()
+    };
+    // TTL 1: clean.
+    for r in at(1) {
+        assert_eq!(r["lost"], 0, "{r}");
+    }
+    // TTL 2, 4 and the destination: the forwarding loss of hop 2, and it persists.
+    for ttl in [2, 4, 5] {
+        let (sent, lost) = at(ttl).iter().fold((0, 0), |(s, l), r| {
+            (
+                s + r["sent"].as_u64().unwrap(),
+                l + r["lost"].as_u64().unwrap(),
+            )
+        });
+        assert_eq!(sent, u64::from(rounds), "TTL {ttl}");
+        let (lo, hi) = binomial_interval(rounds, 0.3);
+        assert!(
+            (u64::from(lo)..=u64::from(hi)).contains(&lost),
+            "TTL {ttl}: {lost} of {sent} lost, outside [{lo}, {hi}]"
+        );
+        for r in at(ttl).iter().filter(|r| r["lost"].as_u64() > Some(0)) {
+            assert_eq!(r["loss_persists"], true, "TTL {ttl}: {r}");
+        }
+    }
+    // TTL 3: rate limited, far more loss than hop 2 explains, and marked as not persisting.
+    let three = at(3);
+    let lost3: u64 = three.iter().map(|r| r["lost"].as_u64().unwrap()).sum();
+    assert!(lost3 > u64::from(rounds) / 2, "rate limited: {three:?}");
+    for r in &three {
+        assert_eq!(r["loss_persists"], false, "{r}");
+    }
+    // The responder agrees: TTL 3's probes were rate limited there, not lost on the way.
+    let limited = net
+        .log()
+        .iter()
+        .filter(|e| e.action == "rate_limited" && e.hop == Some(3))
+        .count();
+    assert!(limited > 0, "the responder rate-limited hop 3");
+}
+
+#[test]
+fn flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
+        {"addr": "198.18.10.1"},
+        {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "5ms"}]},
+        {"addr": "198.18.10.3"}
+    ]}}}}));
+    let branches: BTreeSet<IpAddr> = addrs(&["198.18.11.2", "198.18.12.2"]).into_iter().collect();
+    // 16 flows: each misses one of two branches with p = 1/2, all of them with p = 2^-15.
+    let many = trace(
+        &net,
+        false,
+        &["-c", "4", "-i", "0.1", "--flows", "16", "198.18.0.9"],
+    );
+    assert_eq!(many.code, Some(0), "{}", many.text);
+    let hops = many.hops();
+    assert_eq!(hops.len(), 4, "{}", many.text);
+    assert_eq!(
+        hops[1].iter().copied().collect::<BTreeSet<_>>(),
+        branches,
+        "{}",
+        many.text
+    );
+    // Per flow, one branch in every round.
+    let mut branch_of_flow: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for h in many.of_type("hop").iter().filter(|h| h["ttl"] == 2) {
+        branch_of_flow
+            .entry(h["flow"].as_u64().unwrap())
+            .or_default()
+            .insert(h["responder"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(branch_of_flow.len(), 16);
+    assert!(
+        branch_of_flow.values().all(|b| b.len() == 1),
+        "{branch_of_flow:?}"
+    );
+    // The responder saw 16 flow hashes, each on one branch.
+    let mut branch_of_hash: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+    for e in net.log().iter().filter(|e| e.hop == Some(2)) {
+        branch_of_hash
+            .entry(e.flow.clone())
+            .or_default()
+            .insert(e.hop_addr.unwrap());
+    }
+    assert_eq!(branch_of_hash.len(), 16, "{branch_of_hash:?}");
+    assert!(
+        branch_of_hash.values().all(|b| b.len() == 1),
+        "{branch_of_hash:?}"
+    );
+    // One flow: one branch, the same in every round, and one flow hash.
+    let before = net.log().len();
+    let one = trace(&net, false, &["-c", "5", "-i", "0.1", "198.18.0.9"]);
+    assert_eq!(one.code, Some(0), "{}", one.text);
+    let seen: BTreeSet<&str> = one
+        .of_type("hop")
+        .iter()
+        .filter(|h| h["ttl"] == 2)
+        .map(|h| h["responder"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 1, "{}", one.text);
+    let hashes: BTreeSet<String> = net.log()[before..].iter().map(|e| e.flow.clone()).collect();
+    assert_eq!(hashes.len(), 1, "{hashes:?}");
+    assert_eq!(one.path()["changes"], 0);
+}
