@@ -35,13 +35,20 @@ fn outages(d: &Daemon) -> Vec<Value> {
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
-/// The responder's log for the target, in arrival (= sending) order.
+/// The responder's log of the monitor's echo requests to the target, in arrival (= sending)
+/// order: those with the identifier of the first one (a capture's path probes carry their own
+/// flows' identifiers, and TTLs of at most 30).
 fn echo_log(net: &TestNet) -> Vec<LogEntry> {
     let ip: IpAddr = TARGET.parse().unwrap_or_else(|_| unreachable!());
-    net.log()
+    let all: Vec<LogEntry> = net
+        .log()
         .into_iter()
         .filter(|e| e.dst == ip && e.proto == "icmp")
-        .collect()
+        .collect();
+    let Some(id) = all.first().map(|e| e.id) else {
+        return all;
+    };
+    all.into_iter().filter(|e| e.id == id && e.ttl == 64).collect()
 }
 
 /// RFC 3339 from the API → ns since the epoch.
@@ -115,6 +122,16 @@ fn a_blackhole_window_is_one_outage_with_the_responders_drops() {
         (end - truth_end).abs() <= tolerance,
         "end {end} vs first reply after the window {truth_end}"
     );
+    // The capture: a path session to the address, started when the outage began, stored and
+    // linked from the outage.
+    let capture = o["capture_session"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no capture: {o}"));
+    let (status, _, body) = d.get(&format!("/api/v1/sessions/{capture}"));
+    assert_eq!(status, 200, "{body}");
+    let session: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(session["params"]["kind"], "path", "{session}");
+    assert_eq!(session["params"]["target"], TARGET, "{session}");
     let s = d.scrape();
     assert_eq!(s.value("pingscope_outage_active", &[("target", "t")]), 0.0);
     assert_eq!(s.value("pingscope_outages_total", &[("target", "t")]), 1.0);
