@@ -48,7 +48,9 @@ fn echo_log(net: &TestNet) -> Vec<LogEntry> {
     let Some(id) = all.first().map(|e| e.id) else {
         return all;
     };
-    all.into_iter().filter(|e| e.id == id && e.ttl == 64).collect()
+    all.into_iter()
+        .filter(|e| e.id == id && e.ttl == 64)
+        .collect()
 }
 
 /// RFC 3339 from the API → ns since the epoch.
