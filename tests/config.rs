@@ -36,6 +36,25 @@ const REJECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "invalid-outage.yml",
+        &[
+            "invalid-outage.yml:2: defaults.outage.after: after must be between 1 and 1000, got 0",
+            "invalid-outage.yml:2: defaults.outage.until: until must be between 1 and 1000, got 1001",
+            "invalid-outage.yml:7: targets[0].outage.until: until must be between 1 and 1000, got 0",
+            "invalid-outage.yml:9: targets[1].outage.afterwards: unknown key (known keys here: after, until)",
+        ],
+    ),
+    (
+        "invalid-alert.yml",
+        &[
+            "invalid-alert.yml:2: defaults.alert.loss: loss must be a ratio between 0 and 1, got 1.5",
+            "invalid-alert.yml:6: targets[0].alert.loss: loss must be a ratio between 0 and 1, got -0.1",
+            "invalid-alert.yml:7: targets[0].alert.rtt: rtt must be greater than 0s",
+            "invalid-alert.yml:8: targets[0].alert.for: invalid duration \"soon\": expected a number before \"soon\"",
+            "invalid-alert.yml:10: targets[1].alert.latency: unknown key (known keys here: loss, rtt, for)",
+        ],
+    ),
+    (
         "invalid-kind.yml",
         &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp, path, tcp, udp)"],
     ),
@@ -50,7 +69,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-key.yml",
         &[
-            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
         ],
     ),
     (
@@ -74,7 +93,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-syntax-after-unknown-key.yml",
         &[
-            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp, histogram)",
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp, histogram)",
             "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
         ],
     ),
@@ -258,13 +277,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-mixed-errors.yml",
         &[
-            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp, histogram)",
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp, histogram)",
             "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
             "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
             "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
             "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
-            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
-            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, path, port, udp)",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
             "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
             "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
             "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
@@ -479,6 +498,8 @@ fn every_default_is_applied() {
         source: None,
         interface: None,
         window: 60,
+        outage: Default::default(),
+        alert: Default::default(),
         path: Default::default(),
         port: Default::default(),
     };
@@ -894,4 +915,30 @@ fn access_never_allows_the_unspecified_address() {
         );
     }
     assert_eq!(config.access.check(ip("192.0.2.1")), Ok(()));
+}
+
+#[test]
+fn outage_and_alert_keys_override_the_defaults_one_by_one() {
+    use pingscope::config::{AlertThresholds, OutageRule};
+    let yaml = "defaults:\n  outage: {after: 5}\n  alert: {loss: 0.1, for: 30s}\n\
+                targets:\n  - host: 127.0.0.1\n    outage: {until: 2}\n    alert: {rtt: 100ms}\n\
+                \x20 - host: 127.0.0.2\n    alert: {loss: 0.01, for: 0s}\n";
+    let config = parse_ok(yaml);
+    let (a, b) = (&config.targets[0], &config.targets[1]);
+    assert_eq!(a.outage, OutageRule { after: 5, until: 2 });
+    assert_eq!(b.outage, OutageRule { after: 5, until: 3 });
+    assert_eq!(
+        a.alert,
+        AlertThresholds {
+            loss: Some(0.1),
+            rtt: Some(Duration::from_millis(100)),
+            for_: Some(Duration::from_secs(30)),
+        }
+    );
+    assert_eq!(b.alert.loss, Some(0.01));
+    assert_eq!(b.alert.for_or_default(), Duration::ZERO);
+    // Without any `alert:` a target has no thresholds, and an outage after 3 lost, until 3 replies.
+    let t = one_target("targets:\n  - host: 127.0.0.1\n");
+    assert!(!t.alert.any());
+    assert_eq!(t.outage, OutageRule { after: 3, until: 3 });
 }

@@ -227,7 +227,7 @@ fn strings(v: &Value) -> Vec<String> {
 
 fn check_compose(config: &Value) {
     let services = &config["services"];
-    for name in ["pingscope", "prometheus", "grafana"] {
+    for name in ["pingscope", "prometheus", "alertmanager", "grafana"] {
         assert!(services[name].is_object(), "service {name} missing");
     }
 
@@ -270,6 +270,31 @@ fn check_compose(config: &Value) {
         "retention from .env in {prometheus_cmd:?}"
     );
 
+    // Alertmanager: its config mounted where its flag says, and Prometheus sends to it by the
+    // service's name on its port.
+    let am = &services["alertmanager"];
+    assert!(
+        strings(&am["command"])
+            .iter()
+            .any(|a| a == "--config.file=/etc/alertmanager/alertmanager.yml"),
+        "alertmanager config flag: {}",
+        am["command"]
+    );
+    assert!(
+        strings(&am["volumes"])
+            .iter()
+            .any(|v| v.ends_with("config/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro")),
+        "alertmanager config mounted: {}",
+        am["volumes"]
+    );
+    let prom = yaml(&repo().join("config/prometheus.yml"));
+    let am_targets = strings(&prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]);
+    assert_eq!(
+        am_targets,
+        ["alertmanager:9093"],
+        "Prometheus' Alertmanager"
+    );
+
     // Grafana's home dashboard must be a file of the mounted dashboards dir.
     let grafana = &services["grafana"];
     let home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
@@ -293,6 +318,27 @@ fn check_compose(config: &Value) {
             .any(|m| m.contains(":/etc/grafana/provisioning")),
         "provisioning mounted: {mounts:?}"
     );
+}
+
+/// The shipped Alertmanager config is valid, and its placeholder receiver can reach nothing
+/// (a `.invalid` name never resolves).
+#[test]
+fn amtool_checks_the_alertmanager_config() {
+    let Some(amtool) = tool("amtool") else {
+        return;
+    };
+    let out = run_ok(&amtool, &["check-config", "config/alertmanager.yml"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("SUCCESS"), "{said}");
+    let config = yaml(&repo().join("config/alertmanager.yml"));
+    for receiver in config["receivers"].as_array().into_iter().flatten() {
+        for hook in receiver["webhook_configs"].as_array().into_iter().flatten() {
+            let url = hook["url"].as_str().unwrap_or_default();
+            let host = url.split('/').nth(2).unwrap_or_default();
+            let name = host.split(':').next().unwrap_or_default();
+            assert!(name.ends_with(".invalid"), "placeholder receiver {url}");
+        }
+    }
 }
 
 #[test]

@@ -33,7 +33,9 @@ struct Counts {
 fn counts(log: &[LogEntry], dst: &str) -> Counts {
     let dst: IpAddr = dst.parse().unwrap();
     let mut c = Counts::default();
-    for e in log.iter().filter(|e| e.dst == dst) {
+    // TTL 64 (the kernel's default, which the monitors keep): an outage's path capture sends
+    // its own probes to the address with TTLs of at most 30, and they are not the monitor's.
+    for e in log.iter().filter(|e| e.dst == dst && e.ttl == 64) {
         c.requests += 1;
         match e.action.as_str() {
             "replied" => {

@@ -22,6 +22,8 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("traceroute", Some("traceroute")),
     ("prometheus", Some("prometheus")),
     ("promtool", Some("prometheus")),
+    ("prometheus-alertmanager", Some("prometheus-alertmanager")),
+    ("amtool", Some("prometheus-alertmanager")),
     ("chromedriver", Some("chromium-driver")),
     ("chromium", Some("chromium")),
     ("docker-compose", Some("docker-compose")),

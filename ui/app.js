@@ -7,6 +7,8 @@ import { rttChart, sparkline } from "./chart.js";
 const $ = (id) => document.getElementById(id);
 const SPARK = 60; // samples per sparkline
 const TARGETS_REFRESH_MS = 5000;
+// The span of the monitors' outage timeline.
+const OUTAGE_SPAN_MS = 24 * 3600 * 1000;
 const RECONNECT_MAX_MS = 10000;
 
 // ---------- helpers ----------
@@ -178,9 +180,60 @@ const monitors = {
         this.cards.delete(k);
       }
     }
+    await this.loadOutages();
     const un = $("unresolved-list");
     un.replaceChildren(...data.unresolved.map((u) => h("li", {}, h("strong", {}, u.target), ` (${u.host}): ${u.error}`)));
     $("unresolved").hidden = data.unresolved.length === 0;
+  },
+
+  // Each monitor's outages of the last OUTAGE_SPAN_MS: a strip with one mark per outage, and a
+  // list naming each with its lost probes and a link to its capture (the path session's hop table).
+  async loadOutages() {
+    const since = new Date(Date.now() - OUTAGE_SPAN_MS).toISOString();
+    let page;
+    try {
+      page = await api(`/api/v1/outages?since=${encodeURIComponent(since)}&limit=1000`);
+    } catch {
+      return; // no store: no history to show, the monitors go on
+    }
+    const by = new Map();
+    for (const o of page.items) {
+      const k = this.key(o.target, o.ip);
+      if (!by.has(k)) by.set(k, []);
+      by.get(k).push(o);
+    }
+    const now = Date.now();
+    for (const [k, card] of this.cards) {
+      const list = by.get(k) || [];
+      card.outages.hidden = list.length === 0;
+      card.strip.replaceChildren(
+        ...list.map((o) => {
+          const start = Date.parse(o.start);
+          const end = o.end ? Date.parse(o.end) : now;
+          const left = Math.max(0, (start - (now - OUTAGE_SPAN_MS)) / OUTAGE_SPAN_MS);
+          const width = Math.max(0.004, (end - start) / OUTAGE_SPAN_MS);
+          const mark = h("span", {
+            class: "outage-mark",
+            dataset: { status: o.status },
+            title: `${o.start} – ${o.end || "now"}: ${o.lost} lost`,
+          });
+          // Through the CSSOM: the page's CSP refuses style attributes.
+          mark.style.left = `${(left * 100).toFixed(2)}%`;
+          mark.style.width = `${(Math.min(width, 1 - left) * 100).toFixed(2)}%`;
+          return mark;
+        }),
+      );
+      card.outageList.replaceChildren(
+        ...list.map((o) =>
+          h(
+            "li",
+            { dataset: { id: String(o.id), status: o.status } },
+            `${time(o.start)} · ${o.end ? ((Date.parse(o.end) - Date.parse(o.start)) / 1000).toFixed(1) + " s" : "ongoing"} · ${o.lost} lost · ${o.status}`,
+            o.capture_session ? h("a", { href: `#/session/${o.capture_session}`, class: "capture" }, " path capture") : null,
+          ),
+        ),
+      );
+    }
   },
 
   card(t) {
@@ -203,8 +256,12 @@ const monitors = {
       labels.length ? h("p", { class: "tags" }, ...labels) : null,
       win,
     );
+    const strip = h("div", { class: "outage-strip", role: "img", "aria-label": `Outages of ${t.target} in the last 24 hours` });
+    const outageList = h("ul", { class: "plain small outage-list", dataset: { role: "outages" } });
+    const outages = h("details", { class: "outages", hidden: true }, h("summary", {}, "Outages (24 h)"), strip, outageList);
+    li.append(outages);
     $("monitor-list").append(li);
-    const card = { li, rtt, loss, avg, svg, window: win, values: [] };
+    const card = { li, rtt, loss, avg, svg, window: win, values: [], outages, strip, outageList };
     this.cards.set(this.key(t.target, t.ip), card);
     sparkline(svg, []);
     return card;

@@ -353,6 +353,12 @@ pub(crate) fn probe_options(
     {
         out.window = usize::try_from(n).unwrap_or(base.window);
     }
+    if let Some(block) = &raw.outage {
+        out.outage = super::outage::outage_block(issues, block, prefix, out.outage);
+    }
+    if let Some(block) = &raw.alert {
+        out.alert = super::outage::alert_block(issues, block, prefix, out.alert);
+    }
     if let Some(block) = &raw.path {
         out.path = super::path::path_block(issues, block, prefix, &base.path);
     }

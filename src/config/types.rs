@@ -1,5 +1,6 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
+pub use super::outage::{AlertThresholds, OutageRule};
 use crate::probe::ProbeKind;
 use crate::probe::path::PathOptions;
 use crate::probe::request::PortOptions;
@@ -89,6 +90,8 @@ pub struct TargetDefaults {
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
     pub window: usize,
+    pub outage: OutageRule,
+    pub alert: AlertThresholds,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
     pub port: PortOptions,
@@ -107,6 +110,8 @@ impl Default for TargetDefaults {
             source: None,
             interface: None,
             window: defaults::WINDOW,
+            outage: OutageRule::default(),
+            alert: AlertThresholds::default(),
             path: PathOptions::default(),
             port: PortOptions::default(),
         }
@@ -140,6 +145,10 @@ pub struct TargetConfig {
     pub interface: Option<String>,
     /// Probes behind the `pingscope_window_*` gauges.
     pub window: usize,
+    /// When an address of the target is in an outage (`outage:`).
+    pub outage: OutageRule,
+    /// The target's own alert thresholds (`alert:`).
+    pub alert: AlertThresholds,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
     /// Port and UDP mode of `tcp` and `udp` targets.

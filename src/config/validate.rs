@@ -233,6 +233,8 @@ pub(crate) fn make_target(
         source: o.source,
         interface: o.interface,
         window: o.window,
+        outage: o.outage,
+        alert: o.alert,
         path: o.path,
         port: o.port,
     }

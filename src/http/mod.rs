@@ -4,13 +4,14 @@
 //!
 //! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
 //! `/about`), [`ui`] (the live page at `/`),
-//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`error`] (the JSON error
+//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`outages`] (`/api/v1/outages`), [`error`] (the JSON error
 //! shape every API route answers with).
 
 pub mod admin;
 pub mod compress;
 pub mod error;
 pub mod metrics;
+pub mod outages;
 pub mod probe;
 mod probe_path;
 pub mod serve;
@@ -62,6 +63,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(ws::session_live))
         .routes(routes!(ws::monitors_live))
         .routes(routes!(targets::list))
+        .routes(routes!(outages::list))
         .split_for_parts()
 }
 

@@ -156,24 +156,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Page>, ApiError> {
     let m = manager(&app).await?;
-    for key in q.keys() {
-        if key != "limit" && key != "before" {
-            return Err(ApiError::bad_request(format!(
-                "unknown parameter \"{key}\" (use limit, before)"
-            )));
-        }
-    }
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(v) => match v.parse::<u32>() {
-            Ok(n @ 1..=1000) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid parameter \"limit\": \"{v}\" is not in 1..=1000"
-                )));
-            }
-        },
-    };
+    let limit = page_params(&q, &["limit", "before"])?;
     let before = q
         .get("before")
         .map(|b| {
@@ -186,6 +169,28 @@ pub async fn list(
         .transpose()?;
     let page = m.store().list(limit, before).await?;
     Ok(Json(page))
+}
+
+/// Refuses a parameter not in `known`; returns `limit` (1..=1000, default 50). Shared by the
+/// paginated lists.
+pub(crate) fn page_params(q: &HashMap<String, String>, known: &[&str]) -> Result<u32, ApiError> {
+    for key in q.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter \"{key}\" (use {})",
+                known.join(", ")
+            )));
+        }
+    }
+    match q.get("limit") {
+        None => Ok(50),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=1000) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "invalid parameter \"limit\": \"{v}\" is not in 1..=1000"
+            ))),
+        },
+    }
 }
 
 /// Get a session with every sample.

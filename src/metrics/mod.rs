@@ -32,6 +32,7 @@ pub mod events;
 mod format;
 mod histogram;
 mod labels;
+pub mod outage;
 pub mod path;
 mod registry;
 mod scrape;
@@ -271,6 +272,8 @@ struct Shared {
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
     timestamps: Arc<timestamps::TimestampCollector>,
+    /// Outage series and target thresholds.
+    outages: Arc<outage::OutageCollector>,
     /// The series of path monitors.
     paths: Arc<path::PathCollector>,
     /// Size of the last text body, to allocate the next one at once.
@@ -332,6 +335,7 @@ impl Metrics {
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
+        let outages = Arc::new(outage::OutageCollector::default());
         let paths = Arc::new(path::PathCollector::default());
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
@@ -342,6 +346,7 @@ impl Metrics {
             reload_success_timestamp: &reload_success_timestamp,
             scrape_sources: &scrape_sources,
             timestamps: &timestamps,
+            outages: &outages,
             paths: &paths,
             windows: &WindowGauges {
                 targets: targets.clone(),
@@ -385,6 +390,7 @@ impl Metrics {
                 reload_success_timestamp,
                 scrape_sources,
                 timestamps,
+                outages,
                 paths,
                 last_text_len: AtomicUsize::new(0),
             }),
@@ -468,6 +474,21 @@ impl Metrics {
         *inner.lifecycle.lock() = true;
         inner.remove_series();
         true
+    }
+
+    /// The outage series of a monitored address (at zero; kept when asked again).
+    pub fn outage(&self, labels: &TargetLabels) -> outage::OutageMetrics {
+        self.shared.outages.address(labels)
+    }
+
+    /// Deletes the outage series of a monitored address.
+    pub fn forget_outage(&self, labels: &TargetLabels) -> bool {
+        self.shared.outages.forget_address(labels)
+    }
+
+    /// Sets (or with `None` deletes) `pingscope_target_threshold{target,metric}` of a target.
+    pub fn set_thresholds(&self, target: &str, thresholds: Option<outage::Thresholds>) {
+        self.shared.outages.set_thresholds(target, thresholds);
     }
 
     /// The series of a path monitor's address (`pingscope_path_*`), created empty; asking again

@@ -27,6 +27,7 @@ pub(crate) struct Shared<'a> {
     pub reload_success_timestamp: &'a FloatGauge,
     pub scrape_sources: &'a Arc<ScrapeSources>,
     pub timestamps: &'a Arc<super::timestamps::TimestampCollector>,
+    pub outages: &'a Arc<super::outage::OutageCollector>,
     pub paths: &'a Arc<super::path::PathCollector>,
     pub windows: &'a WindowGauges,
     pub build: &'a BuildInfo,
@@ -134,6 +135,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
     );
     r.register_collector(Box::new(s.scrape_sources.clone()));
     r.register_collector(Box::new(s.timestamps.clone()));
+    r.register_collector(Box::new(s.outages.clone()));
     r.register_collector(Box::new(s.paths.clone()));
     // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
     r.register_collector(Box::new(s.windows.clone()));

@@ -43,8 +43,12 @@ impl AddressEntry {
 /// a DNS target's addresses go through [`AddressEntry::stop`]).
 pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: &TargetLabels) {
     shared.deps.metrics.forget(labels);
+    shared.deps.metrics.forget_outage(labels);
     shared.deps.metrics.forget_path(labels);
-    shared.statuses.lock().remove(&(target.to_owned(), ip));
+    let slot = shared.statuses.lock().remove(&(target.to_owned(), ip));
+    if let Some(slot) = slot {
+        slot.lock().outage.interrupt();
+    }
 }
 
 /// Starts probing one address of a target in a task of its own, under a child of `parent`.
@@ -101,6 +105,12 @@ pub(super) fn prepare_address(
         sent: 0,
         window: Window::new(cfg.window),
         last: None,
+        outage: super::outage::AddressOutage::new(
+            cfg,
+            ip,
+            shared.deps.metrics.outage(&labels),
+            shared.deps.outages.clone(),
+        ),
     }));
     shared
         .statuses

@@ -22,6 +22,7 @@
 //! records the engine's events inline.
 
 mod address;
+mod outage;
 mod path;
 mod recorder;
 mod resolution;
@@ -58,6 +59,8 @@ pub struct Deps {
     pub metrics: Metrics,
     /// Live samples.
     pub live: LiveHub,
+    /// Where outages are recorded.
+    pub outages: crate::session::outages::OutageLog,
 }
 
 /// Current state of one monitored address, for `/api/v1/targets`.
@@ -105,6 +108,7 @@ struct Slot {
     sent: u64,
     window: Window,
     last: Option<ProbeEvent>,
+    outage: outage::AddressOutage,
 }
 
 impl Slot {
@@ -218,6 +222,7 @@ impl Scheduler {
                 }
                 None => {
                     removed += 1;
+                    self.shared.deps.metrics.set_thresholds(&name, None);
                     if let Some(t) = tasks.remove(&name) {
                         t.cancel.cancel();
                         stopping.push(t.handle);
@@ -236,6 +241,10 @@ impl Scheduler {
                 continue;
             }
             added += 1;
+            self.shared
+                .deps
+                .metrics
+                .set_thresholds(&cfg.name, outage::thresholds(&cfg.alert));
             if first {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
             }
@@ -337,6 +346,8 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
+            outage: Default::default(),
+            alert: Default::default(),
             path: Default::default(),
             port: Default::default(),
         })
@@ -349,6 +360,7 @@ mod tests {
             metrics: Metrics::new(crate::metrics::MetricsOptions::default())
                 .unwrap_or_else(|e| panic!("{e}")),
             live: LiveHub::default(),
+            outages: crate::session::outages::OutageLog::disabled(),
         }
     }
 
@@ -477,6 +489,75 @@ mod tests {
         assert!(s.ready());
         assert_eq!(s.resolve_failures().len(), 1);
         assert!(fake.sent() >= 19);
+        s.shutdown().await;
+    }
+
+    /// The value of the one series of `name` in the text exposition.
+    fn value(metrics: &Metrics, name: &str) -> f64 {
+        let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+        lines[0]
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: {lines:?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outages_follow_the_sending_order_and_skip_failed_sends() {
+        let fake = FakePinger::new();
+        let reply = Step::Reply {
+            rtt: Duration::from_millis(1),
+            ttl: 60,
+        };
+        // Per cycle of 20 sends: 5 replies, 4 lost, a send that fails (no probe), 1 lost, then
+        // replies. Timeouts (500ms) settle after later replies: only the sending order sees
+        // five losses in a row.
+        let mut steps = vec![reply.clone(); 5];
+        steps.extend(vec![Step::Drop; 4]);
+        steps.push(Step::SendFails);
+        steps.push(Step::Drop);
+        steps.extend(vec![reply; 9]);
+        fake.script(IpAddr::from([192, 0, 2, 1]), steps);
+        let d = deps(&fake);
+        let metrics = d.metrics.clone();
+        let s = Scheduler::new(d, Duration::from_secs(300));
+        let mut t = (*target("a", "192.0.2.1", 100)).clone();
+        t.outage = crate::config::OutageRule { after: 3, until: 3 };
+        s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
+        tokio::time::sleep(Duration::from_millis(10_050)).await;
+        assert_eq!(value(&metrics, "pingscope_outages_total"), 5.0);
+        assert_eq!(value(&metrics, "pingscope_outage_active"), 0.0);
+        assert_eq!(value(&metrics, "pingscope_consecutive_lost"), 0.0);
+        // Each from its first lost send to the first reply's send: 6 intervals.
+        let secs = value(&metrics, "pingscope_outage_seconds_total");
+        assert!((secs - 3.0).abs() < 0.01, "{secs}");
+        let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("pingscope_target_threshold{"), "{text}");
+        // Thresholds follow the config: set with `alert:`, deleted with the target.
+        let mut b = (*target("b", "192.0.2.1", 100)).clone();
+        b.alert.loss = Some(0.25);
+        b.alert.rtt = Some(Duration::from_millis(100));
+        s.apply(&[Arc::new(b)], Duration::from_secs(300)).await;
+        let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+        for line in [
+            "pingscope_target_threshold{target=\"b\",metric=\"loss\"} 0.25",
+            "pingscope_target_threshold{target=\"b\",metric=\"rtt\"} 0.1",
+            "pingscope_target_threshold{target=\"b\",metric=\"for\"} 120.0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains("pingscope_outages_total{target=\"a\""),
+            "{text}"
+        );
+        s.apply(&[], Duration::from_secs(300)).await;
+        let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("pingscope_target_threshold{"), "{text}");
         s.shutdown().await;
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::StatusSlot;
+use super::outage::Outcome;
 use crate::config::TargetConfig;
 use crate::engine::{EventHandler, EventKind, ProbeEvent};
 use crate::live::LiveHub;
@@ -59,6 +60,12 @@ impl EventHandler for Recorder {
             let gauges = {
                 let mut slot = self.status.lock();
                 slot.window.push(rtt);
+                let outcome = match &ev.kind {
+                    EventKind::Reply(_) => Outcome::Reply,
+                    EventKind::IcmpError(_) => Outcome::Lost { icmp_error: true },
+                    _ => Outcome::Lost { icmp_error: false },
+                };
+                slot.outage.settled(ev.tag, outcome);
                 slot.last = Some(ev);
                 slot.window.gauges()
             };

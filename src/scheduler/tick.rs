@@ -52,6 +52,9 @@ impl ProbeTask {
             interval,
         );
         let mut seq: u64 = 0;
+        // Send times for outages come from the monotonic clock (tokio's, paused in tests),
+        // anchored to the wall clock once.
+        let anchor = (std::time::SystemTime::now(), Instant::now());
         loop {
             let due = ticks.due();
             tokio::select! {
@@ -62,7 +65,7 @@ impl ProbeTask {
                     let lag = now.saturating_duration_since(due);
                     self.shared.deps.metrics.observe_scheduler_lag(lag.as_secs_f64());
                     seq += 1;
-                    self.send(seq);
+                    self.send(seq, anchor.0 + now.saturating_duration_since(anchor.1));
                     // More than an interval behind: the missed ticks are skipped, not burst.
                     ticks.advance(now);
                 }
@@ -70,7 +73,7 @@ impl ProbeTask {
         }
     }
 
-    fn send(&self, seq: u64) {
+    fn send(&self, seq: u64, at: std::time::SystemTime) {
         // Built per send rather than held: it would sit in every target's future between
         // sends, and building it costs a few copies (the interface name is rarely set).
         let options = SocketOptions {
@@ -90,9 +93,12 @@ impl ProbeTask {
         match self.shared.deps.pinger.send(&spec, seq, &self.sink) {
             Ok(_) => {
                 self.metrics.on_sent();
-                self.status.lock().sent += 1;
+                let mut slot = self.status.lock();
+                slot.sent += 1;
+                slot.outage.sent(seq, at);
             }
             Err(e) => {
+                self.status.lock().outage.skipped(seq);
                 events::send_failed(&self.metrics, &self.cfg.name, self.ip, &e);
                 self.shared.deps.live.publish(Sample::local_error(
                     &self.cfg.name,

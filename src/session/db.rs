@@ -22,6 +22,7 @@ use crate::sample::Sample;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_samples_lost.sql"),
+    include_str!("migrations/0003_outages.sql"),
 ];
 
 /// The schema version this binary writes.
@@ -258,7 +259,7 @@ pub(crate) fn to_us(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-fn from_us(us: i64) -> SystemTime {
+pub(crate) fn from_us(us: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
@@ -299,6 +300,7 @@ pub(crate) fn apply_retention(
             params![keep],
         )?;
     }
+    deleted += super::outages::apply_retention(conn, retention, now)?;
     Ok(deleted)
 }
 

@@ -15,6 +15,7 @@
 mod db;
 pub mod manager;
 pub mod model;
+pub mod outages;
 mod store;
 mod writer;
 

@@ -337,7 +337,7 @@ pub struct Page {
     pub total: u64,
 }
 
-mod time_str {
+pub(crate) mod time_str {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -352,7 +352,7 @@ mod time_str {
     }
 }
 
-mod time_opt {
+pub(crate) mod time_opt {
     use std::time::SystemTime;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -133,6 +133,15 @@ impl Claim {
         let path = self.path.as_path();
         let (mut conn, lock) = db::open_claimed(path, self.lock)?;
         let interrupted = db::mark_interrupted(&conn, path)?;
+        let outages =
+            super::outages::mark_interrupted(&conn).map_err(|source| StoreError::Sqlite {
+                op: "mark open outages interrupted",
+                path: path.to_owned(),
+                source,
+            })?;
+        if outages > 0 {
+            tracing::info!(path = %path.display(), outages, "outages cut by a restart marked interrupted");
+        }
         if interrupted > 0 {
             tracing::info!(path = %path.display(), sessions = interrupted, "sessions cut by a restart marked interrupted");
         }
@@ -421,6 +430,29 @@ impl Store {
         joined.map_err(|_| StoreError::ReaderPanicked {
             path: self.shared.path.clone(),
         })?
+    }
+
+    /// Queues an outage as it stands without waiting (see [`super::outages::OutageLog`]).
+    pub fn record_outage(&self, rec: super::outages::OutageRecord) -> bool {
+        self.try_queue(Op::Outage(Box::new(rec)), 0)
+    }
+
+    /// One page of the outage history, newest first.
+    pub async fn outages(
+        &self,
+        q: super::outages::OutageQuery,
+    ) -> Result<super::outages::OutagePage, StoreError> {
+        self.read(move |conn, path| super::outages::list(conn, path, &q))
+            .await
+    }
+
+    /// The outage `id`, or `None`.
+    pub async fn outage(
+        &self,
+        id: i64,
+    ) -> Result<Option<super::outages::OutageRecord>, StoreError> {
+        self.read(move |conn, path| super::outages::get(conn, path, id))
+            .await
     }
 
     /// The session `id` with every committed sample in arrival order, or `None`.

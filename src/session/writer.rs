@@ -31,13 +31,18 @@ pub(crate) enum Op {
     Finish(Box<Finish>, Reply<()>),
     Delete(SessionId, Reply<bool>),
     Flush(Reply<()>),
+    /// An outage as it stands (issue 18), batched like samples.
+    Outage(Box<super::outages::OutageRecord>),
     Shutdown,
 }
 
 impl Op {
     /// Someone awaits this op: commit without waiting for the rest of the interval.
     fn awaited(&self) -> bool {
-        !matches!(self, Self::Append(..) | Self::AppendMany(..))
+        !matches!(
+            self,
+            Self::Append(..) | Self::AppendMany(..) | Self::Outage(..)
+        )
     }
 }
 
@@ -162,7 +167,7 @@ impl Done {
             Op::Delete(_, r) => Self::Bool(r, Ok(false)),
             Op::Append(id, _) => Self::Samples(Some(id), 1),
             Op::AppendMany(id, v) => Self::Samples(Some(id), v.len()),
-            Op::Shutdown => Self::Samples(None, 0),
+            Op::Shutdown | Op::Outage(_) => Self::Samples(None, 0),
         }
     }
 
@@ -431,6 +436,12 @@ impl Writer {
                     Done::Bool(reply, r)
                 }
                 Op::Flush(reply) => Done::Unit(reply, Ok(())),
+                Op::Outage(rec) => {
+                    if let Err(e) = super::outages::upsert(&tx, &rec) {
+                        tracing::warn!(path = %path.display(), target_name = %rec.target, error = %e, "outage not stored");
+                    }
+                    Done::Samples(None, 0)
+                }
                 Op::Shutdown => Done::Samples(None, 0),
             };
             done.push(d);

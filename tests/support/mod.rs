@@ -235,6 +235,17 @@ impl TestNet {
         );
     }
 
+    /// Replaces the profiles and makes the responder re-read them (SIGHUP). It reloads at its
+    /// next loop turn; the log shows from which request on the new profiles apply.
+    pub fn set_profiles(&self, profiles: &serde_json::Value) {
+        let path = self.dir.path().join("profiles.json");
+        std::fs::write(&path, profiles.to_string()).expect("writing the profile file");
+        let child = self.child.as_ref().expect("the responder runs");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+            .expect("SIGHUP the responder");
+    }
+
     /// The namespace's name.
     pub fn namespace(&self) -> &str {
         &self.ns

@@ -1,0 +1,83 @@
+//! `GET /api/v1/outages`: the monitors' outage history (issue 18), newest first, filtered by
+//! target and time, paginated with a cursor like the sessions list.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::{Query, State};
+
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::sessions::{manager, page_params};
+use crate::session::outages::{OutagePage, OutageQuery};
+use crate::state::App;
+
+/// Query of the outage list.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OutagesQuery {
+    /// Only this target (its name).
+    pub target: Option<String>,
+    /// Only outages still going on at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only outages that began before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Outages per page (1..=1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Cursor: the `next_cursor` of the previous page.
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
+}
+
+const PARAMS: [&str; 5] = ["target", "since", "until", "limit", "before"];
+
+fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<SystemTime>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            humantime::parse_rfc3339_weak(v).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid parameter \"{key}\": \"{v}\" is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// List stored outages of the monitors, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/outages", tag = "monitors",
+    params(OutagesQuery),
+    responses(
+        (status = 200, description = "One page of outages", body = OutagePage),
+        (status = 400, description = "Invalid parameter", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<OutagePage>, ApiError> {
+    let limit = page_params(&q, &PARAMS)?;
+    let before = match q.get("before") {
+        None => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid parameter \"before\": \"{v}\" is not an outage id"
+                )));
+            }
+        },
+    };
+    let query = OutageQuery {
+        target: q.get("target").cloned(),
+        since: time(&q, "since")?,
+        until: time(&q, "until")?,
+        before,
+        limit,
+    };
+    let m = manager(&app).await?;
+    Ok(Json(m.store().outages(query).await?))
+}

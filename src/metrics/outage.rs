@@ -1,0 +1,204 @@
+//! Outage and alert-threshold series (DESIGN.md, "Probe kinds, outages, mesh"), written at scrape
+//! time:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `pingscope_outage_active` | gauge 0/1 | target, ip, (custom) |
+//! | `pingscope_outages_total` | counter | target, ip, (custom) |
+//! | `pingscope_outage_seconds_total` | counter | target, ip, (custom) |
+//! | `pingscope_consecutive_lost` | gauge | target, ip, (custom) |
+//! | `pingscope_target_threshold` | gauge | target, metric (`loss` ratio, `rtt` seconds, `for` seconds) |
+//!
+//! The address series exist from the address's start (at zero) until it is retired; a target's
+//! thresholds exist while it is configured with an `alert:` threshold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::TargetLabels;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Figures {
+    active: bool,
+    outages: u64,
+    /// Seconds of closed outages.
+    closed_seconds: f64,
+    /// The open outage's length up to its last lost probe (it only grows, and its close adds at
+    /// least as much), so the sum never goes back.
+    open_seconds: f64,
+    consecutive_lost: u64,
+}
+
+/// One monitored address's outage series. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OutageMetrics {
+    labels: Arc<TargetLabels>,
+    figures: Arc<Mutex<Figures>>,
+}
+
+impl OutageMetrics {
+    /// Sets the gauges after probes were taken in order.
+    pub fn set(&self, active: bool, consecutive_lost: u64) {
+        let mut f = self.figures.lock();
+        f.active = active;
+        f.consecutive_lost = consecutive_lost;
+    }
+
+    /// An outage opened (`opened`) or grew: it is `seconds` long up to its last lost probe.
+    pub fn open_for(&self, opened: bool, seconds: f64) {
+        let mut f = self.figures.lock();
+        f.outages += u64::from(opened);
+        f.open_seconds = f.open_seconds.max(seconds);
+    }
+
+    /// The open outage closed, `seconds` long from its first lost probe to its first reply.
+    pub fn closed(&self, seconds: f64) {
+        let mut f = self.figures.lock();
+        f.closed_seconds += seconds.max(f.open_seconds);
+        f.open_seconds = 0.0;
+    }
+}
+
+/// A target's thresholds as exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Thresholds {
+    /// Loss ratio.
+    pub loss: Option<f64>,
+    /// RTT, seconds.
+    pub rtt: Option<f64>,
+    /// How long, seconds.
+    pub for_seconds: f64,
+}
+
+/// Every address's outage series and every target's thresholds.
+#[derive(Debug, Default)]
+pub(crate) struct OutageCollector {
+    // Taken to add or remove an entry and by scrapes to copy the handles out.
+    addresses: Mutex<BTreeMap<(String, std::net::IpAddr), OutageMetrics>>,
+    thresholds: Mutex<BTreeMap<String, Thresholds>>,
+}
+
+impl OutageCollector {
+    pub(crate) fn address(&self, labels: &TargetLabels) -> OutageMetrics {
+        self.addresses
+            .lock()
+            .entry((labels.target().to_owned(), labels.ip()))
+            .or_insert_with(|| OutageMetrics {
+                labels: Arc::new(labels.clone()),
+                figures: Arc::default(),
+            })
+            .clone()
+    }
+
+    pub(crate) fn forget_address(&self, labels: &TargetLabels) -> bool {
+        self.addresses
+            .lock()
+            .remove(&(labels.target().to_owned(), labels.ip()))
+            .is_some()
+    }
+
+    pub(crate) fn set_thresholds(&self, target: &str, t: Option<Thresholds>) {
+        let mut map = self.thresholds.lock();
+        match t {
+            Some(t) => {
+                map.insert(target.to_owned(), t);
+            }
+            None => {
+                map.remove(target);
+            }
+        }
+    }
+}
+
+fn base(l: &TargetLabels) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("target".to_owned(), l.target().to_owned()),
+        ("ip".to_owned(), l.ip().to_string()),
+    ];
+    v.extend(l.extra().iter().cloned());
+    v
+}
+
+impl Collector for OutageCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let handles: Vec<OutageMetrics> = self.addresses.lock().values().cloned().collect();
+        let rows: Vec<(Vec<(String, String)>, Figures)> = handles
+            .iter()
+            .map(|h| (base(&h.labels), *h.figures.lock()))
+            .collect();
+        type Gauge = (&'static str, &'static str, fn(&Figures) -> i64);
+        let gauges: [Gauge; 2] = [
+            (
+                "outage_active",
+                "1 while the address is in an outage (outage.after lost probes in a row, until outage.until replies in a row).",
+                |f| i64::from(f.active),
+            ),
+            (
+                "consecutive_lost",
+                "Probes lost in a row, by sending order.",
+                |f| i64::try_from(f.consecutive_lost).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (l, f) in &rows {
+                ConstGauge::new(value(f)).encode(m.encode_family(l)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "outages",
+                "Outages opened.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (l, f) in &rows {
+                ConstCounter::new(f.outages).encode(m.encode_family(l)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "outage",
+                "Time spent in outages, from the first lost probe to the first reply of the run that ended it.",
+                Some(&prometheus_client::registry::Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            for (l, f) in &rows {
+                ConstCounter::new(f.closed_seconds + f.open_seconds).encode(m.encode_family(l)?)?;
+            }
+        }
+        let thresholds: Vec<(String, Thresholds)> = self
+            .thresholds
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let mut m = encoder.encode_descriptor(
+            "target_threshold",
+            "A target's own alert thresholds (alert: in the config): loss ratio, rtt and for in seconds.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (target, t) in &thresholds {
+            let rows = [
+                ("loss", t.loss),
+                ("rtt", t.rtt),
+                ("for", Some(t.for_seconds)),
+            ];
+            for (metric, v) in rows {
+                if let Some(v) = v {
+                    let l = [("target", target.as_str()), ("metric", metric)];
+                    ConstGauge::new(v).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,448 @@
+//! Outage detection of one monitored address (issue 18): probes are taken in sending order
+//! (sequence), whatever order they settle in, and an outage opens at `after` consecutive lost
+//! probes and closes at `until` consecutive replies. A reply inside an outage that is not followed
+//! by `until - 1` more does not close it, so flapping never opens a second one.
+//!
+//! Pure and synchronous: the address's recorder and tick loop feed it under the status slot's
+//! lock, and it returns what changed.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use std::net::IpAddr;
+
+use crate::config::{OutageRule, TargetConfig};
+use crate::metrics::outage::OutageMetrics;
+use crate::session::outages::{OutageLog, OutageRecord, OutageStatus};
+
+/// Probes in flight the tracker keeps at most; past it the oldest is taken as lost (the engine's
+/// own table is smaller, so this only bounds memory against a bug).
+const MAX_PENDING: usize = 4096;
+
+/// How a probe settled, for outage purposes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Reply,
+    /// Timeout (a late reply still counts lost) or, with `icmp_error`, an ICMP error.
+    Lost {
+        icmp_error: bool,
+    },
+}
+
+/// One outage, as it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OutageState {
+    /// Send time of the first lost probe of the run that opened it.
+    pub start: SystemTime,
+    /// Send time of the first reply of the run that closed it.
+    pub end: Option<SystemTime>,
+    /// Send time of the last lost probe so far.
+    pub last_lost: SystemTime,
+    /// Probes lost from `start` to `end`.
+    pub lost: u64,
+    /// Of those, how many got an ICMP error.
+    pub icmp_errors: u64,
+}
+
+/// What taking probes in order changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Opened(OutageState),
+    /// A lost probe inside an open outage.
+    Grew(OutageState),
+    Closed(OutageState),
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    sent: Option<SystemTime>,
+    outcome: Option<Outcome>,
+    skipped: bool,
+}
+
+/// The outage state of one address.
+#[derive(Debug)]
+pub(crate) struct OutageTracker {
+    rule: OutageRule,
+    /// Next sequence to take in order; sequences start at 1.
+    next: u64,
+    pending: BTreeMap<u64, Pending>,
+    consecutive_lost: u64,
+    consecutive_ok: u64,
+    /// The run of lost probes before an outage opens: (start, lost, icmp errors).
+    run: Option<(SystemTime, u64, u64)>,
+    open: Option<OutageState>,
+}
+
+impl OutageTracker {
+    pub(crate) fn new(rule: OutageRule) -> Self {
+        Self {
+            rule,
+            next: 1,
+            pending: BTreeMap::new(),
+            consecutive_lost: 0,
+            consecutive_ok: 0,
+            run: None,
+            open: None,
+        }
+    }
+
+    /// Lost probes in a row, by sending order.
+    pub(crate) fn consecutive_lost(&self) -> u64 {
+        self.consecutive_lost
+    }
+
+    /// The open outage, if any.
+    pub(crate) fn open(&self) -> Option<&OutageState> {
+        self.open.as_ref()
+    }
+
+    /// Probe `seq` went out at `at`.
+    pub(crate) fn sent(&mut self, seq: u64, at: SystemTime, out: &mut Vec<Change>) {
+        if seq < self.next {
+            return;
+        }
+        self.pending.entry(seq).or_default().sent = Some(at);
+        self.drain(out);
+    }
+
+    /// Probe `seq` was never sent (a local send error): it is not a probe.
+    pub(crate) fn skipped(&mut self, seq: u64, out: &mut Vec<Change>) {
+        if seq >= self.next {
+            self.pending.entry(seq).or_default().skipped = true;
+            self.drain(out);
+        }
+    }
+
+    /// Probe `seq` settled (its reply, timeout or ICMP error; each probe settles once).
+    pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome, out: &mut Vec<Change>) {
+        if seq < self.next {
+            return;
+        }
+        self.pending.entry(seq).or_default().outcome = Some(outcome);
+        self.drain(out);
+    }
+
+    fn drain(&mut self, out: &mut Vec<Change>) {
+        loop {
+            let overflow = self.pending.len() > MAX_PENDING;
+            let Some(mut first) = self.pending.first_entry() else {
+                break;
+            };
+            let seq = *first.key();
+            let p = first.get_mut();
+            let skip = p.skipped;
+            let ready = seq == self.next && (skip || (p.sent.is_some() && p.outcome.is_some()));
+            if !ready && !overflow {
+                break;
+            }
+            let p = first.remove();
+            self.next = seq + 1;
+            if skip {
+                continue;
+            }
+            let at = p.sent.unwrap_or_else(SystemTime::now);
+            let outcome = p.outcome.unwrap_or(Outcome::Lost { icmp_error: false });
+            if let Some(change) = self.take(at, outcome) {
+                out.push(change);
+            }
+        }
+    }
+
+    fn take(&mut self, at: SystemTime, outcome: Outcome) -> Option<Change> {
+        match outcome {
+            Outcome::Lost { icmp_error } => {
+                self.consecutive_lost += 1;
+                self.consecutive_ok = 0;
+                let icmp = u64::from(icmp_error);
+                if let Some(o) = &mut self.open {
+                    o.end = None;
+                    o.lost += 1;
+                    o.icmp_errors += icmp;
+                    o.last_lost = at;
+                    return Some(Change::Grew(o.clone()));
+                }
+                let (start, lost, errors) = self.run.get_or_insert((at, 0, 0));
+                *lost += 1;
+                *errors += icmp;
+                if self.consecutive_lost >= u64::from(self.rule.after) {
+                    let state = OutageState {
+                        start: *start,
+                        end: None,
+                        last_lost: at,
+                        lost: *lost,
+                        icmp_errors: *errors,
+                    };
+                    self.run = None;
+                    self.open = Some(state.clone());
+                    return Some(Change::Opened(state));
+                }
+                None
+            }
+            Outcome::Reply => {
+                self.consecutive_lost = 0;
+                self.run = None;
+                let o = self.open.as_mut()?;
+                self.consecutive_ok += 1;
+                if self.consecutive_ok == 1 {
+                    o.end = Some(at);
+                }
+                if self.consecutive_ok >= u64::from(self.rule.until) {
+                    self.consecutive_ok = 0;
+                    return self.open.take().map(Change::Closed);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s)
+    }
+
+    /// Feeds `pattern` ('.' reply, 'x' timeout, 'e' ICMP error) in order, one probe a second,
+    /// and returns the changes with the second they happened at.
+    fn run(rule: (u32, u32), pattern: &str) -> Vec<(usize, Change)> {
+        let mut tr = OutageTracker::new(OutageRule {
+            after: rule.0,
+            until: rule.1,
+        });
+        let mut all = Vec::new();
+        for (i, c) in pattern.chars().enumerate() {
+            let mut out = Vec::new();
+            let seq = i as u64 + 1;
+            tr.sent(seq, t(seq), &mut out);
+            let outcome = match c {
+                '.' => Outcome::Reply,
+                'e' => Outcome::Lost { icmp_error: true },
+                _ => Outcome::Lost { icmp_error: false },
+            };
+            tr.settled(seq, outcome, &mut out);
+            all.extend(out.into_iter().map(|c| (i, c)));
+        }
+        all
+    }
+
+    fn summary(changes: &[(usize, Change)]) -> Vec<String> {
+        changes
+            .iter()
+            .filter_map(|(i, c)| match c {
+                Change::Opened(s) => Some(format!("open@{i} lost={}", s.lost)),
+                Change::Closed(s) => Some(format!(
+                    "close@{i} start={} end={} lost={} icmp={}",
+                    s.start.duration_since(t(0)).map_or(0, |d| d.as_secs()),
+                    s.end
+                        .and_then(|e| e.duration_since(t(0)).ok())
+                        .map_or(0, |d| d.as_secs()),
+                    s.lost,
+                    s.icmp_errors
+                )),
+                Change::Grew(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scenarios() {
+        let cases: &[((u32, u32), &str, &[&str])] = &[
+            // Two lost in a row is not an outage with after 3.
+            ((3, 3), "..xx..xx..", &[]),
+            // Three are; it ends at the first of three replies; start is the first lost probe.
+            (
+                (3, 3),
+                "..xxx...",
+                &["open@4 lost=3", "close@7 start=3 end=6 lost=3 icmp=0"],
+            ),
+            // Flapping inside the outage does not open a second one, and its losses count.
+            (
+                (3, 3),
+                "xxx.x..xx...",
+                &["open@2 lost=3", "close@11 start=1 end=10 lost=6 icmp=0"],
+            ),
+            // ICMP errors are losses, counted apart.
+            (
+                (2, 1),
+                ".ex.",
+                &["open@2 lost=2", "close@3 start=2 end=4 lost=2 icmp=1"],
+            ),
+            // after 1, until 1: every lost run is an outage.
+            (
+                (1, 1),
+                "x.x.",
+                &[
+                    "open@0 lost=1",
+                    "close@1 start=1 end=2 lost=1 icmp=0",
+                    "open@2 lost=1",
+                    "close@3 start=3 end=4 lost=1 icmp=0",
+                ],
+            ),
+            // Still open at the end.
+            ((2, 5), "xx....", &["open@1 lost=2"]),
+        ];
+        for (rule, pattern, want) in cases {
+            let got = summary(&run(*rule, pattern));
+            assert_eq!(&got, want, "rule {rule:?} pattern {pattern}");
+        }
+    }
+
+    #[test]
+    fn probes_count_in_sending_order_not_settling_order() {
+        // Timeouts settle after later probes' replies: 1..=3 lost, 4 answered, but 4's reply
+        // comes before 1's timeout. In settling order there would be no three in a row.
+        let mut tr = OutageTracker::new(OutageRule { after: 3, until: 1 });
+        let mut out = Vec::new();
+        for seq in 1..=4 {
+            tr.sent(seq, t(seq), &mut out);
+        }
+        tr.settled(4, Outcome::Reply, &mut out);
+        assert!(out.is_empty());
+        tr.settled(1, Outcome::Lost { icmp_error: false }, &mut out);
+        tr.settled(3, Outcome::Lost { icmp_error: false }, &mut out);
+        assert!(out.is_empty(), "2 has not settled yet: {out:?}");
+        tr.settled(2, Outcome::Lost { icmp_error: false }, &mut out);
+        let kinds: Vec<&str> = out
+            .iter()
+            .map(|c| match c {
+                Change::Opened(_) => "opened",
+                Change::Grew(_) => "grew",
+                Change::Closed(_) => "closed",
+            })
+            .collect();
+        assert_eq!(kinds, ["opened", "closed"]);
+    }
+
+    #[test]
+    fn a_reply_before_its_send_is_recorded_waits_and_a_skipped_send_is_no_probe() {
+        let mut tr = OutageTracker::new(OutageRule { after: 2, until: 1 });
+        let mut out = Vec::new();
+        // The engine may deliver a loopback reply before the tick loop notes the send.
+        tr.settled(1, Outcome::Lost { icmp_error: false }, &mut out);
+        tr.sent(1, t(1), &mut out);
+        tr.skipped(2, &mut out);
+        tr.sent(3, t(3), &mut out);
+        tr.settled(3, Outcome::Lost { icmp_error: false }, &mut out);
+        assert!(matches!(&out[..], [Change::Opened(s)] if s.lost == 2 && s.start == t(1)));
+        assert_eq!(tr.consecutive_lost(), 2);
+        assert!(tr.pending.is_empty());
+    }
+}
+
+/// An address's tracker with the series and the history it drives; lives in the address's
+/// status slot, so the tick loop and the recorder reach it under the lock they already take.
+#[derive(Debug)]
+pub(crate) struct AddressOutage {
+    tracker: OutageTracker,
+    target: String,
+    ip: IpAddr,
+    metrics: OutageMetrics,
+    log: OutageLog,
+    changes: Vec<Change>,
+}
+
+impl AddressOutage {
+    pub(crate) fn new(
+        cfg: &TargetConfig,
+        ip: IpAddr,
+        metrics: OutageMetrics,
+        log: OutageLog,
+    ) -> Self {
+        Self {
+            tracker: OutageTracker::new(cfg.outage),
+            target: cfg.name.clone(),
+            ip,
+            metrics,
+            log,
+            changes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn sent(&mut self, seq: u64, at: SystemTime) {
+        let mut out = std::mem::take(&mut self.changes);
+        self.tracker.sent(seq, at, &mut out);
+        self.publish(out);
+    }
+
+    pub(crate) fn skipped(&mut self, seq: u64) {
+        let mut out = std::mem::take(&mut self.changes);
+        self.tracker.skipped(seq, &mut out);
+        self.publish(out);
+    }
+
+    pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome) {
+        let mut out = std::mem::take(&mut self.changes);
+        self.tracker.settled(seq, outcome, &mut out);
+        self.publish(out);
+    }
+
+    /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
+    /// `interrupted` at its last lost probe.
+    pub(crate) fn interrupt(&mut self) {
+        if let Some(s) = self.tracker.open.take() {
+            let mut rec = self.record(&s, OutageStatus::Interrupted);
+            rec.end = Some(s.last_lost);
+            self.log.record(rec);
+        }
+    }
+
+    fn record(&self, s: &OutageState, status: OutageStatus) -> OutageRecord {
+        OutageRecord {
+            id: 0,
+            target: self.target.clone(),
+            ip: self.ip,
+            start: s.start,
+            end: s.end,
+            last_lost: s.last_lost,
+            lost: s.lost,
+            icmp_errors: s.icmp_errors,
+            status,
+            capture_session: None,
+        }
+    }
+
+    fn publish(&mut self, mut out: Vec<Change>) {
+        for change in out.drain(..) {
+            let rec = match &change {
+                Change::Opened(s) => {
+                    self.metrics.open_for(true, secs(s.start, s.last_lost));
+                    self.record(s, OutageStatus::Open)
+                }
+                Change::Grew(s) => {
+                    self.metrics.open_for(false, secs(s.start, s.last_lost));
+                    self.record(s, OutageStatus::Open)
+                }
+                Change::Closed(s) => {
+                    self.metrics
+                        .closed(secs(s.start, s.end.unwrap_or(s.last_lost)));
+                    self.record(s, OutageStatus::Ended)
+                }
+            };
+            self.log.record(rec);
+        }
+        self.metrics.set(
+            self.tracker.open().is_some(),
+            self.tracker.consecutive_lost(),
+        );
+        self.changes = out;
+    }
+}
+
+/// `pingscope_target_threshold` of a target's `alert:`; none without a threshold.
+pub(super) fn thresholds(
+    alert: &crate::config::AlertThresholds,
+) -> Option<crate::metrics::outage::Thresholds> {
+    alert.any().then(|| crate::metrics::outage::Thresholds {
+        loss: alert.loss,
+        rtt: alert.rtt.map(|d| d.as_secs_f64()),
+        for_seconds: alert.for_or_default().as_secs_f64(),
+    })
+}
+
+fn secs(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).map_or(0.0, |d| d.as_secs_f64())
+}
