@@ -20,8 +20,10 @@ pub struct OutagesQuery {
     /// Only this target (its name).
     pub target: Option<String>,
     /// Only outages still going on at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only outages that began before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// Outages per page (1..=1000, default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -36,11 +38,21 @@ const PARAMS: [&str; 5] = ["target", "since", "until", "limit", "before"];
 fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<SystemTime>, ApiError> {
     q.get(key)
         .map(|v| {
-            humantime::parse_rfc3339_weak(v).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid parameter \"{key}\": \"{v}\" is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
-                ))
-            })
+            // Any RFC 3339 time, with its offset and fraction (what the schema's date-time
+            // format allows). As a bound, a time before 1970 is 1970 (no outage is older) and
+            // one past what the clock holds (year 2554) is that limit.
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| {
+                    let nanos = t.unix_timestamp_nanos().clamp(0, i128::from(u64::MAX));
+                    let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos)
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "invalid parameter \"{key}\": \"{v}\" is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
+                    ))
+                })
         })
         .transpose()
 }
