@@ -24,6 +24,7 @@ mode prints one JSON line.
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,7 @@ def one(args):
         m1, c1, k1, t1 = scrape(), proc_cpu(proc.pid), icmp_counters(), time.monotonic()
     finally:
         stop(proc)
+    shutil.rmtree(work, ignore_errors=True)
     secs = t1 - t0
     sent_key = "pingscope_path_hop_sent_total" if args.one == "path" else "pingscope_sent_total"
     lost_key = sent_key.replace("sent", "lost")
@@ -193,6 +195,7 @@ def driver(args):
         if responder is not None:
             stop(responder)
         subprocess.run(["ip", "netns", "del", ns])
+        shutil.rmtree(work, ignore_errors=True)
     if args.out:
         out.close()
         summarize(args.out)
