@@ -17,6 +17,8 @@ use pingscope::metrics::{
 };
 use pingscope::resolve::Family;
 
+#[path = "metrics_format/path.rs"]
+mod path;
 #[path = "metrics_format/prometheus.rs"]
 mod prometheus;
 #[path = "metrics_format/protobuf.rs"]

@@ -336,7 +336,21 @@ impl Metrics {
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let outages = Arc::new(outage::OutageCollector::default());
-        let paths = Arc::new(path::PathCollector::default());
+        let path_bounds: Arc<[f64]> = path::PATH_BUCKETS.into();
+        let paths = Arc::new(path::PathCollector::new(match layout {
+            Layout::Classic => path::HopHistograms {
+                maker: HistogramMaker::Classic(path_bounds),
+                native: None,
+            },
+            Layout::Both => path::HopHistograms {
+                maker: HistogramMaker::Both(path_bounds, native),
+                native: None,
+            },
+            Layout::Split => path::HopHistograms {
+                maker: HistogramMaker::Classic(path_bounds),
+                native: Some(HistogramMaker::Native(native)),
+            },
+        }));
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -359,6 +373,7 @@ impl Metrics {
                 rtt: &families.rtt,
                 jitter: &families.jitter,
                 scheduler_lag: &scheduler_lag,
+                native: false,
             },
         );
         let protobuf = match (
@@ -372,6 +387,7 @@ impl Metrics {
                     rtt,
                     jitter,
                     scheduler_lag,
+                    native: true,
                 },
             )),
             _ => None,

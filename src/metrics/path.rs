@@ -4,7 +4,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `pingscope_path_hop_sent_total`, `pingscope_path_hop_lost_total` | counter | target, ip, (custom), ttl |
-//! | `pingscope_path_hop_rtt_seconds` | histogram (classic, [`PATH_BUCKETS`]) | target, ip, (custom), ttl |
+//! | `pingscope_path_hop_rtt_seconds` | histogram (classic [`PATH_BUCKETS`] in text; in protobuf native, as `pingscope_rtt_seconds`) | target, ip, (custom), ttl |
 //! | `pingscope_path_hop_info` | gauge 1 | target, ip, (custom), ttl, hop_ip |
 //! | `pingscope_path_length` | gauge | target, ip, (custom) |
 //! | `pingscope_path_changes_total` | counter | target, ip, (custom) |
@@ -15,6 +15,11 @@
 //! longer seen keep their series for [`GRACE_ROUNDS`] rounds, then they are deleted; the responders
 //! kept per TTL are bounded by [`MAX_RESPONDERS_PER_TTL`] (the oldest go first), and TTLs by
 //! 255, so the series of one monitor are bounded.
+//!
+//! The hop RTT histograms follow the registry's [`Layout`](super::Layout) as the per-target
+//! ones do: with the default split layout each hop keeps a classic histogram for text scrapes
+//! and a native-only twin for protobuf ones, each observation going to both; the collector is
+//! registered once per registry as a [`PathView`] that picks which to encode.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,10 +30,11 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::TargetLabels;
-use super::histogram::{ClassicHistogram, SeriesHistogram};
+use super::histogram::SeriesHistogram;
+use super::{HistogramMaker, TargetLabels};
 use crate::probe::path::{PathStats, Round};
 
 /// Classic buckets of `pingscope_path_hop_rtt_seconds`: a short layout (hops are many).
@@ -42,7 +48,10 @@ pub const MAX_RESPONDERS_PER_TTL: usize = 8;
 struct Hop {
     sent: u64,
     lost: u64,
+    /// Encoded by text scrapes, and by protobuf ones unless `rtt_native` is there.
     rtt: SeriesHistogram,
+    /// The native-only twin for protobuf scrapes (the split layout).
+    rtt_native: Option<SeriesHistogram>,
     last_round: u64,
     /// Responder → the round it was last seen in.
     responders: BTreeMap<IpAddr, u64>,
@@ -62,7 +71,16 @@ struct Series {
 #[derive(Clone, Debug)]
 pub struct PathMetrics {
     series: Arc<Mutex<Series>>,
-    bounds: Arc<[f64]>,
+    makers: Arc<HopHistograms>,
+}
+
+/// Makes the hop RTT histograms of one registry layout.
+#[derive(Debug)]
+pub(crate) struct HopHistograms {
+    /// The histogram of the first registry (text, and protobuf unless `native` is set).
+    pub(crate) maker: HistogramMaker,
+    /// The native-only twin of the protobuf registry ([`Layout::Split`](super::Layout::Split)).
+    pub(crate) native: Option<HistogramMaker>,
 }
 
 impl PathMetrics {
@@ -76,7 +94,8 @@ impl PathMetrics {
             let hop = s.hops.entry(p.ttl).or_insert_with(|| Hop {
                 sent: 0,
                 lost: 0,
-                rtt: SeriesHistogram::Classic(ClassicHistogram::new(self.bounds.clone())),
+                rtt: self.makers.maker.new_metric(),
+                rtt_native: self.makers.native.as_ref().map(HistogramMaker::new_metric),
                 last_round: now,
                 responders: BTreeMap::new(),
             });
@@ -84,7 +103,11 @@ impl PathMetrics {
             hop.sent += 1;
             match (p.responder, p.rtt) {
                 (Some(r), Some(rtt)) => {
-                    hop.rtt.observe(rtt.as_secs_f64());
+                    let secs = rtt.as_secs_f64();
+                    hop.rtt.observe(secs);
+                    if let Some(h) = &hop.rtt_native {
+                        h.observe(secs);
+                    }
                     hop.responders.insert(r, now);
                     if hop.responders.len() > MAX_RESPONDERS_PER_TTL
                         && let Some(oldest) = hop
@@ -111,11 +134,20 @@ impl PathMetrics {
 }
 
 /// Every path monitor's series; encodes them at scrape time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PathCollector {
     // Taken to add or remove a monitor and by scrapes to copy the handles out; rounds lock only
     // their own series.
     targets: Mutex<BTreeMap<String, PathMetrics>>,
+    makers: Arc<HopHistograms>,
+}
+
+/// The path series as one registry encodes them: `native` picks the hops' native-only twins
+/// (the protobuf registry of the split layout).
+#[derive(Clone, Debug)]
+pub(crate) struct PathView {
+    pub(crate) paths: Arc<PathCollector>,
+    pub(crate) native: bool,
 }
 
 fn key(labels: &TargetLabels) -> String {
@@ -123,6 +155,14 @@ fn key(labels: &TargetLabels) -> String {
 }
 
 impl PathCollector {
+    /// No monitors yet; hop histograms made by `makers`.
+    pub(crate) fn new(makers: HopHistograms) -> Self {
+        Self {
+            targets: Mutex::new(BTreeMap::new()),
+            makers: Arc::new(makers),
+        }
+    }
+
     /// The series of one monitored address, created empty (kept when asked again).
     pub(crate) fn target(&self, labels: &TargetLabels) -> PathMetrics {
         self.targets
@@ -137,7 +177,7 @@ impl PathCollector {
                     changes: 0,
                     path_id: None,
                 })),
-                bounds: PATH_BUCKETS.into(),
+                makers: self.makers.clone(),
             })
             .clone()
     }
@@ -164,9 +204,9 @@ fn with(mut v: Labels, name: &str, value: String) -> Labels {
     v
 }
 
-impl Collector for PathCollector {
+impl Collector for PathView {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let handles: Vec<PathMetrics> = self.targets.lock().values().cloned().collect();
+        let handles: Vec<PathMetrics> = self.paths.targets.lock().values().cloned().collect();
         // Snapshot each monitor under its own lock, then encode without any lock held.
         let mut sent = Vec::new();
         let mut lost = Vec::new();
@@ -182,7 +222,11 @@ impl Collector for PathCollector {
                 let l = with(b.clone(), "ttl", ttl.to_string());
                 sent.push((l.clone(), hop.sent));
                 lost.push((l.clone(), hop.lost));
-                rtt.push((l.clone(), hop.rtt.clone()));
+                let h = match (&hop.rtt_native, self.native) {
+                    (Some(native), true) => native,
+                    _ => &hop.rtt,
+                };
+                rtt.push((l.clone(), h.clone()));
                 for ip in hop.responders.keys() {
                     info.push(with(l.clone(), "hop_ip", ip.to_string()));
                 }

@@ -33,11 +33,13 @@ pub(crate) struct Shared<'a> {
     pub build: &'a BuildInfo,
 }
 
-/// The three histograms of one exposition.
+/// The histograms of one exposition.
 pub(crate) struct Histograms<'a> {
     pub rtt: &'a HistogramFamily,
     pub jitter: &'a HistogramFamily,
     pub scheduler_lag: &'a SeriesHistogram,
+    /// The native-only registry of the split layout: path hops encode their native twins.
+    pub native: bool,
 }
 
 /// A registry with every family, the histograms taken from `h`.
@@ -136,7 +138,10 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
     r.register_collector(Box::new(s.scrape_sources.clone()));
     r.register_collector(Box::new(s.timestamps.clone()));
     r.register_collector(Box::new(s.outages.clone()));
-    r.register_collector(Box::new(s.paths.clone()));
+    r.register_collector(Box::new(super::path::PathView {
+        paths: s.paths.clone(),
+        native: h.native,
+    }));
     // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
     r.register_collector(Box::new(s.windows.clone()));
     registry

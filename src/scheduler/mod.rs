@@ -157,6 +157,8 @@ struct Shared {
     failures: Mutex<HashMap<String, ResolveFailure>>,
     readiness: Readiness,
     shutdown: CancellationToken,
+    /// Per-router pacing shared by every path monitor's tracer.
+    hop_pacer: crate::probe::path::HopPacer,
 }
 
 /// Cheap-clone handle to the scheduler.
@@ -191,6 +193,7 @@ impl Scheduler {
                 failures: Mutex::new(HashMap::new()),
                 readiness: Readiness::default(),
                 shutdown: CancellationToken::new(),
+                hop_pacer: crate::probe::path::HopPacer::default(),
             }),
         }
     }

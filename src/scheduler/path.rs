@@ -66,7 +66,8 @@ impl PathTask {
             cfg.timeout,
             options,
             cfg.path.clone(),
-        );
+        )
+        .with_pacer(self.shared.hop_pacer.clone());
         let mut stats = PathStats::new();
         let mut ticks = Ticks::new(
             Instant::now() + phase(&cfg.name, self.ip, cfg.interval),

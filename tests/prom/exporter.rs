@@ -74,11 +74,6 @@ struct Metrics {
     path_info: Family<Labels, Gauge>,
 }
 
-/// Classic only, as the daemon's `pingscope_path_hop_rtt_seconds`.
-fn path_histogram() -> Histogram {
-    Histogram::new(RTT_BUCKETS)
-}
-
 impl Metrics {
     fn new() -> Metrics {
         Metrics {
@@ -106,7 +101,7 @@ impl Metrics {
             build_info: Family::default(),
             path_sent: Family::default(),
             path_lost: Family::default(),
-            path_rtt: Family::new_with_constructor(path_histogram),
+            path_rtt: Family::new_with_constructor(rtt_histogram),
             path_hop_info: Family::default(),
             path_length: Family::default(),
             path_changes: Family::default(),

@@ -10,10 +10,15 @@
 //! grows or shrinks is followed. Outcomes are matched to (TTL, flow) by the probe's tag, and to
 //! the round by the round's own channel: a late answer of an older round never counts.
 //!
+//! Tracers that share a [`HopPacer`] (the daemon's path monitors) take a token of the router that
+//! answered a (TTL, flow) last round before probing it again, so many monitors through one
+//! router stay under its ICMP rate limit together; a probe without a token is not sent.
+//!
 //! [`stats::PathStats`] folds rounds into per-hop figures (per TTL and responder), the loss that
 //! persists to later hops, and the path id.
 
 pub mod options;
+pub mod pacer;
 pub mod run;
 pub mod stats;
 
@@ -31,6 +36,7 @@ use crate::engine::{
 
 use crate::sample::{Sample, SampleType, millis};
 pub use options::{RawPath, validate_path};
+pub use pacer::HopPacer;
 pub use stats::{HopSummary, PathStats};
 
 /// Highest TTL probed by default (traceroute's and mtr's).
@@ -184,6 +190,10 @@ pub struct Tracer {
     round: u64,
     /// Where the destination answered last round: the round climbs no higher.
     dest_ttl: Option<u8>,
+    /// Shared per-router pacing, if any.
+    pacer: Option<HopPacer>,
+    /// The router that answered each (TTL, flow) last round: whose token its next probe takes.
+    routers: std::collections::HashMap<(u8, u16), IpAddr>,
 }
 
 fn tag(ttl: u8, flow: u16) -> u64 {
@@ -214,7 +224,16 @@ impl Tracer {
             options,
             round: 0,
             dest_ttl: None,
+            pacer: None,
+            routers: Default::default(),
         }
+    }
+
+    /// Paces probes to routers through `pacer`, shared with other tracers.
+    #[must_use]
+    pub fn with_pacer(mut self, pacer: HopPacer) -> Self {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// The address traced.
@@ -262,6 +281,11 @@ impl Tracer {
                 if reached.is_some_and(|r| r < ttl) {
                     break 'send;
                 }
+                if let (Some(pacer), Some(router)) = (&self.pacer, self.routers.get(&(ttl, flow)))
+                    && !pacer.try_take(*router, Instant::now())
+                {
+                    continue;
+                }
                 let spec = ProbeSpec {
                     ip: self.ip,
                     transport: Transport::IcmpFlow { flow, ttl },
@@ -306,6 +330,17 @@ impl Tracer {
             }
         }
         probes.sort_by_key(|p| (p.ttl, p.flow));
+        for p in &probes {
+            match (p.result, p.responder) {
+                (HopResult::Reply, _) => {
+                    self.routers.remove(&(p.ttl, p.flow));
+                }
+                (_, Some(r)) if r != self.ip => {
+                    self.routers.insert((p.ttl, p.flow), r);
+                }
+                _ => {}
+            }
+        }
         // Re-checked every round: where it answered now, or unknown (climb to max_ttl next).
         self.dest_ttl = reached;
         Round {

@@ -288,3 +288,32 @@ fn path_id_is_stable_across_builds() {
     });
     assert_eq!(st.path_id(), Some("b6c470c45607e3bd"));
 }
+
+/// Two tracers through the same routers share their buckets: once the routers are known, what
+/// one took the other does not get, so the routers see the pacer's rate whatever the number of
+/// monitors; the destination is not paced, and the buckets refill with time.
+#[tokio::test(start_paused = true)]
+async fn tracers_sharing_a_pacer_share_each_routers_rate() {
+    let path = FakePath::new(v4(100), vec![hop(1, 1), hop(2, 1), hop(100, 1)]);
+    let pacer = HopPacer::new(1.0, 1);
+    let mut a = tracer(&path, PathOptions::default()).with_pacer(pacer.clone());
+    let mut b = tracer(&path, PathOptions::default()).with_pacer(pacer);
+    let ttls = |r: &Round| r.probes.iter().map(|p| p.ttl).collect::<Vec<_>>();
+    // First rounds learn the routers: nothing to pace yet.
+    assert_eq!(ttls(&a.round(|_| {}).await), [1, 2, 3]);
+    assert_eq!(ttls(&b.round(|_| {}).await), [1, 2, 3]);
+    // A takes each router's one token; B, well within the second, probes the destination only.
+    let sent = path.sent.load(Ordering::Relaxed);
+    assert_eq!(ttls(&a.round(|_| {}).await), [1, 2, 3]);
+    let paced = b.round(|_| {}).await;
+    assert_eq!(ttls(&paced), [3], "routers' probes held back");
+    assert_eq!(paced.reached_at, Some(3));
+    assert_eq!(
+        path.sent.load(Ordering::Relaxed) - sent,
+        4,
+        "3 for A, 1 for B"
+    );
+    // A second later the buckets have a token again.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(ttls(&b.round(|_| {}).await), [1, 2, 3]);
+}
