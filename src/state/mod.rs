@@ -2,6 +2,8 @@
 //! config in force, the scheduler, the registry, the engine and the session store behind domain
 //! methods (`reload`, `sessions`, `try_probe_slot`, ...); `app` builds it and drives it.
 
+mod outages;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -113,7 +115,7 @@ impl App {
         .context("building the metrics registry")?;
         let resolver = make_resolver(&config)?;
         let live = LiveHub::default();
-        let (outages, outage_rx) = OutageLog::new(OUTAGE_QUEUE);
+        let (outages, outage_rx) = OutageLog::new(outages::OUTAGE_QUEUE);
         // A database from an earlier run may hold outages it cut: open it now to close them as
         // interrupted (a daemon that never had one still opens SQLite only at first use).
         let reopen = config.sessions.database.exists();
@@ -199,7 +201,11 @@ impl App {
                 shutdown: CancellationToken::new(),
             }),
         };
-        tokio::spawn(store_outages(Arc::downgrade(&app.inner), outage_rx, reopen));
+        tokio::spawn(outages::store_outages(
+            Arc::downgrade(&app.inner),
+            outage_rx,
+            reopen,
+        ));
         Ok(app)
     }
 
@@ -449,99 +455,6 @@ pub enum ReloadError {
 pub struct ResolverSetupError {
     what: &'static str,
     error: Arc<crate::resolve::ResolveError>,
-}
-
-/// Outage records waiting for the store at most; the monitors never wait for it.
-const OUTAGE_QUEUE: usize = 8192;
-
-/// A target's outages start a capture (a path session to the address) at most this often.
-const CAPTURE_EVERY: Duration = Duration::from_secs(600);
-/// Captures started in the last [`CAPTURE_WINDOW`] at most, over every target.
-const MAX_CAPTURES: usize = 4;
-const CAPTURE_WINDOW: Duration = Duration::from_secs(60);
-/// Rounds of a capture, one a second.
-const CAPTURE_ROUNDS: i64 = 10;
-
-/// Which outages get a capture: one per target per [`CAPTURE_EVERY`], [`MAX_CAPTURES`] per
-/// [`CAPTURE_WINDOW`] over all.
-#[derive(Debug, Default)]
-struct Captures {
-    last: std::collections::HashMap<String, tokio::time::Instant>,
-    recent: std::collections::VecDeque<tokio::time::Instant>,
-    /// Outages already seen (target, address, start): the first record of one is its start.
-    seen: std::collections::HashSet<(String, std::net::IpAddr, SystemTime)>,
-}
-
-impl Captures {
-    /// Whether `rec` is an outage that just began and may be captured now.
-    fn take(&mut self, rec: &OutageRecord) -> bool {
-        if rec.status != OutageStatus::Open {
-            self.seen.remove(&(rec.target.clone(), rec.ip, rec.start));
-            return false;
-        }
-        if !self.seen.insert((rec.target.clone(), rec.ip, rec.start)) {
-            return false;
-        }
-        let now = tokio::time::Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CAPTURE_WINDOW)
-        {
-            self.recent.pop_front();
-        }
-        let due = self
-            .last
-            .get(&rec.target)
-            .is_none_or(|t| now.duration_since(*t) >= CAPTURE_EVERY);
-        if !due || self.recent.len() >= MAX_CAPTURES {
-            return false;
-        }
-        self.last.insert(rec.target.clone(), now);
-        self.recent.push_back(now);
-        true
-    }
-}
-
-/// Hands the monitors' outage records to the store, opening it at the first one (or at once when
-/// `reopen`: an earlier run's outages left open are closed then), and starts a capture (a path
-/// session to the address, linked from the outage) when an outage begins. Ends with the daemon.
-async fn store_outages(
-    inner: std::sync::Weak<Inner>,
-    mut rx: tokio::sync::mpsc::Receiver<OutageRecord>,
-    reopen: bool,
-) {
-    let app = |inner: &std::sync::Weak<Inner>| inner.upgrade().map(|inner| App { inner });
-    if reopen && let Some(app) = app(&inner) {
-        let _ = app.sessions().await;
-    }
-    let mut captures = Captures::default();
-    while let Some(mut rec) = rx.recv().await {
-        let Some(app) = app(&inner) else { break };
-        let m = match app.sessions().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "outage not stored: no session store");
-                continue;
-            }
-        };
-        if captures.take(&rec) {
-            let req = StartRequest {
-                target: rec.ip.to_string(),
-                kind: Some("path".to_owned()),
-                count: Some(CAPTURE_ROUNDS),
-                interval: Some("1s".to_owned()),
-                ..StartRequest::default()
-            };
-            match m.start(req, &app.config(), &app.resolver()).await {
-                Ok(session) => rec.capture_session = Some(session.id.to_string()),
-                Err(e) => {
-                    tracing::info!(target_name = %rec.target, ip = %rec.ip, error = %e, "outage not captured")
-                }
-            }
-        }
-        m.store().record_outage(rec);
-    }
 }
 
 /// Opens the store claimed at start and makes the session runner. Blocking.

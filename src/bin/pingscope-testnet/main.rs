@@ -8,6 +8,7 @@
 //! send-time error.
 //! See docs/testnet.md.
 
+mod logline;
 mod packet;
 mod path;
 mod profile;

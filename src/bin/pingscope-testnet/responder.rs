@@ -9,7 +9,6 @@
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +16,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-use serde::Serialize;
 
+use crate::logline::{LogLine, TimingReport};
 use crate::packet::{self, EchoRequest, IcmpError, IpPacket};
 use crate::path::{self, HopFate, PathState, Route};
 use crate::profile::{Decision, Profiles};
@@ -58,60 +57,6 @@ fn sys(op: &'static str) -> impl FnOnce(nix::Error) -> RunError {
 
 fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
     move |source| RunError::Io { op, source }
-}
-
-/// One line of the JSON-lines log: one packet received and what became of it.
-#[derive(Debug, Serialize)]
-struct LogLine {
-    /// Wall-clock arrival, nanoseconds since the Unix epoch.
-    time_ns: u128,
-    /// `icmp` (echo requests of either family), `udp` or `tcp`.
-    proto: &'static str,
-    src: IpAddr,
-    dst: IpAddr,
-    family: &'static str,
-    /// ICMP echo identifier and sequence.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u16>,
-    /// UDP and TCP ports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dport: Option<u16>,
-    /// TCP flags, e.g. `SYN` or `FIN|ACK`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flags: Option<String>,
-    /// TTL / hop limit as received.
-    ttl: u8,
-    /// What ECMP routers hash (see `path::flow_hash`), 16 hex digits.
-    flow: String,
-    /// Payload bytes after the ICMP, UDP or TCP header.
-    size: usize,
-    action: &'static str,
-    /// The hop (1-based TTL) where the packet expired or was lost, and its address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hop: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hop_addr: Option<IpAddr>,
-    copies: u32,
-    scheduled_delay_ns: Option<u64>,
-    /// From arrival to the first copy's `write`.
-    actual_delay_ns: Option<u64>,
-    /// From the kernel's stamp to this process reading the request; absent without a stamp
-    /// (then arrival is the read time).
-    read_lag_ns: Option<u64>,
-}
-
-/// Timing error summary, nanoseconds.
-#[derive(Debug, Serialize)]
-pub struct TimingReport {
-    r#type: &'static str,
-    samples: usize,
-    p50_ns: u64,
-    p99_ns: u64,
-    max_ns: u64,
 }
 
 struct Job {

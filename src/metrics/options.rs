@@ -1,0 +1,108 @@
+//! What the registry is built from ([`MetricsOptions`], [`BuildInfo`]) and what can go wrong
+//! building or encoding it ([`MetricsError`]).
+
+use prometheus_client::encoding::prometheus_protobuf;
+
+/// Default classic buckets of `pingscope_rtt_seconds` and `pingscope_jitter_seconds`, in
+/// seconds: from loopback (tens of µs) to the longest sane timeout.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// Errors of this module. Each names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A custom label name of a target cannot be used.
+    #[error("target {target:?}: label name {name:?} cannot be used: {why}")]
+    LabelName {
+        /// The target's name.
+        target: String,
+        /// The offending label name.
+        name: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// The histogram buckets are not finite, positive and strictly increasing.
+    #[error("histogram buckets {buckets:?}: {why}")]
+    Buckets {
+        /// The buckets given.
+        buckets: Vec<f64>,
+        /// Why.
+        why: &'static str,
+    },
+    /// Writing the text exposition failed.
+    #[error("encoding /metrics as Prometheus text: {source}")]
+    EncodeText {
+        /// The encoder's error.
+        #[source]
+        source: std::fmt::Error,
+    },
+    /// Writing the protobuf exposition failed.
+    #[error("encoding /metrics as protobuf: {source}")]
+    EncodeProtobuf {
+        /// The encoder's error.
+        #[source]
+        source: prometheus_protobuf::EncodeError,
+    },
+    /// Writing the encoded body out (into a compressor) failed.
+    #[error("writing /metrics: {source}")]
+    Write {
+        /// What the writer said.
+        #[from]
+        source: std::io::Error,
+    },
+}
+
+/// Labels of `pingscope_build_info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// Crate version.
+    pub version: String,
+    /// VCS revision the binary was built from.
+    pub revision: String,
+    /// rustc version that built it.
+    pub rustversion: String,
+}
+
+impl Default for BuildInfo {
+    /// The crate version, plus `PINGSCOPE_REVISION` and `PINGSCOPE_RUSTC_VERSION` from the build
+    /// environment when a build script sets them (`unknown` otherwise).
+    fn default() -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            revision: option_env!("PINGSCOPE_REVISION")
+                .unwrap_or("unknown")
+                .to_owned(),
+            rustversion: option_env!("PINGSCOPE_RUSTC_VERSION")
+                .unwrap_or("unknown")
+                .to_owned(),
+        }
+    }
+}
+
+/// How the registry is built (from the config's `defaults.histogram`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsOptions {
+    /// Classic bucket upper bounds of the RTT and jitter histograms, in seconds.
+    pub buckets: Vec<f64>,
+    /// Also keep native (sparse, exponential) buckets, sent in protobuf scrapes.
+    pub native: bool,
+    /// With `native`, send the classic buckets in protobuf scrapes too (for a Prometheus with
+    /// `scrape_classic_histograms: true`). Without it, protobuf histograms carry native buckets
+    /// only. Text scrapes always get the classic buckets.
+    pub classic_in_protobuf: bool,
+    /// Labels of `pingscope_build_info`.
+    pub build: BuildInfo,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            native: true,
+            classic_in_protobuf: false,
+            build: BuildInfo::default(),
+        }
+    }
+}
