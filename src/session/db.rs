@@ -284,24 +284,64 @@ pub(crate) fn apply_retention(
     retention: &Retention,
     now: SystemTime,
 ) -> rusqlite::Result<usize> {
-    let mut deleted = 0;
-    if let Some(age) = retention.max_age {
-        let cutoff = now.checked_sub(age).map_or(i64::MIN, to_us);
-        deleted += conn.execute(
-            "DELETE FROM sessions WHERE status != 'running' AND created_us < ?1",
-            params![cutoff],
-        )?;
+    let sessions = Retained {
+        table: "sessions",
+        live: "running",
+        time: "created_us",
+        no_id: "''",
+    };
+    Ok(sessions.apply(conn, retention, now)?
+        + super::outages::apply_retention(conn, retention, now)?)
+}
+
+/// A table under the sessions' retention: its rows in any status but `live` are deleted when
+/// `time` is before `now - max_age`, or when they are older (by id) than the newest
+/// `max_sessions` rows. The names are this module's constants, never input.
+pub(crate) struct Retained {
+    /// The table.
+    pub(crate) table: &'static str,
+    /// The status of rows that are never deleted.
+    pub(crate) live: &'static str,
+    /// The column of the row's time (µs since the epoch).
+    pub(crate) time: &'static str,
+    /// An id below every id of the table (its type's least value).
+    pub(crate) no_id: &'static str,
+}
+
+impl Retained {
+    /// Applies `retention` at `now`; returns how many rows went.
+    pub(crate) fn apply(
+        &self,
+        conn: &Connection,
+        retention: &Retention,
+        now: SystemTime,
+    ) -> rusqlite::Result<usize> {
+        let Self {
+            table,
+            live,
+            time,
+            no_id,
+        } = self;
+        let mut deleted = 0;
+        if let Some(age) = retention.max_age {
+            let cutoff = now.checked_sub(age).map_or(i64::MIN, to_us);
+            deleted += conn.execute(
+                &format!("DELETE FROM {table} WHERE status != '{live}' AND {time} < ?1"),
+                params![cutoff],
+            )?;
+        }
+        if let Some(max) = retention.max_sessions {
+            let keep = i64::try_from(max).unwrap_or(i64::MAX);
+            deleted += conn.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE status != '{live}' AND id < coalesce( \
+                       (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1), {no_id})"
+                ),
+                params![keep],
+            )?;
+        }
+        Ok(deleted)
     }
-    if let Some(max) = retention.max_sessions {
-        let keep = i64::try_from(max).unwrap_or(i64::MAX);
-        deleted += conn.execute(
-            "DELETE FROM sessions WHERE status != 'running' AND id < coalesce( \
-               (SELECT id FROM sessions ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1), '')",
-            params![keep],
-        )?;
-    }
-    deleted += super::outages::apply_retention(conn, retention, now)?;
-    Ok(deleted)
 }
 
 pub(crate) fn insert_session(tx: &Connection, rec: &SessionRecord) -> rusqlite::Result<()> {

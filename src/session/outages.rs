@@ -194,23 +194,13 @@ pub(crate) fn apply_retention(
     retention: &Retention,
     now: SystemTime,
 ) -> rusqlite::Result<usize> {
-    let mut deleted = 0;
-    if let Some(age) = retention.max_age {
-        let cutoff = now.checked_sub(age).map_or(i64::MIN, to_us);
-        deleted += conn.execute(
-            "DELETE FROM outages WHERE status != 'open' AND start_us < ?1",
-            params![cutoff],
-        )?;
+    super::db::Retained {
+        table: "outages",
+        live: "open",
+        time: "start_us",
+        no_id: "0",
     }
-    if let Some(max) = retention.max_sessions {
-        let keep = i64::try_from(max).unwrap_or(i64::MAX);
-        deleted += conn.execute(
-            "DELETE FROM outages WHERE status != 'open' AND id < coalesce( \
-               (SELECT id FROM outages ORDER BY id DESC LIMIT 1 OFFSET ?1 - 1), 0)",
-            params![keep],
-        )?;
-    }
-    Ok(deleted)
+    .apply(conn, retention, now)
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutageRecord> {
