@@ -93,6 +93,10 @@ use recv::{receive_task, timer_task};
 
 mod recv;
 
+/// Sends after the first that a pending ICMP error of an earlier probe may take (see
+/// [`IcmpEngine`]'s `send`).
+const PENDING_ERROR_RETRIES: usize = 3;
+
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -504,17 +508,21 @@ impl Pinger for IcmpEngine {
         };
         mark(&self.shared.table);
         let mut sent = send();
-        if let Err(e) = &sent
-            && sock.kind == SocketKind::Dgram
-            && socket::is_pending_icmp_error(e)
-        {
-            // With IP_RECVERR, an ICMP error for an *earlier* probe also sets the socket's
-            // pending error, which the next send reports (and clears) instead of sending. The
-            // error itself waits on the error queue; send once more. A real local failure
-            // (no route) fails again the same way. (If the kernel counted the failed send for
-            // OPT_ID, the TX timestamp check sees the drift and re-bases.)
-            mark(&self.shared.table);
-            sent = send();
+        // With IP_RECVERR, an ICMP error for an *earlier* probe also sets the socket's pending
+        // error, which the next send reports (and clears) instead of sending. The error itself
+        // waits on the error queue, so send again. The pending error can be set once more
+        // while we do: reading an entry off the error queue (a TX timestamp) re-raises the
+        // ICMP error queued behind it. So a few tries; a real local failure (no route) fails
+        // every time the same way. (If the kernel counted a failed send for OPT_ID, the TX
+        // timestamp check sees the drift and re-bases.)
+        for _ in 0..PENDING_ERROR_RETRIES {
+            match &sent {
+                Err(e) if sock.kind == SocketKind::Dgram && socket::is_pending_icmp_error(e) => {
+                    mark(&self.shared.table);
+                    sent = send();
+                }
+                _ => break,
+            }
         }
         if let Err(source) = sent {
             drop(count);
