@@ -10,6 +10,7 @@
 //!   the sample and counts it ([`Store::dropped_samples`]).
 //! - Appended samples become readable within one batch interval (at most 250 ms), which is also
 //!   the most a `kill -9` can lose; a commit survives a killed process (WAL, `synchronous=NORMAL`).
+//!   Outage records do not wait for the interval: each is committed as soon as the writer has it.
 //! - One store per database file: a second [`Store::open`] on the same file is refused.
 
 mod db;

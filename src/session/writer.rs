@@ -31,18 +31,18 @@ pub(crate) enum Op {
     Finish(Box<Finish>, Reply<()>),
     Delete(SessionId, Reply<bool>),
     Flush(Reply<()>),
-    /// An outage as it stands (issue 18), batched like samples.
+    /// An outage as it stands (issue 18). Committed with whatever else is queued, without
+    /// waiting out the batch interval: an outage is rare, and what it has lost must survive a
+    /// `kill -9` a moment later.
     Outage(Box<super::outages::OutageRecord>),
     Shutdown,
 }
 
 impl Op {
-    /// Someone awaits this op: commit without waiting for the rest of the interval.
+    /// Commit without waiting for the rest of the interval: someone awaits this op, or it is
+    /// an outage record.
     fn awaited(&self) -> bool {
-        !matches!(
-            self,
-            Self::Append(..) | Self::AppendMany(..) | Self::Outage(..)
-        )
+        !matches!(self, Self::Append(..) | Self::AppendMany(..))
     }
 }
 
