@@ -1,8 +1,9 @@
 //! The Grafana dashboard against the real daemon (issue 6, end to end): a real Prometheus
 //! scrapes `pingscope serve` monitoring test-network addresses with known profiles, then
 //! every panel query of grafana/dashboards/pingscope.json returns data, and the loss and RTT
-//! panels agree with the profiles. Run once with classic and once with native histograms
-//! (two Prometheus servers on the same daemon, at the same time).
+//! panels agree with the profiles (the loss of ICMP, TCP and UDP echo monitors alike). Run
+//! once with classic and once with native histograms (two Prometheus servers on the same
+//! daemon, at the same time).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
 
 mod prom;
@@ -32,6 +33,9 @@ targets:
   - {name: web, host: 198.18.0.40, kind: tcp, port: 443}
   - {name: web-closed, host: 198.18.0.40, kind: tcp, port: 81}
   - {name: dns-udp, host: 198.18.0.40, kind: udp, port: 53}
+  # TCP and UDP echo through a 20 % loss profile: the loss expression counts their losses.
+  - {name: web-lossy, host: 198.18.0.41, kind: tcp, port: 443}
+  - {name: echo-lossy, host: "2001:db8::41", kind: udp, port: 7, udp: {mode: echo}}
   # 198.18.0.99 is not an address of this namespace: every send fails locally (no packet
   # leaves), which is what the send-error series of the errors panel is for.
   - {name: nosource, host: 198.18.0.90, source: 198.18.0.99}
@@ -96,7 +100,9 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
             {"addr": "198.18.10.1", "delay": "1ms"},
             {"addr": "198.18.10.2", "delay": "1ms"}
         ]}},
-        "198.18.0.40": {"delay": "5ms", "tcp": {"ports": {"443": "open"}}}
+        "198.18.0.40": {"delay": "5ms", "tcp": {"ports": {"443": "open"}}},
+        "198.18.0.41": {"delay": "5ms", "loss": 0.2, "tcp": {"ports": {"443": "open"}}},
+        "2001:db8::41": {"delay": "5ms", "loss": 0.2, "udp": {"ports": {"7": "echo"}}}
     }}));
     net.enter();
     let server = support::dns::DnsServer::start();
@@ -135,19 +141,22 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
             empty.join("\n")
         );
 
-        // Loss over the 5 m overview window: the whole run.
-        let sent = single(
-            p,
-            "sum(increase(pingscope_sent_total{target=\"lossy\"}[5m]))",
-        );
-        let n = sent.round() as u32;
-        let (lo, hi) = binomial_interval(n, 0.2);
-        let (lo, hi) = (f64::from(lo) / sent - 0.02, f64::from(hi) / sent + 0.02);
+        // Loss over the 5 m overview window: the whole run, for ICMP, TCP and UDP echo alike.
+        for target in ["lossy", "web-lossy", "echo-lossy"] {
+            let sent = single(
+                p,
+                &format!("sum(increase(pingscope_sent_total{{target=\"{target}\"}}[5m]))"),
+            );
+            let n = sent.round() as u32;
+            let (lo, hi) = binomial_interval(n, 0.2);
+            let (lo, hi) = (f64::from(lo) / sent - 0.02, f64::from(hi) / sent + 0.02);
+            let loss = of_target(p, &find(&queries, "Targets overview", "A").expr, target);
+            assert!(
+                (lo..=hi).contains(&loss),
+                "{mode}: {target}'s overview loss {loss}, expected 0.2 in [{lo}, {hi}] of {n}"
+            );
+        }
         let loss = of_target(p, &find(&queries, "Targets overview", "A").expr, "lossy");
-        assert!(
-            (lo..=hi).contains(&loss),
-            "{mode}: overview loss {loss}, expected 0.2 in [{lo}, {hi}]"
-        );
         let panel_loss = of_target(p, &find(&queries, "Packet loss", "A").expr, "lossy");
         assert!(
             (0.0..=0.6).contains(&panel_loss),
