@@ -163,3 +163,89 @@ fn probe_and_sessions_run_tcp_and_udp() {
     );
     assert_eq!(detail["summary"]["received"], 3, "{detail}");
 }
+
+/// A burst of 10,000 datagrams that are not probe requests (malformed, answers, oversized) at a
+/// daemon's UDP echo port: none is answered, the daemon's own UDP echo monitor of the same port
+/// loses nothing meanwhile, and its memory stays where it was.
+#[test]
+fn the_udp_echo_port_ignores_a_burst_of_junk_without_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = free_udp_port();
+    let web = free_port();
+    let cfg = write_config(
+        dir.path(),
+        "c.yml",
+        &format!(
+            "defaults: {{interval: 100ms, timeout: 500ms}}\ntargets:\n  - {{name: self, host: 127.0.0.1, kind: udp, port: {echo}, udp: {{mode: echo}}}}\n{SESSIONS}"
+        ),
+    );
+    let mut d = Daemon::start_on(
+        &cfg,
+        web,
+        &[&format!("--udp-echo.listen-address=127.0.0.1:{echo}")],
+    );
+    let got = |d: &Daemon| {
+        d.scrape()
+            .get("pingscope_rtt_seconds_count", &[("target", "self")])
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || got(&d) >= 20.0),
+        "{}",
+        d.metrics_text()
+    );
+    let lost = |d: &Daemon| {
+        d.scrape()
+            .get("pingscope_lost_total", &[("target", "self")])
+            .unwrap_or(0.0)
+    };
+    let (lost_before, rss_before) = (lost(&d), d.rss_kib());
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let good = pingscope::engine::udp::echo_request(9, 1, 64);
+    let mut answer = good.clone();
+    answer[4] = 2;
+    let mut oversized = pingscope::engine::udp::echo_request(9, 1, 9000);
+    oversized[30] = 1;
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        b"PSCU".to_vec(),
+        good[..23].to_vec(),
+        answer,
+        oversized,
+        vec![0xff; 1400],
+    ];
+    let to = format!("127.0.0.1:{echo}");
+    for i in 0..10_000 {
+        client.send_to(&junk[i % junk.len()], &to).unwrap();
+        if i % 100 == 99 {
+            // Paced, so the burst reaches the responder rather than a full receive buffer.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let mut buf = [0u8; 10_000];
+    assert!(
+        client.recv_from(&mut buf).is_err(),
+        "a junk datagram was answered"
+    );
+    assert!(d.alive(), "the daemon died:\n{}", d.log());
+    // The echo still answers probes, its own monitor's and ours.
+    client.send_to(&good, &to).unwrap();
+    let (n, _) = client.recv_from(&mut buf).expect("a probe is still echoed");
+    assert_eq!(n, good.len());
+    let base = got(&d);
+    assert!(wait_until(Duration::from_secs(5), || got(&d) >= base + 10.0));
+    assert_eq!(
+        lost(&d),
+        lost_before,
+        "the monitor lost probes in the burst"
+    );
+    let rss_after = d.rss_kib();
+    assert!(
+        rss_after <= rss_before + 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}
