@@ -25,8 +25,6 @@ use support::daemon::{Daemon, SESSIONS};
 
 const SCRAPE: Duration = Duration::from_secs(1);
 const EVAL: Duration = Duration::from_secs(1);
-/// Alertmanager's own hand-over (its dispatcher and the HTTP post), on a loaded 2-core machine.
-const DELIVERY: Duration = Duration::from_millis(1500);
 
 const DOWN: &str = "198.18.0.20";
 const STRICT: &str = "198.18.0.21";
@@ -290,10 +288,12 @@ fn outage_and_threshold_alerts_reach_a_webhook_through_alertmanager() {
         )
     });
     let took = fired.saturating_duration_since(opened);
-    let bound = 2 * SCRAPE + EVAL + DELIVERY;
+    // The bound, with nothing added for Alertmanager's hand-over (group_wait 0s): it
+    // arrives in about 1.4 s here, on a loaded machine too.
+    let bound = 2 * SCRAPE + EVAL;
     assert!(
         took <= bound,
-        "outage alert after {took:?}, bound {bound:?} (for 0 + 2 scrapes + 1 evaluation + delivery)"
+        "outage alert after {took:?}, bound {bound:?} (for 0 + 2 scrapes + 1 evaluation)"
     );
 
     // Restore: the outage ends and the alert resolves.
