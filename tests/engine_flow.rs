@@ -256,18 +256,7 @@ async fn echo_responder_ignores_what_is_not_a_probe() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let good = pingscope::engine::udp::echo_request(7, 1, 64);
-    let mut reply = good.clone();
-    reply[4] = 2;
-    let mut oversized = pingscope::engine::udp::echo_request(7, 1, 9000);
-    oversized[30] = 1;
-    let bad: Vec<Vec<u8>> = vec![
-        vec![],
-        b"PSCU".to_vec(),
-        good[..23].to_vec(),
-        reply,
-        oversized,
-        vec![0u8; 100],
-    ];
+    let bad = support::udp_echo_junk();
     // Bounded: 10,000 datagrams, none answered. In batches of 50, each read before the next
     // is sent, so that the socket's receive buffer never drops one (every datagram is seen).
     let end = tokio::time::Instant::now() + Duration::from_secs(60);

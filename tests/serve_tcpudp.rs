@@ -206,18 +206,7 @@ fn the_udp_echo_port_ignores_a_burst_of_junk_without_growing() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let good = pingscope::engine::udp::echo_request(9, 1, 64);
-    let mut answer = good.clone();
-    answer[4] = 2;
-    let mut oversized = pingscope::engine::udp::echo_request(9, 1, 9000);
-    oversized[30] = 1;
-    let junk: Vec<Vec<u8>> = vec![
-        vec![],
-        b"PSCU".to_vec(),
-        good[..23].to_vec(),
-        answer,
-        oversized,
-        vec![0xff; 1400],
-    ];
+    let junk = support::udp_echo_junk();
     let to = format!("127.0.0.1:{echo}");
     for i in 0..10_000 {
         client.send_to(&junk[i % junk.len()], &to).unwrap();

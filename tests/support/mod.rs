@@ -515,3 +515,21 @@ pub fn binomial_interval(n: u32, p: f64) -> (u32, u32) {
     }
     (lo, hi)
 }
+
+/// Datagrams a UDP echo responder must not answer: empty, a bare magic, a token cut short, an
+/// answer (direction reply), an oversized request and plain junk.
+pub fn udp_echo_junk() -> Vec<Vec<u8>> {
+    let good = pingscope::engine::udp::echo_request(7, 1, 64);
+    let mut answer = good.clone();
+    answer[4] = 2;
+    let mut oversized = pingscope::engine::udp::echo_request(7, 1, 9000);
+    oversized[30] = 1;
+    vec![
+        vec![],
+        b"PSCU".to_vec(),
+        good[..23].to_vec(),
+        answer,
+        oversized,
+        vec![0u8; 100],
+    ]
+}
