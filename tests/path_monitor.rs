@@ -331,3 +331,52 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
     let again = session(&d, &id, Duration::from_secs(5));
     assert_eq!(again["samples"].as_array().map(Vec::len), Some(hops.len()));
 }
+
+/// A path monitor whose probes cannot leave (its source is no address of this namespace):
+/// every hop probe fails to send, which `pingscope_send_errors_total` counts, and no hop and
+/// no destination probe is counted sent or lost, as for pings.
+#[test]
+fn hop_probes_that_fail_to_send_are_send_errors_not_loss() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "targets:
+  - {name: bad, host: 198.18.0.9, kind: path, interval: 200ms, timeout: 500ms, source: 198.18.0.99, path: {max_ttl: 4}}
+  - {name: good, host: 198.18.0.9, kind: path, interval: 200ms, timeout: 500ms, path: {max_ttl: 4}}
+",
+    );
+    let d = Daemon::start(&config, &[]);
+    let bad = [("target", "bad")];
+    let errors = |s: &Scrape| s.sum("pingscope_send_errors_total", &bad);
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = d.scrape();
+            errors(&s) >= 5.0
+                && s.get(
+                    "pingscope_path_hop_sent_total",
+                    &[("target", "good"), ("ttl", "2")],
+                )
+                .unwrap_or(0.0)
+                    >= 5.0
+        }),
+        "{}",
+        d.metrics_text()
+    );
+    assert_eq!(
+        s.get("pingscope_sent_total", &bad).unwrap_or(0.0),
+        0.0,
+        "{}",
+        d.metrics_text()
+    );
+    assert_eq!(s.get("pingscope_lost_total", &bad).unwrap_or(0.0), 0.0);
+    let hop_sent = s.sum("pingscope_path_hop_sent_total", &bad);
+    assert_eq!(hop_sent, 0.0, "{}", d.metrics_text());
+}

@@ -15,8 +15,19 @@ use crate::engine::SendError;
 /// A probe could not be sent: `pingscope_send_errors_total{reason}` and a debug line (a
 /// failing route fails every probe; the counter is the signal, the log the detail).
 pub fn send_failed(metrics: &TargetMetrics, target: &str, ip: IpAddr, error: &SendError) {
-    metrics.on_send_error(error.reason());
-    tracing::debug!(target_name = %target, %ip, error = %error, "send failed");
+    send_failed_as(metrics, target, ip, error.reason(), error);
+}
+
+/// [`send_failed`] for an error known by its reason and text (a path's hop probe).
+pub fn send_failed_as(
+    metrics: &TargetMetrics,
+    target: &str,
+    ip: IpAddr,
+    reason: &'static str,
+    error: &dyn Display,
+) {
+    metrics.on_send_error(reason);
+    tracing::debug!(target_name = %target, %ip, %reason, error = %error, "send failed");
 }
 
 /// A DNS lookup of a monitored target failed: `pingscope_resolve_errors_total{target}` and a

@@ -152,6 +152,9 @@ pub struct HopProbe {
     pub icmp_type: Option<u8>,
     /// Why the send failed.
     pub error: Option<String>,
+    /// The send failure's `reason` label of `pingscope_send_errors_total`
+    /// ([`crate::engine::SendError::reason`]).
+    pub reason: Option<&'static str>,
 }
 
 impl HopProbe {
@@ -307,6 +310,7 @@ impl Tracer {
                         rtt: None,
                         icmp_type: None,
                         error: Some(e.to_string()),
+                        reason: Some(e.reason()),
                     };
                     on_probe(&p);
                     probes.push(p);
@@ -394,6 +398,7 @@ fn settle(
         rtt,
         icmp_type,
         error: None,
+        reason: None,
     })
 }
 

@@ -283,6 +283,7 @@ fn path_id_is_stable_across_builds() {
             rtt: Some(Duration::from_millis(1)),
             icmp_type: Some(0),
             error: None,
+            reason: None,
         }],
         reached_at: Some(1),
     });
