@@ -351,6 +351,7 @@ mod tests {
             window: 10,
             outage: Default::default(),
             alert: Default::default(),
+            capture: Default::default(),
             path: Default::default(),
             port: Default::default(),
         })
