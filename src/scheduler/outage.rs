@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use std::net::IpAddr;
 
-use crate::config::{OutageRule, TargetConfig};
+use super::capture::LossWatch;
+use crate::config::{CaptureRule, OutageRule, TargetConfig};
 use crate::metrics::outage::OutageMetrics;
-use crate::session::outages::{OutageLog, OutageRecord, OutageStatus};
+use crate::session::outages::{OutageLog, OutageNote, OutageRecord, OutageStatus};
 
 /// Probes in flight the tracker keeps at most; past it the oldest is taken as lost (the engine's
 /// own table is smaller, so this only bounds memory against a bug).
@@ -333,8 +334,9 @@ mod tests {
     }
 }
 
-/// An address's tracker with the series and the history it drives; lives in the address's
-/// status slot, so the tick loop and the recorder reach it under the lock they already take.
+/// An address's tracker with the series and the history it drives, and the watch of its window
+/// loss for captures; lives in the address's status slot, so the tick loop and the recorder
+/// reach it under the lock they already take.
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
@@ -343,6 +345,8 @@ pub(crate) struct AddressOutage {
     metrics: OutageMetrics,
     log: OutageLog,
     changes: Vec<Change>,
+    capture: CaptureRule,
+    loss: Option<LossWatch>,
 }
 
 impl AddressOutage {
@@ -359,6 +363,23 @@ impl AddressOutage {
             metrics,
             log,
             changes: Vec::new(),
+            capture: cfg.capture,
+            loss: LossWatch::of(cfg),
+        }
+    }
+
+    /// The window after a settled probe: its loss reaching the threshold asks for a capture.
+    pub(crate) fn window(&mut self, probes: usize, loss_ratio: f64) {
+        if self
+            .loss
+            .as_mut()
+            .is_some_and(|w| w.crossed(probes, loss_ratio))
+        {
+            self.log.note(OutageNote::LossCrossed {
+                target: self.target.clone(),
+                ip: self.ip,
+                capture: self.capture,
+            });
         }
     }
 
@@ -386,7 +407,7 @@ impl AddressOutage {
         if let Some(s) = self.tracker.open.take() {
             let mut rec = self.record(&s, OutageStatus::Interrupted);
             rec.end = Some(s.last_lost);
-            self.log.record(rec);
+            self.note(rec);
         }
     }
 
@@ -403,6 +424,13 @@ impl AddressOutage {
             status,
             capture_session: None,
         }
+    }
+
+    fn note(&self, rec: OutageRecord) {
+        self.log.note(OutageNote::Outage {
+            rec,
+            capture: self.capture,
+        });
     }
 
     fn publish(&mut self, mut out: Vec<Change>) {
@@ -422,7 +450,7 @@ impl AddressOutage {
                     self.record(s, OutageStatus::Ended)
                 }
             };
-            self.log.record(rec);
+            self.note(rec);
         }
         self.metrics.set(
             self.tracker.open().is_some(),
@@ -441,6 +469,18 @@ pub(super) fn thresholds(
         rtt: alert.rtt.map(|d| d.as_secs_f64()),
         for_seconds: alert.for_or_default().as_secs_f64(),
     })
+}
+
+/// The reasons a target captures for (`pingscope_captures_total{target,reason}`).
+pub(super) fn capture_reasons(cfg: &TargetConfig) -> Vec<crate::metrics::capture::CaptureReason> {
+    use crate::metrics::capture::CaptureReason;
+    let on = [
+        (cfg.capture.on_outage, CaptureReason::Outage),
+        (LossWatch::of(cfg).is_some(), CaptureReason::Loss),
+    ];
+    on.into_iter()
+        .filter_map(|(on, r)| on.then_some(r))
+        .collect()
 }
 
 fn secs(from: SystemTime, to: SystemTime) -> f64 {
