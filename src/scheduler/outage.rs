@@ -319,6 +319,40 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_noted_after_the_address_went_away() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::session::outages::OutageNote;
+        let config = crate::config::parse_str(
+            "targets:\n  - {host: 192.0.2.1, outage: {after: 2, until: 1}}\n",
+            "t.yml",
+            std::path::Path::new(""),
+        )?;
+        let cfg = &config.targets[0];
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let labels = crate::metrics::TargetLabels::new(cfg.name.clone(), ip, Vec::new())?;
+        let metrics = crate::metrics::Metrics::new(Default::default())?;
+        let (log, mut rx) = OutageLog::new(16);
+        let mut a = AddressOutage::new(cfg, ip, metrics.outage(&labels), log);
+        let lost = Outcome::Lost { icmp_error: false };
+        for seq in 1..=4 {
+            a.sent(seq, t(seq));
+        }
+        a.settled(1, lost);
+        a.settled(2, lost);
+        a.interrupt();
+        // 3 and 4 were in flight: their timeouts come after the address went away.
+        a.settled(3, lost);
+        a.settled(4, lost);
+        let statuses: Vec<OutageStatus> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|n| match n {
+                OutageNote::Outage { rec, .. } => Some(rec.status),
+                OutageNote::LossCrossed { .. } => None,
+            })
+            .collect();
+        assert_eq!(statuses, [OutageStatus::Open, OutageStatus::Interrupted]);
+        Ok(())
+    }
+
+    #[test]
     fn a_reply_before_its_send_is_recorded_waits_and_a_skipped_send_is_no_probe() {
         let mut tr = OutageTracker::new(OutageRule { after: 2, until: 1 });
         let mut out = Vec::new();
@@ -347,6 +381,9 @@ pub(crate) struct AddressOutage {
     changes: Vec<Change>,
     capture: CaptureRule,
     loss: Option<LossWatch>,
+    /// The address went away: probes still in flight settle here after it, and must not
+    /// open an outage that nothing would ever close.
+    retired: bool,
 }
 
 impl AddressOutage {
@@ -365,15 +402,17 @@ impl AddressOutage {
             changes: Vec::new(),
             capture: cfg.capture,
             loss: LossWatch::of(cfg),
+            retired: false,
         }
     }
 
     /// The window after a settled probe: its loss reaching the threshold asks for a capture.
     pub(crate) fn window(&mut self, probes: usize, loss_ratio: f64) {
-        if self
-            .loss
-            .as_mut()
-            .is_some_and(|w| w.crossed(probes, loss_ratio))
+        if !self.retired
+            && self
+                .loss
+                .as_mut()
+                .is_some_and(|w| w.crossed(probes, loss_ratio))
         {
             self.log.note(OutageNote::LossCrossed {
                 target: self.target.clone(),
@@ -384,26 +423,30 @@ impl AddressOutage {
     }
 
     pub(crate) fn sent(&mut self, seq: u64, at: SystemTime) {
-        let mut out = std::mem::take(&mut self.changes);
-        self.tracker.sent(seq, at, &mut out);
-        self.publish(out);
+        self.take(|t, out| t.sent(seq, at, out));
     }
 
     pub(crate) fn skipped(&mut self, seq: u64) {
-        let mut out = std::mem::take(&mut self.changes);
-        self.tracker.skipped(seq, &mut out);
-        self.publish(out);
+        self.take(|t, out| t.skipped(seq, out));
     }
 
     pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome) {
+        self.take(|t, out| t.settled(seq, outcome, out));
+    }
+
+    fn take(&mut self, f: impl FnOnce(&mut OutageTracker, &mut Vec<Change>)) {
+        if self.retired {
+            return;
+        }
         let mut out = std::mem::take(&mut self.changes);
-        self.tracker.settled(seq, outcome, &mut out);
+        f(&mut self.tracker, &mut out);
         self.publish(out);
     }
 
     /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
-    /// `interrupted` at its last lost probe.
+    /// `interrupted` at its last lost probe, and nothing after it.
     pub(crate) fn interrupt(&mut self) {
+        self.retired = true;
         if let Some(s) = self.tracker.open.take() {
             let mut rec = self.record(&s, OutageStatus::Interrupted);
             rec.end = Some(s.last_lost);
