@@ -9,6 +9,7 @@ use std::fmt::Display;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
+use super::capture::{CaptureReason, CaptureSkip};
 use super::{Metrics, TargetMetrics};
 use crate::engine::SendError;
 
@@ -49,4 +50,38 @@ pub fn reload_succeeded(metrics: &Metrics, outcome: &dyn Display) {
 pub fn reload_failed(metrics: &Metrics, error: &dyn Display) {
     metrics.set_reload_status(false, SystemTime::now());
     tracing::error!("{error}");
+}
+
+/// A monitor started a capture (a path session to `ip`): `pingscope_captures_total{target,reason}`
+/// and an info line naming the session.
+pub fn capture_started(
+    metrics: &Metrics,
+    target: &str,
+    ip: IpAddr,
+    reason: CaptureReason,
+    session: &str,
+) {
+    metrics.shared.captures.started(target, reason);
+    tracing::info!(target_name = %target, %ip, reason = reason.as_str(), %session, "path captured");
+}
+
+/// A capture the config asked for was not started: `pingscope_captures_skipped_total{reason}`,
+/// and a line: at info when the session failed to start (with why), at debug when a limit held
+/// it back (the counter is the signal).
+pub fn capture_skipped(
+    metrics: &Metrics,
+    target: &str,
+    ip: IpAddr,
+    reason: CaptureReason,
+    skip: CaptureSkip,
+    error: Option<&dyn Display>,
+) {
+    metrics.shared.captures.skipped(skip);
+    let (reason, skipped) = (reason.as_str(), skip.as_str());
+    match error {
+        Some(error) => {
+            tracing::info!(target_name = %target, %ip, reason, skipped, error = %error, "path not captured");
+        }
+        None => tracing::debug!(target_name = %target, %ip, reason, skipped, "path not captured"),
+    }
 }

@@ -71,13 +71,21 @@ pub fn interval(d: Duration, min: Duration) -> Result<Duration, String> {
 /// An interval of at most `max`, when there is a bound.
 pub fn interval_at_most(d: Duration, max: Option<Duration>) -> Result<Duration, String> {
     match max {
-        Some(max) if d > max => Err(format!(
-            "interval {} is above the maximum of {}",
+        Some(max) => at_most("interval", d, max),
+        None => Ok(d),
+    }
+}
+
+/// A duration of at most `max`.
+pub fn at_most(name: &str, d: Duration, max: Duration) -> Result<Duration, String> {
+    if d > max {
+        return Err(format!(
+            "{name} {} is above the maximum of {}",
             spell(d),
             spell(max)
-        )),
-        _ => Ok(d),
+        ));
     }
+    Ok(d)
 }
 
 /// A duration of at least `min` (so, for a positive `min`, not zero).
