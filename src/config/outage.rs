@@ -63,7 +63,7 @@ pub(crate) struct RawCapture {
 }
 
 /// When a path session to a monitored address captures the path: as an outage of the address
-/// begins, and (`on_loss`) as its window loss reaches the target's `alert.loss`; at most one
+/// begins, and (`on_loss`) as its window loss goes above the target's `alert.loss`; at most one
 /// capture of the target per `every` (and `sessions.max_captures_per_minute` over all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct CaptureRule {

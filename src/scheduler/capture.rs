@@ -1,5 +1,5 @@
 //! When the window loss of a monitored address asks for a capture (`capture.on_loss`): as it
-//! reaches the target's `alert.loss` from below. The daemon's capture side decides whether the
+//! goes above the target's `alert.loss`. The daemon's capture side decides whether the
 //! capture starts (the target's `capture.every`, the global cap).
 
 use crate::config::TargetConfig;
@@ -27,13 +27,13 @@ impl LossWatch {
     }
 
     /// Takes the window after a settled probe (`probes` in it, `loss_ratio` lost); true when
-    /// the loss just reached the threshold. A window without loss is never over it, so a
-    /// threshold of 0 means "any loss".
+    /// the loss just went above the threshold (above, as the shipped loss alert compares, so
+    /// a threshold of 0 means "any loss").
     pub(crate) fn crossed(&mut self, probes: usize, loss_ratio: f64) -> bool {
         if probes < self.window {
             return false;
         }
-        let over = loss_ratio > 0.0 && loss_ratio >= self.threshold;
+        let over = loss_ratio > self.threshold;
         if !over {
             self.armed = true;
             return false;
@@ -78,7 +78,9 @@ mod tests {
             ("below never fires", 0.3, 10, "..x....x....x....x..", &[]),
             // 1.0 at the second probe, but the window is full only at the tenth: 0.2.
             ("not before the window is full", 0.2, 10, "xx........", &[9]),
-            ("at the threshold fires", 0.25, 4, "...x", &[3]),
+            // 0.25 is not above 0.25; 0.5 is.
+            ("at the threshold is not above it", 0.25, 4, "...x..", &[]),
+            ("above the threshold fires", 0.25, 4, "...xx.", &[4]),
             // 0.4, 0.2, 0.4, ...: never below 0.2, so one crossing, not one per probe.
             (
                 "hovering at it fires once",
@@ -96,7 +98,7 @@ mod tests {
                 &[4, 13, 20],
             ),
             ("zero means any loss", 0.0, 3, "...x....x", &[3, 8]),
-            ("one means all lost", 1.0, 3, "x.xxx.xxx", &[4, 8]),
+            ("one is never exceeded", 1.0, 3, "x.xxx.xxx", &[]),
         ];
         for (name, threshold, window, pattern, want) in cases {
             assert_eq!(
