@@ -77,14 +77,14 @@ mod tests {
             // Two lost in any ten: 0.2, under 0.3.
             ("below never fires", 0.3, 10, "..x....x....x....x..", &[]),
             // 1.0 at the second probe, but the window is full only at the tenth: 0.2.
-            ("not before the window is full", 0.2, 10, "xx........", &[9]),
+            ("not before the window is full", 0.1, 10, "xx........", &[9]),
             // 0.25 is not above 0.25; 0.5 is.
             ("at the threshold is not above it", 0.25, 4, "...x..", &[]),
             ("above the threshold fires", 0.25, 4, "...xx.", &[4]),
-            // 0.4, 0.2, 0.4, ...: never below 0.2, so one crossing, not one per probe.
+            // 0.4, 0.2, 0.4, ...: never at or below 0.15, so one crossing, not one per probe.
             (
-                "hovering at it fires once",
-                0.2,
+                "hovering above it fires once",
+                0.15,
                 5,
                 "x.x..x.x..x.x..x.x..",
                 &[4],
@@ -92,7 +92,7 @@ mod tests {
             // Re-armed by a window without loss (at 11 and at 19), then crossing again.
             (
                 "fires again after going below",
-                0.2,
+                0.15,
                 5,
                 "....x.x......xx.....x.x..",
                 &[4, 13, 20],
