@@ -312,6 +312,7 @@ impl Responder {
             seq: None,
             sport: None,
             dport: None,
+            checksum: None,
             flags: None,
             ttl: ip.ttl,
             flow: format!("{flow:016x}"),
@@ -332,6 +333,7 @@ impl Responder {
                 line.proto = "udp";
                 (line.sport, line.dport, line.size) =
                     (Some(d.sport), Some(d.dport), d.payload.len());
+                line.checksum = Some(d.checksum);
             }
             Kind::Tcp(t) => {
                 line.proto = "tcp";
