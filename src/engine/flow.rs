@@ -291,6 +291,7 @@ pub struct FlowEngine {
     // work): without it each UDP probe's short-lived socket would flip it on and off, and
     // answers would come without a timestamp while it is off.
     keeper: std::sync::OnceLock<Option<Socket>>,
+    udp_flows: Arc<super::udp_flow::FlowSockets>,
 }
 
 impl FlowEngine {
@@ -311,6 +312,7 @@ impl FlowEngine {
                 next_id: AtomicU64::new(rand::random::<u64>() >> 1),
             }),
             keeper: std::sync::OnceLock::new(),
+            udp_flows: Arc::default(),
         })
     }
 
@@ -378,6 +380,17 @@ impl Pinger for FlowEngine {
             Transport::Udp { port, mode } => {
                 self.keeper.get_or_init(timestamp_keeper);
                 super::udp::start(&self.runtime, spec, port, mode, state, &self.shared)?
+            }
+            Transport::UdpFlow { flow, ttl, port } => {
+                self.keeper.get_or_init(timestamp_keeper);
+                super::udp_flow::start(
+                    &self.runtime,
+                    spec,
+                    (flow, ttl, port),
+                    state,
+                    &self.shared,
+                    &self.udp_flows,
+                )?
             }
             Transport::Icmp | Transport::IcmpFlow { .. } => {
                 return Err(SendError::Unsupported {
