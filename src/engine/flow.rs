@@ -13,6 +13,10 @@
 //! about the probe rate times that span. The first TCP or UDP probe raises the soft
 //! `RLIMIT_NOFILE` to the hard limit for that reason.
 //!
+//! UDP path probes ([`Transport::UdpFlow`]) are the exception: the probes of one Paris flow
+//! share one long-lived socket (its source port is the flow), and a token in each datagram
+//! tells them apart ([`super::udp_flow`]).
+//!
 //! Probes carry no user-space wire sequence: the `seq` of their events is a per-engine counter.
 
 use std::net::{IpAddr, SocketAddr};

@@ -349,9 +349,10 @@ fn parse_sent_packet(buf: &[u8], total: usize, v6: bool, proto: u8) -> Option<(I
     })
 }
 
-/// Parses the request a TX timestamp on the error queue carries (see [`parse_sent_packet`]).
-/// Returns its destination and echo header; `None` when it is not one of our family's echo
-/// requests.
+/// Parses the request a TX timestamp on the error queue carries (with
+/// `SOF_TIMESTAMPING_OPT_TSONLY` off: the whole packet, behind the device's link-layer header
+/// if it has one). Returns its destination and echo header; `None` when it is not one of our
+/// family's echo requests whose IP length field spans the data.
 pub fn parse_sent_request(buf: &[u8], v6: bool) -> Option<(IpAddr, Echo<'_>)> {
     let proto = if v6 { NEXT_HEADER_ICMPV6 } else { PROTO_ICMP };
     let (dst, icmp) = parse_sent_packet(buf, buf.len(), v6, proto)?;
@@ -371,8 +372,8 @@ const PROTO_UDP: u8 = 17;
 /// Bytes of a UDP header.
 pub const UDP_HEADER_LEN: usize = 8;
 
-/// Parses the datagram a TX timestamp of a UDP socket carries (see [`parse_sent_packet`]):
-/// its destination, destination port and payload (as much of it as `buf` holds of the `total`
+/// Parses the datagram a TX timestamp of a UDP socket carries (as [`parse_sent_request`] the
+/// request): its destination, destination port and payload (as much of it as `buf` holds of the `total`
 /// bytes read).
 pub fn parse_sent_udp(buf: &[u8], total: usize, v6: bool) -> Option<(IpAddr, u16, &[u8])> {
     let (dst, udp) = parse_sent_packet(buf, total, v6, PROTO_UDP)?;

@@ -30,6 +30,12 @@
 //! datagram it stamps, and is attached by the token in it, so no `OPT_ID` count is needed;
 //! where it is missing, the user-space send time stands in and is counted as a fallback.
 //!
+//! Against the test network's truth (each request's hold time in the responder's log, from the
+//! kernel's arrival stamp at its device to its write), `pingscope trace` of 60 rounds to a
+//! 4-hop path (3 ms a hop), 300 probes per family, debug build, \|RTT − truth\| in µs, p50 /
+//! p99 / max: UDP 7.5 / 10.5 / 10.7 (IPv4), 7.8 / 26.3 / 53.5 (IPv6); ICMP flows in the same
+//! run 7.4 / 12.7 / 27.8 and 8.0 / 33.7 / 136.9.
+//!
 //! After its deadline a probe stays known for [`udp::LATE_WINDOW`]: an answer then is late.
 //! A destination probed with a round interval longer than [`IDLE`] gets a new socket, and so a
 //! new source port, every round: such a path monitor sees a new flow each round.
