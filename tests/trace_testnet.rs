@@ -135,6 +135,50 @@ fn udp_trace_reports_the_configured_hops_in_order_with_their_delays() {
     assert!(sent >= 4 * 6 * 5, "{sent} datagrams");
 }
 
+#[test]
+fn udp_trace_needs_no_icmp_permission() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"path": {"hops": hops("198.18.10.", 2, 1)}}
+    }}));
+    // No group may open datagram ICMP sockets, and the user has no capability for raw ones.
+    let forbid = net
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ping_group_range=1 0"])
+        .status()
+        .expect("sysctl");
+    assert!(forbid.success());
+    let run = |protocol: &str| {
+        let out = net
+            .command("setpriv")
+            .args(support::UNPRIVILEGED)
+            .args([BIN, "trace", "--protocol", protocol, "-c", "2", "-i", "0.1"])
+            .args(["-W", "1s", "--max-ttl", "6", "198.18.0.9"])
+            .output()
+            .expect("running pingscope trace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run("icmp");
+    assert_eq!(code, Some(77), "ICMP is forbidden here: {text}");
+    let (code, text) = run("udp");
+    assert_eq!(code, Some(0), "{text}");
+    let path: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["type"] == "path")
+        .expect("a path line");
+    let got: Vec<Vec<IpAddr>> = serde_json::from_value(path["hops"].clone()).unwrap();
+    let want: Vec<Vec<IpAddr>> = ["198.18.10.1", "198.18.10.2", "198.18.0.9"]
+        .iter()
+        .map(|a| vec![a.parse().unwrap()])
+        .collect();
+    assert_eq!(got, want, "{text}");
+}
+
 /// Traces a 4-hop path (3 ms a hop, 2 ms more at the destination) with `protocol`, IPv4 and
 /// IPv6, as root and unprivileged: exactly the hops in order, every probe's answer, and each
 /// hop's mean RTT within the responder's measured error + 1 ms of its cumulative delay. Returns
