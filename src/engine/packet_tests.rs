@@ -317,6 +317,10 @@ proptest! {
     fn sent_request_parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = parse_sent_request(&data, false);
         let _ = parse_sent_request(&data, true);
+        for total in [data.len(), data.len() + 100, data.len().saturating_sub(1)] {
+            let _ = parse_sent_udp(&data, total, false);
+            let _ = parse_sent_udp(&data, total, true);
+        }
     }
 }
 
