@@ -3,7 +3,8 @@
 //! IPv6, as root and as an unprivileged user on datagram sockets), per-hop RTT against the
 //! configured cumulative delay, loss that persists told from a rate-limited hop's, ECMP branches
 //! found by several flows and one branch per flow, proven by the responder's flow hashes (and,
-//! for UDP, its record of the ports and checksum).
+//! for UDP, its record of the ports and checksum); UDP's one limit, a router that quotes only
+//! the UDP header.
 //!
 //! Needs root (namespaces, TUN device). Without root the tests skip with a message, unless `CI`
 //! is set, where they fail.
@@ -177,6 +178,65 @@ fn udp_trace_needs_no_icmp_permission() {
         .map(|a| vec![a.parse().unwrap()])
         .collect();
     assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn a_router_quoting_only_the_udp_header_leaves_udp_probes_unmatched() {
+    if !support::require_root() {
+        return;
+    }
+    // Hop 2 quotes 8 bytes after the IP header (RFC 792's minimum): the echo header of an ICMP
+    // probe, the UDP header of a UDP one, which holds no token to match.
+    let path = |p: &str| {
+        json!({"hops": [
+            {"addr": format!("{p}1")}, {"addr": format!("{p}2"), "quote": 8}, {"addr": format!("{p}3")}
+        ]})
+    };
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"path": path("198.18.10.")},
+        "2001:db8::9": {"path": path("2001:db8:10::")}
+    }}));
+    for dst in ["198.18.0.9", "2001:db8::9"] {
+        for protocol in ["icmp", "udp"] {
+            let t = trace(
+                &net,
+                true,
+                &[
+                    "--protocol",
+                    protocol,
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.1",
+                    "-W",
+                    "500ms",
+                    "--max-ttl",
+                    "6",
+                    dst,
+                ],
+            );
+            let who = format!("{protocol} {dst}");
+            assert_eq!(t.code, Some(0), "{who}: {}", t.text);
+            let results: BTreeSet<&str> = t
+                .of_type("hop")
+                .iter()
+                .filter(|h| h["ttl"] == 2)
+                .map(|h| h["result"].as_str().unwrap())
+                .collect();
+            let want = if protocol == "udp" {
+                "timeout"
+            } else {
+                "time_exceeded"
+            };
+            assert_eq!(results, BTreeSet::from([want]), "{who}: {}", t.text);
+            // The hops around it and the destination answer either way.
+            let hops = t.hops();
+            assert_eq!(hops.len(), 4, "{who}: {}", t.text);
+            for ttl in [0, 2, 3] {
+                assert_eq!(hops[ttl].len(), 1, "{who}: TTL {}: {}", ttl + 1, t.text);
+            }
+        }
+    }
 }
 
 /// Traces a 4-hop path (3 ms a hop, 2 ms more at the destination) with `protocol`, IPv4 and

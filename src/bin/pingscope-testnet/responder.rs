@@ -355,6 +355,7 @@ impl Responder {
                 addr,
                 delay,
                 fate,
+                quote,
             } => {
                 (line.hop, line.hop_addr) = (Some(hop), Some(addr));
                 line.action = match fate {
@@ -369,9 +370,12 @@ impl Responder {
                 // As if it came back through the hops before this one.
                 let ttl = 65u8.saturating_sub(hop).max(1);
                 let ident = self.next_ident();
+                // The IP header, then as much of the rest as the hop quotes.
+                let header = ip.raw.len() - ip.l4.len();
+                let quoted = quote.map_or(ip.raw, |q| &ip.raw[..(header + q).min(ip.raw.len())]);
                 let packet = packet::icmp_error_about(
                     ip.src,
-                    ip.raw,
+                    quoted,
                     IcmpError::TimeExceeded,
                     addr,
                     ttl,
