@@ -373,8 +373,8 @@ const PROTO_UDP: u8 = 17;
 pub const UDP_HEADER_LEN: usize = 8;
 
 /// Parses the datagram a TX timestamp of a UDP socket carries (as [`parse_sent_request`] the
-/// request): its destination, destination port and payload (as much of it as `buf` holds of the `total`
-/// bytes read).
+/// request): its destination, destination port and payload (as much of it as `buf` holds of
+/// the `total` bytes read).
 pub fn parse_sent_udp(buf: &[u8], total: usize, v6: bool) -> Option<(IpAddr, u16, &[u8])> {
     let (dst, udp) = parse_sent_packet(buf, total, v6, PROTO_UDP)?;
     let payload = udp.get(UDP_HEADER_LEN..)?;
