@@ -123,13 +123,12 @@ fn the_path_view_of_a_monitor_and_the_names_of_a_session() {
     assert_eq!(history[0]["path_id"], first_id.as_str(), "{v:#}");
     assert_eq!(history[0]["changed"], false, "{v:#}");
 
-    // The change: counted once, newest first in the history, and the id the metrics export.
+    // The change: newest first in the history, and the id the metrics export. (A round that
+    // straddles the scheduled change shows a mixed path first, and may count a second change.)
     assert!(
         wait_until(Duration::from_secs(10), || {
             v = get(&d, "/api/v1/targets/p/path").1;
-            v["addresses"][0]["changes"] == 1
-                && v["addresses"][0]["history"][0]["hops"][0]["responders"][0]["name"]
-                    == "r1.new.test"
+            v["addresses"][0]["history"][0]["hops"][0]["responders"][0]["name"] == "r1.new.test"
         }),
         "the change in the history: {v:#}\n{}",
         d.log()
@@ -138,6 +137,12 @@ fn the_path_view_of_a_monitor_and_the_names_of_a_session() {
     let history = a["history"].as_array().unwrap();
     let newest = &history[0];
     assert_eq!(newest["changed"], true, "{v:#}");
+    let counted = history.iter().filter(|e| e["changed"] == true).count();
+    assert!((1..=2).contains(&counted), "{v:#}");
+    assert_eq!(
+        a["changes"], counted,
+        "every counted change is in the history: {v:#}"
+    );
     assert_eq!(newest["path_id"], a["path_id"], "{v:#}");
     assert_ne!(newest["path_id"], first_id.as_str());
     assert!(
@@ -217,6 +222,8 @@ fn the_path_view_of_a_monitor_and_the_names_of_a_session() {
     );
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
+    let ended = support::api::wait_ended(d.http(), &d, &id, Duration::from_secs(10));
+    assert_eq!(ended["status"], "completed", "{ended}");
     let mut names = Value::Null;
     assert!(
         wait_until(Duration::from_secs(5), || {
