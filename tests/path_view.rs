@@ -202,6 +202,42 @@ fn the_path_view_of_a_monitor_and_the_names_of_a_session() {
         "{v:#}"
     );
 
+    // The OpenAPI document describes every field of the answer, and each required one is there.
+    let (_, spec) = get(&d, "/api/v1/openapi.json");
+    let schemas = &spec["components"]["schemas"];
+    let hop_row = &schemas["HopRow"]["allOf"];
+    assert_eq!(
+        hop_row[0]["$ref"], "#/components/schemas/HopSummary",
+        "{hop_row}"
+    );
+    for (value, parts) in [
+        (&v, vec![&schemas["PathMonitorView"]]),
+        (a, vec![&schemas["PathAddressView"]]),
+        (&a["hops"][0], vec![&schemas["HopSummary"], &hop_row[1]]),
+        (&a["history"][0], vec![&schemas["PathChangeView"]]),
+        (&a["history"][0]["hops"][0], vec![&schemas["HistoryHop"]]),
+        (
+            &a["history"][0]["hops"][0]["responders"][0],
+            vec![&schemas["Responder"]],
+        ),
+    ] {
+        let known: Vec<&String> = parts
+            .iter()
+            .flat_map(|p| p["properties"].as_object().unwrap().keys())
+            .collect();
+        for key in value.as_object().unwrap().keys() {
+            assert!(known.contains(&key), "{key} is not in the spec: {parts:?}");
+        }
+        for p in &parts {
+            for req in p["required"].as_array().unwrap() {
+                assert!(
+                    value.get(req.as_str().unwrap()).is_some(),
+                    "{req} missing: {value}"
+                );
+            }
+        }
+    }
+
     // Errors name the monitor.
     let (status, e) = get(&d, "/api/v1/targets/nope/path");
     assert_eq!(status, 404, "{e}");
