@@ -119,6 +119,22 @@ fn path_session_hop_table_in_headless_chromium() {
             .all(|r| r["bar"].as_str().is_some_and(|w| w.ends_with('%'))),
         "{rows:?}"
     );
+    // The path it took, named; no change (a responder first seen is none).
+    let paths = b.js(
+        "return [...document.querySelectorAll('#session-paths > li')].map(li => [li.dataset.changed, [...li.querySelectorAll('.path-hops li')].map(x => x.textContent)])",
+        &[],
+    );
+    let paths = paths.as_array().unwrap();
+    assert!(paths.iter().all(|p| p[0] == "false"), "{paths:?}");
+    assert_eq!(
+        paths[0][1],
+        json!([
+            "1 r1.test (198.18.10.1)",
+            "2 198.18.10.2",
+            "3 r3.test (198.18.10.3)",
+            "4 dst.test (198.18.0.9)"
+        ])
+    );
     // The page's counts are the API's summary rows.
     let (_, stored) = support::api::get_json(&c, &d.url(&format!("/api/v1/sessions/{id}")));
     let api: Vec<(u64, u64)> = stored["summary"]["hops"]
@@ -190,6 +206,14 @@ fn path_monitor_view_in_headless_chromium() {
         ),
     );
     let d = Daemon::start(&config, &[]);
+    // A path session across the scheduled change (about 10 s from now; the change is at 8 s).
+    let (status, created) = support::api::post_json(
+        &support::api::client(),
+        &d.url("/api/v1/sessions"),
+        &json!({"target": "198.18.0.9", "kind": "path", "count": 100, "interval": "100ms", "timeout": "500ms", "max_ttl": 8}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let session = created["id"].as_str().unwrap().to_owned();
     let b = Browser::start(support::free_port(), 1280, 900);
     b.goto(&d.url("/"));
     b.wait_for(
@@ -287,6 +311,25 @@ fn path_monitor_view_in_headless_chromium() {
         "[...document.querySelectorAll('#path-body table.hops tbody tr')].some(tr => tr.dataset.host === '198.18.20.1' && tr.dataset.current === 'true') && [...document.querySelectorAll('#path-body table.hops tbody tr')].filter(tr => tr.dataset.host === '198.18.10.1').every(tr => tr.dataset.current === 'false')",
     );
     b.screenshot(&webdriver::artifacts_dir().join("ui-path-monitor-changed.png"));
+
+    // The session's view tells the same change, from its own rounds.
+    b.goto(&d.url(&format!("/#/session/{session}")));
+    b.wait_for(
+        "the session across the change ended",
+        Duration::from_secs(30),
+        "document.getElementById('result-status').dataset.status === 'completed'",
+    );
+    b.wait_for(
+        "the session's paths, the newest named",
+        SLOW,
+        "(() => { const li = document.querySelector('#session-paths > li'); return li && li.dataset.changed === 'true' && [...li.querySelectorAll('.path-hops li')].map(x => x.textContent).join(',') === '1 r1.new.test (198.18.20.1),2 198.18.20.2,3 r3.new.test (198.18.20.3),4 dst.test (198.18.0.9)'; })()",
+    );
+    let oldest = b.js(
+        "const li = [...document.querySelectorAll('#session-paths > li')].pop(); return [li.dataset.changed, li.dataset.round, li.querySelector('.path-hops li').textContent]",
+        &[],
+    );
+    assert_eq!(oldest, json!(["false", "1", "1 r1.old.test (198.18.10.1)"]));
+    b.screenshot(&webdriver::artifacts_dir().join("ui-path-session-changed.png"));
 
     // Another monitor: its rate-limited hop is marked.
     b.goto(&d.url("/#/path/q"));

@@ -3,7 +3,7 @@
 // Every text from the daemon goes through textContent, never innerHTML.
 
 import { rttChart, sparkline } from "./chart.js";
-import { hopTrs, pathView } from "./path.js";
+import { hopTrs, pathView, sessionPathItems } from "./path.js";
 
 export const $ = (id) => document.getElementById(id);
 const SPARK = 60; // samples per sparkline
@@ -528,6 +528,8 @@ function hopTable(samples, names) {
   for (const r of rows) r.name = names.get(r.host);
   $("hops-box").hidden = rows.length === 0;
   $("hops").replaceChildren(...hopTrs(rows));
+  const final = !!(result.record && result.record.status !== "running");
+  $("session-paths").replaceChildren(...sessionPathItems(samples, names, final));
 }
 
 function csvOf(samples) {

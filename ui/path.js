@@ -83,6 +83,8 @@ function monitorRow(r) {
   };
 }
 
+// One path taken: {at, changed, length, hops: [{ttl, responders: [{ip, name}]}]} and either the
+// daemon's path_id or a session's round.
 function historyItem(e) {
   const what = e.changed ? "path changed" : "path seen";
   const hops = e.hops.map((hop) =>
@@ -95,15 +97,68 @@ function historyItem(e) {
   );
   return h(
     "li",
-    { dataset: { pathId: e.path_id, changed: e.changed ? "true" : "false" } },
+    { dataset: { pathId: e.path_id || "", round: e.round ?? "", changed: e.changed ? "true" : "false" } },
     h("span", { class: "when" }, dateTime(e.at)),
     " · ",
     h("strong", {}, what),
     " · ",
-    h("code", {}, e.path_id),
+    e.path_id ? h("code", {}, e.path_id) : `from round ${e.round}`,
     e.length ? ` · ${e.length} hops` : " · destination not reached",
     h("ol", { class: "plain path-hops small" }, ...hops),
   );
+}
+
+// The paths a session's rounds took, oldest first, as the daemon tells them for a monitor: per
+// round, the responders of each TTL up to the destination (a lost probe keeps the responder its
+// flow saw last); an entry whenever that changes, marked changed when a known responder was
+// replaced or the length moved (a responder first seen is not a change). Rounds still running
+// are left out unless the session is `final`.
+export function sessionPaths(samples, names, final) {
+  const rounds = new Map();
+  for (const s of samples) {
+    if (s.type !== "hop" || s.round === undefined || s.result === "send_error") continue;
+    if (!rounds.has(s.round)) rounds.set(s.round, []);
+    rounds.get(s.round).push(s);
+  }
+  const numbers = [...rounds.keys()].sort((a, b) => a - b);
+  if (!final) numbers.pop();
+  const last = new Map(); // "ttl/flow" -> responder
+  const out = [];
+  let prev = null;
+  let length = null;
+  for (const n of numbers) {
+    const list = rounds.get(n);
+    let replaced = false;
+    for (const s of list) {
+      if (!s.from) continue;
+      const k = s.ttl + "/" + s.flow;
+      if (last.has(k) && last.get(k) !== s.from) replaced = true;
+      last.set(k, s.from);
+    }
+    const reached = list.filter((s) => s.result === "reply").map((s) => s.ttl);
+    const lengthMoved = reached.length > 0 && length !== null && Math.min(...reached) !== length;
+    if (reached.length) length = Math.min(...reached);
+    const byTtl = new Map();
+    for (const s of list) {
+      if (length !== null && s.ttl > length) continue;
+      if (!byTtl.has(s.ttl)) byTtl.set(s.ttl, new Set());
+      const who = last.get(s.ttl + "/" + s.flow);
+      if (who) byTtl.get(s.ttl).add(who);
+    }
+    const hops = [...byTtl.keys()]
+      .sort((a, b) => a - b)
+      .map((ttl) => ({ ttl, responders: [...byTtl.get(ttl)].sort().map((ip) => ({ ip, name: names.get(ip) })) }));
+    const sig = JSON.stringify(hops.map((x) => [x.ttl, x.responders.map((r) => r.ip)]));
+    if (sig === prev) continue;
+    out.push({ round: n, at: list[0].ts, length, hops, changed: prev !== null && (replaced || lengthMoved) });
+    prev = sig;
+  }
+  return out;
+}
+
+// The <li> of each path a session took, newest first.
+export function sessionPathItems(samples, names, final) {
+  return sessionPaths(samples, names, final).reverse().map(historyItem);
 }
 
 function addressPanel(a) {
