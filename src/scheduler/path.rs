@@ -208,7 +208,7 @@ impl PathTask {
             let mut view = self.view.lock();
             let PathState { stats, history } = &mut *view;
             let changed = stats.add_round(&round);
-            history.note(stats, changed, SystemTime::now());
+            history.note(stats, stats.changing(), SystemTime::now());
             if changed {
                 tracing::info!(
                     target = %cfg.name,

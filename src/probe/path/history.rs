@@ -21,9 +21,10 @@ pub struct PathEntry {
     pub length: Option<u8>,
     /// Per TTL up to the destination, the responders seen there (empty: none answered).
     pub hops: BTreeMap<u8, BTreeSet<IpAddr>>,
-    /// True when `pingscope_path_changes_total` counted it: a known responder was replaced or
-    /// the length changed. False for the first path and for a responder first seen (or
-    /// forgotten after silence), which move the id without being a change.
+    /// True when a change led to it (one that `pingscope_path_changes_total` counted, or the
+    /// round completing it): a known responder was replaced or the length changed. False for
+    /// the first path and for a responder first seen (or forgotten after silence), which move
+    /// the id without being a change.
     pub changed: bool,
 }
 
@@ -50,8 +51,8 @@ impl PathHistory {
         }
     }
 
-    /// Notes the path `stats` holds after a round that ended `at` (`changed`: what
-    /// [`PathStats::add_round`] said of it). Returns true when this added an entry.
+    /// Notes the path `stats` holds after a round that ended `at` (`changed`: whether that
+    /// round changed the path, [`PathStats::changing`]). Returns true when this added an entry.
     pub fn note(&mut self, stats: &PathStats, changed: bool, at: SystemTime) -> bool {
         let Some(id) = stats.path_id() else {
             return false;

@@ -59,6 +59,12 @@ pub struct PathStats {
     length: Option<u8>,
     id: Option<String>,
     changes: u64,
+    /// Whether the last round changed something, and the (TTL, flow)s whose responder the
+    /// change has replaced so far: a round that straddles a change (some TTLs probed before
+    /// it, some after) and the round that completes it replace different ones, and are one
+    /// change; a path that flaps back replaces the same ones again, and is another.
+    changing: bool,
+    change_keys: BTreeSet<(u8, u16)>,
     rounds: u64,
 }
 
@@ -79,10 +85,12 @@ impl PathStats {
         Self::default()
     }
 
-    /// Folds one finished round in; returns true when the path changed in it.
+    /// Folds one finished round in; returns true when a path change begins in it (a round
+    /// that completes the last round's change, replacing other hops than it did, is the same
+    /// change).
     pub fn add_round(&mut self, round: &Round) -> bool {
         self.rounds += 1;
-        let mut replaced = false;
+        let mut replaced = BTreeSet::new();
         for p in &round.probes {
             if p.result == HopResult::SendError {
                 continue;
@@ -90,8 +98,8 @@ impl PathStats {
             let key = (p.ttl, p.flow);
             let who = match p.responder {
                 Some(r) => {
-                    if let Some((old, _)) = self.last.get(&key) {
-                        replaced |= *old != r;
+                    if self.last.get(&key).is_some_and(|(old, _)| *old != r) {
+                        replaced.insert(key);
                     }
                     self.last.insert(key, (r, round.number));
                     Some(r)
@@ -112,7 +120,7 @@ impl PathStats {
         }
         self.last
             .retain(|_, (_, seen)| round.number.saturating_sub(*seen) < FORGET_ROUNDS);
-        let mut changed = replaced;
+        let mut changed = !replaced.is_empty();
         if let Some(len) = round.reached_at {
             if self.length.is_some_and(|l| l != len) {
                 changed = true;
@@ -123,10 +131,23 @@ impl PathStats {
             self.last.retain(|(ttl, _), _| *ttl <= len);
         }
         self.id = Some(self.compute_id());
-        if changed {
+        let continues = self.changing && self.change_keys.is_disjoint(&replaced);
+        let begins = changed && !continues;
+        if begins {
             self.changes += 1;
+            self.change_keys = replaced;
+        } else if changed {
+            self.change_keys.extend(replaced);
+        } else {
+            self.change_keys.clear();
         }
-        changed
+        self.changing = changed;
+        begins
+    }
+
+    /// True when the last round changed the path: it began a change or went on with one.
+    pub fn changing(&self) -> bool {
+        self.changing
     }
 
     /// Per TTL up to the destination, the responders the flows last saw there (empty: none).

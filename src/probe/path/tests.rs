@@ -292,9 +292,58 @@ async fn a_path_change_counts_once_and_changes_the_id() {
     assert_eq!(stats.length(), Some(6));
     assert_eq!(
         stats.changes(),
-        3,
-        "TTL 3 and on replaced, and a new length, in one round"
+        2,
+        "TTL 3 and on replaced, then the longer climb's new length: one change"
     );
+}
+
+/// A round that straddles a change (TTL 1 already on the new path, TTL 2 not yet) and the round
+/// after it are one change; a change back later is another, and so is each flip of a flapping
+/// path.
+#[test]
+fn a_change_seen_over_consecutive_rounds_counts_once() {
+    let round = |n: u64, hops: [u8; 2]| Round {
+        number: n,
+        probes: hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HopProbe {
+                round: n,
+                ttl: i as u8 + 1,
+                flow: 0,
+                at: SystemTime::UNIX_EPOCH,
+                result: if i == 1 {
+                    HopResult::Reply
+                } else {
+                    HopResult::TimeExceeded
+                },
+                responder: Some(v4(*h)),
+                rtt: Some(Duration::from_millis(1)),
+                icmp_type: None,
+                error: None,
+                reason: None,
+            })
+            .collect(),
+        reached_at: Some(2),
+    };
+    let mut st = PathStats::new();
+    let mut begun = Vec::new();
+    for (n, hops) in [[1, 9], [1, 9], [2, 9], [2, 8], [2, 8], [2, 8], [1, 9]]
+        .into_iter()
+        .enumerate()
+    {
+        if st.add_round(&round(n as u64 + 1, hops)) {
+            begun.push(n + 1);
+        }
+    }
+    assert_eq!(begun, vec![3, 7], "changes begin at rounds 3 and 7");
+    assert_eq!(st.changes(), 2);
+    // A path that flaps every round replaces the same hop again each time: every flip counts.
+    let mut st = PathStats::new();
+    for (n, hops) in [[1, 9], [2, 9], [1, 9], [2, 9]].into_iter().enumerate() {
+        st.add_round(&round(n as u64 + 1, hops));
+    }
+    assert_eq!(st.changes(), 3, "three flips");
 }
 
 /// The id is FNV-1a of `TTL=responders;...`: here of `1=198.18.0.1`, computed apart (Python).
