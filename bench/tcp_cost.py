@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """What TCP (and UDP) monitors cost against ICMP monitors at the same probe rate (issue 16).
 
-Side by side in one run, interleaved: `pingscope serve` with 1,000 monitors at interval 1 s to
-the same 1,000 test-network addresses (1 ms delay), once per kind:
+Side by side in one run: `pingscope serve` with 1,000 monitors at interval 1 s to the same
+1,000 test-network addresses (1 ms delay), one daemon per kind:
 
   icmp     echo requests (the default kind)
   tcp      `kind: tcp, port: 80`, an open port of the profile: every probe is a SYN answered by a
            SYN-ACK; the daemon's kernel completes the handshake and the probe's close resets it
   udp      `kind: udp, port: 33434` (mode closed): the responder's ICMP port unreachable is the reply
   udpecho  `kind: udp, port: 7, udp: {mode: echo}`: the responder echoes the datagram
+
+Two ways to put them side by side. By default the kinds run one after the other, interleaved,
+the order rotating per repeat, so a trend in the machine's load favours none. With --together
+the daemons of every kind run at once and are measured over the same window: load from
+elsewhere on a shared machine then hits them alike, at the price of their competing with each
+other (and the responder answering every kind at once).
 
 CPU is utime and stime of the daemon from /proc/PID/stat over a fixed window after a warm-up
 (all threads; the sum of every thread's schedstat as a check, `proc_cpu` of bench/one_run.py).
@@ -23,8 +29,8 @@ the same namespace for the whole bench; its CPU over each window is recorded bes
 (TCP processing the SYN-ACK and sending the ACK, queueing an echo reply or an ICMP error on the
 daemon's socket) runs while the responder writes the reply into its TUN device, so it lands on
 the responder's account (or on softirq time), for every kind alike; the daemon's account holds
-its own system calls, sending included (a TCP probe: socket, two setsockopt, epoll
-registration, connect, getsockopt, close with its RST).
+its own system calls, sending included (a TCP probe: socket and its options, epoll
+registration, connect, reading the outcome, close with its RST).
 
 Checks, per run: the kernel's counters of the namespace (/proc/net/snmp: `Tcp` ActiveOpens,
 OutRsts, RetransSegs; `Udp`; `Icmp`), the TCP sockets to the test network in /proc/net/tcp
@@ -42,8 +48,8 @@ its namespace.
     sudo python3 bench/tcp_cost.py --pingscope target/release/pingscope \\
         --testnet target/release/pingscope-testnet --reps 2 --out bench/results/FILE.jsonl
 
-Inside the namespace it re-runs itself with `--one KIND` for each measured run; that mode prints
-one JSON line.
+Inside the namespace it re-runs itself with `--one KIND[,KIND...]` for each measured run; that
+mode prints one JSON line per kind. `--summarize FILE` re-prints the figures of a results file.
 """
 
 import argparse
@@ -143,8 +149,8 @@ def probe_sockets():
     return states
 
 
-def scrape():
-    with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/metrics", timeout=10) as r:
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         body = r.read().decode()
     sums = {}
     for line in body.splitlines():
@@ -157,77 +163,107 @@ def scrape():
     return sums
 
 
-def one(args):
-    """One measured run inside the namespace: one JSON line on stdout."""
-    work = tempfile.mkdtemp(prefix=f"tcp-cost-{args.one}-")
-    cfg = os.path.join(work, "serve.yml")
+def start(kind, port, monitors, pingscope, work):
+    """`pingscope serve` for one kind, on its own HTTP port; (process, its folder)."""
+    d = os.path.join(work, kind)
+    os.mkdir(d)
+    cfg = os.path.join(d, "serve.yml")
     with open(cfg, "w") as f:
-        f.write(config(args.one, args.monitors, work))
-    log = open(os.path.join(work, "serve.log"), "w")
-    proc = subprocess.Popen([args.pingscope, "serve", "--config.file", cfg,
-                             "--web.listen-address", f"127.0.0.1:{HTTP_PORT}",
-                             "--log.level", "warn"],
+        f.write(config(kind, monitors, d))
+    log = open(os.path.join(d, "serve.log"), "w")
+    proc = subprocess.Popen([pingscope, "serve", "--config.file", cfg,
+                             "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"],
                             stdout=log, stderr=log)
-    resp = args.responder_pid
+    return proc, d
+
+
+def one(args):
+    """One measured run inside the namespace: a daemon per kind in `--one` (one kind, or all of
+    them at once with --together), measured over the same window; one JSON line per kind."""
+    kinds = args.one.split(",")
+    work = tempfile.mkdtemp(prefix="tcp-cost-")
+    daemons = {}
     try:
+        for n, kind in enumerate(kinds):
+            daemons[kind] = start(kind, HTTP_PORT + n, args.monitors, args.pingscope, work)
+        ports = {kind: HTTP_PORT + n for n, kind in enumerate(kinds)}
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                scrape()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"pingscope did not serve /metrics; see {work}/serve.log")
-                time.sleep(0.2)
+        for kind, (proc, d) in daemons.items():
+            while True:
+                try:
+                    scrape(ports[kind])
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit(f"pingscope did not serve /metrics; see {d}/serve.log")
+                    time.sleep(0.2)
         time.sleep(args.warmup)
-        fd0 = sockets(proc.pid)
-        m0, k0, t0 = scrape(), snmp(), time.monotonic()
-        c0, s0, r0 = proc_cpu(proc.pid), cpu_split(proc.pid), resp and proc_cpu(resp)
+        resp = args.responder_pid
+        pids = {kind: proc.pid for kind, (proc, _) in daemons.items()}
+        fd0 = {k: sockets(p) for k, p in pids.items()}
+        m0 = {k: scrape(ports[k]) for k in kinds}
+        k0, t0 = snmp(), time.monotonic()
+        c0 = {k: (proc_cpu(p), cpu_split(p)) for k, p in pids.items()}
+        r0 = resp and proc_cpu(resp)
         time.sleep(args.window)
-        c1, s1, r1 = proc_cpu(proc.pid), cpu_split(proc.pid), resp and proc_cpu(resp)
-        m1, k1, t1 = scrape(), snmp(), time.monotonic()
-        fd1, held = sockets(proc.pid), probe_sockets()
+        c1 = {k: (proc_cpu(p), cpu_split(p)) for k, p in pids.items()}
+        r1 = resp and proc_cpu(resp)
+        k1, t1 = snmp(), time.monotonic()
+        m1 = {k: scrape(ports[k]) for k in kinds}
+        fd1, held = {k: sockets(p) for k, p in pids.items()}, probe_sockets()
     finally:
-        stop(proc)
+        for proc, _ in daemons.values():
+            stop(proc)
     time.sleep(1)  # the last probes' resets, and anything the kernel still holds, settle
     left = probe_sockets()
-    with open(os.path.join(work, "serve.log"), errors="replace") as f:
-        log_tail = f.read()[-600:]
+    tails = {}
+    for kind, (proc, d) in daemons.items():
+        if proc.returncode != 0:
+            with open(os.path.join(d, "serve.log"), errors="replace") as f:
+                tails[kind] = (proc.returncode, f.read()[-600:])
     shutil.rmtree(work, ignore_errors=True)
     secs = t1 - t0
-
-    def inc(key):
-        return m1.get(key, 0) - m0.get(key, 0)
-
-    sent, lost = inc("pingscope_sent_total"), inc("pingscope_lost_total")
-    user, system = s1[0] - s0[0], s1[1] - s0[1]
-    cpu = c1[0] - c0[0]
     kernel = {k: k1[k] - k0.get(k, 0) for k in (
         "Icmp.OutEchos", "Icmp.InEchoReps", "Icmp.InDestUnreachs", "Tcp.ActiveOpens",
         "Tcp.AttemptFails", "Tcp.EstabResets", "Tcp.OutRsts", "Tcp.RetransSegs", "Tcp.InErrs",
         "Udp.OutDatagrams", "Udp.InDatagrams", "Udp.RcvbufErrors", "Udp.InErrors") if k in k1}
-    res = {
-        "config": args.one, "rep": args.rep, "monitors": args.monitors,
-        "window_s": round(secs, 3),
-        "cpu_s": round(cpu, 3), "user_s": round(user, 3), "system_s": round(system, 3),
-        "cpu_schedstat_s": round(c1[1] - c0[1], 3), "cpu_pct": round(100 * cpu / secs, 2),
-        "probes_sent": sent, "probes_per_s": round(sent / secs, 1),
-        "replies": sent - lost, "lost_ratio": round(lost / sent, 5) if sent else None,
-        "tcp_refused": inc("pingscope_tcp_refused_total"),
-        "events_dropped": inc("pingscope_engine_events_dropped_total"),
-        "cpu_us_per_probe": round(1e6 * cpu / sent, 2) if sent else None,
-        "user_us_per_probe": round(1e6 * user / sent, 2) if sent else None,
-        "system_us_per_probe": round(1e6 * system / sent, 2) if sent else None,
-        "kernel": kernel,
-        "socket_fds_start": fd0, "socket_fds_end": fd1,
-        "tcp_sockets_end_of_window": held, "tcp_sockets_after_stop": left,
-        "load_before": open("/proc/loadavg").read().split()[:3],
-    }
-    if resp:
-        res["responder_cpu_s"] = round(r1[0] - r0[0], 3)
-    if proc.returncode not in (0, None):
-        res["exit"], res["log_tail"] = proc.returncode, log_tail
-    return res
+    load = open("/proc/loadavg").read().split()[:3]
+    out = []
+    for kind in kinds:
+        def inc(key):
+            return m1[kind].get(key, 0) - m0[kind].get(key, 0)
+
+        sent, lost = inc("pingscope_sent_total"), inc("pingscope_lost_total")
+        (cpu0, _), (u0, s0) = c0[kind]
+        (cpu1, sched1), (u1, s1) = c1[kind]
+        cpu, user, system = cpu1 - cpu0, u1 - u0, s1 - s0
+        res = {
+            "config": kind, "mode": "together" if len(kinds) > 1 else "alternate",
+            "rep": args.rep, "monitors": args.monitors, "window_s": round(secs, 3),
+            "cpu_s": round(cpu, 3), "user_s": round(user, 3), "system_s": round(system, 3),
+            "cpu_schedstat_s": round(sched1 - c0[kind][0][1], 3),
+            "cpu_pct": round(100 * cpu / secs, 2),
+            "probes_sent": sent, "probes_per_s": round(sent / secs, 1),
+            "replies": sent - lost, "lost_ratio": round(lost / sent, 5) if sent else None,
+            "tcp_refused": inc("pingscope_tcp_refused_total"),
+            "events_dropped": inc("pingscope_engine_events_dropped_total"),
+            "cpu_us_per_probe": round(1e6 * cpu / sent, 2) if sent else None,
+            "user_us_per_probe": round(1e6 * user / sent, 2) if sent else None,
+            "system_us_per_probe": round(1e6 * system / sent, 2) if sent else None,
+            # The namespace's: shared by the daemons of a --together run.
+            "kernel": kernel,
+            "socket_fds_start": fd0[kind], "socket_fds_end": fd1[kind],
+            "load": load,
+        }
+        if kind == "tcp":
+            res["tcp_sockets_end_of_window"] = held
+            res["tcp_sockets_after_stop"] = left
+        if resp:
+            res["responder_cpu_s"] = round(r1[0] - r0[0], 3)
+        if kind in tails:
+            res["exit"], res["log_tail"] = tails[kind]
+        out.append(res)
+    return out
 
 
 ACTION = re.compile(r'"proto":"(\w+)".*"action":"(\w+)"')
@@ -276,29 +312,34 @@ def driver(args):
                 "kernel": os.uname().release, "load": open("/proc/loadavg").read().split()[:3],
                 "monitors": args.monitors, "kinds": args.kinds, "tcp_port": TCP_PORT,
                 "delay": "1ms", "warmup_s": args.warmup, "window_s": args.window,
-                "reps": args.reps}
+                "reps": args.reps, "mode": "together" if args.together else "alternate"}
         print("# " + json.dumps(head), file=out, flush=True)
-        limit = args.warmup + args.window + 60
+        limit = args.warmup + args.window + 60 + (20 if args.together else 0)
         offset = 0
         for rep in range(1, args.reps + 1):
-            # Rotate which goes first, so a trend in the machine's load favours none.
-            k = (rep - 1) % len(args.kinds)
-            order = args.kinds[k:] + args.kinds[:k]
-            for kind in order:
+            if args.together:
+                runs = [",".join(args.kinds)]
+            else:
+                # Rotate which goes first, so a trend in the machine's load favours none.
+                k = (rep - 1) % len(args.kinds)
+                runs = args.kinds[k:] + args.kinds[:k]
+            for kinds in runs:
                 cmd = ["timeout", "--kill-after=10", str(limit), "ip", "netns", "exec", ns,
-                       sys.executable, os.path.abspath(__file__), "--one", kind, "--rep", str(rep),
-                       "--pingscope", args.pingscope, "--warmup", str(args.warmup),
-                       "--window", str(args.window), "--monitors", str(args.monitors),
-                       "--responder-pid", str(responder.pid)]
-                print(f"{time.strftime('%T')} {kind} rep {rep}", file=sys.stderr)
+                       sys.executable, os.path.abspath(__file__), "--one", kinds,
+                       "--rep", str(rep), "--pingscope", args.pingscope,
+                       "--warmup", str(args.warmup), "--window", str(args.window),
+                       "--monitors", str(args.monitors), "--responder-pid", str(responder.pid)]
+                print(f"{time.strftime('%T')} {kinds} rep {rep}", file=sys.stderr)
                 r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-                try:
-                    res = json.loads(r.stdout.strip().splitlines()[-1])
-                except (IndexError, ValueError):
-                    res = {"config": kind, "rep": rep, "error": f"exit {r.returncode}"}
-                # The whole run's packets, start-up and shut-down included.
-                res["responder_log"], offset = log_actions(rlog, offset)
-                print(json.dumps(res), file=out, flush=True)
+                lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+                if not lines:
+                    lines = [{"config": kinds, "rep": rep, "error": f"exit {r.returncode}"}]
+                # The whole run's packets, start-up and shut-down included (every daemon's,
+                # with --together).
+                actions, offset = log_actions(rlog, offset)
+                for res in lines:
+                    res["responder_log"] = actions
+                    print(json.dumps(res), file=out, flush=True)
     finally:
         if responder is not None:
             stop(responder)
@@ -310,28 +351,30 @@ def driver(args):
 
 
 def summarize(path):
-    """Per kind: CPU per window, µs per probe (user/system), loss; ratios to ICMP per repeat."""
+    """Per kind: CPU per window, µs per probe (user/system), loss; ratios to ICMP per repeat,
+    each against the ICMP run of the same repeat and mode."""
     runs = [json.loads(l) for l in open(path) if l.startswith("{")]
-    ok = [r for r in runs if "cpu_s" in r]
-    icmp = {r["rep"]: r for r in ok if r["config"] == "icmp"}
-    for kind in KINDS:
-        xs = [r for r in ok if r["config"] == kind]
-        if not xs:
-            continue
-        print(f"{kind}: cpu_s {[r['cpu_s'] for r in xs]}, µs/probe user+system "
-              f"{[(r['user_us_per_probe'], r['system_us_per_probe']) for r in xs]}, "
-              f"probes/s {[r['probes_per_s'] for r in xs]}, "
-              f"lost {[r['lost_ratio'] for r in xs]}", file=sys.stderr)
-        if kind != "icmp" and icmp:
-            ratios = [round(r["cpu_us_per_probe"] / icmp[r["rep"]]["cpu_us_per_probe"], 2)
-                      for r in xs if r["rep"] in icmp]
-            k_cpu = sum(r["cpu_s"] for r in xs if r["rep"] in icmp)
-            k_sent = sum(r["probes_sent"] for r in xs if r["rep"] in icmp)
-            i_cpu = sum(icmp[r["rep"]]["cpu_s"] for r in xs if r["rep"] in icmp)
-            i_sent = sum(icmp[r["rep"]]["probes_sent"] for r in xs if r["rep"] in icmp)
-            if i_cpu and k_sent:
-                print(f"  {kind}/icmp CPU per probe: per repeat {ratios}, over the run "
-                      f"{(k_cpu / k_sent) / (i_cpu / i_sent):.3f}", file=sys.stderr)
+    ok = [r for r in runs if "cpu_s" in r and r.get("probes_sent")]
+    for mode in ("alternate", "together"):
+        these = [r for r in ok if r.get("mode", "alternate") == mode]
+        icmp = {r["rep"]: r for r in these if r["config"] == "icmp"}
+        for kind in KINDS:
+            xs = [r for r in these if r["config"] == kind]
+            if not xs:
+                continue
+            print(f"{mode} {kind}: cpu_s {[r['cpu_s'] for r in xs]}, µs/probe user+system "
+                  f"{[(r['user_us_per_probe'], r['system_us_per_probe']) for r in xs]}, "
+                  f"probes/s {[r['probes_per_s'] for r in xs]}, "
+                  f"lost {[r['lost_ratio'] for r in xs]}", file=sys.stderr)
+            pairs = [(r, icmp[r["rep"]]) for r in xs if r["rep"] in icmp]
+            if kind == "icmp" or not pairs:
+                continue
+            ratios = [round(r["cpu_us_per_probe"] / i["cpu_us_per_probe"], 2) for r, i in pairs]
+            per_probe = sum(r["cpu_s"] for r, _ in pairs) / sum(r["probes_sent"] for r, _ in pairs)
+            icmp_per_probe = (sum(i["cpu_s"] for _, i in pairs)
+                              / sum(i["probes_sent"] for _, i in pairs))
+            print(f"  {kind}/icmp CPU per probe: per repeat {ratios}, over the run "
+                  f"{per_probe / icmp_per_probe:.3f}", file=sys.stderr)
 
 
 def main():
@@ -344,8 +387,10 @@ def main():
     ap.add_argument("--monitors", type=int, default=1000)
     ap.add_argument("--kinds", default="icmp,tcp,udp",
                     help=f"comma-separated, of {','.join(KINDS)}")
+    ap.add_argument("--together", action="store_true",
+                    help="one daemon per kind, all running and measured over the same window")
     ap.add_argument("--out")
-    ap.add_argument("--one", choices=KINDS)
+    ap.add_argument("--one", help="inside the namespace: the kinds of one measured run")
     ap.add_argument("--rep", type=int, default=0)
     ap.add_argument("--responder-pid", type=int, default=0)
     ap.add_argument("--summarize", metavar="FILE", help="only re-print the figures of FILE")
@@ -359,7 +404,8 @@ def main():
     args.pingscope = os.path.abspath(args.pingscope)
     args.testnet = os.path.abspath(args.testnet)
     if args.one:
-        print(json.dumps(one(args)), flush=True)
+        for res in one(args):
+            print(json.dumps(res), flush=True)
     else:
         driver(args)
 
