@@ -269,20 +269,20 @@ def one(args):
 ACTION = re.compile(r'"proto":"(\w+)".*"action":"(\w+)"')
 
 
-def log_actions(path, offset):
-    """Counts of the responder's log lines from `offset` on, by "proto action"; new offset."""
+def log_actions(path):
+    """Counts of the responder's log lines, by "proto action"; then empties the log (the
+    responder appends, O_APPEND, so it writes on at the new end), so a long bench does not
+    fill the disk: the responder stops at a failed write."""
     counts = {}
     with open(path, "rb") as f:
-        f.seek(offset)
         data = f.read()
-    # Only whole lines: the responder flushes after each loop turn.
-    data = data[: data.rfind(b"\n") + 1]
+    os.truncate(path, 0)
     for line in data.decode(errors="replace").splitlines():
         m = ACTION.search(line)
         if m:
             key = f"{m.group(1)} {m.group(2)}"
             counts[key] = counts.get(key, 0) + 1
-    return counts, offset + len(data)
+    return counts
 
 
 def driver(args):
@@ -315,7 +315,6 @@ def driver(args):
                 "reps": args.reps, "mode": "together" if args.together else "alternate"}
         print("# " + json.dumps(head), file=out, flush=True)
         limit = args.warmup + args.window + 60 + (20 if args.together else 0)
-        offset = 0
         for rep in range(1, args.reps + 1):
             if args.together:
                 runs = [",".join(args.kinds)]
@@ -336,10 +335,17 @@ def driver(args):
                     lines = [{"config": kinds, "rep": rep, "error": f"exit {r.returncode}"}]
                 # The whole run's packets, start-up and shut-down included (every daemon's,
                 # with --together).
-                actions, offset = log_actions(rlog, offset)
+                actions = log_actions(rlog)
                 for res in lines:
                     res["responder_log"] = actions
                     print(json.dumps(res), file=out, flush=True)
+                if responder.poll() is not None:
+                    with open(os.path.join(work, "responder.stderr"), errors="replace") as f:
+                        why = f.read()[-600:]
+                    print(json.dumps({"error": "pingscope-testnet exited during the run",
+                                      "exit": responder.returncode, "stderr": why}),
+                          file=out, flush=True)
+                    raise SystemExit(f"pingscope-testnet exited ({responder.returncode}): {why}")
     finally:
         if responder is not None:
             stop(responder)
