@@ -83,20 +83,21 @@ pub(super) fn start(
     // At most one SYN (no resend within MAX_WAIT in any case); close resets.
     set_syncnt(&sock, 1).map_err(io)?;
     sock.set_linger(Some(Duration::ZERO)).map_err(io)?;
-    let fd = flow::register(runtime, sock).map_err(|source| SendError::Socket { ip, source })?;
     state.sent.user = shared.clock.pair();
     state.deadline = state.sent.user.mono + spec.timeout.min(MAX_WAIT);
     let close_at = state.sent.user.mono + MAX_WAIT;
-    match fd
-        .get_ref()
-        .connect(&SockAddr::from(SocketAddr::new(ip, port)))
-    {
+    match sock.connect(&SockAddr::from(SocketAddr::new(ip, port))) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         // Loopback can refuse at once.
         Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
         Err(e) => return Err(io(e)),
     }
+    // Registered only after the connect: epoll reports a TCP socket that has not connected
+    // (state CLOSE) as EPOLLHUP, and tokio keeps the closed readiness of a HUP for good, so a
+    // worker polling between registration and connect made `ready()` return at once until the
+    // handshake ended: a busy loop for the RTT, for the whole `MAX_WAIT` on a silent port.
+    let fd = flow::register(runtime, sock).map_err(|source| SendError::Socket { ip, source })?;
     runtime.spawn(run(fd, state, close_at, shared.clone()));
     Ok(())
 }
