@@ -1,0 +1,189 @@
+//! Mesh mode through real sockets (issue 19): three daemons in three network namespaces joined on
+//! one test network (support::mesh), their peers named by the test DNS server on the hub.
+//!
+//! - each monitors exactly the other two, and the 3×2 matrix is on `/metrics` with `source`;
+//! - a peer dropped from DNS is retired (its series deleted) within the record's TTL, plus the
+//!   time of one lookup and one scrape;
+//! - a reload that leaves `mesh:` alone keeps the peers' series counting;
+//! - with `max_peers: 1` each pings one peer and every peer is pinged by someone.
+//!
+//! Root only (namespaces); under CI nothing skips (support::require_root).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::daemon::{Daemon, SESSIONS};
+use support::dns::DnsServer;
+use support::expo::Scrape;
+use support::mesh::{HUB_ADDR, MeshNet};
+
+/// The peers' DNS name.
+const NAME: &str = "pingscope-mesh.test";
+/// TTL of its records.
+const TTL: u32 = 2;
+
+/// A mesh of three: the network, the DNS server on the hub and a daemon per member, each
+/// started from a thread inside its namespace (so its HTTP client lives there too).
+struct Mesh {
+    net: MeshNet,
+    dns: DnsServer,
+    daemons: Vec<Daemon>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn config(dns: SocketAddr, i: usize, mesh_extra: &str) -> String {
+    format!(
+        "defaults:\n  interval: 200ms\n  timeout: 1s\n\
+         dns:\n  servers: [\"{dns}\"]\n  refresh: 30s\n\
+         mesh:\n  name: node{i}\n  peers: {{dns: {NAME}}}\n{mesh_extra}{SESSIONS}"
+    )
+}
+
+impl Mesh {
+    fn start(mesh_extra: &str) -> Option<Mesh> {
+        if !support::require_root() {
+            return None;
+        }
+        let net = MeshNet::start(3);
+        net.enter_hub();
+        let dns = DnsServer::start_on(
+            format!("{HUB_ADDR}:0")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let addrs = net.addrs();
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        dns.set_ttl(NAME, &addrs, TTL);
+        let mut daemons = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..3 {
+            net.enter(i);
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path =
+                support::write_config(dir.path(), "serve.yml", &config(dns.addr(), i, mesh_extra));
+            let web = format!("{}:{}", net.addr(i), pingscope::DEFAULT_PORT);
+            let d = Daemon::start(&path, &["--web.listen-address", &web]);
+            // The client is made now, by this thread, inside member i's namespace.
+            let _ = d.http();
+            daemons.push(d);
+            dirs.push(dir);
+        }
+        Some(Mesh {
+            net,
+            dns,
+            daemons,
+            _dirs: dirs,
+        })
+    }
+}
+
+/// (source, target) of every `pingscope_sent_total` series, and whether each counted probes.
+fn matrix(s: &Scrape) -> BTreeSet<(String, String)> {
+    s.find("pingscope_sent_total", &[])
+        .iter()
+        .filter_map(|x| {
+            Some((
+                x.labels.get("source")?.clone(),
+                x.labels.get("target")?.clone(),
+            ))
+        })
+        .collect()
+}
+
+fn pairs(source: &str, targets: &[String]) -> BTreeSet<(String, String)> {
+    targets
+        .iter()
+        .map(|t| (source.to_owned(), t.clone()))
+        .collect()
+}
+
+/// Every pair of `want` has replies (RTT observations), so the peers really answered.
+fn answered(s: &Scrape, want: &BTreeSet<(String, String)>) -> bool {
+    want.iter().all(|(src, t)| {
+        s.get(
+            "pingscope_rtt_seconds_count",
+            &[("source", src.as_str()), ("target", t.as_str())],
+        )
+        .is_some_and(|n| n > 0.0)
+    })
+}
+
+#[test]
+fn three_instances_ping_exactly_the_other_two_and_retire_a_peer_that_leaves_dns() {
+    let Some(mesh) = Mesh::start("") else { return };
+    let addrs = mesh.net.addrs();
+    for (i, d) in mesh.daemons.iter().enumerate() {
+        let others: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let want = pairs(&format!("node{i}"), &others);
+        let s = d.scrape_until(Duration::from_secs(15), "the other two, answered", |s| {
+            matrix(s) == want && answered(s, &want)
+        });
+        // Exactly the mesh: the series carry the address as `ip` too, and nothing else runs.
+        for x in s.find("pingscope_sent_total", &[]) {
+            assert_eq!(x.labels.get("ip"), x.labels.get("target"), "{}", x.series);
+        }
+    }
+
+    // A reload that leaves mesh: alone keeps the peers' series counting.
+    let d0 = &mesh.daemons[0];
+    let sent = |d: &Daemon| d.scrape().sum("pingscope_sent_total", &[]);
+    let before = sent(d0);
+    let (status, body) = d0.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("0 added, 0 changed, 0 removed"), "{body}");
+    assert!(sent(d0) >= before, "a reload restarted the peers' counters");
+
+    // node2 leaves DNS: node0 and node1 retire it within the TTL (plus a lookup and a scrape).
+    mesh.dns.set_ttl(NAME, &[&addrs[0], &addrs[1]], TTL);
+    let left = Instant::now();
+    let bound = Duration::from_secs(u64::from(TTL)) + Duration::from_millis(1500);
+    for (i, d) in mesh.daemons.iter().take(2).enumerate() {
+        let other = addrs[1 - i].clone();
+        d.scrape_until(bound, "node2 retired", |s| {
+            matrix(s) == pairs(&format!("node{i}"), std::slice::from_ref(&other))
+        });
+        let s = d.scrape();
+        assert!(
+            s.samples
+                .iter()
+                .all(|x| x.labels.get("target") != Some(&addrs[2])),
+            "a series of the retired peer is left"
+        );
+    }
+    let took = left.elapsed();
+    assert!(took <= bound, "retired after {took:?}");
+}
+
+#[test]
+fn max_peers_one_pings_one_peer_each_and_every_peer_is_pinged() {
+    let Some(mesh) = Mesh::start("  max_peers: 1\n") else {
+        return;
+    };
+    let addrs = mesh.net.addrs();
+    let mut pinged = BTreeSet::new();
+    for (i, d) in mesh.daemons.iter().enumerate() {
+        let s = d.scrape_until(Duration::from_secs(15), "one peer, answered", |s| {
+            let m = matrix(s);
+            m.len() == 1 && answered(s, &m)
+        });
+        let m = matrix(&s);
+        let (source, target) = m.iter().next().unwrap_or_else(|| panic!("one pair"));
+        assert_eq!(source, &format!("node{i}"));
+        assert_ne!(target, &addrs[i], "node{i} pings itself");
+        assert!(addrs.contains(target), "{target}");
+        pinged.insert(target.clone());
+    }
+    assert_eq!(
+        pinged.len(),
+        3,
+        "every peer is pinged by someone: {pinged:?}"
+    );
+}
