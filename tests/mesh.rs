@@ -16,25 +16,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, SESSIONS};
-use support::dns::DnsServer;
 use support::expo::Scrape;
-use support::mesh::{HUB_ADDR, MeshNet};
+use support::mesh::Fleet;
 
 /// The peers' DNS name.
 const NAME: &str = "pingscope-mesh.test";
 /// TTL of its records.
 const TTL: u32 = 2;
 
-/// A mesh of three: the network, the DNS server on the hub and a daemon per member, each
-/// started from a thread inside its namespace (so its HTTP client lives there too).
-struct Mesh {
-    net: MeshNet,
-    dns: DnsServer,
-    daemons: Vec<Daemon>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-fn config(dns: SocketAddr, i: usize, mesh_extra: &str) -> String {
+fn config(i: usize, dns: SocketAddr, mesh_extra: &str) -> String {
     format!(
         "defaults:\n  interval: 200ms\n  timeout: 1s\n\
          dns:\n  servers: [\"{dns}\"]\n  refresh: 30s\n\
@@ -42,42 +32,8 @@ fn config(dns: SocketAddr, i: usize, mesh_extra: &str) -> String {
     )
 }
 
-impl Mesh {
-    fn start(mesh_extra: &str) -> Option<Mesh> {
-        if !support::require_root() {
-            return None;
-        }
-        let net = MeshNet::start(3);
-        net.enter_hub();
-        let dns = DnsServer::start_on(
-            format!("{HUB_ADDR}:0")
-                .parse()
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-        let addrs = net.addrs();
-        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        dns.set_ttl(NAME, &addrs, TTL);
-        let mut daemons = Vec::new();
-        let mut dirs = Vec::new();
-        for i in 0..3 {
-            net.enter(i);
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let path =
-                support::write_config(dir.path(), "serve.yml", &config(dns.addr(), i, mesh_extra));
-            let web = format!("{}:{}", net.addr(i), pingscope::DEFAULT_PORT);
-            let d = Daemon::start(&path, &["--web.listen-address", &web]);
-            // The client is made now, by this thread, inside member i's namespace.
-            let _ = d.http();
-            daemons.push(d);
-            dirs.push(dir);
-        }
-        Some(Mesh {
-            net,
-            dns,
-            daemons,
-            _dirs: dirs,
-        })
-    }
+fn fleet(mesh_extra: &str) -> Option<Fleet> {
+    Fleet::start(3, NAME, TTL, |i, dns| config(i, dns, mesh_extra))
 }
 
 /// (source, target) of every `pingscope_sent_total` series, and whether each counted probes.
@@ -113,7 +69,7 @@ fn answered(s: &Scrape, want: &BTreeSet<(String, String)>) -> bool {
 
 #[test]
 fn three_instances_ping_exactly_the_other_two_and_retire_a_peer_that_leaves_dns() {
-    let Some(mesh) = Mesh::start("") else { return };
+    let Some(mesh) = fleet("") else { return };
     let addrs = mesh.net.addrs();
     for (i, d) in mesh.daemons.iter().enumerate() {
         let others: Vec<String> = addrs
@@ -164,7 +120,7 @@ fn three_instances_ping_exactly_the_other_two_and_retire_a_peer_that_leaves_dns(
 
 #[test]
 fn max_peers_one_pings_one_peer_each_and_every_peer_is_pinged() {
-    let Some(mesh) = Mesh::start("  max_peers: 1\n") else {
+    let Some(mesh) = fleet("  max_peers: 1\n") else {
         return;
     };
     let addrs = mesh.net.addrs();

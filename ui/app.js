@@ -3,6 +3,7 @@
 // Every text from the daemon goes through textContent, never innerHTML.
 
 import { rttChart, sparkline } from "./chart.js";
+import { meshView } from "./mesh.js";
 
 const $ = (id) => document.getElementById(id);
 const SPARK = 60; // samples per sparkline
@@ -100,7 +101,7 @@ function setConn(state, text) {
 
 // ---------- routing ----------
 
-const views = ["monitors", "session", "result", "history", "about"];
+const views = ["monitors", "mesh", "session", "result", "history", "about"];
 let leaveView = null; // cleanup of the current view (closes its WebSocket)
 
 function route() {
@@ -123,6 +124,7 @@ function route() {
   document.body.dataset.view = view;
   if (view === "monitors") monitors.show();
   if (view === "history") hist.show();
+  if (view === "mesh") leaveView = mesh.show();
   if (view === "result") leaveView = result.show(arg);
   if (view === "session") setTimeout(() => $("f-target").focus(), 0);
   else if (routed) $("h-" + view).focus();
@@ -803,6 +805,8 @@ const hist = {
     more.disabled = false;
   },
 };
+
+const mesh = meshView({ $, h, api, pct, ms });
 
 // ---------- wiring ----------
 

@@ -10,6 +10,8 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::daemon::Daemon;
+use super::dns::DnsServer;
 use super::run_checked;
 
 /// The hub's address on the bridge.
@@ -107,5 +109,55 @@ impl Drop for MeshNet {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+/// Daemons on a [`MeshNet`], one per member, with the DNS server on the hub.
+#[derive(Debug)]
+pub struct Fleet {
+    pub net: MeshNet,
+    pub dns: DnsServer,
+    pub daemons: Vec<Daemon>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Fleet {
+    /// `n` members; `name` resolves to all of them with `ttl`. Daemon `i` runs `config(i, dns)`
+    /// and also listens on its member address at pingscope's default port (where the mesh view
+    /// asks it). Each is started from a thread inside its namespace, and its HTTP client made
+    /// there. `None` where the test may not run (support::require_root).
+    pub fn start(
+        n: usize,
+        name: &str,
+        ttl: u32,
+        config: impl Fn(usize, std::net::SocketAddr) -> String,
+    ) -> Option<Fleet> {
+        if !super::require_root() {
+            return None;
+        }
+        let net = MeshNet::start(n);
+        net.enter_hub();
+        let dns = DnsServer::start_on(format!("{HUB_ADDR}:0").parse().expect("an address"));
+        let addrs = net.addrs();
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        dns.set_ttl(name, &addrs, ttl);
+        let mut daemons = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 0..n {
+            net.enter(i);
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let path = super::write_config(dir.path(), "serve.yml", &config(i, dns.addr()));
+            let web = format!("{}:{}", net.addr(i), pingscope::DEFAULT_PORT);
+            let d = Daemon::start(&path, &["--web.listen-address", &web]);
+            let _ = d.http();
+            daemons.push(d);
+            dirs.push(dir);
+        }
+        Some(Fleet {
+            net,
+            dns,
+            daemons,
+            _dirs: dirs,
+        })
     }
 }
