@@ -9,6 +9,8 @@
 //!
 //! Root only (namespaces); under CI nothing skips (support::require_root).
 
+#![allow(clippy::print_stderr)]
+
 mod support;
 
 use std::collections::BTreeSet;
@@ -115,6 +117,7 @@ fn three_instances_ping_exactly_the_other_two_and_retire_a_peer_that_leaves_dns(
         );
     }
     let took = left.elapsed();
+    eprintln!("node2 retired by both after {took:?} (TTL {TTL} s)");
     assert!(took <= bound, "retired after {took:?}");
 }
 
@@ -141,5 +144,71 @@ fn max_peers_one_pings_one_peer_each_and_every_peer_is_pinged() {
         pinged.len(),
         3,
         "every peer is pinged by someone: {pinged:?}"
+    );
+}
+
+/// In-process, no root: static peers beside a configured target. The instance's own entry (by
+/// `mesh.name`) is left out, the peers' series carry `source` and the target's do not, and
+/// `/api/v1/targets` shows the same labels. (The fake pinger sends nothing.)
+#[test]
+fn static_peers_run_beside_the_targets_and_only_they_carry_source() {
+    let app = support::inproc::InProcess::start(
+        "defaults: {interval: 100ms, timeout: 300ms}\n\
+         targets:\n  - {name: gw, host: 192.0.2.1}\n\
+         mesh:\n  name: a\n  peers: {static: [a, 192.0.2.7, 192.0.2.8]}\n\
+         sessions: {database: \"{{DIR}}/s.db\"}\n",
+    );
+    let c = support::api::client();
+    let mut targets = serde_json::Value::Null;
+    let ok = support::wait_until(Duration::from_secs(10), || {
+        targets = support::api::get_json(&c, &app.url("/api/v1/targets")).1;
+        targets["targets"].as_array().is_some_and(|t| t.len() == 3)
+    });
+    assert!(ok, "{targets}");
+    let by_name: Vec<(String, Option<String>)> = targets["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap_or_default().to_owned(),
+                t["labels"]["source"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_name,
+        [
+            ("192.0.2.7".to_owned(), Some("a".to_owned())),
+            ("192.0.2.8".to_owned(), Some("a".to_owned())),
+            ("gw".to_owned(), None),
+        ]
+    );
+    let text = c
+        .get(app.url("/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let s = Scrape::parse(&text);
+    assert_eq!(
+        matrix(&s),
+        pairs("a", &["192.0.2.7".to_owned(), "192.0.2.8".to_owned()])
+    );
+    let gw = s.find("pingscope_sent_total", &[("target", "gw")]);
+    assert_eq!(gw.len(), 1);
+    assert!(!gw[0].labels.contains_key("source"), "{}", gw[0].series);
+}
+
+#[test]
+fn the_mesh_api_says_when_mesh_mode_is_off() {
+    let app = support::inproc::InProcess::start(
+        "targets:\n  - {name: gw, host: 192.0.2.1}\nsessions: {database: \"{{DIR}}/s.db\"}\n",
+    );
+    let c = support::api::client();
+    let (status, m) = support::api::get_json(&c, &app.url("/api/v1/mesh"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        m,
+        serde_json::json!({"enabled": false, "source": null, "rows": []})
     );
 }

@@ -86,16 +86,13 @@ pub async fn matrix(State(app): State<App>) -> Json<MeshResponse> {
         });
     };
     let source = app.mesh_name();
-    let own_source = source.clone().unwrap_or_default();
+    let peers = app.mesh_peers();
+    let names: std::collections::HashSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
     let cells = app
         .scheduler()
         .snapshot()
         .into_iter()
-        .filter(|s| {
-            s.labels
-                .iter()
-                .any(|(k, v)| k == SOURCE && *v == own_source)
-        })
+        .filter(|s| names.contains(s.target.as_str()))
         .map(|s| MeshCell {
             target: s.target,
             window_probes: s.window.probes,
@@ -104,14 +101,14 @@ pub async fn matrix(State(app): State<App>) -> Json<MeshResponse> {
         })
         .collect();
     let mut rows = vec![MeshRow {
-        source: own_source,
+        source: source.clone().unwrap_or_default(),
         peer: None,
         state: RowState::Local,
         error: None,
         fetch_ms: None,
         cells,
     }];
-    let fetches = app.mesh_peers().into_iter().map(|peer| {
+    let fetches = peers.iter().map(|peer| {
         let (port, timeout) = (mesh.web_port, mesh.web_timeout);
         async move { peer_row(&peer.name, &peer.host, port, timeout).await }
     });

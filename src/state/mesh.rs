@@ -121,21 +121,24 @@ impl MeshState {
         *running = Some(Running { key, name, cancel });
     }
 
-    /// Applies each new peer list until `shutdown`.
-    pub(super) async fn follow_peers(
+    /// Applies each new peer list until `shutdown`. Subscribes before it returns, so a list
+    /// sent before the future first runs is not missed.
+    pub(super) fn follow_peers(
         self: Arc<Self>,
         scheduler: Scheduler,
         shutdown: CancellationToken,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.peers.subscribe();
-        loop {
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                () = shutdown.cancelled() => return,
+        async move {
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    () = shutdown.cancelled() => return,
+                }
+                rx.mark_unchanged();
+                let (added, changed, removed) = self.apply(&scheduler).await;
+                tracing::debug!(added, changed, removed, "mesh peers applied");
             }
-            rx.mark_unchanged();
-            let (added, changed, removed) = self.apply(&scheduler).await;
-            tracing::debug!(added, changed, removed, "mesh peers applied");
         }
     }
 }
