@@ -118,7 +118,7 @@ pub struct Fleet {
     pub net: MeshNet,
     pub dns: DnsServer,
     pub daemons: Vec<Daemon>,
-    _dirs: Vec<tempfile::TempDir>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Fleet {
@@ -157,7 +157,12 @@ impl Fleet {
             net,
             dns,
             daemons,
-            _dirs: dirs,
+            dirs,
         })
+    }
+
+    /// Replaces daemon `i`'s config file (reload it to apply).
+    pub fn rewrite_config(&self, i: usize, text: &str) {
+        super::write_config(self.dirs[i].path(), "serve.yml", text);
     }
 }
