@@ -79,6 +79,12 @@ pub fn icmp(data: &[u8]) {
     let _ = packet::parse_quoted_echo(data, true);
     let _ = packet::parse_sent_request(data, false);
     let _ = packet::parse_sent_request(data, true);
+    // A UDP path probe's TX timestamp, read whole or cut short (its total length beyond it).
+    for total in [data.len(), data.len() + 100, data.len().saturating_sub(1)] {
+        let _ = packet::parse_sent_udp(data, total, false);
+        let _ = packet::parse_sent_udp(data, total, true);
+    }
+    let _ = pingscope::engine::udp::request_id(data);
     let _ = packet::read_stamp(data);
     let _ = packet::checksum(data);
 }

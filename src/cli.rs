@@ -184,13 +184,13 @@ pub struct TraceArgs {
     /// Distinct Paris flows per round, to find ECMP branches (1-16) [default: 1].
     #[arg(long, allow_negative_numbers = true)]
     pub flows: Option<String>,
-    /// What is sent at each hop: icmp (udp is not available yet) [default: icmp].
+    /// What is sent at each hop: icmp (echo) or udp (to closed port 33434) [default: icmp].
     #[arg(long)]
     pub protocol: Option<String>,
     /// How long to wait for each hop's answer [default: 2s].
     #[arg(short = 'W', long)]
     pub timeout: Option<String>,
-    /// ICMP payload bytes (at least 14 are sent: the stamp and the flow's checksum word) [default: 56].
+    /// Payload bytes (at least 14 for ICMP, 26 for UDP: the stamp and the flow's checksum word) [default: 56].
     #[arg(short = 's', long, allow_negative_numbers = true)]
     pub size: Option<String>,
     /// IPv4 only.

@@ -6,7 +6,7 @@
 //!
 //! | layer | module | owns |
 //! |---|---|---|
-//! | leaf | [`engine`] | the probe layer behind [`engine::Pinger`]: ICMP (one socket per family, in-flight table, kernel timestamps), TCP and UDP (a socket per probe); a scripted fake. Imports nothing of the crate |
+//! | leaf | [`engine`] | the probe layer behind [`engine::Pinger`]: ICMP (one socket per family, in-flight table, kernel timestamps), TCP and UDP (a socket per probe), Paris flows for path tracing (ICMP and UDP: a socket per flow); a scripted fake. Imports nothing of the crate |
 //! | leaf | [`stats`] | pure statistics: loss, RTT summary, percentiles, jitter (IPDV and RFC 3550). Imports nothing of the crate |
 //! | leaf | [`resolve`] | DNS per address family, with record TTLs, against the system or a chosen server. Imports nothing of the crate |
 //! | leaf | [`exit`] | the exit statuses of every command. Imports nothing of the crate |
@@ -18,7 +18,7 @@
 //! | domain | `live` | broadcast hub for live samples; slow readers lag, the engine never waits |
 //! | domain | [`probe`] | one request type with a kind, one rule set with one message per rule, one runner for every front (CLI, `/probe`, sessions, monitors) |
 //! | domain | [`ping`] | the one-shot `pingscope ping` command |
-//! | domain | [`trace`] | the one-shot `pingscope trace` command: mtr-style path rounds through [`probe::path`] |
+//! | domain | [`trace`] | the one-shot `pingscope trace` command: mtr-style path rounds (ICMP echo or UDP) through [`probe::path`] |
 //! | domain | [`mesh`] | mesh mode at run time: members by DNS or static list, this instance among them, the ring's peers as monitors with a `source` label |
 //! | domain | `scheduler` | the monitors: handle and reload diff, address resolution, tick loop, recorder (events recorded inline from the engine) |
 //! | domain | [`session`] | on-demand sessions: manager and SQLite store |

@@ -138,9 +138,11 @@ pub fn main(options: TraceOptions) -> u8 {
         }
     };
     plan.redraw = terminal && format == Format::Text;
+    // UDP paths need no ICMP socket: a user without ping permission can trace with them.
+    let icmp = plan.path.protocol == crate::probe::path::PathProtocol::Icmp;
     with_engine(
         options.common.dns_server,
-        true,
+        icmp,
         |engine, resolver| async move {
             let cancel = CancellationToken::new();
             spawn_signal_watch(cancel.clone());

@@ -55,6 +55,18 @@ const REJECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "invalid-capture.yml",
+        &[
+            "invalid-capture.yml:2: defaults.capture.on_loss: on_loss needs alert.loss, the loss threshold it captures at",
+            "invalid-capture.yml:2: defaults.capture.rounds: rounds must be between 1 and 60, got 0",
+            "invalid-capture.yml:6: targets[0].capture.rounds: rounds must be between 1 and 60, got 61",
+            "invalid-capture.yml:7: targets[0].capture.every: every 30s is below the minimum of 1m",
+            "invalid-capture.yml:10: targets[1].capture.on_loss: on_loss needs alert.loss, the loss threshold it captures at",
+            "invalid-capture.yml:10: targets[1].capture.every: every 2d is above the maximum of 1d",
+            "invalid-capture.yml:12: targets[2].capture.on_los: unknown key (known keys here: on_outage, on_loss, rounds, every)",
+        ],
+    ),
+    (
         "invalid-kind.yml",
         &["invalid-kind.yml:3: targets[0].kind: unknown kind \"ssh\" (use icmp, path, tcp, udp)"],
     ),
@@ -69,7 +81,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-key.yml",
         &[
-            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
         ],
     ),
     (
@@ -93,7 +105,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-syntax-after-unknown-key.yml",
         &[
-            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp, histogram)",
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp, histogram)",
             "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
         ],
     ),
@@ -240,6 +252,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
             "invalid-sessions.yml:4: sessions.min_interval: min_interval 1ms is below the minimum of 10ms",
             "invalid-sessions.yml:6: sessions.retention.max_sessions: max_sessions must be at least 1, got 0",
             "invalid-sessions.yml:7: sessions.retention.max_age: max_age must be greater than 0s",
+            "invalid-sessions.yml:8: sessions.max_captures_per_minute: max_captures_per_minute must be between 0 and 60, got 61",
         ],
     ),
     (
@@ -277,13 +290,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-mixed-errors.yml",
         &[
-            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp, histogram)",
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp, histogram)",
             "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
             "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
             "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
             "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
-            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
-            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, path, port, udp)",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
             "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
             "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
             "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
@@ -500,6 +513,7 @@ fn every_default_is_applied() {
         window: 60,
         outage: Default::default(),
         alert: Default::default(),
+        capture: Default::default(),
         path: Default::default(),
         port: Default::default(),
     };
@@ -513,6 +527,12 @@ fn every_default_is_applied() {
     );
     assert_eq!(config.dns.refresh, Duration::from_secs(300));
     assert_eq!(config.sessions.max_active, 16);
+    assert_eq!(config.sessions.max_captures_per_minute, 4);
+    let c = t.capture;
+    assert_eq!(
+        (c.on_outage, c.on_loss, c.rounds, c.every),
+        (true, false, 10, Duration::from_secs(600))
+    );
     assert_eq!(config.histogram.buckets.first(), Some(&0.0001));
     assert_eq!(config.histogram.buckets.last(), Some(&10.0));
     assert!(config.histogram.native);
@@ -722,6 +742,13 @@ fn diff_sorts_targets_into_added_removed_changed_unchanged() {
     assert_eq!(diff.changed[0].new.interval, Duration::from_secs(2));
     assert!(!diff.is_empty());
     assert!(diff_targets(&new.targets, &new.targets).is_empty());
+    // A capture setting is part of the target: a reload restarts it with the new one.
+    let every = parse_ok(
+        "targets:\n  - name: c\n    host: 192.0.2.3\n    interval: 2s\n    capture: {every: 1m}\n",
+    );
+    let diff = diff_targets(&new.targets, &every.targets);
+    assert_eq!(diff.changed.len(), 1);
+    assert_eq!(diff.changed[0].new.capture.every, Duration::from_secs(60));
 }
 
 #[test]
@@ -1053,4 +1080,32 @@ fn a_mesh_block_takes_its_defaults_and_leaves_the_targets_alone() {
         (Some("a"), None, 9999, Duration::from_millis(500))
     );
     assert_eq!(parse_ok("targets: []\n").mesh, None);
+}
+
+#[test]
+fn capture_keys_override_the_defaults_one_by_one() {
+    let yaml = "defaults:\n  alert: {loss: 0.1}\n  capture: {on_loss: true, rounds: 5}\n\
+                targets:\n  - host: 127.0.0.1\n    capture: {every: 1h, on_outage: false}\n\
+                \x20 - host: 127.0.0.2\n    capture: {on_loss: false, rounds: 60}\n\
+                sessions: {max_captures_per_minute: 0}\n";
+    let config = parse_ok(yaml);
+    let (a, b) = (&config.targets[0].capture, &config.targets[1].capture);
+    assert_eq!(
+        (a.on_outage, a.on_loss, a.rounds, a.every),
+        (false, true, 5, Duration::from_secs(3600))
+    );
+    assert_eq!(
+        (b.on_outage, b.on_loss, b.rounds, b.every),
+        (true, false, 60, Duration::from_secs(600))
+    );
+    assert_eq!(config.sessions.max_captures_per_minute, 0);
+    // on_loss with the target's own loss threshold; and the bounds themselves are accepted.
+    let t = one_target(
+        "targets:\n  - host: 127.0.0.1\n    alert: {loss: 0}\n    capture: {on_loss: true, rounds: 1, every: 24h}\n",
+    );
+    assert!(t.capture.on_loss);
+    assert_eq!(
+        (t.capture.rounds, t.capture.every),
+        (1, Duration::from_secs(86_400))
+    );
 }

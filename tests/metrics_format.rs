@@ -406,6 +406,8 @@ fn text_body_has_every_family_with_its_type_and_the_scripted_values() -> TestRes
         ("pingscope_outages_total", "counter"),
         ("pingscope_outage_seconds_total", "counter"),
         ("pingscope_target_threshold", "gauge"),
+        ("pingscope_captures_total", "counter"),
+        ("pingscope_captures_skipped_total", "counter"),
         ("pingscope_path_hop_sent_total", "counter"),
         ("pingscope_path_hop_lost_total", "counter"),
         ("pingscope_path_changes_total", "counter"),

@@ -1,6 +1,7 @@
-//! The engine's Paris-flow probes ([`Transport::IcmpFlow`]) on the wire, against loopback:
-//! a raw socket beside the engine sees every request, so the test reads what the kernel really
-//! sent (TTL / hop limit, identifier, checksum) rather than what the engine meant to send.
+//! The engine's Paris-flow probes ([`Transport::IcmpFlow`], [`Transport::UdpFlow`]) on the wire,
+//! against loopback: a raw socket beside the engine sees every request, so the test reads what
+//! the kernel really sent (TTL / hop limit, identifier or ports, checksum) rather than what the
+//! engine meant to send.
 //!
 //! Needs root (raw sockets). Without root the tests skip with a message, unless `CI` is set.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stderr)]
@@ -16,19 +17,25 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
+use pingscope::engine::clock::Fallback;
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketPreference};
-use pingscope::engine::{EventKind, EventSink, Pinger, ProbeSpec, SocketOptions, Transport};
+use pingscope::engine::packet;
+use pingscope::engine::{
+    Engine, EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
-/// One echo request seen on the wire: (TTL or hop limit, identifier, checksum, sequence).
+/// One echo request seen on the wire: (TTL or hop limit, identifier, checksum, sequence); one
+/// UDP datagram: (TTL or hop limit, source port, sum of the payload, destination port).
 type Seen = (u8, u16, u16, u16);
 
-fn sniffer(v6: bool) -> Socket {
-    let s = if v6 {
-        Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
-    } else {
-        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+fn sniffer(v6: bool, udp: bool) -> Socket {
+    let s = match (v6, udp) {
+        (true, false) => Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)),
+        (false, false) => Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)),
+        (true, true) => Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::UDP)),
+        (false, true) => Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)),
     }
     .expect("raw sniffer socket");
     if v6 {
@@ -39,8 +46,9 @@ fn sniffer(v6: bool) -> Socket {
     s
 }
 
-/// Reads echo requests to `dst` until `n` were seen or two seconds passed.
-fn sniff(s: &Socket, v6: bool, dst: IpAddr, n: usize) -> Vec<Seen> {
+/// Reads echo requests (UDP datagrams with `udp`) to `dst` until `n` were seen or two seconds
+/// passed.
+fn sniff(s: &Socket, v6: bool, udp: bool, dst: IpAddr, n: usize) -> Vec<Seen> {
     let end = Instant::now() + Duration::from_secs(2);
     let mut out = Vec::new();
     let mut buf = [0u8; 2048];
@@ -78,11 +86,19 @@ fn sniff(s: &Socket, v6: bool, dst: IpAddr, n: usize) -> Vec<Seen> {
         if v6 && from != Some(dst) {
             continue;
         }
+        let be = |i: usize| u16::from_be_bytes([icmp[i], icmp[i + 1]]);
+        if udp {
+            // Loopback leaves the checksum field partial (offloaded); the payload's sum is
+            // what the checksum adds to the flow's constant header and pseudo-header.
+            if icmp.len() >= 8 {
+                out.push((ttl, be(0), packet::ones_sum(&icmp[8..]), be(2)));
+            }
+            continue;
+        }
         let request = if v6 { 128 } else { 8 };
         if icmp.len() < 8 || icmp[0] != request {
             continue;
         }
-        let be = |i: usize| u16::from_be_bytes([icmp[i], icmp[i + 1]]);
         out.push((ttl, be(4), be(2), be(6)));
     }
     out
@@ -95,30 +111,15 @@ async fn flows_on_the_wire(preference: SocketPreference, dst: IpAddr) {
         ..EngineConfig::default()
     })
     .expect("engine");
-    let sniff_socket = sniffer(v6);
+    let sniff_socket = sniffer(v6, false);
     let (tx, mut rx) = mpsc::channel(256);
     let sink = EventSink::from(tx);
     let sockets_before = engine.sockets().len();
-    let mut sent = 0u64;
-    for _round in 0..3 {
-        for flow in [7u16, 8] {
-            for ttl in [2u8, 3, 4, 5] {
-                let spec = ProbeSpec {
-                    ip: dst,
-                    transport: Transport::IcmpFlow { flow, ttl },
-                    size: 56,
-                    timeout: Duration::from_secs(2),
-                    options: SocketOptions {
-                        ttl: Some(64),
-                        ..SocketOptions::default()
-                    },
-                };
-                engine.send(&spec, u64::from(flow), &sink).expect("send");
-                sent += 1;
-            }
-        }
-    }
-    let seen = tokio::task::spawn_blocking(move || sniff(&sniff_socket, v6, dst, 24))
+    let sent = send_flows(&*engine, dst, &sink, |flow, ttl| Transport::IcmpFlow {
+        flow,
+        ttl,
+    });
+    let seen = tokio::task::spawn_blocking(move || sniff(&sniff_socket, v6, false, dst, 24))
         .await
         .expect("sniffer");
     assert_eq!(seen.len(), 24, "{preference:?} {dst}: saw {seen:?}");
@@ -152,26 +153,60 @@ async fn flows_on_the_wire(preference: SocketPreference, dst: IpAddr) {
         sockets_before + 2,
         "one socket per flow, not per TTL"
     );
+    let what = format!("{preference:?} {dst}");
+    await_replies(&mut rx, sent, &what).await;
+}
+
+/// Sends 3 rounds of flows 7 and 8 at TTLs 2 to 5 (on sockets whose own TTL is 64); returns
+/// how many.
+fn send_flows(
+    engine: &dyn Pinger,
+    dst: IpAddr,
+    sink: &EventSink,
+    transport: impl Fn(u16, u8) -> Transport,
+) -> u64 {
+    let mut sent = 0u64;
+    for _round in 0..3 {
+        for flow in [7u16, 8] {
+            for ttl in [2u8, 3, 4, 5] {
+                let spec = ProbeSpec {
+                    ip: dst,
+                    transport: transport(flow, ttl),
+                    size: 56,
+                    timeout: Duration::from_secs(2),
+                    options: SocketOptions {
+                        ttl: Some(64),
+                        ..SocketOptions::default()
+                    },
+                };
+                engine.send(&spec, sent, sink).expect("send");
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// Waits (at most 3 s) for `sent` events, every one a reply.
+async fn await_replies(rx: &mut mpsc::Receiver<ProbeEvent>, sent: u64, what: &str) {
     let mut replies = 0;
     let end = tokio::time::Instant::now() + Duration::from_secs(3);
     while replies < sent {
         match tokio::time::timeout_at(end, rx.recv()).await {
             Ok(Some(ev)) => {
-                assert!(matches!(ev.kind, EventKind::Reply(_)), "{ev:?}");
+                assert!(matches!(ev.kind, EventKind::Reply(_)), "{what}: {ev:?}");
                 replies += 1;
             }
             _ => break,
         }
     }
-    assert_eq!(
-        replies, sent,
-        "{preference:?} {dst}: every flow probe answered"
-    );
+    assert_eq!(replies, sent, "{what}: every flow probe answered");
 }
 
-/// Runs `f` on a thread of its own in a new network namespace (only `lo`, up, with datagram
-/// ICMP sockets allowed), so the sockets it opens and the traffic it sends stay in there.
-fn in_namespace(f: impl FnOnce() + Send + 'static) {
+/// Runs the future `f` makes on a current-thread runtime, on a thread of its own in a new
+/// network namespace (only `lo`, up, with datagram ICMP sockets allowed), so the sockets it
+/// opens and the traffic it sends stay in there.
+fn in_namespace<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F + Send + 'static) {
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let up = std::process::Command::new("ip")
@@ -185,7 +220,11 @@ fn in_namespace(f: impl FnOnce() + Send + 'static) {
         )
         .or_else(|_| std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"))
         .expect("allow datagram ICMP sockets in the namespace");
-        f()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
     })
     .join()
     .expect("namespace thread");
@@ -196,16 +235,66 @@ fn flow_probes_keep_identifier_and_checksum_and_set_ttl_per_packet() {
     if !support::require_root() {
         return;
     }
-    in_namespace(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            for preference in [SocketPreference::Dgram, SocketPreference::Raw] {
-                flows_on_the_wire(preference, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77))).await;
-                flows_on_the_wire(preference, IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
-            }
-        });
+    in_namespace(|| async {
+        for preference in [SocketPreference::Dgram, SocketPreference::Raw] {
+            flows_on_the_wire(preference, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77))).await;
+            flows_on_the_wire(preference, IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
+        }
+    });
+}
+
+/// UDP flow probes to a closed port on loopback: per flow one source port, traceroute's
+/// destination port and one payload sum (so one checksum), the TTL per packet, every probe answered by the port
+/// unreachable, with kernel RX and TX timestamps (no fallback counted).
+async fn udp_flows_on_the_wire(dst: IpAddr) {
+    let v6 = dst.is_ipv6();
+    let engine = Engine::lazy(EngineConfig::default()).expect("engine");
+    let sniff_socket = sniffer(v6, true);
+    let (tx, mut rx) = mpsc::channel(256);
+    let sink = EventSink::from(tx);
+    let sent = send_flows(&*engine, dst, &sink, |flow, ttl| Transport::UdpFlow {
+        flow,
+        ttl,
+        port: 33434,
+    });
+    let seen = tokio::task::spawn_blocking(move || sniff(&sniff_socket, v6, true, dst, 24))
+        .await
+        .expect("sniffer");
+    assert_eq!(seen.len(), 24, "{dst}: saw {seen:?}");
+    // Per source port: the (payload sum, destination port) pairs, and the TTLs in order.
+    type Flow = (BTreeSet<(u16, u16)>, Vec<u8>);
+    let mut flows: BTreeMap<u16, Flow> = BTreeMap::new();
+    for (ttl, sport, sum, dport) in &seen {
+        let f = flows.entry(*sport).or_default();
+        f.0.insert((*sum, *dport));
+        f.1.push(*ttl);
+    }
+    assert_eq!(flows.len(), 2, "{dst}: two source ports: {seen:?}");
+    for (sums, ttls) in flows.values() {
+        assert_eq!(sums.len(), 1, "{dst}: one payload sum per flow: {seen:?}");
+        assert_eq!(sums.first().unwrap().1, 33434, "{dst}");
+        assert_eq!(ttls, &[2, 3, 4, 5, 2, 3, 4, 5, 2, 3, 4, 5], "{dst}");
+    }
+    await_replies(&mut rx, sent, &dst.to_string()).await;
+    let stats = engine.timestamp_stats().expect("timestamp stats");
+    let fell_back = |list: &[(Fallback, u64)]| list.iter().map(|(_, n)| n).sum::<u64>();
+    assert_eq!(
+        (
+            fell_back(&stats.rx_fallbacks),
+            fell_back(&stats.tx_fallbacks)
+        ),
+        (0, 0),
+        "{dst}: kernel timestamps on both sides: {stats:?}"
+    );
+}
+
+#[test]
+fn udp_flow_probes_keep_ports_and_checksum_and_set_ttl_per_packet() {
+    if !support::require_root() {
+        return;
+    }
+    in_namespace(|| async {
+        udp_flows_on_the_wire(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77))).await;
+        udp_flows_on_the_wire(IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
     });
 }

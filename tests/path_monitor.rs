@@ -1,6 +1,7 @@
 //! A `kind: path` monitor in the daemon, through the test network: the `pingscope_path_*` series
 //! name the configured hops, the scheduled path change is counted exactly once and changes the
-//! path id, and the old hops' series are deleted after the grace period.
+//! path id, and the old hops' series are deleted after the grace period; a `protocol: udp`
+//! monitor and a `/probe?kind=path&protocol=udp` find their hops with UDP datagrams only.
 //!
 //! Needs root (namespaces, TUN device). Without root the test skips with a message, unless `CI`
 //! is set, where it fails.
@@ -222,6 +223,56 @@ fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
     assert_eq!(s.value("probe_success", &[]), 1.0);
 }
 
+#[test]
+fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"path": {"hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]}},
+        "2001:db8::9": {"path": {"hops": [{"addr": "2001:db8:10::1"}]}}
+    }}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        &CONFIG.replace("path: {max_ttl: 8}", "path: {max_ttl: 8, protocol: udp}"),
+    );
+    let d = Daemon::start(&config, &[]);
+    let want = pairs(&[
+        ("1", "198.18.10.1"),
+        ("2", "198.18.10.2"),
+        ("3", "198.18.0.9"),
+    ]);
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(4), || {
+            s = d.scrape();
+            hops(&s) == want
+        }),
+        "the monitor's path: {:?}\n{}",
+        hops(&s),
+        d.log()
+    );
+    assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 3.0);
+    let (status, _, body) =
+        d.get("/probe?target=2001:db8::9&kind=path&protocol=udp&count=2&interval=100ms&max_ttl=6");
+    assert_eq!(status, 200, "{body}");
+    let s = Scrape::parse(&body);
+    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    assert_eq!(s.value("probe_path_length", &[]), 2.0, "{body}");
+    // Both went out as UDP to traceroute's port, never as echo requests.
+    let log = net.log();
+    assert!(!log.is_empty());
+    let kinds: BTreeSet<(String, Option<u16>)> =
+        log.iter().map(|e| (e.proto.clone(), e.dport)).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([("udp".to_owned(), Some(33434))]),
+        "{kinds:?}"
+    );
+}
+
 /// `GET /api/v1/sessions/{id}` until it is no longer running (bounded).
 fn session(d: &Daemon, id: &str, within: Duration) -> serde_json::Value {
     let c = support::api::client();
@@ -330,4 +381,53 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
     // The finished one is intact.
     let again = session(&d, &id, Duration::from_secs(5));
     assert_eq!(again["samples"].as_array().map(Vec::len), Some(hops.len()));
+}
+
+/// A path monitor whose probes cannot leave (its source is no address of this namespace):
+/// every hop probe fails to send, which `pingscope_send_errors_total` counts, and no hop and
+/// no destination probe is counted sent or lost, as for pings.
+#[test]
+fn hop_probes_that_fail_to_send_are_send_errors_not_loss() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+        "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
+    }}}}));
+    net.enter();
+    let config = write_config(
+        net.dir(),
+        "serve.yml",
+        "targets:
+  - {name: bad, host: 198.18.0.9, kind: path, interval: 200ms, timeout: 500ms, source: 198.18.0.99, path: {max_ttl: 4}}
+  - {name: good, host: 198.18.0.9, kind: path, interval: 200ms, timeout: 500ms, path: {max_ttl: 4}}
+",
+    );
+    let d = Daemon::start(&config, &[]);
+    let bad = [("target", "bad")];
+    let errors = |s: &Scrape| s.sum("pingscope_send_errors_total", &bad);
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = d.scrape();
+            errors(&s) >= 5.0
+                && s.get(
+                    "pingscope_path_hop_sent_total",
+                    &[("target", "good"), ("ttl", "2")],
+                )
+                .unwrap_or(0.0)
+                    >= 5.0
+        }),
+        "{}",
+        d.metrics_text()
+    );
+    assert_eq!(
+        s.get("pingscope_sent_total", &bad).unwrap_or(0.0),
+        0.0,
+        "{}",
+        d.metrics_text()
+    );
+    assert_eq!(s.get("pingscope_lost_total", &bad).unwrap_or(0.0), 0.0);
+    let hop_sent = s.sum("pingscope_path_hop_sent_total", &bad);
+    assert_eq!(hop_sent, 0.0, "{}", d.metrics_text());
 }

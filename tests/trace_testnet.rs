@@ -1,8 +1,10 @@
 //! `pingscope trace` through the test network's paths (docs/testnet.md, "Paths"), inside the
-//! namespace each test creates: exactly the configured hops in order (IPv4 and IPv6, as root on
-//! raw sockets and as an unprivileged user on datagram sockets), per-hop RTT against the
+//! namespace each test creates: exactly the configured hops in order (ICMP and UDP, IPv4 and
+//! IPv6, as root and as an unprivileged user on datagram sockets), per-hop RTT against the
 //! configured cumulative delay, loss that persists told from a rate-limited hop's, ECMP branches
-//! found by several flows and one branch per flow, proven by the responder's flow hashes.
+//! found by several flows and one branch per flow, proven by the responder's flow hashes (and,
+//! for UDP, its record of the ports and checksum); UDP's one limit, a router that quotes only
+//! the UDP header.
 //!
 //! Needs root (namespaces, TUN device). Without root the tests skip with a message, unless `CI`
 //! is set, where they fail.
@@ -82,6 +84,166 @@ fn trace_reports_the_configured_hops_in_order_with_their_delays() {
     if !support::require_root() {
         return;
     }
+    let net = hops_in_order("icmp");
+    // One flow: every request of every run kept one flow hash per identifier (the responder hashes
+    // what ECMP routers hash; the checksum word in the payload keeps it constant).
+    let mut flows_of_ident: BTreeMap<(IpAddr, u16), BTreeSet<String>> = BTreeMap::new();
+    for e in net.log().iter().filter(|e| e.proto == "icmp") {
+        flows_of_ident
+            .entry((e.dst, e.id))
+            .or_default()
+            .insert(e.flow.clone());
+    }
+    assert_eq!(
+        flows_of_ident.len(),
+        4,
+        "a flow socket per run: {flows_of_ident:?}"
+    );
+    assert!(
+        flows_of_ident.values().all(|f| f.len() == 1),
+        "one flow hash per flow: {flows_of_ident:?}"
+    );
+}
+
+#[test]
+fn udp_trace_reports_the_configured_hops_in_order_with_their_delays() {
+    if !support::require_root() {
+        return;
+    }
+    let net = hops_in_order("udp");
+    // One flow per run: one source port, traceroute's destination port, one flow hash and one
+    // UDP checksum (the compensation word in the payload) across every TTL and round.
+    // (destination port, flow hash, checksum) per (destination, source port).
+    type Wire = BTreeSet<(Option<u16>, String, Option<u16>)>;
+    let mut of_flow: BTreeMap<(IpAddr, u16), Wire> = BTreeMap::new();
+    let log = net.log();
+    for e in log.iter().filter(|e| e.proto == "udp") {
+        of_flow
+            .entry((e.dst, e.sport.unwrap()))
+            .or_default()
+            .insert((e.dport, e.flow.clone(), e.checksum));
+    }
+    assert_eq!(of_flow.len(), 4, "a flow socket per run: {of_flow:?}");
+    for (flow, seen) in &of_flow {
+        assert_eq!(seen.len(), 1, "{flow:?}: {seen:?}");
+        let (dport, _, checksum) = seen.first().unwrap();
+        assert_eq!(*dport, Some(33434), "{flow:?}");
+        assert!(checksum.is_some_and(|c| c != 0), "{flow:?}: {seen:?}");
+    }
+    // Every TTL of every round went through those flows: 6 rounds of 5 TTLs (and the first
+    // round's climb past the destination) per run.
+    let sent = log.iter().filter(|e| e.proto == "udp").count();
+    assert!(sent >= 4 * 6 * 5, "{sent} datagrams");
+}
+
+#[test]
+fn udp_trace_needs_no_icmp_permission() {
+    if !support::require_root() {
+        return;
+    }
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"path": {"hops": hops("198.18.10.", 2, 1)}}
+    }}));
+    // No group may open datagram ICMP sockets, and the user has no capability for raw ones.
+    let forbid = net
+        .command("sysctl")
+        .args(["-qw", "net.ipv4.ping_group_range=1 0"])
+        .status()
+        .expect("sysctl");
+    assert!(forbid.success());
+    let run = |protocol: &str| {
+        let out = net
+            .command("setpriv")
+            .args(support::UNPRIVILEGED)
+            .args([BIN, "trace", "--protocol", protocol, "-c", "2", "-i", "0.1"])
+            .args(["-W", "1s", "--max-ttl", "6", "198.18.0.9"])
+            .output()
+            .expect("running pingscope trace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run("icmp");
+    assert_eq!(code, Some(77), "ICMP is forbidden here: {text}");
+    let (code, text) = run("udp");
+    assert_eq!(code, Some(0), "{text}");
+    let path: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["type"] == "path")
+        .expect("a path line");
+    let got: Vec<Vec<IpAddr>> = serde_json::from_value(path["hops"].clone()).unwrap();
+    let want: Vec<Vec<IpAddr>> = ["198.18.10.1", "198.18.10.2", "198.18.0.9"]
+        .iter()
+        .map(|a| vec![a.parse().unwrap()])
+        .collect();
+    assert_eq!(got, want, "{text}");
+}
+
+#[test]
+fn a_router_quoting_only_the_udp_header_leaves_udp_probes_unmatched() {
+    if !support::require_root() {
+        return;
+    }
+    // Hop 2 quotes 8 bytes after the IP header (RFC 792's minimum): the echo header of an ICMP
+    // probe, the UDP header of a UDP one, which holds no token to match.
+    let path = |p: &str| {
+        json!({"hops": [
+            {"addr": format!("{p}1")}, {"addr": format!("{p}2"), "quote": 8}, {"addr": format!("{p}3")}
+        ]})
+    };
+    let net = TestNet::start(&json!({"hosts": {
+        "198.18.0.9": {"path": path("198.18.10.")},
+        "2001:db8::9": {"path": path("2001:db8:10::")}
+    }}));
+    for dst in ["198.18.0.9", "2001:db8::9"] {
+        for protocol in ["icmp", "udp"] {
+            let t = trace(
+                &net,
+                true,
+                &[
+                    "--protocol",
+                    protocol,
+                    "-c",
+                    "3",
+                    "-i",
+                    "0.1",
+                    "-W",
+                    "500ms",
+                    "--max-ttl",
+                    "6",
+                    dst,
+                ],
+            );
+            let who = format!("{protocol} {dst}");
+            assert_eq!(t.code, Some(0), "{who}: {}", t.text);
+            let results: BTreeSet<&str> = t
+                .of_type("hop")
+                .iter()
+                .filter(|h| h["ttl"] == 2)
+                .map(|h| h["result"].as_str().unwrap())
+                .collect();
+            let want = if protocol == "udp" {
+                "timeout"
+            } else {
+                "time_exceeded"
+            };
+            assert_eq!(results, BTreeSet::from([want]), "{who}: {}", t.text);
+            // The hops around it and the destination answer either way.
+            let hops = t.hops();
+            assert_eq!(hops.len(), 4, "{who}: {}", t.text);
+            for ttl in [0, 2, 3] {
+                assert_eq!(hops[ttl].len(), 1, "{who}: TTL {}: {}", ttl + 1, t.text);
+            }
+        }
+    }
+}
+
+/// Traces a 4-hop path (3 ms a hop, 2 ms more at the destination) with `protocol`, IPv4 and
+/// IPv6, as root and unprivileged: exactly the hops in order, every probe's answer, and each
+/// hop's mean RTT within the responder's measured error + 1 ms of its cumulative delay. Returns
+/// the network, for the caller's checks of the responder's log.
+fn hops_in_order(protocol: &str) -> TestNet {
     let net = TestNet::start(&json!({"hosts": {
         "198.18.0.9": {"delay": "2ms", "path": {"hops": hops("198.18.10.", 4, 3)}},
         "2001:db8::9": {"delay": "2ms", "path": {"hops": hops("2001:db8:10::", 4, 3)}}
@@ -96,25 +258,40 @@ fn trace_reports_the_configured_hops_in_order_with_their_delays() {
         path("198.18.10.", "198.18.0.9"),
         path("2001:db8:10::", "2001:db8::9"),
     );
+    // The destination's answer: the echo reply, or UDP's port unreachable.
+    let (reply4, reply6) = if protocol == "udp" { (3, 1) } else { (0, 129) };
     for unprivileged in [false, true] {
         for (dst, want, te_type, reply_type) in [
-            ("198.18.0.9", &want4, 11, 0),
-            ("2001:db8::9", &want6, 3, 129),
+            ("198.18.0.9", &want4, 11, reply4),
+            ("2001:db8::9", &want6, 3, reply6),
         ] {
             let t = trace(
                 &net,
                 unprivileged,
-                &["-c", "6", "-i", "0.1", "-W", "1s", "--max-ttl", "10", dst],
+                &[
+                    "--protocol",
+                    protocol,
+                    "-c",
+                    "6",
+                    "-i",
+                    "0.1",
+                    "-W",
+                    "1s",
+                    "--max-ttl",
+                    "10",
+                    dst,
+                ],
             );
-            let who = format!("{dst} unprivileged={unprivileged}");
+            let who = format!("{protocol} {dst} unprivileged={unprivileged}");
             assert_eq!(t.code, Some(0), "{who}: {}", t.text);
             let got: Vec<IpAddr> = t.hops().into_iter().flatten().collect();
             assert_eq!(&got, want, "{who}: {}", t.text);
             assert_eq!(t.hops().len(), want.len(), "one responder per TTL: {who}");
             assert_eq!(t.path()["length"], 5, "{who}");
             assert_eq!(t.path()["changes"], 0, "{who}");
-            // Every hop probe: time exceeded from hop TTL, the echo reply at TTL 5 (and above:
-            // the first round climbs on until the destination's answer is in), none lost.
+            // Every hop probe: time exceeded from hop TTL, the destination's answer at TTL 5
+            // (and above: the first round climbs on until the destination's answer is in),
+            // none lost.
             for h in t.of_type("hop") {
                 let ttl = h["ttl"].as_u64().unwrap();
                 let (result, icmp) = if ttl < 5 {
@@ -143,6 +320,7 @@ fn trace_reports_the_configured_hops_in_order_with_their_delays() {
                 let ttl = s["ttl"].as_u64().unwrap();
                 let want_ms = if ttl < 5 { 3.0 * ttl as f64 } else { 14.0 };
                 let avg = s["rtt_ms"]["avg"].as_f64().unwrap();
+                eprintln!("{who}: TTL {ttl} mean {avg:.3} ms, configured {want_ms} ms");
                 assert!(
                     avg >= want_ms && avg <= want_ms + err + 1.0,
                     "{who}: TTL {ttl} mean {avg:.3} ms, want {want_ms} ms + {err:.3} + 1: {s}"
@@ -155,24 +333,7 @@ fn trace_reports_the_configured_hops_in_order_with_their_delays() {
             }
         }
     }
-    // One flow: every request of every run kept one flow hash per identifier (the responder hashes
-    // what ECMP routers hash; the checksum word in the payload keeps it constant).
-    let mut flows_of_ident: BTreeMap<(IpAddr, u16), BTreeSet<String>> = BTreeMap::new();
-    for e in net.log().iter().filter(|e| e.proto == "icmp") {
-        flows_of_ident
-            .entry((e.dst, e.id))
-            .or_default()
-            .insert(e.flow.clone());
-    }
-    assert_eq!(
-        flows_of_ident.len(),
-        4,
-        "a flow socket per run: {flows_of_ident:?}"
-    );
-    assert!(
-        flows_of_ident.values().all(|f| f.len() == 1),
-        "one flow hash per flow: {flows_of_ident:?}"
-    );
+    net
 }
 
 #[test]
@@ -255,17 +416,50 @@ fn flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
     if !support::require_root() {
         return;
     }
+    ecmp_branches("icmp");
+}
+
+#[test]
+fn udp_flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
+    if !support::require_root() {
+        return;
+    }
+    let (net, before) = ecmp_branches("udp");
+    // The one-flow run: one source port, one destination port, one checksum.
+    let wire: BTreeSet<(Option<u16>, Option<u16>, Option<u16>)> = net.log()[before..]
+        .iter()
+        .map(|e| (e.sport, e.dport, e.checksum))
+        .collect();
+    assert_eq!(wire.len(), 1, "{wire:?}");
+}
+
+/// Two ECMP branches at hop 2: 16 flows find both, each flow keeps one branch in every round
+/// (and the responder saw one flow hash per flow); one flow takes one branch. Returns the
+/// network and where the one-flow run starts in its log.
+fn ecmp_branches(protocol: &str) -> (TestNet, usize) {
     let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
         {"addr": "198.18.10.1"},
         {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "5ms"}]},
         {"addr": "198.18.10.3"}
     ]}}}}));
     let branches: BTreeSet<IpAddr> = addrs(&["198.18.11.2", "198.18.12.2"]).into_iter().collect();
-    // 16 flows: each misses one of two branches with p = 1/2, all of them with p = 2^-15.
+    // 16 flows: each misses one of two branches with p = 1/2, all of them with p = 2^-15 (the
+    // kernel picks each flow's identifier or source port, so 4 flows would miss a branch one
+    // time in 8).
     let many = trace(
         &net,
         false,
-        &["-c", "4", "-i", "0.1", "--flows", "16", "198.18.0.9"],
+        &[
+            "--protocol",
+            protocol,
+            "-c",
+            "4",
+            "-i",
+            "0.1",
+            "--flows",
+            "16",
+            "198.18.0.9",
+        ],
     );
     assert_eq!(many.code, Some(0), "{}", many.text);
     let hops = many.hops();
@@ -304,7 +498,11 @@ fn flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
     );
     // One flow: one branch, the same in every round, and one flow hash.
     let before = net.log().len();
-    let one = trace(&net, false, &["-c", "5", "-i", "0.1", "198.18.0.9"]);
+    let one = trace(
+        &net,
+        false,
+        &["--protocol", protocol, "-c", "5", "-i", "0.1", "198.18.0.9"],
+    );
     assert_eq!(one.code, Some(0), "{}", one.text);
     let seen: BTreeSet<&str> = one
         .of_type("hop")
@@ -316,4 +514,5 @@ fn flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
     let hashes: BTreeSet<String> = net.log()[before..].iter().map(|e| e.flow.clone()).collect();
     assert_eq!(hashes.len(), 1, "{hashes:?}");
     assert_eq!(one.path()["changes"], 0);
+    (net, before)
 }

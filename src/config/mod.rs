@@ -8,7 +8,7 @@
 //! | `types.rs` | the typed [`Config`], the named defaults and limits, [`AccessConfig::check`] |
 //! | `rules.rs` + `validate.rs` | defaults applied, every rule run, every problem recorded |
 //! | `file_sd.rs` | `target_files` in Prometheus' file_sd format |
-//! | [`outage`] | `outage:` and `alert:` of defaults and targets, their limits |
+//! | [`outage`] | `outage:`, `alert:` and `capture:` of defaults and targets, their limits |
 //! | `yaml_limits.rs` | the YAML parser's budget, sized for real configs; its breaches in words |
 //! | `locate.rs` | names the key of a YAML syntax or type error, and parses on past type errors |
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
@@ -47,9 +47,9 @@ pub use error::{ConfigError, ConfigIssue};
 pub use mesh::{MeshConfig, MeshPeers};
 pub use shard::{Shard, ShardError};
 pub use types::{
-    AccessConfig, AlertThresholds, Config, Denied, DnsConfig, HistogramConfig, OutageRule,
-    ProbeLimitsConfig, ProbeProfile, RetentionConfig, SessionsConfig, TargetConfig, TargetDefaults,
-    defaults, limits,
+    AccessConfig, AlertThresholds, CaptureRule, Config, Denied, DnsConfig, HistogramConfig,
+    OutageRule, ProbeLimitsConfig, ProbeProfile, RetentionConfig, SessionsConfig, TargetConfig,
+    TargetDefaults, defaults, limits,
 };
 
 use error::Issues;

@@ -1,7 +1,7 @@
-//! The `outage:` and `alert:` blocks of `defaults` and targets: when a monitored address is in an
-//! outage, and the thresholds the shipped alert rules compare each target with
-//! (`pingscope_target_threshold{target,metric}`). Each key of a target's block overrides the same
-//! key of the defaults' block.
+//! The `outage:`, `alert:` and `capture:` blocks of `defaults` and targets: when a monitored
+//! address is in an outage, the thresholds the shipped alert rules compare each target with
+//! (`pingscope_target_threshold{target,metric}`), and when a path session captures the path to
+//! the address. Each key of a target's block overrides the same key of the defaults' block.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
@@ -22,6 +22,18 @@ pub const DEFAULT_UNTIL: u32 = 3;
 /// `alert.for` when an `alert:` block leaves it out.
 pub const DEFAULT_ALERT_FOR: Duration = Duration::from_secs(120);
 
+/// `capture.rounds` when not set: path rounds, one a second.
+pub const DEFAULT_CAPTURE_ROUNDS: u32 = 10;
+/// Most rounds a capture may ask for: a minute of rounds, so a capture ends before the shortest
+/// `capture.every` allows the next one.
+pub const MAX_CAPTURE_ROUNDS: i64 = 60;
+/// `capture.every` when not set.
+pub const DEFAULT_CAPTURE_EVERY: Duration = Duration::from_secs(600);
+/// Shortest `capture.every`: no longer than the longest capture.
+pub const MIN_CAPTURE_EVERY: Duration = Duration::from_secs(60);
+/// Longest `capture.every`.
+pub const MAX_CAPTURE_EVERY: Duration = Duration::from_secs(86_400);
+
 /// `outage: {after, until}` as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +50,41 @@ pub(crate) struct RawAlert {
     pub rtt: Option<S<String>>,
     #[serde(rename = "for")]
     pub for_: Option<S<String>>,
+}
+
+/// `capture: {on_outage, on_loss, rounds, every}` as written.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCapture {
+    pub on_outage: Option<S<bool>>,
+    pub on_loss: Option<S<bool>>,
+    pub rounds: Option<S<i64>>,
+    pub every: Option<S<String>>,
+}
+
+/// When a path session to a monitored address captures the path: as an outage of the address
+/// begins, and (`on_loss`) as its window loss goes above the target's `alert.loss`; at most one
+/// capture of the target per `every` (and `sessions.max_captures_per_minute` over all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct CaptureRule {
+    pub on_outage: bool,
+    pub on_loss: bool,
+    /// Path rounds of a capture, one a second.
+    pub rounds: u32,
+    /// Least time between two captures of the target.
+    #[serde(with = "crate::duration::serde_duration")]
+    pub every: Duration,
+}
+
+impl Default for CaptureRule {
+    fn default() -> Self {
+        Self {
+            on_outage: true,
+            on_loss: false,
+            rounds: DEFAULT_CAPTURE_ROUNDS,
+            every: DEFAULT_CAPTURE_EVERY,
+        }
+    }
 }
 
 /// When an address is in an outage: it starts at `after` consecutive lost probes and ends at
@@ -151,6 +198,60 @@ pub(crate) fn alert_block(
         && let Some(d) = rules::duration(issues, v, &key(&p, "for"))
     {
         out.for_ = Some(d);
+    }
+    out
+}
+
+/// Applies a `capture:` block over `base`; a refused value is an issue and `base`'s stays.
+/// `loss` is the `alert.loss` in force at this level: `on_loss` has nothing to cross without it
+/// (and a target cannot unset it, so a target that inherits `on_loss` has one).
+pub(crate) fn capture_block(
+    issues: &mut Issues,
+    block: &S<RawCapture>,
+    prefix: &str,
+    base: CaptureRule,
+    loss: Option<f64>,
+) -> CaptureRule {
+    let p = key(prefix, "capture");
+    let b = &block.value;
+    let mut out = base;
+    if let Some(v) = &b.on_outage {
+        out.on_outage = v.value;
+    }
+    if let Some(v) = &b.on_loss {
+        if v.value && loss.is_none() {
+            issues.push(
+                line(v),
+                key(&p, "on_loss"),
+                "on_loss needs alert.loss, the loss threshold it captures at",
+            );
+        } else {
+            out.on_loss = v.value;
+        }
+    }
+    if let Some(v) = &b.rounds
+        && let Some(n) = rules::int_range(
+            issues,
+            v,
+            &key(&p, "rounds"),
+            "rounds",
+            1,
+            MAX_CAPTURE_ROUNDS,
+        )
+        && let Ok(n) = u32::try_from(n)
+    {
+        out.rounds = n;
+    }
+    if let Some(v) = &b.every
+        && let Some(d) = rules::duration_between(
+            issues,
+            v,
+            &key(&p, "every"),
+            "every",
+            (MIN_CAPTURE_EVERY, MAX_CAPTURE_EVERY),
+        )
+    {
+        out.every = d;
     }
     out
 }

@@ -58,6 +58,7 @@ macro_rules! with_probe_options {
             pub window: Option<S<i64>>,
             pub outage: Option<S<super::outage::RawOutage>>,
             pub alert: Option<S<super::outage::RawAlert>>,
+            pub capture: Option<S<super::outage::RawCapture>>,
             pub path: Option<S<super::path::RawPathBlock>>,
             pub port: Option<S<i64>>,
             pub udp: Option<S<RawUdp>>,
@@ -81,6 +82,7 @@ macro_rules! with_probe_options {
                     window: self.window.clone(),
                     outage: self.outage.clone(),
                     alert: self.alert.clone(),
+                    capture: self.capture.clone(),
                     path: self.path.clone(),
                     port: self.port.clone(),
                     udp: self.udp.clone(),
@@ -136,6 +138,7 @@ pub(crate) struct RawSessions {
     pub max_active: Option<S<i64>>,
     pub max_duration: Option<S<String>>,
     pub min_interval: Option<S<String>>,
+    pub max_captures_per_minute: Option<S<i64>>,
     pub retention: Option<S<RawRetention>>,
 }
 

@@ -51,6 +51,19 @@ pub(crate) fn duration_min(
     checked(issues, value, key, probe_rules::at_least(name, d, min))
 }
 
+/// A duration in `min..=max`.
+pub(crate) fn duration_between(
+    issues: &mut Issues,
+    value: &S<String>,
+    key: &str,
+    name: &str,
+    (min, max): (Duration, Duration),
+) -> Option<Duration> {
+    let d = duration(issues, value, key)?;
+    let r = probe_rules::at_least(name, d, min).and_then(|d| probe_rules::at_most(name, d, max));
+    checked(issues, value, key, r)
+}
+
 pub(crate) fn duration_positive(
     issues: &mut Issues,
     value: &S<String>,
@@ -358,6 +371,11 @@ pub(crate) fn probe_options(
     }
     if let Some(block) = &raw.alert {
         out.alert = super::outage::alert_block(issues, block, prefix, out.alert);
+    }
+    // After `alert:`, whose loss threshold `capture.on_loss` needs.
+    if let Some(block) = &raw.capture {
+        out.capture =
+            super::outage::capture_block(issues, block, prefix, out.capture, out.alert.loss);
     }
     if let Some(block) = &raw.path {
         out.path = super::path::path_block(issues, block, prefix, &base.path);

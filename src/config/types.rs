@@ -1,6 +1,6 @@
 //! The validated, immutable config: every default applied, every value in its own type.
 
-pub use super::outage::{AlertThresholds, OutageRule};
+pub use super::outage::{AlertThresholds, CaptureRule, OutageRule};
 use crate::probe::ProbeKind;
 use crate::probe::path::PathOptions;
 use crate::probe::request::PortOptions;
@@ -33,6 +33,8 @@ pub mod defaults {
     pub const MAX_DURATION: Duration = Duration::from_secs(3600);
     pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
     pub const MAX_SESSIONS: usize = 1000;
+    /// `sessions.max_captures_per_minute`.
+    pub const CAPTURES_PER_MINUTE: u32 = 4;
     pub const MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
     pub const PROFILE_COUNT: u32 = 5;
     pub const PROFILE_INTERVAL: Duration = Duration::from_millis(200);
@@ -52,6 +54,8 @@ pub mod limits {
     pub const MAX_WINDOW: usize = 100_000;
     /// Shortest DNS refresh: re-resolving faster only loads the resolver.
     pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
+    /// Most `sessions.max_captures_per_minute`: one capture a second over all targets.
+    pub const MAX_CAPTURES_PER_MINUTE: u32 = 60;
 }
 
 /// The whole config of `pingscope serve`.
@@ -94,6 +98,7 @@ pub struct TargetDefaults {
     pub window: usize,
     pub outage: OutageRule,
     pub alert: AlertThresholds,
+    pub capture: CaptureRule,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
     pub port: PortOptions,
@@ -114,6 +119,7 @@ impl Default for TargetDefaults {
             window: defaults::WINDOW,
             outage: OutageRule::default(),
             alert: AlertThresholds::default(),
+            capture: CaptureRule::default(),
             path: PathOptions::default(),
             port: PortOptions::default(),
         }
@@ -151,6 +157,8 @@ pub struct TargetConfig {
     pub outage: OutageRule,
     /// The target's own alert thresholds (`alert:`).
     pub alert: AlertThresholds,
+    /// When the path to an address is captured (`capture:`).
+    pub capture: CaptureRule,
     /// Options of `kind: path` (`path:`).
     pub path: PathOptions,
     /// Port and UDP mode of `tcp` and `udp` targets.
@@ -205,6 +213,8 @@ pub struct SessionsConfig {
     pub max_active: usize,
     pub max_duration: Duration,
     pub min_interval: Duration,
+    /// Captures (path sessions started by the monitors) in any 60 s, over all targets; 0: none.
+    pub max_captures_per_minute: u32,
     pub retention: RetentionConfig,
 }
 
@@ -215,6 +225,7 @@ impl Default for SessionsConfig {
             max_active: defaults::MAX_ACTIVE,
             max_duration: defaults::MAX_DURATION,
             min_interval: defaults::MIN_INTERVAL,
+            max_captures_per_minute: defaults::CAPTURES_PER_MINUTE,
             retention: RetentionConfig::default(),
         }
     }

@@ -240,6 +240,7 @@ pub(crate) fn make_target(
         window: o.window,
         outage: o.outage,
         alert: o.alert,
+        capture: o.capture,
         path: o.path,
         port: o.port,
     }
@@ -365,6 +366,19 @@ fn sessions(
         )
     {
         out.min_interval = d;
+    }
+    if let Some(v) = &raw.max_captures_per_minute
+        && let Some(n) = rules::int_range(
+            issues,
+            v,
+            "sessions.max_captures_per_minute",
+            "max_captures_per_minute",
+            0,
+            i64::from(limits::MAX_CAPTURES_PER_MINUTE),
+        )
+        && let Ok(n) = u32::try_from(n)
+    {
+        out.max_captures_per_minute = n;
     }
     if let Some(r) = raw.retention.map(|r| r.value) {
         if let Some(v) = &r.max_sessions

@@ -13,6 +13,10 @@
 //! about the probe rate times that span. The first TCP or UDP probe raises the soft
 //! `RLIMIT_NOFILE` to the hard limit for that reason.
 //!
+//! UDP path probes ([`Transport::UdpFlow`]) are the exception: the probes of one Paris flow
+//! share one long-lived socket (its source port is the flow), and a token in each datagram
+//! tells them apart ([`super::udp_flow`]).
+//!
 //! Probes carry no user-space wire sequence: the `seq` of their events is a per-engine counter.
 
 use std::net::{IpAddr, SocketAddr};
@@ -291,6 +295,7 @@ pub struct FlowEngine {
     // work): without it each UDP probe's short-lived socket would flip it on and off, and
     // answers would come without a timestamp while it is off.
     keeper: std::sync::OnceLock<Option<Socket>>,
+    udp_flows: Arc<super::udp_flow::FlowSockets>,
 }
 
 impl FlowEngine {
@@ -311,6 +316,7 @@ impl FlowEngine {
                 next_id: AtomicU64::new(rand::random::<u64>() >> 1),
             }),
             keeper: std::sync::OnceLock::new(),
+            udp_flows: Arc::default(),
         })
     }
 
@@ -378,6 +384,17 @@ impl Pinger for FlowEngine {
             Transport::Udp { port, mode } => {
                 self.keeper.get_or_init(timestamp_keeper);
                 super::udp::start(&self.runtime, spec, port, mode, state, &self.shared)?
+            }
+            Transport::UdpFlow { flow, ttl, port } => {
+                self.keeper.get_or_init(timestamp_keeper);
+                super::udp_flow::start(
+                    &self.runtime,
+                    spec,
+                    (flow, ttl, port),
+                    state,
+                    &self.shared,
+                    &self.udp_flows,
+                )?
             }
             Transport::Icmp | Transport::IcmpFlow { .. } => {
                 return Err(SendError::Unsupported {

@@ -23,6 +23,7 @@ pub mod socket;
 pub mod table;
 pub mod tcp;
 pub mod udp;
+pub mod udp_flow;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -68,6 +69,20 @@ pub enum Transport {
         flow: u16,
         /// TTL / hop limit of this probe; it overrides [`SocketOptions::ttl`].
         ttl: u8,
+    },
+    /// A UDP datagram of one Paris flow with its own TTL / hop limit, to a closed `port`, for
+    /// path tracing ([`udp_flow`], traceroute's UDP mode). Every probe of a flow goes out on
+    /// the flow's connected socket (one source port) with one UDP checksum (the payload
+    /// compensates the token), so routers that balance by the ports send the whole flow one
+    /// way. Settles on the destination's port unreachable (a reply), an ICMP error quoting its
+    /// token (time exceeded from the router at that TTL, with its address), or the timeout.
+    UdpFlow {
+        /// Which flow (distinct flows get distinct sockets, so distinct source ports).
+        flow: u16,
+        /// TTL / hop limit of this probe; it overrides [`SocketOptions::ttl`].
+        ttl: u8,
+        /// Destination port (closed at the destination).
+        port: u16,
     },
     /// One SYN to `port` ([`tcp`]); settles on the SYN-ACK or a RST (both replies), an ICMP
     /// error, or the timeout.
@@ -115,7 +130,7 @@ impl Transport {
         match self {
             Self::Icmp | Self::IcmpFlow { .. } => "icmp",
             Self::Tcp { .. } => "tcp",
-            Self::Udp { .. } => "udp",
+            Self::Udp { .. } | Self::UdpFlow { .. } => "udp",
         }
     }
 
@@ -123,7 +138,7 @@ impl Transport {
     pub fn port(self) -> Option<u16> {
         match self {
             Self::Icmp | Self::IcmpFlow { .. } => None,
-            Self::Tcp { port } | Self::Udp { port, .. } => Some(port),
+            Self::Tcp { port } | Self::Udp { port, .. } | Self::UdpFlow { port, .. } => Some(port),
         }
     }
 }

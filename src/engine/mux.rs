@@ -86,7 +86,9 @@ impl Pinger for Engine {
                     source,
                 })?
                 .send(spec, tag, sink),
-            Transport::Tcp { .. } | Transport::Udp { .. } => self.flow.send(spec, tag, sink),
+            Transport::Tcp { .. } | Transport::Udp { .. } | Transport::UdpFlow { .. } => {
+                self.flow.send(spec, tag, sink)
+            }
         }
     }
 

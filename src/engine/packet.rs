@@ -322,42 +322,63 @@ pub fn parse_quoted_echo(buf: &[u8], v6: bool) -> Result<(u16, u16), ParseError>
 /// raw IP devices), Ethernet (loopback, Ethernet), Ethernet with one or two VLAN tags.
 const LINK_HEADERS: [usize; 4] = [0, 14, 18, 22];
 
-/// Parses the request a TX timestamp on the error queue carries (sent with
-/// `SOF_TIMESTAMPING_OPT_TSONLY` off): the whole packet as it reached the device, link-layer
-/// header included where the device has one. Returns its destination and echo header; `None`
-/// when no IP header of our family whose length field spans the rest of the data is found.
-pub fn parse_sent_request(buf: &[u8], v6: bool) -> Option<(IpAddr, Echo<'_>)> {
+/// The packet a TX timestamp on the error queue carries (sent with
+/// `SOF_TIMESTAMPING_OPT_TSONLY` off) is the whole packet as it reached the device, link-layer
+/// header included where the device has one. Finds the IP header of our family whose length
+/// field spans the rest of the data and whose upper protocol is `proto`; returns the
+/// destination and the upper-layer bytes. `total` is the length of the whole message, which
+/// `buf` may hold only the start of (a read into a smaller buffer).
+fn parse_sent_packet(buf: &[u8], total: usize, v6: bool, proto: u8) -> Option<(IpAddr, &[u8])> {
     LINK_HEADERS.iter().find_map(|&at| {
         let pkt = buf.get(at..)?;
-        let (dst, icmp) = if v6 {
+        let len = total.checked_sub(at)?;
+        if v6 {
             if pkt.len() < IPV6_HEADER_LEN || pkt[0] >> 4 != 6 {
                 return None;
             }
-            if usize::from(be16(pkt, 4)) + IPV6_HEADER_LEN != pkt.len() {
+            if usize::from(be16(pkt, 4)) + IPV6_HEADER_LEN != len {
                 return None;
             }
-            let (proto, rest) = skip_ipv6_extensions(pkt[6], &pkt[IPV6_HEADER_LEN..]).ok()?;
-            if proto != NEXT_HEADER_ICMPV6 {
-                return None;
-            }
-            (IpAddr::V6(ipv6_at(pkt, 24)), rest)
+            let (next, rest) = skip_ipv6_extensions(pkt[6], &pkt[IPV6_HEADER_LEN..]).ok()?;
+            (next == proto).then_some((IpAddr::V6(ipv6_at(pkt, 24)), rest))
         } else {
-            let (info, proto, rest) = split_ipv4(pkt).ok()?;
-            if proto != PROTO_ICMP || usize::from(be16(pkt, 2)) != pkt.len() {
-                return None;
-            }
-            (IpAddr::V4(info.dst), rest)
-        };
-        let want = if v6 {
-            ICMPV6_ECHO_REQUEST
-        } else {
-            ICMPV4_ECHO_REQUEST
-        };
-        if icmp.first() != Some(&want) {
-            return None;
+            let (info, next, rest) = split_ipv4(pkt).ok()?;
+            (next == proto && usize::from(be16(pkt, 2)) == len)
+                .then_some((IpAddr::V4(info.dst), rest))
         }
-        Some((dst, parse_echo(icmp).ok()?))
     })
+}
+
+/// Parses the request a TX timestamp on the error queue carries (with
+/// `SOF_TIMESTAMPING_OPT_TSONLY` off: the whole packet, behind the device's link-layer header
+/// if it has one). Returns its destination and echo header; `None` when it is not one of our
+/// family's echo requests whose IP length field spans the data.
+pub fn parse_sent_request(buf: &[u8], v6: bool) -> Option<(IpAddr, Echo<'_>)> {
+    let proto = if v6 { NEXT_HEADER_ICMPV6 } else { PROTO_ICMP };
+    let (dst, icmp) = parse_sent_packet(buf, buf.len(), v6, proto)?;
+    let want = if v6 {
+        ICMPV6_ECHO_REQUEST
+    } else {
+        ICMPV4_ECHO_REQUEST
+    };
+    if icmp.first() != Some(&want) {
+        return None;
+    }
+    Some((dst, parse_echo(icmp).ok()?))
+}
+
+/// IP protocol number of UDP (v4 protocol, v6 next header).
+const PROTO_UDP: u8 = 17;
+/// Bytes of a UDP header.
+pub const UDP_HEADER_LEN: usize = 8;
+
+/// Parses the datagram a TX timestamp of a UDP socket carries (as [`parse_sent_request`] the
+/// request): its destination, destination port and payload (as much of it as `buf` holds of
+/// the `total` bytes read).
+pub fn parse_sent_udp(buf: &[u8], total: usize, v6: bool) -> Option<(IpAddr, u16, &[u8])> {
+    let (dst, udp) = parse_sent_packet(buf, total, v6, PROTO_UDP)?;
+    let payload = udp.get(UDP_HEADER_LEN..)?;
+    Some((dst, be16(udp, 2), payload))
 }
 
 /// The Internet checksum (RFC 1071) of `data`.
@@ -424,13 +445,25 @@ pub fn flow_sum(flow: u16) -> u16 {
 }
 
 /// Ones'-complement sum of `data` (16-bit words, big-endian, end-around carry).
-fn ones_sum(data: &[u8]) -> u16 {
+pub fn ones_sum(data: &[u8]) -> u16 {
     !checksum(data)
 }
 
 fn ones_add(a: u16, b: u16) -> u16 {
     let s = u32::from(a) + u32::from(b);
     ((s & 0xffff) + (s >> 16)) as u16
+}
+
+/// Writes the 16-bit word at the even offset `at` of `data` so that the ones'-complement sum of
+/// `data` is `target` (modulo 0xffff, the sum's only ambiguity): what keeps a checksum constant
+/// while other words of the message change (Paris traceroute's compensation).
+pub fn compensate(data: &mut [u8], at: usize, target: u16) {
+    let Some(word) = data.get_mut(at..at + 2) else {
+        return;
+    };
+    word.copy_from_slice(&[0, 0]);
+    let comp = ones_add(target, !ones_sum(data));
+    data[at..at + 2].copy_from_slice(&comp.to_be_bytes());
 }
 
 /// Builds an echo request whose ICMP checksum is the same for every sequence and send stamp of
@@ -451,11 +484,7 @@ pub fn build_flow_request(
     let mut pkt = build_echo_request(v6, ident, seq, payload_len.max(FLOW_STAMP_LEN), stamp);
     pkt[2..4].copy_from_slice(&[0, 0]);
     // Even offset in the message, so the word adds as it is.
-    let at = ECHO_HEADER_LEN + STAMP_LEN;
-    pkt[at..at + 2].copy_from_slice(&[0, 0]);
-    let target = !flow_sum(flow);
-    let comp = ones_add(target, !ones_sum(&pkt));
-    pkt[at..at + 2].copy_from_slice(&comp.to_be_bytes());
+    compensate(&mut pkt, ECHO_HEADER_LEN + STAMP_LEN, !flow_sum(flow));
     if !v6 {
         let sum = checksum(&pkt);
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());

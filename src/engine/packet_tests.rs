@@ -317,6 +317,10 @@ proptest! {
     fn sent_request_parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = parse_sent_request(&data, false);
         let _ = parse_sent_request(&data, true);
+        for total in [data.len(), data.len() + 100, data.len().saturating_sub(1)] {
+            let _ = parse_sent_udp(&data, total, false);
+            let _ = parse_sent_udp(&data, total, true);
+        }
     }
 }
 
@@ -369,4 +373,63 @@ fn flow_requests_are_always_stamped() {
     let pkt = build_flow_request(false, 1, 2, 0, 42, 0);
     assert_eq!(read_stamp(&pkt[ECHO_HEADER_LEN..]), PayloadStamp::Stamp(42));
     assert!(matches!(parse_icmpv4(&pkt), Ok(Icmp::EchoRequest(_))));
+}
+
+/// A UDP path probe's TX timestamp: the datagram behind the link header, found even when the
+/// read buffer holds only its start (the total length is what the IP header must span).
+#[test]
+fn sent_udp_datagram_is_found_even_cut_short() {
+    let payload = crate::engine::udp::flow_request(77, 5, 1000, 3);
+    let mut udp = vec![0xa0, 0x00, 0x82, 0x9a, 0, 0, 0, 0];
+    udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&payload);
+    let v4_dst = Ipv4Addr::new(198, 18, 0, 10);
+    let mut v4 = ipv4_header(17, 3, [198, 18, 0, 1], v4_dst.octets(), udp.len());
+    v4.extend_from_slice(&udp);
+    let v6_dst: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let mut v6 = ipv6_header(17, v6_dst);
+    v6[4..6].copy_from_slice(&(udp.len() as u16).to_be_bytes());
+    v6.extend_from_slice(&udp);
+    for (pkt, is_v6, dst) in [
+        (&v4, false, IpAddr::V4(v4_dst)),
+        (&v6, true, IpAddr::V6(v6_dst)),
+    ] {
+        for link in [0usize, 14] {
+            let mut buf = vec![0u8; link];
+            buf.extend_from_slice(pkt);
+            let total = buf.len();
+            for cut in [total, 200] {
+                let (got, port, data) =
+                    parse_sent_udp(&buf[..cut], total, is_v6).expect("the datagram is found");
+                assert_eq!((got, port), (dst, 33434));
+                assert_eq!(crate::engine::udp::request_id(data), Some(77));
+            }
+            assert!(
+                parse_sent_udp(&buf, total, !is_v6).is_none(),
+                "other family"
+            );
+            assert!(parse_sent_udp(&buf, total + 1, is_v6).is_none(), "length");
+            assert!(parse_sent_request(&buf, is_v6).is_none(), "not ICMP");
+        }
+    }
+}
+
+#[test]
+fn udp_flow_requests_keep_one_payload_sum_per_flow() {
+    use crate::engine::udp::{FLOW_TOKEN_LEN, flow_request, request_id};
+    for size in [0usize, 25, 26, 27, 56, 1000] {
+        for flow in [0u16, 1, 2, 0xffff] {
+            let sums: std::collections::BTreeSet<u16> = (0..200u64)
+                .map(|id| {
+                    let stamp = 1_700_000_000_000_000_000u64 + id * 7_919_123;
+                    let p = flow_request(id * 0x9e37_79b9, stamp, size, flow);
+                    assert_eq!(p.len(), size.max(FLOW_TOKEN_LEN));
+                    assert_eq!(request_id(&p), Some(id * 0x9e37_79b9));
+                    // Modulo 0xffff: both representations of zero are one sum.
+                    ones_sum(&p) % 0xffff
+                })
+                .collect();
+            assert_eq!(sums.len(), 1, "size={size} flow={flow}: {sums:?}");
+        }
+    }
 }

@@ -388,24 +388,34 @@ pub fn send_to(socket: &Socket, ip: IpAddr, pkt: &[u8]) -> io::Result<()> {
 /// as a control message (`IP_TTL` / `IPV6_HOPLIMIT`) so that one socket sends every TTL of a
 /// flow: datagram and raw sockets of both families take it, and the socket's own TTL stays.
 pub fn send_to_with_ttl(socket: &Socket, ip: IpAddr, pkt: &[u8], ttl: u8) -> io::Result<()> {
-    use nix::sys::socket::{ControlMessage, sendmsg};
     let addr = SockaddrStorage::from(SocketAddr::new(ip, 0));
+    send_ttl(socket, Some(&addr), ip.is_ipv6(), pkt, ttl)
+}
+
+/// Sends `pkt` on a connected socket with this packet's own TTL / hop limit, as
+/// [`send_to_with_ttl`] does (UDP path probes: one connected socket sends every TTL of a flow).
+pub fn send_with_ttl(socket: &Socket, v6: bool, pkt: &[u8], ttl: u8) -> io::Result<()> {
+    send_ttl(socket, None, v6, pkt, ttl)
+}
+
+fn send_ttl(
+    socket: &Socket,
+    addr: Option<&SockaddrStorage>,
+    v6: bool,
+    pkt: &[u8],
+    ttl: u8,
+) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, sendmsg};
     let hops = libc::c_int::from(ttl);
-    let cmsg = if ip.is_ipv6() {
+    let cmsg = if v6 {
         ControlMessage::Ipv6HopLimit(&hops)
     } else {
         ControlMessage::Ipv4Ttl(&hops)
     };
     let iov = [io::IoSlice::new(pkt)];
-    sendmsg(
-        socket.as_raw_fd(),
-        &iov,
-        &[cmsg],
-        MsgFlags::empty(),
-        Some(&addr),
-    )
-    .map(|_| ())
-    .map_err(io::Error::from)
+    sendmsg(socket.as_raw_fd(), &iov, &[cmsg], MsgFlags::empty(), addr)
+        .map(|_| ())
+        .map_err(io::Error::from)
 }
 
 /// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the

@@ -61,6 +61,25 @@ pub fn echo_request(id: u64, stamp: u64, size: usize) -> Vec<u8> {
     p
 }
 
+/// Bytes of a path probe's payload at least: the token and the checksum compensation word.
+pub const FLOW_TOKEN_LEN: usize = TOKEN_LEN + 2;
+
+/// A UDP path probe of flow `flow`: the token, then two bytes that keep the ones'-complement
+/// sum of the payload (and so the UDP checksum, its header and pseudo-header being the flow's)
+/// the same for every probe of the flow, then zeros; at least [`FLOW_TOKEN_LEN`] bytes.
+pub fn flow_request(id: u64, stamp: u64, size: usize, flow: u16) -> Vec<u8> {
+    let mut p = echo_request(id, stamp, size.max(FLOW_TOKEN_LEN));
+    // Even offset from the UDP header, so the word adds as it is.
+    super::packet::compensate(&mut p, TOKEN_LEN, !super::packet::flow_sum(flow));
+    p
+}
+
+/// The probe id of a request's token at the start of `buf` (a datagram we sent, as an ICMP
+/// error quotes it or a TX timestamp carries it).
+pub fn request_id(buf: &[u8]) -> Option<u64> {
+    token(buf, REQUEST)
+}
+
 /// The probe id of an echo, if `buf` is one: pingscope's responder marks it a reply, a plain
 /// echo service (RFC 862) sends the request back as it came.
 pub fn echo_reply_id(buf: &[u8]) -> Option<u64> {
@@ -88,7 +107,7 @@ pub fn answer_echo(buf: &mut [u8]) -> bool {
     true
 }
 
-fn is_port_unreachable(v6: bool, icmp_type: u8, icmp_code: u8) -> bool {
+pub(super) fn is_port_unreachable(v6: bool, icmp_type: u8, icmp_code: u8) -> bool {
     matches!((v6, icmp_type, icmp_code), (false, 3, 3) | (true, 1, 4))
 }
 
@@ -255,7 +274,7 @@ fn state_ip(sock: &Socket) -> std::net::IpAddr {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
-fn rx_stamp(kernel: Option<std::time::SystemTime>, cmsg_error: bool) -> Stamp {
+pub(super) fn rx_stamp(kernel: Option<std::time::SystemTime>, cmsg_error: bool) -> Stamp {
     match kernel {
         Some(t) => Stamp::Kernel(t),
         None if cmsg_error => Stamp::User(Fallback::ControlMessage),
@@ -263,7 +282,7 @@ fn rx_stamp(kernel: Option<std::time::SystemTime>, cmsg_error: bool) -> Stamp {
     }
 }
 
-fn reply(rtt: Duration, ttl: Option<u8>, size: usize) -> ReplyInfo {
+pub(super) fn reply(rtt: Duration, ttl: Option<u8>, size: usize) -> ReplyInfo {
     ReplyInfo {
         rtt,
         ttl,

@@ -28,6 +28,7 @@
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
 //!   them at scrape time, instead of five gauge series per target in two families.
 
+pub mod capture;
 pub mod events;
 mod format;
 mod histogram;
@@ -174,6 +175,8 @@ struct Shared {
     outages: Arc<outage::OutageCollector>,
     /// The series of path monitors.
     paths: Arc<path::PathCollector>,
+    /// Captures started and skipped.
+    captures: Arc<capture::CaptureCollector>,
     /// Size of the last text body, to allocate the next one at once.
     last_text_len: AtomicUsize,
 }
@@ -234,6 +237,7 @@ impl Metrics {
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let outages = Arc::new(outage::OutageCollector::default());
+        let captures = Arc::new(capture::CaptureCollector::default());
         let path_bounds: Arc<[f64]> = path::PATH_BUCKETS.into();
         let paths = Arc::new(path::PathCollector::new(match layout {
             Layout::Classic => path::HopHistograms {
@@ -259,6 +263,7 @@ impl Metrics {
             scrape_sources: &scrape_sources,
             timestamps: &timestamps,
             outages: &outages,
+            captures: &captures,
             paths: &paths,
             windows: &WindowGauges {
                 targets: targets.clone(),
@@ -306,6 +311,7 @@ impl Metrics {
                 timestamps,
                 outages,
                 paths,
+                captures,
                 last_text_len: AtomicUsize::new(0),
             }),
         })
@@ -403,6 +409,12 @@ impl Metrics {
     /// Sets (or with `None` deletes) `pingscope_target_threshold{target,metric}` of a target.
     pub fn set_thresholds(&self, target: &str, thresholds: Option<outage::Thresholds>) {
         self.shared.outages.set_thresholds(target, thresholds);
+    }
+
+    /// The reasons `target` captures for (`pingscope_captures_total{target,reason}` at zero);
+    /// none deletes its series.
+    pub fn set_capture_reasons(&self, target: &str, on: &[capture::CaptureReason]) {
+        self.shared.captures.set_reasons(target, on);
     }
 
     /// The series of a path monitor's address (`pingscope_path_*`), created empty; asking again

@@ -35,7 +35,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::histogram::SeriesHistogram;
 use super::{HistogramMaker, TargetLabels};
-use crate::probe::path::{PathStats, Round};
+use crate::probe::path::{HopResult, PathStats, Round};
 
 /// Classic buckets of `pingscope_path_hop_rtt_seconds`: a short layout (hops are many).
 pub const PATH_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -90,7 +90,13 @@ impl PathMetrics {
         let mut s = self.series.lock();
         s.round += 1;
         let now = s.round;
-        for p in &round.probes {
+        // A send that failed locally is no probe (as for pings): the caller counts it in
+        // `pingscope_send_errors_total`.
+        for p in round
+            .probes
+            .iter()
+            .filter(|p| p.result != HopResult::SendError)
+        {
             let hop = s.hops.entry(p.ttl).or_insert_with(|| Hop {
                 sent: 0,
                 lost: 0,

@@ -28,6 +28,7 @@ pub(crate) struct Shared<'a> {
     pub scrape_sources: &'a Arc<ScrapeSources>,
     pub timestamps: &'a Arc<super::timestamps::TimestampCollector>,
     pub outages: &'a Arc<super::outage::OutageCollector>,
+    pub captures: &'a Arc<super::capture::CaptureCollector>,
     pub paths: &'a Arc<super::path::PathCollector>,
     pub windows: &'a WindowGauges,
     pub build: &'a BuildInfo,
@@ -138,6 +139,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
     r.register_collector(Box::new(s.scrape_sources.clone()));
     r.register_collector(Box::new(s.timestamps.clone()));
     r.register_collector(Box::new(s.outages.clone()));
+    r.register_collector(Box::new(s.captures.clone()));
     r.register_collector(Box::new(super::path::PathView {
         paths: s.paths.clone(),
         native: h.native,

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::ProbeKind;
+use super::path::PathProtocol;
 use crate::duration::{DurationError, format_duration, parse_duration};
 use crate::engine::UdpMode;
 use crate::resolve::Family;
@@ -71,13 +72,21 @@ pub fn interval(d: Duration, min: Duration) -> Result<Duration, String> {
 /// An interval of at most `max`, when there is a bound.
 pub fn interval_at_most(d: Duration, max: Option<Duration>) -> Result<Duration, String> {
     match max {
-        Some(max) if d > max => Err(format!(
-            "interval {} is above the maximum of {}",
+        Some(max) => at_most("interval", d, max),
+        None => Ok(d),
+    }
+}
+
+/// A duration of at most `max`.
+pub fn at_most(name: &str, d: Duration, max: Duration) -> Result<Duration, String> {
+    if d > max {
+        return Err(format!(
+            "{name} {} is above the maximum of {}",
             spell(d),
             spell(max)
-        )),
-        _ => Ok(d),
+        ));
     }
+    Ok(d)
 }
 
 /// A duration of at least `min` (so, for a positive `min`, not zero).
@@ -146,11 +155,11 @@ pub fn flows(n: i64, max: u16) -> Result<u16, String> {
     in_range("flows", n, 1, i64::from(max)).map(|n| n as u16)
 }
 
-/// What a path probe sends at each hop: `icmp` (UDP is not available yet).
-pub fn path_protocol(text: &str) -> Result<(), String> {
+/// What a path probe sends at each hop: `icmp` or `udp`.
+pub fn path_protocol(text: &str) -> Result<PathProtocol, String> {
     match text.trim() {
-        "icmp" => Ok(()),
-        "udp" => Err("protocol \"udp\" for paths is not available yet (use icmp)".to_owned()),
+        "icmp" => Ok(PathProtocol::Icmp),
+        "udp" => Ok(PathProtocol::Udp),
         other => Err(format!("unknown protocol {other:?} (use icmp or udp)")),
     }
 }

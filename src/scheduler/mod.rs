@@ -19,9 +19,11 @@
 //! Split by concern: this file is the handle and the diff; [`resolution`] turns a target into
 //! addresses (literal or DNS, re-resolved); [`address`] makes and retires one address (the one
 //! place an address's series and status go away); [`tick`] is the probe loop; [`recorder`]
-//! records the engine's events inline.
+//! records the engine's events inline; [`outage`] and [`capture`] turn the settled probes into
+//! outages and into loss crossings that ask for a capture.
 
 mod address;
+mod capture;
 mod outage;
 mod path;
 mod recorder;
@@ -226,6 +228,7 @@ impl Scheduler {
                 None => {
                     removed += 1;
                     self.shared.deps.metrics.set_thresholds(&name, None);
+                    self.shared.deps.metrics.set_capture_reasons(&name, &[]);
                     if let Some(t) = tasks.remove(&name) {
                         t.cancel.cancel();
                         stopping.push(t.handle);
@@ -248,6 +251,10 @@ impl Scheduler {
                 .deps
                 .metrics
                 .set_thresholds(&cfg.name, outage::thresholds(&cfg.alert));
+            self.shared
+                .deps
+                .metrics
+                .set_capture_reasons(&cfg.name, &outage::capture_reasons(cfg));
             if first {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
             }
@@ -351,6 +358,7 @@ mod tests {
             window: 10,
             outage: Default::default(),
             alert: Default::default(),
+            capture: Default::default(),
             path: Default::default(),
             port: Default::default(),
         })

@@ -11,9 +11,10 @@ use std::time::SystemTime;
 
 use std::net::IpAddr;
 
-use crate::config::{OutageRule, TargetConfig};
+use super::capture::LossWatch;
+use crate::config::{CaptureRule, OutageRule, TargetConfig};
 use crate::metrics::outage::OutageMetrics;
-use crate::session::outages::{OutageLog, OutageRecord, OutageStatus};
+use crate::session::outages::{OutageLog, OutageNote, OutageRecord, OutageStatus};
 
 /// Probes in flight the tracker keeps at most; past it the oldest is taken as lost (the engine's
 /// own table is smaller, so this only bounds memory against a bug).
@@ -318,6 +319,40 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_noted_after_the_address_went_away() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::session::outages::OutageNote;
+        let config = crate::config::parse_str(
+            "targets:\n  - {host: 192.0.2.1, outage: {after: 2, until: 1}}\n",
+            "t.yml",
+            std::path::Path::new(""),
+        )?;
+        let cfg = &config.targets[0];
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let labels = crate::metrics::TargetLabels::new(cfg.name.clone(), ip, Vec::new())?;
+        let metrics = crate::metrics::Metrics::new(Default::default())?;
+        let (log, mut rx) = OutageLog::new(16);
+        let mut a = AddressOutage::new(cfg, ip, metrics.outage(&labels), log);
+        let lost = Outcome::Lost { icmp_error: false };
+        for seq in 1..=4 {
+            a.sent(seq, t(seq));
+        }
+        a.settled(1, lost);
+        a.settled(2, lost);
+        a.interrupt();
+        // 3 and 4 were in flight: their timeouts come after the address went away.
+        a.settled(3, lost);
+        a.settled(4, lost);
+        let statuses: Vec<OutageStatus> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|n| match n {
+                OutageNote::Outage { rec, .. } => Some(rec.status),
+                OutageNote::LossCrossed { .. } => None,
+            })
+            .collect();
+        assert_eq!(statuses, [OutageStatus::Open, OutageStatus::Interrupted]);
+        Ok(())
+    }
+
+    #[test]
     fn a_reply_before_its_send_is_recorded_waits_and_a_skipped_send_is_no_probe() {
         let mut tr = OutageTracker::new(OutageRule { after: 2, until: 1 });
         let mut out = Vec::new();
@@ -333,8 +368,9 @@ mod tests {
     }
 }
 
-/// An address's tracker with the series and the history it drives; lives in the address's
-/// status slot, so the tick loop and the recorder reach it under the lock they already take.
+/// An address's tracker with the series and the history it drives, and the watch of its window
+/// loss for captures; lives in the address's status slot, so the tick loop and the recorder
+/// reach it under the lock they already take.
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
@@ -343,6 +379,11 @@ pub(crate) struct AddressOutage {
     metrics: OutageMetrics,
     log: OutageLog,
     changes: Vec<Change>,
+    capture: CaptureRule,
+    loss: Option<LossWatch>,
+    /// The address went away: probes still in flight settle here after it, and must not
+    /// open an outage that nothing would ever close.
+    retired: bool,
 }
 
 impl AddressOutage {
@@ -359,34 +400,57 @@ impl AddressOutage {
             metrics,
             log,
             changes: Vec::new(),
+            capture: cfg.capture,
+            loss: LossWatch::of(cfg),
+            retired: false,
+        }
+    }
+
+    /// The window after a settled probe: its loss reaching the threshold asks for a capture.
+    pub(crate) fn window(&mut self, probes: usize, loss_ratio: f64) {
+        if !self.retired
+            && self
+                .loss
+                .as_mut()
+                .is_some_and(|w| w.crossed(probes, loss_ratio))
+        {
+            self.log.note(OutageNote::LossCrossed {
+                target: self.target.clone(),
+                ip: self.ip,
+                capture: self.capture,
+            });
         }
     }
 
     pub(crate) fn sent(&mut self, seq: u64, at: SystemTime) {
-        let mut out = std::mem::take(&mut self.changes);
-        self.tracker.sent(seq, at, &mut out);
-        self.publish(out);
+        self.take(|t, out| t.sent(seq, at, out));
     }
 
     pub(crate) fn skipped(&mut self, seq: u64) {
-        let mut out = std::mem::take(&mut self.changes);
-        self.tracker.skipped(seq, &mut out);
-        self.publish(out);
+        self.take(|t, out| t.skipped(seq, out));
     }
 
     pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome) {
+        self.take(|t, out| t.settled(seq, outcome, out));
+    }
+
+    fn take(&mut self, f: impl FnOnce(&mut OutageTracker, &mut Vec<Change>)) {
+        if self.retired {
+            return;
+        }
         let mut out = std::mem::take(&mut self.changes);
-        self.tracker.settled(seq, outcome, &mut out);
+        f(&mut self.tracker, &mut out);
         self.publish(out);
     }
 
     /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
-    /// `interrupted` at its last lost probe.
+    /// `interrupted` at its last lost probe, and nothing after it.
     pub(crate) fn interrupt(&mut self) {
+        self.retired = true;
         if let Some(s) = self.tracker.open.take() {
             let mut rec = self.record(&s, OutageStatus::Interrupted);
             rec.end = Some(s.last_lost);
-            self.log.record(rec);
+            self.note(rec);
         }
     }
 
@@ -403,6 +467,13 @@ impl AddressOutage {
             status,
             capture_session: None,
         }
+    }
+
+    fn note(&self, rec: OutageRecord) {
+        self.log.note(OutageNote::Outage {
+            rec,
+            capture: self.capture,
+        });
     }
 
     fn publish(&mut self, mut out: Vec<Change>) {
@@ -422,7 +493,7 @@ impl AddressOutage {
                     self.record(s, OutageStatus::Ended)
                 }
             };
-            self.log.record(rec);
+            self.note(rec);
         }
         self.metrics.set(
             self.tracker.open().is_some(),
@@ -441,6 +512,18 @@ pub(super) fn thresholds(
         rtt: alert.rtt.map(|d| d.as_secs_f64()),
         for_seconds: alert.for_or_default().as_secs_f64(),
     })
+}
+
+/// The reasons a target captures for (`pingscope_captures_total{target,reason}`).
+pub(super) fn capture_reasons(cfg: &TargetConfig) -> Vec<crate::metrics::capture::CaptureReason> {
+    use crate::metrics::capture::CaptureReason;
+    let on = [
+        (cfg.capture.on_outage, CaptureReason::Outage),
+        (LossWatch::of(cfg).is_some(), CaptureReason::Loss),
+    ];
+    on.into_iter()
+        .filter_map(|(on, r)| on.then_some(r))
+        .collect()
 }
 
 fn secs(from: SystemTime, to: SystemTime) -> f64 {

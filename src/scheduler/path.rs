@@ -16,8 +16,8 @@ use super::tick::{ProbeTask, phase};
 use super::{Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventKind, EventSink, ProbeEvent, ReplyInfo, SocketOptions};
-use crate::metrics::TargetMetrics;
 use crate::metrics::path::PathMetrics;
+use crate::metrics::{TargetMetrics, events};
 use crate::probe::Ticks;
 use crate::probe::path::{HopResult, PathStats, Round, Tracer};
 
@@ -100,14 +100,39 @@ impl PathTask {
                     "path changed"
                 );
             }
+            for p in round
+                .probes
+                .iter()
+                .filter(|p| p.result == HopResult::SendError)
+            {
+                events::send_failed_as(
+                    &self.metrics,
+                    &cfg.name,
+                    self.ip,
+                    p.reason.unwrap_or("io"),
+                    &p.error.as_deref().unwrap_or_default(),
+                );
+            }
             self.path.on_round(&round, &stats);
             self.destination(&round);
             ticks.advance(Instant::now());
         }
     }
 
-    /// The round's end-to-end outcome, as one probe of the address's ping series.
+    /// The round's end-to-end outcome, as one probe of the address's ping series. A round whose
+    /// probes at its highest TTL (those meant for the destination) all failed to send locally
+    /// and that was not answered lower is no probe, as a ping that fails to send is none.
     fn destination(&self, round: &Round) {
+        let top = round.probes.iter().map(|p| p.ttl).max();
+        let unsent = round.reached_at.is_none()
+            && round
+                .probes
+                .iter()
+                .filter(|p| Some(p.ttl) == top)
+                .all(|p| p.result == HopResult::SendError);
+        if unsent {
+            return;
+        }
         self.metrics.on_sent();
         self.status.lock().sent += 1;
         let reply = round.reached_at.and_then(|ttl| {

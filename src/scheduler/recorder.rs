@@ -67,7 +67,9 @@ impl EventHandler for Recorder {
                 };
                 slot.outage.settled(ev.tag, outcome);
                 slot.last = Some(ev);
-                slot.window.gauges()
+                let gauges = slot.window.gauges();
+                slot.outage.window(gauges.probes, gauges.loss_ratio);
+                gauges
             };
             self.metrics.set_window(
                 gauges.loss_ratio,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 use super::db::{from_us, to_us};
 use super::store::Retention;
+use crate::config::CaptureRule;
 
 /// Where an outage stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -78,7 +79,8 @@ pub struct OutageRecord {
     pub icmp_errors: u64,
     /// Where it stands.
     pub status: OutageStatus,
-    /// The path session captured when it began, if any.
+    /// The path session that captured the path when it began (or a loss capture of the
+    /// address shortly before), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_session: Option<String>,
 }
@@ -108,16 +110,35 @@ pub struct OutagePage {
     pub next_cursor: Option<i64>,
 }
 
-/// The monitors' end of the outage history: a bounded queue to whoever stores it. Cheap to clone.
+/// What the monitors send through an [`OutageLog`]: their outages for the history, and what may
+/// start a capture, each with the target's `capture:` rule as the monitor had it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutageNote {
+    /// An outage as it stands; its first note (status `open`) may start a capture.
+    Outage {
+        rec: OutageRecord,
+        capture: CaptureRule,
+    },
+    /// The window loss of the address reached the target's `alert.loss` from below
+    /// (`capture.on_loss`).
+    LossCrossed {
+        target: String,
+        ip: IpAddr,
+        capture: CaptureRule,
+    },
+}
+
+/// The monitors' end of the outage history (and of the captures it may start): a bounded queue to
+/// whoever stores it, in the order the monitors saw things. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct OutageLog {
-    tx: Option<tokio::sync::mpsc::Sender<OutageRecord>>,
+    tx: Option<tokio::sync::mpsc::Sender<OutageNote>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl OutageLog {
-    /// A log and the receiver the store side drains; `capacity` records wait at most.
-    pub fn new(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<OutageRecord>) {
+    /// A log and the receiver the store side drains; `capacity` notes wait at most.
+    pub fn new(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<OutageNote>) {
         let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
         (
             Self {
@@ -136,11 +157,11 @@ impl OutageLog {
         }
     }
 
-    /// Queues the outage as it stands now, never waiting; a full queue drops and counts it
-    /// (the next change of the same outage carries its figures again).
-    pub fn record(&self, rec: OutageRecord) {
+    /// Queues a note, never waiting; a full queue drops and counts it (the next change of the
+    /// same outage carries its figures again).
+    pub fn note(&self, note: OutageNote) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(rec).is_err() {
+        if tx.try_send(note).is_err() {
             let before = self.dropped.fetch_add(1, Ordering::Relaxed);
             if before == 0 || (before + 1).is_multiple_of(10_000) {
                 tracing::warn!(dropped_total = before + 1, "outage history queue full");
@@ -148,7 +169,7 @@ impl OutageLog {
         }
     }
 
-    /// Records dropped because the queue was full.
+    /// Notes dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -37,6 +37,7 @@ fn probe(round: u64, ttl: u8, rtt: Option<u64>) -> HopProbe {
         rtt: rtt.map(Duration::from_micros),
         icmp_type,
         error: None,
+        reason: None,
     }
 }
 
@@ -173,6 +174,61 @@ fn protobuf_scrapes_get_native_hop_buckets_like_rtt_seconds() -> TestResult {
     assert!(
         h.positive_span.is_empty() && h.zero_threshold == 0.0,
         "no native part"
+    );
+    Ok(())
+}
+
+/// A hop probe that failed to send locally is no probe: TTL 2's sent and lost stay as the
+/// rounds that did send left them (the scheduler counts it in `pingscope_send_errors_total`).
+#[test]
+fn a_hop_probe_that_failed_to_send_is_neither_sent_nor_lost() -> TestResult {
+    let metrics = path_fixture(MetricsOptions::default())?;
+    let path = metrics.path(&labels("p", DEST, &[("site", "ams")]));
+    let l = [
+        ("target", "p"),
+        ("ip", "198.18.0.9"),
+        ("site", "ams"),
+        ("ttl", "2"),
+    ];
+    let before = parse(&metrics.encode_text()?);
+    let (sent, lost) = (
+        value(&before, "pingscope_path_hop_sent_total", &l),
+        value(&before, "pingscope_path_hop_lost_total", &l),
+    );
+    let number = ROUNDS.len() as u64 + 1;
+    let mut failed = probe(number, 2, None);
+    failed.result = HopResult::SendError;
+    failed.error = Some("No buffer space available (os error 105)".to_owned());
+    failed.reason = Some("buffer_full");
+    let round = Round {
+        number,
+        probes: vec![probe(number, 1, Some(900)), failed],
+        reached_at: None,
+    };
+    let mut stats = PathStats::new();
+    stats.add_round(&round);
+    path.on_round(&round, &stats);
+    let after = parse(&metrics.encode_text()?);
+    assert_eq!(
+        value(&after, "pingscope_path_hop_sent_total", &l),
+        sent,
+        "sent"
+    );
+    assert_eq!(
+        value(&after, "pingscope_path_hop_lost_total", &l),
+        lost,
+        "lost"
+    );
+    let one = [
+        ("target", "p"),
+        ("ip", "198.18.0.9"),
+        ("site", "ams"),
+        ("ttl", "1"),
+    ];
+    assert_eq!(
+        value(&after, "pingscope_path_hop_sent_total", &one),
+        value(&before, "pingscope_path_hop_sent_total", &one) + 1.0,
+        "TTL 1 was sent"
     );
     Ok(())
 }

@@ -83,6 +83,9 @@ pub struct LogEntry {
     /// UDP and TCP ports.
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+    /// UDP checksum field as sent.
+    #[serde(default)]
+    pub checksum: Option<u16>,
     /// TCP flags, e.g. `SYN` or `FIN|ACK`.
     pub flags: Option<String>,
     /// TTL / hop limit as received.

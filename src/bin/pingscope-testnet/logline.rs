@@ -24,6 +24,9 @@ pub(crate) struct LogLine {
     pub(crate) sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) dport: Option<u16>,
+    /// UDP checksum field as sent: Paris probers keep it constant per flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) checksum: Option<u16>,
     /// TCP flags, e.g. `SYN` or `FIN|ACK`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) flags: Option<String>,

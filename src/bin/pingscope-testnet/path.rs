@@ -57,6 +57,10 @@ pub struct HopSpec {
     /// Forwards, but never sends time-exceeded.
     #[serde(default)]
     pub silent: bool,
+    /// Bytes of the expired packet after its IP header that the time-exceeded quotes (RFC 792
+    /// asks for 8); `None`: as much as fits.
+    #[serde(default)]
+    pub quote: Option<usize>,
     #[serde(default)]
     pub branches: Vec<HopSpec>,
 }
@@ -147,12 +151,14 @@ pub enum Route {
     Destination { delay: Duration },
     /// Lost on the way into hop `hop` (1-based) at `addr`.
     Dropped { hop: u8, addr: IpAddr },
-    /// The TTL ran out at hop `hop` (1-based), `delay` after arrival.
+    /// The TTL ran out at hop `hop` (1-based), `delay` after arrival; its time-exceeded
+    /// quotes `quote` bytes after the IP header (`None`: as much as fits).
     Expired {
         hop: u8,
         addr: IpAddr,
         delay: Duration,
         fate: HopFate,
+        quote: Option<usize>,
     },
 }
 
@@ -237,6 +243,7 @@ impl PathState {
                     addr,
                     delay,
                     fate,
+                    quote: hop.quote,
                 };
             }
         }
@@ -319,6 +326,7 @@ mod tests {
             addr: a(addr),
             delay: Duration::from_millis(ms),
             fate,
+            quote: None,
         };
         assert_eq!(
             s.route(Some(&p), dst, 1, 1, 0),

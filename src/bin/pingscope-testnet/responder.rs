@@ -312,6 +312,7 @@ impl Responder {
             seq: None,
             sport: None,
             dport: None,
+            checksum: None,
             flags: None,
             ttl: ip.ttl,
             flow: format!("{flow:016x}"),
@@ -332,6 +333,7 @@ impl Responder {
                 line.proto = "udp";
                 (line.sport, line.dport, line.size) =
                     (Some(d.sport), Some(d.dport), d.payload.len());
+                line.checksum = Some(d.checksum);
             }
             Kind::Tcp(t) => {
                 line.proto = "tcp";
@@ -353,6 +355,7 @@ impl Responder {
                 addr,
                 delay,
                 fate,
+                quote,
             } => {
                 (line.hop, line.hop_addr) = (Some(hop), Some(addr));
                 line.action = match fate {
@@ -367,9 +370,12 @@ impl Responder {
                 // As if it came back through the hops before this one.
                 let ttl = 65u8.saturating_sub(hop).max(1);
                 let ident = self.next_ident();
+                // The IP header, then as much of the rest as the hop quotes.
+                let header = ip.raw.len() - ip.l4.len();
+                let quoted = quote.map_or(ip.raw, |q| &ip.raw[..(header + q).min(ip.raw.len())]);
                 let packet = packet::icmp_error_about(
                     ip.src,
-                    ip.raw,
+                    quoted,
                     IcmpError::TimeExceeded,
                     addr,
                     ttl,

@@ -26,6 +26,8 @@ pub enum UdpMode {
 pub struct Datagram<'a> {
     pub sport: u16,
     pub dport: u16,
+    /// The checksum field as sent (0: none, IPv4 only).
+    pub checksum: u16,
     pub payload: &'a [u8],
 }
 
@@ -43,6 +45,7 @@ pub fn parse<'a>(ip: &IpPacket<'a>) -> Option<Datagram<'a>> {
     Some(Datagram {
         sport: u16::from_be_bytes([l4[0], l4[1]]),
         dport: u16::from_be_bytes([l4[2], l4[3]]),
+        checksum: u16::from_be_bytes([l4[6], l4[7]]),
         payload: &l4[UDP_HEADER..len],
     })
 }
@@ -79,6 +82,7 @@ mod tests {
         let rev = Datagram {
             sport: dport,
             dport: sport,
+            checksum: 0,
             payload,
         };
         echo(&ip, &rev, 64, 1).unwrap()

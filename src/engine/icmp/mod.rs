@@ -450,7 +450,7 @@ impl Pinger for IcmpEngine {
                 }),
             ),
             Transport::Icmp => (None, Cow::Borrowed(&spec.options)),
-            Transport::Tcp { .. } | Transport::Udp { .. } => {
+            Transport::Tcp { .. } | Transport::Udp { .. } | Transport::UdpFlow { .. } => {
                 return Err(SendError::Unsupported {
                     transport: spec.transport.as_str(),
                     ip,

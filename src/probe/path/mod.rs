@@ -3,9 +3,12 @@
 //! A [`Tracer`] sends one round at a time to one address: for every TTL from `first_ttl` up to
 //! the destination (learned from the last round, `max_ttl` while unknown), one probe per flow,
 //! paced `pace` apart, each on its own deadline. Every probe is a
-//! [`Transport::IcmpFlow`](crate::engine::Transport::IcmpFlow): the engine keeps the identifier
-//! and checksum of a flow constant, so a router that balances by a hash of them sends the whole
-//! flow one way, and `flows` flows find up to that many ECMP branches. A round stops climbing at
+//! [`Transport::IcmpFlow`](crate::engine::Transport::IcmpFlow) (the default): the engine keeps
+//! the identifier and checksum of a flow constant; or, with `protocol: udp`, a
+//! [`Transport::UdpFlow`](crate::engine::Transport::UdpFlow) to the closed port [`UDP_PORT`]:
+//! the engine keeps the ports and the checksum of a flow constant, and the destination's port
+//! unreachable is its answer. Either way a router that balances by a hash of those fields sends
+//! the whole flow one way, and `flows` flows find up to that many ECMP branches. A round stops climbing at
 //! the TTL where the destination answered; the next round re-checks that TTL, so a path that
 //! grows or shrinks is followed. Outcomes are matched to (TTL, flow) by the probe's tag, and to
 //! the round by the round's own channel: a late answer of an older round never counts.
@@ -49,6 +52,10 @@ pub const MAX_FLOWS: u16 = 16;
 /// under the usual ICMP rate limits (Linux answers a burst of 6, then one a second per peer)
 /// at the defaults (one flow, one round a second).
 pub const DEFAULT_PACE: Duration = Duration::from_millis(10);
+
+/// Destination port of UDP path probes: traceroute's first one, closed on almost every host.
+/// One port for every probe (traceroute adds one per probe; a Paris flow cannot).
+pub const UDP_PORT: u16 = 33434;
 
 /// What a path probe sends at each hop.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,7 +110,7 @@ impl Default for PathOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HopResult {
-    /// The destination answered (echo reply).
+    /// The destination answered (echo reply; for UDP, its port unreachable).
     Reply,
     /// A router at this TTL answered time exceeded.
     TimeExceeded,
@@ -152,6 +159,9 @@ pub struct HopProbe {
     pub icmp_type: Option<u8>,
     /// Why the send failed.
     pub error: Option<String>,
+    /// The send failure's `reason` label of `pingscope_send_errors_total`
+    /// ([`crate::engine::SendError::reason`]).
+    pub reason: Option<&'static str>,
 }
 
 impl HopProbe {
@@ -271,7 +281,7 @@ impl Tracer {
                 loop {
                     tokio::select! {
                         () = tokio::time::sleep_until(next_send) => break,
-                        ev = rx.recv() => if let Some(p) = ev.and_then(|ev| settle(self.ip, number, ev, &mut sent_at)) {
+                        ev = rx.recv() => if let Some(p) = ev.and_then(|ev| settle(self.ip, self.options.protocol, number, ev, &mut sent_at)) {
                             note(&p, self.ip, &mut reached);
                             on_probe(&p);
                             probes.push(p);
@@ -286,9 +296,17 @@ impl Tracer {
                 {
                     continue;
                 }
+                let transport = match self.options.protocol {
+                    PathProtocol::Icmp => Transport::IcmpFlow { flow, ttl },
+                    PathProtocol::Udp => Transport::UdpFlow {
+                        flow,
+                        ttl,
+                        port: UDP_PORT,
+                    },
+                };
                 let spec = ProbeSpec {
                     ip: self.ip,
-                    transport: Transport::IcmpFlow { flow, ttl },
+                    transport,
                     size: self.size,
                     timeout: self.timeout,
                     options: self.socket.clone(),
@@ -307,6 +325,7 @@ impl Tracer {
                         rtt: None,
                         icmp_type: None,
                         error: Some(e.to_string()),
+                        reason: Some(e.reason()),
                     };
                     on_probe(&p);
                     probes.push(p);
@@ -319,7 +338,9 @@ impl Tracer {
         while !sent_at.is_empty() {
             match tokio::time::timeout_at(end, rx.recv()).await {
                 Ok(Some(ev)) => {
-                    if let Some(p) = settle(self.ip, number, ev, &mut sent_at) {
+                    if let Some(p) =
+                        settle(self.ip, self.options.protocol, number, ev, &mut sent_at)
+                    {
                         sent_at.remove(&tag(p.ttl, p.flow));
                         note(&p, self.ip, &mut reached);
                         on_probe(&p);
@@ -355,6 +376,7 @@ impl Tracer {
 /// duplicate answers and for tags this round did not send or already settled.
 fn settle(
     dst: IpAddr,
+    protocol: PathProtocol,
     round: u64,
     ev: ProbeEvent,
     sent: &mut std::collections::HashMap<u64, SystemTime>,
@@ -379,9 +401,12 @@ fn settle(
         }
         EventKind::Late(_) | EventKind::Duplicate(_) => return None,
     };
-    let icmp_type = icmp_type.or(match (result, dst) {
-        (HopResult::Reply, IpAddr::V4(_)) => Some(0),
-        (HopResult::Reply, IpAddr::V6(_)) => Some(129),
+    // The destination's answer: an echo reply, or for UDP its port unreachable.
+    let icmp_type = icmp_type.or(match (result, protocol, dst) {
+        (HopResult::Reply, PathProtocol::Icmp, IpAddr::V4(_)) => Some(0),
+        (HopResult::Reply, PathProtocol::Icmp, IpAddr::V6(_)) => Some(129),
+        (HopResult::Reply, PathProtocol::Udp, IpAddr::V4(_)) => Some(3),
+        (HopResult::Reply, PathProtocol::Udp, IpAddr::V6(_)) => Some(1),
         _ => None,
     });
     Some(HopProbe {
@@ -394,6 +419,7 @@ fn settle(
         rtt,
         icmp_type,
         error: None,
+        reason: None,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The path options as a front received them, and the one function that checks them with the
 //! rules every front shares ([`crate::probe::rules`]).
 
-use super::{MAX_FLOWS, PathOptions, PathProtocol};
+use super::{MAX_FLOWS, PathOptions};
 use crate::probe::RequestError;
 use crate::probe::rules;
 
@@ -31,7 +31,7 @@ fn at(field: &'static str) -> impl Fn(String) -> RequestError {
 }
 
 /// Checks the path options and fills in the defaults (`first_ttl` 1, `max_ttl` 30, one flow,
-/// ICMP). `max_ttl` is checked before `first_ttl`, which must not be above it.
+/// ICMP; `protocol` is `icmp` or `udp`). `max_ttl` is checked before `first_ttl`, which must not be above it.
 pub fn validate_path(raw: &RawPath) -> Result<PathOptions, RequestError> {
     let d = PathOptions::default();
     let max_ttl = match number("max_ttl", &raw.max_ttl)? {
@@ -47,14 +47,15 @@ pub fn validate_path(raw: &RawPath) -> Result<PathOptions, RequestError> {
         Some(n) => rules::flows(n, MAX_FLOWS).map_err(at("flows"))?,
         None => d.flows,
     };
-    if let Some(p) = raw.protocol.as_deref() {
-        rules::path_protocol(p).map_err(at("protocol"))?;
-    }
+    let protocol = match raw.protocol.as_deref() {
+        Some(p) => rules::path_protocol(p).map_err(at("protocol"))?,
+        None => d.protocol,
+    };
     Ok(PathOptions {
         first_ttl,
         max_ttl,
         flows,
-        protocol: PathProtocol::Icmp,
+        protocol,
         ..d
     })
 }
@@ -112,11 +113,6 @@ mod tests {
                 "protocol",
                 "unknown protocol \"tcp\" (use icmp or udp)",
             ),
-            (
-                &[("protocol", "udp")],
-                "protocol",
-                "protocol \"udp\" for paths is not available yet (use icmp)",
-            ),
         ];
         for (pairs, field, message) in cases {
             let e = validate_path(&raw(pairs)).expect_err("refused");
@@ -133,5 +129,18 @@ mod tests {
         assert_eq!(validate_path(&raw(&[])), Ok(PathOptions::default()));
         let o = validate_path(&raw(&[("max_ttl", "3"), ("flows", "4")])).expect("valid");
         assert_eq!((o.first_ttl, o.max_ttl, o.flows), (1, 3, 4));
+    }
+
+    #[test]
+    fn protocols() {
+        use super::super::PathProtocol;
+        for (text, want) in [
+            ("icmp", PathProtocol::Icmp),
+            ("udp", PathProtocol::Udp),
+            (" udp ", PathProtocol::Udp),
+        ] {
+            let o = validate_path(&raw(&[("protocol", text)])).expect("valid");
+            assert_eq!(o.protocol, want, "{text:?}");
+        }
     }
 }

@@ -29,6 +29,8 @@ struct FakePath {
     sent: AtomicU64,
     /// (ttl, flow) of every probe sent.
     log: Mutex<Vec<(u8, u16)>>,
+    /// Destination port of every UDP probe sent.
+    ports: Mutex<Vec<u16>>,
 }
 
 fn v4(d: u8) -> IpAddr {
@@ -57,8 +59,13 @@ impl FakePath {
 
 impl Pinger for FakePath {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
-        let Transport::IcmpFlow { flow, ttl } = spec.transport else {
-            return Err(SendError::Closed);
+        let (flow, ttl) = match spec.transport {
+            Transport::IcmpFlow { flow, ttl } => (flow, ttl),
+            Transport::UdpFlow { flow, ttl, port } => {
+                self.ports.lock().push(port);
+                (flow, ttl)
+            }
+            _ => return Err(SendError::Closed),
         };
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.log.lock().push((ttl, flow));
@@ -152,6 +159,29 @@ fn five_hops() -> Vec<FakeHop> {
     let mut hops: Vec<FakeHop> = (1..=4).map(|i| hop(i, 1)).collect();
     hops.push(hop(100, 1));
     hops
+}
+
+#[tokio::test(start_paused = true)]
+async fn udp_paths_send_udp_flows_to_the_traceroute_port() {
+    let path = FakePath::new(v4(100), five_hops());
+    let options = PathOptions {
+        protocol: PathProtocol::Udp,
+        flows: 2,
+        ..PathOptions::default()
+    };
+    let mut t = tracer(&path, options);
+    let round = t.round(|_| {}).await;
+    assert_eq!(round.reached_at, Some(5));
+    let ports = path.ports.lock().clone();
+    assert_eq!(ports.len(), path.log.lock().len(), "every probe is UDP");
+    assert!(ports.iter().all(|p| *p == UDP_PORT), "{ports:?}");
+    // The destination's answer is its port unreachable (ICMPv4 type 3).
+    let reply = round
+        .probes
+        .iter()
+        .find(|p| p.result == HopResult::Reply)
+        .expect("reply");
+    assert_eq!((reply.ttl, reply.icmp_type), (5, Some(3)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,6 +313,7 @@ fn path_id_is_stable_across_builds() {
             rtt: Some(Duration::from_millis(1)),
             icmp_type: Some(0),
             error: None,
+            reason: None,
         }],
         reached_at: Some(1),
     });
