@@ -187,6 +187,9 @@ pub struct TraceArgs {
     /// What is sent at each hop: icmp (echo) or udp (to closed port 33434) [default: icmp].
     #[arg(long)]
     pub protocol: Option<String>,
+    /// Gap between two probes of a round (1ms-1s) [default: 10ms].
+    #[arg(long)]
+    pub pace: Option<String>,
     /// How long to wait for each hop's answer [default: 2s].
     #[arg(short = 'W', long)]
     pub timeout: Option<String>,
@@ -237,6 +240,7 @@ impl TraceArgs {
                 max_ttl: self.max_ttl,
                 flows: self.flows,
                 protocol: self.protocol,
+                pace: self.pace,
             },
         }
     }

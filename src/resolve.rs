@@ -5,7 +5,8 @@
 //! loopback. IP literals never reach DNS: [`parse_ip_literal`] accepts every IPv4 spelling
 //! `inet_aton(3)` accepts, IPv6 (bracketed or not), and folds IPv4-mapped IPv6 to IPv4. A
 //! link-local IPv6 literal may carry a zone id (`fe80::1%eth0`, see [`split_zone`]); a host with
-//! a `%` that is not one is refused in words, never looked up.
+//! a `%` that is not one is refused in words, never looked up. [`Resolver::reverse`] asks for an
+//! address's PTR name; [`names::ReverseNames`] caches those for the page's hop tables.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,6 +22,8 @@ use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
 use serde::{Deserialize, Serialize};
+
+pub mod names;
 
 /// Which addresses of a host to probe.
 #[derive(
@@ -274,6 +277,46 @@ impl Resolver {
         };
         select(host, family, ips, valid_until)
     }
+}
+
+impl Resolver {
+    /// The name `ip` points back to (its first PTR record, without the final dot), or `None`
+    /// when it has none; with how long the answer may be used (the record's TTL, or the
+    /// negative TTL of a name without one).
+    pub async fn reverse(&self, ip: IpAddr) -> Result<Reversed, ResolveError> {
+        let host = ip.to_string();
+        match self.inner().reverse_lookup(ip).await {
+            Ok(l) => Ok(Reversed {
+                name: l
+                    .iter()
+                    .next()
+                    .map(|ptr| ptr.0.to_utf8().trim_end_matches('.').to_owned())
+                    .filter(|n| !n.is_empty()),
+                valid_until: l.valid_until(),
+            }),
+            Err(e) => {
+                if let Some(ProtoErrorKind::NoRecordsFound { negative_ttl, .. }) =
+                    e.proto().map(|p| p.kind())
+                {
+                    let ttl = Duration::from_secs(u64::from(negative_ttl.unwrap_or(0)));
+                    return Ok(Reversed {
+                        name: None,
+                        valid_until: Instant::now() + ttl,
+                    });
+                }
+                Err(classify(&host, Family::Auto, e))
+            }
+        }
+    }
+}
+
+/// The answer of a reverse lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reversed {
+    /// The name, when the address has a PTR record.
+    pub name: Option<String>,
+    /// Until when the answer may be used.
+    pub valid_until: Instant,
 }
 
 fn classify(host: &str, family: Family, e: hickory_resolver::ResolveError) -> ResolveError {

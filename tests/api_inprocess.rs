@@ -513,3 +513,60 @@ fn scrapes_are_gzip_compressed_when_the_client_accepts_it() {
     assert_eq!(encoding, None);
     assert!(body.contains("probe_success 1"), "{body}");
 }
+
+#[test]
+fn path_views_refuse_unknown_and_non_path_monitors_by_name() {
+    // No lookup leaves the process: names go to a closed loopback port.
+    let config = format!(
+        "{}dns: {{servers: ['127.0.0.1:1']}}\n\
+         targets:\n\
+         \x20 - {{name: ping, host: {HOST}}}\n\
+         \x20 - {{name: trace, host: 198.18.0.21, kind: path, interval: 1s, path: {{max_ttl: 3}}}}\n",
+        base_config(2)
+    );
+    let d = InProcess::start(&config);
+    let c = client();
+    let get = |path: &str| get_json(&c, &d.url(path));
+    assert_error(
+        &get("/api/v1/targets/nope/path"),
+        404,
+        "not_found",
+        "no monitor named \"nope\"",
+    );
+    assert_error(
+        &get("/api/v1/targets/ping/path"),
+        400,
+        "not_a_path_monitor",
+        "monitor \"ping\" is of kind icmp; only a kind: path monitor has a path view",
+    );
+    // The monitor's address shows once its task runs.
+    let mut answer = (0, Value::Null);
+    assert!(
+        support::wait_until(Duration::from_secs(5), || {
+            answer = get("/api/v1/targets/trace/path");
+            answer.1["addresses"][0]["ip"].is_string()
+        }),
+        "{answer:?}"
+    );
+    let (status, body) = answer;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["target"], "trace");
+    assert_eq!(body["host"], "198.18.0.21");
+    assert_eq!(body["addresses"][0]["ip"], "198.18.0.21", "{body}");
+    assert!(body["addresses"][0]["hops"].is_array(), "{body}");
+    assert!(body["addresses"][0]["history"].is_array(), "{body}");
+
+    let id = unknown_id();
+    assert_error(
+        &get(&format!("/api/v1/sessions/{id}/names")),
+        404,
+        "not_found",
+        &format!("no session {id}"),
+    );
+    assert_error(
+        &get("/api/v1/sessions/x/names"),
+        400,
+        "invalid_parameter",
+        "invalid session id \"x\": expected a UUIDv7 as returned at start",
+    );
+}

@@ -76,6 +76,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
             "invalid-path.yml:5: targets[0].path.first_ttl: first_ttl 9 is above max_ttl 5",
             "invalid-path.yml:9: targets[1].path.flows: flows must be between 1 and 16, got 17",
             "invalid-path.yml:11: targets[2].path.protocol: unknown protocol \"tcp\" (use icmp or udp)",
+            "invalid-path.yml:14: targets[3].path.pace: pace 2s is above the maximum of 1s",
         ],
     ),
     (

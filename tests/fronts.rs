@@ -41,6 +41,8 @@ path first_ttl above max_ttl | trace --first-ttl 9 --max-ttl 5 127.0.0.1 | targe
 path flows zero | trace --flows 0 127.0.0.1 | target=127.0.0.1&kind=path&flows=0 | {"target":"127.0.0.1","kind":"path","flows":0} | flows | flows must be between 1 and 16, got 0
 path flows above the cap | trace --flows 17 127.0.0.1 | target=127.0.0.1&kind=path&flows=17 | {"target":"127.0.0.1","kind":"path","flows":17} | flows | flows must be between 1 and 16, got 17
 path unknown protocol | trace --protocol tcp 127.0.0.1 | target=127.0.0.1&kind=path&protocol=tcp | {"target":"127.0.0.1","kind":"path","protocol":"tcp"} | protocol | unknown protocol "tcp" (use icmp or udp)
+path pace too short | trace --pace 0s 127.0.0.1 | target=127.0.0.1&kind=path&pace=0s | {"target":"127.0.0.1","kind":"path","pace":"0s"} | pace | pace 0s is below the minimum of 1ms
+path pace too long | trace --pace 2s 127.0.0.1 | target=127.0.0.1&kind=path&pace=2s | {"target":"127.0.0.1","kind":"path","pace":"2s"} | pace | pace 2s is above the maximum of 1s
 path count below 1 | trace -c 0 127.0.0.1 | - | - | count | count must be at least 1, got 0
 port zero | --tcp 0 127.0.0.1 | target=127.0.0.1&kind=tcp&port=0 | {"target":"127.0.0.1","kind":"tcp","port":0} | port | port must be between 1 and 65535, got 0
 port above 65535 | --udp 70000 127.0.0.1 | target=127.0.0.1&kind=udp&port=70000 | {"target":"127.0.0.1","kind":"udp","port":70000} | port | port must be between 1 and 65535, got 70000

@@ -1,7 +1,8 @@
 //! A `kind: path` monitor in the daemon, through the test network: the `pingscope_path_*` series
 //! name the configured hops, the scheduled path change is counted exactly once and changes the
 //! path id, and the old hops' series are deleted after the grace period; a `protocol: udp`
-//! monitor and a `/probe?kind=path&protocol=udp` find their hops with UDP datagrams only.
+//! monitor, a `/probe?kind=path&protocol=udp` and a UDP path session find their hops with UDP
+//! datagrams only.
 //!
 //! Needs root (namespaces, TUN device). Without root the test skips with a message, unless `CI`
 //! is set, where it fails.
@@ -261,7 +262,24 @@ fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
     let s = Scrape::parse(&body);
     assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
     assert_eq!(s.value("probe_path_length", &[]), 2.0, "{body}");
-    // Both went out as UDP to traceroute's port, never as echo requests.
+    // A path session over UDP keeps its protocol and pace in its stored parameters and runs
+    // with them.
+    let (status, rec) = d.post_json(
+        "/api/v1/sessions",
+        &json!({"target": "198.18.0.9", "kind": "path", "protocol": "udp", "pace": "20ms",
+                "count": 2, "interval": "200ms", "max_ttl": 6}),
+    );
+    assert_eq!(status, 201, "{rec}");
+    let detail = session(&d, rec["id"].as_str().unwrap(), Duration::from_secs(10));
+    assert_eq!(detail["status"], "completed", "{detail}");
+    let path = &detail["params"]["path"];
+    assert_eq!(
+        (&path["protocol"], &path["pace"]),
+        (&json!("udp"), &json!("20ms")),
+        "{detail}"
+    );
+    assert_eq!(detail["summary"]["received"], 2, "{detail}");
+    // All went out as UDP to traceroute's port, never as echo requests.
     let log = net.log();
     assert!(!log.is_empty());
     let kinds: BTreeSet<(String, Option<u16>)> =

@@ -4,8 +4,9 @@
 
 import { rttChart, sparkline } from "./chart.js";
 import { meshView } from "./mesh.js";
+import { hopTrs, pathView, sessionPathItems } from "./path.js";
 
-const $ = (id) => document.getElementById(id);
+export const $ = (id) => document.getElementById(id);
 const SPARK = 60; // samples per sparkline
 const TARGETS_REFRESH_MS = 5000;
 // The span of the monitors' outage timeline.
@@ -14,7 +15,7 @@ const RECONNECT_MAX_MS = 10000;
 
 // ---------- helpers ----------
 
-function h(tag, attrs, ...children) {
+export function h(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null) continue;
@@ -26,13 +27,13 @@ function h(tag, attrs, ...children) {
   return e;
 }
 
-const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(v >= 100 ? 1 : 3));
+export const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(v >= 100 ? 1 : 3));
 const pct = (r) => (r === null || r === undefined ? "–" : `${(r * 100).toFixed(r > 0 && r < 0.1 ? 2 : 1)} %`);
 const time = (ts) => {
   const d = new Date(ts);
   return Number.isNaN(d.getTime()) ? ts : d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
 };
-const dateTime = (ts) => {
+export const dateTime = (ts) => {
   const d = new Date(ts);
   return Number.isNaN(d.getTime()) ? ts : d.toLocaleString([], { hour12: false });
 };
@@ -61,7 +62,7 @@ class ApiFailure extends Error {
   }
 }
 
-async function api(path, opts) {
+export async function api(path, opts) {
   let resp;
   try {
     resp = await fetch(path, opts);
@@ -101,7 +102,7 @@ function setConn(state, text) {
 
 // ---------- routing ----------
 
-const views = ["monitors", "mesh", "session", "result", "history", "about"];
+const views = ["monitors", "mesh", "session", "result", "history", "about", "path"];
 let leaveView = null; // cleanup of the current view (closes its WebSocket)
 
 function route() {
@@ -117,7 +118,8 @@ function route() {
   }
   for (const v of views) $("view-" + v).hidden = v !== view;
   for (const a of document.querySelectorAll("nav a")) {
-    const current = a.dataset.view === view || (view === "result" && a.dataset.view === "history");
+    const current =
+      a.dataset.view === view || (view === "result" && a.dataset.view === "history") || (view === "path" && a.dataset.view === "monitors");
     if (current) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
@@ -126,6 +128,7 @@ function route() {
   if (view === "history") hist.show();
   if (view === "mesh") leaveView = mesh.show();
   if (view === "result") leaveView = result.show(arg);
+  if (view === "path") leaveView = pathView.show(arg);
   if (view === "session") setTimeout(() => $("f-target").focus(), 0);
   else if (routed) $("h-" + view).focus();
   routed = true;
@@ -257,6 +260,7 @@ const monitors = {
       h("dl", { class: "mini" }, h("div", {}, h("dt", {}, "Loss"), loss), h("div", {}, h("dt", {}, "Avg ms"), avg)),
       labels.length ? h("p", { class: "tags" }, ...labels) : null,
       win,
+      t.kind === "path" ? h("p", { class: "small" }, h("a", { href: `#/path/${encodeURIComponent(t.target)}`, class: "path-link" }, "Hop table and path history")) : null,
     );
     const strip = h("div", { class: "outage-strip", role: "img", "aria-label": `Outages of ${t.target} in the last 24 hours` });
     const outageList = h("ul", { class: "plain small outage-list", dataset: { role: "outages" } });
@@ -520,29 +524,14 @@ function hopRows(samples) {
   return out;
 }
 
-function hopTable(samples) {
+// `names`: address -> reverse name, for the responders that have one.
+function hopTable(samples, names) {
   const rows = hopRows(samples);
+  for (const r of rows) r.name = names.get(r.host);
   $("hops-box").hidden = rows.length === 0;
-  const max = Math.max(0, ...rows.map((r) => r.worst || 0));
-  let prev = null;
-  $("hops").replaceChildren(...rows.map((r) => {
-    const first = r.ttl !== prev;
-    prev = r.ttl;
-    // CSSOM, not a style attribute: the page's CSP allows no inline styles.
-    const bar = h("span", { class: "hop-bar" });
-    bar.style.width = `${max && r.avg !== undefined ? Math.max(2, (100 * r.avg) / max) : 0}%`;
-    return h("tr", { dataset: { ttl: r.ttl, host: r.host || "???", rateLimited: r.rateLimited ? "true" : "false" } },
-      h("td", { class: "num" }, first ? String(r.ttl) : ""),
-      h("td", {}, (r.host || "???") + (r.rateLimited ? " (rate limited?)" : "")),
-      h("td", { class: "num" }, (100 * r.loss).toFixed(1) + "%"),
-      h("td", { class: "num" }, String(r.sent)),
-      h("td", { class: "num" }, ms(r.last)),
-      h("td", { class: "num" }, ms(r.avg)),
-      h("td", { class: "num" }, ms(r.best)),
-      h("td", { class: "num" }, ms(r.worst)),
-      h("td", { class: "num" }, ms(r.stdev)),
-      h("td", {}, bar));
-  }));
+  $("hops").replaceChildren(...hopTrs(rows));
+  const final = !!(result.record && result.record.status !== "running");
+  $("session-paths").replaceChildren(...sessionPathItems(samples, names, final));
 }
 
 function csvOf(samples) {
@@ -558,6 +547,9 @@ function csvOf(samples) {
 const result = {
   id: null,
   samples: [],
+  names: new Map(), // responder -> reverse name
+  asked: new Set(), // responders whose name was asked for
+  namesTimer: null,
   record: null,
   ws: null,
   csvUrl: null,
@@ -567,6 +559,8 @@ const result = {
     this.id = id;
     this.samples = [];
     this.record = null;
+    this.names = new Map();
+    this.asked = new Set();
     $("h-result").textContent = "Session";
     $("result-meta").textContent = id;
     $("result-status").textContent = "";
@@ -582,6 +576,8 @@ const result = {
     window.addEventListener("resize", onResize);
     return () => {
       window.removeEventListener("resize", onResize);
+      clearTimeout(this.namesTimer);
+      this.namesTimer = null;
       this.id = null;
       if (this.ws) {
         this.ws.onclose = null;
@@ -672,16 +668,42 @@ const result = {
     };
   },
 
+  // Asks for the reverse names of responders not asked about yet, at most once a second.
+  askNames() {
+    if (this.namesTimer) return;
+    const fresh = this.samples.some((s) => s.type === "hop" && s.from && !this.asked.has(s.from));
+    if (!fresh) return;
+    const id = this.id;
+    this.namesTimer = setTimeout(async () => {
+      for (const s of this.samples) if (s.type === "hop" && s.from) this.asked.add(s.from);
+      let d = null;
+      try {
+        d = await api(`/api/v1/sessions/${encodeURIComponent(id)}/names`);
+      } catch {
+        // No names: the table shows addresses.
+      }
+      if (this.id !== id) return;
+      this.namesTimer = null;
+      if (d) for (const [ip, name] of Object.entries(d.names)) this.names.set(ip, name);
+      hopTable(this.samples, this.names);
+      this.askNames();
+    }, 1000);
+  },
+
   add(s) {
     this.samples.push(s);
-    if (s.type === "hop") hopTable(this.samples);
+    if (s.type === "hop") {
+      hopTable(this.samples, this.names);
+      this.askNames();
+    }
     $("timeline").prepend(timelineRow(s));
     showFigures(liveFigures(this.samples), false);
     this.draw();
   },
 
   renderAll() {
-    hopTable(this.samples);
+    hopTable(this.samples, this.names);
+    this.askNames();
     const rows = this.samples.map(timelineRow).reverse();
     $("timeline").replaceChildren(...rows);
     showFigures(liveFigures(this.samples), false);

@@ -7,8 +7,9 @@ use super::error::Issues;
 use super::raw::S;
 use super::rules::{key, line};
 use crate::probe::path::{PathOptions, RawPath, validate_path};
+use crate::probe::rules::spell;
 
-/// `path: {first_ttl, max_ttl, flows, protocol}` as written.
+/// `path: {first_ttl, max_ttl, flows, protocol, pace}` as written.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPathBlock {
@@ -16,6 +17,7 @@ pub(crate) struct RawPathBlock {
     pub max_ttl: Option<S<i64>>,
     pub flows: Option<S<i64>>,
     pub protocol: Option<S<String>>,
+    pub pace: Option<S<String>>,
 }
 
 /// Applies a `path:` block over `base` (the defaults' path options for a target), each key
@@ -33,19 +35,27 @@ pub(crate) fn path_block(
         first_ttl: given(&b.first_ttl, i64::from(base.first_ttl)),
         max_ttl: given(&b.max_ttl, i64::from(base.max_ttl)),
         flows: given(&b.flows, i64::from(base.flows)),
-        protocol: b.protocol.as_ref().map(|p| p.value.clone()),
+        protocol: Some(
+            b.protocol
+                .as_ref()
+                .map_or(base.protocol.as_str(), |p| p.value.as_str())
+                .to_owned(),
+        ),
+        pace: Some(
+            b.pace
+                .as_ref()
+                .map_or_else(|| spell(base.pace), |p| p.value.clone()),
+        ),
     };
     match validate_path(&raw) {
-        Ok(options) => PathOptions {
-            pace: base.pace,
-            ..options
-        },
+        Ok(options) => options,
         Err(e) => {
             let at = match e.field {
                 "first_ttl" => b.first_ttl.as_ref().map(line),
                 "max_ttl" => b.max_ttl.as_ref().map(line),
                 "flows" => b.flows.as_ref().map(line),
                 "protocol" => b.protocol.as_ref().map(line),
+                "pace" => b.pace.as_ref().map(line),
                 _ => None,
             };
             let k = key(&key(prefix, "path"), e.field);

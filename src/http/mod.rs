@@ -4,7 +4,7 @@
 //!
 //! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
 //! `/about`), [`ui`] (the live page at `/`),
-//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`mesh`] (`/api/v1/mesh`), [`outages`] (`/api/v1/outages`), [`error`] (the JSON error
+//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`paths`] (a path monitor's hops and history, a path session's responder names), [`mesh`] (`/api/v1/mesh`), [`outages`] (`/api/v1/outages`), [`error`] (the JSON error
 //! shape every API route answers with).
 
 pub mod admin;
@@ -13,6 +13,7 @@ pub mod error;
 pub mod mesh;
 pub mod metrics;
 pub mod outages;
+pub mod paths;
 pub mod probe;
 mod probe_path;
 pub mod serve;
@@ -65,6 +66,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(ws::monitors_live))
         .routes(routes!(targets::list))
         .routes(routes!(mesh::matrix))
+        .routes(routes!(paths::monitor_path))
+        .routes(routes!(paths::session_names))
         .routes(routes!(outages::list))
         .split_for_parts()
 }

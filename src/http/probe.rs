@@ -42,7 +42,7 @@ pub struct ProbeParams {
     pub request: ProbeRequest,
     /// Return the probe's log as text.
     pub debug: bool,
-    /// The path options (`first_ttl`, `max_ttl`, `flows`, `protocol`), for `kind=path`.
+    /// The path options (`first_ttl`, `max_ttl`, `flows`, `protocol`, `pace`), for `kind=path`.
     pub path: PathOptions,
 }
 
@@ -99,6 +99,7 @@ pub fn params(
         max_ttl: q.get("max_ttl").cloned(),
         flows: q.get("flows").cloned(),
         protocol: q.get("protocol").cloned(),
+        pace: q.get("pace").cloned(),
     })?;
     let debug = match q.get("debug").map(String::as_str) {
         None | Some("false") | Some("0") => false,

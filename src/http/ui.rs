@@ -63,6 +63,7 @@ const CSS: Asset = asset!("app.css", "text/css; charset=utf-8");
 const JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
 const CHART: Asset = asset!("chart.js", "text/javascript; charset=utf-8");
 const MESH: Asset = asset!("mesh.js", "text/javascript; charset=utf-8");
+const PATH: Asset = asset!("path.js", "text/javascript; charset=utf-8");
 
 /// The page may load only its own files and talk only to its own origin (WebSocket included).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -117,6 +118,7 @@ pub async fn file(Path(name): Path<String>, headers: HeaderMap) -> Result<Respon
         "app.js" => &JS,
         "chart.js" => &CHART,
         "mesh.js" => &MESH,
+        "path.js" => &PATH,
         _ => return Err(ApiError::not_found(format!("no UI file {name:?}"))),
     };
     Ok(serve(asset, &headers))
@@ -128,7 +130,7 @@ mod tests {
 
     #[test]
     fn etags_differ_per_file_and_are_quoted_hex() {
-        let tags = [INDEX.etag, CSS.etag, JS.etag, CHART.etag];
+        let tags = [INDEX.etag, CSS.etag, JS.etag, CHART.etag, PATH.etag];
         for t in tags {
             assert_eq!(t.len(), 18);
             assert!(t.starts_with('"') && t.ends_with('"'));

@@ -155,6 +155,16 @@ pub fn flows(n: i64, max: u16) -> Result<u16, String> {
     in_range("flows", n, 1, i64::from(max)).map(|n| n as u16)
 }
 
+/// The gap between two probes of a path round to one target: 1 ms to 1 s.
+pub fn path_pace(d: Duration) -> Result<Duration, String> {
+    at_most("pace", at_least("pace", d, MIN_PATH_PACE)?, MAX_PATH_PACE)
+}
+
+/// Shortest gap between two probes of a path round (a 30-hop round then takes 30 ms per flow).
+pub const MIN_PATH_PACE: Duration = Duration::from_millis(1);
+/// Longest gap between two probes of a path round.
+pub const MAX_PATH_PACE: Duration = Duration::from_secs(1);
+
 /// What a path probe sends at each hop: `icmp` or `udp`.
 pub fn path_protocol(text: &str) -> Result<PathProtocol, String> {
     match text.trim() {

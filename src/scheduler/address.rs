@@ -45,6 +45,7 @@ pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: 
     shared.deps.metrics.forget(labels);
     shared.deps.metrics.forget_outage(labels);
     shared.deps.metrics.forget_path(labels);
+    shared.paths.lock().remove(&(target.to_owned(), ip));
     let slot = shared.statuses.lock().remove(&(target.to_owned(), ip));
     if let Some(slot) = slot {
         slot.lock().outage.interrupt();

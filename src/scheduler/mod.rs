@@ -48,6 +48,7 @@ use crate::resolve::Resolver;
 use crate::sample::Sample;
 use crate::stats::{Window, WindowStats};
 
+pub use path::{PathView, PathViewError};
 use resolution::target_task;
 
 /// What the scheduler needs from the rest of the daemon.
@@ -157,6 +158,8 @@ struct Shared {
     // once per settled probe and by snapshot readers.
     statuses: Mutex<HashMap<(String, IpAddr), StatusSlot>>,
     failures: Mutex<HashMap<String, ResolveFailure>>,
+    // Figures and history of every running path monitor's address, by (target, address).
+    paths: Mutex<HashMap<(String, IpAddr), path::PathSlot>>,
     readiness: Readiness,
     shutdown: CancellationToken,
     /// Per-router pacing shared by every path monitor's tracer.
@@ -193,6 +196,7 @@ impl Scheduler {
                 tasks: tokio::sync::Mutex::new(HashMap::new()),
                 statuses: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
+                paths: Mutex::new(HashMap::new()),
                 readiness: Readiness::default(),
                 shutdown: CancellationToken::new(),
                 hop_pacer: crate::probe::path::HopPacer::default(),

@@ -4,22 +4,117 @@
 //! also goes to the address's recorder as one probe (a reply, or a timeout when the round did not
 //! reach it), so `pingscope_sent_total`, `_lost_total`, the RTT histogram, the window and
 //! `/api/v1/targets` tell the end-to-end figures of a path monitor as of a ping monitor.
+//!
+//! The address's [`PathStats`] and [`PathHistory`] sit in a [`PathSlot`] that readers of
+//! `/api/v1/targets/{name}/path` copy from ([`Scheduler::path_views`]); the round loop takes its
+//! lock once per round, to fold the round in.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use parking_lot::Mutex;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::tick::{ProbeTask, phase};
-use super::{Shared, StatusSlot};
+use super::{Scheduler, Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventKind, EventSink, ProbeEvent, ReplyInfo, SocketOptions};
 use crate::metrics::path::PathMetrics;
 use crate::metrics::{TargetMetrics, events};
-use crate::probe::Ticks;
-use crate::probe::path::{HopResult, PathStats, Round, Tracer};
+use crate::probe::path::{HopResult, HopSummary, PathEntry, PathHistory, PathStats, Round, Tracer};
+use crate::probe::{ProbeKind, Ticks};
+
+/// What a path monitor's loop shares with readers: its figures and recent paths.
+#[derive(Debug, Default)]
+pub(super) struct PathState {
+    stats: PathStats,
+    history: PathHistory,
+}
+
+/// One address's [`PathState`]; its lock is taken by the round loop once per round and by readers.
+pub(super) type PathSlot = Arc<Mutex<PathState>>;
+
+/// A path monitor's address as readers see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathView {
+    /// The address traced.
+    pub ip: IpAddr,
+    /// Rounds so far.
+    pub rounds: u64,
+    /// The TTL at which the destination answered last.
+    pub length: Option<u8>,
+    /// The current path id; `None` before the first round.
+    pub path_id: Option<String>,
+    /// Path changes counted.
+    pub changes: u64,
+    /// One row per (TTL, responder) since the monitor started, in TTL order.
+    pub hops: Vec<HopSummary>,
+    /// The responders of the current path, per TTL.
+    pub current: BTreeMap<u8, BTreeSet<IpAddr>>,
+    /// The recent paths, oldest first.
+    pub history: Vec<PathEntry>,
+}
+
+/// Why [`Scheduler::path_views`] has nothing to show.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathViewError {
+    /// No running target has that name.
+    #[error("no monitor named {0:?}")]
+    NoTarget(String),
+    /// The target probes another kind.
+    #[error("monitor {0:?} is of kind {1}; only a kind: path monitor has a path view")]
+    NotPath(String, &'static str),
+}
+
+impl Scheduler {
+    /// The configured host of a `kind: path` monitor and the view of each of its addresses
+    /// (none while its host does not resolve), sorted by address.
+    pub async fn path_views(&self, target: &str) -> Result<(String, Vec<PathView>), PathViewError> {
+        let host = {
+            let tasks = self.shared.tasks.lock().await;
+            let Some(t) = tasks.get(target) else {
+                return Err(PathViewError::NoTarget(target.to_owned()));
+            };
+            if t.config.kind != ProbeKind::Path {
+                return Err(PathViewError::NotPath(
+                    target.to_owned(),
+                    t.config.kind.as_str(),
+                ));
+            }
+            t.config.host.clone()
+        };
+        let slots: Vec<(IpAddr, PathSlot)> = self
+            .shared
+            .paths
+            .lock()
+            .iter()
+            .filter(|((name, _), _)| name == target)
+            .map(|((_, ip), slot)| (*ip, slot.clone()))
+            .collect();
+        let mut views: Vec<PathView> = slots
+            .into_iter()
+            .map(|(ip, slot)| {
+                let st = slot.lock();
+                PathView {
+                    ip,
+                    rounds: st.stats.rounds(),
+                    length: st.stats.length(),
+                    path_id: st.stats.path_id().map(str::to_owned),
+                    changes: st.stats.changes(),
+                    hops: st.stats.summaries(),
+                    current: st.stats.responders(),
+                    history: st.history.entries().cloned().collect(),
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| v.ip);
+        Ok((host, views))
+    }
+}
 
 /// Everything one path monitor's loop needs.
 pub(super) struct PathTask {
@@ -29,6 +124,8 @@ pub(super) struct PathTask {
     pub(super) metrics: TargetMetrics,
     pub(super) path: PathMetrics,
     pub(super) status: StatusSlot,
+    /// Shared with readers; registered in `Shared::paths` until the address retires.
+    pub(super) view: PathSlot,
     /// The address's recorder.
     pub(super) sink: EventSink,
     pub(super) cancel: CancellationToken,
@@ -37,6 +134,11 @@ pub(super) struct PathTask {
 impl From<ProbeTask> for PathTask {
     fn from(t: ProbeTask) -> Self {
         let path = t.shared.deps.metrics.path(t.metrics.labels());
+        let view = PathSlot::default();
+        t.shared
+            .paths
+            .lock()
+            .insert((t.cfg.name.clone(), t.ip), view.clone());
         Self {
             shared: t.shared,
             cfg: t.cfg,
@@ -44,6 +146,7 @@ impl From<ProbeTask> for PathTask {
             metrics: t.metrics,
             path,
             status: t.status,
+            view,
             sink: t.sink,
             cancel: t.cancel,
         }
@@ -68,7 +171,6 @@ impl PathTask {
             cfg.path.clone(),
         )
         .with_pacer(self.shared.hop_pacer.clone());
-        let mut stats = PathStats::new();
         let mut ticks = Ticks::new(
             Instant::now() + phase(&cfg.name, self.ip, cfg.interval),
             cfg.interval,
@@ -90,16 +192,6 @@ impl PathTask {
                 () = self.cancel.cancelled() => break,
                 r = tracer.round(|_| {}) => r,
             };
-            let changed = stats.add_round(&round);
-            if changed {
-                tracing::info!(
-                    target = %cfg.name,
-                    ip = %self.ip,
-                    path_id = stats.path_id().unwrap_or(""),
-                    length = stats.length(),
-                    "path changed"
-                );
-            }
             for p in round
                 .probes
                 .iter()
@@ -113,7 +205,21 @@ impl PathTask {
                     &p.error.as_deref().unwrap_or_default(),
                 );
             }
-            self.path.on_round(&round, &stats);
+            let mut view = self.view.lock();
+            let PathState { stats, history } = &mut *view;
+            let changed = stats.add_round(&round);
+            history.note(stats, changed, SystemTime::now());
+            if changed {
+                tracing::info!(
+                    target = %cfg.name,
+                    ip = %self.ip,
+                    path_id = stats.path_id().unwrap_or(""),
+                    length = stats.length(),
+                    "path changed"
+                );
+            }
+            self.path.on_round(&round, stats);
+            drop(view);
             self.destination(&round);
             ticks.advance(Instant::now());
         }

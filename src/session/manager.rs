@@ -95,9 +95,12 @@ pub struct StartRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 16)]
     pub flows: Option<i64>,
-    /// `kind: path`: what is sent at each hop (`icmp`).
+    /// `kind: path`: what is sent at each hop (`icmp` or `udp`).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// `kind: path`: gap between two probes of a round (`10ms`; 1ms to 1s).
+    #[serde(default)]
+    pub pace: Option<String>,
     /// The port of a `tcp` or `udp` session (1-65535; required for those kinds only).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 65535)]
@@ -235,6 +238,7 @@ pub fn validate(req: &StartRequest, config: &Config) -> Result<SessionParams, Re
         max_ttl: req.max_ttl.map(|n| n.to_string()),
         flows: req.flows.map(|n| n.to_string()),
         protocol: req.protocol.clone(),
+        pace: req.pace.clone(),
     })?;
     Ok(SessionParams {
         target: r.target,

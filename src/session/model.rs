@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::engine::SocketOptions;
 use crate::engine::UdpMode;
-use crate::probe::path::PathOptions;
+use crate::probe::path::{PathOptions, PathProtocol};
 use crate::probe::request::PortOptions;
 use crate::probe::{ProbeKind, ProbeRequest};
 use crate::resolve::Family;
@@ -155,16 +155,29 @@ pub struct PathParams {
     pub max_ttl: u8,
     /// Paris flows per round.
     pub flows: u16,
+    /// What is sent at each hop (`icmp` when stored before UDP paths).
+    #[serde(default)]
+    #[schema(value_type = String)]
+    pub protocol: PathProtocol,
+    /// Gap between two probes of a round (the default when stored before it was a parameter).
+    #[serde(default = "default_pace", with = "crate::duration::serde_duration")]
+    #[schema(value_type = String, example = "10ms")]
+    pub pace: Duration,
+}
+
+fn default_pace() -> Duration {
+    crate::probe::path::DEFAULT_PACE
 }
 
 impl PathParams {
-    /// As the tracer takes them (ICMP, the default pace).
+    /// As the tracer takes them.
     pub fn options(&self) -> PathOptions {
         PathOptions {
             first_ttl: self.first_ttl,
             max_ttl: self.max_ttl,
             flows: self.flows,
-            ..PathOptions::default()
+            protocol: self.protocol,
+            pace: self.pace,
         }
     }
 }
@@ -175,6 +188,8 @@ impl From<&PathOptions> for PathParams {
             first_ttl: o.first_ttl,
             max_ttl: o.max_ttl,
             flows: o.flows,
+            protocol: o.protocol,
+            pace: o.pace,
         }
     }
 }

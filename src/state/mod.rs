@@ -86,6 +86,8 @@ struct Inner {
     // A plain mutex: held only to look at or swap the slot, never across an await.
     reload_flight: parking_lot::Mutex<Option<ReloadFlight>>,
     shutdown: CancellationToken,
+    /// Reverse names of hop responders, for the page's hop tables.
+    names: crate::resolve::names::ReverseNames,
 }
 
 /// Cheap-clone handle to the running daemon.
@@ -205,6 +207,7 @@ impl App {
                 probe_slots,
                 reload_flight: parking_lot::Mutex::new(None),
                 shutdown: CancellationToken::new(),
+                names: Default::default(),
             }),
         };
         tokio::spawn(outages::store_outages(
@@ -265,6 +268,11 @@ impl App {
     /// The resolver now in force.
     pub fn resolver(&self) -> Resolver {
         self.inner.scheduler.resolver()
+    }
+
+    /// The reverse names (PTR) of hop responders: cached, looked up through [`App::resolver`].
+    pub fn hop_names(&self) -> &crate::resolve::names::ReverseNames {
+        &self.inner.names
     }
 
     /// A slot for one `/probe`, or `None` when all are taken.

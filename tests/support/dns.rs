@@ -1,5 +1,6 @@
 //! The one test DNS server: `hickory-server` on 127.0.0.1 (UDP and TCP, same port), answering A
-//! and AAAA from a zone the test changes while it runs.
+//! and AAAA from a zone the test changes while it runs, and PTR for addresses given names with
+//! [`DnsServer::set_ptr`].
 //!
 //! A name not in the zone gets NXDOMAIN; a known name without records of the asked type gets an
 //! empty NOERROR answer (NODATA); a name marked [`DnsServer::silence`] gets no answer at all.
@@ -16,8 +17,8 @@ use std::time::Duration;
 use hickory_server::ServerFuture;
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::proto::op::{Header, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA};
-use hickory_server::proto::rr::{RData, Record, RecordType};
+use hickory_server::proto::rr::rdata::{A, AAAA, PTR};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,8 @@ struct Zone {
     /// Lower-case name without the final dot -> (address, TTL).
     records: HashMap<String, Vec<(IpAddr, u32)>>,
     silent: HashSet<String>,
+    /// Reverse name (`1.0.18.198.in-addr.arpa`, lower case, no final dot) -> (name, TTL).
+    ptr: HashMap<String, (String, u32)>,
 }
 
 #[derive(Debug)]
@@ -61,12 +64,37 @@ impl RequestHandler for Handler {
         let name = key(&info.query.name().to_string());
         let qtype = info.query.query_type();
         let owner = info.query.original().name().clone();
-        let found = {
+        let (found, ptr) = {
             let zone = self.zone.lock();
             if zone.silent.contains(&name) {
                 return header.into();
             }
-            zone.records.get(&name).cloned()
+            (
+                zone.records.get(&name).cloned(),
+                zone.ptr.get(&name).cloned(),
+            )
+        };
+        let found = match (found, ptr) {
+            (None, Some((target, ttl))) => {
+                let answers = if qtype == RecordType::PTR {
+                    let target = Name::from_utf8(format!("{target}."))
+                        .unwrap_or_else(|e| panic!("PTR target {target:?}: {e}"));
+                    vec![Record::from_rdata(
+                        owner.clone(),
+                        ttl,
+                        RData::PTR(PTR(target)),
+                    )]
+                } else {
+                    Vec::new()
+                };
+                let builder = MessageResponseBuilder::from_message_request(request);
+                let message = builder.build(header, answers.iter(), [], [], []);
+                return match response.send_response(message).await {
+                    Ok(info) => info,
+                    Err(_) => header.into(),
+                };
+            }
+            (found, _) => found,
         };
         let answers: Vec<Record> = match found {
             None => {
@@ -197,6 +225,15 @@ impl DnsServer {
         let mut zone = self.zone.lock();
         zone.records.remove(&key(name));
         zone.silent.remove(&key(name));
+    }
+
+    /// `ip` points back to `name` (a PTR record, [`DEFAULT_TTL`]).
+    pub fn set_ptr(&self, ip: &str, name: &str) {
+        let reverse = key(&Name::from(parse(ip)).to_string());
+        self.zone.lock().ptr.insert(
+            reverse,
+            (name.trim_end_matches('.').to_owned(), DEFAULT_TTL),
+        );
     }
 
     /// Queries for `name` are never answered.

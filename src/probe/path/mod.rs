@@ -18,8 +18,9 @@
 //! router stay under its ICMP rate limit together; a probe without a token is not sent.
 //!
 //! [`stats::PathStats`] folds rounds into per-hop figures (per TTL and responder), the loss that
-//! persists to later hops, and the path id.
+//! persists to later hops, and the path id; [`history::PathHistory`] keeps the last paths taken.
 
+pub mod history;
 pub mod options;
 pub mod pacer;
 pub mod run;
@@ -38,6 +39,7 @@ use crate::engine::{
 };
 
 use crate::sample::{Sample, SampleType, millis};
+pub use history::{PathEntry, PathHistory};
 pub use options::{RawPath, validate_path};
 pub use pacer::HopPacer;
 pub use stats::{HopSummary, PathStats};

@@ -16,6 +16,8 @@ pub struct RawPath {
     pub flows: Option<String>,
     /// `protocol`.
     pub protocol: Option<String>,
+    /// `pace`, a duration (`10ms`).
+    pub pace: Option<String>,
 }
 
 fn number(field: &'static str, text: &Option<String>) -> Result<Option<i64>, RequestError> {
@@ -51,12 +53,18 @@ pub fn validate_path(raw: &RawPath) -> Result<PathOptions, RequestError> {
         Some(p) => rules::path_protocol(p).map_err(at("protocol"))?,
         None => d.protocol,
     };
+    let pace = match raw.pace.as_deref() {
+        Some(t) => rules::parse_duration_of("pace", t, false)
+            .and_then(rules::path_pace)
+            .map_err(at("pace"))?,
+        None => d.pace,
+    };
     Ok(PathOptions {
         first_ttl,
         max_ttl,
         flows,
         protocol,
-        ..d
+        pace,
     })
 }
 
@@ -73,6 +81,7 @@ mod tests {
                 "max_ttl" => r.max_ttl = v,
                 "flows" => r.flows = v,
                 "protocol" => r.protocol = v,
+                "pace" => r.pace = v,
                 other => panic!("no field {other}"),
             }
         }
@@ -113,6 +122,21 @@ mod tests {
                 "protocol",
                 "unknown protocol \"tcp\" (use icmp or udp)",
             ),
+            (
+                &[("pace", "0s")],
+                "pace",
+                "pace 0s is below the minimum of 1ms",
+            ),
+            (
+                &[("pace", "2s")],
+                "pace",
+                "pace 2s is above the maximum of 1s",
+            ),
+            (
+                &[("pace", "soon")],
+                "pace",
+                "pace: invalid duration \"soon\": expected a number before \"soon\"",
+            ),
         ];
         for (pairs, field, message) in cases {
             let e = validate_path(&raw(pairs)).expect_err("refused");
@@ -127,8 +151,12 @@ mod tests {
     #[test]
     fn defaults_and_a_low_max_ttl() {
         assert_eq!(validate_path(&raw(&[])), Ok(PathOptions::default()));
-        let o = validate_path(&raw(&[("max_ttl", "3"), ("flows", "4")])).expect("valid");
-        assert_eq!((o.first_ttl, o.max_ttl, o.flows), (1, 3, 4));
+        let o = validate_path(&raw(&[("max_ttl", "3"), ("flows", "4"), ("pace", "25ms")]))
+            .expect("valid");
+        assert_eq!(
+            (o.first_ttl, o.max_ttl, o.flows, o.pace),
+            (1, 3, 4, std::time::Duration::from_millis(25))
+        );
     }
 
     #[test]
