@@ -214,6 +214,10 @@ pub async fn run(
             Ok((members, until)) => {
                 backoff = MIN_ROUND_INTERVAL;
                 let targets = peer_targets(&members, &opts.name, mesh.max_peers, &opts.defaults);
+                // A task replaced by a reload must not overwrite its successor's peers.
+                if cancel.is_cancelled() {
+                    return;
+                }
                 out.send_if_modified(|now| {
                     if *now == targets {
                         return false;
