@@ -5,7 +5,9 @@
 //! - a peer dropped from DNS is retired (its series deleted) within the record's TTL, plus the
 //!   time of one lookup and one scrape;
 //! - a reload that leaves `mesh:` alone keeps the peers' series counting;
-//! - with `max_peers: 1` each pings one peer and every peer is pinged by someone.
+//! - with `max_peers: 1` each pings one peer and every peer is pinged by someone; a reload
+//!   without `max_peers` adds the other peer and keeps the first one's series, and a reload
+//!   without `mesh:` deletes every peer's series.
 //!
 //! Root only (namespaces); under CI nothing skips (support::require_root).
 
@@ -144,6 +146,39 @@ fn max_peers_one_pings_one_peer_each_and_every_peer_is_pinged() {
         pinged.len(),
         3,
         "every peer is pinged by someone: {pinged:?}"
+    );
+
+    // A reload without max_peers: node0 pings both others, the peer it had keeps its series.
+    let d0 = &mesh.daemons[0];
+    let kept = matrix(&d0.scrape());
+    let (_, kept_target) = kept.iter().next().cloned().unwrap_or_default();
+    let sent = |d: &Daemon| {
+        d.scrape()
+            .value("pingscope_sent_total", &[("target", &kept_target)])
+    };
+    let before = sent(d0);
+    mesh.rewrite_config(0, &config(0, mesh.dns.addr(), ""));
+    let (status, body) = d0.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    let others: Vec<String> = addrs[1..].to_vec();
+    d0.scrape_until(
+        Duration::from_secs(10),
+        "both peers after the reload",
+        |s| matrix(s) == pairs("node0", &others),
+    );
+    assert!(sent(d0) >= before, "the kept peer's counter restarted");
+
+    // Mesh mode switched off by a reload: every peer's series goes.
+    mesh.rewrite_config(
+        0,
+        &format!("defaults:\n  interval: 200ms\ntargets: []\n{SESSIONS}"),
+    );
+    let (status, body) = d0.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    d0.scrape_until(
+        Duration::from_secs(10),
+        "no peer after mesh: is gone",
+        |s| s.find("pingscope_sent_total", &[]).is_empty(),
     );
 }
 
