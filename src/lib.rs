@@ -19,6 +19,7 @@
 //! | domain | [`probe`] | one request type with a kind, one rule set with one message per rule, one runner for every front (CLI, `/probe`, sessions, monitors) |
 //! | domain | [`ping`] | the one-shot `pingscope ping` command |
 //! | domain | [`trace`] | the one-shot `pingscope trace` command: mtr-style path rounds (ICMP echo or UDP) through [`probe::path`] |
+//! | domain | [`mesh`] | mesh mode at run time: members by DNS or static list, this instance among them, the ring's peers as monitors with a `source` label |
 //! | domain | `scheduler` | the monitors: handle and reload diff, address resolution, tick loop, recorder (events recorded inline from the engine) |
 //! | domain | [`session`] | on-demand sessions: manager and SQLite store |
 //! | state | [`state`] | [`state::App`], the daemon's cheap-clone handle: config in force, scheduler, registry, engine, sessions; typed reload outcomes |
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod exit;
 pub mod http;
 pub(crate) mod live;
+pub mod mesh;
 pub mod metrics;
 pub mod ping;
 pub mod probe;

@@ -88,7 +88,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles, probe_limits)",
+            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles, probe_limits, mesh)",
         ],
     ),
     (
@@ -969,6 +969,118 @@ fn outage_and_alert_keys_override_the_defaults_one_by_one() {
     let t = one_target("targets:\n  - host: 127.0.0.1\n");
     assert!(!t.alert.any());
     assert_eq!(t.outage, OutageRule { after: 3, until: 3 });
+}
+
+// --- mesh: (issue 19) ---
+
+const MESH_FIXTURES: &str = "tests/fixtures/config/mesh";
+
+/// Every `mesh/invalid-*.yml` fixture with its exact lines (after the `MESH_FIXTURES/` prefix).
+const MESH_REJECTIONS: &[(&str, &[&str])] = &[
+    (
+        "invalid-mesh-values.yml",
+        &[
+            "invalid-mesh-values.yml:4: mesh.peers: give exactly one of dns (a name whose addresses are the peers) or static (a list of peers)",
+            "invalid-mesh-values.yml:5: mesh.max_peers: max_peers must be at least 1, got 0",
+            "invalid-mesh-values.yml:6: mesh.name: name must not be empty (leave it out to use the hostname)",
+            "invalid-mesh-values.yml:7: mesh.web_port: port must be between 1 and 65535, got 0",
+            "invalid-mesh-values.yml:8: mesh.web_timeout: web_timeout 1m is longer than the page may wait (at most 30s)",
+        ],
+    ),
+    (
+        "invalid-mesh-static.yml",
+        &[
+            "invalid-mesh-static.yml:8: mesh.peers.static[1]: \"bad host!\" is not a host name or IP address",
+            "invalid-mesh-static.yml:9: mesh.peers.static[2]: duplicate target name \"gw\" (first at tests/fixtures/config/mesh/invalid-mesh-static.yml:2)",
+            "invalid-mesh-static.yml:10: mesh.peers.static[3]: duplicate target name \"192.0.2.2\" (first at tests/fixtures/config/mesh/invalid-mesh-static.yml:7)",
+        ],
+    ),
+    (
+        "invalid-mesh-static-empty.yml",
+        &["invalid-mesh-static-empty.yml:3: mesh.peers.static: at least one peer is needed"],
+    ),
+    (
+        "invalid-mesh-no-peers.yml",
+        &[
+            "invalid-mesh-no-peers.yml:2: mesh.peers: required key is missing",
+            "invalid-mesh-no-peers.yml:3: mesh.web_timeout: invalid duration \"soon\": expected a number before \"soon\"",
+        ],
+    ),
+    (
+        "invalid-mesh-dns-address.yml",
+        &[
+            "invalid-mesh-dns-address.yml:2: mesh.peers.dns: \"192.0.2.9\" is an address; dns takes a name (list addresses under static)",
+        ],
+    ),
+    (
+        "invalid-mesh-dns-name.yml",
+        &[
+            "invalid-mesh-dns-name.yml:3: mesh.peers.dns: \"http://pingscope.example/\" is not a DNS name",
+            "invalid-mesh-dns-name.yml:4: mesh.max_peers: expected an integer",
+        ],
+    ),
+    (
+        "invalid-mesh-unknown-key.yml",
+        &[
+            "invalid-mesh-unknown-key.yml:4: mesh.peers.srv: unknown key (known keys here: dns, static)",
+            "invalid-mesh-unknown-key.yml:5: mesh.maxpeers: unknown key (known keys here: peers, max_peers, name, web_port, web_timeout)",
+        ],
+    ),
+];
+
+#[test]
+fn every_mesh_rejection_has_its_fixture_and_exact_message() {
+    let mut listed = BTreeSet::new();
+    for (name, expected) in MESH_REJECTIONS {
+        listed.insert(name.to_string());
+        let path = Path::new(MESH_FIXTURES).join(name);
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|l| format!("{MESH_FIXTURES}/{l}"))
+            .collect();
+        let got = load_file(&path).err().map(|e| e.to_string());
+        assert_eq!(got, Some(expected.join("\n")), "{name}");
+    }
+    let on_disk: BTreeSet<String> = std::fs::read_dir(MESH_FIXTURES)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("invalid-"))
+        .collect();
+    assert_eq!(on_disk, listed);
+}
+
+#[test]
+fn a_mesh_block_takes_its_defaults_and_leaves_the_targets_alone() {
+    use pingscope::config::{MeshConfig, MeshPeers};
+    let c = load_file(&Path::new(MESH_FIXTURES).join("valid-mesh-dns.yml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.targets.is_empty());
+    assert_eq!(c.defaults.interval, Duration::from_millis(500));
+    assert_eq!(
+        c.mesh,
+        Some(MeshConfig {
+            peers: MeshPeers::Dns("pingscope-mesh.monitoring.svc.cluster.local".into()),
+            max_peers: Some(3),
+            name: None,
+            web_port: pingscope::DEFAULT_PORT,
+            web_timeout: Duration::from_secs(2),
+        })
+    );
+    let c = parse_ok(
+        "mesh:\n  name: a\n  web_port: 9999\n  web_timeout: 500ms\n  peers:\n    static: [192.0.2.1, b.example]\n",
+    );
+    let m = c.mesh.unwrap_or_else(|| panic!("a mesh block"));
+    assert_eq!(
+        m.peers,
+        MeshPeers::Static(vec!["192.0.2.1".into(), "b.example".into()])
+    );
+    assert_eq!(
+        (m.name.as_deref(), m.max_peers, m.web_port, m.web_timeout),
+        (Some("a"), None, 9999, Duration::from_millis(500))
+    );
+    assert_eq!(parse_ok("targets: []\n").mesh, None);
 }
 
 #[test]

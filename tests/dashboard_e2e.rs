@@ -44,6 +44,8 @@ targets:
   - {name: unknown, host: nowhere.pingscope.test}
   # A path monitor through two hops, for the path row.
   - {name: route, host: 198.18.0.9, kind: path, interval: 500ms, path: {max_ttl: 6}}
+# Mesh mode with one static peer (the steady host), for the mesh matrices (source × target).
+mesh: {name: e2e, peers: {static: ["2001:db8::20"]}}
 "#;
 
 fn dashboard() -> Value {
@@ -249,5 +251,22 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
             ),
             3.0
         );
+        // The mesh matrices: one cell, this instance (`source`) to its one peer, no loss and
+        // the steady host's RTT.
+        for (title, range) in [
+            ("Mesh loss (source × target, 5m)", 0.0..=0.0),
+            ("Mesh RTT (source × target, 5m)", 0.018..=0.0225 + slack),
+        ] {
+            let rows = p.query_result(&find(&queries, title, "A").expr);
+            assert_eq!(rows.len(), 1, "{mode}: {title}: {rows:?}");
+            let m = &rows[0]["metric"];
+            assert_eq!(
+                (&m["source"], &m["target"]),
+                (&json!("e2e"), &json!("2001:db8::20")),
+                "{mode}: {title}"
+            );
+            let v = sample_value(&rows[0]).unwrap_or(f64::NAN);
+            assert!(range.contains(&v), "{mode}: {title}: {v}");
+        }
     }
 }

@@ -414,3 +414,35 @@ fn every_workload_runs_unprivileged_with_health_checks_and_sized_resources() {
         .to_owned();
     assert_eq!(count, set["spec"]["replicas"].to_string());
 }
+
+#[test]
+fn the_mesh_daemonset_runs_mesh_mode_over_its_headless_service() {
+    let all = all_resources();
+    let text = find(&all, "ConfigMap", "pingscope-mesh")["data"]["pingscope.yml"]
+        .as_str()
+        .expect("the mesh ConfigMap holds pingscope.yml")
+        .to_owned();
+    let config = pingscope::config::parse_str(&text, "pingscope.yml", Path::new("/etc/pingscope"))
+        .unwrap_or_else(|e| panic!("the mesh ConfigMap's config is invalid:\n{e}"));
+    let mesh = config.mesh.expect("a mesh: block");
+    let service = find(&all, "Service", "pingscope-mesh");
+    assert_eq!(service["spec"]["clusterIP"], "None", "a headless Service");
+    assert_eq!(
+        mesh.peers,
+        pingscope::config::MeshPeers::Dns("pingscope-mesh".into())
+    );
+    assert_eq!(
+        Some(mesh.web_port),
+        service["spec"]["ports"][0]["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+    );
+    let pod = &find(&all, "DaemonSet", "pingscope")["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "pingscope-mesh");
+    let env = &pod["containers"][0]["env"][0];
+    assert_eq!(
+        (&env["name"], &env["valueFrom"]["fieldRef"]["fieldPath"]),
+        (&json!("HOSTNAME"), &json!("spec.nodeName")),
+        "source = the node's name"
+    );
+}

@@ -96,6 +96,6 @@ fn schemathesis_finds_no_server_error_or_spec_violation() {
         .collect::<Vec<_>>()
         .join("\n");
     eprintln!("{tail}");
-    assert!(stdout.contains("Tested: 9"), "{stdout}");
+    assert!(stdout.contains("Tested: 10"), "{stdout}");
     assert!(!d.log().contains("panicked"), "{}", d.log());
 }

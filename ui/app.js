@@ -3,6 +3,7 @@
 // Every text from the daemon goes through textContent, never innerHTML.
 
 import { rttChart, sparkline } from "./chart.js";
+import { meshView } from "./mesh.js";
 import { hopTrs, pathView, sessionPathItems } from "./path.js";
 
 export const $ = (id) => document.getElementById(id);
@@ -101,7 +102,7 @@ function setConn(state, text) {
 
 // ---------- routing ----------
 
-const views = ["monitors", "session", "result", "history", "about", "path"];
+const views = ["monitors", "mesh", "session", "result", "history", "about", "path"];
 let leaveView = null; // cleanup of the current view (closes its WebSocket)
 
 function route() {
@@ -125,6 +126,7 @@ function route() {
   document.body.dataset.view = view;
   if (view === "monitors") monitors.show();
   if (view === "history") hist.show();
+  if (view === "mesh") leaveView = mesh.show();
   if (view === "result") leaveView = result.show(arg);
   if (view === "path") leaveView = pathView.show(arg);
   if (view === "session") setTimeout(() => $("f-target").focus(), 0);
@@ -825,6 +827,8 @@ const hist = {
     more.disabled = false;
   },
 };
+
+const mesh = meshView({ $, h, api, pct, ms });
 
 // ---------- wiring ----------
 

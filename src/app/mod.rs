@@ -79,15 +79,6 @@ fn eprint_line(s: &str) {
     let _ = writeln!(std::io::stderr(), "{s}");
 }
 
-/// This machine's (or pod's) hostname: `HOSTNAME` when set, else the kernel's.
-fn hostname() -> Result<String, String> {
-    match std::env::var("HOSTNAME") {
-        Ok(h) if !h.trim().is_empty() => Ok(h),
-        _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_err(|e| format!("HOSTNAME is not set and /proc/sys/kernel/hostname: {e}")),
-    }
-}
-
 /// `pingscope serve`: returns the exit status.
 pub fn main(args: ServeArgs) -> u8 {
     tune_allocator();
@@ -98,7 +89,7 @@ pub fn main(args: ServeArgs) -> u8 {
     let shard = match config::shard_auto::resolve_shard(
         args.shard.as_deref(),
         args.shard_count.as_deref(),
-        hostname,
+        crate::mesh::hostname,
     ) {
         Ok(s) => s,
         Err(e) => {
@@ -187,7 +178,9 @@ async fn run(
 ) -> u8 {
     // ICMP and path monitors need their permission at start; a daemon that monitors only TCP and UDP
     // runs as any user, its ICMP sessions failing to send (with the permission's fix named).
-    let needs_icmp = config.targets.is_empty() || config.targets.iter().any(|t| t.kind.uses_icmp());
+    let needs_icmp = config.targets.is_empty()
+        || config.mesh.is_some()
+        || config.targets.iter().any(|t| t.kind.uses_icmp());
     let engine = if needs_icmp {
         Engine::new(EngineConfig::default())
     } else {

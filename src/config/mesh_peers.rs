@@ -10,8 +10,8 @@
 //! k = 1: only 2 of the 8 equally likely choices form a cycle, so 3 times in 4 someone is left
 //! out); the ring guarantees that every member is pinged by exactly k.
 //!
-//! Only the choice is here. The `mesh:` config block, DNS discovery and the `source` label
-//! that use it are not written yet.
+//! Only the choice is here: the `mesh:` block is [`super::mesh`], discovery and the `source`
+//! label are `crate::mesh`.
 
 use super::shard::fnv1a64;
 

@@ -14,7 +14,8 @@
 //! | `error.rs` | [`ConfigError`]: `FILE:LINE: KEY: message`, one per line |
 //! | [`shard`] | `--shard I/N` |
 //! | [`shard_auto`] | `--shard auto`: the index from a StatefulSet hostname |
-//! | [`mesh_peers`] | which peers a mesh instance pings (the ring choice; not wired yet) |
+//! | [`mesh`] | `mesh:`: the peers of a mesh instance (DNS or static), `max_peers`, its name |
+//! | [`mesh_peers`] | which peers a mesh instance pings (the ring choice) |
 //! | [`diff`] | which targets a reload adds, removes, changes or keeps |
 //!
 //! Every problem is reported at once: unknown keys and wrong types (the parse blanks the entry at
@@ -27,6 +28,7 @@ pub mod diff;
 mod error;
 mod file_sd;
 mod locate;
+pub mod mesh;
 pub mod mesh_peers;
 pub mod outage;
 mod path;
@@ -42,6 +44,7 @@ mod yaml_limits;
 pub use crate::duration::{self, DurationError, format_duration, parse_duration};
 pub use diff::{ChangedTarget, TargetDiff, diff_targets};
 pub use error::{ConfigError, ConfigIssue};
+pub use mesh::{MeshConfig, MeshPeers};
 pub use shard::{Shard, ShardError};
 pub use types::{
     AccessConfig, AlertThresholds, CaptureRule, Config, Denied, DnsConfig, HistogramConfig,
@@ -133,6 +136,7 @@ impl Config {
             .into(),
             probe_limits: ProbeLimitsConfig::default(),
             histogram: HistogramConfig::default(),
+            mesh: None,
             source_path: None,
         }
     }

@@ -21,6 +21,7 @@ pub(crate) struct RawConfig {
     pub access: Option<S<RawAccess>>,
     pub probe_profiles: Option<BTreeMap<String, S<RawProfile>>>,
     pub probe_limits: Option<S<RawProbeLimits>>,
+    pub mesh: Option<S<super::mesh::RawMesh>>,
 }
 
 /// What a `/probe` caller may ask for.

@@ -77,6 +77,8 @@ pub struct Config {
     pub probe_profiles: BTreeMap<String, ProbeProfile>,
     pub probe_limits: ProbeLimitsConfig,
     pub histogram: HistogramConfig,
+    /// `mesh:`: monitor the other instances of a fleet.
+    pub mesh: Option<super::mesh::MeshConfig>,
     /// The file this config was read from; `None` for the embedded default or a string.
     pub source_path: Option<PathBuf>,
 }

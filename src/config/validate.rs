@@ -122,6 +122,10 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
     );
 
     let probe_limits = probe_limits(issues, raw.probe_limits.map(|s| s.value));
+    let mesh = raw
+        .mesh
+        .as_ref()
+        .and_then(|m| super::mesh::build(issues, m, &mut seen));
 
     Config {
         probe_limits,
@@ -134,6 +138,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
         access,
         probe_profiles,
         histogram,
+        mesh,
         source_path: None,
     }
 }

@@ -4,12 +4,13 @@
 //!
 //! One file per concern: [`admin`] (`/-/healthy`, `/-/ready`, `/-/reload`, the endpoint list at
 //! `/about`), [`ui`] (the live page at `/`),
-//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`paths`] (a path monitor's hops and history, a path session's responder names), [`outages`] (`/api/v1/outages`), [`error`] (the JSON error
+//! [`metrics`] (the telemetry path), [`targets`] (`/api/v1/targets`), [`paths`] (a path monitor's hops and history, a path session's responder names), [`mesh`] (`/api/v1/mesh`), [`outages`] (`/api/v1/outages`), [`error`] (the JSON error
 //! shape every API route answers with).
 
 pub mod admin;
 pub mod compress;
 pub mod error;
+pub mod mesh;
 pub mod metrics;
 pub mod outages;
 pub mod paths;
@@ -64,6 +65,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(ws::session_live))
         .routes(routes!(ws::monitors_live))
         .routes(routes!(targets::list))
+        .routes(routes!(mesh::matrix))
         .routes(routes!(paths::monitor_path))
         .routes(routes!(paths::session_names))
         .routes(routes!(outages::list))

@@ -62,6 +62,7 @@ const INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
 const CSS: Asset = asset!("app.css", "text/css; charset=utf-8");
 const JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
 const CHART: Asset = asset!("chart.js", "text/javascript; charset=utf-8");
+const MESH: Asset = asset!("mesh.js", "text/javascript; charset=utf-8");
 const PATH: Asset = asset!("path.js", "text/javascript; charset=utf-8");
 
 /// The page may load only its own files and talk only to its own origin (WebSocket included).
@@ -116,6 +117,7 @@ pub async fn file(Path(name): Path<String>, headers: HeaderMap) -> Result<Respon
         "app.css" => &CSS,
         "app.js" => &JS,
         "chart.js" => &CHART,
+        "mesh.js" => &MESH,
         "path.js" => &PATH,
         _ => return Err(ApiError::not_found(format!("no UI file {name:?}"))),
     };

@@ -2,6 +2,7 @@
 //! config in force, the scheduler, the registry, the engine and the session store behind domain
 //! methods (`reload`, `sessions`, `try_probe_slot`, ...); `app` builds it and drives it.
 
+mod mesh;
 mod outages;
 
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ struct Inner {
     // Swapped whole on a successful reload; readers clone the Arc and never hold the lock.
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
+    // Configured targets and mesh peers, applied to the scheduler as one list.
+    mesh: Arc<mesh::MeshState>,
     metrics: Metrics,
     live: LiveHub,
     pinger: Arc<dyn Pinger>,
@@ -174,9 +177,11 @@ impl App {
             .await
             .unwrap_or_else(|e| Err(format!("claiming the session store panicked: {e}")))
         };
+        let mesh = Arc::new(mesh::MeshState::new());
         let targets = config.targets_for(options.shard);
-        let (added, _, _) = scheduler.apply(&targets, config.dns.refresh).await;
-        drop(targets);
+        let (added, _, _) = mesh
+            .apply_configured(&scheduler, targets, config.dns.refresh)
+            .await;
         release_free_heap();
         metrics.set_reload_status(true, SystemTime::now());
         tracing::info!(
@@ -190,6 +195,7 @@ impl App {
                 options,
                 config: RwLock::new(Arc::new(config)),
                 scheduler,
+                mesh,
                 metrics,
                 live,
                 pinger,
@@ -209,12 +215,39 @@ impl App {
             outage_rx,
             reopen,
         ));
+        tokio::spawn(
+            app.inner
+                .mesh
+                .clone()
+                .follow_peers(app.inner.scheduler.clone(), app.inner.shutdown.clone()),
+        );
+        app.follow_mesh_config();
         Ok(app)
     }
 
     /// The scheduler of the configured monitors.
     pub fn scheduler(&self) -> &Scheduler {
         &self.inner.scheduler
+    }
+
+    /// Starts, restarts or stops mesh discovery as the config in force asks.
+    fn follow_mesh_config(&self) {
+        let scheduler = self.inner.scheduler.clone();
+        self.inner.mesh.follow_config(
+            &self.config(),
+            Arc::new(move || scheduler.resolver()),
+            &self.inner.shutdown,
+        );
+    }
+
+    /// The mesh peers this instance monitors now (empty outside mesh mode).
+    pub fn mesh_peers(&self) -> Vec<Arc<config::TargetConfig>> {
+        self.inner.mesh.peers()
+    }
+
+    /// This instance's `source` label in mesh mode.
+    pub fn mesh_name(&self) -> Option<String> {
+        self.inner.mesh.name()
     }
 
     /// The registry.
@@ -363,10 +396,14 @@ impl App {
             self.inner.scheduler.set_resolver(make_resolver(&new)?);
         }
         let targets = new.targets_for(self.inner.options.shard);
-        let (added, changed, removed) = self.inner.scheduler.apply(&targets, new.dns.refresh).await;
         let total = targets.len();
-        drop(targets);
+        let (added, changed, removed) = self
+            .inner
+            .mesh
+            .apply_configured(&self.inner.scheduler, targets, new.dns.refresh)
+            .await;
         *self.inner.config.write() = Arc::new(new);
+        self.follow_mesh_config();
         release_free_heap();
         Ok(Reloaded::Applied {
             targets: total,

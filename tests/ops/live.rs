@@ -85,6 +85,7 @@ fn profiles() -> Vec<Profile> {
             loss_every: 5,
             rtts: &[0.011, 0.013, 0.015, 0.017, 0.019],
             ttl: 64,
+            source: None,
         },
         Profile {
             target: "lo6",
@@ -92,6 +93,8 @@ fn profiles() -> Vec<Profile> {
             loss_every: 0,
             rtts: &[0.0021, 0.0023, 0.0025],
             ttl: 64,
+            // A mesh peer's monitor, for the mesh matrices.
+            source: Some("fake-a"),
         },
     ]
 }

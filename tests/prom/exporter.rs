@@ -29,6 +29,8 @@ pub struct Profile {
     pub loss_every: u64,
     pub rtts: &'static [f64],
     pub ttl: i64,
+    /// The `source` label of a mesh peer's monitor (mesh mode), on every series of the target.
+    pub source: Option<&'static str>,
 }
 
 /// Time between two scripted probes of every target.
@@ -272,7 +274,9 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn target_labels(p: &Profile) -> Labels {
-    labels(&[("target", p.target), ("ip", p.ip)])
+    let mut l = labels(&[("target", p.target), ("ip", p.ip)]);
+    l.extend(p.source.map(|s| ("source".to_owned(), s.to_owned())));
+    l
 }
 
 fn hop_labels(p: &Profile, ttl: &str) -> Labels {

@@ -135,8 +135,14 @@ pub struct DnsServer {
 impl DnsServer {
     /// An empty zone (every name NXDOMAIN) on a free port of 127.0.0.1.
     pub fn start() -> DnsServer {
+        Self::start_on("127.0.0.1:0".parse().expect("an address"))
+    }
+
+    /// As [`DnsServer::start`], on `bind` (port 0: a free one), e.g. a test network's hub
+    /// address that several namespaces reach.
+    pub fn start_on(bind: SocketAddr) -> DnsServer {
         // Bound here, on the caller's thread, so the sockets live in its network namespace.
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("binding the test DNS server");
+        let udp = std::net::UdpSocket::bind(bind).expect("binding the test DNS server");
         let addr = udp.local_addr().expect("the DNS server's address");
         let tcp = std::net::TcpListener::bind(addr).expect("binding the test DNS server (TCP)");
         udp.set_nonblocking(true).expect("non-blocking UDP");

@@ -4,6 +4,7 @@
 //! - [`daemon`]: the `pingscope serve` fixture and the HTTP helpers used against it.
 //! - [`inproc`]: the API in-process with the fake pinger, no root needed.
 //! - [`dns`]: the loopback DNS server (hickory-server) with a mutable zone.
+//! - [`mesh`]: several namespaces joined by veth pairs on a bridge, for daemons that ping each other.
 //! - [`expo`]: the Prometheus text exposition reader.
 //! - [`web`]: a test PKI and a raw HTTP/1.1 (plain or TLS) client.
 //! - [`tools`]: test tools from PyPI and npm, installed under `target/` on first use.
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod dns;
 pub mod expo;
 pub mod inproc;
+pub mod mesh;
 pub mod tools;
 pub mod web;
 
@@ -226,16 +228,7 @@ impl TestNet {
     /// Moves the calling thread into the namespace. Sockets it opens, and threads and processes
     /// it starts, from now on live there (a test process runs one test, so this is safe).
     pub fn enter(&self) {
-        let path = format!("/run/netns/{}", self.ns);
-        let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns into {path}: {}",
-            std::io::Error::last_os_error()
-        );
+        enter_namespace(&self.ns);
     }
 
     /// Replaces the profiles and makes the responder re-read them (SIGHUP). It reloads at its
@@ -380,8 +373,8 @@ impl Drop for TestNet {
     }
 }
 
-/// Namespaces `psn-PID-N` left by test processes that no longer exist (killed before `Drop`).
-fn remove_stale_namespaces() {
+/// Namespaces `psn-PID-…` left by test processes that no longer exist (killed before `Drop`).
+pub fn remove_stale_namespaces() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -401,7 +394,22 @@ fn remove_stale_namespaces() {
     }
 }
 
-fn run_checked(cmd: &mut Command) {
+/// Moves the calling thread into the named network namespace (see [`TestNet::enter`]).
+pub fn enter_namespace(ns: &str) {
+    let path = format!("/run/netns/{ns}");
+    let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    // SAFETY: setns on an fd we own; it changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns into {path}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Runs `cmd`; panics with its stderr when it fails.
+pub fn run_checked(cmd: &mut Command) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
