@@ -80,6 +80,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "invalid-path-pacing.yml",
+        &[
+            "invalid-path-pacing.yml:2: path_pacing.router_rate: router_rate must be between 1 and 10000, got 0",
+            "invalid-path-pacing.yml:3: path_pacing.router_burst: router_burst must be between 1 and 10000, got 10001",
+        ],
+    ),
+    (
         "invalid-unknown-key.yml",
         &[
             "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
@@ -88,7 +95,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-top-key.yml",
         &[
-            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles, probe_limits, mesh)",
+            "invalid-unknown-top-key.yml:3: scrape_interval: unknown key (known keys here: defaults, dns, targets, target_files, sessions, access, probe_profiles, probe_limits, mesh, path_pacing)",
         ],
     ),
     (

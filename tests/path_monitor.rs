@@ -449,3 +449,58 @@ fn hop_probes_that_fail_to_send_are_send_errors_not_loss() {
     let hop_sent = s.sum("pingscope_path_hop_sent_total", &bad);
     assert_eq!(hop_sent, 0.0, "{}", d.metrics_text());
 }
+
+/// `path_pacing` bounds what all path monitors together ask of one router: two monitors through
+/// one first-hop router at 10 rounds a second, with a budget of one answer a second, probe that
+/// router about once a second (beyond their first rounds) while their destinations get every
+/// round; a reload back to the default budget lets every round probe it again.
+#[test]
+fn path_pacing_bounds_the_probes_to_one_router_over_all_monitors() {
+    if !support::require_root() {
+        return;
+    }
+    let hop = json!({"delay": "1ms", "path": {"hops": [{"addr": "198.18.10.1"}]}});
+    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": hop, "198.18.0.10": hop}}));
+    net.enter();
+    let targets = "targets:
+  - {name: a, host: 198.18.0.9, kind: path, interval: 100ms, timeout: 500ms, path: {max_ttl: 4}}
+  - {name: b, host: 198.18.0.10, kind: path, interval: 100ms, timeout: 500ms, path: {max_ttl: 4}}
+";
+    let path = write_config(
+        net.dir(),
+        "serve.yml",
+        &format!("path_pacing: {{router_rate: 1, router_burst: 1}}\n{targets}"),
+    );
+    let d = Daemon::start(&path, &[]);
+    let ttl = |s: &Scrape, t: &str| s.sum("pingscope_path_hop_sent_total", &[("ttl", t)]);
+    let started = std::time::Instant::now();
+    let mut s = d.scrape();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            s = d.scrape();
+            ttl(&s, "2") >= 40.0
+        }),
+        "{}",
+        d.metrics_text()
+    );
+    let secs = started.elapsed().as_secs_f64();
+    // Each monitor's first round (the router is not known yet), the burst, one a second.
+    let router = ttl(&s, "1");
+    assert!(
+        router <= 2.0 + 1.0 + secs.ceil() + 1.0,
+        "{router} probes to the router in {secs:.1} s at 1 a second: {}",
+        d.metrics_text()
+    );
+    assert!(router >= 2.0, "{router}");
+
+    std::fs::write(&path, targets).unwrap();
+    let (status, body) = d.post("/-/reload");
+    assert_eq!(status, 200, "{body}");
+    let before = ttl(&d.scrape(), "1");
+    assert!(
+        wait_until(Duration::from_secs(5), || ttl(&d.scrape(), "1")
+            >= before + 20.0),
+        "the default budget (50 a second) lets every round through: {}",
+        d.metrics_text()
+    );
+}

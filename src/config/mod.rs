@@ -48,8 +48,8 @@ pub use mesh::{MeshConfig, MeshPeers};
 pub use shard::{Shard, ShardError};
 pub use types::{
     AccessConfig, AlertThresholds, CaptureRule, Config, Denied, DnsConfig, HistogramConfig,
-    OutageRule, ProbeLimitsConfig, ProbeProfile, RetentionConfig, SessionsConfig, TargetConfig,
-    TargetDefaults, defaults, limits,
+    OutageRule, PathPacingConfig, ProbeLimitsConfig, ProbeProfile, RetentionConfig, SessionsConfig,
+    TargetConfig, TargetDefaults, defaults, limits,
 };
 
 use error::Issues;
@@ -137,6 +137,7 @@ impl Config {
             probe_limits: ProbeLimitsConfig::default(),
             histogram: HistogramConfig::default(),
             mesh: None,
+            path_pacing: PathPacingConfig::default(),
             source_path: None,
         }
     }

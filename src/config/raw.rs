@@ -22,6 +22,15 @@ pub(crate) struct RawConfig {
     pub probe_profiles: Option<BTreeMap<String, S<RawProfile>>>,
     pub probe_limits: Option<S<RawProbeLimits>>,
     pub mesh: Option<S<super::mesh::RawMesh>>,
+    pub path_pacing: Option<S<RawPathPacing>>,
+}
+
+/// `path_pacing:`: what path monitors ask of one router, all together.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPathPacing {
+    pub router_rate: Option<S<i64>>,
+    pub router_burst: Option<S<i64>>,
 }
 
 /// What a `/probe` caller may ask for.

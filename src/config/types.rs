@@ -79,6 +79,8 @@ pub struct Config {
     pub histogram: HistogramConfig,
     /// `mesh:`: monitor the other instances of a fleet.
     pub mesh: Option<super::mesh::MeshConfig>,
+    /// `path_pacing:`: the per-router budget of every path monitor together.
+    pub path_pacing: PathPacingConfig,
     /// The file this config was read from; `None` for the embedded default or a string.
     pub source_path: Option<PathBuf>,
 }
@@ -182,6 +184,30 @@ impl Default for DnsConfig {
         }
     }
 }
+
+/// The `path_pacing` section: the answers (time exceeded, unreachable) all path monitors
+/// together ask of one router, as a token bucket per router address: routers rate-limit the
+/// ICMP errors they send (Linux: a burst of 6, then one a second per source), and a probe the
+/// bucket holds back this round is neither sent nor lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PathPacingConfig {
+    /// Answers a second asked of one router.
+    pub router_rate: u32,
+    /// The bucket's size: answers asked of one router at once.
+    pub router_burst: u32,
+}
+
+impl Default for PathPacingConfig {
+    fn default() -> Self {
+        Self {
+            router_rate: crate::probe::path::pacer::DEFAULT_HOP_RATE as u32,
+            router_burst: crate::probe::path::pacer::DEFAULT_HOP_BURST,
+        }
+    }
+}
+
+/// Largest `path_pacing.router_rate` and `router_burst`.
+pub const MAX_ROUTER_RATE: i64 = 10_000;
 
 /// The `probe_limits` section: the caps of every `/probe` request, so none holds a probe slot
 /// longer than `max_duration` whatever its scrape-timeout header, `interval` or `count` say.

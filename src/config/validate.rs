@@ -122,6 +122,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
     );
 
     let probe_limits = probe_limits(issues, raw.probe_limits.map(|s| s.value));
+    let path_pacing = path_pacing(issues, raw.path_pacing.map(|s| s.value));
     let mesh = raw
         .mesh
         .as_ref()
@@ -139,6 +140,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
         probe_profiles,
         histogram,
         mesh,
+        path_pacing,
         source_path: None,
     }
 }
@@ -298,6 +300,26 @@ fn dns_server(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn path_pacing(
+    issues: &mut Issues,
+    raw: Option<super::raw::RawPathPacing>,
+) -> super::types::PathPacingConfig {
+    let mut out = super::types::PathPacingConfig::default();
+    let Some(raw) = raw else { return out };
+    let max = super::types::MAX_ROUTER_RATE;
+    let mut one = |v: &Option<S<i64>>, name: &str, into: &mut u32| {
+        if let Some(v) = v
+            && let Some(n) =
+                rules::int_range(issues, v, &format!("path_pacing.{name}"), name, 1, max)
+        {
+            *into = n as u32;
+        }
+    };
+    one(&raw.router_rate, "router_rate", &mut out.router_rate);
+    one(&raw.router_burst, "router_burst", &mut out.router_burst);
+    out
 }
 
 fn probe_limits(

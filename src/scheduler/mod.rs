@@ -204,6 +204,13 @@ impl Scheduler {
         }
     }
 
+    /// Sets what every path monitor together asks of one router (`path_pacing`).
+    pub fn set_path_pacing(&self, pacing: crate::config::PathPacingConfig) {
+        self.shared
+            .hop_pacer
+            .configure(f64::from(pacing.router_rate), pacing.router_burst);
+    }
+
     /// Applies a target list as a diff against the running one. Returns (added, changed, removed).
     pub async fn apply(
         &self,

@@ -179,6 +179,7 @@ impl App {
         };
         let mesh = Arc::new(mesh::MeshState::new());
         let targets = config.targets_for(options.shard);
+        scheduler.set_path_pacing(config.path_pacing);
         let (added, _, _) = mesh
             .apply_configured(&scheduler, targets, config.dns.refresh)
             .await;
@@ -397,6 +398,7 @@ impl App {
         }
         let targets = new.targets_for(self.inner.options.shard);
         let total = targets.len();
+        self.inner.scheduler.set_path_pacing(new.path_pacing);
         let (added, changed, removed) = self
             .inner
             .mesh

@@ -70,6 +70,21 @@ impl HopPacer {
         }
     }
 
+    /// Sets a new rate and burst (a reload); buckets keep their tokens, capped at the burst.
+    pub fn configure(&self, rate: f64, burst: u32) {
+        let fresh = Self::new(rate, burst);
+        let (rate, burst) = {
+            let f = fresh.inner.lock();
+            (f.rate, f.burst)
+        };
+        let mut g = self.inner.lock();
+        g.rate = rate;
+        g.burst = burst;
+        for b in g.buckets.values_mut() {
+            b.tokens = b.tokens.min(burst);
+        }
+    }
+
     /// Takes a token of `hop` at `now`: true when the probe may go.
     pub fn try_take(&self, hop: IpAddr, now: Instant) -> bool {
         let mut g = self.inner.lock();
@@ -136,5 +151,24 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         let taken = (0..10).filter(|_| p.try_take(ip(1), later)).count();
         assert_eq!(taken, 3);
+    }
+
+    #[test]
+    fn configure_changes_rate_and_burst_for_every_clone() {
+        let t0 = Instant::now();
+        let p = HopPacer::new(50.0, 50);
+        let q = p.clone();
+        assert!(p.try_take(ip(1), t0));
+        q.configure(1.0, 2);
+        // The bucket held 49 tokens: capped at the new burst of 2.
+        assert!(p.try_take(ip(1), t0));
+        assert!(p.try_take(ip(1), t0));
+        assert!(!p.try_take(ip(1), t0), "burst of 2");
+        // One a second now, not 50.
+        assert!(!p.try_take(ip(1), t0 + Duration::from_millis(900)));
+        assert!(p.try_take(ip(1), t0 + Duration::from_millis(1000)));
+        // A new router starts with the new burst.
+        let taken = (0..10).filter(|_| p.try_take(ip(2), t0)).count();
+        assert_eq!(taken, 2);
     }
 }
