@@ -484,14 +484,15 @@ fn path_pacing_bounds_the_probes_to_one_router_over_all_monitors() {
         d.metrics_text()
     );
     let secs = started.elapsed().as_secs_f64();
-    // Each monitor's first round (the router is not known yet), the burst, one a second.
+    // At most each monitor's first round (the router is not known yet), the burst, one a
+    // second. (Fewer may show: a monitor whose router probes all wait for 10 rounds loses that
+    // hop's series, as any hop not seen.)
     let router = ttl(&s, "1");
     assert!(
-        router <= 2.0 + 1.0 + secs.ceil() + 1.0,
+        (1.0..=2.0 + 1.0 + secs.ceil() + 1.0).contains(&router),
         "{router} probes to the router in {secs:.1} s at 1 a second: {}",
         d.metrics_text()
     );
-    assert!(router >= 2.0, "{router}");
 
     std::fs::write(&path, targets).unwrap();
     let (status, body) = d.post("/-/reload");
