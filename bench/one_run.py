@@ -80,6 +80,30 @@ def socket_drops():
     return total
 
 
+def stop(proc):
+    """SIGTERM to a process this script started, SIGKILL if it outlives 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def metric_sums(port, names):
+    """Each of `names` summed over its series, from a text scrape of 127.0.0.1:`port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    sums = {}
+    for line in body.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sums
+
+
 def proc_cpu(pid):
     """(utime+stime+cutime+cstime seconds, sum of per-thread schedstat ns as seconds)."""
     with open(f"/proc/{pid}/stat") as f:

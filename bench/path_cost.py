@@ -25,14 +25,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from one_run import proc_cpu  # (utime+stime s, schedstat s) of a process and its threads
+# proc_cpu: (utime+stime s, schedstat s) of a process and its threads
+from one_run import metric_sums, proc_cpu, stop
 
 PATHS = 100
 HOPS = 9  # in front of the destination: 10 TTLs answer per round
@@ -73,16 +72,6 @@ def config(kind, work):
     return "\n".join(lines) + "\n"
 
 
-def stop(proc):
-    """SIGTERM to a process this script started, SIGKILL if it outlives 15 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def icmp_counters():
     with open("/proc/net/snmp") as f:
         rows = [l.split() for l in f if l.startswith("Icmp:")]
@@ -90,17 +79,8 @@ def icmp_counters():
 
 
 def scrape():
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as r:
-        body = r.read().decode()
-    sums = {}
-    for line in body.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("pingscope_sent_total", "pingscope_lost_total",
-                    "pingscope_path_hop_sent_total", "pingscope_path_hop_lost_total"):
-            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return sums
+    return metric_sums(PORT, ("pingscope_sent_total", "pingscope_lost_total",
+                              "pingscope_path_hop_sent_total", "pingscope_path_hop_lost_total"))
 
 
 def one(args):

@@ -57,14 +57,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-from one_run import CLK_TCK, proc_cpu, sockets
+from one_run import CLK_TCK, metric_sums, proc_cpu, sockets, stop
 
 KINDS = ("icmp", "tcp", "udp", "udpecho")
 TCP_PORT = 80
@@ -96,16 +94,6 @@ def config(kind, monitors, work):
              f"sessions:\n  database: {work}/sessions.db", "targets:"]
     lines += [f"  - {{host: {dest(i)}{target}}}" for i in range(monitors)]
     return "\n".join(lines) + "\n"
-
-
-def stop(proc):
-    """SIGTERM to a process this script started, SIGKILL if it outlives 15 s."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def cpu_split(pid):
@@ -150,17 +138,8 @@ def probe_sockets():
 
 
 def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        body = r.read().decode()
-    sums = {}
-    for line in body.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("pingscope_sent_total", "pingscope_lost_total", "pingscope_tcp_refused_total",
-                    "pingscope_engine_events_dropped_total"):
-            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return sums
+    return metric_sums(port, ("pingscope_sent_total", "pingscope_lost_total",
+                              "pingscope_tcp_refused_total", "pingscope_engine_events_dropped_total"))
 
 
 def start(kind, port, monitors, pingscope, work):
