@@ -10,9 +10,11 @@ measure over a fixed window (CPU from /proc/PID/schedstat of every thread and ut
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,6 +80,41 @@ def socket_drops():
         except (OSError, StopIteration, ValueError):
             pass
     return total
+
+
+@contextlib.contextmanager
+def testnet_namespace(testnet, profiles, prefix):
+    """A network namespace of this script's own with `lo` up and unprivileged ICMP open, the
+    test network's responder (`testnet`) answering `profiles` in it and logging to
+    WORK/responder.jsonl: yields (namespace, WORK, responder process). On exit the responder is
+    ended, the namespace deleted and WORK removed."""
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the bench creates its own network namespace")
+    ns = f"psbench-{os.getpid()}"
+    work = tempfile.mkdtemp(prefix=prefix)
+    prof = os.path.join(work, "profiles.json")
+    with open(prof, "w") as f:
+        json.dump(profiles, f)
+    responder = None
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
+                        "net.ipv4.ping_group_range=0 2147483647"], check=True)
+        # `ip netns exec` execs the program in place: this PID is the responder's.
+        responder = subprocess.Popen(
+            ["ip", "netns", "exec", ns, testnet, "--profiles", prof,
+             "--log", os.path.join(work, "responder.jsonl")],
+            stdout=subprocess.PIPE, stderr=open(os.path.join(work, "responder.stderr"), "w"),
+            text=True)
+        if responder.stdout.readline().strip() != "READY":
+            raise SystemExit(f"pingscope-testnet did not start; see {work}/responder.stderr")
+        yield ns, work, responder
+    finally:
+        if responder is not None:
+            stop(responder)
+        subprocess.run(["ip", "netns", "del", ns])
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def stop(proc):

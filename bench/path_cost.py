@@ -31,7 +31,7 @@ import tempfile
 import time
 
 # proc_cpu: (utime+stime s, schedstat s) of a process and its threads
-from one_run import metric_sums, proc_cpu, stop
+from one_run import metric_sums, proc_cpu, stop, testnet_namespace
 
 PATHS = 100
 HOPS = 9  # in front of the destination: 10 TTLs answer per round
@@ -131,27 +131,8 @@ def one(args):
 
 
 def driver(args):
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the bench creates its own network namespace")
-    ns = f"psbench-{os.getpid()}"
-    work = tempfile.mkdtemp(prefix="path-cost-")
-    prof = os.path.join(work, "profiles.json")
-    with open(prof, "w") as f:
-        json.dump(profiles(), f)
     out = open(args.out, "a") if args.out else sys.stdout
-    responder = None
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv4.ping_group_range=0 2147483647"], check=True)
-        responder = subprocess.Popen(
-            ["ip", "netns", "exec", ns, args.testnet, "--profiles", prof,
-             "--log", os.path.join(work, "responder.jsonl")],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(work, "responder.stderr"), "w"),
-            text=True)
-        if responder.stdout.readline().strip() != "READY":
-            raise SystemExit(f"pingscope-testnet did not start; see {work}/responder.stderr")
+    with testnet_namespace(args.testnet, profiles(), "path-cost-") as (ns, _work, _responder):
         head = {"date": time.strftime("%FT%TZ", time.gmtime()), "nproc": os.cpu_count(),
                 "kernel": os.uname().release, "load": open("/proc/loadavg").read().split()[:3],
                 "paths": PATHS, "hops": HOPS + 1, "pings": PINGS,
@@ -171,11 +152,6 @@ def driver(args):
                 line = r.stdout.strip() or json.dumps(
                     {"config": kind, "rep": rep, "error": f"exit {r.returncode}"})
                 print(line, file=out, flush=True)
-    finally:
-        if responder is not None:
-            stop(responder)
-        subprocess.run(["ip", "netns", "del", ns])
-        shutil.rmtree(work, ignore_errors=True)
     if args.out:
         out.close()
         summarize(args.out)

@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 
-from one_run import CLK_TCK, metric_sums, proc_cpu, sockets, stop
+from one_run import CLK_TCK, metric_sums, proc_cpu, sockets, stop, testnet_namespace
 
 KINDS = ("icmp", "tcp", "udp", "udpecho")
 TCP_PORT = 80
@@ -265,28 +265,9 @@ def log_actions(path):
 
 
 def driver(args):
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the bench creates its own network namespace")
-    ns = f"psbench-{os.getpid()}"
-    work = tempfile.mkdtemp(prefix="tcp-cost-")
-    prof = os.path.join(work, "profiles.json")
-    with open(prof, "w") as f:
-        json.dump(profiles(), f)
-    rlog = os.path.join(work, "responder.jsonl")
     out = open(args.out, "a") if args.out else sys.stdout
-    responder = None
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw",
-                        "net.ipv4.ping_group_range=0 2147483647"], check=True)
-        # `ip netns exec` execs the program in place: this PID is the responder's.
-        responder = subprocess.Popen(
-            ["ip", "netns", "exec", ns, args.testnet, "--profiles", prof, "--log", rlog],
-            stdout=subprocess.PIPE, stderr=open(os.path.join(work, "responder.stderr"), "w"),
-            text=True)
-        if responder.stdout.readline().strip() != "READY":
-            raise SystemExit(f"pingscope-testnet did not start; see {work}/responder.stderr")
+    with testnet_namespace(args.testnet, profiles(), "tcp-cost-") as (ns, work, responder):
+        rlog = os.path.join(work, "responder.jsonl")
         head = {"date": time.strftime("%FT%TZ", time.gmtime()), "nproc": os.cpu_count(),
                 "kernel": os.uname().release, "load": open("/proc/loadavg").read().split()[:3],
                 "monitors": args.monitors, "kinds": args.kinds, "tcp_port": TCP_PORT,
@@ -325,11 +306,6 @@ def driver(args):
                                       "exit": responder.returncode, "stderr": why}),
                           file=out, flush=True)
                     raise SystemExit(f"pingscope-testnet exited ({responder.returncode}): {why}")
-    finally:
-        if responder is not None:
-            stop(responder)
-        subprocess.run(["ip", "netns", "del", ns])
-        shutil.rmtree(work, ignore_errors=True)
     if args.out:
         out.close()
         summarize(args.out)
