@@ -211,19 +211,26 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
                 ["D", "A", "E"].map(|r| single(p, &find(&queries, title, r).expr));
             (min, median, max)
         };
+        // The gauges give the exact minimum (the bucket bounds below 8 ms would read 5 ms in
+        // classic mode, about 7.3 ms in native); a maximum may take a late outlier.
         let (min, _, max) = band("lossy");
         assert!(
-            0.008 <= min && min <= max && max <= 0.008 + slack,
+            0.008 <= min && min <= 0.008 + slack && min <= max && max < 0.5,
             "{mode}: lossy's min–max band {min}..{max} from the window gauges, 8 ms replies"
         );
+        // Without gauges: the lower bound of the bucket holding 20 ms, and an upper bound on
+        // the largest RTT (at least the bucket's upper bound in classic mode).
         let (min, median, max) = band("steady");
-        let (lowest, highest) = if mode == "native" {
-            (0.018, 0.0225 + slack)
+        let (lowest, highest_min, lowest_max) = if mode == "native" {
+            (0.018, 0.020, 0.020)
         } else {
-            (0.010, 0.025)
+            (0.010, 0.0101, 0.025)
         };
         assert!(
-            lowest <= min && min <= median && median <= max && max <= highest,
+            (lowest..=highest_min).contains(&min)
+                && min <= median
+                && median <= max
+                && (lowest_max..0.5).contains(&max),
             "{mode}: steady's band {min}..{max} (median {median}), 20 ms replies, no gauges"
         );
         let dns_failures = of_target(
