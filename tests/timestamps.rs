@@ -348,42 +348,48 @@ fn rtt_on_loopback_is_not_above_iputils_ping() {
     if !support::require_root() {
         return;
     }
-    const ROUNDS: usize = 4;
+    const ROUNDS: usize = 6;
     const PER_ROUND: usize = 100;
-    let rt = runtime();
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // One round of one engine, on a runtime of its own: a fresh engine, sockets and threads each
+    // round, so where the scheduler placed one round's threads does not decide the whole test.
     // One engine at a time: each raw socket gets every echo reply of the host, so a second one
     // would add its wake-ups to the measured path.
-    let run = |source: TimestampSource, with_ping: bool| {
+    let round = |source: TimestampSource, with_ping: bool| {
+        let rt = runtime();
         let e = rt.block_on(async { engine(source, SocketPreference::Raw) });
         // The kernel enables software RX timestamps through deferred work when the first socket
         // of the machine asks for them: the first reply may come without one (`missing`).
         rt.block_on(series(&e, ip, 3, Duration::from_millis(5)));
         let before = e.timestamp_stats();
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let ping = with_ping.then(|| {
-                Command::new("ping")
-                    .args(["-n", "-c", &PER_ROUND.to_string(), "-i", "0.005", "-W", "2"])
-                    .arg("127.0.0.1")
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("running iputils ping")
-            });
-            let r = rt.block_on(series(&e, ip, PER_ROUND, Duration::from_millis(5)));
-            ours.extend(r.into_iter().map(|(_, d)| d));
-            if let Some(ping) = ping {
-                let out = ping.wait_with_output().expect("waiting for ping");
-                let text = String::from_utf8_lossy(&out.stdout);
-                assert!(out.status.success(), "ping failed: {text}");
-                theirs.extend(ping_times(&text));
-            }
-        }
+        let ping = with_ping.then(|| {
+            Command::new("ping")
+                .args(["-n", "-c", &PER_ROUND.to_string(), "-i", "0.005", "-W", "2"])
+                .arg("127.0.0.1")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("running iputils ping")
+        });
+        let r = rt.block_on(series(&e, ip, PER_ROUND, Duration::from_millis(5)));
+        let ours: Vec<Duration> = r.into_iter().map(|(_, d)| d).collect();
+        let theirs = ping.map_or_else(Vec::new, |ping| {
+            let out = ping.wait_with_output().expect("waiting for ping");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "ping failed: {text}");
+            ping_times(&text)
+        });
         let new_fallbacks = fallbacks(&e.timestamp_stats()) != fallbacks(&before);
         (ours, theirs, new_fallbacks)
     };
-    let (mut ours, mut theirs, fell_back) = run(TimestampSource::Kernel, true);
-    let (mut ours_rx_only, ..) = run(TimestampSource::KernelRx, false);
+    let (mut ours, mut theirs, mut ours_rx_only) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fell_back = false;
+    for _ in 0..ROUNDS {
+        let (o, t, f) = round(TimestampSource::Kernel, true);
+        ours.extend(o);
+        theirs.extend(t);
+        fell_back |= f;
+        ours_rx_only.extend(round(TimestampSource::KernelRx, false).0);
+    }
     assert!(!fell_back, "no fallback during the measurement");
     assert_eq!(theirs.len(), ROUNDS * PER_ROUND, "every ping line parsed");
     let (m_ours, m_rx, m_ping) = (

@@ -500,7 +500,7 @@ impl Pinger for IcmpEngine {
         let first = clock.pair();
         let stamp = socket::unix_nanos(first.wall);
         let deadline = first.mono + spec.timeout;
-        let seq = {
+        let (seq, wake_timer) = {
             let mut table = self.shared.table.lock();
             let earliest = table.next_deadline();
             let seq = table
@@ -509,10 +509,7 @@ impl Pinger for IcmpEngine {
                     limit: table.capacity(),
                     ip,
                 })?;
-            if earliest.is_none_or(|e| deadline < e) {
-                self.shared.timer.notify_one();
-            }
-            seq
+            (seq, earliest.is_none_or(|e| deadline < e))
         };
         let size = usize::from(spec.size);
         let pkt = match flow {
@@ -559,6 +556,12 @@ impl Pinger for IcmpEngine {
                 }
                 _ => break,
             }
+        }
+        // The timer task learns of an earlier deadline only now: waking it (another thread,
+        // often another CPU) before the send would put that wake-up between the two timestamps
+        // of a fast reply. The deadline is a timeout away, so it is not late for it.
+        if wake_timer {
+            self.shared.timer.notify_one();
         }
         if let Err(source) = sent {
             drop(count);
