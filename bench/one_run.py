@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
 """One benchmark run: one tool, N loopback targets, inside the private network namespace this
-process was started in (run.sh starts it with `unshare --net`). Prints one JSON line of results.
+process was started in (run.sh starts it with `unshare --net`). Prints one JSON line of results;
+bench/README.md says what every field means and how it is measured.
 
 Steps: bring `lo` up and open net.ipv4.ping_group_range (so unprivileged ICMP sockets work), take
-the kernel RTT floor with `ping -c 100 -i 0.01 127.0.0.1`, start the tool, wait the warm-up,
-measure over a fixed window (CPU from /proc/PID/schedstat of every thread and utime+stime from
-/proc/PID/stat, RSS sampled every second, kernel ICMP counters from /proc/net/snmp), then scrape
-/metrics a bounded number of times. Every process started here is ended by its PID.
+the kernel RTT floor with `ping -c 100 -i 0.01 127.0.0.1`, start the tool, wait the warm-up, scrape
+once (the window's start), measure over a fixed window (utime and stime of the process from
+/proc/PID/stat, RSS every second, the kernel's ICMP counters from /proc/net/snmp, a gzip text
+scrape every 15 s as Prometheus does), scrape once more (the window's end), take per-probe RTTs of
+127.0.0.1 beside the N targets where the tool can give them, then a bounded burst of scrapes, and
+last the own-count check: echo requests are dropped at the namespace's output, the probes in
+flight settle, and the tool's counters from one scrape are compared with the kernel's read after
+it. Every process started here is ended by its PID.
 """
 
 import argparse
 import contextlib
+import gzip
+import io
 import json
+import math
 import os
 import re
 import shutil
@@ -24,15 +32,19 @@ import urllib.parse
 import urllib.request
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+TEXT_ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
 PROTOBUF_ACCEPT = (
     "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
 )
-# The same 20 RTT buckets for pingscope and smokeping_prober (smokeping's default also has 20),
-# fine around loopback RTTs so quantiles interpolated from them mean something.
-BUCKETS = [
+# `--buckets shared`: the same 20 RTT buckets for pingscope and smokeping_prober, fine around
+# loopback RTTs. The default runs each tool with its own default layout, what users pay for.
+SHARED_BUCKETS = [
     0.00001, 0.000015, 0.00002, 0.000025, 0.00003, 0.000035, 0.00004, 0.00005, 0.00006, 0.00008,
     0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.001, 0.0025, 0.01, 0.1, 1.0,
 ]
+TIMEOUT_S = 1.0  # every tool's probe timeout
+PROBE_HOST = "127.0.0.1"  # target 0, the one whose RTTs are reported per probe
+NFT_TABLE = "psbench"
 
 CHILDREN = []
 
@@ -141,11 +153,17 @@ def metric_sums(port, names):
     return sums
 
 
-def proc_cpu(pid):
-    """(utime+stime+cutime+cstime seconds, sum of per-thread schedstat ns as seconds)."""
+def cpu_times(pid):
+    """(utime, stime) of a process in seconds: /proc/PID/stat fields 14 and 15, which cover
+    every thread the process has had, exited ones included."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def proc_cpu(pid):
+    """(utime+stime seconds, sum of the live threads' schedstat ns as seconds, a check)."""
+    user, system = cpu_times(pid)
     ns = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -153,7 +171,12 @@ def proc_cpu(pid):
                 ns += int(f.read().split()[0])
         except (FileNotFoundError, ProcessLookupError):
             pass
-    return ticks / CLK_TCK, ns / 1e9
+    return user + system, ns / 1e9
+
+
+def cpu_snapshot(pid):
+    user, system = cpu_times(pid)
+    return {"user": user, "system": system, "sched": proc_cpu(pid)[1]}
 
 
 def proc_status(pid):
@@ -183,35 +206,62 @@ def addr(i):
     return f"127.{(v >> 16) & 255}.{(v >> 8) & 255}.{v & 255}"
 
 
-def kernel_floor(count=100, interval="0.01"):
-    """iputils ping's RTTs for 127.0.0.1 (kernel receive timestamps). The issue's floor is
-    100 pings 10 ms apart; at N = 1 a second floor at the tool's own rate (1 s) is taken too,
-    since a path used once a second runs cold (caches, CPU idle states) whoever sends."""
-    out = subprocess.run(
-        ["ping", "-n", "-c", str(count), "-i", interval, "127.0.0.1"],
-        capture_output=True, text=True, timeout=count * float(interval) + 20,
-    ).stdout
-    rtts = sorted(float(m) / 1000 for m in re.findall(r"time=([0-9.]+) ms", out))
-    return {"p50": quantile(rtts, 0.5), "p99": quantile(rtts, 0.99), "n": len(rtts)}
-
-
 def quantile(sorted_vals, q):
+    """Nearest-rank quantile: the smallest sample with at least q of the samples at or below
+    it. Always one of the samples, never a value between two."""
     if not sorted_vals:
         return None
-    pos = q * (len(sorted_vals) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+    return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)]
 
 
-def http_get(url, accept=None, timeout=150):
+def sample_stats(vals):
+    """Exact figures of a list of per-probe values (any unit)."""
+    if not vals:
+        return {"n": 0}
+    s = sorted(vals)
+    return {"n": len(s), "min": s[0], "p50": quantile(s, 0.5), "p99": quantile(s, 0.99),
+            "max": s[-1], "mean": sum(s) / len(s)}
+
+
+def kernel_floor(count=100, interval="0.01"):
+    """iputils ping's RTTs for 127.0.0.1 (kernel receive timestamps), µs as ping prints them.
+    The issue's floor is 100 pings 10 ms apart; at N = 1 a second floor at the tool's own rate
+    (1 s) is taken too, since a path used once a second runs cold whoever sends."""
+    out = subprocess.run(
+        ["ping", "-n", "-c", str(count), "-i", interval, PROBE_HOST],
+        capture_output=True, text=True, timeout=count * float(interval) + 20,
+    ).stdout
+    rtts = [round(float(m) * 1000, 3) for m in re.findall(r"time=([0-9.]+) ms", out)]
+    return {**sample_stats(rtts), "rtt_us": rtts}
+
+
+def http_get(url, accept=None, timeout=150, gz=False):
+    """(seconds from the request to the body's last byte, body as sent on the wire, its
+    Content-Encoding)."""
     req = urllib.request.Request(url)
     if accept:
         req.add_header("Accept", accept)
+    if gz:
+        req.add_header("Accept-Encoding", "gzip")
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = r.read()
-    return time.perf_counter() - t0, body
+        enc = r.headers.get("Content-Encoding", "")
+    return time.perf_counter() - t0, body, enc
+
+
+def decoded(body, enc):
+    return gzip.decompress(body) if enc == "gzip" else body
+
+
+def scrape(url, accept=TEXT_ACCEPT, timeout=150):
+    """One scrape as Prometheus makes it (gzip accepted): its latency, the bytes on the wire and
+    the decoded body."""
+    dt, body, enc = http_get(url, accept=accept, timeout=timeout, gz=True)
+    plain = decoded(body, enc)
+    info = {"s": dt, "wire_bytes": len(body), "body_bytes": len(plain),
+            "encoding": enc or "identity"}
+    return info, plain
 
 
 def wait_http(url, limit):
@@ -227,56 +277,139 @@ def wait_http(url, limit):
     return False
 
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)', re.M)
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+# The families the exact figures come from, per tool: sent, replies (and the extra reply
+# counters that belong to the kernel's InEchoReps), the RTT histogram.
+FAMILIES = {
+    "pingscope": {"sent": "pingscope_sent_total", "recv": "pingscope_rtt_seconds_count",
+                  "recv_extra": ("pingscope_late_replies_total", "pingscope_duplicates_total"),
+                  "rtt": "pingscope_rtt_seconds"},
+    "smokeping": {"sent": "smokeping_requests_total",
+                  "recv": "smokeping_response_duration_seconds_count",
+                  "recv_extra": ("smokeping_response_duplicates_total",),
+                  "rtt": "smokeping_response_duration_seconds"},
+}
+LAG = "pingscope_scheduler_lag_seconds"
 
 
-def parse_text(body):
-    """Yields (name, labels dict, value) from the Prometheus text format."""
-    for m in SAMPLE.finditer(body):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        try:
-            yield m.group(1), labels, float(m.group(4))
-        except ValueError:
+def parse_scrape(body, tool, hosts):
+    """What a text scrape says: counter sums over every target and for 127.0.0.1 alone, the
+    RTT histogram's sum, count and cumulative buckets (all targets, and 127.0.0.1), the
+    scheduler lag histogram (pingscope), and how many series it has: in all, per target (a
+    series is a target's when one of its label values is a target's address) and for
+    127.0.0.1, in all and by family. Families that are absent (a layout without them) are
+    simply not counted."""
+    fam = FAMILIES[tool]
+    extra = set(fam["recv_extra"])
+    rtt = fam["rtt"]
+    out = {"sent": 0.0, "recv": 0.0, "recv_extra": 0.0, "rtt_sum": 0.0, "rtt_count": 0.0,
+           "buckets": {}, "probe_host": {"sent": 0.0, "recv": 0.0, "recv_extra": 0.0,
+                                         "rtt_sum": 0.0, "rtt_count": 0.0, "buckets": {}},
+           "lag": {"sum": 0.0, "count": 0.0, "buckets": {}},
+           "series": 0, "target_series": 0, "probe_host_series": 0, "probe_host_families": {}}
+    for line in io.StringIO(body.decode()):
+        if not line.strip() or line.startswith("#"):
             continue
-
-
-def summarize_metrics(body, prefix, rtt_hist, host_label):
-    """Sums counters and pulls the 127.0.0.1 RTT histogram and the scheduler lag histogram."""
-    s = {"sent": 0.0, "recv": 0.0, "rtt_buckets": {}, "lag_buckets": {}}
-    for name, labels, v in parse_text(body):
-        if prefix == "pingscope":
-            if name == "pingscope_sent_total":
-                s["sent"] += v
-            elif name == "pingscope_rtt_seconds_count":
-                s["recv"] += v
-            elif name == "pingscope_scheduler_lag_seconds_bucket":
-                s["lag_buckets"][labels["le"]] = s["lag_buckets"].get(labels["le"], 0) + v
+        brace = line.find("{")
+        if brace >= 0:
+            name = line[:brace]
+            end = line.rfind("}")
+            labels = dict(LABEL.findall(line[brace + 1:end]))
+            value = line[end + 1:].split()
         else:
-            if name == "smokeping_requests_total":
-                s["sent"] += v
-            elif name == "smokeping_response_duration_seconds_count":
-                s["recv"] += v
-        if name == rtt_hist + "_bucket" and labels.get(host_label) == "127.0.0.1":
-            s["rtt_buckets"][labels["le"]] = v
-    return s
-
-
-def series_per_target(body, label, value):
-    """Series of one target on a text scrape (samples whose labels carry label="value"), in
-    all and by family (histogram _bucket/_sum/_count lines counted under the histogram)."""
-    by_family = {}
-    for name, labels, _ in parse_text(body):
-        if labels.get(label) == value:
+            name, *value = line.split()
+            labels = {}
+        try:
+            v = float(value[0])
+        except (IndexError, ValueError):
+            continue
+        out["series"] += 1
+        vals = labels.values()
+        if any(x in hosts for x in vals):
+            out["target_series"] += 1
+        own = PROBE_HOST in vals
+        if own:
+            out["probe_host_series"] += 1
+            # Histogram _bucket/_sum/_count lines under their histogram.
             family = re.sub(r"_(bucket|sum|count)$", "", name)
-            by_family[family] = by_family.get(family, 0) + 1
-    return sum(by_family.values()), by_family
+            fams = out["probe_host_families"]
+            fams[family] = fams.get(family, 0) + 1
+        for d in ((out, out["probe_host"]) if own else (out,)):
+            if name == fam["sent"]:
+                d["sent"] += v
+            elif name == fam["recv"]:
+                d["recv"] += v
+                d["rtt_count"] += v
+            elif name in extra:
+                d["recv_extra"] += v
+            elif name == rtt + "_sum":
+                d["rtt_sum"] += v
+            elif name == rtt + "_bucket":
+                le = labels.get("le", "+Inf")
+                d["buckets"][le] = d["buckets"].get(le, 0.0) + v
+        if name == LAG + "_bucket":
+            le = labels.get("le", "+Inf")
+            out["lag"]["buckets"][le] = out["lag"]["buckets"].get(le, 0.0) + v
+        elif name == LAG + "_sum":
+            out["lag"]["sum"] += v
+        elif name == LAG + "_count":
+            out["lag"]["count"] += v
+    return out
 
 
-def window_from_api(port, ip):
+def le_value(le):
+    return math.inf if le in ("+Inf", "Inf") else float(le)
+
+
+def bucket_bounds(q, before, after):
+    """The classic-histogram bucket that the nearest-rank q-quantile of the observations made
+    between two scrapes lies in: {"gt": lower bound, "le": upper bound, "n": observations}.
+    Only the bounds are known; no value inside the bucket is claimed."""
+    les = sorted(after, key=le_value)
+    inc = [(le_value(k), after[k] - before.get(k, 0.0)) for k in les]
+    if not inc or inc[-1][1] <= 0:
+        return None
+    total = inc[-1][1]
+    rank = max(1, math.ceil(q * total))
+    lower = 0.0
+    for le, c in inc:
+        if c >= rank:
+            return {"gt": lower, "le": None if le == math.inf else le, "n": total}
+        lower = le
+    return None
+
+
+def share_above(bound, before, after):
+    """Exact share of the observations between two scrapes above a bucket bound."""
+    key = next((k for k in after if k != "+Inf" and abs(le_value(k) - bound) < 1e-12), None)
+    tot = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if key is None or tot <= 0:
+        return None
+    return (tot - (after[key] - before.get(key, 0.0))) / tot
+
+
+def exact_mean(before, after):
+    n = after["rtt_count"] - before["rtt_count"]
+    return ((after["rtt_sum"] - before["rtt_sum"]) / n if n > 0 else None), n
+
+
+def window_figures(m0, m1):
+    """Exact means from _sum/_count increases and the buckets p50/p99 lie in, between two
+    scrapes, for every target and for 127.0.0.1."""
+    out = {}
+    for key, a, b in (("all", m0, m1), ("probe_host", m0["probe_host"], m1["probe_host"])):
+        mean, n = exact_mean(a, b)
+        out[key] = {"mean_s": mean, "n": n, "tool_sent": b["sent"] - a["sent"],
+                    "p50_bucket": bucket_bounds(0.5, a["buckets"], b["buckets"]),
+                    "p99_bucket": bucket_bounds(0.99, a["buckets"], b["buckets"])}
+    return out
+
+
+def window_from_api(base, ip):
     """The window statistics of the monitor of `ip` from /api/v1/targets, in seconds (the
     pingscope_window_* gauges are off by default; the API has the same figures)."""
-    _, body = http_get(f"http://127.0.0.1:{port}/api/v1/targets")
-    for t in json.loads(body)["targets"]:
+    for t in api("GET", f"{base}/api/v1/targets")["targets"]:
         if t["ip"] == ip and t.get("rtt_ms"):
             r = t["rtt_ms"]
             return {"min": r["min"] / 1e3, "mean": r["avg"] / 1e3, "max": r["max"] / 1e3,
@@ -284,22 +417,150 @@ def window_from_api(port, ip):
     return {}
 
 
-def hist_quantile(q, before, after):
-    """histogram_quantile over the increase of cumulative buckets between two scrapes."""
-    les = sorted(after, key=lambda k: float("inf") if k == "+Inf" else float(k))
-    inc = [(float("inf") if k == "+Inf" else float(k), after[k] - before.get(k, 0)) for k in les]
-    if not inc or inc[-1][1] <= 0:
-        return None
-    total = inc[-1][1]
-    rank = q * total
-    prev_le, prev_c = 0.0, 0.0
-    for le, c in inc:
-        if c >= rank:
-            if le == float("inf"):
-                return prev_le
-            return prev_le + (le - prev_le) * ((rank - prev_c) / max(c - prev_c, 1e-9))
-        prev_le, prev_c = le, c
-    return None
+def api(method, url, body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def session_rtts(base, sid, limit):
+    """The samples of a pingscope session once it has ended (waiting at most `limit` s):
+    (per-probe RTTs in µs as stored, the session's summary, its status)."""
+    deadline = time.time() + limit
+    while True:
+        d = api("GET", f"{base}/api/v1/sessions/{sid}")
+        if d.get("status") != "running" or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    rtts = [round(s["rtt_ms"] * 1000, 3) for s in d.get("samples", [])
+            if s.get("type") == "reply" and s.get("rtt_ms") is not None]
+    return rtts, d.get("summary") or {}, d.get("status")
+
+
+def side_probe(tool, count, work):
+    """Per-probe RTTs of 127.0.0.1 beside the N targets, `count` probes one second apart, after
+    the window (so the window's CPU, RSS and echo counts are the monitors' alone): a session of
+    the daemon itself (pingscope: POST /api/v1/sessions, its stored samples) or a second fping
+    (`fping -C`, another process). Returns its figures, the RTTs in µs as the tool gives them (to
+    the µs) and the echo requests it sent and the replies it counted."""
+    limit = count + TIMEOUT_S + 10
+    if tool == "pingscope":
+        rec = api("POST", "http://127.0.0.1:9900/api/v1/sessions",
+                  {"target": PROBE_HOST, "count": count, "interval": "1s", "timeout": "1s"})
+        time.sleep(count)
+        rtts, summary, status = session_rtts("http://127.0.0.1:9900", rec["id"], limit - count)
+        out = {"how": "pingscope session (POST /api/v1/sessions) in the daemon",
+               "status": status, "sent": summary.get("sent", 0),
+               "received": summary.get("received", 0)}
+    else:
+        path = os.path.join(work, "side.log")
+        with open(path, "w") as log:
+            p = subprocess.Popen(["fping", "-C", str(count), "-p", "1000", "-t", "1000", "-q",
+                                  PROBE_HOST], stdout=log, stderr=log)
+            CHILDREN.append(p)
+            try:
+                p.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        with open(path) as f:
+            m = re.search(r"^" + re.escape(PROBE_HOST) + r"\s+:((?:\s+(?:[0-9.]+|-))+)\s*$",
+                          f.read(), re.M)
+        vals = m.group(1).split() if m else []
+        rtts = [round(float(v) * 1000, 3) for v in vals if v != "-"]
+        out = {"how": "fping -C beside the measured fping (another process)",
+               "sent": len(vals), "received": len(rtts)}
+    return {**out, **sample_stats(rtts), "rtt_us": rtts}
+
+
+FPING_BLOCK = re.compile(r"^\[\d\d:\d\d:\d\d\]$", re.M)
+FPING_LINE = re.compile(r"^(\S+)\s+: xmt/rcv/%loss = (\d+)/(\d+)/\S+?"
+                        r"(?:, min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+))?$", re.M)
+
+
+def fping_intervals(text, off0, off1):
+    """fping -Q interval blocks wholly inside the window: blocks are printed at each interval's
+    end, so those printed between the window's start (`off0`, the log's size then) and end
+    (`off1`) without the first (whose interval began before the window). Returns the
+    per-target sums of those blocks: sent, received, RTT sum (avg × received; fping prints avg
+    to the µs, so the sum is exact to 0.5 µs × received), min and max, for all targets and for
+    127.0.0.1."""
+    starts = [m.start() for m in FPING_BLOCK.finditer(text)] + [len(text)]
+    blocks = [(a, b) for a, b in zip(starts, starts[1:]) if off0 <= a < off1][1:]
+    acc = {k: {"sent": 0, "recv": 0, "rtt_sum_ms": 0.0, "min_ms": None, "max_ms": None}
+           for k in ("all", "probe_host")}
+    for a, b in blocks:
+        for m in FPING_LINE.finditer(text, a, b):
+            host, xmt, rcv = m.group(1), int(m.group(2)), int(m.group(3))
+            for k in (("all", "probe_host") if host == PROBE_HOST else ("all",)):
+                d = acc[k]
+                d["sent"] += xmt
+                d["recv"] += rcv
+                if m.group(4) is not None and rcv:
+                    lo, avg, hi = float(m.group(4)), float(m.group(5)), float(m.group(6))
+                    d["rtt_sum_ms"] += avg * rcv
+                    d["min_ms"] = lo if d["min_ms"] is None else min(d["min_ms"], lo)
+                    d["max_ms"] = hi if d["max_ms"] is None else max(d["max_ms"], hi)
+    out = {"intervals": len(blocks)}
+    for k, d in acc.items():
+        out[k] = {"sent": d["sent"], "n": d["recv"],
+                  "mean_s": d["rtt_sum_ms"] / d["recv"] / 1000 if d["recv"] else None,
+                  "min_s": d["min_ms"] / 1000 if d["min_ms"] is not None else None,
+                  "max_s": d["max_ms"] / 1000 if d["max_ms"] is not None else None}
+    return out
+
+
+@contextlib.contextmanager
+def echo_requests_dropped():
+    """Echo requests dropped at the namespace's output (nftables): sends fail in the sender, so
+    no probe leaves any more and the kernel's counters stop once the replies in flight are in."""
+    sh(["nft", "add", "table", "inet", NFT_TABLE])
+    sh(["nft", "add", "chain", "inet", NFT_TABLE, "out",
+        "{ type filter hook output priority 0; policy accept; }"])
+    sh(["nft", "add", "rule", "inet", NFT_TABLE, "out", "icmp", "type", "echo-request", "drop"])
+    sh(["nft", "add", "rule", "inet", NFT_TABLE, "out", "icmpv6", "type", "echo-request",
+        "drop"])
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def own_count_check(url, tool, hosts, base, side):
+    """The tool's own counts against the kernel's, with nothing in flight: echo requests are
+    dropped at the output, the probes sent before settle (the timeout and a second), then one
+    scrape, and the kernel's counters read after it (and before, to show they stood still).
+    `side` = (echo requests, replies) of the per-probe side probe, which the kernel counted and
+    the tool's monitors did not. `missed_*` > 0: the kernel saw more than the tool counted
+    (replies: more than the monitors and the side probe together); < 0: the tool counted more
+    than the kernel saw."""
+    with echo_requests_dropped():
+        time.sleep(TIMEOUT_S + 1.5)
+        ka = snmp()
+        _, body = scrape(url)
+        kb = snmp()
+    m = parse_scrape(body, tool, set(hosts))
+    k_sent = kb["InEchos"] - base["InEchos"] - side[0]
+    k_recv = kb["InEchoReps"] - base["InEchoReps"] - side[1]
+    recv = m["recv"] + m["recv_extra"]
+    return {
+        "kernel_still": ka["InEchos"] == kb["InEchos"] and ka["InEchoReps"] == kb["InEchoReps"],
+        "kernel_sent": k_sent, "tool_sent": m["sent"], "missed_sent": k_sent - m["sent"],
+        "kernel_recv": k_recv, "tool_recv": recv, "tool_recv_extra": m["recv_extra"],
+        "missed_recv": k_recv - recv, "side_probe": list(side),
+    }
+
+
+def series_counts(m, n):
+    return {"series": m["series"], "target_series": m["target_series"],
+            "series_per_target": m["target_series"] / n if n else None,
+            "global_series": m["series"] - m["target_series"],
+            "probe_host_series": m["probe_host_series"],
+            "probe_host_by_family": m["probe_host_families"]}
 
 
 def main():
@@ -309,8 +570,16 @@ def main():
     ap.add_argument("--rep", type=int, default=0)
     ap.add_argument("--warmup", type=float, default=10)
     ap.add_argument("--window", type=float, default=20)
-    ap.add_argument("--scrapes", type=int, default=20)
-    ap.add_argument("--scrape-budget", type=float, default=12, help="seconds")
+    ap.add_argument("--scrape-every", type=float, default=15,
+                    help="seconds between the gzip scrapes inside the window")
+    ap.add_argument("--scrapes", type=int, default=20,
+                    help="scrapes of the burst after the window, at most ...")
+    ap.add_argument("--scrape-budget", type=float, default=12, help="... seconds")
+    ap.add_argument("--probes", type=int, default=20,
+                    help="per-probe RTTs of 127.0.0.1 after the window, one a second")
+    ap.add_argument("--buckets", choices=["default", "shared"], default="default",
+                    help="RTT buckets: each tool's default, or the same 20 for pingscope and "
+                         "smokeping_prober")
     ap.add_argument("--pingscope", default="target/release/pingscope")
     ap.add_argument("--nice", type=int, default=0,
                     help="niceness for this run and the tools it starts (negative: ahead of "
@@ -325,22 +594,29 @@ def main():
     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
         f.write("0 2147483647")
     res = {"tool": args.tool, "n": args.n, "rep": args.rep, "nice": args.nice,
-           "warmup": args.warmup,
-           "window": args.window, "floor": kernel_floor()}
+           "buckets": args.buckets, "warmup": args.warmup, "window": args.window,
+           "scrape_every": args.scrape_every, "floor": kernel_floor()}
     if args.n == 1:
         res["floor_1s"] = kernel_floor(15, "1")
     work = tempfile.mkdtemp(prefix=f"bench-{args.tool}-{args.n}-")
     hosts = [addr(i) for i in range(args.n)]
+    host_set = set(hosts)
     metrics_url = None
     procs = {}
-    log = open(os.path.join(work, "tool.log"), "w")
+    log_path = os.path.join(work, "tool.log")
+    log = open(log_path, "w")
+    shared = args.buckets == "shared"
+    # The floor's pings are not the tool's: counts start here, before the tool does.
+    base = snmp()
 
     if args.tool == "pingscope":
         cfg = os.path.join(work, "pingscope.yml")
         with open(cfg, "w") as f:
-            f.write("defaults:\n  interval: 1s\n  timeout: 1s\n  histogram:\n    buckets: [")
-            f.write(", ".join(repr(b) for b in BUCKETS))
-            f.write("]\n    native: true\n")
+            f.write("defaults:\n  interval: 1s\n  timeout: 1s\n")
+            if shared:
+                f.write("  histogram:\n    buckets: [")
+                f.write(", ".join(repr(b) for b in SHARED_BUCKETS))
+                f.write("]\n")
             f.write(f"sessions:\n  database: {work}/sessions.db\n")
             f.write("targets:\n")
             for h in hosts:
@@ -357,8 +633,9 @@ def main():
                 f.write(f"  - {h}\n")
         metrics_url = "http://127.0.0.1:9374/metrics"
         cmd = ["prometheus-smokeping-prober", f"--config.file={cfg}",
-               "--web.listen-address=127.0.0.1:9374",
-               "--buckets=" + ",".join(repr(b) for b in BUCKETS), "--log.level=warn"]
+               "--web.listen-address=127.0.0.1:9374", "--log.level=warn"]
+        if shared:
+            cmd.append("--buckets=" + ",".join(repr(b) for b in SHARED_BUCKETS))
         procs["main"] = subprocess.Popen(cmd, stdout=log, stderr=log)
     elif args.tool == "blackbox":
         bb = os.path.join(work, "blackbox.yml")
@@ -398,14 +675,14 @@ scrape_configs:
         # keep its 1 s period (at 0.9x fping fell 20 % behind).
         gap = max(0.01, min(10.0, 1000.0 / args.n * 0.5))
         procs["main"] = subprocess.Popen(
-            # fping keeps each sequence number for the -Q period (its "expire_timeout") and
-            # has 65,535 of them: with -Q 10 it exits at once at 10,000 targets (with -Q 5 it
-            # still exits after a few seconds here; see RESULTS.md).
-            ["fping", "-l", "-p", "1000", "-i", f"{gap:.3f}", "-Q",
-             "10" if args.n <= 5000 else "5", "-f", tf],
+            # -Q 5: per-target sent/received/min/avg/max every 5 s (the exact mean RTT comes
+            # from them). fping keeps each sequence number for the -Q period and has 65,535 of
+            # them: 5 s holds up to 13,000 targets (fping 5.1 still exits at 10,000; see
+            # RESULTS.md).
+            ["fping", "-l", "-p", "1000", "-t", "1000", "-i", f"{gap:.3f}", "-Q", "5",
+             "-f", tf],
             stdout=log, stderr=log)
     CHILDREN.extend(procs.values())
-    base = snmp()  # the floor's pings are not the tool's
 
     try:
         ready_url = metrics_url
@@ -415,136 +692,154 @@ scrape_configs:
             raise RuntimeError("no /metrics within 150 s")
         time.sleep(args.warmup)
         main_pid = procs["main"].pid
+        scraped = args.tool in ("pingscope", "smokeping")
+        # Above 10,000 targets one text scrape takes seconds here: the burst after the window
+        # is then one scrape.
+        big = args.n > 10_000
         m0 = None
-        # Above 10,000 targets one text scrape takes seconds here: pingscope is then scraped once
-        # before the window (finished before the window starts, so its CPU is not counted) and
-        # once after it, so the lag quantiles cover the window and not the start-up.
-        big = args.tool == "pingscope" and args.n > 10_000
-        if args.tool in ("pingscope", "smokeping"):
-            _, body = http_get(metrics_url)
-            m0 = summarize_metrics(
-                body.decode(), args.tool,
-                "pingscope_rtt_seconds" if args.tool == "pingscope"
-                else "smokeping_response_duration_seconds",
-                "ip" if args.tool == "pingscope" else "ip")
+        if scraped:
+            # The window's start for the exact means; outside the CPU window.
+            _, body = scrape(metrics_url)
+            m0 = parse_scrape(body, args.tool, host_set)
+
+        off0 = os.path.getsize(log_path)
         k0, t0 = snmp(), time.time()
-        c0 = {k: proc_cpu(p.pid) for k, p in procs.items()}
-        rss = []
+        c0 = {k: cpu_snapshot(p.pid) for k, p in procs.items()}
+        rss, window_scrapes = [], []
+        next_scrape = t0 + args.scrape_every / 2
         while time.time() - t0 < args.window:
-            time.sleep(min(1.0, max(0.0, args.window - (time.time() - t0))))
+            now = time.time()
+            if scraped and now >= next_scrape:
+                info, _ = scrape(metrics_url)
+                window_scrapes.append(info)
+                next_scrape += args.scrape_every
+                continue
+            time.sleep(min(1.0, max(0.0, args.window - (now - t0))))
             rss.append(proc_status(main_pid)["VmRSS"])
         k1, t1 = snmp(), time.time()
-        c1 = {k: proc_cpu(p.pid) for k, p in procs.items()}
+        c1 = {k: cpu_snapshot(p.pid) for k, p in procs.items()}
+        off1 = os.path.getsize(log_path)
         st = proc_status(main_pid)
         elapsed = t1 - t0
-        sent = k1["InEchos"] - k0["InEchos"]
+
+        in_echos = k1["InEchos"] - k0["InEchos"]
+        cpu = {k: {f: c1[k][f] - c0[k][f] for f in ("user", "system", "sched")} for k in c0}
+        main_cpu = cpu["main"]
+        per = max(in_echos, 1)
         res.update({
             "elapsed": elapsed,
             "expected": args.n * elapsed,
-            "kernel_in_echos": sent,
+            "kernel_in_echos": in_echos,
             "kernel_out_echos": k1["OutEchos"] - k0["OutEchos"],
             "kernel_in_echo_reps": k1["InEchoReps"] - k0["InEchoReps"],
-            "cpu_ticks_s": c1["main"][0] - c0["main"][0],
-            "cpu_sched_s": c1["main"][1] - c0["main"][1],
+            "cpu_user_s": main_cpu["user"],
+            "cpu_system_s": main_cpu["system"],
+            "cpu_s": main_cpu["user"] + main_cpu["system"],
+            "cpu_schedstat_s": main_cpu["sched"],
+            "cpu_per_ping_us": (main_cpu["user"] + main_cpu["system"]) / per * 1e6,
+            "user_per_ping_us": main_cpu["user"] / per * 1e6,
+            "system_per_ping_us": main_cpu["system"] / per * 1e6,
             "rss_steady_kib": sorted(rss)[len(rss) // 2] if rss else None,
             "rss_peak_kib": st["VmHWM"],
             "threads": st["Threads"],
             "sockets": sockets(main_pid),
-            "socket_drops": socket_drops(),
         })
         if "prometheus" in procs:
-            res["prometheus_cpu_sched_s"] = c1["prometheus"][1] - c0["prometheus"][1]
+            pc = cpu["prometheus"]
+            res["prometheus_cpu_user_s"] = pc["user"]
+            res["prometheus_cpu_system_s"] = pc["system"]
             res["prometheus_rss_kib"] = proc_status(procs["prometheus"].pid)["VmRSS"]
-        res["cpu_per_ping_us"] = res["cpu_sched_s"] / max(sent, 1) * 1e6
 
-        if m0 is not None:
-            # Scrapes: bounded in count and time.
-            lat, size = [], None
-            ks = snmp()
-            start = time.time()
-            body = b""
-            while len(lat) < (1 if big else args.scrapes) and (
-                    time.time() - start < args.scrape_budget):
-                dt, body = http_get(metrics_url, timeout=150)
-                lat.append(dt)
-                size = len(body)
-            ke = snmp()
-            lat.sort()
-            res.update({"scrapes": len(lat), "scrape_p50_s": quantile(lat, 0.5),
-                        "scrape_p99_s": quantile(lat, 0.99), "text_bytes": size})
-            m1 = summarize_metrics(
-                body.decode(), args.tool,
-                "pingscope_rtt_seconds" if args.tool == "pingscope"
-                else "smokeping_response_duration_seconds", "ip")
-            # The last scrape's counters lie between the kernel counters read around the scrapes.
-            res["own_count_check"] = {
-                "kernel_sent_before": ks["InEchos"] - base["InEchos"], "tool_sent": m1["sent"],
-                "kernel_sent_after": ke["InEchos"] - base["InEchos"],
-                "kernel_recv_before": ks["InEchoReps"] - base["InEchoReps"],
-                "tool_recv": m1["recv"],
-                "kernel_recv_after": ke["InEchoReps"] - base["InEchoReps"],
-            }
-            res["rtt_p50_s"] = hist_quantile(0.5, m0["rtt_buckets"], m1["rtt_buckets"])
-            res["rtt_p99_s"] = hist_quantile(0.99, m0["rtt_buckets"], m1["rtt_buckets"])
-            res["rtt_samples"] = (m1["rtt_buckets"].get("+Inf", 0)
-                                  - m0["rtt_buckets"].get("+Inf", 0))
-            # Series of the 127.0.0.1 monitor on the last text scrape. Both tools have the
-            # same 20 RTT bounds here (BUCKETS); pingscope's default layout has fewer (README,
-            # "Series per target").
-            res["series_per_target"], res["series_by_family"] = series_per_target(
-                body.decode(), "target" if args.tool == "pingscope" else "host", "127.0.0.1")
-            res["rtt_bounds"] = len(BUCKETS)
+        if scraped:
+            res["window_scrapes"] = window_scrapes
+            # The window's end for the exact means; outside the CPU window.
+            _, body = scrape(metrics_url)
+            m1 = parse_scrape(body, args.tool, host_set)
+            res["series"] = series_counts(m1, args.n)
+            res["rtt"] = window_figures(m0, m1)
             if args.tool == "pingscope":
                 if not big:
-                    res["window_rtt"] = window_from_api(9900, "127.0.0.1")
-                res["lag_p50_s"] = hist_quantile(0.5, m0["lag_buckets"], m1["lag_buckets"])
-                res["lag_p99_s"] = hist_quantile(0.99, m0["lag_buckets"], m1["lag_buckets"])
-                lag = m1["lag_buckets"]
-                tot = lag.get("+Inf", 0) - m0["lag_buckets"].get("+Inf", 0)
-                le10 = lag.get("0.01", 0) - m0["lag_buckets"].get("0.01", 0)
-                res["lag_over_10ms_ratio"] = (tot - le10) / tot if tot else None
-                plat, psize = [], None
-                start = time.time()
-                while not big and len(plat) < args.scrapes and (
+                    res["window_rtt"] = window_from_api("http://127.0.0.1:9900", PROBE_HOST)
+                lag = {"sum": m1["lag"]["sum"] - m0["lag"]["sum"],
+                       "count": m1["lag"]["count"] - m0["lag"]["count"]}
+                res["lag"] = {
+                    "n": lag["count"],
+                    "mean_s": lag["sum"] / lag["count"] if lag["count"] else None,
+                    "over_10ms_ratio": share_above(0.01, m0["lag"]["buckets"],
+                                                   m1["lag"]["buckets"]),
+                    "p50_bucket": bucket_bounds(0.5, m0["lag"]["buckets"], m1["lag"]["buckets"]),
+                    "p99_bucket": bucket_bounds(0.99, m0["lag"]["buckets"],
+                                                m1["lag"]["buckets"]),
+                }
+            del body, m0, m1
+        side = None
+        if args.tool in ("pingscope", "fping"):
+            side = side_probe(args.tool, args.probes, work)
+            res["probe_rtt"] = side
+
+        if scraped:
+            # The burst: bounded in count and time, gzip accepted as in the window.
+            for key, accept in (("burst", TEXT_ACCEPT), ("proto_burst", PROTOBUF_ACCEPT)):
+                if key == "proto_burst" and args.tool != "pingscope":
+                    continue
+                runs, start = [], time.time()
+                while len(runs) < (1 if big else args.scrapes) and (
                         time.time() - start < args.scrape_budget):
-                    dt, pb = http_get(metrics_url, accept=PROTOBUF_ACCEPT)
-                    plat.append(dt)
-                    psize = len(pb)
-                plat.sort()
-                res.update({"proto_p50_s": quantile(plat, 0.5),
-                            "proto_p99_s": quantile(plat, 0.99), "proto_bytes": psize})
+                    info, _ = scrape(metrics_url, accept=accept)
+                    runs.append(info)
+                res[key] = runs
+
+            res["own_count_check"] = own_count_check(
+                metrics_url, args.tool, hosts, base, (side["sent"], side["received"]) if side
+                else (0, 0))
         elif args.tool == "blackbox":
             q = urllib.parse.quote
-            w = int(args.window)
+            w = int(elapsed)
+
             def prom(expr):
-                _, b = http_get("http://127.0.0.1:9090/api/v1/query?query=" + q(expr))
-                r = json.loads(b)["data"]["result"]
+                _, b, _ = http_get(f"http://127.0.0.1:9090/api/v1/query?time={t1:.3f}&query="
+                                   + q(expr))
+                return json.loads(b)["data"]["result"]
+
+            def scalar(expr):
+                r = prom(expr)
                 return float(r[0]["value"][1]) if r else None
-            res["scrape_p50_s"] = prom("quantile(0.5, scrape_duration_seconds{job='blackbox'})")
-            res["scrape_p99_s"] = prom("quantile(0.99, scrape_duration_seconds{job='blackbox'})")
-            res["targets_up"] = prom("sum(up{job='blackbox'})")
-            res["probe_success"] = prom("sum(probe_success)")
-            sel = "probe_icmp_duration_seconds{phase='rtt',instance='127.0.0.1'}"
-            res["rtt_p50_s"] = prom(f"quantile_over_time(0.5, {sel}[{w}s])")
-            res["rtt_p99_s"] = prom(f"quantile_over_time(0.99, {sel}[{w}s])")
-            res["rtt_samples"] = prom(f"count_over_time({sel}[{w}s])")
+
+            # Each /probe is one probe: the raw samples of 127.0.0.1 over the window are its
+            # per-probe RTTs (a failed probe has rtt 0 and probe_success 0, so it is left out).
+            ok = {v[0] for s in prom(f"probe_success{{instance='{PROBE_HOST}'}}[{w}s]")
+                  for v in s["values"] if v[1] == "1"}
+            rtts = [round(float(v[1]) * 1e6, 3)
+                    for s in prom(f"probe_icmp_duration_seconds{{phase='rtt',"
+                                  f"instance='{PROBE_HOST}'}}[{w}s]")
+                    for v in s["values"] if v[0] in ok]
+            res["probe_rtt"] = {"how": "Prometheus' raw samples of blackbox's /probe for "
+                                       "127.0.0.1 (each one probe)",
+                                **sample_stats(rtts), "rtt_us": rtts}
+            succ = scalar(f"sum(sum_over_time(probe_success{{job='blackbox'}}[{w}s]))")
+            rsum = scalar(f"sum(sum_over_time(probe_icmp_duration_seconds{{phase='rtt'}}"
+                          f"[{w}s]))")
+            res["rtt"] = {"all": {"mean_s": rsum / succ if rsum is not None and succ else None,
+                                  "n": succ}}
+            durs = sorted(float(s["value"][1])
+                          for s in prom("scrape_duration_seconds{job='blackbox'}"))
+            res["probe_scrape"] = {"n": len(durs), "p50_s": quantile(durs, 0.5),
+                                   "p99_s": quantile(durs, 0.99),
+                                   "max_s": durs[-1] if durs else None}
+            res["targets_up"] = scalar("sum(up{job='blackbox'})")
+            res["probe_success"] = scalar("sum(probe_success)")
         else:
-            # fping -Q prints min/avg/max per target every 10 s; take the last 127.0.0.1 line.
             log.flush()
-            with open(os.path.join(work, "tool.log")) as f:
-                text = f.read()
-            m = re.findall(r"^127\.0\.0\.1\s+: xmt/rcv/%loss = (\d+)/(\d+)/\S+, "
-                           r"min/avg/max = ([0-9.]+)/([0-9.]+)/([0-9.]+)", text, re.M)
-            if m:
-                res["rtt_avg_s"] = float(m[-1][3]) / 1000
-                res["rtt_max_s"] = float(m[-1][4]) / 1000
+            with open(log_path) as f:
+                res["rtt"] = fping_intervals(f.read(), off0, off1)
+        res["socket_drops"] = socket_drops()
     except Exception as e:  # the run is reported as failed, with why
         res["error"] = repr(e)
         for k, p in procs.items():
             if p.poll() is not None:
                 res[f"{k}_exit"] = p.returncode
         log.flush()
-        with open(os.path.join(work, "tool.log"), errors="replace") as f:
+        with open(log_path, errors="replace") as f:
             res["log_tail"] = f.read()[-600:]
     finally:
         cleanup()

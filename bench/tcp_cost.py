@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 
-from one_run import CLK_TCK, metric_sums, proc_cpu, sockets, stop, testnet_namespace
+from one_run import cpu_times, metric_sums, proc_cpu, sockets, stop, testnet_namespace
 
 KINDS = ("icmp", "tcp", "udp", "udpecho")
 TCP_PORT = 80
@@ -94,13 +94,6 @@ def config(kind, monitors, work):
              f"sessions:\n  database: {work}/sessions.db", "targets:"]
     lines += [f"  - {{host: {dest(i)}{target}}}" for i in range(monitors)]
     return "\n".join(lines) + "\n"
-
-
-def cpu_split(pid):
-    """(utime, stime) of a process, all its threads, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def snmp():
@@ -182,10 +175,10 @@ def one(args):
         fd0 = {k: sockets(p) for k, p in pids.items()}
         m0 = {k: scrape(ports[k]) for k in kinds}
         k0, t0 = snmp(), time.monotonic()
-        c0 = {k: (proc_cpu(p), cpu_split(p)) for k, p in pids.items()}
+        c0 = {k: (proc_cpu(p), cpu_times(p)) for k, p in pids.items()}
         r0 = resp and proc_cpu(resp)
         time.sleep(args.window)
-        c1 = {k: (proc_cpu(p), cpu_split(p)) for k, p in pids.items()}
+        c1 = {k: (proc_cpu(p), cpu_times(p)) for k, p in pids.items()}
         r1 = resp and proc_cpu(resp)
         k1, t1 = snmp(), time.monotonic()
         m1 = {k: scrape(ports[k]) for k in kinds}
