@@ -242,7 +242,7 @@ def parse_text(body):
 
 def summarize_metrics(body, prefix, rtt_hist, host_label):
     """Sums counters and pulls the 127.0.0.1 RTT histogram and the scheduler lag histogram."""
-    s = {"sent": 0.0, "recv": 0.0, "rtt_buckets": {}, "lag_buckets": {}, "window": {}}
+    s = {"sent": 0.0, "recv": 0.0, "rtt_buckets": {}, "lag_buckets": {}}
     for name, labels, v in parse_text(body):
         if prefix == "pingscope":
             if name == "pingscope_sent_total":
@@ -251,8 +251,6 @@ def summarize_metrics(body, prefix, rtt_hist, host_label):
                 s["recv"] += v
             elif name == "pingscope_scheduler_lag_seconds_bucket":
                 s["lag_buckets"][labels["le"]] = s["lag_buckets"].get(labels["le"], 0) + v
-            elif name == "pingscope_window_rtt_seconds" and labels.get("ip") == "127.0.0.1":
-                s["window"][labels.get("stat")] = v
         else:
             if name == "smokeping_requests_total":
                 s["sent"] += v
@@ -261,6 +259,29 @@ def summarize_metrics(body, prefix, rtt_hist, host_label):
         if name == rtt_hist + "_bucket" and labels.get(host_label) == "127.0.0.1":
             s["rtt_buckets"][labels["le"]] = v
     return s
+
+
+def series_per_target(body, label, value):
+    """Series of one target on a text scrape (samples whose labels carry label="value"), in
+    all and by family (histogram _bucket/_sum/_count lines counted under the histogram)."""
+    by_family = {}
+    for name, labels, _ in parse_text(body):
+        if labels.get(label) == value:
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            by_family[family] = by_family.get(family, 0) + 1
+    return sum(by_family.values()), by_family
+
+
+def window_from_api(port, ip):
+    """The window statistics of the monitor of `ip` from /api/v1/targets, in seconds (the
+    pingscope_window_* gauges are off by default; the API has the same figures)."""
+    _, body = http_get(f"http://127.0.0.1:{port}/api/v1/targets")
+    for t in json.loads(body)["targets"]:
+        if t["ip"] == ip and t.get("rtt_ms"):
+            r = t["rtt_ms"]
+            return {"min": r["min"] / 1e3, "mean": r["avg"] / 1e3, "max": r["max"] / 1e3,
+                    "stddev": r["stddev"] / 1e3, "loss_ratio": t["loss_ratio"]}
+    return {}
 
 
 def hist_quantile(q, before, after):
@@ -467,8 +488,15 @@ scrape_configs:
             res["rtt_p99_s"] = hist_quantile(0.99, m0["rtt_buckets"], m1["rtt_buckets"])
             res["rtt_samples"] = (m1["rtt_buckets"].get("+Inf", 0)
                                   - m0["rtt_buckets"].get("+Inf", 0))
+            # Series of the 127.0.0.1 monitor on the last text scrape. Both tools have the
+            # same 20 RTT bounds here (BUCKETS); pingscope's default layout has fewer (README,
+            # "Series per target").
+            res["series_per_target"], res["series_by_family"] = series_per_target(
+                body.decode(), "target" if args.tool == "pingscope" else "host", "127.0.0.1")
+            res["rtt_bounds"] = len(BUCKETS)
             if args.tool == "pingscope":
-                res["window_rtt"] = m1["window"]
+                if not big:
+                    res["window_rtt"] = window_from_api(9900, "127.0.0.1")
                 res["lag_p50_s"] = hist_quantile(0.5, m0["lag_buckets"], m1["lag_buckets"])
                 res["lag_p99_s"] = hist_quantile(0.99, m0["lag_buckets"], m1["lag_buckets"])
                 lag = m1["lag_buckets"]

@@ -61,7 +61,8 @@ def main():
     cols = ["tool", "N", "runs", "CPU µs/ping", "CPU %", "sent/expected %", "RSS MiB",
             "peak MiB", "threads", "sockets", "text KiB", "proto KiB", "scrape p50 ms",
             "scrape p99 ms", "proto p50 ms", "lag p50 ms", "lag p99 ms", "RTT p50 µs",
-            "RTT p99 µs", "floor p50 µs", "floor p99 µs", "own miss recv/sent"]
+            "RTT p99 µs", "floor p50 µs", "floor p99 µs", "own miss recv/sent",
+            "series/target"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     order = {"pingscope": 0, "smokeping": 1, "blackbox": 2, "fping": 3}
@@ -85,7 +86,7 @@ def main():
                fmt(med(rs, "proto_p50_s", 1e3), 2), fmt(med(rs, "lag_p50_s", 1e3), 3),
                fmt(med(rs, "lag_p99_s", 1e3), 3), fmt(med(rs, "rtt_p50_s", 1e6)),
                fmt(med(rs, "rtt_p99_s", 1e6)), fmt(med(rs, "floor_p50", 1e6)),
-               fmt(med(rs, "floor_p99", 1e6)), miss_s]
+               fmt(med(rs, "floor_p99", 1e6)), miss_s, fmt(med(rs, "series_per_target"), 0)]
         print("| " + " | ".join(row) + " |")
     if errors:
         print("\nFailed runs:")

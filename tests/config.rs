@@ -89,7 +89,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-unknown-key.yml",
         &[
-            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
+            "invalid-unknown-key.yml:3: targets[0].intervall: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, metrics, outage, alert, capture, path, port, udp)",
         ],
     ),
     (
@@ -113,7 +113,7 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-syntax-after-unknown-key.yml",
         &[
-            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp, histogram)",
+            "invalid-syntax-after-unknown-key.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, metrics, outage, alert, capture, path, port, udp, histogram)",
             "invalid-syntax-after-unknown-key.yml:5: targets[0].labels: unclosed bracket '{'",
         ],
     ),
@@ -237,6 +237,20 @@ const REJECTIONS: &[(&str, &[&str])] = &[
         &["invalid-buckets-empty.yml:3: defaults.histogram.buckets: at least one bucket is needed"],
     ),
     (
+        "invalid-jitter-buckets.yml",
+        &[
+            "invalid-jitter-buckets.yml:3: defaults.histogram.jitter_buckets[1]: buckets must be strictly increasing: 0.001 follows 0.01",
+            "invalid-jitter-buckets.yml:3: defaults.histogram.jitter_buckets[2]: bucket -1 must be a positive number of seconds",
+        ],
+    ),
+    (
+        "invalid-metrics.yml",
+        &[
+            "invalid-metrics.yml:2: defaults.metrics.window_gauges: expected boolean",
+            "invalid-metrics.yml:6: targets[0].metrics.window: unknown key (known keys here: window_gauges)",
+        ],
+    ),
+    (
         "invalid-cidr.yml",
         &[
             "invalid-cidr.yml:3: access.deny[0]: \"198.51.100.0/33\" is not a CIDR network or IP address (e.g. 192.0.2.0/24)",
@@ -298,13 +312,13 @@ const REJECTIONS: &[(&str, &[&str])] = &[
     (
         "invalid-mixed-errors.yml",
         &[
-            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp, histogram)",
+            "invalid-mixed-errors.yml:2: defaults.intervall: unknown key (known keys here: kind, interval, timeout, size, family, ttl, tos, source, interface, window, metrics, outage, alert, capture, path, port, udp, histogram)",
             "invalid-mixed-errors.yml:3: defaults.size: expected an integer",
             "invalid-mixed-errors.yml:4: defaults.timeout: timeout 5m is longer than is sane (at most 1m)",
             "invalid-mixed-errors.yml:8: targets[1].host: expected a string",
             "invalid-mixed-errors.yml:11: targets[2].ttl: ttl must be between 1 and 255, got 0",
-            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
-            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, outage, alert, capture, path, port, udp)",
+            "invalid-mixed-errors.yml:12: targets[2].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, metrics, outage, alert, capture, path, port, udp)",
+            "invalid-mixed-errors.yml:13: targets[3].colour: unknown key (known keys here: name, host, labels, kind, interval, timeout, size, family, ttl, tos, source, interface, window, metrics, outage, alert, capture, path, port, udp)",
             "invalid-mixed-errors.yml:13: targets[3].host: required key is missing",
             "invalid-mixed-errors.yml:14: targets[4].size: expected an integer",
             "invalid-mixed-errors.yml:15: dns.refersh: unknown key (known keys here: servers, refresh)",
@@ -411,6 +425,9 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
         "window",
         "histogram",
         "buckets",
+        "jitter_buckets",
+        "metrics",
+        "window_gauges",
         "native",
         "classic_in_protobuf",
         "dns",
@@ -462,6 +479,9 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
     assert_eq!(config.access.deny.len(), 2);
     assert_eq!(config.probe_profiles.len(), 3);
     assert_eq!(config.probe_profiles["v6-mtu"].size, 1452);
+    // The sample shows the default layouts and optional series as they are.
+    assert_eq!(config.histogram, config::HistogramConfig::default());
+    assert_eq!(config.defaults.metrics, config::MetricsConfig::default());
     assert_eq!(
         config.sessions.database,
         Path::new("config/data/pingscope.db")
@@ -519,6 +539,9 @@ fn every_default_is_applied() {
         source: None,
         interface: None,
         window: 60,
+        metrics: config::MetricsConfig {
+            window_gauges: false,
+        },
         outage: Default::default(),
         alert: Default::default(),
         capture: Default::default(),
@@ -541,8 +564,13 @@ fn every_default_is_applied() {
         (c.on_outage, c.on_loss, c.rounds, c.every),
         (true, false, 10, Duration::from_secs(600))
     );
-    assert_eq!(config.histogram.buckets.first(), Some(&0.0001));
-    assert_eq!(config.histogram.buckets.last(), Some(&10.0));
+    assert_eq!(
+        config.histogram.buckets,
+        [
+            0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0
+        ]
+    );
+    assert_eq!(config.histogram.jitter_buckets, [0.001, 0.01, 0.1]);
     assert!(config.histogram.native);
     assert!(!config.histogram.classic_in_protobuf);
     assert!(
@@ -839,8 +867,37 @@ fn histogram_options_are_read_and_checked() {
     );
     assert_eq!(
         parse("defaults:\n  histogram:\n    classic_in_proto: true\n").err(),
-        Some("h.yml:3: defaults.histogram.classic_in_proto: unknown key (known keys here: buckets, native, classic_in_protobuf)".to_owned())
+        Some("h.yml:3: defaults.histogram.classic_in_proto: unknown key (known keys here: buckets, jitter_buckets, native, classic_in_protobuf)".to_owned())
     );
+    // Each layout is its own: setting one leaves the other at its default.
+    let config = parse("defaults:\n  histogram:\n    jitter_buckets: [0.0005, 0.002]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.histogram.jitter_buckets, [0.0005, 0.002]);
+    assert_eq!(
+        config.histogram.buckets,
+        config::HistogramConfig::default().buckets
+    );
+}
+
+#[test]
+fn metrics_block_overrides_the_defaults_per_target() {
+    let config = parse_ok(
+        "defaults:\n  metrics: {window_gauges: true}\ntargets:\n  - host: 192.0.2.1\n  - host: 192.0.2.2\n    metrics: {window_gauges: false}\n  - host: 192.0.2.3\n    metrics: {}\n",
+    );
+    let on: Vec<bool> = config
+        .targets
+        .iter()
+        .map(|t| t.metrics.window_gauges)
+        .collect();
+    assert_eq!(on, [true, false, true]);
+    assert!(config.defaults.metrics.window_gauges);
+    let t = one_target("targets:\n  - host: 192.0.2.1\n    metrics: {window_gauges: true}\n");
+    assert!(t.metrics.window_gauges);
+    // Turning the gauges on or off changes the target, so a reload restarts it with them.
+    let off = parse_ok("targets:\n  - host: 192.0.2.1\n");
+    let on = parse_ok("targets:\n  - host: 192.0.2.1\n    metrics: {window_gauges: true}\n");
+    let diff = diff_targets(&off.targets, &on.targets);
+    assert_eq!(diff.changed.len(), 1, "{diff:?}");
 }
 
 #[test]

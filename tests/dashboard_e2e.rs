@@ -25,7 +25,9 @@ defaults:
   interval: 100ms
   timeout: 500ms
 targets:
-  - {name: lossy, host: 198.18.0.30}
+  # The one target with window gauges: the min–max band reads them for it, bucket bounds for
+  # the others.
+  - {name: lossy, host: 198.18.0.30, metrics: {window_gauges: true}}
   - {name: steady, host: "2001:db8::20"}
   - {name: refused, host: 198.18.0.60}
   - {name: late, host: 198.18.0.80, timeout: 100ms}
@@ -195,6 +197,41 @@ fn every_panel_has_data_and_agrees_with_the_profiles() {
         assert!(
             lossy_range.contains(&median_lossy),
             "{mode}: lossy median {median_lossy}"
+        );
+        // The min–max band of the latency panel: the window gauges' exact extremes for lossy
+        // (8 ms), the bounds of the buckets holding the extremes for steady (20 ms, no gauges).
+        let band = |target: &str| {
+            let vars: Vec<(&str, &str)> = vars
+                .iter()
+                .map(|&(k, v)| if k == "target" { (k, target) } else { (k, v) })
+                .collect();
+            let queries = dashboard_queries(&dashboard(), &vars);
+            let title = "Latency: median, p5–p95, min–max";
+            let [min, median, max] =
+                ["D", "A", "E"].map(|r| single(p, &find(&queries, title, r).expr));
+            (min, median, max)
+        };
+        // The gauges give the exact minimum (the bucket bounds below 8 ms would read 5 ms in
+        // classic mode, about 7.3 ms in native); a maximum may take a late outlier.
+        let (min, _, max) = band("lossy");
+        assert!(
+            0.008 <= min && min <= 0.008 + slack && min <= max && max < 0.5,
+            "{mode}: lossy's min–max band {min}..{max} from the window gauges, 8 ms replies"
+        );
+        // Without gauges: the lower bound of the bucket holding 20 ms, and an upper bound on
+        // the largest RTT (at least the bucket's upper bound in classic mode).
+        let (min, median, max) = band("steady");
+        let (lowest, highest_min, lowest_max) = if mode == "native" {
+            (0.018, 0.020, 0.020)
+        } else {
+            (0.010, 0.0101, 0.025)
+        };
+        assert!(
+            (lowest..=highest_min).contains(&min)
+                && min <= median
+                && median <= max
+                && (lowest_max..0.5).contains(&max),
+            "{mode}: steady's band {min}..{max} (median {median}), 20 ms replies, no gauges"
         );
         let dns_failures = of_target(
             p,

@@ -142,7 +142,7 @@ fn host_stops_answering_and_comes_back() {
     };
     let d = start_daemon(
         &net,
-        "  - {name: flaky, host: 198.18.0.20}\n  - {name: steady, host: 198.18.0.21}\n",
+        "  - {name: flaky, host: 198.18.0.20, metrics: {window_gauges: true}}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
     );
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);

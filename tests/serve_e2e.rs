@@ -81,6 +81,7 @@ const FIGURES_CONFIG: &str = r#"
 defaults:
   interval: 50ms
   timeout: 500ms
+  metrics: {window_gauges: true}
 targets:
   - {name: delay, host: 198.18.0.20}
   - {name: jitter, host: 198.18.0.21}

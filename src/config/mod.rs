@@ -48,8 +48,8 @@ pub use mesh::{MeshConfig, MeshPeers};
 pub use shard::{Shard, ShardError};
 pub use types::{
     AccessConfig, AlertThresholds, CaptureRule, Config, Denied, DnsConfig, HistogramConfig,
-    OutageRule, PathPacingConfig, ProbeLimitsConfig, ProbeProfile, RetentionConfig, SessionsConfig,
-    TargetConfig, TargetDefaults, defaults, limits,
+    MetricsConfig, OutageRule, PathPacingConfig, ProbeLimitsConfig, ProbeProfile, RetentionConfig,
+    SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
 };
 
 use error::Issues;

@@ -65,6 +65,7 @@ macro_rules! with_probe_options {
             pub source: Option<S<String>>,
             pub interface: Option<S<String>>,
             pub window: Option<S<i64>>,
+            pub metrics: Option<S<RawMetrics>>,
             pub outage: Option<S<super::outage::RawOutage>>,
             pub alert: Option<S<super::outage::RawAlert>>,
             pub capture: Option<S<super::outage::RawCapture>>,
@@ -89,6 +90,7 @@ macro_rules! with_probe_options {
                     source: self.source.clone(),
                     interface: self.interface.clone(),
                     window: self.window.clone(),
+                    metrics: self.metrics.clone(),
                     outage: self.outage.clone(),
                     alert: self.alert.clone(),
                     capture: self.capture.clone(),
@@ -108,6 +110,13 @@ pub(crate) struct RawUdp {
     pub mode: Option<S<String>>,
 }
 
+/// `metrics:` of a target or the defaults: optional series.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub window_gauges: Option<S<bool>>,
+}
+
 with_probe_options! {
     /// The per-target options, shared by `defaults` and each target.
     RawProbeOptions {} {}
@@ -121,6 +130,7 @@ with_probe_options! {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHistogram {
     pub buckets: Option<S<Vec<S<f64>>>>,
+    pub jitter_buckets: Option<S<Vec<S<f64>>>>,
     pub native: Option<S<bool>>,
     pub classic_in_protobuf: Option<S<bool>>,
 }

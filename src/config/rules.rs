@@ -366,6 +366,11 @@ pub(crate) fn probe_options(
     {
         out.window = usize::try_from(n).unwrap_or(base.window);
     }
+    if let Some(block) = &raw.metrics
+        && let Some(v) = &block.value.window_gauges
+    {
+        out.metrics.window_gauges = v.value;
+    }
     if let Some(block) = &raw.outage {
         out.outage = super::outage::outage_block(issues, block, prefix, out.outage);
     }

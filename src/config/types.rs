@@ -22,11 +22,18 @@ pub mod defaults {
     /// ICMP payload bytes, as `ping` sends.
     pub const SIZE: u16 = 56;
     pub const WINDOW: usize = 60;
-    /// RTT buckets in seconds, from 100µs (same host) to 10s (a very sick path).
-    pub const BUCKETS: [f64; 16] = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0,
+    /// Classic RTT buckets in seconds: 1-2.5-5 steps from 0.5 ms to 250 ms, where paths to
+    /// other hosts lie and RTT thresholds are set, with one bound below (100 µs: the same host
+    /// or segment) and one above (1 s). Eleven bounds keep a text scrape at 32 series per
+    /// address (README, "Series per target"); protobuf scrapes carry native buckets instead.
+    pub const BUCKETS: [f64; 11] = [
+        0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
     ];
+    /// Classic jitter (IPDV) buckets in seconds, one a decade: below 1 ms, up to 10 ms, up to
+    /// 100 ms, more. Jitter's mean comes from the histogram's sum and count, exactly.
+    pub const JITTER_BUCKETS: [f64; 3] = [0.001, 0.01, 0.1];
+    /// `metrics.window_gauges`: the `pingscope_window_*` gauges are off unless asked for.
+    pub const WINDOW_GAUGES: bool = false;
     pub const DNS_REFRESH: Duration = Duration::from_secs(5 * 60);
     pub const DATABASE: &str = "data/pingscope.db";
     pub const MAX_ACTIVE: usize = 16;
@@ -98,6 +105,7 @@ pub struct TargetDefaults {
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
     pub window: usize,
+    pub metrics: MetricsConfig,
     pub outage: OutageRule,
     pub alert: AlertThresholds,
     pub capture: CaptureRule,
@@ -119,6 +127,7 @@ impl Default for TargetDefaults {
             source: None,
             interface: None,
             window: defaults::WINDOW,
+            metrics: MetricsConfig::default(),
             outage: OutageRule::default(),
             alert: AlertThresholds::default(),
             capture: CaptureRule::default(),
@@ -153,8 +162,11 @@ pub struct TargetConfig {
     pub tos: Option<u8>,
     pub source: Option<IpAddr>,
     pub interface: Option<String>,
-    /// Probes behind the `pingscope_window_*` gauges.
+    /// Probes behind the window statistics (`/api/v1/targets`, the live page, `capture.on_loss`
+    /// and, when on, the `pingscope_window_*` gauges).
     pub window: usize,
+    /// Which optional series the target's addresses expose (`metrics:`).
+    pub metrics: MetricsConfig,
     /// When an address of the target is in an outage (`outage:`).
     pub outage: OutageRule,
     /// The target's own alert thresholds (`alert:`).
@@ -340,11 +352,30 @@ pub struct ProbeProfile {
     pub port: PortOptions,
 }
 
-/// RTT histogram layout, shared by every target.
+/// The `metrics:` block of the defaults or a target: series a target exposes only when asked.
+/// An exposition choice only: the figures behind them are kept either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct MetricsConfig {
+    /// `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds{stat}`: five series per
+    /// address, the window's figures without PromQL.
+    pub window_gauges: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            window_gauges: defaults::WINDOW_GAUGES,
+        }
+    }
+}
+
+/// Histogram layouts, shared by every target.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistogramConfig {
-    /// Classic bucket upper bounds in seconds, strictly increasing.
+    /// Classic bucket upper bounds of the RTT histogram in seconds, strictly increasing.
     pub buckets: Vec<f64>,
+    /// Classic bucket upper bounds of the jitter (IPDV) histogram in seconds, strictly increasing.
+    pub jitter_buckets: Vec<f64>,
     /// Also expose native histograms to protobuf scrapers.
     pub native: bool,
     /// With `native`, send the classic buckets to protobuf scrapers too (for a Prometheus
@@ -357,6 +388,7 @@ impl Default for HistogramConfig {
     fn default() -> Self {
         Self {
             buckets: defaults::BUCKETS.to_vec(),
+            jitter_buckets: defaults::JITTER_BUCKETS.to_vec(),
             native: true,
             classic_in_protobuf: false,
         }

@@ -240,6 +240,7 @@ pub(crate) fn make_target(
         source: o.source,
         interface: o.interface,
         window: o.window,
+        metrics: o.metrics,
         outage: o.outage,
         alert: o.alert,
         capture: o.capture,
@@ -257,14 +258,25 @@ fn histogram(issues: &mut Issues, raw: Option<super::raw::RawHistogram>) -> Hist
     if let Some(classic) = &raw.classic_in_protobuf {
         out.classic_in_protobuf = classic.value;
     }
-    let Some(list) = &raw.buckets else {
-        return out;
-    };
+    if let Some(list) = &raw.buckets
+        && let Some(b) = buckets(issues, list, "defaults.histogram.buckets")
+    {
+        out.buckets = b;
+    }
+    if let Some(list) = &raw.jitter_buckets
+        && let Some(b) = buckets(issues, list, "defaults.histogram.jitter_buckets")
+    {
+        out.jitter_buckets = b;
+    }
+    out
+}
+
+/// A list of classic bucket bounds: positive seconds, strictly increasing, at least one.
+fn buckets(issues: &mut Issues, list: &S<Vec<S<f64>>>, k: &str) -> Option<Vec<f64>> {
     let buckets = &list.value;
-    let k = "defaults.histogram.buckets";
     if buckets.is_empty() {
         issues.push(line(list), k, "at least one bucket is needed");
-        return out;
+        return None;
     }
     let mut ok = true;
     for (i, b) in buckets.iter().enumerate() {
@@ -289,10 +301,7 @@ fn histogram(issues: &mut Issues, raw: Option<super::raw::RawHistogram>) -> Hist
             ok = false;
         }
     }
-    if ok {
-        out.buckets = buckets.iter().map(|b| b.value).collect();
-    }
-    out
+    ok.then(|| buckets.iter().map(|b| b.value).collect())
 }
 
 /// `IP:port`, `[IPv6]:port`, or a bare IP meaning port 53.

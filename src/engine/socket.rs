@@ -334,14 +334,24 @@ pub fn set_recverr(socket: &Socket, v6: bool) -> Result<(), SocketError> {
 const ICMP_FILTER: libc::c_int = 1;
 const ICMP6_FILTER: libc::c_int = 1;
 
+/// ICMP types a receiving raw socket lets in: echo replies and the errors we parse.
+const RAW_PASS_V4: &[u8] = &[0, 3, 4, 5, 11, 12];
+const RAW_PASS_V6: &[u8] = &[1, 2, 3, 4, 129];
+
 /// Lets a raw socket wake only for echo replies and the errors we parse, not for every echo
 /// request (our own, looped back) or neighbour discovery message of the host.
 fn set_raw_filter(socket: &Socket, v6: bool) -> io::Result<()> {
+    set_icmp_filter(socket, v6, if v6 { RAW_PASS_V6 } else { RAW_PASS_V4 })
+}
+
+/// Lets only the ICMP types `pass` into a raw socket (none: a socket that only sends; IPv4's
+/// filter covers types 0 to 31, the ones in use).
+fn set_icmp_filter(socket: &Socket, v6: bool, pass: &[u8]) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     let rc = if v6 {
         // icmp6_filter: 256 bits, a set bit blocks that type.
         let mut filter = [u32::MAX; 8];
-        for t in [1u8, 2, 3, 4, 129] {
+        for &t in pass {
             filter[usize::from(t >> 5)] &= !(1u32 << (t & 31));
         }
         // SAFETY: `filter` is a valid, initialised icmp6_filter-sized buffer for the call.
@@ -357,8 +367,8 @@ fn set_raw_filter(socket: &Socket, v6: bool) -> io::Result<()> {
     } else {
         // icmp_filter: one 32-bit mask, a set bit blocks that type (types 0..31).
         let mut mask = u32::MAX;
-        for t in [0u32, 3, 4, 5, 11, 12] {
-            mask &= !(1 << t);
+        for &t in pass.iter().filter(|t| **t < 32) {
+            mask &= !(1u32 << t);
         }
         // SAFETY: `mask` is a valid, initialised u32 for the call.
         unsafe {
@@ -376,6 +386,37 @@ fn set_raw_filter(socket: &Socket, v6: bool) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Opens the send-only twin of a raw ICMP socket: the same options, kernel TX timestamps
+/// (with `OPT_ID`) on its error queue, and no packet let in. Nothing waits on it, so queueing
+/// a TX timestamp wakes no thread while the probe is on its way (see [`super::icmp`]); the
+/// receive side reads its error queue when a reply needs the timestamp, or drains it.
+pub fn open_raw_sender(v6: bool, opts: &SocketOptions) -> Result<Socket, SocketError> {
+    use nix::sys::socket::TimestampingFlag as F;
+    let socket = new_socket(v6, Type::RAW).map_err(io_err("open raw ICMP send socket"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io_err("set O_NONBLOCK"))?;
+    let flags =
+        F::SOF_TIMESTAMPING_SOFTWARE | F::SOF_TIMESTAMPING_TX_SOFTWARE | F::SOF_TIMESTAMPING_OPT_ID;
+    setsockopt(&socket, sockopt::Timestamping, &flags).map_err(|e| SocketError::Io {
+        op: "set SO_TIMESTAMPING (TX) on the send socket",
+        source: e.into(),
+    })?;
+    // Room for the timestamps of a burst of sends between two reads (as for replies).
+    const RCVBUF: usize = 4 << 20;
+    if setsockopt(&socket, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = socket.set_recv_buffer_size(RCVBUF);
+    }
+    set_icmp_filter(&socket, v6, &[]).map_err(io_err("block every ICMP type (ICMP_FILTER)"))?;
+    set_ip_options(&socket, v6, opts)?;
+    if let Some(src) = opts.source {
+        socket
+            .bind(&SocketAddr::new(src, 0).into())
+            .map_err(io_err("bind raw ICMP send socket to source"))?;
+    }
+    Ok(socket)
 }
 
 /// Sends one ICMP message to `ip`.

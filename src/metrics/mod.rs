@@ -26,7 +26,10 @@
 //! - Level gauges and counters owned by other modules: a small collector calls their closures
 //!   at scrape time ([`scrape`]).
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
-//!   them at scrape time, instead of five gauge series per target in two families.
+//!   them at scrape time, instead of five gauge series per target in two families. Only targets
+//!   whose figures were set have them (`metrics: {window_gauges: true}`; off by default).
+//! - RTT and jitter have a classic layout each ([`MetricsOptions::buckets`],
+//!   [`MetricsOptions::jitter_buckets`]): jitter needs far fewer bounds.
 
 pub mod capture;
 pub mod events;
@@ -58,7 +61,7 @@ use crate::resolve::Family as AddressFamily;
 
 pub use format::{Format, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE, negotiate};
 pub use labels::{RESERVED_LABELS, TargetLabels};
-pub use options::{BuildInfo, DEFAULT_BUCKETS, MetricsError, MetricsOptions};
+pub use options::{BuildInfo, MetricsError, MetricsOptions};
 pub use scrape::{ScrapeCounter, ScrapeGauge};
 pub use target::{TargetMetrics, WindowRtt};
 
@@ -190,29 +193,22 @@ pub struct Metrics {
 impl Metrics {
     /// Builds the registry with every family registered (series appear as targets are added).
     pub fn new(options: MetricsOptions) -> Result<Self, MetricsError> {
-        check_buckets(&options.buckets)?;
+        check_buckets("RTT", &options.buckets)?;
+        check_buckets("jitter", &options.jitter_buckets)?;
         let layout = Layout::of(&options);
         let native = NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS);
-        let buckets: Arc<[f64]> = options.buckets.into();
-        let lag_buckets: Arc<[f64]> = LAG_BUCKETS.into();
-        // The histograms of the first registry, and the native-only ones of the second.
-        let (maker, lag_maker, native_maker) = match layout {
-            Layout::Classic => (
-                HistogramMaker::Classic(buckets),
-                HistogramMaker::Classic(lag_buckets),
-                None,
-            ),
-            Layout::Both => (
-                HistogramMaker::Both(buckets, native),
-                HistogramMaker::Both(lag_buckets, native),
-                None,
-            ),
-            Layout::Split => (
-                HistogramMaker::Classic(buckets),
-                HistogramMaker::Classic(lag_buckets),
-                Some(HistogramMaker::Native(native)),
-            ),
+        // The histograms of the first registry (one maker per classic layout), and the
+        // native-only ones of the second.
+        let maker = |bounds: &[f64]| match layout {
+            Layout::Classic | Layout::Split => HistogramMaker::Classic(bounds.into()),
+            Layout::Both => HistogramMaker::Both(bounds.into(), native),
         };
+        let (rtt_maker, jitter_maker, lag_maker) = (
+            maker(&options.buckets),
+            maker(&options.jitter_buckets),
+            maker(LAG_BUCKETS),
+        );
+        let native_maker = (layout == Layout::Split).then_some(HistogramMaker::Native(native));
         let families = Families {
             sent: Family::default(),
             lost: Family::default(),
@@ -220,8 +216,8 @@ impl Metrics {
             duplicates: Family::default(),
             icmp_errors: Family::default(),
             send_errors: Family::default(),
-            rtt: Family::new_with_constructor(maker.clone()),
-            jitter: Family::new_with_constructor(maker),
+            rtt: Family::new_with_constructor(rtt_maker),
+            jitter: Family::new_with_constructor(jitter_maker),
             rtt_native: native_maker.clone().map(Family::new_with_constructor),
             jitter_native: native_maker.clone().map(Family::new_with_constructor),
             jitter_rfc3550: Family::default(),
@@ -238,20 +234,9 @@ impl Metrics {
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let outages = Arc::new(outage::OutageCollector::default());
         let captures = Arc::new(capture::CaptureCollector::default());
-        let path_bounds: Arc<[f64]> = path::PATH_BUCKETS.into();
-        let paths = Arc::new(path::PathCollector::new(match layout {
-            Layout::Classic => path::HopHistograms {
-                maker: HistogramMaker::Classic(path_bounds),
-                native: None,
-            },
-            Layout::Both => path::HopHistograms {
-                maker: HistogramMaker::Both(path_bounds, native),
-                native: None,
-            },
-            Layout::Split => path::HopHistograms {
-                maker: HistogramMaker::Classic(path_bounds),
-                native: Some(HistogramMaker::Native(native)),
-            },
+        let paths = Arc::new(path::PathCollector::new(path::HopHistograms {
+            maker: maker(path::PATH_BUCKETS),
+            native: native_maker.clone(),
         }));
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
@@ -570,7 +555,7 @@ fn size_hint(last: &AtomicUsize) -> usize {
     last + last / 16 + 4096
 }
 
-fn check_buckets(buckets: &[f64]) -> Result<(), MetricsError> {
+fn check_buckets(histogram: &'static str, buckets: &[f64]) -> Result<(), MetricsError> {
     let why = if buckets.is_empty() {
         Some("at least one bucket is needed")
     } else if buckets.iter().any(|b| !b.is_finite() || *b <= 0.0) {
@@ -582,6 +567,7 @@ fn check_buckets(buckets: &[f64]) -> Result<(), MetricsError> {
     };
     match why {
         Some(why) => Err(MetricsError::Buckets {
+            histogram,
             buckets: buckets.to_vec(),
             why,
         }),

@@ -3,12 +3,7 @@
 
 use prometheus_client::encoding::prometheus_protobuf;
 
-/// Default classic buckets of `pingscope_rtt_seconds` and `pingscope_jitter_seconds`, in
-/// seconds: from loopback (tens of µs) to the longest sane timeout.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0,
-];
+use crate::config::defaults;
 
 /// Errors of this module. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +19,10 @@ pub enum MetricsError {
         why: &'static str,
     },
     /// The histogram buckets are not finite, positive and strictly increasing.
-    #[error("histogram buckets {buckets:?}: {why}")]
+    #[error("{histogram} histogram buckets {buckets:?}: {why}")]
     Buckets {
+        /// Which histogram: `RTT` or `jitter`.
+        histogram: &'static str,
         /// The buckets given.
         buckets: Vec<f64>,
         /// Why.
@@ -84,8 +81,10 @@ impl Default for BuildInfo {
 /// How the registry is built (from the config's `defaults.histogram`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricsOptions {
-    /// Classic bucket upper bounds of the RTT and jitter histograms, in seconds.
+    /// Classic bucket upper bounds of the RTT histogram, in seconds.
     pub buckets: Vec<f64>,
+    /// Classic bucket upper bounds of the jitter (IPDV) histogram, in seconds.
+    pub jitter_buckets: Vec<f64>,
     /// Also keep native (sparse, exponential) buckets, sent in protobuf scrapes.
     pub native: bool,
     /// With `native`, send the classic buckets in protobuf scrapes too (for a Prometheus with
@@ -97,9 +96,11 @@ pub struct MetricsOptions {
 }
 
 impl Default for MetricsOptions {
+    /// The config's defaults (`config::defaults`).
     fn default() -> Self {
         Self {
-            buckets: DEFAULT_BUCKETS.to_vec(),
+            buckets: defaults::BUCKETS.to_vec(),
+            jitter_buckets: defaults::JITTER_BUCKETS.to_vec(),
             native: true,
             classic_in_protobuf: false,
             build: BuildInfo::default(),

@@ -261,7 +261,9 @@ impl TargetMetrics {
     }
 
     /// Sets the `pingscope_window_*` gauges from the scheduler's window statistics. `rtt` is
-    /// `None` when the window holds no reply; the RTT gauges then read NaN (no data).
+    /// `None` when the window holds no reply; the RTT gauges then read NaN (no data). A target
+    /// never set has no window series: the scheduler sets them only for targets with
+    /// `metrics: {window_gauges: true}`.
     pub fn set_window(&self, loss_ratio: f64, rtt: Option<WindowRtt>) {
         let rtt = rtt.map_or([f64::NAN; 4], |r| [r.min, r.mean, r.max, r.stddev]);
         *self.inner.window.lock() = Some(WindowFigures { loss_ratio, rtt });

@@ -57,19 +57,67 @@ fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
 
 #[test]
 fn bucket_rules() {
-    assert!(check_buckets(DEFAULT_BUCKETS).is_ok());
-    assert!(check_buckets(LAG_BUCKETS).is_ok());
+    let options = MetricsOptions::default();
+    assert!(check_buckets("RTT", &options.buckets).is_ok());
+    assert!(check_buckets("jitter", &options.jitter_buckets).is_ok());
+    assert!(check_buckets("lag", LAG_BUCKETS).is_ok());
     for (bad, why) in [
         (&[][..], "at least one"),
         (&[0.0, 1.0][..], "above 0"),
         (&[1.0, f64::INFINITY][..], "finite"),
         (&[0.5, 0.5][..], "strictly increasing"),
     ] {
-        match check_buckets(bad) {
+        match check_buckets("RTT", bad) {
             Err(e) => assert!(e.to_string().contains(why), "{bad:?}: {e}"),
             Ok(()) => panic!("{bad:?} accepted"),
         }
     }
+}
+
+// The RTT and jitter histograms each have their own classic layout, in every layout that has
+// classic buckets in text; bad jitter bounds are refused by name.
+#[test]
+fn rtt_and_jitter_have_their_own_classic_bounds() -> Result<(), MetricsError> {
+    let (rtt, jitter) = (vec![0.001, 0.002, 0.003, 0.004], vec![0.01, 0.02]);
+    for (native, classic_in_protobuf) in [(true, false), (true, true), (false, false)] {
+        let metrics = Metrics::new(MetricsOptions {
+            buckets: rtt.clone(),
+            jitter_buckets: jitter.clone(),
+            native,
+            classic_in_protobuf,
+            ..MetricsOptions::default()
+        })?;
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let labels = TargetLabels::new("t", ip, Vec::new())?;
+        let _t = metrics.target(&labels, "t", AddressFamily::Ip4);
+        let text = metrics.encode_text()?;
+        let les = |name: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| Some(l.split("le=\"").nth(1)?.split('"').next()?.to_owned()))
+                .collect()
+        };
+        let layout = (native, classic_in_protobuf);
+        assert_eq!(
+            les("pingscope_rtt_seconds_bucket{"),
+            ["0.001", "0.002", "0.003", "0.004", "+Inf"],
+            "{layout:?}"
+        );
+        assert_eq!(
+            les("pingscope_jitter_seconds_bucket{"),
+            ["0.01", "0.02", "+Inf"],
+            "{layout:?}"
+        );
+    }
+    let refused = Metrics::new(MetricsOptions {
+        jitter_buckets: vec![0.1, 0.01],
+        ..MetricsOptions::default()
+    });
+    match refused {
+        Err(e) => assert!(e.to_string().starts_with("jitter histogram buckets"), "{e}"),
+        Ok(_) => panic!("decreasing jitter buckets accepted"),
+    }
+    Ok(())
 }
 
 // The counters other modules own are on /metrics from the start (0 without a source) and follow

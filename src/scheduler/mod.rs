@@ -367,6 +367,7 @@ mod tests {
             source: None,
             interface: None,
             window: 10,
+            metrics: Default::default(),
             outage: Default::default(),
             alert: Default::default(),
             capture: Default::default(),

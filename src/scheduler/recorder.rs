@@ -71,15 +71,18 @@ impl EventHandler for Recorder {
                 slot.outage.window(gauges.probes, gauges.loss_ratio);
                 gauges
             };
-            self.metrics.set_window(
-                gauges.loss_ratio,
-                gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {
-                    min,
-                    mean,
-                    max,
-                    stddev,
-                }),
-            );
+            // The gauges are an exposition choice: the window itself is kept either way.
+            if self.cfg.metrics.window_gauges {
+                self.metrics.set_window(
+                    gauges.loss_ratio,
+                    gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {
+                        min,
+                        mean,
+                        max,
+                        stddev,
+                    }),
+                );
+            }
             if !self.settled_once.swap(true, Ordering::AcqRel) {
                 self.first.notify_one();
             }

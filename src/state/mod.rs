@@ -113,6 +113,7 @@ impl App {
     ) -> anyhow::Result<Self> {
         let metrics = Metrics::new(MetricsOptions {
             buckets: config.histogram.buckets.clone(),
+            jitter_buckets: config.histogram.jitter_buckets.clone(),
             native: config.histogram.native,
             classic_in_protobuf: config.histogram.classic_in_protobuf,
             build: BuildInfo::default(),

@@ -44,6 +44,17 @@
 //! The first reply after the machine's first timestamping socket opens can come without an RX
 //! timestamp (the kernel enables them through deferred work); it is counted `missing`.
 //!
+//! A raw socket with kernel TX timestamps sends from a twin: a second raw socket with the same
+//! options that lets no packet in and that nothing polls. Queueing a TX timestamp on a socket's
+//! error queue wakes every thread waiting on that socket, and the receive task's worker waits
+//! in `epoll_wait`: that wake-up (a cross-CPU interrupt, a VM exit on a VM) falls between the
+//! two timestamps, since the stamp is queued as the request leaves and before the reply comes
+//! (on loopback, inside our `sendto`). On the twin nobody waits; the receive task reads its
+//! error queue each time it wakes for a packet, and before settling a reply whose timestamp it
+//! has not read. A datagram socket cannot have a twin (the reply goes to the socket that owns
+//! the identifier), so it keeps the wake-up; if the twin cannot be opened the raw socket sends
+//! itself.
+//!
 //! Measured in a release build against the test network's truth (the responder's log: the time
 //! it held each request, from the kernel's arrival timestamp at its device to its write), 300
 //! probes to a 1 ms host, idle, and loaded with 10,000 background targets through the same
@@ -227,6 +238,9 @@ const TX_GIVE_UP: u32 = 64;
 #[derive(Debug)]
 struct IcmpSocket {
     fd: AsyncFd<Socket>,
+    /// A raw socket with kernel TX timestamps sends from this twin, which nothing polls (see
+    /// the module docs, "Timestamps"); its error queue holds the TX timestamps.
+    sender: Option<Socket>,
     kind: SocketKind,
     v6: bool,
     ident: u16,
@@ -268,6 +282,16 @@ impl IcmpSocket {
     /// kernel TX timestamps gets those.
     fn has_errqueue(&self) -> bool {
         self.kind == SocketKind::Dgram || self.timestamps.tx.is_none()
+    }
+
+    /// The socket requests go out on.
+    fn send_socket(&self) -> &Socket {
+        self.sender.as_ref().unwrap_or(self.fd.get_ref())
+    }
+
+    /// The socket whose error queue holds the TX timestamps (and a datagram socket's errors).
+    fn errqueue_socket(&self) -> &Socket {
+        self.send_socket()
     }
 }
 
@@ -445,6 +469,16 @@ impl IcmpEngine {
             ident,
             timestamps,
         } = socket::open(v6, self.preference, opts, self.timestamps)?;
+        // A datagram socket cannot have a twin: the reply goes to the socket that owns the
+        // identifier. Without one, a raw socket keeps sending from its receiving socket.
+        let sender = (kind == SocketKind::Raw && timestamps.tx.is_none())
+            .then(|| socket::open_raw_sender(v6, opts))
+            .and_then(|r| {
+                r.inspect_err(|e| {
+                    tracing::debug!(error = %e, "no send-only twin; sending from the receiving socket");
+                })
+                .ok()
+            });
         let fd = {
             let _guard = self.runtime.enter();
             // SAFETY: `Socket` owns its descriptor and never replaces or closes it while the
@@ -457,6 +491,7 @@ impl IcmpEngine {
         };
         let sock = Arc::new(IcmpSocket {
             fd,
+            sender,
             kind,
             v6,
             ident,
@@ -475,6 +510,7 @@ impl IcmpEngine {
             tx_timestamps = TimestampPaths::label(timestamps.tx),
             ?opts,
             ?flow,
+            send_twin = sock.sender.is_some(),
             "ICMP socket opened"
         );
         let task = self
@@ -531,8 +567,8 @@ impl Pinger for IcmpEngine {
             None => packet::build_echo_request(sock.v6, sock.ident, seq, size, stamp),
         };
         let send = || match flow {
-            Some((_, ttl)) => socket::send_to_with_ttl(sock.fd.get_ref(), ip, &pkt, ttl),
-            None => socket::send_to(sock.fd.get_ref(), ip, &pkt),
+            Some((_, ttl)) => socket::send_to_with_ttl(sock.send_socket(), ip, &pkt, ttl),
+            None => socket::send_to(sock.send_socket(), ip, &pkt),
         };
         let key = Key {
             ip,

@@ -119,7 +119,7 @@ fn drain_errqueue(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
 fn drain_err(sock: &IcmpSocket, shared: &Shared, bufs: ErrBufs<'_>) -> bool {
     let ErrBufs(buf, cmsg) = bufs;
     for _ in 0..BATCH {
-        match socket::recv(sock.fd.get_ref(), buf, cmsg, true) {
+        match socket::recv(sock.errqueue_socket(), buf, cmsg, true) {
             Ok(rx) => {
                 let len = rx.len.min(buf.len());
                 let data = buf.get(..len).unwrap_or(&[]);
