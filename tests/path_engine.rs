@@ -298,3 +298,107 @@ fn udp_flow_probes_keep_ports_and_checksum_and_set_ttl_per_packet() {
         udp_flows_on_the_wire(IpAddr::V6(Ipv6Addr::LOCALHOST)).await;
     });
 }
+
+/// Descriptors the process has open.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Waits (at most 3 s: a UDP flow socket's probes keep it for their timeout and late window,
+/// 1.3 s here) until the process has `want` descriptors open; returns the count.
+async fn fds_become(want: usize) -> usize {
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    while open_fds() != want && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    open_fds()
+}
+
+/// Flow sockets held by path tracers ([`Pinger::hold_flow`]): one held twice stays open until
+/// its second release, each closes at its last, and a flow sent to again opens a new socket.
+/// `fds` is the descriptors of one flow socket: 2 for a raw ICMP socket with its send twin.
+async fn held_flow_sockets_close_at_the_last_release(
+    engine: &dyn Pinger,
+    dst: IpAddr,
+    transport: fn(u16) -> Transport,
+    fds: usize,
+) {
+    let spec = |flow| ProbeSpec {
+        ip: dst,
+        transport: transport(flow),
+        size: 56,
+        timeout: Duration::from_millis(300),
+        options: SocketOptions::default(),
+    };
+    let (tx, mut rx) = mpsc::channel(16);
+    let sink = EventSink::from(tx);
+    for flow in [3, 3, 4] {
+        engine.hold_flow(&spec(flow));
+    }
+    // A first probe of each (the engine's own first sockets open here too), then the count.
+    for (n, flow) in [3u16, 4].into_iter().enumerate() {
+        engine.send(&spec(flow), n as u64, &sink).expect("send");
+    }
+    await_replies(&mut rx, 2, &format!("{dst}: held flows")).await;
+    let open = open_fds();
+    engine.release_flow(&spec(3));
+    engine.release_flow(&spec(4));
+    assert_eq!(
+        fds_become(open - fds).await,
+        open - fds,
+        "{dst}: flow 4 closed"
+    );
+    // Flow 3's probe was answered with flow 4's: its socket would have closed by now.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(open_fds(), open - fds, "{dst}: flow 3 still held once");
+    engine.release_flow(&spec(3));
+    assert_eq!(
+        fds_become(open - 2 * fds).await,
+        open - 2 * fds,
+        "{dst}: flow 3 closed"
+    );
+    // A release without a hold changes nothing; a send opens the flow's socket again.
+    engine.release_flow(&spec(3));
+    engine.send(&spec(3), 9, &sink).expect("send again");
+    await_replies(&mut rx, 1, &format!("{dst}: flow 3 again")).await;
+    assert_eq!(open_fds(), open - fds, "{dst}: flow 3 open again");
+}
+
+#[test]
+fn held_flow_sockets_close_at_their_last_release() {
+    if !support::require_root() {
+        return;
+    }
+    let icmp = |flow| Transport::IcmpFlow { flow, ttl: 64 };
+    let udp = |flow| Transport::UdpFlow {
+        flow,
+        ttl: 64,
+        port: 33434,
+    };
+    for dst in [
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, 77)),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        // A runtime each, so no other engine's sockets are closing meanwhile.
+        for preference in [SocketPreference::Dgram, SocketPreference::Raw] {
+            in_namespace(move || async move {
+                let config = EngineConfig {
+                    socket: preference,
+                    ..EngineConfig::default()
+                };
+                let engine = Engine::new(config).expect("engine");
+                // A raw socket with kernel TX timestamps sends from a twin (engine::icmp).
+                let fds = if preference == SocketPreference::Raw {
+                    2
+                } else {
+                    1
+                };
+                held_flow_sockets_close_at_the_last_release(&*engine, dst, icmp, fds).await;
+            });
+        }
+        in_namespace(move || async move {
+            let engine = Engine::lazy(EngineConfig::default()).expect("engine");
+            held_flow_sockets_close_at_the_last_release(&*engine, dst, udp, 1).await;
+        });
+    }
+}

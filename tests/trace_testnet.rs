@@ -79,6 +79,13 @@ fn trace(net: &TestNet, unprivileged: bool, args: &[&str]) -> Traced {
     }
 }
 
+/// The arguments of 6 rounds 100 ms apart with `protocol`, then `more`.
+fn six_rounds<'a>(protocol: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--protocol", protocol, "-c", "6", "-i", "0.1"];
+    args.extend_from_slice(more);
+    args
+}
+
 #[test]
 fn trace_reports_the_configured_hops_in_order_with_their_delays() {
     if !support::require_root() {
@@ -268,19 +275,7 @@ fn hops_in_order(protocol: &str) -> TestNet {
             let t = trace(
                 &net,
                 unprivileged,
-                &[
-                    "--protocol",
-                    protocol,
-                    "-c",
-                    "6",
-                    "-i",
-                    "0.1",
-                    "-W",
-                    "1s",
-                    "--max-ttl",
-                    "10",
-                    dst,
-                ],
+                &six_rounds(protocol, &["-W", "1s", "--max-ttl", "10", dst]),
             );
             let who = format!("{protocol} {dst} unprivileged={unprivileged}");
             assert_eq!(t.code, Some(0), "{who}: {}", t.text);
@@ -425,94 +420,141 @@ fn udp_flows_find_both_ecmp_branches_and_each_flow_keeps_one() {
         return;
     }
     let (net, before) = ecmp_branches("udp");
-    // The one-flow run: one source port, one destination port, one checksum.
-    let wire: BTreeSet<(Option<u16>, Option<u16>, Option<u16>)> = net.log()[before..]
-        .iter()
-        .map(|e| (e.sport, e.dport, e.checksum))
-        .collect();
-    assert_eq!(wire.len(), 1, "{wire:?}");
+    // The one-flow runs: per destination one source port, one destination port, one checksum.
+    // (source port, destination port, checksum) per destination.
+    type Wire = BTreeSet<(Option<u16>, Option<u16>, Option<u16>)>;
+    let mut wire: BTreeMap<IpAddr, Wire> = BTreeMap::new();
+    for e in &net.log()[before..] {
+        wire.entry(e.dst)
+            .or_default()
+            .insert((e.sport, e.dport, e.checksum));
+    }
+    assert_eq!(wire.len(), 2, "{wire:?}");
+    assert!(wire.values().all(|w| w.len() == 1), "{wire:?}");
 }
 
-/// Two ECMP branches at hop 2: 16 flows find both, each flow keeps one branch in every round
-/// (and the responder saw one flow hash per flow); one flow takes one branch. Returns the
-/// network and where the one-flow run starts in its log.
+/// ECMP hosts: hop 2 has two branches, for IPv4 and IPv6.
+const ECMP_HOSTS: [(&str, [&str; 2]); 2] = [
+    ("198.18.0.9", ["198.18.11.2", "198.18.12.2"]),
+    ("2001:db8::9", ["2001:db8:11::2", "2001:db8:12::2"]),
+];
+
+/// Fresh `--flows 4` traces per (socket kind, family) in [`ecmp_branches`]: a tracer that kept
+/// its first four identities would miss a branch in one trace of 8, so in at least one of
+/// these 12 with p = 1 − (7/8)^12 ≈ 0.80 per protocol.
+const ECMP_RUNS: usize = 3;
+
+/// Two ECMP branches at hop 2, IPv4 and IPv6, as root (raw ICMP sockets: the namespace allows
+/// no datagram ones yet) then unprivileged (datagram sockets): every `--flows 4` trace finds
+/// both, each flow identity keeps one branch in every round, and the responder saw at most one
+/// flow hash per identity, each on one branch; one flow takes one branch every round with one flow
+/// hash. Returns the network and where the one-flow runs start in its log.
 fn ecmp_branches(protocol: &str) -> (TestNet, usize) {
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
-        {"addr": "198.18.10.1"},
-        {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "5ms"}]},
-        {"addr": "198.18.10.3"}
-    ]}}}}));
-    let branches: BTreeSet<IpAddr> = addrs(&["198.18.11.2", "198.18.12.2"]).into_iter().collect();
-    // 16 flows: each misses one of two branches with p = 1/2, all of them with p = 2^-15 (the
-    // kernel picks each flow's identifier or source port, so 4 flows would miss a branch one
-    // time in 8).
-    let many = trace(
-        &net,
-        false,
-        &[
-            "--protocol",
-            protocol,
-            "-c",
-            "4",
-            "-i",
-            "0.1",
-            "--flows",
-            "16",
-            "198.18.0.9",
-        ],
-    );
-    assert_eq!(many.code, Some(0), "{}", many.text);
-    let hops = many.hops();
-    assert_eq!(hops.len(), 4, "{}", many.text);
-    assert_eq!(
-        hops[1].iter().copied().collect::<BTreeSet<_>>(),
-        branches,
-        "{}",
-        many.text
-    );
-    // Per flow, one branch in every round.
-    let mut branch_of_flow: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for h in many.of_type("hop").iter().filter(|h| h["ttl"] == 2) {
-        branch_of_flow
-            .entry(h["flow"].as_u64().unwrap())
-            .or_default()
-            .insert(h["responder"].as_str().unwrap().to_owned());
+    let path = |prefix: &str, [a, b]: [&str; 2]| {
+        json!({"hops": [
+            {"addr": format!("{prefix}1")},
+            {"branches": [{"addr": a, "delay": "1ms"}, {"addr": b, "delay": "5ms"}]},
+            {"addr": format!("{prefix}3")}
+        ]})
+    };
+    let net = TestNet::start(&json!({"hosts": {
+        ECMP_HOSTS[0].0: {"path": path("198.18.10.", ECMP_HOSTS[0].1)},
+        ECMP_HOSTS[1].0: {"path": path("2001:db8:10::", ECMP_HOSTS[1].1)}
+    }}));
+    for unprivileged in [false, true] {
+        for (dst, branch_addrs) in ECMP_HOSTS {
+            let branches: BTreeSet<IpAddr> = addrs(&branch_addrs).into_iter().collect();
+            let dst_ip: IpAddr = dst.parse().unwrap();
+            for run in 0..ECMP_RUNS {
+                let who = format!("{protocol} {dst} unprivileged={unprivileged} run {run}");
+                let before = net.log().len();
+                let t = trace(
+                    &net,
+                    unprivileged,
+                    &six_rounds(protocol, &["--flows", "4", dst]),
+                );
+                assert_eq!(t.code, Some(0), "{who}: {}", t.text);
+                let hops = t.hops();
+                assert_eq!(hops.len(), 4, "{who}: {}", t.text);
+                assert_eq!(
+                    hops[1].iter().copied().collect::<BTreeSet<_>>(),
+                    branches,
+                    "{who}: {}",
+                    t.text
+                );
+                assert_eq!(t.path()["changes"], 0, "{who}: discovery is no change");
+                // Per flow identity, one branch in every round.
+                let mut branch_of_identity: BTreeMap<(u64, u64), BTreeSet<String>> =
+                    BTreeMap::new();
+                for h in t.of_type("hop").iter().filter(|h| h["ttl"] == 2) {
+                    branch_of_identity
+                        .entry((h["flow"].as_u64().unwrap(), h["identity"].as_u64().unwrap()))
+                        .or_default()
+                        .insert(h["responder"].as_str().unwrap().to_owned());
+                }
+                assert!(
+                    branch_of_identity.values().all(|b| b.len() == 1),
+                    "{who}: {branch_of_identity:?}"
+                );
+                // The responder saw one flow hash per identity, each on one branch.
+                let log: Vec<_> = net.log()[before..]
+                    .iter()
+                    .filter(|e| e.dst == dst_ip)
+                    .cloned()
+                    .collect();
+                let hashes: BTreeSet<&str> = log.iter().map(|e| e.flow.as_str()).collect();
+                let identities: BTreeSet<(u64, u64)> = t
+                    .of_type("hop")
+                    .iter()
+                    .map(|h| (h["flow"].as_u64().unwrap(), h["identity"].as_u64().unwrap()))
+                    .collect();
+                // Never more hashes than identities (an identity whose hash moved would add
+                // one); fewer when the kernel gave a new identity the port of one closed a
+                // round before.
+                assert!(
+                    (2..=identities.len()).contains(&hashes.len()),
+                    "{who}: {} hashes, identities {identities:?}",
+                    hashes.len()
+                );
+                let mut branch_of_hash: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+                for e in log.iter().filter(|e| e.hop == Some(2)) {
+                    branch_of_hash
+                        .entry(e.flow.as_str())
+                        .or_default()
+                        .insert(e.hop_addr.unwrap());
+                }
+                assert!(
+                    branch_of_hash.values().all(|b| b.len() == 1),
+                    "{who}: {branch_of_hash:?}"
+                );
+                eprintln!(
+                    "{who}: both branches, {} identities for 4 flows",
+                    identities.len()
+                );
+            }
+        }
     }
-    assert_eq!(branch_of_flow.len(), 16);
-    assert!(
-        branch_of_flow.values().all(|b| b.len() == 1),
-        "{branch_of_flow:?}"
-    );
-    // The responder saw 16 flow hashes, each on one branch.
-    let mut branch_of_hash: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
-    for e in net.log().iter().filter(|e| e.hop == Some(2)) {
-        branch_of_hash
-            .entry(e.flow.clone())
-            .or_default()
-            .insert(e.hop_addr.unwrap());
-    }
-    assert_eq!(branch_of_hash.len(), 16, "{branch_of_hash:?}");
-    assert!(
-        branch_of_hash.values().all(|b| b.len() == 1),
-        "{branch_of_hash:?}"
-    );
     // One flow: one branch, the same in every round, and one flow hash.
     let before = net.log().len();
-    let one = trace(
-        &net,
-        false,
-        &["--protocol", protocol, "-c", "5", "-i", "0.1", "198.18.0.9"],
-    );
-    assert_eq!(one.code, Some(0), "{}", one.text);
-    let seen: BTreeSet<&str> = one
-        .of_type("hop")
-        .iter()
-        .filter(|h| h["ttl"] == 2)
-        .map(|h| h["responder"].as_str().unwrap())
-        .collect();
-    assert_eq!(seen.len(), 1, "{}", one.text);
-    let hashes: BTreeSet<String> = net.log()[before..].iter().map(|e| e.flow.clone()).collect();
-    assert_eq!(hashes.len(), 1, "{hashes:?}");
-    assert_eq!(one.path()["changes"], 0);
+    for (dst, _) in ECMP_HOSTS {
+        let start = net.log().len();
+        let one = trace(
+            &net,
+            false,
+            &["--protocol", protocol, "-c", "5", "-i", "0.1", dst],
+        );
+        assert_eq!(one.code, Some(0), "{}", one.text);
+        let seen: BTreeSet<&str> = one
+            .of_type("hop")
+            .iter()
+            .filter(|h| h["ttl"] == 2)
+            .map(|h| h["responder"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen.len(), 1, "{}", one.text);
+        assert!(one.of_type("hop").iter().all(|h| h["identity"] == 0));
+        let hashes: BTreeSet<String> = net.log()[start..].iter().map(|e| e.flow.clone()).collect();
+        assert_eq!(hashes.len(), 1, "{dst}: {hashes:?}");
+        assert_eq!(one.path()["changes"], 0);
+    }
     (net, before)
 }

@@ -406,6 +406,18 @@ impl Pinger for FlowEngine {
         Ok(seq)
     }
 
+    fn hold_flow(&self, spec: &ProbeSpec) {
+        if let Some(key) = super::udp_flow::flow_key(spec) {
+            self.udp_flows.hold(key);
+        }
+    }
+
+    fn release_flow(&self, spec: &ProbeSpec) {
+        if let Some(key) = super::udp_flow::flow_key(spec) {
+            self.udp_flows.release(&key);
+        }
+    }
+
     fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
     }

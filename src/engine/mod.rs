@@ -65,7 +65,8 @@ pub enum Transport {
     /// [`Transport::Icmp`]: echo reply, an ICMP error quoting it (time exceeded from the router
     /// at that TTL, with its address), or the timeout.
     IcmpFlow {
-        /// Which flow (any number; distinct flows get distinct identifiers and checksums).
+        /// Which flow (any number; distinct flows get distinct sockets, so identifiers, and
+        /// checksums). A path tracer numbers its flow identities.
         flow: u16,
         /// TTL / hop limit of this probe; it overrides [`SocketOptions::ttl`].
         ttl: u8,
@@ -441,6 +442,16 @@ pub trait Pinger: Send + Sync + std::fmt::Debug + 'static {
     fn timestamp_stats(&self) -> Option<TimestampStats> {
         None
     }
+
+    /// Holds the socket of the Paris flow `spec` names ([`Transport::IcmpFlow`] or
+    /// [`Transport::UdpFlow`]; the TTL does not matter; other transports: nothing): it stays
+    /// open until released as many times as it was held, and closes at the last release. A
+    /// path tracer holds the flow identities it probes and releases one when it re-keys that
+    /// flow or ends, so the sockets of identities no longer probed close. Nothing by default.
+    fn hold_flow(&self, _spec: &ProbeSpec) {}
+
+    /// Releases one hold of [`Pinger::hold_flow`].
+    fn release_flow(&self, _spec: &ProbeSpec) {}
 }
 
 /// Counters of things the engine dropped or ignored; all monotonic.

@@ -118,4 +118,28 @@ impl Pinger for Engine {
         self.flow.add_timestamp_stats(&mut stats);
         Some(stats)
     }
+
+    fn hold_flow(&self, spec: &ProbeSpec) {
+        match spec.transport {
+            // Not started: it holds nothing, and its first flow probe starts it.
+            Transport::IcmpFlow { .. } => match self.icmp_engine() {
+                Ok(e) => e.hold_flow(spec),
+                Err(e) => tracing::debug!(error = %e, "no ICMP engine to hold a flow socket"),
+            },
+            Transport::UdpFlow { .. } => self.flow.hold_flow(spec),
+            _ => {}
+        }
+    }
+
+    fn release_flow(&self, spec: &ProbeSpec) {
+        match spec.transport {
+            Transport::IcmpFlow { .. } => {
+                if let Some(e) = self.icmp.get() {
+                    e.release_flow(spec);
+                }
+            }
+            Transport::UdpFlow { .. } => self.flow.release_flow(spec),
+            _ => {}
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! Paris-style, on unprivileged sockets.
 //!
 //! One connected UDP socket per (destination, port, flow, socket options), opened at the flow's
-//! first probe and closed after [`IDLE`] without one. The kernel fixes its source port at the
+//! first probe and closed at the last release of its holds ([`Pinger::hold_flow`]: a path
+//! tracer holds the flows it probes), or, when nobody holds it, after [`IDLE`] without a probe.
+//! The kernel fixes its source port at the
 //! connect, so every probe of a flow carries the same ports, and distinct flows differ in their
 //! source port: routers that balance by the 5-tuple send a flow one way, and `flows` flows find
 //! up to that many ECMP branches. The payload is the UDP token ([`udp::flow_request`]: probe
@@ -36,9 +38,9 @@
 //! p99 / max: UDP 7.5 / 10.5 / 10.7 (IPv4), 7.8 / 26.3 / 53.5 (IPv6); ICMP flows in the same
 //! run 7.4 / 12.7 / 27.8 and 8.0 / 33.7 / 136.9.
 //!
-//! After its deadline a probe stays known for [`udp::LATE_WINDOW`]: an answer then is late.
-//! A destination probed with a round interval longer than [`IDLE`] gets a new socket, and so a
-//! new source port, every round: such a path monitor sees a new flow each round.
+//! After its deadline a probe stays known for [`udp::LATE_WINDOW`]: an answer then is late, and
+//! its socket stays open that long after its last hold is released. A held socket never closes
+//! for idleness, so a path monitor keeps its flows' source ports whatever its round interval.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +52,10 @@ use socket2::{Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
+#[cfg(doc)]
+use super::Pinger;
 use super::clock::{Fallback, Stamp};
 use super::flow::{self, ProbeState, Shared, bump};
 use super::socket::{self, SCM_TSTAMP_SND, SO_EE_ORIGIN_TIMESTAMPING, TimestampSource};
@@ -76,8 +81,17 @@ type FlowKey = (IpAddr, u16, u16, SocketOptions);
 /// The open flow sockets.
 #[derive(Debug, Default)]
 pub(super) struct FlowSockets {
-    // Held to look up, open or close a socket; a socket's own lock nests inside it.
-    map: Mutex<HashMap<FlowKey, Arc<FlowSocket>>>,
+    // Held to look up, open or close a socket and to count holds; a socket's own lock nests
+    // inside it.
+    map: Mutex<Map>,
+}
+
+#[derive(Debug, Default)]
+struct Map {
+    open: HashMap<FlowKey, Arc<FlowSocket>>,
+    /// Holds per flow ([`super::Pinger::hold_flow`]): a held socket never closes for idleness,
+    /// and the last release closes it.
+    holds: HashMap<FlowKey, usize>,
 }
 
 #[derive(Debug)]
@@ -85,6 +99,8 @@ struct FlowSocket {
     fd: AsyncFd<Socket>,
     ip: IpAddr,
     tx_kernel: Option<Fallback>,
+    /// Cancelled when the socket's last hold is released: its receive task ends.
+    closed: CancellationToken,
     // Held for a few map operations and the events they deliver, never across I/O or `.await`.
     inner: Mutex<Inner>,
 }
@@ -106,7 +122,7 @@ impl FlowSockets {
         shared: &Arc<Shared>,
     ) -> Result<Arc<FlowSocket>, SendError> {
         let mut map = self.map.lock();
-        if let Some(s) = map.get(&key) {
+        if let Some(s) = map.open.get(&key) {
             s.inner.lock().last_use = Instant::now();
             return Ok(s.clone());
         }
@@ -123,6 +139,7 @@ impl FlowSockets {
             fd,
             ip,
             tx_kernel: paths.tx,
+            closed: CancellationToken::new(),
             inner: Mutex::new(Inner {
                 probes: HashMap::new(),
                 last_use: Instant::now(),
@@ -135,30 +152,75 @@ impl FlowSockets {
             Arc::downgrade(self),
             shared.clone(),
         ));
-        map.insert(key, s.clone());
+        map.open.insert(key, s.clone());
         Ok(s)
     }
 
-    /// Closes `sock` when it has been idle for [`IDLE`] with nothing in flight; true when
-    /// closed (its receive task ends).
+    /// Closes `sock` when it is not held and has been idle for [`IDLE`] with nothing in
+    /// flight; true when closed (its receive task ends).
     fn close_if_idle(&self, key: &FlowKey, sock: &Arc<FlowSocket>) -> bool {
         let mut map = self.map.lock();
-        let inner = sock.inner.lock();
+        let mut inner = sock.inner.lock();
+        if map.holds.contains_key(key) {
+            // In use while held: look again an idle time from now.
+            inner.last_use = Instant::now();
+            return false;
+        }
         if !inner.probes.is_empty() || inner.last_use.elapsed() < IDLE {
             return false;
         }
-        if map.get(key).is_some_and(|s| Arc::ptr_eq(s, sock)) {
-            map.remove(key);
+        if map.open.get(key).is_some_and(|s| Arc::ptr_eq(s, sock)) {
+            map.open.remove(key);
         }
         true
     }
 
     fn forget(&self, key: &FlowKey, sock: &Arc<FlowSocket>) {
         let mut map = self.map.lock();
-        if map.get(key).is_some_and(|s| Arc::ptr_eq(s, sock)) {
-            map.remove(key);
+        if map.open.get(key).is_some_and(|s| Arc::ptr_eq(s, sock)) {
+            map.open.remove(key);
         }
     }
+
+    /// One more hold on the flow's socket (opened at its first probe).
+    pub(super) fn hold(&self, key: FlowKey) {
+        *self.map.lock().holds.entry(key).or_default() += 1;
+    }
+
+    /// One hold fewer; the last closes the socket. Probes still in their late window keep
+    /// the descriptor until it ends (their expiry holds it) and time out if unanswered.
+    pub(super) fn release(&self, key: &FlowKey) {
+        let mut map = self.map.lock();
+        let Some(n) = map.holds.get_mut(key) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        map.holds.remove(key);
+        if let Some(s) = map.open.remove(key) {
+            s.closed.cancel();
+            tracing::debug!(ip = %key.0, port = key.1, flow = key.2, "UDP flow socket closed");
+        }
+    }
+}
+
+/// The key of a [`Transport::UdpFlow`](super::Transport::UdpFlow) probe's socket.
+pub(super) fn flow_key(spec: &ProbeSpec) -> Option<FlowKey> {
+    match spec.transport {
+        super::Transport::UdpFlow { flow, port, .. } => Some(key(spec, port, flow)),
+        _ => None,
+    }
+}
+
+fn key(spec: &ProbeSpec, port: u16, flow: u16) -> FlowKey {
+    // The TTL goes on each packet, so it is not one of the socket's options.
+    let opts = SocketOptions {
+        ttl: None,
+        ..spec.options.clone()
+    };
+    (spec.ip, port, flow, opts)
 }
 
 /// Sends one path probe on its flow's socket and starts its deadline.
@@ -172,12 +234,7 @@ pub(super) fn start(
 ) -> Result<(), SendError> {
     let ip = spec.ip;
     let v6 = ip.is_ipv6();
-    // The TTL goes on each packet, so it is not one of the socket's options.
-    let opts = SocketOptions {
-        ttl: None,
-        ..spec.options.clone()
-    };
-    let sock = sockets.socket(runtime, (ip, port, flow, opts), shared)?;
+    let sock = sockets.socket(runtime, key(spec, port, flow), shared)?;
     let id = shared.probe_id();
     state.sent.user = shared.clock.pair();
     state.sent.kernel = match sock.tx_kernel {
@@ -264,6 +321,7 @@ async fn receive(
                     _ => return,
                 }
             }
+            () = sock.closed.cancelled() => return,
         }
     }
 }

@@ -60,10 +60,11 @@ pub(super) async fn run(
             tracer.round(|p| {
                 if debug {
                     lines.push(format!(
-                        "round {} ttl {} flow {}: {} from {} in {:?}",
+                        "round {} ttl {} flow {}/{}: {} from {} in {:?}",
                         p.round,
                         p.ttl,
                         p.flow,
+                        p.identity,
                         p.result.as_str(),
                         p.responder.map_or("-".to_owned(), |r| r.to_string()),
                         p.rtt

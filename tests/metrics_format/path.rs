@@ -31,6 +31,7 @@ fn probe(round: u64, ttl: u8, rtt: Option<u64>) -> HopProbe {
         round,
         ttl,
         flow: 0,
+        identity: 0,
         at: SystemTime::now(),
         result,
         responder,
@@ -60,6 +61,7 @@ fn path_fixture(options: MetricsOptions) -> Result<Metrics, Box<dyn std::error::
             number,
             probes: vec![probe(number, 1, *a), probe(number, 2, *b)],
             reached_at: b.map(|_| 2),
+            rekeyed: Vec::new(),
         };
         stats.add_round(&round);
         path.on_round(&round, &stats);
@@ -204,6 +206,7 @@ fn a_hop_probe_that_failed_to_send_is_neither_sent_nor_lost() -> TestResult {
         number,
         probes: vec![probe(number, 1, Some(900)), failed],
         reached_at: None,
+        rekeyed: Vec::new(),
     };
     let mut stats = PathStats::new();
     stats.add_round(&round);

@@ -11,6 +11,11 @@
 //! are. One timer task sleeps until the earliest deadline. Events leave through
 //! [`EventSink::deliver`]; a full channel loses the event and [`IcmpEngine::counters`] counts it.
 //!
+//! Sockets stay open for the engine's life, except those of Paris flows
+//! ([`Transport::IcmpFlow`], one per flow number, family and options): a flow socket that a path
+//! tracer held ([`Pinger::hold_flow`]) closes at the last release, so the identities a tracer
+//! gives up do not pile up.
+//!
 //! Datagram ("ping") sockets come first, raw sockets second. On datagram sockets the kernel
 //! sets the identifier (the socket's port) and delivers ICMP errors on the error queue
 //! (`IP_RECVERR`/`IPV6_RECVERR`); raw sockets get a random identifier per socket, see every
@@ -72,7 +77,6 @@
 //! surge-ping gives no kernel timestamps (its RTT is taken when the task wakes: the user-space
 //! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -295,6 +299,45 @@ impl IcmpSocket {
 /// per packet, so it is not part of their options).
 type SocketKey = (bool, SocketOptions, Option<u16>);
 
+/// The key of an ICMP probe's socket; `None` for other transports. A flow's probes share one
+/// socket whatever their TTL, which goes on each packet.
+fn socket_key(spec: &ProbeSpec) -> Option<SocketKey> {
+    let v6 = spec.ip.is_ipv6();
+    match spec.transport {
+        Transport::IcmpFlow { flow, .. } => Some((
+            v6,
+            SocketOptions {
+                ttl: None,
+                ..spec.options.clone()
+            },
+            Some(flow),
+        )),
+        Transport::Icmp => Some((v6, spec.options.clone(), None)),
+        Transport::Tcp { .. } | Transport::Udp { .. } | Transport::UdpFlow { .. } => None,
+    }
+}
+
+/// The key of a [`Transport::IcmpFlow`] probe's socket.
+fn flow_key(spec: &ProbeSpec) -> Option<SocketKey> {
+    socket_key(spec).filter(|k| k.2.is_some())
+}
+
+/// The open sockets, and the holds on flow sockets ([`Pinger::hold_flow`]).
+#[derive(Debug, Default)]
+struct Sockets {
+    open: HashMap<SocketKey, Open>,
+    /// Holds per flow socket: the last release closes it. A flow socket never held (sent to
+    /// without a tracer) stays open, as every other socket does.
+    holds: HashMap<SocketKey, usize>,
+}
+
+/// An open socket and its receive task.
+#[derive(Debug)]
+struct Open {
+    sock: Arc<IcmpSocket>,
+    task: AbortHandle,
+}
+
 /// The real [`Pinger`]. See the module docs.
 #[derive(Debug)]
 pub struct IcmpEngine {
@@ -302,16 +345,20 @@ pub struct IcmpEngine {
     runtime: Handle,
     preference: SocketPreference,
     timestamps: TimestampSource,
-    // Held only to look up or insert a socket; opening happens under it so two first probes
-    // with the same options do not open two sockets.
-    sockets: Mutex<HashMap<SocketKey, Arc<IcmpSocket>>>,
-    tasks: Mutex<Vec<AbortHandle>>,
+    // Held only to look up, insert or close a socket and to count holds; opening happens
+    // under it so two first probes with the same options do not open two sockets, and a
+    // release cannot close a socket a send is about to open.
+    sockets: Mutex<Sockets>,
+    timer: Mutex<Option<AbortHandle>>,
 }
 
 impl Drop for IcmpEngine {
     fn drop(&mut self) {
-        for t in self.tasks.lock().drain(..) {
+        if let Some(t) = self.timer.lock().take() {
             t.abort();
+        }
+        for (_, open) in self.sockets.lock().open.drain() {
+            open.task.abort();
         }
     }
 }
@@ -340,12 +387,12 @@ impl IcmpEngine {
             runtime: runtime.clone(),
             preference: config.socket,
             timestamps: config.timestamps,
-            sockets: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
+            sockets: Mutex::new(Sockets::default()),
+            timer: Mutex::new(None),
         });
         let timer = runtime.spawn(timer_task(shared));
-        engine.tasks.lock().push(timer.abort_handle());
-        engine.socket_for(false, &SocketOptions::default(), None)?;
+        *engine.timer.lock() = Some(timer.abort_handle());
+        engine.socket_for((false, SocketOptions::default(), None))?;
         Ok(engine)
     }
 
@@ -353,16 +400,18 @@ impl IcmpEngine {
     pub fn socket_kind(&self, v6: bool) -> Option<SocketKind> {
         self.sockets
             .lock()
+            .open
             .get(&(v6, SocketOptions::default(), None))
-            .map(|s| s.kind)
+            .map(|o| o.sock.kind)
     }
 
     /// Every open socket: (is IPv6, options, kind, ICMP identifier). For logs.
     pub fn sockets(&self) -> Vec<(bool, SocketOptions, SocketKind, u16)> {
         self.sockets
             .lock()
+            .open
             .iter()
-            .map(|((v6, o, _), s)| (*v6, o.clone(), s.kind, s.ident))
+            .map(|((v6, o, _), s)| (*v6, o.clone(), s.sock.kind, s.sock.ident))
             .collect()
     }
 
@@ -391,8 +440,13 @@ impl IcmpEngine {
                 .map(|f| (*f, a[f.index()].load(Ordering::Relaxed)))
                 .collect()
         };
-        let mut paths: Vec<TimestampPath> =
-            self.sockets.lock().values().map(|s| s.path()).collect();
+        let mut paths: Vec<TimestampPath> = self
+            .sockets
+            .lock()
+            .open
+            .values()
+            .map(|o| o.sock.path())
+            .collect();
         paths.sort();
         paths.dedup();
         TimestampStats {
@@ -403,16 +457,11 @@ impl IcmpEngine {
         }
     }
 
-    fn socket_for(
-        &self,
-        v6: bool,
-        opts: &SocketOptions,
-        flow: Option<u16>,
-    ) -> Result<Arc<IcmpSocket>, SocketError> {
-        let key = (v6, opts.clone(), flow);
+    fn socket_for(&self, key: SocketKey) -> Result<Arc<IcmpSocket>, SocketError> {
+        let (v6, opts, flow) = (key.0, &key.1, key.2);
         let mut sockets = self.sockets.lock();
-        if let Some(s) = sockets.get(&key) {
-            return Ok(s.clone());
+        if let Some(o) = sockets.open.get(&key) {
+            return Ok(o.sock.clone());
         }
         let OpenSocket {
             socket,
@@ -467,8 +516,13 @@ impl IcmpEngine {
         let task = self
             .runtime
             .spawn(receive_task(sock.clone(), self.shared.clone()));
-        self.tasks.lock().push(task.abort_handle());
-        sockets.insert(key, sock.clone());
+        sockets.open.insert(
+            key,
+            Open {
+                sock: sock.clone(),
+                task: task.abort_handle(),
+            },
+        );
         Ok(sock)
     }
 }
@@ -476,25 +530,18 @@ impl IcmpEngine {
 impl Pinger for IcmpEngine {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
         let ip = spec.ip;
-        // A flow's probes share one socket whatever their TTL, which goes on each packet.
-        let (flow, opts) = match spec.transport {
-            Transport::IcmpFlow { flow, ttl } => (
-                Some((flow, ttl)),
-                Cow::Owned(SocketOptions {
-                    ttl: None,
-                    ..spec.options.clone()
-                }),
-            ),
-            Transport::Icmp => (None, Cow::Borrowed(&spec.options)),
-            Transport::Tcp { .. } | Transport::Udp { .. } | Transport::UdpFlow { .. } => {
-                return Err(SendError::Unsupported {
-                    transport: spec.transport.as_str(),
-                    ip,
-                });
-            }
+        let Some(key) = socket_key(spec) else {
+            return Err(SendError::Unsupported {
+                transport: spec.transport.as_str(),
+                ip,
+            });
+        };
+        let flow = match spec.transport {
+            Transport::IcmpFlow { flow, ttl } => Some((flow, ttl)),
+            _ => None,
         };
         let sock = self
-            .socket_for(ip.is_ipv6(), &opts, flow.map(|(f, _)| f))
+            .socket_for(key)
             .map_err(|source| SendError::Socket { ip, source })?;
         let clock = &*self.shared.clock;
         let first = clock.pair();
@@ -584,5 +631,37 @@ impl Pinger for IcmpEngine {
 
     fn timestamp_stats(&self) -> Option<TimestampStats> {
         Some(IcmpEngine::timestamp_stats(self))
+    }
+
+    fn hold_flow(&self, spec: &ProbeSpec) {
+        if let Some(key) = flow_key(spec) {
+            *self.sockets.lock().holds.entry(key).or_default() += 1;
+        }
+    }
+
+    fn release_flow(&self, spec: &ProbeSpec) {
+        let Some(key) = flow_key(spec) else {
+            return;
+        };
+        let mut sockets = self.sockets.lock();
+        let Some(n) = sockets.holds.get_mut(&key) else {
+            return;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return;
+        }
+        sockets.holds.remove(&key);
+        // Its probes have settled (a tracer releases between rounds); a late answer to one is
+        // lost with the socket, and the table times out anything still in flight.
+        if let Some(open) = sockets.open.remove(&key) {
+            open.task.abort();
+            tracing::debug!(
+                family = open.sock.family(),
+                ident = open.sock.ident,
+                flow = ?key.2,
+                "ICMP flow socket closed"
+            );
+        }
     }
 }

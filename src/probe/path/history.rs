@@ -104,6 +104,7 @@ mod tests {
                 round: number,
                 ttl: u8::try_from(i + 1).unwrap_or(u8::MAX),
                 flow: 0,
+                identity: 0,
                 at: SystemTime::UNIX_EPOCH,
                 result: if i + 1 == hops.len() {
                     HopResult::Reply
@@ -121,6 +122,7 @@ mod tests {
             number,
             probes,
             reached_at: u8::try_from(hops.len()).ok(),
+            rekeyed: Vec::new(),
         }
     }
 

@@ -8,10 +8,37 @@
 //! [`Transport::UdpFlow`](crate::engine::Transport::UdpFlow) to the closed port [`UDP_PORT`]:
 //! the engine keeps the ports and the checksum of a flow constant, and the destination's port
 //! unreachable is its answer. Either way a router that balances by a hash of those fields sends
-//! the whole flow one way, and `flows` flows find up to that many ECMP branches. A round stops climbing at
-//! the TTL where the destination answered; the next round re-checks that TTL, so a path that
-//! grows or shrinks is followed. Outcomes are matched to (TTL, flow) by the probe's tag, and to
-//! the round by the round's own channel: a late answer of an older round never counts.
+//! the whole flow one way. A round stops climbing at the TTL where the destination answered;
+//! the next round re-checks that TTL, so a path that grows or shrinks is followed. Outcomes are
+//! matched to (TTL, flow) by the probe's tag, and to the round by the round's own channel: a
+//! late answer of an older round never counts.
+//!
+//! # Exploring ECMP branches
+//!
+//! A flow's identity (its ICMP identifier or UDP source port, which the kernel picks per socket,
+//! and its checksum) decides the branch a hashing router sends it down, and no choice of
+//! identities made in advance spreads over the branches of an unknown hash: 4 flows over 2
+//! branches all take one 1 time in 8. So the tracer explores, after the idea of Paris
+//! traceroute's Multipath Detection Algorithm: each flow keeps its identity while it shows a
+//! path of its own, and a flow that only repeats another kept flow (the other saw the same
+//! responder at every TTL where this one has an answer in the last [`stats::FORGET_ROUNDS`]
+//! rounds) is *re-keyed* after the round: its next probes carry a new identity (a new socket,
+//! so a new identifier or source port, and another checksum). Of several alike the lowest flow
+//! keeps its identity, so a re-key never loses a branch found. Each flow takes at most
+//! [`FLOW_IDENTITIES`] identities; then it keeps its last, and once every flow has found its
+//! own path or spent its budget the identities freeze. `flows: N` thus finds up to N branches
+//! with high probability in the first rounds (4 flows over 2 branches: all identities of the
+//! first 3 rounds on one branch with p = 2^-9); `flows: 1` never re-keys, and a single round
+//! (a one-round `/probe`) sees the first identities only. Every probe of one identity keeps
+//! its hashed fields, so it sees one path; [`HopProbe::identity`] says which identity sent a
+//! probe, and [`PathStats`] counts a change only when what one identity saw is replaced (a new
+//! identity finding a new responder is discovery).
+//!
+//! The engine holds a socket for each identity in use ([`Pinger::hold_flow`]); a re-keyed
+//! identity is released after the next round's sends, when its successor's socket is open (so
+//! the kernel cannot hand the successor the port it frees), and a tracer releases all of its
+//! identities when it ends. A tracer thus keeps at most `2 × flows` flow sockets, and the
+//! engine's flow numbers stay below `MAX_FLOWS × FLOW_IDENTITIES` (128).
 //!
 //! Tracers that share a [`HopPacer`] (the daemon's path monitors) take a token of the router that
 //! answered a (TTL, flow) last round before probing it again, so many monitors through one
@@ -54,6 +81,11 @@ pub const MAX_FLOWS: u16 = 16;
 /// under the usual ICMP rate limits (Linux answers a burst of 6, then one a second per peer)
 /// at the defaults (one flow, one round a second).
 pub const DEFAULT_PACE: Duration = Duration::from_millis(10);
+
+/// Identities each flow may take: its first and up to 7 re-keys (see the module docs). Over
+/// two equally likely branches, a flow that repeats another's path through all of them has
+/// missed the other branch 8 times in a row (p = 1/256) on its own.
+pub const FLOW_IDENTITIES: u8 = 8;
 
 /// Destination port of UDP path probes: traceroute's first one, closed on almost every host.
 /// One port for every probe (traceroute adds one per probe; a Paris flow cannot).
@@ -149,6 +181,9 @@ pub struct HopProbe {
     pub ttl: u8,
     /// Its flow.
     pub flow: u16,
+    /// Which identity of its flow sent it: 0 first, one more at each re-key (a new ICMP
+    /// identifier or UDP source port, and a new checksum).
+    pub identity: u8,
     /// When it settled (the receive time of its answer).
     pub at: SystemTime,
     /// What happened.
@@ -188,6 +223,35 @@ pub struct Round {
     pub probes: Vec<HopProbe>,
     /// The lowest TTL at which the destination answered in this round.
     pub reached_at: Option<u8>,
+    /// Flows re-keyed after this round: their path duplicated another flow's, and their next
+    /// probes carry a new identity.
+    pub rekeyed: Vec<u16>,
+}
+
+/// One flow of a tracer: its current identity and what that identity has seen.
+#[derive(Debug, Default)]
+struct FlowSlot {
+    /// 0 .. [`FLOW_IDENTITIES`].
+    identity: u8,
+    /// The engine holds this identity's socket for us ([`Pinger::hold_flow`]).
+    held: bool,
+    /// Per TTL up to the destination, the responder this identity saw last and in which
+    /// round; forgotten after [`stats::FORGET_ROUNDS`] rounds, as the stats forget it.
+    seen: std::collections::BTreeMap<u8, (IpAddr, u64)>,
+}
+
+/// The number the engine knows a flow identity by: distinct for every (flow, identity) of a
+/// tracer, so each is its own socket and checksum.
+fn wire_flow(flow: u16, identity: u8) -> u16 {
+    u16::from(identity) * MAX_FLOWS + flow
+}
+
+/// True when every responder `a` saw, `b` saw at the same TTL: `a` tells nothing `b` does not.
+fn covers(b: &FlowSlot, a: &FlowSlot) -> bool {
+    !a.seen.is_empty()
+        && a.seen
+            .iter()
+            .all(|(ttl, (r, _))| b.seen.get(ttl).is_some_and(|(s, _)| s == r))
 }
 
 /// Runs the rounds of one path probe to one address.
@@ -206,14 +270,38 @@ pub struct Tracer {
     pacer: Option<HopPacer>,
     /// The router that answered each (TTL, flow) last round: whose token its next probe takes.
     routers: std::collections::HashMap<(u8, u16), IpAddr>,
+    /// One per flow.
+    flows: Vec<FlowSlot>,
+    /// Identities re-keyed after the last round, still held: released after the next round's
+    /// sends, so their sockets are still bound when the new identities' sockets open and the
+    /// kernel cannot hand a new one the port (UDP, ICMP datagram) it is leaving.
+    retired: Vec<ProbeSpec>,
 }
 
-fn tag(ttl: u8, flow: u16) -> u64 {
-    (u64::from(ttl) << 16) | u64::from(flow)
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        for flow in 0..self.flows.len() {
+            self.release(flow);
+        }
+        for spec in self.retired.drain(..) {
+            self.pinger.release_flow(&spec);
+        }
+    }
 }
 
-fn untag(tag: u64) -> (u8, u16) {
-    (((tag >> 16) & 0xff) as u8, (tag & 0xffff) as u16)
+/// A probe's tag: its TTL and its flow's wire number ([`wire_flow`]).
+fn tag(ttl: u8, wire: u16) -> u64 {
+    (u64::from(ttl) << 16) | u64::from(wire)
+}
+
+/// (TTL, flow, identity) of a tag.
+fn untag(tag: u64) -> (u8, u16, u8) {
+    let wire = (tag & 0xffff) as u16;
+    (
+        ((tag >> 16) & 0xff) as u8,
+        wire % MAX_FLOWS,
+        u8::try_from(wire / MAX_FLOWS).unwrap_or(u8::MAX),
+    )
 }
 
 impl Tracer {
@@ -227,6 +315,9 @@ impl Tracer {
         socket: SocketOptions,
         options: PathOptions,
     ) -> Self {
+        let flows = (0..options.flows.clamp(1, MAX_FLOWS))
+            .map(|_| FlowSlot::default())
+            .collect();
         Self {
             pinger,
             ip,
@@ -238,6 +329,8 @@ impl Tracer {
             dest_ttl: None,
             pacer: None,
             routers: Default::default(),
+            flows,
+            retired: Vec::new(),
         }
     }
 
@@ -251,6 +344,88 @@ impl Tracer {
     /// The address traced.
     pub fn ip(&self) -> IpAddr {
         self.ip
+    }
+
+    /// The identity each flow's next probes carry (0 first, one more at each re-key).
+    pub fn identities(&self) -> Vec<u8> {
+        self.flows.iter().map(|f| f.identity).collect()
+    }
+
+    /// The probe of `flow`'s current identity at `ttl`.
+    fn spec(&self, flow: u16, ttl: u8) -> ProbeSpec {
+        let identity = self.flows.get(usize::from(flow)).map_or(0, |f| f.identity);
+        let wire = wire_flow(flow, identity);
+        let transport = match self.options.protocol {
+            PathProtocol::Icmp => Transport::IcmpFlow { flow: wire, ttl },
+            PathProtocol::Udp => Transport::UdpFlow {
+                flow: wire,
+                ttl,
+                port: UDP_PORT,
+            },
+        };
+        ProbeSpec {
+            ip: self.ip,
+            transport,
+            size: self.size,
+            timeout: self.timeout,
+            options: self.socket.clone(),
+        }
+    }
+
+    /// Gives back the engine's hold on `flow`'s current identity, if taken.
+    fn release(&mut self, flow: usize) {
+        if let Some(spec) = self.unhold(flow) {
+            self.pinger.release_flow(&spec);
+        }
+    }
+
+    /// The spec of `flow`'s current identity if it is held, now marked not held.
+    fn unhold(&mut self, flow: usize) -> Option<ProbeSpec> {
+        let held = std::mem::take(&mut self.flows.get_mut(flow)?.held);
+        held.then(|| self.spec(u16::try_from(flow).unwrap_or(0), 1))
+    }
+
+    /// Learns what each flow's identity saw this round, then re-keys the flows whose path
+    /// another kept flow covers (see the module docs); returns them.
+    fn explore(&mut self, round: u64, probes: &[HopProbe], reached: Option<u8>) -> Vec<u16> {
+        for p in probes {
+            if let (Some(r), Some(slot)) = (p.responder, self.flows.get_mut(usize::from(p.flow)))
+                && slot.identity == p.identity
+            {
+                slot.seen.insert(p.ttl, (r, round));
+            }
+        }
+        for slot in &mut self.flows {
+            slot.seen.retain(|ttl, (_, at)| {
+                round.saturating_sub(*at) < stats::FORGET_ROUNDS
+                    && reached.is_none_or(|l| *ttl <= l)
+            });
+        }
+        // The highest flows first: the lowest of several alike keeps its identity.
+        let mut rekeyed: Vec<u16> = Vec::new();
+        for a in (0..self.flows.len()).rev() {
+            let redundant = self.flows[a].identity + 1 < FLOW_IDENTITIES
+                && self.flows.iter().enumerate().any(|(b, other)| {
+                    b != a
+                        && !rekeyed.iter().any(|r| usize::from(*r) == b)
+                        && covers(other, &self.flows[a])
+                });
+            if redundant {
+                rekeyed.push(u16::try_from(a).unwrap_or(0));
+            }
+        }
+        for &flow in &rekeyed {
+            if let Some(spec) = self.unhold(usize::from(flow)) {
+                self.retired.push(spec);
+            }
+            if let Some(slot) = self.flows.get_mut(usize::from(flow)) {
+                slot.identity += 1;
+                slot.seen.clear();
+                tracing::debug!(ip = %self.ip, flow, identity = slot.identity, "path flow re-keyed");
+            }
+        }
+        rekeyed.sort_unstable();
+        rekeyed
     }
 
     /// The highest TTL the next round sends.
@@ -268,7 +443,16 @@ impl Tracer {
         let number = self.round;
         let first = self.options.first_ttl;
         let limit = self.next_limit();
-        let flows = self.options.flows.max(1);
+        let flows = u16::try_from(self.flows.len()).unwrap_or(1);
+        for flow in 0..flows {
+            let spec = self.spec(flow, first);
+            if let Some(slot) = self.flows.get_mut(usize::from(flow))
+                && !slot.held
+            {
+                slot.held = true;
+                self.pinger.hold_flow(&spec);
+            }
+        }
         let planned = usize::from(limit - first + 1) * usize::from(flows);
         // Room for every terminal event and a late or duplicate one each: never full.
         let (tx, mut rx) = mpsc::channel::<ProbeEvent>(planned * 2 + 8);
@@ -298,22 +482,9 @@ impl Tracer {
                 {
                     continue;
                 }
-                let transport = match self.options.protocol {
-                    PathProtocol::Icmp => Transport::IcmpFlow { flow, ttl },
-                    PathProtocol::Udp => Transport::UdpFlow {
-                        flow,
-                        ttl,
-                        port: UDP_PORT,
-                    },
-                };
-                let spec = ProbeSpec {
-                    ip: self.ip,
-                    transport,
-                    size: self.size,
-                    timeout: self.timeout,
-                    options: self.socket.clone(),
-                };
-                let t = tag(ttl, flow);
+                let spec = self.spec(flow, ttl);
+                let identity = self.flows.get(usize::from(flow)).map_or(0, |f| f.identity);
+                let t = tag(ttl, wire_flow(flow, identity));
                 sent_at.insert(t, SystemTime::now());
                 if let Err(e) = self.pinger.send(&spec, t, &sink) {
                     sent_at.remove(&t);
@@ -321,6 +492,7 @@ impl Tracer {
                         round: number,
                         ttl,
                         flow,
+                        identity,
                         at: SystemTime::now(),
                         result: HopResult::SendError,
                         responder: None,
@@ -336,6 +508,10 @@ impl Tracer {
             }
         }
         drop(sink);
+        // The new identities' sockets are open now (or failed to open): let the old ones go.
+        for spec in std::mem::take(&mut self.retired) {
+            self.pinger.release_flow(&spec);
+        }
         let end = Instant::now() + self.timeout + Duration::from_secs(1);
         while !sent_at.is_empty() {
             match tokio::time::timeout_at(end, rx.recv()).await {
@@ -343,7 +519,6 @@ impl Tracer {
                     if let Some(p) =
                         settle(self.ip, self.options.protocol, number, ev, &mut sent_at)
                     {
-                        sent_at.remove(&tag(p.ttl, p.flow));
                         note(&p, self.ip, &mut reached);
                         on_probe(&p);
                         probes.push(p);
@@ -366,10 +541,12 @@ impl Tracer {
         }
         // Re-checked every round: where it answered now, or unknown (climb to max_ttl next).
         self.dest_ttl = reached;
+        let rekeyed = self.explore(number, &probes, reached);
         Round {
             number,
             probes,
             reached_at: reached,
+            rekeyed,
         }
     }
 }
@@ -387,7 +564,7 @@ fn settle(
         return None;
     }
     let sent_at = sent.remove(&ev.tag)?;
-    let (ttl, flow) = untag(ev.tag);
+    let (ttl, flow, identity) = untag(ev.tag);
     let (result, responder, rtt, icmp_type) = match ev.kind {
         EventKind::Reply(r) => (HopResult::Reply, Some(ev.ip), Some(r.rtt), None),
         EventKind::Timeout => (HopResult::Timeout, None, None, None),
@@ -415,6 +592,7 @@ fn settle(
         round,
         ttl,
         flow,
+        identity,
         at: ev.at,
         result,
         responder,

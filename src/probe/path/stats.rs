@@ -1,15 +1,21 @@
 //! Per-hop figures of a path probe, pure and synchronous: rounds in, summaries out.
 //!
 //! - Per (TTL, responder): sent, lost, last/avg/best/worst/stdev RTT. A lost probe has no
-//!   responder; it is charged to the responder its flow last saw at that TTL (flows are stable,
-//!   so that is the router that dropped it), or to the unknown responder (`None`, mtr's `???`).
+//!   responder; it is charged to the responder its flow identity last saw at that TTL (a flow
+//!   identity is stable, so that is the router that dropped it), or to the unknown responder
+//!   (`None`, mtr's `???`).
 //! - Loss that persists: the loss a hop shares with every later TTL up to the destination. A
 //!   router that rate-limits its ICMP or does not answer shows loss the later hops do not: its
 //!   loss does not persist, and is no sign of a problem on the path.
-//! - The path: per TTL up to the destination, the set of responders the flows last saw there;
-//!   its id is a stable hash (FNV-1a, the same in every build) of that sequence. A change is a
-//!   known responder replaced by another, or a new path length; a responder first seen at a TTL
-//!   (or one forgotten after [`FORGET_ROUNDS`] rounds of silence) is not a change.
+//! - The path: per TTL up to the destination, the set of responders the flow identities last
+//!   saw there; its id is a stable hash (FNV-1a, the same in every build) of that sequence. A
+//!   change is what one flow identity (flow and identity, [`super::HopProbe::identity`]) saw at a
+//!   TTL replaced by another responder, or a new path length. A responder first seen at a TTL,
+//!   by a new identity of a re-keyed flow or after silence, is discovery, not a change: it moves
+//!   the id without counting; so does one forgotten after [`FORGET_ROUNDS`] rounds of silence.
+//!   What the old identity of a re-keyed flow ([`super::Round::rekeyed`]) saw is dropped at
+//!   once: another flow saw all of it, so the path loses nothing, and a path that changes later
+//!   is not shown with responders only a retired identity remembers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -18,7 +24,7 @@ use std::time::Duration;
 use super::{HopResult, Round};
 pub use crate::sample::{HopRtt, HopSummary};
 
-/// Rounds after which a (TTL, flow) that no longer answers forgets its responder.
+/// Rounds after which a (TTL, flow identity) that no longer answers forgets its responder.
 pub const FORGET_ROUNDS: u64 = 10;
 
 /// Running figures of one (TTL, responder).
@@ -48,23 +54,26 @@ impl Hop {
     }
 }
 
+/// (TTL, flow, identity): what one flow identity saw at one TTL.
+type Key = (u8, u16, u8);
+
 /// Everything known about one path so far.
 #[derive(Clone, Debug, Default)]
 pub struct PathStats {
     hops: BTreeMap<(u8, Option<IpAddr>), Hop>,
     /// Per TTL: (sent, lost), every responder together.
     ttls: BTreeMap<u8, (u64, u64)>,
-    /// Per (TTL, flow): the responder last seen and the round it was seen in.
-    last: BTreeMap<(u8, u16), (IpAddr, u64)>,
+    /// Per (TTL, flow, identity): the responder last seen and the round it was seen in.
+    last: BTreeMap<Key, (IpAddr, u64)>,
     length: Option<u8>,
     id: Option<String>,
     changes: u64,
-    /// Whether the last round changed something, and the (TTL, flow)s whose responder the
-    /// change has replaced so far: a round that straddles a change (some TTLs probed before
+    /// Whether the last round changed something, and the (TTL, flow, identity)s whose responder
+    /// the change has replaced so far: a round that straddles a change (some TTLs probed before
     /// it, some after) and the round that completes it replace different ones, and are one
     /// change; a path that flaps back replaces the same ones again, and is another.
     changing: bool,
-    change_keys: BTreeSet<(u8, u16)>,
+    change_keys: BTreeSet<Key>,
     rounds: u64,
 }
 
@@ -95,7 +104,7 @@ impl PathStats {
             if p.result == HopResult::SendError {
                 continue;
             }
-            let key = (p.ttl, p.flow);
+            let key = (p.ttl, p.flow, p.identity);
             let who = match p.responder {
                 Some(r) => {
                     if self.last.get(&key).is_some_and(|(old, _)| *old != r) {
@@ -118,8 +127,9 @@ impl PathStats {
                 }
             }
         }
-        self.last
-            .retain(|_, (_, seen)| round.number.saturating_sub(*seen) < FORGET_ROUNDS);
+        self.last.retain(|(_, flow, _), (_, seen)| {
+            round.number.saturating_sub(*seen) < FORGET_ROUNDS && !round.rekeyed.contains(flow)
+        });
         let mut changed = !replaced.is_empty();
         if let Some(len) = round.reached_at {
             if self.length.is_some_and(|l| l != len) {
@@ -128,7 +138,7 @@ impl PathStats {
             self.length = Some(len);
         }
         if let Some(len) = self.length {
-            self.last.retain(|(ttl, _), _| *ttl <= len);
+            self.last.retain(|(ttl, _, _), _| *ttl <= len);
         }
         self.id = Some(self.compute_id());
         let continues = self.changing && self.change_keys.is_disjoint(&replaced);
@@ -158,7 +168,7 @@ impl PathStats {
                 out.entry(ttl).or_default();
             }
         }
-        for ((ttl, _), (ip, _)) in &self.last {
+        for ((ttl, _, _), (ip, _)) in &self.last {
             out.entry(*ttl).or_default().insert(*ip);
         }
         out
