@@ -35,6 +35,7 @@ const PACKAGES: &[(&str, Option<&str>)] = &[
     ("npm", Some("nodejs")),
     ("setpriv", Some("util-linux")),
     ("unshare", Some("util-linux")),
+    ("taskset", Some("util-linux")),
     ("mount", Some("mount")),
     ("umount", Some("mount")),
     ("timeout", Some("coreutils")),

@@ -59,18 +59,18 @@
 //! it held each request, from the kernel's arrival timestamp at its device to its write), 300
 //! probes to a 1 ms host, idle, and loaded with 10,000 background targets through the same
 //! engine and SCHED_FIFO hogs on both cores (`measure_timestamp_paths` in `tests/timestamps.rs`;
-//! raw figures in `bench/results/timestamps-2026-12-02.jsonl`, the command in README
+//! raw figures in `bench/results/timestamps-2026-12-03.jsonl`, the command in README
 //! "Timestamps"):
 //!
 //! | timestamps (error vs truth, µs) | idle p50 | idle p99 | idle max | loaded p50 | loaded p99 | loaded max |
 //! |---|---|---|---|---|---|---|
-//! | kernel RX + kernel TX | 1.5 | 4.2 | 18.5 | 0.5 | 1.7 | 19.4 |
-//! | kernel RX + user TX | 13.2 | 22.1 | 60.3 | 4.8 | 26.3 | 50.0 |
-//! | user RX + user TX | 58.9 | 392.2 | 518.1 | 4,002.3 | 4,516.4 | 9,166.7 |
+//! | kernel RX + kernel TX | 1.3 | 4.0 | 4.5 | 0.4 | 1.8 | 2.2 |
+//! | kernel RX + user TX | 36.0 | 92.9 | 116.8 | 4.6 | 17.4 | 7,257.4 |
+//! | user RX + user TX | 71.5 | 123.0 | 147.0 | 3,870.3 | 4,221.2 | 4,277.5 |
 //!
-//! Kernel RX + TX takes out the `sendto` path (about 10 µs here) that user TX leaves in, and
+//! Kernel RX + TX takes out the `sendto` path (tens of µs here) that user TX leaves in, and
 //! the load (milliseconds for user-space timestamps) does not reach it. "Idle" is the engine
-//! without background or hogs on a machine shared with other builds (load average 5 to 12).
+//! without background or hogs, on the 2-core VM with nothing else running.
 //!
 //! # Why our own socket layer, not surge-ping
 //!
