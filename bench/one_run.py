@@ -715,7 +715,10 @@ scrape_configs:
                 next_scrape += args.scrape_every
                 continue
             time.sleep(min(1.0, max(0.0, args.window - (now - t0))))
-            rss.append(proc_status(main_pid)["VmRSS"])
+            st = proc_status(main_pid)
+            if "VmRSS" not in st:  # a zombie: fping exits when it runs out of sequence numbers
+                raise RuntimeError(f"the tool (pid {main_pid}) exited during the window")
+            rss.append(st["VmRSS"])
         k1, t1 = snmp(), time.time()
         c1 = {k: cpu_snapshot(p.pid) for k, p in procs.items()}
         off1 = os.path.getsize(log_path)
