@@ -95,6 +95,15 @@ def socket_drops():
 
 
 @contextlib.contextmanager
+def cost_args(ap):
+    """The options path_cost.py and tcp_cost.py share: binaries, repeats, warm-up and window."""
+    ap.add_argument("--pingscope", default="target/release/pingscope")
+    ap.add_argument("--testnet", default="target/release/pingscope-testnet")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--window", type=int, default=30)
+
+
 def testnet_namespace(testnet, profiles, prefix):
     """A network namespace of this script's own with `lo` up and unprivileged ICMP open, the
     test network's responder (`testnet`) answering `profiles` in it and logging to

@@ -31,7 +31,7 @@ import tempfile
 import time
 
 # proc_cpu: (utime+stime s, schedstat s) of a process and its threads
-from one_run import metric_sums, proc_cpu, stop, testnet_namespace
+from one_run import cost_args, metric_sums, proc_cpu, stop, testnet_namespace
 
 PATHS = 100
 HOPS = 9  # in front of the destination: 10 TTLs answer per round
@@ -172,11 +172,7 @@ def summarize(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pingscope", default="target/release/pingscope")
-    ap.add_argument("--testnet", default="target/release/pingscope-testnet")
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--window", type=int, default=30)
+    cost_args(ap)
     ap.add_argument("--out")
     ap.add_argument("--one", choices=["path", "ping"])
     ap.add_argument("--rep", type=int, default=0)

@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 
-from one_run import cpu_times, metric_sums, proc_cpu, sockets, stop, testnet_namespace
+from one_run import cost_args, cpu_times, metric_sums, proc_cpu, sockets, stop, testnet_namespace
 
 KINDS = ("icmp", "tcp", "udp", "udpecho")
 TCP_PORT = 80
@@ -333,11 +333,7 @@ def summarize(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pingscope", default="target/release/pingscope")
-    ap.add_argument("--testnet", default="target/release/pingscope-testnet")
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--window", type=int, default=30)
+    cost_args(ap)
     ap.add_argument("--monitors", type=int, default=1000)
     ap.add_argument("--kinds", default="icmp,tcp,udp",
                     help=f"comma-separated, of {','.join(KINDS)}")
