@@ -94,7 +94,6 @@ def socket_drops():
     return total
 
 
-@contextlib.contextmanager
 def cost_args(ap):
     """The options path_cost.py and tcp_cost.py share: binaries, repeats, warm-up and window."""
     ap.add_argument("--pingscope", default="target/release/pingscope")
@@ -104,6 +103,7 @@ def cost_args(ap):
     ap.add_argument("--window", type=int, default=30)
 
 
+@contextlib.contextmanager
 def testnet_namespace(testnet, profiles, prefix):
     """A network namespace of this script's own with `lo` up and unprivileged ICMP open, the
     test network's responder (`testnet`) answering `profiles` in it and logging to
