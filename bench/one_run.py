@@ -273,6 +273,20 @@ def scrape(url, accept=TEXT_ACCEPT, timeout=150):
     return info, plain
 
 
+def wait_serving(ready, proc, log, limit=30):
+    """Calls `ready` until it stops raising OSError; exits naming `log` when `proc` ends first or
+    `limit` seconds pass."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            ready()
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"pingscope did not serve /metrics; see {log}")
+            time.sleep(0.2)
+
+
 def wait_http(url, limit):
     t0 = time.time()
     while time.time() - t0 < limit:

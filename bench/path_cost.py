@@ -31,7 +31,7 @@ import tempfile
 import time
 
 # proc_cpu: (utime+stime s, schedstat s) of a process and its threads
-from one_run import cost_args, metric_sums, proc_cpu, stop, testnet_namespace
+from one_run import cost_args, metric_sums, proc_cpu, stop, testnet_namespace, wait_serving
 
 PATHS = 100
 HOPS = 9  # in front of the destination: 10 TTLs answer per round
@@ -94,15 +94,7 @@ def one(args):
                              "--web.listen-address", f"127.0.0.1:{PORT}", "--log.level", "warn"],
                             stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                scrape()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"pingscope did not serve /metrics; see {work}/serve.log")
-                time.sleep(0.2)
+        wait_serving(scrape, proc, f"{work}/serve.log")
         time.sleep(args.warmup)
         m0, c0, k0, t0 = scrape(), proc_cpu(proc.pid), icmp_counters(), time.monotonic()
         time.sleep(args.window)

@@ -62,7 +62,8 @@ import sys
 import tempfile
 import time
 
-from one_run import cost_args, cpu_times, metric_sums, proc_cpu, sockets, stop, testnet_namespace
+from one_run import (cost_args, cpu_times, metric_sums, proc_cpu, sockets, stop,
+                     testnet_namespace, wait_serving)
 
 KINDS = ("icmp", "tcp", "udp", "udpecho")
 TCP_PORT = 80
@@ -159,16 +160,8 @@ def one(args):
         for n, kind in enumerate(kinds):
             daemons[kind] = start(kind, HTTP_PORT + n, args.monitors, args.pingscope, work)
         ports = {kind: HTTP_PORT + n for n, kind in enumerate(kinds)}
-        deadline = time.monotonic() + 30
         for kind, (proc, d) in daemons.items():
-            while True:
-                try:
-                    scrape(ports[kind])
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit(f"pingscope did not serve /metrics; see {d}/serve.log")
-                    time.sleep(0.2)
+            wait_serving(lambda k=kind: scrape(ports[k]), proc, f"{d}/serve.log")
         time.sleep(args.warmup)
         resp = args.responder_pid
         pids = {kind: proc.pid for kind, (proc, _) in daemons.items()}
