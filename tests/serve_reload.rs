@@ -148,9 +148,20 @@ fn add_change_remove_by_sighup_and_post() {
         ]),
     );
     d.signal(nix::sys::signal::Signal::SIGHUP);
+    // The reload is done when the removed target is gone and the added and moved ones count
+    // (their tasks start in no set order).
     let after = wait_reloads(
         &d,
-        |s| series_of(s, "add") > 0 && series_of(s, "drop") == 0,
+        |s| {
+            series_of(s, "drop") == 0
+                && s.get("pingscope_sent_total", &[("target", "add")])
+                    .is_some()
+                && s.get(
+                    "pingscope_sent_total",
+                    &[("target", "change"), ("ip", "198.18.0.24")],
+                )
+                .is_some()
+        },
         "SIGHUP reload",
     );
     assert_not_lower(&before, &after, "keep");
@@ -207,7 +218,14 @@ fn add_change_remove_by_sighup_and_post() {
             .status();
         assert_eq!(status.as_u16(), 405, "{method} /-/reload");
     }
-    let after = wait_reloads(&d, |s| series_of(s, "posted") > 0, "POST reload");
+    let after = wait_reloads(
+        &d,
+        |s| {
+            s.get("pingscope_sent_total", &[("target", "posted")])
+                .is_some()
+        },
+        "POST reload",
+    );
     assert_eq!(
         series_of(&after, "change"),
         0,
@@ -365,7 +383,14 @@ fn config_watch_reloads_on_config_and_target_file_change() {
         &net.dir().join("sd/site.yml"),
         "- targets: [198.18.0.27]\n  labels: {site: ams, __meta_x: dropped}\n",
     );
-    let s = wait_reloads(&d, |s| series_of(s, "198.18.0.27") > 0, "target file added");
+    let s = wait_reloads(
+        &d,
+        |s| {
+            s.get("pingscope_sent_total", &[("target", "198.18.0.27")])
+                .is_some()
+        },
+        "target file added",
+    );
     assert_eq!(
         s.find(
             "pingscope_sent_total",

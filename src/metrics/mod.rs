@@ -359,12 +359,14 @@ impl Metrics {
             family: family.as_str(),
             probe,
         };
-        self.shared.families.target_info.get_or_create(&info).set(1);
+        // The base series first, the info series last: a scrape in between never shows a
+        // target's info without its counters.
         let inner = Arc::new(TargetInner::new(
             key.clone(),
-            info,
+            info.clone(),
             self.shared.families.clone(),
         ));
+        self.shared.families.target_info.get_or_create(&info).set(1);
         targets.insert(key, inner.clone());
         TargetMetrics { inner }
     }
