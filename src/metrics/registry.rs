@@ -43,89 +43,49 @@ pub(crate) struct Histograms<'a> {
     pub native: bool,
 }
 
+/// One registration per row, in the order given: `name => metric, help;`, or
+/// `name in Unit => metric, help;` for a family with a unit. The metric is cloned (an `Arc`).
+macro_rules! families {
+    ($r:ident; $($name:literal $(in $unit:ident)? => $metric:expr, $help:literal;)*) => {
+        $( families!(@one $r, $name, [$($unit)?], $metric, $help); )*
+    };
+    (@one $r:ident, $name:literal, [], $metric:expr, $help:literal) => {
+        $r.register($name, $help, $metric.clone())
+    };
+    (@one $r:ident, $name:literal, [$unit:ident], $metric:expr, $help:literal) => {
+        $r.register_with_unit($name, $help, Unit::$unit, $metric.clone())
+    };
+}
+
 /// A registry with every family, the histograms taken from `h`.
 pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
     let mut registry = Registry::with_prefix("pingscope");
     let f = s.families;
     let r = &mut registry;
     // Help texts get their full stop from prometheus-client.
-    r.register("sent", "Echo requests sent", f.sent.clone());
-    r.register_with_unit(
-        "rtt",
-        "Round-trip time of replies received within the timeout",
-        Unit::Seconds,
-        h.rtt.clone(),
-    );
-    r.register(
-        "lost",
-        "Probes that got no reply within the timeout, or got an ICMP error",
-        f.lost.clone(),
-    );
-    r.register(
-        "late_replies",
-        "Replies that came after the timeout (already counted lost)",
-        f.late.clone(),
-    );
-    r.register("duplicates", "Duplicate replies", f.duplicates.clone());
-    r.register(
-        "icmp_errors",
-        "ICMP errors received for our probes, by type",
-        f.icmp_errors.clone(),
-    );
-    r.register(
-        "send_errors",
-        "Echo requests that failed to send locally, by reason",
-        f.send_errors.clone(),
-    );
-    r.register_with_unit(
-        "jitter",
-        "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)",
-        Unit::Seconds,
-        h.jitter.clone(),
-    );
-    r.register_with_unit(
-        "jitter_rfc3550",
-        "RFC 3550 smoothed jitter of the replies",
-        Unit::Seconds,
-        f.jitter_rfc3550.clone(),
-    );
-    r.register(
-        "reply_ttl",
-        "TTL or hop limit of the last reply",
-        f.reply_ttl.clone(),
-    );
-    r.register(
-        "target_info",
-        "The address a target resolves to now",
-        f.target_info.clone(),
-    );
-    r.register(
-        "tcp_refused",
-        "TCP probes answered with a RST (a reply: the host is up, the port closed)",
-        f.tcp_refused.clone(),
-    );
-    r.register(
-        "resolve_errors",
-        "Failed DNS lookups of a target",
-        s.resolve_errors.clone(),
-    );
-    r.register_with_unit(
-        "scheduler_lag",
-        "How late probes were sent against their schedule",
-        Unit::Seconds,
-        h.scheduler_lag.clone(),
-    );
-    r.register(
-        "config_last_reload_successful",
-        "Whether the last configuration reload attempt was successful",
-        s.reload_successful.clone(),
-    );
-    r.register_with_unit(
-        "config_last_reload_success_timestamp",
-        "Timestamp of the last successful configuration reload",
-        Unit::Seconds,
-        s.reload_success_timestamp.clone(),
-    );
+    families! { r;
+        "sent" => f.sent, "Echo requests sent";
+        "rtt" in Seconds => h.rtt, "Round-trip time of replies received within the timeout";
+        "lost" => f.lost, "Probes that got no reply within the timeout, or got an ICMP error";
+        "late_replies" => f.late, "Replies that came after the timeout (already counted lost)";
+        "duplicates" => f.duplicates, "Duplicate replies";
+        "icmp_errors" => f.icmp_errors, "ICMP errors received for our probes, by type";
+        "send_errors" => f.send_errors, "Echo requests that failed to send locally, by reason";
+        "jitter" in Seconds => h.jitter,
+            "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)";
+        "jitter_rfc3550" in Seconds => f.jitter_rfc3550, "RFC 3550 smoothed jitter of the replies";
+        "reply_ttl" => f.reply_ttl, "TTL or hop limit of the last reply";
+        "target_info" => f.target_info, "The address a target resolves to now";
+        "tcp_refused" => f.tcp_refused,
+            "TCP probes answered with a RST (a reply: the host is up, the port closed)";
+        "resolve_errors" => s.resolve_errors, "Failed DNS lookups of a target";
+        "scheduler_lag" in Seconds => h.scheduler_lag,
+            "How late probes were sent against their schedule";
+        "config_last_reload_successful" => s.reload_successful,
+            "Whether the last configuration reload attempt was successful";
+        "config_last_reload_success_timestamp" in Seconds => s.reload_success_timestamp,
+            "Timestamp of the last successful configuration reload";
+    }
     let b = s.build;
     r.register(
         "build",
