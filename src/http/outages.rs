@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::{Query, State};
 
-use crate::http::error::{ApiError, ErrorBody};
-use crate::http::sessions::{manager, page_params};
+use crate::http::error::ApiError;
+use crate::http::sessions::{ListErrors, manager, page_params};
 use crate::session::outages::{OutagePage, OutageQuery};
 use crate::state::App;
 
@@ -63,8 +63,7 @@ fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<SystemTime>, Ap
     params(OutagesQuery),
     responses(
         (status = 200, description = "One page of outages", body = OutagePage),
-        (status = 400, description = "Invalid parameter", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        ListErrors,
     )
 )]
 pub async fn list(

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::sessions::{SessionPath, manager, parse_id};
+use crate::http::sessions::{IdErrors, SessionPath, detail, manager_and_id};
 use crate::probe::path::HopSummary;
 use crate::sample::{SampleType, rfc3339};
 use crate::scheduler::{PathView, PathViewError};
@@ -230,33 +230,21 @@ pub async fn monitor_path(
     params(SessionPath),
     responses(
         (status = 200, description = "Names of the session's responders that have one", body = SessionNames),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 404, description = "No such session", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        IdErrors,
     )
 )]
 pub async fn session_names(
     State(app): State<App>,
     Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<Json<SessionNames>, ApiError> {
-    let m = manager(&app).await?;
-    let id = parse_id(&id)?;
-    let responders =
-        |kind: SampleType, from: Option<IpAddr>| from.filter(|_| kind == SampleType::Hop);
-    let ips: BTreeSet<IpAddr> = match m.running_record(id) {
-        Some((_, samples)) => samples
-            .iter()
-            .filter_map(|s| responders(s.kind, s.from))
-            .collect(),
-        None => match m.store().get(id).await? {
-            Some(d) => d
-                .samples
-                .iter()
-                .filter_map(|s| responders(s.kind, s.from))
-                .collect(),
-            None => return Err(ApiError::not_found(format!("no session {id}"))),
-        },
-    };
+    let (m, id) = manager_and_id(&app, &id).await?;
+    let ips: BTreeSet<IpAddr> = detail(&m, id)
+        .await?
+        .samples
+        .iter()
+        .filter(|s| s.kind == SampleType::Hop)
+        .filter_map(|s| s.from)
+        .collect();
     let names = lookup(&app, ips).await;
     Ok(Json(SessionNames {
         names: names

@@ -82,6 +82,36 @@ pub struct SessionPath {
     pub id: String,
 }
 
+/// The manager and the parsed `{id}` of a session route.
+pub(crate) async fn manager_and_id(
+    app: &App,
+    raw: &str,
+) -> Result<(SessionManager, SessionId), ApiError> {
+    Ok((manager(app).await?, parse_id(raw)?))
+}
+
+/// The errors every `/api/v1/sessions/{id}` route may answer with.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "only the OpenAPI document reads it")]
+pub(crate) enum IdErrors {
+    #[response(status = 400, description = "Malformed id")]
+    Malformed(ErrorBody),
+    #[response(status = 404, description = "No such session")]
+    NotFound(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// The errors of the paginated lists.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "only the OpenAPI document reads it")]
+pub(crate) enum ListErrors {
+    #[response(status = 400, description = "Invalid parameter")]
+    Invalid(ErrorBody),
+    #[response(status = 503, description = "Store unavailable")]
+    Unavailable(ErrorBody),
+}
+
 pub(crate) fn parse_id(raw: &str) -> Result<SessionId, ApiError> {
     // Only the hyphenated form the API hands out: the other spellings Uuid parses are not in
     // the spec's pattern, and accepting them would answer requests the spec calls invalid.
@@ -147,8 +177,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "One page of history", body = Page),
-        (status = 400, description = "Invalid parameter", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        ListErrors,
     )
 )]
 pub async fn list(
@@ -199,27 +228,29 @@ pub(crate) fn page_params(q: &HashMap<String, String>, known: &[&str]) -> Result
     params(SessionPath),
     responses(
         (status = 200, description = "The session", body = SessionDetail),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 404, description = "No such session", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        IdErrors,
     )
 )]
 pub async fn get(
     State(app): State<App>,
     Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let m = manager(&app).await?;
-    let id = parse_id(&id)?;
+    let (m, id) = manager_and_id(&app, &id).await?;
+    Ok(Json(detail(&m, id).await?))
+}
+
+/// A session with every sample, running or stored.
+pub(crate) async fn detail(m: &SessionManager, id: SessionId) -> Result<SessionDetail, ApiError> {
     if let Some((record, samples)) = m.running_record(id) {
-        return Ok(Json(SessionDetail {
+        return Ok(SessionDetail {
             record,
             samples: samples.iter().map(|s| (**s).clone()).collect(),
-        }));
+        });
     }
-    match m.store().get(id).await? {
-        Some(d) => Ok(Json(d)),
-        None => Err(ApiError::not_found(format!("no session {id}"))),
-    }
+    m.store()
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no session {id}")))
 }
 
 /// Stop a running session.
@@ -228,18 +259,15 @@ pub async fn get(
     params(SessionPath),
     responses(
         (status = 202, description = "Stopping; the live stream ends with the summary", body = SessionRecord),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 404, description = "No such session", body = ErrorBody),
         (status = 409, description = "The session is not running", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        IdErrors,
     )
 )]
 pub async fn stop(
     State(app): State<App>,
     Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<Response, ApiError> {
-    let m = manager(&app).await?;
-    let id = parse_id(&id)?;
+    let (m, id) = manager_and_id(&app, &id).await?;
     if m.stopping(id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -267,18 +295,15 @@ pub async fn stop(
     params(SessionPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 404, description = "No such session", body = ErrorBody),
         (status = 409, description = "Still running: stop it first", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        IdErrors,
     )
 )]
 pub async fn delete(
     State(app): State<App>,
     Path(SessionPath { id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
-    let m = manager(&app).await?;
-    let id = parse_id(&id)?;
+    let (m, id) = manager_and_id(&app, &id).await?;
     if m.running_record(id).is_some() {
         return Err(running_conflict(id));
     }
