@@ -315,11 +315,13 @@ struct Client {
     ending: Ending,
     lag: Lag,
     writer: tokio::task::JoinHandle<()>,
+    /// Held until the client is gone.
+    _slot: WsSlot,
 }
 
 impl Client {
     /// Starts the writer for `socket` and returns the forwarder's side.
-    fn start(socket: WebSocket) -> Self {
+    fn start(socket: WebSocket, slot: WsSlot) -> Self {
         let (q, qrx) = mpsc::channel(CLIENT_QUEUE);
         let done = CancellationToken::new();
         let ending = Ending::default();
@@ -336,7 +338,20 @@ impl Client {
             ending,
             lag,
             writer,
+            _slot: slot,
         }
+    }
+
+    /// Ends the stream now with `code`, `missed` samples short, without waiting on the queue.
+    fn close_now(&self, missed: u64, code: u16, reason: &'static str) {
+        self.ending.set(missed, code, reason);
+        let _ = self.q.try_send(Out::Close(code, reason));
+    }
+
+    /// Lets the writer send what is queued, then waits for it.
+    async fn finish(self) {
+        drop(self.q);
+        let _ = self.writer.await;
     }
 }
 
@@ -346,30 +361,23 @@ async fn session_stream(
     slot: WsSlot,
     shutdown: CancellationToken,
 ) {
-    let _slot = slot;
-    let Client {
-        q,
-        done,
-        ending,
-        mut lag,
-        writer,
-    } = Client::start(socket);
+    let mut c = Client::start(socket, slot);
     match sub {
         Subscription::Ended(detail) => {
             // Ended sessions replay from the store; the queue applies back-pressure here since
             // nothing else is produced for this client.
             for s in &detail.samples {
-                if q.send(Out::Msg(json(s))).await.is_err() {
+                if c.q.send(Out::Msg(json(s))).await.is_err() {
                     return;
                 }
             }
-            let _ = q.send(Out::Msg(summary_message(&detail.record))).await;
-            let _ = q.send(Out::Close(NORMAL, "session ended")).await;
+            let _ = c.q.send(Out::Msg(summary_message(&detail.record))).await;
+            let _ = c.q.send(Out::Close(NORMAL, "session ended")).await;
         }
         Subscription::Running(replay, mut rx) => {
             let mut open = true;
             for s in replay {
-                if !lag.offer(&q, json(&*s)) {
+                if !c.lag.offer(&c.q, json(&*s)) {
                     open = false;
                     break;
                 }
@@ -381,38 +389,37 @@ async fn session_stream(
                 let wait_end = going_away.unwrap_or_else(Instant::now);
                 tokio::select! {
                     msg = rx.recv() => match msg {
-                        Ok(LiveMsg::Sample(s)) => open = lag.offer(&q, json(&*s)),
+                        Ok(LiveMsg::Sample(s)) => open = c.lag.offer(&c.q, json(&*s)),
                         Ok(LiveMsg::End(record)) => {
                             let code = if going_away.is_some() { GOING_AWAY } else { NORMAL };
-                            let _ = q.send(Out::Msg(summary_message(&record))).await;
-                            let _ = q.send(Out::Close(code, "session ended")).await;
+                            let _ = c.q.send(Out::Msg(summary_message(&record))).await;
+                            let _ = c.q.send(Out::Close(code, "session ended")).await;
                             open = false;
                         }
-                        Err(broadcast::error::RecvError::Lagged(n)) => lag.missed += n,
+                        Err(broadcast::error::RecvError::Lagged(n)) => c.lag.missed += n,
                         Err(broadcast::error::RecvError::Closed) => {
-                            let _ = q.send(Out::Close(NORMAL, "session ended")).await;
+                            let _ = c.q.send(Out::Close(NORMAL, "session ended")).await;
                             open = false;
                         }
                     },
-                    () = done.cancelled() => open = false,
+                    () = c.done.cancelled() => open = false,
                     () = shutdown.cancelled(), if going_away.is_none() => {
                         going_away = Some(Instant::now() + SHUTDOWN_WAIT);
                     }
                     () = tokio::time::sleep_until(wait_end), if going_away.is_some() => {
-                        ending.set(0, GOING_AWAY, "server shutting down");
-                        let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
+                        c.close_now(0, GOING_AWAY, "server shutting down");
                         open = false;
                     }
                 }
             }
-            if lag.lags >= MAX_LAGS || lag.full_since.is_some_and(|t| t.elapsed() >= STALL_LIMIT) {
-                ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
-                let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
+            if c.lag.lags >= MAX_LAGS
+                || c.lag.full_since.is_some_and(|t| t.elapsed() >= STALL_LIMIT)
+            {
+                c.close_now(c.lag.missed, POLICY_VIOLATION, "client too slow");
             }
         }
     }
-    drop(q);
-    let _ = writer.await;
+    c.finish().await;
 }
 
 async fn monitor_stream(
@@ -422,14 +429,7 @@ async fn monitor_stream(
     slot: WsSlot,
     shutdown: CancellationToken,
 ) {
-    let _slot = slot;
-    let Client {
-        q,
-        done,
-        ending,
-        mut lag,
-        writer,
-    } = Client::start(socket);
+    let mut c = Client::start(socket, slot);
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -437,23 +437,20 @@ async fn monitor_stream(
                     if filter.as_ref().is_some_and(|f| !f.contains(&s.target)) {
                         continue;
                     }
-                    if !lag.offer(&q, json(&*s)) {
-                        ending.set(lag.missed, POLICY_VIOLATION, "client too slow");
-                        let _ = q.try_send(Out::Close(POLICY_VIOLATION, "client too slow"));
+                    if !c.lag.offer(&c.q, json(&*s)) {
+                        c.close_now(c.lag.missed, POLICY_VIOLATION, "client too slow");
                         break;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => lag.missed += n,
+                Err(broadcast::error::RecvError::Lagged(n)) => c.lag.missed += n,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            () = done.cancelled() => break,
+            () = c.done.cancelled() => break,
             () = shutdown.cancelled() => {
-                ending.set(0, GOING_AWAY, "server shutting down");
-                        let _ = q.try_send(Out::Close(GOING_AWAY, "server shutting down"));
+                c.close_now(0, GOING_AWAY, "server shutting down");
                 break;
             }
         }
     }
-    drop(q);
-    let _ = writer.await;
+    c.finish().await;
 }
