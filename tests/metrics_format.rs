@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use pingscope::config::HistogramConfig;
 use pingscope::engine::{EventKind, IcmpErrorInfo, IcmpErrorKind, ProbeEvent, ReplyInfo};
 use pingscope::metrics::{
     Format, Metrics, MetricsOptions, PROTOBUF_CONTENT_TYPE, ScrapeGauge, TEXT_CONTENT_TYPE,
@@ -188,19 +189,27 @@ fn gw_labels() -> TargetLabels {
 }
 
 fn fixture(native: bool) -> Result<Fixture, Box<dyn std::error::Error>> {
-    fixture_with(MetricsOptions {
+    fixture_with(histogram(HistogramConfig {
         native,
-        ..MetricsOptions::default()
-    })
+        ..HistogramConfig::default()
+    }))
 }
 
 /// Native histograms with the classic buckets kept in protobuf too.
 fn fixture_both() -> Result<Fixture, Box<dyn std::error::Error>> {
-    fixture_with(MetricsOptions {
+    fixture_with(histogram(HistogramConfig {
         native: true,
         classic_in_protobuf: true,
+        ..HistogramConfig::default()
+    }))
+}
+
+/// The default options with these histogram layouts.
+fn histogram(histogram: HistogramConfig) -> MetricsOptions {
+    MetricsOptions {
+        histogram,
         ..MetricsOptions::default()
-    })
+    }
 }
 
 fn fixture_with(options: MetricsOptions) -> Result<Fixture, Box<dyn std::error::Error>> {
@@ -721,7 +730,7 @@ fn text_body_is_the_same_whatever_protobuf_carries() -> TestResult {
         .lines()
         .filter(|l| l.starts_with("pingscope_rtt_seconds_bucket{"))
         .count();
-    assert_eq!(buckets, 3 * (MetricsOptions::default().buckets.len() + 1));
+    assert_eq!(buckets, 3 * (HistogramConfig::default().buckets.len() + 1));
     Ok(())
 }
 
@@ -755,10 +764,10 @@ fn bad_buckets_are_rejected() {
         vec![f64::NAN],
         vec![-1.0, 1.0],
     ] {
-        let options = MetricsOptions {
+        let options = histogram(HistogramConfig {
             buckets: buckets.clone(),
-            ..MetricsOptions::default()
-        };
+            ..HistogramConfig::default()
+        });
         assert!(Metrics::new(options).is_err(), "{buckets:?} accepted");
     }
 }

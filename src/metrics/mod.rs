@@ -18,9 +18,9 @@
 //!   the text body classic buckets only. prometheus-client cannot tell a metric which format is
 //!   being encoded, so that takes two registries sharing every other family and two histograms
 //!   per series, each observation going to both (see [`Layout`] and [`registry`]). With
-//!   [`MetricsOptions::classic_in_protobuf`] one `Histogram::new_classic_and_native` per series
+//!   [`HistogramConfig::classic_in_protobuf`](crate::config::HistogramConfig::classic_in_protobuf) one `Histogram::new_classic_and_native` per series
 //!   serves both formats (protobuf gets both kinds of buckets, text the classic ones); with
-//!   [`MetricsOptions::native`] off, histograms are classic only.
+//!   [`HistogramConfig::native`](crate::config::HistogramConfig::native) off, histograms are classic only.
 //! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
 //!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
 //! - Level gauges and counters owned by other modules: a small collector calls their closures
@@ -28,8 +28,8 @@
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
 //!   them at scrape time, instead of five gauge series per target in two families. Only targets
 //!   whose figures were set have them (`metrics: {window_gauges: true}`; off by default).
-//! - RTT and jitter have a classic layout each ([`MetricsOptions::buckets`],
-//!   [`MetricsOptions::jitter_buckets`]): jitter needs far fewer bounds.
+//! - RTT and jitter have a classic layout each ([`HistogramConfig::buckets`](crate::config::HistogramConfig::buckets),
+//!   [`HistogramConfig::jitter_buckets`](crate::config::HistogramConfig::jitter_buckets)): jitter needs far fewer bounds.
 
 pub mod capture;
 pub mod events;
@@ -98,7 +98,10 @@ pub(crate) enum Layout {
 
 impl Layout {
     fn of(options: &MetricsOptions) -> Self {
-        match (options.native, options.classic_in_protobuf) {
+        match (
+            options.histogram.native,
+            options.histogram.classic_in_protobuf,
+        ) {
             (false, _) => Self::Classic,
             (true, true) => Self::Both,
             (true, false) => Self::Split,
@@ -193,8 +196,8 @@ pub struct Metrics {
 impl Metrics {
     /// Builds the registry with every family registered (series appear as targets are added).
     pub fn new(options: MetricsOptions) -> Result<Self, MetricsError> {
-        check_buckets("RTT", &options.buckets)?;
-        check_buckets("jitter", &options.jitter_buckets)?;
+        check_buckets("RTT", &options.histogram.buckets)?;
+        check_buckets("jitter", &options.histogram.jitter_buckets)?;
         let layout = Layout::of(&options);
         let native = NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS);
         // The histograms of the first registry (one maker per classic layout), and the
@@ -204,8 +207,8 @@ impl Metrics {
             Layout::Both => HistogramMaker::Both(bounds.into(), native),
         };
         let (rtt_maker, jitter_maker, lag_maker) = (
-            maker(&options.buckets),
-            maker(&options.jitter_buckets),
+            maker(&options.histogram.buckets),
+            maker(&options.histogram.jitter_buckets),
             maker(LAG_BUCKETS),
         );
         let native_maker = (layout == Layout::Split).then_some(HistogramMaker::Native(native));
@@ -539,7 +542,7 @@ impl Metrics {
 
     /// Encodes every series as length-delimited protobuf `MetricFamily` messages
     /// ([`PROTOBUF_CONTENT_TYPE`]). With native histograms on, histograms carry native buckets
-    /// (and classic ones only with [`MetricsOptions::classic_in_protobuf`]).
+    /// (and classic ones only with [`HistogramConfig::classic_in_protobuf`](crate::config::HistogramConfig::classic_in_protobuf)).
     pub fn encode_protobuf(&self) -> Result<Vec<u8>, MetricsError> {
         let registry = self
             .shared

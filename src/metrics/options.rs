@@ -3,7 +3,7 @@
 
 use prometheus_client::encoding::prometheus_protobuf;
 
-use crate::config::defaults;
+use crate::config::HistogramConfig;
 
 /// Errors of this module. Each names what it was doing.
 #[derive(Debug, thiserror::Error)]
@@ -78,32 +78,11 @@ impl Default for BuildInfo {
     }
 }
 
-/// How the registry is built (from the config's `defaults.histogram`).
-#[derive(Clone, Debug, PartialEq)]
+/// How the registry is built.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsOptions {
-    /// Classic bucket upper bounds of the RTT histogram, in seconds.
-    pub buckets: Vec<f64>,
-    /// Classic bucket upper bounds of the jitter (IPDV) histogram, in seconds.
-    pub jitter_buckets: Vec<f64>,
-    /// Also keep native (sparse, exponential) buckets, sent in protobuf scrapes.
-    pub native: bool,
-    /// With `native`, send the classic buckets in protobuf scrapes too (for a Prometheus with
-    /// `scrape_classic_histograms: true`). Without it, protobuf histograms carry native buckets
-    /// only. Text scrapes always get the classic buckets.
-    pub classic_in_protobuf: bool,
+    /// The histogram layouts (the config's `defaults.histogram`).
+    pub histogram: HistogramConfig,
     /// Labels of `pingscope_build_info`.
     pub build: BuildInfo,
-}
-
-impl Default for MetricsOptions {
-    /// The config's defaults (`config::defaults`).
-    fn default() -> Self {
-        Self {
-            buckets: defaults::BUCKETS.to_vec(),
-            jitter_buckets: defaults::JITTER_BUCKETS.to_vec(),
-            native: true,
-            classic_in_protobuf: false,
-            build: BuildInfo::default(),
-        }
-    }
 }

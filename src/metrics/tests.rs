@@ -1,6 +1,15 @@
 //! Unit tests of the registry handle; the exposition itself is tested in `tests/metrics_format`.
 
 use super::*;
+use crate::config::HistogramConfig;
+
+/// The default options with these histogram layouts.
+fn histogram(histogram: HistogramConfig) -> MetricsOptions {
+    MetricsOptions {
+        histogram,
+        ..MetricsOptions::default()
+    }
+}
 
 // The HTTP layer encodes on a blocking thread and the scheduler records from many tasks.
 #[test]
@@ -13,11 +22,11 @@ fn handles_can_cross_threads() {
 #[test]
 fn layout_follows_the_options() {
     let layout = |native, classic_in_protobuf| {
-        Layout::of(&MetricsOptions {
+        Layout::of(&histogram(HistogramConfig {
             native,
             classic_in_protobuf,
-            ..MetricsOptions::default()
-        })
+            ..HistogramConfig::default()
+        }))
     };
     assert_eq!(Layout::of(&MetricsOptions::default()), Layout::Split);
     assert_eq!(layout(true, false), Layout::Split);
@@ -34,11 +43,11 @@ fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
         (true, true, false),
         (false, false, false),
     ] {
-        let metrics = Metrics::new(MetricsOptions {
+        let metrics = Metrics::new(histogram(HistogramConfig {
             native,
             classic_in_protobuf,
-            ..MetricsOptions::default()
-        })?;
+            ..HistogramConfig::default()
+        }))?;
         let s = &metrics.shared;
         let f = &s.families;
         let twins = [
@@ -57,7 +66,7 @@ fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
 
 #[test]
 fn bucket_rules() {
-    let options = MetricsOptions::default();
+    let options = HistogramConfig::default();
     assert!(check_buckets("RTT", &options.buckets).is_ok());
     assert!(check_buckets("jitter", &options.jitter_buckets).is_ok());
     assert!(check_buckets("lag", LAG_BUCKETS).is_ok());
@@ -80,13 +89,13 @@ fn bucket_rules() {
 fn rtt_and_jitter_have_their_own_classic_bounds() -> Result<(), MetricsError> {
     let (rtt, jitter) = (vec![0.001, 0.002, 0.003, 0.004], vec![0.01, 0.02]);
     for (native, classic_in_protobuf) in [(true, false), (true, true), (false, false)] {
-        let metrics = Metrics::new(MetricsOptions {
+        let metrics = Metrics::new(histogram(HistogramConfig {
             buckets: rtt.clone(),
             jitter_buckets: jitter.clone(),
             native,
             classic_in_protobuf,
-            ..MetricsOptions::default()
-        })?;
+            ..HistogramConfig::default()
+        }))?;
         let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let labels = TargetLabels::new("t", ip, Vec::new())?;
         let _t = metrics.target(&labels, "t", AddressFamily::Ip4);
@@ -109,10 +118,10 @@ fn rtt_and_jitter_have_their_own_classic_bounds() -> Result<(), MetricsError> {
             "{layout:?}"
         );
     }
-    let refused = Metrics::new(MetricsOptions {
+    let refused = Metrics::new(histogram(HistogramConfig {
         jitter_buckets: vec![0.1, 0.01],
-        ..MetricsOptions::default()
-    });
+        ..HistogramConfig::default()
+    }));
     match refused {
         Err(e) => assert!(e.to_string().starts_with("jitter histogram buckets"), "{e}"),
         Ok(_) => panic!("decreasing jitter buckets accepted"),

@@ -112,10 +112,7 @@ impl App {
         pinger: Arc<dyn Pinger>,
     ) -> anyhow::Result<Self> {
         let metrics = Metrics::new(MetricsOptions {
-            buckets: config.histogram.buckets.clone(),
-            jitter_buckets: config.histogram.jitter_buckets.clone(),
-            native: config.histogram.native,
-            classic_in_protobuf: config.histogram.classic_in_protobuf,
+            histogram: config.histogram.clone(),
             build: BuildInfo::default(),
         })
         .context("building the metrics registry")?;

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
+use pingscope::config::HistogramConfig;
 use pingscope::metrics::path::PATH_BUCKETS;
 use pingscope::metrics::{Format, Metrics, MetricsOptions};
 use pingscope::probe::path::{HopProbe, HopResult, PathStats, Round};
@@ -70,11 +71,11 @@ fn path_fixture(options: MetricsOptions) -> Result<Metrics, Box<dyn std::error::
 }
 
 fn options(native: bool, classic_in_protobuf: bool) -> MetricsOptions {
-    MetricsOptions {
+    super::histogram(HistogramConfig {
         native,
         classic_in_protobuf,
-        ..MetricsOptions::default()
-    }
+        ..HistogramConfig::default()
+    })
 }
 
 /// The protobuf histogram of TTL `ttl`.

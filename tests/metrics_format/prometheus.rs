@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pingscope::metrics::{Format, Metrics, MetricsOptions, negotiate};
+use pingscope::config::HistogramConfig;
+use pingscope::metrics::{Format, Metrics, negotiate};
 
 use super::{GW_SCRIPT, Step, TestResult, expected, fixture};
 
@@ -196,7 +197,7 @@ fn prometheus_scrapes_classic_histograms_over_text() -> TestResult {
     let (lo, hi) = gw_rtt_range();
     let median = answers[1].ok_or("no histogram_quantile result")?;
     // Classic buckets only bound the median to the bucket holding it.
-    let buckets = MetricsOptions::default().buckets;
+    let buckets = HistogramConfig::default().buckets;
     let below = buckets
         .iter()
         .rev()

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use pingscope::metrics::{Format, MetricsOptions};
+use pingscope::config::HistogramConfig;
+use pingscope::metrics::Format;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prost::Message;
 
@@ -178,7 +179,7 @@ fn protobuf_body_carries_native_buckets_only_by_default() -> TestResult {
 
 #[test]
 fn protobuf_body_keeps_classic_buckets_when_asked_or_without_native() -> TestResult {
-    let classic_len = MetricsOptions::default().buckets.len() + 1;
+    let classic_len = HistogramConfig::default().buckets.len() + 1;
 
     // classic_in_protobuf: both kinds of buckets in one message.
     let f = fixture_both()?;
