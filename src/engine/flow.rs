@@ -237,6 +237,47 @@ impl ProbeState {
     }
 }
 
+/// Runs a probe's task until `close_at`: at each readiness of its socket for `interest`,
+/// `on_ready` reads it and says whether the probe is done with the socket; between, the probe
+/// times out at its deadline. Then the socket closes (with SO_LINGER 0, a TCP connection is
+/// reset at once). `what` names the protocol in the log.
+pub(super) async fn drive(
+    fd: AsyncFd<Socket>,
+    interest: Interest,
+    mut state: ProbeState,
+    close_at: Instant,
+    what: &'static str,
+    mut on_ready: impl FnMut(&Socket, &mut ProbeState) -> bool,
+) {
+    loop {
+        let wake = state.wake_at(close_at);
+        tokio::select! {
+            ready = fd.ready(interest) => {
+                match ready {
+                    Ok(mut guard) => {
+                        if on_ready(fd.get_ref(), &mut state) {
+                            break;
+                        }
+                        guard.clear_ready();
+                    }
+                    Err(e) => {
+                        bump(&state.shared.counters.receive_errors);
+                        tracing::debug!(error = %e, "{what} probe socket readiness failed");
+                        break;
+                    }
+                }
+            }
+            () = ProbeState::sleep_until(wake) => {
+                if state.on_wake(close_at) {
+                    break;
+                }
+            }
+        }
+    }
+    drop(fd);
+    state.finish().await;
+}
+
 /// An ICMP error from the error queue as the event reports it.
 pub(super) fn icmp_error_info(v6: bool, e: &ExtendedError, ip: IpAddr) -> Option<IcmpErrorInfo> {
     if e.origin != SO_EE_ORIGIN_ICMP && e.origin != SO_EE_ORIGIN_ICMP6 {

@@ -56,7 +56,6 @@ use std::time::Duration;
 
 use socket2::{Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
 use super::clock::{Fallback, Stamp};
@@ -98,45 +97,12 @@ pub(super) fn start(
     // worker polling between registration and connect made `ready()` return at once until the
     // handshake ended: a busy loop for the RTT, for the whole `MAX_WAIT` on a silent port.
     let fd = flow::register(runtime, sock).map_err(|source| SendError::Socket { ip, source })?;
-    runtime.spawn(run(fd, state, close_at, shared.clone()));
+    // Waits for the handshake's outcome until `close_at`, then closes the socket.
+    let shared = shared.clone();
+    let done = move |sock: &Socket, state: &mut ProbeState| outcome(sock, state, &shared);
+    let interest = Interest::WRITABLE | Interest::ERROR;
+    runtime.spawn(flow::drive(fd, interest, state, close_at, "TCP", done));
     Ok(())
-}
-
-/// Waits for the handshake's outcome until `close_at`, then closes the socket.
-async fn run(
-    fd: AsyncFd<Socket>,
-    mut state: ProbeState,
-    close_at: std::time::Instant,
-    shared: Arc<Shared>,
-) {
-    loop {
-        let wake = state.wake_at(close_at);
-        tokio::select! {
-            ready = fd.ready(Interest::WRITABLE | Interest::ERROR) => {
-                match ready {
-                    Ok(mut guard) => {
-                        if outcome(fd.get_ref(), &mut state, &shared) {
-                            break;
-                        }
-                        guard.clear_ready();
-                    }
-                    Err(e) => {
-                        bump(&shared.counters.receive_errors);
-                        tracing::debug!(error = %e, "TCP probe socket readiness failed");
-                        break;
-                    }
-                }
-            }
-            () = ProbeState::sleep_until(wake) => {
-                if state.on_wake(close_at) {
-                    break;
-                }
-            }
-        }
-    }
-    // SO_LINGER 0: closing resets an established connection at once.
-    drop(fd);
-    state.finish().await;
 }
 
 /// Reads what the kernel made of the connect; true when the probe is done with its socket.

@@ -26,11 +26,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socket2::{Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
 use super::clock::{Fallback, Stamp};
@@ -143,49 +142,16 @@ pub(super) fn start(
     );
     sock.send(&payload).map_err(io)?;
     let fd = flow::register(runtime, sock).map_err(|source| SendError::Socket { ip, source })?;
-    runtime.spawn(run(fd, state, mode, id, v6, close_at, shared.clone()));
-    Ok(())
-}
-
-async fn run(
-    fd: AsyncFd<Socket>,
-    mut state: ProbeState,
-    mode: UdpMode,
-    id: u64,
-    v6: bool,
-    close_at: Instant,
-    shared: Arc<Shared>,
-) {
+    let shared = shared.clone();
     let mut buf = vec![0u8; MAX_ECHO + 1];
     let mut cmsg = socket::cmsg_buffer();
-    loop {
-        let wake = state.wake_at(close_at);
-        tokio::select! {
-            ready = fd.ready(Interest::READABLE | Interest::ERROR) => {
-                match ready {
-                    Ok(mut guard) => {
-                        read_all(fd.get_ref(), &mut state, mode, id, v6, &shared, &mut buf, &mut cmsg);
-                        guard.clear_ready();
-                    }
-                    Err(e) => {
-                        bump(&shared.counters.receive_errors);
-                        tracing::debug!(error = %e, "UDP probe socket readiness failed");
-                        break;
-                    }
-                }
-                if mode == UdpMode::Closed && state.is_answered() {
-                    break;
-                }
-            }
-            () = ProbeState::sleep_until(wake) => {
-                if state.on_wake(close_at) {
-                    break;
-                }
-            }
-        }
-    }
-    drop(fd);
-    state.finish().await;
+    let done = move |sock: &Socket, state: &mut ProbeState| {
+        read_all(sock, state, mode, id, v6, &shared, &mut buf, &mut cmsg);
+        mode == UdpMode::Closed && state.is_answered()
+    };
+    let interest = Interest::READABLE | Interest::ERROR;
+    runtime.spawn(flow::drive(fd, interest, state, close_at, "UDP", done));
+    Ok(())
 }
 
 /// Reads the error queue (TX timestamp, ICMP errors), then the datagrams, until both are empty.
