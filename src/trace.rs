@@ -245,14 +245,7 @@ async fn trace_address(
     cancel: &CancellationToken,
     mut on_round: impl FnMut(String),
 ) -> PathStats {
-    let mut tracer = Tracer::new(
-        pinger,
-        ip,
-        request.size,
-        request.timeout,
-        request.options.clone(),
-        path,
-    );
+    let mut tracer = Tracer::for_request(pinger, ip, request, path);
     let mut stats = PathStats::new();
     let mut ticks = Ticks::new(tokio::time::Instant::now(), request.interval);
     let end = request.duration.map(|d| tokio::time::Instant::now() + d);

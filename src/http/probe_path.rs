@@ -42,14 +42,7 @@ pub(super) async fn run(
     log: &mut String,
     debug: bool,
 ) -> PathFigures {
-    let mut tracer = Tracer::new(
-        pinger.clone(),
-        ip,
-        req.size,
-        req.timeout,
-        req.options.clone(),
-        options,
-    );
+    let mut tracer = Tracer::for_request(pinger.clone(), ip, req, options);
     let mut f = PathFigures::default();
     let mut ticks = Ticks::new(Instant::now(), req.interval);
     let rounds = req.count.unwrap_or(1);

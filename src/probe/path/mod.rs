@@ -334,6 +334,17 @@ impl Tracer {
         }
     }
 
+    /// A tracer to `ip` with the size, timeout and socket options of `request`.
+    pub fn for_request(
+        pinger: Arc<dyn Pinger>,
+        ip: IpAddr,
+        request: &crate::probe::ProbeRequest,
+        options: PathOptions,
+    ) -> Self {
+        let socket = request.options.clone();
+        Self::new(pinger, ip, request.size, request.timeout, socket, options)
+    }
+
     /// Paces probes to routers through `pacer`, shared with other tracers.
     #[must_use]
     pub fn with_pacer(mut self, pacer: HopPacer) -> Self {

@@ -24,14 +24,7 @@ pub async fn run(
     cancel: &CancellationToken,
     mut on_probe: impl FnMut(&HopProbe),
 ) -> Summary {
-    let mut tracer = Tracer::new(
-        pinger.clone(),
-        ip,
-        request.size,
-        request.timeout,
-        request.options.clone(),
-        options,
-    );
+    let mut tracer = Tracer::for_request(pinger.clone(), ip, request, options);
     let mut stats = PathStats::new();
     let mut acc = Accumulator::new();
     let start = Instant::now();
