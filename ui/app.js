@@ -37,6 +37,12 @@ export const dateTime = (ts) => {
   const d = new Date(ts);
   return Number.isNaN(d.getTime()) ? ts : d.toLocaleString([], { hour12: false });
 };
+// A view's status line: shown with `text` (as an error when `error`), hidden without.
+export function showState(s, text, error) {
+  s.textContent = text || "";
+  s.hidden = !text;
+  s.className = "state" + (error ? " error" : "");
+}
 const wsUrl = (path) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 
 // Hands each JSON message of `ws` to `handle`; a frame that is not JSON is skipped.
@@ -588,10 +594,7 @@ const result = {
   },
 
   state(text, error) {
-    const s = $("result-state");
-    s.textContent = text || "";
-    s.hidden = !text;
-    s.className = "state" + (error ? " error" : "");
+    showState($("result-state"), text, error);
   },
 
   alert(text, kind) {

@@ -2,7 +2,7 @@
 // path monitor view: its live hop table from the daemon's per-hop figures and its recent paths.
 // Every text from the daemon goes through textContent, never innerHTML.
 
-import { $, api, dateTime, h, ms } from "./app.js";
+import { $, api, dateTime, h, ms, showState } from "./app.js";
 
 const PATH_REFRESH_MS = 2000;
 
@@ -200,10 +200,7 @@ export const pathView = {
   },
 
   state(text, error) {
-    const s = $("path-state");
-    s.textContent = text || "";
-    s.hidden = !text;
-    s.className = "state" + (error ? " error" : "");
+    showState($("path-state"), text, error);
   },
 
   async load(name) {
