@@ -112,18 +112,23 @@ pub struct PingArgs {
     pub udp_mode: Option<String>,
 }
 
+/// The request's `family` from the address flags (clap keeps them exclusive).
+fn family(all: bool, ip4: bool, ip6: bool) -> &'static str {
+    if all {
+        "all"
+    } else if ip4 {
+        "ip4"
+    } else if ip6 {
+        "ip6"
+    } else {
+        "auto"
+    }
+}
+
 impl PingArgs {
     /// What the flags ask for, in the request type every front shares (the host left out).
     pub fn into_options(self) -> PingOptions {
-        let family = if self.all_addresses {
-            "all"
-        } else if self.ip4 {
-            "ip4"
-        } else if self.ip6 {
-            "ip6"
-        } else {
-            "auto"
-        };
+        let family = family(self.all_addresses, self.ip4, self.ip6);
         let kind = if self.tcp.is_some() {
             Some("tcp")
         } else if self.udp.is_some() {
@@ -213,13 +218,7 @@ pub struct TraceArgs {
 impl TraceArgs {
     /// What the flags ask for: the request every front shares (host left out) and the path's.
     pub fn into_options(self) -> TraceOptions {
-        let family = if self.ip4 {
-            "ip4"
-        } else if self.ip6 {
-            "ip6"
-        } else {
-            "auto"
-        };
+        let family = family(false, self.ip4, self.ip6);
         TraceOptions {
             common: PingOptions {
                 request: RawRequest {
