@@ -76,7 +76,7 @@ pub(crate) fn build(issues: &mut Issues, raw: &S<RawMesh>, seen: &mut Seen) -> O
     };
     let mut max_peers = None;
     if let Some(v) = &m.max_peers {
-        match rules::int_at_least(issues, v, "mesh.max_peers", "max_peers", 1) {
+        match rules::int_at_least(issues, v, "mesh.max_peers", 1) {
             Some(n) => max_peers = Some(n),
             None => ok = false,
         }
@@ -103,7 +103,7 @@ pub(crate) fn build(issues: &mut Issues, raw: &S<RawMesh>, seen: &mut Seen) -> O
     }
     let mut web_timeout = DEFAULT_WEB_TIMEOUT;
     if let Some(t) = &m.web_timeout {
-        match rules::duration_positive(issues, t, "mesh.web_timeout", "web_timeout") {
+        match rules::duration_positive(issues, t, "mesh.web_timeout") {
             Some(d) if d > MAX_WEB_TIMEOUT => {
                 issues.push(
                     line(t),

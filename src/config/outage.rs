@@ -142,7 +142,7 @@ impl Hash for AlertThresholds {
 }
 
 fn probes(issues: &mut Issues, v: &S<i64>, prefix: &str, name: &str) -> Option<u32> {
-    rules::int_range(issues, v, &key(prefix, name), name, 1, MAX_OUTAGE_PROBES)
+    rules::int_range(issues, v, &key(prefix, name), 1, MAX_OUTAGE_PROBES)
         .and_then(|n| u32::try_from(n).ok())
 }
 
@@ -190,7 +190,7 @@ pub(crate) fn alert_block(
         }
     }
     if let Some(v) = &b.rtt
-        && let Some(d) = rules::duration_positive(issues, v, &key(&p, "rtt"), "rtt")
+        && let Some(d) = rules::duration_positive(issues, v, &key(&p, "rtt"))
     {
         out.rtt = Some(d);
     }
@@ -230,14 +230,7 @@ pub(crate) fn capture_block(
         }
     }
     if let Some(v) = &b.rounds
-        && let Some(n) = rules::int_range(
-            issues,
-            v,
-            &key(&p, "rounds"),
-            "rounds",
-            1,
-            MAX_CAPTURE_ROUNDS,
-        )
+        && let Some(n) = rules::int_range(issues, v, &key(&p, "rounds"), 1, MAX_CAPTURE_ROUNDS)
         && let Ok(n) = u32::try_from(n)
     {
         out.rounds = n;
@@ -247,7 +240,6 @@ pub(crate) fn capture_block(
             issues,
             v,
             &key(&p, "every"),
-            "every",
             (MIN_CAPTURE_EVERY, MAX_CAPTURE_EVERY),
         )
     {

@@ -29,6 +29,12 @@ pub(crate) fn key(prefix: &str, name: &str) -> String {
     }
 }
 
+/// The last part of a dotted key (`max_age` of `sessions.retention.max_age`): what a
+/// message calls the value.
+fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
 pub(crate) fn duration(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Duration> {
     match parse_duration(&value.value) {
         Ok(d) => Some(d),
@@ -44,11 +50,10 @@ pub(crate) fn duration_min(
     issues: &mut Issues,
     value: &S<String>,
     key: &str,
-    name: &str,
     min: Duration,
 ) -> Option<Duration> {
     let d = duration(issues, value, key)?;
-    checked(issues, value, key, probe_rules::at_least(name, d, min))
+    checked(issues, value, key, probe_rules::at_least(leaf(key), d, min))
 }
 
 /// A duration in `min..=max`.
@@ -56,9 +61,9 @@ pub(crate) fn duration_between(
     issues: &mut Issues,
     value: &S<String>,
     key: &str,
-    name: &str,
     (min, max): (Duration, Duration),
 ) -> Option<Duration> {
+    let name = leaf(key);
     let d = duration(issues, value, key)?;
     let r = probe_rules::at_least(name, d, min).and_then(|d| probe_rules::at_most(name, d, max));
     checked(issues, value, key, r)
@@ -68,10 +73,9 @@ pub(crate) fn duration_positive(
     issues: &mut Issues,
     value: &S<String>,
     key: &str,
-    name: &str,
 ) -> Option<Duration> {
     let d = duration(issues, value, key)?;
-    checked(issues, value, key, probe_rules::positive(name, d))
+    checked(issues, value, key, probe_rules::positive(leaf(key), d))
 }
 
 pub(crate) fn timeout(issues: &mut Issues, value: &S<String>, key: &str) -> Option<Duration> {
@@ -95,16 +99,11 @@ pub(crate) fn int_range(
     issues: &mut Issues,
     value: &S<i64>,
     key: &str,
-    name: &str,
     lo: i64,
     hi: i64,
 ) -> Option<i64> {
-    checked(
-        issues,
-        value,
-        key,
-        probe_rules::in_range(name, value.value, lo, hi),
-    )
+    let r = probe_rules::in_range(leaf(key), value.value, lo, hi);
+    checked(issues, value, key, r)
 }
 
 /// An integer of at least `lo` that fits `usize`.
@@ -112,9 +111,9 @@ pub(crate) fn int_at_least(
     issues: &mut Issues,
     value: &S<i64>,
     key: &str,
-    name: &str,
     lo: i64,
 ) -> Option<usize> {
+    let name = leaf(key);
     let n = value.value;
     if n < lo {
         issues.push(
@@ -291,7 +290,7 @@ pub(crate) fn probe_options(
         out.kind = kind;
     }
     if let Some(v) = &raw.interval
-        && let Some(d) = duration_min(issues, v, &k("interval"), "interval", limits::MIN_INTERVAL)
+        && let Some(d) = duration_min(issues, v, &k("interval"), limits::MIN_INTERVAL)
     {
         out.interval = d;
     }
@@ -355,14 +354,7 @@ pub(crate) fn probe_options(
         out.port.udp_mode = m;
     }
     if let Some(v) = &raw.window
-        && let Some(n) = int_range(
-            issues,
-            v,
-            &k("window"),
-            "window",
-            1,
-            limits::MAX_WINDOW as i64,
-        )
+        && let Some(n) = int_range(issues, v, &k("window"), 1, limits::MAX_WINDOW as i64)
     {
         out.window = usize::try_from(n).unwrap_or(base.window);
     }

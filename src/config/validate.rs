@@ -88,13 +88,8 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
                 }
             }
             if let Some(v) = &d.refresh
-                && let Some(r) = rules::duration_min(
-                    issues,
-                    v,
-                    "dns.refresh",
-                    "refresh",
-                    limits::MIN_DNS_REFRESH,
-                )
+                && let Some(r) =
+                    rules::duration_min(issues, v, "dns.refresh", limits::MIN_DNS_REFRESH)
             {
                 out.refresh = r;
             }
@@ -320,8 +315,7 @@ fn path_pacing(
     let max = super::types::MAX_ROUTER_RATE;
     let mut one = |v: &Option<S<i64>>, name: &str, into: &mut u32| {
         if let Some(v) = v
-            && let Some(n) =
-                rules::int_range(issues, v, &format!("path_pacing.{name}"), name, 1, max)
+            && let Some(n) = rules::int_range(issues, v, &format!("path_pacing.{name}"), 1, max)
         {
             *into = n as u32;
         }
@@ -338,19 +332,17 @@ fn probe_limits(
     let mut out = super::types::ProbeLimitsConfig::default();
     let Some(raw) = raw else { return out };
     if let Some(v) = &raw.max_duration
-        && let Some(d) =
-            rules::duration_positive(issues, v, "probe_limits.max_duration", "max_duration")
+        && let Some(d) = rules::duration_positive(issues, v, "probe_limits.max_duration")
     {
         out.max_duration = d;
     }
     if let Some(v) = &raw.max_interval
-        && let Some(d) =
-            rules::duration_positive(issues, v, "probe_limits.max_interval", "max_interval")
+        && let Some(d) = rules::duration_positive(issues, v, "probe_limits.max_interval")
     {
         out.max_interval = d;
     }
     if let Some(v) = &raw.max_count
-        && let Some(n) = rules::int_at_least(issues, v, "probe_limits.max_count", "max_count", 1)
+        && let Some(n) = rules::int_at_least(issues, v, "probe_limits.max_count", 1)
     {
         out.max_count = n as u64;
     }
@@ -377,24 +369,18 @@ fn sessions(
         out.database = base_dir.join(&out.database);
     }
     if let Some(v) = &raw.max_active
-        && let Some(n) = rules::int_at_least(issues, v, "sessions.max_active", "max_active", 1)
+        && let Some(n) = rules::int_at_least(issues, v, "sessions.max_active", 1)
     {
         out.max_active = n;
     }
     if let Some(v) = &raw.max_duration
-        && let Some(d) =
-            rules::duration_positive(issues, v, "sessions.max_duration", "max_duration")
+        && let Some(d) = rules::duration_positive(issues, v, "sessions.max_duration")
     {
         out.max_duration = d;
     }
     if let Some(v) = &raw.min_interval
-        && let Some(d) = rules::duration_min(
-            issues,
-            v,
-            "sessions.min_interval",
-            "min_interval",
-            limits::MIN_INTERVAL,
-        )
+        && let Some(d) =
+            rules::duration_min(issues, v, "sessions.min_interval", limits::MIN_INTERVAL)
     {
         out.min_interval = d;
     }
@@ -403,7 +389,6 @@ fn sessions(
             issues,
             v,
             "sessions.max_captures_per_minute",
-            "max_captures_per_minute",
             0,
             i64::from(limits::MAX_CAPTURES_PER_MINUTE),
         )
@@ -413,19 +398,12 @@ fn sessions(
     }
     if let Some(r) = raw.retention.map(|r| r.value) {
         if let Some(v) = &r.max_sessions
-            && let Some(n) = rules::int_at_least(
-                issues,
-                v,
-                "sessions.retention.max_sessions",
-                "max_sessions",
-                1,
-            )
+            && let Some(n) = rules::int_at_least(issues, v, "sessions.retention.max_sessions", 1)
         {
             out.retention.max_sessions = n;
         }
         if let Some(v) = &r.max_age
-            && let Some(d) =
-                rules::duration_positive(issues, v, "sessions.retention.max_age", "max_age")
+            && let Some(d) = rules::duration_positive(issues, v, "sessions.retention.max_age")
         {
             out.retention.max_age = d;
         }
@@ -512,7 +490,7 @@ fn profiles(
         };
         rules::port_for_kind(issues, &check, &v.port, line(p), &prefix);
         if let Some(c) = &v.count
-            && let Some(n) = rules::int_at_least(issues, c, &key(&prefix, "count"), "count", 1)
+            && let Some(n) = rules::int_at_least(issues, c, &key(&prefix, "count"), 1)
         {
             match u32::try_from(n) {
                 Ok(n) => profile.count = n,
@@ -524,13 +502,8 @@ fn profiles(
             }
         }
         if let Some(d) = &v.interval
-            && let Some(d) = rules::duration_min(
-                issues,
-                d,
-                &key(&prefix, "interval"),
-                "interval",
-                limits::MIN_INTERVAL,
-            )
+            && let Some(d) =
+                rules::duration_min(issues, d, &key(&prefix, "interval"), limits::MIN_INTERVAL)
         {
             profile.interval = d;
         }
