@@ -90,6 +90,21 @@ pub struct IpPacket<'a> {
     pub raw: &'a [u8],
 }
 
+/// A header-only packet from `src` to `dst` (TTL 64), for tests to answer.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn test_packet(src: &str, dst: &str, proto: u8) -> IpPacket<'static> {
+    IpPacket {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        ttl: 64,
+        tos: 0,
+        proto,
+        l4: &[],
+        raw: &[],
+    }
+}
+
 /// Parse the IP header: IPv4 with a correct header checksum and not a fragment, or IPv6
 /// without extension headers (ping, traceroute and connect never send them).
 pub fn parse_ip(pkt: &[u8]) -> Option<IpPacket<'_>> {

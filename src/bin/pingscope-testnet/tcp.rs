@@ -251,7 +251,7 @@ impl Connections {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::packet::parse_ip;
+    use crate::packet::{parse_ip, test_packet};
 
     /// A segment from `src:sport` to `dst:dport`, built as an answer to its mirror image.
     fn segment(
@@ -263,15 +263,7 @@ mod tests {
         ack: u32,
         flags: u8,
     ) -> Vec<u8> {
-        let mirror = IpPacket {
-            src: dst.parse().unwrap(),
-            dst: src.parse().unwrap(),
-            ttl: 64,
-            tos: 0,
-            proto: PROTO_TCP,
-            l4: &[],
-            raw: &[],
-        };
+        let mirror = test_packet(dst, src, PROTO_TCP);
         let s = Segment {
             sport: dport,
             dport: sport,

@@ -66,18 +66,10 @@ pub fn echo(ip: &IpPacket<'_>, d: &Datagram<'_>, ttl: u8, ident: u16) -> Option<
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::packet::parse_ip;
+    use crate::packet::{parse_ip, test_packet};
 
     fn datagram(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let ip = IpPacket {
-            src: dst.parse().unwrap(),
-            dst: src.parse().unwrap(),
-            ttl: 64,
-            tos: 0,
-            proto: PROTO_UDP,
-            l4: &[],
-            raw: &[],
-        };
+        let ip = test_packet(dst, src, PROTO_UDP);
         // An echo of the reverse datagram is the datagram itself.
         let rev = Datagram {
             sport: dport,
