@@ -94,7 +94,6 @@ fn rtt_and_jitter_have_their_own_classic_bounds() -> Result<(), MetricsError> {
             jitter_buckets: jitter.clone(),
             native,
             classic_in_protobuf,
-            ..HistogramConfig::default()
         }))?;
         let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let labels = TargetLabels::new("t", ip, Vec::new())?;
