@@ -272,27 +272,26 @@ mod tests {
             .collect()
     }
 
+    /// [`run`] over the asks of `rows`, each row's decision checked against its last column.
+    fn check(per_minute: u32, rows: &[(u64, &str, IpAddr, CaptureReason, Decision)]) {
+        let asks: Vec<_> = rows.iter().map(|r| (r.0, r.1, r.2, r.3)).collect();
+        let want: Vec<&Decision> = rows.iter().map(|r| &r.4).collect();
+        assert_eq!(run(per_minute, &asks).iter().collect::<Vec<_>>(), want);
+    }
+
+    const RATE_LIMIT: Decision = Skip(CaptureSkip::RateLimit);
+
     #[test]
     fn one_capture_per_target_per_every() {
-        let got = run(
+        check(
             4,
             &[
-                (0, "a", A, Outage),
-                (1, "b", A, Outage),
-                (300, "a", A, Outage),
-                (599, "a", A, Loss),
-                (600, "a", A, Outage),
+                (0, "a", A, Outage, Start),
+                (1, "b", A, Outage, Start),
+                (300, "a", A, Outage, RATE_LIMIT),
+                (599, "a", A, Loss, RATE_LIMIT),
+                (600, "a", A, Outage, Start),
             ],
-        );
-        assert_eq!(
-            got,
-            [
-                Start,
-                Start,
-                Skip(CaptureSkip::RateLimit),
-                Skip(CaptureSkip::RateLimit),
-                Start
-            ]
         );
     }
 
@@ -321,42 +320,27 @@ mod tests {
 
     #[test]
     fn an_outage_after_a_loss_capture_of_its_address_links_to_it() {
-        let got = run(
+        check(
             4,
             &[
-                (0, "a", A, Loss),
-                (30, "a", A, Outage),
+                (0, "a", A, Loss, Start),
+                (30, "a", A, Outage, Link("s0".to_owned())),
                 // Another address of the target: that capture is not of its path.
-                (40, "a", B, Outage),
-                (50, "a", A, Loss),
+                (40, "a", B, Outage, RATE_LIMIT),
+                (50, "a", A, Loss, RATE_LIMIT),
                 // After an outage capture, an outage is only rate-limited.
-                (60, "b", A, Outage),
-                (90, "b", A, Outage),
+                (60, "b", A, Outage, Start),
+                (90, "b", A, Outage, RATE_LIMIT),
                 // Past every, a capture of its own.
-                (700, "a", A, Outage),
+                (700, "a", A, Outage, Start),
             ],
-        );
-        assert_eq!(
-            got,
-            [
-                Start,
-                Link("s0".to_owned()),
-                Skip(CaptureSkip::RateLimit),
-                Skip(CaptureSkip::RateLimit),
-                Start,
-                Skip(CaptureSkip::RateLimit),
-                Start,
-            ]
         );
         // A loss capture that failed to start has no session to link to.
         let mut c = Captures::default();
         let t0 = Instant::now();
         assert_eq!(c.decide(t0, "a", A, Loss, (10 * MIN, 4)), Start);
         let later = t0 + Duration::from_secs(5);
-        assert_eq!(
-            c.decide(later, "a", A, Outage, (10 * MIN, 4)),
-            Skip(CaptureSkip::RateLimit)
-        );
+        assert_eq!(c.decide(later, "a", A, Outage, (10 * MIN, 4)), RATE_LIMIT);
     }
 
     #[test]
