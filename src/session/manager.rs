@@ -51,62 +51,46 @@ pub struct StartRequest {
     #[schema(min_length = 1, max_length = 253, pattern = "\\S")]
     pub target: String,
     /// What kind of probe (default `icmp`).
-    #[serde(default)]
     #[schema(value_type = Option<ProbeKind>)]
     pub kind: Option<String>,
     /// Number of probes (default 10 when no duration is given).
-    #[serde(default)]
     #[schema(minimum = 1)]
     pub count: Option<i64>,
     /// How long to run, e.g. `"30s"`; with `count`, whichever ends first.
-    #[serde(default)]
     pub duration: Option<String>,
     /// Time between probes, e.g. `"200ms"` (default `"1s"`).
-    #[serde(default)]
     pub interval: Option<String>,
     /// Per-probe timeout, e.g. `"1s"` (default `"2s"`).
-    #[serde(default)]
     pub timeout: Option<String>,
     /// ICMP payload bytes (default 56; at most 65507 over IPv4, 65527 over IPv6).
-    #[serde(default)]
     #[schema(minimum = 0, maximum = 65527)]
     pub size: Option<i64>,
     /// `auto`, `ip4` or `ip6`.
-    #[serde(default)]
     #[schema(value_type = Option<Family>)]
     pub family: Option<String>,
     /// IPv4 TTL / IPv6 hop limit of the probes (1-255; default: the kernel's).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 255)]
     pub ttl: Option<i64>,
     /// TOS byte / IPv6 traffic class of the probes (0-255).
-    #[serde(default)]
     #[schema(minimum = 0, maximum = 255)]
     pub tos: Option<i64>,
     /// `kind: path`: first TTL probed (default 1).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 255)]
     pub first_ttl: Option<i64>,
     /// `kind: path`: highest TTL probed (default 30).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 255)]
     pub max_ttl: Option<i64>,
     /// `kind: path`: Paris flows per round (default 1).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 16)]
     pub flows: Option<i64>,
     /// `kind: path`: what is sent at each hop (`icmp` or `udp`).
-    #[serde(default)]
     pub protocol: Option<String>,
     /// `kind: path`: gap between two probes of a round (`10ms`; 1ms to 1s).
-    #[serde(default)]
     pub pace: Option<String>,
     /// The port of a `tcp` or `udp` session (1-65535; required for those kinds only).
-    #[serde(default)]
     #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<i64>,
     /// `udp` only: `closed` (the port unreachable is the reply, default) or `echo`.
-    #[serde(default)]
     pub udp_mode: Option<String>,
 }
 
