@@ -181,17 +181,37 @@ fn parse_echo(buf: &[u8]) -> Result<Echo<'_>, ParseError> {
 /// Parses the quoted original of an ICMPv4 error: IPv4 header, then at least the echo header.
 fn parse_quoted_v4(icmp_type: u8, icmp_code: u8, quote: &[u8]) -> Result<Icmp<'_>, ParseError> {
     let (inner, proto, rest) = split_ipv4(quote)?;
-    if proto != PROTO_ICMP {
+    quoted_echo(icmp_type, icmp_code, IpAddr::V4(inner.dst), proto, rest)
+}
+
+/// The echo request an ICMP error quotes: `proto` and `rest` follow the quoted IP header, whose
+/// destination `orig_dst` says which ICMP to expect.
+fn quoted_echo(
+    icmp_type: u8,
+    icmp_code: u8,
+    orig_dst: IpAddr,
+    proto: u8,
+    rest: &[u8],
+) -> Result<Icmp<'_>, ParseError> {
+    let (icmp, what, request) = match orig_dst {
+        IpAddr::V4(_) => (PROTO_ICMP, "quoted ICMP header", ICMPV4_ECHO_REQUEST),
+        IpAddr::V6(_) => (
+            NEXT_HEADER_ICMPV6,
+            "quoted ICMPv6 header",
+            ICMPV6_ECHO_REQUEST,
+        ),
+    };
+    if proto != icmp {
         return Err(ParseError::NotIcmp(proto));
     }
-    need("quoted ICMP header", rest, ECHO_HEADER_LEN)?;
-    if rest[0] != ICMPV4_ECHO_REQUEST {
+    need(what, rest, ECHO_HEADER_LEN)?;
+    if rest[0] != request {
         return Err(ParseError::NotEcho(rest[0]));
     }
     Ok(Icmp::Error(QuotedError {
         icmp_type,
         icmp_code,
-        orig_dst: IpAddr::V4(inner.dst),
+        orig_dst,
         ident: be16(rest, 4),
         seq: be16(rest, 6),
     }))
@@ -271,20 +291,7 @@ fn parse_quoted_v6(icmp_type: u8, icmp_code: u8, quote: &[u8]) -> Result<Icmp<'_
     }
     let dst = ipv6_at(quote, 24);
     let (proto, rest) = skip_ipv6_extensions(quote[6], &quote[IPV6_HEADER_LEN..])?;
-    if proto != NEXT_HEADER_ICMPV6 {
-        return Err(ParseError::NotIcmp(proto));
-    }
-    need("quoted ICMPv6 header", rest, ECHO_HEADER_LEN)?;
-    if rest[0] != ICMPV6_ECHO_REQUEST {
-        return Err(ParseError::NotEcho(rest[0]));
-    }
-    Ok(Icmp::Error(QuotedError {
-        icmp_type,
-        icmp_code,
-        orig_dst: IpAddr::V6(dst),
-        ident: be16(rest, 4),
-        seq: be16(rest, 6),
-    }))
+    quoted_echo(icmp_type, icmp_code, IpAddr::V6(dst), proto, rest)
 }
 
 /// Parses an ICMPv6 message (every ICMPv6 socket delivers it without the IPv6 header).
