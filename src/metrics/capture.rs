@@ -107,12 +107,8 @@ impl CaptureCollector {
 
 impl Collector for CaptureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let rows: Vec<(String, [Option<u64>; 2])> = self
-            .targets
-            .lock()
-            .iter()
-            .map(|(t, c)| (t.clone(), *c))
-            .collect();
+        // Copied out: no lock is held while encoding.
+        let rows = self.targets.lock().clone();
         let mut m = encoder.encode_descriptor(
             "captures",
             "Path sessions the monitors started to capture the path to an address, by reason (capture: in the config).",

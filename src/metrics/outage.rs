@@ -174,12 +174,7 @@ impl Collector for OutageCollector {
                 ConstCounter::new(f.closed_seconds + f.open_seconds).encode(m.encode_family(l)?)?;
             }
         }
-        let thresholds: Vec<(String, Thresholds)> = self
-            .thresholds
-            .lock()
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
+        let thresholds = self.thresholds.lock().clone();
         let mut m = encoder.encode_descriptor(
             "target_threshold",
             "A target's own alert thresholds (alert: in the config): loss ratio, rtt and for in seconds.",
