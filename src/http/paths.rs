@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::sessions::{IdErrors, SessionPath, detail, manager_and_id};
+use crate::http::sessions::{IdErrors, SessionAt, SessionPath, detail};
 use crate::probe::path::HopSummary;
 use crate::sample::{SampleType, rfc3339};
 use crate::scheduler::{PathView, PathViewError};
@@ -235,9 +235,8 @@ pub async fn monitor_path(
 )]
 pub async fn session_names(
     State(app): State<App>,
-    Path(SessionPath { id }): Path<SessionPath>,
+    SessionAt { m, id }: SessionAt,
 ) -> Result<Json<SessionNames>, ApiError> {
-    let (m, id) = manager_and_id(&app, &id).await?;
     let ips: BTreeSet<IpAddr> = detail(&m, id)
         .await?
         .samples

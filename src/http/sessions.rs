@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -88,6 +89,28 @@ pub(crate) async fn manager_and_id(
     raw: &str,
 ) -> Result<(SessionManager, SessionId), ApiError> {
     Ok((manager(app).await?, parse_id(raw)?))
+}
+
+/// A session route's manager and parsed `{id}`, extracted before its handler runs, refused as
+/// [`manager_and_id`] refuses them.
+#[derive(Debug)]
+pub struct SessionAt {
+    pub(crate) m: SessionManager,
+    pub(crate) id: SessionId,
+}
+
+impl FromRequestParts<App> for SessionAt {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Response> {
+        let Path(SessionPath { id }) = Path::<SessionPath>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (m, id) = manager_and_id(app, &id)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self { m, id })
+    }
 }
 
 /// The errors every `/api/v1/sessions/{id}` route may answer with.
@@ -231,11 +254,7 @@ pub(crate) fn page_params(q: &HashMap<String, String>, known: &[&str]) -> Result
         IdErrors,
     )
 )]
-pub async fn get(
-    State(app): State<App>,
-    Path(SessionPath { id }): Path<SessionPath>,
-) -> Result<Json<SessionDetail>, ApiError> {
-    let (m, id) = manager_and_id(&app, &id).await?;
+pub async fn get(SessionAt { m, id }: SessionAt) -> Result<Json<SessionDetail>, ApiError> {
     Ok(Json(detail(&m, id).await?))
 }
 
@@ -263,11 +282,7 @@ pub(crate) async fn detail(m: &SessionManager, id: SessionId) -> Result<SessionD
         IdErrors,
     )
 )]
-pub async fn stop(
-    State(app): State<App>,
-    Path(SessionPath { id }): Path<SessionPath>,
-) -> Result<Response, ApiError> {
-    let (m, id) = manager_and_id(&app, &id).await?;
+pub async fn stop(SessionAt { m, id }: SessionAt) -> Result<Response, ApiError> {
     if m.stopping(id) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -299,11 +314,7 @@ pub async fn stop(
         IdErrors,
     )
 )]
-pub async fn delete(
-    State(app): State<App>,
-    Path(SessionPath { id }): Path<SessionPath>,
-) -> Result<StatusCode, ApiError> {
-    let (m, id) = manager_and_id(&app, &id).await?;
+pub async fn delete(SessionAt { m, id }: SessionAt) -> Result<StatusCode, ApiError> {
     if m.running_record(id).is_some() {
         return Err(running_conflict(id));
     }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::error::ApiError;
-use crate::http::sessions::{manager, parse_id};
+use crate::http::sessions::manager_and_id;
 use crate::sample::Sample;
 use crate::session::SessionRecord;
 use crate::session::manager::{LiveMsg, Subscription};
@@ -82,8 +82,7 @@ pub async fn session_live(
     Path(crate::http::sessions::SessionPath { id }): Path<crate::http::sessions::SessionPath>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let m = manager(&app).await?;
-    let id = parse_id(&id)?;
+    let (m, id) = manager_and_id(&app, &id).await?;
     let slot = app.try_ws_slot().ok_or_else(too_many_clients)?;
     let sub = m
         .subscribe(id)
