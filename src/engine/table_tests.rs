@@ -61,15 +61,25 @@ fn key(seq: u16) -> Key {
     }
 }
 
+/// Inserts a probe to [`IP`] with identifier [`ID`], sent at wall time `wall`: its sequence.
+fn put(
+    t: &mut InFlightTable,
+    tx: &EventSink,
+    wall: SystemTime,
+    tag: u64,
+    stamp: u64,
+    deadline: Instant,
+) -> Result<u16, Full> {
+    t.insert(IP, ID, tag, tx.clone(), sp(wall), stamp, deadline)
+}
+
 /// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
 /// after the start; with the start's monotonic and wall times.
 fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Instant, SystemTime) {
     let (now, wall) = t0();
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
-    let seq = t
-        .insert(IP, ID, tag, tx, sp(wall), stamp, now + timeout)
-        .unwrap();
+    let seq = put(&mut t, &tx, wall, tag, stamp, now + timeout).unwrap();
     (t, seq, now, wall)
 }
 
@@ -169,16 +179,7 @@ fn deadlines_fire_in_order_each_on_its_own() {
     let mut t = InFlightTable::new(8, 8);
     let (tx, _rx) = sink();
     for (tag, ms) in [(1u64, 300u64), (2, 100), (3, 200)] {
-        t.insert(
-            IP,
-            ID,
-            tag,
-            tx.clone(),
-            sp(wall),
-            tag,
-            now + Duration::from_millis(ms),
-        )
-        .unwrap();
+        put(&mut t, &tx, wall, tag, tag, now + Duration::from_millis(ms)).unwrap();
     }
     assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(100)));
     let tags: Vec<u64> = t
@@ -220,20 +221,11 @@ fn capacity_is_enforced_and_freed() {
     let mut t = InFlightTable::new(3, 3);
     let (tx, _rx) = sink();
     for i in 0..3 {
-        t.insert(
-            IP,
-            ID,
-            i,
-            tx.clone(),
-            sp(wall),
-            i,
-            now + Duration::from_millis(10),
-        )
-        .unwrap();
+        put(&mut t, &tx, wall, i, i, now + Duration::from_millis(10)).unwrap();
     }
-    assert_eq!(t.insert(IP, ID, 9, tx.clone(), sp(wall), 9, now), Err(Full));
+    assert_eq!(put(&mut t, &tx, wall, 9, 9, now), Err(Full));
     assert_eq!(t.expire(now + Duration::from_millis(10), wall).len(), 3);
-    assert!(t.insert(IP, ID, 9, tx, sp(wall), 9, now).is_ok());
+    assert!(put(&mut t, &tx, wall, 9, 9, now).is_ok());
 }
 
 #[test]
@@ -243,7 +235,7 @@ fn recent_record_is_bounded() {
     let (tx, _rx) = sink();
     let mut seqs = Vec::new();
     for i in 0..10 {
-        seqs.push(t.insert(IP, ID, i, tx.clone(), sp(wall), i, now).unwrap());
+        seqs.push(put(&mut t, &tx, wall, i, i, now).unwrap());
     }
     assert_eq!(t.expire(now, wall).len(), 10);
     assert_eq!(t.recent_len(), 4);
@@ -292,39 +284,17 @@ fn wraparound_never_matches_stale_entry() {
     let mut t = InFlightTable::new(4, 70_000);
     let (tx, _rx) = sink();
     // Probe 0 gets seq 0 and times out; 65,536 more probes later, seq 0 comes round again.
-    let first = t
-        .insert(IP, ID, 0, tx.clone(), sp(wall), 1000, now)
-        .unwrap();
+    let first = put(&mut t, &tx, wall, 0, 1000, now).unwrap();
     assert_eq!(first, 0);
     t.expire(now, wall);
     let mut last = first;
     for i in 1..=65_535u64 {
-        last = t
-            .insert(
-                IP,
-                ID,
-                i,
-                tx.clone(),
-                sp(wall),
-                1000 + i,
-                now + Duration::from_secs(1),
-            )
-            .unwrap();
+        last = put(&mut t, &tx, wall, i, 1000 + i, now + Duration::from_secs(1)).unwrap();
         let ev = deliver(answer(&mut t, last, 1000 + i, wall, None));
         assert!(matches!(ev.kind, EventKind::Reply(_)));
     }
     assert_eq!(last, 65_535);
-    let wrapped = t
-        .insert(
-            IP,
-            ID,
-            99_999,
-            tx,
-            sp(wall),
-            5,
-            now + Duration::from_secs(1),
-        )
-        .unwrap();
+    let wrapped = put(&mut t, &tx, wall, 99_999, 5, now + Duration::from_secs(1)).unwrap();
     assert_eq!(wrapped, 0, "sequence wraps to 0");
     // A very late reply to the first probe (stamp 1000) must not answer the new probe ...
     assert!(matches!(
@@ -344,17 +314,14 @@ fn sequence_in_flight_is_skipped_on_wrap() {
     let mut t = InFlightTable::new(4, 4);
     let (tx, _rx) = sink();
     let long = now + Duration::from_secs(60);
-    assert_eq!(
-        t.insert(IP, ID, 0, tx.clone(), sp(wall), 0, long).unwrap(),
-        0
-    );
+    assert_eq!(put(&mut t, &tx, wall, 0, 0, long).unwrap(), 0);
     // Drive the counter round without holding anything else.
     for i in 1..=65_535u64 {
-        let s = t.insert(IP, ID, i, tx.clone(), sp(wall), i, now).unwrap();
+        let s = put(&mut t, &tx, wall, i, i, now).unwrap();
         t.remove(&key(s));
     }
     // seq 0 is still in flight: the next probe must skip it.
-    assert_eq!(t.insert(IP, ID, 1, tx, sp(wall), 1, long).unwrap(), 1);
+    assert_eq!(put(&mut t, &tx, wall, 1, 1, long).unwrap(), 1);
     assert_eq!(t.len(), 2);
 }
 

@@ -45,10 +45,8 @@ fn tx_timestamps_attach_only_when_verified() {
     let mut t = InFlightTable::new(4, 4);
     let (tx, _rx) = sink();
     let deadline = now + Duration::from_secs(5);
-    let a = t
-        .insert(IP, ID, 0, tx.clone(), sp(wall), 11, deadline)
-        .unwrap();
-    let b = t.insert(IP, ID, 1, tx, sp(wall), 22, deadline).unwrap();
+    let a = put(&mut t, &tx, wall, 0, 11, deadline).unwrap();
+    let b = put(&mut t, &tx, wall, 1, 22, deadline).unwrap();
     t.set_sent(&key(a), sp(wall), Stamp::Awaited, 7);
     t.set_sent(&key(b), sp(wall), Stamp::Awaited, 8);
     let reply_at = rx(wall + Duration::from_micros(500));
