@@ -49,23 +49,23 @@ fn path_ids(s: &Scrape) -> Vec<String> {
 
 #[test]
 fn a_path_monitor_exports_its_hops_and_counts_one_change() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [
+                {"addr": "198.18.10.1", "delay": "1ms"},
+                {"addr": "198.18.10.2", "delay": "1ms"},
+                {"addr": "198.18.10.3", "delay": "1ms"}
+            ],
+            "change_after": "5s",
+            "then": [
+                {"addr": "198.18.20.1", "delay": "1ms"},
+                {"addr": "198.18.20.2", "delay": "1ms"},
+                {"addr": "198.18.20.3", "delay": "1ms"}
+            ]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [
-            {"addr": "198.18.10.1", "delay": "1ms"},
-            {"addr": "198.18.10.2", "delay": "1ms"},
-            {"addr": "198.18.10.3", "delay": "1ms"}
-        ],
-        "change_after": "5s",
-        "then": [
-            {"addr": "198.18.20.1", "delay": "1ms"},
-            {"addr": "198.18.20.2", "delay": "1ms"},
-            {"addr": "198.18.20.3", "delay": "1ms"}
-        ]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(net.dir(), "serve.yml", CONFIG);
     let d = Daemon::start(&config, &[]);
     let old = pairs(&[
@@ -152,16 +152,16 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
 
 #[test]
 fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [
+                {"addr": "198.18.10.1", "delay": "1ms"},
+                {"addr": "198.18.10.2", "delay": "1ms"}
+            ]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [
-            {"addr": "198.18.10.1", "delay": "1ms"},
-            {"addr": "198.18.10.2", "delay": "1ms"}
-        ]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -226,14 +226,12 @@ fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
 
 #[test]
 fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {
         "198.18.0.9": {"path": {"hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]}},
         "2001:db8::9": {"path": {"hops": [{"addr": "2001:db8:10::1"}]}}
-    }}));
-    net.enter();
+    }})) else {
+        return;
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -305,13 +303,13 @@ fn session(d: &Daemon, id: &str, within: Duration) -> serde_json::Value {
 
 #[test]
 fn a_path_session_is_streamed_stored_and_survives_a_restart() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -406,13 +404,13 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
 /// no destination probe is counted sent or lost, as for pings.
 #[test]
 fn hop_probes_that_fail_to_send_are_send_errors_not_loss() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",

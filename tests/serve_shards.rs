@@ -69,11 +69,9 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
 
 #[test]
 fn statefulset_pods_with_shard_auto_cover_the_list_as_explicit_shards_do() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({})) else {
         return;
-    }
-    let net = TestNet::start(&json!({}));
-    net.enter();
+    };
     let path = write_config(net.dir(), "targets.yml", &target_list());
     // The count once from the flag, twice from the environment, as the manifest sets it.
     let daemons: Vec<Daemon> = (0..3)

@@ -66,10 +66,10 @@ fn binomial_interval_matches_the_normal_approximation() {
 
 #[test]
 fn delay_is_what_ping_measures_within_the_measured_error() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}));
+    };
     let (out, text) = ping(&net, &["-c", "20", "-i", "0.05", "-W", "2", "198.18.0.20"]);
     assert!(out.status.success(), "{text}");
     assert_eq!(transmitted_received(&text), (20, 20), "{text}");
@@ -97,12 +97,11 @@ fn delay_is_what_ping_measures_within_the_measured_error() {
 
 #[test]
 fn jitter_spreads_rtt_within_its_bounds() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"seed": 5, "hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"seed": 5, "hosts": {
         "198.18.0.22": {"delay": "20ms", "jitter": "5ms"}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "30", "-i", "0.02", "-W", "2", "198.18.0.22"]);
     assert!(out.status.success(), "{text}");
     let (min, _, max) = rtt_min_avg_max(&text);
@@ -148,10 +147,11 @@ fn answers_due_together_leave_together() {
 
 #[test]
 fn loss_matches_the_profile_and_the_log() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_if_root(&json!({"seed": 2024, "hosts": {"198.18.0.30": {"loss": 0.3}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"seed": 2024, "hosts": {"198.18.0.30": {"loss": 0.3}}}));
+    };
     let (_, text) = ping(
         &net,
         &["-q", "-c", "200", "-i", "0.01", "-W", "1", "198.18.0.30"],
@@ -203,10 +203,11 @@ fn same_seed_drops_the_same_sequence_numbers() {
 
 #[test]
 fn duplicates_are_seen_by_ping() {
-    if !support::require_root() {
+    let Some(mut net) =
+        TestNet::start_if_root(&json!({"hosts": {"198.18.0.40": {"duplicate": 2}}}))
+    else {
         return;
-    }
-    let mut net = TestNet::start(&json!({"hosts": {"198.18.0.40": {"duplicate": 2}}}));
+    };
     let (out, text) = ping(&net, &["-c", "3", "-i", "0.1", "-W", "1", "198.18.0.40"]);
     assert!(out.status.success(), "{text}");
     // ping exits on the last sequence's first reply, so its copies are not awaited.
@@ -223,13 +224,12 @@ fn duplicates_are_seen_by_ping() {
 
 #[test]
 fn reply_ttl_and_hop_limit_are_the_profiles() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.50": {"ttl": 17},
         "2001:db8::50": {"ttl": 33, "delay": "5ms"}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "2", "-i", "0.1", "-W", "1", "198.18.0.50"]);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("ttl=17 ").count(), 2, "{text}");
@@ -247,14 +247,13 @@ fn reply_ttl_and_hop_limit_are_the_profiles() {
 
 #[test]
 fn icmp_errors_reach_ping() {
-    if !support::require_root() {
-        return;
-    }
-    let mut net = TestNet::start(&json!({"hosts": {
+    let Some(mut net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.60": {"unreachable": 1},
         "198.18.0.61": {"time_exceeded": true, "from": "198.18.200.1"},
         "2001:db8::60": {"unreachable": 3}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "2", "-i", "0.1", "-W", "1", "198.18.0.60"]);
     assert!(!out.status.success());
     assert_eq!(
@@ -279,10 +278,9 @@ fn icmp_errors_reach_ping() {
 
 #[test]
 fn blackhole_never_answers() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"blackhole": true}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"blackhole": true}}));
+    };
     let (out, text) = ping(&net, &["-c", "3", "-i", "0.1", "-W", "1", "198.18.0.70"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("100% packet loss"), "{text}");
@@ -403,10 +401,9 @@ fn large_probes_arrive_whole_and_are_answered() {
 
 #[test]
 fn log_is_readable_while_running() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"delay": "1ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "1ms"}}));
+    };
     ping(&net, &["-c", "1", "-W", "1", "198.18.0.90"]);
     let log = net.wait_log(1, Duration::from_secs(2));
     assert_eq!(log.len(), 1, "flushed without waiting for exit");

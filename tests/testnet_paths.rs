@@ -195,16 +195,15 @@ fn ping_ttl(net: &TestNet, ttl: u8, count: u32, dst: &str) -> String {
 
 #[test]
 fn forwarding_loss_persists_to_later_hops_and_the_destination() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(
+    let Some(net) = TestNet::start_if_root(
         &json!({"seed": 11, "hosts": {"198.18.0.9": {"path": {"hops": [
             {"addr": "198.18.10.1"},
             {"addr": "198.18.10.2", "loss": 0.3},
             {"addr": "198.18.10.3"}
         ]}}}}),
-    );
+    ) else {
+        return;
+    };
     let n = 300;
     let (lo, hi) = binomial_interval(n, 0.3);
     for ttl in [1u8, 3, 64] {
@@ -251,15 +250,13 @@ fn forwarding_loss_persists_to_later_hops_and_the_destination() {
 
 #[test]
 fn ecmp_branches_are_chosen_per_flow_and_a_flow_keeps_its_branch() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
         {"addr": "198.18.10.1"},
         {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "5ms"}]},
         {"addr": "198.18.10.3"}
-    ]}}}}));
-    net.enter();
+    ]}}}})) else {
+        return;
+    };
     // 16 UDP flows (source ports), 4 datagrams each at TTL 2, sequence-like payloads that differ.
     let mut sockets = Vec::new();
     for _ in 0..16 {

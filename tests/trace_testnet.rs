@@ -145,12 +145,11 @@ fn udp_trace_reports_the_configured_hops_in_order_with_their_delays() {
 
 #[test]
 fn udp_trace_needs_no_icmp_permission() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.9": {"path": {"hops": hops("198.18.10.", 2, 1)}}
-    }}));
+    }})) else {
+        return;
+    };
     // No group may open datagram ICMP sockets, and the user has no capability for raw ones.
     let forbid = net
         .command("sysctl")
@@ -333,17 +332,16 @@ fn hops_in_order(protocol: &str) -> TestNet {
 
 #[test]
 fn loss_that_persists_is_told_from_a_rate_limited_hop() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(
+    let Some(net) = TestNet::start_if_root(
         &json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": [
             {"addr": "198.18.10.1"},
             {"addr": "198.18.10.2", "loss": 0.3},
             {"addr": "198.18.10.3", "icmp_rate_limit": 1},
             {"addr": "198.18.10.4"}
         ]}}}}),
-    );
+    ) else {
+        return;
+    };
     let rounds = 100u32;
     let t = trace(
         &net,

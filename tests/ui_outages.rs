@@ -28,11 +28,9 @@ fn profiles(blackhole: bool) -> Value {
 
 #[test]
 fn outage_timeline_and_capture_in_headless_chromium() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles(false)) else {
         return;
-    }
-    let net = TestNet::start(&profiles(false));
-    net.enter();
+    };
     let d = Daemon::serve(
         net.dir(),
         &format!(

@@ -24,10 +24,7 @@ const SLOW: Duration = Duration::from_secs(20);
 
 #[test]
 fn path_session_hop_table_in_headless_chromium() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(
+    let Some(net) = TestNet::start_and_enter(
         &json!({"seed": 5, "hosts": {"198.18.0.9": {"delay": "1ms", "path": {
             "hops": [
                 {"addr": "198.18.10.1", "delay": "1ms"},
@@ -35,8 +32,9 @@ fn path_session_hop_table_in_headless_chromium() {
                 {"addr": "198.18.10.3", "delay": "1ms"}
             ]
         }}}}),
-    );
-    net.enter();
+    ) else {
+        return;
+    };
     // 198.18.10.2 has no PTR record: the page shows its address alone.
     let dns = DnsServer::start();
     dns.set_ptr("198.18.10.1", "r1.test");
@@ -157,10 +155,7 @@ const PATH_ROWS: &str = "return [...document.querySelectorAll('#path-body .path-
 
 #[test]
 fn path_monitor_view_in_headless_chromium() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"seed": 3, "hosts": {
+    let Some(net) = TestNet::start_and_enter(&json!({"seed": 3, "hosts": {
         "198.18.0.9": {"delay": "1ms", "path": {
             "hops": [
                 {"addr": "198.18.10.1", "delay": "1ms"},
@@ -178,8 +173,9 @@ fn path_monitor_view_in_headless_chromium() {
             {"addr": "198.18.10.21", "delay": "1ms"},
             {"addr": "198.18.10.22", "delay": "1ms", "icmp_rate_limit": 1}
         ]}}
-    }}));
-    net.enter();
+    }})) else {
+        return;
+    };
     let dns = DnsServer::start();
     for (ip, name) in [
         ("198.18.10.1", "r1.old.test"),
