@@ -17,19 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Tmpfs, wait_until};
+use common::{Daemon, Tmpfs, basic, wait_until};
 
 /// Resident memory the daemon may reach during the run (debug build, 1,000 targets): about three
 /// times the 41-42 MiB measured over three runs.
 const RSS_BOUND: u64 = 128 * 1024 * 1024;
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
 
 #[test]
 fn faults_under_load() {

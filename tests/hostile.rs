@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, run_bounded, sample, wait_until};
+use common::{Daemon, basic, run_bounded, sample, wait_until};
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -101,52 +101,30 @@ fn item2_reads_are_bounded_and_only_of_regular_files() {
     let d = dir.path();
     let config = d.join("c.yml");
     write(&config, "targets: []\ntarget_files: [\"/dev/zero\"]\n");
-    let run = run_bounded(
-        &["check-config", config.to_str().unwrap()],
-        Duration::from_secs(10),
+    let path = config.to_str().unwrap();
+    refused(
+        &["check-config", path],
+        &["/dev/zero: not a regular file (a device); only regular files are read"],
     );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("/dev/zero: not a regular file (a device); only regular files are read"),
-        "{run:?}"
-    );
-
-    let run = run_bounded(&["check-config", "/dev/zero"], Duration::from_secs(10));
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+    refused(&["check-config", "/dev/zero"], &["not a regular file"]);
 
     // A config past the bound (64 MiB), as a sparse file: refused by its size, unread.
     let huge = d.join("huge.yml");
     let f = std::fs::File::create(&huge).unwrap();
     f.set_len(65 * 1024 * 1024).unwrap();
-    let run = run_bounded(
+    refused(
         &["check-config", huge.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("larger than the limit of 67108864 bytes"),
-        "{run:?}"
+        &["larger than the limit of 67108864 bytes"],
     );
 
     // A FIFO with no writer is refused at once, not waited for.
     let fifo = d.join("fifo.yml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     write(&config, "targets: []\ntarget_files: [\"fifo.yml\"]\n");
-    let run = run_bounded(
-        &["check-config", config.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr.contains("not a regular file (a FIFO)"),
-        "{run:?}"
-    );
+    refused(&["check-config", path], &["not a regular file (a FIFO)"]);
 
     // The web config, too.
-    let run = run_bounded(
+    refused(
         &[
             "serve",
             "--web.config.file",
@@ -154,10 +132,18 @@ fn item2_reads_are_bounded_and_only_of_regular_files() {
             "--web.listen-address",
             "127.0.0.1:1",
         ],
-        Duration::from_secs(10),
+        &["not a regular file"],
     );
+}
+
+/// Runs pingscope with `args` (bounded, 10 s) and asserts it exits 64 saying each of `says`.
+#[track_caller]
+fn refused(args: &[&str], says: &[&str]) {
+    let run = run_bounded(args, Duration::from_secs(10));
     assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+    for says in says {
+        assert!(run.stderr.contains(says), "{run:?}");
+    }
 }
 
 fn many_targets(n: usize) -> String {
@@ -261,14 +247,6 @@ fn item6_concurrent_reloads_share_one_reload() {
 
 fn bcrypt_hash(password: &str) -> String {
     bcrypt::hash(password, 8).unwrap()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
 }
 
 // Item 7: truncating `--web.config.file` to empty switched basic auth off live; `/metrics`
@@ -910,12 +888,8 @@ fn item8_ipv6_zone_ids_work_for_link_local_targets() {
         &bad,
         "targets:\n  - host: \"2001:db8::1%t0\"\n  - {host: \"fe80::1%t0\", interface: lo}\n",
     );
-    let run = run_bounded(
+    refused(
         &["check-config", bad.to_str().unwrap()],
-        Duration::from_secs(10),
+        &["only for link-local", "differs from the target's zone id"],
     );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    for says in ["only for link-local", "differs from the target's zone id"] {
-        assert!(run.stderr.contains(says), "{run:?}");
-    }
 }

@@ -81,6 +81,15 @@ pub fn run_bounded(args: &[&str], limit: Duration) -> Run {
     }
 }
 
+/// The `Authorization` value of HTTP basic auth.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
