@@ -11,14 +11,7 @@ use serde_json::json;
 use support::{TestNet, binomial_interval};
 
 fn ping(net: &TestNet, args: &[&str]) -> (Output, String) {
-    let out = net
-        .command("ping")
-        .args(args)
-        .output()
-        .expect("running ping");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out, text)
+    support::run_output(net.command("ping").args(args))
 }
 
 /// `N packets transmitted, M received` from ping's summary.

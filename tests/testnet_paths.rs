@@ -24,14 +24,7 @@ type HopRow = Vec<(Option<IpAddr>, f64)>;
 
 /// `traceroute -n ARGS`: the hop lines, and the whole output.
 fn traceroute(net: &TestNet, args: &[&str]) -> (Vec<HopRow>, String) {
-    let out = net
-        .command("traceroute")
-        .arg("-n")
-        .args(args)
-        .output()
-        .expect("running traceroute");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, text) = support::run_output(net.command("traceroute").arg("-n").args(args));
     assert!(out.status.success(), "{text}");
     let mut rows = Vec::new();
     for line in text.lines().filter(|l| {
@@ -184,13 +177,10 @@ fn silent_and_rate_limited_hops_do_not_hide_the_hops_behind_them() {
 
 /// `ping -t TTL` output and the responder's log for those requests.
 fn ping_ttl(net: &TestNet, ttl: u8, count: u32, dst: &str) -> String {
-    let out = net
-        .command("ping")
-        .args(["-q", "-t", &ttl.to_string(), "-c", &count.to_string()])
-        .args(["-i", "0.005", "-W", "1", dst])
-        .output()
-        .expect("running ping");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let mut ping = net.command("ping");
+    ping.args(["-q", "-t", &ttl.to_string(), "-c", &count.to_string()])
+        .args(["-i", "0.005", "-W", "1", dst]);
+    support::run_output(&mut ping).1
 }
 
 #[test]
