@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::daemon::Daemon;
 use support::expo::Scrape;
-use support::{TestNet, wait_until, write_config};
+use support::{TestNet, changing_path, wait_until, write_config};
 
 const CONFIG: &str = "sessions:
   database: {{DIR}}/s.db
@@ -37,6 +37,23 @@ fn hops(s: &Scrape) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Scrapes until `ok` holds of target `p`'s hops (for at most `secs` seconds) and returns that
+/// scrape; otherwise fails, naming `what` and the hops last seen.
+fn scrape_hops(
+    d: &Daemon,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&BTreeSet<(String, String)>) -> bool,
+) -> Scrape {
+    let mut s = d.scrape();
+    let seen = wait_until(Duration::from_secs(secs), || {
+        s = d.scrape();
+        ok(&hops(&s))
+    });
+    assert!(seen, "{what}: {:?}\n{}", hops(&s), d.log());
+    s
+}
+
 fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     list.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -49,20 +66,9 @@ fn path_ids(s: &Scrape) -> Vec<String> {
 
 #[test]
 fn a_path_monitor_exports_its_hops_and_counts_one_change() {
+    let path = changing_path(support::hops("198.18.10.", 3, 1), "5s");
     let Some(net) =
-        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-            "hops": [
-                {"addr": "198.18.10.1", "delay": "1ms"},
-                {"addr": "198.18.10.2", "delay": "1ms"},
-                {"addr": "198.18.10.3", "delay": "1ms"}
-            ],
-            "change_after": "5s",
-            "then": [
-                {"addr": "198.18.20.1", "delay": "1ms"},
-                {"addr": "198.18.20.2", "delay": "1ms"},
-                {"addr": "198.18.20.3", "delay": "1ms"}
-            ]
-        }}}}))
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": path}}}))
     else {
         return;
     };
@@ -80,16 +86,7 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
         ("3", "198.18.20.3"),
         ("4", "198.18.0.9"),
     ]);
-    let mut s = d.scrape();
-    assert!(
-        wait_until(Duration::from_secs(4), || {
-            s = d.scrape();
-            hops(&s) == old
-        }),
-        "the old path: {:?}\n{}",
-        hops(&s),
-        d.log()
-    );
+    let mut s = scrape_hops(&d, 4, "the old path", |h| *h == old);
     assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 4.0);
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
@@ -121,28 +118,14 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
     // The destination's answers are the monitor's ping series.
     assert!(s.value("pingscope_sent_total", &[("target", "p")]) > 0.0);
     // The change: the new hops appear, counted once, with a new id.
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            s = d.scrape();
-            new.is_subset(&hops(&s))
-        }),
-        "the new path: {:?}",
-        hops(&s)
-    );
+    s = scrape_hops(&d, 10, "the new path", |h| new.is_subset(h));
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
         1.0
     );
     assert_ne!(path_ids(&s), first_id);
     // The old responders go after the grace period (10 rounds of 300 ms), and nothing else changes.
-    assert!(
-        wait_until(Duration::from_secs(8), || {
-            s = d.scrape();
-            hops(&s) == new
-        }),
-        "old hops deleted: {:?}",
-        hops(&s)
-    );
+    s = scrape_hops(&d, 8, "old hops deleted", |h| *h == new);
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
         1.0
@@ -243,16 +226,7 @@ fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
         ("2", "198.18.10.2"),
         ("3", "198.18.0.9"),
     ]);
-    let mut s = d.scrape();
-    assert!(
-        wait_until(Duration::from_secs(4), || {
-            s = d.scrape();
-            hops(&s) == want
-        }),
-        "the monitor's path: {:?}\n{}",
-        hops(&s),
-        d.log()
-    );
+    let s = scrape_hops(&d, 4, "the monitor's path", |h| *h == want);
     assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 3.0);
     let (status, _, body) =
         d.get("/probe?target=2001:db8::9&kind=path&protocol=udp&count=2&interval=100ms&max_ttl=6");
@@ -337,22 +311,9 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
     assert_eq!(stored["status"], "completed", "{stored}");
     assert_eq!(stored["samples"].as_array().expect("samples"), hops);
     let rows = stored["summary"]["hops"].as_array().expect("hop rows");
-    let seen: Vec<(u64, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["ttl"].as_u64().unwrap(),
-                r["responder"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        seen,
-        vec![
-            (1, "198.18.10.1".to_owned()),
-            (2, "198.18.10.2".to_owned()),
-            (3, "198.18.0.9".to_owned())
-        ]
+        support::api::ttl_and(rows, "responder"),
+        [(1, "198.18.10.1"), (2, "198.18.10.2"), (3, "198.18.0.9")]
     );
     assert!(
         rows.iter().all(|r| r["sent"] == 4 && r["lost"] == 0),

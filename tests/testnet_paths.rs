@@ -9,15 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::{LogEntry, TestNet, binomial_interval};
-
-/// A path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds.
-fn hops(prefix: &str, n: usize, ms: u64) -> Value {
-    (1..=n)
-        .map(|i| json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
-        .collect()
-}
+use serde_json::json;
+use support::{LogEntry, TestNet, binomial_interval, hops};
 
 /// One traceroute hop line: each probe's responder and RTT in ms (`None` and NaN for `*`).
 type HopRow = Vec<(Option<IpAddr>, f64)>;

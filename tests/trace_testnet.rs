@@ -16,16 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
-use support::{TestNet, binomial_interval};
+use support::{TestNet, binomial_interval, hops};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
-
-/// A path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds.
-fn hops(prefix: &str, n: usize, ms: u64) -> Value {
-    (1..=n)
-        .map(|i| json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
-        .collect()
-}
 
 fn addrs(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
@@ -41,6 +34,15 @@ struct Traced {
 impl Traced {
     fn of_type(&self, t: &str) -> Vec<&Value> {
         self.lines.iter().filter(|l| l["type"] == t).collect()
+    }
+
+    /// The distinct `key` values of the hop lines at `ttl`.
+    fn at_ttl(&self, ttl: u64, key: &str) -> BTreeSet<&str> {
+        self.of_type("hop")
+            .into_iter()
+            .filter(|h| h["ttl"] == ttl)
+            .map(|h| h[key].as_str().unwrap_or_else(|| panic!("no {key} in {h}")))
+            .collect()
     }
 
     fn path(&self) -> &Value {
@@ -223,12 +225,7 @@ fn a_router_quoting_only_the_udp_header_leaves_udp_probes_unmatched() {
             );
             let who = format!("{protocol} {dst}");
             assert_eq!(t.code, Some(0), "{who}: {}", t.text);
-            let results: BTreeSet<&str> = t
-                .of_type("hop")
-                .iter()
-                .filter(|h| h["ttl"] == 2)
-                .map(|h| h["result"].as_str().unwrap())
-                .collect();
+            let results = t.at_ttl(2, "result");
             let want = if protocol == "udp" {
                 "timeout"
             } else {
@@ -542,12 +539,7 @@ fn ecmp_branches(protocol: &str) -> (TestNet, usize) {
             &["--protocol", protocol, "-c", "5", "-i", "0.1", dst],
         );
         assert_eq!(one.code, Some(0), "{}", one.text);
-        let seen: BTreeSet<&str> = one
-            .of_type("hop")
-            .iter()
-            .filter(|h| h["ttl"] == 2)
-            .map(|h| h["responder"].as_str().unwrap())
-            .collect();
+        let seen = one.at_ttl(2, "responder");
         assert_eq!(seen.len(), 1, "{}", one.text);
         assert!(one.of_type("hop").iter().all(|h| h["identity"] == 0));
         let hashes: BTreeSet<String> = net.log()[start..].iter().map(|e| e.flow.clone()).collect();

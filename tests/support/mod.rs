@@ -523,6 +523,20 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A test-network path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds (the
+/// `hops` of a path profile, docs/testnet.md).
+pub fn hops(prefix: &str, n: usize, ms: u64) -> serde_json::Value {
+    (1..=n)
+        .map(|i| serde_json::json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
+        .collect()
+}
+
+/// A path profile: `hops`, then after `after` the three hops 198.18.20.1-3 (1 ms each), the new
+/// path of the tests that watch a path change.
+pub fn changing_path(hops: serde_json::Value, after: &str) -> serde_json::Value {
+    serde_json::json!({"hops": hops, "change_after": after, "then": self::hops("198.18.20.", 3, 1)})
+}
+
 /// A `targets:` section of `n` loopback targets at 127.`net`.x.y, named `t0`, `t1`, ... (the
 /// number zero-padded to `width` digits).
 pub fn loopback_targets(n: usize, net: u8, width: usize) -> String {
