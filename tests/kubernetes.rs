@@ -279,15 +279,19 @@ fn is_documentation_host(host: &str) -> bool {
     }
 }
 
+/// The config the ConfigMap `name` holds as pingscope.yml, parsed as the pod reads it.
+fn configmap_config(all: &[(PathBuf, Value)], name: &str) -> pingscope::config::Config {
+    let text = find(all, "ConfigMap", name)["data"]["pingscope.yml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the ConfigMap {name} holds no pingscope.yml"));
+    pingscope::config::parse_str(text, "pingscope.yml", Path::new("/etc/pingscope"))
+        .unwrap_or_else(|e| panic!("the ConfigMap {name}'s config is invalid:\n{e}"))
+}
+
 #[test]
 fn the_configmap_is_a_valid_config_with_the_probe_module_and_placeholder_targets() {
     let all = all_resources();
-    let text = find(&all, "ConfigMap", "pingscope")["data"]["pingscope.yml"]
-        .as_str()
-        .expect("the ConfigMap holds pingscope.yml")
-        .to_owned();
-    let config = pingscope::config::parse_str(&text, "pingscope.yml", Path::new("/etc/pingscope"))
-        .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid:\n{e}"));
+    let config = configmap_config(&all, "pingscope");
     let module = find(&all, "Probe", "pingscope-quick")["spec"]["module"]
         .as_str()
         .unwrap()
@@ -351,12 +355,7 @@ fn every_workload_runs_unprivileged_with_health_checks_and_sized_resources() {
             c["resources"]["limits"]["cpu"].is_null(),
             "{what}: a CPU limit throttles probes"
         );
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let args = support::api::strs(&c["args"]);
         assert!(
             args.contains(&"--config.file=/etc/pingscope/pingscope.yml"),
             "{what}"
@@ -386,12 +385,7 @@ fn every_workload_runs_unprivileged_with_health_checks_and_sized_resources() {
 #[test]
 fn the_mesh_daemonset_runs_mesh_mode_over_its_headless_service() {
     let all = all_resources();
-    let text = find(&all, "ConfigMap", "pingscope-mesh")["data"]["pingscope.yml"]
-        .as_str()
-        .expect("the mesh ConfigMap holds pingscope.yml")
-        .to_owned();
-    let config = pingscope::config::parse_str(&text, "pingscope.yml", Path::new("/etc/pingscope"))
-        .unwrap_or_else(|e| panic!("the mesh ConfigMap's config is invalid:\n{e}"));
+    let config = configmap_config(&all, "pingscope-mesh");
     let mesh = config.mesh.expect("a mesh: block");
     let service = find(&all, "Service", "pingscope-mesh");
     assert_eq!(service["spec"]["clusterIP"], "None", "a headless Service");
