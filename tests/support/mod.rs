@@ -537,6 +537,22 @@ pub fn changing_path(hops: serde_json::Value, after: &str) -> serde_json::Value 
     serde_json::json!({"hops": hops, "change_after": after, "then": self::hops("198.18.20.", 3, 1)})
 }
 
+/// How many of `names` each of `shards` keeps; fails when a name is kept by none or by two.
+pub fn shard_split(
+    shards: &[pingscope::config::Shard],
+    names: impl IntoIterator<Item = String>,
+) -> Vec<usize> {
+    let mut sizes = vec![0; shards.len()];
+    for name in names {
+        let owners: Vec<usize> = (0..shards.len())
+            .filter(|&i| shards[i].keeps(&name))
+            .collect();
+        assert_eq!(owners.len(), 1, "{name} is kept by shards {owners:?}");
+        sizes[owners[0]] += 1;
+    }
+    sizes
+}
+
 /// A `targets:` section of `n` loopback targets at 127.`net`.x.y, named `t0`, `t1`, ... (the
 /// number zero-padded to `width` digits).
 pub fn loopback_targets(n: usize, net: u8, width: usize) -> String {
