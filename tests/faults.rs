@@ -95,6 +95,13 @@ fn rtt_count(d: &Daemon, target: &str) -> f64 {
 }
 
 /// The test network every fault test starts from (each then breaks it its own way), entered.
+/// [`start_net`], then [`start_daemon`] in it.
+fn start(targets: &str, extra: &str) -> Option<(TestNet, Daemon)> {
+    let net = start_net()?;
+    let d = start_daemon(&net, targets, extra);
+    Some((net, d))
+}
+
 fn start_net() -> Option<TestNet> {
     TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
 }
@@ -137,14 +144,12 @@ fn ip(net: &TestNet, args: &[&str]) -> bool {
 
 #[test]
 fn host_stops_answering_and_comes_back() {
-    let Some(net) = start_net() else {
-        return;
-    };
-    let d = start_daemon(
-        &net,
+    let Some((net, d)) = start(
         "  - {name: flaky, host: 198.18.0.20, metrics: {window_gauges: true}}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
-    );
+    ) else {
+        return;
+    };
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
     set_profiles(
@@ -241,10 +246,9 @@ fn name_stops_resolving_and_address_changes() {
 
 #[test]
 fn interface_down_and_up() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     assert!(
@@ -275,10 +279,9 @@ fn interface_down_and_up() {
 
 #[test]
 fn send_fails_without_route_and_daemon_stays_healthy() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     // Every route into the test range goes (bounded: the responder adds at most two).
@@ -397,10 +400,9 @@ fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
 
 #[test]
 fn store_folder_read_only_fails_sessions_not_monitors() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let body = serde_json::json!({"target": "198.18.0.20", "count": 3, "interval": "50ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &body);
     assert_eq!(status, 201, "{rec}");
@@ -443,10 +445,9 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
 
 #[test]
 fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
-    let Some(net) = start_net() else {
+    let Some((_net, mut d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let mut d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let short = serde_json::json!({"target": "198.18.0.20", "count": 5, "interval": "20ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &short);
     assert_eq!(status, 201, "{rec}");
