@@ -54,6 +54,16 @@ fn scrape_hops(
     s
 }
 
+/// `GET /probe?kind=path&QUERY`, which must answer 200 with `probe_success` 1: the answer
+/// parsed, and as text.
+fn path_probe(d: &Daemon, query: &str) -> (Scrape, String) {
+    let (status, _, body) = d.get(&format!("/probe?kind=path&{query}"));
+    assert_eq!(status, 200, "{body}");
+    let s = Scrape::parse(&body);
+    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    (s, body)
+}
+
 fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     list.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -151,11 +161,7 @@ fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
         "sessions:\n  database: {{DIR}}/s.db\n",
     );
     let d = Daemon::start(&config, &[]);
-    let (status, _, body) =
-        d.get("/probe?target=198.18.0.9&kind=path&count=3&interval=100ms&max_ttl=6");
-    assert_eq!(status, 200, "{body}");
-    let s = Scrape::parse(&body);
-    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    let (s, body) = path_probe(&d, "target=198.18.0.9&count=3&interval=100ms&max_ttl=6");
     assert_eq!(s.value("probe_path_rounds", &[]), 3.0, "{body}");
     assert_eq!(s.value("probe_path_length", &[]), 3.0, "{body}");
     let info: BTreeSet<(String, String)> = s
@@ -228,11 +234,10 @@ fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
     ]);
     let s = scrape_hops(&d, 4, "the monitor's path", |h| *h == want);
     assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 3.0);
-    let (status, _, body) =
-        d.get("/probe?target=2001:db8::9&kind=path&protocol=udp&count=2&interval=100ms&max_ttl=6");
-    assert_eq!(status, 200, "{body}");
-    let s = Scrape::parse(&body);
-    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    let (s, body) = path_probe(
+        &d,
+        "target=2001:db8::9&protocol=udp&count=2&interval=100ms&max_ttl=6",
+    );
     assert_eq!(s.value("probe_path_length", &[]), 2.0, "{body}");
     // A path session over UDP keeps its protocol and pace in its stored parameters and runs
     // with them.

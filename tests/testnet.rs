@@ -288,11 +288,10 @@ fn blackhole_never_answers() {
 
 #[test]
 fn unprivileged_datagram_ping_works_in_the_namespace() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     use std::os::unix::fs::PermissionsExt;
-    let net = TestNet::start(&json!({}));
     // A copy of ping without its file capability (cp drops xattrs), where nobody can run it:
     // it can then only use an ICMP datagram socket.
     let ping = net.dir().join("ping-nocaps");
@@ -326,11 +325,10 @@ fn unprivileged_datagram_ping_works_in_the_namespace() {
 
 #[test]
 fn responder_refuses_a_namespace_with_other_interfaces() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     // A namespace with one more interface stands in for any namespace that has a way out.
-    let net = TestNet::start(&json!({}));
     let ns = format!("{}-x", net.namespace());
     let status = std::process::Command::new("ip")
         .args(["netns", "add", &ns])
@@ -372,11 +370,10 @@ fn responder_refuses_a_namespace_with_other_interfaces() {
 
 #[test]
 fn large_probes_arrive_whole_and_are_answered() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     // The device's MTU is 65535, so nothing is fragmented (the responder ignores fragments).
-    let net = TestNet::start(&json!({}));
     for (flag, addr, size) in [
         ("-4", "198.18.0.95", "60000"),
         ("-6", "2001:db8::95", "9000"),
