@@ -178,13 +178,10 @@ fn ping_ttl(net: &TestNet, ttl: u8, count: u32, dst: &str) -> String {
 
 #[test]
 fn forwarding_loss_persists_to_later_hops_and_the_destination() {
-    let Some(net) = TestNet::start_if_root(
-        &json!({"seed": 11, "hosts": {"198.18.0.9": {"path": {"hops": [
-            {"addr": "198.18.10.1"},
-            {"addr": "198.18.10.2", "loss": 0.3},
-            {"addr": "198.18.10.3"}
-        ]}}}}),
-    ) else {
+    let mut path = hops("198.18.10.", 3, 0);
+    path[1]["loss"] = json!(0.3);
+    let profiles = json!({"seed": 11, "hosts": {"198.18.0.9": {"path": {"hops": path}}}});
+    let Some(net) = TestNet::start_if_root(&profiles) else {
         return;
     };
     let n = 300;

@@ -329,14 +329,12 @@ fn hops_in_order(protocol: &str) -> TestNet {
 
 #[test]
 fn loss_that_persists_is_told_from_a_rate_limited_hop() {
-    let Some(net) = TestNet::start_if_root(
-        &json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": [
-            {"addr": "198.18.10.1"},
-            {"addr": "198.18.10.2", "loss": 0.3},
-            {"addr": "198.18.10.3", "icmp_rate_limit": 1},
-            {"addr": "198.18.10.4"}
-        ]}}}}),
-    ) else {
+    // Hop 2 loses 30 % of what it forwards; hop 3 answers once a second.
+    let mut path = hops("198.18.10.", 4, 0);
+    path[1]["loss"] = json!(0.3);
+    path[2]["icmp_rate_limit"] = json!(1);
+    let profiles = json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": path}}}});
+    let Some(net) = TestNet::start_if_root(&profiles) else {
         return;
     };
     let rounds = 100u32;
