@@ -97,7 +97,8 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 fn the_daemon_refuses_a_bad_auto_shard_with_status_64() {
     // (flags, environment, the message after `pingscope: invalid --shard: `, whether that is
     // the whole message or a part of it).
-    let cases: [(&[&str], &[(&str, &str)], &str, bool); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, bool);
+    let cases: [Case; 4] = [
         (
             &["--shard", "auto"],
             &[("HOSTNAME", "pingscope-0")],
