@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketPreference};
 use pingscope::engine::packet::{self, Icmp};
-use pingscope::engine::{EventKind, Pinger, ProbeSpec, SocketError, SocketOptions, Transport};
+use pingscope::engine::{
+    EventKind, Pinger, ProbeSpec, ReplyInfo, SocketError, SocketOptions, Transport,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Parser)]
@@ -83,16 +85,12 @@ fn main() -> ExitCode {
                     (i % 250) as u8 + 1,
                 ))
             }));
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                .build();
+            let Ok(rt) = rt.inspect_err(|e| eprintln!("runtime: {e}")) else {
+                return ExitCode::from(1);
             };
             rt.block_on(probe(
                 socket,
@@ -179,18 +177,14 @@ async fn probe(
             break;
         };
         terminal += u64::from(ev.kind.is_terminal());
+        let rtt_us = |r: &ReplyInfo| format!("rtt_us={}", r.rtt.as_micros());
         let (kind, detail) = match &ev.kind {
             EventKind::Reply(r) => (
                 "reply",
-                format!(
-                    "rtt_us={} ttl={:?} size={}",
-                    r.rtt.as_micros(),
-                    r.ttl,
-                    r.size
-                ),
+                format!("{} ttl={:?} size={}", rtt_us(r), r.ttl, r.size),
             ),
-            EventKind::Late(r) => ("late", format!("rtt_us={}", r.rtt.as_micros())),
-            EventKind::Duplicate(r) => ("duplicate", format!("rtt_us={}", r.rtt.as_micros())),
+            EventKind::Late(r) => ("late", rtt_us(r)),
+            EventKind::Duplicate(r) => ("duplicate", rtt_us(r)),
             EventKind::Timeout => ("timeout", String::new()),
             EventKind::IcmpError(e) => (
                 "error",

@@ -71,15 +71,11 @@ fn main() -> ExitCode {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(300);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return ExitCode::from(1);
-        }
+        .build();
+    let Ok(rt) = rt.inspect_err(|e| eprintln!("runtime: {e}")) else {
+        return ExitCode::from(1);
     };
     println!(
         "{:<10} {:<5} {:>6} {:>9} {:>9} {:>9} {:>9}",

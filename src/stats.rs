@@ -274,6 +274,19 @@ impl Window {
         });
     }
 
+    /// Probes in the window and the share of them lost: what outage detection needs after
+    /// every probe (without the RTT figures of [`Window::gauges`]).
+    pub fn loss(&self) -> (usize, f64) {
+        let probes = self.slots.len();
+        let lost = self.slots.iter().filter(|s| s.is_nan()).count();
+        let ratio = if probes == 0 {
+            0.0
+        } else {
+            lost as f64 / probes as f64
+        };
+        (probes, ratio)
+    }
+
     /// Loss and min/mean/max/stddev in one pass, without allocating or sorting: what the
     /// `pingscope_window_*` gauges need after every probe. Percentiles come from [`Window::stats`].
     pub fn gauges(&self) -> WindowGauges {
@@ -284,8 +297,7 @@ impl Window {
             min = min.min(rtt);
             max = max.max(rtt);
         }
-        let probes = self.slots.len();
-        let lost = self.slots.iter().filter(|s| s.is_nan()).count();
+        let (probes, loss_ratio) = self.loss();
         let rtt = (n > 0).then(|| {
             let mean = sum / n as f64;
             let var = self.replies().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
@@ -294,11 +306,7 @@ impl Window {
         });
         WindowGauges {
             probes,
-            loss_ratio: if probes == 0 {
-                0.0
-            } else {
-                lost as f64 / probes as f64
-            },
+            loss_ratio,
             rtt,
         }
     }

@@ -5,6 +5,8 @@
 //!
 //! Not read: `src/main.rs` and `src/bin/` (binaries, not modules of the library), comments.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -51,21 +53,6 @@ fn why_forbidden(from: &str, to: &str) -> Option<String> {
         }
     }
     None
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.unwrap_or_else(|e| panic!("{e}")).path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// `src/x.rs` and `src/x/…` belong to `x`; `src/lib.rs` to the crate root.
@@ -164,8 +151,7 @@ fn arrows_of(src: &Path, file: &Path) -> Vec<Arrow> {
 }
 
 fn module_files(src: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    rust_files(src, &mut files);
+    let mut files = support::files_under(src, "rs");
     files.retain(|f| {
         let rel = f.strip_prefix(src).unwrap_or(f);
         rel != Path::new("main.rs") && !rel.starts_with("bin")

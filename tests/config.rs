@@ -1,6 +1,8 @@
 //! Black-box tests of the config layer: every rejection rule with its fixture and exact message,
 //! the shipped sample and embedded default, file_sd, access rules, sharding and the reload diff.
 
+mod support;
+
 use pingscope::config::{
     self, AccessConfig, Config, Denied, Shard, TargetConfig, check_config_report, diff_targets,
     load_file, parse_str,
@@ -12,6 +14,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const FIXTURES: &str = "tests/fixtures/config";
+
+/// A rejection table's lines for one fixture, each prefixed with the fixtures' folder.
+fn located(dir: &str, lines: &[&str]) -> Vec<String> {
+    lines.iter().map(|l| format!("{dir}/{l}")).collect()
+}
+
+/// The names of the `invalid-*` fixtures in `dir`.
+fn invalid_fixtures(dir: &str) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("invalid-"))
+        .collect()
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
@@ -336,31 +354,33 @@ const REJECTIONS: &[(&str, &[&str])] = &[
 
 #[test]
 fn every_rejection_rule_has_its_fixture_and_exact_message() {
+    assert_rejections(FIXTURES, REJECTIONS);
+}
+
+/// Loads each fixture of a rejection `table` from `dir` and fails, listing them all, where one
+/// is accepted or refused with other lines than the table's. The structured form must agree with
+/// the text: one issue per line, each located.
+fn assert_rejections(dir: &str, table: &[(&str, &[&str])]) {
     let mut failures = Vec::new();
-    for (name, expected) in REJECTIONS {
-        let expected: Vec<String> = expected.iter().map(|l| format!("{FIXTURES}/{l}")).collect();
-        match load_file(&fixture(name)) {
-            Ok(_) => failures.push(format!(
-                "{name}: accepted, expected:\n{}",
-                expected.join("\n")
-            )),
-            Err(e) => {
-                let got = e.to_string();
-                if got != expected.join("\n") {
-                    failures.push(format!(
-                        "{name}:\n got: {got}\nwant: {}",
-                        expected.join("\n")
-                    ));
-                }
-                // The structured form agrees with the text: one issue per line, each located.
-                assert_eq!(e.issues.len(), expected.len(), "{name}");
-                for issue in &e.issues {
-                    assert!(
-                        issue.line.is_some() && issue.key.is_some(),
-                        "{name}: {issue:?}"
-                    );
-                }
+    for (name, expected) in table {
+        let expected = located(dir, expected).join("\n");
+        let e = match load_file(&Path::new(dir).join(name)) {
+            Ok(_) => {
+                failures.push(format!("{name}: accepted, expected:\n{expected}"));
+                continue;
             }
+            Err(e) => e,
+        };
+        let got = e.to_string();
+        if got != expected {
+            failures.push(format!("{name}:\n got: {got}\nwant: {expected}"));
+        }
+        assert_eq!(e.issues.len(), expected.lines().count(), "{name}");
+        for issue in &e.issues {
+            assert!(
+                issue.line.is_some() && issue.key.is_some(),
+                "{name}: {issue:?}"
+            );
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -368,15 +388,11 @@ fn every_rejection_rule_has_its_fixture_and_exact_message() {
 
 #[test]
 fn every_invalid_fixture_is_in_the_table() {
-    let listed: BTreeSet<&str> = REJECTIONS.iter().map(|(name, _)| *name).collect();
-    let mut on_disk = BTreeSet::new();
-    for entry in std::fs::read_dir(FIXTURES).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("invalid-") {
-            on_disk.insert(name);
-        }
-    }
-    let on_disk: BTreeSet<&str> = on_disk.iter().map(String::as_str).collect();
+    let listed: BTreeSet<String> = REJECTIONS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let on_disk = invalid_fixtures(FIXTURES);
     assert!(on_disk.len() >= 30, "fixtures not found: {on_disk:?}");
     assert_eq!(on_disk, listed);
 }
@@ -732,16 +748,13 @@ fn shard_parsing_rejects_with_clear_messages() {
 #[test]
 fn three_shards_split_a_thousand_targets_without_overlap_or_gap() {
     let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
-    let mut sizes = [0usize; 3];
-    for n in 0..1000 {
-        let name = format!("target-{n}.example.org");
-        let owners: Vec<usize> = (0..3).filter(|&i| shards[i].keeps(&name)).collect();
-        assert_eq!(owners.len(), 1, "{name} is kept by {owners:?}");
-        sizes[owners[0]] += 1;
-    }
+    let sizes = support::shard_split(
+        &shards,
+        (0..1000).map(|n| format!("target-{n}.example.org")),
+    );
     assert_eq!(sizes.iter().sum::<usize>(), 1000);
-    for size in sizes {
-        assert!((250..=420).contains(&size), "uneven split {sizes:?}");
+    for size in &sizes {
+        assert!((250..=420).contains(size), "uneven split {sizes:?}");
     }
     assert!(Shard { index: 0, count: 1 }.keeps("anything"));
 }
@@ -1094,25 +1107,12 @@ const MESH_REJECTIONS: &[(&str, &[&str])] = &[
 
 #[test]
 fn every_mesh_rejection_has_its_fixture_and_exact_message() {
-    let mut listed = BTreeSet::new();
-    for (name, expected) in MESH_REJECTIONS {
-        listed.insert(name.to_string());
-        let path = Path::new(MESH_FIXTURES).join(name);
-        let expected: Vec<String> = expected
-            .iter()
-            .map(|l| format!("{MESH_FIXTURES}/{l}"))
-            .collect();
-        let got = load_file(&path).err().map(|e| e.to_string());
-        assert_eq!(got, Some(expected.join("\n")), "{name}");
-    }
-    let on_disk: BTreeSet<String> = std::fs::read_dir(MESH_FIXTURES)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("invalid-"))
+    assert_rejections(MESH_FIXTURES, MESH_REJECTIONS);
+    let listed: BTreeSet<String> = MESH_REJECTIONS
+        .iter()
+        .map(|(name, _)| name.to_string())
         .collect();
-    assert_eq!(on_disk, listed);
+    assert_eq!(invalid_fixtures(MESH_FIXTURES), listed);
 }
 
 #[test]

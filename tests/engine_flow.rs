@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pingscope::engine::{
-    Engine, EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SocketOptions, Transport, UdpMode,
+    Engine, EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, ReplyInfo, SocketOptions,
+    Transport, UdpMode,
 };
 use pingscope::udp_echo::{self, EchoCounters};
 use tokio::sync::mpsc;
@@ -29,6 +30,21 @@ fn spec(ip: IpAddr, transport: Transport, timeout: Duration) -> ProbeSpec {
         timeout,
         options: SocketOptions::default(),
     }
+}
+
+fn udp_to(port: u16, mode: UdpMode) -> Transport {
+    Transport::Udp { port, mode }
+}
+
+/// Each event with its reply; fails on an event that is not a reply.
+fn replies(ip: IpAddr, events: &[ProbeEvent]) -> Vec<(&ProbeEvent, &ReplyInfo)> {
+    events
+        .iter()
+        .map(|ev| match &ev.kind {
+            EventKind::Reply(r) => (ev, r),
+            _ => panic!("{ip}: expected a reply, got {ev:?}"),
+        })
+        .collect()
 }
 
 fn families() -> Vec<IpAddr> {
@@ -119,10 +135,7 @@ async fn tcp_open_port_replies_with_the_kernels_rtt_and_leaves_nothing() {
         let s = spec(ip, Transport::Tcp { port }, Duration::from_millis(500));
         let events = probe(&engine, &s, 50).await;
         one_terminal_each(&events, 50);
-        for ev in &events {
-            let EventKind::Reply(r) = &ev.kind else {
-                panic!("{ip}: expected a reply, got {ev:?}")
-            };
+        for (ev, r) in replies(ip, &events) {
             assert!(!r.refused, "{ev:?}");
             assert!(
                 r.rtt > Duration::ZERO && r.rtt < Duration::from_millis(100),
@@ -165,23 +178,14 @@ async fn udp_closed_port_answers_with_port_unreachable() {
     let engine = engine();
     for ip in families() {
         let port = closed_udp_port(ip);
-        let udp = Transport::Udp {
-            port,
-            mode: UdpMode::Closed,
-        };
+        let udp = udp_to(port, UdpMode::Closed);
         let events = probe(&engine, &spec(ip, udp, Duration::from_millis(500)), 20).await;
         one_terminal_each(&events, 20);
-        for ev in &events {
-            let EventKind::Reply(r) = &ev.kind else {
-                panic!("{ip}: expected a reply, got {ev:?}")
-            };
+        for (_, r) in replies(ip, &events) {
             assert!(r.rtt < Duration::from_millis(100), "{ip}: {:?}", r.rtt);
         }
         // The same port probed in echo mode: port unreachable is an error there.
-        let echo = Transport::Udp {
-            port,
-            mode: UdpMode::Echo,
-        };
+        let echo = udp_to(port, UdpMode::Echo);
         let events = probe(&engine, &spec(ip, echo, Duration::from_millis(500)), 5).await;
         one_terminal_each(&events, 5);
         assert!(
@@ -208,16 +212,10 @@ async fn udp_echo_against_our_responder_and_silence() {
         let counters = Arc::new(EchoCounters::default());
         let stop = CancellationToken::new();
         tokio::spawn(udp_echo::serve(sock, counters.clone(), stop.clone()));
-        let echo = Transport::Udp {
-            port,
-            mode: UdpMode::Echo,
-        };
+        let echo = udp_to(port, UdpMode::Echo);
         let events = probe(&engine, &spec(ip, echo, Duration::from_millis(500)), 50).await;
         one_terminal_each(&events, 50);
-        for ev in &events {
-            let EventKind::Reply(r) = &ev.kind else {
-                panic!("{ip}: expected a reply, got {ev:?}")
-            };
+        for (_, r) in replies(ip, &events) {
             assert_eq!(r.size, 56);
         }
         assert_eq!(counters.answered.load(Ordering::Relaxed), 50);
@@ -230,10 +228,7 @@ async fn udp_echo_against_our_responder_and_silence() {
         // A silent port (bound, never read): every probe times out at its deadline.
         let silent = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind");
         let port = silent.local_addr().unwrap().port();
-        let udp = Transport::Udp {
-            port,
-            mode: UdpMode::Echo,
-        };
+        let udp = udp_to(port, UdpMode::Echo);
         let events = probe(&engine, &spec(ip, udp, Duration::from_millis(200)), 5).await;
         one_terminal_each(&events, 5);
         assert!(
@@ -314,10 +309,7 @@ async fn udp_echo_late_and_duplicate_answers() {
             }
         }
     });
-    let echo = Transport::Udp {
-        port,
-        mode: UdpMode::Echo,
-    };
+    let echo = udp_to(port, UdpMode::Echo);
     for (timeout, first, second) in [(100, "Timeout", "Late"), (500, "Reply", "Duplicate")] {
         let events = probe(&engine, &spec(V4, echo, Duration::from_millis(timeout)), 5).await;
         one_terminal_each(&events, 5);

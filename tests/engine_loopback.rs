@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use pingscope::engine::icmp::{EngineConfig, IcmpEngine, SocketKind, SocketPreference};
 use pingscope::engine::{
-    EventKind, Pinger, ProbeEvent, ProbeSpec, SendError, SocketOptions, Transport,
+    EventKind, EventSink, Pinger, ProbeEvent, ProbeSpec, SendError, SocketOptions, Transport,
 };
 use tokio::sync::mpsc;
 
@@ -32,6 +32,18 @@ fn has_ipv6_loopback() -> bool {
 
 fn proc_u8(path: &str) -> Option<u8> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The engine with its default config, for a test that needs root; `None` where it may not run
+/// (see `support::require_root`).
+fn root_engine() -> Option<Arc<IcmpEngine>> {
+    support::require_root().then(|| IcmpEngine::new(EngineConfig::default()).expect("engine"))
+}
+
+/// An event sink holding `capacity` events, and its receiving end.
+fn sink(capacity: usize) -> (EventSink, mpsc::Receiver<ProbeEvent>) {
+    let (tx, rx) = mpsc::channel::<ProbeEvent>(capacity);
+    (EventSink::from(tx), rx)
 }
 
 fn spec(ip: IpAddr, timeout: Duration) -> ProbeSpec {
@@ -66,8 +78,7 @@ async fn collect(
 }
 
 async fn ping_and_check(engine: &Arc<IcmpEngine>, ip: IpAddr, expect_ttl: Option<u8>) {
-    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(64);
-    let tx = pingscope::engine::EventSink::from(tx);
+    let (tx, mut rx) = sink(64);
     let mut seqs = Vec::new();
     for tag in 0..5u64 {
         seqs.push(
@@ -99,10 +110,9 @@ async fn ping_and_check(engine: &Arc<IcmpEngine>, ip: IpAddr, expect_ttl: Option
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_replies_have_sane_rtt_auto_socket() {
-    if !support::require_root() {
+    let Some(engine) = root_engine() else {
         return;
-    }
-    let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
+    };
     assert!(
         engine.socket_kind(false).is_some(),
         "IPv4 socket opens eagerly"
@@ -156,12 +166,10 @@ async fn raw_socket_path_forced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_options_open_their_own_sockets() {
-    if !support::require_root() {
+    let Some(engine) = root_engine() else {
         return;
-    }
-    let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(8);
-    let tx = pingscope::engine::EventSink::from(tx);
+    };
+    let (tx, mut rx) = sink(8);
     let mut s = spec(IpAddr::V4(Ipv4Addr::LOCALHOST), Duration::from_secs(2));
     s.options = SocketOptions {
         ttl: Some(5),
@@ -215,12 +223,10 @@ async fn socket_options_open_their_own_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_loopback_addresses_concurrently() {
-    if !support::require_root() {
+    let Some(engine) = root_engine() else {
         return;
-    }
-    let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(4096);
-    let tx = pingscope::engine::EventSink::from(tx);
+    };
+    let (tx, mut rx) = sink(4096);
     let addrs: Vec<IpAddr> = (0..1000u32)
         .map(|i| {
             IpAddr::V4(Ipv4Addr::new(
@@ -258,13 +264,11 @@ async fn thousand_loopback_addresses_concurrently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_wraps_after_65536_probes_to_one_address() {
-    if !support::require_root() {
+    let Some(engine) = root_engine() else {
         return;
-    }
-    let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
+    };
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(1024);
-    let tx = pingscope::engine::EventSink::from(tx);
+    let (tx, mut rx) = sink(1024);
     const TOTAL: u64 = 66_000;
     const WINDOW: u64 = 500;
     let started = Instant::now();
@@ -320,8 +324,7 @@ fn in_flight_limit_refuses_sends() {
             ..EngineConfig::default()
         })
         .expect("engine");
-        let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(16);
-        let tx = pingscope::engine::EventSink::from(tx);
+        let (tx, mut rx) = sink(16);
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         for tag in 0..4 {
             engine
@@ -345,12 +348,10 @@ fn in_flight_limit_refuses_sends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sink_drops_and_counts() {
-    if !support::require_root() {
+    let Some(engine) = root_engine() else {
         return;
-    }
-    let engine = IcmpEngine::new(EngineConfig::default()).expect("engine");
-    let (tx, mut rx) = mpsc::channel::<pingscope::engine::ProbeEvent>(1);
-    let tx = pingscope::engine::EventSink::from(tx);
+    };
+    let (tx, mut rx) = sink(1);
     for tag in 0..3 {
         engine
             .send(
@@ -511,24 +512,18 @@ fn check_errors_and_timeouts(out: &str) {
         assert_eq!(found.len(), 1, "one {kind} for {ip}:\n{out}");
         found[0].clone()
     };
+    // ICMP type/code of an error event.
+    let icmp = |e: &BTreeMap<String, String>| format!("{}/{}", e["icmp_type"], e["icmp_code"]);
     one("reply", "127.0.0.1");
     let e4 = one("error", "127.0.0.99");
-    assert_eq!(
-        (e4["icmp_type"].as_str(), e4["icmp_code"].as_str()),
-        ("3", "1"),
-        "{out}"
-    );
+    assert_eq!(icmp(&e4), "3/1", "{out}");
     assert_eq!(
         (e4["class"].as_str(), e4["from"].as_str()),
         ("unreachable", "127.0.0.99")
     );
     one("timeout", "127.0.0.98");
     let e6 = one("error", "::1");
-    assert_eq!(
-        (e6["icmp_type"].as_str(), e6["icmp_code"].as_str()),
-        ("1", "1"),
-        "{out}"
-    );
+    assert_eq!(icmp(&e6), "1/1", "{out}");
     assert_eq!(evs.len(), 4, "nothing else reported:\n{out}");
     assert!(!out.contains("send_error"), "{out}");
 }

@@ -36,6 +36,13 @@ fn metric(d: &Daemon, name: &str, labels: &[(&str, &str)]) -> f64 {
     d.scrape().sum(name, labels)
 }
 
+/// Waits (at most 10 s) until the sum of `name{labels}` reaches `at_least`.
+fn wait_metric(d: &Daemon, name: &str, labels: &[(&str, &str)], at_least: f64) {
+    wait_for(d, 10, &format!("{name} {labels:?} >= {at_least}"), || {
+        metric(d, name, labels) >= at_least
+    });
+}
+
 fn session(d: &Daemon, id: &str) -> serde_json::Value {
     let (status, _, text) = d.get(&format!("/api/v1/sessions/{id}"));
     assert_eq!(status, 200, "GET session {id}: {text}");
@@ -94,6 +101,13 @@ fn rtt_count(d: &Daemon, target: &str) -> f64 {
     metric(d, "pingscope_rtt_seconds_count", &[("target", target)])
 }
 
+/// [`start_net`], then [`start_daemon`] in it.
+fn start(targets: &str, extra: &str) -> Option<(TestNet, Daemon)> {
+    let net = start_net()?;
+    let d = start_daemon(&net, targets, extra);
+    Some((net, d))
+}
+
 /// The test network every fault test starts from (each then breaks it its own way), entered.
 fn start_net() -> Option<TestNet> {
     TestNet::start_and_enter(&serde_json::json!({"default": {"delay": "1ms"}}))
@@ -137,14 +151,12 @@ fn ip(net: &TestNet, args: &[&str]) -> bool {
 
 #[test]
 fn host_stops_answering_and_comes_back() {
-    let Some(net) = start_net() else {
-        return;
-    };
-    let d = start_daemon(
-        &net,
+    let Some((net, d)) = start(
         "  - {name: flaky, host: 198.18.0.20, metrics: {window_gauges: true}}\n  - {name: steady, host: 198.18.0.21}\n",
         "",
-    );
+    ) else {
+        return;
+    };
     wait_for(&d, 10, "first replies", || rtt_count(&d, "flaky") >= 5.0);
 
     set_profiles(
@@ -158,9 +170,8 @@ fn host_stops_answering_and_comes_back() {
         metric(&d, "pingscope_lost_total", &[("target", "flaky")]),
     );
     let s0 = rtt_count(&d, "steady");
-    wait_for(&d, 10, "flaky losses", || {
-        metric(&d, "pingscope_lost_total", &[("target", "flaky")]) >= l0 + 5.0
-    });
+    // The blackholed host's probes are lost.
+    wait_metric(&d, "pingscope_lost_total", &[("target", "flaky")], l0 + 5.0);
     assert_eq!(rtt_count(&d, "flaky"), r0, "a blackholed host got replies");
     assert!(rtt_count(&d, "steady") > s0, "the other target stopped too");
     let window = metric(&d, "pingscope_window_loss_ratio", &[("target", "flaky")]);
@@ -201,13 +212,13 @@ fn name_stops_resolving_and_address_changes() {
 
     dns.set("moving.pingscope.test.", &[&new.to_string()]);
     dns.remove("vanishing.pingscope.test.");
-    wait_for(&d, 10, "moving follows its new address", || {
-        metric(
-            &d,
-            "pingscope_rtt_seconds_count",
-            &[("target", "moving"), ("ip", "198.18.0.31")],
-        ) >= 3.0
-    });
+    // `moving` follows its new address.
+    wait_metric(
+        &d,
+        "pingscope_rtt_seconds_count",
+        &[("target", "moving"), ("ip", "198.18.0.31")],
+        3.0,
+    );
     let info = d.metrics_text();
     assert!(
         Scrape::parse(&info).sum(
@@ -224,13 +235,13 @@ fn name_stops_resolving_and_address_changes() {
         0.0,
         "target_info still shows the old address"
     );
-    wait_for(&d, 10, "failed lookups counted", || {
-        metric(
-            &d,
-            "pingscope_resolve_errors_total",
-            &[("target", "vanishing")],
-        ) >= 1.0
-    });
+    // The failed lookups are counted.
+    wait_metric(
+        &d,
+        "pingscope_resolve_errors_total",
+        &[("target", "vanishing")],
+        1.0,
+    );
     assert!(metric(&d, "pingscope_sent_total", &[("target", "moving")]) > 0.0);
 
     // The name comes back: probing of it goes on (or resumes).
@@ -241,19 +252,17 @@ fn name_stops_resolving_and_address_changes() {
 
 #[test]
 fn interface_down_and_up() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     assert!(
         ip(&net, &["link", "set", "tn0", "down"]),
         "ip link set tn0 down"
     );
-    wait_for(&d, 10, "send errors while tn0 is down", || {
-        metric(&d, "pingscope_send_errors_total", &[("target", "a")]) >= 3.0
-    });
+    // Send errors while tn0 is down.
+    wait_metric(&d, "pingscope_send_errors_total", &[("target", "a")], 3.0);
     let errors = d.metrics_text();
     let reasons: Vec<&str> = errors
         .lines()
@@ -275,10 +284,9 @@ fn interface_down_and_up() {
 
 #[test]
 fn send_fails_without_route_and_daemon_stays_healthy() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     wait_for(&d, 10, "first replies", || rtt_count(&d, "a") >= 3.0);
 
     // Every route into the test range goes (bounded: the responder adds at most two).
@@ -287,13 +295,13 @@ fn send_fails_without_route_and_daemon_stays_healthy() {
         removed += 1;
     }
     assert!(removed >= 1, "no route to remove");
-    wait_for(&d, 10, "network_unreachable send errors", || {
-        metric(
-            &d,
-            "pingscope_send_errors_total",
-            &[("target", "a"), ("reason", "network_unreachable")],
-        ) >= 3.0
-    });
+    // Counted as network_unreachable.
+    wait_metric(
+        &d,
+        "pingscope_send_errors_total",
+        &[("target", "a"), ("reason", "network_unreachable")],
+        3.0,
+    );
     assert_healthy(&d);
     let sent = metric(&d, "pingscope_sent_total", &[("target", "a")]);
 
@@ -397,10 +405,9 @@ fn wait_session_end(d: &Daemon, id: &str) -> serde_json::Value {
 
 #[test]
 fn store_folder_read_only_fails_sessions_not_monitors() {
-    let Some(net) = start_net() else {
+    let Some((net, d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let body = serde_json::json!({"target": "198.18.0.20", "count": 3, "interval": "50ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &body);
     assert_eq!(status, 201, "{rec}");
@@ -443,10 +450,9 @@ fn store_folder_read_only_fails_sessions_not_monitors() {
 
 #[test]
 fn kill_9_mid_session_keeps_completed_and_marks_interrupted() {
-    let Some(net) = start_net() else {
+    let Some((_net, mut d)) = start("  - {name: a, host: 198.18.0.20}\n", "") else {
         return;
     };
-    let mut d = start_daemon(&net, "  - {name: a, host: 198.18.0.20}\n", "");
     let short = serde_json::json!({"target": "198.18.0.20", "count": 5, "interval": "20ms", "timeout": "200ms"});
     let (status, rec) = d.post_json("/api/v1/sessions", &short);
     assert_eq!(status, 201, "{rec}");

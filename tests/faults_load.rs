@@ -12,24 +12,18 @@
 
 #[path = "hostile_common/mod.rs"]
 mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Tmpfs, wait_until};
+use common::{Daemon, Tmpfs, alice_web_config, basic, wait_until};
+use support::loopback_targets;
 
 /// Resident memory the daemon may reach during the run (debug build, 1,000 targets): about three
 /// times the 41-42 MiB measured over three runs.
 const RSS_BOUND: u64 = 128 * 1024 * 1024;
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
 
 #[test]
 fn faults_under_load() {
@@ -42,22 +36,15 @@ fn faults_under_load() {
     let d = dir.path();
     let fs = Tmpfs::mount(&d.join("store"), "4m").unwrap();
     let db = fs.dir.join("s.db");
-    let mut yaml = String::from("defaults: {interval: 1s, timeout: 1s}\ntargets:\n");
-    for i in 0..1_000 {
-        yaml.push_str(&format!(
-            "  - {{name: t{i}, host: 127.2.{}.{}}}\n",
-            i / 250,
-            i % 250 + 1
-        ));
-    }
-    yaml.push_str(&format!("sessions: {{database: {}}}\n", db.display()));
+    let yaml = format!(
+        "defaults: {{interval: 1s, timeout: 1s}}\n{}sessions: {{database: {}}}\n",
+        loopback_targets(1_000, 2, 0),
+        db.display()
+    );
     let config = d.join("c.yml");
     std::fs::write(&config, &yaml).unwrap();
     let web = d.join("web.yml");
-    let good_web = format!(
-        "basic_auth_users:\n  alice: {}\n",
-        bcrypt::hash("s3cret", 6).unwrap()
-    );
+    let good_web = alice_web_config(6);
     std::fs::write(&web, &good_web).unwrap();
     let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
     let auth = basic("alice", "s3cret");
@@ -178,9 +165,7 @@ fn faults_under_load() {
             })
             .collect();
         std::thread::sleep(Duration::from_secs(1));
-        let filler = fs.fill();
-        std::thread::sleep(Duration::from_secs(2));
-        std::fs::remove_file(&filler).unwrap();
+        fs.fill_for(Duration::from_secs(2));
         let mut lost_total = 0;
         for id in &ids {
             let end = Instant::now() + Duration::from_secs(30);

@@ -38,27 +38,20 @@ fn assert_replays(target: &str, check: fn(&[u8])) {
     assert!(replay(target, check) > 0, "no {target} corpus");
 }
 
-#[test]
-fn target_files_corpus() {
-    assert_replays("target_files", checks::target_files);
+/// One test per fuzz target, named `<target>_corpus`, replaying that target's inputs.
+macro_rules! corpus_tests {
+    ($($target:ident => $test:ident),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            assert_replays(stringify!($target), checks::$target);
+        }
+    )*};
 }
 
-#[test]
-fn config_corpus() {
-    assert_replays("config", checks::config);
-}
-
-#[test]
-fn duration_corpus() {
-    assert_replays("duration", checks::duration);
-}
-
-#[test]
-fn icmp_corpus() {
-    assert_replays("icmp", checks::icmp);
-}
-
-#[test]
-fn api_json_corpus() {
-    assert_replays("api_json", checks::api_json);
+corpus_tests! {
+    target_files => target_files_corpus,
+    config => config_corpus,
+    duration => duration_corpus,
+    icmp => icmp_corpus,
+    api_json => api_json_corpus,
 }

@@ -6,11 +6,12 @@
 
 #[path = "hostile_common/mod.rs"]
 mod common;
+mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, run_bounded, sample, wait_until};
+use common::{Daemon, alice_web_config, basic, run_bounded, sample, wait_until};
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -26,6 +27,14 @@ fn daemon_with_flags(dir: &Path, yaml: &str, flags: &[&str]) -> Daemon {
     let config = dir.join("c.yml");
     write(&config, yaml);
     Daemon::start(dir, &config, flags)
+}
+
+/// The daemon with no targets and a session store, in a temp dir of its own.
+fn daemon_without_targets() -> (tempfile::TempDir, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
+    (dir, daemon)
 }
 
 fn sessions_yaml(dir: &Path) -> String {
@@ -101,52 +110,30 @@ fn item2_reads_are_bounded_and_only_of_regular_files() {
     let d = dir.path();
     let config = d.join("c.yml");
     write(&config, "targets: []\ntarget_files: [\"/dev/zero\"]\n");
-    let run = run_bounded(
-        &["check-config", config.to_str().unwrap()],
-        Duration::from_secs(10),
+    let path = config.to_str().unwrap();
+    refused(
+        &["check-config", path],
+        &["/dev/zero: not a regular file (a device); only regular files are read"],
     );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("/dev/zero: not a regular file (a device); only regular files are read"),
-        "{run:?}"
-    );
-
-    let run = run_bounded(&["check-config", "/dev/zero"], Duration::from_secs(10));
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+    refused(&["check-config", "/dev/zero"], &["not a regular file"]);
 
     // A config past the bound (64 MiB), as a sparse file: refused by its size, unread.
     let huge = d.join("huge.yml");
     let f = std::fs::File::create(&huge).unwrap();
     f.set_len(65 * 1024 * 1024).unwrap();
-    let run = run_bounded(
+    refused(
         &["check-config", huge.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr
-            .contains("larger than the limit of 67108864 bytes"),
-        "{run:?}"
+        &["larger than the limit of 67108864 bytes"],
     );
 
     // A FIFO with no writer is refused at once, not waited for.
     let fifo = d.join("fifo.yml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     write(&config, "targets: []\ntarget_files: [\"fifo.yml\"]\n");
-    let run = run_bounded(
-        &["check-config", config.to_str().unwrap()],
-        Duration::from_secs(10),
-    );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(
-        run.stderr.contains("not a regular file (a FIFO)"),
-        "{run:?}"
-    );
+    refused(&["check-config", path], &["not a regular file (a FIFO)"]);
 
     // The web config, too.
-    let run = run_bounded(
+    refused(
         &[
             "serve",
             "--web.config.file",
@@ -154,10 +141,18 @@ fn item2_reads_are_bounded_and_only_of_regular_files() {
             "--web.listen-address",
             "127.0.0.1:1",
         ],
-        Duration::from_secs(10),
+        &["not a regular file"],
     );
+}
+
+/// Runs pingscope with `args` (bounded, 10 s) and asserts it exits 64 saying each of `says`.
+#[track_caller]
+fn refused(args: &[&str], says: &[&str]) {
+    let run = run_bounded(args, Duration::from_secs(10));
     assert_eq!(run.code, Some(64), "{run:?}");
-    assert!(run.stderr.contains("not a regular file"), "{run:?}");
+    for says in says {
+        assert!(run.stderr.contains(says), "{run:?}");
+    }
 }
 
 fn many_targets(n: usize) -> String {
@@ -226,18 +221,12 @@ fn item5_two_hundred_thousand_targets_with_labels_load() {
 fn item6_concurrent_reloads_share_one_reload() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    let mut yaml = String::from("defaults: {interval: 30s}\ntargets:\n");
-    for i in 0..10_000 {
-        yaml.push_str(&format!(
-            "  - {{name: t{i}, host: 127.1.{}.{}}}\n",
-            i / 250,
-            i % 250 + 1
-        ));
-    }
-    yaml.push_str(&sessions_yaml(d));
-    write(&config, &yaml);
-    let daemon = Daemon::start(d, &config, &[]);
+    let yaml = format!(
+        "defaults: {{interval: 30s}}\n{}{}",
+        support::loopback_targets(10_000, 1, 0),
+        sessions_yaml(d)
+    );
+    let daemon = daemon_with(d, &yaml);
     let started = Instant::now();
     let answers: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..50)
@@ -259,16 +248,29 @@ fn item6_concurrent_reloads_share_one_reload() {
     );
 }
 
-fn bcrypt_hash(password: &str) -> String {
-    bcrypt::hash(password, 8).unwrap()
+/// The daemon behind basic auth from `dir/web.yml` ([`alice_web_config`]): that file, its text
+/// and the daemon.
+fn daemon_behind_auth(d: &Path) -> (PathBuf, String, Daemon) {
+    let web = d.join("web.yml");
+    let good = alice_web_config(8);
+    write(&web, &good);
+    let daemon = daemon_with_flags(
+        d,
+        &format!("targets: []\n{}", sessions_yaml(d)),
+        &["--web.config.file", web.to_str().unwrap()],
+    );
+    (web, good, daemon)
 }
 
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
+/// `GET /metrics` as alice with `password`: the status (0 when the request failed).
+fn metrics_as_alice(daemon: &Daemon, password: &str) -> u16 {
+    daemon
+        .http
+        .get(daemon.url("/metrics"))
+        .header("Authorization", basic("alice", password))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 // Item 7: truncating `--web.config.file` to empty switched basic auth off live; `/metrics`
@@ -277,22 +279,9 @@ fn basic(user: &str, password: &str) -> String {
 fn item7_a_broken_web_config_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let web = d.join("web.yml");
-    let good = format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret"));
-    write(&web, &good);
-    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let (web, good, daemon) = daemon_behind_auth(d);
     let anonymous = || daemon.get("/metrics").0;
-    let with_password = || {
-        daemon
-            .http
-            .get(daemon.url("/metrics"))
-            .header("Authorization", basic("alice", "s3cret"))
-            .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
+    let with_password = || metrics_as_alice(&daemon, "s3cret");
     assert_eq!(anonymous(), 401);
     assert_eq!(with_password(), 200);
     // Truncated, half-written, unreadable, not parsing: each keeps every request out (500).
@@ -337,23 +326,10 @@ fn item7_a_broken_web_config_fails_closed() {
 fn item7_failing_logins_do_not_starve_valid_scrapes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("c.yml");
-    write(&config, &format!("targets: []\n{}", sessions_yaml(d)));
-    let web = d.join("web.yml");
-    write(
-        &web,
-        &format!("basic_auth_users:\n  alice: {}\n", bcrypt_hash("s3cret")),
-    );
-    let daemon = Daemon::start(d, &config, &["--web.config.file", web.to_str().unwrap()]);
+    let (web, _, daemon) = daemon_behind_auth(d);
     let scrape = |password: &str| {
         let started = Instant::now();
-        let status = daemon
-            .http
-            .get(daemon.url("/metrics"))
-            .header("Authorization", basic("alice", password))
-            .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
+        let status = metrics_as_alice(&daemon, password);
         (status, started.elapsed())
     };
     assert_eq!(scrape("s3cret").0, 200);
@@ -409,9 +385,7 @@ fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
         common::start_session(&daemon, body),
     ];
     std::thread::sleep(Duration::from_millis(1_500));
-    let filler = fs.fill();
-    std::thread::sleep(Duration::from_millis(2_500));
-    std::fs::remove_file(&filler).unwrap();
+    fs.fill_for(Duration::from_millis(2_500));
     let mut lost_total = 0;
     for id in &ids {
         let s = common::ended_session(&daemon, id, Duration::from_secs(30));
@@ -453,9 +427,8 @@ fn item3_a_full_disk_is_counted_per_session_and_on_metrics() {
 // was gone, without a warning.
 #[test]
 fn item3_a_removed_store_file_is_detected_and_sessions_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, daemon) = daemon_without_targets();
     let d = dir.path();
-    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
     let body = serde_json::json!({"target": "127.0.0.1", "count": 2, "interval": "100ms"});
     let id = common::start_session(&daemon, body.clone());
     common::ended_session(&daemon, &id, Duration::from_secs(10));
@@ -590,24 +563,16 @@ fn item4_probe_budget_is_capped_by_the_server() {
     );
     let daemon = Daemon::start(d, &config, &["--web.max-probes", "2"]);
     let huge = [("X-Prometheus-Scrape-Timeout-Seconds", "1e9")];
-    let (status, body) = get_with(
-        &daemon,
-        "/probe?target=127.0.0.1&interval=1y",
-        &huge,
-        Duration::from_secs(10),
-    );
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("interval 1y is above the maximum of 10s"),
-        "{body}"
-    );
-    let (status, body) = get_with(
-        &daemon,
-        "/probe?target=127.0.0.1&count=1001",
-        &huge,
-        Duration::from_secs(10),
-    );
-    assert_eq!(status, 400, "{body}");
+    // Past the limits: refused, with the reason where there is one to check.
+    for (query, says) in [
+        ("interval=1y", "interval 1y is above the maximum of 10s"),
+        ("count=1001", ""),
+    ] {
+        let path = format!("/probe?target=127.0.0.1&{query}");
+        let (status, body) = get_with(&daemon, &path, &huge, Duration::from_secs(10));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
     // Both slots taken by the longest probes a client can ask for: each ends at the cap.
     let started = Instant::now();
     let answers: Vec<(u16, String)> = std::thread::scope(|s| {
@@ -651,9 +616,7 @@ fn item4_probe_budget_is_capped_by_the_server() {
 // session answered 202 again.
 #[test]
 fn item8_repeated_parameters_and_second_stops_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
+    let (_dir, daemon) = daemon_without_targets();
     let (status, body) = daemon.get("/probe?target=127.0.0.1&target=127.0.0.2&count=1");
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -678,9 +641,7 @@ fn item8_repeated_parameters_and_second_stops_are_refused() {
 // (once from `params(..)`, once derived from the handler's `Path` extractor).
 #[test]
 fn item8_openapi_lists_each_parameter_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let daemon = daemon_with(d, &format!("targets: []\n{}", sessions_yaml(d)));
+    let (_dir, daemon) = daemon_without_targets();
     let (status, body) = daemon.get("/api/v1/openapi.json");
     assert_eq!(status, 200, "{body}");
     let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -910,12 +871,8 @@ fn item8_ipv6_zone_ids_work_for_link_local_targets() {
         &bad,
         "targets:\n  - host: \"2001:db8::1%t0\"\n  - {host: \"fe80::1%t0\", interface: lo}\n",
     );
-    let run = run_bounded(
+    refused(
         &["check-config", bad.to_str().unwrap()],
-        Duration::from_secs(10),
+        &["only for link-local", "differs from the target's zone id"],
     );
-    assert_eq!(run.code, Some(64), "{run:?}");
-    for says in ["only for link-local", "differs from the target's zone id"] {
-        assert!(run.stderr.contains(says), "{run:?}");
-    }
 }

@@ -11,9 +11,8 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -31,22 +30,7 @@ fn root() -> PathBuf {
 
 /// Every `*.yaml` under deploy/kubernetes/, sorted.
 fn manifest_files() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir)
-            .expect("reading deploy/kubernetes")
-            .flatten()
-        {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "yaml") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&root().join("deploy/kubernetes"), &mut out);
-    out.sort();
+    let out = support::files_under(&root().join("deploy/kubernetes"), "yaml");
     assert!(out.len() >= 9, "manifests missing: {out:?}");
     out
 }
@@ -101,12 +85,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> Option<(bool, String)> {
     for v in KUBERNETES_VERSIONS {
         cmd.args(["-k", v]);
     }
-    let out = cmd
-        .args(files)
-        .output()
-        .expect("running kubernetes-validate");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, text) = support::run_output(cmd.args(files));
     let unexpected = text.lines().any(|l| {
         !(l.starts_with("INFO ")
             || (l.starts_with("WARN ")
@@ -177,23 +156,12 @@ fn operator_validate(items: &[(PathBuf, Value)]) -> Option<(bool, String)> {
         .iter()
         .map(|(f, r)| json!({"file": f.display().to_string(), "resource": r}))
         .collect();
-    let mut child = Command::new("node")
-        .arg(root().join("scripts/validate-prometheus-operator.mjs"))
-        .arg(&modules)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running node");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, text) = support::run_with_input(
+        Command::new("node")
+            .arg(root().join("scripts/validate-prometheus-operator.mjs"))
+            .arg(&modules),
+        serde_json::to_string(&input).unwrap().as_bytes(),
+    );
     Some((out.status.success(), text))
 }
 
@@ -311,15 +279,19 @@ fn is_documentation_host(host: &str) -> bool {
     }
 }
 
+/// The config the ConfigMap `name` holds as pingscope.yml, parsed as the pod reads it.
+fn configmap_config(all: &[(PathBuf, Value)], name: &str) -> pingscope::config::Config {
+    let text = find(all, "ConfigMap", name)["data"]["pingscope.yml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the ConfigMap {name} holds no pingscope.yml"));
+    pingscope::config::parse_str(text, "pingscope.yml", Path::new("/etc/pingscope"))
+        .unwrap_or_else(|e| panic!("the ConfigMap {name}'s config is invalid:\n{e}"))
+}
+
 #[test]
 fn the_configmap_is_a_valid_config_with_the_probe_module_and_placeholder_targets() {
     let all = all_resources();
-    let text = find(&all, "ConfigMap", "pingscope")["data"]["pingscope.yml"]
-        .as_str()
-        .expect("the ConfigMap holds pingscope.yml")
-        .to_owned();
-    let config = pingscope::config::parse_str(&text, "pingscope.yml", Path::new("/etc/pingscope"))
-        .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid:\n{e}"));
+    let config = configmap_config(&all, "pingscope");
     let module = find(&all, "Probe", "pingscope-quick")["spec"]["module"]
         .as_str()
         .unwrap()
@@ -383,12 +355,7 @@ fn every_workload_runs_unprivileged_with_health_checks_and_sized_resources() {
             c["resources"]["limits"]["cpu"].is_null(),
             "{what}: a CPU limit throttles probes"
         );
-        let args: Vec<&str> = c["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let args = support::api::strs(&c["args"]);
         assert!(
             args.contains(&"--config.file=/etc/pingscope/pingscope.yml"),
             "{what}"
@@ -418,12 +385,7 @@ fn every_workload_runs_unprivileged_with_health_checks_and_sized_resources() {
 #[test]
 fn the_mesh_daemonset_runs_mesh_mode_over_its_headless_service() {
     let all = all_resources();
-    let text = find(&all, "ConfigMap", "pingscope-mesh")["data"]["pingscope.yml"]
-        .as_str()
-        .expect("the mesh ConfigMap holds pingscope.yml")
-        .to_owned();
-    let config = pingscope::config::parse_str(&text, "pingscope.yml", Path::new("/etc/pingscope"))
-        .unwrap_or_else(|e| panic!("the mesh ConfigMap's config is invalid:\n{e}"));
+    let config = configmap_config(&all, "pingscope-mesh");
     let mesh = config.mesh.expect("a mesh: block");
     let service = find(&all, "Service", "pingscope-mesh");
     assert_eq!(service["spec"]["clusterIP"], "None", "a headless Service");

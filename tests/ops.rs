@@ -18,7 +18,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use prom::dashboard::{all_strings, assert_no_overlap, datasource_refs};
-use prom::{Prometheus, dashboard_queries, sample_value, substitute, variable_refs};
+use prom::{
+    Prometheus, dashboard_queries, sample_value, shipped_dashboard, substitute, variable_refs,
+};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -360,14 +362,6 @@ fn compose_file_with_development_override_is_valid() {
     }
 }
 
-fn dashboard() -> Value {
-    let path = repo().join("grafana/dashboards/pingscope.json");
-    match serde_json::from_str(&read(&path)) {
-        Ok(v) => v,
-        Err(e) => panic!("parse {}: {e}", path.display()),
-    }
-}
-
 fn provisioned_uids() -> BTreeSet<String> {
     let mut uids = BTreeSet::new();
     for file in yml_files(&repo().join("grafana/provisioning/datasources")) {
@@ -382,7 +376,7 @@ fn provisioned_uids() -> BTreeSet<String> {
 
 #[test]
 fn dashboard_structure_is_sound() {
-    let dash = dashboard();
+    let dash = shipped_dashboard();
     assert!(dash["schemaVersion"].as_i64().unwrap_or(0) >= 39);
     assert!(dash["uid"].is_string(), "a fixed dashboard uid");
 
@@ -492,7 +486,7 @@ fn dashboard_structure_is_sound() {
 /// should show, and the exporter row's health metrics; loss is computed the exact way.
 #[test]
 fn dashboard_covers_the_metrics_contract() {
-    let queries = dashboard_queries(&dashboard(), &[]);
+    let queries = dashboard_queries(&shipped_dashboard(), &[]);
     let all: String = queries
         .iter()
         .map(|q| q.expr.as_str())

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::daemon::Daemon;
 use support::expo::Scrape;
-use support::{TestNet, wait_until, write_config};
+use support::{TestNet, changing_path, wait_until, write_config};
 
 const CONFIG: &str = "sessions:
   database: {{DIR}}/s.db
@@ -37,6 +37,33 @@ fn hops(s: &Scrape) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// Scrapes until `ok` holds of target `p`'s hops (for at most `secs` seconds) and returns that
+/// scrape; otherwise fails, naming `what` and the hops last seen.
+fn scrape_hops(
+    d: &Daemon,
+    secs: u64,
+    what: &str,
+    ok: impl Fn(&BTreeSet<(String, String)>) -> bool,
+) -> Scrape {
+    let mut s = d.scrape();
+    let seen = wait_until(Duration::from_secs(secs), || {
+        s = d.scrape();
+        ok(&hops(&s))
+    });
+    assert!(seen, "{what}: {:?}\n{}", hops(&s), d.log());
+    s
+}
+
+/// `GET /probe?kind=path&QUERY`, which must answer 200 with `probe_success` 1: the answer
+/// parsed, and as text.
+fn path_probe(d: &Daemon, query: &str) -> (Scrape, String) {
+    let (status, _, body) = d.get(&format!("/probe?kind=path&{query}"));
+    assert_eq!(status, 200, "{body}");
+    let s = Scrape::parse(&body);
+    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    (s, body)
+}
+
 fn pairs(list: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     list.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -49,23 +76,12 @@ fn path_ids(s: &Scrape) -> Vec<String> {
 
 #[test]
 fn a_path_monitor_exports_its_hops_and_counts_one_change() {
-    if !support::require_root() {
+    let path = changing_path(support::hops("198.18.10.", 3, 1), "5s");
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": path}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [
-            {"addr": "198.18.10.1", "delay": "1ms"},
-            {"addr": "198.18.10.2", "delay": "1ms"},
-            {"addr": "198.18.10.3", "delay": "1ms"}
-        ],
-        "change_after": "5s",
-        "then": [
-            {"addr": "198.18.20.1", "delay": "1ms"},
-            {"addr": "198.18.20.2", "delay": "1ms"},
-            {"addr": "198.18.20.3", "delay": "1ms"}
-        ]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(net.dir(), "serve.yml", CONFIG);
     let d = Daemon::start(&config, &[]);
     let old = pairs(&[
@@ -80,16 +96,7 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
         ("3", "198.18.20.3"),
         ("4", "198.18.0.9"),
     ]);
-    let mut s = d.scrape();
-    assert!(
-        wait_until(Duration::from_secs(4), || {
-            s = d.scrape();
-            hops(&s) == old
-        }),
-        "the old path: {:?}\n{}",
-        hops(&s),
-        d.log()
-    );
+    let mut s = scrape_hops(&d, 4, "the old path", |h| *h == old);
     assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 4.0);
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
@@ -121,28 +128,14 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
     // The destination's answers are the monitor's ping series.
     assert!(s.value("pingscope_sent_total", &[("target", "p")]) > 0.0);
     // The change: the new hops appear, counted once, with a new id.
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            s = d.scrape();
-            new.is_subset(&hops(&s))
-        }),
-        "the new path: {:?}",
-        hops(&s)
-    );
+    s = scrape_hops(&d, 10, "the new path", |h| new.is_subset(h));
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
         1.0
     );
     assert_ne!(path_ids(&s), first_id);
     // The old responders go after the grace period (10 rounds of 300 ms), and nothing else changes.
-    assert!(
-        wait_until(Duration::from_secs(8), || {
-            s = d.scrape();
-            hops(&s) == new
-        }),
-        "old hops deleted: {:?}",
-        hops(&s)
-    );
+    s = scrape_hops(&d, 8, "old hops deleted", |h| *h == new);
     assert_eq!(
         s.value("pingscope_path_changes_total", &[("target", "p")]),
         1.0
@@ -152,27 +145,23 @@ fn a_path_monitor_exports_its_hops_and_counts_one_change() {
 
 #[test]
 fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [
+                {"addr": "198.18.10.1", "delay": "1ms"},
+                {"addr": "198.18.10.2", "delay": "1ms"}
+            ]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [
-            {"addr": "198.18.10.1", "delay": "1ms"},
-            {"addr": "198.18.10.2", "delay": "1ms"}
-        ]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
         "sessions:\n  database: {{DIR}}/s.db\n",
     );
     let d = Daemon::start(&config, &[]);
-    let (status, _, body) =
-        d.get("/probe?target=198.18.0.9&kind=path&count=3&interval=100ms&max_ttl=6");
-    assert_eq!(status, 200, "{body}");
-    let s = Scrape::parse(&body);
-    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    let (s, body) = path_probe(&d, "target=198.18.0.9&count=3&interval=100ms&max_ttl=6");
     assert_eq!(s.value("probe_path_rounds", &[]), 3.0, "{body}");
     assert_eq!(s.value("probe_path_length", &[]), 3.0, "{body}");
     let info: BTreeSet<(String, String)> = s
@@ -226,14 +215,12 @@ fn probe_with_kind_path_answers_per_hop_families_within_the_budget() {
 
 #[test]
 fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {
         "198.18.0.9": {"path": {"hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]}},
         "2001:db8::9": {"path": {"hops": [{"addr": "2001:db8:10::1"}]}}
-    }}));
-    net.enter();
+    }})) else {
+        return;
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -245,22 +232,12 @@ fn udp_path_monitor_and_probe_find_the_hops_with_udp() {
         ("2", "198.18.10.2"),
         ("3", "198.18.0.9"),
     ]);
-    let mut s = d.scrape();
-    assert!(
-        wait_until(Duration::from_secs(4), || {
-            s = d.scrape();
-            hops(&s) == want
-        }),
-        "the monitor's path: {:?}\n{}",
-        hops(&s),
-        d.log()
-    );
+    let s = scrape_hops(&d, 4, "the monitor's path", |h| *h == want);
     assert_eq!(s.value("pingscope_path_length", &[("target", "p")]), 3.0);
-    let (status, _, body) =
-        d.get("/probe?target=2001:db8::9&kind=path&protocol=udp&count=2&interval=100ms&max_ttl=6");
-    assert_eq!(status, 200, "{body}");
-    let s = Scrape::parse(&body);
-    assert_eq!(s.value("probe_success", &[]), 1.0, "{body}");
+    let (s, body) = path_probe(
+        &d,
+        "target=2001:db8::9&protocol=udp&count=2&interval=100ms&max_ttl=6",
+    );
     assert_eq!(s.value("probe_path_length", &[]), 2.0, "{body}");
     // A path session over UDP keeps its protocol and pace in its stored parameters and runs
     // with them.
@@ -305,13 +282,13 @@ fn session(d: &Daemon, id: &str, within: Duration) -> serde_json::Value {
 
 #[test]
 fn a_path_session_is_streamed_stored_and_survives_a_restart() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [{"addr": "198.18.10.1"}, {"addr": "198.18.10.2"}]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",
@@ -339,22 +316,9 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
     assert_eq!(stored["status"], "completed", "{stored}");
     assert_eq!(stored["samples"].as_array().expect("samples"), hops);
     let rows = stored["summary"]["hops"].as_array().expect("hop rows");
-    let seen: Vec<(u64, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["ttl"].as_u64().unwrap(),
-                r["responder"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        seen,
-        vec![
-            (1, "198.18.10.1".to_owned()),
-            (2, "198.18.10.2".to_owned()),
-            (3, "198.18.0.9".to_owned())
-        ]
+        support::api::ttl_and(rows, "responder"),
+        [(1, "198.18.10.1"), (2, "198.18.10.2"), (3, "198.18.0.9")]
     );
     assert!(
         rows.iter().all(|r| r["sent"] == 4 && r["lost"] == 0),
@@ -406,13 +370,13 @@ fn a_path_session_is_streamed_stored_and_survives_a_restart() {
 /// no destination probe is counted sent or lost, as for pings.
 #[test]
 fn hop_probes_that_fail_to_send_are_send_errors_not_loss() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
+            "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
+        }}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [{"addr": "198.18.10.1", "delay": "1ms"}]
-    }}}}));
-    net.enter();
+    };
     let config = write_config(
         net.dir(),
         "serve.yml",

@@ -44,23 +44,14 @@ fn get(d: &Daemon, path: &str) -> (u16, Value) {
 
 #[test]
 fn the_path_view_of_a_monitor_and_the_names_of_a_session() {
-    if !support::require_root() {
+    let mut old = support::hops("198.18.10.", 3, 1);
+    old[1]["icmp_rate_limit"] = json!(1);
+    let path = support::changing_path(old, "6s");
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": path}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"delay": "1ms", "path": {
-        "hops": [
-            {"addr": "198.18.10.1", "delay": "1ms"},
-            {"addr": "198.18.10.2", "delay": "1ms", "icmp_rate_limit": 1},
-            {"addr": "198.18.10.3", "delay": "1ms"}
-        ],
-        "change_after": "6s",
-        "then": [
-            {"addr": "198.18.20.1", "delay": "1ms"},
-            {"addr": "198.18.20.2", "delay": "1ms"},
-            {"addr": "198.18.20.3", "delay": "1ms"}
-        ]
-    }}}}));
-    net.enter();
+    };
     let dns = DnsServer::start();
     for (ip, name) in [
         ("198.18.10.1", "r1.old.test"),

@@ -10,7 +10,7 @@ mod support;
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -389,25 +389,13 @@ fn figures_agree_with_profiles() {
     );
 
     // promtool finds nothing to say about the exposition.
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (out, text) = support::run_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        body.as_bytes(),
+    );
     assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.status.success() && text.is_empty(),
+        "promtool check metrics: {text}"
     );
 }
 

@@ -18,16 +18,10 @@ use support::{TestNet, wait_until};
 const TARGETS: usize = 1_000;
 
 fn target_list() -> String {
-    let mut s = String::from("defaults: {interval: 10s, timeout: 1s}\ntargets:\n");
-    for i in 0..TARGETS {
-        s.push_str(&format!(
-            "  - {{name: t{i:04}, host: 127.0.{}.{}}}\n",
-            i / 250,
-            i % 250 + 1
-        ));
-    }
-    s.push_str(SESSIONS);
-    s
+    format!(
+        "defaults: {{interval: 10s, timeout: 1s}}\n{}{SESSIONS}",
+        support::loopback_targets(TARGETS, 0, 4)
+    )
 }
 
 /// (target, ip) pairs the daemon monitors, from `/api/v1/targets`.
@@ -59,21 +53,18 @@ fn three_shards_cover_the_list_without_overlap_or_gap() {
     // Stable across restarts: shard 1 again keeps exactly the same targets.
     drop(daemons.remove(1));
     let again = Daemon::start(&path, &["--shard", "1/3"]);
-    let mut now = BTreeSet::new();
-    assert!(wait_until(Duration::from_secs(20), || {
-        now = monitored(&again);
-        now.len() >= sets[1].len()
-    }));
-    assert_eq!(now, sets[1], "shard 1 changed across a restart");
+    assert_eq!(
+        monitored_once(&again, sets[1].len()),
+        sets[1],
+        "shard 1 changed across a restart"
+    );
 }
 
 #[test]
 fn statefulset_pods_with_shard_auto_cover_the_list_as_explicit_shards_do() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&json!({})) else {
         return;
-    }
-    let net = TestNet::start(&json!({}));
-    net.enter();
+    };
     let path = write_config(net.dir(), "targets.yml", &target_list());
     // The count once from the flag, twice from the environment, as the manifest sets it.
     let daemons: Vec<Daemon> = (0..3)
@@ -97,12 +88,25 @@ fn statefulset_pods_with_shard_auto_cover_the_list_as_explicit_shards_do() {
     let sets = assert_cover_without_overlap_or_gap(&daemons);
     // Pod N is shard N/3: the same split as the explicit flags.
     let shard1 = Daemon::start(&path, &["--shard", "1/3"]);
-    let mut explicit = BTreeSet::new();
-    assert!(wait_until(Duration::from_secs(20), || {
-        explicit = monitored(&shard1);
-        explicit.len() >= sets[1].len()
-    }));
-    assert_eq!(explicit, sets[1], "pingscope-1 is not shard 1/3");
+    assert_eq!(
+        monitored_once(&shard1, sets[1].len()),
+        sets[1],
+        "pingscope-1 is not shard 1/3"
+    );
+}
+
+/// What `d` monitors once it lists at least `n` pairs (waiting at most 20 s for that).
+fn monitored_once(d: &Daemon, n: usize) -> BTreeSet<(String, String)> {
+    let mut now = BTreeSet::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            now = monitored(d);
+            now.len() >= n
+        }),
+        "{} of {n} targets after 20 s",
+        now.len()
+    );
+    now
 }
 
 /// The daemons' target sets, once they list 1,000 targets between them: no target in two,

@@ -76,14 +76,11 @@ fn two_daemons_measure_each_other_and_tcp_monitors_count_refusals() {
             refused >= 10.0 && (replies - refused).abs() <= 1.0,
             "{refused} of {replies}"
         );
-        assert_eq!(
-            s.get("pingscope_tcp_refused_total", &[("target", "web")]),
-            Some(0.0)
-        );
-        assert_eq!(
-            s.get("pingscope_tcp_refused_total", &[("target", "peer")]),
-            None
-        );
+        // Created at zero for a TCP target; a UDP target has none.
+        for (t, want) in [("web", Some(0.0)), ("peer", None)] {
+            let got = s.get("pingscope_tcp_refused_total", &[("target", t)]);
+            assert_eq!(got, want, "{t}");
+        }
         let peer_port = peer_port.to_string();
         let info = [
             ("target", "peer"),
@@ -101,19 +98,25 @@ fn two_daemons_measure_each_other_and_tcp_monitors_count_refusals() {
     }
 }
 
+/// The daemon on `web` with `yaml` and the session store (`dir/c.yml`), and these flags.
+fn daemon_on(dir: &std::path::Path, web: u16, yaml: &str, args: &[&str]) -> Daemon {
+    let cfg = write_config(dir, "c.yml", &format!("{yaml}{SESSIONS}"));
+    Daemon::start_on(&cfg, web, args)
+}
+
 #[test]
 fn probe_and_sessions_run_tcp_and_udp() {
     let dir = tempfile::tempdir().unwrap();
     let web = free_port();
     let closed = free_udp_port();
-    let cfg = write_config(
+    let d = daemon_on(
         dir.path(),
-        "c.yml",
+        web,
         &format!(
-            "targets: []\nprobe_profiles:\n  web: {{kind: tcp, port: {web}, count: 3, interval: 50ms, timeout: 500ms}}\n{SESSIONS}"
+            "targets: []\nprobe_profiles:\n  web: {{kind: tcp, port: {web}, count: 3, interval: 50ms, timeout: 500ms}}\n"
         ),
+        &[],
     );
-    let d = Daemon::start_on(&cfg, web, &[]);
     // The daemon's own web port is the open TCP port; a profile names it, or the query does.
     let port = web.to_string();
     let closed = closed.to_string();
@@ -172,17 +175,12 @@ fn probe_and_sessions_run_tcp_and_udp() {
 fn the_udp_echo_port_ignores_a_burst_of_junk_without_growing() {
     let dir = tempfile::tempdir().unwrap();
     let echo = free_udp_port();
-    let web = free_port();
-    let cfg = write_config(
+    let mut d = daemon_on(
         dir.path(),
-        "c.yml",
+        free_port(),
         &format!(
-            "defaults: {{interval: 100ms, timeout: 500ms}}\ntargets:\n  - {{name: self, host: 127.0.0.1, kind: udp, port: {echo}, udp: {{mode: echo}}}}\n{SESSIONS}"
+            "defaults: {{interval: 100ms, timeout: 500ms}}\ntargets:\n  - {{name: self, host: 127.0.0.1, kind: udp, port: {echo}, udp: {{mode: echo}}}}\n"
         ),
-    );
-    let mut d = Daemon::start_on(
-        &cfg,
-        web,
         &[&format!("--udp-echo.listen-address=127.0.0.1:{echo}")],
     );
     let got = |d: &Daemon| {

@@ -91,6 +91,13 @@ fn opts() -> StoreOptions {
     }
 }
 
+/// A temp dir and a database path in it, no file there yet.
+fn fresh_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    (dir, path)
+}
+
 fn db_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("sessions.db")
 }
@@ -173,8 +180,7 @@ async fn round_trip_create_append_finish_get() {
 // 429 instead of 503 (issue 21).
 #[tokio::test]
 async fn a_start_right_after_the_file_is_deleted_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let store = Store::open(&path, opts()).unwrap();
     store
         .create(&SessionRecord::start(params("127.0.0.1")))
@@ -363,8 +369,7 @@ async fn retention_by_age_keeps_young_and_running() {
 
 #[tokio::test]
 async fn reopen_marks_running_interrupted_with_samples() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let store = Store::open(&path, opts()).unwrap();
     let running = create_running(&store).await;
     let samples: Vec<Sample> = (1..=10).map(sample).collect();
@@ -387,8 +392,7 @@ async fn reopen_marks_running_interrupted_with_samples() {
 
 #[tokio::test]
 async fn newer_schema_is_refused_and_left_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch("CREATE TABLE future (x INTEGER); PRAGMA user_version = 999;")
@@ -418,8 +422,7 @@ async fn newer_schema_is_refused_and_left_untouched() {
 
 #[tokio::test]
 async fn a_file_that_is_not_sqlite_is_refused_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let text = b"sessions:\n  database: oops, this is YAML and not a database\n".repeat(40);
     std::fs::write(&path, &text).unwrap();
     let err = Store::open(&path, opts()).unwrap_err();
@@ -434,8 +437,7 @@ async fn a_file_that_is_not_sqlite_is_refused_and_kept() {
 
 #[tokio::test]
 async fn a_database_of_another_program_is_refused_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
@@ -499,8 +501,7 @@ async fn retention_also_runs_periodically_under_steady_traffic() {
 
 #[tokio::test]
 async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let first = Store::open(&path, opts()).unwrap();
     let rec = create_running(&first).await;
     let err = Store::open(&path, opts()).unwrap_err();
@@ -604,8 +605,7 @@ async fn unwritable_places_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_and_counts_without_blocking() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let mut o = opts();
     o.queue_capacity = 8;
     o.batch_interval = Duration::from_millis(5);
@@ -721,8 +721,7 @@ fn kill9_child() {
 
 #[tokio::test]
 async fn kill_9_loses_at_most_the_last_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db_in(&dir);
+    let (_dir, path) = fresh_db();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["kill9_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD_ENV, &path)

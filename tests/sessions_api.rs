@@ -36,20 +36,25 @@ fn start_daemon(net: &TestNet, max_active: usize, extra: &str) -> Daemon {
     )
 }
 
+/// [`net`], then [`start_daemon`] in it.
+fn start(max_active: usize, extra: &str) -> Option<(TestNet, Daemon)> {
+    let net = net()?;
+    let d = start_daemon(&net, max_active, extra);
+    Some((net, d))
+}
+
 fn net() -> Option<TestNet> {
     TestNet::start_if_root(&json!({"default": {"delay": "5ms"}}))
 }
 
 #[test]
 fn pagination_and_aliases() {
-    let Some(net) = net() else {
-        return;
-    };
-    let d = start_daemon(
-        &net,
+    let Some((_net, d)) = start(
         8,
         "targets:\n  - name: lo-mon\n    host: 127.0.0.1\n    interval: 50ms\n",
-    );
+    ) else {
+        return;
+    };
     let c = client();
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -247,10 +252,9 @@ fn routes_in_spec(spec: &Value) -> BTreeSet<(String, String)> {
 
 #[test]
 fn openapi_matches_router() {
-    let Some(net) = net() else {
+    let Some((_net, d)) = start(4, "") else {
         return;
     };
-    let d = start_daemon(&net, 4, "");
     let c = client();
     let (status, spec) = get_json(&c, &d.url("/api/v1/openapi.json"));
     assert_eq!(status, 200);

@@ -4,6 +4,8 @@
 //! (tests/serve_shards.rs runs the same split with three live daemons.)
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::process::Command;
 
 use pingscope::config::Shard;
@@ -24,13 +26,7 @@ fn pods_0_to_2_of_three_cover_a_thousand_targets_without_overlap_or_gap() {
             .map(|index| Shard { index, count: 3 })
             .collect::<Vec<_>>()
     );
-    let mut sizes = [0usize; 3];
-    for n in 0..1000 {
-        let name = format!("t{n:04}");
-        let owners: Vec<usize> = (0..3).filter(|&i| shards[i].keeps(&name)).collect();
-        assert_eq!(owners.len(), 1, "{name} is kept by shards {owners:?}");
-        sizes[owners[0]] += 1;
-    }
+    let sizes = support::shard_split(&shards, (0..1000).map(|n| format!("t{n:04}")));
     assert_eq!(sizes.iter().sum::<usize>(), 1000);
     assert!(sizes.iter().all(|&s| (200..=470).contains(&s)), "{sizes:?}");
 }
@@ -99,38 +95,47 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
 
 #[test]
 fn the_daemon_refuses_a_bad_auto_shard_with_status_64() {
-    let (code, err) = serve(&["--shard", "auto"], &[("HOSTNAME", "pingscope-0")]);
-    assert_eq!(code, Some(64), "{err}");
-    assert_eq!(
-        err,
-        "pingscope: invalid --shard: --shard auto needs the shard count (the StatefulSet's replicas): set --shard.count N or PINGSCOPE_SHARD_COUNT=N\n"
-    );
-    let (code, err) = serve(
-        &["--shard", "auto", "--shard.count", "3"],
-        &[("HOSTNAME", "pingscope")],
-    );
-    assert_eq!(code, Some(64), "{err}");
-    assert_eq!(
-        err,
-        "pingscope: invalid --shard: --shard auto takes the shard index from the hostname, which must end in -N as a StatefulSet pod's does (pingscope-0, pingscope-1, ...); the hostname is \"pingscope\"\n"
-    );
-    // The count from the environment, as the StatefulSet sets it.
-    let (code, err) = serve(
-        &["--shard", "auto"],
-        &[("HOSTNAME", "pingscope-5"), (SHARD_COUNT_ENV, "3")],
-    );
-    assert_eq!(code, Some(64), "{err}");
-    assert!(
-        err.contains("the hostname \"pingscope-5\" names shard 5, out of range for 3 shards"),
-        "{err}"
-    );
-    let (code, err) = serve(
-        &["--shard", "auto"],
-        &[("HOSTNAME", "pingscope-0"), (SHARD_COUNT_ENV, "0")],
-    );
-    assert_eq!(code, Some(64), "{err}");
-    assert_eq!(
-        err,
-        "pingscope: invalid --shard: invalid shard count \"0\": expected a whole number, at least 1\n"
-    );
+    // (flags, environment, the message after `pingscope: invalid --shard: `, whether that is
+    // the whole message or a part of it).
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, bool);
+    let cases: [Case; 4] = [
+        (
+            &["--shard", "auto"],
+            &[("HOSTNAME", "pingscope-0")],
+            "--shard auto needs the shard count (the StatefulSet's replicas): set --shard.count N or PINGSCOPE_SHARD_COUNT=N",
+            true,
+        ),
+        (
+            &["--shard", "auto", "--shard.count", "3"],
+            &[("HOSTNAME", "pingscope")],
+            "--shard auto takes the shard index from the hostname, which must end in -N as a StatefulSet pod's does (pingscope-0, pingscope-1, ...); the hostname is \"pingscope\"",
+            true,
+        ),
+        // The count from the environment, as the StatefulSet sets it.
+        (
+            &["--shard", "auto"],
+            &[("HOSTNAME", "pingscope-5"), (SHARD_COUNT_ENV, "3")],
+            "the hostname \"pingscope-5\" names shard 5, out of range for 3 shards",
+            false,
+        ),
+        (
+            &["--shard", "auto"],
+            &[("HOSTNAME", "pingscope-0"), (SHARD_COUNT_ENV, "0")],
+            "invalid shard count \"0\": expected a whole number, at least 1",
+            true,
+        ),
+    ];
+    for (flags, env, says, whole) in cases {
+        let (code, err) = serve(flags, env);
+        assert_eq!(code, Some(64), "{flags:?} {env:?}: {err}");
+        if whole {
+            assert_eq!(
+                err,
+                format!("pingscope: invalid --shard: {says}\n"),
+                "{flags:?} {env:?}"
+            );
+        } else {
+            assert!(err.contains(says), "{flags:?} {env:?}: {err}");
+        }
+    }
 }

@@ -8,8 +8,10 @@
 //! `scripts/test` fails.
 #![allow(clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Program -> Debian package (bookworm). `None`: not from Debian (built or installed by cargo).
 const PACKAGES: &[(&str, Option<&str>)] = &[
@@ -56,25 +58,10 @@ const CALLS: &[&str] = &[
     "require_program(\"",
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir)
-        .expect("reading a source folder")
-        .flatten()
-    {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// Program -> the files that spawn it.
 fn spawned_programs(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    rust_files(&root.join("tests"), &mut files);
-    rust_files(&root.join("src/bin"), &mut files);
+    let mut files = support::files_under(&root.join("tests"), "rs");
+    files.extend(support::files_under(&root.join("src/bin"), "rs"));
     let this = root.join("tests/test_programs.rs");
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files.iter().filter(|f| **f != this) {

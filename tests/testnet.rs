@@ -11,14 +11,7 @@ use serde_json::json;
 use support::{TestNet, binomial_interval};
 
 fn ping(net: &TestNet, args: &[&str]) -> (Output, String) {
-    let out = net
-        .command("ping")
-        .args(args)
-        .output()
-        .expect("running ping");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out, text)
+    support::run_output(net.command("ping").args(args))
 }
 
 /// `N packets transmitted, M received` from ping's summary.
@@ -66,10 +59,10 @@ fn binomial_interval_matches_the_normal_approximation() {
 
 #[test]
 fn delay_is_what_ping_measures_within_the_measured_error() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.20": {"delay": "20ms"}}}));
+    };
     let (out, text) = ping(&net, &["-c", "20", "-i", "0.05", "-W", "2", "198.18.0.20"]);
     assert!(out.status.success(), "{text}");
     assert_eq!(transmitted_received(&text), (20, 20), "{text}");
@@ -97,12 +90,11 @@ fn delay_is_what_ping_measures_within_the_measured_error() {
 
 #[test]
 fn jitter_spreads_rtt_within_its_bounds() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"seed": 5, "hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"seed": 5, "hosts": {
         "198.18.0.22": {"delay": "20ms", "jitter": "5ms"}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "30", "-i", "0.02", "-W", "2", "198.18.0.22"]);
     assert!(out.status.success(), "{text}");
     let (min, _, max) = rtt_min_avg_max(&text);
@@ -148,10 +140,11 @@ fn answers_due_together_leave_together() {
 
 #[test]
 fn loss_matches_the_profile_and_the_log() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_if_root(&json!({"seed": 2024, "hosts": {"198.18.0.30": {"loss": 0.3}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"seed": 2024, "hosts": {"198.18.0.30": {"loss": 0.3}}}));
+    };
     let (_, text) = ping(
         &net,
         &["-q", "-c", "200", "-i", "0.01", "-W", "1", "198.18.0.30"],
@@ -203,10 +196,11 @@ fn same_seed_drops_the_same_sequence_numbers() {
 
 #[test]
 fn duplicates_are_seen_by_ping() {
-    if !support::require_root() {
+    let Some(mut net) =
+        TestNet::start_if_root(&json!({"hosts": {"198.18.0.40": {"duplicate": 2}}}))
+    else {
         return;
-    }
-    let mut net = TestNet::start(&json!({"hosts": {"198.18.0.40": {"duplicate": 2}}}));
+    };
     let (out, text) = ping(&net, &["-c", "3", "-i", "0.1", "-W", "1", "198.18.0.40"]);
     assert!(out.status.success(), "{text}");
     // ping exits on the last sequence's first reply, so its copies are not awaited.
@@ -223,13 +217,12 @@ fn duplicates_are_seen_by_ping() {
 
 #[test]
 fn reply_ttl_and_hop_limit_are_the_profiles() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.50": {"ttl": 17},
         "2001:db8::50": {"ttl": 33, "delay": "5ms"}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "2", "-i", "0.1", "-W", "1", "198.18.0.50"]);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("ttl=17 ").count(), 2, "{text}");
@@ -247,14 +240,13 @@ fn reply_ttl_and_hop_limit_are_the_profiles() {
 
 #[test]
 fn icmp_errors_reach_ping() {
-    if !support::require_root() {
-        return;
-    }
-    let mut net = TestNet::start(&json!({"hosts": {
+    let Some(mut net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.60": {"unreachable": 1},
         "198.18.0.61": {"time_exceeded": true, "from": "198.18.200.1"},
         "2001:db8::60": {"unreachable": 3}
-    }}));
+    }})) else {
+        return;
+    };
     let (out, text) = ping(&net, &["-c", "2", "-i", "0.1", "-W", "1", "198.18.0.60"]);
     assert!(!out.status.success());
     assert_eq!(
@@ -279,10 +271,9 @@ fn icmp_errors_reach_ping() {
 
 #[test]
 fn blackhole_never_answers() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"blackhole": true}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"blackhole": true}}));
+    };
     let (out, text) = ping(&net, &["-c", "3", "-i", "0.1", "-W", "1", "198.18.0.70"]);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("100% packet loss"), "{text}");
@@ -297,11 +288,10 @@ fn blackhole_never_answers() {
 
 #[test]
 fn unprivileged_datagram_ping_works_in_the_namespace() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     use std::os::unix::fs::PermissionsExt;
-    let net = TestNet::start(&json!({}));
     // A copy of ping without its file capability (cp drops xattrs), where nobody can run it:
     // it can then only use an ICMP datagram socket.
     let ping = net.dir().join("ping-nocaps");
@@ -335,11 +325,10 @@ fn unprivileged_datagram_ping_works_in_the_namespace() {
 
 #[test]
 fn responder_refuses_a_namespace_with_other_interfaces() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     // A namespace with one more interface stands in for any namespace that has a way out.
-    let net = TestNet::start(&json!({}));
     let ns = format!("{}-x", net.namespace());
     let status = std::process::Command::new("ip")
         .args(["netns", "add", &ns])
@@ -381,11 +370,10 @@ fn responder_refuses_a_namespace_with_other_interfaces() {
 
 #[test]
 fn large_probes_arrive_whole_and_are_answered() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({})) else {
         return;
-    }
+    };
     // The device's MTU is 65535, so nothing is fragmented (the responder ignores fragments).
-    let net = TestNet::start(&json!({}));
     for (flag, addr, size) in [
         ("-4", "198.18.0.95", "60000"),
         ("-6", "2001:db8::95", "9000"),
@@ -403,10 +391,9 @@ fn large_probes_arrive_whole_and_are_answered() {
 
 #[test]
 fn log_is_readable_while_running() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&json!({"default": {"delay": "1ms"}})) else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"delay": "1ms"}}));
+    };
     ping(&net, &["-c", "1", "-W", "1", "198.18.0.90"]);
     let log = net.wait_log(1, Duration::from_secs(2));
     assert_eq!(log.len(), 1, "flushed without waiting for exit");

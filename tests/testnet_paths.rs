@@ -9,29 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::{LogEntry, TestNet, binomial_interval};
-
-/// A path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds.
-fn hops(prefix: &str, n: usize, ms: u64) -> Value {
-    (1..=n)
-        .map(|i| json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
-        .collect()
-}
+use serde_json::json;
+use support::{LogEntry, TestNet, binomial_interval, hops};
 
 /// One traceroute hop line: each probe's responder and RTT in ms (`None` and NaN for `*`).
 type HopRow = Vec<(Option<IpAddr>, f64)>;
 
 /// `traceroute -n ARGS`: the hop lines, and the whole output.
 fn traceroute(net: &TestNet, args: &[&str]) -> (Vec<HopRow>, String) {
-    let out = net
-        .command("traceroute")
-        .arg("-n")
-        .args(args)
-        .output()
-        .expect("running traceroute");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (out, text) = support::run_output(net.command("traceroute").arg("-n").args(args));
     assert!(out.status.success(), "{text}");
     let mut rows = Vec::new();
     for line in text.lines().filter(|l| {
@@ -184,27 +170,20 @@ fn silent_and_rate_limited_hops_do_not_hide_the_hops_behind_them() {
 
 /// `ping -t TTL` output and the responder's log for those requests.
 fn ping_ttl(net: &TestNet, ttl: u8, count: u32, dst: &str) -> String {
-    let out = net
-        .command("ping")
-        .args(["-q", "-t", &ttl.to_string(), "-c", &count.to_string()])
-        .args(["-i", "0.005", "-W", "1", dst])
-        .output()
-        .expect("running ping");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let mut ping = net.command("ping");
+    ping.args(["-q", "-t", &ttl.to_string(), "-c", &count.to_string()])
+        .args(["-i", "0.005", "-W", "1", dst]);
+    support::run_output(&mut ping).1
 }
 
 #[test]
 fn forwarding_loss_persists_to_later_hops_and_the_destination() {
-    if !support::require_root() {
+    let mut path = hops("198.18.10.", 3, 0);
+    path[1]["loss"] = json!(0.3);
+    let profiles = json!({"seed": 11, "hosts": {"198.18.0.9": {"path": {"hops": path}}}});
+    let Some(net) = TestNet::start_if_root(&profiles) else {
         return;
-    }
-    let net = TestNet::start(
-        &json!({"seed": 11, "hosts": {"198.18.0.9": {"path": {"hops": [
-            {"addr": "198.18.10.1"},
-            {"addr": "198.18.10.2", "loss": 0.3},
-            {"addr": "198.18.10.3"}
-        ]}}}}),
-    );
+    };
     let n = 300;
     let (lo, hi) = binomial_interval(n, 0.3);
     for ttl in [1u8, 3, 64] {
@@ -251,15 +230,13 @@ fn forwarding_loss_persists_to_later_hops_and_the_destination() {
 
 #[test]
 fn ecmp_branches_are_chosen_per_flow_and_a_flow_keeps_its_branch() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
+    let Some(net) = TestNet::start_and_enter(&json!({"hosts": {"198.18.0.9": {"path": {"hops": [
         {"addr": "198.18.10.1"},
         {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "5ms"}]},
         {"addr": "198.18.10.3"}
-    ]}}}}));
-    net.enter();
+    ]}}}})) else {
+        return;
+    };
     // 16 UDP flows (source ports), 4 datagrams each at TTL 2, sequence-like payloads that differ.
     let mut sockets = Vec::new();
     for _ in 0..16 {

@@ -37,11 +37,9 @@ fn tcp_actions(log: &[LogEntry]) -> BTreeMap<(u16, u16), Vec<String>> {
 
 #[test]
 fn tcp_ports_are_open_refused_or_silent_and_every_handshake_is_torn_down() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&ports_profile()) else {
         return;
-    }
-    let net = TestNet::start(&ports_profile());
-    net.enter();
+    };
     let per_family = 10;
     for host in ["198.18.0.20", "[2001:db8::20]"] {
         let open: SocketAddr = format!("{host}:80").parse().unwrap();
@@ -109,11 +107,11 @@ fn tcp_ports_are_open_refused_or_silent_and_every_handshake_is_torn_down() {
 
 #[test]
 fn duplicated_syn_acks_do_not_break_the_handshake() {
-    if !support::require_root() {
+    let Some(net) =
+        TestNet::start_and_enter(&json!({"default": {"duplicate": 2, "tcp": {"default": "open"}}}))
+    else {
         return;
-    }
-    let net = TestNet::start(&json!({"default": {"duplicate": 2, "tcp": {"default": "open"}}}));
-    net.enter();
+    };
     let stream =
         TcpStream::connect_timeout(&"198.18.0.30:443".parse().unwrap(), Duration::from_secs(2))
             .unwrap();
@@ -130,11 +128,9 @@ fn duplicated_syn_acks_do_not_break_the_handshake() {
 
 #[test]
 fn udp_echo_unreachable_and_silence() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&ports_profile()) else {
         return;
-    }
-    let net = TestNet::start(&ports_profile());
-    net.enter();
+    };
     for (bind, host) in [
         ("198.18.0.1:0", "198.18.0.20"),
         ("[2001:db8::1]:0", "[2001:db8::20]"),

@@ -48,11 +48,16 @@ fn profile() -> serde_json::Value {
     json!({"seed": 16, "hosts": hosts})
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+/// The test network, entered, with a runtime and an engine on this thread; `None` where the test
+/// may not run (see `support::require_root`).
+fn start() -> Option<(TestNet, tokio::runtime::Runtime, std::sync::Arc<Engine>)> {
+    let net = TestNet::start_and_enter(&profile())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap();
+    let engine = rt.block_on(async { Engine::lazy(Default::default()).unwrap() });
+    Some((net, rt, engine))
 }
 
 fn spec(ip: &str, transport: Transport, timeout_ms: u64) -> ProbeSpec {
@@ -152,13 +157,9 @@ fn against_truth(label: &str, rtts: &[f64], truth: &[f64]) -> String {
 
 #[test]
 fn rtt_against_the_truth_refused_silent_and_closed() {
-    if !support::require_root() {
+    let Some((net, rt, engine)) = start() else {
         return;
-    }
-    let net = TestNet::start(&profile());
-    net.enter();
-    let rt = runtime();
-    let engine = rt.block_on(async { Engine::lazy(Default::default()).unwrap() });
+    };
     let mut report = Vec::new();
     for host in HOSTS {
         for (name, transport, action, proto) in [
@@ -250,13 +251,9 @@ fn rtt_against_the_truth_refused_silent_and_closed() {
 
 #[test]
 fn loss_is_the_responders_drops_and_late_answers_are_late() {
-    if !support::require_root() {
+    let Some((net, rt, engine)) = start() else {
         return;
-    }
-    let net = TestNet::start(&profile());
-    net.enter();
-    let rt = runtime();
-    let engine = rt.block_on(async { Engine::lazy(Default::default()).unwrap() });
+    };
     let n = 400u64;
     let (lo, hi) = support::binomial_interval(n as u32, 0.1);
     for host in LOSSY {
@@ -327,13 +324,9 @@ fn tcp_sockets_to(port: u16) -> Vec<String> {
 
 #[test]
 fn a_thousand_tcp_probes_leave_nothing_half_open() {
-    if !support::require_root() {
+    let Some((net, rt, engine)) = start() else {
         return;
-    }
-    let net = TestNet::start(&profile());
-    net.enter();
-    let rt = runtime();
-    let engine = rt.block_on(async { Engine::lazy(Default::default()).unwrap() });
+    };
     let host = HOSTS[0];
     let n = 1000;
     let events = rt.block_on(probe(&engine, &spec(host, TCP_OPEN, 500), n, 2));
@@ -391,10 +384,9 @@ fn a_thousand_tcp_probes_leave_nothing_half_open() {
 
 #[test]
 fn tcp_probes_run_as_an_unprivileged_user() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_if_root(&profile()) else {
         return;
-    }
-    let net = TestNet::start(&profile());
+    };
     let bin = net.dir().join("pingscope");
     std::fs::copy(env!("CARGO_BIN_EXE_pingscope"), &bin).unwrap();
     use std::os::unix::fs::PermissionsExt;

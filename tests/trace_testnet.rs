@@ -16,16 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
-use support::{TestNet, binomial_interval};
+use support::{TestNet, binomial_interval, hops};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pingscope");
-
-/// A path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds.
-fn hops(prefix: &str, n: usize, ms: u64) -> Value {
-    (1..=n)
-        .map(|i| json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
-        .collect()
-}
 
 fn addrs(list: &[&str]) -> Vec<IpAddr> {
     list.iter().map(|a| a.parse().unwrap()).collect()
@@ -41,6 +34,15 @@ struct Traced {
 impl Traced {
     fn of_type(&self, t: &str) -> Vec<&Value> {
         self.lines.iter().filter(|l| l["type"] == t).collect()
+    }
+
+    /// The distinct `key` values of the hop lines at `ttl`.
+    fn at_ttl(&self, ttl: u64, key: &str) -> BTreeSet<&str> {
+        self.of_type("hop")
+            .into_iter()
+            .filter(|h| h["ttl"] == ttl)
+            .map(|h| h[key].as_str().unwrap_or_else(|| panic!("no {key} in {h}")))
+            .collect()
     }
 
     fn path(&self) -> &Value {
@@ -145,12 +147,11 @@ fn udp_trace_reports_the_configured_hops_in_order_with_their_delays() {
 
 #[test]
 fn udp_trace_needs_no_icmp_permission() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"hosts": {
+    let Some(net) = TestNet::start_if_root(&json!({"hosts": {
         "198.18.0.9": {"path": {"hops": hops("198.18.10.", 2, 1)}}
-    }}));
+    }})) else {
+        return;
+    };
     // No group may open datagram ICMP sockets, and the user has no capability for raw ones.
     let forbid = net
         .command("sysctl")
@@ -224,12 +225,7 @@ fn a_router_quoting_only_the_udp_header_leaves_udp_probes_unmatched() {
             );
             let who = format!("{protocol} {dst}");
             assert_eq!(t.code, Some(0), "{who}: {}", t.text);
-            let results: BTreeSet<&str> = t
-                .of_type("hop")
-                .iter()
-                .filter(|h| h["ttl"] == 2)
-                .map(|h| h["result"].as_str().unwrap())
-                .collect();
+            let results = t.at_ttl(2, "result");
             let want = if protocol == "udp" {
                 "timeout"
             } else {
@@ -333,17 +329,14 @@ fn hops_in_order(protocol: &str) -> TestNet {
 
 #[test]
 fn loss_that_persists_is_told_from_a_rate_limited_hop() {
-    if !support::require_root() {
+    // Hop 2 loses 30 % of what it forwards; hop 3 answers once a second.
+    let mut path = hops("198.18.10.", 4, 0);
+    path[1]["loss"] = json!(0.3);
+    path[2]["icmp_rate_limit"] = json!(1);
+    let profiles = json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": path}}}});
+    let Some(net) = TestNet::start_if_root(&profiles) else {
         return;
-    }
-    let net = TestNet::start(
-        &json!({"seed": 7, "hosts": {"198.18.0.9": {"path": {"hops": [
-            {"addr": "198.18.10.1"},
-            {"addr": "198.18.10.2", "loss": 0.3},
-            {"addr": "198.18.10.3", "icmp_rate_limit": 1},
-            {"addr": "198.18.10.4"}
-        ]}}}}),
-    );
+    };
     let rounds = 100u32;
     let t = trace(
         &net,
@@ -544,12 +537,7 @@ fn ecmp_branches(protocol: &str) -> (TestNet, usize) {
             &["--protocol", protocol, "-c", "5", "-i", "0.1", dst],
         );
         assert_eq!(one.code, Some(0), "{}", one.text);
-        let seen: BTreeSet<&str> = one
-            .of_type("hop")
-            .iter()
-            .filter(|h| h["ttl"] == 2)
-            .map(|h| h["responder"].as_str().unwrap())
-            .collect();
+        let seen = one.at_ttl(2, "responder");
         assert_eq!(seen.len(), 1, "{}", one.text);
         assert!(one.of_type("hop").iter().all(|h| h["identity"] == 0));
         let hashes: BTreeSet<String> = net.log()[start..].iter().map(|e| e.flow.clone()).collect();

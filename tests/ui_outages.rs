@@ -28,11 +28,9 @@ fn profiles(blackhole: bool) -> Value {
 
 #[test]
 fn outage_timeline_and_capture_in_headless_chromium() {
-    if !support::require_root() {
+    let Some(net) = TestNet::start_and_enter(&profiles(false)) else {
         return;
-    }
-    let net = TestNet::start(&profiles(false));
-    net.enter();
+    };
     let d = Daemon::serve(
         net.dir(),
         &format!(
@@ -90,12 +88,7 @@ fn outage_timeline_and_capture_in_headless_chromium() {
         "return [...document.querySelectorAll('#hops tr')].map(tr => tr.dataset.host)",
         &[],
     );
-    let hosts: Vec<&str> = hosts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let hosts = support::api::strs(&hosts);
     assert!(
         hosts.starts_with(&["198.18.10.1", "198.18.10.2"]),
         "{hosts:?}"

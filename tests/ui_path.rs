@@ -24,10 +24,7 @@ const SLOW: Duration = Duration::from_secs(20);
 
 #[test]
 fn path_session_hop_table_in_headless_chromium() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(
+    let Some(net) = TestNet::start_and_enter(
         &json!({"seed": 5, "hosts": {"198.18.0.9": {"delay": "1ms", "path": {
             "hops": [
                 {"addr": "198.18.10.1", "delay": "1ms"},
@@ -35,8 +32,9 @@ fn path_session_hop_table_in_headless_chromium() {
                 {"addr": "198.18.10.3", "delay": "1ms"}
             ]
         }}}}),
-    );
-    net.enter();
+    ) else {
+        return;
+    };
     // 198.18.10.2 has no PTR record: the page shows its address alone.
     let dns = DnsServer::start();
     dns.set_ptr("198.18.10.1", "r1.test");
@@ -79,22 +77,13 @@ fn path_session_hop_table_in_headless_chromium() {
         &[],
     );
     let rows = rows.as_array().expect("rows").clone();
-    let hosts: Vec<(u64, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["ttl"].as_u64().unwrap(),
-                r["host"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        hosts,
-        vec![
-            (1, "198.18.10.1".to_owned()),
-            (2, "198.18.10.2".to_owned()),
-            (3, "198.18.10.3".to_owned()),
-            (4, "198.18.0.9".to_owned())
+        support::api::ttl_and(&rows, "host"),
+        [
+            (1, "198.18.10.1"),
+            (2, "198.18.10.2"),
+            (3, "198.18.10.3"),
+            (4, "198.18.0.9")
         ],
         "{rows:?}"
     );
@@ -155,31 +144,32 @@ fn path_session_hop_table_in_headless_chromium() {
 /// the TTL cell's text).
 const PATH_ROWS: &str = "return [...document.querySelectorAll('#path-body .path-address:first-child table.hops tbody tr')].map(tr => [Number(tr.dataset.ttl), tr.dataset.host, tr.dataset.name, tr.dataset.current, tr.dataset.rateLimited, tr.children[0].textContent])";
 
+/// Waits (at most [`SLOW`]) until `cond` holds of `r`, the path view's hop rows, then asserts
+/// [`PATH_ROWS`] reads `want`.
+fn assert_path_rows(b: &Browser, what: &str, cond: &str, want: Value) {
+    b.wait_for(
+        what,
+        SLOW,
+        &format!("(() => {{ const r = [...document.querySelectorAll('#path-body table.hops tbody tr')]; return {cond}; }})()"),
+    );
+    assert_eq!(b.js(PATH_ROWS, &[]), want, "{what}");
+}
+
 #[test]
 fn path_monitor_view_in_headless_chromium() {
-    if !support::require_root() {
-        return;
-    }
-    let net = TestNet::start(&json!({"seed": 3, "hosts": {
-        "198.18.0.9": {"delay": "1ms", "path": {
-            "hops": [
-                {"addr": "198.18.10.1", "delay": "1ms"},
-                {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "2ms"}]},
-                {"addr": "198.18.10.3", "delay": "1ms"}
-            ],
-            "change_after": "8s",
-            "then": [
-                {"addr": "198.18.20.1", "delay": "1ms"},
-                {"addr": "198.18.20.2", "delay": "1ms"},
-                {"addr": "198.18.20.3", "delay": "1ms"}
-            ]
-        }},
+    let Some(net) = TestNet::start_and_enter(&json!({"seed": 3, "hosts": {
+        "198.18.0.9": {"delay": "1ms", "path": support::changing_path(json!([
+            {"addr": "198.18.10.1", "delay": "1ms"},
+            {"branches": [{"addr": "198.18.11.2", "delay": "1ms"}, {"addr": "198.18.12.2", "delay": "2ms"}]},
+            {"addr": "198.18.10.3", "delay": "1ms"}
+        ]), "8s")},
         "198.18.0.10": {"delay": "1ms", "path": {"hops": [
             {"addr": "198.18.10.21", "delay": "1ms"},
             {"addr": "198.18.10.22", "delay": "1ms", "icmp_rate_limit": 1}
         ]}}
-    }}));
-    net.enter();
+    }})) else {
+        return;
+    };
     let dns = DnsServer::start();
     for (ip, name) in [
         ("198.18.10.1", "r1.old.test"),
@@ -229,21 +219,17 @@ fn path_monitor_view_in_headless_chromium() {
         "document.body.dataset.view === 'path' && document.getElementById('h-path').textContent === 'p'",
     );
     // Both ECMP branches under TTL 2 (16 flows), every responder named.
-    b.wait_for(
+    assert_path_rows(
+        &b,
         "the old path's rows, named",
-        SLOW,
-        "(() => { const r = [...document.querySelectorAll('#path-body table.hops tbody tr')]; return r.length === 5 && r.every(tr => tr.dataset.name); })()",
-    );
-    let rows = b.js(PATH_ROWS, &[]);
-    assert_eq!(
-        rows,
+        "r.length === 5 && r.every(tr => tr.dataset.name)",
         json!([
             [1, "198.18.10.1", "r1.old.test", "true", "false", "1"],
             [2, "198.18.11.2", "r2a.old.test", "true", "false", "2"],
             [2, "198.18.12.2", "r2b.old.test", "true", "false", ""],
             [3, "198.18.10.3", "r3.old.test", "true", "false", "3"],
             [4, "198.18.0.9", "dst.test", "true", "false", "4"]
-        ])
+        ]),
     );
     let text = b.js(
         "return document.querySelector('#path-body table.hops tbody tr').children[1].textContent",
@@ -333,19 +319,15 @@ fn path_monitor_view_in_headless_chromium() {
 
     // Another monitor: its rate-limited hop is marked.
     b.goto(&d.url("/#/path/q"));
-    b.wait_for(
+    assert_path_rows(
+        &b,
         "the rate-limited hop marked",
-        SLOW,
-        "(() => { const r = [...document.querySelectorAll('#path-body table.hops tbody tr')]; return r.length === 3 && r[1].dataset.rateLimited === 'true' && r[1].querySelector('.mark.rate-limited'); })()",
-    );
-    let rows = b.js(PATH_ROWS, &[]);
-    assert_eq!(
-        rows,
+        "r.length === 3 && r[1].dataset.rateLimited === 'true' && r[1].querySelector('.mark.rate-limited')",
         json!([
             [1, "198.18.10.21", "q1.test", "true", "false", "1"],
             [2, "198.18.10.22", "", "true", "true", "2"],
             [3, "198.18.0.10", "", "true", "false", "3"]
-        ])
+        ]),
     );
 
     // A name that is no monitor.

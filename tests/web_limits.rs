@@ -14,7 +14,10 @@ use support::web::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn start_limited(limits: Limits) -> Server {
+/// A server with the default limits but what `set` changes.
+async fn start_limited(set: impl FnOnce(&mut Limits)) -> Server {
+    let mut limits = Limits::default();
+    set(&mut limits);
     start(ServeOptions {
         limits,
         ..ServeOptions::default()
@@ -40,11 +43,7 @@ async fn send(addr: std::net::SocketAddr, request: &[u8]) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_the_limit_gets_413() {
-    let server = start_limited(Limits {
-        max_body_bytes: 1024,
-        ..Limits::default()
-    })
-    .await;
+    let server = start_limited(|l| l.max_body_bytes = 1024).await;
     let ok = send(server.addr, &post("/echo", &[b'a'; 1024])).await;
     assert_eq!((ok.status, ok.body.as_str()), (200, "1024\n"));
     let big = send(server.addr, &post("/echo", &[b'a'; 1025])).await;
@@ -59,10 +58,9 @@ async fn a_body_over_the_limit_gets_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_or_too_many_headers_get_431() {
-    let server = start_limited(Limits {
-        max_header_bytes: 8192,
-        max_headers: 16,
-        ..Limits::default()
+    let server = start_limited(|l| {
+        l.max_header_bytes = 8192;
+        l.max_headers = 16;
     })
     .await;
     let small = format!(
@@ -89,11 +87,7 @@ async fn oversized_or_too_many_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off() {
-    let server = start_limited(Limits {
-        header_read_timeout: Duration::from_millis(400),
-        ..Limits::default()
-    })
-    .await;
+    let server = start_limited(|l| l.header_read_timeout = Duration::from_millis(400)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: te")
@@ -117,11 +111,7 @@ async fn slow_headers_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_handler_gets_503_but_probe_keeps_its_own_budget() {
-    let server = start_limited(Limits {
-        request_timeout: Duration::from_millis(300),
-        ..Limits::default()
-    })
-    .await;
+    let server = start_limited(|l| l.request_timeout = Duration::from_millis(300)).await;
     let started = Instant::now();
     let r = get_plain(server.addr, "/slow", None).await;
     assert_eq!(r.status, 503, "{}", r.head);
@@ -136,11 +126,7 @@ async fn a_slow_handler_gets_503_but_probe_keeps_its_own_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_until_a_slot_frees() {
-    let server = start_limited(Limits {
-        max_connections: 2,
-        ..Limits::default()
-    })
-    .await;
+    let server = start_limited(|l| l.max_connections = 2).await;
     // Two idle connections take both slots (connect completes in the kernel either way).
     let idle_a = TcpStream::connect(server.addr).await.unwrap();
     let idle_b = TcpStream::connect(server.addr).await.unwrap();

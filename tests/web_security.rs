@@ -207,11 +207,17 @@ fn auth_config(dir: &Path, cost: u32) -> (PathBuf, String) {
     (path, hash)
 }
 
+/// A server behind [`auth_config`] (bcrypt at `cost`): its folder, alice's hash, the server.
+async fn auth_server(cost: u32, health_without_auth: bool) -> (tempfile::TempDir, String, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, hash) = auth_config(dir.path(), cost);
+    let server = start_with(&cfg, health_without_auth).await;
+    (dir, hash, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_answers_401_with_a_challenge_and_lets_the_right_password_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, _) = auth_config(dir.path(), 4);
-    let server = start_with(&cfg, false).await;
+    let (_dir, _, server) = auth_server(4, false).await;
 
     let none = get_plain(server.addr, "/", None).await;
     assert_eq!(none.status, 401);
@@ -237,9 +243,7 @@ async fn basic_auth_answers_401_with_a_challenge_and_lets_the_right_password_in(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_can_be_exempt_from_auth() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, _) = auth_config(dir.path(), 4);
-    let server = start_with(&cfg, true).await;
+    let (_dir, _, server) = auth_server(4, true).await;
     assert_eq!(get_plain(server.addr, "/-/healthy", None).await.status, 200);
     assert_eq!(get_plain(server.addr, "/", None).await.status, 401);
 }
@@ -248,9 +252,7 @@ async fn health_can_be_exempt_from_auth() {
 /// hash, so sending the hash itself as the password logged in once the cache held it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cve_2022_46146_the_stored_hash_is_not_a_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, hash) = auth_config(dir.path(), 4);
-    let server = start_with(&cfg, false).await;
+    let (_dir, hash, server) = auth_server(4, false).await;
     // A real login first, so that any cache would be warm.
     assert_eq!(status_as(server.addr, "alice", "s3cret").await, 200);
     for _ in 0..3 {
@@ -261,10 +263,8 @@ async fn cve_2022_46146_the_stored_hash_is_not_a_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_users_take_as_long_as_wrong_passwords() {
-    let dir = tempfile::tempdir().unwrap();
     // Cost 6: each check takes milliseconds (more in a debug build), well above loopback noise.
-    let (cfg, _) = auth_config(dir.path(), 6);
-    let server = start_with(&cfg, false).await;
+    let (_dir, _, server) = auth_server(6, false).await;
     const ROUNDS: usize = 8;
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
@@ -291,9 +291,7 @@ async fn unknown_users_take_as_long_as_wrong_passwords() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_at_runtime_means_500_never_200_then_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cfg, hash) = auth_config(dir.path(), 4);
-    let server = start_with(&cfg, false).await;
+    let (dir, hash, server) = auth_server(4, false).await;
     assert_eq!(get_plain(server.addr, "/", None).await.status, 401);
 
     write_config(dir.path(), "basic_auth_users:\n  alice: [not, a, hash\n");

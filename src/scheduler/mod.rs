@@ -1,6 +1,8 @@
 //! The monitor scheduler: one task per target, all cancelled through a token tree on reload and
-//! shutdown. A target whose host is an address literal probes in that task; a DNS name's task
-//! resolves and re-resolves it and runs one probe task per address.
+//! shutdown. A target whose host is an address literal probes from that task; a DNS name's task
+//! resolves and re-resolves it and runs one probe task per address. The probes themselves go out
+//! from a few [`wheel`] tasks (one per runtime worker) that hold every address's next tick in one
+//! heap each, so a probe costs no task wake-up of its own.
 //!
 //! - Probe results do not come back through the tasks: the engine hands each event to the
 //!   address's [`Recorder`](recorder::Recorder) (an [`EventHandler`](crate::engine::EventHandler)), which updates metrics, the window and the
@@ -9,18 +11,17 @@
 //! - Start times are spread across the interval by a stable hash of (target, address), so a
 //!   thousand targets do not all fire at t=0 and a restart keeps their phase.
 //! - Ticks are computed as `start + k·interval` (no drift from processing time); how late each
-//!   send was against that schedule goes to `pingscope_scheduler_lag_seconds`. A task that falls
-//!   more than one interval behind skips the missed ticks instead of bursting.
+//!   send was against that schedule goes to `pingscope_scheduler_lag_seconds`. An address that
+//!   falls more than one interval behind skips the missed ticks instead of bursting.
 //! - [`Scheduler::apply`] is a diff by target name: unchanged targets keep their tasks, series
 //!   and windows; changed ones are stopped (their series deleted) before the new version starts;
 //!   removed ones are stopped and deleted.
-
 //!
 //! Split by concern: this file is the handle and the diff; [`resolution`] turns a target into
 //! addresses (literal or DNS, re-resolved); [`address`] makes and retires one address (the one
-//! place an address's series and status go away); [`tick`] is the probe loop; [`recorder`]
-//! records the engine's events inline; [`outage`] and [`capture`] turn the settled probes into
-//! outages and into loss crossings that ask for a capture.
+//! place an address's series and status go away); [`tick`] is the probe loop and [`wheel`] its
+//! timers; [`recorder`] records the engine's events inline; [`outage`] and [`capture`] turn the
+//! settled probes into outages and into loss crossings that ask for a capture.
 
 mod address;
 mod capture;
@@ -29,6 +30,7 @@ mod path;
 mod recorder;
 mod resolution;
 mod tick;
+mod wheel;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -164,6 +166,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Per-router pacing shared by every path monitor's tracer.
     hop_pacer: crate::probe::path::HopPacer,
+    /// The ticks of every address's probe loop (path monitors have their own).
+    wheels: wheel::Wheels,
 }
 
 /// Cheap-clone handle to the scheduler.
@@ -188,9 +192,11 @@ struct Readiness {
 impl Scheduler {
     /// A scheduler with no targets.
     pub fn new(deps: Deps, dns_refresh: Duration) -> Self {
+        let shutdown = CancellationToken::new();
         Self {
             shared: Arc::new(Shared {
                 resolver: Mutex::new(deps.resolver.clone()),
+                wheels: wheel::Wheels::new(&deps, &shutdown),
                 deps,
                 dns_refresh: Mutex::new(dns_refresh),
                 tasks: tokio::sync::Mutex::new(HashMap::new()),
@@ -198,7 +204,7 @@ impl Scheduler {
                 failures: Mutex::new(HashMap::new()),
                 paths: Mutex::new(HashMap::new()),
                 readiness: Readiness::default(),
-                shutdown: CancellationToken::new(),
+                shutdown,
                 hop_pacer: crate::probe::path::HopPacer::default(),
             }),
         }
@@ -485,6 +491,62 @@ mod tests {
         assert_eq!(s.apply(&[a], Duration::from_secs(300)).await, (0, 0, 2));
         assert_eq!(s.target_names().await, vec!["a".to_owned()]);
         assert_eq!(s.snapshot().len(), 1);
+        s.shutdown().await;
+    }
+
+    // The wheels: every address keeps its own schedule whichever wheel holds it, and an
+    // address that is stopped sends nothing after `apply` returns.
+    #[tokio::test(start_paused = true)]
+    async fn wheels_keep_every_schedule_and_a_stopped_address_stays_silent() {
+        let fake = FakePinger::new();
+        let targets: Vec<Arc<TargetConfig>> = (0..200u32)
+            .map(|i| {
+                let ip = IpAddr::from([198, 18, (i / 250) as u8, (i % 250) as u8 + 1]);
+                fake.script(
+                    ip,
+                    vec![Step::Reply {
+                        rtt: Duration::from_millis(1),
+                        ttl: 60,
+                    }],
+                );
+                // Two intervals, so that the wheels hold ticks of both.
+                target(
+                    &format!("t{i}"),
+                    &ip.to_string(),
+                    100 + 100 * u64::from(i % 2),
+                )
+            })
+            .collect();
+        let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+        s.apply(&targets, Duration::from_secs(300)).await;
+        tokio::time::sleep(Duration::from_millis(2_050)).await;
+        for a in s.snapshot() {
+            let want = if a.interval == Duration::from_millis(100) {
+                20
+            } else {
+                10
+            };
+            assert!(
+                (want..=want + 1).contains(&a.sent),
+                "{} sent {} in 2.05 s at {:?}",
+                a.target,
+                a.sent,
+                a.interval
+            );
+        }
+        s.apply(&targets[..100], Duration::from_secs(300)).await;
+        let kept_before: u64 = s.snapshot().iter().map(|a| a.sent).sum();
+        let total_before = fake.sent();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let kept_after: u64 = s.snapshot().iter().map(|a| a.sent).sum();
+        assert_eq!(s.snapshot().len(), 100);
+        assert_eq!(
+            (fake.sent() - total_before) as u64,
+            kept_after - kept_before,
+            "stopped addresses went on sending"
+        );
+        // 50 addresses at 100 ms and 50 at 200 ms for 1 s.
+        assert!((740..=760).contains(&(kept_after - kept_before)));
         s.shutdown().await;
     }
 

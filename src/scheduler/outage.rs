@@ -6,7 +6,7 @@
 //! Pure and synchronous: the address's recorder and tick loop feed it under the status slot's
 //! lock, and it returns what changed.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use std::net::IpAddr;
@@ -61,13 +61,22 @@ struct Pending {
     skipped: bool,
 }
 
+impl Pending {
+    /// Nothing is known of this sequence yet.
+    fn is_empty(&self) -> bool {
+        self.sent.is_none() && self.outcome.is_none() && !self.skipped
+    }
+}
+
 /// The outage state of one address.
 #[derive(Debug)]
 pub(crate) struct OutageTracker {
     rule: OutageRule,
     /// Next sequence to take in order; sequences start at 1.
     next: u64,
-    pending: BTreeMap<u64, Pending>,
+    /// Sequences `next`, `next + 1`, … not taken yet (one or two in flight, as a rule: a ring,
+    /// not a tree node per address).
+    pending: VecDeque<Pending>,
     consecutive_lost: u64,
     consecutive_ok: u64,
     /// The run of lost probes before an outage opens: (start, lost, icmp errors).
@@ -80,7 +89,7 @@ impl OutageTracker {
         Self {
             rule,
             next: 1,
-            pending: BTreeMap::new(),
+            pending: VecDeque::new(),
             consecutive_lost: 0,
             consecutive_ok: 0,
             run: None,
@@ -103,14 +112,18 @@ impl OutageTracker {
         if seq < self.next {
             return;
         }
-        self.pending.entry(seq).or_default().sent = Some(at);
+        if let Some(p) = self.slot(seq, out) {
+            p.sent = Some(at);
+        }
         self.drain(out);
     }
 
     /// Probe `seq` was never sent (a local send error): it is not a probe.
     pub(crate) fn skipped(&mut self, seq: u64, out: &mut Vec<Change>) {
         if seq >= self.next {
-            self.pending.entry(seq).or_default().skipped = true;
+            if let Some(p) = self.slot(seq, out) {
+                p.skipped = true;
+            }
             self.drain(out);
         }
     }
@@ -120,33 +133,54 @@ impl OutageTracker {
         if seq < self.next {
             return;
         }
-        self.pending.entry(seq).or_default().outcome = Some(outcome);
+        if let Some(p) = self.slot(seq, out) {
+            p.outcome = Some(outcome);
+        }
         self.drain(out);
     }
 
+    /// The entry of `seq` (at least `next`). A sequence more than [`MAX_PENDING`] ahead first
+    /// takes the oldest entries as they are (a bug elsewhere; memory stays bounded).
+    fn slot(&mut self, seq: u64, out: &mut Vec<Change>) -> Option<&mut Pending> {
+        while seq.saturating_sub(self.next) >= MAX_PENDING as u64 {
+            if !self.take_front(out) {
+                // Nothing pending: jump ahead.
+                self.next = seq;
+            }
+        }
+        let index = usize::try_from(seq.checked_sub(self.next)?).ok()?;
+        if index >= self.pending.len() {
+            self.pending.resize_with(index + 1, Pending::default);
+        }
+        self.pending.get_mut(index)
+    }
+
+    /// Takes the oldest pending sequence whatever it holds (an unknown one is passed over, a
+    /// probe without an outcome is lost). Returns false when nothing is pending.
+    fn take_front(&mut self, out: &mut Vec<Change>) -> bool {
+        let Some(p) = self.pending.pop_front() else {
+            return false;
+        };
+        self.next += 1;
+        if p.skipped || p.is_empty() {
+            return true;
+        }
+        let at = p.sent.unwrap_or_else(SystemTime::now);
+        let outcome = p.outcome.unwrap_or(Outcome::Lost { icmp_error: false });
+        if let Some(change) = self.take(at, outcome) {
+            out.push(change);
+        }
+        true
+    }
+
+    /// Takes the sequences that are complete, in order.
     fn drain(&mut self, out: &mut Vec<Change>) {
-        loop {
-            let overflow = self.pending.len() > MAX_PENDING;
-            let Some(mut first) = self.pending.first_entry() else {
-                break;
-            };
-            let seq = *first.key();
-            let p = first.get_mut();
-            let skip = p.skipped;
-            let ready = seq == self.next && (skip || (p.sent.is_some() && p.outcome.is_some()));
-            if !ready && !overflow {
+        while let Some(p) = self.pending.front() {
+            let ready = p.skipped || (p.sent.is_some() && p.outcome.is_some());
+            if !ready {
                 break;
             }
-            let p = first.remove();
-            self.next = seq + 1;
-            if skip {
-                continue;
-            }
-            let at = p.sent.unwrap_or_else(SystemTime::now);
-            let outcome = p.outcome.unwrap_or(Outcome::Lost { icmp_error: false });
-            if let Some(change) = self.take(at, outcome) {
-                out.push(change);
-            }
+            self.take_front(out);
         }
     }
 
@@ -365,6 +399,25 @@ mod tests {
         assert!(matches!(&out[..], [Change::Opened(s)] if s.lost == 2 && s.start == t(1)));
         assert_eq!(tr.consecutive_lost(), 2);
         assert!(tr.pending.is_empty());
+    }
+
+    #[test]
+    fn probes_that_never_settle_are_taken_as_lost_past_the_bound() {
+        let mut tr = OutageTracker::new(OutageRule { after: 3, until: 1 });
+        let mut out = Vec::new();
+        let n = MAX_PENDING as u64 + 2;
+        for seq in 1..=n {
+            tr.sent(seq, t(seq), &mut out);
+        }
+        // The two oldest went as lost to make room; the rest still wait.
+        assert_eq!(tr.pending.len(), MAX_PENDING);
+        assert_eq!(tr.consecutive_lost(), 2);
+        assert!(out.is_empty());
+        // A sequence far ahead (a bug elsewhere) takes everything before it, with no gap left.
+        tr.sent(n + 10 * MAX_PENDING as u64, t(1), &mut out);
+        assert!(tr.pending.len() <= MAX_PENDING);
+        assert!(matches!(&out[0], Change::Opened(s) if s.start == t(1) && s.lost == 3));
+        assert_eq!(tr.consecutive_lost(), n);
     }
 }
 

@@ -57,6 +57,8 @@ impl EventHandler for Recorder {
         let sample = (self.live.readers() > 0 && !self.cancel.is_cancelled())
             .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
+            // The gauges are an exposition choice: the window itself is kept either way, and
+            // its RTT figures are only worked out for the gauges.
             let gauges = {
                 let mut slot = self.status.lock();
                 slot.window.push(rtt);
@@ -67,12 +69,11 @@ impl EventHandler for Recorder {
                 };
                 slot.outage.settled(ev.tag, outcome);
                 slot.last = Some(ev);
-                let gauges = slot.window.gauges();
-                slot.outage.window(gauges.probes, gauges.loss_ratio);
-                gauges
+                let (probes, loss_ratio) = slot.window.loss();
+                slot.outage.window(probes, loss_ratio);
+                self.cfg.metrics.window_gauges.then(|| slot.window.gauges())
             };
-            // The gauges are an exposition choice: the window itself is kept either way.
-            if self.cfg.metrics.window_gauges {
+            if let Some(gauges) = gauges {
                 self.metrics.set_window(
                     gauges.loss_ratio,
                     gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {

@@ -1,4 +1,5 @@
-//! The tick loop of one monitored address: drift-free ticks, lag measured, missed ticks skipped.
+//! The probe loop of one monitored address: its ticks go on a [`wheel`](super::wheel)
+//! (drift-free, lag measured, missed ticks skipped), which calls [`ProbeLoop::send`] for each.
 //! The per-send path is hot (every probe of every target): no allocation beyond the spec's
 //! rarely-set interface name, no await, one uncontended lock.
 
@@ -10,11 +11,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::path::PathTask;
-use super::{Shared, StatusSlot};
+use super::{Deps, Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventSink, SocketOptions};
 use crate::metrics::{TargetMetrics, events};
-use crate::probe::{self, ProbeKind, Ticks};
+use crate::probe::{self, ProbeKind};
 use crate::sample::Sample;
 
 /// Stable phase of a (target, address) within its interval: FNV-1a of both, modulo the interval.
@@ -28,8 +29,9 @@ pub(super) fn phase(name: &str, ip: IpAddr, interval: Duration) -> Duration {
     Duration::from_nanos((u128::from(h) % nanos) as u64)
 }
 
-/// Sends one (target, address)'s probes on schedule. Their events go straight from the engine
-/// to the address's [`Recorder`](super::recorder::Recorder).
+/// One (target, address)'s probe loop. Its events go straight from the engine to the address's
+/// [`Recorder`](super::recorder::Recorder); its ticks live on a [`wheel`](super::wheel), which
+/// sends each probe through [`ProbeLoop::send`].
 pub(super) struct ProbeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) cfg: Arc<TargetConfig>,
@@ -41,40 +43,49 @@ pub(super) struct ProbeTask {
 }
 
 impl ProbeTask {
+    /// Probes until the address's token is cancelled.
     pub(super) async fn run(self) {
         if self.cfg.kind == ProbeKind::Path {
             // Boxed: only path monitors pay for the tracer's state in their future.
             return Box::pin(PathTask::from(self).run()).await;
         }
-        let interval = self.cfg.interval;
-        let mut ticks = Ticks::new(
-            Instant::now() + phase(&self.cfg.name, self.ip, interval),
-            interval,
-        );
-        let mut seq: u64 = 0;
-        // Send times for outages come from the monotonic clock (tokio's, paused in tests),
-        // anchored to the wall clock once.
-        let anchor = (std::time::SystemTime::now(), Instant::now());
-        loop {
-            let due = ticks.due();
-            tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => break,
-                () = tokio::time::sleep_until(due) => {
-                    let now = Instant::now();
-                    let lag = now.saturating_duration_since(due);
-                    self.shared.deps.metrics.observe_scheduler_lag(lag.as_secs_f64());
-                    seq += 1;
-                    self.send(seq, anchor.0 + now.saturating_duration_since(anchor.1));
-                    // More than an interval behind: the missed ticks are skipped, not burst.
-                    ticks.advance(now);
-                }
-            }
-        }
+        let Self {
+            shared,
+            cfg,
+            ip,
+            metrics,
+            status,
+            cancel,
+            sink,
+        } = self;
+        let interval = cfg.interval;
+        let first = Instant::now() + phase(&cfg.name, ip, interval);
+        let probe = ProbeLoop {
+            cfg,
+            ip,
+            metrics,
+            status,
+            sink,
+        };
+        let key = shared.wheels.add(first, interval, probe);
+        cancel.cancelled().await;
+        shared.wheels.remove(&key);
     }
+}
 
-    fn send(&self, seq: u64, at: std::time::SystemTime) {
-        // Built per send rather than held: it would sit in every target's future between
+/// What a wheel keeps of an address to send its probes.
+pub(super) struct ProbeLoop {
+    cfg: Arc<TargetConfig>,
+    ip: IpAddr,
+    metrics: TargetMetrics,
+    status: StatusSlot,
+    sink: EventSink,
+}
+
+impl ProbeLoop {
+    /// Sends probe `seq`, sent at `at` for the outage record.
+    pub(super) fn send(&self, deps: &Deps, seq: u64, at: std::time::SystemTime) {
+        // Built per send rather than held: it would sit in every address's entry between
         // sends, and building it costs a few copies (the interface name is rarely set).
         let options = SocketOptions {
             ttl: self.cfg.ttl,
@@ -90,7 +101,7 @@ impl ProbeTask {
             options,
             self.cfg.port,
         );
-        match self.shared.deps.pinger.send(&spec, seq, &self.sink) {
+        match deps.pinger.send(&spec, seq, &self.sink) {
             Ok(_) => {
                 self.metrics.on_sent();
                 let mut slot = self.status.lock();
@@ -100,7 +111,7 @@ impl ProbeTask {
             Err(e) => {
                 self.status.lock().outage.skipped(seq);
                 events::send_failed(&self.metrics, &self.cfg.name, self.ip, &e);
-                self.shared.deps.live.publish(Sample::local_error(
+                deps.live.publish(Sample::local_error(
                     &self.cfg.name,
                     &self.cfg.host,
                     Some(self.ip),

@@ -81,6 +81,23 @@ pub fn run_bounded(args: &[&str], limit: Duration) -> Run {
     }
 }
 
+/// The `Authorization` value of HTTP basic auth.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A web config letting in `alice` with password `s3cret` (bcrypt at this `cost`).
+pub fn alice_web_config(cost: u32) -> String {
+    format!(
+        "basic_auth_users:\n  alice: {}\n",
+        bcrypt::hash("s3cret", cost).unwrap()
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -253,6 +270,13 @@ impl Tmpfs {
         while f.write_all(&small).is_ok() {}
         let _ = f.sync_all();
         path
+    }
+
+    /// Keeps the file system full for `hold`, then frees it.
+    pub fn fill_for(&self, hold: Duration) {
+        let filler = self.fill();
+        std::thread::sleep(hold);
+        std::fs::remove_file(&filler).unwrap();
     }
 }
 

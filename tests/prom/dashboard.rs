@@ -50,6 +50,24 @@ pub struct PanelQuery {
     pub instant: bool,
 }
 
+/// The shipped Grafana dashboard, grafana/dashboards/pingscope.json.
+pub fn shipped_dashboard() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/grafana/dashboards/pingscope.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// [`dashboard_queries`] of the shipped dashboard; fails when it has 20 or fewer (the panels
+/// were not found).
+pub fn shipped_queries(vars: &[(&str, &str)]) -> Vec<PanelQuery> {
+    let queries = dashboard_queries(&shipped_dashboard(), vars);
+    assert!(queries.len() > 20, "{} queries", queries.len());
+    queries
+}
+
 /// Every panel query of a dashboard, rows' nested panels included, with `$var`, `${var}`,
 /// `${var:format}` and `[[var]]` replaced from `vars`, then from the defaults for
 /// `$__rate_interval` (1m), `$__interval` (15s) and `$__range` (5m). Hidden targets and

@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(String, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
@@ -38,8 +38,18 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 const RTT_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
 
+fn histograms() -> HistogramFamily {
+    Family::new_with_constructor(rtt_histogram)
+}
+
 fn rtt_histogram() -> Histogram {
     Histogram::new_classic_and_native(RTT_BUCKETS, NativeHistogramConfig::new(1.1))
+}
+
+/// Registers `metric` in `r` under `name` and returns it.
+fn add<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
 }
 
 #[derive(Debug)]
@@ -77,86 +87,49 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    /// Every family, registered in `r` as it is made.
+    fn new(r: &mut Registry) -> Metrics {
         Metrics {
-            sent: Family::default(),
-            lost: Family::default(),
-            late: Family::default(),
-            duplicates: Family::default(),
-            icmp_errors: Family::default(),
-            send_errors: Family::default(),
-            resolve_errors: Family::default(),
-            rtt: Family::new_with_constructor(rtt_histogram),
-            jitter: Family::new_with_constructor(rtt_histogram),
-            lag: Family::new_with_constructor(rtt_histogram),
-            jitter_rfc3550: Family::default(),
-            ttl: Family::default(),
-            window_rtt: Family::default(),
-            window_loss: Family::default(),
-            target_info: Family::default(),
-            tcp_refused: Family::default(),
-            in_flight: Gauge::default(),
-            reload_ok: Gauge::default(),
-            reload_ts: Gauge::default(),
-            sessions: Gauge::default(),
-            live_clients: Gauge::default(),
-            build_info: Family::default(),
-            path_sent: Family::default(),
-            path_lost: Family::default(),
-            path_rtt: Family::new_with_constructor(rtt_histogram),
-            path_hop_info: Family::default(),
-            path_length: Family::default(),
-            path_changes: Family::default(),
-            path_info: Family::default(),
+            sent: add(r, "sent", "echo requests sent", Family::default()),
+            lost: add(r, "lost", "probes without reply", Family::default()),
+            late: add(r, "late_replies", "late replies", Family::default()),
+            duplicates: add(r, "duplicates", "duplicate replies", Family::default()),
+            icmp_errors: add(r, "icmp_errors", "ICMP errors", Family::default()),
+            send_errors: add(r, "send_errors", "failed sends", Family::default()),
+            resolve_errors: add(r, "resolve_errors", "failed lookups", Family::default()),
+            rtt: add(r, "rtt_seconds", "RTT", histograms()),
+            jitter: add(r, "jitter_seconds", "IPDV", histograms()),
+            lag: add(r, "scheduler_lag_seconds", "lag", histograms()),
+            jitter_rfc3550: add(r, "jitter_rfc3550_seconds", "jitter", Family::default()),
+            ttl: add(r, "reply_ttl", "TTL", Family::default()),
+            window_rtt: add(r, "window_rtt_seconds", "window RTT", Family::default()),
+            window_loss: add(r, "window_loss_ratio", "window loss", Family::default()),
+            target_info: add(r, "target_info", "address", Family::default()),
+            tcp_refused: add(r, "tcp_refused", "TCP refusals", Family::default()),
+            in_flight: add(r, "probes_in_flight", "in flight", Gauge::default()),
+            reload_ok: add(
+                r,
+                "config_last_reload_successful",
+                "reload ok",
+                Gauge::default(),
+            ),
+            reload_ts: add(
+                r,
+                "config_last_reload_success_timestamp_seconds",
+                "reload time",
+                Gauge::default(),
+            ),
+            sessions: add(r, "sessions_active", "sessions", Gauge::default()),
+            live_clients: add(r, "live_clients", "live clients", Gauge::default()),
+            build_info: add(r, "build_info", "build", Family::default()),
+            path_sent: add(r, "path_hop_sent", "hop probes", Family::default()),
+            path_lost: add(r, "path_hop_lost", "hop losses", Family::default()),
+            path_rtt: add(r, "path_hop_rtt_seconds", "hop RTT", histograms()),
+            path_hop_info: add(r, "path_hop_info", "hop", Family::default()),
+            path_length: add(r, "path_length", "length", Family::default()),
+            path_changes: add(r, "path_changes", "changes", Family::default()),
+            path_info: add(r, "path_info", "path", Family::default()),
         }
-    }
-
-    fn register(&self, r: &mut Registry) {
-        r.register("sent", "echo requests sent", self.sent.clone());
-        r.register("lost", "probes without reply", self.lost.clone());
-        r.register("late_replies", "late replies", self.late.clone());
-        r.register("duplicates", "duplicate replies", self.duplicates.clone());
-        r.register("icmp_errors", "ICMP errors", self.icmp_errors.clone());
-        r.register("send_errors", "failed sends", self.send_errors.clone());
-        r.register(
-            "resolve_errors",
-            "failed lookups",
-            self.resolve_errors.clone(),
-        );
-        r.register("rtt_seconds", "RTT", self.rtt.clone());
-        r.register("jitter_seconds", "IPDV", self.jitter.clone());
-        r.register("scheduler_lag_seconds", "lag", self.lag.clone());
-        r.register(
-            "jitter_rfc3550_seconds",
-            "jitter",
-            self.jitter_rfc3550.clone(),
-        );
-        r.register("reply_ttl", "TTL", self.ttl.clone());
-        r.register("window_rtt_seconds", "window RTT", self.window_rtt.clone());
-        r.register("window_loss_ratio", "window loss", self.window_loss.clone());
-        r.register("target_info", "address", self.target_info.clone());
-        r.register("tcp_refused", "TCP refusals", self.tcp_refused.clone());
-        r.register("probes_in_flight", "in flight", self.in_flight.clone());
-        r.register(
-            "config_last_reload_successful",
-            "reload ok",
-            self.reload_ok.clone(),
-        );
-        r.register(
-            "config_last_reload_success_timestamp_seconds",
-            "reload time",
-            self.reload_ts.clone(),
-        );
-        r.register("sessions_active", "sessions", self.sessions.clone());
-        r.register("live_clients", "live clients", self.live_clients.clone());
-        r.register("build_info", "build", self.build_info.clone());
-        r.register("path_hop_sent", "hop probes", self.path_sent.clone());
-        r.register("path_hop_lost", "hop losses", self.path_lost.clone());
-        r.register("path_hop_rtt_seconds", "hop RTT", self.path_rtt.clone());
-        r.register("path_hop_info", "hop", self.path_hop_info.clone());
-        r.register("path_length", "length", self.path_length.clone());
-        r.register("path_changes", "changes", self.path_changes.clone());
-        r.register("path_info", "path", self.path_info.clone());
     }
 
     fn setup(&self, profiles: &[Profile]) {
@@ -294,9 +267,8 @@ pub struct FakeExporter {
 impl FakeExporter {
     /// Serve on a free 127.0.0.1 port and probe every profile each [`PROBE_INTERVAL`].
     pub fn start(profiles: Vec<Profile>) -> FakeExporter {
-        let metrics = Arc::new(Metrics::new());
         let mut registry = Registry::with_prefix("pingscope");
-        metrics.register(&mut registry);
+        let metrics = Arc::new(Metrics::new(&mut registry));
         metrics.setup(&profiles);
         let registry = Arc::new(registry);
 

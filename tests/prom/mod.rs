@@ -15,7 +15,8 @@ pub mod exporter;
 // Re-exported for every test crate; each uses a part.
 #[allow(unused_imports)]
 pub use dashboard::{
-    GRAFANA_BUILTINS, PanelQuery, all_panels, dashboard_queries, substitute, variable_refs,
+    GRAFANA_BUILTINS, PanelQuery, all_panels, dashboard_queries, shipped_dashboard,
+    shipped_queries, substitute, variable_refs,
 };
 
 use std::net::TcpListener;

@@ -333,3 +333,23 @@ pub fn content_type(resp: &reqwest::blocking::Response) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// `(ttl, row[key])` of each hop row (a session summary's `hops`, or rows read off a page).
+pub fn ttl_and<'a>(rows: &'a [Value], key: &str) -> Vec<(u64, &'a str)> {
+    rows.iter()
+        .map(|r| {
+            let ttl = r["ttl"].as_u64().unwrap_or_else(|| panic!("no ttl in {r}"));
+            let value = r[key].as_str().unwrap_or_else(|| panic!("no {key} in {r}"));
+            (ttl, value)
+        })
+        .collect()
+}
+
+/// The strings of the JSON array `v` (other items skipped); fails when `v` is no array.
+pub fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}

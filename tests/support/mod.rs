@@ -8,7 +8,8 @@
 //! - [`expo`]: the Prometheus text exposition reader.
 //! - [`web`]: a test PKI and a raw HTTP/1.1 (plain or TLS) client.
 //! - [`tools`]: test tools from PyPI and npm, installed under `target/` on first use.
-//! - [`require`], [`free_port`], [`write_config`], [`wait_until`].
+//! - [`require`], [`free_port`], [`write_config`], [`wait_until`], [`files_under`], [`run_output`],
+//!   [`run_with_input`].
 //!
 //! [`TestNet::start`] creates a network namespace of its own, starts the `pingscope-testnet`
 //! responder in it (a TUN device answering echo in 198.18.0.0/15 and 2001:db8::/32 per the
@@ -39,7 +40,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -420,6 +421,41 @@ pub fn run_checked(cmd: &mut Command) {
     );
 }
 
+/// Runs `cmd` to its end (stdout and stderr captured): its output, and what it wrote, stdout then
+/// stderr, as one text. Panics when it cannot be started.
+pub fn run_output(cmd: &mut Command) -> (Output, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = output_text(&out);
+    (out, text)
+}
+
+/// As [`run_output`], with `input` written to its stdin.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> (Output, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    std::io::Write::write_all(&mut stdin, input)
+        .unwrap_or_else(|e| panic!("writing to {cmd:?}: {e}"));
+    // Closed, so the program sees the end of its input.
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"));
+    let text = output_text(&out);
+    (out, text)
+}
+
+/// What a program wrote, stdout then stderr, as one text.
+pub fn output_text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// The skip policy, in one place: true when `ok`. Otherwise, under `CI` (set to anything but
 /// `false` or `0`) it panics with `why`, since a skipped test there would hide a gap; outside CI it
 /// prints why the test is skipped and returns false (the test then returns).
@@ -485,6 +521,72 @@ pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let text = text.replace("{{DIR}}", &dir.display().to_string());
     std::fs::write(&path, text).expect("writing a config file");
     path
+}
+
+/// A test-network path of `n` hops `prefix1..prefixN`, each adding `ms` milliseconds (the
+/// `hops` of a path profile, docs/testnet.md).
+pub fn hops(prefix: &str, n: usize, ms: u64) -> serde_json::Value {
+    (1..=n)
+        .map(|i| serde_json::json!({"addr": format!("{prefix}{i}"), "delay": format!("{ms}ms")}))
+        .collect()
+}
+
+/// A path profile: `hops`, then after `after` the three hops 198.18.20.1-3 (1 ms each), the new
+/// path of the tests that watch a path change.
+pub fn changing_path(hops: serde_json::Value, after: &str) -> serde_json::Value {
+    serde_json::json!({"hops": hops, "change_after": after, "then": self::hops("198.18.20.", 3, 1)})
+}
+
+/// How many of `names` each of `shards` keeps; fails when a name is kept by none or by two.
+pub fn shard_split(
+    shards: &[pingscope::config::Shard],
+    names: impl IntoIterator<Item = String>,
+) -> Vec<usize> {
+    let mut sizes = vec![0; shards.len()];
+    for name in names {
+        let owners: Vec<usize> = (0..shards.len())
+            .filter(|&i| shards[i].keeps(&name))
+            .collect();
+        assert_eq!(owners.len(), 1, "{name} is kept by shards {owners:?}");
+        sizes[owners[0]] += 1;
+    }
+    sizes
+}
+
+/// A `targets:` section of `n` loopback targets at 127.`net`.x.y, named `t0`, `t1`, ... (the
+/// number zero-padded to `width` digits).
+pub fn loopback_targets(n: usize, net: u8, width: usize) -> String {
+    let mut yaml = String::from("targets:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - {{name: t{i:0width$}, host: 127.{net}.{}.{}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    yaml
+}
+
+/// Every file under `dir` (recursively) whose name ends in `.ext`, each folder's entries in
+/// sorted order.
+pub fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+                .path()
+        })
+        .collect();
+    entries.sort();
+    let mut out = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            out.extend(files_under(&path, ext));
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Poll `cond` every 10 ms until it holds or `timeout` passes; true when it held.

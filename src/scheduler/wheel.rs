@@ -1,0 +1,172 @@
+//! The timers of every probe loop: a few wheel tasks (one per runtime worker) each keep their
+//! addresses' next ticks in one heap, sleep until the earliest, and send every probe that is
+//! due in that one wake-up.
+//!
+//! A task and a timer entry per address cost a task poll, a timer re-registration, a waker and
+//! often a cross-thread wake-up per probe, and the task's memory for as long as the address
+//! lives. Here a probe costs a heap pop and push; probes due in the same millisecond go out in
+//! one wake-up, and a wheel's lock is held while it sends, so an address removed from a wheel
+//! sends nothing after [`Wheels::remove`] returns.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Deps;
+use super::tick::ProbeLoop;
+use crate::probe::Ticks;
+
+/// Where an address's ticks live, to take it off again.
+#[derive(Debug)]
+pub(super) struct WheelKey {
+    wheel: usize,
+    id: u64,
+}
+
+/// The wheels of one scheduler; addresses are dealt to them in turn.
+pub(super) struct Wheels {
+    wheels: Box<[Arc<Wheel>]>,
+    next: AtomicUsize,
+}
+
+impl Wheels {
+    /// One wheel per runtime worker (the runtime's default worker count), so that sending is
+    /// spread over the workers as it was with a task per address.
+    pub(super) fn new(deps: &Deps, shutdown: &CancellationToken) -> Self {
+        let count = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let wheels = (0..count)
+            .map(|_| {
+                Arc::new(Wheel {
+                    state: Mutex::new(State::default()),
+                    changed: Notify::new(),
+                    started: AtomicBool::new(false),
+                    deps: deps.clone(),
+                    shutdown: shutdown.clone(),
+                })
+            })
+            .collect();
+        Self {
+            wheels,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts sending `probe`'s ticks from `first`, every `interval`. Call from inside the
+    /// runtime (the wheel's task starts with its first address).
+    pub(super) fn add(&self, first: Instant, interval: Duration, probe: ProbeLoop) -> WheelKey {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.wheels.len();
+        let wheel = &self.wheels[index];
+        let id = wheel.add(Ticks::new(first, interval), probe);
+        if !wheel.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(wheel.clone().run());
+        }
+        WheelKey { wheel: index, id }
+    }
+
+    /// Stops an address's ticks: once this returns, it sends nothing more.
+    pub(super) fn remove(&self, key: &WheelKey) {
+        if let Some(wheel) = self.wheels.get(key.wheel) {
+            wheel.state.lock().entries.remove(&key.id);
+        }
+    }
+}
+
+/// One address on a wheel.
+struct Entry {
+    probe: ProbeLoop,
+    ticks: Ticks,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct State {
+    /// (due, id) of every entry's next tick; ids of removed entries are skipped when they come
+    /// up (each entry has exactly one item here, so the heap holds at most one stale item per
+    /// removed address, gone within an interval).
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    entries: HashMap<u64, Entry>,
+    next_id: u64,
+}
+
+struct Wheel {
+    state: Mutex<State>,
+    /// Wakes the task when an address comes in (its first tick may be the earliest).
+    changed: Notify,
+    started: AtomicBool,
+    deps: Deps,
+    shutdown: CancellationToken,
+}
+
+impl Wheel {
+    fn add(&self, ticks: Ticks, probe: ProbeLoop) -> u64 {
+        let mut state = self.state.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.heap.push(Reverse((ticks.due(), id)));
+        state.entries.insert(
+            id,
+            Entry {
+                probe,
+                ticks,
+                seq: 0,
+            },
+        );
+        drop(state);
+        self.changed.notify_one();
+        id
+    }
+
+    async fn run(self: Arc<Self>) {
+        // Far enough never to come while the wheel is empty; reset as ticks come in.
+        let idle = Duration::from_secs(86_400);
+        // Send times for outages come from the monotonic clock (tokio's, paused in tests),
+        // anchored to the wall clock once.
+        let anchor = (SystemTime::now(), Instant::now());
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        loop {
+            let next = self.state.lock().heap.peek().map(|Reverse((due, _))| *due);
+            sleep
+                .as_mut()
+                .reset(next.unwrap_or_else(|| Instant::now() + idle));
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return,
+                () = self.changed.notified() => {}
+                () = &mut sleep => self.send_due(anchor),
+            }
+        }
+    }
+
+    /// Sends every probe that is due, each at its own tick; an address more than an interval
+    /// behind skips the missed ticks instead of bursting.
+    fn send_due(&self, anchor: (SystemTime, Instant)) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        while let Some(&Reverse((due, id))) = state.heap.peek() {
+            let now = Instant::now();
+            if due > now {
+                break;
+            }
+            state.heap.pop();
+            let Some(entry) = state.entries.get_mut(&id) else {
+                continue;
+            };
+            self.deps
+                .metrics
+                .observe_scheduler_lag(now.saturating_duration_since(due).as_secs_f64());
+            entry.seq += 1;
+            let at = anchor.0 + now.saturating_duration_since(anchor.1);
+            entry.probe.send(&self.deps, entry.seq, at);
+            entry.ticks.advance(now);
+            state.heap.push(Reverse((entry.ticks.due(), id)));
+        }
+    }
+}
