@@ -1,7 +1,7 @@
 //! The probe loop of one monitored address: its ticks go on a [`wheel`](super::wheel)
 //! (drift-free, lag measured, missed ticks skipped), which calls [`ProbeLoop::send`] for each.
-//! The per-send path is hot (every probe of every target): no allocation beyond the spec's
-//! rarely-set interface name, no await, one uncontended lock.
+//! The per-send path is hot (every probe of every target): no allocation, no await, one
+//! uncontended lock.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::path::PathTask;
 use super::{Deps, Shared, StatusSlot};
 use crate::config::TargetConfig;
-use crate::engine::{EventSink, SocketOptions};
+use crate::engine::{EventSink, ProbeSpec, SocketOptions};
 use crate::metrics::{TargetMetrics, events};
 use crate::probe::{self, ProbeKind};
 use crate::sample::Sample;
@@ -60,7 +60,21 @@ impl ProbeTask {
         } = self;
         let interval = cfg.interval;
         let first = Instant::now() + phase(&cfg.name, ip, interval);
+        let spec = probe::request::spec(
+            cfg.kind,
+            ip,
+            cfg.size,
+            cfg.timeout,
+            SocketOptions {
+                ttl: cfg.ttl,
+                tos: cfg.tos,
+                source: cfg.source,
+                interface: cfg.interface.clone(),
+            },
+            cfg.port,
+        );
         let probe = ProbeLoop {
+            spec,
             cfg,
             ip,
             metrics,
@@ -75,6 +89,9 @@ impl ProbeTask {
 
 /// What a wheel keeps of an address to send its probes.
 pub(super) struct ProbeLoop {
+    /// What every probe of the address is, made once: the wheel's entry is in the cache when it
+    /// sends, the target's config often is not.
+    spec: ProbeSpec,
     cfg: Arc<TargetConfig>,
     ip: IpAddr,
     metrics: TargetMetrics,
@@ -85,23 +102,7 @@ pub(super) struct ProbeLoop {
 impl ProbeLoop {
     /// Sends probe `seq`, sent at `at` for the outage record.
     pub(super) fn send(&self, deps: &Deps, seq: u64, at: std::time::SystemTime) {
-        // Built per send rather than held: it would sit in every address's entry between
-        // sends, and building it costs a few copies (the interface name is rarely set).
-        let options = SocketOptions {
-            ttl: self.cfg.ttl,
-            tos: self.cfg.tos,
-            source: self.cfg.source,
-            interface: self.cfg.interface.clone(),
-        };
-        let spec = probe::request::spec(
-            self.cfg.kind,
-            self.ip,
-            self.cfg.size,
-            self.cfg.timeout,
-            options,
-            self.cfg.port,
-        );
-        match deps.pinger.send(&spec, seq, &self.sink) {
+        match deps.pinger.send(&self.spec, seq, &self.sink) {
             Ok(_) => {
                 self.metrics.on_sent();
                 let mut slot = self.status.lock();
