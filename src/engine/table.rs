@@ -62,7 +62,6 @@ struct Recent {
     sent: SendTimes,
     stamp: u64,
     state: Settled,
-    generation: u64,
 }
 
 /// An event ready to be delivered, with the sink it goes to.
@@ -114,8 +113,14 @@ pub struct InFlightTable {
     pending: HashMap<Key, Pending>,
     deadlines: BTreeMap<(Instant, u64), Key>,
     next_id: u64,
-    recent: HashMap<Key, Recent>,
-    recent_order: VecDeque<(Key, u64)>,
+    /// Where each remembered probe stands in `ring`: its position counted from the first
+    /// probe ever remembered. A small index; the entries themselves live in the ring.
+    recent: HashMap<Key, u64>,
+    /// Settled probes, oldest first, at most `recent_capacity` of them; `ring_start` is the
+    /// position of the first. A probe forgotten early (its key reused) leaves its slot until it
+    /// comes round, when the index no longer points at it.
+    ring: VecDeque<(Key, Recent)>,
+    ring_start: u64,
     next_seq: HashMap<IpAddr, u16>,
 }
 
@@ -137,7 +142,8 @@ impl InFlightTable {
             deadlines: BTreeMap::new(),
             next_id: 0,
             recent: HashMap::new(),
-            recent_order: VecDeque::new(),
+            ring: VecDeque::new(),
+            ring_start: 0,
             next_seq: HashMap::new(),
         }
     }
@@ -279,34 +285,37 @@ impl InFlightTable {
     }
 
     fn remember(&mut self, key: Key, rec: Recent) {
-        let generation = rec.generation;
-        // Make room first: inserting into a full table, even for the moment before the oldest
-        // entry goes, would make the hash table double.
-        while self.recent.len() >= self.recent_capacity
-            || self.recent_order.len() >= self.recent_capacity.saturating_mul(2)
-        {
-            let Some((old, g)) = self.recent_order.pop_front() else {
+        // Make room first: inserting into a full index, even for the moment before the oldest
+        // entry goes, would make its hash table double.
+        while self.ring.len() >= self.recent_capacity {
+            let Some((old, _)) = self.ring.pop_front() else {
                 break;
             };
-            if self.recent.get(&old).is_some_and(|r| r.generation == g) {
+            if self.recent.get(&old) == Some(&self.ring_start) {
                 self.recent.remove(&old);
             }
+            self.ring_start += 1;
         }
-        self.recent.insert(key, rec);
-        self.recent_order.push_back((key, generation));
+        let position = self.ring_start + self.ring.len() as u64;
+        self.ring.push_back((key, rec));
+        self.recent.insert(key, position);
+    }
+
+    /// The remembered probe of `key`, if any.
+    fn recent_mut(&mut self, key: &Key) -> Option<&mut Recent> {
+        let position = *self.recent.get(key)?;
+        let index = usize::try_from(position.checked_sub(self.ring_start)?).ok()?;
+        self.ring.get_mut(index).map(|(_, r)| r)
     }
 
     fn settle(&mut self, key: Key, p: Pending, state: Settled) {
         self.deadlines.remove(&p.timer);
-        let generation = self.next_id;
-        self.next_id += 1;
         let rec = Recent {
             tag: p.tag,
             sink: p.sink,
             sent: p.sent,
             stamp: p.stamp,
             state,
-            generation,
         };
         self.remember(key, rec);
     }
@@ -375,7 +384,7 @@ impl InFlightTable {
             self.settle(key, p, Settled::Answered);
             return (ReplyOutcome::Deliver((sink, ev)), Some(m));
         }
-        let Some(r) = self.recent.get_mut(&key) else {
+        let Some(r) = self.recent_mut(&key) else {
             return (ReplyOutcome::Unknown, None);
         };
         if !matches(r.stamp) {

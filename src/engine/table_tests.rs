@@ -353,3 +353,34 @@ fn foreign_or_unknown_replies_are_not_delivered() {
 
 #[path = "table_tx_tests.rs"]
 mod tx;
+
+// A key used again leaves its first remembered probe in the ring; when that old slot comes
+// round and goes, the key's newer probe must stay remembered.
+#[test]
+fn an_old_slot_of_a_reused_key_going_does_not_forget_the_new_one() {
+    let (now, wall) = t0();
+    let capacity = 65_540;
+    let mut t = InFlightTable::new(4, capacity);
+    let (tx, _rx) = sink();
+    let later = now + Duration::from_secs(1);
+    // Seq 0 times out (remembered first), 65,535 probes are answered, and seq 0 comes round.
+    assert_eq!(put(&mut t, &tx, wall, 0, 1000, now).unwrap(), 0);
+    t.expire(now, wall);
+    for i in 1..=65_535u64 {
+        let seq = put(&mut t, &tx, wall, i, 1000 + i, later).unwrap();
+        deliver(answer(&mut t, seq, 1000 + i, wall, None));
+    }
+    assert_eq!(put(&mut t, &tx, wall, 70_000, 7, now).unwrap(), 0);
+    t.expire(now, wall);
+    // Fill the ring until the first probe's slot is the one that goes.
+    let mut settled = 65_537;
+    while settled <= capacity {
+        let seq = put(&mut t, &tx, wall, 80_000, 8, later).unwrap();
+        deliver(answer(&mut t, seq, 8, wall, None));
+        settled += 1;
+    }
+    assert_eq!(t.ring_start, 1, "the first probe's slot went");
+    let ev = deliver(answer(&mut t, 0, 7, wall, None));
+    assert!(matches!(ev.kind, EventKind::Late(_)), "{:?}", ev.kind);
+    assert_eq!(ev.tag, 70_000);
+}
