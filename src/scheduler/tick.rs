@@ -81,9 +81,9 @@ impl ProbeTask {
             status,
             sink,
         };
-        let key = shared.wheels.add(first, interval, probe);
+        // Off the wheel when the token is cancelled, and also if this future is dropped.
+        let _on_wheel = shared.wheels.add(first, interval, probe);
         cancel.cancelled().await;
-        shared.wheels.remove(&key);
     }
 }
 

@@ -5,8 +5,8 @@
 //! A task and a timer entry per address cost a task poll, a timer re-registration, a waker and
 //! often a cross-thread wake-up per probe, and the task's memory for as long as the address
 //! lives. Here a probe costs a heap pop and push; probes due in the same millisecond go out in
-//! one wake-up, and a wheel's lock is held while it sends, so an address removed from a wheel
-//! sends nothing after [`Wheels::remove`] returns.
+//! one wake-up, and a wheel's lock is held while it sends, so an address taken off a wheel
+//! (its [`OnWheel`] dropped) sends nothing after that.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,11 +23,17 @@ use super::Deps;
 use super::tick::ProbeLoop;
 use crate::probe::Ticks;
 
-/// Where an address's ticks live, to take it off again.
-#[derive(Debug)]
-pub(super) struct WheelKey {
-    wheel: usize,
+/// An address's place on a wheel: dropping it takes the address off, and once the drop has
+/// returned the address sends nothing more.
+pub(super) struct OnWheel {
+    wheel: Arc<Wheel>,
     id: u64,
+}
+
+impl Drop for OnWheel {
+    fn drop(&mut self) {
+        self.wheel.state.lock().entries.remove(&self.id);
+    }
 }
 
 /// The wheels of one scheduler; addresses are dealt to them in turn.
@@ -58,22 +64,19 @@ impl Wheels {
         }
     }
 
-    /// Starts sending `probe`'s ticks from `first`, every `interval`. Call from inside the
-    /// runtime (the wheel's task starts with its first address).
-    pub(super) fn add(&self, first: Instant, interval: Duration, probe: ProbeLoop) -> WheelKey {
+    /// Starts sending `probe`'s ticks from `first`, every `interval`, until the returned
+    /// [`OnWheel`] is dropped. Call from inside the runtime (the wheel's task starts with its
+    /// first address).
+    pub(super) fn add(&self, first: Instant, interval: Duration, probe: ProbeLoop) -> OnWheel {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.wheels.len();
         let wheel = &self.wheels[index];
         let id = wheel.add(Ticks::new(first, interval), probe);
         if !wheel.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(wheel.clone().run());
         }
-        WheelKey { wheel: index, id }
-    }
-
-    /// Stops an address's ticks: once this returns, it sends nothing more.
-    pub(super) fn remove(&self, key: &WheelKey) {
-        if let Some(wheel) = self.wheels.get(key.wheel) {
-            wheel.state.lock().entries.remove(&key.id);
+        OnWheel {
+            wheel: wheel.clone(),
+            id,
         }
     }
 }
