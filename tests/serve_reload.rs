@@ -51,6 +51,12 @@ fn series_of(s: &Scrape, target: &str) -> usize {
         .count()
 }
 
+/// Whether the scrape has a `pingscope_sent_total` series with these labels: the address is
+/// being probed (a reload has started it).
+fn counts(s: &Scrape, labels: &[(&str, &str)]) -> bool {
+    s.get("pingscope_sent_total", labels).is_some()
+}
+
 /// Panics when any counter of `target` is lower in `after` than in `before`.
 fn assert_not_lower(before: &Scrape, after: &Scrape, target: &str) {
     for m in COUNTERS {
@@ -154,13 +160,8 @@ fn add_change_remove_by_sighup_and_post() {
         &d,
         |s| {
             series_of(s, "drop") == 0
-                && s.get("pingscope_sent_total", &[("target", "add")])
-                    .is_some()
-                && s.get(
-                    "pingscope_sent_total",
-                    &[("target", "change"), ("ip", "198.18.0.24")],
-                )
-                .is_some()
+                && counts(s, &[("target", "add")])
+                && counts(s, &[("target", "change"), ("ip", "198.18.0.24")])
         },
         "SIGHUP reload",
     );
@@ -218,14 +219,7 @@ fn add_change_remove_by_sighup_and_post() {
             .status();
         assert_eq!(status.as_u16(), 405, "{method} /-/reload");
     }
-    let after = wait_reloads(
-        &d,
-        |s| {
-            s.get("pingscope_sent_total", &[("target", "posted")])
-                .is_some()
-        },
-        "POST reload",
-    );
+    let after = wait_reloads(&d, |s| counts(s, &[("target", "posted")]), "POST reload");
     assert_eq!(
         series_of(&after, "change"),
         0,
@@ -385,10 +379,7 @@ fn config_watch_reloads_on_config_and_target_file_change() {
     );
     let s = wait_reloads(
         &d,
-        |s| {
-            s.get("pingscope_sent_total", &[("target", "198.18.0.27")])
-                .is_some()
-        },
+        |s| counts(s, &[("target", "198.18.0.27")]),
         "target file added",
     );
     assert_eq!(
