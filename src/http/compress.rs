@@ -1,9 +1,15 @@
 //! `Accept-Encoding` on the scrape endpoints: Prometheus asks for gzip on every scrape, and a
 //! text exposition shrinks about tenfold, so `/metrics` and `/probe` answer gzip when the client
-//! accepts it (at the fastest level: the body is mostly repeated names and labels, which even
-//! level 1 folds away), and identity otherwise.
+//! accepts it, and identity otherwise.
+//!
+//! The level: zlib-rs (a port of zlib-ng) at level 3. Its level 1 (zlib-ng's "quick" strategy,
+//! static Huffman codes) gave 22 % more bytes than miniz_oxide's level 1 on a 10,000-target
+//! exposition for no time saved, and its level 3 21 % fewer bytes than miniz_oxide's level 1 in
+//! about 1.4 times its time (24.7 MB of text: 2,160 KiB in 53 ms with miniz_oxide at 1, 1,711 KiB
+//! in 72 ms with zlib-rs at 3; levels 4 to 6 cost up to 5 times that for 10 % fewer bytes).
+//! The encoder writes many short pieces, so they reach the compressor through a buffer.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -36,13 +42,23 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     named.or(any).is_some_and(|q| q > 0.0)
 }
 
+/// The gzip level of scrape bodies (see the module docs).
+const LEVEL: u32 = 3;
+/// What is gathered before the compressor runs: the text encoder writes a label or a number at
+/// a time.
+const BUFFER_BYTES: usize = 64 * 1024;
+
 /// Runs `write` into a gzip stream and returns the compressed bytes: the body is compressed as
 /// it is written, so the whole uncompressed body never sits in memory.
 pub fn gzip_with<E: From<std::io::Error>>(
     write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<Vec<u8>, E> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-    write(&mut gz)?;
+    let mut out = BufWriter::with_capacity(
+        BUFFER_BYTES,
+        GzEncoder::new(Vec::new(), Compression::new(LEVEL)),
+    );
+    write(&mut out)?;
+    let gz = out.into_inner().map_err(|e| e.into_error())?;
     Ok(gz.finish()?)
 }
 
