@@ -26,13 +26,13 @@ pub enum ShardError {
     #[error("invalid shard {0:?}: the shard count must be at least 1")]
     ZeroCount(String),
     #[error(
-        "invalid shard {input:?}: index {index} is out of range for {count} shards (shards are counted from 0: 0/{count} to {last}/{count})"
+        "invalid shard {input:?}: index {index} is out of range for {count} shards (shards are counted from 0: 0/{count} to {last}/{count})",
+        last = .count.saturating_sub(1)
     )]
     OutOfRange {
         input: String,
         index: u64,
         count: u64,
-        last: u64,
     },
 }
 
@@ -51,15 +51,11 @@ impl FromStr for Shard {
         if count == 0 {
             return Err(ShardError::ZeroCount(s.to_owned()));
         }
-        if index >= count {
-            return Err(ShardError::OutOfRange {
-                input: s.to_owned(),
-                index,
-                count,
-                last: count - 1,
-            });
-        }
-        Ok(Self { index, count })
+        Self::new(index, count).ok_or_else(|| ShardError::OutOfRange {
+            input: s.to_owned(),
+            index,
+            count,
+        })
     }
 }
 
@@ -70,6 +66,11 @@ impl fmt::Display for Shard {
 }
 
 impl Shard {
+    /// Shard `index` of `count`; `None` unless `index` is below `count`.
+    pub fn new(index: u64, count: u64) -> Option<Self> {
+        (index < count).then_some(Self { index, count })
+    }
+
     /// Does this shard monitor the target called `target_name`?
     pub fn keeps(&self, target_name: &str) -> bool {
         fnv1a64(target_name.as_bytes()) % self.count == self.index

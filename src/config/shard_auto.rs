@@ -25,13 +25,13 @@ pub enum AutoShardError {
     )]
     BadHostname(String),
     #[error(
-        "--shard auto: the hostname {hostname:?} names shard {index}, out of range for {count} shards (pods -0 to -{last}); is --shard.count (or {SHARD_COUNT_ENV}) the StatefulSet's replicas?"
+        "--shard auto: the hostname {hostname:?} names shard {index}, out of range for {count} shards (pods -0 to -{last}); is --shard.count (or {SHARD_COUNT_ENV}) the StatefulSet's replicas?",
+        last = .count.saturating_sub(1)
     )]
     OutOfRange {
         hostname: String,
         index: u64,
         count: u64,
-        last: u64,
     },
     #[error(
         "--shard.count {count} does not match --shard {shard}; --shard.count is for --shard auto"
@@ -62,15 +62,11 @@ pub fn shard_from_hostname(hostname: &str, count: u64) -> Result<Shard, AutoShar
     if count == 0 {
         return Err(AutoShardError::BadCount("0".to_owned()));
     }
-    if index >= count {
-        return Err(AutoShardError::OutOfRange {
-            hostname: hostname.to_owned(),
-            index,
-            count,
-            last: count - 1,
-        });
-    }
-    Ok(Shard { index, count })
+    Shard::new(index, count).ok_or_else(|| AutoShardError::OutOfRange {
+        hostname: hostname.to_owned(),
+        index,
+        count,
+    })
 }
 
 /// The shard that `--shard` (`I/N` or `auto`) and a count from `--shard.count` or the

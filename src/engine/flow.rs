@@ -67,6 +67,12 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// A failed socket read or readiness wait: counted and logged here, so the two never drift.
+    pub(super) fn receive_failed(&self, e: &std::io::Error, what: impl std::fmt::Display) {
+        bump(&self.counters.receive_errors);
+        tracing::debug!(error = %e, "{what}");
+    }
+
     fn deliver(&self, sink: &EventSink, event: ProbeEvent) {
         let c = &self.counters;
         super::deliver_counted(sink, event, &c.events_dropped, &c.sink_closed);
@@ -135,6 +141,17 @@ impl ProbeState {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         self.settled = Some(how);
+    }
+
+    /// Stamps the send now and starts the deadline; `tx` is why the socket gives no kernel TX
+    /// timestamp (`None`: one is awaited on the error queue).
+    pub(super) fn stamp_send(&mut self, tx: Option<Fallback>) {
+        self.sent.user = self.shared.clock.pair();
+        self.sent.kernel = match tx {
+            None => Stamp::Awaited,
+            Some(why) => Stamp::User(why),
+        };
+        self.deadline = self.sent.user.mono + self.timeout;
     }
 
     /// True once the probe has its terminal event.
@@ -261,8 +278,8 @@ pub(super) async fn drive(
                         guard.clear_ready();
                     }
                     Err(e) => {
-                        bump(&state.shared.counters.receive_errors);
-                        tracing::debug!(error = %e, "{what} probe socket readiness failed");
+                        let why = format_args!("{what} probe socket readiness failed");
+                        state.shared.receive_failed(&e, why);
                         break;
                     }
                 }

@@ -138,6 +138,29 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SocketError {
     move |source| SocketError::Io { op, source }
 }
 
+/// Why no ICMP socket opened, `failed` being the kind tried last; `dgram` and `raw` are what
+/// each kind's open gave (a kind not tried has an error saying so). Denied permission names
+/// both, for the hint; any other failure is the last kind's alone.
+fn open_error(failed: SocketKind, dgram: io::Error, raw: io::Error) -> SocketError {
+    let last = match failed {
+        SocketKind::Dgram => &dgram,
+        SocketKind::Raw => &raw,
+    };
+    if is_permission(last) {
+        return SocketError::PermissionDenied { dgram, raw };
+    }
+    match failed {
+        SocketKind::Dgram => SocketError::Io {
+            op: "open datagram ICMP socket",
+            source: dgram,
+        },
+        SocketKind::Raw => SocketError::Io {
+            op: "open raw ICMP socket",
+            source: raw,
+        },
+    }
+}
+
 fn is_permission(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
 }
@@ -160,50 +183,23 @@ pub fn open(
 ) -> Result<OpenSocket, SocketError> {
     let not_tried = || io::Error::other("not tried: socket kind forced");
     let (socket, kind) = match pref {
-        SocketPreference::Dgram => match new_socket(v6, Type::DGRAM) {
-            Ok(s) => (s, SocketKind::Dgram),
-            Err(e) if is_permission(&e) => {
-                return Err(SocketError::PermissionDenied {
-                    dgram: e,
-                    raw: not_tried(),
-                });
-            }
-            Err(e) => {
-                return Err(SocketError::Io {
-                    op: "open datagram ICMP socket",
-                    source: e,
-                });
-            }
-        },
-        SocketPreference::Raw => match new_socket(v6, Type::RAW) {
-            Ok(s) => (s, SocketKind::Raw),
-            Err(e) if is_permission(&e) => {
-                return Err(SocketError::PermissionDenied {
-                    dgram: not_tried(),
-                    raw: e,
-                });
-            }
-            Err(e) => {
-                return Err(SocketError::Io {
-                    op: "open raw ICMP socket",
-                    source: e,
-                });
-            }
-        },
+        SocketPreference::Dgram => {
+            let s = new_socket(v6, Type::DGRAM)
+                .map_err(|e| open_error(SocketKind::Dgram, e, not_tried()))?;
+            (s, SocketKind::Dgram)
+        }
+        SocketPreference::Raw => {
+            let s = new_socket(v6, Type::RAW)
+                .map_err(|e| open_error(SocketKind::Raw, not_tried(), e))?;
+            (s, SocketKind::Raw)
+        }
         SocketPreference::Auto => match new_socket(v6, Type::DGRAM) {
             Ok(s) => (s, SocketKind::Dgram),
-            Err(dgram) => match new_socket(v6, Type::RAW) {
-                Ok(s) => (s, SocketKind::Raw),
-                Err(raw) if is_permission(&raw) => {
-                    return Err(SocketError::PermissionDenied { dgram, raw });
-                }
-                Err(raw) => {
-                    return Err(SocketError::Io {
-                        op: "open raw ICMP socket",
-                        source: raw,
-                    });
-                }
-            },
+            Err(dgram) => {
+                let s = new_socket(v6, Type::RAW)
+                    .map_err(|raw| open_error(SocketKind::Raw, dgram, raw))?;
+                (s, SocketKind::Raw)
+            }
         },
     };
     configure(socket, kind, v6, opts, timestamps)

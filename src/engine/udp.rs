@@ -128,12 +128,7 @@ pub(super) fn start(
     sock.connect(&SockAddr::from(SocketAddr::new(ip, port)))
         .map_err(io)?;
     let id = shared.probe_id();
-    state.sent.user = shared.clock.pair();
-    state.sent.kernel = match paths.tx {
-        None => Stamp::Awaited,
-        Some(why) => Stamp::User(why),
-    };
-    state.deadline = state.sent.user.mono + spec.timeout;
+    state.stamp_send(paths.tx);
     let close_at = state.deadline + LATE_WINDOW;
     let payload = echo_request(
         id,
@@ -201,10 +196,7 @@ fn read_all(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                bump(&shared.counters.receive_errors);
-                tracing::debug!(error = %e, "UDP probe error queue read failed");
-            }
+            Err(e) => shared.receive_failed(&e, "UDP probe error queue read failed"),
         }
         match socket::recv(sock, buf, cmsg, false) {
             Ok(got) => {
@@ -221,10 +213,7 @@ fn read_all(
             // The pending error of an ICMP error: the error queue holds it.
             Err(e) if socket::is_pending_icmp_error(&e) => more = true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                bump(&shared.counters.receive_errors);
-                tracing::debug!(error = %e, "UDP probe receive failed");
-            }
+            Err(e) => shared.receive_failed(&e, "UDP probe receive failed"),
         }
         if !more {
             return;

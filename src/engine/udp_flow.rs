@@ -236,12 +236,7 @@ pub(super) fn start(
     let v6 = ip.is_ipv6();
     let sock = sockets.socket(runtime, key(spec, port, flow), shared)?;
     let id = shared.probe_id();
-    state.sent.user = shared.clock.pair();
-    state.sent.kernel = match sock.tx_kernel {
-        None => Stamp::Awaited,
-        Some(why) => Stamp::User(why),
-    };
-    state.deadline = state.sent.user.mono + spec.timeout;
+    state.stamp_send(sock.tx_kernel);
     let deadline = state.deadline;
     let payload = udp::flow_request(
         id,
@@ -307,8 +302,7 @@ async fn receive(
                     }
                 }
                 Err(e) => {
-                    bump(&shared.counters.receive_errors);
-                    tracing::debug!(error = %e, "UDP flow socket readiness failed; closed");
+                    shared.receive_failed(&e, "UDP flow socket readiness failed; closed");
                     if let Some(s) = sockets.upgrade() {
                         s.forget(&key, &sock);
                     }
@@ -340,10 +334,7 @@ fn drain(sock: &FlowSocket, shared: &Shared, buf: &mut [u8], cmsg: &mut [u8]) ->
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => more = true,
-            Err(e) => {
-                bump(&shared.counters.receive_errors);
-                tracing::debug!(error = %e, "UDP flow error queue read failed");
-            }
+            Err(e) => shared.receive_failed(&e, "UDP flow error queue read failed"),
         }
         match socket::recv(fd, buf, cmsg, false) {
             // A closed port sends no datagram back: whatever comes is not an answer.
@@ -355,10 +346,7 @@ fn drain(sock: &FlowSocket, shared: &Shared, buf: &mut [u8], cmsg: &mut [u8]) ->
             Err(e) if socket::is_pending_icmp_error(&e) => more = true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => more = true,
-            Err(e) => {
-                bump(&shared.counters.receive_errors);
-                tracing::debug!(error = %e, "UDP flow receive failed");
-            }
+            Err(e) => shared.receive_failed(&e, "UDP flow receive failed"),
         }
         if !more {
             return true;

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use crate::http::error::ApiError;
-use crate::http::sessions::{ListErrors, manager, page_params};
+use crate::http::sessions::{ListErrors, cursor, manager, page_params};
 use crate::session::outages::{OutagePage, OutageQuery};
 use crate::state::App;
 
@@ -71,17 +71,9 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<OutagePage>, ApiError> {
     let limit = page_params(&q, &PARAMS)?;
-    let before = match q.get("before") {
-        None => None,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid parameter \"before\": \"{v}\" is not an outage id"
-                )));
-            }
-        },
-    };
+    let before = cursor(&q, "an outage id", |v| {
+        v.parse::<i64>().ok().filter(|n| *n >= 1)
+    })?;
     let query = OutageQuery {
         target: q.get("target").cloned(),
         since: time(&q, "since")?,

@@ -399,63 +399,7 @@ mod tests {
             .collect()
     }
 
-    fn err(pairs: &[(&str, &str)]) -> (StatusCode, String) {
-        match params(
-            &q(pairs),
-            &profiles(),
-            Duration::from_millis(10),
-            &ProbeLimitsConfig::default(),
-        ) {
-            Ok(p) => panic!("accepted {pairs:?}: {p:?}"),
-            Err(e) => (e.status, e.message),
-        }
-    }
-
-    #[test]
-    fn rejections_name_the_parameter() {
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[], "target must not be empty: name the host to probe"),
-            (
-                &[("target", "  ")],
-                "target must not be empty: name the host to probe",
-            ),
-            (
-                &[("target", "h"), ("module", "nope")],
-                "unknown module \"nope\" (configured: default)",
-            ),
-            (
-                &[("target", "h"), ("count", "0")],
-                "count must be at least 1, got 0",
-            ),
-            (
-                &[("target", "h"), ("count", "x")],
-                "count \"x\" is not a whole number",
-            ),
-            (
-                &[("target", "h"), ("interval", "1ms")],
-                "interval 1ms is below the minimum of 10ms",
-            ),
-            (
-                &[("target", "h"), ("size", "70000")],
-                "size 70000 is larger than the largest ICMP payload over IPv4 (65507 bytes)",
-            ),
-            (
-                &[("target", "h"), ("family", "ipx")],
-                "unknown family \"ipx\" (use auto, ip4 or ip6)",
-            ),
-            (
-                &[("target", "h"), ("debug", "maybe")],
-                "debug \"maybe\" is not a boolean (use true or false)",
-            ),
-        ];
-        for (pairs, want) in cases {
-            let (status, msg) = err(pairs);
-            assert_eq!(status, StatusCode::BAD_REQUEST, "{pairs:?}");
-            assert_eq!(msg, *want, "{pairs:?}");
-        }
-        let (_, msg) = err(&[("target", "h"), ("timeout", "5x")]);
-        assert!(msg.starts_with("timeout: invalid duration \"5x\""), "{msg}");
-    }
+    // The rejections and their messages: `tests/api_inprocess.rs`, through the HTTP front.
 
     #[test]
     fn a_profile_below_min_interval_is_the_operators_choice() {

@@ -209,16 +209,7 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     let m = manager(&app).await?;
     let limit = page_params(&q, &["limit", "before"])?;
-    let before = q
-        .get("before")
-        .map(|b| {
-            parse_id(b).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid parameter \"before\": \"{b}\" is not a session id"
-                ))
-            })
-        })
-        .transpose()?;
+    let before = cursor(&q, "a session id", |b| parse_id(b).ok())?;
     let page = m.store().list(limit, before).await?;
     Ok(Json(page))
 }
@@ -243,6 +234,23 @@ pub(crate) fn page_params(q: &HashMap<String, String>, known: &[&str]) -> Result
             ))),
         },
     }
+}
+
+/// The `before` cursor of a paginated list, read by `parse`; `what` names the ids it takes.
+pub(crate) fn cursor<T>(
+    q: &HashMap<String, String>,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    q.get("before")
+        .map(|v| {
+            parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid parameter \"before\": \"{v}\" is not {what}"
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Get a session with every sample.

@@ -268,11 +268,16 @@ pub struct RequestError {
     pub message: String,
 }
 
-fn at(field: &'static str) -> impl Fn(String) -> RequestError {
+/// Turns a rule's message into the error of `field`.
+pub(crate) fn at(field: &'static str) -> impl Fn(String) -> RequestError {
     move |message| RequestError { field, message }
 }
 
-fn number(field: &'static str, text: &Option<String>) -> Result<Option<i64>, RequestError> {
+/// The whole number `text` of `field`, if given.
+pub(crate) fn number(
+    field: &'static str,
+    text: &Option<String>,
+) -> Result<Option<i64>, RequestError> {
     text.as_deref()
         .map(|t| rules::parse_number_of(field, t).map_err(at(field)))
         .transpose()

@@ -44,6 +44,20 @@ pub enum IcmpError {
     TimeExceeded,
 }
 
+impl IcmpError {
+    /// ICMP type and code of this error, in ICMPv6 numbering when `v6`.
+    fn type_code(self, v6: bool) -> (u8, u8) {
+        match (self, v6) {
+            (IcmpError::Unreachable(c), false) => (3, c),
+            (IcmpError::PortUnreachable, false) => (3, 3),
+            (IcmpError::TimeExceeded, false) => (11, 0),
+            (IcmpError::Unreachable(c), true) => (1, c),
+            (IcmpError::PortUnreachable, true) => (1, 4),
+            (IcmpError::TimeExceeded, true) => (3, 0),
+        }
+    }
+}
+
 /// Ones' complement sum of 16-bit big-endian words, not yet folded.
 fn sum_words(data: &[u8], mut acc: u32) -> u32 {
     let mut chunks = data.chunks_exact(2);
@@ -267,6 +281,13 @@ pub fn ip_packet(
     Some(p)
 }
 
+/// The second word of an echo message: identifier and sequence.
+fn id_seq(id: u16, seq: u16) -> [u8; 4] {
+    let [i0, i1] = id.to_be_bytes();
+    let [s0, s1] = seq.to_be_bytes();
+    [i0, i1, s0, s1]
+}
+
 fn icmp_message(kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(ICMP_HEADER + body.len());
     m.extend_from_slice(&[kind, code, 0, 0]);
@@ -277,9 +298,7 @@ fn icmp_message(kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
 
 /// The echo reply to `req`, sent with this TTL / hop limit. `ident` is the IPv4 identification.
 pub fn echo_reply(req: &EchoRequest, ttl: u8, ident: u16) -> Option<Vec<u8>> {
-    let mut rest = [0u8; 4];
-    rest[..2].copy_from_slice(&req.id.to_be_bytes());
-    rest[2..].copy_from_slice(&req.seq.to_be_bytes());
+    let rest = id_seq(req.id, req.seq);
     let (proto, kind) = if req.src.is_ipv4() {
         (PROTO_ICMP, 0)
     } else {
@@ -299,25 +318,12 @@ pub fn icmp_error_about(
     ttl: u8,
     ident: u16,
 ) -> Option<Vec<u8>> {
-    let (proto, max, header, (kind, code)) = match (to, from) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => {
-            let kc = match err {
-                IcmpError::Unreachable(c) => (3, c),
-                IcmpError::PortUnreachable => (3, 3),
-                IcmpError::TimeExceeded => (11, 0),
-            };
-            (PROTO_ICMP, ICMPV4_ERROR_MAX, IPV4_HEADER, kc)
-        }
-        (IpAddr::V6(_), IpAddr::V6(_)) => {
-            let kc = match err {
-                IcmpError::Unreachable(c) => (1, c),
-                IcmpError::PortUnreachable => (1, 4),
-                IcmpError::TimeExceeded => (3, 0),
-            };
-            (PROTO_ICMPV6, ICMPV6_ERROR_MAX, IPV6_HEADER, kc)
-        }
+    let (proto, max, header) = match (to, from) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => (PROTO_ICMP, ICMPV4_ERROR_MAX, IPV4_HEADER),
+        (IpAddr::V6(_), IpAddr::V6(_)) => (PROTO_ICMPV6, ICMPV6_ERROR_MAX, IPV6_HEADER),
         _ => return None,
     };
+    let (kind, code) = err.type_code(to.is_ipv6());
     let quoted = &raw[..raw.len().min(max - header - ICMP_HEADER)];
     let icmp = icmp_message(kind, code, [0; 4], quoted);
     ip_packet(from, to, proto, 0, ttl, ident, icmp)
@@ -329,18 +335,12 @@ mod tests {
     use super::*;
 
     fn v4_request(src: [u8; 4], dst: [u8; 4], id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
-        let mut rest = [0u8; 4];
-        rest[..2].copy_from_slice(&id.to_be_bytes());
-        rest[2..].copy_from_slice(&seq.to_be_bytes());
-        let icmp = icmp_message(8, 0, rest, payload);
+        let icmp = icmp_message(8, 0, id_seq(id, seq), payload);
         ip_packet(src.into(), dst.into(), PROTO_ICMP, 0, 64, 1, icmp).unwrap()
     }
 
     fn v6_request(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
-        let mut rest = [0u8; 4];
-        rest[..2].copy_from_slice(&id.to_be_bytes());
-        rest[2..].copy_from_slice(&seq.to_be_bytes());
-        let icmp = icmp_message(128, 0, rest, payload);
+        let icmp = icmp_message(128, 0, id_seq(id, seq), payload);
         ip_packet(src.into(), dst.into(), PROTO_ICMPV6, 0, 64, 1, icmp).unwrap()
     }
 

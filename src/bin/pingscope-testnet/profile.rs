@@ -386,6 +386,13 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// `text` written to the file `name` in `dir`.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     #[test]
     fn lookup_prefers_exact_then_longest_prefix_then_default() {
         let p = Profiles::from_json(
@@ -480,18 +487,16 @@ mod tests {
     #[test]
     fn yaml_and_json_files_load_alike() {
         let dir = tempfile::tempdir().unwrap();
-        let yml = dir.path().join("p.yml");
-        std::fs::write(
-            &yml,
+        let yml = file(
+            &dir,
+            "p.yml",
             "seed: 3\ndefault: {delay: 5ms}\nhosts:\n  \"2001:db8::5\": {ttl: 9, loss: 0.5}\n",
-        )
-        .unwrap();
-        let json = dir.path().join("p.json");
-        std::fs::write(
-            &json,
+        );
+        let json = file(
+            &dir,
+            "p.json",
             r#"{"seed":3,"default":{"delay":"5ms"},"hosts":{"2001:db8::5":{"ttl":9,"loss":0.5}}}"#,
-        )
-        .unwrap();
+        );
         let (mut a, mut b) = (
             Profiles::load(&yml).unwrap(),
             Profiles::load(&json).unwrap(),
@@ -515,9 +520,9 @@ mod tests {
     fn yaml_ports_and_paths_load_as_documented() {
         // The examples of docs/testnet.md, "TCP and UDP" and "Paths".
         let dir = tempfile::tempdir().unwrap();
-        let yml = dir.path().join("p.yaml");
-        std::fs::write(
-            &yml,
+        let p = Profiles::load(&file(
+            &dir,
+            "p.yaml",
             r#"
 hosts:
   "198.18.0.20":
@@ -537,9 +542,8 @@ hosts:
       then:
         - {addr: 198.18.20.1}
 "#,
-        )
+        ))
         .unwrap();
-        let p = Profiles::load(&yml).unwrap();
         let ports = p.lookup(&addr("198.18.0.20"));
         use crate::tcp::{TcpMode, TcpSpec};
         use crate::udp::{UdpMode, UdpSpec};

@@ -3,6 +3,7 @@
 
 use super::{MAX_FLOWS, PathOptions};
 use crate::probe::RequestError;
+use crate::probe::request::{at, number};
 use crate::probe::rules;
 
 /// Path options as texts; `None` takes the default.
@@ -18,18 +19,6 @@ pub struct RawPath {
     pub protocol: Option<String>,
     /// `pace`, a duration (`10ms`).
     pub pace: Option<String>,
-}
-
-fn number(field: &'static str, text: &Option<String>) -> Result<Option<i64>, RequestError> {
-    text.as_deref()
-        .map(|t| {
-            rules::parse_number_of(field, t).map_err(|message| RequestError { field, message })
-        })
-        .transpose()
-}
-
-fn at(field: &'static str) -> impl Fn(String) -> RequestError {
-    move |message| RequestError { field, message }
 }
 
 /// Checks the path options and fills in the defaults (`first_ttl` 1, `max_ttl` 30, one flow,
