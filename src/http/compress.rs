@@ -3,11 +3,10 @@
 //! accepts it, and identity otherwise.
 //!
 //! The level: zlib-rs (a port of zlib-ng) at level 3. Its level 1 (zlib-ng's "quick" strategy,
-//! static Huffman codes) gave 22 % more bytes than miniz_oxide's level 1 on a 10,000-target
-//! exposition for no time saved, and its level 3 21 % fewer bytes than miniz_oxide's level 1 in
-//! about 1.4 times its time (24.7 MB of text: 2,160 KiB in 53 ms with miniz_oxide at 1, 1,711 KiB
-//! in 72 ms with zlib-rs at 3; levels 4 to 6 cost up to 5 times that for 10 % fewer bytes).
-//! The encoder writes many short pieces, so they reach the compressor through a buffer.
+//! static Huffman codes) gives more bytes than miniz_oxide's level 1 on an exposition for no time
+//! saved; level 3 clearly fewer for a little more time, and higher levels several times the time
+//! for little more. What it costs at 10,000 targets: bench/RESULTS.md, "Gzip level". The encoder
+//! writes many short pieces, so they reach the compressor through a buffer.
 
 use std::io::{BufWriter, Write};
 
