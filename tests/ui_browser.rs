@@ -122,12 +122,12 @@ fn live_page_in_headless_chromium() {
     b.wait_for(
         "monitor cards",
         SLOW,
-        "document.querySelectorAll('#monitor-list li').length === 2",
+        "document.querySelectorAll('#monitor-list > li').length === 2",
     );
     b.wait_for(
         "live samples on every card",
         SLOW,
-        "[...document.querySelectorAll('#monitor-list li')].every(li => Number(li.dataset.samples) >= 4 && Number(li.querySelector('svg.spark').dataset.points) >= 1)",
+        "[...document.querySelectorAll('#monitor-list > li')].every(li => Number(li.dataset.samples) >= 4 && Number(li.querySelector('svg.spark').dataset.points) >= 1)",
     );
     b.wait_for(
         "connection shown live",
