@@ -77,13 +77,11 @@
 //! surge-ping gives no kernel timestamps (its RTT is taken when the task wakes: the user-space
 //! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use socket2::Socket;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -107,6 +105,9 @@ use super::{
 use recv::{receive_task, timer_task};
 
 mod recv;
+mod sockets;
+
+use sockets::{IcmpSocket, Open, SocketKey, Sockets, flow_key, socket_key};
 
 /// Sends after the first that a pending ICMP error of an earlier probe may take (see
 /// [`IcmpEngine`]'s `send`).
@@ -234,109 +235,6 @@ impl Shared {
 /// After this many replies in a row found no TX timestamp on a socket that never gave one, the
 /// socket is taken for one that does not give them (and stops waiting for them).
 const TX_GIVE_UP: u32 = 64;
-
-#[derive(Debug)]
-struct IcmpSocket {
-    fd: AsyncFd<Socket>,
-    /// A raw socket with kernel TX timestamps sends from this twin, which nothing polls (see
-    /// the module docs, "Timestamps"); its error queue holds the TX timestamps.
-    sender: Option<Socket>,
-    kind: SocketKind,
-    v6: bool,
-    ident: u16,
-    timestamps: TimestampPaths,
-    /// Kernel TX timestamps expected; cleared when the kernel turns out not to give them.
-    tx_kernel: AtomicBool,
-    /// Sends so far, the mirror of the kernel's `OPT_ID` counter. The lock is held across
-    /// `sendto` so the two count in the same order when several threads send.
-    send_count: Mutex<u32>,
-    /// `OPT_ID` minus our count, re-based when a verified timestamp shows drift (a failed send
-    /// that the kernel counted).
-    tx_drift: AtomicU32,
-    /// A TX timestamp was attached at least once.
-    tx_seen: AtomicBool,
-    /// Replies in a row that found no TX timestamp.
-    tx_misses: AtomicU32,
-}
-
-impl IcmpSocket {
-    fn family(&self) -> &'static str {
-        if self.v6 { "ip6" } else { "ip4" }
-    }
-
-    fn path(&self) -> TimestampPath {
-        let tx = if self.tx_kernel.load(Ordering::Relaxed) {
-            None
-        } else {
-            Some(self.timestamps.tx.unwrap_or(Fallback::Unsupported))
-        };
-        TimestampPath {
-            family: self.family(),
-            socket: self.kind.as_str(),
-            rx: TimestampPaths::label(self.timestamps.rx),
-            tx: TimestampPaths::label(tx),
-        }
-    }
-
-    /// Reads the error queue: datagram sockets get ICMP errors there, and every socket with
-    /// kernel TX timestamps gets those.
-    fn has_errqueue(&self) -> bool {
-        self.kind == SocketKind::Dgram || self.timestamps.tx.is_none()
-    }
-
-    /// The socket requests go out on.
-    fn send_socket(&self) -> &Socket {
-        self.sender.as_ref().unwrap_or(self.fd.get_ref())
-    }
-
-    /// The socket whose error queue holds the TX timestamps (and a datagram socket's errors).
-    fn errqueue_socket(&self) -> &Socket {
-        self.send_socket()
-    }
-}
-
-/// Family, options, and the Paris flow for [`Transport::IcmpFlow`] sockets (whose TTL is set
-/// per packet, so it is not part of their options).
-type SocketKey = (bool, SocketOptions, Option<u16>);
-
-/// The key of an ICMP probe's socket; `None` for other transports. A flow's probes share one
-/// socket whatever their TTL, which goes on each packet.
-fn socket_key(spec: &ProbeSpec) -> Option<SocketKey> {
-    let v6 = spec.ip.is_ipv6();
-    match spec.transport {
-        Transport::IcmpFlow { flow, .. } => Some((
-            v6,
-            SocketOptions {
-                ttl: None,
-                ..spec.options.clone()
-            },
-            Some(flow),
-        )),
-        Transport::Icmp => Some((v6, spec.options.clone(), None)),
-        Transport::Tcp { .. } | Transport::Udp { .. } | Transport::UdpFlow { .. } => None,
-    }
-}
-
-/// The key of a [`Transport::IcmpFlow`] probe's socket.
-fn flow_key(spec: &ProbeSpec) -> Option<SocketKey> {
-    socket_key(spec).filter(|k| k.2.is_some())
-}
-
-/// The open sockets, and the holds on flow sockets ([`Pinger::hold_flow`]).
-#[derive(Debug, Default)]
-struct Sockets {
-    open: HashMap<SocketKey, Open>,
-    /// Holds per flow socket: the last release closes it. A flow socket never held (sent to
-    /// without a tracer) stays open, as every other socket does.
-    holds: HashMap<SocketKey, usize>,
-}
-
-/// An open socket and its receive task.
-#[derive(Debug)]
-struct Open {
-    sock: Arc<IcmpSocket>,
-    task: AbortHandle,
-}
 
 /// The real [`Pinger`]. See the module docs.
 #[derive(Debug)]
