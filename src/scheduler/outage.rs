@@ -447,13 +447,13 @@ impl AddressOutage {
         log: OutageLog,
     ) -> Self {
         Self {
-            tracker: OutageTracker::new(cfg.outage),
+            tracker: OutageTracker::new(cfg.options.outage),
             target: cfg.name.clone(),
             ip,
             metrics,
             log,
             changes: Vec::new(),
-            capture: cfg.capture,
+            capture: cfg.options.capture,
             loss: LossWatch::of(cfg),
             retired: false,
         }
@@ -571,7 +571,7 @@ pub(super) fn thresholds(
 pub(super) fn capture_reasons(cfg: &TargetConfig) -> Vec<crate::metrics::capture::CaptureReason> {
     use crate::metrics::capture::CaptureReason;
     let on = [
-        (cfg.capture.on_outage, CaptureReason::Outage),
+        (cfg.options.capture.on_outage, CaptureReason::Outage),
         (LossWatch::of(cfg).is_some(), CaptureReason::Loss),
     ];
     on.into_iter()

@@ -79,10 +79,10 @@ impl Scheduler {
             let Some(t) = tasks.get(target) else {
                 return Err(PathViewError::NoTarget(target.to_owned()));
             };
-            if t.config.kind != ProbeKind::Path {
+            if t.config.options.kind != ProbeKind::Path {
                 return Err(PathViewError::NotPath(
                     target.to_owned(),
-                    t.config.kind.as_str(),
+                    t.config.options.kind.as_str(),
                 ));
             }
             t.config.host.clone()
@@ -158,22 +158,22 @@ impl PathTask {
         let cfg = &self.cfg;
         let options = SocketOptions {
             ttl: None,
-            tos: cfg.tos,
-            source: cfg.source,
-            interface: cfg.interface.clone(),
+            tos: cfg.options.tos,
+            source: cfg.options.source,
+            interface: cfg.options.interface.clone(),
         };
         let mut tracer = Tracer::new(
             self.shared.deps.pinger.clone(),
             self.ip,
-            cfg.size,
-            cfg.timeout,
+            cfg.options.size,
+            cfg.options.timeout,
             options,
-            cfg.path.clone(),
+            cfg.options.path.clone(),
         )
         .with_pacer(self.shared.hop_pacer.clone());
         let mut ticks = Ticks::new(
-            Instant::now() + phase(&cfg.name, self.ip, cfg.interval),
-            cfg.interval,
+            Instant::now() + phase(&cfg.name, self.ip, cfg.options.interval),
+            cfg.options.interval,
         );
         loop {
             let due = ticks.due();
@@ -252,7 +252,7 @@ impl PathTask {
                 EventKind::Reply(ReplyInfo {
                     rtt,
                     ttl: None,
-                    size: usize::from(self.cfg.size) + 8,
+                    size: usize::from(self.cfg.options.size) + 8,
                     refused: false,
                 }),
                 at,
