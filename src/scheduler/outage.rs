@@ -109,32 +109,27 @@ impl OutageTracker {
 
     /// Probe `seq` went out at `at`.
     pub(crate) fn sent(&mut self, seq: u64, at: SystemTime, out: &mut Vec<Change>) {
-        if seq < self.next {
-            return;
-        }
-        if let Some(p) = self.slot(seq, out) {
-            p.sent = Some(at);
-        }
-        self.drain(out);
+        self.update(seq, out, |p| p.sent = Some(at));
     }
 
     /// Probe `seq` was never sent (a local send error): it is not a probe.
     pub(crate) fn skipped(&mut self, seq: u64, out: &mut Vec<Change>) {
-        if seq >= self.next {
-            if let Some(p) = self.slot(seq, out) {
-                p.skipped = true;
-            }
-            self.drain(out);
-        }
+        self.update(seq, out, |p| p.skipped = true);
     }
 
     /// Probe `seq` settled (its reply, timeout or ICMP error; each probe settles once).
     pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome, out: &mut Vec<Change>) {
+        self.update(seq, out, |p| p.outcome = Some(outcome));
+    }
+
+    /// Applies `f` to the entry of `seq`, then takes what is complete. A sequence already
+    /// taken (below `next`) is ignored.
+    fn update(&mut self, seq: u64, out: &mut Vec<Change>, f: impl FnOnce(&mut Pending)) {
         if seq < self.next {
             return;
         }
         if let Some(p) = self.slot(seq, out) {
-            p.outcome = Some(outcome);
+            f(p);
         }
         self.drain(out);
     }
