@@ -28,7 +28,7 @@ pub fn config(data: &[u8]) {
             // A valid config holds what validation promised.
             for t in &config.targets {
                 assert!(!t.name.is_empty(), "target without a name accepted");
-                assert!(!t.timeout.is_zero(), "zero timeout accepted");
+                assert!(!t.options.timeout.is_zero(), "zero timeout accepted");
             }
         }
         Err(e) => {

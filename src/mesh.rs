@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, MeshConfig, MeshPeers, TargetConfig, TargetDefaults};
+use crate::config::{self, MeshConfig, MeshPeers, TargetConfig, TargetOptions};
 use crate::resolve::{Family, ResolveError, Resolver, parse_ip_literal};
 
 /// The label that names the pinging instance on the series of mesh monitors.
@@ -69,7 +69,7 @@ pub fn peer_targets(
     members: &[Member],
     name: &str,
     max_peers: Option<usize>,
-    defaults: &TargetDefaults,
+    defaults: &TargetOptions,
 ) -> Vec<Arc<TargetConfig>> {
     let me = members
         .iter()
@@ -175,7 +175,7 @@ pub async fn discover(
 #[derive(Clone)]
 pub struct RunOptions {
     /// The `defaults` the peers' monitors take.
-    pub defaults: TargetDefaults,
+    pub defaults: TargetOptions,
     /// `dns.refresh`: longest wait between rounds.
     pub refresh: Duration,
     /// The `source` label.

@@ -479,17 +479,26 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
     }
     // Its values really are read, not defaults that happen to match.
     assert_eq!(config.targets[0].name, "gateway");
-    assert_eq!(config.targets[0].interval, Duration::from_millis(500));
+    assert_eq!(
+        config.targets[0].options.interval,
+        Duration::from_millis(500)
+    );
     assert_eq!(
         config.targets[0].labels.get("site").map(String::as_str),
         Some("ams")
     );
-    assert_eq!(config.targets[1].family, Family::Ip6);
-    assert_eq!(config.targets[1].tos, Some(184));
+    assert_eq!(config.targets[1].options.family, Family::Ip6);
+    assert_eq!(config.targets[1].options.tos, Some(184));
     assert_eq!(config.targets[2].name, "example.org");
-    assert_eq!(config.targets[3].kind, pingscope::probe::ProbeKind::Path);
     assert_eq!(
-        (config.targets[3].path.max_ttl, config.targets[3].path.flows),
+        config.targets[3].options.kind,
+        pingscope::probe::ProbeKind::Path
+    );
+    assert_eq!(
+        (
+            config.targets[3].options.path.max_ttl,
+            config.targets[3].options.path.flows
+        ),
         (16, 4)
     );
     assert_eq!(config.access.deny.len(), 2);
@@ -545,24 +554,26 @@ fn every_default_is_applied() {
         name: "192.0.2.1".into(),
         host: "192.0.2.1".into(),
         labels: BTreeMap::new(),
-        kind: pingscope::probe::ProbeKind::Icmp,
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(2),
-        size: 56,
-        family: Family::Auto,
-        ttl: None,
-        tos: None,
-        source: None,
-        interface: None,
-        window: 60,
-        metrics: config::MetricsConfig {
-            window_gauges: false,
+        options: config::TargetOptions {
+            kind: pingscope::probe::ProbeKind::Icmp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            size: 56,
+            family: Family::Auto,
+            ttl: None,
+            tos: None,
+            source: None,
+            interface: None,
+            window: 60,
+            metrics: config::MetricsConfig {
+                window_gauges: false,
+            },
+            outage: Default::default(),
+            alert: Default::default(),
+            capture: Default::default(),
+            path: Default::default(),
+            port: Default::default(),
         },
-        outage: Default::default(),
-        alert: Default::default(),
-        capture: Default::default(),
-        path: Default::default(),
-        port: Default::default(),
     };
     assert_eq!(t, want);
     let config = parse_ok("");
@@ -575,7 +586,7 @@ fn every_default_is_applied() {
     assert_eq!(config.dns.refresh, Duration::from_secs(300));
     assert_eq!(config.sessions.max_active, 16);
     assert_eq!(config.sessions.max_captures_per_minute, 4);
-    let c = t.capture;
+    let c = t.options.capture;
     assert_eq!(
         (c.on_outage, c.on_loss, c.rounds, c.every),
         (true, false, 10, Duration::from_secs(600))
@@ -604,14 +615,14 @@ fn target_options_override_defaults_which_override_builtins() {
     let yaml = "defaults:\n  interval: 10s\n  ttl: 30\n  family: ip4\n  source: 192.0.2.9\n\
                 targets:\n  - host: h.example.org\n    name: 123\n    ttl: 7\n    labels: {rack: 1, site: ams}\n    interface: eth0\n";
     let t = one_target(yaml);
-    assert_eq!(t.interval, Duration::from_secs(10));
-    assert_eq!(t.ttl, Some(7));
-    assert_eq!(t.family, Family::Ip4);
+    assert_eq!(t.options.interval, Duration::from_secs(10));
+    assert_eq!(t.options.ttl, Some(7));
+    assert_eq!(t.options.family, Family::Ip4);
     assert_eq!(
-        t.source,
+        t.options.source,
         Some("192.0.2.9".parse().unwrap_or_else(|_| unreachable!()))
     );
-    assert_eq!(t.interface.as_deref(), Some("eth0"));
+    assert_eq!(t.options.interface.as_deref(), Some("eth0"));
     assert_eq!(t.name, "123");
     assert_eq!(t.labels.get("rack").map(String::as_str), Some("1"));
     // A DNS server without a port gets 53; IPv6 with a port in brackets.
@@ -643,7 +654,7 @@ fn target_files_add_targets_with_labels_and_defaults() {
         a.labels,
         BTreeMap::from([("site".to_owned(), "fra".to_owned())])
     );
-    assert_eq!(a.interval, Duration::from_secs(5));
+    assert_eq!(a.options.interval, Duration::from_secs(5));
     let b = by_name("2001:db8::10").unwrap_or_else(|| unreachable!());
     assert_eq!(b.labels.get("rack").map(String::as_str), Some("r1"));
     assert!(by_name("192.0.2.11").is_some_and(|t| t.labels.is_empty()));
@@ -787,8 +798,8 @@ fn diff_sorts_targets_into_added_removed_changed_unchanged() {
     assert_eq!(names(&diff.removed), ["192.0.2.2"]);
     assert_eq!(names(&diff.unchanged), ["192.0.2.1"]);
     assert_eq!(diff.changed.len(), 1);
-    assert_eq!(diff.changed[0].old.interval, Duration::from_secs(1));
-    assert_eq!(diff.changed[0].new.interval, Duration::from_secs(2));
+    assert_eq!(diff.changed[0].old.options.interval, Duration::from_secs(1));
+    assert_eq!(diff.changed[0].new.options.interval, Duration::from_secs(2));
     assert!(!diff.is_empty());
     assert!(diff_targets(&new.targets, &new.targets).is_empty());
     // A capture setting is part of the target: a reload restarts it with the new one.
@@ -797,7 +808,10 @@ fn diff_sorts_targets_into_added_removed_changed_unchanged() {
     );
     let diff = diff_targets(&new.targets, &every.targets);
     assert_eq!(diff.changed.len(), 1);
-    assert_eq!(diff.changed[0].new.capture.every, Duration::from_secs(60));
+    assert_eq!(
+        diff.changed[0].new.options.capture.every,
+        Duration::from_secs(60)
+    );
 }
 
 #[test]
@@ -900,12 +914,12 @@ fn metrics_block_overrides_the_defaults_per_target() {
     let on: Vec<bool> = config
         .targets
         .iter()
-        .map(|t| t.metrics.window_gauges)
+        .map(|t| t.options.metrics.window_gauges)
         .collect();
     assert_eq!(on, [true, false, true]);
     assert!(config.defaults.metrics.window_gauges);
     let t = one_target("targets:\n  - host: 192.0.2.1\n    metrics: {window_gauges: true}\n");
-    assert!(t.metrics.window_gauges);
+    assert!(t.options.metrics.window_gauges);
     // Turning the gauges on or off changes the target, so a reload restarts it with them.
     let off = parse_ok("targets:\n  - host: 192.0.2.1\n");
     let on = parse_ok("targets:\n  - host: 192.0.2.1\n    metrics: {window_gauges: true}\n");
@@ -920,7 +934,7 @@ fn yaml_anchors_and_merge_keys_work() {
     let got: Vec<(&str, Duration)> = config
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), t.interval))
+        .map(|t| (t.name.as_str(), t.options.interval))
         .collect();
     assert_eq!(
         got,
@@ -1030,22 +1044,22 @@ fn outage_and_alert_keys_override_the_defaults_one_by_one() {
                 \x20 - host: 127.0.0.2\n    alert: {loss: 0.01, for: 0s}\n";
     let config = parse_ok(yaml);
     let (a, b) = (&config.targets[0], &config.targets[1]);
-    assert_eq!(a.outage, OutageRule { after: 5, until: 2 });
-    assert_eq!(b.outage, OutageRule { after: 5, until: 3 });
+    assert_eq!(a.options.outage, OutageRule { after: 5, until: 2 });
+    assert_eq!(b.options.outage, OutageRule { after: 5, until: 3 });
     assert_eq!(
-        a.alert,
+        a.options.alert,
         AlertThresholds {
             loss: Some(0.1),
             rtt: Some(Duration::from_millis(100)),
             for_: Some(Duration::from_secs(30)),
         }
     );
-    assert_eq!(b.alert.loss, Some(0.01));
-    assert_eq!(b.alert.for_or_default(), Duration::ZERO);
+    assert_eq!(b.options.alert.loss, Some(0.01));
+    assert_eq!(b.options.alert.for_or_default(), Duration::ZERO);
     // Without any `alert:` a target has no thresholds, and an outage after 3 lost, until 3 replies.
     let t = one_target("targets:\n  - host: 127.0.0.1\n");
-    assert!(!t.alert.any());
-    assert_eq!(t.outage, OutageRule { after: 3, until: 3 });
+    assert!(!t.options.alert.any());
+    assert_eq!(t.options.outage, OutageRule { after: 3, until: 3 });
 }
 
 // --- mesh: (issue 19) ---
@@ -1154,7 +1168,10 @@ fn capture_keys_override_the_defaults_one_by_one() {
                 \x20 - host: 127.0.0.2\n    capture: {on_loss: false, rounds: 60}\n\
                 sessions: {max_captures_per_minute: 0}\n";
     let config = parse_ok(yaml);
-    let (a, b) = (&config.targets[0].capture, &config.targets[1].capture);
+    let (a, b) = (
+        &config.targets[0].options.capture,
+        &config.targets[1].options.capture,
+    );
     assert_eq!(
         (a.on_outage, a.on_loss, a.rounds, a.every),
         (false, true, 5, Duration::from_secs(3600))
@@ -1168,9 +1185,9 @@ fn capture_keys_override_the_defaults_one_by_one() {
     let t = one_target(
         "targets:\n  - host: 127.0.0.1\n    alert: {loss: 0}\n    capture: {on_loss: true, rounds: 1, every: 24h}\n",
     );
-    assert!(t.capture.on_loss);
+    assert!(t.options.capture.on_loss);
     assert_eq!(
-        (t.capture.rounds, t.capture.every),
+        (t.options.capture.rounds, t.options.capture.every),
         (1, Duration::from_secs(86_400))
     );
 }

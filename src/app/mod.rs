@@ -180,7 +180,7 @@ async fn run(
     // runs as any user, its ICMP sessions failing to send (with the permission's fix named).
     let needs_icmp = config.targets.is_empty()
         || config.mesh.is_some()
-        || config.targets.iter().any(|t| t.kind.uses_icmp());
+        || config.targets.iter().any(|t| t.options.kind.uses_icmp());
     let engine = if needs_icmp {
         Engine::new(EngineConfig::default())
     } else {

@@ -15,7 +15,7 @@ use super::locate::parse_recovering;
 use super::raw::{RawSdGroup, S};
 use super::read;
 use super::rules::{self, line};
-use super::types::{TargetConfig, TargetDefaults};
+use super::types::{TargetConfig, TargetOptions};
 use super::validate::{Seen, claim_name, make_target};
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt as _;
@@ -35,7 +35,7 @@ pub(crate) fn load_pattern(
     pattern: &str,
     at: (u64, &str),
     base_dir: &Path,
-    defaults: &TargetDefaults,
+    defaults: &TargetOptions,
     seen: &mut Seen,
 ) -> Vec<TargetConfig> {
     let full = if Path::new(pattern).is_absolute() || base_dir.as_os_str().is_empty() {
@@ -219,7 +219,7 @@ impl WalkState {
 /// Reads one file_sd file. Target names already in `seen` are duplicates.
 fn load_file(
     path: &Path,
-    defaults: &TargetDefaults,
+    defaults: &TargetOptions,
     seen: &mut Seen,
 ) -> Result<Vec<TargetConfig>, ConfigError> {
     let name = path.display().to_string();
@@ -239,7 +239,7 @@ fn load_file(
 pub(crate) fn parse(
     issues: &mut Issues,
     src: &str,
-    defaults: &TargetDefaults,
+    defaults: &TargetOptions,
     seen: &mut Seen,
 ) -> Vec<TargetConfig> {
     if src.trim().is_empty() {
@@ -260,7 +260,7 @@ pub(crate) fn parse(
 fn groups(
     issues: &mut Issues,
     groups: &[S<RawSdGroup>],
-    defaults: &TargetDefaults,
+    defaults: &TargetOptions,
     seen: &mut Seen,
 ) -> Vec<TargetConfig> {
     let mut out = Vec::new();

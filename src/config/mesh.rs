@@ -205,9 +205,9 @@ pub fn peer_target(
     name: &str,
     host: &str,
     source: &str,
-    defaults: &super::TargetDefaults,
+    defaults: &super::TargetOptions,
 ) -> super::TargetConfig {
-    let options = super::TargetDefaults {
+    let options = super::TargetOptions {
         kind: crate::probe::ProbeKind::Icmp,
         port: Default::default(),
         ..defaults.clone()

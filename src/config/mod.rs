@@ -49,7 +49,7 @@ pub use shard::{Shard, ShardError};
 pub use types::{
     AccessConfig, AlertThresholds, CaptureRule, Config, Denied, DnsConfig, HistogramConfig,
     MetricsConfig, OutageRule, PathPacingConfig, ProbeLimitsConfig, ProbeProfile, RetentionConfig,
-    SessionsConfig, TargetConfig, TargetDefaults, defaults, limits,
+    SessionsConfig, TargetConfig, TargetOptions, defaults, limits,
 };
 
 use error::Issues;
@@ -114,7 +114,7 @@ impl Config {
     /// A config with no targets and every default.
     fn empty() -> Config {
         Config {
-            defaults: TargetDefaults::default(),
+            defaults: TargetOptions::default(),
             targets: Vec::new(),
             targets_from_files: 0,
             target_files: Vec::new(),

@@ -3,7 +3,7 @@
 
 use super::error::Issues;
 use super::raw::{RawProbeOptions, S};
-use super::types::{TargetDefaults, limits};
+use super::types::{TargetOptions, limits};
 use crate::duration::parse_duration;
 use crate::probe::ProbeKind;
 use crate::probe::rules as probe_rules;
@@ -148,7 +148,7 @@ pub(crate) fn udp_mode(
 /// level set, else at `at`. A port set here that is out of range was reported already.
 pub(crate) fn port_for_kind(
     issues: &mut Issues,
-    o: &TargetDefaults,
+    o: &TargetOptions,
     given: &Option<S<i64>>,
     at: u64,
     prefix: &str,
@@ -224,7 +224,7 @@ fn host_ok(host: &str) -> Result<(), String> {
 
 /// Checks `host` and sends a link-local target with a zone id (`fe80::1%eth0`) through the
 /// zone's interface, which must agree with an `interface` setting.
-pub(crate) fn host_options(host: &str, mut o: TargetDefaults) -> Result<TargetDefaults, String> {
+pub(crate) fn host_options(host: &str, mut o: TargetOptions) -> Result<TargetOptions, String> {
     host_ok(host)?;
     let zone = probe_rules::zone(host)?;
     o.interface = probe_rules::zone_interface(zone, o.interface)?;
@@ -280,8 +280,8 @@ pub(crate) fn probe_options(
     issues: &mut Issues,
     raw: &RawProbeOptions,
     prefix: &str,
-    base: &TargetDefaults,
-) -> TargetDefaults {
+    base: &TargetOptions,
+) -> TargetOptions {
     let mut out = base.clone();
     let k = |name: &str| key(prefix, name);
     if let Some(v) = &raw.kind

@@ -69,7 +69,7 @@ pub mod limits {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The target defaults after validation (every target already has them applied).
-    pub defaults: TargetDefaults,
+    pub defaults: TargetOptions,
     /// Monitors: those of `targets`, then those read from `target_files`, in file order. Shared
     /// with the scheduler's running monitors, so 10,000 targets are held once.
     pub targets: Vec<Arc<TargetConfig>>,
@@ -92,61 +92,10 @@ pub struct Config {
     pub source_path: Option<PathBuf>,
 }
 
-/// The per-target options of the `defaults` section.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TargetDefaults {
-    pub kind: ProbeKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub size: u16,
-    pub family: Family,
-    pub ttl: Option<u8>,
-    pub tos: Option<u8>,
-    pub source: Option<IpAddr>,
-    pub interface: Option<String>,
-    pub window: usize,
-    pub metrics: MetricsConfig,
-    pub outage: OutageRule,
-    pub alert: AlertThresholds,
-    pub capture: CaptureRule,
-    /// Options of `kind: path` (`path:`).
-    pub path: PathOptions,
-    pub port: PortOptions,
-}
-
-impl Default for TargetDefaults {
-    fn default() -> Self {
-        Self {
-            kind: ProbeKind::Icmp,
-            interval: defaults::INTERVAL,
-            timeout: defaults::TIMEOUT,
-            size: defaults::SIZE,
-            family: Family::Auto,
-            ttl: None,
-            tos: None,
-            source: None,
-            interface: None,
-            window: defaults::WINDOW,
-            metrics: MetricsConfig::default(),
-            outage: OutageRule::default(),
-            alert: AlertThresholds::default(),
-            capture: CaptureRule::default(),
-            path: PathOptions::default(),
-            port: PortOptions::default(),
-        }
-    }
-}
-
-/// One monitor, with every default applied. Compared whole on reload: any difference restarts it.
-/// Serializes with durations as config strings (`"500ms"`), for the API.
+/// The per-target options: those of the `defaults` section, and each target's (the defaults
+/// with its own overrides applied). Serializes with durations as config strings (`"500ms"`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct TargetConfig {
-    /// The `target` label; unique; defaults to `host`.
-    pub name: String,
-    /// Host name or IP address to resolve and ping.
-    pub host: String,
-    /// Extra Prometheus labels.
-    pub labels: BTreeMap<String, String>,
+pub struct TargetOptions {
     /// What kind of probe.
     pub kind: ProbeKind,
     #[serde(with = "crate::duration::serde_duration")]
@@ -177,6 +126,43 @@ pub struct TargetConfig {
     pub path: PathOptions,
     /// Port and UDP mode of `tcp` and `udp` targets.
     pub port: PortOptions,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        Self {
+            kind: ProbeKind::Icmp,
+            interval: defaults::INTERVAL,
+            timeout: defaults::TIMEOUT,
+            size: defaults::SIZE,
+            family: Family::Auto,
+            ttl: None,
+            tos: None,
+            source: None,
+            interface: None,
+            window: defaults::WINDOW,
+            metrics: MetricsConfig::default(),
+            outage: OutageRule::default(),
+            alert: AlertThresholds::default(),
+            capture: CaptureRule::default(),
+            path: PathOptions::default(),
+            port: PortOptions::default(),
+        }
+    }
+}
+
+/// One monitor, with every default applied. Compared whole on reload: any difference restarts it.
+/// Serializes flat (its options beside its name), for the API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct TargetConfig {
+    /// The `target` label; unique; defaults to `host`.
+    pub name: String,
+    /// Host name or IP address to resolve and ping.
+    pub host: String,
+    /// Extra Prometheus labels.
+    pub labels: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub options: TargetOptions,
 }
 
 /// The `dns` section.

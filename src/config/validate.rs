@@ -7,7 +7,7 @@ use super::raw::{RawConfig, RawProfile, S};
 use super::rules::{self, key, line};
 use super::types::{
     AccessConfig, Config, DnsConfig, HistogramConfig, ProbeProfile, SessionsConfig, TargetConfig,
-    TargetDefaults, defaults, limits,
+    TargetOptions, defaults, limits,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
@@ -25,7 +25,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
         issues,
         &raw_defaults.options(),
         "defaults",
-        &TargetDefaults::default(),
+        &TargetOptions::default(),
     );
     let histogram = histogram(issues, raw_defaults.histogram.map(|h| h.value));
 
@@ -144,7 +144,7 @@ fn target(
     issues: &mut Issues,
     raw: &S<super::raw::RawTarget>,
     index: usize,
-    base: &TargetDefaults,
+    base: &TargetOptions,
     seen: &mut Seen,
 ) -> Option<TargetConfig> {
     let prefix = format!("targets[{index}]");
@@ -219,28 +219,13 @@ pub(crate) fn make_target(
     name: String,
     host: String,
     labels: BTreeMap<String, String>,
-    o: TargetDefaults,
+    options: TargetOptions,
 ) -> TargetConfig {
     TargetConfig {
         name,
         host,
         labels,
-        kind: o.kind,
-        interval: o.interval,
-        timeout: o.timeout,
-        size: o.size,
-        family: o.family,
-        ttl: o.ttl,
-        tos: o.tos,
-        source: o.source,
-        interface: o.interface,
-        window: o.window,
-        metrics: o.metrics,
-        outage: o.outage,
-        alert: o.alert,
-        capture: o.capture,
-        path: o.path,
-        port: o.port,
+        options,
     }
 }
 
@@ -439,7 +424,7 @@ fn networks(issues: &mut Issues, raw: &[S<String>], prefix: &str) -> Vec<IpNet> 
 fn profiles(
     issues: &mut Issues,
     raw: BTreeMap<String, S<RawProfile>>,
-    base: &TargetDefaults,
+    base: &TargetOptions,
 ) -> BTreeMap<String, ProbeProfile> {
     let mut out = BTreeMap::new();
     let builtin = ProbeProfile {
@@ -483,10 +468,10 @@ fn profiles(
         {
             profile.port.udp_mode = m;
         }
-        let check = TargetDefaults {
+        let check = TargetOptions {
             kind: profile.kind,
             port: profile.port,
-            ..TargetDefaults::default()
+            ..TargetOptions::default()
         };
         rules::port_for_kind(issues, &check, &v.port, line(p), &prefix);
         if let Some(c) = &v.count

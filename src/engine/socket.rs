@@ -281,27 +281,21 @@ fn configure(
 /// Sets the TTL / hop limit, the TOS / traffic class and the interface of `opts` (the source
 /// address is bound by the caller, which knows its port).
 pub fn set_ip_options(socket: &Socket, v6: bool, opts: &SocketOptions) -> Result<(), SocketError> {
-    if v6 {
-        if let Some(hops) = opts.ttl {
-            socket
-                .set_unicast_hops_v6(u32::from(hops))
-                .map_err(io_err("set IPV6_UNICAST_HOPS"))?;
-        }
-        if let Some(tclass) = opts.tos {
-            socket
-                .set_tclass_v6(u32::from(tclass))
-                .map_err(io_err("set IPV6_TCLASS"))?;
-        }
+    type SetOption = (fn(&Socket, u32) -> io::Result<()>, &'static str);
+    let (ttl_option, tos_option): (SetOption, SetOption) = if v6 {
+        (
+            (Socket::set_unicast_hops_v6, "set IPV6_UNICAST_HOPS"),
+            (Socket::set_tclass_v6, "set IPV6_TCLASS"),
+        )
     } else {
-        if let Some(ttl) = opts.ttl {
-            socket
-                .set_ttl_v4(u32::from(ttl))
-                .map_err(io_err("set IP_TTL"))?;
-        }
-        if let Some(tos) = opts.tos {
-            socket
-                .set_tos_v4(u32::from(tos))
-                .map_err(io_err("set IP_TOS"))?;
+        (
+            (Socket::set_ttl_v4, "set IP_TTL"),
+            (Socket::set_tos_v4, "set IP_TOS"),
+        )
+    };
+    for (value, (set, what)) in [(opts.ttl, ttl_option), (opts.tos, tos_option)] {
+        if let Some(value) = value {
+            set(socket, u32::from(value)).map_err(io_err(what))?;
         }
     }
     if let Some(dev) = &opts.interface {

@@ -29,6 +29,29 @@ fn t0() -> (Instant, SystemTime) {
     (mono0(), WALL0 + Duration::from_secs(1_700_000_000))
 }
 
+/// An empty table with `capacity` probes in flight and `recent_capacity` settled ones remembered,
+/// at the test's origin ([`t0`]): (monotonic now, wall now, table, sink, the sink's receiver).
+fn start(
+    capacity: usize,
+    recent_capacity: usize,
+) -> (
+    Instant,
+    SystemTime,
+    InFlightTable,
+    EventSink,
+    mpsc::Receiver<ProbeEvent>,
+) {
+    let (now, wall) = t0();
+    let (tx, rx) = sink();
+    (
+        now,
+        wall,
+        InFlightTable::new(capacity, recent_capacity),
+        tx,
+        rx,
+    )
+}
+
 fn mono_of(w: SystemTime) -> Instant {
     let since = w
         .duration_since(t0().1)
@@ -76,9 +99,7 @@ fn put(
 /// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
 /// after the start; with the start's monotonic and wall times.
 fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Instant, SystemTime) {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(8, 8);
     let seq = put(&mut t, &tx, wall, tag, stamp, now + timeout).unwrap();
     (t, seq, now, wall)
 }
@@ -175,9 +196,7 @@ fn a_reply_past_the_timeout_is_late_even_before_the_timer_fires() {
 
 #[test]
 fn deadlines_fire_in_order_each_on_its_own() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(8, 8);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(8, 8);
     for (tag, ms) in [(1u64, 300u64), (2, 100), (3, 200)] {
         put(&mut t, &tx, wall, tag, tag, now + Duration::from_millis(ms)).unwrap();
     }
@@ -217,9 +236,7 @@ fn icmp_error_settles_and_later_reply_is_late() {
 
 #[test]
 fn capacity_is_enforced_and_freed() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(3, 3);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(3, 3);
     for i in 0..3 {
         put(&mut t, &tx, wall, i, i, now + Duration::from_millis(10)).unwrap();
     }
@@ -230,9 +247,7 @@ fn capacity_is_enforced_and_freed() {
 
 #[test]
 fn recent_record_is_bounded() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(10, 4);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(10, 4);
     let mut seqs = Vec::new();
     for i in 0..10 {
         seqs.push(put(&mut t, &tx, wall, i, i, now).unwrap());
@@ -252,9 +267,7 @@ fn recent_record_is_bounded() {
 // get rid of them. A recent table of half what 1,024 buckets hold (448, as the engine's default
 // is half of 65,536 buckets' 57,344) stays in its 1,024 buckets however many probes settle.
 fn churn_recent(recent_capacity: usize) -> usize {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(64, recent_capacity);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(64, recent_capacity);
     let mut settled = 0;
     let mut most = 0;
     for round in 0..400u64 {
@@ -280,9 +293,7 @@ fn full_recent_table_does_not_grow() {
 
 #[test]
 fn wraparound_never_matches_stale_entry() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 70_000);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(4, 70_000);
     // Probe 0 gets seq 0 and times out; 65,536 more probes later, seq 0 comes round again.
     let first = put(&mut t, &tx, wall, 0, 1000, now).unwrap();
     assert_eq!(first, 0);
@@ -310,9 +321,7 @@ fn wraparound_never_matches_stale_entry() {
 
 #[test]
 fn sequence_in_flight_is_skipped_on_wrap() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 4);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(4, 4);
     let long = now + Duration::from_secs(60);
     assert_eq!(put(&mut t, &tx, wall, 0, 0, long).unwrap(), 0);
     // Drive the counter round without holding anything else.
@@ -358,10 +367,8 @@ mod tx;
 // round and goes, the key's newer probe must stay remembered.
 #[test]
 fn an_old_slot_of_a_reused_key_going_does_not_forget_the_new_one() {
-    let (now, wall) = t0();
     let capacity = 65_540;
-    let mut t = InFlightTable::new(4, capacity);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(4, capacity);
     let later = now + Duration::from_secs(1);
     // Seq 0 times out (remembered first), 65,535 probes are answered, and seq 0 comes round.
     assert_eq!(put(&mut t, &tx, wall, 0, 1000, now).unwrap(), 0);

@@ -41,9 +41,7 @@ fn clock_stepping_back_keeps_the_rtt_within_the_monotonic_bounds() {
 /// timestamp when it matches, and falls back (`mismatch`) when its OPT_ID does not.
 #[test]
 fn tx_timestamps_attach_only_when_verified() {
-    let (now, wall) = t0();
-    let mut t = InFlightTable::new(4, 4);
-    let (tx, _rx) = sink();
+    let (now, wall, mut t, tx, _rx) = start(4, 4);
     let deadline = now + Duration::from_secs(5);
     let a = put(&mut t, &tx, wall, 0, 11, deadline).unwrap();
     let b = put(&mut t, &tx, wall, 1, 22, deadline).unwrap();

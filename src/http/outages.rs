@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 
 use crate::http::error::ApiError;
-use crate::http::sessions::{ListErrors, cursor, manager, page_params};
+use crate::http::sessions::{ListErrors, cursor, manager, page_params, param};
 use crate::session::outages::{OutagePage, OutageQuery};
 use crate::state::App;
 
@@ -36,8 +36,11 @@ pub struct OutagesQuery {
 const PARAMS: [&str; 5] = ["target", "since", "until", "limit", "before"];
 
 fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<SystemTime>, ApiError> {
-    q.get(key)
-        .map(|v| {
+    param(
+        q,
+        key,
+        "an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)",
+        |v| {
             // Any RFC 3339 time, with its offset and fraction (what the schema's date-time
             // format allows). As a bound, a time before 1970 is 1970 (no outage is older) and
             // one past what the clock holds (year 2554) is that limit.
@@ -48,13 +51,8 @@ fn time(q: &HashMap<String, String>, key: &str) -> Result<Option<SystemTime>, Ap
                     let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
                     SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos)
                 })
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "invalid parameter \"{key}\": \"{v}\" is not an RFC 3339 time (e.g. 2026-01-02T15:04:05Z)"
-                    ))
-                })
-        })
-        .transpose()
+        },
+    )
 }
 
 /// List stored outages of the monitors, newest first.

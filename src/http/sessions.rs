@@ -242,11 +242,22 @@ pub(crate) fn cursor<T>(
     what: &str,
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> Result<Option<T>, ApiError> {
-    q.get("before")
+    param(q, "before", what, parse)
+}
+
+/// The query parameter `key`, read by `parse`; `None` when absent. A value `parse` refuses is a
+/// 400 that says what the parameter takes (`what`). Shared by the paginated lists.
+pub(crate) fn param<T>(
+    q: &HashMap<String, String>,
+    key: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    q.get(key)
         .map(|v| {
             parse(v).ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "invalid parameter \"before\": \"{v}\" is not {what}"
+                    "invalid parameter \"{key}\": \"{v}\" is not {what}"
                 ))
             })
         })

@@ -19,10 +19,10 @@ const THREE: [&str; 3] = ["198.18.0.1", "198.18.0.2", "198.18.0.3"];
 
 #[test]
 fn every_peer_but_itself_with_the_source_label_and_the_defaults() {
-    let defaults = TargetDefaults {
+    let defaults = TargetOptions {
         interval: Duration::from_millis(250),
         kind: crate::probe::ProbeKind::Tcp,
-        ..TargetDefaults::default()
+        ..TargetOptions::default()
     };
     let t = peer_targets(&members(&THREE, Some("198.18.0.2")), "b", None, &defaults);
     assert_eq!(names(&t), ["198.18.0.1", "198.18.0.3"]);
@@ -32,16 +32,16 @@ fn every_peer_but_itself_with_the_source_label_and_the_defaults() {
             target.labels.get(SOURCE_LABEL).map(String::as_str),
             Some("b")
         );
-        assert_eq!(target.interval, Duration::from_millis(250));
+        assert_eq!(target.options.interval, Duration::from_millis(250));
         // Mesh monitors are ICMP whatever kind the defaults give other targets.
-        assert_eq!(target.kind, crate::probe::ProbeKind::Icmp);
-        assert_eq!(target.port.port, None);
+        assert_eq!(target.options.kind, crate::probe::ProbeKind::Icmp);
+        assert_eq!(target.options.port.port, None);
     }
 }
 
 #[test]
 fn max_peers_one_covers_every_member_once() {
-    let defaults = TargetDefaults::default();
+    let defaults = TargetOptions::default();
     let mut pinged = Vec::new();
     for me in THREE {
         let t = peer_targets(&members(&THREE, Some(me)), me, Some(1), &defaults);
@@ -63,21 +63,21 @@ fn an_instance_outside_the_list_pings_k_of_them() {
         &members(&THREE, None),
         "elsewhere",
         Some(2),
-        &TargetDefaults::default(),
+        &TargetOptions::default(),
     );
     assert_eq!(t.len(), 2);
     let t = peer_targets(
         &members(&THREE, None),
         "elsewhere",
         None,
-        &TargetDefaults::default(),
+        &TargetOptions::default(),
     );
     assert_eq!(names(&t), THREE);
 }
 
 #[test]
 fn no_members_no_peers() {
-    assert!(peer_targets(&[], "a", None, &TargetDefaults::default()).is_empty());
+    assert!(peer_targets(&[], "a", None, &TargetOptions::default()).is_empty());
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn a_static_name_pings_its_host() {
             me: false,
         },
     ];
-    let t = peer_targets(&m, "a", None, &TargetDefaults::default());
+    let t = peer_targets(&m, "a", None, &TargetOptions::default());
     assert_eq!(names(&t), ["b.example"]);
     assert_eq!(t[0].host, "b.example");
 }

@@ -93,8 +93,8 @@ pub(super) fn prepare_address(
         Family::Ip6
     };
     let probe = crate::metrics::ProbeLabels {
-        kind: cfg.kind.as_str(),
-        port: cfg.port.port,
+        kind: cfg.options.kind.as_str(),
+        port: cfg.options.port.port,
     };
     let tm = shared
         .deps
@@ -104,7 +104,7 @@ pub(super) fn prepare_address(
         cfg: cfg.clone(),
         ip,
         sent: 0,
-        window: Window::new(cfg.window),
+        window: Window::new(cfg.options.window),
         last: None,
         outage: super::outage::AddressOutage::new(
             cfg,

@@ -18,10 +18,14 @@ pub(crate) struct LossWatch {
 impl LossWatch {
     /// The watch of a target with `capture.on_loss` and an `alert.loss`; `None` otherwise.
     pub(crate) fn of(cfg: &TargetConfig) -> Option<Self> {
-        let threshold = cfg.alert.loss.filter(|_| cfg.capture.on_loss)?;
+        let threshold = cfg
+            .options
+            .alert
+            .loss
+            .filter(|_| cfg.options.capture.on_loss)?;
         Some(Self {
             threshold,
-            window: cfg.window.max(1),
+            window: cfg.options.window.max(1),
             armed: true,
         })
     }

@@ -128,9 +128,9 @@ impl Slot {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            interval: cfg.interval,
-            kind: cfg.kind,
-            port: cfg.port.port,
+            interval: cfg.options.interval,
+            kind: cfg.options.kind,
+            port: cfg.options.port.port,
             sent: self.sent,
             window: self.window.stats(),
             last: self
@@ -267,7 +267,7 @@ impl Scheduler {
             self.shared
                 .deps
                 .metrics
-                .set_thresholds(&cfg.name, outage::thresholds(&cfg.alert));
+                .set_thresholds(&cfg.name, outage::thresholds(&cfg.options.alert));
             self.shared
                 .deps
                 .metrics
@@ -355,7 +355,6 @@ mod tests {
     use super::tick::phase;
     use super::*;
     use crate::engine::fake::{FakePinger, Step};
-    use crate::resolve::Family;
     use std::collections::BTreeMap;
 
     fn target(name: &str, host: &str, interval_ms: u64) -> Arc<TargetConfig> {
@@ -363,22 +362,12 @@ mod tests {
             name: name.into(),
             host: host.into(),
             labels: BTreeMap::new(),
-            kind: crate::probe::ProbeKind::Icmp,
-            interval: Duration::from_millis(interval_ms),
-            timeout: Duration::from_millis(500),
-            size: 56,
-            family: Family::Auto,
-            ttl: None,
-            tos: None,
-            source: None,
-            interface: None,
-            window: 10,
-            metrics: Default::default(),
-            outage: Default::default(),
-            alert: Default::default(),
-            capture: Default::default(),
-            path: Default::default(),
-            port: Default::default(),
+            options: crate::config::TargetOptions {
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(500),
+                window: 10,
+                ..Default::default()
+            },
         })
     }
 
@@ -470,7 +459,7 @@ mod tests {
             .find(|x| x.target == "a")
             .map(|x| x.sent);
         let mut b2 = (*b).clone();
-        b2.interval = Duration::from_millis(200);
+        b2.options.interval = Duration::from_millis(200);
         let b2 = Arc::new(b2);
         let c = target("c", "192.0.2.3", 100);
         assert_eq!(
@@ -612,7 +601,7 @@ mod tests {
         let metrics = d.metrics.clone();
         let s = Scheduler::new(d, Duration::from_secs(300));
         let mut t = (*target("a", "192.0.2.1", 100)).clone();
-        t.outage = crate::config::OutageRule { after: 3, until: 3 };
+        t.options.outage = crate::config::OutageRule { after: 3, until: 3 };
         s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
         tokio::time::sleep(Duration::from_millis(10_050)).await;
         assert_eq!(value(&metrics, "pingscope_outages_total"), 5.0);
@@ -625,8 +614,8 @@ mod tests {
         assert!(!text.contains("pingscope_target_threshold{"), "{text}");
         // Thresholds follow the config: set with `alert:`, deleted with the target.
         let mut b = (*target("b", "192.0.2.1", 100)).clone();
-        b.alert.loss = Some(0.25);
-        b.alert.rtt = Some(Duration::from_millis(100));
+        b.options.alert.loss = Some(0.25);
+        b.options.alert.rtt = Some(Duration::from_millis(100));
         s.apply(&[Arc::new(b)], Duration::from_secs(300)).await;
         let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
         for line in [

@@ -109,32 +109,27 @@ impl OutageTracker {
 
     /// Probe `seq` went out at `at`.
     pub(crate) fn sent(&mut self, seq: u64, at: SystemTime, out: &mut Vec<Change>) {
-        if seq < self.next {
-            return;
-        }
-        if let Some(p) = self.slot(seq, out) {
-            p.sent = Some(at);
-        }
-        self.drain(out);
+        self.update(seq, out, |p| p.sent = Some(at));
     }
 
     /// Probe `seq` was never sent (a local send error): it is not a probe.
     pub(crate) fn skipped(&mut self, seq: u64, out: &mut Vec<Change>) {
-        if seq >= self.next {
-            if let Some(p) = self.slot(seq, out) {
-                p.skipped = true;
-            }
-            self.drain(out);
-        }
+        self.update(seq, out, |p| p.skipped = true);
     }
 
     /// Probe `seq` settled (its reply, timeout or ICMP error; each probe settles once).
     pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome, out: &mut Vec<Change>) {
+        self.update(seq, out, |p| p.outcome = Some(outcome));
+    }
+
+    /// Applies `f` to the entry of `seq`, then takes what is complete. A sequence already
+    /// taken (below `next`) is ignored.
+    fn update(&mut self, seq: u64, out: &mut Vec<Change>, f: impl FnOnce(&mut Pending)) {
         if seq < self.next {
             return;
         }
         if let Some(p) = self.slot(seq, out) {
-            p.outcome = Some(outcome);
+            f(p);
         }
         self.drain(out);
     }
@@ -447,13 +442,13 @@ impl AddressOutage {
         log: OutageLog,
     ) -> Self {
         Self {
-            tracker: OutageTracker::new(cfg.outage),
+            tracker: OutageTracker::new(cfg.options.outage),
             target: cfg.name.clone(),
             ip,
             metrics,
             log,
             changes: Vec::new(),
-            capture: cfg.capture,
+            capture: cfg.options.capture,
             loss: LossWatch::of(cfg),
             retired: false,
         }
@@ -571,7 +566,7 @@ pub(super) fn thresholds(
 pub(super) fn capture_reasons(cfg: &TargetConfig) -> Vec<crate::metrics::capture::CaptureReason> {
     use crate::metrics::capture::CaptureReason;
     let on = [
-        (cfg.capture.on_outage, CaptureReason::Outage),
+        (cfg.options.capture.on_outage, CaptureReason::Outage),
         (LossWatch::of(cfg).is_some(), CaptureReason::Loss),
     ];
     on.into_iter()

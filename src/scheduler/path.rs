@@ -17,14 +17,12 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
+use super::Scheduler;
 use super::tick::{ProbeTask, phase};
-use super::{Scheduler, Shared, StatusSlot};
-use crate::config::TargetConfig;
-use crate::engine::{EventKind, EventSink, ProbeEvent, ReplyInfo, SocketOptions};
+use crate::engine::{EventKind, ProbeEvent, ReplyInfo, SocketOptions};
+use crate::metrics::events;
 use crate::metrics::path::PathMetrics;
-use crate::metrics::{TargetMetrics, events};
 use crate::probe::path::{HopResult, HopSummary, PathEntry, PathHistory, PathStats, Round, Tracer};
 use crate::probe::{ProbeKind, Ticks};
 
@@ -79,10 +77,10 @@ impl Scheduler {
             let Some(t) = tasks.get(target) else {
                 return Err(PathViewError::NoTarget(target.to_owned()));
             };
-            if t.config.kind != ProbeKind::Path {
+            if t.config.options.kind != ProbeKind::Path {
                 return Err(PathViewError::NotPath(
                     target.to_owned(),
-                    t.config.kind.as_str(),
+                    t.config.options.kind.as_str(),
                 ));
             }
             t.config.host.clone()
@@ -116,80 +114,65 @@ impl Scheduler {
     }
 }
 
-/// Everything one path monitor's loop needs.
+/// Everything one path monitor's loop needs: its address's probe task, and what only a path
+/// monitor has.
 pub(super) struct PathTask {
-    pub(super) shared: Arc<Shared>,
-    pub(super) cfg: Arc<TargetConfig>,
-    pub(super) ip: IpAddr,
-    pub(super) metrics: TargetMetrics,
+    pub(super) task: ProbeTask,
     pub(super) path: PathMetrics,
-    pub(super) status: StatusSlot,
     /// Shared with readers; registered in `Shared::paths` until the address retires.
     pub(super) view: PathSlot,
-    /// The address's recorder.
-    pub(super) sink: EventSink,
-    pub(super) cancel: CancellationToken,
 }
 
 impl From<ProbeTask> for PathTask {
-    fn from(t: ProbeTask) -> Self {
-        let path = t.shared.deps.metrics.path(t.metrics.labels());
+    fn from(task: ProbeTask) -> Self {
+        let path = task.shared.deps.metrics.path(task.metrics.labels());
         let view = PathSlot::default();
-        t.shared
+        task.shared
             .paths
             .lock()
-            .insert((t.cfg.name.clone(), t.ip), view.clone());
-        Self {
-            shared: t.shared,
-            cfg: t.cfg,
-            ip: t.ip,
-            metrics: t.metrics,
-            path,
-            status: t.status,
-            view,
-            sink: t.sink,
-            cancel: t.cancel,
-        }
+            .insert((task.cfg.name.clone(), task.ip), view.clone());
+        Self { task, path, view }
     }
 }
 
 impl PathTask {
     pub(super) async fn run(self) {
-        let cfg = &self.cfg;
+        let cfg = &self.task.cfg;
         let options = SocketOptions {
             ttl: None,
-            tos: cfg.tos,
-            source: cfg.source,
-            interface: cfg.interface.clone(),
+            tos: cfg.options.tos,
+            source: cfg.options.source,
+            interface: cfg.options.interface.clone(),
         };
         let mut tracer = Tracer::new(
-            self.shared.deps.pinger.clone(),
-            self.ip,
-            cfg.size,
-            cfg.timeout,
+            self.task.shared.deps.pinger.clone(),
+            self.task.ip,
+            cfg.options.size,
+            cfg.options.timeout,
             options,
-            cfg.path.clone(),
+            cfg.options.path.clone(),
         )
-        .with_pacer(self.shared.hop_pacer.clone());
+        .with_pacer(self.task.shared.hop_pacer.clone());
         let mut ticks = Ticks::new(
-            Instant::now() + phase(&cfg.name, self.ip, cfg.interval),
-            cfg.interval,
+            Instant::now() + phase(&cfg.name, self.task.ip, cfg.options.interval),
+            cfg.options.interval,
         );
         loop {
             let due = ticks.due();
             tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break,
+                () = self.task.cancel.cancelled() => break,
                 () = tokio::time::sleep_until(due) => {}
             }
             let now = Instant::now();
-            self.shared
+            self.task
+                .shared
                 .deps
                 .metrics
                 .observe_scheduler_lag(now.saturating_duration_since(due).as_secs_f64());
             let round = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break,
+                () = self.task.cancel.cancelled() => break,
                 r = tracer.round(|_| {}) => r,
             };
             for p in round
@@ -198,9 +181,9 @@ impl PathTask {
                 .filter(|p| p.result == HopResult::SendError)
             {
                 events::send_failed_as(
-                    &self.metrics,
+                    &self.task.metrics,
                     &cfg.name,
-                    self.ip,
+                    self.task.ip,
                     p.reason.unwrap_or("io"),
                     &p.error.as_deref().unwrap_or_default(),
                 );
@@ -212,7 +195,7 @@ impl PathTask {
             if changed {
                 tracing::info!(
                     target = %cfg.name,
-                    ip = %self.ip,
+                    ip = %self.task.ip,
                     path_id = stats.path_id().unwrap_or(""),
                     length = stats.length(),
                     "path changed"
@@ -239,8 +222,8 @@ impl PathTask {
         if unsent {
             return;
         }
-        self.metrics.on_sent();
-        self.status.lock().sent += 1;
+        self.task.metrics.on_sent();
+        self.task.status.lock().sent += 1;
         let reply = round.reached_at.and_then(|ttl| {
             round
                 .probes
@@ -252,7 +235,7 @@ impl PathTask {
                 EventKind::Reply(ReplyInfo {
                     rtt,
                     ttl: None,
-                    size: usize::from(self.cfg.size) + 8,
+                    size: usize::from(self.task.cfg.options.size) + 8,
                     refused: false,
                 }),
                 at,
@@ -260,10 +243,10 @@ impl PathTask {
             None => (EventKind::Timeout, SystemTime::now()),
         };
         // The recorder is a handler sink: called inline, never full.
-        let _ = self.sink.deliver(ProbeEvent {
+        let _ = self.task.sink.deliver(ProbeEvent {
             tag: round.number,
             seq: 0,
-            ip: self.ip,
+            ip: self.task.ip,
             at,
             kind,
         });

@@ -71,7 +71,11 @@ impl EventHandler for Recorder {
                 slot.last = Some(ev);
                 let (probes, loss_ratio) = slot.window.loss();
                 slot.outage.window(probes, loss_ratio);
-                self.cfg.metrics.window_gauges.then(|| slot.window.gauges())
+                self.cfg
+                    .options
+                    .metrics
+                    .window_gauges
+                    .then(|| slot.window.gauges())
             };
             if let Some(gauges) = gauges {
                 self.metrics.set_window(

@@ -58,7 +58,7 @@ pub(super) async fn target_task(
 /// Looks the target's host up with the resolver now in force.
 async fn lookup(shared: &Shared, cfg: &TargetConfig) -> Result<Resolved, ResolveError> {
     let resolver = shared.resolver.lock().clone();
-    resolver.lookup(&cfg.host, cfg.family).await
+    resolver.lookup(&cfg.host, cfg.options.family).await
 }
 
 /// A target whose host is an address literal: one probe task, ready after its first settled

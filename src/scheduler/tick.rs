@@ -45,7 +45,7 @@ pub(super) struct ProbeTask {
 impl ProbeTask {
     /// Probes until the address's token is cancelled.
     pub(super) async fn run(self) {
-        if self.cfg.kind == ProbeKind::Path {
+        if self.cfg.options.kind == ProbeKind::Path {
             // Boxed: only path monitors pay for the tracer's state in their future.
             return Box::pin(PathTask::from(self).run()).await;
         }
@@ -58,20 +58,20 @@ impl ProbeTask {
             cancel,
             sink,
         } = self;
-        let interval = cfg.interval;
+        let interval = cfg.options.interval;
         let first = Instant::now() + phase(&cfg.name, ip, interval);
         let spec = probe::request::spec(
-            cfg.kind,
+            cfg.options.kind,
             ip,
-            cfg.size,
-            cfg.timeout,
+            cfg.options.size,
+            cfg.options.timeout,
             SocketOptions {
-                ttl: cfg.ttl,
-                tos: cfg.tos,
-                source: cfg.source,
-                interface: cfg.interface.clone(),
+                ttl: cfg.options.ttl,
+                tos: cfg.options.tos,
+                source: cfg.options.source,
+                interface: cfg.options.interface.clone(),
             },
-            cfg.port,
+            cfg.options.port,
         );
         let probe = ProbeLoop {
             spec,

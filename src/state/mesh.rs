@@ -11,13 +11,13 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MeshConfig, TargetConfig, TargetDefaults};
+use crate::config::{Config, MeshConfig, TargetConfig, TargetOptions};
 use crate::mesh::{self, RunOptions};
 use crate::scheduler::Scheduler;
 
 /// The discovery task in force and what it was started with.
 struct Running {
-    key: (MeshConfig, TargetDefaults, Duration),
+    key: (MeshConfig, TargetOptions, Duration),
     name: String,
     cancel: CancellationToken,
 }

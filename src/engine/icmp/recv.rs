@@ -177,11 +177,7 @@ fn handle_packet(
                 bump(&shared.counters.unmatched_packets);
                 return;
             }
-            let key = Key {
-                ip: from,
-                ident: echo.ident,
-                seq: echo.seq,
-            };
+            let key = echo_key(from, &echo);
             let size = packet::ECHO_HEADER_LEN + echo.payload.len();
             let wait_tx = sock.tx_kernel.load(Ordering::Relaxed);
             let mut outcome = shared
@@ -329,11 +325,7 @@ fn handle_tx_timestamp(
         bump(&shared.counters.unmatched_packets);
         return;
     }
-    let key = Key {
-        ip: dst,
-        ident: echo.ident,
-        seq: echo.seq,
-    };
+    let key = echo_key(dst, &echo);
     let stamp = packet::read_stamp(echo.payload);
     let drift = sock.tx_drift.load(Ordering::Relaxed);
     let result = shared
@@ -354,5 +346,15 @@ fn handle_tx_timestamp(
         }
         // Its probe settled already (an ICMP error, a timeout), or it is not ours.
         TxMatch::Unknown => {}
+    }
+}
+
+/// The in-flight key of the echo request `echo` to `ip` (a reply's source, or where a sent
+/// request went).
+fn echo_key(ip: IpAddr, echo: &packet::Echo<'_>) -> Key {
+    Key {
+        ip,
+        ident: echo.ident,
+        seq: echo.seq,
     }
 }
