@@ -195,6 +195,32 @@ fn no_module_imports_against_the_map() {
     );
 }
 
+/// Longest a source file under `src/` may be, in lines (binaries included): a longer one holds
+/// more than one concern and is split by them.
+const MAX_FILE_LINES: usize = 600;
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = support::files_under(&src, "rs");
+    assert!(files.len() > 50, "only {} files under src/", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).ok()?.lines().count();
+            (lines > MAX_FILE_LINES).then(|| {
+                let rel = f.strip_prefix(&src).unwrap_or(f);
+                format!("src/{}: {lines} lines", rel.display())
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_FILE_LINES} lines (split by concern):\n{}",
+        long.join("\n")
+    );
+}
+
 #[test]
 fn the_map_in_lib_rs_lists_every_module() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -8,7 +8,10 @@ use std::time::{Duration, SystemTime};
 use parking_lot::Mutex;
 
 use super::*;
-use crate::engine::{IcmpErrorInfo, IcmpErrorKind, ProbeEvent, ReplyInfo, SendError, Transport};
+use crate::engine::{
+    EventKind, EventSink, IcmpErrorInfo, IcmpErrorKind, Pinger, ProbeEvent, ProbeSpec, ReplyInfo,
+    SendError, SocketOptions, Transport,
+};
 
 mod ecmp;
 

@@ -2,6 +2,7 @@
 //! found, within each flow's budget of identities.
 
 use super::*;
+use crate::probe::path::tracer::wire_flow;
 
 /// A router whose hash sends every flow's first identity one way, and every later one the
 /// other: the worst case for fixed identities, found by re-keying.

@@ -1,0 +1,285 @@
+//! The scheduler against the fake pinger (tokio time, paused): phases and drift, apply as a
+//! diff, the wheels, a failing name beside good ones, and outages in sending order.
+
+use super::tick::phase;
+use super::*;
+use crate::engine::fake::{FakePinger, Step};
+use std::collections::BTreeMap;
+
+fn target(name: &str, host: &str, interval_ms: u64) -> Arc<TargetConfig> {
+    Arc::new(TargetConfig {
+        name: name.into(),
+        host: host.into(),
+        labels: BTreeMap::new(),
+        options: crate::config::TargetOptions {
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(500),
+            window: 10,
+            ..Default::default()
+        },
+    })
+}
+
+fn deps(fake: &FakePinger) -> Deps {
+    Deps {
+        pinger: Arc::new(fake.clone()),
+        resolver: Resolver::system().unwrap_or_else(|e| panic!("{e}")),
+        metrics: Metrics::new(crate::metrics::MetricsOptions::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+        live: LiveHub::default(),
+        outages: crate::session::outages::OutageLog::disabled(),
+    }
+}
+
+// Each target's future lives as long as the target, tens of thousands at once: whatever it
+// holds across an await costs that many times over. A budget, so that growth is a choice.
+#[test]
+fn a_target_future_stays_small() {
+    let fake = FakePinger::default();
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    let cfg = target("a", "192.0.2.1", 1000);
+    let future = target_task(s.shared.clone(), cfg, CancellationToken::new(), false);
+    let size = std::mem::size_of_val(&future);
+    assert!(size <= 768, "target future is {size} bytes");
+}
+
+#[test]
+fn phases_are_stable_and_spread() {
+    let iv = Duration::from_secs(1);
+    let a = phase("a", IpAddr::from([127, 0, 0, 1]), iv);
+    assert_eq!(a, phase("a", IpAddr::from([127, 0, 0, 1]), iv));
+    assert!(a < iv);
+    let distinct: std::collections::HashSet<Duration> = (0..100)
+        .map(|i| phase(&format!("t{i}"), IpAddr::from([127, 0, 0, 1]), iv))
+        .collect();
+    assert!(distinct.len() > 95, "phases collide: {}", distinct.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn holds_the_interval_without_drift() {
+    let fake = FakePinger::new();
+    let ip = IpAddr::from([192, 0, 2, 1]);
+    fake.script(
+        ip,
+        vec![Step::Reply {
+            rtt: Duration::from_millis(30),
+            ttl: 60,
+        }],
+    );
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    s.apply(&[target("a", "192.0.2.1", 100)], Duration::from_secs(300))
+        .await;
+    tokio::time::sleep(Duration::from_millis(10_050)).await;
+    // Phase < 100ms, then one probe every 100ms: 100 or 101 probes in 10.05 s.
+    let sent = fake.sent();
+    assert!((100..=101).contains(&sent), "sent {sent}");
+    assert!(s.ready());
+    let snap = s.snapshot();
+    assert_eq!(snap.len(), 1);
+    assert_eq!(snap[0].window.loss_ratio, 0.0);
+    assert_eq!(snap[0].window.probes, 10);
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn apply_is_a_diff() {
+    let fake = FakePinger::new();
+    for i in 1..=3u8 {
+        fake.script(
+            IpAddr::from([192, 0, 2, i]),
+            vec![Step::Reply {
+                rtt: Duration::from_millis(1),
+                ttl: 60,
+            }],
+        );
+    }
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    let a = target("a", "192.0.2.1", 100);
+    let b = target("b", "192.0.2.2", 100);
+    assert_eq!(
+        s.apply(&[a.clone(), b.clone()], Duration::from_secs(300))
+            .await,
+        (2, 0, 0)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent_a_before = s
+        .snapshot()
+        .iter()
+        .find(|x| x.target == "a")
+        .map(|x| x.sent);
+    let mut b2 = (*b).clone();
+    b2.options.interval = Duration::from_millis(200);
+    let b2 = Arc::new(b2);
+    let c = target("c", "192.0.2.3", 100);
+    assert_eq!(
+        s.apply(&[a.clone(), b2, c], Duration::from_secs(300)).await,
+        (1, 1, 0)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snap = s.snapshot();
+    let sent_a_after = snap.iter().find(|x| x.target == "a").map(|x| x.sent);
+    assert!(
+        sent_a_after > sent_a_before,
+        "unchanged target kept counting"
+    );
+    assert!(
+        sent_a_after >= Some(19),
+        "unchanged target was not restarted: {sent_a_after:?}"
+    );
+    assert_eq!(s.apply(&[a], Duration::from_secs(300)).await, (0, 0, 2));
+    assert_eq!(s.target_names().await, vec!["a".to_owned()]);
+    assert_eq!(s.snapshot().len(), 1);
+    s.shutdown().await;
+}
+
+// The wheels: every address keeps its own schedule whichever wheel holds it, and an
+// address that is stopped sends nothing after `apply` returns.
+#[tokio::test(start_paused = true)]
+async fn wheels_keep_every_schedule_and_a_stopped_address_stays_silent() {
+    let fake = FakePinger::new();
+    let targets: Vec<Arc<TargetConfig>> = (0..200u32)
+        .map(|i| {
+            let ip = IpAddr::from([198, 18, (i / 250) as u8, (i % 250) as u8 + 1]);
+            fake.script(
+                ip,
+                vec![Step::Reply {
+                    rtt: Duration::from_millis(1),
+                    ttl: 60,
+                }],
+            );
+            // Two intervals, so that the wheels hold ticks of both.
+            target(
+                &format!("t{i}"),
+                &ip.to_string(),
+                100 + 100 * u64::from(i % 2),
+            )
+        })
+        .collect();
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    s.apply(&targets, Duration::from_secs(300)).await;
+    tokio::time::sleep(Duration::from_millis(2_050)).await;
+    for a in s.snapshot() {
+        let want = if a.interval == Duration::from_millis(100) {
+            20
+        } else {
+            10
+        };
+        assert!(
+            (want..=want + 1).contains(&a.sent),
+            "{} sent {} in 2.05 s at {:?}",
+            a.target,
+            a.sent,
+            a.interval
+        );
+    }
+    s.apply(&targets[..100], Duration::from_secs(300)).await;
+    let kept_before: u64 = s.snapshot().iter().map(|a| a.sent).sum();
+    let total_before = fake.sent();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kept_after: u64 = s.snapshot().iter().map(|a| a.sent).sum();
+    assert_eq!(s.snapshot().len(), 100);
+    assert_eq!(
+        (fake.sent() - total_before) as u64,
+        kept_after - kept_before,
+        "stopped addresses went on sending"
+    );
+    // 50 addresses at 100 ms and 50 at 200 ms for 1 s.
+    assert!((740..=760).contains(&(kept_after - kept_before)));
+    s.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unresolvable_host_does_not_stop_the_others() {
+    let fake = FakePinger::new();
+    fake.script(
+        IpAddr::from([192, 0, 2, 1]),
+        vec![Step::Reply {
+            rtt: Duration::from_millis(1),
+            ttl: 60,
+        }],
+    );
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    // Not a valid host name: rejected before any query leaves the process.
+    s.apply(
+        &[
+            target("ok", "192.0.2.1", 100),
+            target("bad", "bad name!", 100),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.ready());
+    assert_eq!(s.resolve_failures().len(), 1);
+    assert!(fake.sent() >= 19);
+    s.shutdown().await;
+}
+
+/// The value of the one series of `name` in the text exposition.
+fn value(metrics: &Metrics, name: &str) -> f64 {
+    let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{name}: {lines:?}");
+    lines[0]
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: {lines:?}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn outages_follow_the_sending_order_and_skip_failed_sends() {
+    let fake = FakePinger::new();
+    let reply = Step::Reply {
+        rtt: Duration::from_millis(1),
+        ttl: 60,
+    };
+    // Per cycle of 20 sends: 5 replies, 4 lost, a send that fails (no probe), 1 lost, then
+    // replies. Timeouts (500ms) settle after later replies: only the sending order sees
+    // five losses in a row.
+    let mut steps = vec![reply.clone(); 5];
+    steps.extend(vec![Step::Drop; 4]);
+    steps.push(Step::SendFails);
+    steps.push(Step::Drop);
+    steps.extend(vec![reply; 9]);
+    fake.script(IpAddr::from([192, 0, 2, 1]), steps);
+    let d = deps(&fake);
+    let metrics = d.metrics.clone();
+    let s = Scheduler::new(d, Duration::from_secs(300));
+    let mut t = (*target("a", "192.0.2.1", 100)).clone();
+    t.options.outage = crate::config::OutageRule { after: 3, until: 3 };
+    s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
+    tokio::time::sleep(Duration::from_millis(10_050)).await;
+    assert_eq!(value(&metrics, "pingscope_outages_total"), 5.0);
+    assert_eq!(value(&metrics, "pingscope_outage_active"), 0.0);
+    assert_eq!(value(&metrics, "pingscope_consecutive_lost"), 0.0);
+    // Each from its first lost send to the first reply's send: 6 intervals.
+    let secs = value(&metrics, "pingscope_outage_seconds_total");
+    assert!((secs - 3.0).abs() < 0.01, "{secs}");
+    let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!text.contains("pingscope_target_threshold{"), "{text}");
+    // Thresholds follow the config: set with `alert:`, deleted with the target.
+    let mut b = (*target("b", "192.0.2.1", 100)).clone();
+    b.options.alert.loss = Some(0.25);
+    b.options.alert.rtt = Some(Duration::from_millis(100));
+    s.apply(&[Arc::new(b)], Duration::from_secs(300)).await;
+    let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        "pingscope_target_threshold{target=\"b\",metric=\"loss\"} 0.25",
+        "pingscope_target_threshold{target=\"b\",metric=\"rtt\"} 0.1",
+        "pingscope_target_threshold{target=\"b\",metric=\"for\"} 120.0",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert!(
+        !text.contains("pingscope_outages_total{target=\"a\""),
+        "{text}"
+    );
+    s.apply(&[], Duration::from_secs(300)).await;
+    let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!text.contains("pingscope_target_threshold{"), "{text}");
+    s.shutdown().await;
+}
