@@ -134,6 +134,28 @@ fn entries<'a>(
         .collect()
 }
 
+/// The responder's hold time of each answer matching [`entries`] logged after the first `from`
+/// entries, once there are `n` of them (bounded, 5 s): the responder logs an answer just after
+/// sending it, so the last line can trail the answer the prober already has.
+fn truth_after(
+    net: &TestNet,
+    from: usize,
+    ip: &str,
+    (proto, dport, action): (&str, u16, &str),
+    n: usize,
+) -> Vec<f64> {
+    let mut delays = Vec::new();
+    support::wait_until(Duration::from_secs(5), || {
+        let log = net.log();
+        delays = entries(log.get(from..).unwrap_or_default(), ip, proto, dport, action)
+            .iter()
+            .map(|e| e.actual_delay_ns.unwrap() as f64 / 1e9)
+            .collect();
+        delays.len() >= n
+    });
+    delays
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -179,11 +201,8 @@ fn rtt_against_the_truth_refused_silent_and_closed() {
                     other => panic!("{host} {name}: expected a reply, got {other:?}"),
                 })
                 .collect();
-            let log = net.log();
-            let truth: Vec<f64> = entries(&log, host, proto, transport.port().unwrap(), action)
-                .iter()
-                .map(|e| e.actual_delay_ns.unwrap() as f64 / 1e9)
-                .collect();
+            let port = transport.port().unwrap();
+            let truth = truth_after(&net, 0, host, (proto, port, action), rtts.len());
             assert_eq!(
                 truth.len(),
                 rtts.len(),
@@ -219,11 +238,7 @@ fn rtt_against_the_truth_refused_silent_and_closed() {
             drop(s);
             std::thread::sleep(Duration::from_millis(10));
         }
-        let log = net.log();
-        let truth: Vec<f64> = entries(&log[before..], host, "tcp", 80, "syn_ack")
-            .iter()
-            .map(|e| e.actual_delay_ns.unwrap() as f64 / 1e9)
-            .collect();
+        let truth = truth_after(&net, before, host, ("tcp", 80, "syn_ack"), user.len());
         let label = format!("{host} tcp user-space connect");
         report.push(against_truth(&label, &user, &truth));
 
