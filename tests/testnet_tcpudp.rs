@@ -147,10 +147,16 @@ fn truth_after(
     let mut delays = Vec::new();
     support::wait_until(Duration::from_secs(5), || {
         let log = net.log();
-        delays = entries(log.get(from..).unwrap_or_default(), ip, proto, dport, action)
-            .iter()
-            .map(|e| e.actual_delay_ns.unwrap() as f64 / 1e9)
-            .collect();
+        delays = entries(
+            log.get(from..).unwrap_or_default(),
+            ip,
+            proto,
+            dport,
+            action,
+        )
+        .iter()
+        .map(|e| e.actual_delay_ns.unwrap() as f64 / 1e9)
+        .collect();
         delays.len() >= n
     });
     delays
