@@ -1,4 +1,5 @@
-//! Records the VCS revision and the compiler version for `pingscope_build_info`.
+//! Records the VCS revision and the compiler version for `pingscope_build_info`, and packs the
+//! binaries' relative relocations on glibc.
 
 use std::process::Command;
 
@@ -27,4 +28,14 @@ fn main() {
     // Checkouts and branch switches; a commit on the same branch keeps the old revision until
     // the next clean build, which is what release builds from CI are.
     println!("cargo:rerun-if-changed=.git/HEAD");
+    // Packed relative relocations (DT_RELR): the loader reads a few kilobytes instead of the
+    // ~270 kB `.rela.dyn` a position-independent Rust binary carries, which is startup work and
+    // resident memory for as long as the process runs. GNU ld ≥ 2.38 packs them only when the
+    // C library supports it (glibc ≥ 2.36, which the binary then requires, as Debian 12 has);
+    // an older linker ignores the option with a warning.
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if os == "linux" && env == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }

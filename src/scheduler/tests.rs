@@ -132,12 +132,14 @@ async fn apply_is_a_diff() {
     s.shutdown().await;
 }
 
-// The wheels: every address keeps its own schedule whichever wheel holds it, and an
-// address that is stopped sends nothing after `apply` returns.
-#[tokio::test(start_paused = true)]
-async fn wheels_keep_every_schedule_and_a_stopped_address_stays_silent() {
-    let fake = FakePinger::new();
-    let targets: Vec<Arc<TargetConfig>> = (0..200u32)
+/// `count` targets in 198.18.0.0/15 that always answer in 1 ms, target `i` every
+/// `interval_ms(i)` milliseconds.
+fn answering_targets(
+    fake: &FakePinger,
+    count: u32,
+    interval_ms: impl Fn(u32) -> u64,
+) -> Vec<Arc<TargetConfig>> {
+    (0..count)
         .map(|i| {
             let ip = IpAddr::from([198, 18, (i / 250) as u8, (i % 250) as u8 + 1]);
             fake.script(
@@ -147,14 +149,18 @@ async fn wheels_keep_every_schedule_and_a_stopped_address_stays_silent() {
                     ttl: 60,
                 }],
             );
-            // Two intervals, so that the wheels hold ticks of both.
-            target(
-                &format!("t{i}"),
-                &ip.to_string(),
-                100 + 100 * u64::from(i % 2),
-            )
+            target(&format!("t{i}"), &ip.to_string(), interval_ms(i))
         })
-        .collect();
+        .collect()
+}
+
+// The wheels: every address keeps its own schedule whichever wheel holds it, and an
+// address that is stopped sends nothing after `apply` returns.
+#[tokio::test(start_paused = true)]
+async fn wheels_keep_every_schedule_and_a_stopped_address_stays_silent() {
+    let fake = FakePinger::new();
+    // Two intervals, so that the wheels hold ticks of both.
+    let targets = answering_targets(&fake, 200, |i| 100 + 100 * u64::from(i % 2));
     let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
     s.apply(&targets, Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_millis(2_050)).await;
@@ -281,5 +287,34 @@ async fn outages_follow_the_sending_order_and_skip_failed_sends() {
     s.apply(&[], Duration::from_secs(300)).await;
     let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
     assert!(!text.contains("pingscope_target_threshold{"), "{text}");
+    s.shutdown().await;
+}
+
+// The grid: 300 addresses at 1 s wake the wheels at most 100 times a second each (one per
+// 10 ms step), where their hashed phases alone would spread them over some 260 milliseconds.
+#[tokio::test(start_paused = true)]
+async fn addresses_due_in_one_step_go_out_in_one_wake_up() {
+    let fake = FakePinger::new();
+    let targets = answering_targets(&fake, 300, |_| 1000);
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    s.apply(&targets, Duration::from_secs(300)).await;
+    // Past the first round, then one interval in steps of the timer's resolution.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (mut last, mut wake_ups) = (fake.sent(), 0);
+    for _ in 0..1000 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = fake.sent();
+        wake_ups += usize::from(now != last);
+        last = now;
+    }
+    let most = 100 * s.shared.wheels.len();
+    assert!(
+        (1..=most).contains(&wake_ups),
+        "probes went out in {wake_ups} different milliseconds (at most {most})"
+    );
+    assert_eq!(
+        s.snapshot().iter().map(|a| a.sent).sum::<u64>(),
+        fake.sent() as u64
+    );
     s.shutdown().await;
 }

@@ -4,9 +4,16 @@
 //!
 //! A task and a timer entry per address cost a task poll, a timer re-registration, a waker and
 //! often a cross-thread wake-up per probe, and the task's memory for as long as the address
-//! lives. Here a probe costs a heap pop and push; probes due in the same millisecond go out in
-//! one wake-up, and a wheel's lock is held while it sends, so an address taken off a wheel
-//! (its [`OnWheel`] dropped) sends nothing after that.
+//! lives. Here a probe costs a heap pop and push, and a wheel's lock is held while it sends, so
+//! an address taken off a wheel (its [`OnWheel`] dropped) sends nothing after that.
+//!
+//! Wake-ups, not sends, are what a probe costs most at moderate rates (a worker parked and
+//! unparked, the replies read one by one): so an address's first tick is put on a grid of
+//! [`GRID`] steps, and with an interval that is a multiple of the step (1 s, 100 ms, 15 s...)
+//! every later tick stays on it. A thousand addresses at 1 s then wake a wheel a hundred times a
+//! second, not a thousand, each tick still exact (the grid moves the phase, never the interval)
+//! and still late only by the timer's resolution. Each wheel's grid is offset by a share of the
+//! step, so the wheels take turns instead of waking together.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,6 +29,17 @@ use tokio_util::sync::CancellationToken;
 use super::Deps;
 use super::tick::ProbeLoop;
 use crate::probe::Ticks;
+
+/// The step of the grid that first ticks are put on.
+pub(super) const GRID: Duration = Duration::from_millis(10);
+
+/// The first point of the grid `origin + k·GRID` at or after `at`.
+fn on_grid(origin: Instant, at: Instant) -> Instant {
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let step = GRID.as_nanos();
+    let steps = u32::try_from(since.div_ceil(step)).unwrap_or(u32::MAX);
+    origin + GRID.saturating_mul(steps)
+}
 
 /// An address's place on a wheel: dropping it takes the address off, and once the drop has
 /// returned the address sends nothing more.
@@ -40,6 +58,8 @@ impl Drop for OnWheel {
 pub(super) struct Wheels {
     wheels: Box<[Arc<Wheel>]>,
     next: AtomicUsize,
+    /// Where the grids start (wheel `i`'s is offset by `i/n` of a step).
+    origin: Instant,
 }
 
 impl Wheels {
@@ -61,16 +81,25 @@ impl Wheels {
         Self {
             wheels,
             next: AtomicUsize::new(0),
+            origin: Instant::now(),
         }
     }
 
-    /// Starts sending `probe`'s ticks from `first`, every `interval`, until the returned
-    /// [`OnWheel`] is dropped. Call from inside the runtime (the wheel's task starts with its
-    /// first address).
+    /// How many wheels there are.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.wheels.len()
+    }
+
+    /// Starts sending `probe`'s ticks from the first point of its wheel's grid at or after
+    /// `first`, every `interval`, until the returned [`OnWheel`] is dropped. Call from inside
+    /// the runtime (the wheel's task starts with its first address).
     pub(super) fn add(&self, first: Instant, interval: Duration, probe: ProbeLoop) -> OnWheel {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.wheels.len();
         let wheel = &self.wheels[index];
-        let id = wheel.add(Ticks::new(first, interval), probe);
+        let offset = GRID.as_nanos() * index as u128 / self.wheels.len() as u128;
+        let origin = self.origin + Duration::from_nanos(u64::try_from(offset).unwrap_or(0));
+        let id = wheel.add(Ticks::new(on_grid(origin, first), interval), probe);
         if !wheel.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(wheel.clone().run());
         }
@@ -170,6 +199,31 @@ impl Wheel {
             entry.probe.send(&self.deps, entry.seq, at);
             entry.ticks.advance(now);
             state.heap.push(Reverse((entry.ticks.due(), id)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_ticks_go_to_the_next_point_of_the_grid() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(on_grid(origin, origin), origin);
+        assert_eq!(on_grid(origin, origin + ms(1)), origin + GRID);
+        assert_eq!(on_grid(origin, origin + GRID), origin + GRID);
+        assert_eq!(
+            on_grid(origin, origin + GRID + Duration::from_nanos(1)),
+            origin + GRID * 2
+        );
+        assert_eq!(on_grid(origin + ms(5), origin), origin + ms(5));
+        for us in (0..50_000).step_by(777) {
+            let at = origin + Duration::from_micros(us);
+            let on = on_grid(origin, at);
+            assert!(on >= at && on < at + GRID, "{us} µs went to {on:?}");
+            assert_eq!((on - origin).as_nanos() % GRID.as_nanos(), 0);
         }
     }
 }
