@@ -224,11 +224,8 @@ impl Resolver {
     /// Resolves `host` for `family`. IP literals (see [`parse_ip_literal`]) are returned as they
     /// are, with no DNS query, if they match the family.
     pub async fn lookup(&self, host: &str, family: Family) -> Result<Resolved, ResolveError> {
-        if host.contains('%') {
-            split_zone(host).map_err(ResolveError::Zone)?;
-        }
-        if let Some(ip) = parse_ip_literal(host) {
-            return select(host, family, vec![ip], far_future());
+        if let Some(literal) = lookup_literal(host, family) {
+            return literal;
         }
         if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ResolveError::NotFound {
@@ -420,6 +417,17 @@ fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
         addr |= n << (24 - 8 * i as u32);
     }
     Some(Ipv4Addr::from(addr | last))
+}
+
+/// What [`Resolver::lookup`] answers for `host` without asking DNS: an address literal (or a
+/// malformed zone) answered at once, `None` for a name.
+pub fn lookup_literal(host: &str, family: Family) -> Option<Result<Resolved, ResolveError>> {
+    if host.contains('%')
+        && let Err(e) = split_zone(host)
+    {
+        return Some(Err(ResolveError::Zone(e)));
+    }
+    parse_ip_literal(host).map(|ip| select(host, family, vec![ip], far_future()))
 }
 
 /// Parses an IP literal: IPv4 in every `inet_aton` spelling (`127.1`, `0x7f.0.0.1`,

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::recorder::Recorder;
 use super::tick::ProbeTask;
-use super::{Shared, Slot};
+use super::wheel::OnWheel;
+use super::{Readiness, Shared, Slot};
 use crate::config::TargetConfig;
 use crate::engine::EventSink;
 use crate::metrics::{MetricsError, TargetLabels};
@@ -38,6 +39,47 @@ impl AddressEntry {
     }
 }
 
+/// An address literal's probe loop put straight on a wheel, with no task of its own (a task's
+/// future is the largest thing a target would otherwise keep): what stopping it needs.
+pub(super) struct Placed {
+    on_wheel: OnWheel,
+    cancel: CancellationToken,
+    ip: IpAddr,
+    recorder: Arc<Recorder>,
+}
+
+impl Placed {
+    /// Takes the address off its wheel (it sends nothing once this returns), counts its first
+    /// round done if it had not settled a probe yet, and retires it.
+    pub(super) fn stop(self, shared: &Shared, target: &str) {
+        self.cancel.cancel();
+        drop(self.on_wheel);
+        self.recorder.first_settled();
+        retire_address(shared, target, self.ip, self.recorder.metrics.labels());
+    }
+}
+
+/// Puts address `ip` of `cfg` (not a path monitor) on a wheel without a task, under a child of
+/// `parent`; `counts_for_ready` when it counts in the first round.
+pub(super) fn place_address(
+    shared: &Arc<Shared>,
+    cfg: &Arc<TargetConfig>,
+    ip: IpAddr,
+    parent: &CancellationToken,
+    counts_for_ready: bool,
+) -> Result<Placed, MetricsError> {
+    let cancel = parent.child_token();
+    let ready = counts_for_ready.then(|| shared.readiness.clone());
+    let first = Arc::new(Notify::new());
+    let (task, _, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), &first, ready)?;
+    Ok(Placed {
+        on_wheel: task.place(),
+        cancel,
+        ip,
+        recorder,
+    })
+}
+
 /// Retires one address of a target once its probe loop has ended: deletes its series and its
 /// status slot. The one way an address goes away (a literal target's loop ends in its own task;
 /// a DNS target's addresses go through [`AddressEntry::stop`]).
@@ -61,7 +103,7 @@ pub(super) fn start_address(
     first: &Arc<Notify>,
 ) -> Result<AddressEntry, MetricsError> {
     let cancel = parent.child_token();
-    let (task, labels, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), first)?;
+    let (task, labels, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), first, None)?;
     let handle = tokio::spawn(task.run());
     Ok(AddressEntry {
         cancel,
@@ -79,6 +121,7 @@ pub(super) fn prepare_address(
     ip: IpAddr,
     cancel: CancellationToken,
     first: &Arc<Notify>,
+    ready: Option<Arc<Readiness>>,
 ) -> Result<(ProbeTask, TargetLabels, Arc<Recorder>), MetricsError> {
     let extra: Vec<(String, String)> = cfg
         .labels
@@ -125,6 +168,7 @@ pub(super) fn prepare_address(
         cancel: cancel.clone(),
         settled_once: AtomicBool::new(false),
         first: first.clone(),
+        ready,
     });
     let task = ProbeTask {
         shared: shared.clone(),

@@ -1,8 +1,9 @@
-//! The monitor scheduler: one task per target, all cancelled through a token tree on reload and
-//! shutdown. A target whose host is an address literal probes from that task; a DNS name's task
-//! resolves and re-resolves it and runs one probe task per address. The probes themselves go out
-//! from a few [`wheel`] tasks (one per runtime worker) that hold every address's next tick in one
-//! heap each, so a probe costs no task wake-up of its own.
+//! The monitor scheduler: a target whose host is an address literal goes straight on a wheel,
+//! with no task of its own; a DNS name gets a task that resolves and re-resolves it and runs one
+//! probe task per address (as does a path monitor, for its tracer); all are stopped through a
+//! token tree on reload and shutdown. The probes themselves go out from a few [`wheel`] tasks
+//! (one per runtime worker) that hold every address's next tick in one heap each, so a probe
+//! costs no task wake-up of its own.
 //!
 //! - Probe results do not come back through the tasks: the engine hands each event to the
 //!   address's [`Recorder`](recorder::Recorder) (an [`EventHandler`](crate::engine::EventHandler)), which updates metrics, the window and the
@@ -146,8 +147,53 @@ type StatusSlot = Arc<Mutex<Slot>>;
 
 struct TargetTask {
     config: Arc<TargetConfig>,
-    cancel: CancellationToken,
-    handle: JoinHandle<()>,
+    run: Running,
+}
+
+/// How a target runs.
+enum Running {
+    /// A task: DNS names (resolved and re-resolved), path monitors (their tracer), and literals
+    /// that do not fit the target's family (reported and retried like a failed lookup).
+    Task {
+        cancel: CancellationToken,
+        handle: JoinHandle<()>,
+    },
+    /// An address literal probed straight from a wheel, with no task (`None`: it could not be
+    /// set up, which was logged).
+    Literal(Option<address::Placed>),
+}
+
+impl TargetTask {
+    /// Stops a literal at once; a task is cancelled and its handle returned to be awaited.
+    fn stop(self, shared: &Shared) -> Option<JoinHandle<()>> {
+        match self.run {
+            Running::Task { cancel, handle } => {
+                cancel.cancel();
+                Some(handle)
+            }
+            Running::Literal(placed) => {
+                if let Some(placed) = placed {
+                    placed.stop(shared, &self.config.name);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// The address of a target that can go straight on a wheel: an address literal that fits the
+/// target's family, probed by a kind that is not path tracing.
+fn literal_address(cfg: &TargetConfig) -> Option<IpAddr> {
+    if cfg.options.kind == crate::probe::ProbeKind::Path {
+        return None;
+    }
+    match crate::resolve::lookup_literal(&cfg.host, cfg.options.family)? {
+        Ok(resolved) => match resolved.addrs[..] {
+            [ip] => Some(ip),
+            _ => None,
+        },
+        Err(_) => None,
+    }
 }
 
 struct Shared {
@@ -163,7 +209,7 @@ struct Shared {
     failures: Mutex<HashMap<String, ResolveFailure>>,
     // Figures and history of every running path monitor's address, by (target, address).
     paths: Mutex<HashMap<(String, IpAddr), path::PathSlot>>,
-    readiness: Readiness,
+    readiness: Arc<Readiness>,
     shutdown: CancellationToken,
     /// Per-router pacing shared by every path monitor's tracer.
     hop_pacer: crate::probe::path::HopPacer,
@@ -204,7 +250,7 @@ impl Scheduler {
                 statuses: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 paths: Mutex::new(HashMap::new()),
-                readiness: Readiness::default(),
+                readiness: Arc::default(),
                 shutdown,
                 hop_pacer: crate::probe::path::HopPacer::default(),
             }),
@@ -239,8 +285,7 @@ impl Scheduler {
                 Some(_) => {
                     changed += 1;
                     if let Some(t) = tasks.remove(&name) {
-                        t.cancel.cancel();
-                        stopping.push(t.handle);
+                        stopping.extend(t.stop(&self.shared));
                     }
                 }
                 None => {
@@ -248,8 +293,7 @@ impl Scheduler {
                     self.shared.deps.metrics.set_thresholds(&name, None);
                     self.shared.deps.metrics.set_capture_reasons(&name, &[]);
                     if let Some(t) = tasks.remove(&name) {
-                        t.cancel.cancel();
-                        stopping.push(t.handle);
+                        stopping.extend(t.stop(&self.shared));
                     }
                 }
             }
@@ -276,22 +320,37 @@ impl Scheduler {
             if first {
                 self.shared.readiness.pending.fetch_add(1, Ordering::SeqCst);
             }
-            let cancel = self.shared.shutdown.child_token();
             let config = cfg.clone();
-            let handle = tokio::spawn(target_task(
-                self.shared.clone(),
-                config.clone(),
-                cancel.clone(),
-                first,
-            ));
-            tasks.insert(
-                cfg.name.clone(),
-                TargetTask {
-                    config,
-                    cancel,
-                    handle,
-                },
-            );
+            let run = match literal_address(cfg) {
+                Some(ip) => {
+                    match address::place_address(
+                        &self.shared,
+                        cfg,
+                        ip,
+                        &self.shared.shutdown,
+                        first,
+                    ) {
+                        Ok(placed) => Running::Literal(Some(placed)),
+                        Err(e) => {
+                            tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
+                            let mut pending = first;
+                            mark_first_round(&self.shared, &mut pending);
+                            Running::Literal(None)
+                        }
+                    }
+                }
+                None => {
+                    let cancel = self.shared.shutdown.child_token();
+                    let handle = tokio::spawn(target_task(
+                        self.shared.clone(),
+                        config.clone(),
+                        cancel.clone(),
+                        first,
+                    ));
+                    Running::Task { cancel, handle }
+                }
+            };
+            tasks.insert(cfg.name.clone(), TargetTask { config, run });
         }
         (added - changed, changed, removed)
     }
@@ -340,7 +399,9 @@ impl Scheduler {
         self.shared.shutdown.cancel();
         let mut tasks = self.shared.tasks.lock().await;
         for (_, t) in tasks.drain() {
-            let _ = t.handle.await;
+            if let Some(handle) = t.stop(&self.shared) {
+                let _ = handle.await;
+            }
         }
     }
 }

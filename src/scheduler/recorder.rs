@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::StatusSlot;
 use super::outage::Outcome;
+use super::{Readiness, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventHandler, EventKind, ProbeEvent};
 use crate::live::LiveHub;
@@ -32,6 +32,21 @@ pub(super) struct Recorder {
     pub(super) settled_once: AtomicBool,
     /// Wakes the target's task to look at `settled_once`.
     pub(super) first: Arc<Notify>,
+    /// For an address with no task of its own: the first round it counts in, if any.
+    pub(super) ready: Option<Arc<Readiness>>,
+}
+
+impl Recorder {
+    /// Marks the first probe settled (once): wakes the target's task, or counts the address's
+    /// first round done itself. Also called when an address without a task stops first.
+    pub(super) fn first_settled(&self) {
+        if !self.settled_once.swap(true, Ordering::AcqRel) {
+            self.first.notify_one();
+            if let Some(ready) = &self.ready {
+                ready.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -88,9 +103,7 @@ impl EventHandler for Recorder {
                     }),
                 );
             }
-            if !self.settled_once.swap(true, Ordering::AcqRel) {
-                self.first.notify_one();
-            }
+            self.first_settled();
         }
         if let Some(sample) = sample {
             self.live.publish(sample);

@@ -1,7 +1,7 @@
-//! Address resolution of a target: an address literal is probed from the target's own task (which
-//! holds the address's place on a wheel); a DNS name is resolved, re-resolved on the record's TTL
-//! (bounded by `dns.refresh`), and gets one probe task per address, retired when the name no
-//! longer has it.
+//! Address resolution of a target that runs in a task (most address literals do not: see
+//! [`Running`](super::Running)): a path monitor's address literal is traced from the target's own
+//! task; a DNS name is resolved, re-resolved on the record's TTL (bounded by `dns.refresh`), and
+//! gets one probe task per address, retired when the name no longer has it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -72,7 +72,7 @@ async fn literal_target(
 ) {
     let mut first_round_pending = counts_for_ready;
     let first = Arc::new(Notify::new());
-    let (run, recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first) {
+    let (run, recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first, None) {
         // The probe loop (the address's place on a wheel) is held by this task, one task per
         // literal target, not two; it ends when the target's token is cancelled.
         Ok((task, _, recorder)) => (task.run(), recorder),

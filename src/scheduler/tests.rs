@@ -312,9 +312,64 @@ async fn addresses_due_in_one_step_go_out_in_one_wake_up() {
         (1..=most).contains(&wake_ups),
         "probes went out in {wake_ups} different milliseconds (at most {most})"
     );
-    assert_eq!(
-        s.snapshot().iter().map(|a| a.sent).sum::<u64>(),
-        fake.sent() as u64
+    assert_eq!(sent_by(&s), fake.sent() as u64);
+    s.shutdown().await;
+}
+
+/// Probes sent by every address the scheduler runs.
+fn sent_by(s: &Scheduler) -> u64 {
+    s.snapshot().iter().map(|a| a.sent).sum()
+}
+
+// Address literals go straight on a wheel: a thousand of them add no task each (only the
+// wheels' own), and stopping them stops their probes and their series at once.
+#[tokio::test(start_paused = true)]
+async fn address_literals_run_without_a_task_each() {
+    let fake = FakePinger::new();
+    let targets = answering_targets(&fake, 1000, |_| 1000);
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    s.apply(&targets, Duration::from_secs(300)).await;
+    let added = tasks() - before;
+    assert!(
+        added <= s.shared.wheels.len(),
+        "1000 literal targets added {added} tasks"
     );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(s.ready());
+    assert_eq!(s.snapshot().len(), 1000);
+    assert!(s.snapshot().iter().all(|a| a.sent >= 1));
+    assert_eq!(
+        s.apply(&targets[..10], Duration::from_secs(300)).await,
+        (0, 0, 990)
+    );
+    assert_eq!(s.snapshot().len(), 10);
+    let (kept_before, total_before) = (sent_by(&s), fake.sent());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sent_by(&s) - kept_before, 10);
+    assert_eq!(
+        fake.sent() - total_before,
+        10,
+        "stopped literals went on sending"
+    );
+    s.shutdown().await;
+    assert!(s.snapshot().is_empty());
+}
+
+// A literal removed before its first probe settled still counts its first round done.
+#[tokio::test(start_paused = true)]
+async fn a_literal_removed_before_its_first_probe_leaves_the_scheduler_ready() {
+    let fake = FakePinger::new();
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    let a = target("a", "192.0.2.1", 60_000);
+    s.apply(&[a], Duration::from_secs(300)).await;
+    assert!(!s.ready());
+    assert_eq!(s.apply(&[], Duration::from_secs(300)).await, (0, 0, 1));
+    assert!(s.ready());
     s.shutdown().await;
 }

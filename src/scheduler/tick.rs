@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::path::PathTask;
+use super::wheel::OnWheel;
 use super::{Deps, Shared, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::{EventSink, ProbeSpec, SocketOptions};
@@ -49,13 +50,22 @@ impl ProbeTask {
             // Boxed: only path monitors pay for the tracer's state in their future.
             return Box::pin(PathTask::from(self).run()).await;
         }
+        let cancel = self.cancel.clone();
+        // Off the wheel when the token is cancelled, and also if this future is dropped.
+        let _on_wheel = self.place();
+        cancel.cancelled().await;
+    }
+
+    /// Puts the address's ticks on a wheel (not for path monitors, which trace from a task of
+    /// their own); it probes until the returned [`OnWheel`] is dropped.
+    pub(super) fn place(self) -> OnWheel {
         let Self {
             shared,
             cfg,
             ip,
             metrics,
             status,
-            cancel,
+            cancel: _,
             sink,
         } = self;
         let interval = cfg.options.interval;
@@ -81,9 +91,7 @@ impl ProbeTask {
             status,
             sink,
         };
-        // Off the wheel when the token is cancelled, and also if this future is dropped.
-        let _on_wheel = shared.wheels.add(first, interval, probe);
-        cancel.cancelled().await;
+        shared.wheels.add(first, interval, probe)
     }
 }
 

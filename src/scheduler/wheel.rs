@@ -8,9 +8,9 @@
 //! an address taken off a wheel (its [`OnWheel`] dropped) sends nothing after that.
 //!
 //! Wake-ups, not sends, are what a probe costs most at moderate rates (a worker parked and
-//! unparked, the replies read one by one): so an address's first tick is put on a grid of
-//! [`GRID`] steps, and with an interval that is a multiple of the step (1 s, 100 ms, 15 s...)
-//! every later tick stays on it. A thousand addresses at 1 s then wake a wheel a hundred times a
+//! unparked, the replies read one by one): so an address's ticks after its first probe are put
+//! on a grid of [`GRID`] steps, and with an interval that is a multiple of the step (1 s,
+//! 100 ms, 15 s...) they stay on it. A thousand addresses at 1 s then wake a wheel a hundred times a
 //! second, not a thousand, each tick still exact (the grid moves the phase, never the interval)
 //! and still late only by the timer's resolution. Each wheel's grid is offset by a share of the
 //! step, so the wheels take turns instead of waking together.
@@ -30,7 +30,7 @@ use super::Deps;
 use super::tick::ProbeLoop;
 use crate::probe::Ticks;
 
-/// The step of the grid that first ticks are put on.
+/// The step of the grid that ticks are put on.
 pub(super) const GRID: Duration = Duration::from_millis(10);
 
 /// The first point of the grid `origin + k·GRID` at or after `at`.
@@ -91,15 +91,18 @@ impl Wheels {
         self.wheels.len()
     }
 
-    /// Starts sending `probe`'s ticks from the first point of its wheel's grid at or after
-    /// `first`, every `interval`, until the returned [`OnWheel`] is dropped. Call from inside
-    /// the runtime (the wheel's task starts with its first address).
+    /// Sends `probe` at `first`, then on its wheel's grid every `interval` from the first point
+    /// of the grid at or after `first`, until the returned [`OnWheel`] is dropped. Call from
+    /// inside the runtime (the wheel's task starts with its first address).
     pub(super) fn add(&self, first: Instant, interval: Duration, probe: ProbeLoop) -> OnWheel {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.wheels.len();
         let wheel = &self.wheels[index];
         let offset = GRID.as_nanos() * index as u128 / self.wheels.len() as u128;
         let origin = self.origin + Duration::from_nanos(u64::try_from(offset).unwrap_or(0));
-        let id = wheel.add(Ticks::new(on_grid(origin, first), interval), probe);
+        // The first probe goes out at `first` itself (a new target answers as soon as its
+        // phase says, and a restart is not 10 ms slower to its first reply); the ticks after
+        // it are on the grid.
+        let id = wheel.add(first, Ticks::new(on_grid(origin, first), interval), probe);
         if !wheel.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(wheel.clone().run());
         }
@@ -137,11 +140,13 @@ struct Wheel {
 }
 
 impl Wheel {
-    fn add(&self, ticks: Ticks, probe: ProbeLoop) -> u64 {
+    /// Adds an entry whose first probe is due at `first` (at or before `ticks.due()`), and
+    /// every later one on `ticks` past it.
+    fn add(&self, first: Instant, ticks: Ticks, probe: ProbeLoop) -> u64 {
         let mut state = self.state.lock();
         let id = state.next_id;
         state.next_id += 1;
-        state.heap.push(Reverse((ticks.due(), id)));
+        state.heap.push(Reverse((first, id)));
         state.entries.insert(
             id,
             Entry {
@@ -208,7 +213,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn first_ticks_go_to_the_next_point_of_the_grid() {
+    fn ticks_go_to_the_next_point_of_the_grid() {
         let origin = Instant::now();
         let ms = Duration::from_millis;
         assert_eq!(on_grid(origin, origin), origin);
