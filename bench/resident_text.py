@@ -13,23 +13,15 @@ import collections
 import json
 import os
 import re
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 
+from startup import healthy
+
 PAGE = 4096
-
-
-def healthy(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return s.recv(16).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
 
 
 def present_pages(pid, binary):
