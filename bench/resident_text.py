@@ -16,10 +16,9 @@ import re
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
-from startup import healthy
+from startup import healthy, one_target
 
 PAGE = 4096
 
@@ -89,13 +88,7 @@ def by_crate(binary, offsets):
 
 def main():
     binary = os.path.realpath(sys.argv[1] if len(sys.argv) > 1 else "target/release/pingscope")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
-        f.write("0 2147483647")
-    work = tempfile.mkdtemp(prefix="bench-resident-")
-    cfg = os.path.join(work, "p.yml")
-    with open(cfg, "w") as f:
-        f.write(f"sessions:\n  database: {work}/s.db\ntargets:\n  - host: 127.0.0.1\n")
+    work, cfg = one_target("bench-resident-")
     p = subprocess.Popen([binary, "serve", "--config.file", cfg, "--web.listen-address",
                           "127.0.0.1:9902", "--log.level", "warn"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

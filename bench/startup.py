@@ -28,15 +28,22 @@ def healthy(port):
         return False
 
 
-def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/pingscope"
+def one_target(prefix):
+    """Brings the namespace's loopback up, lets every group open ICMP sockets, and writes a
+    config of one target (127.0.0.1 at 1 s) into a new directory: (directory, config path)."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
         f.write("0 2147483647")
-    work = tempfile.mkdtemp(prefix="bench-startup-")
+    work = tempfile.mkdtemp(prefix=prefix)
     cfg = os.path.join(work, "p.yml")
     with open(cfg, "w") as f:
         f.write(f"sessions:\n  database: {work}/s.db\ntargets:\n  - host: 127.0.0.1\n")
+    return work, cfg
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/pingscope"
+    work, cfg = one_target("bench-startup-")
     base = in_echo_reps()
     t0 = time.perf_counter()
     p = subprocess.Popen([binary, "serve", "--config.file", cfg, "--web.listen-address",
