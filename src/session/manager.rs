@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -324,16 +324,33 @@ impl SessionManager {
                 },
             );
         }
-        if let Err(e) = self.shared.store.create(&record).await {
-            self.shared.running.lock().remove(&record.id);
-            return Err(e.into());
-        }
+        // From here on the session's own task carries on, so that a request dropped half-way (a
+        // client gone, the request timeout) can neither leave its slot taken nor a stored record
+        // reading `running` with nothing behind it.
+        let (created_tx, created_rx) = oneshot::channel();
         let manager = self.clone();
         let run_record = record.clone();
         self.shared.tracker.spawn(async move {
+            if let Err(e) = manager.shared.store.create(&run_record).await {
+                manager.shared.running.lock().remove(&run_record.id);
+                let _ = created_tx.send(Err(e));
+                return;
+            }
+            let _ = created_tx.send(Ok(()));
             manager.run(run_record, ip, cancel, stop_status).await;
         });
-        Ok(record)
+        match created_rx.await {
+            Ok(Ok(())) => Ok(record),
+            Ok(Err(e)) => Err(e.into()),
+            // The task ended without a word: it panicked while storing.
+            Err(_) => {
+                self.shared.running.lock().remove(&record.id);
+                Err(StoreError::Closed {
+                    path: self.shared.store.path().to_owned(),
+                }
+                .into())
+            }
+        }
     }
 
     async fn run(
@@ -514,3 +531,7 @@ impl SessionManager {
 pub fn spell(d: Duration) -> String {
     format_duration(d)
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
