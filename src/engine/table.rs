@@ -11,8 +11,9 @@
 //! step never yields an RTT of 0 or outside the monotonic bounds.
 //!
 //! Memory is bounded: at most `capacity` probes in flight, at most `recent_capacity` settled
-//! probes remembered for late/duplicate detection (oldest forgotten first), and the per-address
-//! sequence counters are pruned when they outgrow the table.
+//! probes remembered for late/duplicate detection (oldest forgotten first) and none sent more
+//! than [`RECENT_KEEP`] ago, so a daemon probing a few targets does not fill the whole ring over
+//! hours; the per-address sequence counters are pruned when they outgrow the table.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -21,6 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
+
+/// How long a settled probe is remembered at most, from its send: a reply later than this is
+/// unknown rather than late. At high probe rates the ring's count bound comes first.
+pub const RECENT_KEEP: Duration = Duration::from_secs(300);
 
 /// What identifies a probe on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -287,18 +292,40 @@ impl InFlightTable {
     fn remember(&mut self, key: Key, rec: Recent) {
         // Make room first: inserting into a full index, even for the moment before the oldest
         // entry goes, would make its hash table double.
-        while self.ring.len() >= self.recent_capacity {
-            let Some((old, _)) = self.ring.pop_front() else {
-                break;
-            };
-            if self.recent.get(&old) == Some(&self.ring_start) {
-                self.recent.remove(&old);
-            }
-            self.ring_start += 1;
-        }
+        while self.ring.len() >= self.recent_capacity && self.forget_oldest() {}
         let position = self.ring_start + self.ring.len() as u64;
         self.ring.push_back((key, rec));
         self.recent.insert(key, position);
+    }
+
+    /// Forgets the oldest remembered probe; false when there is none.
+    fn forget_oldest(&mut self) -> bool {
+        let Some((old, _)) = self.ring.pop_front() else {
+            return false;
+        };
+        if self.recent.get(&old) == Some(&self.ring_start) {
+            self.recent.remove(&old);
+        }
+        self.ring_start += 1;
+        true
+    }
+
+    /// Forgets remembered probes sent [`RECENT_KEEP`] or longer before `now`, oldest first. The
+    /// ring is in settling order, which follows sending order up to the spread of timeouts, so
+    /// a younger probe ahead of older ones only holds them back that long.
+    fn forget_old(&mut self, now: Instant) {
+        while self
+            .ring
+            .front()
+            .is_some_and(|(_, r)| now.saturating_duration_since(r.sent.user.mono) >= RECENT_KEEP)
+        {
+            self.forget_oldest();
+        }
+        // What the ring held at its fullest is given back once it is mostly empty.
+        if self.ring.capacity() > 64 && self.ring.len() < self.ring.capacity() / 4 {
+            self.ring.shrink_to(self.ring.len() * 2);
+            self.recent.shrink_to(self.ring.len() * 2);
+        }
     }
 
     /// The remembered probe of `key`, if any.
@@ -430,6 +457,7 @@ impl InFlightTable {
 
     /// Times out every probe whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant, wall: SystemTime) -> Vec<Delivery> {
+        self.forget_old(now);
         let mut out = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now {

@@ -391,3 +391,59 @@ fn an_old_slot_of_a_reused_key_going_does_not_forget_the_new_one() {
     assert!(matches!(ev.kind, EventKind::Late(_)), "{:?}", ev.kind);
     assert_eq!(ev.tag, 70_000);
 }
+
+// A daemon probing one target at 1 s settled 28,672 probes in 8 hours and kept them all; a
+// settled probe is now forgotten RECENT_KEEP after its send, and the ring's memory given back.
+#[test]
+fn settled_probes_are_forgotten_after_recent_keep() {
+    let (now, wall, mut t, tx, _rx) = start(8, 28_672);
+    let step = Duration::from_secs(1);
+    let mut last_seq = 0;
+    for i in 0..2_000u32 {
+        let at = now + step * i;
+        let w = wall + step * i;
+        last_seq = t
+            .insert(
+                IP,
+                ID,
+                u64::from(i),
+                tx.clone(),
+                sp(w),
+                u64::from(i),
+                at + step,
+            )
+            .unwrap();
+        t.expire(at + step, w + step);
+    }
+    let kept = usize::try_from(RECENT_KEEP.as_secs()).unwrap();
+    assert!(
+        (kept - 1..=kept).contains(&t.recent_len()),
+        "{} remembered after 2,000 probes at 1 s",
+        t.recent_len()
+    );
+    assert!(t.recent_allocated() <= 4 * kept, "{}", t.recent_allocated());
+    // The last probe is still remembered: its reply is late, not unknown.
+    let late = wall + step * 2_000 + Duration::from_millis(500);
+    assert!(matches!(
+        answer(&mut t, last_seq, 1_999, late, None),
+        ReplyOutcome::Deliver((
+            _,
+            ProbeEvent {
+                kind: EventKind::Late(_),
+                ..
+            }
+        ))
+    ));
+    // One sent more than RECENT_KEEP ago is not.
+    let old_seq = last_seq.wrapping_sub(u16::try_from(kept).unwrap() + 5);
+    assert!(matches!(
+        answer(
+            &mut t,
+            old_seq,
+            u64::from(1_999 - kept as u32 - 5),
+            late,
+            None
+        ),
+        ReplyOutcome::Unknown
+    ));
+}
