@@ -15,9 +15,12 @@
 //! than [`RECENT_KEEP`] ago, so a daemon probing a few targets does not fill the whole ring over
 //! hours; the per-address sequence counters are pruned when they outgrow the table.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
+
+// Keys are the probes this process sent (a reply only looks one up), so a fast hash serves.
+use foldhash::HashMap;
 
 use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
@@ -143,13 +146,13 @@ impl InFlightTable {
         Self {
             capacity: capacity.max(1),
             recent_capacity: recent_capacity.max(1),
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             deadlines: BTreeMap::new(),
             next_id: 0,
-            recent: HashMap::new(),
+            recent: HashMap::default(),
             ring: VecDeque::new(),
             ring_start: 0,
-            next_seq: HashMap::new(),
+            next_seq: HashMap::default(),
         }
     }
 

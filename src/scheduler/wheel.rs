@@ -1,11 +1,12 @@
 //! The timers of every probe loop: a few wheel tasks (one per runtime worker) each keep their
-//! addresses' next ticks in one heap, sleep until the earliest, and send every probe that is
-//! due in that one wake-up.
+//! addresses' next ticks in one ordered map of due times, sleep until the earliest, and send
+//! every probe that is due in that one wake-up.
 //!
 //! A task and a timer entry per address cost a task poll, a timer re-registration, a waker and
 //! often a cross-thread wake-up per probe, and the task's memory for as long as the address
-//! lives. Here a probe costs a heap pop and push, and a wheel's lock is held while it sends, so
-//! an address taken off a wheel (its [`OnWheel`] dropped) sends nothing after that.
+//! lives. Here a probe costs a push onto the list of its next due time, and a wheel's lock is
+//! held while it sends, so an address taken off a wheel (its [`OnWheel`] dropped) sends nothing
+//! after that.
 //!
 //! Wake-ups, not sends, are what a probe costs most at moderate rates (a worker parked and
 //! unparked, the replies read one by one): so an address's ticks after its first probe are put
@@ -13,14 +14,17 @@
 //! 100 ms, 15 s...) they stay on it. A thousand addresses at 1 s then wake a wheel a hundred times a
 //! second, not a thousand, each tick still exact (the grid moves the phase, never the interval)
 //! and still late only by the timer's resolution. Each wheel's grid is offset by a share of the
-//! step, so the wheels take turns instead of waking together.
+//! step, so the wheels take turns instead of waking together. The grid also makes the due
+//! times few (a hundred a second per wheel at most, for intervals on it), so the addresses due
+//! at one time share one list: a wake-up takes the whole list, and no per-probe ordering work
+//! (a binary heap's sift over thousands of entries, a cache miss a level) is left.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -122,10 +126,10 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    /// (due, id) of every entry's next tick; ids of removed entries are skipped when they come
-    /// up (each entry has exactly one item here, so the heap holds at most one stale item per
-    /// removed address, gone within an interval).
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// The ids of the entries whose next tick is due at each time, in the order they were put
+    /// there; ids of removed entries are skipped when they come up (each entry is in exactly
+    /// one list, so there is at most one stale id per removed address, gone within an interval).
+    due: BTreeMap<Instant, Vec<u64>>,
     entries: HashMap<u64, Entry>,
     next_id: u64,
 }
@@ -146,7 +150,7 @@ impl Wheel {
         let mut state = self.state.lock();
         let id = state.next_id;
         state.next_id += 1;
-        state.heap.push(Reverse((first, id)));
+        state.due.entry(first).or_default().push(id);
         state.entries.insert(
             id,
             Entry {
@@ -169,7 +173,7 @@ impl Wheel {
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
         loop {
-            let next = self.state.lock().heap.peek().map(|Reverse((due, _))| *due);
+            let next = self.state.lock().due.first_key_value().map(|(due, _)| *due);
             sleep
                 .as_mut()
                 .reset(next.unwrap_or_else(|| Instant::now() + idle));
@@ -187,23 +191,29 @@ impl Wheel {
     fn send_due(&self, anchor: (SystemTime, Instant)) {
         let mut state = self.state.lock();
         let state = &mut *state;
-        while let Some(&Reverse((due, id))) = state.heap.peek() {
+        loop {
             let now = Instant::now();
+            let Some(entry) = state.due.first_entry() else {
+                break;
+            };
+            let due = *entry.key();
             if due > now {
                 break;
             }
-            state.heap.pop();
-            let Some(entry) = state.entries.get_mut(&id) else {
-                continue;
-            };
-            self.deps
-                .metrics
-                .observe_scheduler_lag(now.saturating_duration_since(due).as_secs_f64());
-            entry.seq += 1;
-            let at = anchor.0 + now.saturating_duration_since(anchor.1);
-            entry.probe.send(&self.deps, entry.seq, at);
-            entry.ticks.advance(now);
-            state.heap.push(Reverse((entry.ticks.due(), id)));
+            for id in entry.remove() {
+                let Some(entry) = state.entries.get_mut(&id) else {
+                    continue;
+                };
+                let now = Instant::now();
+                self.deps
+                    .metrics
+                    .observe_scheduler_lag(now.saturating_duration_since(due).as_secs_f64());
+                entry.seq += 1;
+                let at = anchor.0 + now.saturating_duration_since(anchor.1);
+                entry.probe.send(&self.deps, entry.seq, at);
+                entry.ticks.advance(now);
+                state.due.entry(entry.ticks.due()).or_default().push(id);
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! An open ICMP socket of the engine and the keys it is shared by (family, options, Paris
 //! flow).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
