@@ -2,8 +2,8 @@
 //! with no task of its own; a DNS name gets a task that resolves and re-resolves it and runs one
 //! probe task per address (as does a path monitor, for its tracer); all are stopped through a
 //! token tree on reload and shutdown. The probes themselves go out from a few [`wheel`] tasks
-//! (one per runtime worker) that hold every address's next tick in one heap each, so a probe
-//! costs no task wake-up of its own.
+//! (one per runtime worker) that hold every address's next tick in one map of due times each,
+//! so a probe costs no task wake-up of its own.
 //!
 //! - Probe results do not come back through the tasks: the engine hands each event to the
 //!   address's [`Recorder`](recorder::Recorder) (an [`EventHandler`](crate::engine::EventHandler)), which updates metrics, the window and the
