@@ -14,14 +14,9 @@ fi
 BIN=$2 N=$3 SECS=$4 OUT=$5
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-ip link set lo up
-sysctl -q -w net.ipv4.ping_group_range="0 2147483647"
-{
-    printf 'defaults:\n  interval: 1s\n  timeout: 1s\nsessions:\n  database: %s/sessions.db\ntargets:\n' "$WORK"
-    for ((i = 1; i <= N; i++)); do
-        printf '  - host: 127.%d.%d.%d\n' $(((i >> 16) & 255)) $(((i >> 8) & 255)) $((i & 255))
-    done
-} > "$WORK/cfg.yml"
+# shellcheck source=bench/loopback_targets.sh
+. "$(dirname "$0")/loopback_targets.sh"
+loopback_targets "$WORK" "$N"
 echos() { awk '/^Icmp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i; h = 1 } else print $c }' /proc/net/snmp; }
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 

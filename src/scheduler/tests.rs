@@ -373,3 +373,40 @@ async fn a_literal_removed_before_its_first_probe_leaves_the_scheduler_ready() {
     assert!(s.ready());
     s.shutdown().await;
 }
+
+// A wheel with more due than one batch sends a batch, then lets the other tasks of its worker
+// run (on a busy machine, the receive tasks: replies left in the socket are dropped by the
+// kernel and would count as losses), and still sends everything due.
+#[tokio::test(start_paused = true)]
+async fn a_wheel_behind_sends_in_batches_and_lets_other_tasks_run() {
+    let fake = FakePinger::new();
+    let s = Scheduler::new(deps(&fake), Duration::from_secs(300));
+    let wheels = s.shared.wheels.len();
+    let count = u32::try_from(3 * wheel::SEND_BATCH * wheels).unwrap_or(u32::MAX);
+    // At one grid step, every address is due at each point of its wheel's grid.
+    let step = u64::try_from(wheel::GRID.as_millis()).unwrap_or(10);
+    let targets = answering_targets(&fake, count, |_| step);
+    s.apply(&targets, Duration::from_secs(300)).await;
+    let mut largest = 0;
+    for _ in 0..5 {
+        // Every first probe (phases are within a step) and a grid point become due at once.
+        let before = fake.sent();
+        tokio::time::advance(wheel::GRID * 2).await;
+        largest = largest.max(fake.sent() - before);
+        for _ in 0..50 {
+            let before = fake.sent();
+            tokio::task::yield_now().await;
+            largest = largest.max(fake.sent() - before);
+        }
+    }
+    assert!(
+        largest <= wheel::SEND_BATCH * wheels,
+        "{largest} probes went out while this task waited one turn ({wheels} wheels)"
+    );
+    assert!(
+        fake.sent() >= 5 * count as usize,
+        "only {} of {count} addresses' 5 rounds went out",
+        fake.sent()
+    );
+    s.shutdown().await;
+}
