@@ -39,7 +39,7 @@ use crate::probe::Ticks;
 /// wheel that is behind (more due than the machine can send in time) would otherwise send
 /// without ever returning to the runtime, and the replies its worker should read would wait in
 /// the socket's queue until the kernel drops them: losses that are not on the network. At
-/// about 10 µs a probe, a batch is under 3 ms.
+/// 10–25 µs a probe (user and kernel, bench/RESULTS.md), a batch is 3–6 ms.
 pub(super) const SEND_BATCH: usize = 256;
 
 /// The step of the grid that ticks are put on.
