@@ -1,6 +1,6 @@
 //! Opening ICMP sockets and sending on them: the choice between datagram ("ping") and raw
-//! sockets, the socket options, per-packet TTL. Reading them (`recvmsg` with its control
-//! messages) is [`recv()`], in `socket/recv.rs`.
+//! sockets, the socket options, per-packet TTL. Reading them (`recvmsg` or `recvmmsg`, with
+//! their control messages) is [`recv()`] and [`RecvBatch`], in `socket/recv.rs`.
 //!
 //! Timestamps: `SO_TIMESTAMPING` with `SOF_TIMESTAMPING_RX_SOFTWARE | TX_SOFTWARE | SOFTWARE |
 //! OPT_ID` where the kernel takes it (kernel RX and TX); else the same without `TX_SOFTWARE`
@@ -22,8 +22,9 @@ use super::{SocketError, SocketOptions};
 mod recv;
 
 pub use recv::{
-    ExtendedError, Received, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
-    SO_EE_ORIGIN_TIMESTAMPING, cmsg_buffer, is_pending_icmp_error, recv, unix_nanos,
+    ExtendedError, MAX_BATCH, Received, RecvBatch, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP,
+    SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_TIMESTAMPING, cmsg_buffer, is_pending_icmp_error, recv,
+    unix_nanos,
 };
 
 /// Where timestamps come from.

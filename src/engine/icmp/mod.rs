@@ -93,7 +93,7 @@ use super::clock::{
 };
 use super::packet::{self, Icmp, PayloadStamp};
 use super::socket::{
-    self, OpenSocket, Received, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
+    self, OpenSocket, Received, RecvBatch, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
     SO_EE_ORIGIN_TIMESTAMPING, TimestampPaths,
 };
 pub use super::socket::{SocketKind, SocketPreference, TimestampSource};

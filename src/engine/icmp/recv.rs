@@ -31,22 +31,18 @@ const BATCH: usize = 1024;
 /// Largest ICMP message we read in full (IP header + 64 KiB payload fits).
 const RECV_BUF: usize = 65_536 + 60;
 
-/// The receive task's buffers: one for the packet being handled and one for the error queue,
-/// which a reply may need read while its own bytes are still in use.
+/// The receive task's buffers: one batch for the normal queue and one for the error queue,
+/// which a reply may need read while the normal batch is still in use.
 struct Buffers {
-    data: Vec<u8>,
-    cmsg: Vec<u8>,
-    err: Vec<u8>,
-    err_cmsg: Vec<u8>,
+    data: RecvBatch,
+    err: RecvBatch,
 }
 
 /// Reads every packet of one socket and settles the probes they answer.
 pub(super) async fn receive_task(sock: Arc<IcmpSocket>, shared: Arc<Shared>) {
     let mut b = Buffers {
-        data: vec![0u8; RECV_BUF],
-        cmsg: socket::cmsg_buffer(),
-        err: vec![0u8; RECV_BUF],
-        err_cmsg: socket::cmsg_buffer(),
+        data: RecvBatch::new(socket::MAX_BATCH, RECV_BUF),
+        err: RecvBatch::new(socket::MAX_BATCH, RECV_BUF),
     };
     loop {
         let mut guard = match sock.fd.ready(Interest::READABLE | Interest::ERROR).await {
@@ -57,9 +53,11 @@ pub(super) async fn receive_task(sock: Arc<IcmpSocket>, shared: Arc<Shared>) {
             }
         };
         // The error queue first: a TX timestamp is queued before the reply to its request.
-        let errq_done = !sock.has_errqueue() || drain_errqueue(&sock, &shared, &mut b);
+        let errq_done = !sock.has_errqueue() || drain_err(&sock, &shared, &mut b.err);
         let normal_done = drain(&sock, &shared, &mut b);
         if normal_done && errq_done {
+            // Clears only the readiness this guard saw: a packet queued after the last read
+            // raised a new one, so a read that found the queue short of a batch loses nothing.
             guard.clear_ready();
         } else {
             // Keep the readiness and let other tasks run before the next batch.
@@ -80,22 +78,24 @@ fn recv_failed(sock: &IcmpSocket, shared: &Shared, e: &std::io::Error, errqueue:
     tracing::trace!(error = %e, errqueue, "recvmsg failed");
 }
 
-/// Reads up to [`BATCH`] messages of the normal queue; true when it is empty.
+/// Reads up to [`BATCH`] messages of the normal queue, a `recvmmsg` at a time; true when it
+/// is empty. The pair read after a `recvmmsg` is every message's user-space receive time: each
+/// was queued before the call.
 fn drain(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
-    for _ in 0..BATCH {
-        match socket::recv(sock.fd.get_ref(), &mut b.data, &mut b.cmsg, false) {
-            Ok(rx) => {
+    let mut read = 0;
+    while read < BATCH {
+        match b.data.read(sock.fd.get_ref(), false) {
+            Ok(n) => {
                 let at = shared.clock.pair();
-                let len = rx.len.min(b.data.len());
-                let data = b.data.get(..len).unwrap_or(&[]);
-                handle_packet(
-                    sock,
-                    shared,
-                    data,
-                    &rx,
-                    at,
-                    ErrBufs(&mut b.err, &mut b.err_cmsg),
-                );
+                read += n;
+                for (data, rx) in (0..n).filter_map(|i| b.data.message(i)) {
+                    handle_packet(sock, shared, data, &rx, at, &mut b.err);
+                }
+                if n < b.data.capacity() {
+                    // The queue ran dry during the read: no second call to hear it again. A
+                    // packet queued since raises the readiness anew (see `receive_task`).
+                    return true;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -108,27 +108,28 @@ fn drain(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
     false
 }
 
-/// The error-queue buffers, lent to a reply that needs its TX timestamp read first.
-struct ErrBufs<'a>(&'a mut Vec<u8>, &'a mut Vec<u8>);
-
-/// Reads up to [`BATCH`] messages of the error queue; true when it is empty.
-fn drain_errqueue(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
-    drain_err(sock, shared, ErrBufs(&mut b.err, &mut b.err_cmsg))
-}
-
-fn drain_err(sock: &IcmpSocket, shared: &Shared, bufs: ErrBufs<'_>) -> bool {
-    let ErrBufs(buf, cmsg) = bufs;
-    for _ in 0..BATCH {
-        match socket::recv(sock.errqueue_socket(), buf, cmsg, true) {
-            Ok(rx) => {
-                let len = rx.len.min(buf.len());
-                let data = buf.get(..len).unwrap_or(&[]);
+/// Reads up to [`BATCH`] messages of the error queue, a `recvmmsg` at a time; true when it is
+/// empty.
+fn drain_err(sock: &IcmpSocket, shared: &Shared, err: &mut RecvBatch) -> bool {
+    let mut read = 0;
+    while read < BATCH {
+        match err.read(sock.errqueue_socket(), true) {
+            Ok(n) => {
                 let at = shared.clock.pair();
-                handle_errqueue(sock, shared, data, &rx, at);
+                read += n;
+                for (data, rx) in (0..n).filter_map(|i| err.message(i)) {
+                    handle_errqueue(sock, shared, data, &rx, at);
+                }
+                if n < err.capacity() {
+                    return true;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => recv_failed(sock, shared, &e, true),
+            Err(e) => {
+                recv_failed(sock, shared, &e, true);
+                read += 1;
+            }
         }
     }
     false
@@ -152,7 +153,7 @@ fn handle_packet(
     data: &[u8],
     rx: &Received,
     at: ClockPair,
-    err: ErrBufs<'_>,
+    err: &mut RecvBatch,
 ) {
     let times = recv_times(sock, rx, at);
     let parsed = match (sock.v6, sock.kind) {

@@ -1,13 +1,18 @@
-//! The receive side of a socket: `recvmsg` with its control messages (kernel receive
-//! timestamp, reply TTL / hop limit, the extended errors of the error queue), and the errors an
-//! ICMP error leaves pending on a datagram socket.
+//! The receive side of a socket: one message at a time ([`recv`], `recvmsg`) or a batch of them
+//! ([`RecvBatch`], `recvmmsg`: one system call for every message a busy socket has queued), each
+//! with its control messages (kernel receive timestamp, reply TTL / hop limit, the extended
+//! errors of the error queue) read by the same code; and the errors an ICMP error leaves
+//! pending on a datagram socket.
+//!
+//! Both call libc directly rather than nix's wrappers: nix's `recvmmsg` reuses its headers
+//! without setting back the address and control lengths the kernel wrote into them, so a message
+//! with fewer control messages than the next would leave that one's truncated.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
 use socket2::Socket;
 
 /// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the
@@ -90,26 +95,188 @@ pub struct Received {
 
 /// Control-message buffer sized for everything we ask the kernel for.
 pub fn cmsg_buffer() -> Vec<u8> {
-    nix::cmsg_space!(
-        [nix::sys::time::TimeSpec; 3],
-        nix::sys::time::TimeSpec,
-        libc::c_int,
-        libc::c_int,
-        libc::sock_extended_err,
-        libc::sockaddr_in6,
-        [u8; 64]
-    )
+    vec![0u8; CONTROL_LEN]
 }
 
-fn storage_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
-    if let Some(a) = addr.as_sockaddr_in() {
-        return Some(IpAddr::V4(a.ip()));
+/// Bytes of control messages one message can carry: three timespecs (`SCM_TIMESTAMPING`), one
+/// (`SCM_TIMESTAMPNS`), the TTL or hop limit, an extended error with its offender, and room to
+/// spare; each with its header.
+const CONTROL_LEN: usize = 7 * CMSG_HEADER
+    + 4 * std::mem::size_of::<libc::timespec>()
+    + 2 * 8
+    + std::mem::size_of::<libc::sock_extended_err>()
+    + std::mem::size_of::<libc::sockaddr_in6>()
+    + 64;
+
+/// `CMSG_ALIGN(sizeof(struct cmsghdr))`: where a control message's data starts.
+const CMSG_HEADER: usize = cmsg_align(std::mem::size_of::<libc::cmsghdr>());
+
+/// `CMSG_ALIGN`: control messages are aligned to `size_t`.
+const fn cmsg_align(n: usize) -> usize {
+    let a = std::mem::size_of::<usize>();
+    (n + a - 1) & !(a - 1)
+}
+
+/// The flags every read passes: the real length of a datagram larger than the buffer, and the
+/// error queue when asked.
+fn recv_flags(errqueue: bool) -> libc::c_int {
+    libc::MSG_TRUNC | libc::MSG_DONTWAIT | if errqueue { libc::MSG_ERRQUEUE } else { 0 }
+}
+
+/// What a read returned for one message, besides its bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Header {
+    /// Bytes of data (the datagram's length, with `MSG_TRUNC`).
+    bytes: usize,
+    /// `msg_flags`.
+    flags: libc::c_int,
+    /// Bytes of the source address the kernel wrote.
+    namelen: libc::socklen_t,
+    /// Bytes of control messages the kernel wrote.
+    controllen: usize,
+}
+
+/// The source address of a message, from the `msg_name` the kernel filled.
+fn source(name: &libc::sockaddr_storage, namelen: libc::socklen_t) -> Option<IpAddr> {
+    let len = usize::try_from(namelen).unwrap_or(0);
+    let name: *const libc::sockaddr_storage = name;
+    match libc::c_int::from(family_of(name)) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            let a = unsafe { std::ptr::read(name.cast::<libc::sockaddr_in>()) };
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            let a = unsafe { std::ptr::read(name.cast::<libc::sockaddr_in6>()) };
+            Some(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)))
+        }
+        _ => None,
     }
-    addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip()))
+}
+
+/// `ss_family` of a `sockaddr_storage`.
+fn family_of(name: *const libc::sockaddr_storage) -> libc::sa_family_t {
+    // SAFETY: `name` points to a live, initialised sockaddr_storage.
+    unsafe { (*name).ss_family }
+}
+
+/// Reads a `T` from the start of `data` if it holds one.
+fn read_as<T: Copy>(data: &[u8]) -> Option<T> {
+    (data.len() >= std::mem::size_of::<T>())
+        // SAFETY: in bounds (checked); `read_unaligned` needs no alignment, and every `T` used
+        // here is a plain C struct or integer for which any bytes are a value.
+        .then(|| unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+/// The message read into `data`, with its header and control messages.
+fn received(h: Header, name: &libc::sockaddr_storage, control: &[u8]) -> Received {
+    let mut out = Received {
+        len: h.bytes,
+        from: source(name, h.namelen),
+        ..Received::default()
+    };
+    // A truncated control buffer (MSG_CTRUNC) loses whatever did not fit: reported, so the
+    // caller counts it.
+    if h.flags & libc::MSG_CTRUNC != 0 {
+        out.cmsg_error = true;
+        return out;
+    }
+    let control = control
+        .get(..h.controllen.min(control.len()))
+        .unwrap_or(&[]);
+    let mut at = 0;
+    while let Some(c) = control.get(at..).and_then(read_as::<libc::cmsghdr>) {
+        let len = c_len(c.cmsg_len);
+        let Some(data) = control.get(at + CMSG_HEADER..at + len) else {
+            out.cmsg_error = true;
+            break;
+        };
+        control_message(c.cmsg_level, c.cmsg_type, data, &mut out);
+        at += cmsg_align(len);
+    }
+    out
+}
+
+/// Takes what one control message carries into `out`.
+fn control_message(level: libc::c_int, kind: libc::c_int, data: &[u8], out: &mut Received) {
+    let time = |ts: libc::timespec| match (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
+        (Ok(s), Ok(ns)) if ns < 1_000_000_000 => {
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, ns))
+        }
+        _ => None,
+    };
+    let mut stamp = |ts: Option<libc::timespec>| {
+        let t = ts.and_then(time);
+        out.cmsg_error |= t.is_none();
+        out.kernel_time = t.or(out.kernel_time);
+    };
+    match (level, kind) {
+        // Software timestamps only: the other two of the three are hardware ones.
+        (libc::SOL_SOCKET, libc::SCM_TIMESTAMPING | libc::SCM_TIMESTAMPNS) => {
+            stamp(read_as::<libc::timespec>(data));
+        }
+        (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+            out.ttl = read_as::<libc::c_int>(data).and_then(ttl_from);
+        }
+        (libc::IPPROTO_IP, libc::IP_RECVERR) => {
+            if let Some(e) = read_as::<libc::sock_extended_err>(data) {
+                // SO_EE_OFFENDER: the address right after the error, when the kernel sent one.
+                let offender = data
+                    .get(std::mem::size_of::<libc::sock_extended_err>()..)
+                    .and_then(read_as::<libc::sockaddr_in>)
+                    .map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
+            }
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR) => {
+            if let Some(e) = read_as::<libc::sock_extended_err>(data) {
+                let offender = data
+                    .get(std::mem::size_of::<libc::sock_extended_err>()..)
+                    .and_then(read_as::<libc::sockaddr_in6>)
+                    .map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A control length as `usize`: `size_t` in glibc's headers, `socklen_t` in musl's.
+fn c_len<T: TryInto<usize>>(n: T) -> usize {
+    n.try_into().unwrap_or(0)
 }
 
 fn ttl_from(v: i32) -> Option<u8> {
     u8::try_from(v).ok()
+}
+
+/// A `msghdr` reading into `buf`, `name` and `control`.
+fn msghdr(
+    iov: &mut libc::iovec,
+    name: &mut libc::sockaddr_storage,
+    control: &mut [u8],
+) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = std::ptr::from_mut(name).cast();
+    m.msg_namelen = socklen(std::mem::size_of::<libc::sockaddr_storage>());
+    m.msg_iov = iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control.as_mut_ptr().cast();
+    m.msg_controllen = control.len() as _;
+    m
+}
+
+fn socklen(n: usize) -> libc::socklen_t {
+    libc::socklen_t::try_from(n).unwrap_or(libc::socklen_t::MAX)
+}
+
+fn iovec(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
 }
 
 /// Reads one message without blocking. `errqueue` reads the error queue instead.
@@ -119,64 +286,137 @@ pub fn recv(
     cmsg: &mut [u8],
     errqueue: bool,
 ) -> io::Result<Received> {
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let flags = if errqueue {
-        MsgFlags::MSG_ERRQUEUE
-    } else {
-        MsgFlags::empty()
-    } | MsgFlags::MSG_TRUNC;
-    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(cmsg), flags)
-        .map_err(io::Error::from)?;
-    let mut out = Received {
-        len: msg.bytes,
-        from: msg.address.as_ref().and_then(storage_ip),
-        ..Received::default()
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = iovec(buf);
+    let mut m = msghdr(&mut iov, &mut name, cmsg);
+    // SAFETY: `m` points to buffers that live and stay borrowed for the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut m, recv_flags(errqueue)) };
+    let bytes = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    let h = Header {
+        bytes,
+        flags: m.msg_flags,
+        namelen: m.msg_namelen,
+        controllen: c_len(m.msg_controllen),
     };
-    let time = |ts: nix::sys::time::TimeSpec| {
-        let (s, ns) = (ts.tv_sec(), ts.tv_nsec());
-        match (u64::try_from(s), u32::try_from(ns)) {
-            (Ok(s), Ok(ns)) if ns < 1_000_000_000 => {
-                SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, ns))
-            }
-            _ => None,
-        }
-    };
-    // A truncated control buffer (MSG_CTRUNC) loses whatever did not fit: reported, so the
-    // caller counts it.
-    match msg.cmsgs() {
-        Err(_) => out.cmsg_error = true,
-        Ok(cmsgs) => {
-            for c in cmsgs {
-                match c {
-                    ControlMessageOwned::ScmTimestampsns(ts) => {
-                        // Software timestamps only: the other two slots are hardware ones.
-                        let t = time(ts.system);
-                        out.cmsg_error |= t.is_none();
-                        out.kernel_time = t.or(out.kernel_time);
-                    }
-                    ControlMessageOwned::ScmTimestampns(ts) => {
-                        let t = time(ts);
-                        out.cmsg_error |= t.is_none();
-                        out.kernel_time = t.or(out.kernel_time);
-                    }
-                    ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => {
-                        out.ttl = ttl_from(t)
-                    }
-                    ControlMessageOwned::Ipv4RecvErr(e, off) => {
-                        let offender = off
-                            .map(|a| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
-                        out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
-                    }
-                    ControlMessageOwned::Ipv6RecvErr(e, off) => {
-                        let offender = off.map(|a| IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
-                        out.ext_err = Some(ExtendedError::from_kernel(&e, offender));
-                    }
-                    _ => {}
-                }
-            }
+    Ok(received(h, &name, cmsg))
+}
+
+/// Most messages one [`RecvBatch::read`] takes.
+pub const MAX_BATCH: usize = 32;
+
+/// Buffers for reading up to [`MAX_BATCH`] messages with one `recvmmsg`: a data slot, a control
+/// buffer and a source address per message, and what the kernel said of each.
+///
+/// The data slots are allocated but never written by us: only the pages the kernel writes
+/// into become resident, so a batch of full-size slots costs a page per slot used.
+pub struct RecvBatch {
+    data: Box<[std::mem::MaybeUninit<u8>]>,
+    slot: usize,
+    control: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    headers: Vec<Header>,
+    /// Messages held from the last read.
+    held: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("messages", &self.headers.len())
+            .field("slot", &self.slot)
+            .field("held", &self.held)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// Buffers for `messages` (1 to [`MAX_BATCH`]) messages of up to `slot` bytes each.
+    pub fn new(messages: usize, slot: usize) -> Self {
+        let messages = messages.clamp(1, MAX_BATCH);
+        let slot = slot.max(1);
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let zero: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        Self {
+            data: Box::new_uninit_slice(messages * slot),
+            slot,
+            control: vec![0u8; messages * CONTROL_LEN],
+            names: vec![zero; messages],
+            headers: vec![Header::default(); messages],
+            held: 0,
         }
     }
-    Ok(out)
+
+    /// Reads what is queued, up to the batch's size, without blocking: how many messages were
+    /// read (at least one), or the error of the first read (`WouldBlock` when none is queued).
+    pub fn read(&mut self, socket: &Socket, errqueue: bool) -> io::Result<usize> {
+        self.held = 0;
+        // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
+        let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        let slots = self.data.chunks_exact_mut(self.slot);
+        let controls = self.control.chunks_exact_mut(CONTROL_LEN);
+        let mut count = 0;
+        for ((((slot, control), name), iov), hdr) in slots
+            .zip(controls)
+            .zip(self.names.iter_mut())
+            .zip(iovs.iter_mut())
+            .zip(hdrs.iter_mut())
+        {
+            *iov = libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            };
+            // Every field the kernel writes back is set again before each read.
+            hdr.msg_hdr = msghdr(iov, name, control);
+            count += 1;
+        }
+        let vlen = libc::c_uint::try_from(count).unwrap_or(1);
+        // SAFETY: the first `count` headers point to buffers owned by `self`, which stay
+        // borrowed for the call; the kernel writes at most their lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                vlen,
+                recv_flags(errqueue),
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        for (h, m) in self.headers.iter_mut().zip(&hdrs).take(n) {
+            *h = Header {
+                bytes: m.msg_len as usize,
+                flags: m.msg_hdr.msg_flags,
+                namelen: m.msg_hdr.msg_namelen,
+                controllen: c_len(m.msg_hdr.msg_controllen),
+            };
+        }
+        self.held = n.min(self.headers.len());
+        Ok(self.held)
+    }
+
+    /// Most messages one read takes.
+    pub fn capacity(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Message `i` of the last read: its bytes (at most a slot) and what came with it.
+    pub fn message(&self, i: usize) -> Option<(&[u8], Received)> {
+        if i >= self.held {
+            return None;
+        }
+        let h = *self.headers.get(i)?;
+        let slot = self.data.get(i * self.slot..(i + 1) * self.slot)?;
+        let len = h.bytes.min(slot.len());
+        // SAFETY: the kernel wrote the first `len` bytes of this slot in the last read.
+        let data = unsafe { std::slice::from_raw_parts(slot.as_ptr().cast::<u8>(), len) };
+        let control = self
+            .control
+            .get(i * CONTROL_LEN..(i + 1) * CONTROL_LEN)
+            .unwrap_or(&[]);
+        Some((data, received(h, self.names.get(i)?, control)))
+    }
 }
 
 /// Current wall-clock time as nanoseconds since the Unix epoch (0 before 1970).
@@ -184,4 +424,140 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use nix::sys::socket::{setsockopt, sockopt};
+    use socket2::{Domain, Protocol, Type};
+
+    use super::*;
+
+    /// A receiving UDP socket on loopback, non-blocking, reporting the TTL of each datagram,
+    /// and a sender connected to it.
+    fn pair() -> (Socket, Socket) {
+        let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        rx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        rx.set_nonblocking(true).unwrap();
+        setsockopt(&rx, sockopt::Ipv4RecvTtl, &true).unwrap();
+        let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        tx.connect(&rx.local_addr().unwrap()).unwrap();
+        (rx, tx)
+    }
+
+    #[test]
+    fn a_batch_reads_every_queued_datagram_with_what_came_with_it() {
+        let (rx, tx) = pair();
+        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
+        let sent: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; usize::from(i) * 10]).collect();
+        for d in &sent {
+            tx.send(d).unwrap();
+        }
+        let before = SystemTime::now();
+        let mut batch = RecvBatch::new(8, 2048);
+        assert_eq!(batch.read(&rx, false).unwrap(), 5);
+        for (i, want) in sent.iter().enumerate() {
+            let (data, got) = batch.message(i).unwrap();
+            assert_eq!(data, &want[..], "message {i}");
+            assert_eq!(got.len, want.len());
+            assert_eq!(got.from, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            assert_eq!(got.ttl, Some(64));
+            assert!(!got.cmsg_error);
+            let t = got.kernel_time.expect("a kernel receive timestamp");
+            assert!(t <= before, "stamped when it was queued, before the read");
+        }
+        assert!(batch.message(5).is_none());
+        let e = batch.read(&rx, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(batch.message(0).is_none(), "a failed read holds nothing");
+    }
+
+    #[test]
+    fn a_reused_batch_has_room_for_control_messages_an_earlier_read_did_not_get() {
+        // recvmsg writes back the control length it used: a batch that kept it would read the
+        // next, larger set of control messages truncated.
+        let (rx, tx) = pair();
+        let mut batch = RecvBatch::new(4, 256);
+        tx.send(b"no timestamp").unwrap();
+        assert_eq!(batch.read(&rx, false).unwrap(), 1);
+        let (_, first) = batch.message(0).unwrap();
+        assert_eq!(first.kernel_time, None);
+        assert_eq!(first.ttl, Some(64));
+        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
+        tx.send(b"timestamped").unwrap();
+        assert_eq!(batch.read(&rx, false).unwrap(), 1);
+        let (data, second) = batch.message(0).unwrap();
+        assert_eq!(data, b"timestamped");
+        assert!(!second.cmsg_error, "control messages truncated");
+        assert!(second.kernel_time.is_some());
+        assert_eq!(second.ttl, Some(64));
+    }
+
+    #[test]
+    fn a_datagram_larger_than_its_slot_keeps_its_real_length() {
+        let (rx, tx) = pair();
+        let mut batch = RecvBatch::new(2, 16);
+        tx.send(&[7u8; 100]).unwrap();
+        tx.send(&[8u8; 4]).unwrap();
+        assert_eq!(batch.read(&rx, false).unwrap(), 2);
+        let (data, got) = batch.message(0).unwrap();
+        assert_eq!((data, got.len), (&[7u8; 16][..], 100));
+        let (data, got) = batch.message(1).unwrap();
+        assert_eq!((data, got.len), (&[8u8; 4][..], 4));
+    }
+
+    #[test]
+    fn one_read_and_a_batch_read_see_the_same_message() {
+        let (rx, tx) = pair();
+        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
+        tx.send(b"one").unwrap();
+        tx.send(b"two").unwrap();
+        let (mut buf, mut cmsg) = (vec![0u8; 64], cmsg_buffer());
+        let one = recv(&rx, &mut buf, &mut cmsg, false).unwrap();
+        assert_eq!(&buf[..one.len], b"one");
+        let mut batch = RecvBatch::new(4, 64);
+        assert_eq!(batch.read(&rx, false).unwrap(), 1);
+        let (data, two) = batch.message(0).unwrap();
+        assert_eq!(data, b"two");
+        assert_eq!((one.from, one.ttl), (two.from, two.ttl));
+        assert!(one.kernel_time.is_some() && two.kernel_time.is_some());
+        let e = recv(&rx, &mut buf, &mut cmsg, true).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::WouldBlock,
+            "the error queue is empty"
+        );
+    }
+
+    #[test]
+    fn a_control_message_running_past_the_buffer_is_reported() {
+        // A header claiming more bytes than were written: counted, never read past.
+        let mut control = vec![0u8; 64];
+        let h = libc::cmsghdr {
+            cmsg_len: 200,
+            cmsg_level: libc::SOL_SOCKET,
+            cmsg_type: libc::SCM_TIMESTAMPNS,
+        };
+        // SAFETY: a cmsghdr's bytes, copied into a buffer larger than it.
+        unsafe { std::ptr::write_unaligned(control.as_mut_ptr().cast(), h) };
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let head = Header {
+            bytes: 0,
+            flags: 0,
+            namelen: 0,
+            controllen: 64,
+        };
+        let got = received(head, &name, &control);
+        assert!(got.cmsg_error);
+        assert_eq!(got.kernel_time, None);
+        let trunc = Header {
+            flags: libc::MSG_CTRUNC,
+            ..head
+        };
+        assert!(received(trunc, &name, &control).cmsg_error);
+    }
 }
