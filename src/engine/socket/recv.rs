@@ -139,8 +139,9 @@ struct Header {
 /// The source address of a message, from the `msg_name` the kernel filled.
 fn source(name: &libc::sockaddr_storage, namelen: libc::socklen_t) -> Option<IpAddr> {
     let len = usize::try_from(namelen).unwrap_or(0);
+    let family = libc::c_int::from(name.ss_family);
     let name: *const libc::sockaddr_storage = name;
-    match libc::c_int::from(family_of(name)) {
+    match family {
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
             let a = unsafe { std::ptr::read(name.cast::<libc::sockaddr_in>()) };
@@ -153,12 +154,6 @@ fn source(name: &libc::sockaddr_storage, namelen: libc::socklen_t) -> Option<IpA
         }
         _ => None,
     }
-}
-
-/// `ss_family` of a `sockaddr_storage`.
-fn family_of(name: *const libc::sockaddr_storage) -> libc::sa_family_t {
-    // SAFETY: `name` points to a live, initialised sockaddr_storage.
-    unsafe { (*name).ss_family }
 }
 
 /// Reads a `T` from the start of `data` if it holds one.
