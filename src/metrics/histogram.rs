@@ -1,5 +1,5 @@
-//! The histogram metric of the registry: a lean classic histogram of our own, or
-//! prometheus-client's when native buckets are needed.
+//! The histogram metric of the registry: a lean classic histogram of our own, a lean native-only
+//! one of our own ([`super::native`]), or prometheus-client's when one series needs both kinds.
 //!
 //! prometheus-client's `Histogram` keeps room for native-bucket state and a copy of every upper
 //! bound in each series (about 560 bytes for 20 buckets). A series that only ever has classic
@@ -17,12 +17,16 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
+use super::native::NativeHistogram;
+
 /// One histogram series.
 #[derive(Clone, Debug)]
 pub(crate) enum SeriesHistogram {
     /// Classic buckets only.
     Classic(ClassicHistogram),
-    /// prometheus-client's, with native buckets (alone or with classic ones).
+    /// Native buckets only, for the protobuf registry of the split layout.
+    Native(NativeHistogram),
+    /// prometheus-client's, with classic and native buckets.
     Client(Histogram),
 }
 
@@ -31,6 +35,7 @@ impl SeriesHistogram {
     pub(crate) fn observe(&self, v: f64) {
         match self {
             Self::Classic(h) => h.observe(v),
+            Self::Native(h) => h.observe(v),
             Self::Client(h) => h.observe(v),
         }
     }
@@ -44,6 +49,7 @@ impl EncodeMetric for SeriesHistogram {
     fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         match self {
             Self::Classic(h) => h.encode(encoder),
+            Self::Native(h) => h.encode(encoder),
             Self::Client(h) => h.encode(encoder),
         }
     }

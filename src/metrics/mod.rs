@@ -36,6 +36,7 @@ pub mod events;
 mod format;
 mod histogram;
 mod labels;
+mod native;
 mod options;
 pub mod outage;
 pub mod path;
@@ -68,6 +69,7 @@ pub use target::{TargetMetrics, WindowRtt};
 use histogram::{ClassicHistogram, SeriesHistogram};
 pub use labels::ProbeLabels;
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
+use native::NativeHistogram;
 use scrape::ScrapeSources;
 use target::{TargetInner, TargetMap, WindowGauges};
 
@@ -78,7 +80,7 @@ const LAG_BUCKETS: &[f64] = &[
 
 /// Upper bound on native buckets per histogram; past it the resolution halves. 160 holds
 /// 20 octaves (10 µs to 10 s) at the default factor-1.1 schema.
-const NATIVE_MAX_BUCKETS: usize = 160;
+const NATIVE_MAX_BUCKETS: u16 = 160;
 
 /// A `Gauge<f64>`.
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
@@ -114,8 +116,9 @@ impl Layout {
 pub(crate) enum HistogramMaker {
     /// Classic buckets with these upper bounds (+Inf implicit), in our lean histogram.
     Classic(Arc<[f64]>),
-    /// Native buckets only: only the protobuf encoder can encode these.
-    Native(NativeHistogramConfig),
+    /// Native buckets only (our lean histogram, at most this many buckets before the resolution
+    /// halves): only the protobuf encoder can encode these.
+    Native(u16),
     /// Both.
     Both(Arc<[f64]>, NativeHistogramConfig),
 }
@@ -126,7 +129,9 @@ impl MetricConstructor<SeriesHistogram> for HistogramMaker {
             Self::Classic(bounds) => {
                 SeriesHistogram::Classic(ClassicHistogram::new(bounds.clone()))
             }
-            Self::Native(native) => SeriesHistogram::Client(Histogram::new_native(*native)),
+            Self::Native(max_buckets) => {
+                SeriesHistogram::Native(NativeHistogram::new(*max_buckets))
+            }
             Self::Both(bounds, native) => SeriesHistogram::Client(
                 Histogram::new_classic_and_native(bounds.iter().copied(), *native),
             ),
@@ -199,7 +204,8 @@ impl Metrics {
         check_buckets("RTT", &options.histogram.buckets)?;
         check_buckets("jitter", &options.histogram.jitter_buckets)?;
         let layout = Layout::of(&options);
-        let native = NativeHistogramConfig::default().max_buckets(NATIVE_MAX_BUCKETS);
+        let native = NativeHistogramConfig::with_schema(native::SCHEMA)
+            .max_buckets(usize::from(NATIVE_MAX_BUCKETS));
         // The histograms of the first registry (one maker per classic layout), and the
         // native-only ones of the second.
         let maker = |bounds: &[f64]| match layout {
@@ -211,7 +217,8 @@ impl Metrics {
             maker(&options.histogram.jitter_buckets),
             maker(LAG_BUCKETS),
         );
-        let native_maker = (layout == Layout::Split).then_some(HistogramMaker::Native(native));
+        let native_maker =
+            (layout == Layout::Split).then_some(HistogramMaker::Native(NATIVE_MAX_BUCKETS));
         let families = Families {
             sent: Family::default(),
             lost: Family::default(),
