@@ -4,7 +4,9 @@
 #   perf.txt    where the CPU goes (`perf record -g`, by library and by symbol)
 #   massif.txt  what the heap holds (`valgrind --tool=massif`, a second run)
 #   cpu.txt     user and system CPU per echo request over the perf window
-# Usage: sudo bench/profile.sh BINARY N SECONDS OUTDIR   (needs perf and valgrind)
+#   perf.data   the raw record, for `perf annotate -i OUTDIR/perf.data SYMBOL` (KEEP=1 only)
+# MASSIF=0 skips the massif run.
+# Usage: sudo [KEEP=1] [MASSIF=0] bench/profile.sh BINARY N SECONDS OUTDIR   (needs perf, valgrind)
 set -eu
 if [[ ${1-} != --inside ]]; then
     [[ $# -eq 4 ]] || { echo "usage: $0 BINARY N SECONDS OUTDIR" >&2; exit 64; }
@@ -39,6 +41,11 @@ awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v e=$((e1 - e0)) -v hz="$hz" -v rss="$r
     echo
     perf report -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2> /dev/null | grep '%' | head -60
 } > "$OUT/perf.txt"
+[[ "${KEEP:-0}" == 1 ]] && cp "$WORK/perf.data" "$OUT/perf.data"
+if [[ "${MASSIF:-1}" == 0 ]]; then
+    cat "$OUT/cpu.txt"
+    exit 0
+fi
 
 rm -f "$WORK"/sessions.db*
 timeout -s INT $((SECS + 20)) valgrind --tool=massif --massif-out-file="$WORK/massif.out" \

@@ -1,13 +1,17 @@
-//! The histogram metric of the registry: a lean classic histogram of our own, a lean native-only
-//! one of our own ([`super::native`]), or prometheus-client's when one series needs both kinds.
+//! The histogram metric of the registry: lean histograms of our own, or prometheus-client's
+//! when one series must give classic and native buckets to the same protobuf scrape.
 //!
 //! prometheus-client's `Histogram` keeps room for native-bucket state and a copy of every upper
-//! bound in each series (about 560 bytes for 20 buckets). A series that only ever has classic
-//! buckets (the text registry, or `native: false`) needs its counts alone: [`ClassicHistogram`]
-//! shares the bounds and keeps sum, count and one `u64` per bucket behind one mutex, so splitting
-//! text and protobuf histograms (see [`super::Layout`]) costs no more memory than the single
-//! classic-and-native histogram it replaces.
+//! bound in each series (about 560 bytes for 20 buckets). [`ClassicHistogram`] (`native: false`)
+//! shares the bounds and keeps sum, count and one `u64` per bucket behind one mutex.
+//! [`SplitHistogram`] (the default split layout, see [`super::Layout`]) keeps the same plus
+//! native buckets ([`super::native`]) under that one mutex: text scrapes get its classic buckets,
+//! protobuf scrapes its native ones. prometheus-client cannot tell a metric which format it is
+//! being encoded in, so the protobuf registry registers each histogram family inside a
+//! [`HistogramView`] that sets a flag for the thread while it encodes ([`native_scope`]); an
+//! observation is one lock and one update of both kinds.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -17,16 +21,16 @@ use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use super::native::NativeHistogram;
+use super::native::NativeBuckets;
 
 /// One histogram series.
 #[derive(Clone, Debug)]
 pub(crate) enum SeriesHistogram {
     /// Classic buckets only.
     Classic(ClassicHistogram),
-    /// Native buckets only, for the protobuf registry of the split layout.
-    Native(NativeHistogram),
-    /// prometheus-client's, with classic and native buckets.
+    /// Classic and native buckets, one kind per exposition.
+    Split(SplitHistogram),
+    /// prometheus-client's, with classic and native buckets in the same protobuf exposition.
     Client(Histogram),
 }
 
@@ -35,7 +39,7 @@ impl SeriesHistogram {
     pub(crate) fn observe(&self, v: f64) {
         match self {
             Self::Classic(h) => h.observe(v),
-            Self::Native(h) => h.observe(v),
+            Self::Split(h) => h.observe(v),
             Self::Client(h) => h.observe(v),
         }
     }
@@ -49,13 +53,93 @@ impl EncodeMetric for SeriesHistogram {
     fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         match self {
             Self::Classic(h) => h.encode(encoder),
-            Self::Native(h) => h.encode(encoder),
+            Self::Split(h) => h.encode(encoder),
             Self::Client(h) => h.encode(encoder),
         }
     }
 
     fn metric_type(&self) -> MetricType {
         Self::TYPE
+    }
+}
+
+thread_local! {
+    /// Set while a [`HistogramView`] of the protobuf registry encodes (see [`native_scope`]).
+    static NATIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// While the returned guard lives, [`SplitHistogram`]s encoded on this thread give their native
+/// buckets. Encoding is synchronous, so the flag covers exactly the metrics encoded inside.
+pub(crate) fn native_scope() -> NativeScope {
+    NativeScope(NATIVE.with(|n| n.replace(true)))
+}
+
+/// Restores the flag [`native_scope`] set (its value before) when dropped.
+#[derive(Debug)]
+pub(crate) struct NativeScope(bool);
+
+impl Drop for NativeScope {
+    fn drop(&mut self) {
+        NATIVE.with(|n| n.set(self.0));
+    }
+}
+
+/// A histogram metric (a family or one series) as one registry encodes it: with `native`, its
+/// split histograms give their native buckets (the protobuf registry of the split layout).
+#[derive(Clone, Debug)]
+pub(crate) struct HistogramView<M> {
+    pub(crate) metric: M,
+    pub(crate) native: bool,
+}
+
+impl<M: EncodeMetric> EncodeMetric for HistogramView<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let _scope = self.native.then(native_scope);
+        self.metric.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.metric.metric_type()
+    }
+}
+
+/// Sum, count and classic bucket counts of one series.
+#[derive(Debug)]
+struct Counts {
+    sum: f64,
+    count: u64,
+    /// Per bucket (not cumulative), one more than the bounds for +Inf.
+    buckets: Box<[u64]>,
+}
+
+impl Counts {
+    fn new(bounds: &[f64]) -> Self {
+        Self {
+            sum: 0.0,
+            count: 0,
+            buckets: vec![0; bounds.len() + 1].into_boxed_slice(),
+        }
+    }
+
+    /// Adds `v` to the first bucket whose bound is at least `v`; NaN goes to +Inf, as
+    /// prometheus-client does.
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        let index = if v.is_nan() {
+            bounds.len()
+        } else {
+            bounds.partition_point(|b| *b < v)
+        };
+        self.sum += v;
+        self.count += 1;
+        if let Some(bucket) = self.buckets.get_mut(index) {
+            *bucket += 1;
+        }
+    }
+
+    /// The classic buckets as the encoder takes them: (upper bound, count), +Inf last.
+    fn classic(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
+        let bounds = bounds.iter().copied().chain([f64::INFINITY]);
+        bounds.zip(self.buckets.iter().copied()).collect()
     }
 }
 
@@ -67,49 +151,71 @@ pub(crate) struct ClassicHistogram {
     inner: Arc<Mutex<Counts>>,
 }
 
-#[derive(Debug)]
-struct Counts {
-    sum: f64,
-    count: u64,
-    /// Per bucket (not cumulative), one more than `bounds` for +Inf.
-    buckets: Box<[u64]>,
-}
-
 impl ClassicHistogram {
     /// A histogram at zero over `bounds` (finite, strictly increasing: see `check_buckets`).
     pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
-        let buckets = vec![0; bounds.len() + 1].into_boxed_slice();
         Self {
+            inner: Arc::new(Mutex::new(Counts::new(&bounds))),
             bounds,
-            inner: Arc::new(Mutex::new(Counts {
-                sum: 0.0,
-                count: 0,
-                buckets,
-            })),
         }
     }
 
-    /// Records one value in the first bucket whose bound is at least `v`; NaN goes to +Inf,
-    /// as prometheus-client does.
+    /// Records one value.
     pub(crate) fn observe(&self, v: f64) {
-        let index = self.bounds.partition_point(|b| *b < v);
-        let index = if v.is_nan() { self.bounds.len() } else { index };
-        let mut c = self.inner.lock();
-        c.sum += v;
-        c.count += 1;
-        if let Some(bucket) = c.buckets.get_mut(index) {
-            *bucket += 1;
-        }
+        self.inner.lock().observe(&self.bounds, v);
     }
 
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let (sum, count, buckets) = {
             let c = self.inner.lock();
-            let bounds = self.bounds.iter().copied().chain([f64::INFINITY]);
-            let buckets: Vec<(f64, u64)> = bounds.zip(c.buckets.iter().copied()).collect();
-            (c.sum, c.count, buckets)
+            (c.sum, c.count, c.classic(&self.bounds))
         };
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None::<&NoExemplars>)
+    }
+}
+
+/// Classic buckets over shared bounds and native buckets, under one lock: text scrapes encode
+/// the classic ones, protobuf scrapes of the split layout (inside [`native_scope`]) the native
+/// ones, each with the same sum and count.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitHistogram {
+    bounds: Arc<[f64]>,
+    inner: Arc<Mutex<(Counts, NativeBuckets)>>,
+}
+
+impl SplitHistogram {
+    /// A histogram at zero over `bounds`, with at most `max_buckets` native buckets before their
+    /// resolution halves.
+    pub(crate) fn new(bounds: Arc<[f64]>, max_buckets: u16) -> Self {
+        let counts = Counts::new(&bounds);
+        Self {
+            bounds,
+            inner: Arc::new(Mutex::new((counts, NativeBuckets::new(max_buckets)))),
+        }
+    }
+
+    /// Records one value in both kinds of buckets.
+    pub(crate) fn observe(&self, v: f64) {
+        let mut inner = self.inner.lock();
+        let (counts, native) = &mut *inner;
+        counts.observe(&self.bounds, v);
+        native.observe(v);
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        if NATIVE.with(Cell::get) {
+            let (sum, count, native) = {
+                let inner = self.inner.lock();
+                (inner.0.sum, inner.0.count, inner.1.snapshot())
+            };
+            native.encode(sum, count, encoder)
+        } else {
+            let (sum, count, buckets) = {
+                let inner = self.inner.lock();
+                (inner.0.sum, inner.0.count, inner.0.classic(&self.bounds))
+            };
+            encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None::<&NoExemplars>)
+        }
     }
 }
 
@@ -171,5 +277,13 @@ mod tests {
         assert_eq!(a.inner.lock().count, 1);
         assert_eq!(fresh.inner.lock().count, 0);
         assert_eq!(*a.inner.lock().buckets, [1, 0]);
+    }
+
+    #[test]
+    fn a_split_series_is_small() {
+        // Sum, count, classic and native state under one mutex: prometheus-client's native
+        // state alone is about 200 bytes, and the split layout used to keep two histograms.
+        let size = std::mem::size_of::<Mutex<(Counts, NativeBuckets)>>();
+        assert!(size <= 96, "{size}");
     }
 }

@@ -15,14 +15,17 @@
 //!   derive needs names known at compile time); see [`labels`].
 //! - Native histograms: Prometheus ingests only the native buckets of a histogram that has
 //!   them, so by default the protobuf body carries native buckets only (plus sum and count) and
-//!   the text body classic buckets only. prometheus-client cannot tell a metric which format is
-//!   being encoded, so that takes two registries sharing every other family and two histograms
-//!   per series, each observation going to both (see [`Layout`] and [`registry`]). With
+//!   the text body classic buckets only. Each series keeps both kinds under one lock
+//!   ([`histogram::SplitHistogram`], native buckets in [`native`]); prometheus-client cannot
+//!   tell a metric which format is being encoded, so that takes two registries sharing every
+//!   family, the protobuf one registering the histograms inside a view that asks for their
+//!   native buckets (see [`Layout`] and [`registry`]). With
 //!   [`HistogramConfig::classic_in_protobuf`](crate::config::HistogramConfig::classic_in_protobuf) one `Histogram::new_classic_and_native` per series
 //!   serves both formats (protobuf gets both kinds of buckets, text the classic ones); with
 //!   [`HistogramConfig::native`](crate::config::HistogramConfig::native) off, histograms are classic only.
-//! - Classic-only histograms: a lean one of our own ([`histogram`]) sharing its bounds, since
-//!   prometheus-client's keeps a copy of the bounds and room for native state in every series.
+//! - Classic-only and split histograms: lean ones of our own ([`histogram`]) sharing their
+//!   bounds, since prometheus-client's keeps a copy of the bounds and room for native state
+//!   that can widen and reset in every series.
 //! - Level gauges and counters owned by other modules: a small collector calls their closures
 //!   at scrape time ([`scrape`]).
 //! - Window gauges: each target keeps its last window figures in place, and a collector writes
@@ -66,10 +69,9 @@ pub use options::{BuildInfo, MetricsError, MetricsOptions};
 pub use scrape::{ScrapeCounter, ScrapeGauge};
 pub use target::{TargetMetrics, WindowRtt};
 
-use histogram::{ClassicHistogram, SeriesHistogram};
+use histogram::{ClassicHistogram, SeriesHistogram, SplitHistogram};
 pub use labels::ProbeLabels;
 use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
-use native::NativeHistogram;
 use scrape::ScrapeSources;
 use target::{TargetInner, TargetMap, WindowGauges};
 
@@ -93,8 +95,8 @@ pub(crate) enum Layout {
     /// `native` and `classic_in_protobuf`: one classic-and-native histogram per series, one
     /// registry; text encodes its classic buckets, protobuf both kinds.
     Both,
-    /// `native` alone (the default): a classic histogram in the text registry and a native-only
-    /// one in the protobuf registry per series; each observation goes to both.
+    /// `native` alone (the default): one histogram with both kinds of buckets per series;
+    /// text scrapes get the classic ones, protobuf scrapes (their own registry) the native ones.
     Split,
 }
 
@@ -116,10 +118,10 @@ impl Layout {
 pub(crate) enum HistogramMaker {
     /// Classic buckets with these upper bounds (+Inf implicit), in our lean histogram.
     Classic(Arc<[f64]>),
-    /// Native buckets only (our lean histogram, at most this many buckets before the resolution
-    /// halves): only the protobuf encoder can encode these.
-    Native(u16),
-    /// Both.
+    /// Classic buckets with these upper bounds and native ones (at most this many before their
+    /// resolution halves), in our split histogram: one kind per exposition.
+    Split(Arc<[f64]>, u16),
+    /// Both, in prometheus-client's histogram: protobuf scrapes get both kinds.
     Both(Arc<[f64]>, NativeHistogramConfig),
 }
 
@@ -129,8 +131,8 @@ impl MetricConstructor<SeriesHistogram> for HistogramMaker {
             Self::Classic(bounds) => {
                 SeriesHistogram::Classic(ClassicHistogram::new(bounds.clone()))
             }
-            Self::Native(max_buckets) => {
-                SeriesHistogram::Native(NativeHistogram::new(*max_buckets))
+            Self::Split(bounds, max_buckets) => {
+                SeriesHistogram::Split(SplitHistogram::new(bounds.clone(), *max_buckets))
             }
             Self::Both(bounds, native) => SeriesHistogram::Client(
                 Histogram::new_classic_and_native(bounds.iter().copied(), *native),
@@ -151,12 +153,8 @@ pub(crate) struct Families {
     duplicates: Family<SeriesKey, Counter>,
     icmp_errors: Family<(SeriesKey, Sub), Counter>,
     send_errors: Family<(SeriesKey, Sub), Counter>,
-    /// The histograms of the text registry (and of the protobuf one unless [`Layout::Split`]).
     rtt: HistogramFamily,
     jitter: HistogramFamily,
-    /// Native-only twins of `rtt` and `jitter`, in the protobuf registry ([`Layout::Split`]).
-    rtt_native: Option<HistogramFamily>,
-    jitter_native: Option<HistogramFamily>,
     jitter_rfc3550: Family<SeriesKey, FloatGauge>,
     reply_ttl: Family<SeriesKey, Gauge>,
     target_info: Family<InfoLabels, Gauge>,
@@ -167,7 +165,8 @@ pub(crate) struct Families {
 struct Shared {
     /// Every series; encoded for text scrapes, and for protobuf ones unless `protobuf` is set.
     registry: Registry,
-    /// The protobuf registry of [`Layout::Split`]: the same families but the histograms.
+    /// The protobuf registry of [`Layout::Split`]: the same families, the histograms encoding
+    /// their native buckets.
     protobuf: Option<Registry>,
     families: Arc<Families>,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
@@ -176,8 +175,6 @@ struct Shared {
     targets: Arc<Mutex<TargetMap>>,
     resolve_errors: Family<NameLabel, Counter>,
     scheduler_lag: SeriesHistogram,
-    /// Native-only twin of `scheduler_lag` ([`Layout::Split`]).
-    scheduler_lag_native: Option<SeriesHistogram>,
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
@@ -206,10 +203,10 @@ impl Metrics {
         let layout = Layout::of(&options);
         let native = NativeHistogramConfig::with_schema(native::SCHEMA)
             .max_buckets(usize::from(NATIVE_MAX_BUCKETS));
-        // The histograms of the first registry (one maker per classic layout), and the
-        // native-only ones of the second.
+        // One maker per classic layout.
         let maker = |bounds: &[f64]| match layout {
-            Layout::Classic | Layout::Split => HistogramMaker::Classic(bounds.into()),
+            Layout::Classic => HistogramMaker::Classic(bounds.into()),
+            Layout::Split => HistogramMaker::Split(bounds.into(), NATIVE_MAX_BUCKETS),
             Layout::Both => HistogramMaker::Both(bounds.into(), native),
         };
         let (rtt_maker, jitter_maker, lag_maker) = (
@@ -217,8 +214,6 @@ impl Metrics {
             maker(&options.histogram.jitter_buckets),
             maker(LAG_BUCKETS),
         );
-        let native_maker =
-            (layout == Layout::Split).then_some(HistogramMaker::Native(NATIVE_MAX_BUCKETS));
         let families = Families {
             sent: Family::default(),
             lost: Family::default(),
@@ -228,8 +223,6 @@ impl Metrics {
             send_errors: Family::default(),
             rtt: Family::new_with_constructor(rtt_maker),
             jitter: Family::new_with_constructor(jitter_maker),
-            rtt_native: native_maker.clone().map(Family::new_with_constructor),
-            jitter_native: native_maker.clone().map(Family::new_with_constructor),
             jitter_rfc3550: Family::default(),
             reply_ttl: Family::default(),
             target_info: Family::default(),
@@ -237,17 +230,13 @@ impl Metrics {
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
         let scheduler_lag = lag_maker.new_metric();
-        let scheduler_lag_native = native_maker.as_ref().map(HistogramMaker::new_metric);
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());
         let timestamps = Arc::new(timestamps::TimestampCollector::default());
         let outages = Arc::new(outage::OutageCollector::default());
         let captures = Arc::new(capture::CaptureCollector::default());
-        let paths = Arc::new(path::PathCollector::new(path::HopHistograms {
-            maker: maker(path::PATH_BUCKETS),
-            native: native_maker.clone(),
-        }));
+        let paths = Arc::new(path::PathCollector::new(maker(path::PATH_BUCKETS)));
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
@@ -263,33 +252,11 @@ impl Metrics {
             windows: &WindowGauges {
                 targets: targets.clone(),
             },
+            scheduler_lag: &scheduler_lag,
             build: &options.build,
         };
-        let registry = registry::build(
-            &shared,
-            &registry::Histograms {
-                rtt: &families.rtt,
-                jitter: &families.jitter,
-                scheduler_lag: &scheduler_lag,
-                native: false,
-            },
-        );
-        let protobuf = match (
-            &families.rtt_native,
-            &families.jitter_native,
-            &scheduler_lag_native,
-        ) {
-            (Some(rtt), Some(jitter), Some(scheduler_lag)) => Some(registry::build(
-                &shared,
-                &registry::Histograms {
-                    rtt,
-                    jitter,
-                    scheduler_lag,
-                    native: true,
-                },
-            )),
-            _ => None,
-        };
+        let registry = registry::build(&shared, false);
+        let protobuf = (layout == Layout::Split).then(|| registry::build(&shared, true));
 
         Ok(Self {
             shared: Arc::new(Shared {
@@ -299,7 +266,6 @@ impl Metrics {
                 targets,
                 resolve_errors,
                 scheduler_lag,
-                scheduler_lag_native,
                 reload_successful,
                 reload_success_timestamp,
                 scrape_sources,
@@ -457,9 +423,6 @@ impl Metrics {
     pub fn observe_scheduler_lag(&self, seconds: f64) {
         let seconds = seconds.max(0.0);
         self.shared.scheduler_lag.observe(seconds);
-        if let Some(native) = &self.shared.scheduler_lag_native {
-            native.observe(seconds);
-        }
     }
 
     /// Records the outcome of a config load or reload attempt made at `at`.

@@ -1,24 +1,22 @@
-//! A native-only histogram of our own, for the protobuf registry of the split layout.
+//! Native histogram buckets of our own, kept with the classic ones of the same series.
 //!
 //! prometheus-client's native histogram (`Histogram::new_native`) keeps about 200 bytes of state
 //! per series, room for a zero bucket that widens and for resets, and its sparse buckets as
 //! `(i32, u64)` pairs in a vector that doubles as it grows: about 530 bytes for the twenty-odd
-//! buckets a loopback RTT series fills, and every target has two such series (RTT and jitter),
-//! read only by protobuf scrapes. This one keeps what pingscope's fixed configuration needs: a
-//! zero bucket of the spec's default width that never widens, no resets, a bucket limit past
-//! which the resolution halves, and each populated bucket in one `u64` (side, index, count) in
-//! a vector that grows by a quarter. Its exposition is prometheus-client's for the same
-//! observations (tested against it).
+//! buckets a loopback RTT series fills, and every target has two histogram series (RTT and
+//! jitter). [`NativeBuckets`] keeps what pingscope's fixed configuration needs: a zero bucket of
+//! the spec's default width that never widens, no resets, a bucket limit past which the
+//! resolution halves, and each populated bucket in one `u64` (side, index, count) in a vector
+//! that grows by a quarter. Its exposition is prometheus-client's for the same observations
+//! (tested against it).
 //!
 //! Bucket `i` of schema `s` holds the values in `(2^((i-1)/2^s), 2^(i/2^s)]`; negative values
 //! go to the same index of the negative side, values within the zero threshold to the zero
 //! bucket, NaN to the sum and count only.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
 use prometheus_client::encoding::{
     MetricEncoder, NativeHistogram as Native, NativeHistogramBuckets, NoLabelSet,
 };
@@ -59,104 +57,102 @@ const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const INDEX_BIAS: i32 = 1 << 19;
 const NEGATIVE: u64 = 1 << 63;
 
-/// One native-only histogram series. Cheap to clone; clones share the counts.
-#[derive(Clone, Debug)]
-pub(crate) struct NativeHistogram {
-    inner: Arc<Mutex<State>>,
-}
-
+/// The native buckets of one histogram series, kept beside its sum, count and classic buckets
+/// (see [`super::histogram::SplitHistogram`]), under the same lock.
 #[derive(Debug)]
-struct State {
-    sum: f64,
-    count: u64,
+pub(crate) struct NativeBuckets {
     zero_count: u64,
     created: SystemTime,
     schema: i8,
-    /// Populated buckets (both sides) past which the resolution halves.
+    /// Populated buckets (both sides) past which the resolution halves (0: no limit).
     max_buckets: u16,
     /// Packed buckets (see [`COUNT_BITS`]), sorted, with a nonzero count each.
     buckets: Vec<u64>,
 }
 
-impl NativeHistogram {
-    /// An empty histogram of schema [`SCHEMA`] holding at most `max_buckets` populated buckets
-    /// before halving its resolution (0: no limit).
-    pub(crate) fn new(max_buckets: u16) -> Self {
-        Self::with_schema(SCHEMA, max_buckets)
-    }
+/// What [`NativeBuckets::snapshot`] copies out to encode without the lock.
+#[derive(Debug)]
+pub(crate) struct NativeSnapshot {
+    zero_count: u64,
+    created: SystemTime,
+    schema: i8,
+    positive: SpansAndDeltas,
+    negative: SpansAndDeltas,
+}
 
-    fn with_schema(schema: i8, max_buckets: u16) -> Self {
+impl NativeBuckets {
+    /// Empty buckets of schema [`SCHEMA`], at most `max_buckets` populated ones before the
+    /// resolution halves (0: no limit).
+    pub(crate) fn new(max_buckets: u16) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(State {
-                sum: 0.0,
-                count: 0,
-                zero_count: 0,
-                created: SystemTime::now(),
-                schema: schema.clamp(SCHEMA_MIN, SCHEMA),
-                max_buckets,
-                buckets: Vec::new(),
-            })),
+            zero_count: 0,
+            created: SystemTime::now(),
+            schema: SCHEMA,
+            max_buckets,
+            buckets: Vec::new(),
         }
     }
 
-    /// Records one value.
-    pub(crate) fn observe(&self, v: f64) {
-        let mut s = self.inner.lock();
-        s.sum += v;
-        s.count += 1;
+    /// Records one value (the caller adds it to the sum and count; NaN goes nowhere else).
+    pub(crate) fn observe(&mut self, v: f64) {
         if v.is_nan() {
             return;
         }
         if v.abs() <= ZERO_THRESHOLD {
-            s.zero_count += 1;
+            self.zero_count += 1;
             return;
         }
         let side = if v.is_sign_negative() { NEGATIVE } else { 0 };
-        let index = bucket_index(s.schema, v.abs());
-        s.increment(side, index);
-        if s.max_buckets > 0
-            && s.buckets.len() > usize::from(s.max_buckets)
-            && s.schema > SCHEMA_MIN
+        self.increment(side, bucket_index(self.schema, v.abs()));
+        if self.max_buckets > 0
+            && self.buckets.len() > usize::from(self.max_buckets)
+            && self.schema > SCHEMA_MIN
         {
-            s.downsample();
+            self.downsample();
         }
     }
 
-    /// Encodes sum, count and the native buckets (no classic ones: only the protobuf encoder
-    /// accepts this, as with prometheus-client's native-only histogram).
-    pub(crate) fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let (sum, count, zero_count, created, schema, positive, negative) = {
-            let s = self.inner.lock();
-            let split = s.buckets.partition_point(|b| b & NEGATIVE == 0);
-            let (positive, negative) = s.buckets.split_at(split);
-            (
-                s.sum,
-                s.count,
-                s.zero_count,
-                s.created,
-                s.schema,
-                SpansAndDeltas::of(positive),
-                SpansAndDeltas::of(negative),
-            )
-        };
+    /// The buckets in the exposition's form.
+    pub(crate) fn snapshot(&self) -> NativeSnapshot {
+        let split = self.buckets.partition_point(|b| b & NEGATIVE == 0);
+        let (positive, negative) = self.buckets.split_at(split);
+        NativeSnapshot {
+            zero_count: self.zero_count,
+            created: self.created,
+            schema: self.schema,
+            positive: SpansAndDeltas::of(positive),
+            negative: SpansAndDeltas::of(negative),
+        }
+    }
+}
+
+impl NativeSnapshot {
+    /// Encodes sum, count and these native buckets, no classic ones: only the protobuf encoder
+    /// accepts that, as with prometheus-client's native-only histogram.
+    pub(crate) fn encode(
+        &self,
+        sum: f64,
+        count: u64,
+        mut encoder: MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
         encoder.encode_histogram_with_native::<NoLabelSet>(
             sum,
             count,
             &[],
             None::<&HashMap<usize, Exemplar<NoLabelSet, f64>>>,
             Native {
-                schema: i32::from(schema),
+                schema: i32::from(self.schema),
                 zero_threshold: ZERO_THRESHOLD,
-                zero_count,
-                negative: negative.buckets(),
-                positive: positive.buckets(),
-                created: Some(created),
+                zero_count: self.zero_count,
+                negative: self.negative.buckets(),
+                positive: self.positive.buckets(),
+                created: Some(self.created),
             },
         )
     }
 }
 
-impl State {
+impl NativeBuckets {
     /// Adds one to the bucket `index` of `side`, inserting it if need be. A count at
     /// [`COUNT_MAX`] stays there.
     fn increment(&mut self, side: u64, index: i32) {
@@ -258,6 +254,7 @@ fn frexp(v: f64) -> (f64, i32) {
 
 /// One side's buckets in the exposition's form: spans of consecutive indices (gaps of up to two
 /// empty buckets are bridged with zeros, as client_golang does) and count deltas.
+#[derive(Debug)]
 struct SpansAndDeltas {
     spans: Vec<(i32, u32)>,
     deltas: Vec<i64>,
@@ -305,19 +302,28 @@ impl SpansAndDeltas {
 #[cfg(test)]
 mod tests {
     use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model as pb};
+    use prometheus_client::encoding::prometheus_text;
     use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
     use prometheus_client::registry::Registry;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::metrics::histogram::SeriesHistogram;
+    use crate::metrics::histogram::{HistogramView, SeriesHistogram, SplitHistogram};
 
-    /// The protobuf families of a registry holding `metric` as `h`, start timestamps cleared
-    /// (each histogram has its own creation time) and sums as bits (a NaN sum equals nothing).
-    fn protobuf(metric: SeriesHistogram) -> (Vec<pb::MetricFamily>, Vec<u64>) {
+    /// Classic bounds of the split histograms under test.
+    const BOUNDS: [f64; 4] = [1e-4, 1e-3, 1e-2, 0.1];
+
+    /// A registry holding `metric` as `h`, native view or not.
+    fn registry(metric: SeriesHistogram, native: bool) -> Registry {
         let mut registry = Registry::default();
-        registry.register("h", "H", metric);
-        let mut families = match prometheus_protobuf::encode(&registry) {
+        registry.register("h", "H", HistogramView { metric, native });
+        registry
+    }
+
+    /// The protobuf families of `registry`, start timestamps cleared (each histogram has its
+    /// own creation time) and sums as bits (a NaN sum equals nothing).
+    fn protobuf(registry: &Registry) -> (Vec<pb::MetricFamily>, Vec<u64>) {
+        let mut families = match prometheus_protobuf::encode(registry) {
             Ok(f) => f,
             Err(e) => panic!("encode: {e}"),
         };
@@ -332,20 +338,50 @@ mod tests {
         (families, sums)
     }
 
-    /// Both histograms after the same observations, ours and prometheus-client's.
-    fn both(values: &[f64], max_buckets: u16) -> (SeriesHistogram, SeriesHistogram) {
-        let ours = NativeHistogram::new(max_buckets);
-        let theirs = Histogram::new_native(
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_text::encode(&mut out, registry) {
+            panic!("encode: {e}");
+        }
+        out
+    }
+
+    /// Ours after `values`, and prometheus-client's native-only and classic histograms after
+    /// the same values.
+    fn after(values: &[f64], max_buckets: u16) -> (SplitHistogram, Histogram, Histogram) {
+        let ours = SplitHistogram::new(BOUNDS.into(), max_buckets);
+        let native = Histogram::new_native(
             NativeHistogramConfig::with_schema(SCHEMA).max_buckets(usize::from(max_buckets)),
         );
+        let classic = Histogram::new(BOUNDS);
         for v in values {
             ours.observe(*v);
-            theirs.observe(*v);
+            native.observe(*v);
+            classic.observe(*v);
         }
-        (
-            SeriesHistogram::Native(ours),
-            SeriesHistogram::Client(theirs),
-        )
+        (ours, native, classic)
+    }
+
+    /// Ours gives prometheus-client's native-only exposition in the native view, and its
+    /// classic one otherwise, in protobuf and text alike.
+    fn assert_encodes_like_the_client(values: &[f64], max_buckets: u16) {
+        let (ours, native, classic) = after(values, max_buckets);
+        let ours = SeriesHistogram::Split(ours);
+        assert_eq!(
+            protobuf(&registry(ours.clone(), true)),
+            protobuf(&registry(SeriesHistogram::Client(native), true)),
+            "native, max_buckets {max_buckets}"
+        );
+        let classic = SeriesHistogram::Client(classic);
+        assert_eq!(
+            protobuf(&registry(ours.clone(), false)),
+            protobuf(&registry(classic.clone(), false)),
+            "classic, max_buckets {max_buckets}"
+        );
+        assert_eq!(
+            text(&registry(ours, false)),
+            text(&registry(classic, false))
+        );
     }
 
     #[test]
@@ -374,7 +410,7 @@ mod tests {
     // negative and NaN give prometheus-client's exposition, also when the bucket limit halves
     // the resolution several times.
     #[test]
-    fn encodes_like_the_client_native_histogram_at_the_edges() {
+    fn encodes_like_the_client_histograms_at_the_edges() {
         let mut values = vec![
             0.0,
             -0.0,
@@ -397,18 +433,14 @@ mod tests {
             }
         }
         for max_buckets in [0, 1, 2, 5, 40, 160, 2000] {
-            let (ours, theirs) = both(&values, max_buckets);
-            assert_eq!(
-                protobuf(ours),
-                protobuf(theirs),
-                "max_buckets {max_buckets}"
-            );
+            assert_encodes_like_the_client(&values, max_buckets);
         }
+        assert_encodes_like_the_client(&[], 160);
     }
 
     proptest! {
         #[test]
-        fn encodes_like_the_client_native_histogram(
+        fn encodes_like_the_client_histograms(
             values in prop::collection::vec(
                 prop_oneof![
                     4 => 1e-7f64..10.0,
@@ -421,47 +453,43 @@ mod tests {
             ),
             max_buckets in prop_oneof![Just(0u16), 1u16..200],
         ) {
-            let (ours, theirs) = both(&values, max_buckets);
-            prop_assert_eq!(protobuf(ours), protobuf(theirs));
+            assert_encodes_like_the_client(&values, max_buckets);
         }
     }
 
+    // The view's flag covers what it encodes and nothing after: a text encode after a
+    // protobuf one on the same thread gets classic buckets.
     #[test]
-    fn a_histogram_grows_by_a_quarter_and_shrinks_after_halving() {
-        let h = NativeHistogram::new(160);
+    fn the_native_flag_ends_with_its_view() {
+        let (ours, _, classic) = after(&[0.001, 0.002, 0.5], 160);
+        let ours = SeriesHistogram::Split(ours);
+        let _ = protobuf(&registry(ours.clone(), true));
+        assert_eq!(
+            text(&registry(ours, false)),
+            text(&registry(SeriesHistogram::Client(classic), false))
+        );
+    }
+
+    #[test]
+    fn buckets_grow_by_a_quarter_and_shrink_after_halving() {
+        let values = (0..100).map(|i| 1e-6 * 2f64.powf(f64::from(i) / 8.0));
         // 100 distinct buckets at schema 3: 12.5 octaves.
-        for i in 0..100 {
-            h.observe(1e-6 * 2f64.powf(f64::from(i) / 8.0));
-        }
-        let s = h.inner.lock();
-        assert_eq!(s.buckets.len(), 100);
+        let mut wide = NativeBuckets::new(160);
+        values.clone().for_each(|v| wide.observe(v));
+        assert_eq!(wide.buckets.len(), 100);
         assert!(
-            s.buckets.capacity() <= 130,
-            "capacity {}",
-            s.buckets.capacity()
-        );
-        drop(s);
-        let small = NativeHistogram::new(10);
-        for i in 0..100 {
-            small.observe(1e-6 * 2f64.powf(f64::from(i) / 8.0));
-        }
-        let s = small.inner.lock();
-        assert!(s.buckets.len() <= 10, "{} buckets", s.buckets.len());
-        assert!(s.schema < SCHEMA);
-        assert!(
-            s.buckets.capacity() <= 16,
-            "capacity {}",
-            s.buckets.capacity()
-        );
-    }
-
-    #[test]
-    fn a_series_is_small() {
-        // Arc header and mutex included; prometheus-client's state alone is about 200 bytes.
-        assert!(
-            std::mem::size_of::<parking_lot::Mutex<State>>() <= 80,
+            wide.buckets.capacity() <= 130,
             "{}",
-            std::mem::size_of::<parking_lot::Mutex<State>>()
+            wide.buckets.capacity()
+        );
+        let mut small = NativeBuckets::new(10);
+        values.for_each(|v| small.observe(v));
+        assert!(small.buckets.len() <= 10, "{} buckets", small.buckets.len());
+        assert!(small.schema < SCHEMA);
+        assert!(
+            small.buckets.capacity() <= 16,
+            "{}",
+            small.buckets.capacity()
         );
     }
 }

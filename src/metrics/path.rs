@@ -17,9 +17,9 @@
 //! 255, so the series of one monitor are bounded.
 //!
 //! The hop RTT histograms follow the registry's [`Layout`](super::Layout) as the per-target
-//! ones do: with the default split layout each hop keeps a classic histogram for text scrapes
-//! and a native-only twin for protobuf ones, each observation going to both; the collector is
-//! registered once per registry as a [`PathView`] that picks which to encode.
+//! ones do: with the default split layout each hop keeps classic and native buckets in one
+//! histogram; the collector is registered once per registry as a [`PathView`], which encodes
+//! the native buckets in the protobuf one.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,7 +33,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::histogram::SeriesHistogram;
+use super::histogram::{SeriesHistogram, native_scope};
 use super::{HistogramMaker, TargetLabels};
 use crate::probe::path::{HopResult, PathStats, Round};
 
@@ -48,10 +48,7 @@ pub const MAX_RESPONDERS_PER_TTL: usize = 8;
 struct Hop {
     sent: u64,
     lost: u64,
-    /// Encoded by text scrapes, and by protobuf ones unless `rtt_native` is there.
     rtt: SeriesHistogram,
-    /// The native-only twin for protobuf scrapes (the split layout).
-    rtt_native: Option<SeriesHistogram>,
     last_round: u64,
     /// Responder → the round it was last seen in.
     responders: BTreeMap<IpAddr, u64>,
@@ -71,16 +68,8 @@ struct Series {
 #[derive(Clone, Debug)]
 pub struct PathMetrics {
     series: Arc<Mutex<Series>>,
-    makers: Arc<HopHistograms>,
-}
-
-/// Makes the hop RTT histograms of one registry layout.
-#[derive(Debug)]
-pub(crate) struct HopHistograms {
-    /// The histogram of the first registry (text, and protobuf unless `native` is set).
-    pub(crate) maker: HistogramMaker,
-    /// The native-only twin of the protobuf registry ([`Layout::Split`](super::Layout::Split)).
-    pub(crate) native: Option<HistogramMaker>,
+    /// Makes the hop RTT histograms of the registry's layout.
+    maker: Arc<HistogramMaker>,
 }
 
 impl PathMetrics {
@@ -100,8 +89,7 @@ impl PathMetrics {
             let hop = s.hops.entry(p.ttl).or_insert_with(|| Hop {
                 sent: 0,
                 lost: 0,
-                rtt: self.makers.maker.new_metric(),
-                rtt_native: self.makers.native.as_ref().map(HistogramMaker::new_metric),
+                rtt: self.maker.new_metric(),
                 last_round: now,
                 responders: BTreeMap::new(),
             });
@@ -111,9 +99,6 @@ impl PathMetrics {
                 (Some(r), Some(rtt)) => {
                     let secs = rtt.as_secs_f64();
                     hop.rtt.observe(secs);
-                    if let Some(h) = &hop.rtt_native {
-                        h.observe(secs);
-                    }
                     hop.responders.insert(r, now);
                     if hop.responders.len() > MAX_RESPONDERS_PER_TTL
                         && let Some(oldest) = hop
@@ -145,11 +130,11 @@ pub(crate) struct PathCollector {
     // Taken to add or remove a monitor and by scrapes to copy the handles out; rounds lock only
     // their own series.
     targets: Mutex<BTreeMap<String, PathMetrics>>,
-    makers: Arc<HopHistograms>,
+    maker: Arc<HistogramMaker>,
 }
 
-/// The path series as one registry encodes them: `native` picks the hops' native-only twins
-/// (the protobuf registry of the split layout).
+/// The path series as one registry encodes them: with `native` (the protobuf registry of the
+/// split layout) the hop histograms give their native buckets.
 #[derive(Clone, Debug)]
 pub(crate) struct PathView {
     pub(crate) paths: Arc<PathCollector>,
@@ -161,11 +146,11 @@ fn key(labels: &TargetLabels) -> String {
 }
 
 impl PathCollector {
-    /// No monitors yet; hop histograms made by `makers`.
-    pub(crate) fn new(makers: HopHistograms) -> Self {
+    /// No monitors yet; hop histograms made by `maker`.
+    pub(crate) fn new(maker: HistogramMaker) -> Self {
         Self {
             targets: Mutex::new(BTreeMap::new()),
-            makers: Arc::new(makers),
+            maker: Arc::new(maker),
         }
     }
 
@@ -183,7 +168,7 @@ impl PathCollector {
                     changes: 0,
                     path_id: None,
                 })),
-                makers: self.makers.clone(),
+                maker: self.maker.clone(),
             })
             .clone()
     }
@@ -228,11 +213,7 @@ impl Collector for PathView {
                 let l = with(b.clone(), "ttl", ttl.to_string());
                 sent.push((l.clone(), hop.sent));
                 lost.push((l.clone(), hop.lost));
-                let h = match (&hop.rtt_native, self.native) {
-                    (Some(native), true) => native,
-                    _ => &hop.rtt,
-                };
-                rtt.push((l.clone(), h.clone()));
+                rtt.push((l.clone(), hop.rtt.clone()));
                 for ip in hop.responders.keys() {
                     info.push(with(l.clone(), "hop_ip", ip.to_string()));
                 }
@@ -266,8 +247,11 @@ impl Collector for PathView {
             Some(&prometheus_client::registry::Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (l, h) in rtt {
-            h.encode(m.encode_family(&l)?)?;
+        {
+            let _native = self.native.then(native_scope);
+            for (l, h) in rtt {
+                h.encode(m.encode_family(&l)?)?;
+            }
         }
         let gauges = [
             (

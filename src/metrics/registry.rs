@@ -2,9 +2,10 @@
 //!
 //! prometheus-client cannot tell a metric which format it is being encoded in, so when the
 //! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the daemon keeps
-//! two registries: one for text (classic histograms) and one for protobuf (native-only
-//! histograms). Every other family is registered in both as a clone of the same `Arc`, so a
-//! series exists once in memory and both bodies list the families in the same order.
+//! two registries: one for text and one for protobuf, where each histogram family (and the path
+//! collector) is registered inside a [`HistogramView`] that asks its split histograms for their
+//! native buckets. Every family is registered in both as a clone of the same `Arc`, so a series
+//! exists once in memory and both bodies list the families in the same order.
 
 use std::sync::Arc;
 
@@ -14,12 +15,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::histogram::SeriesHistogram;
+use super::histogram::{HistogramView, SeriesHistogram};
 use super::labels::NameLabel;
 use super::scrape::ScrapeSources;
-use super::{BuildInfo, Families, FloatGauge, HistogramFamily, WindowGauges};
+use super::{BuildInfo, Families, FloatGauge, WindowGauges};
 
-/// Everything a registry exposes apart from the histograms, which differ per exposition.
+/// Everything a registry exposes.
 pub(crate) struct Shared<'a> {
     pub families: &'a Families,
     pub resolve_errors: &'a Family<NameLabel, Counter>,
@@ -31,16 +32,8 @@ pub(crate) struct Shared<'a> {
     pub captures: &'a Arc<super::capture::CaptureCollector>,
     pub paths: &'a Arc<super::path::PathCollector>,
     pub windows: &'a WindowGauges,
-    pub build: &'a BuildInfo,
-}
-
-/// The histograms of one exposition.
-pub(crate) struct Histograms<'a> {
-    pub rtt: &'a HistogramFamily,
-    pub jitter: &'a HistogramFamily,
     pub scheduler_lag: &'a SeriesHistogram,
-    /// The native-only registry of the split layout: path hops encode their native twins.
-    pub native: bool,
+    pub build: &'a BuildInfo,
 }
 
 /// One registration per row, in the order given: `name => metric, help;`, or
@@ -57,21 +50,36 @@ macro_rules! families {
     };
 }
 
-/// A registry with every family, the histograms taken from `h`.
-pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
+/// A registry with every family; with `native` (the protobuf registry of the split layout) its
+/// histograms encode their native buckets.
+pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
     let mut registry = Registry::with_prefix("pingscope");
     let f = s.families;
+    let h = (
+        HistogramView {
+            metric: f.rtt.clone(),
+            native,
+        },
+        HistogramView {
+            metric: f.jitter.clone(),
+            native,
+        },
+        HistogramView {
+            metric: s.scheduler_lag.clone(),
+            native,
+        },
+    );
     let r = &mut registry;
     // Help texts get their full stop from prometheus-client.
     families! { r;
         "sent" => f.sent, "Echo requests sent";
-        "rtt" in Seconds => h.rtt, "Round-trip time of replies received within the timeout";
+        "rtt" in Seconds => h.0, "Round-trip time of replies received within the timeout";
         "lost" => f.lost, "Probes that got no reply within the timeout, or got an ICMP error";
         "late_replies" => f.late, "Replies that came after the timeout (already counted lost)";
         "duplicates" => f.duplicates, "Duplicate replies";
         "icmp_errors" => f.icmp_errors, "ICMP errors received for our probes, by type";
         "send_errors" => f.send_errors, "Echo requests that failed to send locally, by reason";
-        "jitter" in Seconds => h.jitter,
+        "jitter" in Seconds => h.1,
             "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)";
         "jitter_rfc3550" in Seconds => f.jitter_rfc3550, "RFC 3550 smoothed jitter of the replies";
         "reply_ttl" => f.reply_ttl, "TTL or hop limit of the last reply";
@@ -79,7 +87,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
         "tcp_refused" => f.tcp_refused,
             "TCP probes answered with a RST (a reply: the host is up, the port closed)";
         "resolve_errors" => s.resolve_errors, "Failed DNS lookups of a target";
-        "scheduler_lag" in Seconds => h.scheduler_lag,
+        "scheduler_lag" in Seconds => h.2,
             "How late probes were sent against their schedule";
         "config_last_reload_successful" => s.reload_successful,
             "Whether the last configuration reload attempt was successful";
@@ -102,7 +110,7 @@ pub(crate) fn build(s: &Shared<'_>, h: &Histograms<'_>) -> Registry {
     r.register_collector(Box::new(s.captures.clone()));
     r.register_collector(Box::new(super::path::PathView {
         paths: s.paths.clone(),
-        native: h.native,
+        native,
     }));
     // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
     r.register_collector(Box::new(s.windows.clone()));

@@ -87,12 +87,8 @@ pub(crate) struct TargetInner {
     lost: Counter,
     late: Counter,
     duplicates: Counter,
-    rtt: SeriesHistogram,
-    jitter: SeriesHistogram,
-    /// The native-only twins in the protobuf registry, when it is separate (`Layout::Split`):
-    /// each observation goes to both, each under its own histogram's lock only.
-    rtt_native: Option<SeriesHistogram>,
-    jitter_native: Option<SeriesHistogram>,
+    pub(crate) rtt: SeriesHistogram,
+    pub(crate) jitter: SeriesHistogram,
     /// RTT of the previous reply as `f64` bits; NaN until the first reply.
     last_rtt: AtomicU64,
     jitter_rfc3550: OnceLock<FloatGauge>,
@@ -119,11 +115,6 @@ impl TargetInner {
             duplicates: f.duplicates.get_or_create_owned(&key),
             rtt: f.rtt.get_or_create_owned(&key),
             jitter: f.jitter.get_or_create_owned(&key),
-            rtt_native: f.rtt_native.as_ref().map(|n| n.get_or_create_owned(&key)),
-            jitter_native: f
-                .jitter_native
-                .as_ref()
-                .map(|n| n.get_or_create_owned(&key)),
             last_rtt: AtomicU64::new(f64::NAN.to_bits()),
             jitter_rfc3550: OnceLock::new(),
             reply_ttl: OnceLock::new(),
@@ -159,9 +150,6 @@ impl TargetInner {
         f.duplicates.remove(key);
         f.rtt.remove(key);
         f.jitter.remove(key);
-        for native in [&f.rtt_native, &f.jitter_native].into_iter().flatten() {
-            native.remove(key);
-        }
         f.jitter_rfc3550.remove(key);
         f.reply_ttl.remove(key);
         f.tcp_refused.remove(key);
@@ -200,9 +188,6 @@ impl TargetMetrics {
             EventKind::Reply(reply) => {
                 let rtt = reply.rtt.as_secs_f64();
                 t.rtt.observe(rtt);
-                if let Some(native) = &t.rtt_native {
-                    native.observe(rtt);
-                }
                 if let Some(ttl) = reply.ttl {
                     self.reply_ttl().set(i64::from(ttl));
                 }
@@ -217,9 +202,6 @@ impl TargetMetrics {
                 if !previous.is_nan() {
                     let d = (rtt - previous).abs();
                     t.jitter.observe(d);
-                    if let Some(native) = &t.jitter_native {
-                        native.observe(d);
-                    }
                     let gauge = self.jitter_rfc3550();
                     let j = gauge.get();
                     gauge.set(j + (d - j) / 16.0);

@@ -35,9 +35,10 @@ fn layout_follows_the_options() {
     assert_eq!(layout(false, true), Layout::Classic);
 }
 
-// Only the split layout pays for a second registry and twin histograms.
+// Only the split layout pays for a second registry, and has split histograms.
 #[test]
-fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
+fn only_the_split_layout_has_a_protobuf_registry_and_split_histograms() -> Result<(), MetricsError>
+{
     for (native, classic_in_protobuf, split) in [
         (true, false, true),
         (true, true, false),
@@ -48,16 +49,17 @@ fn only_the_split_layout_has_twins() -> Result<(), MetricsError> {
             classic_in_protobuf,
             ..HistogramConfig::default()
         }))?;
+        let labels = TargetLabels::new("t", std::net::Ipv4Addr::LOCALHOST.into(), [])?;
+        let t = metrics.target(&labels, "t", AddressFamily::Ip4);
         let s = &metrics.shared;
-        let f = &s.families;
-        let twins = [
+        let found = [
             s.protobuf.is_some(),
-            s.scheduler_lag_native.is_some(),
-            f.rtt_native.is_some(),
-            f.jitter_native.is_some(),
+            matches!(s.scheduler_lag, SeriesHistogram::Split(_)),
+            matches!(t.inner.rtt, SeriesHistogram::Split(_)),
+            matches!(t.inner.jitter, SeriesHistogram::Split(_)),
         ];
         assert_eq!(
-            twins, [split; 4],
+            found, [split; 4],
             "native {native}, classic {classic_in_protobuf}"
         );
     }
