@@ -95,8 +95,10 @@ pub(crate) struct TargetInner {
     reply_ttl: OnceLock<Gauge>,
     /// The last window figures, written at scrape time by [`WindowGauges`]; `None` until the
     /// first [`TargetMetrics::set_window`].
-    window: Mutex<Option<WindowFigures>>,
-    icmp_errors: [OnceLock<Counter>; 5],
+    /// Boxed: most targets never have them (48 bytes inline).
+    window: Mutex<Option<Box<WindowFigures>>>,
+    /// By [`icmp_index`]; boxed on the first ICMP error, as most targets never get one.
+    icmp_errors: OnceLock<Box<[OnceLock<Counter>; 5]>>,
     /// `pingscope_tcp_refused_total`, at zero from the start for TCP targets only.
     tcp_refused: Option<Counter>,
     /// Few distinct reasons occur, and only on the error path, so a short list behind a mutex.
@@ -119,7 +121,7 @@ impl TargetInner {
             jitter_rfc3550: OnceLock::new(),
             reply_ttl: OnceLock::new(),
             window: Mutex::new(None),
-            icmp_errors: Default::default(),
+            icmp_errors: OnceLock::new(),
             tcp_refused: (info.probe.kind == "tcp")
                 .then(|| f.tcp_refused.get_or_create_owned(&key)),
             send_errors: Mutex::new(Vec::new()),
@@ -248,7 +250,12 @@ impl TargetMetrics {
     /// `metrics: {window_gauges: true}`.
     pub fn set_window(&self, loss_ratio: f64, rtt: Option<WindowRtt>) {
         let rtt = rtt.map_or([f64::NAN; 4], |r| [r.min, r.mean, r.max, r.stddev]);
-        *self.inner.window.lock() = Some(WindowFigures { loss_ratio, rtt });
+        let figures = WindowFigures { loss_ratio, rtt };
+        let mut window = self.inner.window.lock();
+        match window.as_deref_mut() {
+            Some(w) => *w = figures,
+            None => *window = Some(Box::new(figures)),
+        }
     }
 
     /// The labels this handle records under.
@@ -270,7 +277,8 @@ impl TargetMetrics {
 
     fn icmp_error(&self, kind: IcmpErrorKind) -> &Counter {
         let t = &*self.inner;
-        t.icmp_errors[icmp_index(kind)].get_or_init(|| {
+        let counters = t.icmp_errors.get_or_init(Box::default);
+        counters[icmp_index(kind)].get_or_init(|| {
             t.lazy(|f, key| {
                 let sub = Sub {
                     name: "type",
@@ -307,7 +315,7 @@ impl Collector for WindowGauges {
         let targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
         let windows: Vec<(&SeriesKey, WindowFigures)> = targets
             .iter()
-            .filter_map(|t| t.window.lock().map(|w| (&t.key, w)))
+            .filter_map(|t| t.window.lock().as_deref().map(|w| (&t.key, *w)))
             .collect();
         {
             let mut family = encoder.encode_descriptor(
