@@ -2,10 +2,11 @@
 //!
 //! prometheus-client cannot tell a metric which format it is being encoded in, so when the
 //! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the daemon keeps
-//! two registries: one for text and one for protobuf, where each histogram family (and the path
-//! collector) is registered inside a [`HistogramView`] that asks its split histograms for their
-//! native buckets. Every family is registered in both as a clone of the same `Arc`, so a series
-//! exists once in memory and both bodies list the families in the same order.
+//! two registries: one for text and one for protobuf, where each histogram family is registered
+//! inside a [`HistogramView`] that asks its split histograms for their native buckets (and the
+//! path collector as a `PathView` with the same flag). Every family is registered in both as a
+//! clone of the same `Arc`, so a series exists once in memory and both bodies list the families
+//! in the same order.
 
 use std::sync::Arc;
 
