@@ -121,9 +121,11 @@ pub struct InFlightTable {
     pending: HashMap<Key, Pending>,
     deadlines: BTreeMap<(Instant, u64), Key>,
     next_id: u64,
-    /// Where each remembered probe stands in `ring`: its position counted from the first
-    /// probe ever remembered. A small index; the entries themselves live in the ring.
-    recent: HashMap<Key, u64>,
+    /// Where each remembered probe stands in `ring`: the low 32 bits of its position counted
+    /// from the first probe ever remembered (positions in the ring are fewer than 2^32 apart,
+    /// so they compare and subtract exactly with wrapping). A small index; the entries
+    /// themselves live in the ring.
+    recent: HashMap<Key, u32>,
     /// Settled probes, oldest first, at most `recent_capacity` of them; `ring_start` is the
     /// position of the first. A probe forgotten early (its key reused) leaves its slot until it
     /// comes round, when the index no longer points at it.
@@ -296,9 +298,17 @@ impl InFlightTable {
         // Make room first: inserting into a full index, even for the moment before the oldest
         // entry goes, would make its hash table double.
         while self.ring.len() >= self.recent_capacity && self.forget_oldest() {}
+        if self.ring.len() == self.ring.capacity() {
+            // Doubling, but never past the bound: a ring of 28,672 would otherwise take room
+            // for 32,768.
+            let to = (self.ring.len() * 2).clamp(4, self.recent_capacity.max(4));
+            self.ring
+                .reserve_exact(to.saturating_sub(self.ring.len()).max(1));
+        }
         let position = self.ring_start + self.ring.len() as u64;
         self.ring.push_back((key, rec));
-        self.recent.insert(key, position);
+        // Truncated on purpose: see `recent`.
+        self.recent.insert(key, position as u32);
     }
 
     /// Forgets the oldest remembered probe; false when there is none.
@@ -306,7 +316,7 @@ impl InFlightTable {
         let Some((old, _)) = self.ring.pop_front() else {
             return false;
         };
-        if self.recent.get(&old) == Some(&self.ring_start) {
+        if self.recent.get(&old) == Some(&(self.ring_start as u32)) {
             self.recent.remove(&old);
         }
         self.ring_start += 1;
@@ -334,8 +344,11 @@ impl InFlightTable {
     /// The remembered probe of `key`, if any.
     fn recent_mut(&mut self, key: &Key) -> Option<&mut Recent> {
         let position = *self.recent.get(key)?;
-        let index = usize::try_from(position.checked_sub(self.ring_start)?).ok()?;
-        self.ring.get_mut(index).map(|(_, r)| r)
+        let index = usize::try_from(position.wrapping_sub(self.ring_start as u32)).ok()?;
+        match self.ring.get_mut(index) {
+            Some((at, r)) if at == key => Some(r),
+            _ => None,
+        }
     }
 
     fn settle(&mut self, key: Key, p: Pending, state: Settled) {

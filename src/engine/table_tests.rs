@@ -291,6 +291,54 @@ fn full_recent_table_does_not_grow() {
     assert!(most <= 896, "grew to {most}");
 }
 
+// The ring grows by doubling up to its bound and no further: at the engine's default of 28,672
+// settled probes, doubling alone would make room for 32,768 (half a megabyte more).
+#[test]
+fn the_ring_takes_no_room_past_its_bound() {
+    let (now, wall, mut t, tx, _rx) = start(64, 448);
+    for round in 0..20u64 {
+        for i in 0..50 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + u32::try_from(i).unwrap()));
+            t.insert(ip, ID, round * 50 + i, tx.clone(), sp(wall), i, now)
+                .unwrap();
+        }
+        t.expire(now, wall);
+        assert!(t.ring.capacity() <= 448, "{}", t.ring.capacity());
+    }
+    assert_eq!(t.ring.len(), 448);
+}
+
+// The index keeps positions in 32 bits: remembering, finding and forgetting still work when
+// the position count passes 2^32.
+#[test]
+fn ring_positions_past_32_bits_still_find_and_forget() {
+    let (now, wall, mut t, tx, _rx) = start(8, 4);
+    t.ring_start = (1 << 32) - 3;
+    let later = now + Duration::from_secs(1);
+    let mut seqs = Vec::new();
+    for i in 0..10u64 {
+        let seq = put(&mut t, &tx, wall, i, 100 + i, later).unwrap();
+        deliver(answer(&mut t, seq, 100 + i, wall, None));
+        seqs.push(seq);
+        assert!(t.recent_len() <= 4);
+    }
+    assert_eq!(t.ring_start, (1 << 32) + 3);
+    for (i, seq) in (0u64..).zip(&seqs) {
+        let outcome = answer(&mut t, *seq, 100 + i, wall, None);
+        if i < 6 {
+            assert!(matches!(outcome, ReplyOutcome::Unknown), "{i}: {outcome:?}");
+        } else {
+            let ev = deliver(outcome);
+            assert!(
+                matches!(ev.kind, EventKind::Duplicate(_)),
+                "{i}: {:?}",
+                ev.kind
+            );
+            assert_eq!(ev.tag, i);
+        }
+    }
+}
+
 #[test]
 fn wraparound_never_matches_stale_entry() {
     let (now, wall, mut t, tx, _rx) = start(4, 70_000);

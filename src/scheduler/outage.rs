@@ -432,6 +432,10 @@ pub(crate) struct AddressOutage {
     /// The address went away: probes still in flight settle here after it, and must not
     /// open an outage that nothing would ever close.
     retired: bool,
+    /// What the gauges were last set to (active, consecutive lost); none before the first set.
+    /// Every sent and settled probe publishes, and most change nothing: the gauges' lock is
+    /// another cache line per probe, taken only when they change.
+    published: Option<(bool, u64)>,
 }
 
 impl AddressOutage {
@@ -451,6 +455,7 @@ impl AddressOutage {
             capture: cfg.options.capture,
             loss: LossWatch::of(cfg),
             retired: false,
+            published: None,
         }
     }
 
@@ -543,10 +548,14 @@ impl AddressOutage {
             };
             self.note(rec);
         }
-        self.metrics.set(
+        let now = (
             self.tracker.open().is_some(),
             self.tracker.consecutive_lost(),
         );
+        if self.published != Some(now) {
+            self.metrics.set(now.0, now.1);
+            self.published = Some(now);
+        }
         self.changes = out;
     }
 }
