@@ -13,13 +13,17 @@
 //! Built on prometheus-client 0.26. Where it needed help:
 //! - Custom label *names* per target: [`TargetLabels`] implements `EncodeLabelSet` by hand (the
 //!   derive needs names known at compile time); see [`labels`].
+//! - Per-target series: a family per metric would keep a hash map per family and an allocation
+//!   per counter for every target. Each target keeps its counters, gauges and histograms in one
+//!   allocation ([`TargetMetrics`]), and a collector writes every per-target family from the
+//!   live targets at scrape time ([`target`]).
 //! - Native histograms: Prometheus ingests only the native buckets of a histogram that has
 //!   them, so by default the protobuf body carries native buckets only (plus sum and count) and
 //!   the text body classic buckets only. Each series keeps both kinds under one lock
 //!   ([`histogram::SplitHistogram`], native buckets in [`native`]); prometheus-client cannot
 //!   tell a metric which format is being encoded, so that takes two registries sharing every
-//!   family, the protobuf one registering the histograms inside a view that asks for their
-//!   native buckets (see [`Layout`] and [`registry`]). With
+//!   family, the protobuf one asking the histograms for their native buckets (see [`Layout`]
+//!   and [`registry`]). With
 //!   [`HistogramConfig::classic_in_protobuf`](crate::config::HistogramConfig::classic_in_protobuf) one `Histogram::new_classic_and_native` per series
 //!   serves both formats (protobuf gets both kinds of buckets, text the classic ones); with
 //!   [`HistogramConfig::native`](crate::config::HistogramConfig::native) off, histograms are classic only.
@@ -28,9 +32,9 @@
 //!   that can widen and reset in every series.
 //! - Level gauges and counters owned by other modules: a small collector calls their closures
 //!   at scrape time ([`scrape`]).
-//! - Window gauges: each target keeps its last window figures in place, and a collector writes
-//!   them at scrape time, instead of five gauge series per target in two families. Only targets
-//!   whose figures were set have them (`metrics: {window_gauges: true}`; off by default).
+//! - Window gauges: each target keeps its last window figures in place, written with its other
+//!   series at scrape time. Only targets whose figures were set have them
+//!   (`metrics: {window_gauges: true}`; off by default).
 //! - RTT and jitter have a classic layout each ([`HistogramConfig::buckets`](crate::config::HistogramConfig::buckets),
 //!   [`HistogramConfig::jitter_buckets`](crate::config::HistogramConfig::jitter_buckets)): jitter needs far fewer bounds.
 
@@ -71,9 +75,9 @@ pub use target::{TargetMetrics, WindowRtt};
 
 use histogram::{ClassicHistogram, SeriesHistogram, SplitHistogram};
 pub use labels::ProbeLabels;
-use labels::{InfoLabels, NameLabel, SeriesKey, Sub};
+use labels::{InfoLabels, NameLabel, SeriesKey};
 use scrape::ScrapeSources;
-use target::{TargetInner, TargetMap, WindowGauges};
+use target::{Makers, TargetInner, TargetMap, TargetSeries};
 
 /// Classic buckets of `pingscope_scheduler_lag_seconds`.
 const LAG_BUCKETS: &[f64] = &[
@@ -141,26 +145,6 @@ impl MetricConstructor<SeriesHistogram> for HistogramMaker {
     }
 }
 
-/// A per-target histogram family.
-pub(crate) type HistogramFamily = Family<SeriesKey, SeriesHistogram, HistogramMaker>;
-
-/// Handles on every per-target family (each a cheap `Arc` clone of the registered one).
-#[derive(Clone, Debug)]
-pub(crate) struct Families {
-    sent: Family<SeriesKey, Counter>,
-    lost: Family<SeriesKey, Counter>,
-    late: Family<SeriesKey, Counter>,
-    duplicates: Family<SeriesKey, Counter>,
-    icmp_errors: Family<(SeriesKey, Sub), Counter>,
-    send_errors: Family<(SeriesKey, Sub), Counter>,
-    rtt: HistogramFamily,
-    jitter: HistogramFamily,
-    jitter_rfc3550: Family<SeriesKey, FloatGauge>,
-    reply_ttl: Family<SeriesKey, Gauge>,
-    target_info: Family<InfoLabels, Gauge>,
-    tcp_refused: Family<SeriesKey, Counter>,
-}
-
 #[derive(Debug)]
 struct Shared {
     /// Every series; encoded for text scrapes, and for protobuf ones unless `protobuf` is set.
@@ -168,10 +152,11 @@ struct Shared {
     /// The protobuf registry of [`Layout::Split`]: the same families, the histograms encoding
     /// their native buckets.
     protobuf: Option<Registry>,
-    families: Arc<Families>,
+    /// How a new target's histograms are made.
+    makers: Makers,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
-    /// (config load, reload, DNS changes) take it, and a scrape to copy the handles out for the
-    /// window gauges; never the probe path.
+    /// (config load, reload, DNS changes) take it, and a scrape to copy the handles out
+    /// ([`TargetSeries`]); never the probe path.
     targets: Arc<Mutex<TargetMap>>,
     resolve_errors: Family<NameLabel, Counter>,
     scheduler_lag: SeriesHistogram,
@@ -214,19 +199,9 @@ impl Metrics {
             maker(&options.histogram.jitter_buckets),
             maker(LAG_BUCKETS),
         );
-        let families = Families {
-            sent: Family::default(),
-            lost: Family::default(),
-            late: Family::default(),
-            duplicates: Family::default(),
-            icmp_errors: Family::default(),
-            send_errors: Family::default(),
-            rtt: Family::new_with_constructor(rtt_maker),
-            jitter: Family::new_with_constructor(jitter_maker),
-            jitter_rfc3550: Family::default(),
-            reply_ttl: Family::default(),
-            target_info: Family::default(),
-            tcp_refused: Family::default(),
+        let makers = Makers {
+            rtt: rtt_maker,
+            jitter: jitter_maker,
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
         let scheduler_lag = lag_maker.new_metric();
@@ -240,7 +215,6 @@ impl Metrics {
         let targets = Arc::new(Mutex::new(HashMap::new()));
 
         let shared = registry::Shared {
-            families: &families,
             resolve_errors: &resolve_errors,
             reload_successful: &reload_successful,
             reload_success_timestamp: &reload_success_timestamp,
@@ -249,9 +223,7 @@ impl Metrics {
             outages: &outages,
             captures: &captures,
             paths: &paths,
-            windows: &WindowGauges {
-                targets: targets.clone(),
-            },
+            targets: &targets,
             scheduler_lag: &scheduler_lag,
             build: &options.build,
         };
@@ -262,7 +234,7 @@ impl Metrics {
             shared: Arc::new(Shared {
                 registry,
                 protobuf,
-                families: Arc::new(families),
+                makers,
                 targets,
                 resolve_errors,
                 scheduler_lag,
@@ -316,12 +288,9 @@ impl Metrics {
         if let Some(inner) = targets.get(labels) {
             let mut info = inner.info.lock();
             if &*info.host != host || info.family != family.as_str() || info.probe != probe {
-                let families = &self.shared.families;
-                families.target_info.remove(&info);
                 info.host = host.into();
                 info.family = family.as_str();
                 info.probe = probe;
-                families.target_info.get_or_create(&info).set(1);
             }
             drop(info);
             return TargetMetrics {
@@ -335,14 +304,7 @@ impl Metrics {
             family: family.as_str(),
             probe,
         };
-        // The base series first, the info series last: a scrape in between never shows a
-        // target's info without its counters.
-        let inner = Arc::new(TargetInner::new(
-            key.clone(),
-            info.clone(),
-            self.shared.families.clone(),
-        ));
-        self.shared.families.target_info.get_or_create(&info).set(1);
+        let inner = Arc::new(TargetInner::new(key.clone(), info, &self.shared.makers));
         targets.insert(key, inner.clone());
         TargetMetrics { inner }
     }
@@ -350,13 +312,7 @@ impl Metrics {
     /// Deletes every series of a (target, address), `pingscope_target_info` included. Handles
     /// still held keep counting into nothing. Returns whether the target was known.
     pub fn forget(&self, labels: &TargetLabels) -> bool {
-        let Some(inner) = self.shared.targets.lock().remove(labels) else {
-            return false;
-        };
-        // After this, no lazy series of the target can be created (see `target` module docs).
-        *inner.lifecycle.lock() = true;
-        inner.remove_series();
-        true
+        self.shared.targets.lock().remove(labels).is_some()
     }
 
     /// The outage series of a monitored address (at zero; kept when asked again).

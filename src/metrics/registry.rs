@@ -2,11 +2,11 @@
 //!
 //! prometheus-client cannot tell a metric which format it is being encoded in, so when the
 //! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the daemon keeps
-//! two registries: one for text and one for protobuf, where each histogram family is registered
-//! inside a [`HistogramView`] that asks its split histograms for their native buckets (and the
-//! path collector as a `PathView` with the same flag). Every family is registered in both as a
-//! clone of the same `Arc`, so a series exists once in memory and both bodies list the families
-//! in the same order.
+//! two registries: one for text and one for protobuf, where the scheduler lag is registered
+//! inside a [`HistogramView`] that asks its split histogram for its native buckets, and the
+//! per-target and path collectors ([`TargetSeries`], `PathView`) carry the same flag. Every
+//! metric and collector is registered in both as a clone of the same `Arc`, so a series exists
+//! once in memory and both bodies list the families in the same order.
 
 use std::sync::Arc;
 
@@ -19,11 +19,10 @@ use prometheus_client::registry::{Registry, Unit};
 use super::histogram::{HistogramView, SeriesHistogram};
 use super::labels::NameLabel;
 use super::scrape::ScrapeSources;
-use super::{BuildInfo, Families, FloatGauge, WindowGauges};
+use super::{BuildInfo, FloatGauge, TargetMap, TargetSeries};
 
 /// Everything a registry exposes.
 pub(crate) struct Shared<'a> {
-    pub families: &'a Families,
     pub resolve_errors: &'a Family<NameLabel, Counter>,
     pub reload_successful: &'a Gauge,
     pub reload_success_timestamp: &'a FloatGauge,
@@ -32,7 +31,7 @@ pub(crate) struct Shared<'a> {
     pub outages: &'a Arc<super::outage::OutageCollector>,
     pub captures: &'a Arc<super::capture::CaptureCollector>,
     pub paths: &'a Arc<super::path::PathCollector>,
-    pub windows: &'a WindowGauges,
+    pub targets: &'a Arc<parking_lot::Mutex<TargetMap>>,
     pub scheduler_lag: &'a SeriesHistogram,
     pub build: &'a BuildInfo,
 }
@@ -55,40 +54,21 @@ macro_rules! families {
 /// histograms encode their native buckets.
 pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
     let mut registry = Registry::with_prefix("pingscope");
-    let f = s.families;
-    let h = (
-        HistogramView {
-            metric: f.rtt.clone(),
-            native,
-        },
-        HistogramView {
-            metric: f.jitter.clone(),
-            native,
-        },
-        HistogramView {
-            metric: s.scheduler_lag.clone(),
-            native,
-        },
-    );
+    let lag = HistogramView {
+        metric: s.scheduler_lag.clone(),
+        native,
+    };
     let r = &mut registry;
+    // Every per-target family (counters, histograms, gauges, target info, window gauges), from
+    // the live targets; a registry writes its collectors after the metrics registered below.
+    r.register_collector(Box::new(TargetSeries {
+        targets: s.targets.clone(),
+        native,
+    }));
     // Help texts get their full stop from prometheus-client.
     families! { r;
-        "sent" => f.sent, "Echo requests sent";
-        "rtt" in Seconds => h.0, "Round-trip time of replies received within the timeout";
-        "lost" => f.lost, "Probes that got no reply within the timeout, or got an ICMP error";
-        "late_replies" => f.late, "Replies that came after the timeout (already counted lost)";
-        "duplicates" => f.duplicates, "Duplicate replies";
-        "icmp_errors" => f.icmp_errors, "ICMP errors received for our probes, by type";
-        "send_errors" => f.send_errors, "Echo requests that failed to send locally, by reason";
-        "jitter" in Seconds => h.1,
-            "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)";
-        "jitter_rfc3550" in Seconds => f.jitter_rfc3550, "RFC 3550 smoothed jitter of the replies";
-        "reply_ttl" => f.reply_ttl, "TTL or hop limit of the last reply";
-        "target_info" => f.target_info, "The address a target resolves to now";
-        "tcp_refused" => f.tcp_refused,
-            "TCP probes answered with a RST (a reply: the host is up, the port closed)";
         "resolve_errors" => s.resolve_errors, "Failed DNS lookups of a target";
-        "scheduler_lag" in Seconds => h.2,
+        "scheduler_lag" in Seconds => lag,
             "How late probes were sent against their schedule";
         "config_last_reload_successful" => s.reload_successful,
             "Whether the last configuration reload attempt was successful";
@@ -113,7 +93,5 @@ pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
         paths: s.paths.clone(),
         native,
     }));
-    // `pingscope_window_loss_ratio` and `pingscope_window_rtt_seconds`.
-    r.register_collector(Box::new(s.windows.clone()));
     registry
 }

@@ -1,32 +1,36 @@
-//! The per-target recording handle.
+//! The per-target recording handle, and the collector that writes every per-target series.
 //!
-//! [`TargetMetrics`] holds the target's counters and histograms themselves (each an `Arc` inside
-//! prometheus-client), resolved from their families once when the target is created, so the
-//! probe path touches only atomics and the histogram's own uncontended mutex: no family lock, no
-//! hashing, no allocation.
+//! [`TargetMetrics`] holds a target's counters, gauges and histograms in place, in one
+//! allocation ([`TargetInner`]): the probe path touches the target's own atomics and its
+//! histograms' uncontended mutexes, with no family lock, no hashing and no allocation. The
+//! registry keeps the live targets in one map; at scrape time [`TargetSeries`] copies their
+//! handles out of it and writes each per-target family from them. A family of one
+//! prometheus-client metric per series would keep a hash map per family and an allocation per
+//! counter, for every target.
 //!
-//! Series that do not always apply are created on first use, so an idle target does not carry
-//! series with misleading values: `reply_ttl` and `jitter_rfc3550_seconds` (first reply),
-//! `window_*` (first [`TargetMetrics::set_window`]), `icmp_errors_total{type}` and
-//! `send_errors_total{reason}` (first error of that type or reason). That first use takes the
-//! target's `lifecycle` lock, which [`super::Metrics::forget`] also takes, so a handle still
-//! held by a task after its target was forgotten cannot bring a deleted series back.
+//! Series that do not always apply appear on first use, so an idle target does not carry
+//! series with misleading values: `reply_ttl` and `jitter_rfc3550_seconds` (first reply, first
+//! pair of replies), `window_*` (first [`TargetMetrics::set_window`]), `icmp_errors_total{type}`
+//! and `send_errors_total{reason}` (first error of that type or reason). A forgotten target has
+//! left the map, so none of its series is written again; a handle still held by a task counts
+//! into a target that no scrape sees.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use super::histogram::SeriesHistogram;
+use super::HistogramMaker;
+use super::histogram::{SeriesHistogram, native_scope};
 use super::labels::{InfoLabels, SeriesKey, Sub};
-use super::{Families, FloatGauge};
 use crate::engine::{EventKind, IcmpErrorKind, ProbeEvent};
 
 /// Every ICMP error class, in the order of [`icmp_index`].
@@ -75,108 +79,73 @@ pub struct TargetMetrics {
     pub(crate) inner: Arc<TargetInner>,
 }
 
+/// No TTL seen yet: `reply_ttl` has no series.
+const NO_TTL: u16 = u16::MAX;
+
 #[derive(Debug)]
 pub(crate) struct TargetInner {
     pub(crate) key: SeriesKey,
     /// The current `pingscope_target_info` labels (host and family may change on reload).
     pub(crate) info: Mutex<InfoLabels>,
-    pub(crate) families: Arc<Families>,
-    /// True once the target is forgotten; guards lazy creation (see the module docs).
-    pub(crate) lifecycle: Mutex<bool>,
-    sent: Counter,
-    lost: Counter,
-    late: Counter,
-    duplicates: Counter,
+    sent: AtomicU64,
+    lost: AtomicU64,
+    late: AtomicU64,
+    duplicates: AtomicU64,
     pub(crate) rtt: SeriesHistogram,
     pub(crate) jitter: SeriesHistogram,
     /// RTT of the previous reply as `f64` bits; NaN until the first reply.
     last_rtt: AtomicU64,
-    jitter_rfc3550: OnceLock<FloatGauge>,
-    reply_ttl: OnceLock<Gauge>,
-    /// The last window figures, written at scrape time by [`WindowGauges`]; `None` until the
+    /// RFC 3550 smoothed jitter as `f64` bits; NaN (no series) until the first pair of replies.
+    jitter_rfc3550: AtomicU64,
+    /// TTL or hop limit of the last reply; [`NO_TTL`] (no series) until one reports it.
+    reply_ttl: AtomicU16,
+    /// The last window figures, written at scrape time by [`TargetSeries`]; `None` until the
     /// first [`TargetMetrics::set_window`].
     /// Boxed: most targets never have them (48 bytes inline).
     window: Mutex<Option<Box<WindowFigures>>>,
-    /// By [`icmp_index`]; boxed on the first ICMP error, as most targets never get one.
-    icmp_errors: OnceLock<Box<[OnceLock<Counter>; 5]>>,
+    /// By [`icmp_index`]; boxed on the first ICMP error, as most targets never get one. A type
+    /// has a series once counted (its count is then above 0).
+    icmp_errors: OnceLock<Box<[AtomicU64; 5]>>,
     /// `pingscope_tcp_refused_total`, at zero from the start for TCP targets only.
-    tcp_refused: Option<Counter>,
+    tcp_refused: Option<AtomicU64>,
     /// Few distinct reasons occur, and only on the error path, so a short list behind a mutex.
-    pub(crate) send_errors: Mutex<Vec<(&'static str, Counter)>>,
+    send_errors: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl TargetInner {
-    /// Creates the base series at zero and returns the handle. Called by `Metrics::target`
-    /// under its targets lock.
-    pub(crate) fn new(key: SeriesKey, info: InfoLabels, families: Arc<Families>) -> Self {
-        let f = &families;
+    /// A target with its base series at zero.
+    pub(crate) fn new(key: SeriesKey, info: InfoLabels, makers: &Makers) -> Self {
         Self {
-            sent: f.sent.get_or_create_owned(&key),
-            lost: f.lost.get_or_create_owned(&key),
-            late: f.late.get_or_create_owned(&key),
-            duplicates: f.duplicates.get_or_create_owned(&key),
-            rtt: f.rtt.get_or_create_owned(&key),
-            jitter: f.jitter.get_or_create_owned(&key),
+            sent: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rtt: makers.rtt.new_metric(),
+            jitter: makers.jitter.new_metric(),
             last_rtt: AtomicU64::new(f64::NAN.to_bits()),
-            jitter_rfc3550: OnceLock::new(),
-            reply_ttl: OnceLock::new(),
+            jitter_rfc3550: AtomicU64::new(f64::NAN.to_bits()),
+            reply_ttl: AtomicU16::new(NO_TTL),
             window: Mutex::new(None),
             icmp_errors: OnceLock::new(),
-            tcp_refused: (info.probe.kind == "tcp")
-                .then(|| f.tcp_refused.get_or_create_owned(&key)),
+            tcp_refused: (info.probe.kind == "tcp").then(|| AtomicU64::new(0)),
             send_errors: Mutex::new(Vec::new()),
-            lifecycle: Mutex::new(false),
             info: Mutex::new(info),
             key,
-            families,
         }
     }
+}
 
-    /// Creates a lazily made series, unless the target is already forgotten, in which case the
-    /// metric is a detached one that no scrape sees.
-    fn lazy<M: Default>(&self, create: impl FnOnce(&Families, &SeriesKey) -> M) -> M {
-        let forgotten = self.lifecycle.lock();
-        if *forgotten {
-            M::default()
-        } else {
-            create(&self.families, &self.key)
-        }
-    }
-
-    /// Deletes every series of this target from every family. The caller has set `lifecycle`.
-    pub(crate) fn remove_series(&self) {
-        let (f, key) = (&self.families, &self.key);
-        f.sent.remove(key);
-        f.lost.remove(key);
-        f.late.remove(key);
-        f.duplicates.remove(key);
-        f.rtt.remove(key);
-        f.jitter.remove(key);
-        f.jitter_rfc3550.remove(key);
-        f.reply_ttl.remove(key);
-        f.tcp_refused.remove(key);
-        for kind in ICMP_KINDS {
-            let sub = Sub {
-                name: "type",
-                value: kind.as_str(),
-            };
-            f.icmp_errors.remove(&(key.clone(), sub));
-        }
-        for (reason, _) in self.send_errors.lock().iter() {
-            let sub = Sub {
-                name: "reason",
-                value: reason,
-            };
-            f.send_errors.remove(&(key.clone(), sub));
-        }
-        f.target_info.remove(&self.info.lock());
-    }
+/// How the per-target histograms are made.
+#[derive(Clone, Debug)]
+pub(crate) struct Makers {
+    pub(crate) rtt: HistogramMaker,
+    pub(crate) jitter: HistogramMaker,
 }
 
 impl TargetMetrics {
     /// Counts an echo request sent.
     pub fn on_sent(&self) {
-        self.inner.sent.inc();
+        self.inner.sent.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records one event of a probe (see [`crate::engine`] for the order events come in).
@@ -186,17 +155,20 @@ impl TargetMetrics {
     /// Late and duplicate replies: their counters only; they never touch RTT or jitter.
     pub fn on_event(&self, event: &ProbeEvent) {
         let t = &*self.inner;
+        let one = |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        };
         match &event.kind {
             EventKind::Reply(reply) => {
                 let rtt = reply.rtt.as_secs_f64();
                 t.rtt.observe(rtt);
                 if let Some(ttl) = reply.ttl {
-                    self.reply_ttl().set(i64::from(ttl));
+                    t.reply_ttl.store(u16::from(ttl), Ordering::Relaxed);
                 }
                 if reply.refused
                     && let Some(c) = &t.tcp_refused
                 {
-                    c.inc();
+                    one(c);
                 }
                 // Jitter pairs consecutive *received* replies (RFC 3550 §6.4.1 works on
                 // received packets); a loss in between does not reset the pair.
@@ -204,44 +176,31 @@ impl TargetMetrics {
                 if !previous.is_nan() {
                     let d = (rtt - previous).abs();
                     t.jitter.observe(d);
-                    let gauge = self.jitter_rfc3550();
-                    let j = gauge.get();
-                    gauge.set(j + (d - j) / 16.0);
+                    let j = f64::from_bits(t.jitter_rfc3550.load(Ordering::Relaxed));
+                    let j = if j.is_nan() { 0.0 } else { j };
+                    let smoothed = j + (d - j) / 16.0;
+                    t.jitter_rfc3550
+                        .store(smoothed.to_bits(), Ordering::Relaxed);
                 }
             }
-            EventKind::Timeout => {
-                t.lost.inc();
-            }
-            EventKind::Late(_) => {
-                t.late.inc();
-            }
-            EventKind::Duplicate(_) => {
-                t.duplicates.inc();
-            }
+            EventKind::Timeout => one(&t.lost),
+            EventKind::Late(_) => one(&t.late),
+            EventKind::Duplicate(_) => one(&t.duplicates),
             EventKind::IcmpError(error) => {
-                t.lost.inc();
-                self.icmp_error(error.kind).inc();
+                one(&t.lost);
+                let counters = t.icmp_errors.get_or_init(Box::default);
+                one(&counters[icmp_index(error.kind)]);
             }
         }
     }
 
     /// Counts a send that failed locally; `reason` is [`crate::engine::SendError::reason`].
     pub fn on_send_error(&self, reason: &'static str) {
-        let t = &*self.inner;
-        let mut known = t.send_errors.lock();
-        if let Some((_, counter)) = known.iter().find(|(r, _)| *r == reason) {
-            counter.inc();
-            return;
+        let mut known = self.inner.send_errors.lock();
+        match known.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, count)) => *count += 1,
+            None => known.push((reason, 1)),
         }
-        let counter: Counter = t.lazy(|f, key| {
-            let sub = Sub {
-                name: "reason",
-                value: reason,
-            };
-            f.send_errors.get_or_create_owned(&(key.clone(), sub))
-        });
-        counter.inc();
-        known.push((reason, counter));
     }
 
     /// Sets the `pingscope_window_*` gauges from the scheduler's window statistics. `rtt` is
@@ -262,32 +221,6 @@ impl TargetMetrics {
     pub fn labels(&self) -> &super::TargetLabels {
         &self.inner.key.0
     }
-
-    fn reply_ttl(&self) -> &Gauge {
-        let t = &*self.inner;
-        t.reply_ttl
-            .get_or_init(|| t.lazy(|f, key| f.reply_ttl.get_or_create_owned(key)))
-    }
-
-    fn jitter_rfc3550(&self) -> &FloatGauge {
-        let t = &*self.inner;
-        t.jitter_rfc3550
-            .get_or_init(|| t.lazy(|f, key| f.jitter_rfc3550.get_or_create_owned(key)))
-    }
-
-    fn icmp_error(&self, kind: IcmpErrorKind) -> &Counter {
-        let t = &*self.inner;
-        let counters = t.icmp_errors.get_or_init(Box::default);
-        counters[icmp_index(kind)].get_or_init(|| {
-            t.lazy(|f, key| {
-                let sub = Sub {
-                    name: "type",
-                    value: kind.as_str(),
-                };
-                f.icmp_errors.get_or_create_owned(&(key.clone(), sub))
-            })
-        })
-    }
 }
 
 /// The live targets of a registry, by label set.
@@ -301,51 +234,262 @@ struct WindowFigures {
     rtt: [f64; 4],
 }
 
-/// Writes `pingscope_window_loss_ratio{…}` and `pingscope_window_rtt_seconds{…,stat}` at scrape
-/// time from every live target's [`WindowFigures`]. A forgotten target has left the map, so its
-/// window series go with it.
+/// Writes every per-target family at scrape time from the live targets: the counters, the RTT
+/// and jitter histograms (their native buckets with `native`, see [`super::Layout::Split`]), the
+/// gauges, `pingscope_target_info`, and `pingscope_window_*` of the targets whose window figures
+/// were set. A family no target has a series in is left out, as a registry leaves out an empty
+/// family.
 #[derive(Clone, Debug)]
-pub(crate) struct WindowGauges {
+pub(crate) struct TargetSeries {
     pub(crate) targets: Arc<Mutex<TargetMap>>,
+    pub(crate) native: bool,
 }
 
-impl Collector for WindowGauges {
+/// One family's descriptor, written only when it has a series.
+struct Descriptor {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
+}
+
+impl Descriptor {
+    const fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
+        Self {
+            name,
+            help,
+            unit: None,
+            kind,
+        }
+    }
+
+    const fn seconds(name: &'static str, help: &'static str, kind: MetricType) -> Self {
+        Self {
+            name,
+            help,
+            unit: Some(Unit::Seconds),
+            kind,
+        }
+    }
+
+    /// Writes the family of `series` (labels and metric), if it has any.
+    fn write<L: EncodeLabelSet, M: EncodeMetric>(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        series: impl IntoIterator<Item = (L, M)>,
+    ) -> Result<(), std::fmt::Error> {
+        let mut series = series.into_iter().peekable();
+        if series.peek().is_none() {
+            return Ok(());
+        }
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind)?;
+        for (labels, metric) in series {
+            metric.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+// Help texts end with a full stop here: a registry adds it to what it registers, a collector
+// writes its own.
+const SENT: Descriptor = Descriptor::new("sent", "Echo requests sent.", MetricType::Counter);
+const RTT: Descriptor = Descriptor::seconds(
+    "rtt",
+    "Round-trip time of replies received within the timeout.",
+    MetricType::Histogram,
+);
+const LOST: Descriptor = Descriptor::new(
+    "lost",
+    "Probes that got no reply within the timeout, or got an ICMP error.",
+    MetricType::Counter,
+);
+const LATE: Descriptor = Descriptor::new(
+    "late_replies",
+    "Replies that came after the timeout (already counted lost).",
+    MetricType::Counter,
+);
+const DUPLICATES: Descriptor =
+    Descriptor::new("duplicates", "Duplicate replies.", MetricType::Counter);
+const ICMP_ERRORS: Descriptor = Descriptor::new(
+    "icmp_errors",
+    "ICMP errors received for our probes, by type.",
+    MetricType::Counter,
+);
+const SEND_ERRORS: Descriptor = Descriptor::new(
+    "send_errors",
+    "Echo requests that failed to send locally, by reason.",
+    MetricType::Counter,
+);
+const JITTER: Descriptor = Descriptor::seconds(
+    "jitter",
+    "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481).",
+    MetricType::Histogram,
+);
+const JITTER_RFC3550: Descriptor = Descriptor::seconds(
+    "jitter_rfc3550",
+    "RFC 3550 smoothed jitter of the replies.",
+    MetricType::Gauge,
+);
+const REPLY_TTL: Descriptor = Descriptor::new(
+    "reply_ttl",
+    "TTL or hop limit of the last reply.",
+    MetricType::Gauge,
+);
+const TARGET_INFO: Descriptor = Descriptor::new(
+    "target_info",
+    "The address a target resolves to now.",
+    MetricType::Gauge,
+);
+const TCP_REFUSED: Descriptor = Descriptor::new(
+    "tcp_refused",
+    "TCP probes answered with a RST (a reply: the host is up, the port closed).",
+    MetricType::Counter,
+);
+const WINDOW_LOSS: Descriptor = Descriptor::new(
+    "window_loss_ratio",
+    "Loss ratio over the target's last window of probes.",
+    MetricType::Gauge,
+);
+const WINDOW_RTT: Descriptor = Descriptor::seconds(
+    "window_rtt",
+    "RTT statistics over the target's last window of probes.",
+    MetricType::Gauge,
+);
+
+/// A target's labels, by reference (a scrape writes them for every family).
+struct Labels<'a>(&'a SeriesKey);
+
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
+/// A target's histogram, by reference.
+struct Histogram<'a>(&'a SeriesHistogram);
+
+impl EncodeMetric for Histogram<'_> {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter(c: &AtomicU64) -> ConstCounter<u64> {
+    ConstCounter::new(c.load(Ordering::Relaxed))
+}
+
+impl Collector for TargetSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Copy the handles out, so loading a config never waits for a scrape.
         let targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
+        let e = &mut encoder;
+        SENT.write(
+            e,
+            targets.iter().map(|t| (Labels(&t.key), counter(&t.sent))),
+        )?;
+        {
+            let _scope = self.native.then(native_scope);
+            RTT.write(
+                e,
+                targets.iter().map(|t| (Labels(&t.key), Histogram(&t.rtt))),
+            )?;
+        }
+        LOST.write(
+            e,
+            targets.iter().map(|t| (Labels(&t.key), counter(&t.lost))),
+        )?;
+        LATE.write(
+            e,
+            targets.iter().map(|t| (Labels(&t.key), counter(&t.late))),
+        )?;
+        DUPLICATES.write(
+            e,
+            targets
+                .iter()
+                .map(|t| (Labels(&t.key), counter(&t.duplicates))),
+        )?;
+        let icmp = targets.iter().flat_map(|t| {
+            let counts = t.icmp_errors.get().map(|c| c.iter()).into_iter().flatten();
+            ICMP_KINDS.iter().zip(counts).filter_map(move |(kind, c)| {
+                let count = c.load(Ordering::Relaxed);
+                let sub = Sub {
+                    name: "type",
+                    value: kind.as_str(),
+                };
+                (count > 0).then(|| ((Labels(&t.key), sub), ConstCounter::new(count)))
+            })
+        });
+        ICMP_ERRORS.write(e, icmp)?;
+        let send_errors: Vec<_> = targets
+            .iter()
+            .flat_map(|t| {
+                let known = t.send_errors.lock().clone();
+                known.into_iter().map(move |(reason, count)| {
+                    let sub = Sub {
+                        name: "reason",
+                        value: reason,
+                    };
+                    ((Labels(&t.key), sub), ConstCounter::new(count))
+                })
+            })
+            .collect();
+        SEND_ERRORS.write(e, send_errors)?;
+        {
+            let _scope = self.native.then(native_scope);
+            JITTER.write(
+                e,
+                targets
+                    .iter()
+                    .map(|t| (Labels(&t.key), Histogram(&t.jitter))),
+            )?;
+        }
+        let rfc3550 = targets.iter().filter_map(|t| {
+            let j = f64::from_bits(t.jitter_rfc3550.load(Ordering::Relaxed));
+            (!j.is_nan()).then(|| (Labels(&t.key), ConstGauge::new(j)))
+        });
+        JITTER_RFC3550.write(e, rfc3550)?;
+        let ttl = targets.iter().filter_map(|t| {
+            let ttl = t.reply_ttl.load(Ordering::Relaxed);
+            (ttl != NO_TTL).then(|| (Labels(&t.key), ConstGauge::new(i64::from(ttl))))
+        });
+        REPLY_TTL.write(e, ttl)?;
+        let info: Vec<InfoLabels> = targets.iter().map(|t| t.info.lock().clone()).collect();
+        TARGET_INFO.write(e, info.into_iter().map(|i| (i, ConstGauge::new(1i64))))?;
+        let refused = targets
+            .iter()
+            .filter_map(|t| Some((Labels(&t.key), counter(t.tcp_refused.as_ref()?))));
+        TCP_REFUSED.write(e, refused)?;
         let windows: Vec<(&SeriesKey, WindowFigures)> = targets
             .iter()
             .filter_map(|t| t.window.lock().as_deref().map(|w| (&t.key, *w)))
             .collect();
-        {
-            let mut family = encoder.encode_descriptor(
-                "window_loss_ratio",
-                "Loss ratio over the target's last window of probes.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (key, w) in &windows {
-                ConstGauge::new(w.loss_ratio).encode(family.encode_family(*key)?)?;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "window_rtt",
-            "RTT statistics over the target's last window of probes.",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for (key, w) in &windows {
-            for (stat, value) in WINDOW_STATS.into_iter().zip(w.rtt) {
-                let labels = (
-                    (*key).clone(),
-                    Sub {
+        let loss = windows
+            .iter()
+            .map(|(k, w)| (Labels(k), ConstGauge::new(w.loss_ratio)));
+        WINDOW_LOSS.write(e, loss)?;
+        let rtt = windows.iter().flat_map(|(k, w)| {
+            WINDOW_STATS
+                .into_iter()
+                .zip(w.rtt)
+                .map(move |(stat, value)| {
+                    let sub = Sub {
                         name: "stat",
                         value: stat,
-                    },
-                );
-                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
+                    };
+                    ((Labels(k), sub), ConstGauge::new(value))
+                })
+        });
+        WINDOW_RTT.write(e, rtt)
     }
 }

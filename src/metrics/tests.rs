@@ -172,10 +172,284 @@ fn scrape_counters_read_their_source() -> Result<(), MetricsError> {
     Ok(())
 }
 
-// Every target carries one: series that most targets never have (window gauges, ICMP errors)
-// are boxed on first use (408 bytes with them inline).
+// Every target carries one, with its counters and gauges in place: series that most targets
+// never have (window gauges, ICMP errors) are boxed on first use (408 bytes with them inline,
+// before the counters moved in).
 #[test]
 fn a_target_handle_is_small() {
     let size = std::mem::size_of::<TargetInner>();
-    assert!(size <= 320, "{size}");
+    assert!(size <= 288, "{size}");
+}
+
+/// The lines of the per-target families (`pingscope_` + one of `names`) in a text body, sorted:
+/// series order inside a family follows a hash map.
+fn per_target_lines(text: &str, names: &[&str]) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| {
+            let name = l
+                .trim_start_matches("# HELP ")
+                .trim_start_matches("# TYPE ");
+            names.iter().any(|n| {
+                name.strip_prefix("pingscope_")
+                    .and_then(|rest| rest.strip_prefix(n))
+                    .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+// The per-target series are written as prometheus-client families of one metric per series
+// would write them (names, help, types, units, labels, values), lazily made series included,
+// and a forgotten target's are all gone.
+#[test]
+fn per_target_series_encode_as_client_families_would() -> Result<(), MetricsError> {
+    use crate::engine::{EventKind, IcmpErrorInfo, IcmpErrorKind, ProbeEvent, ReplyInfo};
+    use prometheus_client::metrics::gauge::Gauge as ClientGauge;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    let bounds = vec![0.001, 0.01];
+    let metrics = Metrics::new(histogram(HistogramConfig {
+        buckets: bounds.clone(),
+        jitter_buckets: bounds.clone(),
+        native: false,
+        classic_in_protobuf: false,
+    }))?;
+    let ip = |n| IpAddr::V4(Ipv4Addr::new(198, 18, 0, n));
+    let a = TargetLabels::new("a", ip(1), [("zone".to_owned(), "x".to_owned())])?;
+    let b = TargetLabels::new("b", ip(2), [])?;
+    let c = TargetLabels::new("c", ip(3), [])?;
+    let ta = metrics.target(&a, "a.example", AddressFamily::Ip4);
+    let tcp = ProbeLabels {
+        kind: "tcp",
+        port: Some(443),
+    };
+    let tb = metrics.target_probing(&b, "b.example", AddressFamily::Ip4, tcp);
+    let tc = metrics.target(&c, "c.example", AddressFamily::Ip4);
+    let event = |kind| ProbeEvent {
+        tag: 1,
+        seq: 1,
+        ip: ip(1),
+        at: std::time::SystemTime::UNIX_EPOCH,
+        kind,
+    };
+    let reply = |ms, ttl, refused| ReplyInfo {
+        rtt: Duration::from_micros(ms),
+        ttl,
+        size: 64,
+        refused,
+    };
+    let icmp = |kind| IcmpErrorInfo {
+        kind,
+        icmp_type: 3,
+        icmp_code: 1,
+        from: ip(9),
+        rtt: None,
+    };
+    for _ in 0..3 {
+        ta.on_sent();
+    }
+    ta.on_event(&event(EventKind::Reply(reply(500, Some(61), false))));
+    ta.on_event(&event(EventKind::Reply(reply(4_000, Some(60), false))));
+    ta.on_event(&event(EventKind::Timeout));
+    ta.on_event(&event(EventKind::Late(reply(9_000, None, false))));
+    ta.on_event(&event(EventKind::Duplicate(reply(600, None, false))));
+    ta.on_event(&event(EventKind::IcmpError(icmp(
+        IcmpErrorKind::Unreachable,
+    ))));
+    ta.on_event(&event(EventKind::IcmpError(icmp(
+        IcmpErrorKind::Unreachable,
+    ))));
+    ta.on_event(&event(EventKind::IcmpError(icmp(
+        IcmpErrorKind::TimeExceeded,
+    ))));
+    ta.on_send_error("no_route");
+    ta.on_send_error("no_route");
+    ta.on_send_error("in_flight_full");
+    ta.set_window(0.25, None);
+    tb.on_sent();
+    tb.on_event(&event(EventKind::Reply(reply(20, None, true))));
+    tc.on_sent();
+    drop(tc);
+    metrics.forget(&c);
+
+    // The same figures in families of prometheus-client metrics.
+    let jitter = (0.004f64 - 0.0005).abs();
+    let mut reference = Registry::with_prefix("pingscope");
+    let key = |l: &TargetLabels| SeriesKey(Arc::new(l.clone()));
+    let (ka, kb) = (key(&a), key(&b));
+    let counters = |values: &[(&SeriesKey, u64)]| {
+        let family = Family::<SeriesKey, Counter>::default();
+        for (k, v) in values {
+            family.get_or_create(k).inc_by(*v);
+        }
+        family
+    };
+    let histograms = |values: &[(&SeriesKey, &[f64])]| {
+        let family: Family<SeriesKey, Histogram, _> =
+            Family::new_with_constructor(|| Histogram::new([0.001, 0.01]));
+        for (k, vs) in values {
+            let series = family.get_or_create(k);
+            for v in *vs {
+                series.observe(*v);
+            }
+        }
+        family
+    };
+    let sub = |k: &SeriesKey, name, value| (k.clone(), labels::Sub { name, value });
+    let r = &mut reference;
+    r.register(
+        "sent",
+        "Echo requests sent",
+        counters(&[(&ka, 3), (&kb, 1)]),
+    );
+    r.register_with_unit(
+        "rtt",
+        "Round-trip time of replies received within the timeout",
+        prometheus_client::registry::Unit::Seconds,
+        histograms(&[(&ka, &[0.0005, 0.004]), (&kb, &[0.00002])]),
+    );
+    r.register(
+        "lost",
+        "Probes that got no reply within the timeout, or got an ICMP error",
+        counters(&[(&ka, 4), (&kb, 0)]),
+    );
+    r.register(
+        "late_replies",
+        "Replies that came after the timeout (already counted lost)",
+        counters(&[(&ka, 1), (&kb, 0)]),
+    );
+    r.register(
+        "duplicates",
+        "Duplicate replies",
+        counters(&[(&ka, 1), (&kb, 0)]),
+    );
+    let icmp_family = Family::<(SeriesKey, labels::Sub), Counter>::default();
+    icmp_family
+        .get_or_create(&sub(&ka, "type", "unreachable"))
+        .inc_by(2);
+    icmp_family
+        .get_or_create(&sub(&ka, "type", "time_exceeded"))
+        .inc();
+    r.register(
+        "icmp_errors",
+        "ICMP errors received for our probes, by type",
+        icmp_family,
+    );
+    let send_family = Family::<(SeriesKey, labels::Sub), Counter>::default();
+    send_family
+        .get_or_create(&sub(&ka, "reason", "no_route"))
+        .inc_by(2);
+    send_family
+        .get_or_create(&sub(&ka, "reason", "in_flight_full"))
+        .inc();
+    r.register(
+        "send_errors",
+        "Echo requests that failed to send locally, by reason",
+        send_family,
+    );
+    r.register_with_unit(
+        "jitter",
+        "Absolute RTT difference of consecutive replies (IPDV, RFC 3393/5481)",
+        prometheus_client::registry::Unit::Seconds,
+        histograms(&[(&ka, &[jitter]), (&kb, &[])]),
+    );
+    let rfc3550 = Family::<SeriesKey, FloatGauge>::default();
+    rfc3550.get_or_create(&ka).set(jitter / 16.0);
+    r.register_with_unit(
+        "jitter_rfc3550",
+        "RFC 3550 smoothed jitter of the replies",
+        prometheus_client::registry::Unit::Seconds,
+        rfc3550,
+    );
+    let ttl = Family::<SeriesKey, ClientGauge>::default();
+    ttl.get_or_create(&ka).set(60);
+    r.register("reply_ttl", "TTL or hop limit of the last reply", ttl);
+    let info = Family::<InfoLabels, ClientGauge>::default();
+    for (k, host, probe) in [
+        (
+            &ka,
+            "a.example",
+            ProbeLabels {
+                kind: "icmp",
+                port: None,
+            },
+        ),
+        (&kb, "b.example", tcp),
+    ] {
+        let labels = InfoLabels {
+            key: k.clone(),
+            host: host.into(),
+            family: AddressFamily::Ip4.as_str(),
+            probe,
+        };
+        info.get_or_create(&labels).set(1);
+    }
+    r.register("target_info", "The address a target resolves to now", info);
+    r.register(
+        "tcp_refused",
+        "TCP probes answered with a RST (a reply: the host is up, the port closed)",
+        counters(&[(&kb, 1)]),
+    );
+    let loss = Family::<SeriesKey, FloatGauge>::default();
+    loss.get_or_create(&ka).set(0.25);
+    r.register(
+        "window_loss_ratio",
+        "Loss ratio over the target's last window of probes",
+        loss,
+    );
+    let window_rtt = Family::<(SeriesKey, labels::Sub), FloatGauge>::default();
+    for stat in target::WINDOW_STATS {
+        window_rtt
+            .get_or_create(&sub(&ka, "stat", stat))
+            .set(f64::NAN);
+    }
+    r.register_with_unit(
+        "window_rtt",
+        "RTT statistics over the target's last window of probes",
+        prometheus_client::registry::Unit::Seconds,
+        window_rtt,
+    );
+    let mut expected = String::new();
+    if let Err(e) = prometheus_text::encode(&mut expected, &reference) {
+        panic!("encode: {e}");
+    }
+
+    let names = [
+        "sent",
+        "rtt",
+        "lost",
+        "late_replies",
+        "duplicates",
+        "icmp_errors",
+        "send_errors",
+        "jitter",
+        "jitter_rfc3550",
+        "reply_ttl",
+        "target_info",
+        "tcp_refused",
+        "window_loss_ratio",
+        "window_rtt",
+    ];
+    let ours = per_target_lines(&metrics.encode_text()?, &names);
+    assert_eq!(ours, per_target_lines(&expected, &names));
+    assert!(
+        !ours.iter().any(|l| l.contains("target=\"c\"")),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter()
+            .any(|l| l.starts_with("pingscope_icmp_errors_total{"))
+    );
+
+    // Forgotten, a target leaves nothing; with no target, no per-target family is written.
+    metrics.forget(&a);
+    metrics.forget(&b);
+    let left = per_target_lines(&metrics.encode_text()?, &names);
+    assert!(left.is_empty(), "{left:#?}");
+    Ok(())
 }
