@@ -317,7 +317,16 @@ impl Metrics {
 
     /// The outage series of a monitored address (at zero; kept when asked again).
     pub fn outage(&self, labels: &TargetLabels) -> outage::OutageMetrics {
-        self.shared.outages.address(labels)
+        // The labels are kept once: the key of the target's other series when it has them.
+        self.shared.outages.address(labels, || {
+            let known = self
+                .shared
+                .targets
+                .lock()
+                .get(labels)
+                .map(|t| t.key.clone());
+            known.unwrap_or_else(|| SeriesKey(Arc::new(labels.clone())))
+        })
     }
 
     /// Deletes the outage series of a monitored address.

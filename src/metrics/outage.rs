@@ -10,9 +10,11 @@
 //! | `pingscope_target_threshold` | gauge | target, metric (`loss` ratio, `rtt` seconds, `for` seconds) |
 //!
 //! The address series exist from the address's start (at zero) until it is retired; a target's
-//! thresholds exist while it is configured with an `alert:` threshold.
+//! thresholds exist while it is configured with an `alert:` threshold. An address's figures and
+//! the key of its labels (the one its other series share, see [`super::Metrics::outage`]) are one
+//! allocation, and a scrape writes the labels from that key as they are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,6 +25,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::TargetLabels;
+use super::labels::SeriesKey;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Figures {
@@ -39,28 +42,40 @@ struct Figures {
 /// One monitored address's outage series. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct OutageMetrics {
-    labels: Arc<TargetLabels>,
-    figures: Arc<Mutex<Figures>>,
+    entry: Arc<Entry>,
+}
+
+/// One address's labels and figures.
+#[derive(Debug)]
+struct Entry {
+    key: SeriesKey,
+    figures: Mutex<Figures>,
 }
 
 impl OutageMetrics {
+    /// The key of the labels the series are written with.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> &SeriesKey {
+        &self.entry.key
+    }
+
     /// Sets the gauges after probes were taken in order.
     pub fn set(&self, active: bool, consecutive_lost: u64) {
-        let mut f = self.figures.lock();
+        let mut f = self.entry.figures.lock();
         f.active = active;
         f.consecutive_lost = consecutive_lost;
     }
 
     /// An outage opened (`opened`) or grew: it is `seconds` long up to its last lost probe.
     pub fn open_for(&self, opened: bool, seconds: f64) {
-        let mut f = self.figures.lock();
+        let mut f = self.entry.figures.lock();
         f.outages += u64::from(opened);
         f.open_seconds = f.open_seconds.max(seconds);
     }
 
     /// The open outage closed, `seconds` long from its first lost probe to its first reply.
     pub fn closed(&self, seconds: f64) {
-        let mut f = self.figures.lock();
+        let mut f = self.entry.figures.lock();
         f.closed_seconds += seconds.max(f.open_seconds);
         f.open_seconds = 0.0;
     }
@@ -81,27 +96,36 @@ pub struct Thresholds {
 #[derive(Debug, Default)]
 pub(crate) struct OutageCollector {
     // Taken to add or remove an entry and by scrapes to copy the handles out.
-    addresses: Mutex<BTreeMap<(String, std::net::IpAddr), OutageMetrics>>,
+    addresses: Mutex<HashMap<SeriesKey, Arc<Entry>>>,
     thresholds: Mutex<BTreeMap<String, Thresholds>>,
 }
 
 impl OutageCollector {
-    pub(crate) fn address(&self, labels: &TargetLabels) -> OutageMetrics {
-        self.addresses
-            .lock()
-            .entry((labels.target().to_owned(), labels.ip()))
-            .or_insert_with(|| OutageMetrics {
-                labels: Arc::new(labels.clone()),
-                figures: Arc::default(),
-            })
-            .clone()
+    /// The series of the address with these labels; `key` is made only for a new one (the
+    /// caller passes the key its other series already share).
+    pub(crate) fn address(
+        &self,
+        labels: &TargetLabels,
+        key: impl FnOnce() -> SeriesKey,
+    ) -> OutageMetrics {
+        let mut addresses = self.addresses.lock();
+        let entry = match addresses.get(labels) {
+            Some(entry) => entry.clone(),
+            None => {
+                let key = key();
+                let entry = Arc::new(Entry {
+                    key: key.clone(),
+                    figures: Mutex::default(),
+                });
+                addresses.insert(key, entry.clone());
+                entry
+            }
+        };
+        OutageMetrics { entry }
     }
 
     pub(crate) fn forget_address(&self, labels: &TargetLabels) -> bool {
-        self.addresses
-            .lock()
-            .remove(&(labels.target().to_owned(), labels.ip()))
-            .is_some()
+        self.addresses.lock().remove(labels).is_some()
     }
 
     pub(crate) fn set_thresholds(&self, target: &str, t: Option<Thresholds>) {
@@ -117,21 +141,12 @@ impl OutageCollector {
     }
 }
 
-fn base(l: &TargetLabels) -> Vec<(String, String)> {
-    let mut v = vec![
-        ("target".to_owned(), l.target().to_owned()),
-        ("ip".to_owned(), l.ip().to_string()),
-    ];
-    v.extend(l.extra().iter().cloned());
-    v
-}
-
 impl Collector for OutageCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let handles: Vec<OutageMetrics> = self.addresses.lock().values().cloned().collect();
-        let rows: Vec<(Vec<(String, String)>, Figures)> = handles
+        let handles: Vec<Arc<Entry>> = self.addresses.lock().values().cloned().collect();
+        let rows: Vec<(&SeriesKey, Figures)> = handles
             .iter()
-            .map(|h| (base(&h.labels), *h.figures.lock()))
+            .map(|h| (&h.key, *h.figures.lock()))
             .collect();
         type Gauge = (&'static str, &'static str, fn(&Figures) -> i64);
         let gauges: [Gauge; 2] = [
@@ -149,7 +164,7 @@ impl Collector for OutageCollector {
         for (name, help, value) in gauges {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (l, f) in &rows {
-                ConstGauge::new(value(f)).encode(m.encode_family(l)?)?;
+                ConstGauge::new(value(f)).encode(m.encode_family(*l)?)?;
             }
         }
         {
@@ -160,7 +175,7 @@ impl Collector for OutageCollector {
                 MetricType::Counter,
             )?;
             for (l, f) in &rows {
-                ConstCounter::new(f.outages).encode(m.encode_family(l)?)?;
+                ConstCounter::new(f.outages).encode(m.encode_family(*l)?)?;
             }
         }
         {
@@ -171,7 +186,8 @@ impl Collector for OutageCollector {
                 MetricType::Counter,
             )?;
             for (l, f) in &rows {
-                ConstCounter::new(f.closed_seconds + f.open_seconds).encode(m.encode_family(l)?)?;
+                ConstCounter::new(f.closed_seconds + f.open_seconds)
+                    .encode(m.encode_family(*l)?)?;
             }
         }
         let thresholds = self.thresholds.lock().clone();

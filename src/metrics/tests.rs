@@ -453,3 +453,42 @@ fn per_target_series_encode_as_client_families_would() -> Result<(), MetricsErro
     assert!(left.is_empty(), "{left:#?}");
     Ok(())
 }
+
+// An address's outage series keep its labels in the key its other series share, are written
+// with every label, and are keyed by the whole label set: a reload that changes a custom label
+// makes the new series before the old ones go, and forgetting the old leaves the new.
+#[test]
+fn outage_series_share_the_targets_labels_and_are_keyed_by_all_of_them() -> Result<(), MetricsError>
+{
+    let metrics = Metrics::new(MetricsOptions::default())?;
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 1));
+    let zone = |z: &str| [("zone".to_owned(), z.to_owned())];
+    let old = TargetLabels::new("t", ip, zone("a"))?;
+    let new = TargetLabels::new("t", ip, zone("b"))?;
+    let t = metrics.target(&old, "t", AddressFamily::Ip4);
+    let o = metrics.outage(&old);
+    assert!(Arc::ptr_eq(&o.key().0, &t.inner.key.0));
+    o.set(true, 3);
+    let n = metrics.outage(&new);
+    assert!(!Arc::ptr_eq(&n.key().0, &o.key().0));
+    n.set(false, 1);
+    assert!(metrics.forget_outage(&old));
+    let text = metrics.encode_text()?;
+    let lost: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pingscope_consecutive_lost{"))
+        .collect();
+    assert_eq!(
+        lost,
+        ["pingscope_consecutive_lost{target=\"t\",ip=\"198.18.0.1\",zone=\"b\"} 1"]
+    );
+    assert!(metrics.forget_outage(&new));
+    assert!(!metrics.forget_outage(&new));
+    let text = metrics.encode_text()?;
+    assert!(!text.contains("pingscope_outage_active{"), "{text}");
+    assert!(
+        text.contains("# TYPE pingscope_outage_active gauge"),
+        "{text}"
+    );
+    Ok(())
+}
