@@ -646,7 +646,14 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_sessions_are_all_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db_in(&dir), opts()).unwrap();
+    // Room for every sample and command at once: this is about concurrent sessions, not the
+    // writer keeping up on a loaded machine (a full queue drops by design, tested above). With
+    // 1,024 a CI run on a busy machine dropped 54 samples.
+    let options = StoreOptions {
+        queue_capacity: 4096,
+        ..opts()
+    };
+    let store = Store::open(&db_in(&dir), options).unwrap();
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = store.clone();

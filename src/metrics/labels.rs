@@ -138,6 +138,16 @@ impl Borrow<TargetLabels> for SeriesKey {
     }
 }
 
+impl SeriesKey {
+    /// The order a scrape writes series in: by target, address, then custom labels. Neighbours
+    /// share most of their bytes, which gzip is quick to see, and the body reads (and diffs) the
+    /// same from one scrape to the next.
+    pub(crate) fn write_order(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (&*self.0, &*other.0);
+        (a.target.as_str(), a.ip, &a.extra).cmp(&(b.target.as_str(), b.ip, &b.extra))
+    }
+}
+
 impl EncodeLabelSet for SeriesKey {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         self.0.encode(encoder)

@@ -12,7 +12,7 @@
 //! The address series exist from the address's start (at zero) until it is retired; a target's
 //! thresholds exist while it is configured with an `alert:` threshold. An address's figures and
 //! the key of its labels (the one its other series share, see [`super::Metrics::outage`]) are one
-//! allocation, and a scrape writes the labels from that key as they are.
+//! allocation, and a scrape writes the labels from that key as they are, in label order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -143,7 +143,8 @@ impl OutageCollector {
 
 impl Collector for OutageCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let handles: Vec<Arc<Entry>> = self.addresses.lock().values().cloned().collect();
+        let mut handles: Vec<Arc<Entry>> = self.addresses.lock().values().cloned().collect();
+        handles.sort_unstable_by(|a, b| a.key.write_order(&b.key));
         let rows: Vec<(&SeriesKey, Figures)> = handles
             .iter()
             .map(|h| (&h.key, *h.figures.lock()))

@@ -234,8 +234,8 @@ struct WindowFigures {
     rtt: [f64; 4],
 }
 
-/// Writes every per-target family at scrape time from the live targets: the counters, the RTT
-/// and jitter histograms (their native buckets with `native`, see [`super::Layout::Split`]), the
+/// Writes every per-target family at scrape time from the live targets, in label order: the
+/// counters, the RTT and jitter histograms (their native buckets with `native`, see [`super::Layout::Split`]), the
 /// gauges, `pingscope_target_info`, and `pingscope_window_*` of the targets whose window figures
 /// were set. A family no target has a series in is left out, as a registry leaves out an empty
 /// family.
@@ -391,8 +391,10 @@ fn counter(c: &AtomicU64) -> ConstCounter<u64> {
 
 impl Collector for TargetSeries {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Copy the handles out, so loading a config never waits for a scrape.
-        let targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
+        // Copy the handles out, so loading a config never waits for a scrape; then in label
+        // order (the map's is a hash's).
+        let mut targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
+        targets.sort_unstable_by(|a, b| a.key.write_order(&b.key));
         let e = &mut encoder;
         SENT.write(
             e,

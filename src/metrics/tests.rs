@@ -492,3 +492,35 @@ fn outage_series_share_the_targets_labels_and_are_keyed_by_all_of_them() -> Resu
     );
     Ok(())
 }
+
+// A scrape writes every per-target family, the outage series included, in label order (target,
+// address, custom labels), whatever order the maps keep.
+#[test]
+fn per_target_series_are_written_in_label_order() -> Result<(), MetricsError> {
+    let metrics = Metrics::new(MetricsOptions::default())?;
+    let mut keys = Vec::new();
+    for name in ["m", "b", "z", "a", "k"] {
+        for host in [9u8, 1, 30, 4] {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, host));
+            let labels = TargetLabels::new(name, ip, [])?;
+            metrics.target(&labels, name, AddressFamily::Ip4);
+            metrics.outage(&labels);
+            keys.push((name.to_owned(), ip));
+        }
+    }
+    keys.sort();
+    let text = metrics.encode_text()?;
+    for family in ["pingscope_sent_total{", "pingscope_outage_active{"] {
+        let written: Vec<(String, std::net::IpAddr)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(family))
+            .filter_map(|l| {
+                let target = l.split("target=\"").nth(1)?.split('"').next()?;
+                let ip = l.split("ip=\"").nth(1)?.split('"').next()?.parse().ok()?;
+                Some((target.to_owned(), ip))
+            })
+            .collect();
+        assert_eq!(written, keys, "{family}");
+    }
+    Ok(())
+}
