@@ -239,6 +239,7 @@ async fn run(
     };
     let http_shutdown = CancellationToken::new();
     let router = crate::http::serve::layered(crate::http::router(app.clone()), &serve_options);
+    crate::state::release_free_heap();
     let server = tokio::spawn(crate::http::serve::serve_with(
         listeners,
         router,

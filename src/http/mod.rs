@@ -26,8 +26,11 @@ pub mod ws;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -76,12 +79,16 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
 pub fn router(app: App) -> Router {
     let telemetry = app.telemetry_path().to_owned();
     let (api, spec) = api();
-    let spec = Arc::new(spec);
+    // Kept as the JSON it is served as: the document's tree is half a megabyte of maps, in an
+    // idle daemon the largest thing on its heap, for an endpoint read now and then.
+    let spec: Result<Bytes, Arc<str>> = serde_json::to_vec(&spec)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string().into());
     Router::new()
         .merge(api)
         .route(
             "/api/v1/openapi.json",
-            get(move || async move { Json(spec.as_ref().clone()) }),
+            get(move || async move { openapi_json(&spec) }),
         )
         // The seed's routes, served by the same handlers.
         .route("/start_test", post(sessions::start))
@@ -100,6 +107,19 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// The OpenAPI document as built with the router, or the reason it could not be written.
+fn openapi_json(spec: &Result<Bytes, Arc<str>>) -> Response {
+    match spec {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
+        Err(why) => error::ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the OpenAPI document could not be written: {why}"),
+        )
+        .into_response(),
+    }
+}
+
 /// Serves `router` on every listener until `shutdown` fires, then lets requests in progress
 /// finish for at most `grace`. Default limits, no web config.
 pub async fn serve(
@@ -111,4 +131,39 @@ pub async fn serve(
     let options = serve::ServeOptions::default();
     let router = serve::layered(router, &options);
     serve::serve_with(listeners, router, shutdown, grace, options).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(r: Response) -> Vec<u8> {
+        axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_openapi_document_is_served_as_json_written_once() {
+        let (_, doc) = api();
+        let written = serde_json::to_vec(&doc)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string().into());
+        let r = openapi_json(&written);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let served: serde_json::Value = serde_json::from_slice(&body(r).await).unwrap();
+        // The whole document, every route of api() in it.
+        assert_eq!(served, serde_json::to_value(&doc).unwrap());
+        assert!(
+            served["paths"]["/api/v1/sessions/{id}"].is_object(),
+            "{served}"
+        );
+
+        let r = openapi_json(&Err("no".into()));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let e: serde_json::Value = serde_json::from_slice(&body(r).await).unwrap();
+        assert_eq!(e["error"]["code"], "internal", "{e}");
+    }
 }
