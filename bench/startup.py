@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """pingscope startup, inside the private network namespace run.sh made (unshare --net): time from
 spawn to the first HTTP answer on /-/healthy, to the first echo reply the kernel delivers
-(/proc/net/snmp InEchoReps), and the RSS once idle. One target, 127.0.0.1, at 1 s.
+(/proc/net/snmp InEchoReps), and the RSS once idle (with its anonymous part, the process's own
+memory, and its file part, the binary's and libraries' pages, which depend on the page cache). One target, 127.0.0.1, at 1 s.
 Prints one JSON line. Polling is a tight loop bounded to 5 s."""
 
 import json
@@ -58,7 +59,7 @@ def main():
                 http_at = time.perf_counter() - t0
         time.sleep(3)
         with open(f"/proc/{p.pid}/status") as f:
-            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+            status = {l.split(":")[0]: l.split()[1] for l in f if l.startswith(("VmRSS", "RssAnon", "RssFile"))}
     finally:
         p.terminate()
         try:
@@ -68,7 +69,9 @@ def main():
             p.wait()
         subprocess.run(["rm", "-rf", work])
     print(json.dumps({"tool": "startup", "http_ready_s": http_at, "first_reply_s": reply_at,
-                      "idle_rss_kib": rss}), flush=True)
+                      "idle_rss_kib": int(status["VmRSS"]),
+                      "idle_rss_anon_kib": int(status["RssAnon"]),
+                      "idle_rss_file_kib": int(status["RssFile"])}), flush=True)
 
 
 if __name__ == "__main__":

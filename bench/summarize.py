@@ -285,6 +285,10 @@ def main():
               lambda v: v <= 20, 1)
         check("startup: idle RSS MiB (1 target, 3 s after start)",
               med(startups, "idle_rss_kib", 1 / 1024), "< 10 MiB", lambda v: v < 10)
+        if all("idle_rss_anon_kib" in r for r in startups):
+            check("startup: of which anonymous (heap, stacks) / file-backed (code) MiB",
+                  f"{med(startups, 'idle_rss_anon_kib', 1 / 1024):.2f} / "
+                  f"{med(startups, 'idle_rss_file_kib', 1 / 1024):.2f}", "(context)")
     check("idle RSS MiB (N=1, steady over the window)",
           m("pingscope", 1, "rss_steady_kib", 1 / 1024), "< 10 MiB", lambda v: v < 10)
     for n in (1, 1000):
