@@ -52,17 +52,25 @@ const BUFFER_BYTES: usize = 64 * 1024;
 pub fn gzip_with<E: From<std::io::Error>>(
     write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<Vec<u8>, E> {
-    let mut out = BufWriter::with_capacity(
-        BUFFER_BYTES,
-        GzEncoder::new(Vec::new(), Compression::new(LEVEL)),
-    );
-    write(&mut out)?;
-    let gz = out.into_inner().map_err(|e| e.into_error())?;
+    gzip_into(Vec::new(), write)
+}
+
+/// Runs `write` into a gzip stream whose compressed bytes go to `out` as they are made, and
+/// returns `out` after the stream's end.
+pub fn gzip_into<W: Write, E: From<std::io::Error>>(
+    out: W,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<W, E> {
+    let mut input =
+        BufWriter::with_capacity(BUFFER_BYTES, GzEncoder::new(out, Compression::new(LEVEL)));
+    write(&mut input)?;
+    let gz = input.into_inner().map_err(|e| e.into_error())?;
     Ok(gz.finish()?)
 }
 
-/// A 200 answer of `content_type`, already gzip-compressed when `gzipped`.
-pub fn scrape_response(content_type: &str, body: Vec<u8>, gzipped: bool) -> Response {
+/// A 200 answer of `content_type` with `body` (whole, or a stream), already gzip-compressed when
+/// `gzipped`.
+pub fn scrape_response(content_type: &str, body: impl IntoResponse, gzipped: bool) -> Response {
     let mut response = ([(header::CONTENT_TYPE, content_type.to_owned())], body).into_response();
     let h = response.headers_mut();
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
