@@ -131,6 +131,10 @@ fn encoder_loop(rx: &Mutex<mpsc::Receiver<Job>>) {
         let job = rx.lock().recv();
         let Ok(job) = job else { return };
         job.run();
+        // What the scrape used (the compressor's state, pieces, copies of figures) is free now,
+        // but glibc keeps it, in this thread's arena as much as anywhere: between scrapes it
+        // would be resident for nothing.
+        crate::state::release_free_heap();
     }
 }
 

@@ -565,8 +565,9 @@ fn make_resolver(config: &Config) -> Result<Resolver, ResolverSetupError> {
 
 /// Gives the heap's free memory back to the system. Parsing a config and starting or replacing
 /// thousands of monitors leaves freed blocks spread over the heap that glibc keeps (about 10 MiB
-/// at 10,000 targets); after a load or reload, and once the HTTP routes are built (the OpenAPI
-/// document's tree is written out and dropped), are the moments such garbage is known to exist.
+/// at 10,000 targets); after a load or reload, once the HTTP routes are built (the OpenAPI
+/// document's tree is written out and dropped) and after each scrape are the moments such
+/// garbage is known to exist.
 pub(crate) fn release_free_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
