@@ -79,8 +79,8 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
 pub fn router(app: App) -> Router {
     let telemetry = app.telemetry_path().to_owned();
     let (api, spec) = api();
-    // Kept as the JSON it is served as: the document's tree is half a megabyte of maps, in an
-    // idle daemon the largest thing on its heap, for an endpoint read now and then.
+    // Kept as the JSON it is served as: the document's tree is half a megabyte of maps, after
+    // the receive batches the most an idle daemon's heap held, for an endpoint read now and then.
     let spec: Result<Bytes, Arc<str>> = serde_json::to_vec(&spec)
         .map(Bytes::from)
         .map_err(|e| e.to_string().into());
