@@ -1,9 +1,10 @@
 //! Hot paths of the `/metrics` registry: recording one probe result, and encoding the whole
 //! registry at 10,000 targets as text and as protobuf (native histograms on), each plain and
-//! gzip-compressed as a scrape that accepts gzip gets it.
+//! gzip-compressed as a scrape that accepts gzip gets it; and the text scrape gzip-compressed at
+//! levels 1 to 4, side by side, which is what chose the level scrapes use.
 //!
 //! Run: `cargo bench --bench metrics -- --warm-up-time 1 --measurement-time 3`. The body sizes
-//! are printed once before the encode benchmarks.
+//! are printed once before the encode and the level benchmarks.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pingscope::engine::{EventKind, ProbeEvent, ReplyInfo};
-use pingscope::http::compress::gzip_with;
+use pingscope::http::compress::{LEVEL, gzip_at, gzip_with};
 use pingscope::metrics::Format;
 use pingscope::metrics::{Metrics, MetricsOptions, TargetLabels, TargetMetrics, WindowRtt};
 use pingscope::resolve::Family;
@@ -130,5 +131,35 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record, encode);
+#[expect(
+    clippy::print_stderr,
+    reason = "the body sizes are part of the benchmark's report"
+)]
+fn gzip_levels(c: &mut Criterion) {
+    let metrics = match populated() {
+        Ok(m) => m,
+        Err(e) => panic!("registry: {e}"),
+    };
+    let text = |level| gzip_at(level, Vec::new(), |w| metrics.encode_into(Format::Text, w));
+    let mut group = c.benchmark_group("gzip level, text at 10k targets");
+    group.sample_size(10);
+    for level in 1..=4 {
+        match (metrics.encode(Format::Text), text(level)) {
+            (Ok(plain), Ok(gz)) => eprintln!(
+                "level {level}{}: {} of {} bytes ({:.4}x)",
+                if level == LEVEL { " (scrapes)" } else { "" },
+                gz.len(),
+                plain.len(),
+                gz.len() as f64 / plain.len() as f64
+            ),
+            (Err(e), _) | (_, Err(e)) => panic!("encode: {e}"),
+        }
+        group.bench_function(format!("level {level}"), |b| {
+            b.iter(|| black_box(text(level)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, record, encode, gzip_levels);
 criterion_main!(benches);

@@ -2,11 +2,12 @@
 //! text exposition shrinks about tenfold, so `/metrics` and `/probe` answer gzip when the client
 //! accepts it, and identity otherwise.
 //!
-//! The level: zlib-rs (a port of zlib-ng) at level 3. Its level 1 (zlib-ng's "quick" strategy,
-//! static Huffman codes) gives more bytes than miniz_oxide's level 1 on an exposition for no time
-//! saved; level 3 clearly fewer for a little more time, and higher levels several times the time
-//! for little more. What it costs at 10,000 targets: bench/RESULTS.md, "Gzip level". The encoder
-//! writes many short pieces, so they reach the compressor through a buffer.
+//! The level: zlib-rs (a port of zlib-ng) at level 2. On a 10,000-target exposition
+//! (`cargo bench --bench metrics -- "gzip level"`, bench/RESULTS.md, "Gzip level 2") its level 1
+//! (zlib-ng's "quick" strategy, static Huffman codes) gives half as many bytes again for no time
+//! saved, level 3 takes about half as long again as level 2 for 7 % fewer bytes, and the levels
+//! above cost more time still. The encoder writes many short pieces, so they reach the
+//! compressor through a buffer.
 
 use std::io::{BufWriter, Write};
 
@@ -42,7 +43,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// The gzip level of scrape bodies (see the module docs).
-const LEVEL: u32 = 3;
+pub const LEVEL: u32 = 2;
 /// What is gathered before the compressor runs: the text encoder writes a label or a number at
 /// a time.
 const BUFFER_BYTES: usize = 64 * 1024;
@@ -61,8 +62,18 @@ pub fn gzip_into<W: Write, E: From<std::io::Error>>(
     out: W,
     write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
 ) -> Result<W, E> {
+    gzip_at(LEVEL, out, write)
+}
+
+/// [`gzip_into`] at gzip level `level` (0–9) instead of [`LEVEL`]: for the benchmark that
+/// chooses the level.
+pub fn gzip_at<W: Write, E: From<std::io::Error>>(
+    level: u32,
+    out: W,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<W, E> {
     let mut input =
-        BufWriter::with_capacity(BUFFER_BYTES, GzEncoder::new(out, Compression::new(LEVEL)));
+        BufWriter::with_capacity(BUFFER_BYTES, GzEncoder::new(out, Compression::new(level)));
     write(&mut input)?;
     let gz = input.into_inner().map_err(|e| e.into_error())?;
     Ok(gz.finish()?)
