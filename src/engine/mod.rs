@@ -19,6 +19,7 @@ pub mod flow;
 pub mod icmp;
 pub mod mux;
 pub mod packet;
+mod sinks;
 pub mod socket;
 pub mod table;
 pub mod tcp;

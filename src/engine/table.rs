@@ -24,6 +24,7 @@ use foldhash::HashMap;
 
 use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
+use super::sinks::{SinkId, Sinks};
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
 
 /// How long a settled probe is remembered at most, from its send: a reply later than this is
@@ -44,7 +45,7 @@ pub struct Key {
 #[derive(Debug)]
 struct Pending {
     tag: u64,
-    sink: EventSink,
+    sink: SinkId,
     sent: SendTimes,
     stamp: u64,
     /// The socket's send count at this probe's `sendto`, to check the TX timestamp's `OPT_ID`.
@@ -66,7 +67,7 @@ enum Settled {
 #[derive(Debug)]
 struct Recent {
     tag: u64,
-    sink: EventSink,
+    sink: SinkId,
     sent: SendTimes,
     stamp: u64,
     state: Settled,
@@ -132,6 +133,8 @@ pub struct InFlightTable {
     ring: VecDeque<(Key, Recent)>,
     ring_start: u64,
     next_seq: HashMap<IpAddr, u16>,
+    /// The sinks of the probes in flight and remembered.
+    sinks: Sinks,
 }
 
 /// Send times of a probe before its `sendto` (replaced by [`InFlightTable::set_sent`]).
@@ -155,6 +158,7 @@ impl InFlightTable {
             ring: VecDeque::new(),
             ring_start: 0,
             next_seq: HashMap::default(),
+            sinks: Sinks::default(),
         }
     }
 
@@ -200,7 +204,7 @@ impl InFlightTable {
         ip: IpAddr,
         ident: u16,
         tag: u64,
-        sink: EventSink,
+        sink: &EventSink,
         sent: ClockPair,
         stamp: u64,
         deadline: Instant,
@@ -232,6 +236,7 @@ impl InFlightTable {
         self.next_id += 1;
         self.deadlines.insert(timer, key);
         let allowed = deadline.saturating_duration_since(sent.mono);
+        let sink = self.sinks.hold(sink);
         self.pending.insert(
             key,
             Pending {
@@ -291,6 +296,7 @@ impl InFlightTable {
     pub fn remove(&mut self, key: &Key) {
         if let Some(p) = self.pending.remove(key) {
             self.deadlines.remove(&p.timer);
+            self.sinks.release(p.sink);
         }
     }
 
@@ -313,9 +319,10 @@ impl InFlightTable {
 
     /// Forgets the oldest remembered probe; false when there is none.
     fn forget_oldest(&mut self) -> bool {
-        let Some((old, _)) = self.ring.pop_front() else {
+        let Some((old, r)) = self.ring.pop_front() else {
             return false;
         };
+        self.sinks.release(r.sink);
         if self.recent.get(&old) == Some(&(self.ring_start as u32)) {
             self.recent.remove(&old);
         }
@@ -341,12 +348,12 @@ impl InFlightTable {
         }
     }
 
-    /// The remembered probe of `key`, if any.
-    fn recent_mut(&mut self, key: &Key) -> Option<&mut Recent> {
+    /// Where the remembered probe of `key` is in the ring, if it is there.
+    fn recent_position(&self, key: &Key) -> Option<usize> {
         let position = *self.recent.get(key)?;
         let index = usize::try_from(position.wrapping_sub(self.ring_start as u32)).ok()?;
-        match self.ring.get_mut(index) {
-            Some((at, r)) if at == key => Some(r),
+        match self.ring.get(index) {
+            Some((at, _)) if at == key => Some(index),
             _ => None,
         }
     }
@@ -414,7 +421,9 @@ impl InFlightTable {
                     kind: EventKind::Timeout,
                 };
                 let late = event(p.tag, &m, EventKind::Late);
-                let sink = p.sink.clone();
+                let Some(sink) = self.sinks.get(p.sink).cloned() else {
+                    return (ReplyOutcome::Unknown, Some(m));
+                };
                 // The late reply is delivered here, so a further one is a duplicate.
                 self.settle(key, p, Settled::Answered);
                 return (
@@ -423,11 +432,14 @@ impl InFlightTable {
                 );
             }
             let ev = event(p.tag, &m, EventKind::Reply);
-            let sink = p.sink.clone();
+            let Some(sink) = self.sinks.get(p.sink).cloned() else {
+                return (ReplyOutcome::Unknown, Some(m));
+            };
             self.settle(key, p, Settled::Answered);
             return (ReplyOutcome::Deliver((sink, ev)), Some(m));
         }
-        let Some(r) = self.recent_mut(&key) else {
+        let position = self.recent_position(&key);
+        let Some((_, r)) = position.and_then(|i| self.ring.get_mut(i)) else {
             return (ReplyOutcome::Unknown, None);
         };
         if !matches(r.stamp) {
@@ -440,7 +452,10 @@ impl InFlightTable {
         r.state = Settled::Answered;
         let m = clock::measure(&r.sent, rx);
         let ev = event(r.tag, &m, kind);
-        (ReplyOutcome::Deliver((r.sink.clone(), ev)), Some(m))
+        match self.sinks.get(r.sink) {
+            Some(sink) => (ReplyOutcome::Deliver((sink.clone(), ev)), Some(m)),
+            None => (ReplyOutcome::Unknown, Some(m)),
+        }
     }
 
     /// Settles the probe an ICMP error quotes. Errors for probes already settled are ignored.
@@ -453,9 +468,9 @@ impl InFlightTable {
             at,
             kind: EventKind::IcmpError(info),
         };
-        let sink = p.sink.clone();
+        let sink = self.sinks.get(p.sink).cloned();
         self.settle(key, p, Settled::Lost);
-        Some((sink, ev))
+        Some((sink?, ev))
     }
 
     /// Settles the probe an ICMP error quotes, as [`Self::error`], with the error's RTT measured
@@ -488,7 +503,9 @@ impl InFlightTable {
                     at: wall,
                     kind: EventKind::Timeout,
                 };
-                out.push((p.sink.clone(), ev));
+                if let Some(sink) = self.sinks.get(p.sink) {
+                    out.push((sink.clone(), ev));
+                }
                 self.settle(key, p, Settled::Lost);
             }
         }
