@@ -46,7 +46,7 @@ fn mesh_view_with_one_peer_stopped_in_headless_chromium() {
                 == 2
         });
     }
-    fleet.daemons[2].signal(Signal::SIGSTOP);
+    fleet.daemons[2].freeze();
 
     // The API: node2's row is a timeout, answered within the timeout plus a margin.
     let asked = Instant::now();

@@ -197,6 +197,34 @@ impl Daemon {
             .expect("signalling the daemon");
     }
 
+    /// Stops the process (SIGSTOP) and waits, bounded, until every thread of it is stopped: the
+    /// signal is only queued when `kill` returns, and a thread still running may answer one
+    /// more request.
+    pub fn freeze(&self) {
+        self.signal(Signal::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let stopped = || {
+            std::fs::read_dir(&tasks)
+                .expect("reading /proc/PID/task")
+                .filter_map(Result::ok)
+                .all(|t| {
+                    // The state follows the command name's closing parenthesis.
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                        s.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('T'))
+                    })
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon's threads did not all stop within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits (bounded) for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
