@@ -73,7 +73,7 @@ proptest! {
                 // Past by the next step; a reply before it (RTT > 0) is within the timeout.
                 now + Duration::from_nanos(500)
             };
-            match t.insert(ip, IDENT, stamp, &tx, sp(wall), stamp, deadline) {
+            match t.insert(ip, IDENT, stamp, tx.clone(), sp(wall), stamp, deadline) {
                 Ok(seq) => {
                     prop_assert!(!live.contains_key(&seq), "seq {seq} allocated while in flight");
                     live.insert(seq, stamp);

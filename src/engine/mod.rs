@@ -19,7 +19,6 @@ pub mod flow;
 pub mod icmp;
 pub mod mux;
 pub mod packet;
-mod sinks;
 pub mod socket;
 pub mod table;
 pub mod tcp;

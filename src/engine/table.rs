@@ -24,7 +24,6 @@ use foldhash::HashMap;
 
 use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
-use super::sinks::{SinkId, Sinks};
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
 
 /// How long a settled probe is remembered at most, from its send: a reply later than this is
@@ -45,7 +44,7 @@ pub struct Key {
 #[derive(Debug)]
 struct Pending {
     tag: u64,
-    sink: SinkId,
+    sink: EventSink,
     sent: SendTimes,
     stamp: u64,
     /// The socket's send count at this probe's `sendto`, to check the TX timestamp's `OPT_ID`.
@@ -67,7 +66,7 @@ enum Settled {
 #[derive(Debug)]
 struct Recent {
     tag: u64,
-    sink: SinkId,
+    sink: EventSink,
     sent: SendTimes,
     stamp: u64,
     state: Settled,
@@ -133,8 +132,6 @@ pub struct InFlightTable {
     ring: VecDeque<(Key, Recent)>,
     ring_start: u64,
     next_seq: HashMap<IpAddr, u16>,
-    /// The sinks of the probes in flight and remembered.
-    sinks: Sinks,
 }
 
 /// Send times of a probe before its `sendto` (replaced by [`InFlightTable::set_sent`]).
@@ -158,7 +155,6 @@ impl InFlightTable {
             ring: VecDeque::new(),
             ring_start: 0,
             next_seq: HashMap::default(),
-            sinks: Sinks::default(),
         }
     }
 
@@ -204,7 +200,7 @@ impl InFlightTable {
         ip: IpAddr,
         ident: u16,
         tag: u64,
-        sink: &EventSink,
+        sink: EventSink,
         sent: ClockPair,
         stamp: u64,
         deadline: Instant,
@@ -236,7 +232,6 @@ impl InFlightTable {
         self.next_id += 1;
         self.deadlines.insert(timer, key);
         let allowed = deadline.saturating_duration_since(sent.mono);
-        let sink = self.sinks.hold(sink);
         self.pending.insert(
             key,
             Pending {
@@ -296,7 +291,6 @@ impl InFlightTable {
     pub fn remove(&mut self, key: &Key) {
         if let Some(p) = self.pending.remove(key) {
             self.deadlines.remove(&p.timer);
-            self.sinks.release(p.sink);
         }
     }
 
@@ -319,10 +313,9 @@ impl InFlightTable {
 
     /// Forgets the oldest remembered probe; false when there is none.
     fn forget_oldest(&mut self) -> bool {
-        let Some((old, r)) = self.ring.pop_front() else {
+        let Some((old, _)) = self.ring.pop_front() else {
             return false;
         };
-        self.sinks.release(r.sink);
         if self.recent.get(&old) == Some(&(self.ring_start as u32)) {
             self.recent.remove(&old);
         }
@@ -348,12 +341,12 @@ impl InFlightTable {
         }
     }
 
-    /// Where the remembered probe of `key` is in the ring, if it is there.
-    fn recent_position(&self, key: &Key) -> Option<usize> {
+    /// The remembered probe of `key`, if any.
+    fn recent_mut(&mut self, key: &Key) -> Option<&mut Recent> {
         let position = *self.recent.get(key)?;
         let index = usize::try_from(position.wrapping_sub(self.ring_start as u32)).ok()?;
-        match self.ring.get(index) {
-            Some((at, _)) if at == key => Some(index),
+        match self.ring.get_mut(index) {
+            Some((at, r)) if at == key => Some(r),
             _ => None,
         }
     }
@@ -421,9 +414,7 @@ impl InFlightTable {
                     kind: EventKind::Timeout,
                 };
                 let late = event(p.tag, &m, EventKind::Late);
-                let Some(sink) = self.sinks.get(p.sink).cloned() else {
-                    return (ReplyOutcome::Unknown, Some(m));
-                };
+                let sink = p.sink.clone();
                 // The late reply is delivered here, so a further one is a duplicate.
                 self.settle(key, p, Settled::Answered);
                 return (
@@ -432,14 +423,11 @@ impl InFlightTable {
                 );
             }
             let ev = event(p.tag, &m, EventKind::Reply);
-            let Some(sink) = self.sinks.get(p.sink).cloned() else {
-                return (ReplyOutcome::Unknown, Some(m));
-            };
+            let sink = p.sink.clone();
             self.settle(key, p, Settled::Answered);
             return (ReplyOutcome::Deliver((sink, ev)), Some(m));
         }
-        let position = self.recent_position(&key);
-        let Some((_, r)) = position.and_then(|i| self.ring.get_mut(i)) else {
+        let Some(r) = self.recent_mut(&key) else {
             return (ReplyOutcome::Unknown, None);
         };
         if !matches(r.stamp) {
@@ -452,10 +440,7 @@ impl InFlightTable {
         r.state = Settled::Answered;
         let m = clock::measure(&r.sent, rx);
         let ev = event(r.tag, &m, kind);
-        match self.sinks.get(r.sink) {
-            Some(sink) => (ReplyOutcome::Deliver((sink.clone(), ev)), Some(m)),
-            None => (ReplyOutcome::Unknown, Some(m)),
-        }
+        (ReplyOutcome::Deliver((r.sink.clone(), ev)), Some(m))
     }
 
     /// Settles the probe an ICMP error quotes. Errors for probes already settled are ignored.
@@ -468,9 +453,9 @@ impl InFlightTable {
             at,
             kind: EventKind::IcmpError(info),
         };
-        let sink = self.sinks.get(p.sink).cloned();
+        let sink = p.sink.clone();
         self.settle(key, p, Settled::Lost);
-        Some((sink?, ev))
+        Some((sink, ev))
     }
 
     /// Settles the probe an ICMP error quotes, as [`Self::error`], with the error's RTT measured
@@ -503,9 +488,7 @@ impl InFlightTable {
                     at: wall,
                     kind: EventKind::Timeout,
                 };
-                if let Some(sink) = self.sinks.get(p.sink) {
-                    out.push((sink.clone(), ev));
-                }
+                out.push((p.sink.clone(), ev));
                 self.settle(key, p, Settled::Lost);
             }
         }

@@ -93,7 +93,7 @@ fn put(
     stamp: u64,
     deadline: Instant,
 ) -> Result<u16, Full> {
-    t.insert(IP, ID, tag, tx, sp(wall), stamp, deadline)
+    t.insert(IP, ID, tag, tx.clone(), sp(wall), stamp, deadline)
 }
 
 /// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
@@ -273,7 +273,7 @@ fn churn_recent(recent_capacity: usize) -> usize {
     for round in 0..400u64 {
         for i in 0..50 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + u32::try_from(i).unwrap()));
-            t.insert(ip, ID, round * 50 + i, &tx, sp(wall), i, now)
+            t.insert(ip, ID, round * 50 + i, tx.clone(), sp(wall), i, now)
                 .unwrap();
         }
         settled += t.expire(now, wall).len();
@@ -299,7 +299,7 @@ fn the_ring_takes_no_room_past_its_bound() {
     for round in 0..20u64 {
         for i in 0..50 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + u32::try_from(i).unwrap()));
-            t.insert(ip, ID, round * 50 + i, &tx, sp(wall), i, now)
+            t.insert(ip, ID, round * 50 + i, tx.clone(), sp(wall), i, now)
                 .unwrap();
         }
         t.expire(now, wall);
@@ -411,9 +411,6 @@ fn foreign_or_unknown_replies_are_not_delivered() {
 #[path = "table_tx_tests.rs"]
 mod tx;
 
-#[path = "table_sink_tests.rs"]
-mod sink;
-
 // A key used again leaves its first remembered probe in the ring; when that old slot comes
 // round and goes, the key's newer probe must stay remembered.
 #[test]
@@ -454,7 +451,15 @@ fn settled_probes_are_forgotten_after_recent_keep() {
         let at = now + step * i;
         let w = wall + step * i;
         last_seq = t
-            .insert(IP, ID, u64::from(i), &tx, sp(w), u64::from(i), at + step)
+            .insert(
+                IP,
+                ID,
+                u64::from(i),
+                tx.clone(),
+                sp(w),
+                u64::from(i),
+                at + step,
+            )
             .unwrap();
         t.expire(at + step, w + step);
     }

@@ -128,7 +128,7 @@ proptest::proptest! {
                 Op::Send { dest, timeout_ms } => {
                     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, dest + 1));
                     let tag = sent.len() as u64;
-                    match t.insert(ip, ID, tag, &tx, sp(wall), tag, now + Duration::from_millis(timeout_ms)) {
+                    match t.insert(ip, ID, tag, tx.clone(), sp(wall), tag, now + Duration::from_millis(timeout_ms)) {
                         Ok(seq) => sent.push((Key { ip, ident: ID, seq }, tag)),
                         Err(Full) => assert_eq!(t.len(), cap),
                     }

@@ -449,7 +449,7 @@ impl Pinger for IcmpEngine {
             let mut table = self.shared.table.lock();
             let earliest = table.next_deadline();
             let seq = table
-                .insert(ip, sock.ident, tag, sink, first, stamp, deadline)
+                .insert(ip, sock.ident, tag, sink.clone(), first, stamp, deadline)
                 .map_err(|_| SendError::InFlightFull {
                     limit: table.capacity(),
                     ip,
