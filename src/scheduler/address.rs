@@ -10,10 +10,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::recorder::Recorder;
+use super::recorder::{FirstRound, Recorder};
 use super::tick::ProbeTask;
 use super::wheel::OnWheel;
-use super::{Readiness, Shared, Slot};
+use super::{Shared, Slot};
 use crate::config::TargetConfig;
 use crate::engine::EventSink;
 use crate::metrics::{MetricsError, TargetLabels};
@@ -40,10 +40,10 @@ impl AddressEntry {
 }
 
 /// An address literal's probe loop put straight on a wheel, with no task of its own (a task's
-/// future is the largest thing a target would otherwise keep): what stopping it needs.
+/// future is the largest thing a target would otherwise keep), nor a token or a notifier of its
+/// own: what stopping it needs.
 pub(super) struct Placed {
     on_wheel: OnWheel,
-    cancel: CancellationToken,
     ip: IpAddr,
     recorder: Arc<Recorder>,
 }
@@ -52,15 +52,16 @@ impl Placed {
     /// Takes the address off its wheel (it sends nothing once this returns), counts its first
     /// round done if it had not settled a probe yet, and retires it.
     pub(super) fn stop(self, shared: &Shared, target: &str) {
-        self.cancel.cancel();
+        self.recorder.stop();
         drop(self.on_wheel);
         self.recorder.first_settled();
         retire_address(shared, target, self.ip, self.recorder.metrics.labels());
     }
 }
 
-/// Puts address `ip` of `cfg` (not a path monitor) on a wheel without a task, under a child of
-/// `parent`; `counts_for_ready` when it counts in the first round.
+/// Puts address `ip` of `cfg` (not a path monitor) on a wheel without a task, until
+/// [`Placed::stop`] or `parent` is cancelled; `counts_for_ready` when it counts in the first
+/// round.
 pub(super) fn place_address(
     shared: &Arc<Shared>,
     cfg: &Arc<TargetConfig>,
@@ -68,13 +69,11 @@ pub(super) fn place_address(
     parent: &CancellationToken,
     counts_for_ready: bool,
 ) -> Result<Placed, MetricsError> {
-    let cancel = parent.child_token();
     let ready = counts_for_ready.then(|| shared.readiness.clone());
-    let first = Arc::new(Notify::new());
-    let (task, _, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), &first, ready)?;
+    let first = FirstRound::Wheel(ready);
+    let (task, _, recorder) = prepare_address(shared, cfg, ip, parent.clone(), first)?;
     Ok(Placed {
         on_wheel: task.place(),
-        cancel,
         ip,
         recorder,
     })
@@ -103,7 +102,13 @@ pub(super) fn start_address(
     first: &Arc<Notify>,
 ) -> Result<AddressEntry, MetricsError> {
     let cancel = parent.child_token();
-    let (task, labels, recorder) = prepare_address(shared, cfg, ip, cancel.clone(), first, None)?;
+    let (task, labels, recorder) = prepare_address(
+        shared,
+        cfg,
+        ip,
+        cancel.clone(),
+        FirstRound::Task(first.clone()),
+    )?;
     let handle = tokio::spawn(task.run());
     Ok(AddressEntry {
         cancel,
@@ -114,14 +119,13 @@ pub(super) fn start_address(
 }
 
 /// Creates an address's series, status slot and recorder, and the probe loop that stops with
-/// `cancel` (not yet running).
+/// `cancel` (not yet running); `first` waits for its first settled probe.
 pub(super) fn prepare_address(
     shared: &Arc<Shared>,
     cfg: &Arc<TargetConfig>,
     ip: IpAddr,
     cancel: CancellationToken,
-    first: &Arc<Notify>,
-    ready: Option<Arc<Readiness>>,
+    first: FirstRound,
 ) -> Result<(ProbeTask, TargetLabels, Arc<Recorder>), MetricsError> {
     let extra: Vec<(String, String)> = cfg
         .labels
@@ -166,9 +170,9 @@ pub(super) fn prepare_address(
         metrics: tm.clone(),
         status: status.clone(),
         cancel: cancel.clone(),
+        stopped: AtomicBool::new(false),
         settled_once: AtomicBool::new(false),
-        first: first.clone(),
-        ready,
+        first,
     });
     let task = ProbeTask {
         shared: shared.clone(),

@@ -10,9 +10,10 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::capture::LossWatch;
-use crate::config::{CaptureRule, OutageRule, TargetConfig};
+use crate::config::{OutageRule, TargetConfig};
 use crate::metrics::outage::OutageMetrics;
 use crate::session::outages::{OutageLog, OutageNote, OutageRecord, OutageStatus};
 
@@ -422,12 +423,12 @@ mod tests {
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
-    target: String,
+    /// The target's name and capture rule (shared, not copied per address).
+    cfg: Arc<TargetConfig>,
     ip: IpAddr,
     metrics: OutageMetrics,
     log: OutageLog,
     changes: Vec<Change>,
-    capture: CaptureRule,
     loss: Option<LossWatch>,
     /// The address went away: probes still in flight settle here after it, and must not
     /// open an outage that nothing would ever close.
@@ -440,19 +441,18 @@ pub(crate) struct AddressOutage {
 
 impl AddressOutage {
     pub(crate) fn new(
-        cfg: &TargetConfig,
+        cfg: &Arc<TargetConfig>,
         ip: IpAddr,
         metrics: OutageMetrics,
         log: OutageLog,
     ) -> Self {
         Self {
             tracker: OutageTracker::new(cfg.options.outage),
-            target: cfg.name.clone(),
+            cfg: cfg.clone(),
             ip,
             metrics,
             log,
             changes: Vec::new(),
-            capture: cfg.options.capture,
             loss: LossWatch::of(cfg),
             retired: false,
             published: None,
@@ -468,9 +468,9 @@ impl AddressOutage {
                 .is_some_and(|w| w.crossed(probes, loss_ratio))
         {
             self.log.note(OutageNote::LossCrossed {
-                target: self.target.clone(),
+                target: self.cfg.name.clone(),
                 ip: self.ip,
-                capture: self.capture,
+                capture: self.cfg.options.capture,
             });
         }
     }
@@ -510,7 +510,7 @@ impl AddressOutage {
     fn record(&self, s: &OutageState, status: OutageStatus) -> OutageRecord {
         OutageRecord {
             id: 0,
-            target: self.target.clone(),
+            target: self.cfg.name.clone(),
             ip: self.ip,
             start: s.start,
             end: s.end,
@@ -525,7 +525,7 @@ impl AddressOutage {
     fn note(&self, rec: OutageRecord) {
         self.log.note(OutageNote::Outage {
             rec,
-            capture: self.capture,
+            capture: self.cfg.options.capture,
         });
     }
 

@@ -26,14 +26,26 @@ pub(super) struct Recorder {
     pub(super) live: LiveHub,
     pub(super) metrics: TargetMetrics,
     pub(super) status: StatusSlot,
-    /// The address's token: once stopped, no live samples for probes still in flight.
+    /// What stops the address: its own token (an address with a task), or the scheduler's
+    /// (an address on a wheel, which [`Recorder::stop`] stops alone). Once stopped, no live
+    /// samples for probes still in flight.
     pub(super) cancel: CancellationToken,
+    /// Set by [`Recorder::stop`]: a token of its own per address on a wheel would cost a node
+    /// of the scheduler's token tree (over a hundred bytes) for this one flag.
+    pub(super) stopped: AtomicBool,
     /// Set when the first probe settles (reply, timeout or ICMP error), for readiness.
     pub(super) settled_once: AtomicBool,
-    /// Wakes the target's task to look at `settled_once`.
-    pub(super) first: Arc<Notify>,
-    /// For an address with no task of its own: the first round it counts in, if any.
-    pub(super) ready: Option<Arc<Readiness>>,
+    /// Who waits for that.
+    pub(super) first: FirstRound,
+}
+
+/// Who waits for an address's first settled probe.
+pub(super) enum FirstRound {
+    /// The target's task (a DNS name's addresses): woken to look at `settled_once`.
+    Task(Arc<Notify>),
+    /// Nobody but the daemon's first round, which an address with no task of its own counts
+    /// itself down when it counts in it.
+    Wheel(Option<Arc<Readiness>>),
 }
 
 impl Recorder {
@@ -41,11 +53,24 @@ impl Recorder {
     /// first round done itself. Also called when an address without a task stops first.
     pub(super) fn first_settled(&self) {
         if !self.settled_once.swap(true, Ordering::AcqRel) {
-            self.first.notify_one();
-            if let Some(ready) = &self.ready {
-                ready.pending.fetch_sub(1, Ordering::SeqCst);
+            match &self.first {
+                FirstRound::Task(notify) => notify.notify_one(),
+                FirstRound::Wheel(Some(ready)) => {
+                    ready.pending.fetch_sub(1, Ordering::SeqCst);
+                }
+                FirstRound::Wheel(None) => {}
             }
         }
+    }
+
+    /// The address stopped: no live samples from now on.
+    pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether the address has stopped (by [`Recorder::stop`] or its token).
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.cancel.is_cancelled()
     }
 }
 
@@ -69,7 +94,7 @@ impl EventHandler for Recorder {
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
         // Building a sample allocates: only when someone is listening.
-        let sample = (self.live.readers() > 0 && !self.cancel.is_cancelled())
+        let sample = (self.live.readers() > 0 && !self.is_stopped())
             .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
             // The gauges are an exposition choice: the window itself is kept either way, and

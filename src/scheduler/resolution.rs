@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::address::{AddressEntry, prepare_address, retire_address, start_address};
+use super::recorder::FirstRound;
 use super::recorder::Recorder;
 use super::{ResolveFailure, Shared, mark_first_round};
 use crate::config::TargetConfig;
@@ -72,16 +73,17 @@ async fn literal_target(
 ) {
     let mut first_round_pending = counts_for_ready;
     let first = Arc::new(Notify::new());
-    let (run, recorder) = match prepare_address(&shared, &cfg, ip, cancel, &first, None) {
-        // The probe loop (the address's place on a wheel) is held by this task, one task per
-        // literal target, not two; it ends when the target's token is cancelled.
-        Ok((task, _, recorder)) => (task.run(), recorder),
-        Err(e) => {
-            tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
-            mark_first_round(&shared, &mut first_round_pending);
-            return;
-        }
-    };
+    let (run, recorder) =
+        match prepare_address(&shared, &cfg, ip, cancel, FirstRound::Task(first.clone())) {
+            // The probe loop (the address's place on a wheel) is held by this task, one task per
+            // literal target, not two; it ends when the target's token is cancelled.
+            Ok((task, _, recorder)) => (task.run(), recorder),
+            Err(e) => {
+                tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
+                mark_first_round(&shared, &mut first_round_pending);
+                return;
+            }
+        };
     tokio::pin!(run);
     let mut finished = false;
     if first_round_pending {

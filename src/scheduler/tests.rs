@@ -410,3 +410,38 @@ async fn a_wheel_behind_sends_in_batches_and_lets_other_tasks_run() {
     );
     s.shutdown().await;
 }
+
+// An address on a wheel has no token of its own: once it is stopped, the replies to its probes
+// still in flight publish no live sample, while an address left running goes on publishing.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_literal_publishes_no_sample_for_probes_in_flight() {
+    let fake = FakePinger::new();
+    let deps = deps(&fake);
+    let mut live = deps.live.subscribe();
+    let [kept, stopped] = ["198.18.0.1", "198.18.0.2"].map(|host| {
+        let ip: IpAddr = host.parse().unwrap_or_else(|e| panic!("{e}"));
+        let rtt = Duration::from_millis(300);
+        fake.script(ip, vec![Step::Reply { rtt, ttl: 60 }]);
+        target(host, host, 1000)
+    });
+    let s = Scheduler::new(deps, Duration::from_secs(300));
+    s.apply(&[kept.clone(), stopped], Duration::from_secs(300))
+        .await;
+    while fake.sent() < 2 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Both first probes are in flight (300 ms), neither has settled.
+    assert!(
+        live.try_recv().is_err(),
+        "the phases let a probe settle before both were sent"
+    );
+    s.apply(&[kept], Duration::from_secs(300)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut from = Vec::new();
+    while let Ok(sample) = live.try_recv() {
+        from.push(sample.target.clone());
+    }
+    assert!(from.contains(&"198.18.0.1".to_owned()), "{from:?}");
+    assert!(!from.contains(&"198.18.0.2".to_owned()), "{from:?}");
+    s.shutdown().await;
+}
