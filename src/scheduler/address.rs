@@ -44,7 +44,6 @@ impl AddressEntry {
 /// own: what stopping it needs.
 pub(super) struct Placed {
     on_wheel: OnWheel,
-    ip: IpAddr,
     recorder: Arc<Recorder>,
 }
 
@@ -55,7 +54,8 @@ impl Placed {
         self.recorder.stop();
         drop(self.on_wheel);
         self.recorder.first_settled();
-        retire_address(shared, target, self.ip, self.recorder.metrics.labels());
+        let labels = self.recorder.metrics.labels();
+        retire_address(shared, target, labels.ip(), labels);
     }
 }
 
@@ -74,7 +74,6 @@ pub(super) fn place_address(
     let (task, _, recorder) = prepare_address(shared, cfg, ip, parent.clone(), first)?;
     Ok(Placed {
         on_wheel: task.place(),
-        ip,
         recorder,
     })
 }

@@ -80,9 +80,11 @@ pub(crate) struct OutageTracker {
     pending: VecDeque<Pending>,
     consecutive_lost: u64,
     consecutive_ok: u64,
-    /// The run of lost probes before an outage opens: (start, lost, icmp errors).
-    run: Option<(SystemTime, u64, u64)>,
-    open: Option<OutageState>,
+    /// The run of lost probes before an outage opens: (start, lost, icmp errors). Boxed, as
+    /// is `open`: most addresses have neither most of the time, and at tens of thousands of
+    /// addresses the hundred bytes they would take inline add up.
+    run: Option<Box<(SystemTime, u64, u64)>>,
+    open: Option<Box<OutageState>>,
 }
 
 impl OutageTracker {
@@ -105,7 +107,7 @@ impl OutageTracker {
 
     /// The open outage, if any.
     pub(crate) fn open(&self) -> Option<&OutageState> {
-        self.open.as_ref()
+        self.open.as_deref()
     }
 
     /// Probe `seq` went out at `at`.
@@ -191,9 +193,10 @@ impl OutageTracker {
                     o.lost += 1;
                     o.icmp_errors += icmp;
                     o.last_lost = at;
-                    return Some(Change::Grew(o.clone()));
+                    return Some(Change::Grew(OutageState::clone(o)));
                 }
-                let (start, lost, errors) = self.run.get_or_insert((at, 0, 0));
+                let (start, lost, errors) =
+                    &mut **self.run.get_or_insert_with(|| Box::new((at, 0, 0)));
                 *lost += 1;
                 *errors += icmp;
                 if self.consecutive_lost >= u64::from(self.rule.after) {
@@ -205,7 +208,7 @@ impl OutageTracker {
                         icmp_errors: *errors,
                     };
                     self.run = None;
-                    self.open = Some(state.clone());
+                    self.open = Some(Box::new(state.clone()));
                     return Some(Change::Opened(state));
                 }
                 None
@@ -220,7 +223,7 @@ impl OutageTracker {
                 }
                 if self.consecutive_ok >= u64::from(self.rule.until) {
                     self.consecutive_ok = 0;
-                    return self.open.take().map(Change::Closed);
+                    return self.open.take().map(|o| Change::Closed(*o));
                 }
                 None
             }
@@ -235,6 +238,14 @@ mod tests {
 
     fn t(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s)
+    }
+
+    // Every address keeps one, tens of thousands at once: a budget, so that growth is a choice
+    // (the run and the open outage are boxed: 160 bytes inline before).
+    #[test]
+    fn an_outage_tracker_stays_small() {
+        let size = std::mem::size_of::<OutageTracker>();
+        assert!(size <= 80, "{size}");
     }
 
     /// Feeds `pattern` ('.' reply, 'x' timeout, 'e' ICMP error) in order, one probe a second,

@@ -86,7 +86,6 @@ impl ProbeTask {
         let probe = ProbeLoop {
             spec,
             cfg,
-            ip,
             metrics,
             status,
             sink,
@@ -101,7 +100,6 @@ pub(super) struct ProbeLoop {
     /// sends, the target's config often is not.
     spec: ProbeSpec,
     cfg: Arc<TargetConfig>,
-    ip: IpAddr,
     metrics: TargetMetrics,
     status: StatusSlot,
     sink: EventSink,
@@ -119,11 +117,11 @@ impl ProbeLoop {
             }
             Err(e) => {
                 self.status.lock().outage.skipped(seq);
-                events::send_failed(&self.metrics, &self.cfg.name, self.ip, &e);
+                events::send_failed(&self.metrics, &self.cfg.name, self.spec.ip, &e);
                 deps.live.publish(Sample::local_error(
                     &self.cfg.name,
                     &self.cfg.host,
-                    Some(self.ip),
+                    Some(self.spec.ip),
                     Some(seq),
                     e.to_string(),
                 ));
