@@ -107,15 +107,18 @@ impl CaptureCollector {
 
 impl Collector for CaptureCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Copied out: no lock is held while encoding.
-        let rows = self.targets.lock().clone();
+        // Encoded under the lock, not copied out (a copy of the map took a megabyte per scrape
+        // at 10,000 targets): nothing on the probe path takes it, and an encoder never waits on
+        // its scraper (the body leaves through an unbounded channel), so a reload or a capture
+        // waits at most for this one family to be written.
+        let rows = self.targets.lock();
         let mut m = encoder.encode_descriptor(
             "captures",
             "Path sessions the monitors started to capture the path to an address, by reason (capture: in the config).",
             None,
             MetricType::Counter,
         )?;
-        for (target, counts) in &rows {
+        for (target, counts) in rows.iter() {
             for reason in CaptureReason::ALL {
                 if let Some(n) = counts[reason as usize] {
                     let l = [("target", target.as_str()), ("reason", reason.as_str())];
