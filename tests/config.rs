@@ -547,6 +547,22 @@ fn one_target(yaml: &str) -> TargetConfig {
     (*config.targets[0]).clone()
 }
 
+// Targets with equal options share one copy of them, and a target's own option is its own.
+#[test]
+fn targets_with_equal_options_share_them() {
+    let config = parse_ok(
+        "defaults: {interval: 2s}\ntargets:\n  - host: 192.0.2.1\n  - host: 192.0.2.2\n  - {host: 192.0.2.3, interval: 5s}\n  - {host: 192.0.2.4, interval: 5s}\n  - {host: 192.0.2.5, labels: {site: a}}\n",
+    );
+    let t = &config.targets;
+    assert_eq!(t.len(), 5);
+    let same = |a: usize, b: usize| std::sync::Arc::ptr_eq(&t[a].options, &t[b].options);
+    assert!(same(0, 1) && same(0, 4) && same(2, 3));
+    assert!(!same(0, 2));
+    assert_eq!(t[1].options.interval, Duration::from_secs(2));
+    assert_eq!(t[3].options.interval, Duration::from_secs(5));
+    assert_eq!(t[4].labels["site"], "a");
+}
+
 #[test]
 fn every_default_is_applied() {
     let t = one_target("targets:\n  - host: 192.0.2.1\n");
@@ -554,7 +570,7 @@ fn every_default_is_applied() {
         name: "192.0.2.1".into(),
         host: "192.0.2.1".into(),
         labels: BTreeMap::new(),
-        options: config::TargetOptions {
+        options: std::sync::Arc::new(config::TargetOptions {
             kind: pingscope::probe::ProbeKind::Icmp,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
@@ -573,7 +589,7 @@ fn every_default_is_applied() {
             capture: Default::default(),
             path: Default::default(),
             port: Default::default(),
-        },
+        }),
     };
     assert_eq!(t, want);
     let config = parse_ok("");

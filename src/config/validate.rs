@@ -10,7 +10,7 @@ use super::types::{
     TargetOptions, defaults, limits,
 };
 use ipnet::IpNet;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,6 +123,7 @@ pub(crate) fn build(raw: RawConfig, issues: &mut Issues, base_dir: &Path) -> Con
         .as_ref()
         .and_then(|m| super::mesh::build(issues, m, &mut seen));
 
+    share_options(&mut targets);
     Config {
         probe_limits,
         defaults: target_defaults,
@@ -225,7 +226,24 @@ pub(crate) fn make_target(
         name,
         host,
         labels,
-        options,
+        options: Arc::new(options),
+    }
+}
+
+/// Makes the targets whose options are equal share one copy of them. A target whose config is
+/// shared already is left as it is.
+fn share_options(targets: &mut [Arc<TargetConfig>]) {
+    let mut distinct: HashSet<Arc<TargetOptions>> = HashSet::new();
+    for target in targets {
+        let Some(t) = Arc::get_mut(target) else {
+            continue;
+        };
+        match distinct.get(&t.options) {
+            Some(first) => t.options = first.clone(),
+            None => {
+                distinct.insert(t.options.clone());
+            }
+        }
     }
 }
 

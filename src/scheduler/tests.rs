@@ -11,12 +11,12 @@ fn target(name: &str, host: &str, interval_ms: u64) -> Arc<TargetConfig> {
         name: name.into(),
         host: host.into(),
         labels: BTreeMap::new(),
-        options: crate::config::TargetOptions {
+        options: Arc::new(crate::config::TargetOptions {
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(500),
             window: 10,
             ..Default::default()
-        },
+        }),
     })
 }
 
@@ -108,7 +108,7 @@ async fn apply_is_a_diff() {
         .find(|x| x.target == "a")
         .map(|x| x.sent);
     let mut b2 = (*b).clone();
-    b2.options.interval = Duration::from_millis(200);
+    Arc::make_mut(&mut b2.options).interval = Duration::from_millis(200);
     let b2 = Arc::new(b2);
     let c = target("c", "192.0.2.3", 100);
     assert_eq!(
@@ -256,7 +256,7 @@ async fn outages_follow_the_sending_order_and_skip_failed_sends() {
     let metrics = d.metrics.clone();
     let s = Scheduler::new(d, Duration::from_secs(300));
     let mut t = (*target("a", "192.0.2.1", 100)).clone();
-    t.options.outage = crate::config::OutageRule { after: 3, until: 3 };
+    Arc::make_mut(&mut t.options).outage = crate::config::OutageRule { after: 3, until: 3 };
     s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_millis(10_050)).await;
     assert_eq!(value(&metrics, "pingscope_outages_total"), 5.0);
@@ -269,8 +269,9 @@ async fn outages_follow_the_sending_order_and_skip_failed_sends() {
     assert!(!text.contains("pingscope_target_threshold{"), "{text}");
     // Thresholds follow the config: set with `alert:`, deleted with the target.
     let mut b = (*target("b", "192.0.2.1", 100)).clone();
-    b.options.alert.loss = Some(0.25);
-    b.options.alert.rtt = Some(Duration::from_millis(100));
+    let alert = &mut Arc::make_mut(&mut b.options).alert;
+    alert.loss = Some(0.25);
+    alert.rtt = Some(Duration::from_millis(100));
     s.apply(&[Arc::new(b)], Duration::from_secs(300)).await;
     let text = metrics.encode_text().unwrap_or_else(|e| panic!("{e}"));
     for line in [
