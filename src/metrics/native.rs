@@ -100,10 +100,12 @@ impl NativeBuckets {
         }
         if v.abs() <= ZERO_THRESHOLD {
             self.zero_count += 1;
-            return;
+        } else {
+            let side = if v.is_sign_negative() { NEGATIVE } else { 0 };
+            self.increment(side, bucket_index(self.schema, v.abs()));
         }
-        let side = if v.is_sign_negative() { NEGATIVE } else { 0 };
-        self.increment(side, bucket_index(self.schema, v.abs()));
+        // Every observation but NaN checks the limit, one in the zero bucket too (a histogram
+        // still over it after halving once halves again at the next, as prometheus-client's).
         if self.max_buckets > 0
             && self.buckets.len() > usize::from(self.max_buckets)
             && self.schema > SCHEMA_MIN
@@ -436,6 +438,14 @@ mod tests {
             assert_encodes_like_the_client(&values, max_buckets);
         }
         assert_encodes_like_the_client(&[], 160);
+    }
+
+    // A histogram still over its limit after halving once (buckets far apart merge slowly)
+    // halves again at the next observation, also when that one goes to the zero bucket.
+    #[test]
+    fn a_value_in_the_zero_bucket_also_enforces_the_bucket_limit() {
+        let values = [1e-7, 7.66, 8.54, 1.10, 9.76, 0.70, 4.70, 0.29, 0.0];
+        assert_encodes_like_the_client(&values, 5);
     }
 
     proptest! {
