@@ -132,6 +132,9 @@ pub struct InFlightTable {
     ring: VecDeque<(Key, Recent)>,
     ring_start: u64,
     next_seq: HashMap<IpAddr, u16>,
+    /// When the timer task looks at the table next: the deadline it sleeps until, or `None`
+    /// while it waits to be woken. See [`InFlightTable::arm`].
+    armed: Option<Instant>,
 }
 
 /// Send times of a probe before its `sendto` (replaced by [`InFlightTable::set_sent`]).
@@ -155,6 +158,7 @@ impl InFlightTable {
             ring: VecDeque::new(),
             ring_start: 0,
             next_seq: HashMap::default(),
+            armed: None,
         }
     }
 
@@ -187,6 +191,27 @@ impl InFlightTable {
     /// The earliest deadline of any probe in flight.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.keys().next().map(|(at, _)| *at)
+    }
+
+    /// For the timer task, before it sleeps: the earliest deadline, to sleep until (`None`:
+    /// nothing in flight, wait to be woken). The table remembers it for [`Self::wake_timer`].
+    pub fn arm(&mut self) -> Option<Instant> {
+        self.armed = self.next_deadline();
+        self.armed
+    }
+
+    /// For a sender, after inserting a probe due at `deadline`: true when the timer task must be
+    /// woken because it sleeps past `deadline` or waits for no time at all; the table then
+    /// takes the timer as due at `deadline`. A timer that sleeps until an earlier deadline is
+    /// left alone, even when that probe has been answered since: it wakes, finds nothing, and
+    /// arms for what is in flight then. So a steady stream of quick replies costs the timer
+    /// about one wake-up per timeout, not one per send that finds the table empty.
+    pub fn wake_timer(&mut self, deadline: Instant) -> bool {
+        let wake = self.armed.is_none_or(|armed| deadline < armed);
+        if wake {
+            self.armed = Some(deadline);
+        }
+        wake
     }
 
     /// Registers a probe to `ip` from the socket with identifier `ident`; allocates and returns

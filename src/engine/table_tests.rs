@@ -495,3 +495,34 @@ fn settled_probes_are_forgotten_after_recent_keep() {
         ReplyOutcome::Unknown
     ));
 }
+
+#[test]
+fn the_timer_is_woken_only_for_a_deadline_before_the_one_it_sleeps_until() {
+    let (now, wall, mut t, tx, _rx) = start(8, 8);
+    let second = Duration::from_secs(1);
+    // Nothing in flight: the timer waits to be woken, and the first probe wakes it.
+    assert_eq!(t.arm(), None);
+    let a = put(&mut t, &tx, wall, 1, 1, now + second).unwrap();
+    assert!(t.wake_timer(now + second));
+    // Woken, it sleeps until that deadline; later ones need no wake-up.
+    assert_eq!(t.arm(), Some(now + second));
+    let b = put(&mut t, &tx, wall, 2, 2, now + 2 * second).unwrap();
+    assert!(!t.wake_timer(now + 2 * second));
+    // Both answered: the table is empty, but the timer still sleeps until the first deadline,
+    // so a probe due after it needs no wake-up either (the timer finds it when it wakes) ...
+    deliver(answer(&mut t, a, 1, wall + Duration::from_millis(1), None));
+    deliver(answer(&mut t, b, 2, wall + Duration::from_millis(1), None));
+    put(&mut t, &tx, wall, 3, 3, now + 3 * second).unwrap();
+    assert!(!t.wake_timer(now + 3 * second));
+    assert_eq!(t.arm(), Some(now + 3 * second));
+    // ... and one due sooner does, once: the timer is then taken as due at it.
+    put(&mut t, &tx, wall, 4, 4, now + second / 2).unwrap();
+    assert!(t.wake_timer(now + second / 2));
+    put(&mut t, &tx, wall, 5, 5, now + second / 2).unwrap();
+    assert!(!t.wake_timer(now + second / 2));
+    put(&mut t, &tx, wall, 6, 6, now + second / 4).unwrap();
+    assert!(t.wake_timer(now + second / 4));
+    assert_eq!(t.arm(), Some(now + second / 4));
+    assert_eq!(t.expire(now + second / 4, wall).len(), 1);
+    assert_eq!(t.arm(), Some(now + second / 2));
+}

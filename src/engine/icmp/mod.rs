@@ -447,14 +447,13 @@ impl Pinger for IcmpEngine {
         let deadline = first.mono + spec.timeout;
         let (seq, wake_timer) = {
             let mut table = self.shared.table.lock();
-            let earliest = table.next_deadline();
             let seq = table
                 .insert(ip, sock.ident, tag, sink.clone(), first, stamp, deadline)
                 .map_err(|_| SendError::InFlightFull {
                     limit: table.capacity(),
                     ip,
                 })?;
-            (seq, earliest.is_none_or(|e| deadline < e))
+            (seq, table.wake_timer(deadline))
         };
         let size = usize::from(spec.size);
         let pkt = match flow {

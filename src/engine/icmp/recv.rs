@@ -7,7 +7,10 @@ use super::*;
 /// Times out probes as their deadlines pass: one task and one sleep for every probe.
 pub(super) async fn timer_task(shared: Arc<Shared>) {
     loop {
-        let next = shared.table.lock().next_deadline();
+        // Armed under the table's lock, so a sender sees either this deadline or the one
+        // before, and wakes the task when its probe is due sooner (a wake-up that comes before
+        // the task waits is kept by `Notify` as a permit).
+        let next = shared.table.lock().arm();
         match next {
             Some(at) => {
                 tokio::select! {
