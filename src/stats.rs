@@ -277,27 +277,36 @@ impl Window {
     /// Probes in the window and the share of them lost: what outage detection needs after
     /// every probe (without the RTT figures of [`Window::gauges`]).
     pub fn loss(&self) -> (usize, f64) {
-        let probes = self.slots.len();
         let lost = self.slots.iter().filter(|s| s.is_nan()).count();
-        let ratio = if probes == 0 {
-            0.0
-        } else {
-            lost as f64 / probes as f64
-        };
-        (probes, ratio)
+        (self.slots.len(), self.lost_share(lost))
     }
 
-    /// Loss and min/mean/max/stddev in one pass, without allocating or sorting: what the
-    /// `pingscope_window_*` gauges need after every probe. Percentiles come from [`Window::stats`].
+    fn lost_share(&self, lost: usize) -> f64 {
+        if self.slots.is_empty() {
+            0.0
+        } else {
+            lost as f64 / self.slots.len() as f64
+        }
+    }
+
+    /// Loss and min/mean/max/stddev, without allocating or sorting: what the
+    /// `pingscope_window_*` gauges and outage detection need after every probe, in two passes
+    /// (the loss and the sums, then the deviations). Percentiles come from [`Window::stats`].
     pub fn gauges(&self) -> WindowGauges {
         let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for rtt in self.replies() {
-            n += 1;
-            sum += rtt;
-            min = min.min(rtt);
-            max = max.max(rtt);
+        let mut lost = 0;
+        for &slot in &self.slots {
+            if slot.is_nan() {
+                lost += 1;
+            } else if slot.is_finite() {
+                let rtt = f64::from(slot);
+                n += 1;
+                sum += rtt;
+                min = min.min(rtt);
+                max = max.max(rtt);
+            }
         }
-        let (probes, loss_ratio) = self.loss();
+        let (probes, loss_ratio) = (self.slots.len(), self.lost_share(lost));
         let rtt = (n > 0).then(|| {
             let mean = sum / n as f64;
             let var = self.replies().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
@@ -531,10 +540,13 @@ mod tests {
             Some(0.020),
             Some(0.050),
             None,
+            // A reply without a usable RTT: counted as received, outside the RTT figures.
+            Some(f64::NAN),
             Some(0.040),
         ] {
             w.push(rtt);
             let (g, s) = (w.gauges(), w.stats());
+            assert_eq!((g.probes, g.loss_ratio), w.loss());
             assert_eq!(g.probes, s.probes);
             assert!(close(g.loss_ratio, s.loss_ratio));
             match (g.rtt, s.rtt) {

@@ -109,13 +109,17 @@ impl EventHandler for Recorder {
                 };
                 slot.outage.settled(ev.tag, outcome);
                 slot.last = Some(ev);
-                let (probes, loss_ratio) = slot.window.loss();
-                slot.outage.window(probes, loss_ratio);
-                self.cfg
-                    .options
-                    .metrics
-                    .window_gauges
-                    .then(|| slot.window.gauges())
+                // Outage detection needs the window's loss after every probe; with the gauges
+                // on, it comes from the same pass.
+                if self.cfg.options.metrics.window_gauges {
+                    let gauges = slot.window.gauges();
+                    slot.outage.window(gauges.probes, gauges.loss_ratio);
+                    Some(gauges)
+                } else {
+                    let (probes, loss_ratio) = slot.window.loss();
+                    slot.outage.window(probes, loss_ratio);
+                    None
+                }
             };
             if let Some(gauges) = gauges {
                 self.metrics.set_window(
