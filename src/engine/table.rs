@@ -15,7 +15,7 @@
 //! than [`RECENT_KEEP`] ago, so a daemon probing a few targets does not fill the whole ring over
 //! hours; the per-address sequence counters are pruned when they outgrow the table.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +25,10 @@ use foldhash::HashMap;
 use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
 use super::packet::PayloadStamp;
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
+
+#[path = "recent.rs"]
+mod recent;
+use recent::RecentRing;
 
 /// How long a settled probe is remembered at most, from its send: a reply later than this is
 /// unknown rather than late. At high probe rates the ring's count bound comes first.
@@ -117,20 +121,11 @@ pub struct Full;
 #[derive(Debug)]
 pub struct InFlightTable {
     capacity: usize,
-    recent_capacity: usize,
     pending: HashMap<Key, Pending>,
     deadlines: BTreeMap<(Instant, u64), Key>,
     next_id: u64,
-    /// Where each remembered probe stands in `ring`: the low 32 bits of its position counted
-    /// from the first probe ever remembered (positions in the ring are fewer than 2^32 apart,
-    /// so they compare and subtract exactly with wrapping). A small index; the entries
-    /// themselves live in the ring.
-    recent: HashMap<Key, u32>,
-    /// Settled probes, oldest first, at most `recent_capacity` of them; `ring_start` is the
-    /// position of the first. A probe forgotten early (its key reused) leaves its slot until it
-    /// comes round, when the index no longer points at it.
-    ring: VecDeque<(Key, Recent)>,
-    ring_start: u64,
+    /// Settled probes, at most `recent_capacity` of them.
+    recent: RecentRing,
     next_seq: HashMap<IpAddr, u16>,
     /// When the timer task looks at the table next: the deadline it sleeps until, or `None`
     /// while it waits to be woken. See [`InFlightTable::arm`].
@@ -150,13 +145,10 @@ impl InFlightTable {
     pub fn new(capacity: usize, recent_capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            recent_capacity: recent_capacity.max(1),
             pending: HashMap::default(),
             deadlines: BTreeMap::new(),
             next_id: 0,
-            recent: HashMap::default(),
-            ring: VecDeque::new(),
-            ring_start: 0,
+            recent: RecentRing::new(recent_capacity),
             next_seq: HashMap::default(),
             armed: None,
         }
@@ -185,7 +177,7 @@ impl InFlightTable {
     /// How many settled probes the recent table holds before it must grow.
     #[cfg(test)]
     pub(crate) fn recent_allocated(&self) -> usize {
-        self.recent.capacity()
+        self.recent.allocated()
     }
 
     /// The earliest deadline of any probe in flight.
@@ -252,7 +244,7 @@ impl InFlightTable {
         }
         let key = found.ok_or(Full)?;
         self.next_seq.insert(ip, key.seq.wrapping_add(1));
-        self.recent.remove(&key);
+        self.recent.forget(&key);
         let timer = (deadline, self.next_id);
         self.next_id += 1;
         self.deadlines.insert(timer, key);
@@ -319,63 +311,6 @@ impl InFlightTable {
         }
     }
 
-    fn remember(&mut self, key: Key, rec: Recent) {
-        // Make room first: inserting into a full index, even for the moment before the oldest
-        // entry goes, would make its hash table double.
-        while self.ring.len() >= self.recent_capacity && self.forget_oldest() {}
-        if self.ring.len() == self.ring.capacity() {
-            // Doubling, but never past the bound: a ring of 28,672 would otherwise take room
-            // for 32,768.
-            let to = (self.ring.len() * 2).clamp(4, self.recent_capacity.max(4));
-            self.ring
-                .reserve_exact(to.saturating_sub(self.ring.len()).max(1));
-        }
-        let position = self.ring_start + self.ring.len() as u64;
-        self.ring.push_back((key, rec));
-        // Truncated on purpose: see `recent`.
-        self.recent.insert(key, position as u32);
-    }
-
-    /// Forgets the oldest remembered probe; false when there is none.
-    fn forget_oldest(&mut self) -> bool {
-        let Some((old, _)) = self.ring.pop_front() else {
-            return false;
-        };
-        if self.recent.get(&old) == Some(&(self.ring_start as u32)) {
-            self.recent.remove(&old);
-        }
-        self.ring_start += 1;
-        true
-    }
-
-    /// Forgets remembered probes sent [`RECENT_KEEP`] or longer before `now`, oldest first. The
-    /// ring is in settling order, which follows sending order up to the spread of timeouts, so
-    /// a younger probe ahead of older ones only holds them back that long.
-    fn forget_old(&mut self, now: Instant) {
-        while self
-            .ring
-            .front()
-            .is_some_and(|(_, r)| now.saturating_duration_since(r.sent.user.mono) >= RECENT_KEEP)
-        {
-            self.forget_oldest();
-        }
-        // What the ring held at its fullest is given back once it is mostly empty.
-        if self.ring.capacity() > 64 && self.ring.len() < self.ring.capacity() / 4 {
-            self.ring.shrink_to(self.ring.len() * 2);
-            self.recent.shrink_to(self.ring.len() * 2);
-        }
-    }
-
-    /// The remembered probe of `key`, if any.
-    fn recent_mut(&mut self, key: &Key) -> Option<&mut Recent> {
-        let position = *self.recent.get(key)?;
-        let index = usize::try_from(position.wrapping_sub(self.ring_start as u32)).ok()?;
-        match self.ring.get_mut(index) {
-            Some((at, r)) if at == key => Some(r),
-            _ => None,
-        }
-    }
-
     fn settle(&mut self, key: Key, p: Pending, state: Settled) {
         self.deadlines.remove(&p.timer);
         let rec = Recent {
@@ -385,7 +320,7 @@ impl InFlightTable {
             stamp: p.stamp,
             state,
         };
-        self.remember(key, rec);
+        self.recent.remember(key, rec);
     }
 
     /// Classifies an echo reply received at `rx`, and measures its RTT (see [`clock::measure`]).
@@ -452,7 +387,7 @@ impl InFlightTable {
             self.settle(key, p, Settled::Answered);
             return (ReplyOutcome::Deliver((sink, ev)), Some(m));
         }
-        let Some(r) = self.recent_mut(&key) else {
+        let Some(r) = self.recent.get_mut(&key) else {
             return (ReplyOutcome::Unknown, None);
         };
         if !matches(r.stamp) {
@@ -498,7 +433,7 @@ impl InFlightTable {
 
     /// Times out every probe whose deadline is at or before `now`.
     pub fn expire(&mut self, now: Instant, wall: SystemTime) -> Vec<Delivery> {
-        self.forget_old(now);
+        self.recent.forget_old(now);
         let mut out = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now {

@@ -303,9 +303,34 @@ fn the_ring_takes_no_room_past_its_bound() {
                 .unwrap();
         }
         t.expire(now, wall);
-        assert!(t.ring.capacity() <= 448, "{}", t.ring.capacity());
+        assert!(
+            t.recent.slots_allocated() <= 448,
+            "{}",
+            t.recent.slots_allocated()
+        );
     }
-    assert_eq!(t.ring.len(), 448);
+    assert_eq!(t.recent.slots(), 448);
+}
+
+// The index holds ring positions, not keys: 4 bytes and a control byte a bucket (a map from
+// key to position took 28 and one, 1.9 MB at the daemon's bound of 28,672 probes).
+#[test]
+fn the_index_of_a_full_ring_holds_positions_only() {
+    let (now, wall, mut t, tx, _rx) = start(64, 448);
+    for i in 0..448u32 {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + i));
+        t.insert(ip, ID, u64::from(i), tx.clone(), sp(wall), 0, now)
+            .unwrap();
+        t.expire(now, wall);
+    }
+    assert_eq!(t.recent_len(), 448);
+    // A hash table holds 7/8 of its buckets; a control byte each, and one group more.
+    let buckets = t.recent_allocated() * 8 / 7;
+    let bytes = t.recent.index_bytes();
+    assert!(
+        bytes <= buckets * 5 + 32,
+        "{bytes} bytes for {buckets} buckets"
+    );
 }
 
 // The index keeps positions in 32 bits: remembering, finding and forgetting still work when
@@ -313,7 +338,7 @@ fn the_ring_takes_no_room_past_its_bound() {
 #[test]
 fn ring_positions_past_32_bits_still_find_and_forget() {
     let (now, wall, mut t, tx, _rx) = start(8, 4);
-    t.ring_start = (1 << 32) - 3;
+    t.recent.start = (1 << 32) - 3;
     let later = now + Duration::from_secs(1);
     let mut seqs = Vec::new();
     for i in 0..10u64 {
@@ -322,7 +347,7 @@ fn ring_positions_past_32_bits_still_find_and_forget() {
         seqs.push(seq);
         assert!(t.recent_len() <= 4);
     }
-    assert_eq!(t.ring_start, (1 << 32) + 3);
+    assert_eq!(t.recent.start, (1 << 32) + 3);
     for (i, seq) in (0u64..).zip(&seqs) {
         let outcome = answer(&mut t, *seq, 100 + i, wall, None);
         if i < 6 {
@@ -434,7 +459,7 @@ fn an_old_slot_of_a_reused_key_going_does_not_forget_the_new_one() {
         deliver(answer(&mut t, seq, 8, wall, None));
         settled += 1;
     }
-    assert_eq!(t.ring_start, 1, "the first probe's slot went");
+    assert_eq!(t.recent.start, 1, "the first probe's slot went");
     let ev = deliver(answer(&mut t, 0, 7, wall, None));
     assert!(matches!(ev.kind, EventKind::Late(_)), "{:?}", ev.kind);
     assert_eq!(ev.tag, 70_000);
