@@ -1,8 +1,9 @@
 #!/bin/bash
 # perf of pingscope serve at N loopback targets while a gzip scrape runs every second (bounded).
 set -eu
+SORT=${SORT:-dso,sym}   # SORT=comm,dso,sym splits the samples by thread
 if [[ ${1-} != --inside ]]; then
-    exec timeout 300 unshare --net "$0" --inside "$(realpath "$1")" "$2" "$(realpath -m "$3")"
+    SORT=$SORT exec timeout 300 unshare --net "$0" --inside "$(realpath "$1")" "$2" "$(realpath -m "$3")"
 fi
 BIN=$2 N=$3 OUT=$4
 WORK=$(mktemp -d)
@@ -19,5 +20,5 @@ wait $prec || true
 kill $pid; wait $pid || true
 {
   echo "# perf record -F 4999 -g over 20 s, N = $N, a gzip scrape of /metrics every second; by symbol (self time)"
-  perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -60
+  perf report -i "$WORK/perf.data" --no-children --sort "$SORT" --stdio -g none 2>/dev/null | grep '%' | head -60
 } > "$OUT"
