@@ -16,6 +16,8 @@ import tempfile
 import time
 import urllib.request
 
+from one_run import stop
+
 
 def main():
     if len(sys.argv) < 4:
@@ -57,12 +59,7 @@ def main():
         for m in sorted(maps, key=lambda m: -m["rss"])[:8]:
             print(f"{m['rss']:8d} kB resident of {m['size']:8d}  {m['map']}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 if __name__ == "__main__":

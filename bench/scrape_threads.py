@@ -7,7 +7,9 @@ window with a gzip scrape every EVERY seconds, and what the scrapes added, by th
 utime and stime per thread come from /proc/PID/task/*/stat in 10 ms units, and this kernel
 samples the user/system split at its ticks (bench/RESULTS.md, "Reading the user/system
 split"): a per-thread difference under a few ticks is noise. Bounded: two windows and start-up."""
-import os, sys, time, subprocess, tempfile, urllib.request, collections, gzip
+import os, sys, time, subprocess, tempfile, urllib.request, collections
+
+from one_run import stop
 CLK = os.sysconf("SC_CLK_TCK")
 binp, n = sys.argv[1], int(sys.argv[2])
 window, every = min(float(sys.argv[3]), 300.0), max(float(sys.argv[4]), 0.5)
@@ -73,4 +75,4 @@ try:
         if q or s:
             print(f"{key:28s} quiet {q:7.2f}  scraped {s:7.2f}  diff/scrape {1000*(s-q)/k:8.1f} ms")
 finally:
-    p.terminate(); p.wait()
+    stop(p)
