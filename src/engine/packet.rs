@@ -418,14 +418,25 @@ pub fn build_echo_request(
     stamp: u64,
 ) -> Vec<u8> {
     let mut pkt = vec![0u8; ECHO_HEADER_LEN + payload_len];
-    pkt[0] = if v6 {
+    write_echo_request(&mut pkt, v6, ident, seq, stamp);
+    pkt
+}
+
+/// Writes into all of `pkt` the echo request [`build_echo_request`] builds with a payload of
+/// `pkt.len() - ECHO_HEADER_LEN` bytes (nothing if `pkt` is shorter than the header): the
+/// probe path's form, which writes into a buffer of its own instead of allocating one.
+pub fn write_echo_request(pkt: &mut [u8], v6: bool, ident: u16, seq: u16, stamp: u64) {
+    let Some((header, payload)) = pkt.split_at_mut_checked(ECHO_HEADER_LEN) else {
+        return;
+    };
+    header[0] = if v6 {
         ICMPV6_ECHO_REQUEST
     } else {
         ICMPV4_ECHO_REQUEST
     };
-    pkt[4..6].copy_from_slice(&ident.to_be_bytes());
-    pkt[6..8].copy_from_slice(&seq.to_be_bytes());
-    let payload = &mut pkt[ECHO_HEADER_LEN..];
+    header[1..4].fill(0);
+    header[4..6].copy_from_slice(&ident.to_be_bytes());
+    header[6..8].copy_from_slice(&seq.to_be_bytes());
     for (i, b) in payload.iter_mut().enumerate() {
         *b = (i & 0xff) as u8;
     }
@@ -434,10 +445,9 @@ pub fn build_echo_request(
         payload[4..STAMP_LEN].copy_from_slice(&stamp.to_be_bytes());
     }
     if !v6 {
-        let sum = checksum(&pkt);
+        let sum = checksum(pkt);
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());
     }
-    pkt
 }
 
 /// Bytes of payload a flow-stable request needs for its stamp and compensation word.
@@ -488,15 +498,31 @@ pub fn build_flow_request(
     stamp: u64,
     flow: u16,
 ) -> Vec<u8> {
-    let mut pkt = build_echo_request(v6, ident, seq, payload_len.max(FLOW_STAMP_LEN), stamp);
-    pkt[2..4].copy_from_slice(&[0, 0]);
+    let mut pkt = vec![0u8; flow_request_len(payload_len)];
+    write_flow_request(&mut pkt, v6, ident, seq, stamp, flow);
+    pkt
+}
+
+/// Bytes of the flow request [`build_flow_request`] builds for a payload of `payload_len`.
+pub fn flow_request_len(payload_len: usize) -> usize {
+    ECHO_HEADER_LEN + payload_len.max(FLOW_STAMP_LEN)
+}
+
+/// Writes into all of `pkt` the flow request [`build_flow_request`] builds with a payload of
+/// `pkt.len() - ECHO_HEADER_LEN` bytes (see [`flow_request_len`]; a shorter one has no room for
+/// the compensation word, and its checksum is an echo request's).
+pub fn write_flow_request(pkt: &mut [u8], v6: bool, ident: u16, seq: u16, stamp: u64, flow: u16) {
+    write_echo_request(pkt, v6, ident, seq, stamp);
+    if pkt.len() < flow_request_len(0) {
+        return;
+    }
+    pkt[2..4].fill(0);
     // Even offset in the message, so the word adds as it is.
-    compensate(&mut pkt, ECHO_HEADER_LEN + STAMP_LEN, !flow_sum(flow));
+    compensate(pkt, ECHO_HEADER_LEN + STAMP_LEN, !flow_sum(flow));
     if !v6 {
-        let sum = checksum(&pkt);
+        let sum = checksum(pkt);
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());
     }
-    pkt
 }
 
 /// What the payload of a reply says about its origin.

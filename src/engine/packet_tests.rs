@@ -268,6 +268,20 @@ proptest! {
         }
         prop_assert_eq!(parse_quoted_echo(&pkt, v6), Ok((ident, seq)));
     }
+
+    /// The send path writes requests into a buffer it reuses: what the last one left there
+    /// must not show through.
+    #[test]
+    fn requests_written_over_old_bytes_are_the_built_ones(
+        v6: bool, ident: u16, seq: u16, len in 0usize..300, stamp: u64, flow: u16, old: u8,
+    ) {
+        let mut buf = vec![old; ECHO_HEADER_LEN + len];
+        write_echo_request(&mut buf, v6, ident, seq, stamp);
+        prop_assert_eq!(&buf, &build_echo_request(v6, ident, seq, len, stamp));
+        let mut buf = vec![old; flow_request_len(len)];
+        write_flow_request(&mut buf, v6, ident, seq, stamp, flow);
+        prop_assert_eq!(&buf, &build_flow_request(v6, ident, seq, len, stamp, flow));
+    }
 }
 
 /// A TX timestamp's request as the kernel loops it back: behind no link header (TUN), an

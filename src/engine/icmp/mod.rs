@@ -113,6 +113,10 @@ use sockets::{IcmpSocket, Open, SocketKey, Sockets, flow_key, socket_key};
 /// [`IcmpEngine`]'s `send`).
 const PENDING_ERROR_RETRIES: usize = 3;
 
+/// Bytes of the largest request a send writes on the stack (the default payload is 56 bytes);
+/// a larger one is written into a vector.
+const INLINE_REQUEST: usize = 256;
+
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -456,13 +460,28 @@ impl Pinger for IcmpEngine {
             (seq, table.wake_timer(deadline))
         };
         let size = usize::from(spec.size);
-        let pkt = match flow {
-            Some((f, _)) => packet::build_flow_request(sock.v6, sock.ident, seq, size, stamp, f),
-            None => packet::build_echo_request(sock.v6, sock.ident, seq, size, stamp),
+        let len = match flow {
+            Some(_) => packet::flow_request_len(size),
+            None => packet::ECHO_HEADER_LEN + size,
         };
+        // The usual sizes are written on the stack: no allocation per probe.
+        let mut inline = [0u8; INLINE_REQUEST];
+        let mut heap = Vec::new();
+        let pkt: &mut [u8] = match inline.get_mut(..len) {
+            Some(pkt) => pkt,
+            None => {
+                heap.resize(len, 0);
+                &mut heap
+            }
+        };
+        match flow {
+            Some((f, _)) => packet::write_flow_request(pkt, sock.v6, sock.ident, seq, stamp, f),
+            None => packet::write_echo_request(pkt, sock.v6, sock.ident, seq, stamp),
+        }
+        let pkt = &*pkt;
         let send = || match flow {
-            Some((_, ttl)) => socket::send_to_with_ttl(sock.send_socket(), ip, &pkt, ttl),
-            None => socket::send_to(sock.send_socket(), ip, &pkt),
+            Some((_, ttl)) => socket::send_to_with_ttl(sock.send_socket(), ip, pkt, ttl),
+            None => socket::send_to(sock.send_socket(), ip, pkt),
         };
         let key = Key {
             ip,
