@@ -97,6 +97,43 @@ fn record(c: &mut Criterion) {
     });
 }
 
+/// Recording as the daemon does at scale: each probe to the next of 10,000 targets, whose
+/// series are then seldom in cache (the single-target bench above keeps them hot).
+fn record_many(c: &mut Criterion) {
+    let metrics = match Metrics::new(MetricsOptions::default()) {
+        Ok(m) => m,
+        Err(e) => panic!("registry: {e}"),
+    };
+    let targets: Vec<TargetMetrics> = (0..TARGETS)
+        .map(|i| match target(&metrics, i) {
+            Ok(t) => t,
+            Err(e) => panic!("target: {e}"),
+        })
+        .collect();
+    // A spread of RTTs per target, so that each keeps a realistic set of native buckets.
+    for (i, t) in targets.iter().enumerate() {
+        let ip = t.labels().ip();
+        for seq in 0..64_u16 {
+            t.on_sent();
+            t.on_event(&reply(ip, seq, 15 + (u64::from(seq) * 7 + i as u64) % 200));
+        }
+    }
+    let mut n = 0_usize;
+    c.bench_function("record probe, 10k targets in turn", |b| {
+        b.iter(|| {
+            let t = &targets[n % targets.len()];
+            let event = reply(
+                t.labels().ip(),
+                (n / targets.len()) as u16,
+                15 + (n as u64 * 13) % 200,
+            );
+            n += 1;
+            t.on_sent();
+            t.on_event(black_box(&event));
+        })
+    });
+}
+
 #[expect(
     clippy::print_stderr,
     reason = "the body sizes are part of the benchmark's report"
@@ -161,5 +198,5 @@ fn gzip_levels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record, encode, gzip_levels);
+criterion_group!(benches, record, record_many, encode, gzip_levels);
 criterion_main!(benches);
