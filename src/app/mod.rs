@@ -346,7 +346,7 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 /// address and its probe path allocates next to nothing (the per-thread cache serves it), so
 /// more arenas only spread that state and its slack: at 10,000 addresses, capping them at two
 /// (the main thread's and one the other threads share) keeps about 1 MB less resident
-/// (bench/RESULTS.md). `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the environment win.
+/// (bench/RESULTS.md). `MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in `GLIBC_TUNABLES`, wins.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -269,8 +269,8 @@ proptest! {
         prop_assert_eq!(parse_quoted_echo(&pkt, v6), Ok((ident, seq)));
     }
 
-    /// The send path writes requests into a buffer it reuses: what the last one left there
-    /// must not show through.
+    /// The send path writes requests into a buffer of its own: whatever that buffer held
+    /// before must not show through.
     #[test]
     fn requests_written_over_old_bytes_are_the_built_ones(
         v6: bool, ident: u16, seq: u16, len in 0usize..300, stamp: u64, flow: u16, old: u8,
