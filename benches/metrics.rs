@@ -97,8 +97,10 @@ fn record(c: &mut Criterion) {
     });
 }
 
-/// Recording as the daemon does at scale: each probe to the next of 10,000 targets, whose
-/// series are then seldom in cache (the single-target bench above keeps them hot).
+/// Recording as the daemon does at scale: each probe to the next of 10,000 targets, each reply
+/// built in the loop (the single-target bench above reuses 256 built ones). Whether their
+/// series stay in cache at this rate depends on the machine (on the 2-core VM of
+/// bench/RESULTS.md they did: both benches took about the same time).
 fn record_many(c: &mut Criterion) {
     let metrics = match Metrics::new(MetricsOptions::default()) {
         Ok(m) => m,
