@@ -12,7 +12,10 @@
 //! - RFC 3550 jitter: J += (|D| − J) / 16 over the same pairs.
 //! - percentiles: linear interpolation between closest ranks.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+
+mod window;
+pub use window::{Window, WindowGauges, WindowStats};
 
 /// Summary of a set of RTTs, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -203,158 +206,12 @@ impl Accumulator {
     }
 }
 
-/// The last `capacity` settled probes of a monitor, behind the `pingscope_window_*` gauges.
-#[derive(Clone, Debug)]
-pub struct Window {
-    capacity: usize,
-    // RTT of a reply in seconds, NaN for a loss: a quarter of the size of `Option<f64>`, which
-    // counts at tens of thousands of targets. `f32` keeps 24 significant bits, a relative error
-    // of 6e-8: under half a nanosecond below 8 ms, so rounding to whole nanoseconds on the way
-    // out (see [`seconds`]) gives back the measured RTT exactly there. Statistics are computed
-    // in `f64`. A non-finite RTT is kept as infinity (a reply, outside the RTT statistics).
-    slots: VecDeque<f32>,
-}
-
-const LOST: f32 = f32::NAN;
-
-/// A stored RTT in seconds, rounded to the nanosecond (RTTs are measured in nanoseconds).
-fn seconds(stored: f32) -> f64 {
-    to_nanosecond(f64::from(stored))
-}
-
-/// Rounds seconds to the nanosecond. Not per slot on the probe path: without SSE4.1 `round` is a
-/// libm call, which tripled the cost of [`Window::gauges`].
-fn to_nanosecond(s: f64) -> f64 {
-    (s * 1e9).round() / 1e9
-}
-
-/// What the window gauges need, from [`Window::gauges`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WindowGauges {
-    /// Settled probes in the window.
-    pub probes: usize,
-    /// Lost / settled.
-    pub loss_ratio: f64,
-    /// (min, mean, max, stddev) of the replies, in seconds.
-    pub rtt: Option<(f64, f64, f64, f64)>,
-}
-
-/// Statistics of a [`Window`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct WindowStats {
-    /// Settled probes in the window.
-    pub probes: usize,
-    /// Lost / settled.
-    pub loss_ratio: f64,
-    /// RTT summary of the replies in the window.
-    pub rtt: Option<RttStats>,
-}
-
-impl Window {
-    /// A window over the last `capacity` probes (at least 1).
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        Self {
-            capacity,
-            slots: VecDeque::with_capacity(capacity),
-        }
-    }
-
-    /// Pushes a settled probe: `Some(rtt)` for a reply, `None` for a loss.
-    pub fn push(&mut self, rtt: Option<f64>) {
-        if self.slots.len() == self.capacity {
-            self.slots.pop_front();
-        }
-        self.slots.push_back(match rtt {
-            None => LOST,
-            Some(v) if v.is_nan() => f32::INFINITY,
-            // Rounds to the nearest f32; beyond its range, infinity (outside the statistics).
-            #[allow(clippy::cast_possible_truncation)]
-            Some(v) => v as f32,
-        });
-    }
-
-    /// Probes in the window and the share of them lost: what outage detection needs after
-    /// every probe (without the RTT figures of [`Window::gauges`]).
-    pub fn loss(&self) -> (usize, f64) {
-        let lost = self.slots.iter().filter(|s| s.is_nan()).count();
-        (self.slots.len(), self.lost_share(lost))
-    }
-
-    fn lost_share(&self, lost: usize) -> f64 {
-        if self.slots.is_empty() {
-            0.0
-        } else {
-            lost as f64 / self.slots.len() as f64
-        }
-    }
-
-    /// Loss and min/mean/max/stddev, without allocating or sorting: what the
-    /// `pingscope_window_*` gauges and outage detection need after every probe, in two passes
-    /// (the loss and the sums, then the deviations). Percentiles come from [`Window::stats`].
-    pub fn gauges(&self) -> WindowGauges {
-        let (mut n, mut sum, mut min, mut max) = (0usize, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-        let mut lost = 0;
-        for &slot in &self.slots {
-            if slot.is_nan() {
-                lost += 1;
-            } else if slot.is_finite() {
-                let rtt = f64::from(slot);
-                n += 1;
-                sum += rtt;
-                min = min.min(rtt);
-                max = max.max(rtt);
-            }
-        }
-        let (probes, loss_ratio) = (self.slots.len(), self.lost_share(lost));
-        let rtt = (n > 0).then(|| {
-            let mean = sum / n as f64;
-            let var = self.replies().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
-            // Min and max are RTTs of the window: exact below 8 ms once rounded (see `slots`).
-            (to_nanosecond(min), mean, to_nanosecond(max), var.sqrt())
-        });
-        WindowGauges {
-            probes,
-            loss_ratio,
-            rtt,
-        }
-    }
-
-    /// The finite RTTs of the window's replies, in seconds as stored (not rounded).
-    fn replies(&self) -> impl Iterator<Item = f64> + '_ {
-        self.slots
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|v| f64::from(*v))
-    }
-
-    /// Current statistics.
-    pub fn stats(&self) -> WindowStats {
-        let rtts: Vec<f64> = self
-            .slots
-            .iter()
-            .filter(|v| !v.is_nan())
-            .map(|v| seconds(*v))
-            .collect();
-        let probes = self.slots.len();
-        let lost = probes - rtts.len();
-        WindowStats {
-            probes,
-            loss_ratio: if probes == 0 {
-                0.0
-            } else {
-                lost as f64 / probes as f64
-            },
-            rtt: summarize(&rtts),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn close(a: f64, b: f64) -> bool {
+    /// Equal within a nanosecond (values in seconds); also for the window's tests.
+    pub(super) fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
     }
 
@@ -527,68 +384,5 @@ mod tests {
                 (a, b) => assert_eq!(a, b, "{}: ipdv", c.name),
             }
         }
-    }
-
-    #[test]
-    fn window_gauges_agree_with_the_full_statistics() {
-        let mut w = Window::new(5);
-        assert_eq!(w.gauges().rtt, None);
-        for rtt in [
-            Some(0.010),
-            None,
-            Some(0.030),
-            Some(0.020),
-            Some(0.050),
-            None,
-            // A reply without a usable RTT: counted as received, outside the RTT figures.
-            Some(f64::NAN),
-            Some(0.040),
-        ] {
-            w.push(rtt);
-            let (g, s) = (w.gauges(), w.stats());
-            assert_eq!((g.probes, g.loss_ratio), w.loss());
-            assert_eq!(g.probes, s.probes);
-            assert!(close(g.loss_ratio, s.loss_ratio));
-            match (g.rtt, s.rtt) {
-                (Some((min, mean, max, sd)), Some(r)) => {
-                    assert!(close(min, r.min) && close(mean, r.mean) && close(max, r.max));
-                    assert!(close(sd, r.stddev));
-                }
-                (a, b) => assert_eq!(a.is_none(), b.is_none()),
-            }
-        }
-    }
-
-    // Below 8 ms the f32 slot plus rounding to the nanosecond gives back every RTT exactly.
-    #[test]
-    fn short_rtts_come_back_exactly() {
-        for ns in [1u64, 999, 13_901, 45_123, 1_000_000, 7_999_999] {
-            let rtt = std::time::Duration::from_nanos(ns).as_secs_f64();
-            let mut w = Window::new(1);
-            w.push(Some(rtt));
-            assert_eq!(w.stats().rtt.map(|r| r.min), Some(rtt), "{ns} ns");
-            assert_eq!(
-                w.gauges().rtt.map(|g| (g.0, g.2)),
-                Some((rtt, rtt)),
-                "{ns} ns"
-            );
-        }
-    }
-
-    #[test]
-    fn window_keeps_the_last_n() {
-        let mut w = Window::new(4);
-        for rtt in [Some(0.1), None, Some(0.3), Some(0.2), None, None] {
-            w.push(rtt);
-        }
-        // Last four: 0.3, 0.2, lost, lost.
-        let s = w.stats();
-        assert_eq!(s.probes, 4);
-        assert!(close(s.loss_ratio, 0.5));
-        // Kept as f32: within 6e-8 of each RTT.
-        let rtt = s.rtt.map(|r| (r.min, r.max));
-        let near = |a: f64, b: f64| (a - b).abs() <= 6e-8 * b;
-        assert!(rtt.is_some_and(|(min, max)| near(min, 0.2) && near(max, 0.3)));
-        assert_eq!(Window::new(0).stats().probes, 0);
     }
 }
