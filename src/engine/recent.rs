@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use std::time::Instant;
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use super::{Key, RECENT_KEEP, Recent};
 
@@ -99,9 +100,10 @@ impl RecentRing {
         }
     }
 
-    /// Remembers a settled probe, forgetting the oldest when the ring is full.
+    /// Remembers a settled probe, forgetting the oldest when the ring is full. A key still
+    /// remembered (reused) has its entry moved to the new slot: one lookup of the index per
+    /// probe, not one to forget and one to insert.
     pub(super) fn remember(&mut self, key: Key, rec: Recent) {
-        self.forget(&key);
         // Make room first: inserting into a full index, even for the moment before the oldest
         // entry goes, would make its hash table double.
         while self.ring.len() >= self.capacity && self.forget_oldest() {}
@@ -114,12 +116,19 @@ impl RecentRing {
         }
         // Truncated on purpose: see the type's docs.
         let position = (self.start + self.ring.len() as u64) as u32;
-        let hash = self.hasher.hash_one(key);
-        self.ring.push_back((key, rec));
         let (ring, start, hasher) = (&self.ring, self.start, &self.hasher);
-        self.index.insert_unique(hash, position, |&p| {
-            slot(ring, start, p).map_or(0, |(k, _)| hasher.hash_one(k))
-        });
+        let entry = self.index.entry(
+            hasher.hash_one(key),
+            |&p| slot(ring, start, p).is_some_and(|(k, _)| *k == key),
+            |&p| slot(ring, start, p).map_or(0, |(k, _)| hasher.hash_one(k)),
+        );
+        match entry {
+            Entry::Occupied(mut reused) => *reused.get_mut() = position,
+            Entry::Vacant(new) => {
+                new.insert(position);
+            }
+        }
+        self.ring.push_back((key, rec));
     }
 
     /// Forgets the oldest slot; false when there is none.

@@ -230,8 +230,9 @@ impl InFlightTable {
                 self.pending.keys().map(|k| k.ip).collect();
             self.next_seq.retain(|ip, _| live.contains(ip));
         }
-        let start = self.next_seq.get(&ip).copied().unwrap_or(0);
-        let mut seq = start;
+        // One lookup of the address: its next sequence number is read and moved on in place.
+        let next = self.next_seq.entry(ip).or_insert(0);
+        let mut seq = *next;
         // Bounded: at most 65536 candidates, and `capacity` keeps most of them free.
         let mut found = None;
         for _ in 0..=u16::MAX as u32 {
@@ -243,7 +244,7 @@ impl InFlightTable {
             seq = seq.wrapping_add(1);
         }
         let key = found.ok_or(Full)?;
-        self.next_seq.insert(ip, key.seq.wrapping_add(1));
+        *next = key.seq.wrapping_add(1);
         self.recent.forget(&key);
         let timer = (deadline, self.next_id);
         self.next_id += 1;

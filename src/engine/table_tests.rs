@@ -551,3 +551,32 @@ fn the_timer_is_woken_only_for_a_deadline_before_the_one_it_sleeps_until() {
     assert_eq!(t.expire(now + second / 4, wall).len(), 1);
     assert_eq!(t.arm(), Some(now + second / 2));
 }
+
+// A key remembered again while the ring still holds it (its seq came round without a send
+// through this table in between) is found at its newest slot, and stays found when its older
+// slot is forgotten as the oldest; the index keeps one entry for it.
+#[test]
+fn a_key_remembered_twice_is_found_at_its_newest_slot() {
+    let (_now, wall, _t, tx, _rx) = start(8, 3);
+    let recent = |tag| Recent {
+        tag,
+        sink: tx.clone(),
+        sent: unsent(sp(wall)),
+        stamp: 0,
+        state: Settled::Lost,
+    };
+    let mut ring = RecentRing::new(3);
+    ring.remember(key(1), recent(10));
+    ring.remember(key(1), recent(11));
+    assert_eq!(ring.len(), 1);
+    assert_eq!(ring.get_mut(&key(1)).map(|r| r.tag), Some(11));
+    // Two more: the first slot (tag 10) goes as the oldest, the key stays at its second.
+    ring.remember(key(2), recent(20));
+    ring.remember(key(3), recent(30));
+    assert_eq!(ring.get_mut(&key(1)).map(|r| r.tag), Some(11));
+    assert_eq!(ring.len(), 3);
+    // One more: the key's own slot goes now.
+    ring.remember(key(4), recent(40));
+    assert!(ring.get_mut(&key(1)).is_none());
+    assert_eq!(ring.len(), 3);
+}
