@@ -11,7 +11,7 @@
 //!   that is what lets one process run tens of thousands of targets.
 //! - Start times are spread across the interval by a stable hash of (target, address), so a
 //!   thousand targets do not all fire at t=0 and a restart keeps their phase; the wheels put
-//!   them on a 10 ms grid, so that the probes of a step go out in one wake-up.
+//!   them on a 20 ms grid, so that the probes of a step go out in one wake-up.
 //! - Ticks are computed as `start + k·interval` (no drift from processing time); how late each
 //!   send was against that schedule goes to `pingscope_scheduler_lag_seconds`. An address that
 //!   falls more than one interval behind skips the missed ticks instead of bursting.
