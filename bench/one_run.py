@@ -188,6 +188,42 @@ def cpu_snapshot(pid):
     return {"user": user, "system": system, "sched": proc_cpu(pid)[1]}
 
 
+def perf_split(pid, secs, work):
+    """The process's CPU over `secs` more seconds (no scrapes), split into user and kernel time by
+    perf's samples instead of the kernel's ticks: `perf record -e cpu-clock -F 4999 -p PID`
+    samples each of its threads every ~200 us of its own CPU time, at a period that does not
+    divide the daemons' 10 and 20 ms wake-ups, where the ticks (250 a second here, CONFIG_HZ=250
+    with tick-based accounting) fall at the same few points of each periodic wake-up and
+    split a few hundred samples a window. Total CPU from utime + stime as in the window."""
+    if shutil.which("perf") is None:
+        raise RuntimeError("--split-window needs perf (Debian: linux-perf)")
+    data = os.path.join(work, "split.data")
+    k0, c0 = snmp(), cpu_times(pid)
+    subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999", "-p", str(pid),
+                    "-o", data, "--", "sleep", str(secs)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=secs + 60)
+    k1, c1 = snmp(), cpu_times(pid)
+    report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--sort", "sym", "-g",
+                             "none", "-F", "sample,sym"], check=True, capture_output=True,
+                            text=True, timeout=120).stdout
+    modes = {}
+    for line in report.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and not line.startswith("#") and parts[0].isdigit():
+            # perf marks a kernel symbol [k], a user-space one [.]
+            modes[parts[1]] = modes.get(parts[1], 0) + int(parts[0])
+    os.remove(data)
+    user, kernel = modes.get("[.]", 0), modes.get("[k]", 0)
+    pings = max(k1["InEchos"] - k0["InEchos"], 1)
+    cpu = (c1[0] + c1[1]) - (c0[0] + c0[1])
+    share = user / max(user + kernel, 1)
+    return {"seconds": secs, "samples_user": user, "samples_kernel": kernel,
+            "samples_other": sum(modes.values()) - user - kernel, "user_share": share,
+            "kernel_in_echos": pings, "cpu_s": cpu, "cpu_per_ping_us": cpu / pings * 1e6,
+            "user_per_ping_us": share * cpu / pings * 1e6,
+            "system_per_ping_us": (1 - share) * cpu / pings * 1e6}
+
+
 def proc_status(pid):
     out = {}
     with open(f"/proc/{pid}/status") as f:
@@ -604,6 +640,9 @@ def main():
                     help="RTT buckets: each tool's default, or the same 20 for pingscope and "
                          "smokeping_prober")
     ap.add_argument("--pingscope", default="target/release/pingscope")
+    ap.add_argument("--split-window", type=float, default=0,
+                    help="seconds of a second window, after the first, whose user/kernel split "
+                         "perf samples (0: none); see perf_split")
     ap.add_argument("--nice", type=int, default=0,
                     help="niceness for this run and the tools it starts (negative: ahead of "
                          "other work on a shared machine)")
@@ -618,6 +657,7 @@ def main():
         f.write("0 2147483647")
     res = {"tool": args.tool, "n": args.n, "rep": args.rep, "nice": args.nice,
            "buckets": args.buckets, "warmup": args.warmup, "window": args.window,
+           "split_window": args.split_window,
            "scrape_every": args.scrape_every, "floor": kernel_floor()}
     if args.n == 1:
         res["floor_1s"] = kernel_floor(15, "1")
@@ -770,6 +810,8 @@ scrape_configs:
             "threads": st["Threads"],
             "sockets": sockets(main_pid),
         })
+        if args.split_window > 0:
+            res["perf_split"] = perf_split(main_pid, args.split_window, work)
         if "prometheus" in procs:
             pc = cpu["prometheus"]
             res["prometheus_cpu_user_s"] = pc["user"]

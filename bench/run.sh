@@ -26,6 +26,9 @@ SCRAPES=${SCRAPES:-30}     # scrapes of the burst after the window, at most ...
 SCRAPE_BUDGET=${SCRAPE_BUDGET:-8}   # ... and at most this many seconds
 BUCKETS=${BUCKETS:-default}         # RTT buckets: each tool's default, or "shared"
 RUN_LIMIT=${RUN_LIMIT:-600}         # hard bound on one run, seconds
+# A second window of this many seconds for pingscope and fping up to N = 10,000, whose
+# user/kernel split perf samples (see one_run.py, perf_split); 0 for none.
+SPLIT=${SPLIT:-20}
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (apt-get install $2)"); }
@@ -39,6 +42,7 @@ need ip iproute2
 need nft nftables
 need git git
 need python3 python3
+[[ $SPLIT == 0 ]] || need perf linux-perf
 need cargo "rustup (https://rustup.rs)"
 if ((${#missing[@]})); then
     echo "missing, install them first:" >&2
@@ -59,7 +63,7 @@ echo "results: $OUT" >&2
 version() { "$@" 2>&1 | head -n1 || true; }
 {
     echo "# date: $(date -u +%FT%TZ)"
-    echo "# command: REPS=\"$REPS\" SIZES=\"$SIZES\" BIG=\"$BIG\" TOOLS=\"$TOOLS\" WARMUP=$WARMUP WINDOW=$WINDOW SCRAPE_EVERY=$SCRAPE_EVERY PROBES=$PROBES SCRAPES=$SCRAPES SCRAPE_BUDGET=$SCRAPE_BUDGET BUCKETS=$BUCKETS bench/run.sh"
+    echo "# command: REPS=\"$REPS\" SIZES=\"$SIZES\" BIG=\"$BIG\" TOOLS=\"$TOOLS\" WARMUP=$WARMUP WINDOW=$WINDOW SCRAPE_EVERY=$SCRAPE_EVERY PROBES=$PROBES SCRAPES=$SCRAPES SCRAPE_BUDGET=$SCRAPE_BUDGET BUCKETS=$BUCKETS SPLIT=$SPLIT bench/run.sh"
     echo "# commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench || echo ' (with uncommitted changes)')"
     echo "# pingscope: $(version "$BIN" --version)"
     echo "# peers: $(version prometheus-smokeping-prober --version); $(version prometheus-blackbox-exporter --version); $(version prometheus --version); $(version fping --version)"
@@ -71,6 +75,8 @@ one() { # tool n rep
     local args=("$1" "$2" --rep "$3" --warmup "$WARMUP" --window "$WINDOW"
         --scrape-every "$SCRAPE_EVERY" --probes "$PROBES" --scrapes "$SCRAPES"
         --scrape-budget "$SCRAPE_BUDGET" --buckets "$BUCKETS" --pingscope "$BIN")
+    [[ $1 == pingscope || $1 == fping ]] && (($2 > 1 && $2 <= 10000)) &&
+        args+=(--split-window "$SPLIT")
     echo "$(date -u +%T) $1 N=$2 rep $3" >&2
     timeout --kill-after=10 "$RUN_LIMIT" unshare --net python3 bench/one_run.py "${args[@]}" \
         >>"$OUT" || echo "{\"tool\": \"$1\", \"n\": $2, \"rep\": $3, \"error\": \"exit $?\"}" >>"$OUT"

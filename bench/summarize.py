@@ -231,6 +231,17 @@ def main():
         check(f"user CPU/ping N={n:,} vs fping",
               ratio(m("pingscope", n, "user_per_ping_us"), m("fping", n, "user_per_ping_us")),
               "≤ 2×", lambda v: v <= 2)
+        split = (m("pingscope", n, "perf_split.user_per_ping_us"),
+                 m("fping", n, "perf_split.user_per_ping_us"))
+        if None not in split:
+            check(f"user CPU/ping N={n:,} vs fping, split by perf samples (second window)",
+                  ratio(*split), "≤ 2×", lambda v: v <= 2)
+            check(f"of which µs/ping, pingscope / fping (perf samples a run, medians: "
+                  f"{m('pingscope', n, 'perf_split.samples_user') or 0:.0f} + "
+                  f"{m('pingscope', n, 'perf_split.samples_kernel') or 0:.0f} / "
+                  f"{m('fping', n, 'perf_split.samples_user') or 0:.0f} + "
+                  f"{m('fping', n, 'perf_split.samples_kernel') or 0:.0f})",
+                  f"{split[0]:.1f} / {split[1]:.1f}", "(context)")
     check("CPU/ping N=10,000 vs smokeping_prober",
           ratio(m("pingscope", 10000, "cpu_per_ping_us"),
                 m("smokeping", 10000, "cpu_per_ping_us")), "≤ 0.12×", lambda v: v <= 0.12)
