@@ -4,10 +4,12 @@ process was started in (run.sh starts it with `unshare --net`). Prints one JSON 
 bench/README.md says what every field means and how it is measured.
 
 Steps: bring `lo` up and open net.ipv4.ping_group_range (so unprivileged ICMP sockets work), take
-the kernel RTT floor with `ping -c 100 -i 0.01 127.0.0.1`, start the tool, wait the warm-up, scrape
+the kernel RTT floor with `ping -c 100 -i 0.01 127.0.0.1`, start the tool (its executable dropped
+from the page cache first: launch), wait the warm-up, scrape
 once (the window's start), measure over a fixed window (utime and stime of the process from
 /proc/PID/stat, RSS every second, the kernel's ICMP counters from /proc/net/snmp, a gzip text
-scrape every 15 s as Prometheus does), scrape once more (the window's end), take per-probe RTTs of
+scrape every 15 s as Prometheus does), with --split-window a second window whose user/kernel
+split perf samples (perf_split), scrape once more (the window's end), take per-probe RTTs of
 127.0.0.1 beside the N targets where the tool can give them, then a bounded burst of scrapes, and
 last the own-count check: echo requests are dropped at the namespace's output, the probes in
 flight settle, and the tool's counters from one scrape are compared with the kernel's read after
