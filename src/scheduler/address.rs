@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::recorder::{FirstRound, Recorder};
 use super::tick::ProbeTask;
 use super::wheel::OnWheel;
-use super::{Shared, Slot};
+use super::{AddressSlot, Shared, Slot};
 use crate::config::TargetConfig;
 use crate::engine::EventSink;
 use crate::metrics::{MetricsError, TargetLabels};
@@ -86,9 +86,9 @@ pub(super) fn retire_address(shared: &Shared, target: &str, ip: IpAddr, labels: 
     shared.deps.metrics.forget_outage(labels);
     shared.deps.metrics.forget_path(labels);
     shared.paths.lock().remove(&(target.to_owned(), ip));
-    let slot = shared.statuses.lock().remove(&(target.to_owned(), ip));
+    let slot = shared.statuses.lock().remove((target, Some(ip)));
     if let Some(slot) = slot {
-        slot.lock().outage.interrupt();
+        slot.lock().outage.interrupt(slot.of());
     }
 }
 
@@ -146,23 +146,21 @@ pub(super) fn prepare_address(
         .deps
         .metrics
         .target_probing(&labels, &cfg.host, family, probe);
-    let status = Arc::new(Mutex::new(Slot {
+    let status = Arc::new(AddressSlot {
         cfg: cfg.clone(),
         ip,
-        sent: 0,
-        window: Window::new(cfg.options.window),
-        last: None,
-        outage: super::outage::AddressOutage::new(
-            cfg,
-            ip,
-            shared.deps.metrics.outage(&labels),
-            shared.deps.outages.clone(),
-        ),
-    }));
-    shared
-        .statuses
-        .lock()
-        .insert((cfg.name.clone(), ip), status.clone());
+        state: Mutex::new(Slot {
+            sent: 0,
+            window: Window::new(cfg.options.window),
+            last: None,
+            outage: super::outage::AddressOutage::new(
+                cfg,
+                shared.deps.metrics.outage(&labels),
+                shared.deps.outages.clone(),
+            ),
+        }),
+    });
+    shared.statuses.lock().insert(status.clone());
     let recorder = Arc::new(Recorder {
         cfg: cfg.clone(),
         live: shared.deps.live.clone(),

@@ -27,6 +27,7 @@
 
 mod address;
 mod capture;
+mod keyed;
 mod outage;
 mod path;
 mod recorder;
@@ -106,21 +107,41 @@ pub struct ResolveFailure {
     pub error: String,
 }
 
-/// What a probe task shares with readers of `/api/v1/targets`: updated once per settled probe
-/// under its own (uncontended) lock; statistics with percentiles are computed only on read.
+/// One monitored address as its probe loop, its recorder and the readers of `/api/v1/targets`
+/// share it: what it is, fixed for its life, beside what changes under its own lock.
 #[derive(Debug)]
-struct Slot {
+struct AddressSlot {
     cfg: Arc<TargetConfig>,
     ip: IpAddr,
+    state: Mutex<Slot>,
+}
+
+/// An address's changing state: updated once per sent and settled probe under its own
+/// (uncontended) lock; statistics with percentiles are computed only on read.
+#[derive(Debug)]
+struct Slot {
     sent: u64,
     window: Window,
     last: Option<ProbeEvent>,
     outage: outage::AddressOutage,
 }
 
-impl Slot {
+impl AddressSlot {
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Slot> {
+        self.state.lock()
+    }
+
+    /// Who an outage of this address is of.
+    fn of(&self) -> outage::Of<'_> {
+        outage::Of {
+            cfg: &self.cfg,
+            ip: self.ip,
+        }
+    }
+
     fn status(&self) -> AddressStatus {
         let cfg = &self.cfg;
+        let slot = self.lock();
         AddressStatus {
             target: cfg.name.clone(),
             host: cfg.host.clone(),
@@ -133,9 +154,9 @@ impl Slot {
             interval: cfg.options.interval,
             kind: cfg.options.kind,
             port: cfg.options.port.port,
-            sent: self.sent,
-            window: self.window.stats(),
-            last: self
+            sent: slot.sent,
+            window: slot.window.stats(),
+            last: slot
                 .last
                 .as_ref()
                 .map(|ev| Sample::from_event(&cfg.name, &cfg.host, ev)),
@@ -143,11 +164,23 @@ impl Slot {
     }
 }
 
-type StatusSlot = Arc<Mutex<Slot>>;
+type StatusSlot = Arc<AddressSlot>;
+
+impl keyed::Keyed for StatusSlot {
+    fn key(&self) -> keyed::Key<'_> {
+        (&self.cfg.name, Some(self.ip))
+    }
+}
 
 struct TargetTask {
     config: Arc<TargetConfig>,
     run: Running,
+}
+
+impl keyed::Keyed for TargetTask {
+    fn key(&self) -> keyed::Key<'_> {
+        (&self.config.name, None)
+    }
 }
 
 /// How a target runs.
@@ -202,10 +235,10 @@ struct Shared {
     resolver: Mutex<Resolver>,
     dns_refresh: Mutex<Duration>,
     // Held only to add/remove entries and to copy them out; never across an await.
-    tasks: tokio::sync::Mutex<HashMap<String, TargetTask>>,
-    // Status slots of every running address task; each slot's own lock is taken by its task
-    // once per settled probe and by snapshot readers.
-    statuses: Mutex<HashMap<(String, IpAddr), StatusSlot>>,
+    tasks: tokio::sync::Mutex<keyed::Table<TargetTask>>,
+    // Status slots of every running address; each slot's own lock is taken by its probe loop
+    // and its recorder once per probe, and by snapshot readers.
+    statuses: Mutex<keyed::Table<StatusSlot>>,
     failures: Mutex<HashMap<String, ResolveFailure>>,
     // Figures and history of every running path monitor's address, by (target, address).
     paths: Mutex<HashMap<(String, IpAddr), path::PathSlot>>,
@@ -246,8 +279,8 @@ impl Scheduler {
                 wheels: wheel::Wheels::new(&deps, &shutdown),
                 deps,
                 dns_refresh: Mutex::new(dns_refresh),
-                tasks: tokio::sync::Mutex::new(HashMap::new()),
-                statuses: Mutex::new(HashMap::new()),
+                tasks: tokio::sync::Mutex::default(),
+                statuses: Mutex::default(),
                 failures: Mutex::new(HashMap::new()),
                 paths: Mutex::new(HashMap::new()),
                 readiness: Arc::default(),
@@ -278,13 +311,14 @@ impl Scheduler {
         let mut stopping = Vec::new();
         let mut changed = 0;
         let mut removed = 0;
-        let names: Vec<String> = tasks.keys().cloned().collect();
+        let names: Vec<String> = tasks.iter().map(|t| t.config.name.clone()).collect();
         for name in names {
+            let running = tasks.get((&name, None)).map(|t| &*t.config);
             match wanted.get(name.as_str()) {
-                Some(cfg) if **cfg == *tasks[&name].config => {}
+                Some(cfg) if Some(*cfg) == running => {}
                 Some(_) => {
                     changed += 1;
-                    if let Some(t) = tasks.remove(&name) {
+                    if let Some(t) = tasks.remove((&name, None)) {
                         stopping.extend(t.stop(&self.shared));
                     }
                 }
@@ -292,7 +326,7 @@ impl Scheduler {
                     removed += 1;
                     self.shared.deps.metrics.set_thresholds(&name, None);
                     self.shared.deps.metrics.set_capture_reasons(&name, &[]);
-                    if let Some(t) = tasks.remove(&name) {
+                    if let Some(t) = tasks.remove((&name, None)) {
                         stopping.extend(t.stop(&self.shared));
                     }
                 }
@@ -305,7 +339,7 @@ impl Scheduler {
         }
         let mut added = 0;
         for cfg in targets {
-            if tasks.contains_key(&cfg.name) {
+            if tasks.contains((&cfg.name, None)) {
                 continue;
             }
             added += 1;
@@ -350,7 +384,7 @@ impl Scheduler {
                     Running::Task { cancel, handle }
                 }
             };
-            tasks.insert(cfg.name.clone(), TargetTask { config, run });
+            tasks.insert(TargetTask { config, run });
         }
         (added - changed, changed, removed)
     }
@@ -374,15 +408,16 @@ impl Scheduler {
 
     /// Names of the running targets.
     pub async fn target_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.shared.tasks.lock().await.keys().cloned().collect();
+        let tasks = self.shared.tasks.lock().await;
+        let mut names: Vec<String> = tasks.iter().map(|t| t.config.name.clone()).collect();
         names.sort();
         names
     }
 
     /// Status of every monitored address, sorted by target and address.
     pub fn snapshot(&self) -> Vec<AddressStatus> {
-        let slots: Vec<StatusSlot> = self.shared.statuses.lock().values().cloned().collect();
-        let mut out: Vec<AddressStatus> = slots.iter().map(|s| s.lock().status()).collect();
+        let slots: Vec<StatusSlot> = self.shared.statuses.lock().iter().cloned().collect();
+        let mut out: Vec<AddressStatus> = slots.iter().map(|s| s.status()).collect();
         out.sort_by(|a, b| (&a.target, a.ip).cmp(&(&b.target, b.ip)));
         out
     }
@@ -398,7 +433,8 @@ impl Scheduler {
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         let mut tasks = self.shared.tasks.lock().await;
-        for (_, t) in tasks.drain() {
+        let all: Vec<TargetTask> = tasks.drain().collect();
+        for t in all {
             if let Some(handle) = t.stop(&self.shared) {
                 let _ = handle.await;
             }

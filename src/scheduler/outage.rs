@@ -6,11 +6,9 @@
 //! Pure and synchronous: the address's recorder and tick loop feed it under the status slot's
 //! lock, and it returns what changed.
 
-use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use super::capture::LossWatch;
 use crate::config::{OutageRule, TargetConfig};
@@ -20,6 +18,10 @@ use crate::session::outages::{OutageLog, OutageNote, OutageRecord, OutageStatus}
 /// Probes in flight the tracker keeps at most; past it the oldest is taken as lost (the engine's
 /// own table is smaller, so this only bounds memory against a bug).
 const MAX_PENDING: usize = 4096;
+
+#[path = "outage_queue.rs"]
+mod queue;
+use queue::InlineFront;
 
 /// How a probe settled, for outage purposes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,9 +77,8 @@ pub(crate) struct OutageTracker {
     rule: OutageRule,
     /// Next sequence to take in order; sequences start at 1.
     next: u64,
-    /// Sequences `next`, `next + 1`, … not taken yet (one or two in flight, as a rule: a ring,
-    /// not a tree node per address).
-    pending: VecDeque<Pending>,
+    /// Sequences `next`, `next + 1`, … not taken yet (one in flight, as a rule: kept inline).
+    pending: InlineFront<Pending>,
     consecutive_lost: u64,
     consecutive_ok: u64,
     /// The run of lost probes before an outage opens: (start, lost, icmp errors). Boxed, as
@@ -92,7 +93,7 @@ impl OutageTracker {
         Self {
             rule,
             next: 1,
-            pending: VecDeque::new(),
+            pending: InlineFront::new(),
             consecutive_lost: 0,
             consecutive_ok: 0,
             run: None,
@@ -147,9 +148,7 @@ impl OutageTracker {
             }
         }
         let index = usize::try_from(seq.checked_sub(self.next)?).ok()?;
-        if index >= self.pending.len() {
-            self.pending.resize_with(index + 1, Pending::default);
-        }
+        self.pending.extend_to(index + 1);
         self.pending.get_mut(index)
     }
 
@@ -232,200 +231,15 @@ impl OutageTracker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
+#[path = "outage_tests.rs"]
+mod tests;
 
-    fn t(s: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s)
-    }
-
-    // Every address keeps one, tens of thousands at once: a budget, so that growth is a choice
-    // (the run and the open outage are boxed: 160 bytes inline before).
-    #[test]
-    fn an_outage_tracker_stays_small() {
-        let size = std::mem::size_of::<OutageTracker>();
-        assert!(size <= 80, "{size}");
-    }
-
-    /// Feeds `pattern` ('.' reply, 'x' timeout, 'e' ICMP error) in order, one probe a second,
-    /// and returns the changes with the second they happened at.
-    fn run(rule: (u32, u32), pattern: &str) -> Vec<(usize, Change)> {
-        let mut tr = OutageTracker::new(OutageRule {
-            after: rule.0,
-            until: rule.1,
-        });
-        let mut all = Vec::new();
-        for (i, c) in pattern.chars().enumerate() {
-            let mut out = Vec::new();
-            let seq = i as u64 + 1;
-            tr.sent(seq, t(seq), &mut out);
-            let outcome = match c {
-                '.' => Outcome::Reply,
-                'e' => Outcome::Lost { icmp_error: true },
-                _ => Outcome::Lost { icmp_error: false },
-            };
-            tr.settled(seq, outcome, &mut out);
-            all.extend(out.into_iter().map(|c| (i, c)));
-        }
-        all
-    }
-
-    fn summary(changes: &[(usize, Change)]) -> Vec<String> {
-        changes
-            .iter()
-            .filter_map(|(i, c)| match c {
-                Change::Opened(s) => Some(format!("open@{i} lost={}", s.lost)),
-                Change::Closed(s) => Some(format!(
-                    "close@{i} start={} end={} lost={} icmp={}",
-                    s.start.duration_since(t(0)).map_or(0, |d| d.as_secs()),
-                    s.end
-                        .and_then(|e| e.duration_since(t(0)).ok())
-                        .map_or(0, |d| d.as_secs()),
-                    s.lost,
-                    s.icmp_errors
-                )),
-                Change::Grew(_) => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn scenarios() {
-        let cases: &[((u32, u32), &str, &[&str])] = &[
-            // Two lost in a row is not an outage with after 3.
-            ((3, 3), "..xx..xx..", &[]),
-            // Three are; it ends at the first of three replies; start is the first lost probe.
-            (
-                (3, 3),
-                "..xxx...",
-                &["open@4 lost=3", "close@7 start=3 end=6 lost=3 icmp=0"],
-            ),
-            // Flapping inside the outage does not open a second one, and its losses count.
-            (
-                (3, 3),
-                "xxx.x..xx...",
-                &["open@2 lost=3", "close@11 start=1 end=10 lost=6 icmp=0"],
-            ),
-            // ICMP errors are losses, counted apart.
-            (
-                (2, 1),
-                ".ex.",
-                &["open@2 lost=2", "close@3 start=2 end=4 lost=2 icmp=1"],
-            ),
-            // after 1, until 1: every lost run is an outage.
-            (
-                (1, 1),
-                "x.x.",
-                &[
-                    "open@0 lost=1",
-                    "close@1 start=1 end=2 lost=1 icmp=0",
-                    "open@2 lost=1",
-                    "close@3 start=3 end=4 lost=1 icmp=0",
-                ],
-            ),
-            // Still open at the end.
-            ((2, 5), "xx....", &["open@1 lost=2"]),
-        ];
-        for (rule, pattern, want) in cases {
-            let got = summary(&run(*rule, pattern));
-            assert_eq!(&got, want, "rule {rule:?} pattern {pattern}");
-        }
-    }
-
-    #[test]
-    fn probes_count_in_sending_order_not_settling_order() {
-        // Timeouts settle after later probes' replies: 1..=3 lost, 4 answered, but 4's reply
-        // comes before 1's timeout. In settling order there would be no three in a row.
-        let mut tr = OutageTracker::new(OutageRule { after: 3, until: 1 });
-        let mut out = Vec::new();
-        for seq in 1..=4 {
-            tr.sent(seq, t(seq), &mut out);
-        }
-        tr.settled(4, Outcome::Reply, &mut out);
-        assert!(out.is_empty());
-        tr.settled(1, Outcome::Lost { icmp_error: false }, &mut out);
-        tr.settled(3, Outcome::Lost { icmp_error: false }, &mut out);
-        assert!(out.is_empty(), "2 has not settled yet: {out:?}");
-        tr.settled(2, Outcome::Lost { icmp_error: false }, &mut out);
-        let kinds: Vec<&str> = out
-            .iter()
-            .map(|c| match c {
-                Change::Opened(_) => "opened",
-                Change::Grew(_) => "grew",
-                Change::Closed(_) => "closed",
-            })
-            .collect();
-        assert_eq!(kinds, ["opened", "closed"]);
-    }
-
-    #[test]
-    fn nothing_is_noted_after_the_address_went_away() -> Result<(), Box<dyn std::error::Error>> {
-        use crate::session::outages::OutageNote;
-        let config = crate::config::parse_str(
-            "targets:\n  - {host: 192.0.2.1, outage: {after: 2, until: 1}}\n",
-            "t.yml",
-            std::path::Path::new(""),
-        )?;
-        let cfg = &config.targets[0];
-        let ip = IpAddr::from([192, 0, 2, 1]);
-        let labels = crate::metrics::TargetLabels::new(cfg.name.clone(), ip, Vec::new())?;
-        let metrics = crate::metrics::Metrics::new(Default::default())?;
-        let (log, mut rx) = OutageLog::new(16);
-        let mut a = AddressOutage::new(cfg, ip, metrics.outage(&labels), log);
-        let lost = Outcome::Lost { icmp_error: false };
-        for seq in 1..=4 {
-            a.sent(seq, t(seq));
-        }
-        a.settled(1, lost);
-        a.settled(2, lost);
-        a.interrupt();
-        // 3 and 4 were in flight: their timeouts come after the address went away.
-        a.settled(3, lost);
-        a.settled(4, lost);
-        let statuses: Vec<OutageStatus> = std::iter::from_fn(|| rx.try_recv().ok())
-            .filter_map(|n| match n {
-                OutageNote::Outage { rec, .. } => Some(rec.status),
-                OutageNote::LossCrossed { .. } => None,
-            })
-            .collect();
-        assert_eq!(statuses, [OutageStatus::Open, OutageStatus::Interrupted]);
-        Ok(())
-    }
-
-    #[test]
-    fn a_reply_before_its_send_is_recorded_waits_and_a_skipped_send_is_no_probe() {
-        let mut tr = OutageTracker::new(OutageRule { after: 2, until: 1 });
-        let mut out = Vec::new();
-        // The engine may deliver a loopback reply before the tick loop notes the send.
-        tr.settled(1, Outcome::Lost { icmp_error: false }, &mut out);
-        tr.sent(1, t(1), &mut out);
-        tr.skipped(2, &mut out);
-        tr.sent(3, t(3), &mut out);
-        tr.settled(3, Outcome::Lost { icmp_error: false }, &mut out);
-        assert!(matches!(&out[..], [Change::Opened(s)] if s.lost == 2 && s.start == t(1)));
-        assert_eq!(tr.consecutive_lost(), 2);
-        assert!(tr.pending.is_empty());
-    }
-
-    #[test]
-    fn probes_that_never_settle_are_taken_as_lost_past_the_bound() {
-        let mut tr = OutageTracker::new(OutageRule { after: 3, until: 1 });
-        let mut out = Vec::new();
-        let n = MAX_PENDING as u64 + 2;
-        for seq in 1..=n {
-            tr.sent(seq, t(seq), &mut out);
-        }
-        // The two oldest went as lost to make room; the rest still wait.
-        assert_eq!(tr.pending.len(), MAX_PENDING);
-        assert_eq!(tr.consecutive_lost(), 2);
-        assert!(out.is_empty());
-        // A sequence far ahead (a bug elsewhere) takes everything before it, with no gap left.
-        tr.sent(n + 10 * MAX_PENDING as u64, t(1), &mut out);
-        assert!(tr.pending.len() <= MAX_PENDING);
-        assert!(matches!(&out[0], Change::Opened(s) if s.start == t(1) && s.lost == 3));
-        assert_eq!(tr.consecutive_lost(), n);
-    }
+/// Which address an outage is of: its target's config (name, capture rule) and the address.
+/// Passed in by the status slot that holds both, rather than kept a second time per address.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Of<'a> {
+    pub(crate) cfg: &'a TargetConfig,
+    pub(crate) ip: IpAddr,
 }
 
 /// An address's tracker with the series and the history it drives, and the watch of its window
@@ -434,9 +248,6 @@ mod tests {
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
-    /// The target's name and capture rule (shared, not copied per address).
-    cfg: Arc<TargetConfig>,
-    ip: IpAddr,
     metrics: OutageMetrics,
     log: OutageLog,
     changes: Vec<Change>,
@@ -451,16 +262,9 @@ pub(crate) struct AddressOutage {
 }
 
 impl AddressOutage {
-    pub(crate) fn new(
-        cfg: &Arc<TargetConfig>,
-        ip: IpAddr,
-        metrics: OutageMetrics,
-        log: OutageLog,
-    ) -> Self {
+    pub(crate) fn new(cfg: &TargetConfig, metrics: OutageMetrics, log: OutageLog) -> Self {
         Self {
             tracker: OutageTracker::new(cfg.options.outage),
-            cfg: cfg.clone(),
-            ip,
             metrics,
             log,
             changes: Vec::new(),
@@ -471,7 +275,7 @@ impl AddressOutage {
     }
 
     /// The window after a settled probe: its loss reaching the threshold asks for a capture.
-    pub(crate) fn window(&mut self, probes: usize, loss_ratio: f64) {
+    pub(crate) fn window(&mut self, of: Of<'_>, probes: usize, loss_ratio: f64) {
         if !self.retired
             && self
                 .loss
@@ -479,85 +283,70 @@ impl AddressOutage {
                 .is_some_and(|w| w.crossed(probes, loss_ratio))
         {
             self.log.note(OutageNote::LossCrossed {
-                target: self.cfg.name.clone(),
-                ip: self.ip,
-                capture: self.cfg.options.capture,
+                target: of.cfg.name.clone(),
+                ip: of.ip,
+                capture: of.cfg.options.capture,
             });
         }
     }
 
-    pub(crate) fn sent(&mut self, seq: u64, at: SystemTime) {
-        self.take(|t, out| t.sent(seq, at, out));
+    pub(crate) fn sent(&mut self, of: Of<'_>, seq: u64, at: SystemTime) {
+        self.take(of, |t, out| t.sent(seq, at, out));
     }
 
-    pub(crate) fn skipped(&mut self, seq: u64) {
-        self.take(|t, out| t.skipped(seq, out));
+    pub(crate) fn skipped(&mut self, of: Of<'_>, seq: u64) {
+        self.take(of, |t, out| t.skipped(seq, out));
     }
 
-    pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome) {
-        self.take(|t, out| t.settled(seq, outcome, out));
+    pub(crate) fn settled(&mut self, of: Of<'_>, seq: u64, outcome: Outcome) {
+        self.take(of, |t, out| t.settled(seq, outcome, out));
     }
 
-    fn take(&mut self, f: impl FnOnce(&mut OutageTracker, &mut Vec<Change>)) {
+    fn take(&mut self, of: Of<'_>, f: impl FnOnce(&mut OutageTracker, &mut Vec<Change>)) {
         if self.retired {
             return;
         }
         let mut out = std::mem::take(&mut self.changes);
         f(&mut self.tracker, &mut out);
-        self.publish(out);
+        self.publish(of, out);
     }
 
     /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
     /// `interrupted` at its last lost probe, and nothing after it.
-    pub(crate) fn interrupt(&mut self) {
+    pub(crate) fn interrupt(&mut self, of: Of<'_>) {
         self.retired = true;
         if let Some(s) = self.tracker.open.take() {
-            let mut rec = self.record(&s, OutageStatus::Interrupted);
+            let mut rec = record(of, &s, OutageStatus::Interrupted);
             rec.end = Some(s.last_lost);
-            self.note(rec);
+            self.note(of, rec);
         }
     }
 
-    fn record(&self, s: &OutageState, status: OutageStatus) -> OutageRecord {
-        OutageRecord {
-            id: 0,
-            target: self.cfg.name.clone(),
-            ip: self.ip,
-            start: s.start,
-            end: s.end,
-            last_lost: s.last_lost,
-            lost: s.lost,
-            icmp_errors: s.icmp_errors,
-            status,
-            capture_session: None,
-        }
-    }
-
-    fn note(&self, rec: OutageRecord) {
+    fn note(&self, of: Of<'_>, rec: OutageRecord) {
         self.log.note(OutageNote::Outage {
             rec,
-            capture: self.cfg.options.capture,
+            capture: of.cfg.options.capture,
         });
     }
 
-    fn publish(&mut self, mut out: Vec<Change>) {
+    fn publish(&mut self, of: Of<'_>, mut out: Vec<Change>) {
         for change in out.drain(..) {
             let rec = match &change {
                 Change::Opened(s) => {
                     self.metrics.open_for(true, secs(s.start, s.last_lost));
-                    self.record(s, OutageStatus::Open)
+                    record(of, s, OutageStatus::Open)
                 }
                 Change::Grew(s) => {
                     self.metrics.open_for(false, secs(s.start, s.last_lost));
-                    self.record(s, OutageStatus::Open)
+                    record(of, s, OutageStatus::Open)
                 }
                 Change::Closed(s) => {
                     self.metrics
                         .closed(secs(s.start, s.end.unwrap_or(s.last_lost)));
-                    self.record(s, OutageStatus::Ended)
+                    record(of, s, OutageStatus::Ended)
                 }
             };
-            self.note(rec);
+            self.note(of, rec);
         }
         let now = (
             self.tracker.open().is_some(),
@@ -568,6 +357,21 @@ impl AddressOutage {
             self.published = Some(now);
         }
         self.changes = out;
+    }
+}
+
+fn record(of: Of<'_>, s: &OutageState, status: OutageStatus) -> OutageRecord {
+    OutageRecord {
+        id: 0,
+        target: of.cfg.name.clone(),
+        ip: of.ip,
+        start: s.start,
+        end: s.end,
+        last_lost: s.last_lost,
+        lost: s.lost,
+        icmp_errors: s.icmp_errors,
+        status,
+        capture_session: None,
     }
 }
 

@@ -74,7 +74,7 @@ impl Scheduler {
     pub async fn path_views(&self, target: &str) -> Result<(String, Vec<PathView>), PathViewError> {
         let host = {
             let tasks = self.shared.tasks.lock().await;
-            let Some(t) = tasks.get(target) else {
+            let Some(t) = tasks.get((target, None)) else {
                 return Err(PathViewError::NoTarget(target.to_owned()));
             };
             if t.config.options.kind != ProbeKind::Path {

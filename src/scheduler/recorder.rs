@@ -107,17 +107,18 @@ impl EventHandler for Recorder {
                     EventKind::IcmpError(_) => Outcome::Lost { icmp_error: true },
                     _ => Outcome::Lost { icmp_error: false },
                 };
-                slot.outage.settled(ev.tag, outcome);
+                slot.outage.settled(self.status.of(), ev.tag, outcome);
                 slot.last = Some(ev);
                 // Outage detection needs the window's loss after every probe; with the gauges
                 // on, it comes from the same pass.
                 if self.cfg.options.metrics.window_gauges {
                     let gauges = slot.window.gauges();
-                    slot.outage.window(gauges.probes, gauges.loss_ratio);
+                    slot.outage
+                        .window(self.status.of(), gauges.probes, gauges.loss_ratio);
                     Some(gauges)
                 } else {
                     let (probes, loss_ratio) = slot.window.loss();
-                    slot.outage.window(probes, loss_ratio);
+                    slot.outage.window(self.status.of(), probes, loss_ratio);
                     None
                 }
             };

@@ -448,3 +448,57 @@ async fn a_stopped_literal_publishes_no_sample_for_probes_in_flight() {
     assert!(!from.contains(&"198.18.0.2".to_owned()), "{from:?}");
     s.shutdown().await;
 }
+
+fn status_slot(name: &str, ip: IpAddr, sent: u64) -> StatusSlot {
+    let cfg = target(name, "192.0.2.1", 1000);
+    let metrics =
+        Metrics::new(crate::metrics::MetricsOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let labels = crate::metrics::TargetLabels::new(name.to_owned(), ip, Vec::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(AddressSlot {
+        ip,
+        state: Mutex::new(Slot {
+            sent,
+            window: Window::new(10),
+            last: None,
+            outage: outage::AddressOutage::new(
+                &cfg,
+                metrics.outage(&labels),
+                crate::session::outages::OutageLog::disabled(),
+            ),
+        }),
+        cfg,
+    })
+}
+
+// The table keeps no key of its own: each slot is found by the target and address it holds,
+// through the growths of the table, and the same pair again replaces the slot.
+#[test]
+fn status_slots_are_found_by_target_and_address() {
+    let ip = |last: u8| IpAddr::from([192, 0, 2, last]);
+    let mut table = keyed::Table::<StatusSlot>::default();
+    for (sent, name) in [(1, "a"), (2, "b")] {
+        for last in 1..=50 {
+            table.insert(status_slot(name, ip(last), sent));
+        }
+    }
+    table.insert(status_slot("a", ip(7), 99));
+    assert_eq!(table.iter().count(), 100);
+    let found = |s: StatusSlot| (s.cfg.name.clone(), s.ip, s.lock().sent);
+    assert_eq!(
+        table.remove(("a", Some(ip(7)))).map(found),
+        Some(("a".into(), ip(7), 99))
+    );
+    assert!(table.remove(("a", Some(ip(7)))).is_none());
+    assert_eq!(
+        table.remove(("b", Some(ip(7)))).map(found),
+        Some(("b".into(), ip(7), 2))
+    );
+    assert_eq!(
+        table.remove(("a", Some(ip(50)))).map(found),
+        Some(("a".into(), ip(50), 1))
+    );
+    assert!(table.remove(("c", Some(ip(1)))).is_none());
+    assert!(table.remove(("a", Some(ip(51)))).is_none());
+    assert_eq!(table.iter().count(), 97);
+}

@@ -113,10 +113,10 @@ impl ProbeLoop {
                 self.metrics.on_sent();
                 let mut slot = self.status.lock();
                 slot.sent += 1;
-                slot.outage.sent(seq, at);
+                slot.outage.sent(self.status.of(), seq, at);
             }
             Err(e) => {
-                self.status.lock().outage.skipped(seq);
+                self.status.lock().outage.skipped(self.status.of(), seq);
                 events::send_failed(&self.metrics, &self.cfg.name, self.spec.ip, &e);
                 deps.live.publish(Sample::local_error(
                     &self.cfg.name,
