@@ -58,10 +58,10 @@ def cleanup(*_):
                 p.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    deadline = time.time() + 5
+    deadline = time.monotonic() + 5
     for p in CHILDREN:
         try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
@@ -344,8 +344,8 @@ def wait_serving(ready, proc, log, limit=30):
 
 
 def wait_http(url, limit):
-    t0 = time.time()
-    while time.time() - t0 < limit:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
         try:
             # Generous: a 10,000-target /metrics takes seconds here, and an early timeout
             # would read as "not up".
@@ -508,10 +508,10 @@ def api(method, url, body=None, timeout=10):
 def session_rtts(base, sid, limit):
     """The samples of a pingscope session once it has ended (waiting at most `limit` s):
     (per-probe RTTs in µs as stored, the session's summary, its status)."""
-    deadline = time.time() + limit
+    deadline = time.monotonic() + limit
     while True:
         d = api("GET", f"{base}/api/v1/sessions/{sid}")
-        if d.get("status") != "running" or time.time() > deadline:
+        if d.get("status") != "running" or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     rtts = [round(s["rtt_ms"] * 1000, 3) for s in d.get("samples", [])
@@ -784,12 +784,16 @@ scrape_configs:
             m0 = parse_scrape(body, args.tool, host_set)
 
         off0 = os.path.getsize(log_path)
-        k0, t0 = snmp(), time.time()
+        # The window is timed on the monotonic clock, the one the tools' timers run on. The wall
+        # clock is read beside it: a virtual machine paused and resumed can have its wall clock
+        # stepped forward while the monotonic clock stood still, and a window timed on the wall
+        # clock would then be seconds shorter for the tool than it says (clock_step_s).
+        k0, t0, w0 = snmp(), time.monotonic(), time.time()
         c0 = {k: cpu_snapshot(p.pid) for k, p in procs.items()}
         rss, window_scrapes = [], []
         next_scrape = t0 + args.scrape_every / 2
-        while time.time() - t0 < args.window:
-            now = time.time()
+        while time.monotonic() - t0 < args.window:
+            now = time.monotonic()
             if scraped and now >= next_scrape:
                 info, _ = scrape(metrics_url)
                 window_scrapes.append(info)
@@ -800,7 +804,7 @@ scrape_configs:
             if "VmRSS" not in st:  # a zombie: fping exits when it runs out of sequence numbers
                 raise RuntimeError(f"the tool (pid {main_pid}) exited during the window")
             rss.append(st["VmRSS"])
-        k1, t1 = snmp(), time.time()
+        k1, t1, w1 = snmp(), time.monotonic(), time.time()
         c1 = {k: cpu_snapshot(p.pid) for k, p in procs.items()}
         off1 = os.path.getsize(log_path)
         st = proc_status(main_pid)
@@ -812,6 +816,7 @@ scrape_configs:
         per = max(in_echos, 1)
         res.update({
             "elapsed": elapsed,
+            "clock_step_s": (w1 - w0) - elapsed,
             "expected": args.n * elapsed,
             "kernel_in_echos": in_echos,
             "kernel_out_echos": k1["OutEchos"] - k0["OutEchos"],
@@ -868,9 +873,9 @@ scrape_configs:
             for key, accept in (("burst", TEXT_ACCEPT), ("proto_burst", PROTOBUF_ACCEPT)):
                 if key == "proto_burst" and args.tool != "pingscope":
                     continue
-                runs, start = [], time.time()
+                runs, start = [], time.monotonic()
                 while len(runs) < (1 if big else args.scrapes) and (
-                        time.time() - start < args.scrape_budget):
+                        time.monotonic() - start < args.scrape_budget):
                     info, _ = scrape(metrics_url, accept=accept)
                     runs.append(info)
                 res[key] = runs

@@ -204,6 +204,18 @@ def main():
         print("pingscope's scheduler lag over the window:\n")
         table(["N", "mean ms", "> 10 ms %", "p50 bucket", "p99 bucket"], rows)
 
+    # A wall clock that moved against the monotonic clock in a window: the VM was paused (its
+    # monotonic clock stood still) and its wall clock set forward on resume. The window is timed
+    # on the monotonic clock; runs before clock_step_s was recorded timed it on the wall clock.
+    stepped = [(t, n, r) for (t, n), rs in runs.items() for r in rs
+               if abs(r.get("clock_step_s") or 0) > 0.05]
+    if stepped:
+        print("Wall clock stepped in a window (the figures stand, timed on the monotonic "
+              "clock):\n")
+        for t, n, r in stepped:
+            print(f"- {t} N={n:,} rep {r.get('rep')}: {r['clock_step_s']:+.2f} s")
+        print()
+
     if errors:
         print("Failed runs:\n")
         for e in errors:
