@@ -33,6 +33,7 @@ mod path;
 mod recorder;
 mod resolution;
 mod tick;
+mod wall;
 mod wheel;
 
 use std::collections::HashMap;
@@ -69,6 +70,8 @@ pub struct Deps {
     pub live: LiveHub,
     /// Where outages are recorded.
     pub outages: crate::session::outages::OutageLog,
+    /// The clocks outage times are read from (the engine's; tests step its wall clock).
+    pub clock: Arc<dyn crate::engine::clock::Clock>,
 }
 
 /// Current state of one monitored address, for `/api/v1/targets`.

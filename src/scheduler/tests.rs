@@ -28,6 +28,7 @@ fn deps(fake: &FakePinger) -> Deps {
             .unwrap_or_else(|e| panic!("{e}")),
         live: LiveHub::default(),
         outages: crate::session::outages::OutageLog::disabled(),
+        clock: Arc::new(crate::engine::clock::SystemClock),
     }
 }
 
@@ -501,4 +502,46 @@ fn status_slots_are_found_by_target_and_address() {
     assert!(table.remove(("c", Some(ip(1)))).is_none());
     assert!(table.remove(("a", Some(ip(51)))).is_none());
     assert_eq!(table.iter().count(), 97);
+}
+
+// Outage times follow a step of the wall clock (NTP setting it after boot, a VM resumed): the
+// wheels' anchor moves at the next wake-up. With an anchor taken once, this outage would start
+// an hour before the wall clock says it did.
+#[tokio::test(start_paused = true)]
+async fn outage_times_follow_a_step_of_the_wall_clock() {
+    use crate::session::outages::{OutageLog, OutageNote};
+    let fake = FakePinger::new();
+    let reply = Step::Reply {
+        rtt: Duration::from_millis(1),
+        ttl: 60,
+    };
+    let mut steps = vec![reply; 10];
+    steps.extend(vec![Step::Drop; 10]);
+    fake.script(IpAddr::from([192, 0, 2, 1]), steps);
+    let clock = Arc::new(crate::engine::clock::SteppableClock::default());
+    let (log, mut rx) = OutageLog::new(16);
+    let mut d = deps(&fake);
+    d.outages = log;
+    d.clock = clock.clone();
+    let s = Scheduler::new(d, Duration::from_secs(300));
+    let mut t = (*target("a", "192.0.2.1", 100)).clone();
+    Arc::make_mut(&mut t.options).outage = crate::config::OutageRule { after: 3, until: 3 };
+    s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
+    // Replies for the first ten sends (about a second), then the wall clock an hour ahead.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hour = Duration::from_secs(3600);
+    clock.step(i64::try_from(hour.as_nanos()).unwrap_or(i64::MAX));
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let start = std::iter::from_fn(|| rx.try_recv().ok())
+        .find_map(|n| match n {
+            OutageNote::Outage { rec, .. } => Some(rec.start),
+            OutageNote::LossCrossed { .. } => None,
+        })
+        .unwrap_or_else(|| panic!("no outage recorded"));
+    // The first lost send went out about a second after the start, on the stepped clock; the
+    // real clock moves by milliseconds in a paused test.
+    let now = std::time::SystemTime::now();
+    assert!(start > now + hour, "{start:?} is not past {:?}", now + hour);
+    assert!(start < now + hour + Duration::from_secs(5), "{start:?}");
+    s.shutdown().await;
 }

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Deps;
 use super::tick::ProbeLoop;
+use super::wall::WallClock;
 use crate::probe::Ticks;
 
 /// Probes a wheel sends in one poll before it lets the other tasks of its worker run. A
@@ -241,9 +242,9 @@ impl Wheel {
     async fn run(self: Arc<Self>) {
         // Far enough never to come while the wheel is empty; reset as ticks come in.
         let idle = Duration::from_secs(86_400);
-        // Send times for outages come from the monotonic clock (tokio's, paused in tests),
-        // anchored to the wall clock once.
-        let anchor = (SystemTime::now(), Instant::now());
+        // Send times for outages: the monotonic clock (tokio's, paused in tests) anchored to the
+        // wall clock, the anchor moved at each wake-up that finds the wall clock stepped.
+        let mut clock = WallClock::new(&*self.deps.clock);
         let sleep = tokio::time::sleep(idle);
         tokio::pin!(sleep);
         loop {
@@ -258,7 +259,10 @@ impl Wheel {
                 () = &mut sleep => {
                     // Behind (more due than one batch): the worker's other tasks, the receive
                     // tasks among them, run between batches, so replies are still read.
-                    while self.send_due(anchor) {
+                    if let Some(step) = clock.follow(&*self.deps.clock) {
+                        tracing::info!(step_s = step, "wall clock stepped; outage times follow it");
+                    }
+                    while self.send_due(&clock) {
                         tokio::task::yield_now().await;
                         if self.shutdown.is_cancelled() {
                             return;
@@ -272,7 +276,7 @@ impl Wheel {
     /// Sends the probes that are due, each at its own tick, at most [`SEND_BATCH`] of them;
     /// true when more are due (the caller yields, then calls again). An address more than an
     /// interval behind skips the missed ticks instead of bursting.
-    fn send_due(&self, anchor: (SystemTime, Instant)) -> bool {
+    fn send_due(&self, clock: &WallClock) -> bool {
         let mut state = self.state.lock();
         let state = &mut *state;
         let mut budget = SEND_BATCH;
@@ -306,7 +310,7 @@ impl Wheel {
                     .metrics
                     .observe_scheduler_lag(now.saturating_duration_since(due).as_secs_f64());
                 entry.seq += 1;
-                let at = anchor.0 + now.saturating_duration_since(anchor.1);
+                let at = clock.at(now);
                 entry.probe.send(&self.deps, entry.seq, at);
                 entry.ticks.advance(now);
                 state.due.entry(entry.ticks.due()).or_default().push(id);

@@ -129,6 +129,7 @@ impl App {
                 metrics: metrics.clone(),
                 live: live.clone(),
                 outages,
+                clock: Arc::new(crate::engine::clock::SystemClock),
             },
             config.dns.refresh,
         );
