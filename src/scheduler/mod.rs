@@ -70,7 +70,8 @@ pub struct Deps {
     pub live: LiveHub,
     /// Where outages are recorded.
     pub outages: crate::session::outages::OutageLog,
-    /// The clocks outage times are read from (the engine's; tests step its wall clock).
+    /// The clocks outage times are read from: the machine's in the daemon, one whose wall clock
+    /// tests step.
     pub clock: Arc<dyn crate::engine::clock::Clock>,
 }
 
