@@ -192,6 +192,13 @@ fn sessions_bad_input_has_status_and_message() {
         "too_many_sessions",
         "2 sessions are running, the most sessions.max_active allows; retry when one ends",
     );
+    // A denied target is refused for what it is even with every slot taken: 403, not 429.
+    assert_error(
+        &post(json!({"target": DENIED_HOST})),
+        403,
+        "forbidden",
+        &format!("target {DENIED_HOST} ({DENIED_HOST}) denied by access.deny {DENIED_HOST}/32"),
+    );
     // A running session cannot be deleted.
     let r = delete(&c, &d.url(&format!("/api/v1/sessions/{a}")));
     assert_error(

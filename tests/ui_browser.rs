@@ -372,6 +372,16 @@ fn live_page_in_headless_chromium() {
         timeouts
     );
 
+    // Nothing runs now (the lossy session ended): the steps below rely on the one slot.
+    let page = get_json(&api, &format!("{base}/api/v1/sessions"));
+    let running: Vec<&Value> = page["items"]
+        .as_array()
+        .expect("a page of sessions")
+        .iter()
+        .filter(|s| s["status"] == "running")
+        .collect();
+    assert!(running.is_empty(), "sessions still running: {running:?}");
+
     // --- A denied target: 403, shown on the page.
     b.goto(&format!("{base}/#/session"));
     b.type_into(&b.find("#f-target"), &format!("{DENIED}{ENTER}"));
@@ -396,7 +406,7 @@ fn live_page_in_headless_chromium() {
         .unwrap();
     let long_id = long["id"]
         .as_str()
-        .expect("long session started")
+        .unwrap_or_else(|| panic!("the long session did not start: {long}"))
         .to_owned();
     b.type_into(&b.find("#f-target"), &format!("198.18.0.20{ENTER}"));
     let kind = b.wait_for("the limit alert", SLOW, "document.getElementById('form-alert').dataset.kind === 'too_many_sessions' && !document.getElementById('form-alert').hidden && document.getElementById('form-alert').textContent");

@@ -285,10 +285,6 @@ impl SessionManager {
             }
             .into());
         }
-        let max = config.sessions.max_active;
-        if self.active() >= max {
-            return Err(StartError::TooMany { max });
-        }
         let request = params.request();
         let ip = probe::resolve_one(resolver, &request, Instant::now() + RESOLVE_TIMEOUT)
             .await
@@ -302,6 +298,12 @@ impl SessionManager {
                 ip,
                 denied,
             });
+        }
+        // After the access lists: a target that will never be allowed gets 403 even when every
+        // slot is taken, not a 429 that sends the client retrying for nothing.
+        let max = config.sessions.max_active;
+        if self.active() >= max {
+            return Err(StartError::TooMany { max });
         }
         let record = SessionRecord::start(params.clone());
         let (tx, _) = broadcast::channel(LIVE_BUFFER);
