@@ -515,10 +515,19 @@ async fn outage_times_follow_a_step_of_the_wall_clock() {
         rtt: Duration::from_millis(1),
         ttl: 60,
     };
-    let mut steps = vec![reply; 10];
+    let mut steps = vec![reply.clone(); 10];
     steps.extend(vec![Step::Drop; 10]);
     fake.script(IpAddr::from([192, 0, 2, 1]), steps);
+    fake.script(IpAddr::from([192, 0, 2, 2]), vec![reply]);
     let clock = Arc::new(crate::engine::clock::SteppableClock::default());
+    // The daemon's log: one line for the step, not one per wheel.
+    let logged = Arc::new(parking_lot::Mutex::new(Vec::<u8>::new()));
+    let writer = logged.clone();
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || Captured(writer.clone()))
+            .finish(),
+    );
     let (log, mut rx) = OutageLog::new(16);
     let mut d = deps(&fake);
     d.outages = log;
@@ -526,7 +535,10 @@ async fn outage_times_follow_a_step_of_the_wall_clock() {
     let s = Scheduler::new(d, Duration::from_secs(300));
     let mut t = (*target("a", "192.0.2.1", 100)).clone();
     Arc::make_mut(&mut t.options).outage = crate::config::OutageRule { after: 3, until: 3 };
-    s.apply(&[Arc::new(t)], Duration::from_secs(300)).await;
+    // A second address, on the other wheel where there are two: every wheel follows the step.
+    let other = target("b", "192.0.2.2", 100);
+    s.apply(&[Arc::new(t), other], Duration::from_secs(300))
+        .await;
     // Replies for the first ten sends (about a second), then the wall clock an hour ahead.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let hour = Duration::from_secs(3600);
@@ -544,4 +556,25 @@ async fn outage_times_follow_a_step_of_the_wall_clock() {
     assert!(start > now + hour, "{start:?} is not past {:?}", now + hour);
     assert!(start < now + hour + Duration::from_secs(5), "{start:?}");
     s.shutdown().await;
+    let logged = String::from_utf8_lossy(&logged.lock()).into_owned();
+    assert_eq!(
+        1,
+        logged.matches("wall clock stepped").count(),
+        "{} wheels logged:\n{logged}",
+        s.shared.wheels.len()
+    );
+}
+
+/// A log writer into a shared buffer.
+struct Captured(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -83,11 +83,12 @@ impl Wheels {
     pub(super) fn new(deps: &Deps, shutdown: &CancellationToken) -> Self {
         let count = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let wheels = (0..count)
-            .map(|_| {
+            .map(|i| {
                 Arc::new(Wheel {
                     state: Mutex::new(State::default()),
                     changed: Notify::new(),
                     started: AtomicBool::new(false),
+                    logs_steps: i == 0,
                     deps: deps.clone(),
                     shutdown: shutdown.clone(),
                 })
@@ -219,6 +220,9 @@ struct Wheel {
     /// Wakes the task when an address comes in (its first tick may be the earliest).
     changed: Notify,
     started: AtomicBool,
+    /// Whether this wheel logs the steps of the wall clock it follows: every wheel follows
+    /// them, one says so (a step is one event, not one per worker).
+    logs_steps: bool,
     deps: Deps,
     shutdown: CancellationToken,
 }
@@ -259,7 +263,9 @@ impl Wheel {
                 () = &mut sleep => {
                     // Behind (more due than one batch): the worker's other tasks, the receive
                     // tasks among them, run between batches, so replies are still read.
-                    if let Some(step) = clock.follow(&*self.deps.clock) {
+                    if let Some(step) = clock.follow(&*self.deps.clock)
+                        && self.logs_steps
+                    {
                         tracing::info!(step_s = step, "wall clock stepped; outage times follow it");
                     }
                     while self.send_due(&clock) {
