@@ -19,22 +19,30 @@ import urllib.request
 from one_run import stop
 
 
-def main():
-    if len(sys.argv) < 4:
-        sys.exit("usage: unshare --net python3 bench/rss_maps.py BINARY N SECONDS [NAME=VALUE ...]")
-    binary, n, secs = sys.argv[1], int(sys.argv[2]), min(float(sys.argv[3]), 600.0)
-    env = dict(os.environ)
-    env.update(kv.split("=", 1) for kv in sys.argv[4:])
+def loopback_daemon_config(n, prefix):
+    """Brings up `lo` in this namespace, lets every group open ICMP sockets, and writes a config
+    of N loopback targets at 1 s (127.0.0.1 on) in a new directory named with `prefix`, with its
+    session database beside it: the config's path."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
         f.write("0 2147483647")
-    work = tempfile.mkdtemp(prefix="rss-maps-")
+    work = tempfile.mkdtemp(prefix=prefix)
     cfg = os.path.join(work, "cfg.yml")
     with open(cfg, "w") as f:
         f.write("defaults:\n  interval: 1s\n  timeout: 1s\n")
         f.write(f"sessions:\n  database: {work}/sessions.db\ntargets:\n")
         for i in range(1, n + 1):
             f.write(f"  - host: 127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}\n")
+    return cfg
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit("usage: unshare --net python3 bench/rss_maps.py BINARY N SECONDS [NAME=VALUE ...]")
+    binary, n, secs = sys.argv[1], int(sys.argv[2]), min(float(sys.argv[3]), 600.0)
+    env = dict(os.environ)
+    env.update(kv.split("=", 1) for kv in sys.argv[4:])
+    cfg = loopback_daemon_config(n, "rss-maps-")
     proc = subprocess.Popen([binary, "serve", "--config.file", cfg, "--web.listen-address",
                              "127.0.0.1:9900", "--log.level", "warn"], env=env)
     try:

@@ -47,6 +47,7 @@ mod native;
 mod options;
 pub mod outage;
 pub mod path;
+mod protobuf;
 mod registry;
 mod scrape;
 mod target;
@@ -58,7 +59,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use prometheus_client::encoding::{prometheus_protobuf, prometheus_text};
+use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -147,11 +148,11 @@ impl MetricConstructor<SeriesHistogram> for HistogramMaker {
 
 #[derive(Debug)]
 struct Shared {
-    /// Every series; encoded for text scrapes, and for protobuf ones unless `protobuf` is set.
+    /// Every series, for text scrapes.
     registry: Registry,
-    /// The protobuf registry of [`Layout::Split`]: the same families, the histograms encoding
-    /// their native buckets.
-    protobuf: Option<Registry>,
+    /// The same families for protobuf scrapes, in parts; in [`Layout::Split`] the histograms
+    /// encode their native buckets.
+    protobuf: registry::Protobuf,
     /// How a new target's histograms are made.
     makers: Makers,
     /// Live targets by label set. A mutex, not a lock-free map: only `target` and `forget`
@@ -228,7 +229,7 @@ impl Metrics {
             build: &options.build,
         };
         let registry = registry::build(&shared, false);
-        let protobuf = (layout == Layout::Split).then(|| registry::build(&shared, true));
+        let protobuf = registry::protobuf(&shared, layout == Layout::Split);
 
         Ok(Self {
             shared: Arc::new(Shared {
@@ -471,21 +472,8 @@ impl Metrics {
                     (None, Ok(())) => Ok(()),
                 }
             }
-            Format::Protobuf => Ok(out.write_all(&self.encode_protobuf()?)?),
+            Format::Protobuf => self.encode_protobuf_into(out),
         }
-    }
-
-    /// Encodes every series as length-delimited protobuf `MetricFamily` messages
-    /// ([`PROTOBUF_CONTENT_TYPE`]). With native histograms on, histograms carry native buckets
-    /// (and classic ones only with [`HistogramConfig::classic_in_protobuf`](crate::config::HistogramConfig::classic_in_protobuf)).
-    pub fn encode_protobuf(&self) -> Result<Vec<u8>, MetricsError> {
-        let registry = self
-            .shared
-            .protobuf
-            .as_ref()
-            .unwrap_or(&self.shared.registry);
-        prometheus_protobuf::encode_to_vec(registry)
-            .map_err(|source| MetricsError::EncodeProtobuf { source })
     }
 }
 

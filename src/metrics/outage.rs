@@ -47,7 +47,7 @@ pub struct OutageMetrics {
 
 /// One address's labels and figures.
 #[derive(Debug)]
-struct Entry {
+pub(crate) struct Entry {
     key: SeriesKey,
     figures: Mutex<Figures>,
 }
@@ -141,76 +141,124 @@ impl OutageCollector {
     }
 }
 
-impl Collector for OutageCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl OutageCollector {
+    /// The addresses' handles in label order, copied out.
+    pub(crate) fn snapshot(&self) -> Arc<[Arc<Entry>]> {
         let mut handles: Vec<Arc<Entry>> = self.addresses.lock().values().cloned().collect();
         handles.sort_unstable_by(|a, b| a.key.write_order(&b.key));
-        let rows: Vec<(&SeriesKey, Figures)> = handles
-            .iter()
-            .map(|h| (&h.key, *h.figures.lock()))
-            .collect();
-        type Gauge = (&'static str, &'static str, fn(&Figures) -> i64);
-        let gauges: [Gauge; 2] = [
-            (
-                "outage_active",
-                "1 while the address is in an outage (outage.after lost probes in a row, until outage.until replies in a row).",
-                |f| i64::from(f.active),
-            ),
-            (
-                "consecutive_lost",
-                "Probes lost in a row, by sending order.",
-                |f| i64::try_from(f.consecutive_lost).unwrap_or(i64::MAX),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for (l, f) in &rows {
-                ConstGauge::new(value(f)).encode(m.encode_family(*l)?)?;
-            }
+        handles.into()
+    }
+}
+
+/// How many per-address families there are (bits `0..ADDRESS_FAMILIES` of
+/// [`OutageParts::families`], in the order they are written); the next bit is the targets'
+/// thresholds.
+pub(crate) const ADDRESS_FAMILIES: u32 = 4;
+
+/// The bit of the targets' thresholds in [`OutageParts::families`].
+pub(crate) const THRESHOLDS: u32 = 1 << ADDRESS_FAMILIES;
+
+impl Collector for OutageCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        write_outages(self, &self.snapshot(), (THRESHOLDS << 1) - 1, encoder)
+    }
+}
+
+/// Some outage families of some addresses of an [`OutageCollector::snapshot`], for a protobuf
+/// scrape that writes them a family and a chunk of addresses at a time (see
+/// `Metrics::encode_protobuf_chunked`).
+#[derive(Debug)]
+pub(crate) struct OutageParts {
+    pub(crate) collector: Arc<OutageCollector>,
+    pub(crate) handles: Arc<[Arc<Entry>]>,
+    /// Which of `handles` (an empty range where it is out of bounds).
+    pub(crate) range: std::ops::Range<usize>,
+    /// Bit `i` set: the `i`-th per-address family; [`THRESHOLDS`]: the thresholds.
+    pub(crate) families: u32,
+}
+
+impl Collector for OutageParts {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let handles = self.handles.get(self.range.clone()).unwrap_or_default();
+        write_outages(&self.collector, handles, self.families, encoder)
+    }
+}
+
+/// Writes the families of `handles` (and of `collector`'s thresholds) whose bits are set in
+/// `families`. A family is written even with no series.
+fn write_outages(
+    collector: &OutageCollector,
+    handles: &[Arc<Entry>],
+    families: u32,
+    mut encoder: DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let on = |i: u32| families & (1 << i) != 0;
+    let rows: Vec<(&SeriesKey, Figures)> = handles
+        .iter()
+        .map(|h| (&h.key, *h.figures.lock()))
+        .collect();
+    type Gauge = (&'static str, &'static str, fn(&Figures) -> i64);
+    let gauges: [Gauge; 2] = [
+        (
+            "outage_active",
+            "1 while the address is in an outage (outage.after lost probes in a row, until outage.until replies in a row).",
+            |f| i64::from(f.active),
+        ),
+        (
+            "consecutive_lost",
+            "Probes lost in a row, by sending order.",
+            |f| i64::try_from(f.consecutive_lost).unwrap_or(i64::MAX),
+        ),
+    ];
+    for (i, (name, help, value)) in (0..).zip(gauges) {
+        if !on(i) {
+            continue;
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "outages",
-                "Outages opened.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (l, f) in &rows {
-                ConstCounter::new(f.outages).encode(m.encode_family(*l)?)?;
-            }
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (l, f) in &rows {
+            ConstGauge::new(value(f)).encode(m.encode_family(*l)?)?;
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "outage",
-                "Time spent in outages, from the first lost probe to the first reply of the run that ended it.",
-                Some(&prometheus_client::registry::Unit::Seconds),
-                MetricType::Counter,
-            )?;
-            for (l, f) in &rows {
-                ConstCounter::new(f.closed_seconds + f.open_seconds)
-                    .encode(m.encode_family(*l)?)?;
-            }
+    }
+    if on(2) {
+        let mut m =
+            encoder.encode_descriptor("outages", "Outages opened.", None, MetricType::Counter)?;
+        for (l, f) in &rows {
+            ConstCounter::new(f.outages).encode(m.encode_family(*l)?)?;
         }
-        let thresholds = self.thresholds.lock().clone();
+    }
+    if on(3) {
         let mut m = encoder.encode_descriptor(
+            "outage",
+            "Time spent in outages, from the first lost probe to the first reply of the run that ended it.",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for (l, f) in &rows {
+            ConstCounter::new(f.closed_seconds + f.open_seconds).encode(m.encode_family(*l)?)?;
+        }
+    }
+    if families & THRESHOLDS == 0 {
+        return Ok(());
+    }
+    let thresholds = collector.thresholds.lock().clone();
+    let mut m = encoder.encode_descriptor(
             "target_threshold",
             "A target's own alert thresholds (alert: in the config): loss ratio, rtt and for in seconds.",
             None,
             MetricType::Gauge,
         )?;
-        for (target, t) in &thresholds {
-            let rows = [
-                ("loss", t.loss),
-                ("rtt", t.rtt),
-                ("for", Some(t.for_seconds)),
-            ];
-            for (metric, v) in rows {
-                if let Some(v) = v {
-                    let l = [("target", target.as_str()), ("metric", metric)];
-                    ConstGauge::new(v).encode(m.encode_family(&l)?)?;
-                }
+    for (target, t) in &thresholds {
+        let rows = [
+            ("loss", t.loss),
+            ("rtt", t.rtt),
+            ("for", Some(t.for_seconds)),
+        ];
+        for (metric, v) in rows {
+            if let Some(v) = v {
+                let l = [("target", target.as_str()), ("metric", metric)];
+                ConstGauge::new(v).encode(m.encode_family(&l)?)?;
             }
         }
-        Ok(())
     }
+    Ok(())
 }

@@ -1,12 +1,14 @@
-//! Registering every family in a prometheus-client [`Registry`], once per exposition.
+//! Registering every family in prometheus-client [`Registry`]s, once per exposition.
 //!
 //! prometheus-client cannot tell a metric which format it is being encoded in, so when the
-//! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the daemon keeps
-//! two registries: one for text and one for protobuf, where the scheduler lag is registered
-//! inside a [`HistogramView`] that asks its split histogram for its native buckets, and the
-//! per-target and path collectors ([`TargetSeries`], `PathView`) carry the same flag. Every
-//! metric and collector is registered in both as a clone of the same `Arc`, so a series exists
-//! once in memory and both bodies list the families in the same order.
+//! protobuf body must carry native buckets only (see [`super::Layout::Split`]) the protobuf
+//! registries register the scheduler lag inside a [`HistogramView`] that asks its split
+//! histogram for its native buckets, and the per-target and path collectors ([`TargetSeries`],
+//! `PathView`) carry the same flag. Text scrapes encode one registry ([`build`]); protobuf
+//! scrapes encode [`Protobuf`]'s parts one after the other, because prometheus-client builds a
+//! registry's whole protobuf model before it writes a byte. Every metric and collector is
+//! registered in each as a clone of the same `Arc`, so a series exists once in memory and both
+//! bodies list the families in the same order.
 
 use std::sync::Arc;
 
@@ -53,18 +55,53 @@ macro_rules! families {
 /// A registry with every family; with `native` (the protobuf registry of the split layout) its
 /// histograms encode their native buckets.
 pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
-    let mut registry = Registry::with_prefix("pingscope");
+    let mut registry = Registry::with_prefix(PREFIX);
+    // Every per-target family (counters, histograms, gauges, target info, window gauges), from
+    // the live targets; a registry writes its collectors after its metrics, so in the order
+    // [`Protobuf`] writes its parts.
+    registry.register_collector(Box::new(TargetSeries {
+        targets: s.targets.clone(),
+        native,
+    }));
+    // Every address's outage series, and the targets' thresholds.
+    registry.register_collector(Box::new(s.outages.clone()));
+    register_metrics(&mut registry, s, native);
+    register_collectors(&mut registry, s, native);
+    registry
+}
+
+/// What protobuf scrapes write, in parts written one after the other: `head` (the registered
+/// metrics), the per-target families and the outage families one by one, in chunks of targets
+/// ([`super::target::TargetFamilies`], [`super::outage::OutageParts`]), then `tail` (the other
+/// collectors). The same families in the same order as [`build`]'s registry, but
+/// prometheus-client's protobuf model (it builds a registry's whole model before it writes a
+/// byte, about ten kilobytes a target) is in memory one part at a time.
+#[derive(Debug)]
+pub(crate) struct Protobuf {
+    pub head: Registry,
+    pub tail: Registry,
+    /// Whether histograms encode their native buckets ([`super::Layout::Split`]).
+    pub native: bool,
+}
+
+/// The protobuf parts, with `native` as in [`build`].
+pub(crate) fn protobuf(s: &Shared<'_>, native: bool) -> Protobuf {
+    let mut head = Registry::with_prefix(PREFIX);
+    register_metrics(&mut head, s, native);
+    let mut tail = Registry::with_prefix(PREFIX);
+    register_collectors(&mut tail, s, native);
+    Protobuf { head, tail, native }
+}
+
+/// The prefix of every family's name.
+pub(crate) const PREFIX: &str = "pingscope";
+
+/// The metrics registered one by one.
+fn register_metrics(r: &mut Registry, s: &Shared<'_>, native: bool) {
     let lag = HistogramView {
         metric: s.scheduler_lag.clone(),
         native,
     };
-    let r = &mut registry;
-    // Every per-target family (counters, histograms, gauges, target info, window gauges), from
-    // the live targets; a registry writes its collectors after the metrics registered below.
-    r.register_collector(Box::new(TargetSeries {
-        targets: s.targets.clone(),
-        native,
-    }));
     // Help texts get their full stop from prometheus-client.
     families! { r;
         "resolve_errors" => s.resolve_errors, "Failed DNS lookups of a target";
@@ -85,13 +122,15 @@ pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
             ("rustversion", b.rustversion.clone()),
         ]),
     );
+}
+
+/// The collectors other than the per-target and outage ones.
+fn register_collectors(r: &mut Registry, s: &Shared<'_>, native: bool) {
     r.register_collector(Box::new(s.scrape_sources.clone()));
     r.register_collector(Box::new(s.timestamps.clone()));
-    r.register_collector(Box::new(s.outages.clone()));
     r.register_collector(Box::new(s.captures.clone()));
     r.register_collector(Box::new(super::path::PathView {
         paths: s.paths.clone(),
         native,
     }));
-    registry
 }

@@ -389,38 +389,91 @@ fn counter(c: &AtomicU64) -> ConstCounter<u64> {
     ConstCounter::new(c.load(Ordering::Relaxed))
 }
 
-impl Collector for TargetSeries {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Copy the handles out, so loading a config never waits for a scrape; then in label
-        // order (the map's is a hash's).
+impl TargetSeries {
+    /// The live targets' handles in label order: copied out, so loading a config never waits
+    /// for a scrape, then sorted (the map's order is a hash's).
+    pub(crate) fn snapshot(&self) -> Arc<[Arc<TargetInner>]> {
         let mut targets: Vec<Arc<TargetInner>> = self.targets.lock().values().cloned().collect();
         targets.sort_unstable_by(|a, b| a.key.write_order(&b.key));
-        let e = &mut encoder;
+        targets.into()
+    }
+}
+
+impl Collector for TargetSeries {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        write_families(&self.snapshot(), self.native, ALL_FAMILIES, encoder)
+    }
+}
+
+/// How many per-target families there are: the bits of [`TargetFamilies::families`], in the
+/// order [`write_families`] writes them.
+pub(crate) const FAMILIES: u32 = 14;
+
+const ALL_FAMILIES: u32 = (1 << FAMILIES) - 1;
+
+/// Some per-target families of some targets of a [`TargetSeries::snapshot`]: a protobuf scrape
+/// writes one family at a time, a chunk of targets at a time (see
+/// `Metrics::encode_protobuf_chunked`).
+#[derive(Debug)]
+pub(crate) struct TargetFamilies {
+    pub(crate) targets: Arc<[Arc<TargetInner>]>,
+    /// Which of `targets` (an empty range where it is out of bounds).
+    pub(crate) range: std::ops::Range<usize>,
+    pub(crate) native: bool,
+    /// Bit `i` set: the `i`-th family (of [`FAMILIES`]).
+    pub(crate) families: u32,
+}
+
+impl Collector for TargetFamilies {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let targets = self.targets.get(self.range.clone()).unwrap_or_default();
+        write_families(targets, self.native, self.families, encoder)
+    }
+}
+
+/// Writes the families of `targets` whose bits are set in `families`.
+fn write_families(
+    targets: &[Arc<TargetInner>],
+    native: bool,
+    families: u32,
+    mut encoder: DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let on = |i: u32| families & (1 << i) != 0;
+    let e = &mut encoder;
+    if on(0) {
         SENT.write(
             e,
             targets.iter().map(|t| (Labels(&t.key), counter(&t.sent))),
         )?;
-        {
-            let _scope = self.native.then(native_scope);
-            RTT.write(
-                e,
-                targets.iter().map(|t| (Labels(&t.key), Histogram(&t.rtt))),
-            )?;
-        }
+    }
+    if on(1) {
+        let _scope = native.then(native_scope);
+        RTT.write(
+            e,
+            targets.iter().map(|t| (Labels(&t.key), Histogram(&t.rtt))),
+        )?;
+    }
+    if on(2) {
         LOST.write(
             e,
             targets.iter().map(|t| (Labels(&t.key), counter(&t.lost))),
         )?;
+    }
+    if on(3) {
         LATE.write(
             e,
             targets.iter().map(|t| (Labels(&t.key), counter(&t.late))),
         )?;
+    }
+    if on(4) {
         DUPLICATES.write(
             e,
             targets
                 .iter()
                 .map(|t| (Labels(&t.key), counter(&t.duplicates))),
         )?;
+    }
+    if on(5) {
         let icmp = targets.iter().flat_map(|t| {
             let counts = t.icmp_errors.get().map(|c| c.iter()).into_iter().flatten();
             ICMP_KINDS.iter().zip(counts).filter_map(move |(kind, c)| {
@@ -433,6 +486,8 @@ impl Collector for TargetSeries {
             })
         });
         ICMP_ERRORS.write(e, icmp)?;
+    }
+    if on(6) {
         let send_errors: Vec<_> = targets
             .iter()
             .flat_map(|t| {
@@ -447,51 +502,67 @@ impl Collector for TargetSeries {
             })
             .collect();
         SEND_ERRORS.write(e, send_errors)?;
-        {
-            let _scope = self.native.then(native_scope);
-            JITTER.write(
-                e,
-                targets
-                    .iter()
-                    .map(|t| (Labels(&t.key), Histogram(&t.jitter))),
-            )?;
-        }
+    }
+    if on(7) {
+        let _scope = native.then(native_scope);
+        JITTER.write(
+            e,
+            targets
+                .iter()
+                .map(|t| (Labels(&t.key), Histogram(&t.jitter))),
+        )?;
+    }
+    if on(8) {
         let rfc3550 = targets.iter().filter_map(|t| {
             let j = f64::from_bits(t.jitter_rfc3550.load(Ordering::Relaxed));
             (!j.is_nan()).then(|| (Labels(&t.key), ConstGauge::new(j)))
         });
         JITTER_RFC3550.write(e, rfc3550)?;
+    }
+    if on(9) {
         let ttl = targets.iter().filter_map(|t| {
             let ttl = t.reply_ttl.load(Ordering::Relaxed);
             (ttl != NO_TTL).then(|| (Labels(&t.key), ConstGauge::new(i64::from(ttl))))
         });
         REPLY_TTL.write(e, ttl)?;
+    }
+    if on(10) {
         let info: Vec<InfoLabels> = targets.iter().map(|t| t.info.lock().clone()).collect();
         TARGET_INFO.write(e, info.into_iter().map(|i| (i, ConstGauge::new(1i64))))?;
+    }
+    if on(11) {
         let refused = targets
             .iter()
             .filter_map(|t| Some((Labels(&t.key), counter(t.tcp_refused.as_ref()?))));
         TCP_REFUSED.write(e, refused)?;
-        let windows: Vec<(&SeriesKey, WindowFigures)> = targets
-            .iter()
-            .filter_map(|t| t.window.lock().as_deref().map(|w| (&t.key, *w)))
-            .collect();
+    }
+    if !on(12) && !on(13) {
+        return Ok(());
+    }
+    let windows: Vec<(&SeriesKey, WindowFigures)> = targets
+        .iter()
+        .filter_map(|t| t.window.lock().as_deref().map(|w| (&t.key, *w)))
+        .collect();
+    if on(12) {
         let loss = windows
             .iter()
             .map(|(k, w)| (Labels(k), ConstGauge::new(w.loss_ratio)));
         WINDOW_LOSS.write(e, loss)?;
-        let rtt = windows.iter().flat_map(|(k, w)| {
-            WINDOW_STATS
-                .into_iter()
-                .zip(w.rtt)
-                .map(move |(stat, value)| {
-                    let sub = Sub {
-                        name: "stat",
-                        value: stat,
-                    };
-                    ((Labels(k), sub), ConstGauge::new(value))
-                })
-        });
-        WINDOW_RTT.write(e, rtt)
     }
+    if !on(13) {
+        return Ok(());
+    }
+    let rtt = windows.iter().flat_map(|(k, w)| {
+        WINDOW_STATS
+            .into_iter()
+            .zip(w.rtt)
+            .map(move |(stat, value)| {
+                let sub = Sub {
+                    name: "stat",
+                    value: stat,
+                };
+                ((Labels(k), sub), ConstGauge::new(value))
+            })
+    });
+    WINDOW_RTT.write(e, rtt)
 }

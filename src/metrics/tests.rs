@@ -35,9 +35,9 @@ fn layout_follows_the_options() {
     assert_eq!(layout(false, true), Layout::Classic);
 }
 
-// Only the split layout pays for a second registry, and has split histograms.
+// Only the split layout's protobuf parts ask for native buckets, and it has split histograms.
 #[test]
-fn only_the_split_layout_has_a_protobuf_registry_and_split_histograms() -> Result<(), MetricsError>
+fn only_the_split_layout_has_native_protobuf_parts_and_split_histograms() -> Result<(), MetricsError>
 {
     for (native, classic_in_protobuf, split) in [
         (true, false, true),
@@ -53,7 +53,7 @@ fn only_the_split_layout_has_a_protobuf_registry_and_split_histograms() -> Resul
         let t = metrics.target(&labels, "t", AddressFamily::Ip4);
         let s = &metrics.shared;
         let found = [
-            s.protobuf.is_some(),
+            s.protobuf.native,
             matches!(s.scheduler_lag, SeriesHistogram::Split(_)),
             matches!(t.inner.rtt, SeriesHistogram::Split(_)),
             matches!(t.inner.jitter, SeriesHistogram::Split(_)),
