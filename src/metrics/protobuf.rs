@@ -3,12 +3,12 @@
 //!
 //! prometheus-client builds the whole protobuf model of a registry (a `Metric` with its label
 //! pairs and histogram per series, a few hundred bytes each) before it writes a byte: for a
-//! registry with every family that was about 10 kB a target in memory for the length of a scrape,
-//! 100 MB at 10,000 targets. So the body is written in parts ([`registry::Protobuf`]): the
-//! registered metrics, then each per-target and per-address outage family on its own,
-//! [`CHUNK`] targets at a time, then the other collectors. A family's message is put together from its chunks (the entries of a
-//! repeated field may come in any number of pieces), in the order prost writes its fields, so
-//! the body is byte for byte what one registry would give.
+//! registry with every family that was about 10 kB a target in memory for the length of a
+//! scrape, 100 MB at 10,000 targets. So the body is written in parts ([`registry::Protobuf`]):
+//! the registered metrics, then each per-target and per-address outage family on its own,
+//! [`CHUNK`] targets at a time, then the other collectors. A family's message is put together
+//! from its chunks (the entries of a repeated field may come in any number of pieces), in the
+//! order prost writes its fields, so the body is byte for byte what one registry would give.
 
 use std::io::Write;
 use std::ops::Range;
@@ -19,7 +19,8 @@ use prost::Message as _;
 
 use super::{Metrics, MetricsError, TargetSeries, outage, registry, target};
 
-/// Targets whose per-target series are modelled at once: a few hundred kilobytes of model.
+/// Targets (or addresses, for the outage families) whose series are modelled at once: a few
+/// hundred kilobytes of model.
 const CHUNK: usize = 256;
 
 impl Metrics {
