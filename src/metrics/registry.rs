@@ -52,8 +52,9 @@ macro_rules! families {
     };
 }
 
-/// A registry with every family; with `native` (the protobuf registry of the split layout) its
-/// histograms encode their native buckets.
+/// A registry with every family, the one text scrapes encode; with `native` its histograms
+/// encode their native buckets (the split layout's protobuf body, which [`protobuf`]'s parts
+/// write in pieces; tests compare the two).
 pub(crate) fn build(s: &Shared<'_>, native: bool) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     // Every per-target family (counters, histograms, gauges, target info, window gauges), from
