@@ -1,5 +1,6 @@
-//! The life of one monitored address: its series, status slot, recorder and probe loop are made
-//! together by [`prepare_address`], and go away together through [`retire_address`].
+//! The life of one monitored address: its series, status slot (with its recorder) and probe
+//! loop are made together by [`prepare_address`], and go away together through
+//! [`retire_address`].
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::recorder::{FirstRound, Recorder};
 use super::tick::ProbeTask;
 use super::wheel::OnWheel;
-use super::{AddressSlot, Shared, Slot};
+use super::{AddressSlot, Shared, Slot, StatusSlot};
 use crate::config::TargetConfig;
 use crate::engine::EventSink;
 use crate::metrics::{MetricsError, TargetLabels};
@@ -25,7 +26,7 @@ pub(super) struct AddressEntry {
     cancel: CancellationToken,
     handle: JoinHandle<()>,
     pub(super) labels: TargetLabels,
-    pub(super) recorder: Arc<Recorder>,
+    pub(super) slot: StatusSlot,
 }
 
 impl AddressEntry {
@@ -44,17 +45,17 @@ impl AddressEntry {
 /// own: what stopping it needs.
 pub(super) struct Placed {
     on_wheel: OnWheel,
-    recorder: Arc<Recorder>,
+    slot: StatusSlot,
 }
 
 impl Placed {
     /// Takes the address off its wheel (it sends nothing once this returns), counts its first
     /// round done if it had not settled a probe yet, and retires it.
     pub(super) fn stop(self, shared: &Shared, target: &str) {
-        self.recorder.stop();
+        self.slot.rec.stop();
         drop(self.on_wheel);
-        self.recorder.first_settled();
-        let labels = self.recorder.metrics.labels();
+        self.slot.rec.first_settled();
+        let labels = self.slot.rec.metrics.labels();
         retire_address(shared, target, labels.ip(), labels);
     }
 }
@@ -71,10 +72,10 @@ pub(super) fn place_address(
 ) -> Result<Placed, MetricsError> {
     let ready = counts_for_ready.then(|| shared.readiness.clone());
     let first = FirstRound::Wheel(ready);
-    let (task, _, recorder) = prepare_address(shared, cfg, ip, parent.clone(), first)?;
+    let (task, _, slot) = prepare_address(shared, cfg, ip, parent.clone(), first)?;
     Ok(Placed {
         on_wheel: task.place(),
-        recorder,
+        slot,
     })
 }
 
@@ -101,7 +102,7 @@ pub(super) fn start_address(
     first: &Arc<Notify>,
 ) -> Result<AddressEntry, MetricsError> {
     let cancel = parent.child_token();
-    let (task, labels, recorder) = prepare_address(
+    let (task, labels, slot) = prepare_address(
         shared,
         cfg,
         ip,
@@ -113,19 +114,19 @@ pub(super) fn start_address(
         cancel,
         handle,
         labels,
-        recorder,
+        slot,
     })
 }
 
-/// Creates an address's series, status slot and recorder, and the probe loop that stops with
-/// `cancel` (not yet running); `first` waits for its first settled probe.
+/// Creates an address's series and status slot (its recorder in it), and the probe loop that
+/// stops with `cancel` (not yet running); `first` waits for its first settled probe.
 pub(super) fn prepare_address(
     shared: &Arc<Shared>,
     cfg: &Arc<TargetConfig>,
     ip: IpAddr,
     cancel: CancellationToken,
     first: FirstRound,
-) -> Result<(ProbeTask, TargetLabels, Arc<Recorder>), MetricsError> {
+) -> Result<(ProbeTask, TargetLabels, StatusSlot), MetricsError> {
     let extra: Vec<(String, String)> = cfg
         .labels
         .iter()
@@ -159,26 +160,24 @@ pub(super) fn prepare_address(
                 shared.deps.outages.clone(),
             ),
         }),
+        rec: Recorder {
+            live: shared.deps.live.clone(),
+            metrics: tm.clone(),
+            cancel: cancel.clone(),
+            stopped: AtomicBool::new(false),
+            settled_once: AtomicBool::new(false),
+            first,
+        },
     });
     shared.statuses.lock().insert(status.clone());
-    let recorder = Arc::new(Recorder {
-        cfg: cfg.clone(),
-        live: shared.deps.live.clone(),
-        metrics: tm.clone(),
-        status: status.clone(),
-        cancel: cancel.clone(),
-        stopped: AtomicBool::new(false),
-        settled_once: AtomicBool::new(false),
-        first,
-    });
     let task = ProbeTask {
         shared: shared.clone(),
         cfg: cfg.clone(),
         ip,
         metrics: tm,
-        status,
+        status: status.clone(),
         cancel,
-        sink: EventSink::from(recorder.clone()),
+        sink: EventSink::from(status.clone()),
     };
-    Ok((task, labels, recorder))
+    Ok((task, labels, status))
 }

@@ -111,13 +111,16 @@ pub struct ResolveFailure {
     pub error: String,
 }
 
-/// One monitored address as its probe loop, its recorder and the readers of `/api/v1/targets`
-/// share it: what it is, fixed for its life, beside what changes under its own lock.
+/// One monitored address as its probe loop, the engine (it is the address's event handler) and
+/// the readers of `/api/v1/targets` share it: what it is, fixed for its life, beside what
+/// changes under its own lock, and what records its events. One allocation per address for all
+/// three (a recorder of its own cost another, and another pointer to follow per event).
 #[derive(Debug)]
 struct AddressSlot {
     cfg: Arc<TargetConfig>,
     ip: IpAddr,
     state: Mutex<Slot>,
+    rec: recorder::Recorder,
 }
 
 /// An address's changing state: updated once per sent and settled probe under its own

@@ -1,7 +1,7 @@
-//! The recorder of one monitored address: the engine hands it each probe event inline, and it
-//! updates metrics, the window and the status slot, and publishes live samples. This is the
-//! hottest path of the daemon (every event of every target): no channel, no await, no
-//! allocation unless a live reader listens.
+//! The recorder of one monitored address: the engine hands each probe event inline to the
+//! address's status slot, whose recorder updates metrics, the window and the slot, and
+//! publishes live samples. This is the hottest path of the daemon (every event of every
+//! target): no channel, no await, no allocation unless a live reader listens.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,22 +10,20 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::outage::Outcome;
-use super::{Readiness, StatusSlot};
-use crate::config::TargetConfig;
+use super::{AddressSlot, Readiness};
 use crate::engine::{EventHandler, EventKind, ProbeEvent};
 use crate::live::LiveHub;
 use crate::metrics::{TargetMetrics, WindowRtt};
 use crate::sample::Sample;
 
-/// Records one (target, address)'s probe events as the engine delivers them: metrics, the
-/// window and last event of its status slot, and live samples. Runs inline on the engine's task
-/// (see [`EventHandler`]): a few atomics, one histogram, one uncontended lock; no channel and no
-/// task wake-up per event.
+/// What records one (target, address)'s probe events as the engine delivers them: metrics,
+/// the window and last event of its status slot, and live samples. Kept in the slot itself, so
+/// that an event reaches one allocation of the address, not two (the slot is the engine's
+/// [`EventHandler`]): a few atomics, one histogram, one uncontended lock; no channel and no task
+/// wake-up per event.
 pub(super) struct Recorder {
-    pub(super) cfg: Arc<TargetConfig>,
     pub(super) live: LiveHub,
     pub(super) metrics: TargetMetrics,
-    pub(super) status: StatusSlot,
     /// What stops the address: its own token (an address with a task), or the scheduler's
     /// (an address on a wheel, which [`Recorder::stop`] stops alone). Once stopped, no live
     /// samples for probes still in flight.
@@ -77,53 +75,54 @@ impl Recorder {
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
-            .field("target", &self.cfg.name)
+            .field("stopped", &self.is_stopped())
             .finish_non_exhaustive()
     }
 }
 
-impl EventHandler for Recorder {
+impl EventHandler for AddressSlot {
     fn on_event(&self, ev: ProbeEvent) {
+        let rec = &self.rec;
         // After the address stops, events of probes still in flight land in detached metrics
         // and a slot nobody reads; only live samples must not go out. (The token check takes
         // a lock, so it stays off the path of every event.)
-        self.metrics.on_event(&ev);
+        rec.metrics.on_event(&ev);
         let settled = match &ev.kind {
             EventKind::Reply(r) => Some(Some(r.rtt.as_secs_f64())),
             EventKind::Timeout | EventKind::IcmpError(_) => Some(None),
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
         // Building a sample allocates: only when someone is listening.
-        let sample = (self.live.readers() > 0 && !self.is_stopped())
+        let sample = (rec.live.readers() > 0 && !rec.is_stopped())
             .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
             // The gauges are an exposition choice: the window itself is kept either way, and
             // its RTT figures are only worked out for the gauges.
             let gauges = {
-                let mut slot = self.status.lock();
+                let mut slot = self.lock();
                 slot.window.push(rtt);
                 let outcome = match &ev.kind {
                     EventKind::Reply(_) => Outcome::Reply,
                     EventKind::IcmpError(_) => Outcome::Lost { icmp_error: true },
                     _ => Outcome::Lost { icmp_error: false },
                 };
-                slot.outage.settled(self.status.of(), ev.tag, outcome);
+                slot.outage.settled(self.of(), ev.tag, outcome);
                 slot.last = Some(ev);
                 // Outage detection needs the window's loss after every probe; with the gauges
                 // on, it comes from the same pass.
                 if self.cfg.options.metrics.window_gauges {
                     let gauges = slot.window.gauges();
                     slot.outage
-                        .window(self.status.of(), gauges.probes, gauges.loss_ratio);
+                        .window(self.of(), gauges.probes, gauges.loss_ratio);
                     Some(gauges)
                 } else {
                     let (probes, loss_ratio) = slot.window.loss();
-                    slot.outage.window(self.status.of(), probes, loss_ratio);
+                    slot.outage.window(self.of(), probes, loss_ratio);
                     None
                 }
             };
             if let Some(gauges) = gauges {
-                self.metrics.set_window(
+                rec.metrics.set_window(
                     gauges.loss_ratio,
                     gauges.rtt.map(|(min, mean, max, stddev)| WindowRtt {
                         min,
@@ -133,10 +132,10 @@ impl EventHandler for Recorder {
                     }),
                 );
             }
-            self.first_settled();
+            rec.first_settled();
         }
         if let Some(sample) = sample {
-            self.live.publish(sample);
+            rec.live.publish(sample);
         }
     }
 }

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::address::{AddressEntry, prepare_address, retire_address, start_address};
 use super::recorder::FirstRound;
-use super::recorder::Recorder;
-use super::{ResolveFailure, Shared, mark_first_round};
+use super::{ResolveFailure, Shared, StatusSlot, mark_first_round};
 use crate::config::TargetConfig;
 use crate::metrics::events;
 use crate::resolve::{ResolveError, Resolved, parse_ip_literal};
@@ -73,11 +72,11 @@ async fn literal_target(
 ) {
     let mut first_round_pending = counts_for_ready;
     let first = Arc::new(Notify::new());
-    let (run, recorder) =
+    let (run, slot) =
         match prepare_address(&shared, &cfg, ip, cancel, FirstRound::Task(first.clone())) {
             // The probe loop (the address's place on a wheel) is held by this task, one task per
             // literal target, not two; it ends when the target's token is cancelled.
-            Ok((task, _, recorder)) => (task.run(), recorder),
+            Ok((task, _, slot)) => (task.run(), slot),
             Err(e) => {
                 tracing::warn!(target_name = %cfg.name, %ip, error = %e, "cannot monitor address");
                 mark_first_round(&shared, &mut first_round_pending);
@@ -96,7 +95,7 @@ async fn literal_target(
     if !finished {
         run.await;
     }
-    retire_address(&shared, &cfg.name, ip, recorder.metrics.labels());
+    retire_address(&shared, &cfg.name, ip, slot.rec.metrics.labels());
 }
 
 /// A target whose host is a DNS name: resolves it, keeps one probe task per address,
@@ -117,7 +116,7 @@ async fn dns_target(
     let mut backoff = MIN_RESOLVE_INTERVAL;
     // Each address's recorder flags its first settled probe and wakes this task.
     let first = Arc::new(Notify::new());
-    let mut awaiting_first: Vec<Arc<Recorder>> = Vec::new();
+    let mut awaiting_first: Vec<StatusSlot> = Vec::new();
     loop {
         // Boxed: the lookup's state is large and this task lives as long as its target.
         let lookup = tokio::select! {
@@ -140,7 +139,7 @@ async fn dns_target(
                     .collect();
                 for ip in gone {
                     if let Some(entry) = addresses.remove(&ip) {
-                        awaiting_first.retain(|r| !Arc::ptr_eq(r, &entry.recorder));
+                        awaiting_first.retain(|s| !Arc::ptr_eq(s, &entry.slot));
                         entry.stop(&shared, &cfg.name, ip).await;
                         tracing::info!(target_name = %cfg.name, %ip, "address retired");
                     }
@@ -151,7 +150,7 @@ async fn dns_target(
                     }
                     match start_address(&shared, &cfg, ip, &cancel, &first) {
                         Ok(entry) => {
-                            awaiting_first.push(entry.recorder.clone());
+                            awaiting_first.push(entry.slot.clone());
                             addresses.insert(ip, entry);
                         }
                         Err(e) => {
@@ -197,7 +196,7 @@ async fn dns_target(
             tokio::select! {
                 () = &mut sleep => break,
                 () = first.notified() => {
-                    awaiting_first.retain(|r| !r.settled_once.load(Ordering::Acquire));
+                    awaiting_first.retain(|s| !s.rec.settled_once.load(Ordering::Acquire));
                     if awaiting_first.is_empty() {
                         mark_first_round(&shared, &mut first_round_pending);
                     }

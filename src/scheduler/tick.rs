@@ -31,7 +31,7 @@ pub(super) fn phase(name: &str, ip: IpAddr, interval: Duration) -> Duration {
 }
 
 /// One (target, address)'s probe loop. Its events go straight from the engine to the address's
-/// [`Recorder`](super::recorder::Recorder); its ticks live on a [`wheel`](super::wheel), which
+/// status slot and its [`Recorder`](super::recorder::Recorder); its ticks live on a [`wheel`](super::wheel), which
 /// sends each probe through [`ProbeLoop::send`].
 pub(super) struct ProbeTask {
     pub(super) shared: Arc<Shared>,
@@ -63,7 +63,8 @@ impl ProbeTask {
             shared,
             cfg,
             ip,
-            metrics,
+            // The slot holds the series too.
+            metrics: _,
             status,
             cancel: _,
             sink,
@@ -83,13 +84,7 @@ impl ProbeTask {
             },
             cfg.options.port,
         );
-        let probe = ProbeLoop {
-            spec,
-            cfg,
-            metrics,
-            status,
-            sink,
-        };
+        let probe = ProbeLoop { spec, status, sink };
         shared.wheels.add(first, interval, probe)
     }
 }
@@ -99,8 +94,7 @@ pub(super) struct ProbeLoop {
     /// What every probe of the address is, made once: the wheel's entry is in the cache when it
     /// sends, the target's config often is not.
     spec: ProbeSpec,
-    cfg: Arc<TargetConfig>,
-    metrics: TargetMetrics,
+    /// The address's slot: its config, series and state (see [`super::AddressSlot`]).
     status: StatusSlot,
     sink: EventSink,
 }
@@ -108,19 +102,21 @@ pub(super) struct ProbeLoop {
 impl ProbeLoop {
     /// Sends probe `seq`, sent at `at` for the outage record.
     pub(super) fn send(&self, deps: &Deps, seq: u64, at: std::time::SystemTime) {
+        let metrics = &self.status.rec.metrics;
         match deps.pinger.send(&self.spec, seq, &self.sink) {
             Ok(_) => {
-                self.metrics.on_sent();
+                metrics.on_sent();
                 let mut slot = self.status.lock();
                 slot.sent += 1;
                 slot.outage.sent(self.status.of(), seq, at);
             }
             Err(e) => {
                 self.status.lock().outage.skipped(self.status.of(), seq);
-                events::send_failed(&self.metrics, &self.cfg.name, self.spec.ip, &e);
+                let cfg = &self.status.cfg;
+                events::send_failed(metrics, &cfg.name, self.spec.ip, &e);
                 deps.live.publish(Sample::local_error(
-                    &self.cfg.name,
-                    &self.cfg.host,
+                    &cfg.name,
+                    &cfg.host,
                     Some(self.spec.ip),
                     Some(seq),
                     e.to_string(),
