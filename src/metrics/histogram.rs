@@ -24,7 +24,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use super::native::NativeBuckets;
 
 /// One histogram series.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum SeriesHistogram {
     /// Classic buckets only.
     Classic(ClassicHistogram),
@@ -42,6 +42,34 @@ impl SeriesHistogram {
             Self::Split(h) => h.observe(v),
             Self::Client(h) => h.observe(v),
         }
+    }
+}
+
+/// A histogram series kept behind a shared handle, for the few that are encoded from a copy of
+/// the handle: the scheduler's lag (registered in each registry, observed by the wheels) and a
+/// path hop's (copied out to encode without the path's lock). A target's histograms are kept
+/// by value in its series instead (two allocations fewer per target).
+#[derive(Clone, Debug)]
+pub(crate) struct SharedHistogram(pub(super) Arc<SeriesHistogram>);
+
+impl SharedHistogram {
+    pub(crate) fn new(metric: SeriesHistogram) -> Self {
+        Self(Arc::new(metric))
+    }
+
+    /// Records one value.
+    pub(crate) fn observe(&self, v: f64) {
+        self.0.observe(v);
+    }
+}
+
+impl EncodeMetric for SharedHistogram {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
@@ -144,18 +172,18 @@ impl Counts {
 }
 
 /// A classic histogram whose upper bounds are shared by every series made with them.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ClassicHistogram {
     /// Finite upper bounds, strictly increasing; the +Inf bucket is implicit.
     bounds: Arc<[f64]>,
-    inner: Arc<Mutex<Counts>>,
+    inner: Mutex<Counts>,
 }
 
 impl ClassicHistogram {
     /// A histogram at zero over `bounds` (finite, strictly increasing: see `check_buckets`).
     pub(crate) fn new(bounds: Arc<[f64]>) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Counts::new(&bounds))),
+            inner: Mutex::new(Counts::new(&bounds)),
             bounds,
         }
     }
@@ -177,10 +205,10 @@ impl ClassicHistogram {
 /// Classic buckets over shared bounds and native buckets, under one lock: text scrapes encode
 /// the classic ones, protobuf scrapes of the split layout (inside [`native_scope`]) the native
 /// ones, each with the same sum and count.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct SplitHistogram {
     bounds: Arc<[f64]>,
-    inner: Arc<Mutex<(Counts, NativeBuckets)>>,
+    inner: Mutex<(Counts, NativeBuckets)>,
 }
 
 impl SplitHistogram {
@@ -190,7 +218,7 @@ impl SplitHistogram {
         let counts = Counts::new(&bounds);
         Self {
             bounds,
-            inner: Arc::new(Mutex::new((counts, NativeBuckets::new(max_buckets)))),
+            inner: Mutex::new((counts, NativeBuckets::new(max_buckets))),
         }
     }
 
@@ -268,12 +296,17 @@ mod tests {
     }
 
     #[test]
-    fn clones_share_counts_but_new_series_start_at_zero() {
+    fn shared_handles_share_counts_but_new_series_start_at_zero() {
         let bounds: Arc<[f64]> = [1.0].into();
-        let a = ClassicHistogram::new(bounds.clone());
+        let a = SharedHistogram::new(SeriesHistogram::Classic(ClassicHistogram::new(
+            bounds.clone(),
+        )));
         let b = a.clone();
         b.observe(0.5);
         let fresh = ClassicHistogram::new(bounds);
+        let SeriesHistogram::Classic(a) = &*a.0 else {
+            panic!("not classic: {a:?}");
+        };
         assert_eq!(a.inner.lock().count, 1);
         assert_eq!(fresh.inner.lock().count, 0);
         assert_eq!(*a.inner.lock().buckets, [1, 0]);

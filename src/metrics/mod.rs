@@ -74,7 +74,7 @@ pub use options::{BuildInfo, MetricsError, MetricsOptions};
 pub use scrape::{ScrapeCounter, ScrapeGauge};
 pub use target::{TargetMetrics, WindowRtt};
 
-use histogram::{ClassicHistogram, SeriesHistogram, SplitHistogram};
+use histogram::{ClassicHistogram, SeriesHistogram, SharedHistogram, SplitHistogram};
 pub use labels::ProbeLabels;
 use labels::{InfoLabels, NameLabel, SeriesKey};
 use scrape::ScrapeSources;
@@ -160,7 +160,7 @@ struct Shared {
     /// ([`TargetSeries`]); never the probe path.
     targets: Arc<Mutex<TargetMap>>,
     resolve_errors: Family<NameLabel, Counter>,
-    scheduler_lag: SeriesHistogram,
+    scheduler_lag: SharedHistogram,
     reload_successful: Gauge,
     reload_success_timestamp: FloatGauge,
     scrape_sources: Arc<ScrapeSources>,
@@ -205,7 +205,7 @@ impl Metrics {
             jitter: jitter_maker,
         };
         let resolve_errors = Family::<NameLabel, Counter>::default();
-        let scheduler_lag = lag_maker.new_metric();
+        let scheduler_lag = SharedHistogram::new(lag_maker.new_metric());
         let reload_successful = Gauge::default();
         let reload_success_timestamp = FloatGauge::default();
         let scrape_sources = Arc::new(ScrapeSources::default());

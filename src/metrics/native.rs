@@ -310,13 +310,15 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::metrics::histogram::{HistogramView, SeriesHistogram, SplitHistogram};
+    use crate::metrics::histogram::{
+        HistogramView, SeriesHistogram, SharedHistogram, SplitHistogram,
+    };
 
     /// Classic bounds of the split histograms under test.
     const BOUNDS: [f64; 4] = [1e-4, 1e-3, 1e-2, 0.1];
 
     /// A registry holding `metric` as `h`, native view or not.
-    fn registry(metric: SeriesHistogram, native: bool) -> Registry {
+    fn registry(metric: SharedHistogram, native: bool) -> Registry {
         let mut registry = Registry::default();
         registry.register("h", "H", HistogramView { metric, native });
         registry
@@ -348,6 +350,10 @@ mod tests {
         out
     }
 
+    fn client(h: Histogram) -> SharedHistogram {
+        SharedHistogram::new(SeriesHistogram::Client(h))
+    }
+
     /// Ours after `values`, and prometheus-client's native-only and classic histograms after
     /// the same values.
     fn after(values: &[f64], max_buckets: u16) -> (SplitHistogram, Histogram, Histogram) {
@@ -368,13 +374,13 @@ mod tests {
     /// classic one otherwise, in protobuf and text alike.
     fn assert_encodes_like_the_client(values: &[f64], max_buckets: u16) {
         let (ours, native, classic) = after(values, max_buckets);
-        let ours = SeriesHistogram::Split(ours);
+        let ours = SharedHistogram::new(SeriesHistogram::Split(ours));
         assert_eq!(
             protobuf(&registry(ours.clone(), true)),
-            protobuf(&registry(SeriesHistogram::Client(native), true)),
+            protobuf(&registry(client(native), true)),
             "native, max_buckets {max_buckets}"
         );
-        let classic = SeriesHistogram::Client(classic);
+        let classic = client(classic);
         assert_eq!(
             protobuf(&registry(ours.clone(), false)),
             protobuf(&registry(classic.clone(), false)),
@@ -472,11 +478,11 @@ mod tests {
     #[test]
     fn the_native_flag_ends_with_its_view() {
         let (ours, _, classic) = after(&[0.001, 0.002, 0.5], 160);
-        let ours = SeriesHistogram::Split(ours);
+        let ours = SharedHistogram::new(SeriesHistogram::Split(ours));
         let _ = protobuf(&registry(ours.clone(), true));
         assert_eq!(
             text(&registry(ours, false)),
-            text(&registry(SeriesHistogram::Client(classic), false))
+            text(&registry(client(classic), false))
         );
     }
 

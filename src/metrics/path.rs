@@ -33,7 +33,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::histogram::{SeriesHistogram, native_scope};
+use super::histogram::{SharedHistogram, native_scope};
 use super::{HistogramMaker, TargetLabels};
 use crate::probe::path::{HopResult, PathStats, Round};
 
@@ -48,7 +48,7 @@ pub const MAX_RESPONDERS_PER_TTL: usize = 8;
 struct Hop {
     sent: u64,
     lost: u64,
-    rtt: SeriesHistogram,
+    rtt: SharedHistogram,
     last_round: u64,
     /// Responder → the round it was last seen in.
     responders: BTreeMap<IpAddr, u64>,
@@ -89,7 +89,7 @@ impl PathMetrics {
             let hop = s.hops.entry(p.ttl).or_insert_with(|| Hop {
                 sent: 0,
                 lost: 0,
-                rtt: self.maker.new_metric(),
+                rtt: SharedHistogram::new(self.maker.new_metric()),
                 last_round: now,
                 responders: BTreeMap::new(),
             });

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::histogram::{HistogramView, SeriesHistogram};
+use super::histogram::{HistogramView, SharedHistogram};
 use super::labels::NameLabel;
 use super::scrape::ScrapeSources;
 use super::{BuildInfo, FloatGauge, TargetMap, TargetSeries};
@@ -34,7 +34,7 @@ pub(crate) struct Shared<'a> {
     pub captures: &'a Arc<super::capture::CaptureCollector>,
     pub paths: &'a Arc<super::path::PathCollector>,
     pub targets: &'a Arc<parking_lot::Mutex<TargetMap>>,
-    pub scheduler_lag: &'a SeriesHistogram,
+    pub scheduler_lag: &'a SharedHistogram,
     pub build: &'a BuildInfo,
 }
 

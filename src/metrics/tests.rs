@@ -54,7 +54,7 @@ fn only_the_split_layout_has_native_protobuf_parts_and_split_histograms() -> Res
         let s = &metrics.shared;
         let found = [
             s.protobuf.native,
-            matches!(s.scheduler_lag, SeriesHistogram::Split(_)),
+            matches!(*s.scheduler_lag.0, SeriesHistogram::Split(_)),
             matches!(t.inner.rtt, SeriesHistogram::Split(_)),
             matches!(t.inner.jitter, SeriesHistogram::Split(_)),
         ];
@@ -172,13 +172,14 @@ fn scrape_counters_read_their_source() -> Result<(), MetricsError> {
     Ok(())
 }
 
-// Every target carries one, with its counters and gauges in place: series that most targets
-// never have (window gauges, ICMP errors) are boxed on first use (408 bytes with them inline,
-// before the counters moved in).
+// Every target carries one, with its counters, gauges and its two histograms in place (each a
+// heap block of its own took 128 bytes with the allocator's header, and 32 more here for the
+// handle: 576 in all, 480 now): series that most targets never have (window gauges, ICMP
+// errors) are boxed on first use.
 #[test]
 fn a_target_handle_is_small() {
     let size = std::mem::size_of::<TargetInner>();
-    assert!(size <= 288, "{size}");
+    assert!(size <= 456, "{size}");
 }
 
 /// The lines of the per-target families (`pingscope_` + one of `names`) in a text body, sorted:
