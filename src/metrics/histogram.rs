@@ -53,6 +53,7 @@ impl SeriesHistogram {
 pub(crate) struct SharedHistogram(pub(super) Arc<SeriesHistogram>);
 
 impl SharedHistogram {
+    /// `metric` behind a handle that clones share.
     pub(crate) fn new(metric: SeriesHistogram) -> Self {
         Self(Arc::new(metric))
     }

@@ -75,7 +75,7 @@ impl Recorder {
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
-            .field("stopped", &self.is_stopped())
+            .field("stopped", &self.stopped)
             .finish_non_exhaustive()
     }
 }

@@ -31,8 +31,8 @@ pub(super) fn phase(name: &str, ip: IpAddr, interval: Duration) -> Duration {
 }
 
 /// One (target, address)'s probe loop. Its events go straight from the engine to the address's
-/// status slot and its [`Recorder`](super::recorder::Recorder); its ticks live on a [`wheel`](super::wheel), which
-/// sends each probe through [`ProbeLoop::send`].
+/// status slot and its [`Recorder`](super::recorder::Recorder); its ticks live on a
+/// [`wheel`](super::wheel), which sends each probe through [`ProbeLoop::send`].
 pub(super) struct ProbeTask {
     pub(super) shared: Arc<Shared>,
     pub(super) cfg: Arc<TargetConfig>,
