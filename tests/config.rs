@@ -420,7 +420,7 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
         match t.host.parse::<IpAddr>() {
             Ok(ip) => assert!(doc_nets.iter().any(|n| n.contains(&ip)), "{}", t.host),
             Err(_) => assert!(
-                t.host == "example.org" || t.host.ends_with(".example.org"),
+                &*t.host == "example.org" || t.host.ends_with(".example.org"),
                 "{}",
                 t.host
             ),
@@ -478,7 +478,7 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
         assert!(text.contains(&format!("{key}:")), "sample lacks {key}");
     }
     // Its values really are read, not defaults that happen to match.
-    assert_eq!(config.targets[0].name, "gateway");
+    assert_eq!(&*config.targets[0].name, "gateway");
     assert_eq!(
         config.targets[0].options.interval,
         Duration::from_millis(500)
@@ -489,7 +489,7 @@ fn sample_config_parses_and_names_only_documentation_addresses() {
     );
     assert_eq!(config.targets[1].options.family, Family::Ip6);
     assert_eq!(config.targets[1].options.tos, Some(184));
-    assert_eq!(config.targets[2].name, "example.org");
+    assert_eq!(&*config.targets[2].name, "example.org");
     assert_eq!(
         config.targets[3].options.kind,
         pingscope::probe::ProbeKind::Path
@@ -523,7 +523,7 @@ fn embedded_default_monitors_loopback_v4_and_v6() {
     let got: Vec<(&str, &str)> = config
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), t.host.as_str()))
+        .map(|t| (&*t.name, &*t.host))
         .collect();
     assert_eq!(
         got,
@@ -639,7 +639,7 @@ fn target_options_override_defaults_which_override_builtins() {
         Some("192.0.2.9".parse().unwrap_or_else(|_| unreachable!()))
     );
     assert_eq!(t.options.interface.as_deref(), Some("eth0"));
-    assert_eq!(t.name, "123");
+    assert_eq!(&*t.name, "123");
     assert_eq!(t.labels.get("rack").map(String::as_str), Some("1"));
     // A DNS server without a port gets 53; IPv6 with a port in brackets.
     let config = parse_ok("dns:\n  servers: [127.0.0.1, \"[::1]:5353\"]\n  refresh: 30s\n");
@@ -651,7 +651,7 @@ fn target_options_override_defaults_which_override_builtins() {
 #[test]
 fn target_files_add_targets_with_labels_and_defaults() {
     let config = load_file(&fixture("valid-target-files.yml")).unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = config.targets.iter().map(|t| &*t.name).collect();
     assert_eq!(
         names,
         [
@@ -663,7 +663,7 @@ fn target_files_add_targets_with_labels_and_defaults() {
         ]
     );
     assert_eq!(config.targets_from_files, 4);
-    let by_name = |n: &str| config.targets.iter().find(|t| t.name == n).cloned();
+    let by_name = |n: &str| config.targets.iter().find(|t| &*t.name == n).cloned();
     let a = by_name("192.0.2.10").unwrap_or_else(|| unreachable!());
     // `__`-prefixed labels are Prometheus-internal and skipped; the rest apply.
     assert_eq!(
@@ -799,6 +799,19 @@ fn shard_selection_applies_to_config_targets() {
     assert_eq!(config.targets_for(None).len(), 30);
 }
 
+// A target named by its host keeps one string for both (its series, status and capture entries
+// share it in turn); one with a name of its own keeps two.
+#[test]
+fn a_target_named_by_its_host_keeps_one_string_for_both() {
+    let config = parse_ok("targets:\n  - host: 192.0.2.1\n  - name: b\n    host: 192.0.2.2\n");
+    let (a, b) = (&config.targets[0], &config.targets[1]);
+    assert!(std::sync::Arc::ptr_eq(&a.name, &a.host));
+    assert_eq!(
+        (&*a.name, &*b.name, &*b.host),
+        ("192.0.2.1", "b", "192.0.2.2")
+    );
+}
+
 #[test]
 fn diff_sorts_targets_into_added_removed_changed_unchanged() {
     let old = parse_ok(
@@ -808,8 +821,9 @@ fn diff_sorts_targets_into_added_removed_changed_unchanged() {
         "targets:\n  - name: c\n    host: 192.0.2.3\n    interval: 2s\n  - host: 192.0.2.1\n  - host: 192.0.2.4\n",
     );
     let diff = diff_targets(&old.targets, &new.targets);
-    let names =
-        |ts: &[std::sync::Arc<TargetConfig>]| ts.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    let names = |ts: &[std::sync::Arc<TargetConfig>]| {
+        ts.iter().map(|t| t.name.to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(names(&diff.added), ["192.0.2.4"]);
     assert_eq!(names(&diff.removed), ["192.0.2.2"]);
     assert_eq!(names(&diff.unchanged), ["192.0.2.1"]);
@@ -950,7 +964,7 @@ fn yaml_anchors_and_merge_keys_work() {
     let got: Vec<(&str, Duration)> = config
         .targets
         .iter()
-        .map(|t| (t.name.as_str(), t.options.interval))
+        .map(|t| (&*t.name, t.options.interval))
         .collect();
     assert_eq!(
         got,
@@ -1013,7 +1027,7 @@ fn target_file_globs_follow_the_config_folder_taken_literally() {
     );
     write(dir.join("targets/a.yml"), "- targets: [192.0.2.30]\n");
     let config = load_file(&dir.join("pingscope.yml")).unwrap_or_else(|e| panic!("{e}"));
-    let names: Vec<&str> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = config.targets.iter().map(|t| &*t.name).collect();
     assert_eq!(names, ["192.0.2.30"]);
     assert_eq!(config.sessions.database, dir.join("db/x.db"));
     // Editing a target file and loading again is how a reload picks it up.

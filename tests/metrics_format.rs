@@ -679,9 +679,12 @@ fn tcp_targets_show_kind_and_port_and_count_refusals() -> TestResult {
         kind: "tcp",
         port: Some(443),
     };
-    let t = f
-        .metrics
-        .target_probing(&labels("web", ip, &[]), "web.test", Family::Ip4, tcp);
+    let t = f.metrics.target_probing(
+        &labels("web", ip, &[]),
+        &"web.test".into(),
+        Family::Ip4,
+        tcp,
+    );
     let l = [("target", "web"), ("ip", "127.0.0.9")];
     let p = parse(&f.metrics.encode_text()?);
     // Created at zero for TCP targets; ICMP targets have none.

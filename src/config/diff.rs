@@ -32,11 +32,11 @@ impl TargetDiff {
 /// Compares two target lists by name (names are unique within a validated config).
 pub fn diff_targets(old: &[Arc<TargetConfig>], new: &[Arc<TargetConfig>]) -> TargetDiff {
     let old_by_name: HashMap<&str, &Arc<TargetConfig>> =
-        old.iter().map(|t| (t.name.as_str(), t)).collect();
-    let new_names: HashMap<&str, ()> = new.iter().map(|t| (t.name.as_str(), ())).collect();
+        old.iter().map(|t| (&*t.name, t)).collect();
+    let new_names: HashMap<&str, ()> = new.iter().map(|t| (&*t.name, ())).collect();
     let mut diff = TargetDiff::default();
     for t in new {
-        match old_by_name.get(t.name.as_str()) {
+        match old_by_name.get(&*t.name) {
             None => diff.added.push(t.clone()),
             Some(o) if *o == t => diff.unchanged.push(t.clone()),
             Some(o) => diff.changed.push(ChangedTarget {
@@ -47,7 +47,7 @@ pub fn diff_targets(old: &[Arc<TargetConfig>], new: &[Arc<TargetConfig>]) -> Tar
     }
     diff.removed = old
         .iter()
-        .filter(|t| !new_names.contains_key(t.name.as_str()))
+        .filter(|t| !new_names.contains_key(&*t.name))
         .cloned()
         .collect();
     diff

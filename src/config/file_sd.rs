@@ -286,12 +286,8 @@ fn groups(
             rules::port_for_kind(issues, defaults, &None, line(host), &key);
             let here = format!("{}:{}", issues.file(), line(host));
             if claim_name(issues, seen, &host.value, here, line(host), &key) {
-                out.push(make_target(
-                    host.value.clone(),
-                    host.value.clone(),
-                    labels.clone(),
-                    opts,
-                ));
+                let name: std::sync::Arc<str> = host.value.as_str().into();
+                out.push(make_target(name.clone(), name, labels.clone(), opts));
             }
         }
     }

@@ -213,8 +213,8 @@ pub fn peer_target(
         ..defaults.clone()
     };
     super::validate::make_target(
-        name.to_owned(),
-        host.to_owned(),
+        name.into(),
+        host.into(),
         [("source".to_owned(), source.to_owned())].into(),
         options,
     )

@@ -177,8 +177,8 @@ fn target(
             );
             return None;
         }
-        Some(n) => (n.value.clone(), line(n)),
-        None => (host.value.clone(), line(host)),
+        Some(n) => (Arc::from(n.value.as_str()), line(n)),
+        None => (Arc::from(host.value.as_str()), line(host)),
     };
     let name_key = if t.name.is_some() { "name" } else { "host" };
     let here = format!("{}:{name_line}", issues.file());
@@ -192,7 +192,13 @@ fn target(
     ) {
         return None;
     }
-    Some(make_target(name, host.value.clone(), labels, opts))
+    // A target named by its host keeps one string for both.
+    let host = if t.name.is_some() {
+        Arc::from(host.value.as_str())
+    } else {
+        name.clone()
+    };
+    Some(make_target(name, host, labels, opts))
 }
 
 /// Records the first place a target name is used; a second use is an issue.
@@ -217,8 +223,8 @@ pub(crate) fn claim_name(
 }
 
 pub(crate) fn make_target(
-    name: String,
-    host: String,
+    name: Arc<str>,
+    host: Arc<str>,
     labels: BTreeMap<String, String>,
     options: TargetOptions,
 ) -> TargetConfig {

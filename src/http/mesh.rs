@@ -87,7 +87,7 @@ pub async fn matrix(State(app): State<App>) -> Json<MeshResponse> {
     };
     let source = app.mesh_name();
     let peers = app.mesh_peers();
-    let names: std::collections::HashSet<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+    let names: std::collections::HashSet<&str> = peers.iter().map(|p| &*p.name).collect();
     let cells = app
         .scheduler()
         .snapshot()

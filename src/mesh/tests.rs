@@ -12,7 +12,7 @@ fn members(keys: &[&str], me: Option<&str>) -> Vec<Member> {
 }
 
 fn names(targets: &[Arc<TargetConfig>]) -> Vec<&str> {
-    targets.iter().map(|t| t.name.as_str()).collect()
+    targets.iter().map(|t| &*t.name).collect()
 }
 
 const THREE: [&str; 3] = ["198.18.0.1", "198.18.0.2", "198.18.0.3"];
@@ -46,10 +46,10 @@ fn max_peers_one_covers_every_member_once() {
     for me in THREE {
         let t = peer_targets(&members(&THREE, Some(me)), me, Some(1), &defaults);
         assert_eq!(t.len(), 1, "{me}");
-        assert_ne!(t[0].name, me);
+        assert_ne!(&*t[0].name, me);
         pinged.push(t[0].name.clone());
     }
-    let set: BTreeSet<&String> = pinged.iter().collect();
+    let set: BTreeSet<&Arc<str>> = pinged.iter().collect();
     assert_eq!(
         set.len(),
         3,
@@ -96,7 +96,7 @@ fn a_static_name_pings_its_host() {
     ];
     let t = peer_targets(&m, "a", None, &TargetOptions::default());
     assert_eq!(names(&t), ["b.example"]);
-    assert_eq!(t[0].host, "b.example");
+    assert_eq!(&*t[0].host, "b.example");
 }
 
 #[test]

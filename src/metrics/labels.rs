@@ -22,7 +22,8 @@ pub const RESERVED_LABELS: &[&str] = &["target", "ip", "le", "type", "reason", "
 /// target's custom labels, sorted by name.
 #[derive(Clone, Debug)]
 pub struct TargetLabels {
-    target: String,
+    /// Shared with the target's config (and its other addresses).
+    target: Arc<str>,
     ip: IpAddr,
     /// `ip` rendered once, since every encoded line of the target writes it.
     ip_text: String,
@@ -35,7 +36,7 @@ impl TargetLabels {
     /// Names must match `[a-zA-Z_][a-zA-Z0-9_]*`, must not start with `__` (reserved by
     /// Prometheus), must not be one of [`RESERVED_LABELS`] and must not repeat.
     pub fn new(
-        target: impl Into<String>,
+        target: impl Into<Arc<str>>,
         ip: IpAddr,
         extra: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, MetricsError> {
@@ -56,7 +57,7 @@ impl TargetLabels {
             };
             if let Some(why) = why {
                 return Err(MetricsError::LabelName {
-                    target,
+                    target: target.to_string(),
                     name: name.clone(),
                     why,
                 });
@@ -105,7 +106,7 @@ impl Hash for TargetLabels {
 
 impl EncodeLabelSet for TargetLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        ("target", self.target.as_str()).encode(encoder.encode_label())?;
+        ("target", &*self.target).encode(encoder.encode_label())?;
         ("ip", self.ip_text.as_str()).encode(encoder.encode_label())?;
         for (name, value) in &self.extra {
             (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
@@ -144,7 +145,7 @@ impl SeriesKey {
     /// same from one scrape to the next.
     pub(crate) fn write_order(&self, other: &Self) -> std::cmp::Ordering {
         let (a, b) = (&*self.0, &*other.0);
-        (a.target.as_str(), a.ip, &a.extra).cmp(&(b.target.as_str(), b.ip, &b.extra))
+        (&*a.target, a.ip, &a.extra).cmp(&(&*b.target, b.ip, &b.extra))
     }
 }
 
@@ -189,7 +190,7 @@ pub struct ProbeLabels {
 
 impl EncodeLabelSet for InfoLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        ("target", self.key.0.target.as_str()).encode(encoder.encode_label())?;
+        ("target", &*self.key.0.target).encode(encoder.encode_label())?;
         ("host", &*self.host).encode(encoder.encode_label())?;
         ("ip", self.key.0.ip_text.as_str()).encode(encoder.encode_label())?;
         ("family", self.family).encode(encoder.encode_label())?;

@@ -265,15 +265,15 @@ impl Metrics {
         host: &str,
         family: AddressFamily,
     ) -> TargetMetrics {
-        self.target_probing(labels, host, family, ProbeLabels::default())
+        self.target_probing(labels, &Arc::from(host), family, ProbeLabels::default())
     }
 
     /// [`Registry::target`] for a target of a given probe kind (and port), which
-    /// `pingscope_target_info` shows.
+    /// `pingscope_target_info` shows. `host` is kept as it is (the config's own string).
     pub fn target_probing(
         &self,
         labels: &TargetLabels,
-        host: &str,
+        host: &Arc<str>,
         family: AddressFamily,
         probe: ProbeLabels,
     ) -> TargetMetrics {
@@ -288,8 +288,8 @@ impl Metrics {
         let mut targets = self.shared.targets.lock();
         if let Some(inner) = targets.get(labels) {
             let mut info = inner.info.lock();
-            if &*info.host != host || info.family != family.as_str() || info.probe != probe {
-                info.host = host.into();
+            if info.host != *host || info.family != family.as_str() || info.probe != probe {
+                info.host = host.clone();
                 info.family = family.as_str();
                 info.probe = probe;
             }
@@ -301,7 +301,7 @@ impl Metrics {
         let key = SeriesKey(Arc::new(labels.clone()));
         let info = InfoLabels {
             key: key.clone(),
-            host: host.into(),
+            host: host.clone(),
             family: family.as_str(),
             probe,
         };
@@ -342,7 +342,7 @@ impl Metrics {
 
     /// The reasons `target` captures for (`pingscope_captures_total{target,reason}` at zero);
     /// none deletes its series.
-    pub fn set_capture_reasons(&self, target: &str, on: &[capture::CaptureReason]) {
+    pub fn set_capture_reasons(&self, target: &Arc<str>, on: &[capture::CaptureReason]) {
         self.shared.captures.set_reasons(target, on);
     }
 

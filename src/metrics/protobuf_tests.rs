@@ -55,7 +55,7 @@ fn protobuf_parts_make_the_whole_registrys_body() -> Result<(), MetricsError> {
                 kind: if n == 3 { "tcp" } else { "icmp" },
                 port: (n == 3).then_some(443),
             };
-            let t = metrics.target_probing(&labels, "h", AddressFamily::Ip4, probe);
+            let t = metrics.target_probing(&labels, &"h".into(), AddressFamily::Ip4, probe);
             t.on_sent();
             t.on_event(&event(reply(300 * u64::from(n), n == 3)));
             t.on_event(&event(reply(900, false)));

@@ -229,7 +229,7 @@ fn per_target_series_encode_as_client_families_would() -> Result<(), MetricsErro
         kind: "tcp",
         port: Some(443),
     };
-    let tb = metrics.target_probing(&b, "b.example", AddressFamily::Ip4, tcp);
+    let tb = metrics.target_probing(&b, &"b.example".into(), AddressFamily::Ip4, tcp);
     let tc = metrics.target(&c, "c.example", AddressFamily::Ip4);
     let event = |kind| ProbeEvent {
         tag: 1,
@@ -523,5 +523,23 @@ fn per_target_series_are_written_in_label_order() -> Result<(), MetricsError> {
             .collect();
         assert_eq!(written, keys, "{family}");
     }
+    Ok(())
+}
+
+// A target's series keep the config's own strings (at 100,000 targets each copy of a name took
+// megabytes): the label set's `target`, the key the registry keeps, and target_info's `host`.
+#[test]
+fn a_target_keeps_the_name_and_host_it_is_given() -> Result<(), MetricsError> {
+    let metrics = Metrics::new(MetricsOptions::default())?;
+    let (name, host): (Arc<str>, Arc<str>) = ("web".into(), "web.example".into());
+    let labels = TargetLabels::new(name.clone(), std::net::Ipv4Addr::LOCALHOST.into(), [])?;
+    assert!(std::ptr::eq(labels.target(), &*name));
+    let t = metrics.target_probing(&labels, &host, AddressFamily::Ip4, ProbeLabels::default());
+    assert!(std::ptr::eq(t.inner.key.0.target(), &*name));
+    assert!(Arc::ptr_eq(&t.inner.info.lock().host, &host));
+    // Asked again with an equal host from elsewhere, the one kept stays.
+    let again: Arc<str> = "web.example".into();
+    let t = metrics.target_probing(&labels, &again, AddressFamily::Ip4, ProbeLabels::default());
+    assert!(Arc::ptr_eq(&t.inner.info.lock().host, &host));
     Ok(())
 }

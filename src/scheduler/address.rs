@@ -70,8 +70,7 @@ pub(super) fn place_address(
     parent: &CancellationToken,
     counts_for_ready: bool,
 ) -> Result<Placed, MetricsError> {
-    let ready = counts_for_ready.then(|| shared.readiness.clone());
-    let first = FirstRound::Wheel(ready);
+    let first = FirstRound::Wheel { counts_for_ready };
     let (task, _, slot) = prepare_address(shared, cfg, ip, parent.clone(), first)?;
     Ok(Placed {
         on_wheel: task.place(),
@@ -154,19 +153,24 @@ pub(super) fn prepare_address(
             sent: 0,
             window: Window::new(cfg.options.window),
             last: None,
-            outage: super::outage::AddressOutage::new(
-                cfg,
-                shared.deps.metrics.outage(&labels),
-                shared.deps.outages.clone(),
-            ),
+            outage: super::outage::AddressOutage::new(cfg, shared.deps.metrics.outage(&labels)),
         }),
         rec: Recorder {
-            live: shared.deps.live.clone(),
+            common: shared.common.clone(),
             metrics: tm.clone(),
             cancel: cancel.clone(),
             stopped: AtomicBool::new(false),
             settled_once: AtomicBool::new(false),
-            first,
+            counts_for_ready: matches!(
+                first,
+                FirstRound::Wheel {
+                    counts_for_ready: true
+                }
+            ),
+            first: match first {
+                FirstRound::Task(notify) => Some(notify),
+                FirstRound::Wheel { .. } => None,
+            },
         },
     });
     shared.statuses.lock().insert(status.clone());

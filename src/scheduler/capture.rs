@@ -30,6 +30,16 @@ impl LossWatch {
         })
     }
 
+    /// Whether the watch fires at the next crossing (an address keeps only this between probes:
+    /// the rest is its config's).
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed
+    }
+
+    pub(crate) fn set_armed(&mut self, armed: bool) {
+        self.armed = armed;
+    }
+
     /// Takes the window after a settled probe (`probes` in it, `loss_ratio` lost); true when
     /// the loss just went above the threshold (above, as the shipped loss alert compares, so
     /// a threshold of 0 means "any loss").

@@ -143,6 +143,7 @@ impl AddressSlot {
         outage::Of {
             cfg: &self.cfg,
             ip: self.ip,
+            log: &self.rec.common.outages,
         }
     }
 
@@ -150,8 +151,8 @@ impl AddressSlot {
         let cfg = &self.cfg;
         let slot = self.lock();
         AddressStatus {
-            target: cfg.name.clone(),
-            host: cfg.host.clone(),
+            target: cfg.name.to_string(),
+            host: cfg.host.to_string(),
             ip: self.ip,
             labels: cfg
                 .labels
@@ -250,6 +251,8 @@ struct Shared {
     // Figures and history of every running path monitor's address, by (target, address).
     paths: Mutex<HashMap<(String, IpAddr), path::PathSlot>>,
     readiness: Arc<Readiness>,
+    /// What every address's recorder reaches, shared rather than kept by each.
+    common: Arc<recorder::Common>,
     shutdown: CancellationToken,
     /// Per-router pacing shared by every path monitor's tracer.
     hop_pacer: crate::probe::path::HopPacer,
@@ -280,6 +283,12 @@ impl Scheduler {
     /// A scheduler with no targets.
     pub fn new(deps: Deps, dns_refresh: Duration) -> Self {
         let shutdown = CancellationToken::new();
+        let readiness = Arc::<Readiness>::default();
+        let common = Arc::new(recorder::Common {
+            live: deps.live.clone(),
+            outages: deps.outages.clone(),
+            readiness: readiness.clone(),
+        });
         Self {
             shared: Arc::new(Shared {
                 resolver: Mutex::new(deps.resolver.clone()),
@@ -290,7 +299,8 @@ impl Scheduler {
                 statuses: Mutex::default(),
                 failures: Mutex::new(HashMap::new()),
                 paths: Mutex::new(HashMap::new()),
-                readiness: Arc::default(),
+                common,
+                readiness,
                 shutdown,
                 hop_pacer: crate::probe::path::HopPacer::default(),
             }),
@@ -314,14 +324,14 @@ impl Scheduler {
         let mut tasks = self.shared.tasks.lock().await;
         let first = !self.shared.readiness.started.swap(true, Ordering::SeqCst);
         let wanted: HashMap<&str, &TargetConfig> =
-            targets.iter().map(|t| (t.name.as_str(), &**t)).collect();
+            targets.iter().map(|t| (&*t.name, &**t)).collect();
         let mut stopping = Vec::new();
         let mut changed = 0;
         let mut removed = 0;
-        let names: Vec<String> = tasks.iter().map(|t| t.config.name.clone()).collect();
+        let names: Vec<Arc<str>> = tasks.iter().map(|t| t.config.name.clone()).collect();
         for name in names {
             let running = tasks.get((&name, None)).map(|t| &*t.config);
-            match wanted.get(name.as_str()) {
+            match wanted.get(&*name) {
                 Some(cfg) if Some(*cfg) == running => {}
                 Some(_) => {
                     changed += 1;
@@ -416,7 +426,7 @@ impl Scheduler {
     /// Names of the running targets.
     pub async fn target_names(&self) -> Vec<String> {
         let tasks = self.shared.tasks.lock().await;
-        let mut names: Vec<String> = tasks.iter().map(|t| t.config.name.clone()).collect();
+        let mut names: Vec<String> = tasks.iter().map(|t| t.config.name.to_string()).collect();
         names.sort();
         names
     }

@@ -57,6 +57,19 @@ pub(crate) enum Change {
     Closed(OutageState),
 }
 
+/// Where a tracker puts what taking probes in order changed, as it happens: a list in tests,
+/// the address's series and history in the daemon (at once, so that no address keeps a buffer
+/// for them).
+pub(crate) trait Changes {
+    fn push(&mut self, change: Change);
+}
+
+impl Changes for Vec<Change> {
+    fn push(&mut self, change: Change) {
+        Vec::push(self, change);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pending {
     sent: Option<SystemTime>,
@@ -112,23 +125,23 @@ impl OutageTracker {
     }
 
     /// Probe `seq` went out at `at`.
-    pub(crate) fn sent(&mut self, seq: u64, at: SystemTime, out: &mut Vec<Change>) {
+    pub(crate) fn sent(&mut self, seq: u64, at: SystemTime, out: &mut impl Changes) {
         self.update(seq, out, |p| p.sent = Some(at));
     }
 
     /// Probe `seq` was never sent (a local send error): it is not a probe.
-    pub(crate) fn skipped(&mut self, seq: u64, out: &mut Vec<Change>) {
+    pub(crate) fn skipped(&mut self, seq: u64, out: &mut impl Changes) {
         self.update(seq, out, |p| p.skipped = true);
     }
 
     /// Probe `seq` settled (its reply, timeout or ICMP error; each probe settles once).
-    pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome, out: &mut Vec<Change>) {
+    pub(crate) fn settled(&mut self, seq: u64, outcome: Outcome, out: &mut impl Changes) {
         self.update(seq, out, |p| p.outcome = Some(outcome));
     }
 
     /// Applies `f` to the entry of `seq`, then takes what is complete. A sequence already
     /// taken (below `next`) is ignored.
-    fn update(&mut self, seq: u64, out: &mut Vec<Change>, f: impl FnOnce(&mut Pending)) {
+    fn update(&mut self, seq: u64, out: &mut impl Changes, f: impl FnOnce(&mut Pending)) {
         if seq < self.next {
             return;
         }
@@ -140,7 +153,7 @@ impl OutageTracker {
 
     /// The entry of `seq` (at least `next`). A sequence more than [`MAX_PENDING`] ahead first
     /// takes the oldest entries as they are (a bug elsewhere; memory stays bounded).
-    fn slot(&mut self, seq: u64, out: &mut Vec<Change>) -> Option<&mut Pending> {
+    fn slot(&mut self, seq: u64, out: &mut impl Changes) -> Option<&mut Pending> {
         while seq.saturating_sub(self.next) >= MAX_PENDING as u64 {
             if !self.take_front(out) {
                 // Nothing pending: jump ahead.
@@ -154,7 +167,7 @@ impl OutageTracker {
 
     /// Takes the oldest pending sequence whatever it holds (an unknown one is passed over, a
     /// probe without an outcome is lost). Returns false when nothing is pending.
-    fn take_front(&mut self, out: &mut Vec<Change>) -> bool {
+    fn take_front(&mut self, out: &mut impl Changes) -> bool {
         let Some(p) = self.pending.pop_front() else {
             return false;
         };
@@ -171,7 +184,7 @@ impl OutageTracker {
     }
 
     /// Takes the sequences that are complete, in order.
-    fn drain(&mut self, out: &mut Vec<Change>) {
+    fn drain(&mut self, out: &mut impl Changes) {
         while let Some(p) = self.pending.front() {
             let ready = p.skipped || (p.sent.is_some() && p.outcome.is_some());
             if !ready {
@@ -234,56 +247,70 @@ impl OutageTracker {
 #[path = "outage_tests.rs"]
 mod tests;
 
-/// Which address an outage is of: its target's config (name, capture rule) and the address.
-/// Passed in by the status slot that holds both, rather than kept a second time per address.
+/// Which address an outage is of: its target's config (name, capture rule) and the address,
+/// and where its history goes. Passed in by the status slot that holds them, rather than kept a
+/// second time per address.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Of<'a> {
     pub(crate) cfg: &'a TargetConfig,
     pub(crate) ip: IpAddr,
+    pub(crate) log: &'a OutageLog,
 }
 
 /// An address's tracker with the series and the history it drives, and the watch of its window
 /// loss for captures; lives in the address's status slot, so the tick loop and the recorder
 /// reach it under the lock they already take.
+///
+/// Kept small, as every address has one: the loss watch's rule is read from the config at each
+/// probe (only whether it is armed is kept), changes go out as the tracker makes them, and the
+/// gauges last published are one word.
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
     metrics: OutageMetrics,
-    log: OutageLog,
-    changes: Vec<Change>,
-    loss: Option<LossWatch>,
+    /// What the gauges were last set to: the consecutive lost count, with [`ACTIVE`] set while
+    /// an outage is open; [`UNPUBLISHED`] before the first set. Every sent and settled probe
+    /// publishes, and most change nothing: the gauges' lock is another cache line per probe,
+    /// taken only when they change.
+    published: u64,
+    /// Whether the loss watch (`capture.on_loss`) may fire (see [`LossWatch`]).
+    loss_armed: bool,
     /// The address went away: probes still in flight settle here after it, and must not
     /// open an outage that nothing would ever close.
     retired: bool,
-    /// What the gauges were last set to (active, consecutive lost); none before the first set.
-    /// Every sent and settled probe publishes, and most change nothing: the gauges' lock is
-    /// another cache line per probe, taken only when they change.
-    published: Option<(bool, u64)>,
 }
 
+/// The bit of [`AddressOutage::published`] that says an outage is open; a count of lost
+/// probes never reaches it.
+const ACTIVE: u64 = 1 << 63;
+/// [`AddressOutage::published`] before the gauges were first set.
+const UNPUBLISHED: u64 = u64::MAX;
+
 impl AddressOutage {
-    pub(crate) fn new(cfg: &TargetConfig, metrics: OutageMetrics, log: OutageLog) -> Self {
+    pub(crate) fn new(cfg: &TargetConfig, metrics: OutageMetrics) -> Self {
         Self {
             tracker: OutageTracker::new(cfg.options.outage),
             metrics,
-            log,
-            changes: Vec::new(),
-            loss: LossWatch::of(cfg),
+            published: UNPUBLISHED,
+            loss_armed: true,
             retired: false,
-            published: None,
         }
     }
 
     /// The window after a settled probe: its loss reaching the threshold asks for a capture.
     pub(crate) fn window(&mut self, of: Of<'_>, probes: usize, loss_ratio: f64) {
-        if !self.retired
-            && self
-                .loss
-                .as_mut()
-                .is_some_and(|w| w.crossed(probes, loss_ratio))
-        {
-            self.log.note(OutageNote::LossCrossed {
-                target: of.cfg.name.clone(),
+        if self.retired {
+            return;
+        }
+        let Some(mut watch) = LossWatch::of(of.cfg) else {
+            return;
+        };
+        watch.set_armed(self.loss_armed);
+        let crossed = watch.crossed(probes, loss_ratio);
+        self.loss_armed = watch.is_armed();
+        if crossed {
+            of.log.note(OutageNote::LossCrossed {
+                target: of.cfg.name.to_string(),
                 ip: of.ip,
                 capture: of.cfg.options.capture,
             });
@@ -302,13 +329,22 @@ impl AddressOutage {
         self.take(of, |t, out| t.settled(seq, outcome, out));
     }
 
-    fn take(&mut self, of: Of<'_>, f: impl FnOnce(&mut OutageTracker, &mut Vec<Change>)) {
+    fn take(&mut self, of: Of<'_>, f: impl FnOnce(&mut OutageTracker, &mut Publish<'_>)) {
         if self.retired {
             return;
         }
-        let mut out = std::mem::take(&mut self.changes);
+        let mut out = Publish {
+            metrics: &self.metrics,
+            of,
+        };
         f(&mut self.tracker, &mut out);
-        self.publish(of, out);
+        let lost = self.tracker.consecutive_lost();
+        let active = self.tracker.open().is_some();
+        let now = lost | if active { ACTIVE } else { 0 };
+        if self.published != now {
+            self.metrics.set(active, lost);
+            self.published = now;
+        }
     }
 
     /// The address goes away (reload, removal, a DNS change): an open outage is recorded as
@@ -318,52 +354,49 @@ impl AddressOutage {
         if let Some(s) = self.tracker.open.take() {
             let mut rec = record(of, &s, OutageStatus::Interrupted);
             rec.end = Some(s.last_lost);
-            self.note(of, rec);
+            note(of, rec);
         }
     }
+}
 
-    fn note(&self, of: Of<'_>, rec: OutageRecord) {
-        self.log.note(OutageNote::Outage {
-            rec,
-            capture: of.cfg.options.capture,
-        });
-    }
+/// An address's outage series and history, as the tracker's [`Changes`].
+struct Publish<'a> {
+    metrics: &'a OutageMetrics,
+    of: Of<'a>,
+}
 
-    fn publish(&mut self, of: Of<'_>, mut out: Vec<Change>) {
-        for change in out.drain(..) {
-            let rec = match &change {
-                Change::Opened(s) => {
-                    self.metrics.open_for(true, secs(s.start, s.last_lost));
-                    record(of, s, OutageStatus::Open)
-                }
-                Change::Grew(s) => {
-                    self.metrics.open_for(false, secs(s.start, s.last_lost));
-                    record(of, s, OutageStatus::Open)
-                }
-                Change::Closed(s) => {
-                    self.metrics
-                        .closed(secs(s.start, s.end.unwrap_or(s.last_lost)));
-                    record(of, s, OutageStatus::Ended)
-                }
-            };
-            self.note(of, rec);
-        }
-        let now = (
-            self.tracker.open().is_some(),
-            self.tracker.consecutive_lost(),
-        );
-        if self.published != Some(now) {
-            self.metrics.set(now.0, now.1);
-            self.published = Some(now);
-        }
-        self.changes = out;
+impl Changes for Publish<'_> {
+    fn push(&mut self, change: Change) {
+        let rec = match &change {
+            Change::Opened(s) => {
+                self.metrics.open_for(true, secs(s.start, s.last_lost));
+                record(self.of, s, OutageStatus::Open)
+            }
+            Change::Grew(s) => {
+                self.metrics.open_for(false, secs(s.start, s.last_lost));
+                record(self.of, s, OutageStatus::Open)
+            }
+            Change::Closed(s) => {
+                self.metrics
+                    .closed(secs(s.start, s.end.unwrap_or(s.last_lost)));
+                record(self.of, s, OutageStatus::Ended)
+            }
+        };
+        note(self.of, rec);
     }
+}
+
+fn note(of: Of<'_>, rec: OutageRecord) {
+    of.log.note(OutageNote::Outage {
+        rec,
+        capture: of.cfg.options.capture,
+    });
 }
 
 fn record(of: Of<'_>, s: &OutageState, status: OutageStatus) -> OutageRecord {
     OutageRecord {
         id: 0,
-        target: of.cfg.name.clone(),
+        target: of.cfg.name.to_string(),
         ip: of.ip,
         start: s.start,
         end: s.end,

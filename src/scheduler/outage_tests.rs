@@ -155,8 +155,8 @@ fn nothing_is_noted_after_the_address_went_away() -> Result<(), Box<dyn std::err
     let labels = crate::metrics::TargetLabels::new(cfg.name.clone(), ip, Vec::new())?;
     let metrics = crate::metrics::Metrics::new(Default::default())?;
     let (log, mut rx) = OutageLog::new(16);
-    let mut a = AddressOutage::new(cfg, metrics.outage(&labels), log);
-    let of = Of { cfg, ip };
+    let mut a = AddressOutage::new(cfg, metrics.outage(&labels));
+    let of = Of { cfg, ip, log: &log };
     let lost = Outcome::Lost { icmp_error: false };
     for seq in 1..=4 {
         a.sent(of, seq, t(seq));
@@ -171,7 +171,7 @@ fn nothing_is_noted_after_the_address_went_away() -> Result<(), Box<dyn std::err
         .filter_map(|n| match n {
             OutageNote::Outage { rec, .. } => {
                 // The record names the address it was given.
-                assert_eq!((rec.target.as_str(), rec.ip), (cfg.name.as_str(), ip));
+                assert_eq!((rec.target.as_str(), rec.ip), (&*cfg.name, ip));
                 Some(rec.status)
             }
             OutageNote::LossCrossed { .. } => None,

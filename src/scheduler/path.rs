@@ -110,7 +110,7 @@ impl Scheduler {
             })
             .collect();
         views.sort_by_key(|v| v.ip);
-        Ok((host, views))
+        Ok((host.to_string(), views))
     }
 }
 
@@ -130,7 +130,7 @@ impl From<ProbeTask> for PathTask {
         task.shared
             .paths
             .lock()
-            .insert((task.cfg.name.clone(), task.ip), view.clone());
+            .insert((task.cfg.name.to_string(), task.ip), view.clone());
         Self { task, path, view }
     }
 }

@@ -15,6 +15,7 @@ use crate::engine::{EventHandler, EventKind, ProbeEvent};
 use crate::live::LiveHub;
 use crate::metrics::{TargetMetrics, WindowRtt};
 use crate::sample::Sample;
+use crate::session::outages::OutageLog;
 
 /// What records one (target, address)'s probe events as the engine delivers them: metrics,
 /// the window and last event of its status slot, and live samples. Kept in the slot itself, so
@@ -22,7 +23,7 @@ use crate::sample::Sample;
 /// [`EventHandler`]): a few atomics, one histogram, one uncontended lock; no channel and no task
 /// wake-up per event.
 pub(super) struct Recorder {
-    pub(super) live: LiveHub,
+    pub(super) common: Arc<Common>,
     pub(super) metrics: TargetMetrics,
     /// What stops the address: its own token (an address with a task), or the scheduler's
     /// (an address on a wheel, which [`Recorder::stop`] stops alone). Once stopped, no live
@@ -33,8 +34,20 @@ pub(super) struct Recorder {
     pub(super) stopped: AtomicBool,
     /// Set when the first probe settles (reply, timeout or ICMP error), for readiness.
     pub(super) settled_once: AtomicBool,
-    /// Who waits for that.
-    pub(super) first: FirstRound,
+    /// Whether the address counts itself down in the daemon's first round when that happens
+    /// (an address on a wheel that counts in it; see [`FirstRound`]).
+    pub(super) counts_for_ready: bool,
+    /// The target task that waits for that instead (a DNS name's addresses).
+    pub(super) first: Option<Arc<Notify>>,
+}
+
+/// What every address's recorder reaches: one for the scheduler, shared, where a copy in each
+/// address cost 40 bytes of it.
+#[derive(Debug)]
+pub(super) struct Common {
+    pub(super) live: LiveHub,
+    pub(super) outages: OutageLog,
+    pub(super) readiness: Arc<Readiness>,
 }
 
 /// Who waits for an address's first settled probe.
@@ -43,7 +56,7 @@ pub(super) enum FirstRound {
     Task(Arc<Notify>),
     /// Nobody but the daemon's first round, which an address with no task of its own counts
     /// itself down when it counts in it.
-    Wheel(Option<Arc<Readiness>>),
+    Wheel { counts_for_ready: bool },
 }
 
 impl Recorder {
@@ -51,12 +64,10 @@ impl Recorder {
     /// first round done itself. Also called when an address without a task stops first.
     pub(super) fn first_settled(&self) {
         if !self.settled_once.swap(true, Ordering::AcqRel) {
-            match &self.first {
-                FirstRound::Task(notify) => notify.notify_one(),
-                FirstRound::Wheel(Some(ready)) => {
-                    ready.pending.fetch_sub(1, Ordering::SeqCst);
-                }
-                FirstRound::Wheel(None) => {}
+            if let Some(notify) = &self.first {
+                notify.notify_one();
+            } else if self.counts_for_ready {
+                self.common.readiness.pending.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
@@ -93,7 +104,7 @@ impl EventHandler for AddressSlot {
             EventKind::Late(_) | EventKind::Duplicate(_) => None,
         };
         // Building a sample allocates: only when someone is listening.
-        let sample = (rec.live.readers() > 0 && !rec.is_stopped())
+        let sample = (rec.common.live.readers() > 0 && !rec.is_stopped())
             .then(|| Sample::from_event(&self.cfg.name, &self.cfg.host, &ev));
         if let Some(rtt) = settled {
             // The gauges are an exposition choice: the window itself is kept either way, and
@@ -135,7 +146,7 @@ impl EventHandler for AddressSlot {
             rec.first_settled();
         }
         if let Some(sample) = sample {
-            rec.live.publish(sample);
+            rec.common.live.publish(sample);
         }
     }
 }

@@ -126,7 +126,7 @@ async fn dns_target(
         let refresh = *shared.dns_refresh.lock();
         let next_lookup = match lookup {
             Ok(resolved) => {
-                shared.failures.lock().remove(&cfg.name);
+                shared.failures.lock().remove(&*cfg.name);
                 backoff = MIN_RESOLVE_INTERVAL;
                 let mut wanted = resolved.addrs.clone();
                 wanted.sort();
@@ -170,10 +170,10 @@ async fn dns_target(
             Err(e) => {
                 events::resolve_failed(&shared.deps.metrics, &cfg.name, &cfg.host, &e);
                 shared.failures.lock().insert(
-                    cfg.name.clone(),
+                    cfg.name.to_string(),
                     ResolveFailure {
-                        target: cfg.name.clone(),
-                        host: cfg.host.clone(),
+                        target: cfg.name.to_string(),
+                        host: cfg.host.to_string(),
                         error: e.to_string(),
                     },
                 );
@@ -212,7 +212,7 @@ async fn dns_target(
     for (ip, entry) in addresses.drain() {
         entry.stop(&shared, &cfg.name, ip).await;
     }
-    shared.failures.lock().remove(&cfg.name);
+    shared.failures.lock().remove(&*cfg.name);
     if uses_dns {
         shared.deps.metrics.forget_resolve(&cfg.name);
     }

@@ -67,9 +67,9 @@ impl MeshState {
     async fn apply(&self, scheduler: &Scheduler) -> (usize, usize, usize) {
         let _one = self.applying.lock().await;
         let (mut all, refresh) = self.configured.lock().clone();
-        let taken: HashSet<String> = all.iter().map(|t| t.name.clone()).collect();
+        let taken: HashSet<Arc<str>> = all.iter().map(|t| t.name.clone()).collect();
         for peer in self.peers() {
-            if taken.contains(&peer.name) {
+            if taken.contains(&*peer.name) {
                 tracing::warn!(target_name = %peer.name, "a configured target has the name of a mesh peer; the peer is not monitored");
             } else {
                 all.push(peer);
