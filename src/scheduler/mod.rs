@@ -129,8 +129,42 @@ struct AddressSlot {
 struct Slot {
     sent: u64,
     window: Window,
-    last: Option<ProbeEvent>,
+    last: Option<LastEvent>,
     outage: outage::AddressOutage,
+}
+
+/// An address's last settled probe, for its status: the engine's event without the address,
+/// which the slot holds already (16 bytes of every slot).
+#[derive(Debug)]
+struct LastEvent {
+    tag: u64,
+    seq: u16,
+    at: std::time::SystemTime,
+    kind: crate::engine::EventKind,
+}
+
+impl LastEvent {
+    fn of(ev: ProbeEvent) -> Self {
+        let ProbeEvent {
+            tag,
+            seq,
+            ip: _,
+            at,
+            kind,
+        } = ev;
+        Self { tag, seq, at, kind }
+    }
+
+    /// The event again, of address `ip`.
+    fn event(&self, ip: IpAddr) -> ProbeEvent {
+        ProbeEvent {
+            tag: self.tag,
+            seq: self.seq,
+            ip,
+            at: self.at,
+            kind: self.kind.clone(),
+        }
+    }
 }
 
 impl AddressSlot {
@@ -167,7 +201,7 @@ impl AddressSlot {
             last: slot
                 .last
                 .as_ref()
-                .map(|ev| Sample::from_event(&cfg.name, &cfg.host, ev)),
+                .map(|last| Sample::from_event(&cfg.name, &cfg.host, &last.event(self.ip))),
         }
     }
 }

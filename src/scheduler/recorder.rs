@@ -118,7 +118,7 @@ impl EventHandler for AddressSlot {
                     _ => Outcome::Lost { icmp_error: false },
                 };
                 slot.outage.settled(self.of(), ev.tag, outcome);
-                slot.last = Some(ev);
+                slot.last = Some(super::LastEvent::of(ev));
                 // Outage detection needs the window's loss after every probe; with the gauges
                 // on, it comes from the same pass.
                 if self.cfg.options.metrics.window_gauges {
