@@ -14,6 +14,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
 use super::MetricsError;
+use crate::resolve::Family as AddressFamily;
 
 /// Label names that pingscope itself puts on per-target series; custom labels may not use them.
 pub const RESERVED_LABELS: &[&str] = &["target", "ip", "le", "type", "reason", "stat"];
@@ -198,6 +199,40 @@ impl EncodeLabelSet for InfoLabels {
         match self.probe.port {
             Some(port) => ("port", port.to_string().as_str()).encode(encoder.encode_label()),
             None => Ok(()),
+        }
+    }
+}
+
+/// `pingscope_target_info`'s labels besides the target's own, as a target keeps them between
+/// scrapes: flat and without the key it holds already (40 bytes where [`InfoLabels`] takes 64).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Info {
+    pub(crate) host: Arc<str>,
+    pub(crate) family: AddressFamily,
+    pub(crate) kind: &'static str,
+    pub(crate) port: Option<u16>,
+}
+
+impl Info {
+    pub(crate) fn new(host: Arc<str>, family: AddressFamily, probe: ProbeLabels) -> Self {
+        Self {
+            host,
+            family,
+            kind: probe.kind,
+            port: probe.port,
+        }
+    }
+
+    /// The full label set of `key`'s `pingscope_target_info`.
+    pub(crate) fn labels(&self, key: &SeriesKey) -> InfoLabels {
+        InfoLabels {
+            key: key.clone(),
+            host: self.host.clone(),
+            family: self.family.as_str(),
+            probe: ProbeLabels {
+                kind: self.kind,
+                port: self.port,
+            },
         }
     }
 }

@@ -76,7 +76,7 @@ pub use target::{TargetMetrics, WindowRtt};
 
 use histogram::{ClassicHistogram, SeriesHistogram, SharedHistogram, SplitHistogram};
 pub use labels::ProbeLabels;
-use labels::{InfoLabels, NameLabel, SeriesKey};
+use labels::{Info, NameLabel, SeriesKey};
 use scrape::ScrapeSources;
 use target::{Makers, TargetInner, TargetMap, TargetSeries};
 
@@ -288,10 +288,11 @@ impl Metrics {
         let mut targets = self.shared.targets.lock();
         if let Some(inner) = targets.get(labels) {
             let mut info = inner.info.lock();
-            if info.host != *host || info.family != family.as_str() || info.probe != probe {
-                info.host = host.clone();
-                info.family = family.as_str();
-                info.probe = probe;
+            if info.host != *host
+                || info.family != family
+                || (info.kind, info.port) != (probe.kind, probe.port)
+            {
+                *info = Info::new(host.clone(), family, probe);
             }
             drop(info);
             return TargetMetrics {
@@ -299,12 +300,7 @@ impl Metrics {
             };
         }
         let key = SeriesKey(Arc::new(labels.clone()));
-        let info = InfoLabels {
-            key: key.clone(),
-            host: host.clone(),
-            family: family.as_str(),
-            probe,
-        };
+        let info = Info::new(host.clone(), family, probe);
         let inner = Arc::new(TargetInner::new(key.clone(), info, &self.shared.makers));
         targets.insert(key, inner.clone());
         TargetMetrics { inner }

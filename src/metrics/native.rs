@@ -15,7 +15,7 @@
 //! bucket, NaN to the sum and count only.
 
 use std::collections::HashMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{
     MetricEncoder, NativeHistogram as Native, NativeHistogramBuckets, NoLabelSet,
@@ -62,7 +62,8 @@ const NEGATIVE: u64 = 1 << 63;
 #[derive(Debug)]
 pub(crate) struct NativeBuckets {
     zero_count: u64,
-    created: SystemTime,
+    /// When the series was made, in nanoseconds since the Unix epoch (half a `SystemTime`).
+    created: u64,
     schema: i8,
     /// Populated buckets (both sides) past which the resolution halves (0: no limit).
     max_buckets: u16,
@@ -86,7 +87,9 @@ impl NativeBuckets {
     pub(crate) fn new(max_buckets: u16) -> Self {
         Self {
             zero_count: 0,
-            created: SystemTime::now(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             schema: SCHEMA,
             max_buckets,
             buckets: Vec::new(),
@@ -120,7 +123,7 @@ impl NativeBuckets {
         let (positive, negative) = self.buckets.split_at(split);
         NativeSnapshot {
             zero_count: self.zero_count,
-            created: self.created,
+            created: UNIX_EPOCH + Duration::from_nanos(self.created),
             schema: self.schema,
             positive: SpansAndDeltas::of(positive),
             negative: SpansAndDeltas::of(negative),

@@ -30,7 +30,7 @@ use prometheus_client::registry::Unit;
 
 use super::HistogramMaker;
 use super::histogram::{SeriesHistogram, native_scope};
-use super::labels::{InfoLabels, SeriesKey, Sub};
+use super::labels::{Info, InfoLabels, SeriesKey, Sub};
 use crate::engine::{EventKind, IcmpErrorKind, ProbeEvent};
 
 /// Every ICMP error class, in the order of [`icmp_index`].
@@ -85,8 +85,9 @@ const NO_TTL: u16 = u16::MAX;
 #[derive(Debug)]
 pub(crate) struct TargetInner {
     pub(crate) key: SeriesKey,
-    /// The current `pingscope_target_info` labels (host and family may change on reload).
-    pub(crate) info: Mutex<InfoLabels>,
+    /// The rest of the `pingscope_target_info` labels (host, family and kind may change on
+    /// reload).
+    pub(crate) info: Mutex<Info>,
     sent: AtomicU64,
     lost: AtomicU64,
     late: AtomicU64,
@@ -99,13 +100,19 @@ pub(crate) struct TargetInner {
     jitter_rfc3550: AtomicU64,
     /// TTL or hop limit of the last reply; [`NO_TTL`] (no series) until one reports it.
     reply_ttl: AtomicU16,
+    /// What most targets never have, boxed on first use: 16 bytes inline where it took 80.
+    /// A TCP target has it from the start.
+    rare: OnceLock<Box<Rare>>,
+}
+
+/// A target's series that few targets have.
+#[derive(Debug, Default)]
+struct Rare {
     /// The last window figures, written at scrape time by [`TargetSeries`]; `None` until the
     /// first [`TargetMetrics::set_window`].
-    /// Boxed: most targets never have them (48 bytes inline).
-    window: Mutex<Option<Box<WindowFigures>>>,
-    /// By [`icmp_index`]; boxed on the first ICMP error, as most targets never get one. A type
-    /// has a series once counted (its count is then above 0).
-    icmp_errors: OnceLock<Box<[AtomicU64; 5]>>,
+    window: Mutex<Option<WindowFigures>>,
+    /// By [`icmp_index`]. A type has a series once counted (its count is then above 0).
+    icmp_errors: [AtomicU64; 5],
     /// `pingscope_tcp_refused_total`, at zero from the start for TCP targets only.
     tcp_refused: Option<AtomicU64>,
     /// Few distinct reasons occur, and only on the error path, so a short list behind a mutex.
@@ -114,7 +121,15 @@ pub(crate) struct TargetInner {
 
 impl TargetInner {
     /// A target with its base series at zero.
-    pub(crate) fn new(key: SeriesKey, info: InfoLabels, makers: &Makers) -> Self {
+    pub(crate) fn new(key: SeriesKey, info: Info, makers: &Makers) -> Self {
+        let rare = if info.kind == "tcp" {
+            OnceLock::from(Box::new(Rare {
+                tcp_refused: Some(AtomicU64::new(0)),
+                ..Rare::default()
+            }))
+        } else {
+            OnceLock::new()
+        };
         Self {
             sent: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -125,13 +140,14 @@ impl TargetInner {
             last_rtt: AtomicU64::new(f64::NAN.to_bits()),
             jitter_rfc3550: AtomicU64::new(f64::NAN.to_bits()),
             reply_ttl: AtomicU16::new(NO_TTL),
-            window: Mutex::new(None),
-            icmp_errors: OnceLock::new(),
-            tcp_refused: (info.probe.kind == "tcp").then(|| AtomicU64::new(0)),
-            send_errors: Mutex::new(Vec::new()),
+            rare,
             info: Mutex::new(info),
             key,
         }
+    }
+
+    fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
     }
 }
 
@@ -166,7 +182,7 @@ impl TargetMetrics {
                     t.reply_ttl.store(u16::from(ttl), Ordering::Relaxed);
                 }
                 if reply.refused
-                    && let Some(c) = &t.tcp_refused
+                    && let Some(c) = t.rare.get().and_then(|r| r.tcp_refused.as_ref())
                 {
                     one(c);
                 }
@@ -188,15 +204,14 @@ impl TargetMetrics {
             EventKind::Duplicate(_) => one(&t.duplicates),
             EventKind::IcmpError(error) => {
                 one(&t.lost);
-                let counters = t.icmp_errors.get_or_init(Box::default);
-                one(&counters[icmp_index(error.kind)]);
+                one(&t.rare().icmp_errors[icmp_index(error.kind)]);
             }
         }
     }
 
     /// Counts a send that failed locally; `reason` is [`crate::engine::SendError::reason`].
     pub fn on_send_error(&self, reason: &'static str) {
-        let mut known = self.inner.send_errors.lock();
+        let mut known = self.inner.rare().send_errors.lock();
         match known.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, count)) => *count += 1,
             None => known.push((reason, 1)),
@@ -210,11 +225,7 @@ impl TargetMetrics {
     pub fn set_window(&self, loss_ratio: f64, rtt: Option<WindowRtt>) {
         let rtt = rtt.map_or([f64::NAN; 4], |r| [r.min, r.mean, r.max, r.stddev]);
         let figures = WindowFigures { loss_ratio, rtt };
-        let mut window = self.inner.window.lock();
-        match window.as_deref_mut() {
-            Some(w) => *w = figures,
-            None => *window = Some(Box::new(figures)),
-        }
+        *self.inner.rare().window.lock() = Some(figures);
     }
 
     /// The labels this handle records under.
@@ -475,7 +486,12 @@ fn write_families(
     }
     if on(5) {
         let icmp = targets.iter().flat_map(|t| {
-            let counts = t.icmp_errors.get().map(|c| c.iter()).into_iter().flatten();
+            let counts = t
+                .rare
+                .get()
+                .map(|r| r.icmp_errors.iter())
+                .into_iter()
+                .flatten();
             ICMP_KINDS.iter().zip(counts).filter_map(move |(kind, c)| {
                 let count = c.load(Ordering::Relaxed);
                 let sub = Sub {
@@ -491,7 +507,11 @@ fn write_families(
         let send_errors: Vec<_> = targets
             .iter()
             .flat_map(|t| {
-                let known = t.send_errors.lock().clone();
+                let known = t
+                    .rare
+                    .get()
+                    .map(|r| r.send_errors.lock().clone())
+                    .unwrap_or_default();
                 known.into_iter().map(move |(reason, count)| {
                     let sub = Sub {
                         name: "reason",
@@ -527,13 +547,17 @@ fn write_families(
         REPLY_TTL.write(e, ttl)?;
     }
     if on(10) {
-        let info: Vec<InfoLabels> = targets.iter().map(|t| t.info.lock().clone()).collect();
+        let info: Vec<InfoLabels> = targets
+            .iter()
+            .map(|t| t.info.lock().labels(&t.key))
+            .collect();
         TARGET_INFO.write(e, info.into_iter().map(|i| (i, ConstGauge::new(1i64))))?;
     }
     if on(11) {
-        let refused = targets
-            .iter()
-            .filter_map(|t| Some((Labels(&t.key), counter(t.tcp_refused.as_ref()?))));
+        let refused = targets.iter().filter_map(|t| {
+            let refused = t.rare.get()?.tcp_refused.as_ref()?;
+            Some((Labels(&t.key), counter(refused)))
+        });
         TCP_REFUSED.write(e, refused)?;
     }
     if !on(12) && !on(13) {
@@ -541,7 +565,7 @@ fn write_families(
     }
     let windows: Vec<(&SeriesKey, WindowFigures)> = targets
         .iter()
-        .filter_map(|t| t.window.lock().as_deref().map(|w| (&t.key, *w)))
+        .filter_map(|t| Some((&t.key, (*t.rare.get()?.window.lock())?)))
         .collect();
     if on(12) {
         let loss = windows

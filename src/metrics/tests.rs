@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::HistogramConfig;
+use labels::InfoLabels;
 
 /// The default options with these histogram layouts.
 fn histogram(histogram: HistogramConfig) -> MetricsOptions {
@@ -542,4 +543,13 @@ fn a_target_keeps_the_name_and_host_it_is_given() -> Result<(), MetricsError> {
     let t = metrics.target_probing(&labels, &again, AddressFamily::Ip4, ProbeLabels::default());
     assert!(Arc::ptr_eq(&t.inner.info.lock().host, &host));
     Ok(())
+}
+
+// A target's series are one allocation each at 100,000 targets: what few targets have is boxed
+// apart (see `Rare`), the info labels keep no second key, the native buckets' creation time is
+// one word.
+#[test]
+fn a_target_is_small() {
+    let inner = size_of::<target::TargetInner>();
+    assert!(inner <= 352, "TargetInner: {inner} bytes");
 }
