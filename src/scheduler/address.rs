@@ -146,6 +146,7 @@ pub(super) fn prepare_address(
         .deps
         .metrics
         .target_probing(&labels, &cfg.host, family, probe);
+    let (counts_for_ready, first) = first.into_parts();
     let status = Arc::new(AddressSlot {
         cfg: cfg.clone(),
         ip,
@@ -161,16 +162,8 @@ pub(super) fn prepare_address(
             cancel: cancel.clone(),
             stopped: AtomicBool::new(false),
             settled_once: AtomicBool::new(false),
-            counts_for_ready: matches!(
-                first,
-                FirstRound::Wheel {
-                    counts_for_ready: true
-                }
-            ),
-            first: match first {
-                FirstRound::Task(notify) => Some(notify),
-                FirstRound::Wheel { .. } => None,
-            },
+            counts_for_ready,
+            first,
         },
     });
     shared.statuses.lock().insert(status.clone());

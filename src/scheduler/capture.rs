@@ -8,11 +8,13 @@ use crate::config::TargetConfig;
 /// fired, it fires again only after the loss went below the threshold. The loss is judged only
 /// over a full window (`window` probes), as `pingscope_window_loss_ratio` then tells it, so a
 /// monitor that just started (or restarted on reload) does not capture on its first probes.
+///
+/// The rule is the config's; an address keeps only whether it is armed (see
+/// [`LossWatch::crossed`]).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct LossWatch {
     threshold: f64,
     window: usize,
-    armed: bool,
 }
 
 impl LossWatch {
@@ -26,33 +28,23 @@ impl LossWatch {
         Some(Self {
             threshold,
             window: cfg.options.window.max(1),
-            armed: true,
         })
     }
 
-    /// Whether the watch fires at the next crossing (an address keeps only this between probes:
-    /// the rest is its config's).
-    pub(crate) fn is_armed(&self) -> bool {
-        self.armed
-    }
-
-    pub(crate) fn set_armed(&mut self, armed: bool) {
-        self.armed = armed;
-    }
-
-    /// Takes the window after a settled probe (`probes` in it, `loss_ratio` lost); true when
-    /// the loss just went above the threshold (above, as the shipped loss alert compares, so
-    /// a threshold of 0 means "any loss").
-    pub(crate) fn crossed(&mut self, probes: usize, loss_ratio: f64) -> bool {
+    /// Takes the window after a settled probe (`probes` in it, `loss_ratio` lost) and the
+    /// address's `armed` flag (true at the start); true when the loss just went above the
+    /// threshold (above, as the shipped loss alert compares, so a threshold of 0 means "any
+    /// loss"). Disarms on firing, re-arms when the loss is at or below the threshold.
+    pub(crate) fn crossed(&self, armed: &mut bool, probes: usize, loss_ratio: f64) -> bool {
         if probes < self.window {
             return false;
         }
         let over = loss_ratio > self.threshold;
         if !over {
-            self.armed = true;
+            *armed = true;
             return false;
         }
-        std::mem::replace(&mut self.armed, false)
+        std::mem::replace(armed, false)
     }
 }
 
@@ -62,23 +54,20 @@ mod tests {
     use crate::stats::Window;
 
     fn watch(threshold: f64, window: usize) -> LossWatch {
-        LossWatch {
-            threshold,
-            window,
-            armed: true,
-        }
+        LossWatch { threshold, window }
     }
 
     /// Feeds `pattern` ('.' reply, 'x' lost) through a window as the recorder does and returns
     /// the indexes of the probes at which the watch fired.
     fn fired(threshold: f64, window: usize, pattern: &str) -> Vec<usize> {
         let mut w = Window::new(window);
-        let mut watch = watch(threshold, window);
+        let watch = watch(threshold, window);
+        let mut armed = true;
         let mut out = Vec::new();
         for (i, c) in pattern.chars().enumerate() {
             w.push((c == '.').then_some(0.001));
             let g = w.gauges();
-            if watch.crossed(g.probes, g.loss_ratio) {
+            if watch.crossed(&mut armed, g.probes, g.loss_ratio) {
                 out.push(i);
             }
         }

@@ -302,13 +302,10 @@ impl AddressOutage {
         if self.retired {
             return;
         }
-        let Some(mut watch) = LossWatch::of(of.cfg) else {
+        let Some(watch) = LossWatch::of(of.cfg) else {
             return;
         };
-        watch.set_armed(self.loss_armed);
-        let crossed = watch.crossed(probes, loss_ratio);
-        self.loss_armed = watch.is_armed();
-        if crossed {
+        if watch.crossed(&mut self.loss_armed, probes, loss_ratio) {
             of.log.note(OutageNote::LossCrossed {
                 target: of.cfg.name.to_string(),
                 ip: of.ip,

@@ -59,6 +59,16 @@ pub(super) enum FirstRound {
     Wheel { counts_for_ready: bool },
 }
 
+impl FirstRound {
+    /// As the recorder keeps it: whether it counts itself down, and the task it wakes.
+    pub(super) fn into_parts(self) -> (bool, Option<Arc<Notify>>) {
+        match self {
+            Self::Task(notify) => (false, Some(notify)),
+            Self::Wheel { counts_for_ready } => (counts_for_ready, None),
+        }
+    }
+}
+
 impl Recorder {
     /// Marks the first probe settled (once): wakes the target's task, or counts the address's
     /// first round done itself. Also called when an address without a task stops first.
