@@ -26,6 +26,10 @@
 //! | top | [`http`] | `router(state)`: `/metrics`, `/probe`, `/api/v1`, WebSocket, admin, UI. Imports `state`, never `app` |
 //! | top | [`app`] | wiring of `serve` and its flags: engine, listeners, signals, config watch, logging, `check-config`; the only importer of `http` |
 //! | top | [`cli`] | clap definitions of the commands and of `ping`'s flags; `main.rs` dispatches; no module imports it |
+//!
+//! These are developer docs: build them with `cargo doc --document-private-items`, where the
+//! module pages' links to private items resolve (`scripts/test` checks that every link does).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub mod cli;

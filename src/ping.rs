@@ -2,7 +2,7 @@
 //! per address.
 //!
 //! The flags become one [`ProbeRequest`] per host, checked by [`crate::probe::validate`] like
-//! every other front's; each resolved address is run by [`crate::probe::run`] on the shared
+//! every other front's; each resolved address is run by [`crate::probe::run()`] on the shared
 //! engine. Lines are written whole under the output lock and flushed as they happen, so a
 //! reader of the pipe sees each outcome at once.
 

@@ -268,7 +268,7 @@ impl Metrics {
         self.target_probing(labels, &Arc::from(host), family, ProbeLabels::default())
     }
 
-    /// [`Registry::target`] for a target of a given probe kind (and port), which
+    /// [`Metrics::target`](Self::target) for a target of a given probe kind (and port), which
     /// `pingscope_target_info` shows. `host` is kept as it is (the config's own string).
     pub fn target_probing(
         &self,

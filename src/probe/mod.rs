@@ -6,7 +6,7 @@
 //! | [`rules`] | the limits (payload per family, timeout, interval, count) and one rule per value, each with its message |
 //! | [`request`] | [`ProbeKind`] (the seam for new kinds), [`ProbeRequest`], [`RawRequest`] and [`validate`] |
 //! | [`ticks`] | the drift-free cadence shared by the runner and the monitors |
-//! | [`run`] | the runner of a bounded request to one address: samples as they happen, a tally, a [`summary`] |
+//! | [`run`](mod@run) | the runner of a bounded request to one address: samples as they happen, a tally, a [`summary`] |
 //!
 //! A new kind is added to [`ProbeKind`], [`request::spec`] and the engine, and every front has it.
 

@@ -1,6 +1,6 @@
 //! Outage history (issue 18 part 3): the stored shape of an outage, the queue the monitors write
 //! it through, and its statements. The rows live in the session database (same file, writer and
-//! retention); the monitors never wait for it: [`OutageLog::record`] drops and counts when full.
+//! retention); the monitors never wait for it: [`OutageLog::note`] drops and counts when full.
 
 use std::net::IpAddr;
 use std::path::Path;

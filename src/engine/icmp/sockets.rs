@@ -102,7 +102,7 @@ pub(super) fn flow_key(spec: &ProbeSpec) -> Option<SocketKey> {
     socket_key(spec).filter(|k| k.2.is_some())
 }
 
-/// The open sockets, and the holds on flow sockets ([`Pinger::hold_flow`]).
+/// The open sockets, and the holds on flow sockets ([`Pinger::hold_flow`](crate::engine::Pinger::hold_flow)).
 #[derive(Debug, Default)]
 pub(super) struct Sockets {
     pub(super) open: HashMap<SocketKey, Open>,
