@@ -250,7 +250,12 @@ impl Wheel {
         // wall clock, the anchor moved at each wake-up that finds the wall clock stepped.
         let mut clock = WallClock::new(&*self.deps.clock);
         let sleep = tokio::time::sleep(idle);
-        tokio::pin!(sleep);
+        // Both futures live across wake-ups: made anew at each, they registered and removed a
+        // waiter on the `Notify` and on the token each time. A `notify_one` while the task is
+        // busy is kept as a permit, which the next `Notified` takes.
+        let cancelled = self.shutdown.cancelled();
+        let changed = self.changed.notified();
+        tokio::pin!(sleep, cancelled, changed);
         loop {
             let next = self.state.lock().due.first_key_value().map(|(due, _)| *due);
             sleep
@@ -258,8 +263,8 @@ impl Wheel {
                 .reset(next.unwrap_or_else(|| Instant::now() + idle));
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return,
-                () = self.changed.notified() => {}
+                () = &mut cancelled => return,
+                () = &mut changed => changed.set(self.changed.notified()),
                 () = &mut sleep => {
                     // Behind (more due than one batch): the worker's other tasks, the receive
                     // tasks among them, run between batches, so replies are still read.

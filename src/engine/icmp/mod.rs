@@ -78,12 +78,11 @@
 //! rows above) and has a sequence collision in unprivileged mode (its issue #73).
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
@@ -93,8 +92,8 @@ use super::clock::{
 };
 use super::packet::{self, Icmp, PayloadStamp};
 use super::socket::{
-    self, OpenSocket, Received, RecvBatch, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
-    SO_EE_ORIGIN_TIMESTAMPING, TimestampPaths,
+    self, Received, RecvBatch, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6,
+    SO_EE_ORIGIN_TIMESTAMPING,
 };
 pub use super::socket::{SocketKind, SocketPreference, TimestampSource};
 use super::table::{Delivery, InFlightTable, Key, ReplyOutcome, TxMatch};
@@ -107,7 +106,7 @@ use recv::{receive_task, timer_task};
 mod recv;
 mod sockets;
 
-use sockets::{IcmpSocket, Open, SocketKey, Sockets, flow_key, socket_key};
+use sockets::{IcmpSocket, Sockets, flow_key, socket_key};
 
 /// Sends after the first that a pending ICMP error of an earlier probe may take (see
 /// [`IcmpEngine`]'s `send`).
@@ -251,6 +250,10 @@ pub struct IcmpEngine {
     // under it so two first probes with the same options do not open two sockets, and a
     // release cannot close a socket a send is about to open.
     sockets: Mutex<Sockets>,
+    /// The sockets of plain echo probes (default options, no flow), IPv4 then IPv6, found at a
+    /// send without the lock, a hash of the options or a count on the `Arc`. Such a socket,
+    /// once open, stays open for the engine's life (only flow sockets close).
+    plain: [OnceLock<Arc<IcmpSocket>>; 2],
     timer: Mutex<Option<AbortHandle>>,
 }
 
@@ -290,6 +293,7 @@ impl IcmpEngine {
             preference: config.socket,
             timestamps: config.timestamps,
             sockets: Mutex::new(Sockets::default()),
+            plain: [OnceLock::new(), OnceLock::new()],
             timer: Mutex::new(None),
         });
         let timer = runtime.spawn(timer_task(shared));
@@ -358,95 +362,42 @@ impl IcmpEngine {
             paths,
         }
     }
-
-    fn socket_for(&self, key: SocketKey) -> Result<Arc<IcmpSocket>, SocketError> {
-        let (v6, opts, flow) = (key.0, &key.1, key.2);
-        let mut sockets = self.sockets.lock();
-        if let Some(o) = sockets.open.get(&key) {
-            return Ok(o.sock.clone());
-        }
-        let OpenSocket {
-            socket,
-            kind,
-            ident,
-            timestamps,
-        } = socket::open(v6, self.preference, opts, self.timestamps)?;
-        // A datagram socket cannot have a twin: the reply goes to the socket that owns the
-        // identifier. Without one, a raw socket keeps sending from its receiving socket.
-        let sender = (kind == SocketKind::Raw && timestamps.tx.is_none())
-            .then(|| socket::open_raw_sender(v6, opts))
-            .and_then(|r| {
-                r.inspect_err(|e| {
-                    tracing::debug!(error = %e, "no send-only twin; sending from the receiving socket");
-                })
-                .ok()
-            });
-        let fd = {
-            let _guard = self.runtime.enter();
-            // SAFETY: `Socket` owns its descriptor and never replaces or closes it while the
-            // `AsyncFd` owns the socket.
-            unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::ERROR) }
-                .map_err(|e| SocketError::Io {
-                    op: "register ICMP socket with tokio",
-                    source: e.into(),
-                })?
-        };
-        let sock = Arc::new(IcmpSocket {
-            fd,
-            sender,
-            kind,
-            v6,
-            ident,
-            timestamps,
-            tx_kernel: AtomicBool::new(timestamps.tx.is_none()),
-            send_count: Mutex::new(0),
-            tx_drift: AtomicU32::new(0),
-            tx_seen: AtomicBool::new(false),
-            tx_misses: AtomicU32::new(0),
-        });
-        tracing::debug!(
-            family = sock.family(),
-            kind = kind.as_str(),
-            ident,
-            rx_timestamps = TimestampPaths::label(timestamps.rx),
-            tx_timestamps = TimestampPaths::label(timestamps.tx),
-            ?opts,
-            ?flow,
-            send_twin = sock.sender.is_some(),
-            "ICMP socket opened"
-        );
-        let task = self
-            .runtime
-            .spawn(receive_task(sock.clone(), self.shared.clone()));
-        sockets.open.insert(
-            key,
-            Open {
-                sock: sock.clone(),
-                task: task.abort_handle(),
-            },
-        );
-        Ok(sock)
-    }
 }
 
 impl Pinger for IcmpEngine {
     fn send(&self, spec: &ProbeSpec, tag: u64, sink: &EventSink) -> Result<u16, SendError> {
         let ip = spec.ip;
-        let Some(key) = socket_key(spec) else {
-            return Err(SendError::Unsupported {
-                transport: spec.transport.as_str(),
-                ip,
-            });
-        };
         let flow = match spec.transport {
             Transport::IcmpFlow { flow, ttl } => Some((flow, ttl)),
             _ => None,
         };
-        let sock = self
-            .socket_for(key)
-            .map_err(|source| SendError::Socket { ip, source })?;
+        let plain = (spec.transport == Transport::Icmp && spec.options == SocketOptions::default())
+            .then(|| self.plain[usize::from(ip.is_ipv6())].get())
+            .flatten();
+        let opened;
+        let sock: &IcmpSocket = match plain {
+            Some(sock) => sock,
+            None => {
+                let Some(key) = socket_key(spec) else {
+                    return Err(SendError::Unsupported {
+                        transport: spec.transport.as_str(),
+                        ip,
+                    });
+                };
+                opened = self
+                    .socket_for(key)
+                    .map_err(|source| SendError::Socket { ip, source })?;
+                &opened
+            }
+        };
         let clock = &*self.shared.clock;
-        let first = clock.pair();
+        // The deadline and the payload's stamp need one reading of each clock; the pair an RTT
+        // starts from is read right before the send (`mark` below) and replaces this one.
+        let first = ClockPair {
+            wall: clock.wall(),
+            mono: clock.mono(),
+            spread: std::time::Duration::ZERO,
+        };
         let stamp = socket::unix_nanos(first.wall);
         let deadline = first.mono + spec.timeout;
         let (seq, wake_timer) = {

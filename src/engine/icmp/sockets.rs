@@ -1,5 +1,5 @@
-//! An open ICMP socket of the engine and the keys it is shared by (family, options, Paris
-//! flow).
+//! An open ICMP socket of the engine, the keys it is shared by (family, options, Paris
+//! flow), and how the engine opens one.
 
 use foldhash::HashMap;
 use std::sync::Arc;
@@ -10,10 +10,12 @@ use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 use tokio::task::AbortHandle;
 
-use super::TimestampPath;
+use tokio::io::Interest;
+
+use super::{IcmpEngine, TimestampPath, receive_task};
 use crate::engine::clock::Fallback;
-use crate::engine::socket::{SocketKind, TimestampPaths};
-use crate::engine::{ProbeSpec, SocketOptions, Transport};
+use crate::engine::socket::{self, OpenSocket, SocketKind, TimestampPaths};
+use crate::engine::{ProbeSpec, SocketError, SocketOptions, Transport};
 
 #[derive(Debug)]
 pub(super) struct IcmpSocket {
@@ -116,4 +118,80 @@ pub(super) struct Sockets {
 pub(super) struct Open {
     pub(super) sock: Arc<IcmpSocket>,
     pub(super) task: AbortHandle,
+}
+
+impl IcmpEngine {
+    /// The open socket of `key`, opened (with its receive task) if it is not yet.
+    pub(super) fn socket_for(&self, key: SocketKey) -> Result<Arc<IcmpSocket>, SocketError> {
+        let (v6, opts, flow) = (key.0, &key.1, key.2);
+        let mut sockets = self.sockets.lock();
+        if let Some(o) = sockets.open.get(&key) {
+            return Ok(o.sock.clone());
+        }
+        let OpenSocket {
+            socket,
+            kind,
+            ident,
+            timestamps,
+        } = socket::open(v6, self.preference, opts, self.timestamps)?;
+        // A datagram socket cannot have a twin: the reply goes to the socket that owns the
+        // identifier. Without one, a raw socket keeps sending from its receiving socket.
+        let sender = (kind == SocketKind::Raw && timestamps.tx.is_none())
+            .then(|| socket::open_raw_sender(v6, opts))
+            .and_then(|r| {
+                r.inspect_err(|e| {
+                    tracing::debug!(error = %e, "no send-only twin; sending from the receiving socket");
+                })
+                .ok()
+            });
+        let fd = {
+            let _guard = self.runtime.enter();
+            // SAFETY: `Socket` owns its descriptor and never replaces or closes it while the
+            // `AsyncFd` owns the socket.
+            unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE | Interest::ERROR) }
+                .map_err(|e| SocketError::Io {
+                    op: "register ICMP socket with tokio",
+                    source: e.into(),
+                })?
+        };
+        let sock = Arc::new(IcmpSocket {
+            fd,
+            sender,
+            kind,
+            v6,
+            ident,
+            timestamps,
+            tx_kernel: AtomicBool::new(timestamps.tx.is_none()),
+            send_count: Mutex::new(0),
+            tx_drift: AtomicU32::new(0),
+            tx_seen: AtomicBool::new(false),
+            tx_misses: AtomicU32::new(0),
+        });
+        tracing::debug!(
+            family = sock.family(),
+            kind = kind.as_str(),
+            ident,
+            rx_timestamps = TimestampPaths::label(timestamps.rx),
+            tx_timestamps = TimestampPaths::label(timestamps.tx),
+            ?opts,
+            ?flow,
+            send_twin = sock.sender.is_some(),
+            "ICMP socket opened"
+        );
+        let task = self
+            .runtime
+            .spawn(receive_task(sock.clone(), self.shared.clone()));
+        if key.1 == SocketOptions::default() && key.2.is_none() {
+            // Set once: the lock is held, and this key was not open.
+            let _ = self.plain[usize::from(v6)].set(sock.clone());
+        }
+        sockets.open.insert(
+            key,
+            Open {
+                sock: sock.clone(),
+                task: task.abort_handle(),
+            },
+        );
+        Ok(sock)
+    }
 }
