@@ -250,8 +250,8 @@ impl Wheel {
         // wall clock, the anchor moved at each wake-up that finds the wall clock stepped.
         let mut clock = WallClock::new(&*self.deps.clock);
         let sleep = tokio::time::sleep(idle);
-        // Both futures live across wake-ups: made anew at each, they registered and removed a
-        // waiter on the `Notify` and on the token each time. A `notify_one` while the task is
+        // The shutdown and wake-up futures live across wake-ups too: made anew at each, they
+        // registered and removed a waiter on the token and on the `Notify` each time. A `notify_one` while the task is
         // busy is kept as a permit, which the next `Notified` takes.
         let cancelled = self.shutdown.cancelled();
         let changed = self.changed.notified();

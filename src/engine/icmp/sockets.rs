@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::Mutex;
 use socket2::Socket;
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::task::AbortHandle;
-
-use tokio::io::Interest;
 
 use super::{IcmpEngine, TimestampPath, receive_task};
 use crate::engine::clock::Fallback;
