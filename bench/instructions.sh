@@ -5,7 +5,7 @@
 # cache simulation, instrumentation off until an 8 s warm-up has passed, then on for SECS
 # seconds, against the kernel's InEchoReps over the same window. Counts, not times (instructions,
 # simulated first-level data-cache misses and last-level misses), so two builds compare on a
-# shared, noisy machine where CPU seconds do not. Valgrind slows the daemon about fifty-fold:
+# shared, noisy machine where CPU seconds do not. Valgrind slows the daemon many times over:
 # keep N at a few hundred (at 500 it keeps up on this 2-core VM), and read `replies` against
 # N * SECS to see that it did. One JSON line, then the functions with the most instructions
 # and the most simulated D1 misses in the window (self, not inclusive), to stderr.
