@@ -164,6 +164,7 @@ pub(super) fn prepare_address(
             settled_once: AtomicBool::new(false),
             counts_for_ready,
             first,
+            window_gauges: cfg.options.metrics.window_gauges,
         },
     });
     shared.statuses.lock().insert(status.clone());

@@ -275,6 +275,9 @@ pub(crate) struct AddressOutage {
     published: u64,
     /// Whether the loss watch (`capture.on_loss`) may fire (see [`LossWatch`]).
     loss_armed: bool,
+    /// Whether the address's config has a loss watch at all: most have none, and then a
+    /// settled probe does not read the config (a cache line of its own, cold at every probe).
+    watches_loss: bool,
     /// The address went away: probes still in flight settle here after it, and must not
     /// open an outage that nothing would ever close.
     retired: bool,
@@ -293,13 +296,14 @@ impl AddressOutage {
             metrics,
             published: UNPUBLISHED,
             loss_armed: true,
+            watches_loss: LossWatch::of(cfg).is_some(),
             retired: false,
         }
     }
 
     /// The window after a settled probe: its loss reaching the threshold asks for a capture.
     pub(crate) fn window(&mut self, of: Of<'_>, probes: usize, loss_ratio: f64) {
-        if self.retired {
+        if self.retired || !self.watches_loss {
             return;
         }
         let Some(watch) = LossWatch::of(of.cfg) else {

@@ -39,6 +39,9 @@ pub(super) struct Recorder {
     pub(super) counts_for_ready: bool,
     /// The target task that waits for that instead (a DNS name's addresses).
     pub(super) first: Option<Arc<Notify>>,
+    /// The config's `metrics.window_gauges`, kept here: the config is a cache line of its own
+    /// that an event would otherwise read for this one flag.
+    pub(super) window_gauges: bool,
 }
 
 /// What every address's recorder reaches: one for the scheduler, shared, where a copy in each
@@ -131,7 +134,7 @@ impl EventHandler for AddressSlot {
                 slot.last = Some(super::LastEvent::of(ev));
                 // Outage detection needs the window's loss after every probe; with the gauges
                 // on, it comes from the same pass.
-                if self.cfg.options.metrics.window_gauges {
+                if rec.window_gauges {
                     let gauges = slot.window.gauges();
                     slot.outage
                         .window(self.of(), gauges.probes, gauges.loss_ratio);

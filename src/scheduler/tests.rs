@@ -475,6 +475,7 @@ fn status_slot(name: &str, ip: IpAddr, sent: u64) -> StatusSlot {
             settled_once: AtomicBool::new(false),
             counts_for_ready: false,
             first: None,
+            window_gauges: cfg.options.metrics.window_gauges,
         },
         cfg,
     })
