@@ -2,19 +2,22 @@
 # User-space work per echo reply of `pingscope serve` monitoring N loopback targets at 1 s, or of
 # fping doing the same as bench/one_run.py runs it (BINARY named fping), in a network namespace
 # of its own (nothing leaves it): the process runs under callgrind with its
-# cache simulation, instrumentation off until an 8 s warm-up has passed, then on for SECS
+# cache simulation, instrumentation off until a warm-up has passed (WARMUP seconds, 8 unless
+# set), then on for SECS
 # seconds, against the kernel's InEchoReps over the same window. Counts, not times (instructions,
 # simulated first-level data-cache misses and last-level misses), so two builds compare on a
 # shared, noisy machine where CPU seconds do not. Valgrind slows the daemon many times over:
 # keep N at a few hundred (at 500 it keeps up on this 2-core VM), and read `replies` against
 # N * SECS to see that it did. One JSON line, then the functions with the most instructions
 # and the most simulated D1 misses in the window (self, not inclusive), to stderr.
+# A young daemon still grows its histograms' native buckets and its memory of settled probes;
+# WARMUP=120 or more measures one past that.
 # KEEP=FILE keeps the raw callgrind profile there (for `callgrind_annotate --tree=caller FILE`).
-# Usage: sudo [KEEP=FILE] bench/instructions.sh BINARY N SECONDS [LABEL]   (needs valgrind)
+# Usage: sudo [KEEP=FILE] [WARMUP=SECONDS] bench/instructions.sh BINARY N SECONDS [LABEL]   (needs valgrind)
 set -eu
 if [[ ${1-} != --inside ]]; then
     [[ $# -ge 3 ]] || { echo "usage: $0 BINARY N SECONDS [LABEL]" >&2; exit 64; }
-    exec timeout 300 unshare --net "$0" --inside "$(realpath "$1")" "$2" "$3" "${4-}"
+    exec timeout $((300 + ${WARMUP:-8})) unshare --net "$0" --inside "$(realpath "$1")" "$2" "$3" "${4-}"
 fi
 BIN=$2 N=$3 SECS=$4 LABEL=$5
 here=$(dirname "$0")
@@ -36,7 +39,7 @@ valgrind --tool=callgrind --cache-sim=yes --instr-atstart=no \
     --callgrind-out-file="$WORK/cg.out" "${cmd[@]}" > "$WORK/log" 2>&1 &
 pid=$!
 trap 'kill -INT $pid 2> /dev/null; wait $pid 2> /dev/null; rm -rf "$WORK"' EXIT
-sleep 8
+sleep "${WARMUP:-8}"
 kill -0 "$pid" 2> /dev/null || { echo "it did not start:" >&2; tail -5 "$WORK/log" >&2; exit 1; }
 in_echo_reps() {
     awk '/^Icmp:/ { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $col["InEchoReps"] }' /proc/net/snmp
@@ -52,9 +55,9 @@ trap 'rm -rf "$WORK"' EXIT
 [[ -s "$WORK/cg.out" ]] || { echo "callgrind wrote nothing:" >&2; tail -5 "$WORK/log" >&2; exit 1; }
 [[ -n "${KEEP:-}" ]] && cp "$WORK/cg.out" "$KEEP"
 callgrind_annotate --auto=no --show=Ir,D1mr,D1mw,DLmr,DLmw "$WORK/cg.out" > "$WORK/annotate.txt" 2> /dev/null
-python3 - "$LABEL" "$BIN" "$N" "$SECS" "$((after - before))" "$WORK/annotate.txt" <<'PY'
+python3 - "$LABEL" "$BIN" "$N" "$SECS" "$((after - before))" "$WORK/annotate.txt" "${WARMUP:-8}" <<'PY'
 import json, re, sys
-label, binary, n, secs, replies, path = sys.argv[1:]
+label, binary, n, secs, replies, path, warmup = sys.argv[1:]
 replies = int(replies)
 lines = open(path).read().splitlines()
 number = lambda s: int(s.replace(",", ""))
@@ -62,7 +65,7 @@ totals = next(l for l in lines if "PROGRAM TOTALS" in l)
 ir, d1mr, d1mw, dlmr, dlmw = (number(x) for x in re.findall(r"[\d,]+(?= )", totals)[:5])
 per = lambda v: round(v / max(replies, 1), 1)
 print(json.dumps({"tool": "instructions", "label": label, "binary": binary, "n": int(n),
-                  "window": float(secs), "replies": replies, "instructions": ir,
+                  "warmup": float(warmup), "window": float(secs), "replies": replies, "instructions": ir,
                   "d1_misses": d1mr + d1mw, "ll_misses": dlmr + dlmw,
                   "instructions_per_reply": per(ir), "d1_misses_per_reply": per(d1mr + d1mw),
                   "ll_misses_per_reply": per(dlmr + dlmw)}))
