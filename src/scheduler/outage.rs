@@ -262,8 +262,8 @@ pub(crate) struct Of<'a> {
 /// reach it under the lock they already take.
 ///
 /// Kept small, as every address has one: the loss watch's rule is read from the config at each
-/// probe (only whether it is armed is kept), changes go out as the tracker makes them, and the
-/// gauges last published are one word.
+/// probe of an address that has one (only whether it exists and is armed is kept), changes go
+/// out as the tracker makes them, and the gauges last published are one word.
 #[derive(Debug)]
 pub(crate) struct AddressOutage {
     tracker: OutageTracker,
