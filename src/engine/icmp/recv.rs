@@ -94,7 +94,7 @@ fn drain(sock: &IcmpSocket, shared: &Shared, b: &mut Buffers) -> bool {
                 for (data, rx) in (0..n).filter_map(|i| b.data.message(i)) {
                     handle_packet(sock, shared, data, &rx, at, &mut b.err);
                 }
-                if n < b.data.capacity() {
+                if !b.data.filled() {
                     // The queue ran dry during the read: no second call to hear it again. A
                     // packet queued since raises the readiness anew (see `receive_task`).
                     return true;
@@ -123,7 +123,7 @@ fn drain_err(sock: &IcmpSocket, shared: &Shared, err: &mut RecvBatch) -> bool {
                 for (data, rx) in (0..n).filter_map(|i| err.message(i)) {
                     handle_errqueue(sock, shared, data, &rx, at);
                 }
-                if n < err.capacity() {
+                if !err.filled() {
                     return true;
                 }
             }

@@ -9,6 +9,7 @@
 //! with fewer control messages than the next would leave that one's truncated.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
@@ -300,19 +301,31 @@ pub fn recv(
 /// Most messages one [`RecvBatch::read`] takes.
 pub const MAX_BATCH: usize = 32;
 
+/// Fewest messages a [`RecvBatch::read`] asks for (when the batch holds that many).
+const FIRST_ASK: usize = 8;
+
 /// Buffers for reading up to [`MAX_BATCH`] messages with one `recvmmsg`: a data slot, a control
 /// buffer and a source address per message, and what the kernel said of each.
 ///
 /// The data slots are allocated but never written by us: only the pages the kernel writes
 /// into become resident, so a batch of full-size slots costs a page per slot used.
+///
+/// A read asks for as many messages as it has reason to expect, not always the whole batch:
+/// each message asked for is a header set up before the call, and a daemon's reads mostly find
+/// a few messages queued. The ask doubles after a read that took all it asked for and
+/// otherwise follows twice the last read's count, from [`FIRST_ASK`] to the batch's size.
 pub struct RecvBatch {
-    data: Box<[std::mem::MaybeUninit<u8>]>,
+    data: Box<[MaybeUninit<u8>]>,
     slot: usize,
     control: Vec<u8>,
     names: Vec<libc::sockaddr_storage>,
     headers: Vec<Header>,
     /// Messages held from the last read.
     held: usize,
+    /// Messages the next read asks for.
+    ask: usize,
+    /// The last read took all it asked for: more may be queued.
+    filled: bool,
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -339,16 +352,20 @@ impl RecvBatch {
             names: vec![zero; messages],
             headers: vec![Header::default(); messages],
             held: 0,
+            ask: messages.min(FIRST_ASK),
+            filled: false,
         }
     }
 
-    /// Reads what is queued, up to the batch's size, without blocking: how many messages were
-    /// read (at least one), or the error of the first read (`WouldBlock` when none is queued).
+    /// Reads what is queued, up to the read's ask (see [`RecvBatch`]), without blocking: how
+    /// many messages were read (at least one), or the error of the first read (`WouldBlock`
+    /// when none is queued). [`RecvBatch::filled`] then says whether more may be queued.
     pub fn read(&mut self, socket: &Socket, errqueue: bool) -> io::Result<usize> {
         self.held = 0;
-        // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
-        let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        self.filled = false;
+        let ask = self.ask.clamp(1, self.headers.len());
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
         let slots = self.data.chunks_exact_mut(self.slot);
         let controls = self.control.chunks_exact_mut(CONTROL_LEN);
         let mut count = 0;
@@ -357,29 +374,36 @@ impl RecvBatch {
             .zip(self.names.iter_mut())
             .zip(iovs.iter_mut())
             .zip(hdrs.iter_mut())
+            .take(ask)
         {
-            *iov = libc::iovec {
+            let iov = iov.write(libc::iovec {
                 iov_base: slot.as_mut_ptr().cast(),
                 iov_len: slot.len(),
-            };
+            });
             // Every field the kernel writes back is set again before each read.
-            hdr.msg_hdr = msghdr(iov, name, control);
+            hdr.write(libc::mmsghdr {
+                msg_hdr: msghdr(iov, name, control),
+                msg_len: 0,
+            });
             count += 1;
         }
         let vlen = libc::c_uint::try_from(count).unwrap_or(1);
-        // SAFETY: the first `count` headers point to buffers owned by `self`, which stay
-        // borrowed for the call; the kernel writes at most their lengths.
+        // SAFETY: the first `count` headers are initialized and point to buffers owned by
+        // `self`, which stay borrowed for the call; the kernel writes at most their lengths.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
                 vlen,
                 recv_flags(errqueue),
                 std::ptr::null_mut(),
             )
         };
         let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        for (h, m) in self.headers.iter_mut().zip(&hdrs).take(n) {
+        let n = n.min(count);
+        for (h, m) in self.headers.iter_mut().zip(&hdrs[..n]) {
+            // SAFETY: every one of the first `count` headers was written above.
+            let m = unsafe { m.assume_init_ref() };
             *h = Header {
                 bytes: m.msg_len as usize,
                 flags: m.msg_hdr.msg_flags,
@@ -387,13 +411,16 @@ impl RecvBatch {
                 controllen: c_len(m.msg_hdr.msg_controllen),
             };
         }
-        self.held = n.min(self.headers.len());
+        self.held = n;
+        self.filled = n == count;
+        self.ask = if self.filled { 2 * count } else { 2 * n }.clamp(FIRST_ASK, MAX_BATCH);
         Ok(self.held)
     }
 
-    /// Most messages one read takes.
-    pub fn capacity(&self) -> usize {
-        self.headers.len()
+    /// Whether the last read took all it asked for, so that more may be queued; false after a
+    /// read that failed.
+    pub fn filled(&self) -> bool {
+        self.filled
     }
 
     /// Message `i` of the last read: its bytes (at most a slot) and what came with it.
@@ -422,143 +449,5 @@ pub fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-
-    use nix::sys::socket::{setsockopt, sockopt};
-    use socket2::{Domain, Protocol, Type};
-
-    use super::*;
-
-    /// A receiving UDP socket on loopback, non-blocking, reporting the TTL of each datagram,
-    /// and a sender connected to it.
-    fn pair() -> (Socket, Socket) {
-        let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-        rx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
-        rx.set_nonblocking(true).unwrap();
-        setsockopt(&rx, sockopt::Ipv4RecvTtl, &true).unwrap();
-        let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-        tx.connect(&rx.local_addr().unwrap()).unwrap();
-        (rx, tx)
-    }
-
-    #[test]
-    fn a_batch_reads_every_queued_datagram_with_what_came_with_it() {
-        let (rx, tx) = pair();
-        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
-        let sent: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; usize::from(i) * 10]).collect();
-        let before = SystemTime::now();
-        for d in &sent {
-            tx.send(d).unwrap();
-        }
-        let mut batch = RecvBatch::new(8, 2048);
-        assert_eq!(batch.read(&rx, false).unwrap(), 5);
-        let after = SystemTime::now();
-        for (i, want) in sent.iter().enumerate() {
-            let (data, got) = batch.message(i).unwrap();
-            assert_eq!(data, &want[..], "message {i}");
-            assert_eq!(got.len, want.len());
-            assert_eq!(got.from, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-            assert_eq!(got.ttl, Some(64));
-            assert!(!got.cmsg_error);
-            let t = got.kernel_time.expect("a kernel receive timestamp");
-            // The kernel stamps a datagram when it is queued, or at the read when the system's
-            // receive timestamps were switched on (deferred work) only after it was queued.
-            assert!(
-                before <= t && t <= after,
-                "{t:?} outside {before:?}..{after:?}"
-            );
-        }
-        assert!(batch.message(5).is_none());
-        let e = batch.read(&rx, false).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        assert!(batch.message(0).is_none(), "a failed read holds nothing");
-    }
-
-    #[test]
-    fn a_reused_batch_has_room_for_control_messages_an_earlier_read_did_not_get() {
-        // recvmsg writes back the control length it used: a batch that kept it would read the
-        // next, larger set of control messages truncated.
-        let (rx, tx) = pair();
-        let mut batch = RecvBatch::new(4, 256);
-        tx.send(b"no timestamp").unwrap();
-        assert_eq!(batch.read(&rx, false).unwrap(), 1);
-        let (_, first) = batch.message(0).unwrap();
-        assert_eq!(first.kernel_time, None);
-        assert_eq!(first.ttl, Some(64));
-        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
-        tx.send(b"timestamped").unwrap();
-        assert_eq!(batch.read(&rx, false).unwrap(), 1);
-        let (data, second) = batch.message(0).unwrap();
-        assert_eq!(data, b"timestamped");
-        assert!(!second.cmsg_error, "control messages truncated");
-        assert!(second.kernel_time.is_some());
-        assert_eq!(second.ttl, Some(64));
-    }
-
-    #[test]
-    fn a_datagram_larger_than_its_slot_keeps_its_real_length() {
-        let (rx, tx) = pair();
-        let mut batch = RecvBatch::new(2, 16);
-        tx.send(&[7u8; 100]).unwrap();
-        tx.send(&[8u8; 4]).unwrap();
-        assert_eq!(batch.read(&rx, false).unwrap(), 2);
-        let (data, got) = batch.message(0).unwrap();
-        assert_eq!((data, got.len), (&[7u8; 16][..], 100));
-        let (data, got) = batch.message(1).unwrap();
-        assert_eq!((data, got.len), (&[8u8; 4][..], 4));
-    }
-
-    #[test]
-    fn one_read_and_a_batch_read_see_the_same_message() {
-        let (rx, tx) = pair();
-        setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
-        tx.send(b"one").unwrap();
-        tx.send(b"two").unwrap();
-        let (mut buf, mut cmsg) = (vec![0u8; 64], cmsg_buffer());
-        let one = recv(&rx, &mut buf, &mut cmsg, false).unwrap();
-        assert_eq!(&buf[..one.len], b"one");
-        let mut batch = RecvBatch::new(4, 64);
-        assert_eq!(batch.read(&rx, false).unwrap(), 1);
-        let (data, two) = batch.message(0).unwrap();
-        assert_eq!(data, b"two");
-        assert_eq!((one.from, one.ttl), (two.from, two.ttl));
-        assert!(one.kernel_time.is_some() && two.kernel_time.is_some());
-        let e = recv(&rx, &mut buf, &mut cmsg, true).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            io::ErrorKind::WouldBlock,
-            "the error queue is empty"
-        );
-    }
-
-    #[test]
-    fn a_control_message_running_past_the_buffer_is_reported() {
-        // A header claiming more bytes than were written: counted, never read past.
-        let mut control = vec![0u8; 64];
-        let h = libc::cmsghdr {
-            cmsg_len: 200,
-            cmsg_level: libc::SOL_SOCKET,
-            cmsg_type: libc::SCM_TIMESTAMPNS,
-        };
-        // SAFETY: a cmsghdr's bytes, copied into a buffer larger than it.
-        unsafe { std::ptr::write_unaligned(control.as_mut_ptr().cast(), h) };
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let head = Header {
-            bytes: 0,
-            flags: 0,
-            namelen: 0,
-            controllen: 64,
-        };
-        let got = received(head, &name, &control);
-        assert!(got.cmsg_error);
-        assert_eq!(got.kernel_time, None);
-        let trunc = Header {
-            flags: libc::MSG_CTRUNC,
-            ..head
-        };
-        assert!(received(trunc, &name, &control).cmsg_error);
-    }
-}
+#[path = "recv_tests.rs"]
+mod tests;
