@@ -23,16 +23,18 @@ pub mod ui;
 pub mod webconfig;
 pub mod ws;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -75,21 +77,12 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// Builds the router over the app handle.
+/// Builds the router over the app handle. The `/api/v1` routes are built at the first request
+/// under `/api/v1/` ([`LazyApi`]).
 pub fn router(app: App) -> Router {
     let telemetry = app.telemetry_path().to_owned();
-    let (api, spec) = api();
-    // Kept as the JSON it is served as: the document's tree is half a megabyte of maps, after
-    // the receive batches the most an idle daemon's heap held, for an endpoint read now and then.
-    let spec: Result<Bytes, Arc<str>> = serde_json::to_vec(&spec)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string().into());
+    let api = LazyApi::new(app.clone());
     Router::new()
-        .merge(api)
-        .route(
-            "/api/v1/openapi.json",
-            get(move || async move { openapi_json(&spec) }),
-        )
         // The seed's routes, served by the same handlers.
         .route("/start_test", post(sessions::start))
         .route("/results/{session_id}", get(sessions::get))
@@ -103,8 +96,59 @@ pub fn router(app: App) -> Router {
         .route("/-/reload", post(admin::reload))
         .route(&telemetry, get(metrics::metrics))
         .route("/probe", get(probe::probe))
-        .fallback(error::not_found)
+        .fallback(move |request: Request| api.clone().serve(request))
         .with_state(app)
+}
+
+/// The `/api/v1` routes with their OpenAPI document, built at the first request under
+/// `/api/v1/` and kept. Building them runs utoipa's schema code for every route and writes the
+/// document as JSON, code run once that stays resident and heap it leaves behind: done at
+/// start, that was 0.6–1.1 MB of the idle RSS of a daemon that is only scraped
+/// (bench/results/idle-2026-12-06-lazy-api.txt).
+#[derive(Clone)]
+struct LazyApi {
+    app: App,
+    built: Arc<OnceLock<Router>>,
+}
+
+impl LazyApi {
+    fn new(app: App) -> Self {
+        Self {
+            app,
+            built: Arc::default(),
+        }
+    }
+
+    /// Serves a request no other route took: the API's when its path is under `/api/v1/`, else
+    /// the JSON 404 every unknown path gets.
+    async fn serve(self, request: Request) -> Response {
+        if !request.uri().path().starts_with("/api/v1/") {
+            return error::not_found(request.uri().clone())
+                .await
+                .into_response();
+        }
+        let api = self.built.get_or_init(|| api_router(self.app.clone()));
+        match api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// [`api`]'s routes over `app`, with the route serving their document.
+fn api_router(app: App) -> Router {
+    let (api, spec) = api();
+    // Kept as the JSON it is served as: the document's tree is half a megabyte of maps, after
+    // the receive batches the most an idle daemon's heap held, for an endpoint read now and then.
+    let spec: Result<Bytes, Arc<str>> = serde_json::to_vec(&spec)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string().into());
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || async move { openapi_json(&spec) }),
+    )
+    .fallback(error::not_found)
+    .with_state(app)
 }
 
 /// The OpenAPI document as built with the router, or the reason it could not be written.
@@ -165,5 +209,70 @@ mod tests {
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let e: serde_json::Value = serde_json::from_slice(&body(r).await).unwrap();
         assert_eq!(e["error"]["code"], "internal", "{e}");
+    }
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let r = router.clone().oneshot(request).await.unwrap();
+        let status = r.status();
+        (status, serde_json::from_slice(&body(r).await).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_api_is_built_at_its_first_request_and_serves_as_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "targets: []\nsessions: {{database: {}}}\n",
+            dir.path().join("sessions.db").display()
+        );
+        let config = crate::config::parse_str(&yaml, "pingscope.yml", dir.path()).unwrap();
+        let fake = crate::engine::fake::FakePinger::new();
+        let app = App::start(crate::state::AppOptions::default(), config, Arc::new(fake))
+            .await
+            .unwrap();
+        let lazy = LazyApi::new(app.clone());
+        let fallback = {
+            let lazy = lazy.clone();
+            Router::new().fallback(move |request: Request| lazy.clone().serve(request))
+        };
+        let (status, e) = get(&fallback, "/nowhere").await;
+        assert_eq!(
+            (status, &e["error"]["code"]),
+            (StatusCode::NOT_FOUND, &"not_found".into())
+        );
+        assert!(
+            lazy.built.get().is_none(),
+            "a path outside the API built it"
+        );
+
+        let (status, targets) = get(&fallback, "/api/v1/targets").await;
+        assert_eq!(status, StatusCode::OK, "{targets}");
+        assert!(targets.is_array() || targets.is_object(), "{targets}");
+        let built = lazy.built.get().map(std::ptr::from_ref);
+        assert!(built.is_some(), "the first API request built the routes");
+
+        // A path parameter reaches its handler alone (the fallback matched no route of its own).
+        let whole = router(app.clone());
+        let (status, e) = get(&whole, "/api/v1/sessions/not-a-session").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+        let message = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("invalid session id \"not-a-session\""),
+            "{e}"
+        );
+        let (status, doc) = get(&fallback, "/api/v1/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["paths"]["/api/v1/sessions/{id}"].is_object(), "{doc}");
+        let (status, e) = get(&fallback, "/api/v1/nowhere").await;
+        assert_eq!(
+            (status, &e["error"]["code"]),
+            (StatusCode::NOT_FOUND, &"not_found".into())
+        );
+        assert_eq!(
+            lazy.built.get().map(std::ptr::from_ref),
+            built,
+            "built once"
+        );
+        app.shutdown().await;
     }
 }
