@@ -412,7 +412,7 @@ impl RecvBatch {
             };
         }
         self.held = n;
-        self.filled = n == count;
+        self.filled = n > 0 && n == count;
         self.ask = if self.filled { 2 * count } else { 2 * n }.clamp(FIRST_ASK, MAX_BATCH);
         Ok(self.held)
     }
