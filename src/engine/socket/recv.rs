@@ -312,8 +312,8 @@ const FIRST_ASK: usize = 8;
 ///
 /// A read asks for as many messages as it has reason to expect, not always the whole batch:
 /// each message asked for is a header set up before the call, and a daemon's reads mostly find
-/// a few messages queued. The ask doubles after a read that took all it asked for and
-/// otherwise follows twice the last read's count, from [`FIRST_ASK`] to the batch's size.
+/// a few messages queued. The ask is twice the last read's count, from [`FIRST_ASK`] to the
+/// batch's size, so a read that took all it asked for doubles it.
 pub struct RecvBatch {
     data: Box<[MaybeUninit<u8>]>,
     slot: usize,
@@ -413,7 +413,7 @@ impl RecvBatch {
         }
         self.held = n;
         self.filled = n > 0 && n == count;
-        self.ask = if self.filled { 2 * count } else { 2 * n }.clamp(FIRST_ASK, MAX_BATCH);
+        self.ask = (2 * n).clamp(FIRST_ASK, MAX_BATCH);
         Ok(self.held)
     }
 
