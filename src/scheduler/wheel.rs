@@ -143,6 +143,34 @@ struct State {
     /// one list, so there is at most one stale id per removed address, gone within an interval).
     due: BTreeMap<Instant, Vec<u64>>,
     entries: Entries<Entry>,
+    /// Emptied due lists, kept for the next due times: a wheel takes a list or two at each
+    /// wake-up and makes as many, so each would otherwise cost an allocation, its growth and a
+    /// free.
+    spare: Vec<Vec<u64>>,
+}
+
+/// Spare due lists kept at most, and the most ids a kept one has room for (a list as long as
+/// a burst at 100,000 addresses is let go).
+const SPARE_LISTS: usize = 8;
+const SPARE_ROOM: usize = 4096;
+
+impl State {
+    /// Puts `id` on the list due at `at`, made from a spare list if it is new.
+    fn schedule(&mut self, at: Instant, id: u64) {
+        let spare = &mut self.spare;
+        self.due
+            .entry(at)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(id);
+    }
+
+    /// Keeps an emptied list for [`Self::schedule`], if there is room for it.
+    fn recycle(&mut self, mut list: Vec<u64>) {
+        if self.spare.len() < SPARE_LISTS && list.capacity() <= SPARE_ROOM {
+            list.clear();
+            self.spare.push(list);
+        }
+    }
 }
 
 /// A wheel's entries, found by id: a slot of a vector and the slot's generation, so that the
@@ -237,7 +265,7 @@ impl Wheel {
             ticks,
             seq: 0,
         });
-        state.due.entry(first).or_default().push(id);
+        state.schedule(first, id);
         drop(state);
         self.changed.notify_one();
         id
@@ -312,7 +340,7 @@ impl Wheel {
                 std::mem::replace(entry.get_mut(), rest)
             };
             budget -= ids.len();
-            for id in ids {
+            for &id in &ids {
                 let Some(entry) = state.entries.get_mut(id) else {
                     continue;
                 };
@@ -324,8 +352,10 @@ impl Wheel {
                 let at = clock.at(now);
                 entry.probe.send(&self.deps, entry.seq, at);
                 entry.ticks.advance(now);
-                state.due.entry(entry.ticks.due()).or_default().push(id);
+                let next = entry.ticks.due();
+                state.schedule(next, id);
             }
+            state.recycle(ids);
         }
     }
 }
@@ -362,6 +392,28 @@ mod tests {
             let (len, room) = (entries.slots.len(), entries.slots.capacity());
             assert!(room <= (len * 5 / 4 + 1).max(len + 16), "{room} for {len}");
         }
+    }
+
+    #[test]
+    fn an_emptied_due_list_makes_the_next_one_and_a_long_one_is_let_go() {
+        let mut state = State::default();
+        let t = Instant::now();
+        let mut room = Vec::with_capacity(64);
+        room.push(7);
+        let kept = room.as_ptr();
+        state.recycle(room);
+        state.schedule(t, 1);
+        state.schedule(t, 2);
+        assert!(state.spare.is_empty());
+        let list = state.due.remove(&t).unwrap_or_default();
+        assert_eq!(list, [1, 2], "emptied before reuse");
+        assert_eq!(list.as_ptr(), kept, "the spare list's own room");
+        state.recycle(Vec::with_capacity(SPARE_ROOM + 1));
+        assert!(state.spare.is_empty());
+        for _ in 0..SPARE_LISTS + 3 {
+            state.recycle(Vec::with_capacity(4));
+        }
+        assert_eq!(state.spare.len(), SPARE_LISTS);
     }
 
     #[test]
