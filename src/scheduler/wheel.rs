@@ -371,10 +371,10 @@ impl Wheel {
                 entry.ticks.advance(now);
                 let next = entry.ticks.due();
                 match &mut run {
-                    Some((at, list)) if *at == next => list.push(id),
+                    Some((run_due, list)) if *run_due == next => list.push(id),
                     _ => {
-                        if let Some((at, list)) = run.take() {
-                            state.file(at, list);
+                        if let Some((run_due, list)) = run.take() {
+                            state.file(run_due, list);
                         }
                         let mut list = state.spare.pop().unwrap_or_default();
                         list.push(id);
@@ -382,8 +382,8 @@ impl Wheel {
                     }
                 }
             }
-            if let Some((at, list)) = run {
-                state.file(at, list);
+            if let Some((run_due, list)) = run {
+                state.file(run_due, list);
             }
             state.recycle(ids);
         }
