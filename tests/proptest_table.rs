@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use pingscope::engine::clock::{ClockPair, Fallback, RecvTimes, Stamp};
+use pingscope::engine::clock::{ClockPair, Fallback, Mono, RecvTimes, Stamp, Wall};
 use pingscope::engine::packet::PayloadStamp;
 use pingscope::engine::table::{Full, InFlightTable, Key, ReplyOutcome};
 use pingscope::engine::{EventKind, ProbeEvent};
@@ -49,8 +49,8 @@ proptest! {
         reply_per_mille in 0u64..1000,
     ) {
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
-        let start = Instant::now();
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let start = Mono::now();
+        let wall = Wall::from_nanos(0) + Duration::from_secs(1_700_000_000);
         let mut t = InFlightTable::new(cap, recent_cap);
         let (tx, _rx) = mpsc::channel::<ProbeEvent>(1);
         let tx = pingscope::engine::EventSink::from(tx);

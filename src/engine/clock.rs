@@ -19,17 +19,209 @@
 //!
 //! The engine reads time through [`Clock`], so tests inject one ([`SteppableClock`]) that steps
 //! its wall clock without touching the machine's (which is shared; time namespaces do not cover
-//! `CLOCK_REALTIME`).
+//! `CLOCK_REALTIME`). Readings are whole nanoseconds ([`Mono`], [`Wall`]): every probe's
+//! deadline, bounds and RTT are a few subtractions and comparisons of integers, where `Instant`
+//! and `SystemTime` pay a checked (seconds, nanoseconds) subtraction each, about 37 instructions
+//! (`bench/instructions.sh`); they are made only where a timer or an event needs one.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::time::{ClockId, clock_gettime};
+
+/// A reading of the monotonic clock (`CLOCK_MONOTONIC`, the clock of `Instant` on Linux): whole
+/// nanoseconds from its origin (about 292 years of range).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mono(i64);
+
+/// A reading of the wall clock (`CLOCK_REALTIME`, the clock of kernel timestamps): whole
+/// nanoseconds from the Unix epoch (negative before it; the range ends in 2262).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Wall(i64);
+
+/// Nanoseconds of a `timespec`, if they fit.
+fn timespec_ns(secs: i64, nanos: i64) -> Option<i64> {
+    if !(0..1_000_000_000).contains(&nanos) {
+        return None;
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// `d` in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A duration of `ns` nanoseconds; none below 0.
+fn ns_duration(ns: i64) -> Duration {
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+/// Reads `id` through the vDSO. It fails only for a clock the kernel lacks, which these two are
+/// not; `fallback` reads the same clock through `std` then.
+fn read(id: ClockId, fallback: fn() -> i64) -> i64 {
+    match clock_gettime(id) {
+        Ok(ts) => timespec_ns(ts.tv_sec(), ts.tv_nsec()).unwrap_or_else(fallback),
+        Err(_) => fallback(),
+    }
+}
+
+/// One moment on both monotonic clocks: a [`Mono`] read first, then an `Instant`, so that a
+/// [`Mono`] turned into an `Instant` through it is never earlier than the true one (a deadline
+/// never fires early); the error is the few nanoseconds between the two readings.
+fn anchor() -> (Mono, Instant) {
+    static ANCHOR: OnceLock<(Mono, Instant)> = OnceLock::new();
+    *ANCHOR.get_or_init(|| {
+        let ns = clock_gettime(ClockId::CLOCK_MONOTONIC)
+            .ok()
+            .and_then(|ts| timespec_ns(ts.tv_sec(), ts.tv_nsec()))
+            .unwrap_or(0);
+        (Mono(ns), Instant::now())
+    })
+}
+
+impl Mono {
+    /// The monotonic clock now.
+    pub fn now() -> Self {
+        Self(read(ClockId::CLOCK_MONOTONIC, || {
+            Self::of(Instant::now()).0
+        }))
+    }
+
+    /// The reading at `ns` nanoseconds from the clock's origin.
+    pub const fn from_nanos(ns: i64) -> Self {
+        Self(ns)
+    }
+
+    /// Nanoseconds from the clock's origin.
+    pub const fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Nanoseconds from `earlier` to `self`; negative when `earlier` is later.
+    pub const fn ns_since(self, earlier: Self) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The time from `earlier` to `self`; zero when `earlier` is later.
+    pub fn since(self, earlier: Self) -> Duration {
+        ns_duration(self.ns_since(earlier))
+    }
+
+    /// The same moment as an `Instant`, for a timer (never earlier; see [`anchor`]).
+    pub fn instant(self) -> Instant {
+        let (mono, instant) = anchor();
+        let ns = self.ns_since(mono);
+        if ns >= 0 {
+            instant + ns_duration(ns)
+        } else {
+            let back = Duration::from_nanos(ns.unsigned_abs());
+            instant.checked_sub(back).unwrap_or(instant)
+        }
+    }
+
+    /// The reading of the same moment as `t`.
+    pub fn of(t: Instant) -> Self {
+        let (mono, instant) = anchor();
+        match t.checked_duration_since(instant) {
+            Some(d) => mono + d,
+            None => Self(
+                mono.0
+                    .saturating_sub(duration_ns(instant.duration_since(t))),
+            ),
+        }
+    }
+}
+
+impl Wall {
+    /// The wall clock now.
+    pub fn now() -> Self {
+        Self(read(ClockId::CLOCK_REALTIME, || {
+            Self::of(SystemTime::now()).0
+        }))
+    }
+
+    /// A kernel timestamp (`timespec` fields), if valid and in range.
+    pub fn from_timespec(secs: i64, nanos: i64) -> Option<Self> {
+        timespec_ns(secs, nanos).map(Self)
+    }
+
+    /// The reading at `ns` nanoseconds from the Unix epoch.
+    pub const fn from_nanos(ns: i64) -> Self {
+        Self(ns)
+    }
+
+    /// Nanoseconds from the Unix epoch.
+    pub const fn nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Nanoseconds from the Unix epoch, 0 before it (a probe's payload stamp).
+    pub fn unix_nanos(self) -> u64 {
+        u64::try_from(self.0).unwrap_or(0)
+    }
+
+    /// Nanoseconds from `earlier` to `self`; negative when `earlier` is later.
+    pub const fn ns_since(self, earlier: Self) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// `self` moved by `ns` nanoseconds (negative: back), saturating.
+    pub const fn shifted(self, ns: i64) -> Self {
+        Self(self.0.saturating_add(ns))
+    }
+
+    /// The same moment as a `SystemTime`, for an event.
+    pub fn time(self) -> SystemTime {
+        let ns = self.0;
+        if ns >= 0 {
+            SystemTime::UNIX_EPOCH + ns_duration(ns)
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+        }
+    }
+
+    /// The reading of `t` (saturating at the ends of the range).
+    pub fn of(t: SystemTime) -> Self {
+        match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => Self(duration_ns(d)),
+            Err(e) => Self(duration_ns(e.duration()).saturating_neg()),
+        }
+    }
+}
+
+// A reading moved by a duration, saturating at the ends of the range.
+macro_rules! shift_by_duration {
+    ($t:ty) => {
+        impl std::ops::Add<Duration> for $t {
+            type Output = Self;
+            fn add(self, d: Duration) -> Self {
+                Self(self.0.saturating_add(duration_ns(d)))
+            }
+        }
+        impl std::ops::AddAssign<Duration> for $t {
+            fn add_assign(&mut self, d: Duration) {
+                *self = *self + d;
+            }
+        }
+        impl std::ops::Sub<Duration> for $t {
+            type Output = Self;
+            fn sub(self, d: Duration) -> Self {
+                Self(self.0.saturating_sub(duration_ns(d)))
+            }
+        }
+    };
+}
+shift_by_duration!(Mono);
+shift_by_duration!(Wall);
 
 /// Where the engine reads the time.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The wall clock (`CLOCK_REALTIME`, the clock of kernel timestamps).
-    fn wall(&self) -> SystemTime;
+    fn wall(&self) -> Wall;
     /// The monotonic clock (`CLOCK_MONOTONIC`).
-    fn mono(&self) -> Instant;
+    fn mono(&self) -> Mono;
 
     /// A wall reading between two monotonic ones; see [`ClockPair`].
     fn pair(&self) -> ClockPair {
@@ -40,10 +232,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
             let m1 = self.mono();
             let wall = self.wall();
             let m2 = self.mono();
-            let spread = m2.saturating_duration_since(m1);
+            let ns = m2.ns_since(m1).max(0);
+            let spread = ns_duration(ns);
             let p = ClockPair {
                 wall,
-                mono: m1 + spread / 2,
+                mono: Mono(m1.0 + ns / 2),
                 spread,
             };
             if spread <= TIGHT_PAIR {
@@ -71,11 +264,11 @@ pub const STEP_TOLERANCE: Duration = Duration::from_micros(100);
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn wall(&self) -> SystemTime {
-        SystemTime::now()
+    fn wall(&self) -> Wall {
+        Wall::now()
     }
-    fn mono(&self) -> Instant {
-        Instant::now()
+    fn mono(&self) -> Mono {
+        Mono::now()
     }
 }
 
@@ -94,14 +287,11 @@ impl SteppableClock {
 }
 
 impl Clock for SteppableClock {
-    fn wall(&self) -> SystemTime {
-        add_ns(
-            SystemTime::now(),
-            i128::from(self.offset_ns.load(Ordering::SeqCst)),
-        )
+    fn wall(&self) -> Wall {
+        Wall::now().shifted(self.offset_ns.load(Ordering::SeqCst))
     }
-    fn mono(&self) -> Instant {
-        Instant::now()
+    fn mono(&self) -> Mono {
+        Mono::now()
     }
 }
 
@@ -110,9 +300,9 @@ impl Clock for SteppableClock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClockPair {
     /// Wall clock.
-    pub wall: SystemTime,
+    pub wall: Wall,
     /// Monotonic clock.
-    pub mono: Instant,
+    pub mono: Mono,
     /// Distance of the two monotonic readings.
     pub spread: Duration,
 }
@@ -171,7 +361,7 @@ impl Fallback {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stamp {
     /// A kernel timestamp (wall clock).
-    Kernel(SystemTime),
+    Kernel(Wall),
     /// The TX timestamp has not been read yet (becomes [`Fallback::Missing`] at the reply).
     Awaited,
     /// The user-space pair stands in, for this reason.
@@ -199,7 +389,7 @@ pub struct RecvTimes {
 
 impl RecvTimes {
     /// The wall-clock time of the reply: the kernel's timestamp where there is one.
-    pub fn wall(&self) -> SystemTime {
+    pub fn wall(&self) -> Wall {
         match self.kernel {
             Stamp::Kernel(t) => t,
             _ => self.user.wall,
@@ -227,21 +417,9 @@ fn signed_ns(d: Duration) -> i128 {
     d.as_nanos() as i128
 }
 
-/// `to - from` in nanoseconds, negative when `to` is earlier.
-pub fn wall_diff(from: SystemTime, to: SystemTime) -> i128 {
-    match to.duration_since(from) {
-        Ok(d) => signed_ns(d),
-        Err(e) => -signed_ns(e.duration()),
-    }
-}
-
-fn add_ns(t: SystemTime, ns: i128) -> SystemTime {
-    let d = Duration::from_nanos(u64::try_from(ns.unsigned_abs()).unwrap_or(u64::MAX));
-    if ns >= 0 {
-        t.checked_add(d).unwrap_or(t)
-    } else {
-        t.checked_sub(d).unwrap_or(t)
-    }
+/// `to - from` in nanoseconds, negative when `to` is earlier (exact: no saturation).
+pub fn wall_diff(from: Wall, to: Wall) -> i128 {
+    i128::from(to.0) - i128::from(from.0)
 }
 
 fn positive(ns: i128) -> Duration {
@@ -250,8 +428,8 @@ fn positive(ns: i128) -> Duration {
 
 /// The RTT of one reply. See the module docs.
 pub fn measure(tx: &SendTimes, rx: &RecvTimes) -> Measured {
-    let bound = signed_ns(rx.user.mono.saturating_duration_since(tx.user.mono)).max(1);
-    let tol = signed_ns(STEP_TOLERANCE + tx.user.spread + rx.user.spread);
+    let bound = (i128::from(rx.user.mono.0) - i128::from(tx.user.mono.0)).max(1);
+    let tol = signed_ns(STEP_TOLERANCE) + signed_ns(tx.user.spread) + signed_ns(rx.user.spread);
     let step = wall_diff(tx.user.wall, rx.user.wall) - bound;
     let side = |s: Stamp| match s {
         Stamp::Kernel(t) => (Some(t), None),
@@ -281,7 +459,7 @@ pub fn measure(tx: &SendTimes, rx: &RecvTimes) -> Measured {
     } else {
         // Monotonic time (ns after the send pair) of a kernel stamp, through the pair of the one
         // epoch it fits: before the step (the send pair) or after it (the receive pair).
-        let resolve = |k: SystemTime| {
+        let resolve = |k: Wall| {
             let before = wall_diff(tx.user.wall, k);
             let after = bound + wall_diff(rx.user.wall, k);
             let fits = |ns: i128| ns >= -tol && ns <= bound + tol;
@@ -307,17 +485,9 @@ pub fn measure(tx: &SendTimes, rx: &RecvTimes) -> Measured {
     }
 }
 
-/// Wall minus monotonic of a pair, in ns, against a fixed origin of each clock: constant while
-/// the wall clock is not stepped.
+/// Wall minus monotonic of a pair, in ns: constant while the wall clock is not stepped.
 fn offset_ns(p: &ClockPair) -> i128 {
-    use std::sync::OnceLock;
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let mono = match p.mono.checked_duration_since(origin) {
-        Some(d) => signed_ns(d),
-        None => -signed_ns(origin.saturating_duration_since(p.mono)),
-    };
-    wall_diff(SystemTime::UNIX_EPOCH, p.wall) - mono
+    i128::from(p.wall.0) - i128::from(p.mono.0)
 }
 
 /// Counts clock steps once each, however many probes straddle the same step.

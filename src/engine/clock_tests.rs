@@ -1,6 +1,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 
@@ -127,7 +127,7 @@ fn a_forward_and_a_backward_step_count_two() {
     assert_eq!(counted, 2);
 }
 
-fn pair_at(wall: SystemTime, mono: Instant) -> ClockPair {
+fn pair_at(wall: Wall, mono: Mono) -> ClockPair {
     ClockPair {
         wall,
         mono,
@@ -139,8 +139,8 @@ fn pair_at(wall: SystemTime, mono: Instant) -> ClockPair {
 /// what the RTT and its fallbacks must be.
 #[test]
 fn measure_cases() {
-    let w0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let m0 = Instant::now();
+    let w0 = Wall::from_nanos(0) + Duration::from_secs(1_800_000_000);
+    let m0 = Mono::now();
     let us = |n: i64| {
         let d = Duration::from_micros(n.unsigned_abs());
         if n >= 0 { w0 + d } else { w0 - d }
@@ -249,7 +249,7 @@ fn measure_cases() {
 /// Same instants on both sides (a clock too coarse to tell them apart) still give a positive RTT.
 #[test]
 fn never_zero() {
-    let p = pair_at(SystemTime::UNIX_EPOCH, Instant::now());
+    let p = pair_at(Wall::from_nanos(0), Mono::now());
     let m = measure(
         &SendTimes {
             user: p,
@@ -261,4 +261,90 @@ fn never_zero() {
         },
     );
     assert!(m.rtt > Duration::ZERO, "{m:?}");
+}
+
+/// A reading turned into an `Instant` for a timer is never earlier than the moment it names,
+/// and no more than a few microseconds later; turned back it is the same reading within as much.
+#[test]
+fn a_monotonic_reading_becomes_an_instant_never_early() {
+    for _ in 0..1000 {
+        let before = Instant::now();
+        let m = Mono::now();
+        let after = Instant::now();
+        let i = m.instant();
+        assert!(i >= before, "{i:?} before {before:?}");
+        assert!(
+            i.saturating_duration_since(after) < Duration::from_millis(1),
+            "{i:?} far after {after:?}"
+        );
+        let back = Mono::of(i);
+        assert!(back.ns_since(m).abs() < 1_000_000, "{back:?} vs {m:?}");
+    }
+    // Far before the anchor and far after it.
+    let m = Mono::now();
+    let early = m - Duration::from_secs(3600);
+    assert_eq!(
+        m.instant().duration_since(early.instant()),
+        Duration::from_secs(3600)
+    );
+    let late = m + Duration::from_secs(86_400);
+    assert_eq!(
+        late.instant().duration_since(m.instant()),
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(late.since(m), Duration::from_secs(86_400));
+    assert_eq!(m.since(late), Duration::ZERO, "never negative");
+    assert_eq!(m.ns_since(late), -86_400 * SEC);
+}
+
+/// The wall clock's readings are the machine's `SystemTime`, to the nanosecond both ways.
+#[test]
+fn a_wall_reading_is_the_system_time_it_names() {
+    let before = SystemTime::now();
+    let w = Wall::now();
+    let after = SystemTime::now();
+    assert!(before <= w.time() && w.time() <= after, "{w:?}");
+    for t in [
+        SystemTime::UNIX_EPOCH,
+        SystemTime::UNIX_EPOCH + Duration::new(1_765_000_000, 123_456_789),
+        SystemTime::UNIX_EPOCH - Duration::new(1, 1),
+    ] {
+        assert_eq!(Wall::of(t).time(), t);
+    }
+    assert_eq!(
+        Wall::of(SystemTime::UNIX_EPOCH - Duration::new(1, 1)).nanos(),
+        -SEC - 1
+    );
+    assert_eq!(Wall::from_nanos(-5).unix_nanos(), 0, "before the epoch");
+    assert_eq!(Wall::from_nanos(7).unix_nanos(), 7);
+    assert_eq!(
+        Wall::from_nanos(i64::MAX) + Duration::from_secs(1),
+        Wall::from_nanos(i64::MAX)
+    );
+    assert_eq!(Wall::from_nanos(10).shifted(-20), Wall::from_nanos(-10));
+}
+
+/// A kernel timestamp's fields make a reading only when they are a valid `timespec` in range.
+#[test]
+fn a_timespec_makes_a_reading_only_when_valid() {
+    assert_eq!(
+        Wall::from_timespec(2, 5),
+        Some(Wall::from_nanos(2 * SEC + 5))
+    );
+    assert_eq!(
+        Wall::from_timespec(0, 999_999_999),
+        Some(Wall::from_nanos(999_999_999))
+    );
+    assert_eq!(
+        Wall::from_timespec(1, 1_000_000_000),
+        None,
+        "nanoseconds past a second"
+    );
+    assert_eq!(Wall::from_timespec(1, -1), None, "negative nanoseconds");
+    assert_eq!(
+        Wall::from_timespec(i64::MAX / SEC + 1, 0),
+        None,
+        "past 2262"
+    );
+    assert_eq!(Wall::from_timespec(i64::MIN, 0), None);
 }

@@ -151,7 +151,7 @@ impl ProbeState {
             None => Stamp::Awaited,
             Some(why) => Stamp::User(why),
         };
-        self.deadline = self.sent.user.mono + self.timeout;
+        self.deadline = self.sent.user.mono.instant() + self.timeout;
     }
 
     /// True once the probe has its terminal event.
@@ -172,7 +172,7 @@ impl ProbeState {
         };
         let m = clock::measure(&self.sent, &recv);
         self.shared.account(&m);
-        (m.rtt, recv.wall())
+        (m.rtt, recv.wall().time())
     }
 
     /// An answer: reply, late or duplicate, by what came before. An RTT over the timeout is
@@ -250,7 +250,7 @@ impl ProbeState {
 
     /// The wall-clock time now, for timeouts.
     pub(super) fn now(&self) -> SystemTime {
-        self.shared.clock.wall()
+        self.shared.clock.wall().time()
     }
 }
 
@@ -415,7 +415,7 @@ impl FlowEngine {
                 kernel: Stamp::User(Fallback::Unsupported),
             },
             timeout: spec.timeout,
-            deadline: first.mono + spec.timeout,
+            deadline: first.mono.instant() + spec.timeout,
             settled: None,
         }
     }

@@ -8,12 +8,11 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::time::Instant;
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use super::{Key, RECENT_KEEP, Recent};
+use super::{Key, Mono, RECENT_KEEP, Recent};
 
 /// Settled probes, oldest first, at most `capacity` of them, found by key.
 ///
@@ -151,11 +150,11 @@ impl RecentRing {
     /// Forgets probes sent [`RECENT_KEEP`] or longer before `now`, oldest first. The ring is in
     /// settling order, which follows sending order up to the spread of timeouts, so a younger
     /// probe ahead of older ones only holds them back that long.
-    pub(super) fn forget_old(&mut self, now: Instant) {
+    pub(super) fn forget_old(&mut self, now: Mono) {
         while self
             .ring
             .front()
-            .is_some_and(|(_, r)| now.saturating_duration_since(r.sent.user.mono) >= RECENT_KEEP)
+            .is_some_and(|(_, r)| now.since(r.sent.user.mono) >= RECENT_KEEP)
         {
             self.forget_oldest();
         }

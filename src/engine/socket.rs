@@ -24,7 +24,6 @@ mod recv;
 pub use recv::{
     ExtendedError, MAX_BATCH, Received, RecvBatch, SCM_TSTAMP_SND, SO_EE_ORIGIN_ICMP,
     SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_TIMESTAMPING, cmsg_buffer, is_pending_icmp_error, recv,
-    unix_nanos,
 };
 
 /// Where timestamps come from.

@@ -18,12 +18,12 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 // Keys are the probes this process sent (a reply only looks one up), so a fast hash serves.
 use foldhash::HashMap;
 
-use super::clock::{self, ClockPair, Fallback, Measured, RecvTimes, SendTimes, Stamp};
+use super::clock::{self, ClockPair, Fallback, Measured, Mono, RecvTimes, SendTimes, Stamp, Wall};
 use super::packet::PayloadStamp;
 use super::{EventKind, EventSink, IcmpErrorInfo, ProbeEvent, ReplyInfo};
 
@@ -92,9 +92,8 @@ struct Pending {
     /// The deadline (`sent.user.mono` plus the probe's timeout) and its tie-breaker in
     /// `deadlines`. A reply whose RTT exceeds the timeout is late even when the timer has not
     /// fired yet (a busy runtime can run it after the reply is read). The timeout is not kept
-    /// apart: 16 bytes more would take `Pending` past 128, where its moves become `memcpy`
-    /// calls.
-    timer: (Instant, u64),
+    /// apart: it is the deadline less the send time, one subtraction of integers.
+    timer: (Mono, u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,14 +159,14 @@ pub struct Full;
 pub struct InFlightTable {
     capacity: usize,
     pending: HashMap<Key, Pending>,
-    deadlines: BTreeMap<(Instant, u64), Key>,
+    deadlines: BTreeMap<(Mono, u64), Key>,
     next_id: u64,
     /// Settled probes, at most `recent_capacity` of them.
     recent: RecentRing,
     next_seq: HashMap<Dest, u16>,
     /// When the timer task looks at the table next: the deadline it sleeps until, or `None`
     /// while it waits to be woken. See [`InFlightTable::arm`].
-    armed: Option<Instant>,
+    armed: Option<Mono>,
 }
 
 /// Send times of a probe before its `sendto` (replaced by [`InFlightTable::set_sent`]).
@@ -219,13 +218,13 @@ impl InFlightTable {
     }
 
     /// The earliest deadline of any probe in flight.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Mono> {
         self.deadlines.keys().next().map(|(at, _)| *at)
     }
 
     /// For the timer task, before it sleeps: the earliest deadline, to sleep until (`None`:
     /// nothing in flight, wait to be woken). The table remembers it for [`Self::wake_timer`].
-    pub fn arm(&mut self) -> Option<Instant> {
+    pub fn arm(&mut self) -> Option<Mono> {
         self.armed = self.next_deadline();
         self.armed
     }
@@ -236,7 +235,7 @@ impl InFlightTable {
     /// left alone, even when that probe has been answered since: it wakes, finds nothing, and
     /// arms for what is in flight then. So a steady stream of quick replies costs the timer
     /// about one wake-up per timeout, not one per send that finds the table empty.
-    pub fn wake_timer(&mut self, deadline: Instant) -> bool {
+    pub fn wake_timer(&mut self, deadline: Mono) -> bool {
         let wake = self.armed.is_none_or(|armed| deadline < armed);
         if wake {
             self.armed = Some(deadline);
@@ -258,7 +257,7 @@ impl InFlightTable {
         sink: EventSink,
         sent: ClockPair,
         stamp: u64,
-        deadline: Instant,
+        deadline: Mono,
     ) -> Result<u16, Full> {
         if self.pending.len() >= self.capacity {
             return Err(Full);
@@ -314,13 +313,7 @@ impl InFlightTable {
     /// probe is in flight, its payload stamp matches, and `id` (the timestamp's `OPT_ID`, minus
     /// the socket's known drift) is the send count recorded for it. On a mismatch the probe falls
     /// back to its user-space send time: a timestamp is never attached to the wrong probe.
-    pub fn tx_timestamp(
-        &mut self,
-        key: &Key,
-        stamp: PayloadStamp,
-        id: u32,
-        at: SystemTime,
-    ) -> TxMatch {
+    pub fn tx_timestamp(&mut self, key: &Key, stamp: PayloadStamp, id: u32, at: Wall) -> TxMatch {
         let Some(p) = self.pending.get_mut(key) else {
             return TxMatch::Unknown;
         };
@@ -377,7 +370,7 @@ impl InFlightTable {
             PayloadStamp::Unstamped => true,
             PayloadStamp::Foreign => false,
         };
-        let received = rx.wall();
+        let received = rx.wall().time();
         let event = |tag, m: &Measured, kind: fn(ReplyInfo) -> EventKind| ProbeEvent {
             tag,
             seq: key.seq,
@@ -401,7 +394,7 @@ impl InFlightTable {
                 return (ReplyOutcome::Unknown, None);
             };
             let m = clock::measure(&p.sent, rx);
-            if m.rtt > p.timer.0.saturating_duration_since(p.sent.user.mono) {
+            if m.rtt > p.timer.0.since(p.sent.user.mono) {
                 let timeout = ProbeEvent {
                     tag: p.tag,
                     seq: key.seq,
@@ -464,12 +457,13 @@ impl InFlightTable {
     ) -> Option<Delivery> {
         let p = self.pending.get(&key)?;
         info.rtt = Some(clock::measure(&p.sent, rx).rtt);
-        self.error(key, info, rx.wall())
+        self.error(key, info, rx.wall().time())
     }
 
     /// Times out every probe whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: Instant, wall: SystemTime) -> Vec<Delivery> {
+    pub fn expire(&mut self, now: Mono, wall: Wall) -> Vec<Delivery> {
         self.recent.forget_old(now);
+        let wall = wall.time();
         let mut out = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             if entry.key().0 > now {

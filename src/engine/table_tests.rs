@@ -16,16 +16,16 @@ fn sink() -> (EventSink, mpsc::Receiver<ProbeEvent>) {
     (tx.into(), rx)
 }
 
-const WALL0: SystemTime = SystemTime::UNIX_EPOCH;
+const WALL0: Wall = Wall::from_nanos(0);
 
-fn mono0() -> Instant {
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+fn mono0() -> Mono {
+    static BASE: std::sync::OnceLock<Mono> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Mono::now)
 }
 
 /// The test's clocks at their origin: every pair below keeps wall minus monotonic constant,
 /// as a clock that is never stepped does.
-fn t0() -> (Instant, SystemTime) {
+fn t0() -> (Mono, Wall) {
     (mono0(), WALL0 + Duration::from_secs(1_700_000_000))
 }
 
@@ -35,8 +35,8 @@ fn start(
     capacity: usize,
     recent_capacity: usize,
 ) -> (
-    Instant,
-    SystemTime,
+    Mono,
+    Wall,
     InFlightTable,
     EventSink,
     mpsc::Receiver<ProbeEvent>,
@@ -52,15 +52,14 @@ fn start(
     )
 }
 
-fn mono_of(w: SystemTime) -> Instant {
-    let since = w
-        .duration_since(t0().1)
-        .expect("test times are after the origin");
-    mono0() + since
+fn mono_of(w: Wall) -> Mono {
+    let since = w.ns_since(t0().1);
+    assert!(since >= 0, "test times are after the origin");
+    Mono::from_nanos(mono0().nanos() + since)
 }
 
 /// The send pair of a probe sent at wall time `w`.
-fn sp(w: SystemTime) -> ClockPair {
+fn sp(w: Wall) -> ClockPair {
     ClockPair {
         wall: w,
         mono: mono_of(w),
@@ -69,7 +68,7 @@ fn sp(w: SystemTime) -> ClockPair {
 }
 
 /// A reply read at wall time `w`, with user-space timestamps.
-fn rx(w: SystemTime) -> RecvTimes {
+fn rx(w: Wall) -> RecvTimes {
     RecvTimes {
         user: sp(w),
         kernel: Stamp::User(Fallback::Disabled),
@@ -88,17 +87,17 @@ fn key(seq: u16) -> Key {
 fn put(
     t: &mut InFlightTable,
     tx: &EventSink,
-    wall: SystemTime,
+    wall: Wall,
     tag: u64,
     stamp: u64,
-    deadline: Instant,
+    deadline: Mono,
 ) -> Result<u16, Full> {
     t.insert(IP, ID, tag, tx.clone(), sp(wall), stamp, deadline)
 }
 
 /// A table (8 in flight, 8 recent) holding one probe: `tag`, payload `stamp`, due `timeout`
 /// after the start; with the start's monotonic and wall times.
-fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Instant, SystemTime) {
+fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, Mono, Wall) {
     let (now, wall, mut t, tx, _rx) = start(8, 8);
     let seq = put(&mut t, &tx, wall, tag, stamp, now + timeout).unwrap();
     (t, seq, now, wall)
@@ -106,13 +105,7 @@ fn one_probe(tag: u64, stamp: u64, timeout: Duration) -> (InFlightTable, u16, In
 
 /// A reply to `seq` with payload stamp `stamp`, received at `at` with `ttl`: a 64-byte message on
 /// a socket that does not wait for TX timestamps.
-fn answer(
-    t: &mut InFlightTable,
-    seq: u16,
-    stamp: u64,
-    at: SystemTime,
-    ttl: Option<u8>,
-) -> ReplyOutcome {
+fn answer(t: &mut InFlightTable, seq: u16, stamp: u64, at: Wall, ttl: Option<u8>) -> ReplyOutcome {
     t.reply(
         key(seq),
         PayloadStamp::Stamp(stamp),
@@ -220,10 +213,12 @@ fn icmp_error_settles_and_later_reply_is_late() {
         from: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)),
         rtt: None,
     };
-    let (_, ev) = t.error(key(seq), info.clone(), wall).expect("matched");
+    let (_, ev) = t
+        .error(key(seq), info.clone(), wall.time())
+        .expect("matched");
     assert_eq!(ev.kind, EventKind::IcmpError(info.clone()));
     assert!(
-        t.error(key(seq), info, wall).is_none(),
+        t.error(key(seq), info, wall.time()).is_none(),
         "second error ignored"
     );
     assert!(

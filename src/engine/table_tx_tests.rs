@@ -149,7 +149,7 @@ proptest::proptest! {
                         from: IP,
                         rtt: None,
                     };
-                    if let Some((_, ev)) = t.error(key, info, wall) {
+                    if let Some((_, ev)) = t.error(key, info, wall.time()) {
                         assert_eq!(ev.tag, stamp);
                         check(&ev, &mut terminal);
                     }

@@ -83,8 +83,8 @@ pub(super) fn start(
     set_syncnt(&sock, 1).map_err(io)?;
     sock.set_linger(Some(Duration::ZERO)).map_err(io)?;
     state.sent.user = shared.clock.pair();
-    state.deadline = state.sent.user.mono + spec.timeout.min(MAX_WAIT);
-    let close_at = state.sent.user.mono + MAX_WAIT;
+    state.deadline = state.sent.user.mono.instant() + spec.timeout.min(MAX_WAIT);
+    let close_at = state.sent.user.mono.instant() + MAX_WAIT;
     match sock.connect(&SockAddr::from(SocketAddr::new(ip, port))) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -169,7 +169,10 @@ fn read_icmp_error(
         if let Some(e) = got.ext_err
             && let Some(info) = flow::icmp_error_info(target.is_ipv6(), &e, target)
         {
-            return Some((info, got.kernel_time.unwrap_or_else(|| state.now())));
+            return Some((
+                info,
+                got.kernel_time.map_or_else(|| state.now(), |t| t.time()),
+            ));
         }
     }
     None

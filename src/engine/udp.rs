@@ -32,7 +32,7 @@ use socket2::{Protocol, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::runtime::Handle;
 
-use super::clock::{Fallback, Stamp};
+use super::clock::{Fallback, Stamp, Wall};
 use super::flow::{self, ProbeState, Shared, bump};
 use super::socket::{self, SCM_TSTAMP_SND, SO_EE_ORIGIN_TIMESTAMPING, TimestampSource};
 use super::{ProbeSpec, ReplyInfo, SendError, UdpMode};
@@ -132,7 +132,7 @@ pub(super) fn start(
     let close_at = state.deadline + LATE_WINDOW;
     let payload = echo_request(
         id,
-        socket::unix_nanos(state.sent.user.wall),
+        state.sent.user.wall.unix_nanos(),
         usize::from(spec.size),
     );
     sock.send(&payload).map_err(io)?;
@@ -229,7 +229,7 @@ fn state_ip(sock: &Socket) -> std::net::IpAddr {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
-pub(super) fn rx_stamp(kernel: Option<std::time::SystemTime>, cmsg_error: bool) -> Stamp {
+pub(super) fn rx_stamp(kernel: Option<Wall>, cmsg_error: bool) -> Stamp {
     match kernel {
         Some(t) => Stamp::Kernel(t),
         None if cmsg_error => Stamp::User(Fallback::ControlMessage),

@@ -240,7 +240,7 @@ pub(super) fn start(
     let deadline = state.deadline;
     let payload = udp::flow_request(
         id,
-        socket::unix_nanos(state.sent.user.wall),
+        state.sent.user.wall.unix_nanos(),
         usize::from(spec.size),
         flow,
     );

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::engine::clock::{Clock, ClockPair};
+use crate::engine::clock::{Clock, ClockPair, Mono};
 
 /// A difference between the wall clock and the anchor's reckoning that is a step, beyond the
 /// spread of the pair of readings it was seen in.
@@ -28,7 +28,7 @@ pub(super) struct WallClock {
     /// The same moment on tokio's clock (the clock of due times and sends).
     at: Instant,
     /// The same moment on the machine's monotonic clock (the clock that steps are seen against).
-    real: std::time::Instant,
+    real: Mono,
 }
 
 impl WallClock {
@@ -36,7 +36,7 @@ impl WallClock {
     pub(super) fn new(clock: &dyn Clock) -> Self {
         let pair = clock.pair();
         Self {
-            wall: pair.wall,
+            wall: pair.wall.time(),
             at: Instant::now(),
             real: pair.mono,
         }
@@ -50,9 +50,9 @@ impl WallClock {
 
     /// [`follow`](Self::follow) with the clocks read as `pair`.
     fn follow_to(&mut self, pair: ClockPair) -> Option<f64> {
-        let reckoned = self.wall + pair.mono.saturating_duration_since(self.real);
+        let reckoned = self.wall + pair.mono.since(self.real);
         let bound = STEP + pair.spread;
-        match pair.wall.duration_since(reckoned) {
+        match pair.wall.time().duration_since(reckoned) {
             Ok(ahead) if ahead > bound => {
                 self.wall += ahead;
                 Some(ahead.as_secs_f64())
@@ -80,7 +80,8 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     /// Readings `spread` apart.
-    fn read(mono: std::time::Instant, wall: SystemTime, spread: Duration) -> ClockPair {
+    fn read(mono: Mono, wall: SystemTime, spread: Duration) -> ClockPair {
+        let wall = crate::engine::clock::Wall::of(wall);
         ClockPair { wall, mono, spread }
     }
 

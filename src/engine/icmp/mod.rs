@@ -398,7 +398,7 @@ impl Pinger for IcmpEngine {
             mono: clock.mono(),
             spread: std::time::Duration::ZERO,
         };
-        let stamp = socket::unix_nanos(first.wall);
+        let stamp = first.wall.unix_nanos();
         let deadline = first.mono + spec.timeout;
         let (seq, wake_timer) = {
             let mut table = self.shared.table.lock();

@@ -14,7 +14,7 @@ pub(super) async fn timer_task(shared: Arc<Shared>) {
         match next {
             Some(at) => {
                 tokio::select! {
-                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = tokio::time::sleep_until(at.instant().into()) => {}
                     () = shared.timer.notified() => {}
                 }
             }

@@ -12,9 +12,10 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, SystemTime};
 
 use socket2::Socket;
+
+use crate::engine::clock::Wall;
 
 /// True for the errors an ICMP error leaves pending on a datagram socket (`sk_err`), which the
 /// next send or receive reports once.
@@ -84,7 +85,7 @@ pub struct Received {
     /// Source address (normal queue) or original destination (error queue).
     pub from: Option<IpAddr>,
     /// Kernel timestamp: of the receive (normal queue) or of the send (error queue).
-    pub kernel_time: Option<SystemTime>,
+    pub kernel_time: Option<Wall>,
     /// The control messages could not be read in full (truncated, or a timestamp out of
     /// range); whatever they carried is lost for this packet.
     pub cmsg_error: bool,
@@ -196,11 +197,11 @@ fn received(h: Header, name: &libc::sockaddr_storage, control: &[u8]) -> Receive
 
 /// Takes what one control message carries into `out`.
 fn control_message(level: libc::c_int, kind: libc::c_int, data: &[u8], out: &mut Received) {
-    let time = |ts: libc::timespec| match (u64::try_from(ts.tv_sec), u32::try_from(ts.tv_nsec)) {
-        (Ok(s), Ok(ns)) if ns < 1_000_000_000 => {
-            SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, ns))
-        }
-        _ => None,
+    // Before the epoch is not a time the kernel stamps a packet with: malformed. (`time_t` and
+    // `c_long` are 32 bits on some targets.)
+    #[allow(clippy::useless_conversion)]
+    let time = |ts: libc::timespec| {
+        Wall::from_timespec(i64::from(ts.tv_sec), i64::from(ts.tv_nsec)).filter(|t| t.nanos() >= 0)
     };
     let mut stamp = |ts: Option<libc::timespec>| {
         let t = ts.and_then(time);
@@ -439,13 +440,6 @@ impl RecvBatch {
             .unwrap_or(&[]);
         Some((data, received(h, self.names.get(i)?, control)))
     }
-}
-
-/// Current wall-clock time as nanoseconds since the Unix epoch (0 before 1970).
-pub fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

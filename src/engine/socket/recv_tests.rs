@@ -23,13 +23,13 @@ fn a_batch_reads_every_queued_datagram_with_what_came_with_it() {
     let (rx, tx) = pair();
     setsockopt(&rx, sockopt::ReceiveTimestampns, &true).unwrap();
     let sent: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; usize::from(i) * 10]).collect();
-    let before = SystemTime::now();
+    let before = crate::engine::clock::Wall::now();
     for d in &sent {
         tx.send(d).unwrap();
     }
     let mut batch = RecvBatch::new(8, 2048);
     assert_eq!(batch.read(&rx, false).unwrap(), 5);
-    let after = SystemTime::now();
+    let after = crate::engine::clock::Wall::now();
     for (i, want) in sent.iter().enumerate() {
         let (data, got) = batch.message(i).unwrap();
         assert_eq!(data, &want[..], "message {i}");
