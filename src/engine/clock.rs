@@ -21,7 +21,7 @@
 //! its wall clock without touching the machine's (which is shared; time namespaces do not cover
 //! `CLOCK_REALTIME`). Readings are whole nanoseconds ([`Mono`], [`Wall`]): every probe's
 //! deadline, bounds and RTT are a few subtractions and comparisons of integers, where `Instant`
-//! and `SystemTime` pay a checked (seconds, nanoseconds) subtraction each, about 37 instructions
+//! and `SystemTime` pay a checked (seconds, nanoseconds) subtraction each, about 31 instructions
 //! (`bench/instructions.sh`); they are made only where a timer or an event needs one.
 
 use std::sync::OnceLock;
