@@ -295,6 +295,13 @@ fn a_monotonic_reading_becomes_an_instant_never_early() {
     assert_eq!(late.since(m), Duration::from_secs(86_400));
     assert_eq!(m.since(late), Duration::ZERO, "never negative");
     assert_eq!(m.ns_since(late), -86_400 * SEC);
+    // An `Instant` before the anchor (taken at the first use) and one after it keep their
+    // distance exactly.
+    let t = Instant::now();
+    let before = t
+        .checked_sub(Duration::from_secs(1))
+        .expect("the machine has been up a second");
+    assert_eq!(Mono::of(t).ns_since(Mono::of(before)), SEC);
 }
 
 /// The wall clock's readings are the machine's `SystemTime`, to the nanosecond both ways.
