@@ -59,24 +59,20 @@ fn ns_duration(ns: i64) -> Duration {
 }
 
 /// Reads `id` through the vDSO. It fails only for a clock the kernel lacks, which these two are
-/// not; `fallback` reads the same clock through `std` then.
-fn read(id: ClockId, fallback: fn() -> i64) -> i64 {
-    match clock_gettime(id) {
-        Ok(ts) => timespec_ns(ts.tv_sec(), ts.tv_nsec()).unwrap_or_else(fallback),
-        Err(_) => fallback(),
-    }
+/// not; the callers read the same clock through `std` then.
+fn read(id: ClockId) -> Option<i64> {
+    let ts = clock_gettime(id).ok()?;
+    timespec_ns(ts.tv_sec(), ts.tv_nsec())
 }
 
 /// One moment on both monotonic clocks: a [`Mono`] read first, then an `Instant`, so that a
 /// [`Mono`] turned into an `Instant` through it is never earlier than the true one (a deadline
-/// never fires early); the error is the few nanoseconds between the two readings.
+/// never fires early); the error is the few nanoseconds between the two readings. (Its own
+/// fallback is 0, not [`Mono::of`], which needs the anchor.)
 fn anchor() -> (Mono, Instant) {
     static ANCHOR: OnceLock<(Mono, Instant)> = OnceLock::new();
     *ANCHOR.get_or_init(|| {
-        let ns = clock_gettime(ClockId::CLOCK_MONOTONIC)
-            .ok()
-            .and_then(|ts| timespec_ns(ts.tv_sec(), ts.tv_nsec()))
-            .unwrap_or(0);
+        let ns = read(ClockId::CLOCK_MONOTONIC).unwrap_or(0);
         (Mono(ns), Instant::now())
     })
 }
@@ -84,9 +80,7 @@ fn anchor() -> (Mono, Instant) {
 impl Mono {
     /// The monotonic clock now.
     pub fn now() -> Self {
-        Self(read(ClockId::CLOCK_MONOTONIC, || {
-            Self::of(Instant::now()).0
-        }))
+        read(ClockId::CLOCK_MONOTONIC).map_or_else(|| Self::of(Instant::now()), Self)
     }
 
     /// The reading at `ns` nanoseconds from the clock's origin.
@@ -137,9 +131,7 @@ impl Mono {
 impl Wall {
     /// The wall clock now.
     pub fn now() -> Self {
-        Self(read(ClockId::CLOCK_REALTIME, || {
-            Self::of(SystemTime::now()).0
-        }))
+        read(ClockId::CLOCK_REALTIME).map_or_else(|| Self::of(SystemTime::now()), Self)
     }
 
     /// A kernel timestamp (`timespec` fields), if valid and in range.
