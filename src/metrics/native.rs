@@ -162,18 +162,17 @@ impl NativeBuckets {
     /// [`COUNT_MAX`] stays there.
     fn increment(&mut self, side: u64, index: i32) {
         let key = side | (u64::from((index + INDEX_BIAS).unsigned_abs()) << COUNT_BITS);
-        match self
-            .buckets
-            .binary_search_by(|b| (b & !COUNT_MAX).cmp(&key))
-        {
-            Ok(at) => {
-                if let Some(b) = self.buckets.get_mut(at)
-                    && *b & COUNT_MAX < COUNT_MAX
-                {
+        // A bucket of a lower key packs to less than `key` (keys differ above the count's
+        // bits), this key's own to more (its count is at least one): one search on the packed
+        // values, no mask per step.
+        let at = self.buckets.partition_point(|b| *b < key);
+        match self.buckets.get_mut(at) {
+            Some(b) if *b & !COUNT_MAX == key => {
+                if *b & COUNT_MAX < COUNT_MAX {
                     *b += 1;
                 }
             }
-            Err(at) => {
+            _ => {
                 // Buckets are added seldom (a new one per new range of values): grow by a
                 // quarter rather than double.
                 if self.buckets.len() == self.buckets.capacity() {
@@ -229,8 +228,10 @@ fn bucket_index(schema: i8, v: f64) -> i32 {
     let (frac, exp) = frexp(if infinite { f64::MAX } else { v });
     let index = if schema > 0 {
         // The octave `exp` holds buckets (exp-1)·2^s + 1 ..= exp·2^s; the fraction picks one.
-        let step = 1 << (SCHEMA - schema);
-        let below = OCTAVE.iter().step_by(step).filter(|b| **b < frac).count() as i32;
+        // Schema 3's bounds below the fraction, then every second (schema 2) or fourth
+        // (schema 1) of them: bounds 0, 2, 4, 6 among the first `c` are ceil(c / 2).
+        let shift = SCHEMA - schema;
+        let below = (octave_bounds_below(frac) + (1 << shift) - 1) >> shift;
         below + (exp - 1) * (1 << schema)
     } else {
         // Powers of two are the upper bounds of their bucket: 2^k is in bucket k at schema 0.
@@ -240,6 +241,36 @@ fn bucket_index(schema: i8, v: f64) -> i32 {
     };
     // Infinity is past the largest finite value's bucket.
     index + i32::from(infinite)
+}
+
+/// For each sixteenth of [`frexp`]'s range of fractions (its top four mantissa bits), how many
+/// of [`OCTAVE`]'s bounds lie below it, and the one bound inside it, or infinity. There is at
+/// most one: neighbouring bounds are at least 0.045 apart, a sixteenth of `[0.5, 1)` is 0.031.
+const CELLS: [(i32, f64); 16] = {
+    let mut cells = [(0, f64::INFINITY); 16];
+    let mut t = 0;
+    while t < 16 {
+        let low = 0.5 + t as f64 / 32.0;
+        let mut k = 0;
+        while k < OCTAVE.len() {
+            if OCTAVE[k] < low {
+                cells[t].0 += 1;
+            } else if OCTAVE[k] < low + 1.0 / 32.0 {
+                cells[t].1 = OCTAVE[k];
+            }
+            k += 1;
+        }
+        t += 1;
+    }
+    cells
+};
+
+/// How many of [`OCTAVE`]'s bounds lie below `frac` (in `[0.5, 1)`): one table look-up and one
+/// comparison, where counting them took eight.
+fn octave_bounds_below(frac: f64) -> i32 {
+    // Always in range: four bits.
+    let (below, inside) = CELLS[((frac.to_bits() >> 48) & 0xf) as usize];
+    below + i32::from(inside < frac)
 }
 
 /// `v = frac · 2^exp` with `frac` in `[0.5, 1)`, for positive finite `v`.
@@ -403,6 +434,27 @@ mod tests {
                 [exact, exact.next_up(), exact.next_down()].contains(b),
                 "bound {k}: {b} against {exact}"
             );
+        }
+    }
+
+    // The table's count is the count of bounds below, on every bound, one step either side
+    // of it, and across each sixteenth of the range.
+    #[test]
+    fn the_table_counts_the_octave_bounds_below_a_fraction() {
+        let mut fracs: Vec<f64> = OCTAVE
+            .iter()
+            .flat_map(|b| [*b, b.next_up(), b.next_down()])
+            .filter(|f| (0.5..1.0).contains(f))
+            .collect();
+        fracs.extend(
+            (0..=4096)
+                .map(|i| 0.5 + f64::from(i) / 8192.0)
+                .filter(|f| *f < 1.0),
+        );
+        fracs.push(1.0f64.next_down());
+        for frac in fracs {
+            let counted = OCTAVE.iter().filter(|b| **b < frac).count() as i32;
+            assert_eq!(octave_bounds_below(frac), counted, "{frac}");
         }
     }
 
