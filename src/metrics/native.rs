@@ -244,33 +244,31 @@ fn bucket_index(schema: i8, v: f64) -> i32 {
 }
 
 /// For each sixteenth of [`frexp`]'s range of fractions (its top four mantissa bits), how many
-/// of [`OCTAVE`]'s bounds lie below it, and the one bound inside it, or infinity. There is at
-/// most one: neighbouring bounds are at least 0.045 apart, a sixteenth of `[0.5, 1)` is 0.031.
-const CELLS: [(i32, f64); 16] = {
-    let mut cells = [(0, f64::INFINITY); 16];
+/// of [`OCTAVE`]'s bounds lie below it, four bits a sixteenth: a constant, no table to load. The
+/// next bound, `OCTAVE[count]`, is the only one that can lie inside the sixteenth: neighbouring
+/// bounds are at least 0.045 apart, a sixteenth of `[0.5, 1)` is 0.031.
+const BELOW: u64 = {
+    let mut packed = 0;
     let mut t = 0;
     while t < 16 {
         let low = 0.5 + t as f64 / 32.0;
-        let mut k = 0;
-        while k < OCTAVE.len() {
-            if OCTAVE[k] < low {
-                cells[t].0 += 1;
-            } else if OCTAVE[k] < low + 1.0 / 32.0 {
-                cells[t].1 = OCTAVE[k];
-            }
-            k += 1;
+        let mut below = 0;
+        while below < OCTAVE.len() && OCTAVE[below] < low {
+            below += 1;
         }
+        packed |= (below as u64) << (4 * t);
         t += 1;
     }
-    cells
+    packed
 };
 
-/// How many of [`OCTAVE`]'s bounds lie below `frac` (in `[0.5, 1)`): one table look-up and one
-/// comparison, where counting them took eight.
+/// How many of [`OCTAVE`]'s bounds lie below `frac` (in `[0.5, 1)`): the count below its
+/// sixteenth and one comparison with the next bound, where counting them took eight.
 fn octave_bounds_below(frac: f64) -> i32 {
-    // Always in range: four bits.
-    let (below, inside) = CELLS[((frac.to_bits() >> 48) & 0xf) as usize];
-    below + i32::from(inside < frac)
+    let sixteenth = (frac.to_bits() >> 48) & 0xf;
+    // At most 8: fits.
+    let below = ((BELOW >> (4 * sixteenth)) & 0xf) as usize;
+    (below + usize::from(OCTAVE.get(below).is_some_and(|b| *b < frac))) as i32
 }
 
 /// `v = frac · 2^exp` with `frac` in `[0.5, 1)`, for positive finite `v`.
